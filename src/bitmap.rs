@@ -1,0 +1,345 @@
+//! Dirty bitmaps: views of the feature records and decoding of their bits.
+//!
+//! Granule `g` of a bitmap covers guest bytes `[g * granularity_bytes, (g + 1) * granularity_bytes)`.
+//! L1 entry `k` covers granules `[k * cluster_size * 8, (k + 1) * cluster_size * 8)`; within a
+//! bitmap cluster, granule `g` is bit `g % 8` of byte `g / 8` (least significant bit first).
+
+use std::io::Write;
+
+use zerocopy::little_endian::U64;
+use zerocopy::FromBytes;
+
+use crate::error::{Region, Result, Violation};
+use crate::extension::{Extension, FeatureEntry};
+use crate::image::Image;
+use crate::raw::bitmap::{RawBitmapHeader, BITMAP_HEADER_SIZE, L1_CLEAN, L1_DIRTY, L1_ENTRY_SIZE};
+use crate::raw::SECTOR_SIZE;
+use crate::source::Source;
+
+/// A dirty-bitmap feature of an image, viewed in place.
+#[derive(Clone, Copy)]
+pub struct Bitmap<'a> {
+    /// Feature number in the extension.
+    pub feature: usize,
+    /// File offset of the feature record.
+    pub file_offset: u64,
+    /// The bitmap header (copied: 32 bytes).
+    pub header: RawBitmapHeader,
+    l1: &'a [U64],
+    nb_sectors: u64,
+    cluster_size: u64,
+    file_len: u64,
+    source: &'a (dyn Source + 'a),
+}
+
+impl std::fmt::Debug for Bitmap<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bitmap")
+            .field("feature", &self.feature)
+            .field("name", &self.name())
+            .field("granularity", &self.header.granularity.get())
+            .field("l1_size", &self.header.l1_size.get())
+            .finish()
+    }
+}
+
+impl<'a> Bitmap<'a> {
+    pub(crate) fn new(image: &'a Image<'_>, ext: &'a Extension<'_>, f: &FeatureEntry) -> Bitmap<'a> {
+        let data = ext.slice(f.data_range());
+        let mut hdr = [0u8; BITMAP_HEADER_SIZE];
+        let k = data.len().min(BITMAP_HEADER_SIZE);
+        hdr[..k].copy_from_slice(&data[..k]);
+        let header: RawBitmapHeader = zerocopy::transmute!(hdr);
+        let table = data.get(BITMAP_HEADER_SIZE..).unwrap_or(&[]);
+        let n = (table.len() / L1_ENTRY_SIZE).min(header.l1_size.get() as usize);
+        let l1 = <[U64]>::ref_from_bytes(&table[..n * L1_ENTRY_SIZE]).expect("whole entries");
+        Bitmap {
+            feature: f.index,
+            file_offset: ext.file_offset + f.offset,
+            header,
+            l1,
+            nb_sectors: image.header().nb_sectors,
+            cluster_size: image.header().cluster_size(),
+            file_len: image.file_len(),
+            source: image.source(),
+        }
+    }
+
+    /// The id bytes as stored.
+    pub fn id(&self) -> [u8; 16] {
+        self.header.id
+    }
+
+    /// The name as QEMU prints it: the 16 id bytes in stored order as a lower-case UUID.
+    pub fn name(&self) -> String {
+        uuid::Uuid::from_bytes(self.header.id).hyphenated().to_string()
+    }
+
+    /// Granularity in sectors, as stored.
+    pub fn granularity_sectors(&self) -> u32 {
+        self.header.granularity.get()
+    }
+
+    /// Granularity in bytes.
+    pub fn granularity_bytes(&self) -> u64 {
+        u64::from(self.granularity_sectors()) * SECTOR_SIZE
+    }
+
+    /// Number of granules: the disk size in sectors divided by the granularity, rounded up
+    /// (0 for a granularity of 0).
+    pub fn granules(&self) -> u64 {
+        match u64::from(self.granularity_sectors()) {
+            0 => 0,
+            g => self.nb_sectors.div_ceil(g),
+        }
+    }
+
+    /// Granules per L1 entry (bits in a cluster).
+    pub fn chunk_bits(&self) -> u64 {
+        self.cluster_size * 8
+    }
+
+    /// The `l1_size` the disk size, granularity and cluster size call for.
+    pub fn expected_l1_size(&self) -> u64 {
+        self.granules().div_ceil(self.chunk_bits())
+    }
+
+    /// The L1 entries present in the record, viewed in place.
+    pub fn l1(&self) -> &'a [U64] {
+        self.l1
+    }
+
+    /// Checks what decoding relies on: a non-zero granularity, and L1 clusters that do not
+    /// overlap each other inside the file (so that decoding reads each byte of the file at most
+    /// once, whatever the L1 table claims).
+    pub fn decodable(&self, _image: &Image<'_>) -> Result<(), Violation> {
+        let g = self.granularity_sectors();
+        if g == 0 {
+            return Err(Violation::BitmapGranularityInvalid { index: self.feature, offset: self.file_offset, found: g });
+        }
+        let mut offs: Vec<(u64, u32)> = self
+            .l1
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| {
+                let e = e.get();
+                let off = e.checked_mul(SECTOR_SIZE)?;
+                (e > L1_DIRTY && off < self.file_len).then_some((off, i as u32))
+            })
+            .collect();
+        offs.sort_unstable();
+        for w in offs.windows(2) {
+            if w[1].0 < w[0].0 + self.cluster_size {
+                let (first, second) = if w[0].1 < w[1].1 { (w[0], w[1]) } else { (w[1], w[0]) };
+                return Err(Violation::L1EntryOverlap {
+                    feature: self.feature,
+                    index: second.1,
+                    entry: self.l1[second.1 as usize].get(),
+                    offset: second.0,
+                    with: Region::BitmapCluster { feature: self.feature, l1_index: first.1 },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of chunks decoded: the L1 entries present, at most the expected number.
+    fn chunks(&self) -> u64 {
+        (self.l1.len() as u64).min(self.expected_l1_size())
+    }
+
+    /// Calls `f(first_granule, count)` for each maximal run of dirty granules, in order.
+    /// Granules past the L1 table read as clean; bitmap clusters past the end of the file read
+    /// as zeros (as they do for QEMU).
+    pub fn for_each_dirty_run(&self, image: &Image<'_>, mut f: impl FnMut(u64, u64)) -> Result<()> {
+        self.decodable(image)?;
+        let g = self.granules();
+        let cb = self.chunk_bits();
+        let mut pending: Option<(u64, u64)> = None;
+        let mut emit = |start: u64, len: u64| match &mut pending {
+            Some((s, l)) if *s + *l == start => *l += len,
+            _ => {
+                if let Some((s, l)) = pending.replace((start, len)) {
+                    f(s, l);
+                }
+            }
+        };
+        for k in 0..self.chunks() {
+            let base = k * cb;
+            let n = cb.min(g - base);
+            match self.l1[k as usize].get() {
+                L1_CLEAN => {}
+                L1_DIRTY => emit(base, n),
+                sector => {
+                    let Some(off) = sector.checked_mul(SECTOR_SIZE) else { continue };
+                    let bits = self.source.read_at(off, n.div_ceil(8))?;
+                    scan_runs(&bits, n, base, &mut emit);
+                }
+            }
+        }
+        if let Some((s, l)) = pending {
+            f(s, l);
+        }
+        Ok(())
+    }
+
+    /// The dirty extents as merged `(guest byte offset, length)` pairs, clipped to the disk size.
+    pub fn dirty_extents(&self, image: &Image<'_>) -> Result<Vec<(u64, u64)>> {
+        let gb = self.granularity_bytes();
+        let size = self.nb_sectors.saturating_mul(SECTOR_SIZE);
+        let mut out = Vec::new();
+        self.for_each_dirty_run(image, |s, l| {
+            let start = s.saturating_mul(gb);
+            let end = s.saturating_add(l).saturating_mul(gb).min(size);
+            if end > start {
+                out.push((start, end - start));
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Total dirty bytes (clipped to the disk size).
+    pub fn dirty_bytes(&self, image: &Image<'_>) -> Result<u64> {
+        Ok(self.dirty_extents(image)?.iter().map(|e| e.1).sum())
+    }
+
+    /// Length of the serialized form: `ceil(granules / 64) * 8` bytes.
+    pub fn serialized_len(&self) -> u64 {
+        self.granules().div_ceil(64) * 8
+    }
+
+    /// Writes the serialized bitmap: one bit per granule, least significant bit first, bits
+    /// past the last granule zero, padded to a multiple of 8 bytes. This is what QEMU's
+    /// `x-debug-block-dirty-bitmap-sha256` hashes.
+    pub fn write_serialized(&self, image: &Image<'_>, out: &mut dyn Write) -> Result<()> {
+        self.decodable(image)?;
+        let g = self.granules();
+        let total = self.serialized_len();
+        let cs = self.cluster_size;
+        let chunks = self.chunks();
+        let mut buf = vec![0u8; cs.min(total).min(1 << 20) as usize];
+        let mut pos = 0u64;
+        let mut k = 0u64;
+        while pos < total {
+            let chunk_end = ((k + 1) * cs).min(total);
+            let entry = if k < chunks { self.l1[k as usize].get() } else { L1_CLEAN };
+            let bits = match entry {
+                L1_CLEAN | L1_DIRTY => None,
+                sector => match sector.checked_mul(SECTOR_SIZE) {
+                    Some(off) => Some(self.source.read_at(off, chunk_end - pos)?),
+                    None => None,
+                },
+            };
+            let mut at = 0usize;
+            while pos < chunk_end {
+                let n = (chunk_end - pos).min(buf.len() as u64) as usize;
+                let piece = &mut buf[..n];
+                match (&bits, entry) {
+                    (Some(b), _) => {
+                        let avail = b.len().saturating_sub(at).min(n);
+                        piece[..avail].copy_from_slice(&b[at..at + avail]);
+                        piece[avail..].fill(0);
+                    }
+                    (None, L1_DIRTY) => piece.fill(0xff),
+                    (None, _) => piece.fill(0),
+                }
+                if pos + n as u64 == total {
+                    mask_tail(piece, pos, g);
+                }
+                out.write_all(piece)?;
+                pos += n as u64;
+                at += n;
+            }
+            k += 1;
+        }
+        Ok(())
+    }
+
+    /// The serialized bitmap in memory (see [`Bitmap::write_serialized`]).
+    pub fn serialized(&self, image: &Image<'_>) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_serialized(image, &mut out)?;
+        Ok(out)
+    }
+
+    /// Set bits past the last granule in the last chunk (ploop may leave them); 0 if the last
+    /// chunk is a marker or absent.
+    pub fn trailing_bits(&self) -> Result<u64> {
+        let g = self.granules();
+        let cb = self.chunk_bits();
+        let k = self.expected_l1_size();
+        if k == 0 || (self.l1.len() as u64) < k {
+            return Ok(0);
+        }
+        let used = g - (k - 1) * cb;
+        match self.l1[(k - 1) as usize].get() {
+            L1_CLEAN | L1_DIRTY => Ok(0),
+            sector => {
+                let Some(off) = sector.checked_mul(SECTOR_SIZE) else { return Ok(0) };
+                let bits = self.source.read_at(off, self.cluster_size)?;
+                let mut count = 0u64;
+                let first_byte = (used / 8) as usize;
+                if let Some(&b) = bits.get(first_byte) {
+                    count += u64::from((b >> (used % 8)).count_ones());
+                }
+                if let Some(rest) = bits.get(first_byte + 1..) {
+                    count += rest.iter().map(|b| u64::from(b.count_ones())).sum::<u64>();
+                }
+                Ok(count)
+            }
+        }
+    }
+}
+
+/// Clears bits for granules `>= g` in `piece`, which holds serialized bytes from `pos`.
+fn mask_tail(piece: &mut [u8], pos: u64, g: u64) {
+    for (i, b) in piece.iter_mut().enumerate() {
+        let first_bit = (pos + i as u64) * 8;
+        if first_bit >= g {
+            *b = 0;
+        } else if first_bit + 8 > g {
+            *b &= (1u8 << (g - first_bit)) - 1;
+        }
+    }
+}
+
+/// Emits runs of set bits among the first `n` bits of `bits` (missing bytes are zeros), with
+/// granule numbers offset by `base`.
+fn scan_runs(bits: &[u8], n: u64, base: u64, emit: &mut impl FnMut(u64, u64)) {
+    let avail = (bits.len() as u64 * 8).min(n);
+    let mut words = bits.chunks_exact(8);
+    let mut lo = 0u64;
+    let mut handle = |mut word: u64, lo: u64| {
+        if lo + 64 > avail {
+            let keep = avail - lo;
+            if keep < 64 {
+                word &= (1u64 << keep) - 1;
+            }
+        }
+        while word != 0 {
+            let tz = word.trailing_zeros();
+            let run = (!(word >> tz)).trailing_zeros().min(64 - tz);
+            emit(base + lo + u64::from(tz), u64::from(run));
+            if tz + run >= 64 {
+                break;
+            }
+            word &= !(((1u64 << run) - 1) << tz);
+        }
+    };
+    for w in words.by_ref() {
+        if lo >= avail {
+            return;
+        }
+        let word = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        if word != 0 {
+            handle(word, lo);
+        }
+        lo += 64;
+    }
+    let rem = words.remainder();
+    if !rem.is_empty() && lo < avail {
+        let mut b = [0u8; 8];
+        b[..rem.len()].copy_from_slice(rem);
+        handle(u64::from_le_bytes(b), lo);
+    }
+}

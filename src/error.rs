@@ -1,0 +1,391 @@
+//! Errors: I/O failures, invalid builder input, and violations of the format's rules.
+//!
+//! Every [`Violation`] names the spec rule it breaks ([`Violation::rule`]), how bad it is
+//! ([`Violation::severity`]) and where it is ([`Violation::location`]); its message says what
+//! was found and what was expected.
+
+use std::fmt;
+use std::io;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// The image breaks a rule of the format.
+    #[error("{0}")]
+    Invalid(#[from] Violation),
+    /// A builder was asked for an image the format cannot express.
+    #[error("cannot build this image: {0}")]
+    Build(String),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How serious a [`Violation`] is, in the categories `qemu-img check` uses plus two of our own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Valid, but worth knowing (an unknown feature kept in lenient mode, ploop's leftovers).
+    Note,
+    /// Valid, but not what a careful writer produces (non-zero padding, unaligned extension).
+    NonCanonical,
+    /// Space in the file that nothing references.
+    Leak,
+    /// The image is corrupt: a reader may misread or refuse it.
+    Corruption,
+}
+
+impl Severity {
+    /// Lower-case name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Note => "note",
+            Severity::NonCanonical => "non-canonical",
+            Severity::Leak => "leak",
+            Severity::Corruption => "corruption",
+        }
+    }
+}
+
+/// A region of the file, for overlap reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Region {
+    /// The header and the BAT, up to the start of the data area.
+    HeaderAndBat,
+    /// The data cluster of a BAT entry.
+    DataCluster {
+        /// BAT index.
+        bat_index: u32,
+    },
+    /// The Format Extension cluster.
+    Extension,
+    /// A cluster that holds bitmap bits.
+    BitmapCluster {
+        /// Feature number of the bitmap.
+        feature: usize,
+        /// L1 index.
+        l1_index: u32,
+    },
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Region::HeaderAndBat => write!(f, "the header and BAT area"),
+            Region::DataCluster { bat_index } => write!(f, "the data cluster of BAT[{bat_index}]"),
+            Region::Extension => write!(f, "the extension cluster"),
+            Region::BitmapCluster { feature, l1_index } => {
+                write!(f, "the bitmap cluster of feature #{feature} L1[{l1_index}]")
+            }
+        }
+    }
+}
+
+/// Where a violation is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// A header field.
+    Header {
+        /// Field name.
+        field: &'static str,
+        /// Byte offset of the field in the file.
+        offset: u64,
+    },
+    /// A BAT entry.
+    Bat {
+        /// BAT index.
+        index: u32,
+        /// Byte offset of the entry in the file.
+        offset: u64,
+    },
+    /// A byte range of the file.
+    File {
+        /// Byte offset in the file.
+        offset: u64,
+    },
+    /// The extension cluster (offset in the file).
+    Extension {
+        /// Byte offset in the file.
+        offset: u64,
+    },
+    /// A feature record.
+    Feature {
+        /// Feature number, from 0.
+        index: usize,
+        /// Byte offset of the record in the file.
+        offset: u64,
+    },
+    /// An L1 entry of a bitmap.
+    L1 {
+        /// Feature number of the bitmap.
+        feature: usize,
+        /// L1 index.
+        index: u32,
+    },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Header { field, offset } => write!(f, "header.{field} @{offset}"),
+            Location::Bat { index, offset } => write!(f, "BAT[{index}] @{offset}"),
+            Location::File { offset } => write!(f, "file @{offset}"),
+            Location::Extension { offset } => write!(f, "extension @{offset}"),
+            Location::Feature { index, offset } => write!(f, "feature #{index} @{offset}"),
+            Location::L1 { feature, index } => write!(f, "feature #{feature} L1[{index}]"),
+        }
+    }
+}
+
+fn hex16(b: &[u8; 16]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A broken rule of the format. The variant names the rule; [`Violation::rule`] gives its code
+/// in `spec/`. Field names follow the spec: `found`/`expected` values, `index` (BAT index,
+/// feature number or L1 index) and `offset` (byte offset in the file).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)]
+#[non_exhaustive]
+pub enum Violation {
+    /// R1: the magic is neither `WithoutFreeSpace` nor `WithouFreSpacExt`.
+    #[error("header magic at byte 0 is {found:?} (hex {}), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\"", hex16(found))]
+    BadMagic { found: [u8; 16] },
+    /// R2: version is not 2.
+    #[error("header version at byte 16 is {found}, expected 2")]
+    BadVersion { found: u32 },
+    /// R3: tracks (sectors per cluster) is 0.
+    #[error("header tracks at byte 28 is 0, expected a cluster size of at least 1 sector")]
+    ZeroTracks,
+    /// R4: tracks is above 4186127.
+    #[error("header tracks at byte 28 is {tracks}, expected at most {max} (cluster too big)")]
+    ClusterTooBig { tracks: u32, max: u32 },
+    /// R5: bat_entries is above 536870911.
+    #[error("header bat_entries at byte 32 is {bat_entries}, expected at most {max} (catalog too large)")]
+    CatalogTooLarge { bat_entries: u32, max: u32 },
+    /// R6: ext_off is not below INT64_MAX >> 9.
+    #[error("header ext_off at byte 56 is {ext_off} sectors, expected below {max}")]
+    ExtOffTooBig { ext_off: u64, max: u64 },
+    /// R7: inuse says the image is open or was not closed cleanly.
+    #[error("header inuse at byte 44 is 0x746f6e59 (\"Ynot\"): the image was not closed cleanly")]
+    Unclean,
+    /// R8: inuse holds a value no implementation writes.
+    #[error("header inuse at byte 44 is {found:#010x}, expected 0, 0x312e3276 (\"v2.1\") or 0x746f6e59 (\"Ynot\")")]
+    UnknownInuse { found: u32 },
+    /// R9: flags has bits with no known meaning.
+    #[error("header flags at byte 52 is {found:#010x}, expected only bits 0 and 1")]
+    UnknownFlags { found: u32 },
+    /// R10: v1 image with nb_sectors above 32 bits (readers use only the low 32 bits).
+    #[error("header nb_sectors at byte 36 is {nb_sectors}, but a v1 image uses only the low 32 bits ({})", nb_sectors & 0xffff_ffff)]
+    V1SizeHighBits { nb_sectors: u64 },
+    /// R11: the virtual size is beyond what the BAT covers.
+    #[error("header nb_sectors at byte 36 is {nb_sectors}, expected at most bat_entries * tracks = {covered}")]
+    SizeBeyondBat { nb_sectors: u64, covered: u64 },
+    /// R12: a v2 image has data_off 0.
+    #[error("header data_off at byte 48 is 0, expected a non-zero sector offset in a v2 image")]
+    DataOffZero,
+    /// R13: a v2 image's data_off is not a multiple of the cluster size.
+    #[error("header data_off at byte 48 is {data_off} sectors, expected a multiple of tracks ({tracks})")]
+    DataOffUnaligned { data_off: u32, tracks: u32 },
+    /// R14: the data area starts inside the header and BAT.
+    #[error("header data_off at byte 48 is {data_off} sectors (byte {data_start}), expected at least {min_start} (end of the BAT, rounded up)")]
+    DataOffInsideBat { data_off: u32, data_start: u64, min_start: u64 },
+    /// R15: the data area starts past the end of the file.
+    #[error("header data_off at byte 48 puts the data area at byte {data_start}, past the end of the file ({file_len} bytes)")]
+    DataOffPastEof { data_start: u64, file_len: u64 },
+    /// R16: a BAT entry points into the header and BAT area.
+    #[error("BAT[{index}] = {entry} points at byte {offset}, inside the header and BAT area (data starts at {data_start})")]
+    BatEntryBelowData { index: u32, entry: u32, offset: u64, data_start: u64 },
+    /// R17: a v1 BAT entry is not a whole number of clusters from the data area start.
+    #[error("BAT[{index}] = {entry} points at byte {offset}, expected data start {data_start} plus a multiple of the cluster size {cluster_size}")]
+    BatEntryUnaligned { index: u32, entry: u32, offset: u64, data_start: u64, cluster_size: u64 },
+    /// R18: a BAT entry's cluster ends past the end of the file.
+    #[error("BAT[{index}] = {entry} points at byte {offset}; its cluster ends at {end}, past the end of the file ({file_len} bytes)")]
+    BatEntryPastEof { index: u32, entry: u32, offset: u64, end: u64, file_len: u64 },
+    /// R19: two BAT entries point at the same cluster.
+    #[error("BAT[{index}] = {entry} points at byte {offset}, already used by BAT[{first}]")]
+    BatEntryDuplicate { index: u32, entry: u32, offset: u64, first: u32 },
+    /// R20: bytes after the last referenced cluster.
+    #[error("{len} bytes at {offset} after the last referenced cluster are leaked")]
+    Leak { offset: u64, len: u64 },
+    /// R21: the extension cluster is not cluster-aligned.
+    #[error("header ext_off at byte 56 is {ext_off} sectors (byte {offset}), expected a multiple of the cluster size {cluster_size}")]
+    ExtOffUnaligned { ext_off: u64, offset: u64, cluster_size: u64 },
+    /// R22: the extension cluster ends past the end of the file.
+    #[error("the extension cluster at byte {offset} ends at {end}, past the end of the file ({file_len} bytes)")]
+    ExtPastEof { offset: u64, end: u64, file_len: u64 },
+    /// R23: the extension cluster overlaps another region.
+    #[error("the extension cluster at byte {offset} overlaps {with}")]
+    ExtOverlap { offset: u64, with: Region },
+    /// R24: the extension magic is wrong.
+    #[error("extension magic at byte {offset} is {found:#018x}, expected 0xab234cef23dcea87")]
+    ExtBadMagic { offset: u64, found: u64 },
+    /// R25: the extension checksum does not match.
+    #[error("extension checksum at byte {offset} is {}, expected the MD5 of the cluster's bytes 24.. = {}", hex16(found), hex16(expected))]
+    ExtBadChecksum { offset: u64, found: [u8; 16], expected: [u8; 16] },
+    /// R26: fewer bytes than a feature header are left in the cluster.
+    #[error("feature #{index} at byte {offset}: only {remaining} bytes left in the extension cluster, expected at least 24 for a feature header")]
+    FeatureTruncated { index: usize, offset: u64, remaining: u64 },
+    /// R27: a feature has non-zero flags.
+    #[error("feature #{index} at byte {offset} (magic {magic:#018x}) has flags {flags:#x}, expected 0")]
+    FeatureFlags { index: usize, offset: u64, magic: u64, flags: u64 },
+    /// R28: a feature's data runs past the end of the cluster.
+    #[error("feature #{index} at byte {offset}: data_size {data_size} is more than the {remaining} bytes left in the extension cluster")]
+    FeatureDataOverflow { index: usize, offset: u64, data_size: u32, remaining: u64 },
+    /// R29: a feature's magic is unknown.
+    #[error("feature #{index} at byte {offset} has unknown magic {magic:#018x}")]
+    UnknownFeature { index: usize, offset: u64, magic: u64 },
+    /// R30: the feature list has no end record.
+    #[error("the feature list has no end record: the cluster ends at byte {offset} after {count} features")]
+    MissingEndRecord { offset: u64, count: usize },
+    /// R31: padding or the end record has non-zero bytes.
+    #[error("extension byte {offset} is {found:#04x}, expected 0 (padding, end record or the rest of the cluster)")]
+    NonZeroPadding { offset: u64, found: u8 },
+    /// R32: a bitmap feature's data is too short for its header and L1 table.
+    #[error("feature #{index} at byte {offset}: data_size {data_size}, expected {expected} (32-byte bitmap header plus 8 bytes per L1 entry)")]
+    BitmapDataTooShort { index: usize, offset: u64, data_size: u32, expected: u64 },
+    /// R33: a bitmap feature's data is longer than its header and L1 table.
+    #[error("feature #{index} at byte {offset}: data_size {data_size}, expected {expected}; {} extra bytes", *data_size as u64 - expected)]
+    BitmapExtraData { index: usize, offset: u64, data_size: u32, expected: u64 },
+    /// R34: a bitmap's size is not the disk's size.
+    #[error("bitmap feature #{index} at byte {offset}: size {found} sectors, expected nb_sectors = {expected}")]
+    BitmapSizeMismatch { index: usize, offset: u64, found: u64, expected: u64 },
+    /// R35: a bitmap's granularity is 0 or not a power of two.
+    #[error("bitmap feature #{index} at byte {offset}: granularity {found} sectors, expected a non-zero power of two")]
+    BitmapGranularityInvalid { index: usize, offset: u64, found: u32 },
+    /// R36: a bitmap's granularity in bytes does not fit in 32 bits.
+    #[error("bitmap feature #{index} at byte {offset}: granularity {found} sectors is {} bytes, expected at most 2^31 bytes (it must fit in u32)", *found as u64 * 512)]
+    BitmapGranularityTooBig { index: usize, offset: u64, found: u32 },
+    /// R37: a bitmap's l1_size does not match the disk size, granularity and cluster size.
+    #[error("bitmap feature #{index} at byte {offset}: l1_size {found}, expected {expected} (one entry per {cluster_bits} granules)")]
+    BitmapL1Size { index: usize, offset: u64, found: u32, expected: u64, cluster_bits: u64 },
+    /// R38: an L1 entry is not cluster-aligned.
+    #[error("bitmap feature #{feature} L1[{index}] = {entry} (byte {offset}), expected a multiple of the cluster size {cluster_size}")]
+    L1EntryUnaligned { feature: usize, index: u32, entry: u64, offset: u64, cluster_size: u64 },
+    /// R39: an L1 entry's cluster ends past the end of the file.
+    #[error("bitmap feature #{feature} L1[{index}] = {entry} points at byte {offset}, its cluster ends past the end of the file ({file_len} bytes)")]
+    L1EntryPastEof { feature: usize, index: u32, entry: u64, offset: u64, file_len: u64 },
+    /// R40: an L1 entry's cluster overlaps another region.
+    #[error("bitmap feature #{feature} L1[{index}] = {entry} points at byte {offset}, which overlaps {with}")]
+    L1EntryOverlap { feature: usize, index: u32, entry: u64, offset: u64, with: Region },
+    /// R41: two bitmaps have the same id.
+    #[error("bitmap feature #{index} at byte {offset} has id {id}, already used by feature #{first}")]
+    DuplicateBitmapId { index: usize, offset: u64, first: usize, id: String },
+    /// R42: bits past the last granule of the last chunk are set.
+    #[error("bitmap feature #{feature} L1[{index}]: bits past the last granule are set ({count} bits)")]
+    BitmapTrailingBits { feature: usize, index: u32, count: u64 },
+}
+
+impl Violation {
+    /// The rule's code in `spec/` (`"R1"` …).
+    pub fn rule(&self) -> &'static str {
+        use Violation::*;
+        match self {
+            BadMagic { .. } => "R1",
+            BadVersion { .. } => "R2",
+            ZeroTracks => "R3",
+            ClusterTooBig { .. } => "R4",
+            CatalogTooLarge { .. } => "R5",
+            ExtOffTooBig { .. } => "R6",
+            Unclean => "R7",
+            UnknownInuse { .. } => "R8",
+            UnknownFlags { .. } => "R9",
+            V1SizeHighBits { .. } => "R10",
+            SizeBeyondBat { .. } => "R11",
+            DataOffZero => "R12",
+            DataOffUnaligned { .. } => "R13",
+            DataOffInsideBat { .. } => "R14",
+            DataOffPastEof { .. } => "R15",
+            BatEntryBelowData { .. } => "R16",
+            BatEntryUnaligned { .. } => "R17",
+            BatEntryPastEof { .. } => "R18",
+            BatEntryDuplicate { .. } => "R19",
+            Leak { .. } => "R20",
+            ExtOffUnaligned { .. } => "R21",
+            ExtPastEof { .. } => "R22",
+            ExtOverlap { .. } => "R23",
+            ExtBadMagic { .. } => "R24",
+            ExtBadChecksum { .. } => "R25",
+            FeatureTruncated { .. } => "R26",
+            FeatureFlags { .. } => "R27",
+            FeatureDataOverflow { .. } => "R28",
+            UnknownFeature { .. } => "R29",
+            MissingEndRecord { .. } => "R30",
+            NonZeroPadding { .. } => "R31",
+            BitmapDataTooShort { .. } => "R32",
+            BitmapExtraData { .. } => "R33",
+            BitmapSizeMismatch { .. } => "R34",
+            BitmapGranularityInvalid { .. } => "R35",
+            BitmapGranularityTooBig { .. } => "R36",
+            BitmapL1Size { .. } => "R37",
+            L1EntryUnaligned { .. } => "R38",
+            L1EntryPastEof { .. } => "R39",
+            L1EntryOverlap { .. } => "R40",
+            DuplicateBitmapId { .. } => "R41",
+            BitmapTrailingBits { .. } => "R42",
+        }
+    }
+
+    /// How serious the violation is. Unknown features and feature flags are corruption here;
+    /// the validator lowers them to notes in lenient mode.
+    pub fn severity(&self) -> Severity {
+        use Violation::*;
+        match self {
+            Leak { .. } => Severity::Leak,
+            UnknownInuse { .. } | UnknownFlags { .. } | V1SizeHighBits { .. } | ExtOffUnaligned { .. }
+            | NonZeroPadding { .. } | BitmapExtraData { .. } => Severity::NonCanonical,
+            BitmapTrailingBits { .. } => Severity::Note,
+            _ => Severity::Corruption,
+        }
+    }
+
+    /// Where the violation is.
+    pub fn location(&self) -> Location {
+        use Violation::*;
+        let h = |field, offset| Location::Header { field, offset };
+        match *self {
+            BadMagic { .. } => h("magic", 0),
+            BadVersion { .. } => h("version", 16),
+            ZeroTracks | ClusterTooBig { .. } => h("tracks", 28),
+            CatalogTooLarge { .. } => h("bat_entries", 32),
+            ExtOffTooBig { .. } | ExtOffUnaligned { .. } => h("ext_off", 56),
+            Unclean | UnknownInuse { .. } => h("inuse", 44),
+            UnknownFlags { .. } => h("flags", 52),
+            V1SizeHighBits { .. } | SizeBeyondBat { .. } => h("nb_sectors", 36),
+            DataOffZero | DataOffUnaligned { .. } | DataOffInsideBat { .. } | DataOffPastEof { .. } => {
+                h("data_off", 48)
+            }
+            BatEntryBelowData { index, .. }
+            | BatEntryUnaligned { index, .. }
+            | BatEntryPastEof { index, .. }
+            | BatEntryDuplicate { index, .. } => Location::Bat {
+                index,
+                offset: 64 + 4 * u64::from(index),
+            },
+            Leak { offset, .. } | NonZeroPadding { offset, .. } => Location::File { offset },
+            ExtPastEof { offset, .. }
+            | ExtOverlap { offset, .. }
+            | ExtBadMagic { offset, .. }
+            | ExtBadChecksum { offset, .. }
+            | MissingEndRecord { offset, .. } => Location::Extension { offset },
+            FeatureTruncated { index, offset, .. }
+            | FeatureFlags { index, offset, .. }
+            | FeatureDataOverflow { index, offset, .. }
+            | UnknownFeature { index, offset, .. }
+            | BitmapDataTooShort { index, offset, .. }
+            | BitmapExtraData { index, offset, .. }
+            | BitmapSizeMismatch { index, offset, .. }
+            | BitmapGranularityInvalid { index, offset, .. }
+            | BitmapGranularityTooBig { index, offset, .. }
+            | BitmapL1Size { index, offset, .. } => Location::Feature { index, offset },
+            DuplicateBitmapId { index, offset, .. } => Location::Feature { index, offset },
+            L1EntryUnaligned { feature, index, .. }
+            | L1EntryPastEof { feature, index, .. }
+            | L1EntryOverlap { feature, index, .. }
+            | BitmapTrailingBits { feature, index, .. } => Location::L1 { feature, index },
+        }
+    }
+}

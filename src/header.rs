@@ -1,0 +1,136 @@
+//! The decoded header: native fields, the format variant and derived sizes.
+
+use crate::error::Violation;
+use crate::raw::bat::{BAT_ENTRY_SIZE, BAT_OFFSET};
+use crate::raw::header::*;
+use crate::raw::SECTOR_SIZE;
+
+/// Which magic the image has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// `WithoutFreeSpace`: BAT entries in sectors, 32-bit `nb_sectors`.
+    V1,
+    /// `WithouFreSpacExt`: BAT entries in clusters.
+    V2,
+}
+
+impl Variant {
+    /// The magic bytes.
+    pub fn magic(self) -> [u8; 16] {
+        match self {
+            Variant::V1 => MAGIC_V1,
+            Variant::V2 => MAGIC_V2,
+        }
+    }
+}
+
+/// A header that passed the checks every reader makes before it can interpret anything else
+/// (rules R1–R6, in QEMU's order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// The header as stored.
+    pub raw: RawHeader,
+    /// Which magic.
+    pub variant: Variant,
+    /// Sectors per cluster (`tracks`).
+    pub cluster_sectors: u32,
+    /// Number of BAT entries.
+    pub bat_entries: u32,
+    /// Virtual size in sectors as readers use it (low 32 bits only for v1).
+    pub nb_sectors: u64,
+    /// `ext_off` in sectors; 0 = no extension.
+    pub ext_off: u64,
+}
+
+impl Header {
+    /// Decodes and checks a raw header (R1–R6).
+    pub fn decode(raw: &RawHeader) -> Result<Header, Violation> {
+        let variant = if raw.version.get() != VERSION {
+            // QEMU checks the version before the magic and gives the same answer for both.
+            if raw.magic != MAGIC_V1 && raw.magic != MAGIC_V2 {
+                return Err(Violation::BadMagic { found: raw.magic });
+            }
+            return Err(Violation::BadVersion { found: raw.version.get() });
+        } else if raw.magic == MAGIC_V1 {
+            Variant::V1
+        } else if raw.magic == MAGIC_V2 {
+            Variant::V2
+        } else {
+            return Err(Violation::BadMagic { found: raw.magic });
+        };
+        let tracks = raw.tracks.get();
+        if tracks == 0 {
+            return Err(Violation::ZeroTracks);
+        }
+        if tracks > MAX_TRACKS {
+            return Err(Violation::ClusterTooBig { tracks, max: MAX_TRACKS });
+        }
+        let bat_entries = raw.bat_entries.get();
+        if bat_entries > MAX_BAT_ENTRIES {
+            return Err(Violation::CatalogTooLarge { bat_entries, max: MAX_BAT_ENTRIES });
+        }
+        let ext_off = raw.ext_off.get();
+        if ext_off >= MAX_EXT_OFF {
+            return Err(Violation::ExtOffTooBig { ext_off, max: MAX_EXT_OFF });
+        }
+        let nb_sectors = match variant {
+            Variant::V1 => raw.nb_sectors.get() & 0xffff_ffff,
+            Variant::V2 => raw.nb_sectors.get(),
+        };
+        Ok(Header {
+            raw: *raw,
+            variant,
+            cluster_sectors: tracks,
+            bat_entries,
+            nb_sectors,
+            ext_off,
+        })
+    }
+
+    /// Cluster size in bytes.
+    pub fn cluster_size(&self) -> u64 {
+        u64::from(self.cluster_sectors) * SECTOR_SIZE
+    }
+
+    /// Virtual disk size in bytes.
+    pub fn virtual_size(&self) -> u64 {
+        self.nb_sectors.saturating_mul(SECTOR_SIZE)
+    }
+
+    /// Byte offset just past the last BAT entry.
+    pub fn bat_end(&self) -> u64 {
+        BAT_OFFSET + BAT_ENTRY_SIZE * u64::from(self.bat_entries)
+    }
+
+    /// Where the data area starts by default: the end of the BAT rounded up to a sector (v1) or a
+    /// cluster (v2).
+    pub fn min_data_start(&self) -> u64 {
+        match self.variant {
+            Variant::V1 => self.bat_end().next_multiple_of(SECTOR_SIZE),
+            Variant::V2 => self.bat_end().next_multiple_of(self.cluster_size()),
+        }
+    }
+
+    /// Byte offset of the data area: `data_off` sectors, or for a v1 image with `data_off == 0`
+    /// the end of the BAT rounded up to a sector.
+    pub fn data_start(&self) -> u64 {
+        match (self.variant, self.raw.data_off.get()) {
+            (Variant::V1, 0) => self.min_data_start(),
+            (_, d) => u64::from(d) * SECTOR_SIZE,
+        }
+    }
+
+    /// File offset of a BAT entry's data cluster; `None` for an unallocated (0) entry.
+    pub fn bat_entry_offset(&self, entry: u32) -> Option<u64> {
+        match (entry, self.variant) {
+            (0, _) => None,
+            (e, Variant::V1) => Some(u64::from(e) * SECTOR_SIZE),
+            (e, Variant::V2) => Some(u64::from(e) * self.cluster_size()),
+        }
+    }
+
+    /// Byte offset of the extension cluster, if any.
+    pub fn ext_offset(&self) -> Option<u64> {
+        (self.ext_off != 0).then(|| self.ext_off * SECTOR_SIZE)
+    }
+}

@@ -1,0 +1,118 @@
+//! The Format Extension cluster: a 24-byte header, then the feature list.
+//!
+//! ```text
+//!  0               8                               24
+//!  +---------------+-------------------------------+------------------------------------+
+//!  | magic         | MD5 of bytes [24, cluster)    | feature records ... end record ... |
+//!  +---------------+-------------------------------+------------------------------------+
+//! ```
+
+use binrw::{BinRead, BinResult, BinWrite};
+use md5::{Digest, Md5};
+use zerocopy::little_endian::U64;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use super::feature::{FeatureRecord, RawFeatureHeader};
+
+/// Magic of the Format Extension cluster.
+pub const EXT_MAGIC: u64 = 0xAB23_4CEF_23DC_EA87;
+/// Size of the extension header; the checksum covers everything after it.
+pub const EXT_HEADER_SIZE: usize = 24;
+
+/// The extension header exactly as stored.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, BinRead, BinWrite,
+)]
+#[br(map = |b: [u8; 24]| zerocopy::transmute!(b))]
+#[bw(map = |h: &Self| -> [u8; 24] { zerocopy::transmute!(*h) })]
+#[repr(C)]
+pub struct RawExtHeader {
+    /// [`EXT_MAGIC`].
+    pub magic: U64,
+    /// MD5 of bytes `[24, cluster_size)` of the cluster.
+    pub checksum: [u8; 16],
+}
+
+/// The whole extension cluster in the declarative grammar: header, features, end record.
+///
+/// The stream must start at the start of the cluster (records are aligned relative to it).
+/// Reading stops after the end record; bytes after it are padding up to the cluster size.
+#[derive(Clone, Debug, PartialEq, Eq, BinRead, BinWrite)]
+#[brw(little)]
+pub struct ExtensionCluster {
+    /// The header, checksum included.
+    pub header: RawExtHeader,
+    /// The feature records, end record excluded.
+    #[br(parse_with = binrw::helpers::until_exclusive(|f: &FeatureRecord| f.is_end()))]
+    #[bw(write_with = write_features)]
+    pub features: Vec<FeatureRecord>,
+}
+
+#[binrw::writer(writer, endian)]
+fn write_features(features: &Vec<FeatureRecord>) -> BinResult<()> {
+    for f in features {
+        f.write_options(writer, endian, ())?;
+    }
+    FeatureRecord::opaque(0, 0, Vec::new()).write_options(writer, endian, ())
+}
+
+impl ExtensionCluster {
+    /// A cluster with these features and a checksum still to be computed.
+    pub fn new(features: Vec<FeatureRecord>) -> Self {
+        ExtensionCluster {
+            header: RawExtHeader {
+                magic: EXT_MAGIC.into(),
+                checksum: [0; 16],
+            },
+            features,
+        }
+    }
+
+    /// Encodes the cluster into exactly `cluster_size` bytes, zero-padded, with the MD5 filled in.
+    /// Fails if the features do not fit.
+    pub fn to_cluster(&self, cluster_size: usize) -> BinResult<Vec<u8>> {
+        let mut cur = binrw::io::Cursor::new(Vec::with_capacity(cluster_size));
+        self.write(&mut cur)?;
+        let mut buf = cur.into_inner();
+        if buf.len() > cluster_size {
+            return Err(binrw::Error::AssertFail {
+                pos: cluster_size as u64,
+                message: format!("features need {} bytes, the cluster has {cluster_size}", buf.len()),
+            });
+        }
+        buf.resize(cluster_size, 0);
+        let sum = checksum(&buf[EXT_HEADER_SIZE..]);
+        buf[8..24].copy_from_slice(&sum);
+        Ok(buf)
+    }
+
+    /// The size in bytes of a feature list's encoding, end record and alignment included, header
+    /// included.
+    pub fn encoded_len(features: &[FeatureRecord]) -> u64 {
+        let mut pos = EXT_HEADER_SIZE as u64;
+        for f in features {
+            pos = pos.next_multiple_of(8) + f.encoded_len();
+        }
+        pos.next_multiple_of(8) + core::mem::size_of::<RawFeatureHeader>() as u64
+    }
+}
+
+/// MD5 of the checksummed part of an extension cluster (bytes `[24, cluster_size)`), with
+/// `zero_tail` zero bytes appended for the part of the cluster past the end of the file.
+pub fn checksum_padded(covered: &[u8], zero_tail: u64) -> [u8; 16] {
+    let mut h = Md5::new();
+    h.update(covered);
+    let zeros = [0u8; 4096];
+    let mut left = zero_tail;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        h.update(&zeros[..n]);
+        left -= n as u64;
+    }
+    h.finalize().into()
+}
+
+/// MD5 of the checksummed part of an extension cluster.
+pub fn checksum(covered: &[u8]) -> [u8; 16] {
+    checksum_padded(covered, 0)
+}

@@ -1,0 +1,59 @@
+//! The raw on-disk grammar: one module per structure.
+//!
+//! Fixed-size records are `zerocopy` types with little-endian field wrappers (alignment 1, the same
+//! bytes on every host) so that a slice of the input can be viewed as a record or a table without
+//! copying. Each of them also derives `binrw` (through a struct-level byte-array map), so that the
+//! variable parts of the grammar — the feature list and the count-driven L1 table, in
+//! [`extension`] and [`bitmap`] — are described declaratively and written back by `binrw`.
+
+pub mod bat;
+pub mod bitmap;
+pub mod extension;
+pub mod feature;
+pub mod header;
+
+pub use bat::BatEntry;
+pub use bitmap::{DirtyBitmapFeature, L1Entry, RawBitmapHeader};
+pub use extension::{ExtensionCluster, RawExtHeader};
+pub use feature::{FeatureBody, FeatureRecord, RawFeatureHeader};
+pub use header::RawHeader;
+
+/// Bytes in a sector: the unit of `nb_sectors`, `data_off`, `ext_off`, v1 BAT entries, L1 entries
+/// and bitmap granularity.
+pub const SECTOR_SIZE: u64 = 512;
+
+/// Reads `count` elements of `elem_size` bytes with `read_one`, after checking that the stream
+/// really holds that many bytes, so that a hostile count can never drive an allocation larger
+/// than the input.
+pub(crate) fn bounded_vec<R, T>(
+    reader: &mut R,
+    count: u64,
+    elem_size: u64,
+    mut read_one: impl FnMut(&mut R) -> binrw::BinResult<T>,
+) -> binrw::BinResult<Vec<T>>
+where
+    R: binrw::io::Read + binrw::io::Seek,
+{
+    use binrw::io::SeekFrom;
+    let pos = reader.stream_position()?;
+    let end = reader.seek(SeekFrom::End(0))?;
+    reader.seek(SeekFrom::Start(pos))?;
+    let needed = count.checked_mul(elem_size);
+    let available = end.saturating_sub(pos);
+    match needed {
+        Some(n) if n <= available => {}
+        _ => {
+            return Err(binrw::Error::AssertFail {
+                pos,
+                message: format!(
+                    "{count} elements of {elem_size} bytes need more than the {available} bytes left"
+                ),
+            })
+        }
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        out.push(read_one(reader)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,75 @@
+//! Where image bytes come from: a slice in memory (zero-copy) or a file read piecewise.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// Random-access, read-only image bytes.
+pub trait Source {
+    /// Length in bytes.
+    fn size(&self) -> u64;
+
+    /// Bytes `[offset, offset + len)`, cut short at the end of the source (so possibly shorter,
+    /// or empty past the end). A slice source lends its own bytes; a file source reads them.
+    fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>>;
+}
+
+impl Source for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>> {
+        let start = offset.min(self.len() as u64) as usize;
+        let end = offset.saturating_add(len).min(self.len() as u64) as usize;
+        Ok(Cow::Borrowed(&self[start..end]))
+    }
+}
+
+/// A file opened read-only, read only where metadata is.
+#[derive(Debug)]
+pub struct FileSource {
+    file: File,
+    size: u64,
+}
+
+impl FileSource {
+    /// Opens `path` read-only.
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
+        let file = File::open(path)?;
+        Self::new(file)
+    }
+
+    /// Wraps an open file.
+    pub fn new(file: File) -> io::Result<Self> {
+        let size = file.metadata()?.len();
+        Ok(FileSource { file, size })
+    }
+}
+
+impl Source for FileSource {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>> {
+        let end = offset.saturating_add(len).min(self.size);
+        let n = end.saturating_sub(offset) as usize;
+        let mut buf = vec![0u8; n];
+        let mut done = 0;
+        while done < n {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => {
+                    buf.truncate(done);
+                    break;
+                }
+                Ok(k) => done += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Cow::Owned(buf))
+    }
+}

@@ -1,0 +1,448 @@
+//! The validation pass: every rule of `spec/`, over a parsed [`Image`], as a list of findings.
+//!
+//! Findings come in the order a reader meets them: header, data area, BAT, extension cluster,
+//! features, bitmaps, and leaked space last.
+
+use std::collections::HashMap;
+
+use crate::error::{Region, Result, Severity, Violation};
+use crate::extension::{Extension, FeatureEntry, ListEnd};
+use crate::header::{Header, Variant};
+use crate::image::{Image, Mode};
+use crate::raw::bitmap::{BITMAP_HEADER_SIZE, L1_DIRTY};
+use crate::raw::feature::FEATURE_DIRTY_BITMAP;
+use crate::raw::header::{FLAGS_KNOWN, INUSE_CLOSED, INUSE_CLOSED_V21, INUSE_OPEN};
+use crate::raw::SECTOR_SIZE;
+
+/// One finding: a violation and its severity in the mode the image was parsed in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    /// What rule is broken, where, and how.
+    pub violation: Violation,
+    /// How serious it is.
+    pub severity: Severity,
+}
+
+/// Everything the validator found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Findings in the order they were met.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Findings of this severity.
+    pub fn count(&self, severity: Severity) -> usize {
+        self.findings.iter().filter(|f| f.severity == severity).count()
+    }
+
+    /// True when nothing is corrupt and nothing leaks.
+    pub fn is_clean(&self) -> bool {
+        self.count(Severity::Corruption) == 0 && self.count(Severity::Leak) == 0
+    }
+
+    /// The codes of the rules broken, in order, without repeats.
+    pub fn rules(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for f in &self.findings {
+            if !out.contains(&f.violation.rule()) {
+                out.push(f.violation.rule());
+            }
+        }
+        out
+    }
+}
+
+struct Findings {
+    mode: Mode,
+    out: Vec<Finding>,
+}
+
+impl Findings {
+    fn push(&mut self, violation: Violation) {
+        let lenient_note = self.mode == Mode::Lenient
+            && matches!(violation, Violation::UnknownFeature { .. } | Violation::FeatureFlags { .. });
+        let severity = if lenient_note { Severity::Note } else { violation.severity() };
+        self.out.push(Finding { violation, severity });
+    }
+}
+
+/// The clusters the BAT points at, as slots of the data area, for duplicate and overlap tests.
+/// A bit set when the file is small enough for one, a sorted list otherwise, so memory follows
+/// the metadata and not a sparse file's apparent size.
+enum Slots {
+    Bits(Vec<u64>),
+    Sorted(Vec<(u64, u32)>),
+}
+
+struct DataClusters {
+    base: u64,
+    cluster_size: u64,
+    slots: Slots,
+    /// Slot to BAT index, built on the first overlap found (only messages need it).
+    owners: std::cell::OnceCell<HashMap<u64, u32>>,
+}
+
+impl DataClusters {
+    fn slot_of(&self, off: u64) -> Option<u64> {
+        let rel = off.checked_sub(self.base)?;
+        (rel % self.cluster_size == 0).then_some(rel / self.cluster_size)
+    }
+
+    /// Whether `[off, off + cluster_size)` overlaps a data cluster; returns its BAT index if known.
+    fn overlap(&self, image: &Image<'_>, off: u64) -> Option<u32> {
+        let rel = off.checked_sub(self.base).unwrap_or(0);
+        let first = rel / self.cluster_size;
+        let last = (off.saturating_sub(self.base) + self.cluster_size - 1) / self.cluster_size;
+        let hit = |slot: u64| -> bool {
+            match &self.slots {
+                Slots::Bits(b) => b.get((slot / 64) as usize).is_some_and(|w| w >> (slot % 64) & 1 == 1),
+                Slots::Sorted(v) => v.binary_search_by_key(&slot, |e| e.0).is_ok(),
+            }
+        };
+        let slot = (first..=last).find(|&s| hit(s))?;
+        let owners = self.owners.get_or_init(|| {
+            let mut m = HashMap::new();
+            for (i, e) in image.bat().iter().enumerate() {
+                if let Some(s) = image.header().bat_entry_offset(e.get()).and_then(|o| self.slot_of(o)) {
+                    m.entry(s).or_insert(i as u32);
+                }
+            }
+            m
+        });
+        Some(owners.get(&slot).copied().unwrap_or(0))
+    }
+}
+
+/// Runs every rule over `image`.
+pub fn validate(image: &Image<'_>) -> Result<Report> {
+    let h = *image.header();
+    let file_len = image.file_len();
+    let mut f = Findings { mode: image.mode(), out: Vec::new() };
+
+    header_rules(&h, file_len, &mut f);
+    let data = bat_rules(image, &h, file_len, &mut f);
+    let mut high = h.data_start().min(file_len).max(h.bat_end().min(file_len));
+    for e in image.bat() {
+        if let Some(off) = h.bat_entry_offset(e.get()) {
+            let end = off + h.cluster_size();
+            if end <= file_len && data.slot_of(off).is_some() {
+                high = high.max(end);
+            }
+        }
+    }
+    if let Some(ext) = image.extension() {
+        high = high.max((ext.file_offset + ext.cluster_size).min(file_len));
+        extension_rules(image, &h, ext, &data, &mut f);
+        let l1_high = bitmap_rules(image, &h, ext, &data, &mut f)?;
+        high = high.max(l1_high);
+    }
+    if file_len > high {
+        f.push(Violation::Leak { offset: high, len: file_len - high });
+    }
+    Ok(Report { findings: f.out })
+}
+
+fn header_rules(h: &Header, file_len: u64, f: &mut Findings) {
+    let raw = &h.raw;
+    match raw.inuse.get() {
+        INUSE_OPEN => f.push(Violation::Unclean),
+        INUSE_CLOSED | INUSE_CLOSED_V21 => {}
+        other => f.push(Violation::UnknownInuse { found: other }),
+    }
+    let flags = raw.flags.get();
+    if flags & !FLAGS_KNOWN != 0 {
+        f.push(Violation::UnknownFlags { found: flags });
+    }
+    if h.variant == Variant::V1 && raw.nb_sectors.get() >> 32 != 0 {
+        f.push(Violation::V1SizeHighBits { nb_sectors: raw.nb_sectors.get() });
+    }
+    let covered = u64::from(h.bat_entries) * u64::from(h.cluster_sectors);
+    if h.nb_sectors > covered {
+        f.push(Violation::SizeBeyondBat { nb_sectors: h.nb_sectors, covered });
+    }
+    let data_off = raw.data_off.get();
+    if h.variant == Variant::V2 {
+        if data_off == 0 {
+            f.push(Violation::DataOffZero);
+        } else if data_off % h.cluster_sectors != 0 {
+            f.push(Violation::DataOffUnaligned { data_off, tracks: h.cluster_sectors });
+        }
+    }
+    let data_start = h.data_start();
+    if data_start < h.min_data_start() && !(h.variant == Variant::V2 && data_off == 0) {
+        f.push(Violation::DataOffInsideBat { data_off, data_start, min_start: h.min_data_start() });
+    }
+    if data_start > file_len {
+        f.push(Violation::DataOffPastEof { data_start, file_len });
+    }
+}
+
+fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> DataClusters {
+    let cs = h.cluster_size();
+    let data_start = h.data_start();
+    let base = match h.variant {
+        Variant::V1 => data_start % cs,
+        Variant::V2 => 0,
+    };
+    let bat = image.bat();
+    let allocated = bat.iter().filter(|e| e.get() != 0).count() as u64;
+    let slot_count = file_len / cs + 1;
+    let mut slots = if slot_count / 64 <= allocated + (1 << 14) {
+        Slots::Bits(vec![0u64; slot_count.div_ceil(64) as usize])
+    } else {
+        Slots::Sorted(Vec::with_capacity(allocated as usize))
+    };
+    let mut dups: Vec<(u32, u32, u64)> = Vec::new();
+    for (i, e) in bat.iter().enumerate() {
+        let entry = e.get();
+        let Some(off) = h.bat_entry_offset(entry) else { continue };
+        let index = i as u32;
+        if off < data_start {
+            f.push(Violation::BatEntryBelowData { index, entry, offset: off, data_start });
+            continue;
+        }
+        if (off - data_start) % cs != 0 && h.variant == Variant::V1 {
+            f.push(Violation::BatEntryUnaligned { index, entry, offset: off, data_start, cluster_size: cs });
+            continue;
+        }
+        if off + cs > file_len {
+            f.push(Violation::BatEntryPastEof { index, entry, offset: off, end: off + cs, file_len });
+            continue;
+        }
+        let Some(rel) = off.checked_sub(base) else { continue };
+        if rel % cs != 0 {
+            continue;
+        }
+        let slot = rel / cs;
+        match &mut slots {
+            Slots::Bits(b) => {
+                let w = &mut b[(slot / 64) as usize];
+                if *w >> (slot % 64) & 1 == 1 {
+                    dups.push((index, entry, off));
+                }
+                *w |= 1 << (slot % 64);
+            }
+            Slots::Sorted(v) => v.push((slot, index)),
+        }
+    }
+    if let Slots::Sorted(v) = &mut slots {
+        v.sort_unstable();
+        for w in v.windows(2) {
+            if w[0].0 == w[1].0 {
+                let index = w[1].1;
+                let entry = bat[index as usize].get();
+                dups.push((index, entry, base + w[1].0 * cs));
+            }
+        }
+        v.dedup_by_key(|e| e.0);
+    }
+    if !dups.is_empty() {
+        dups.sort_unstable();
+        let wanted: HashMap<u64, u32> = dups.iter().map(|d| (d.2, u32::MAX)).collect();
+        let mut first: HashMap<u64, u32> = HashMap::new();
+        for (i, e) in bat.iter().enumerate() {
+            if let Some(off) = h.bat_entry_offset(e.get()) {
+                if wanted.contains_key(&off) {
+                    first.entry(off).or_insert(i as u32);
+                }
+            }
+        }
+        for (index, entry, offset) in dups {
+            f.push(Violation::BatEntryDuplicate { index, entry, offset, first: first[&offset] });
+        }
+    }
+    DataClusters { base, cluster_size: cs, slots, owners: Default::default() }
+}
+
+fn extension_rules(image: &Image<'_>, h: &Header, ext: &Extension<'_>, data: &DataClusters, f: &mut Findings) {
+    let off = ext.file_offset;
+    let cs = h.cluster_size();
+    let file_len = image.file_len();
+    if off % cs != 0 {
+        f.push(Violation::ExtOffUnaligned { ext_off: h.ext_off, offset: off, cluster_size: cs });
+    }
+    if off + cs > file_len {
+        f.push(Violation::ExtPastEof { offset: off, end: off + cs, file_len });
+    }
+    if off < h.bat_end() {
+        f.push(Violation::ExtOverlap { offset: off, with: Region::HeaderAndBat });
+    } else if let Some(bat_index) = data.overlap(image, off) {
+        f.push(Violation::ExtOverlap { offset: off, with: Region::DataCluster { bat_index } });
+    }
+    let magic = ext.magic();
+    if magic != crate::raw::extension::EXT_MAGIC {
+        f.push(Violation::ExtBadMagic { offset: off, found: magic });
+        return;
+    }
+    let stored = ext.stored_checksum();
+    if stored != ext.computed_checksum {
+        f.push(Violation::ExtBadChecksum { offset: off, found: stored, expected: ext.computed_checksum });
+    }
+    let mut pos = crate::raw::extension::EXT_HEADER_SIZE as u64;
+    let at = |e: &FeatureEntry| off + e.offset;
+    for e in &ext.features {
+        padding(ext, pos, e.offset, f);
+        feature_rules(e, at(e), f);
+        pos = e.data_range().end;
+    }
+    match ext.end {
+        ListEnd::EndRecord { offset } => {
+            padding(ext, pos, ext.cluster_size, f);
+            let _ = offset;
+        }
+        ListEnd::Truncated { offset, remaining } => {
+            padding(ext, pos, offset, f);
+            f.push(Violation::FeatureTruncated { index: ext.features.len(), offset: off + offset, remaining });
+        }
+        ListEnd::Overflow { entry, remaining } => {
+            padding(ext, pos, entry.offset, f);
+            let flags = entry.header.flags.get();
+            if flags != 0 {
+                f.push(Violation::FeatureFlags { index: entry.index, offset: at(&entry), magic: entry.header.magic.get(), flags });
+            }
+            f.push(Violation::FeatureDataOverflow {
+                index: entry.index,
+                offset: at(&entry),
+                data_size: entry.header.data_size.get(),
+                remaining,
+            });
+        }
+        ListEnd::NoEndRecord { offset } => {
+            padding(ext, pos, offset, f);
+            f.push(Violation::MissingEndRecord { offset: off + offset, count: ext.features.len() });
+        }
+    }
+}
+
+/// Reports the first non-zero byte of `[from, to)` of the cluster, if any.
+fn padding(ext: &Extension<'_>, from: u64, to: u64, f: &mut Findings) {
+    let bytes = ext.slice(from..to);
+    if let Some(i) = bytes.iter().position(|&b| b != 0) {
+        f.push(Violation::NonZeroPadding { offset: ext.file_offset + from + i as u64, found: bytes[i] });
+    }
+}
+
+fn feature_rules(e: &FeatureEntry, offset: u64, f: &mut Findings) {
+    let magic = e.header.magic.get();
+    let flags = e.header.flags.get();
+    if flags != 0 {
+        f.push(Violation::FeatureFlags { index: e.index, offset, magic, flags });
+    }
+    if magic != FEATURE_DIRTY_BITMAP {
+        f.push(Violation::UnknownFeature { index: e.index, offset, magic });
+    }
+}
+
+/// Bitmap rules R32–R42; returns the end of the last in-file bitmap cluster (for the leak rule).
+fn bitmap_rules(
+    image: &Image<'_>,
+    h: &Header,
+    ext: &Extension<'_>,
+    data: &DataClusters,
+    f: &mut Findings,
+) -> Result<u64> {
+    let cs = h.cluster_size();
+    let file_len = image.file_len();
+    let mut high = 0u64;
+    for e in ext.features.iter().filter(|e| e.header.magic.get() == FEATURE_DIRTY_BITMAP && e.header.flags.get() == 0) {
+        let size = e.header.data_size.get();
+        if (size as usize) < BITMAP_HEADER_SIZE {
+            f.push(Violation::BitmapDataTooShort {
+                index: e.index,
+                offset: ext.file_offset + e.offset,
+                data_size: size,
+                expected: BITMAP_HEADER_SIZE as u64,
+            });
+        }
+    }
+    let bitmaps = image.bitmaps();
+    let mut ids: HashMap<[u8; 16], usize> = HashMap::new();
+    let mut l1_clusters: Vec<(u64, usize, u32)> = Vec::new();
+    for b in &bitmaps {
+        let index = b.feature;
+        let offset = b.file_offset;
+        let hdr = &b.header;
+        let data_size = ext.features[index].header.data_size.get();
+        let l1_size = hdr.l1_size.get();
+        let wanted = BITMAP_HEADER_SIZE as u64 + 8 * u64::from(l1_size);
+        if u64::from(data_size) < wanted {
+            f.push(Violation::BitmapDataTooShort { index, offset, data_size, expected: wanted });
+        } else if u64::from(data_size) > wanted {
+            f.push(Violation::BitmapExtraData { index, offset, data_size, expected: wanted });
+        }
+        if hdr.size.get() != h.nb_sectors {
+            f.push(Violation::BitmapSizeMismatch { index, offset, found: hdr.size.get(), expected: h.nb_sectors });
+        }
+        let g = hdr.granularity.get();
+        let gran_ok = g != 0 && g.is_power_of_two();
+        if !gran_ok {
+            f.push(Violation::BitmapGranularityInvalid { index, offset, found: g });
+        } else if u64::from(g) * SECTOR_SIZE > u64::from(u32::MAX) {
+            f.push(Violation::BitmapGranularityTooBig { index, offset, found: g });
+        }
+        if gran_ok {
+            let expected = b.expected_l1_size();
+            if u64::from(l1_size) != expected {
+                f.push(Violation::BitmapL1Size { index, offset, found: l1_size, expected, cluster_bits: b.chunk_bits() });
+            }
+        }
+        if let Some(&first) = ids.get(&b.id()) {
+            f.push(Violation::DuplicateBitmapId { index, offset, first, id: b.name() });
+        } else {
+            ids.insert(b.id(), index);
+        }
+        for (i, entry) in b.l1().iter().enumerate() {
+            let entry = entry.get();
+            if entry <= L1_DIRTY {
+                continue;
+            }
+            let i = i as u32;
+            let Some(off) = entry.checked_mul(SECTOR_SIZE) else {
+                f.push(Violation::L1EntryPastEof { feature: index, index: i, entry, offset: u64::MAX, file_len });
+                continue;
+            };
+            if off % cs != 0 {
+                f.push(Violation::L1EntryUnaligned { feature: index, index: i, entry, offset: off, cluster_size: cs });
+            }
+            if off.saturating_add(cs) > file_len {
+                f.push(Violation::L1EntryPastEof { feature: index, index: i, entry, offset: off, file_len });
+            } else {
+                high = high.max(off + cs);
+            }
+            let with = if off < h.bat_end() {
+                Some(Region::HeaderAndBat)
+            } else if off < ext.file_offset + cs && ext.file_offset < off + cs {
+                Some(Region::Extension)
+            } else {
+                data.overlap(image, off).map(|bat_index| Region::DataCluster { bat_index })
+            };
+            if let Some(with) = with {
+                f.push(Violation::L1EntryOverlap { feature: index, index: i, entry, offset: off, with });
+            }
+            l1_clusters.push((off, index, i));
+        }
+        if gran_ok && b.decodable(image).is_ok() {
+            let count = b.trailing_bits()?;
+            if count > 0 {
+                f.push(Violation::BitmapTrailingBits { feature: index, index: (b.expected_l1_size() - 1) as u32, count });
+            }
+        }
+    }
+    // Bitmap clusters must not share space with each other, within or across bitmaps.
+    l1_clusters.sort_unstable();
+    for w in l1_clusters.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if b.0 < a.0 + cs {
+            let entry = bitmaps.iter().find(|x| x.feature == b.1).map_or(0, |x| x.l1()[b.2 as usize].get());
+            f.push(Violation::L1EntryOverlap {
+                feature: b.1,
+                index: b.2,
+                entry,
+                offset: b.0,
+                with: Region::BitmapCluster { feature: a.1, l1_index: a.2 },
+            });
+        }
+    }
+    Ok(high)
+}
