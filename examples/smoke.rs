@@ -7,9 +7,16 @@ fn main() {
             Ok(img) => {
                 println!("{p}: {:?}", img.header().variant);
                 let r = img.validate().unwrap();
-                for f in &r.findings { println!("  {} {:?} {}", f.violation.rule(), f.severity, f.violation); }
+                for f in &r.findings {
+                    println!("  {} {:?} {}", f.violation.rule(), f.severity, f.violation);
+                }
                 for b in img.bitmaps() {
-                    println!("  bitmap {} gran {} extents {:?}", b.name(), b.granularity_bytes(), b.dirty_extents(&img));
+                    println!(
+                        "  bitmap {} gran {} extents {:?}",
+                        b.name(),
+                        b.granularity_bytes(),
+                        b.dirty_extents(&img)
+                    );
                 }
             }
         }

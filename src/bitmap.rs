@@ -115,7 +115,11 @@ impl<'a> Bitmap<'a> {
     pub fn decodable(&self, _image: &Image<'_>) -> Result<(), Violation> {
         let g = self.granularity_sectors();
         if g == 0 {
-            return Err(Violation::BitmapGranularityInvalid { index: self.feature, offset: self.file_offset, found: g });
+            return Err(Violation::BitmapGranularityInvalid {
+                index: self.feature,
+                offset: self.file_offset,
+                found: g,
+            });
         }
         let mut offs: Vec<(u64, u32)> = self
             .l1
@@ -136,7 +140,10 @@ impl<'a> Bitmap<'a> {
                     index: second.1,
                     entry: self.l1[second.1 as usize].get(),
                     offset: second.0,
-                    with: Region::BitmapCluster { feature: self.feature, l1_index: first.1 },
+                    with: Region::BitmapCluster {
+                        feature: self.feature,
+                        l1_index: first.1,
+                    },
                 });
             }
         }
@@ -171,7 +178,9 @@ impl<'a> Bitmap<'a> {
                 L1_CLEAN => {}
                 L1_DIRTY => emit(base, n),
                 sector => {
-                    let Some(off) = sector.checked_mul(SECTOR_SIZE) else { continue };
+                    let Some(off) = sector.checked_mul(SECTOR_SIZE) else {
+                        continue;
+                    };
                     let bits = self.source.read_at(off, n.div_ceil(8))?;
                     scan_runs(&bits, n, base, &mut emit);
                 }
@@ -222,7 +231,11 @@ impl<'a> Bitmap<'a> {
         let mut k = 0u64;
         while pos < total {
             let chunk_end = ((k + 1) * cs).min(total);
-            let entry = if k < chunks { self.l1[k as usize].get() } else { L1_CLEAN };
+            let entry = if k < chunks {
+                self.l1[k as usize].get()
+            } else {
+                L1_CLEAN
+            };
             let bits = match entry {
                 L1_CLEAN | L1_DIRTY => None,
                 sector => match sector.checked_mul(SECTOR_SIZE) {
@@ -275,7 +288,9 @@ impl<'a> Bitmap<'a> {
         match self.l1[(k - 1) as usize].get() {
             L1_CLEAN | L1_DIRTY => Ok(0),
             sector => {
-                let Some(off) = sector.checked_mul(SECTOR_SIZE) else { return Ok(0) };
+                let Some(off) = sector.checked_mul(SECTOR_SIZE) else {
+                    return Ok(0);
+                };
                 let bits = self.source.read_at(off, self.cluster_size)?;
                 let mut count = 0u64;
                 let first_byte = (used / 8) as usize;

@@ -155,12 +155,17 @@ impl ImageBuilder {
     pub fn write_to<W: Write + Seek>(&self, out: &mut W) -> Result<Layout> {
         let cs = self.cluster_size;
         if cs == 0 || cs % SECTOR_SIZE != 0 || cs / SECTOR_SIZE > u64::from(MAX_TRACKS) {
-            return Self::err(format!("cluster size {cs} is not a multiple of 512 between 512 and {}", u64::from(MAX_TRACKS) * 512));
+            return Self::err(format!(
+                "cluster size {cs} is not a multiple of 512 between 512 and {}",
+                u64::from(MAX_TRACKS) * 512
+            ));
         }
         let nb_sectors = self.virtual_size.div_ceil(SECTOR_SIZE);
         let bat_entries = self.virtual_size.div_ceil(cs);
         if bat_entries > u64::from(MAX_BAT_ENTRIES) {
-            return Self::err(format!("{bat_entries} clusters of {cs} bytes need more than {MAX_BAT_ENTRIES} BAT entries"));
+            return Self::err(format!(
+                "{bat_entries} clusters of {cs} bytes need more than {MAX_BAT_ENTRIES} BAT entries"
+            ));
         }
         if self.variant == Variant::V1 && nb_sectors > u64::from(u32::MAX) {
             return Self::err(format!("a v1 image holds at most 2^32-1 sectors, not {nb_sectors}"));
@@ -173,7 +178,11 @@ impl ImageBuilder {
         };
         for (off, d) in &self.data {
             if off.checked_add(d.len()).is_none_or(|end| end > self.virtual_size) {
-                return Self::err(format!("data at {off} of {} bytes ends past the virtual size {}", d.len(), self.virtual_size));
+                return Self::err(format!(
+                    "data at {off} of {} bytes ends past the virtual size {}",
+                    d.len(),
+                    self.virtual_size
+                ));
             }
         }
 
@@ -218,7 +227,9 @@ impl ImageBuilder {
         for spec in &self.bitmaps {
             let gb = spec.granularity;
             if gb < SECTOR_SIZE || !gb.is_power_of_two() || gb > 1 << 31 {
-                return Self::err(format!("bitmap granularity {gb} is not a power of two between 512 and 2^31"));
+                return Self::err(format!(
+                    "bitmap granularity {gb} is not a power of two between 512 and 2^31"
+                ));
             }
             let gs = gb / SECTOR_SIZE;
             let granules = nb_sectors.div_ceil(gs);
@@ -267,7 +278,12 @@ impl ImageBuilder {
                 *slot = host / SECTOR_SIZE;
                 chunk_clusters.push((host, bits));
             }
-            features.push(FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(nb_sectors, spec.id, gs as u32, l1.clone())));
+            features.push(FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(
+                nb_sectors,
+                spec.id,
+                gs as u32,
+                l1.clone(),
+            )));
             l1_tables.push(l1);
         }
         features.extend(self.features.iter().cloned());
@@ -324,7 +340,14 @@ impl ImageBuilder {
             out.write_all(&[0])?;
         }
         out.flush()?;
-        Ok(Layout { header, bat, data_start, ext_offset, l1: l1_tables, file_len })
+        Ok(Layout {
+            header,
+            bat,
+            data_start,
+            ext_offset,
+            l1: l1_tables,
+            file_len,
+        })
     }
 
     fn bat_value(&self, host: u64) -> Result<u32> {
@@ -332,7 +355,11 @@ impl ImageBuilder {
             Variant::V1 => host / SECTOR_SIZE,
             Variant::V2 => host / self.cluster_size,
         };
-        u32::try_from(v).map_err(|_| Error::Build(format!("cluster at byte {host} is beyond what a 32-bit BAT entry can address")))
+        u32::try_from(v).map_err(|_| {
+            Error::Build(format!(
+                "cluster at byte {host} is beyond what a 32-bit BAT entry can address"
+            ))
+        })
     }
 
     /// Fills `buf` with the guest bytes of the cluster starting at guest offset `at`.
@@ -377,13 +404,19 @@ pub fn write_file_atomically<T>(
 ) -> Result<T> {
     use std::io;
     if !overwrite && path.exists() {
-        return Err(Error::Io(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} already exists", path.display()))));
+        return Err(Error::Io(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} already exists", path.display()),
+        )));
     }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new().prefix(".prlimg-").suffix(".tmp").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".prlimg-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
     let value = write(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     // A temporary file is created private; the image gets ordinary permissions.

@@ -152,7 +152,10 @@ fn hex16(b: &[u8; 16]) -> String {
 #[non_exhaustive]
 pub enum Violation {
     /// R1: the magic is neither `WithoutFreeSpace` nor `WithouFreSpacExt`.
-    #[error("header magic at byte 0 is {found:?} (hex {}), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\"", hex16(found))]
+    #[error(
+        "header magic at byte 0 is {found:?} (hex {}), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\"",
+        hex16(found)
+    )]
     BadMagic { found: [u8; 16] },
     /// R2: version is not 2.
     #[error("header version at byte 16 is {found}, expected 2")]
@@ -192,28 +195,60 @@ pub enum Violation {
     DataOffUnaligned { data_off: u32, tracks: u32 },
     /// R14: the data area starts inside the header and BAT.
     #[error("header data_off at byte 48 is {data_off} sectors (byte {data_start}), expected at least {min_start} (end of the BAT, rounded up)")]
-    DataOffInsideBat { data_off: u32, data_start: u64, min_start: u64 },
+    DataOffInsideBat {
+        data_off: u32,
+        data_start: u64,
+        min_start: u64,
+    },
     /// R15: the data area starts past the end of the file.
     #[error("header data_off at byte 48 puts the data area at byte {data_start}, past the end of the file ({file_len} bytes)")]
     DataOffPastEof { data_start: u64, file_len: u64 },
     /// R16: a BAT entry points into the header and BAT area.
-    #[error("BAT[{index}] = {entry} points at byte {offset}, inside the header and BAT area (data starts at {data_start})")]
-    BatEntryBelowData { index: u32, entry: u32, offset: u64, data_start: u64 },
+    #[error(
+        "BAT[{index}] = {entry} points at byte {offset}, inside the header and BAT area (data starts at {data_start})"
+    )]
+    BatEntryBelowData {
+        index: u32,
+        entry: u32,
+        offset: u64,
+        data_start: u64,
+    },
     /// R17: a v1 BAT entry is not a whole number of clusters from the data area start.
     #[error("BAT[{index}] = {entry} points at byte {offset}, expected data start {data_start} plus a multiple of the cluster size {cluster_size}")]
-    BatEntryUnaligned { index: u32, entry: u32, offset: u64, data_start: u64, cluster_size: u64 },
+    BatEntryUnaligned {
+        index: u32,
+        entry: u32,
+        offset: u64,
+        data_start: u64,
+        cluster_size: u64,
+    },
     /// R18: a BAT entry's cluster ends past the end of the file.
     #[error("BAT[{index}] = {entry} points at byte {offset}; its cluster ends at {end}, past the end of the file ({file_len} bytes)")]
-    BatEntryPastEof { index: u32, entry: u32, offset: u64, end: u64, file_len: u64 },
+    BatEntryPastEof {
+        index: u32,
+        entry: u32,
+        offset: u64,
+        end: u64,
+        file_len: u64,
+    },
     /// R19: two BAT entries point at the same cluster.
     #[error("BAT[{index}] = {entry} points at byte {offset}, already used by BAT[{first}]")]
-    BatEntryDuplicate { index: u32, entry: u32, offset: u64, first: u32 },
+    BatEntryDuplicate {
+        index: u32,
+        entry: u32,
+        offset: u64,
+        first: u32,
+    },
     /// R20: bytes after the last referenced cluster.
     #[error("{len} bytes at {offset} after the last referenced cluster are leaked")]
     Leak { offset: u64, len: u64 },
     /// R21: the extension cluster is not cluster-aligned.
     #[error("header ext_off at byte 56 is {ext_off} sectors (byte {offset}), expected a multiple of the cluster size {cluster_size}")]
-    ExtOffUnaligned { ext_off: u64, offset: u64, cluster_size: u64 },
+    ExtOffUnaligned {
+        ext_off: u64,
+        offset: u64,
+        cluster_size: u64,
+    },
     /// R22: the extension cluster ends past the end of the file.
     #[error("the extension cluster at byte {offset} ends at {end}, past the end of the file ({file_len} bytes)")]
     ExtPastEof { offset: u64, end: u64, file_len: u64 },
@@ -224,17 +259,35 @@ pub enum Violation {
     #[error("extension magic at byte {offset} is {found:#018x}, expected 0xab234cef23dcea87")]
     ExtBadMagic { offset: u64, found: u64 },
     /// R25: the extension checksum does not match.
-    #[error("extension checksum at byte {offset} is {}, expected the MD5 of the cluster's bytes 24.. = {}", hex16(found), hex16(expected))]
-    ExtBadChecksum { offset: u64, found: [u8; 16], expected: [u8; 16] },
+    #[error(
+        "extension checksum at byte {offset} is {}, expected the MD5 of the cluster's bytes 24.. = {}",
+        hex16(found),
+        hex16(expected)
+    )]
+    ExtBadChecksum {
+        offset: u64,
+        found: [u8; 16],
+        expected: [u8; 16],
+    },
     /// R26: fewer bytes than a feature header are left in the cluster.
     #[error("feature #{index} at byte {offset}: only {remaining} bytes left in the extension cluster, expected at least 24 for a feature header")]
     FeatureTruncated { index: usize, offset: u64, remaining: u64 },
     /// R27: a feature has non-zero flags.
     #[error("feature #{index} at byte {offset} (magic {magic:#018x}) has flags {flags:#x}, expected 0")]
-    FeatureFlags { index: usize, offset: u64, magic: u64, flags: u64 },
+    FeatureFlags {
+        index: usize,
+        offset: u64,
+        magic: u64,
+        flags: u64,
+    },
     /// R28: a feature's data runs past the end of the cluster.
     #[error("feature #{index} at byte {offset}: data_size {data_size} is more than the {remaining} bytes left in the extension cluster")]
-    FeatureDataOverflow { index: usize, offset: u64, data_size: u32, remaining: u64 },
+    FeatureDataOverflow {
+        index: usize,
+        offset: u64,
+        data_size: u32,
+        remaining: u64,
+    },
     /// R29: a feature's magic is unknown.
     #[error("feature #{index} at byte {offset} has unknown magic {magic:#018x}")]
     UnknownFeature { index: usize, offset: u64, magic: u64 },
@@ -246,13 +299,28 @@ pub enum Violation {
     NonZeroPadding { offset: u64, found: u8 },
     /// R32: a bitmap feature's data is too short for its header and L1 table.
     #[error("feature #{index} at byte {offset}: data_size {data_size}, expected {expected} (32-byte bitmap header plus 8 bytes per L1 entry)")]
-    BitmapDataTooShort { index: usize, offset: u64, data_size: u32, expected: u64 },
+    BitmapDataTooShort {
+        index: usize,
+        offset: u64,
+        data_size: u32,
+        expected: u64,
+    },
     /// R33: a bitmap feature's data is longer than its header and L1 table.
     #[error("feature #{index} at byte {offset}: data_size {data_size}, expected {expected}; {} extra bytes", *data_size as u64 - expected)]
-    BitmapExtraData { index: usize, offset: u64, data_size: u32, expected: u64 },
+    BitmapExtraData {
+        index: usize,
+        offset: u64,
+        data_size: u32,
+        expected: u64,
+    },
     /// R34: a bitmap's size is not the disk's size.
     #[error("bitmap feature #{index} at byte {offset}: size {found} sectors, expected nb_sectors = {expected}")]
-    BitmapSizeMismatch { index: usize, offset: u64, found: u64, expected: u64 },
+    BitmapSizeMismatch {
+        index: usize,
+        offset: u64,
+        found: u64,
+        expected: u64,
+    },
     /// R35: a bitmap's granularity is 0 or not a power of two.
     #[error("bitmap feature #{index} at byte {offset}: granularity {found} sectors, expected a non-zero power of two")]
     BitmapGranularityInvalid { index: usize, offset: u64, found: u32 },
@@ -261,19 +329,48 @@ pub enum Violation {
     BitmapGranularityTooBig { index: usize, offset: u64, found: u32 },
     /// R37: a bitmap's l1_size does not match the disk size, granularity and cluster size.
     #[error("bitmap feature #{index} at byte {offset}: l1_size {found}, expected {expected} (one entry per {cluster_bits} granules)")]
-    BitmapL1Size { index: usize, offset: u64, found: u32, expected: u64, cluster_bits: u64 },
+    BitmapL1Size {
+        index: usize,
+        offset: u64,
+        found: u32,
+        expected: u64,
+        cluster_bits: u64,
+    },
     /// R38: an L1 entry is not cluster-aligned.
     #[error("bitmap feature #{feature} L1[{index}] = {entry} (byte {offset}), expected a multiple of the cluster size {cluster_size}")]
-    L1EntryUnaligned { feature: usize, index: u32, entry: u64, offset: u64, cluster_size: u64 },
+    L1EntryUnaligned {
+        feature: usize,
+        index: u32,
+        entry: u64,
+        offset: u64,
+        cluster_size: u64,
+    },
     /// R39: an L1 entry's cluster ends past the end of the file.
     #[error("bitmap feature #{feature} L1[{index}] = {entry} points at byte {offset}, its cluster ends past the end of the file ({file_len} bytes)")]
-    L1EntryPastEof { feature: usize, index: u32, entry: u64, offset: u64, file_len: u64 },
+    L1EntryPastEof {
+        feature: usize,
+        index: u32,
+        entry: u64,
+        offset: u64,
+        file_len: u64,
+    },
     /// R40: an L1 entry's cluster overlaps another region.
     #[error("bitmap feature #{feature} L1[{index}] = {entry} points at byte {offset}, which overlaps {with}")]
-    L1EntryOverlap { feature: usize, index: u32, entry: u64, offset: u64, with: Region },
+    L1EntryOverlap {
+        feature: usize,
+        index: u32,
+        entry: u64,
+        offset: u64,
+        with: Region,
+    },
     /// R41: two bitmaps have the same id.
     #[error("bitmap feature #{index} at byte {offset} has id {id}, already used by feature #{first}")]
-    DuplicateBitmapId { index: usize, offset: u64, first: usize, id: String },
+    DuplicateBitmapId {
+        index: usize,
+        offset: u64,
+        first: usize,
+        id: String,
+    },
     /// R42: bits past the last granule of the last chunk are set.
     #[error("bitmap feature #{feature} L1[{index}]: bits past the last granule are set ({count} bits)")]
     BitmapTrailingBits { feature: usize, index: u32, count: u64 },
@@ -335,8 +432,12 @@ impl Violation {
         use Violation::*;
         match self {
             Leak { .. } => Severity::Leak,
-            UnknownInuse { .. } | UnknownFlags { .. } | V1SizeHighBits { .. } | ExtOffUnaligned { .. }
-            | NonZeroPadding { .. } | BitmapExtraData { .. } => Severity::NonCanonical,
+            UnknownInuse { .. }
+            | UnknownFlags { .. }
+            | V1SizeHighBits { .. }
+            | ExtOffUnaligned { .. }
+            | NonZeroPadding { .. }
+            | BitmapExtraData { .. } => Severity::NonCanonical,
             BitmapTrailingBits { .. } => Severity::Note,
             _ => Severity::Corruption,
         }

@@ -104,13 +104,28 @@ impl<'s> Extension<'s> {
             let left = remaining - FEATURE_HEADER_SIZE as u64;
             let data_size = header.data_size.get();
             if u64::from(data_size) > left {
-                let entry = FeatureEntry { index: features.len(), offset: pos, header };
+                let entry = FeatureEntry {
+                    index: features.len(),
+                    offset: pos,
+                    header,
+                };
                 break ListEnd::Overflow { entry, remaining: left };
             }
-            features.push(FeatureEntry { index: features.len(), offset: pos, header });
+            features.push(FeatureEntry {
+                index: features.len(),
+                offset: pos,
+                header,
+            });
             pos = (pos + FEATURE_HEADER_SIZE as u64 + u64::from(data_size)).next_multiple_of(FEATURE_ALIGN);
         };
-        Extension { file_offset, cluster_size, bytes, features, end, computed_checksum }
+        Extension {
+            file_offset,
+            cluster_size,
+            bytes,
+            features,
+            end,
+            computed_checksum,
+        }
     }
 
     /// The bytes of the cluster that are in the file (possibly fewer than `cluster_size`).

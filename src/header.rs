@@ -50,7 +50,9 @@ impl Header {
             if raw.magic != MAGIC_V1 && raw.magic != MAGIC_V2 {
                 return Err(Violation::BadMagic { found: raw.magic });
             }
-            return Err(Violation::BadVersion { found: raw.version.get() });
+            return Err(Violation::BadVersion {
+                found: raw.version.get(),
+            });
         } else if raw.magic == MAGIC_V1 {
             Variant::V1
         } else if raw.magic == MAGIC_V2 {
@@ -63,15 +65,24 @@ impl Header {
             return Err(Violation::ZeroTracks);
         }
         if tracks > MAX_TRACKS {
-            return Err(Violation::ClusterTooBig { tracks, max: MAX_TRACKS });
+            return Err(Violation::ClusterTooBig {
+                tracks,
+                max: MAX_TRACKS,
+            });
         }
         let bat_entries = raw.bat_entries.get();
         if bat_entries > MAX_BAT_ENTRIES {
-            return Err(Violation::CatalogTooLarge { bat_entries, max: MAX_BAT_ENTRIES });
+            return Err(Violation::CatalogTooLarge {
+                bat_entries,
+                max: MAX_BAT_ENTRIES,
+            });
         }
         let ext_off = raw.ext_off.get();
         if ext_off >= MAX_EXT_OFF {
-            return Err(Violation::ExtOffTooBig { ext_off, max: MAX_EXT_OFF });
+            return Err(Violation::ExtOffTooBig {
+                ext_off,
+                max: MAX_EXT_OFF,
+            });
         }
         let nb_sectors = match variant {
             Variant::V1 => raw.nb_sectors.get() & 0xffff_ffff,

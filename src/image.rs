@@ -43,7 +43,10 @@ impl std::fmt::Debug for Image<'_> {
         f.debug_struct("Image")
             .field("file_len", &self.file_len)
             .field("header", &self.header)
-            .field("extension", &self.extension.as_ref().map(|e| (e.file_offset, e.features.len())))
+            .field(
+                "extension",
+                &self.extension.as_ref().map(|e| (e.file_offset, e.features.len())),
+            )
             .field("mode", &self.mode)
             .finish()
     }
@@ -81,7 +84,14 @@ impl<'s> Image<'s> {
                 Some(Extension::walk(off, header.cluster_size(), bytes))
             }
         };
-        Ok(Image { source, file_len, header, bat, extension, mode })
+        Ok(Image {
+            source,
+            file_len,
+            header,
+            bat,
+            extension,
+            mode,
+        })
     }
 
     /// Parses and validates in strict mode; fails with the first corruption found.

@@ -61,8 +61,15 @@ struct Findings {
 impl Findings {
     fn push(&mut self, violation: Violation) {
         let lenient_note = self.mode == Mode::Lenient
-            && matches!(violation, Violation::UnknownFeature { .. } | Violation::FeatureFlags { .. });
-        let severity = if lenient_note { Severity::Note } else { violation.severity() };
+            && matches!(
+                violation,
+                Violation::UnknownFeature { .. } | Violation::FeatureFlags { .. }
+            );
+        let severity = if lenient_note {
+            Severity::Note
+        } else {
+            violation.severity()
+        };
         self.out.push(Finding { violation, severity });
     }
 }
@@ -118,7 +125,10 @@ impl DataClusters {
 pub fn validate(image: &Image<'_>) -> Result<Report> {
     let h = *image.header();
     let file_len = image.file_len();
-    let mut f = Findings { mode: image.mode(), out: Vec::new() };
+    let mut f = Findings {
+        mode: image.mode(),
+        out: Vec::new(),
+    };
 
     header_rules(&h, file_len, &mut f);
     let data = bat_rules(image, &h, file_len, &mut f);
@@ -138,7 +148,10 @@ pub fn validate(image: &Image<'_>) -> Result<Report> {
         high = high.max(l1_high);
     }
     if file_len > high {
-        f.push(Violation::Leak { offset: high, len: file_len - high });
+        f.push(Violation::Leak {
+            offset: high,
+            len: file_len - high,
+        });
     }
     Ok(Report { findings: f.out })
 }
@@ -155,23 +168,35 @@ fn header_rules(h: &Header, file_len: u64, f: &mut Findings) {
         f.push(Violation::UnknownFlags { found: flags });
     }
     if h.variant == Variant::V1 && raw.nb_sectors.get() >> 32 != 0 {
-        f.push(Violation::V1SizeHighBits { nb_sectors: raw.nb_sectors.get() });
+        f.push(Violation::V1SizeHighBits {
+            nb_sectors: raw.nb_sectors.get(),
+        });
     }
     let covered = u64::from(h.bat_entries) * u64::from(h.cluster_sectors);
     if h.nb_sectors > covered {
-        f.push(Violation::SizeBeyondBat { nb_sectors: h.nb_sectors, covered });
+        f.push(Violation::SizeBeyondBat {
+            nb_sectors: h.nb_sectors,
+            covered,
+        });
     }
     let data_off = raw.data_off.get();
     if h.variant == Variant::V2 {
         if data_off == 0 {
             f.push(Violation::DataOffZero);
         } else if data_off % h.cluster_sectors != 0 {
-            f.push(Violation::DataOffUnaligned { data_off, tracks: h.cluster_sectors });
+            f.push(Violation::DataOffUnaligned {
+                data_off,
+                tracks: h.cluster_sectors,
+            });
         }
     }
     let data_start = h.data_start();
     if data_start < h.min_data_start() && !(h.variant == Variant::V2 && data_off == 0) {
-        f.push(Violation::DataOffInsideBat { data_off, data_start, min_start: h.min_data_start() });
+        f.push(Violation::DataOffInsideBat {
+            data_off,
+            data_start,
+            min_start: h.min_data_start(),
+        });
     }
     if data_start > file_len {
         f.push(Violation::DataOffPastEof { data_start, file_len });
@@ -199,15 +224,32 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
         let Some(off) = h.bat_entry_offset(entry) else { continue };
         let index = i as u32;
         if off < data_start {
-            f.push(Violation::BatEntryBelowData { index, entry, offset: off, data_start });
+            f.push(Violation::BatEntryBelowData {
+                index,
+                entry,
+                offset: off,
+                data_start,
+            });
             continue;
         }
         if (off - data_start) % cs != 0 && h.variant == Variant::V1 {
-            f.push(Violation::BatEntryUnaligned { index, entry, offset: off, data_start, cluster_size: cs });
+            f.push(Violation::BatEntryUnaligned {
+                index,
+                entry,
+                offset: off,
+                data_start,
+                cluster_size: cs,
+            });
             continue;
         }
         if off + cs > file_len {
-            f.push(Violation::BatEntryPastEof { index, entry, offset: off, end: off + cs, file_len });
+            f.push(Violation::BatEntryPastEof {
+                index,
+                entry,
+                offset: off,
+                end: off + cs,
+                file_len,
+            });
             continue;
         }
         let Some(rel) = off.checked_sub(base) else { continue };
@@ -249,10 +291,20 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
             }
         }
         for (index, entry, offset) in dups {
-            f.push(Violation::BatEntryDuplicate { index, entry, offset, first: first[&offset] });
+            f.push(Violation::BatEntryDuplicate {
+                index,
+                entry,
+                offset,
+                first: first[&offset],
+            });
         }
     }
-    DataClusters { base, cluster_size: cs, slots, owners: Default::default() }
+    DataClusters {
+        base,
+        cluster_size: cs,
+        slots,
+        owners: Default::default(),
+    }
 }
 
 fn extension_rules(image: &Image<'_>, h: &Header, ext: &Extension<'_>, data: &DataClusters, f: &mut Findings) {
@@ -260,24 +312,45 @@ fn extension_rules(image: &Image<'_>, h: &Header, ext: &Extension<'_>, data: &Da
     let cs = h.cluster_size();
     let file_len = image.file_len();
     if off % cs != 0 {
-        f.push(Violation::ExtOffUnaligned { ext_off: h.ext_off, offset: off, cluster_size: cs });
+        f.push(Violation::ExtOffUnaligned {
+            ext_off: h.ext_off,
+            offset: off,
+            cluster_size: cs,
+        });
     }
     if off + cs > file_len {
-        f.push(Violation::ExtPastEof { offset: off, end: off + cs, file_len });
+        f.push(Violation::ExtPastEof {
+            offset: off,
+            end: off + cs,
+            file_len,
+        });
     }
     if off < h.bat_end() {
-        f.push(Violation::ExtOverlap { offset: off, with: Region::HeaderAndBat });
+        f.push(Violation::ExtOverlap {
+            offset: off,
+            with: Region::HeaderAndBat,
+        });
     } else if let Some(bat_index) = data.overlap(image, off) {
-        f.push(Violation::ExtOverlap { offset: off, with: Region::DataCluster { bat_index } });
+        f.push(Violation::ExtOverlap {
+            offset: off,
+            with: Region::DataCluster { bat_index },
+        });
     }
     let magic = ext.magic();
     if magic != crate::raw::extension::EXT_MAGIC {
-        f.push(Violation::ExtBadMagic { offset: off, found: magic });
+        f.push(Violation::ExtBadMagic {
+            offset: off,
+            found: magic,
+        });
         return;
     }
     let stored = ext.stored_checksum();
     if stored != ext.computed_checksum {
-        f.push(Violation::ExtBadChecksum { offset: off, found: stored, expected: ext.computed_checksum });
+        f.push(Violation::ExtBadChecksum {
+            offset: off,
+            found: stored,
+            expected: ext.computed_checksum,
+        });
     }
     let mut pos = crate::raw::extension::EXT_HEADER_SIZE as u64;
     let at = |e: &FeatureEntry| off + e.offset;
@@ -293,13 +366,22 @@ fn extension_rules(image: &Image<'_>, h: &Header, ext: &Extension<'_>, data: &Da
         }
         ListEnd::Truncated { offset, remaining } => {
             padding(ext, pos, offset, f);
-            f.push(Violation::FeatureTruncated { index: ext.features.len(), offset: off + offset, remaining });
+            f.push(Violation::FeatureTruncated {
+                index: ext.features.len(),
+                offset: off + offset,
+                remaining,
+            });
         }
         ListEnd::Overflow { entry, remaining } => {
             padding(ext, pos, entry.offset, f);
             let flags = entry.header.flags.get();
             if flags != 0 {
-                f.push(Violation::FeatureFlags { index: entry.index, offset: at(&entry), magic: entry.header.magic.get(), flags });
+                f.push(Violation::FeatureFlags {
+                    index: entry.index,
+                    offset: at(&entry),
+                    magic: entry.header.magic.get(),
+                    flags,
+                });
             }
             f.push(Violation::FeatureDataOverflow {
                 index: entry.index,
@@ -310,7 +392,10 @@ fn extension_rules(image: &Image<'_>, h: &Header, ext: &Extension<'_>, data: &Da
         }
         ListEnd::NoEndRecord { offset } => {
             padding(ext, pos, offset, f);
-            f.push(Violation::MissingEndRecord { offset: off + offset, count: ext.features.len() });
+            f.push(Violation::MissingEndRecord {
+                offset: off + offset,
+                count: ext.features.len(),
+            });
         }
     }
 }
@@ -319,7 +404,10 @@ fn extension_rules(image: &Image<'_>, h: &Header, ext: &Extension<'_>, data: &Da
 fn padding(ext: &Extension<'_>, from: u64, to: u64, f: &mut Findings) {
     let bytes = ext.slice(from..to);
     if let Some(i) = bytes.iter().position(|&b| b != 0) {
-        f.push(Violation::NonZeroPadding { offset: ext.file_offset + from + i as u64, found: bytes[i] });
+        f.push(Violation::NonZeroPadding {
+            offset: ext.file_offset + from + i as u64,
+            found: bytes[i],
+        });
     }
 }
 
@@ -327,10 +415,19 @@ fn feature_rules(e: &FeatureEntry, offset: u64, f: &mut Findings) {
     let magic = e.header.magic.get();
     let flags = e.header.flags.get();
     if flags != 0 {
-        f.push(Violation::FeatureFlags { index: e.index, offset, magic, flags });
+        f.push(Violation::FeatureFlags {
+            index: e.index,
+            offset,
+            magic,
+            flags,
+        });
     }
     if magic != FEATURE_DIRTY_BITMAP {
-        f.push(Violation::UnknownFeature { index: e.index, offset, magic });
+        f.push(Violation::UnknownFeature {
+            index: e.index,
+            offset,
+            magic,
+        });
     }
 }
 
@@ -345,7 +442,11 @@ fn bitmap_rules(
     let cs = h.cluster_size();
     let file_len = image.file_len();
     let mut high = 0u64;
-    for e in ext.features.iter().filter(|e| e.header.magic.get() == FEATURE_DIRTY_BITMAP && e.header.flags.get() == 0) {
+    for e in ext
+        .features
+        .iter()
+        .filter(|e| e.header.magic.get() == FEATURE_DIRTY_BITMAP && e.header.flags.get() == 0)
+    {
         let size = e.header.data_size.get();
         if (size as usize) < BITMAP_HEADER_SIZE {
             f.push(Violation::BitmapDataTooShort {
@@ -367,28 +468,62 @@ fn bitmap_rules(
         let l1_size = hdr.l1_size.get();
         let wanted = BITMAP_HEADER_SIZE as u64 + 8 * u64::from(l1_size);
         if u64::from(data_size) < wanted {
-            f.push(Violation::BitmapDataTooShort { index, offset, data_size, expected: wanted });
+            f.push(Violation::BitmapDataTooShort {
+                index,
+                offset,
+                data_size,
+                expected: wanted,
+            });
         } else if u64::from(data_size) > wanted {
-            f.push(Violation::BitmapExtraData { index, offset, data_size, expected: wanted });
+            f.push(Violation::BitmapExtraData {
+                index,
+                offset,
+                data_size,
+                expected: wanted,
+            });
         }
         if hdr.size.get() != h.nb_sectors {
-            f.push(Violation::BitmapSizeMismatch { index, offset, found: hdr.size.get(), expected: h.nb_sectors });
+            f.push(Violation::BitmapSizeMismatch {
+                index,
+                offset,
+                found: hdr.size.get(),
+                expected: h.nb_sectors,
+            });
         }
         let g = hdr.granularity.get();
         let gran_ok = g != 0 && g.is_power_of_two();
         if !gran_ok {
-            f.push(Violation::BitmapGranularityInvalid { index, offset, found: g });
+            f.push(Violation::BitmapGranularityInvalid {
+                index,
+                offset,
+                found: g,
+            });
         } else if u64::from(g) * SECTOR_SIZE > u64::from(u32::MAX) {
-            f.push(Violation::BitmapGranularityTooBig { index, offset, found: g });
+            f.push(Violation::BitmapGranularityTooBig {
+                index,
+                offset,
+                found: g,
+            });
         }
         if gran_ok {
             let expected = b.expected_l1_size();
             if u64::from(l1_size) != expected {
-                f.push(Violation::BitmapL1Size { index, offset, found: l1_size, expected, cluster_bits: b.chunk_bits() });
+                f.push(Violation::BitmapL1Size {
+                    index,
+                    offset,
+                    found: l1_size,
+                    expected,
+                    cluster_bits: b.chunk_bits(),
+                });
             }
         }
         if let Some(&first) = ids.get(&b.id()) {
-            f.push(Violation::DuplicateBitmapId { index, offset, first, id: b.name() });
+            f.push(Violation::DuplicateBitmapId {
+                index,
+                offset,
+                first,
+                id: b.name(),
+            });
         } else {
             ids.insert(b.id(), index);
         }
@@ -399,14 +534,32 @@ fn bitmap_rules(
             }
             let i = i as u32;
             let Some(off) = entry.checked_mul(SECTOR_SIZE) else {
-                f.push(Violation::L1EntryPastEof { feature: index, index: i, entry, offset: u64::MAX, file_len });
+                f.push(Violation::L1EntryPastEof {
+                    feature: index,
+                    index: i,
+                    entry,
+                    offset: u64::MAX,
+                    file_len,
+                });
                 continue;
             };
             if off % cs != 0 {
-                f.push(Violation::L1EntryUnaligned { feature: index, index: i, entry, offset: off, cluster_size: cs });
+                f.push(Violation::L1EntryUnaligned {
+                    feature: index,
+                    index: i,
+                    entry,
+                    offset: off,
+                    cluster_size: cs,
+                });
             }
             if off.saturating_add(cs) > file_len {
-                f.push(Violation::L1EntryPastEof { feature: index, index: i, entry, offset: off, file_len });
+                f.push(Violation::L1EntryPastEof {
+                    feature: index,
+                    index: i,
+                    entry,
+                    offset: off,
+                    file_len,
+                });
             } else {
                 high = high.max(off + cs);
             }
@@ -415,17 +568,28 @@ fn bitmap_rules(
             } else if off < ext.file_offset + cs && ext.file_offset < off + cs {
                 Some(Region::Extension)
             } else {
-                data.overlap(image, off).map(|bat_index| Region::DataCluster { bat_index })
+                data.overlap(image, off)
+                    .map(|bat_index| Region::DataCluster { bat_index })
             };
             if let Some(with) = with {
-                f.push(Violation::L1EntryOverlap { feature: index, index: i, entry, offset: off, with });
+                f.push(Violation::L1EntryOverlap {
+                    feature: index,
+                    index: i,
+                    entry,
+                    offset: off,
+                    with,
+                });
             }
             l1_clusters.push((off, index, i));
         }
         if gran_ok && b.decodable(image).is_ok() {
             let count = b.trailing_bits()?;
             if count > 0 {
-                f.push(Violation::BitmapTrailingBits { feature: index, index: (b.expected_l1_size() - 1) as u32, count });
+                f.push(Violation::BitmapTrailingBits {
+                    feature: index,
+                    index: (b.expected_l1_size() - 1) as u32,
+                    count,
+                });
             }
         }
     }
@@ -434,13 +598,19 @@ fn bitmap_rules(
     for w in l1_clusters.windows(2) {
         let (a, b) = (w[0], w[1]);
         if b.0 < a.0 + cs {
-            let entry = bitmaps.iter().find(|x| x.feature == b.1).map_or(0, |x| x.l1()[b.2 as usize].get());
+            let entry = bitmaps
+                .iter()
+                .find(|x| x.feature == b.1)
+                .map_or(0, |x| x.l1()[b.2 as usize].get());
             f.push(Violation::L1EntryOverlap {
                 feature: b.1,
                 index: b.2,
                 entry,
                 offset: b.0,
-                with: Region::BitmapCluster { feature: a.1, l1_index: a.2 },
+                with: Region::BitmapCluster {
+                    feature: a.1,
+                    l1_index: a.2,
+                },
             });
         }
     }

@@ -45,9 +45,7 @@ where
         _ => {
             return Err(binrw::Error::AssertFail {
                 pos,
-                message: format!(
-                    "{count} elements of {elem_size} bytes need more than the {available} bytes left"
-                ),
+                message: format!("{count} elements of {elem_size} bytes need more than the {available} bytes left"),
             })
         }
     }
