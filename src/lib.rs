@@ -56,3 +56,4 @@ pub use header::{Header, Variant};
 pub use image::{Image, Mode};
 pub use source::{FileSource, Source};
 pub use validate::{Finding, Report};
+pub mod recipe;
