@@ -56,4 +56,5 @@ pub use header::{Header, Variant};
 pub use image::{Image, Mode};
 pub use source::{FileSource, Source};
 pub use validate::{Finding, Report};
+pub mod qemu;
 pub mod recipe;
