@@ -98,9 +98,10 @@ impl DataClusters {
 
     /// Whether `[off, off + cluster_size)` overlaps a data cluster; returns its BAT index if known.
     fn overlap(&self, image: &Image<'_>, off: u64) -> Option<u32> {
-        let rel = off.checked_sub(self.base).unwrap_or(0);
+        // The cluster covers one slot when aligned, two otherwise.
+        let rel = off.saturating_sub(self.base);
         let first = rel / self.cluster_size;
-        let last = (off.saturating_sub(self.base) + self.cluster_size - 1) / self.cluster_size;
+        let last = rel.div_ceil(self.cluster_size);
         let hit = |slot: u64| -> bool {
             match &self.slots {
                 Slots::Bits(b) => b.get((slot / 64) as usize).is_some_and(|w| w >> (slot % 64) & 1 == 1),
