@@ -31,7 +31,7 @@
 //!     .data(0, Data::Fill { len: 4096, byte: 0xaa })
 //!     .bitmap(BitmapSpec { id: [7; 16], granularity: 65536, extents: vec![(131072, 65536)] })
 //!     .to_vec()?;
-//! let image = Image::open(&bytes[..])?;
+//! let image = Image::open(&bytes)?;
 //! let bitmaps = image.bitmaps();
 //! assert_eq!(bitmaps[0].dirty_extents(&image)?, vec![(131072, 65536)]);
 //! # Ok::<(), parallels_image::Error>(())

@@ -28,6 +28,28 @@ impl Source for [u8] {
     }
 }
 
+// `[u8]` is unsized, so `&[u8]` cannot become a `&dyn Source`: these let callers pass
+// `&vec` or `&slice` to `Image::open`.
+impl Source for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.as_slice().size()
+    }
+
+    fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>> {
+        self.as_slice().read_at(offset, len)
+    }
+}
+
+impl Source for &[u8] {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+
+    fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>> {
+        (**self).read_at(offset, len)
+    }
+}
+
 /// A file opened read-only, read only where metadata is.
 #[derive(Debug)]
 pub struct FileSource {
