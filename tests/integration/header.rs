@@ -1,0 +1,474 @@
+//! Header rules R1–R15: what every reader checks before it can interpret anything (R1–R6, in
+//! QEMU's order), then the fields the validator checks.
+
+use parallels_image::builder::{Data, ImageBuilder};
+use parallels_image::raw::header::{INUSE_CLOSED_V21, INUSE_OPEN, MAX_BAT_ENTRIES, MAX_EXT_OFF, MAX_TRACKS};
+use parallels_image::{Image, Severity, Variant, Violation};
+
+use crate::helpers::*;
+
+/// A valid v2 image: 1 MiB, 64 KiB clusters, guest cluster 0 written (BAT[0] = 1), 128 KiB long.
+fn base() -> Vec<u8> {
+    let (img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .data(0, Data::Fill { len: 4096, byte: 0x5a }),
+    );
+    assert_eq!(layout.bat, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(img.len(), 128 << 10);
+    img
+}
+
+/// The same in v1: BAT[0] = 128 sectors.
+fn base_v1() -> Vec<u8> {
+    let (img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .variant(Variant::V1)
+            .data(0, Data::Fill { len: 4096, byte: 0x5a }),
+    );
+    assert_eq!(layout.bat[0], 128);
+    assert_eq!(img.len(), 128 << 10);
+    img
+}
+
+/// Just a header: v2, 64 KiB clusters, no BAT entries, data at cluster 1, nothing else.
+fn lone_header() -> Vec<u8> {
+    let mut h = vec![0u8; 64];
+    h[..16].copy_from_slice(b"WithouFreSpacExt");
+    put_u32(&mut h, 16, 2);
+    put_u32(&mut h, 28, 128);
+    put_u32(&mut h, 48, 128);
+    h
+}
+
+#[test]
+fn valid_v1_and_v2_open() {
+    for img in [base(), base_v1()] {
+        assert_clean(&img);
+        let image = Image::open(&img).expect("valid");
+        let mut buf = vec![0u8; 8192];
+        image.read_guest(0, &mut buf).unwrap();
+        assert!(buf[..4096].iter().all(|&b| b == 0x5a));
+        assert!(buf[4096..].iter().all(|&b| b == 0));
+    }
+}
+
+#[test]
+fn r1_bad_magic() {
+    let mut img = base();
+    img[15] = b'X';
+    let v = parse_err(&img);
+    assert_eq!(
+        v,
+        Violation::BadMagic {
+            found: *b"WithouFreSpacExX"
+        }
+    );
+    assert_eq!(v.rule(), "R1");
+    assert_eq!(v.severity(), Severity::Corruption);
+}
+
+#[test]
+fn r1_bad_magic_wins_over_bad_version() {
+    // QEMU tests the version first, but gives the same message for both; we name the magic.
+    let mut img = base();
+    img[0] = b'w';
+    put_u32(&mut img, 16, 3);
+    assert_eq!(
+        parse_err(&img),
+        Violation::BadMagic {
+            found: *b"withouFreSpacExt"
+        }
+    );
+}
+
+#[test]
+fn r2_bad_version() {
+    for version in [0u32, 1, 3, 0x0200_0000] {
+        let mut img = base();
+        put_u32(&mut img, 16, version);
+        let v = parse_err(&img);
+        assert_eq!(v, Violation::BadVersion { found: version });
+        assert_eq!(v.rule(), "R2");
+    }
+}
+
+#[test]
+fn r2_bad_version_before_tracks() {
+    let mut img = base();
+    put_u32(&mut img, 16, 1);
+    put_u32(&mut img, 28, 0);
+    assert_eq!(parse_err(&img), Violation::BadVersion { found: 1 });
+}
+
+#[test]
+fn r3_zero_tracks() {
+    let mut img = base();
+    put_u32(&mut img, 28, 0);
+    let v = parse_err(&img);
+    assert_eq!(v, Violation::ZeroTracks);
+    assert_eq!(v.rule(), "R3");
+}
+
+#[test]
+fn r3_zero_tracks_before_catalog_size() {
+    let mut img = base();
+    put_u32(&mut img, 28, 0);
+    put_u32(&mut img, 32, u32::MAX);
+    assert_eq!(parse_err(&img), Violation::ZeroTracks);
+}
+
+#[test]
+fn r4_cluster_too_big() {
+    let mut img = lone_header();
+    put_u32(&mut img, 28, 4_186_128);
+    let v = parse_err(&img);
+    assert_eq!(
+        v,
+        Violation::ClusterTooBig {
+            tracks: 4_186_128,
+            max: 4_186_127
+        }
+    );
+    assert_eq!(v.rule(), "R4");
+    assert_eq!(MAX_TRACKS, 4_186_127);
+    put_u32(&mut img, 28, u32::MAX);
+    assert!(matches!(
+        parse_err(&img),
+        Violation::ClusterTooBig {
+            tracks: u32::MAX,
+            max: 4_186_127
+        }
+    ));
+}
+
+#[test]
+fn r4_largest_cluster_parses() {
+    let mut img = lone_header();
+    put_u32(&mut img, 28, 4_186_127);
+    let image = Image::parse(&img).expect("4186127 sectors per cluster is accepted");
+    assert_eq!(image.header().cluster_size(), 4_186_127 * 512);
+}
+
+#[test]
+fn r5_catalog_too_large() {
+    let mut img = lone_header();
+    put_u32(&mut img, 32, 536_870_912);
+    let v = parse_err(&img);
+    assert_eq!(
+        v,
+        Violation::CatalogTooLarge {
+            bat_entries: 536_870_912,
+            max: 536_870_911
+        }
+    );
+    assert_eq!(v.rule(), "R5");
+    assert_eq!(MAX_BAT_ENTRIES, 536_870_911);
+}
+
+#[test]
+fn r5_catalog_too_large_before_ext_off() {
+    let mut img = lone_header();
+    put_u32(&mut img, 32, u32::MAX);
+    put_u64(&mut img, 56, u64::MAX);
+    assert!(matches!(
+        parse_err(&img),
+        Violation::CatalogTooLarge {
+            bat_entries: u32::MAX,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn r6_ext_off_too_big() {
+    assert_eq!(MAX_EXT_OFF, 18_014_398_509_481_983);
+    for ext_off in [MAX_EXT_OFF, MAX_EXT_OFF + 1, u64::MAX] {
+        let mut img = lone_header();
+        put_u64(&mut img, 56, ext_off);
+        let v = parse_err(&img);
+        assert_eq!(
+            v,
+            Violation::ExtOffTooBig {
+                ext_off,
+                max: 18_014_398_509_481_983
+            }
+        );
+        assert_eq!(v.rule(), "R6");
+    }
+    let mut img = lone_header();
+    put_u64(&mut img, 56, MAX_EXT_OFF - 1);
+    let image = Image::parse(&img).expect("the largest ext_off parses");
+    assert_eq!(image.header().ext_offset(), Some((MAX_EXT_OFF - 1) * 512));
+}
+
+#[test]
+fn short_file_header_reads_as_zero_padded() {
+    // 20 bytes: magic and version; tracks reads as 0.
+    let img = lone_header()[..20].to_vec();
+    assert_eq!(parse_err(&img), Violation::ZeroTracks);
+    assert_eq!(parse_err(&[]), Violation::BadMagic { found: [0; 16] });
+}
+
+#[test]
+fn r7_unclean() {
+    let mut img = base();
+    put_u32(&mut img, 44, INUSE_OPEN);
+    assert_eq!(&img[44..48], b"Ynot");
+    assert_only(&img, Violation::Unclean, "R7", Severity::Corruption);
+}
+
+#[test]
+fn r7_builder_inuse_open() {
+    let (img, _) = build(&ImageBuilder::new(1 << 20).cluster_size(CS).inuse(INUSE_OPEN));
+    assert_only(&img, Violation::Unclean, "R7", Severity::Corruption);
+}
+
+#[test]
+fn r8_unknown_inuse() {
+    let mut img = base();
+    put_u32(&mut img, 44, 0x1234_5678);
+    assert_only(
+        &img,
+        Violation::UnknownInuse { found: 0x1234_5678 },
+        "R8",
+        Severity::NonCanonical,
+    );
+}
+
+#[test]
+fn r8_known_inuse_values_are_clean() {
+    let mut img = base();
+    put_u32(&mut img, 44, INUSE_CLOSED_V21);
+    assert_eq!(&img[44..48], b"v2.1");
+    assert_clean(&img);
+}
+
+#[test]
+fn r9_unknown_flags() {
+    for found in [4u32, 0x8000_0001, u32::MAX] {
+        let mut img = base();
+        put_u32(&mut img, 52, found);
+        assert_only(&img, Violation::UnknownFlags { found }, "R9", Severity::NonCanonical);
+    }
+}
+
+#[test]
+fn r9_known_flags_are_clean() {
+    for flags in [1u32, 2, 3] {
+        let mut img = base();
+        put_u32(&mut img, 52, flags);
+        assert_clean(&img);
+    }
+}
+
+#[test]
+fn r10_v1_size_high_bits() {
+    let mut img = base_v1();
+    let nb_sectors = (1u64 << 32) | 2048;
+    put_u64(&mut img, 36, nb_sectors);
+    assert_only(
+        &img,
+        Violation::V1SizeHighBits { nb_sectors },
+        "R10",
+        Severity::NonCanonical,
+    );
+    // Readers use the low 32 bits only.
+    let image = Image::open(&img).unwrap();
+    assert_eq!(image.header().nb_sectors, 2048);
+    assert_eq!(image.header().virtual_size(), 1 << 20);
+}
+
+#[test]
+fn r10_v2_uses_all_64_bits() {
+    let mut img = base();
+    put_u64(&mut img, 36, (1u64 << 32) | 2048);
+    assert_only(
+        &img,
+        Violation::SizeBeyondBat {
+            nb_sectors: (1 << 32) | 2048,
+            covered: 2048,
+        },
+        "R11",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r11_size_beyond_bat() {
+    let mut img = base();
+    put_u64(&mut img, 36, 2049);
+    assert_only(
+        &img,
+        Violation::SizeBeyondBat {
+            nb_sectors: 2049,
+            covered: 16 * 128,
+        },
+        "R11",
+        Severity::Corruption,
+    );
+    // A size below what the BAT covers is fine.
+    put_u64(&mut img, 36, 2047);
+    assert_clean(&img);
+}
+
+#[test]
+fn r12_v2_data_off_zero() {
+    let (mut img, _) = build(&ImageBuilder::new(1 << 20).cluster_size(CS));
+    put_u32(&mut img, 48, 0);
+    img.truncate(128);
+    assert_only(&img, Violation::DataOffZero, "R12", Severity::Corruption);
+}
+
+#[test]
+fn r12_v2_data_off_zero_untruncated_leaks_the_padding() {
+    let (mut img, _) = build(&ImageBuilder::new(1 << 20).cluster_size(CS));
+    put_u32(&mut img, 48, 0);
+    assert_findings(
+        &img,
+        parallels_image::Mode::Strict,
+        &[
+            (Violation::DataOffZero, Severity::Corruption),
+            (
+                Violation::Leak {
+                    offset: 128,
+                    len: 65536 - 128,
+                },
+                Severity::Leak,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn r12_v1_data_off_zero_means_end_of_bat() {
+    // A compact v1 image has its data right after the BAT, rounded up to a sector: data_off 0
+    // says the same thing.
+    let (mut img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .variant(Variant::V1)
+            .compact_v1(true)
+            .data(0, Data::Fill { len: 4096, byte: 0x5a }),
+    );
+    assert_eq!(layout.data_start, 512);
+    assert_eq!(get_u32(&img, 48), 1);
+    assert_clean(&img);
+    put_u32(&mut img, 48, 0);
+    assert_clean(&img);
+    let image = Image::open(&img).unwrap();
+    assert_eq!(image.header().data_start(), 512);
+}
+
+#[test]
+fn r13_data_off_unaligned() {
+    // An image with an extension cluster at 64 KiB, so that the data area may start inside it.
+    let (mut img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .bitmap(spec(ID_A, 65536, &[])),
+    );
+    assert_eq!(layout.ext_offset, Some(65536));
+    assert_clean(&img);
+    put_u32(&mut img, 48, 129);
+    assert_only(
+        &img,
+        Violation::DataOffUnaligned {
+            data_off: 129,
+            tracks: 128,
+        },
+        "R13",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r13_v1_data_off_need_not_be_aligned() {
+    let (img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .variant(Variant::V1)
+            .compact_v1(true),
+    );
+    assert_eq!(get_u32(&img, 48), 1);
+    assert_eq!(layout.file_len, 512);
+    assert_clean(&img);
+}
+
+#[test]
+fn r14_data_off_inside_bat_v1() {
+    // 64 MiB in 4 KiB clusters: 16384 BAT entries end at byte 65600.
+    let (mut img, layout) = build(
+        &ImageBuilder::new(64 << 20)
+            .cluster_size(4096)
+            .variant(Variant::V1)
+            .data(0, Data::Fill { len: 4096, byte: 1 }),
+    );
+    assert_eq!(layout.data_start, 69632);
+    assert_eq!(layout.bat[0], 136);
+    put_u32(&mut img, 48, 8);
+    assert_only(
+        &img,
+        Violation::DataOffInsideBat {
+            data_off: 8,
+            data_start: 4096,
+            min_start: 66048,
+        },
+        "R14",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r14_data_off_inside_bat_v2() {
+    let (mut img, layout) = build(
+        &ImageBuilder::new(64 << 20)
+            .cluster_size(4096)
+            .data(0, Data::Fill { len: 4096, byte: 1 }),
+    );
+    assert_eq!(layout.data_start, 69632);
+    assert_eq!(layout.bat[0], 17);
+    put_u32(&mut img, 48, 8);
+    assert_only(
+        &img,
+        Violation::DataOffInsideBat {
+            data_off: 8,
+            data_start: 4096,
+            min_start: 69632,
+        },
+        "R14",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r15_data_off_past_eof() {
+    let (mut img, _) = build(&ImageBuilder::new(1 << 20).cluster_size(CS));
+    img.truncate(128);
+    assert_only(
+        &img,
+        Violation::DataOffPastEof {
+            data_start: 65536,
+            file_len: 128,
+        },
+        "R15",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r15_v1_data_off_past_eof() {
+    let mut img = base_v1();
+    put_u32(&mut img, 48, 257);
+    put_u32(&mut img, 64, 0);
+    assert_only(
+        &img,
+        Violation::DataOffPastEof {
+            data_start: 257 * 512,
+            file_len: 131072,
+        },
+        "R15",
+        Severity::Corruption,
+    );
+}

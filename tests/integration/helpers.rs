@@ -1,0 +1,184 @@
+//! Byte patching and assertion helpers shared by the rule tests.
+
+#![allow(dead_code)]
+
+use parallels_image::builder::{BitmapSpec, ImageBuilder, Layout};
+use parallels_image::raw::bitmap::BITMAP_HEADER_SIZE;
+use parallels_image::raw::extension::checksum;
+use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
+use parallels_image::{Error, Finding, Image, Mode, Severity, Violation};
+
+/// 64 KiB, the cluster size most tests use.
+pub const CS: u64 = 64 << 10;
+/// A bitmap id whose UUID form is easy to read.
+pub const ID_A: [u8; 16] = [0xaa; 16];
+/// A second bitmap id.
+pub const ID_B: [u8; 16] = [0xbb; 16];
+/// A third bitmap id.
+pub const ID_C: [u8; 16] = [0xcc; 16];
+
+/// Builds an image, failing the test if the builder refuses.
+pub fn build(b: &ImageBuilder) -> (Vec<u8>, Layout) {
+    b.to_vec().expect("the builder accepts this image")
+}
+
+/// A bitmap spec.
+pub fn spec(id: [u8; 16], granularity: u64, extents: &[(u64, u64)]) -> BitmapSpec {
+    BitmapSpec {
+        id,
+        granularity,
+        extents: extents.to_vec(),
+    }
+}
+
+pub fn put_u32(buf: &mut [u8], at: u64, v: u32) {
+    buf[at as usize..at as usize + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+pub fn put_u64(buf: &mut [u8], at: u64, v: u64) {
+    buf[at as usize..at as usize + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+pub fn get_u32(buf: &[u8], at: u64) -> u32 {
+    u32::from_le_bytes(buf[at as usize..at as usize + 4].try_into().unwrap())
+}
+
+pub fn get_u64(buf: &[u8], at: u64) -> u64 {
+    u64::from_le_bytes(buf[at as usize..at as usize + 8].try_into().unwrap())
+}
+
+/// Byte offset of the extension cluster, from the header.
+pub fn ext_at(buf: &[u8]) -> u64 {
+    get_u64(buf, 56) * 512
+}
+
+/// Recomputes the MD5 of the extension cluster at `ext` (bytes [24, cs)) so that a patch of the
+/// feature list breaks only the rule it is meant to break.
+pub fn refresh_md5(buf: &mut [u8], ext: u64, cs: u64) {
+    let sum = checksum(&buf[(ext + 24) as usize..(ext + cs) as usize]);
+    buf[(ext + 8) as usize..(ext + 24) as usize].copy_from_slice(&sum);
+}
+
+/// A feature record for [`ext_cluster`].
+pub struct Rec {
+    pub magic: u64,
+    pub flags: u64,
+    pub data_size: u32,
+    pub data: Vec<u8>,
+}
+
+impl Rec {
+    /// A record whose `data_size` is the length of `data`.
+    pub fn new(magic: u64, flags: u64, data: Vec<u8>) -> Rec {
+        Rec {
+            magic,
+            flags,
+            data_size: data.len() as u32,
+            data,
+        }
+    }
+}
+
+/// Dirty-bitmap feature data: the 32-byte header and the L1 entries given (l1_size as stated).
+pub fn bitmap_data(size: u64, id: [u8; 16], granularity: u32, l1_size: u32, l1: &[u64]) -> Vec<u8> {
+    let mut d = Vec::with_capacity(BITMAP_HEADER_SIZE + 8 * l1.len());
+    d.extend_from_slice(&size.to_le_bytes());
+    d.extend_from_slice(&id);
+    d.extend_from_slice(&granularity.to_le_bytes());
+    d.extend_from_slice(&l1_size.to_le_bytes());
+    for e in l1 {
+        d.extend_from_slice(&e.to_le_bytes());
+    }
+    d
+}
+
+/// A bitmap record with `l1_size` = the number of entries given.
+pub fn bitmap_rec(size: u64, id: [u8; 16], granularity: u32, l1: &[u64]) -> Rec {
+    Rec::new(
+        FEATURE_DIRTY_BITMAP,
+        0,
+        bitmap_data(size, id, granularity, l1.len() as u32, l1),
+    )
+}
+
+/// An extension cluster of `cs` bytes written record by record (each at the next multiple of 8),
+/// the rest zero (so an end record follows when there is room), with a correct MD5.
+pub fn ext_cluster(cs: u64, recs: &[Rec]) -> Vec<u8> {
+    let mut c = vec![0u8; cs as usize];
+    put_u64(&mut c, 0, parallels_image::raw::extension::EXT_MAGIC);
+    let mut pos = 24usize;
+    for r in recs {
+        pos = pos.next_multiple_of(8);
+        c[pos..pos + 8].copy_from_slice(&r.magic.to_le_bytes());
+        c[pos + 8..pos + 16].copy_from_slice(&r.flags.to_le_bytes());
+        c[pos + 16..pos + 20].copy_from_slice(&r.data_size.to_le_bytes());
+        c[pos + 24..pos + 24 + r.data.len()].copy_from_slice(&r.data);
+        pos += 24 + r.data.len();
+    }
+    refresh_md5(&mut c, 0, cs);
+    c
+}
+
+/// A v2 image of `virtual_size` bytes with clusters of `cs` and an extension cluster (as the
+/// builder places it) replaced by a hand-written one holding `recs`.
+pub fn image_with_ext(virtual_size: u64, cs: u64, recs: &[Rec]) -> (Vec<u8>, u64) {
+    use parallels_image::raw::FeatureRecord;
+    let (mut img, layout) = build(
+        &ImageBuilder::new(virtual_size)
+            .cluster_size(cs)
+            .feature(FeatureRecord::opaque(0x5eed, 0, Vec::new())),
+    );
+    let ext = layout.ext_offset.expect("an extension cluster");
+    let c = ext_cluster(cs, recs);
+    img[ext as usize..(ext + cs) as usize].copy_from_slice(&c);
+    (img, ext)
+}
+
+/// The findings of the validator, in order.
+pub fn findings(bytes: &[u8], mode: Mode) -> Vec<Finding> {
+    let image = Image::parse_with(&bytes, mode).expect("the header parses");
+    image.validate().expect("validation does not fail on I/O").findings
+}
+
+/// The violation `Image::parse` fails with.
+pub fn parse_err(bytes: &[u8]) -> Violation {
+    match Image::parse(&bytes) {
+        Err(Error::Invalid(v)) => v,
+        other => panic!("expected a violation from parse, got {other:?}"),
+    }
+}
+
+/// Asserts the exact findings (violation and severity, in order) of `bytes` in `mode`, and that
+/// `Image::open_with` fails with the first corruption among them, or succeeds if there is none.
+pub fn assert_findings(bytes: &[u8], mode: Mode, expected: &[(Violation, Severity)]) {
+    let got = findings(bytes, mode);
+    let want: Vec<Finding> = expected
+        .iter()
+        .map(|(v, s)| Finding {
+            violation: v.clone(),
+            severity: *s,
+        })
+        .collect();
+    assert_eq!(got, want);
+    let first = expected.iter().find(|(_, s)| *s == Severity::Corruption);
+    match (Image::open_with(&bytes, mode), first) {
+        (Ok(_), None) => {}
+        (Err(Error::Invalid(v)), Some((w, _))) => assert_eq!(&v, w),
+        (Ok(_), Some((w, _))) => panic!("open succeeded, expected it to fail with {w:?}"),
+        (Err(e), None) => panic!("open failed with {e:?}, expected it to succeed"),
+        (Err(e), Some((w, _))) => panic!("open failed with {e:?}, expected {w:?}"),
+    }
+}
+
+/// Asserts that `bytes` (strict mode) break exactly one rule: `v`, with code `rule` and
+/// severity `severity`.
+pub fn assert_only(bytes: &[u8], v: Violation, rule: &str, severity: Severity) {
+    assert_eq!(v.rule(), rule, "{v:?}");
+    assert_eq!(v.severity(), severity, "{v:?}");
+    assert_findings(bytes, Mode::Strict, &[(v, severity)]);
+}
+
+/// Asserts that `bytes` are valid: no finding at all, and `Image::open` succeeds.
+pub fn assert_clean(bytes: &[u8]) {
+    assert_findings(bytes, Mode::Strict, &[]);
+}

@@ -1,0 +1,14 @@
+//! Integration tests of `parallels-image`, one module per concept.
+//!
+//! Rule tests are named after the rule of `spec/rules.md` they prove (`r17_…`); each builds a
+//! valid image, breaks exactly one rule by patching bytes, and asserts the exact finding.
+
+mod helpers;
+
+mod bat;
+mod bitmap;
+mod crafted;
+mod extension;
+mod header;
+mod layout;
+mod samples;
