@@ -1,1 +1,71 @@
-fn main() {}
+//! `prlimg`: inspect, check, build and damage Parallels disk images.
+//!
+//! Conventions follow `qemu-img`: `check` exits 0 (clean), 2 (corruption), 3 (leaks only) or
+//! 1 (the image could not be checked); every other failure is one line on stderr,
+//! `prlimg: <path>: <reason>`, and exit status 1.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bitmaps;
+mod check;
+mod corrupt;
+mod create;
+mod info;
+mod output;
+mod size;
+
+use output::Failure;
+
+/// Parallels disk image (.hds/.hdd) tool: info, conformance check, dirty bitmaps, test images.
+#[derive(Parser, Debug)]
+#[command(name = "prlimg", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print every header field, the allocation and the dirty bitmaps.
+    Info(info::Args),
+    /// Check the image against every rule of the format (exit 0 clean, 2 corrupt, 3 leaks, 1 error).
+    Check(check::Args),
+    /// List the dirty bitmaps, or print one bitmap's extents as `nbdinfo --map` does.
+    Bitmaps(bitmaps::Args),
+    /// Create an image with data and bitmaps, from options or a recipe file.
+    Create(create::Args),
+    /// Copy an image and break one rule on purpose (test images for validators).
+    Corrupt(corrupt::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with status 0; usage errors exit 1 as in qemu-img,
+            // so that 2 and 3 keep their `check` meanings.
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Info(a) => info::run(&a),
+        Command::Check(a) => check::run(&a),
+        Command::Bitmaps(a) => bitmaps::run(&a),
+        Command::Create(a) => create::run(&a),
+        Command::Corrupt(a) => corrupt::run(&a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("{f}");
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// Exit status of a command that succeeded (`check` uses 2 and 3 for what it found).
+pub type Outcome = Result<u8, Failure>;

@@ -1,0 +1,193 @@
+//! Shared output helpers: the `--output` formats, failures, progress bars and number formatting.
+
+use std::fmt;
+use std::io::{self, IsTerminal};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use parallels_image::{Error, Location};
+use serde::Serialize;
+
+/// `--output` for `info` and `check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Text for people.
+    Human,
+    /// JSON with stable snake_case keys.
+    Json,
+}
+
+/// A failure: printed as `prlimg: <path>: <reason>`, exit status `code`.
+#[derive(Debug)]
+pub struct Failure {
+    pub path: Option<PathBuf>,
+    pub reason: String,
+    pub code: u8,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.path {
+            Some(p) => write!(f, "prlimg: {}: {}", p.display(), self.reason),
+            None => write!(f, "prlimg: {}", self.reason),
+        }
+    }
+}
+
+impl Failure {
+    /// A failure about `path`.
+    pub fn at(path: &Path, reason: impl Into<String>) -> Self {
+        Failure {
+            path: Some(path.to_path_buf()),
+            reason: reason.into(),
+            code: 1,
+        }
+    }
+
+    /// A failure not tied to one file.
+    pub fn plain(reason: impl Into<String>) -> Self {
+        Failure {
+            path: None,
+            reason: reason.into(),
+            code: 1,
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, e: &io::Error) -> Self {
+        Self::at(path, io_reason(e))
+    }
+
+    /// A library error on `path`.
+    pub fn lib(path: &Path, e: &Error) -> Self {
+        match e {
+            Error::Io(io) => Self::io(path, io),
+            other => Self::at(path, other.to_string()),
+        }
+    }
+}
+
+/// The message of an I/O error without Rust's " (os error N)" suffix.
+pub fn io_reason(e: &io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    }
+}
+
+/// Writes `value` as pretty JSON and a newline to stdout.
+pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::plain(format!("JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// A progress bar of `len` units on stderr, or a hidden one when stderr is not a terminal.
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// A spinner on stderr for work of unknown length, hidden when stderr is not a terminal.
+pub fn spinner(what: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// `1048576` -> `"1 MiB"`, `1536` -> `"1.5 KiB"`, `100` -> `"100 B"`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut unit = 0;
+    while unit + 1 < UNITS.len() && n >= 1u64 << (10 * (unit + 1)) {
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{n} B");
+    }
+    let value = n as f64 / (1u64 << (10 * unit)) as f64;
+    let text = format!("{value:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text} {}", UNITS[unit])
+}
+
+/// A [`Location`] as a JSON object: `kind` and the fields that apply.
+#[derive(Serialize, Debug, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JsonLocation {
+    Header { field: &'static str, offset: u64 },
+    Bat { index: u32, offset: u64 },
+    File { offset: u64 },
+    Extension { offset: u64 },
+    Feature { index: usize, offset: u64 },
+    L1 { feature: usize, index: u32 },
+}
+
+impl From<Location> for JsonLocation {
+    fn from(l: Location) -> Self {
+        match l {
+            Location::Header { field, offset } => JsonLocation::Header { field, offset },
+            Location::Bat { index, offset } => JsonLocation::Bat { index, offset },
+            Location::File { offset } => JsonLocation::File { offset },
+            Location::Extension { offset } => JsonLocation::Extension { offset },
+            Location::Feature { index, offset } => JsonLocation::Feature { index, offset },
+            Location::L1 { feature, index } => JsonLocation::L1 { feature, index },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(64 << 30), "64 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16 EiB");
+    }
+
+    #[test]
+    fn io_reason_drops_os_error_suffix() {
+        let e = io::Error::from_raw_os_error(2);
+        assert_eq!(io_reason(&e), "No such file or directory");
+        let e = io::Error::new(io::ErrorKind::Other, "plain");
+        assert_eq!(io_reason(&e), "plain");
+    }
+
+    #[test]
+    fn locations_as_json() {
+        let j = |l| serde_json::to_value(JsonLocation::from(l)).unwrap();
+        assert_eq!(
+            j(Location::Header {
+                field: "inuse",
+                offset: 44
+            }),
+            serde_json::json!({"kind": "header", "field": "inuse", "offset": 44})
+        );
+        assert_eq!(
+            j(Location::L1 { feature: 1, index: 2 }),
+            serde_json::json!({"kind": "l1", "feature": 1, "index": 2})
+        );
+        assert_eq!(
+            j(Location::Bat { index: 3, offset: 76 }),
+            serde_json::json!({"kind": "bat", "index": 3, "offset": 76})
+        );
+    }
+}
