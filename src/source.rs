@@ -16,37 +16,18 @@ pub trait Source {
     fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>>;
 }
 
-impl Source for [u8] {
+/// Bytes in memory: `Vec<u8>`, `&[u8]`, arrays… Reads lend the bytes themselves (zero-copy).
+/// Pass `&bytes` where a `&dyn Source` is wanted.
+impl<T: AsRef<[u8]> + ?Sized> Source for T {
     fn size(&self) -> u64 {
-        self.len() as u64
+        self.as_ref().len() as u64
     }
 
     fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>> {
-        let start = offset.min(self.len() as u64) as usize;
-        let end = offset.saturating_add(len).min(self.len() as u64) as usize;
-        Ok(Cow::Borrowed(&self[start..end]))
-    }
-}
-
-// `[u8]` is unsized, so `&[u8]` cannot become a `&dyn Source`: these let callers pass
-// `&vec` or `&slice` to `Image::open`.
-impl Source for Vec<u8> {
-    fn size(&self) -> u64 {
-        self.as_slice().size()
-    }
-
-    fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>> {
-        self.as_slice().read_at(offset, len)
-    }
-}
-
-impl Source for &[u8] {
-    fn size(&self) -> u64 {
-        (**self).size()
-    }
-
-    fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>> {
-        (**self).read_at(offset, len)
+        let bytes = self.as_ref();
+        let start = offset.min(bytes.len() as u64) as usize;
+        let end = offset.saturating_add(len).min(bytes.len() as u64) as usize;
+        Ok(Cow::Borrowed(&bytes[start..end]))
     }
 }
 
