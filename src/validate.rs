@@ -136,9 +136,9 @@ pub fn validate(image: &Image<'_>) -> Result<Report> {
     let mut high = h.data_start().min(file_len).max(h.bat_end().min(file_len));
     for e in image.bat() {
         if let Some(off) = h.bat_entry_offset(e.get()) {
-            let end = off + h.cluster_size();
-            if end <= file_len && data.slot_of(off).is_some() {
-                high = high.max(end);
+            // A cluster cut short by the end of the file is still referenced (R18 flags it).
+            if off < file_len && data.slot_of(off).is_some() {
+                high = high.max((off + h.cluster_size()).min(file_len));
             }
         }
     }
@@ -561,8 +561,9 @@ fn bitmap_rules(
                     offset: off,
                     file_len,
                 });
-            } else {
-                high = high.max(off + cs);
+            }
+            if off < file_len {
+                high = high.max(off.saturating_add(cs).min(file_len));
             }
             let with = if off < h.bat_end() {
                 Some(Region::HeaderAndBat)

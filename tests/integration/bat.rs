@@ -1,0 +1,337 @@
+//! BAT rules R16–R20, in v1 (sectors) and v2 (clusters) units.
+
+use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::{Image, Mode, Severity, Variant, Violation};
+
+use crate::helpers::*;
+
+/// An image of 1 MiB in 64 KiB clusters with guest clusters `0..n` written, each filled with
+/// its index + 1.
+fn with_clusters(variant: Variant, n: u64, compact: bool) -> Vec<u8> {
+    let mut b = ImageBuilder::new(1 << 20)
+        .cluster_size(CS)
+        .variant(variant)
+        .compact_v1(compact);
+    for i in 0..n {
+        b = b.data(
+            i * CS,
+            Data::Fill {
+                len: CS,
+                byte: i as u8 + 1,
+            },
+        );
+    }
+    let (img, _) = build(&b);
+    assert_clean(&img);
+    img
+}
+
+fn bat(img: &[u8], n: u64) -> Vec<u32> {
+    (0..n).map(|i| get_u32(img, 64 + 4 * i)).collect()
+}
+
+#[test]
+fn v1_bat_is_in_sectors_v2_in_clusters() {
+    let v1 = with_clusters(Variant::V1, 3, false);
+    let v2 = with_clusters(Variant::V2, 3, false);
+    let v1c = with_clusters(Variant::V1, 3, true);
+    assert_eq!(bat(&v1, 4), [128, 256, 384, 0]);
+    assert_eq!(bat(&v2, 4), [1, 2, 3, 0]);
+    // Compact v1: the data area starts at sector 1, clusters are 128 sectors apart from there
+    // (the first slot, at sector 1, is skipped: as an L1 entry it would read as a marker).
+    assert_eq!(bat(&v1c, 4), [129, 257, 385, 0]);
+    for img in [&v1, &v2, &v1c] {
+        let image = Image::open(img).unwrap();
+        for i in 0..3u32 {
+            let mut buf = vec![0u8; CS as usize];
+            image.read_guest(u64::from(i) * CS, &mut buf).unwrap();
+            assert!(buf.iter().all(|&b| b == i as u8 + 1), "cluster {i}");
+        }
+        assert_eq!(image.cluster_offset(3), None);
+    }
+    assert_eq!(Image::open(&v1).unwrap().cluster_offset(1), Some(131072));
+    assert_eq!(Image::open(&v2).unwrap().cluster_offset(1), Some(131072));
+    assert_eq!(Image::open(&v1c).unwrap().cluster_offset(1), Some(257 * 512));
+}
+
+#[test]
+fn r16_v1_bat_entry_below_data() {
+    let mut img = with_clusters(Variant::V1, 1, false);
+    put_u32(&mut img, 68, 1);
+    assert_only(
+        &img,
+        Violation::BatEntryBelowData {
+            index: 1,
+            entry: 1,
+            offset: 512,
+            data_start: 65536,
+        },
+        "R16",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r16_v2_bat_entry_below_data() {
+    // 64 MiB in 4 KiB clusters: the BAT takes 17 clusters, data starts at cluster 17.
+    let (mut img, layout) = build(
+        &ImageBuilder::new(64 << 20)
+            .cluster_size(4096)
+            .data(0, Data::Fill { len: 4096, byte: 1 }),
+    );
+    assert_eq!(layout.bat[0], 17);
+    assert_clean(&img);
+    put_u32(&mut img, 68, 2);
+    assert_only(
+        &img,
+        Violation::BatEntryBelowData {
+            index: 1,
+            entry: 2,
+            offset: 8192,
+            data_start: 69632,
+        },
+        "R16",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r17_v1_bat_entry_unaligned() {
+    let mut img = with_clusters(Variant::V1, 2, false);
+    put_u32(&mut img, 64, 129);
+    assert_only(
+        &img,
+        Violation::BatEntryUnaligned {
+            index: 0,
+            entry: 129,
+            offset: 66048,
+            data_start: 65536,
+            cluster_size: 65536,
+        },
+        "R17",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r17_v1_compact_alignment_is_relative_to_data_start() {
+    let mut img = with_clusters(Variant::V1, 3, true);
+    // 256 sectors is cluster-aligned in the file but not from the data area at sector 1.
+    put_u32(&mut img, 68, 256);
+    assert_only(
+        &img,
+        Violation::BatEntryUnaligned {
+            index: 1,
+            entry: 256,
+            offset: 131072,
+            data_start: 512,
+            cluster_size: 65536,
+        },
+        "R17",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r17_v1_data_off_zero_moves_the_data_area() {
+    // data_off 0 in v1 puts the data area right after the BAT (sector 1): the clusters the BAT
+    // points at (from sector 128) are no longer whole clusters away from it.
+    let mut img = with_clusters(Variant::V1, 1, false);
+    put_u32(&mut img, 48, 0);
+    assert_findings(
+        &img,
+        Mode::Strict,
+        &[
+            (
+                Violation::BatEntryUnaligned {
+                    index: 0,
+                    entry: 128,
+                    offset: 65536,
+                    data_start: 512,
+                    cluster_size: 65536,
+                },
+                Severity::Corruption,
+            ),
+            (
+                Violation::Leak {
+                    offset: 512,
+                    len: 131072 - 512,
+                },
+                Severity::Leak,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn r18_v2_bat_entry_past_eof() {
+    let mut img = with_clusters(Variant::V2, 2, false);
+    put_u32(&mut img, 64, 3);
+    assert_only(
+        &img,
+        Violation::BatEntryPastEof {
+            index: 0,
+            entry: 3,
+            offset: 196608,
+            end: 262144,
+            file_len: 196608,
+        },
+        "R18",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r18_v1_bat_entry_past_eof() {
+    let mut img = with_clusters(Variant::V1, 2, false);
+    put_u32(&mut img, 64, 384);
+    assert_only(
+        &img,
+        Violation::BatEntryPastEof {
+            index: 0,
+            entry: 384,
+            offset: 196608,
+            end: 262144,
+            file_len: 196608,
+        },
+        "R18",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r18_truncated_last_cluster() {
+    let mut img = with_clusters(Variant::V2, 2, false);
+    img.truncate(196608 - 512);
+    assert_only(
+        &img,
+        Violation::BatEntryPastEof {
+            index: 1,
+            entry: 2,
+            offset: 131072,
+            end: 196608,
+            file_len: 196096,
+        },
+        "R18",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r18_largest_v2_entry() {
+    let mut img = with_clusters(Variant::V2, 2, false);
+    put_u32(&mut img, 64, u32::MAX);
+    assert_only(
+        &img,
+        Violation::BatEntryPastEof {
+            index: 0,
+            entry: u32::MAX,
+            offset: u64::from(u32::MAX) * 65536,
+            end: (u64::from(u32::MAX) + 1) * 65536,
+            file_len: 196608,
+        },
+        "R18",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r19_v2_bat_entry_duplicate() {
+    let mut img = with_clusters(Variant::V2, 3, false);
+    put_u32(&mut img, 68, 1);
+    assert_only(
+        &img,
+        Violation::BatEntryDuplicate {
+            index: 1,
+            entry: 1,
+            offset: 65536,
+            first: 0,
+        },
+        "R19",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r19_v1_bat_entry_duplicate() {
+    let mut img = with_clusters(Variant::V1, 3, false);
+    put_u32(&mut img, 64, 256);
+    assert_only(
+        &img,
+        Violation::BatEntryDuplicate {
+            index: 1,
+            entry: 256,
+            offset: 131072,
+            first: 0,
+        },
+        "R19",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r19_every_repeat_is_reported() {
+    let mut img = with_clusters(Variant::V2, 3, false);
+    for i in 4..16 {
+        put_u32(&mut img, 64 + 4 * i, 3);
+    }
+    let f = findings(&img, Mode::Strict);
+    let want: Vec<Violation> = (4..16)
+        .map(|index| Violation::BatEntryDuplicate {
+            index,
+            entry: 3,
+            offset: 196608,
+            first: 2,
+        })
+        .collect();
+    assert_eq!(f.into_iter().map(|f| f.violation).collect::<Vec<_>>(), want);
+}
+
+#[test]
+fn r20_leak() {
+    let mut img = with_clusters(Variant::V2, 1, false);
+    img.extend_from_slice(&[0u8; 512]);
+    assert_only(
+        &img,
+        Violation::Leak {
+            offset: 131072,
+            len: 512,
+        },
+        "R20",
+        Severity::Leak,
+    );
+}
+
+#[test]
+fn r20_unreferenced_last_cluster_leaks() {
+    let mut img = with_clusters(Variant::V1, 2, false);
+    put_u32(&mut img, 68, 0);
+    assert_only(
+        &img,
+        Violation::Leak {
+            offset: 131072,
+            len: 65536,
+        },
+        "R20",
+        Severity::Leak,
+    );
+}
+
+#[test]
+fn r20_extension_and_bitmap_clusters_are_not_leaks() {
+    // Unlike `qemu-img check`, which counts them as leaked.
+    let (img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .data(0, Data::Fill { len: 10, byte: 9 })
+            .bitmap(BitmapSpec {
+                id: ID_A,
+                granularity: 65536,
+                extents: vec![(0, 65536)],
+            }),
+    );
+    assert_eq!(layout.ext_offset, Some(131072));
+    assert_eq!(layout.l1, vec![vec![384]]);
+    assert_eq!(img.len(), 4 * 65536);
+    assert_clean(&img);
+}
