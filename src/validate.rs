@@ -312,7 +312,9 @@ fn extension_rules(image: &Image<'_>, h: &Header, ext: &Extension<'_>, data: &Da
     let off = ext.file_offset;
     let cs = h.cluster_size();
     let file_len = image.file_len();
-    if off % cs != 0 {
+    // Clusters sit on the data area's grid: multiples of the cluster size from byte 0 (v2), or
+    // from the data area start (v1, whose data area may start on any sector).
+    if data.slot_of(off).is_none() {
         f.push(Violation::ExtOffUnaligned {
             ext_off: h.ext_off,
             offset: off,
@@ -544,7 +546,7 @@ fn bitmap_rules(
                 });
                 continue;
             };
-            if off % cs != 0 {
+            if data.slot_of(off).is_none() {
                 f.push(Violation::L1EntryUnaligned {
                     feature: index,
                     index: i,

@@ -1,0 +1,279 @@
+//! Property tests over the whole grammar: what is written parses back to the same value, and
+//! what parses writes back to the same bytes.
+
+use std::io::Cursor;
+
+use binrw::{BinRead, BinWrite};
+use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::extension::{Extension, ListEnd};
+use parallels_image::raw::bitmap::DirtyBitmapFeature;
+use parallels_image::raw::extension::{checksum, ExtensionCluster, EXT_MAGIC};
+use parallels_image::raw::feature::{FeatureBody, FeatureRecord, FEATURE_DIRTY_BITMAP};
+use parallels_image::raw::RawHeader;
+use parallels_image::{Image, Variant};
+use proptest::prelude::*;
+use zerocopy::IntoBytes;
+
+const CASES: u32 = 1000;
+
+fn raw_header() -> impl Strategy<Value = RawHeader> {
+    (
+        any::<[u8; 16]>(),
+        any::<[u32; 5]>(),
+        any::<u64>(),
+        any::<[u32; 3]>(),
+        any::<u64>(),
+    )
+        .prop_map(|(magic, a, nb, b, ext)| RawHeader {
+            magic,
+            version: a[0].into(),
+            heads: a[1].into(),
+            cylinders: a[2].into(),
+            tracks: a[3].into(),
+            bat_entries: a[4].into(),
+            nb_sectors: nb.into(),
+            inuse: b[0].into(),
+            data_off: b[1].into(),
+            flags: b[2].into(),
+            ext_off: ext.into(),
+        })
+}
+
+fn bitmap_feature() -> impl Strategy<Value = DirtyBitmapFeature> {
+    (
+        any::<u64>(),
+        any::<[u8; 16]>(),
+        any::<u32>(),
+        prop::collection::vec(any::<u64>(), 0..24),
+        prop::collection::vec(any::<u8>(), 0..12),
+    )
+        .prop_map(|(size, id, gran, l1, extra)| {
+            let mut f = DirtyBitmapFeature::new(size, id, gran, l1);
+            f.extra = extra;
+            f
+        })
+}
+
+/// A feature record: a bitmap, or an opaque record that does not read as a bitmap (another
+/// magic, or the bitmap magic with flags).
+fn feature() -> impl Strategy<Value = FeatureRecord> {
+    prop_oneof![
+        bitmap_feature().prop_map(FeatureRecord::dirty_bitmap),
+        (1u64.., any::<u64>(), prop::collection::vec(any::<u8>(), 0..80))
+            .prop_filter("not a plain bitmap", |(m, f, _)| *m != FEATURE_DIRTY_BITMAP || *f != 0)
+            .prop_map(|(m, f, d)| FeatureRecord::opaque(m, f, d)),
+    ]
+}
+
+fn cluster_for(features: &[FeatureRecord], extra_sectors: u64) -> usize {
+    (ExtensionCluster::encoded_len(features).next_multiple_of(512) + 512 * extra_sectors) as usize
+}
+
+fn read_cluster(bytes: &[u8]) -> ExtensionCluster {
+    ExtensionCluster::read(&mut Cursor::new(bytes)).expect("a written cluster reads back")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    #[test]
+    fn header_round_trips(h in raw_header()) {
+        let mut out = Cursor::new(Vec::new());
+        h.write(&mut out).unwrap();
+        let bytes = out.into_inner();
+        prop_assert_eq!(&bytes[..], h.as_bytes());
+        prop_assert_eq!(RawHeader::read(&mut Cursor::new(&bytes)).unwrap(), h);
+        prop_assert_eq!(RawHeader::view(&bytes), Some(&h));
+    }
+
+    #[test]
+    fn l1_table_round_trips(f in bitmap_feature()) {
+        let mut out = Cursor::new(Vec::new());
+        f.write_le(&mut out).unwrap();
+        let bytes = out.into_inner();
+        prop_assert_eq!(bytes.len() as u64, f.encoded_len());
+        let back = DirtyBitmapFeature::read_le_args(&mut Cursor::new(&bytes), (bytes.len() as u32,)).unwrap();
+        prop_assert_eq!(back, f);
+    }
+
+    /// parse(write(x)) == x for any mix of bitmaps and opaque features, and the zero-copy walk
+    /// finds the same records where the binrw grammar put them.
+    #[test]
+    fn feature_list_round_trips(features in prop::collection::vec(feature(), 0..8), spare in 0u64..3) {
+        let cs = cluster_for(&features, spare);
+        let cluster = ExtensionCluster::new(features.clone()).to_cluster(cs).unwrap();
+        prop_assert_eq!(cluster.len(), cs);
+        let back = read_cluster(&cluster);
+        prop_assert_eq!(back.header.magic.get(), EXT_MAGIC);
+        prop_assert_eq!(back.header.checksum, checksum(&cluster[24..]));
+        prop_assert_eq!(&back.features, &features);
+
+        let walk = Extension::walk(0, cs as u64, cluster[..].into());
+        prop_assert_eq!(walk.computed_checksum, walk.stored_checksum());
+        prop_assert_eq!(walk.features.len(), features.len());
+        for (entry, f) in walk.features.iter().zip(&features) {
+            prop_assert_eq!(entry.header, f.header);
+            prop_assert_eq!(entry.offset % 8, 0);
+            let data = walk.slice(entry.data_range());
+            let mut body = Cursor::new(Vec::new());
+            f.body.write_le(&mut body).unwrap();
+            prop_assert_eq!(data, &body.into_inner()[..]);
+        }
+        prop_assert!(
+            matches!(walk.end, ListEnd::EndRecord { offset } if offset == ExtensionCluster::encoded_len(&features) - 24),
+            "end record where the writer put it: {:?}", walk.end
+        );
+    }
+
+    /// write(parse(b)) == b byte for byte for a valid extension cluster.
+    #[test]
+    fn valid_cluster_writes_back_byte_for_byte(features in prop::collection::vec(feature(), 0..8), spare in 0u64..3) {
+        let cs = cluster_for(&features, spare);
+        let bytes = ExtensionCluster::new(features).to_cluster(cs).unwrap();
+        let parsed = read_cluster(&bytes);
+        prop_assert_eq!(parsed.to_cluster(cs).unwrap(), bytes);
+    }
+}
+
+/// A whole image and the guest contents and bitmaps it should have.
+#[derive(Debug, Clone)]
+struct ImageCase {
+    v1: bool,
+    compact: bool,
+    cluster: u64,
+    size: u64,
+    writes: Vec<(u64, u64, u8)>,
+    bitmaps: Vec<([u8; 16], u64, Vec<(u64, u64)>)>,
+}
+
+fn image_case() -> impl Strategy<Value = ImageCase> {
+    let cluster = prop::sample::select(vec![512u64, 1024, 1536, 4096, 4608, 65536]);
+    (any::<bool>(), any::<bool>(), cluster, 1u64..(1 << 20)).prop_flat_map(|(v1, compact, cluster, size)| {
+        let write = (0..size).prop_flat_map(move |off| (Just(off), 1..=(size - off).min(20_000), any::<u8>()));
+        let extent = (0..size, 1u64..(size / 2 + 2));
+        let gran = prop::sample::select(vec![512u64, 1024, 4096, 65536]);
+        let bitmap = (any::<[u8; 16]>(), gran, prop::collection::vec(extent, 0..6));
+        (
+            Just(v1),
+            Just(compact),
+            Just(cluster),
+            Just(size),
+            prop::collection::vec(write, 0..6),
+            prop::collection::vec(bitmap, 0..4).prop_filter("distinct ids", |b| {
+                let mut ids: Vec<_> = b.iter().map(|x| x.0).collect();
+                ids.sort();
+                ids.dedup();
+                ids.len() == b.len()
+            }),
+        )
+            .prop_map(|(v1, compact, cluster, size, writes, bitmaps)| ImageCase {
+                v1,
+                compact,
+                cluster,
+                size,
+                writes,
+                bitmaps,
+            })
+    })
+}
+
+/// Dirty extents the bitmap should read back as: whole granules, merged, clipped to the disk.
+fn expected_extents(size: u64, gran: u64, extents: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let disk = size.div_ceil(512) * 512;
+    let granules = disk.div_ceil(gran);
+    let mut dirty = vec![false; granules as usize];
+    for &(o, l) in extents {
+        for g in o / gran..(o + l).div_ceil(gran).min(granules) {
+            dirty[g as usize] = true;
+        }
+    }
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (g, d) in dirty.iter().enumerate() {
+        if !d {
+            continue;
+        }
+        let s = g as u64 * gran;
+        let e = (s + gran).min(disk);
+        match out.last_mut() {
+            Some(last) if last.0 + last.1 == s => last.1 = e - last.0,
+            _ => out.push((s, e - s)),
+        }
+    }
+    out
+}
+
+fn serialized_model(size: u64, gran: u64, extents: &[(u64, u64)]) -> Vec<u8> {
+    let granules = size.div_ceil(512) * 512;
+    let granules = granules.div_ceil(gran);
+    let mut out = vec![0u8; (granules.div_ceil(64) * 8) as usize];
+    for (s, l) in expected_extents(size, gran, extents) {
+        for g in s / gran..(s + l).div_ceil(gran) {
+            out[(g / 8) as usize] |= 1 << (g % 8);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// Whole built images open, validate clean, and give back their header, guest data and
+    /// bitmaps.
+    #[test]
+    fn built_image_round_trips(case in image_case()) {
+        let mut b = ImageBuilder::new(case.size)
+            .cluster_size(case.cluster)
+            .variant(if case.v1 { Variant::V1 } else { Variant::V2 })
+            .compact_v1(case.compact);
+        for &(o, l, byte) in &case.writes {
+            b = b.data(o, Data::Fill { len: l, byte });
+        }
+        for (id, gran, ext) in &case.bitmaps {
+            b = b.bitmap(BitmapSpec { id: *id, granularity: *gran, extents: ext.clone() });
+        }
+        let (bytes, layout) = b.to_vec().unwrap();
+        prop_assert_eq!(bytes.len() as u64, layout.file_len);
+
+        let image = Image::open(&bytes).unwrap();
+        let report = image.validate().unwrap();
+        prop_assert!(report.findings.is_empty(), "findings: {:?}", report.findings);
+        let h = image.header();
+        prop_assert_eq!(h.variant, if case.v1 { Variant::V1 } else { Variant::V2 });
+        prop_assert_eq!(h.cluster_size(), case.cluster);
+        prop_assert_eq!(h.nb_sectors, case.size.div_ceil(512));
+        prop_assert_eq!(u64::from(h.bat_entries), case.size.div_ceil(case.cluster));
+
+        let mut model = vec![0u8; case.size as usize];
+        for &(o, l, byte) in &case.writes {
+            model[o as usize..(o + l) as usize].fill(byte);
+        }
+        let mut guest = vec![0u8; case.size as usize];
+        image.read_guest(0, &mut guest).unwrap();
+        prop_assert!(guest == model, "guest data differs");
+
+        let bitmaps = image.bitmaps();
+        prop_assert_eq!(bitmaps.len(), case.bitmaps.len());
+        for (bm, (id, gran, ext)) in bitmaps.iter().zip(&case.bitmaps) {
+            prop_assert_eq!(bm.id(), *id);
+            prop_assert_eq!(bm.granularity_bytes(), *gran);
+            prop_assert_eq!(bm.dirty_extents(&image).unwrap(), expected_extents(case.size, *gran, ext));
+            prop_assert_eq!(bm.serialized(&image).unwrap(), serialized_model(case.size, *gran, ext));
+        }
+    }
+}
+
+/// The opaque path keeps unknown records byte for byte through the model.
+#[test]
+fn opaque_record_keeps_its_bytes() {
+    let rec = FeatureRecord::opaque(0x1122_3344_5566_7788, 1, vec![9, 8, 7]);
+    let cluster = ExtensionCluster::new(vec![rec.clone()]).to_cluster(512).unwrap();
+    // Header 24, record header 24, 3 data bytes, padding to 56, end record 24.
+    assert_eq!(&cluster[24..32], &0x1122_3344_5566_7788u64.to_le_bytes());
+    assert_eq!(&cluster[32..40], &1u64.to_le_bytes());
+    assert_eq!(&cluster[40..44], &3u32.to_le_bytes());
+    assert_eq!(&cluster[48..51], &[9, 8, 7]);
+    assert_eq!(&cluster[51..80], &[0u8; 29][..]);
+    let back = read_cluster(&cluster);
+    assert_eq!(back.features, vec![rec]);
+    assert!(matches!(back.features[0].body, FeatureBody::Opaque(ref d) if d == &[9, 8, 7]));
+}
