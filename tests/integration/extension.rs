@@ -1,0 +1,489 @@
+//! Extension cluster and feature-list rules R21–R31, and lenient mode.
+
+use parallels_image::builder::{Data, ImageBuilder};
+use parallels_image::raw::extension::EXT_MAGIC;
+use parallels_image::raw::feature::{FEATURE_DIRTY_BITMAP, FEATURE_FLAG_NECESSARY, FEATURE_FLAG_TRANSIT};
+use parallels_image::raw::FeatureRecord;
+use parallels_image::{Image, Mode, Region, Severity, Violation};
+
+use crate::helpers::*;
+
+/// 1 MiB in 64 KiB clusters with one all-clean bitmap: the extension cluster is at 64 KiB (the
+/// first data cluster), and it is the last cluster of the file.
+fn base() -> Vec<u8> {
+    let (img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .bitmap(spec(ID_A, 65536, &[])),
+    );
+    assert_eq!(layout.ext_offset, Some(65536));
+    assert_eq!(layout.l1, vec![vec![0]]);
+    assert_eq!(img.len(), 131072);
+    assert_clean(&img);
+    img
+}
+
+const EXT: u64 = 65536;
+/// The first feature record.
+const F0: u64 = EXT + 24;
+/// The second feature record, after a bitmap record with one L1 entry (40 bytes of data).
+const F1: u64 = EXT + 88;
+
+#[test]
+fn r21_ext_off_unaligned() {
+    let mut img = base();
+    let cluster = img[EXT as usize..].to_vec();
+    img.resize(66048 + 65536, 0);
+    img[66048..].copy_from_slice(&cluster);
+    img[EXT as usize..66048].fill(0);
+    put_u64(&mut img, 56, 129);
+    assert_only(
+        &img,
+        Violation::ExtOffUnaligned {
+            ext_off: 129,
+            offset: 66048,
+            cluster_size: 65536,
+        },
+        "R21",
+        Severity::NonCanonical,
+    );
+    let image = Image::open(&img).unwrap();
+    assert_eq!(image.bitmaps().len(), 1);
+}
+
+#[test]
+fn r22_ext_past_eof() {
+    // Cut inside the cluster: the missing bytes read as zeros, so magic and MD5 still hold.
+    let mut img = base();
+    img.truncate((EXT + 4096) as usize);
+    assert_only(
+        &img,
+        Violation::ExtPastEof {
+            offset: EXT,
+            end: EXT + 65536,
+            file_len: EXT + 4096,
+        },
+        "R22",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r22_ext_wholly_past_eof_has_no_magic() {
+    let mut img = base();
+    img.truncate(EXT as usize);
+    assert_findings(
+        &img,
+        Mode::Strict,
+        &[
+            (
+                Violation::ExtPastEof {
+                    offset: EXT,
+                    end: EXT + 65536,
+                    file_len: EXT,
+                },
+                Severity::Corruption,
+            ),
+            (Violation::ExtBadMagic { offset: EXT, found: 0 }, Severity::Corruption),
+        ],
+    );
+}
+
+#[test]
+fn r23_ext_overlaps_data_cluster() {
+    let (mut img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .data(0, Data::Fill { len: 100, byte: 7 })
+            .bitmap(spec(ID_A, 65536, &[])),
+    );
+    assert_eq!(layout.bat[0], 1);
+    assert_eq!(layout.ext_offset, Some(131072));
+    assert_clean(&img);
+    put_u32(&mut img, 68, 2);
+    assert_only(
+        &img,
+        Violation::ExtOverlap {
+            offset: 131072,
+            with: Region::DataCluster { bat_index: 1 },
+        },
+        "R23",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r23_ext_overlaps_header_and_bat() {
+    // 512-byte clusters and 1000 BAT entries (ending at byte 4064): put the extension cluster at
+    // sector 4, inside the BAT.
+    let (mut img, layout) = build(
+        &ImageBuilder::new(1000 * 512)
+            .cluster_size(512)
+            .bitmap(spec(ID_A, 512, &[])),
+    );
+    let ext = layout.ext_offset.unwrap();
+    assert_eq!(ext, 4096);
+    assert_clean(&img);
+    let cluster = img[ext as usize..(ext + 512) as usize].to_vec();
+    img[2048..2560].copy_from_slice(&cluster);
+    put_u64(&mut img, 56, 4);
+    let f = findings(&img, Mode::Strict);
+    let overlap = Violation::ExtOverlap {
+        offset: 2048,
+        with: Region::HeaderAndBat,
+    };
+    assert_eq!(overlap.rule(), "R23");
+    assert!(
+        f.iter()
+            .any(|f| f.violation == overlap && f.severity == Severity::Corruption),
+        "{f:?}"
+    );
+    // The cluster's bytes, read as BAT entries 496..624, point past the end of the file (R18)
+    // or into the BAT (R16); the old extension cluster at 4096 is no longer referenced (R20).
+    let report = Image::parse(&img).unwrap().validate().unwrap();
+    assert_eq!(report.rules(), ["R18", "R16", "R23", "R20"], "{f:?}");
+    assert_eq!(f.last().unwrap().violation, Violation::Leak { offset: 4096, len: 512 });
+}
+
+#[test]
+fn r24_ext_bad_magic() {
+    let mut img = base();
+    img[EXT as usize] ^= 0x01;
+    assert_only(
+        &img,
+        Violation::ExtBadMagic {
+            offset: EXT,
+            found: EXT_MAGIC ^ 1,
+        },
+        "R24",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r25_ext_bad_checksum() {
+    let mut img = base();
+    let expected: [u8; 16] = img[(EXT + 8) as usize..(EXT + 24) as usize].try_into().unwrap();
+    img[(EXT + 8) as usize] ^= 0xff;
+    let mut found = expected;
+    found[0] ^= 0xff;
+    assert_only(
+        &img,
+        Violation::ExtBadChecksum {
+            offset: EXT,
+            found,
+            expected,
+        },
+        "R25",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r25_checksum_covers_the_padding() {
+    let mut img = base();
+    let expected: [u8; 16] = img[(EXT + 8) as usize..(EXT + 24) as usize].try_into().unwrap();
+    img[(EXT + 65535) as usize] = 1;
+    let f = findings(&img, Mode::Strict);
+    assert_eq!(f.len(), 2, "{f:?}");
+    assert!(matches!(
+        f[0].violation,
+        Violation::ExtBadChecksum { offset: EXT, found, expected: e } if found == expected && e != expected
+    ));
+    assert_eq!(
+        f[1].violation,
+        Violation::NonZeroPadding {
+            offset: EXT + 65535,
+            found: 1
+        }
+    );
+}
+
+/// 512-byte clusters, a disk of `chunks * 4096` sectors and a bitmap of granularity 1 sector:
+/// the bitmap needs `chunks` L1 entries (4096 bits per cluster).
+fn small_cluster_bitmap(chunks: u32) -> (Vec<u8>, u64) {
+    let sectors = u64::from(chunks) * 4096;
+    let l1 = vec![0u64; chunks as usize];
+    image_with_ext(sectors * 512, 512, &[bitmap_rec(sectors, ID_A, 1, &l1)])
+}
+
+#[test]
+fn r26_feature_truncated() {
+    // 24 + 24 + (32 + 52 * 8) = 496: 16 bytes are left, too few for a feature header.
+    let (img, ext) = small_cluster_bitmap(52);
+    assert_only(
+        &img,
+        Violation::FeatureTruncated {
+            index: 1,
+            offset: ext + 496,
+            remaining: 16,
+        },
+        "R26",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r26_end_record_that_fits_is_fine() {
+    // 24 + 24 + (32 + 51 * 8) = 488: the end record fills the cluster exactly.
+    let (img, _) = small_cluster_bitmap(51);
+    assert_clean(&img);
+}
+
+#[test]
+fn r27_feature_flags() {
+    for flags in [FEATURE_FLAG_NECESSARY, FEATURE_FLAG_TRANSIT, 1 << 63] {
+        let data = bitmap_data(2048, ID_A, 128, 1, &[0]);
+        let (img, layout) = build(
+            &ImageBuilder::new(1 << 20)
+                .cluster_size(CS)
+                .feature(FeatureRecord::opaque(FEATURE_DIRTY_BITMAP, flags, data)),
+        );
+        assert_eq!(layout.ext_offset, Some(EXT));
+        let v = Violation::FeatureFlags {
+            index: 0,
+            offset: F0,
+            magic: FEATURE_DIRTY_BITMAP,
+            flags,
+        };
+        assert_only(&img, v.clone(), "R27", Severity::Corruption);
+        // Lenient mode keeps the record as opaque; a feature with flags is not a bitmap.
+        assert_findings(&img, Mode::Lenient, &[(v, Severity::Note)]);
+        let image = Image::open_with(&img, Mode::Lenient).unwrap();
+        assert!(image.bitmaps().is_empty());
+    }
+}
+
+#[test]
+fn r28_feature_data_overflow() {
+    for data_size in [65489u32, u32::MAX] {
+        let mut img = base();
+        put_u32(&mut img, F0 + 16, data_size);
+        refresh_md5(&mut img, EXT, CS);
+        assert_only(
+            &img,
+            Violation::FeatureDataOverflow {
+                index: 0,
+                offset: F0,
+                data_size,
+                remaining: 65536 - 48,
+            },
+            "R28",
+            Severity::Corruption,
+        );
+    }
+}
+
+#[test]
+fn r28_data_that_ends_at_the_cluster_end_fits() {
+    // 65488 bytes fill the cluster: no overflow, but then there is no room for an end record.
+    let rec = Rec {
+        magic: 0x77,
+        flags: 0,
+        data_size: 65488,
+        data: Vec::new(),
+    };
+    let (img, ext) = image_with_ext(1 << 20, CS, &[rec]);
+    assert_eq!(ext, EXT);
+    assert_findings(
+        &img,
+        Mode::Lenient,
+        &[
+            (
+                Violation::UnknownFeature {
+                    index: 0,
+                    offset: F0,
+                    magic: 0x77,
+                },
+                Severity::Note,
+            ),
+            (
+                Violation::MissingEndRecord {
+                    offset: EXT + 65536,
+                    count: 1,
+                },
+                Severity::Corruption,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn r28_flags_are_reported_before_the_overflow() {
+    let rec = Rec {
+        magic: FEATURE_DIRTY_BITMAP,
+        flags: 1,
+        data_size: 70000,
+        data: Vec::new(),
+    };
+    let (img, _) = image_with_ext(1 << 20, CS, &[rec]);
+    assert_findings(
+        &img,
+        Mode::Strict,
+        &[
+            (
+                Violation::FeatureFlags {
+                    index: 0,
+                    offset: F0,
+                    magic: FEATURE_DIRTY_BITMAP,
+                    flags: 1,
+                },
+                Severity::Corruption,
+            ),
+            (
+                Violation::FeatureDataOverflow {
+                    index: 0,
+                    offset: F0,
+                    data_size: 70000,
+                    remaining: 65488,
+                },
+                Severity::Corruption,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn r29_unknown_feature() {
+    let magic = 0x1234_5678_9abc_def0;
+    let (img, _) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .bitmap(spec(ID_A, 65536, &[(0, 1)]))
+            .feature(FeatureRecord::opaque(magic, 0, vec![1, 2, 3])),
+    );
+    let v = Violation::UnknownFeature {
+        index: 1,
+        offset: F1,
+        magic,
+    };
+    assert_only(&img, v.clone(), "R29", Severity::Corruption);
+    // Lenient: a note, the image opens and its bitmap is still there.
+    assert_findings(&img, Mode::Lenient, &[(v, Severity::Note)]);
+    let image = Image::open_with(&img, Mode::Lenient).unwrap();
+    let b = image.bitmaps();
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].dirty_extents(&image).unwrap(), vec![(0, 65536)]);
+}
+
+#[test]
+fn r29_unknown_feature_with_flags_lenient() {
+    let (img, _) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .feature(FeatureRecord::opaque(0x42, FEATURE_FLAG_NECESSARY, vec![])),
+    );
+    let flags = Violation::FeatureFlags {
+        index: 0,
+        offset: F0,
+        magic: 0x42,
+        flags: 1,
+    };
+    let unknown = Violation::UnknownFeature {
+        index: 0,
+        offset: F0,
+        magic: 0x42,
+    };
+    assert_findings(
+        &img,
+        Mode::Strict,
+        &[
+            (flags.clone(), Severity::Corruption),
+            (unknown.clone(), Severity::Corruption),
+        ],
+    );
+    assert_findings(
+        &img,
+        Mode::Lenient,
+        &[(flags, Severity::Note), (unknown, Severity::Note)],
+    );
+}
+
+#[test]
+fn r30_missing_end_record() {
+    // 24 + 24 + (32 + 54 * 8) = 512: the bitmap record fills the cluster.
+    let (img, ext) = small_cluster_bitmap(54);
+    assert_only(
+        &img,
+        Violation::MissingEndRecord {
+            offset: ext + 512,
+            count: 1,
+        },
+        "R30",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r31_non_zero_tail() {
+    let mut img = base();
+    img[(EXT + 65535) as usize] = 0x5a;
+    refresh_md5(&mut img, EXT, CS);
+    assert_only(
+        &img,
+        Violation::NonZeroPadding {
+            offset: EXT + 65535,
+            found: 0x5a,
+        },
+        "R31",
+        Severity::NonCanonical,
+    );
+}
+
+#[test]
+fn r31_non_zero_end_record() {
+    let mut img = base();
+    // The end record follows the bitmap record; its flags field is not zero.
+    img[(F1 + 8) as usize] = 1;
+    refresh_md5(&mut img, EXT, CS);
+    assert_only(
+        &img,
+        Violation::NonZeroPadding {
+            offset: F1 + 8,
+            found: 1,
+        },
+        "R31",
+        Severity::NonCanonical,
+    );
+}
+
+#[test]
+fn r31_non_zero_alignment_gap() {
+    let (mut img, _) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .feature(FeatureRecord::opaque(0x42, 0, vec![1, 2, 3])),
+    );
+    // The record's 3 bytes end at 51; the next record starts at 56.
+    img[(EXT + 53) as usize] = 0xee;
+    refresh_md5(&mut img, EXT, CS);
+    assert_findings(
+        &img,
+        Mode::Lenient,
+        &[
+            (
+                Violation::UnknownFeature {
+                    index: 0,
+                    offset: F0,
+                    magic: 0x42,
+                },
+                Severity::Note,
+            ),
+            (
+                Violation::NonZeroPadding {
+                    offset: EXT + 53,
+                    found: 0xee,
+                },
+                Severity::NonCanonical,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn lenient_mode_changes_only_feature_findings() {
+    // Header problems keep their severity in lenient mode.
+    let mut img = base();
+    put_u32(&mut img, 44, 0x746f_6e59);
+    assert_findings(&img, Mode::Lenient, &[(Violation::Unclean, Severity::Corruption)]);
+}
