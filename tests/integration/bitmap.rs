@@ -1,0 +1,668 @@
+//! Dirty-bitmap rules R32–R42, L1 semantics and decoding.
+
+use parallels_image::builder::{Data, ImageBuilder};
+use parallels_image::raw::bitmap::DirtyBitmapFeature;
+use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
+use parallels_image::raw::FeatureRecord;
+use parallels_image::{Error, Image, Mode, Region, Severity, Violation};
+
+use crate::helpers::*;
+
+const EXT: u64 = 65536;
+/// The first feature record.
+const F0: u64 = EXT + 24;
+/// The first record's first L1 entry.
+const F0_L1: u64 = F0 + 24 + 32;
+/// The second record, after a bitmap with one L1 entry.
+const F1: u64 = EXT + 88;
+
+/// 1 MiB in 64 KiB clusters (2048 sectors), no data, one bitmap of 64 KiB granules (16 granules)
+/// whose first granule is dirty: extension at 64 KiB, bitmap cluster at 128 KiB (sector 256).
+fn partial() -> Vec<u8> {
+    let (img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .bitmap(spec(ID_A, 65536, &[(0, 65536)])),
+    );
+    assert_eq!(layout.ext_offset, Some(EXT));
+    assert_eq!(layout.l1, vec![vec![256]]);
+    assert_eq!(img.len(), 196608);
+    assert_eq!(img[131072], 0x01);
+    assert_clean(&img);
+    img
+}
+
+/// The same with an all-clean bitmap of `granularity` bytes (L1 = [0]); the file ends with the
+/// extension cluster.
+fn clean(granularity: u64) -> Vec<u8> {
+    let (img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .bitmap(spec(ID_A, granularity, &[])),
+    );
+    assert_eq!(layout.ext_offset, Some(EXT));
+    assert_eq!(layout.l1, vec![vec![0]]);
+    assert_eq!(img.len(), 131072);
+    assert_clean(&img);
+    img
+}
+
+/// An image of 1 MiB in 64 KiB clusters whose only feature is `feature`.
+fn with_feature(feature: DirtyBitmapFeature) -> Vec<u8> {
+    let (img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .feature(FeatureRecord::dirty_bitmap(feature)),
+    );
+    assert_eq!(layout.ext_offset, Some(EXT));
+    img
+}
+
+fn set_l1(img: &mut [u8], at: u64, entry: u64) {
+    put_u64(img, at, entry);
+    refresh_md5(img, EXT, CS);
+}
+
+#[test]
+fn clean_report_with_data_and_several_bitmaps() {
+    let pattern: Vec<u8> = (0..70000u32).map(|i| (i % 251) as u8).collect();
+    let (img, layout) = build(
+        &ImageBuilder::new(16 << 20)
+            .cluster_size(CS)
+            .data(0, Data::Fill { len: 4096, byte: 0xaa })
+            .data(5 << 20, Data::Bytes(pattern.clone()))
+            .bitmap(spec(ID_A, 65536, &[(131072, 65536)]))
+            .bitmap(spec(ID_B, 512, &[(0, 1), (1 << 20, 1 << 20), ((16 << 20) - 512, 512)]))
+            .bitmap(spec(ID_C, 1 << 20, &[(0, 16 << 20)]))
+            .bitmap(spec([0xdd; 16], 65536, &[])),
+    );
+    assert_eq!(layout.bat[0], 1);
+    assert_eq!(layout.bat[80], 2);
+    assert_eq!(layout.bat[81], 3);
+    assert_eq!(layout.l1[2], vec![1]);
+    assert_eq!(layout.l1[3], vec![0]);
+    let report = Image::parse(&img).unwrap().validate().unwrap();
+    assert!(report.findings.is_empty(), "{report:?}");
+    assert!(report.is_clean());
+    let image = Image::open(&img).unwrap();
+    let b = image.bitmaps();
+    assert_eq!(b.len(), 4);
+    assert_eq!(b[0].name(), "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa");
+    assert_eq!(b[1].name(), "bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb");
+    assert_eq!(
+        [0, 1, 2, 3].map(|i| b[i].granularity_bytes()),
+        [65536, 512, 1 << 20, 65536]
+    );
+    assert_eq!(b[0].dirty_extents(&image).unwrap(), vec![(131072, 65536)]);
+    assert_eq!(
+        b[1].dirty_extents(&image).unwrap(),
+        vec![(0, 512), (1 << 20, 1 << 20), ((16 << 20) - 512, 512)]
+    );
+    assert_eq!(b[2].dirty_extents(&image).unwrap(), vec![(0, 16 << 20)]);
+    assert_eq!(b[3].dirty_extents(&image).unwrap(), vec![]);
+    assert_eq!(b[1].dirty_bytes(&image).unwrap(), 1024 + (1 << 20));
+    // 256 granules: 32 serialized bytes, granule 2 set.
+    let mut ser = vec![0u8; 32];
+    ser[0] = 0x04;
+    assert_eq!(b[0].serialized(&image).unwrap(), ser);
+    assert_eq!(image.bitmap("cccccccc-cccc-cccc-cccc-cccccccccccc").unwrap().feature, 2);
+    let mut buf = vec![0u8; pattern.len()];
+    image.read_guest(5 << 20, &mut buf).unwrap();
+    assert_eq!(buf, pattern);
+    let mut buf = vec![0u8; 8192];
+    image.read_guest(0, &mut buf).unwrap();
+    assert!(buf[..4096].iter().all(|&x| x == 0xaa) && buf[4096..].iter().all(|&x| x == 0));
+}
+
+#[test]
+fn l1_markers_and_multi_chunk_bitmap() {
+    // 64 MiB, 4 KiB clusters, 512-byte granules: 131072 granules, 32768 per chunk, 4 chunks.
+    let (img, layout) = build(&ImageBuilder::new(64 << 20).cluster_size(4096).bitmap(spec(
+        ID_A,
+        512,
+        &[(0, 16 << 20), ((32 << 20) + 512, 1024)],
+    )));
+    let ext = layout.ext_offset.unwrap();
+    assert_eq!(ext, 69632);
+    // Chunk 0 all dirty (1), chunks 1 and 3 clean (0), chunk 2 in a cluster after the extension.
+    assert_eq!(layout.l1, vec![vec![1, 0, (ext + 4096) / 512, 0]]);
+    assert_clean(&img);
+    let bits = &img[(ext + 4096) as usize..(ext + 8192) as usize];
+    // Granules 65537 and 65538 of the disk: bits 1 and 2 of chunk 2, LSB first.
+    assert_eq!(bits[0], 0b0000_0110);
+    assert!(bits[1..].iter().all(|&b| b == 0));
+    let image = Image::open(&img).unwrap();
+    let b = image.bitmap("aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa").unwrap();
+    assert_eq!(b.granules(), 131072);
+    assert_eq!(b.expected_l1_size(), 4);
+    assert_eq!(
+        b.dirty_extents(&image).unwrap(),
+        vec![(0, 16 << 20), ((32 << 20) + 512, 1024)]
+    );
+}
+
+#[test]
+fn r32_bitmap_data_shorter_than_its_header() {
+    let data = bitmap_data(2048, ID_A, 128, 1, &[0])[..16].to_vec();
+    let (img, ext) = image_with_ext(1 << 20, CS, &[Rec::new(FEATURE_DIRTY_BITMAP, 0, data)]);
+    assert_eq!(ext, EXT);
+    assert_only(
+        &img,
+        Violation::BitmapDataTooShort {
+            index: 0,
+            offset: F0,
+            data_size: 16,
+            expected: 32,
+        },
+        "R32",
+        Severity::Corruption,
+    );
+    assert!(Image::parse(&img).unwrap().bitmaps().is_empty());
+}
+
+#[test]
+fn r32_bitmap_data_shorter_than_its_l1_table() {
+    let data = bitmap_data(2048, ID_A, 128, 1, &[]);
+    let (img, _) = image_with_ext(1 << 20, CS, &[Rec::new(FEATURE_DIRTY_BITMAP, 0, data)]);
+    assert_only(
+        &img,
+        Violation::BitmapDataTooShort {
+            index: 0,
+            offset: F0,
+            data_size: 32,
+            expected: 40,
+        },
+        "R32",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r33_bitmap_extra_data() {
+    let mut f = DirtyBitmapFeature::new(2048, ID_A, 128, vec![0]);
+    f.extra = vec![0; 8];
+    let img = with_feature(f);
+    assert_only(
+        &img,
+        Violation::BitmapExtraData {
+            index: 0,
+            offset: F0,
+            data_size: 48,
+            expected: 40,
+        },
+        "R33",
+        Severity::NonCanonical,
+    );
+}
+
+#[test]
+fn r34_bitmap_size_mismatch() {
+    for found in [2047u64, 2049, 0, u64::MAX] {
+        let img = with_feature(DirtyBitmapFeature::new(found, ID_A, 128, vec![0]));
+        assert_only(
+            &img,
+            Violation::BitmapSizeMismatch {
+                index: 0,
+                offset: F0,
+                found,
+                expected: 2048,
+            },
+            "R34",
+            Severity::Corruption,
+        );
+    }
+}
+
+#[test]
+fn r35_bitmap_granularity_zero() {
+    let img = with_feature(DirtyBitmapFeature::new(2048, ID_A, 0, vec![0]));
+    let v = Violation::BitmapGranularityInvalid {
+        index: 0,
+        offset: F0,
+        found: 0,
+    };
+    assert_only(&img, v.clone(), "R35", Severity::Corruption);
+    // QEMU aborts on this; decoding refuses it.
+    let image = Image::parse(&img).unwrap();
+    match image.bitmaps()[0].dirty_extents(&image) {
+        Err(Error::Invalid(got)) => assert_eq!(got, v),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn r35_bitmap_granularity_not_a_power_of_two() {
+    for found in [3u32, 96, 0x8000_0001] {
+        let img = with_feature(DirtyBitmapFeature::new(2048, ID_A, found, vec![0]));
+        assert_only(
+            &img,
+            Violation::BitmapGranularityInvalid {
+                index: 0,
+                offset: F0,
+                found,
+            },
+            "R35",
+            Severity::Corruption,
+        );
+    }
+}
+
+#[test]
+fn r36_bitmap_granularity_too_big() {
+    let img = with_feature(DirtyBitmapFeature::new(2048, ID_A, 1 << 23, vec![0]));
+    assert_only(
+        &img,
+        Violation::BitmapGranularityTooBig {
+            index: 0,
+            offset: F0,
+            found: 1 << 23,
+        },
+        "R36",
+        Severity::Corruption,
+    );
+    // 2^22 sectors are 2^31 bytes: that fits in u32.
+    let img = with_feature(DirtyBitmapFeature::new(2048, ID_A, 1 << 22, vec![0]));
+    assert_clean(&img);
+}
+
+#[test]
+fn r37_bitmap_l1_size_too_big() {
+    let img = with_feature(DirtyBitmapFeature::new(2048, ID_A, 128, vec![0, 0]));
+    assert_only(
+        &img,
+        Violation::BitmapL1Size {
+            index: 0,
+            offset: F0,
+            found: 2,
+            expected: 1,
+            cluster_bits: 524288,
+        },
+        "R37",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r37_bitmap_l1_size_zero() {
+    // ploop writes l1_size 0 for an empty bitmap; QEMU rejects it, and so do we.
+    let img = with_feature(DirtyBitmapFeature::new(2048, ID_A, 128, vec![]));
+    assert_only(
+        &img,
+        Violation::BitmapL1Size {
+            index: 0,
+            offset: F0,
+            found: 0,
+            expected: 1,
+            cluster_bits: 524288,
+        },
+        "R37",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r37_l1_size_follows_the_cluster_size() {
+    // 512-byte clusters hold 4096 bits: 2049 sectors at 1 sector per granule need 1 entry,
+    // 4097 need 2.
+    for (sectors, l1) in [(4096u64, 1u64), (4097, 2)] {
+        let (img, layout) = build(
+            &ImageBuilder::new(sectors * 512)
+                .cluster_size(512)
+                .bitmap(spec(ID_A, 512, &[])),
+        );
+        assert_eq!(layout.l1[0].len() as u64, l1);
+        assert_clean(&img);
+    }
+}
+
+#[test]
+fn r38_l1_entry_unaligned() {
+    let mut img = partial();
+    // Move the bitmap cluster one sector past the next cluster boundary.
+    let bits = img[131072..196608].to_vec();
+    img.resize(196608 + 512 + 65536, 0);
+    img[197120..].copy_from_slice(&bits);
+    set_l1(&mut img, F0_L1, 385);
+    assert_only(
+        &img,
+        Violation::L1EntryUnaligned {
+            feature: 0,
+            index: 0,
+            entry: 385,
+            offset: 197120,
+            cluster_size: 65536,
+        },
+        "R38",
+        Severity::Corruption,
+    );
+    // Decoding still reads the bits where the entry points.
+    let image = Image::parse(&img).unwrap();
+    assert_eq!(image.bitmaps()[0].dirty_extents(&image).unwrap(), vec![(0, 65536)]);
+}
+
+#[test]
+fn r39_l1_entry_past_eof_truncated() {
+    // QEMU reads zeros past the end of the file: a truncated image looks clean to it.
+    let mut img = partial();
+    img.truncate(131072);
+    assert_only(
+        &img,
+        Violation::L1EntryPastEof {
+            feature: 0,
+            index: 0,
+            entry: 256,
+            offset: 131072,
+            file_len: 131072,
+        },
+        "R39",
+        Severity::Corruption,
+    );
+    let image = Image::parse(&img).unwrap();
+    assert_eq!(image.bitmaps()[0].dirty_extents(&image).unwrap(), vec![]);
+}
+
+#[test]
+fn r39_l1_entry_cut_short() {
+    let mut img = partial();
+    img.truncate(131072 + 512);
+    assert_only(
+        &img,
+        Violation::L1EntryPastEof {
+            feature: 0,
+            index: 0,
+            entry: 256,
+            offset: 131072,
+            file_len: 131584,
+        },
+        "R39",
+        Severity::Corruption,
+    );
+    let image = Image::parse(&img).unwrap();
+    assert_eq!(image.bitmaps()[0].dirty_extents(&image).unwrap(), vec![(0, 65536)]);
+}
+
+#[test]
+fn r39_l1_entry_far_past_eof() {
+    let mut img = clean(65536);
+    set_l1(&mut img, F0_L1, 1 << 40);
+    assert_only(
+        &img,
+        Violation::L1EntryPastEof {
+            feature: 0,
+            index: 0,
+            entry: 1 << 40,
+            offset: 1 << 49,
+            file_len: 131072,
+        },
+        "R39",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r39_l1_entry_offset_overflows() {
+    // u64::MAX sectors have no byte offset.
+    let mut img = clean(65536);
+    set_l1(&mut img, F0_L1, u64::MAX);
+    assert_only(
+        &img,
+        Violation::L1EntryPastEof {
+            feature: 0,
+            index: 0,
+            entry: u64::MAX,
+            offset: u64::MAX,
+            file_len: 131072,
+        },
+        "R39",
+        Severity::Corruption,
+    );
+    // The largest entry that has a byte offset (just below 2^64) is unaligned and past the end.
+    let entry = u64::MAX / 512;
+    set_l1(&mut img, F0_L1, entry);
+    let offset = entry * 512;
+    assert_findings(
+        &img,
+        Mode::Strict,
+        &[
+            (
+                Violation::L1EntryUnaligned {
+                    feature: 0,
+                    index: 0,
+                    entry,
+                    offset,
+                    cluster_size: 65536,
+                },
+                Severity::Corruption,
+            ),
+            (
+                Violation::L1EntryPastEof {
+                    feature: 0,
+                    index: 0,
+                    entry,
+                    offset,
+                    file_len: 131072,
+                },
+                Severity::Corruption,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn r40_l1_entry_overlaps_extension() {
+    // 512-byte granules: 2048 granules (256 bytes) cover the whole feature list, so no bit
+    // past the last granule is set.
+    let mut img = clean(512);
+    set_l1(&mut img, F0_L1, EXT / 512);
+    assert_only(
+        &img,
+        Violation::L1EntryOverlap {
+            feature: 0,
+            index: 0,
+            entry: 128,
+            offset: EXT,
+            with: Region::Extension,
+        },
+        "R40",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r40_l1_entry_overlaps_data_cluster() {
+    let (mut img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .data(0, Data::Bytes(vec![0xff, 0xff]))
+            .bitmap(spec(ID_A, 65536, &[])),
+    );
+    assert_eq!(layout.ext_offset, Some(131072));
+    assert_eq!(layout.bat[0], 1);
+    let l1 = 131072 + 24 + 24 + 32;
+    put_u64(&mut img, l1, 128);
+    refresh_md5(&mut img, 131072, CS);
+    assert_only(
+        &img,
+        Violation::L1EntryOverlap {
+            feature: 0,
+            index: 0,
+            entry: 128,
+            offset: 65536,
+            with: Region::DataCluster { bat_index: 0 },
+        },
+        "R40",
+        Severity::Corruption,
+    );
+    let image = Image::parse(&img).unwrap();
+    assert_eq!(image.bitmaps()[0].dirty_extents(&image).unwrap(), vec![(0, 1 << 20)]);
+}
+
+#[test]
+fn r40_l1_entry_overlaps_header_and_bat() {
+    // 512-byte clusters, 256 BAT entries ending at 1088: sector 2 is inside the BAT.
+    let (mut img, layout) = build(
+        &ImageBuilder::new(256 * 512)
+            .cluster_size(512)
+            .bitmap(spec(ID_A, 512, &[])),
+    );
+    let ext = layout.ext_offset.unwrap();
+    assert_eq!(ext, 1536);
+    put_u64(&mut img, ext + 80, 2);
+    refresh_md5(&mut img, ext, 512);
+    assert_only(
+        &img,
+        Violation::L1EntryOverlap {
+            feature: 0,
+            index: 0,
+            entry: 2,
+            offset: 1024,
+            with: Region::HeaderAndBat,
+        },
+        "R40",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r40_l1_entry_overlaps_another_bitmaps_cluster() {
+    let (mut img, layout) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .bitmap(spec(ID_A, 65536, &[(0, 1)]))
+            .bitmap(spec(ID_B, 65536, &[(0, 1)]))
+            .bitmap(spec(ID_C, 65536, &[(0, 1)])),
+    );
+    assert_eq!(layout.l1, vec![vec![256], vec![384], vec![512]]);
+    assert_clean(&img);
+    set_l1(&mut img, F1 + 24 + 32, 256);
+    assert_only(
+        &img,
+        Violation::L1EntryOverlap {
+            feature: 1,
+            index: 0,
+            entry: 256,
+            offset: 131072,
+            with: Region::BitmapCluster {
+                feature: 0,
+                l1_index: 0,
+            },
+        },
+        "R40",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r40_l1_entries_of_one_bitmap_share_a_cluster() {
+    // 32 MiB, 4 KiB clusters, 512-byte granules: 2 chunks, both partly dirty.
+    let (mut img, layout) = build(&ImageBuilder::new(32 << 20).cluster_size(4096).bitmap(spec(
+        ID_A,
+        512,
+        &[(0, 512), (16 << 20, 512)],
+    )));
+    let ext = layout.ext_offset.unwrap();
+    let (a, b) = (layout.l1[0][0], layout.l1[0][1]);
+    assert_eq!((a, b), ((ext + 4096) / 512, (ext + 8192) / 512));
+    assert_clean(&img);
+    put_u64(&mut img, ext + 88, a);
+    refresh_md5(&mut img, ext, 4096);
+    let v = Violation::L1EntryOverlap {
+        feature: 0,
+        index: 1,
+        entry: a,
+        offset: a * 512,
+        with: Region::BitmapCluster {
+            feature: 0,
+            l1_index: 0,
+        },
+    };
+    assert_findings(
+        &img,
+        Mode::Strict,
+        &[
+            (v.clone(), Severity::Corruption),
+            (
+                Violation::Leak {
+                    offset: b * 512,
+                    len: 4096,
+                },
+                Severity::Leak,
+            ),
+        ],
+    );
+    let image = Image::parse(&img).unwrap();
+    match image.bitmaps()[0].dirty_extents(&image) {
+        Err(Error::Invalid(got)) => assert_eq!(got, v),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn r41_duplicate_bitmap_id() {
+    let (img, _) = build(
+        &ImageBuilder::new(1 << 20)
+            .cluster_size(CS)
+            .bitmap(spec(ID_A, 65536, &[]))
+            .bitmap(spec(ID_A, 512, &[])),
+    );
+    assert_only(
+        &img,
+        Violation::DuplicateBitmapId {
+            index: 1,
+            offset: F1,
+            first: 0,
+            id: "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa".to_string(),
+        },
+        "R41",
+        Severity::Corruption,
+    );
+}
+
+#[test]
+fn r42_bitmap_trailing_bits() {
+    let mut img = partial();
+    // 16 granules: bits from byte 2 on are past the last one.
+    img[131072 + 2] = 0x01;
+    img[131072 + 100] = 0xff;
+    assert_only(
+        &img,
+        Violation::BitmapTrailingBits {
+            feature: 0,
+            index: 0,
+            count: 9,
+        },
+        "R42",
+        Severity::Note,
+    );
+    // They are don't-care: decoding and serializing ignore them.
+    let image = Image::open(&img).unwrap();
+    let b = image.bitmaps()[0];
+    assert_eq!(b.dirty_extents(&image).unwrap(), vec![(0, 65536)]);
+    assert_eq!(b.serialized(&image).unwrap(), vec![1, 0, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn r42_trailing_bits_inside_a_byte() {
+    // 640 KiB: 10 granules of 64 KiB; bits 10..16 of byte 1 are past the last granule.
+    let (mut img, layout) = build(&ImageBuilder::new(640 << 10).cluster_size(CS).bitmap(spec(
+        ID_A,
+        65536,
+        &[(0, 65536)],
+    )));
+    let bits = layout.l1[0][0] * 512;
+    img[bits as usize + 1] = 0xff;
+    assert_only(
+        &img,
+        Violation::BitmapTrailingBits {
+            feature: 0,
+            index: 0,
+            count: 6,
+        },
+        "R42",
+        Severity::Note,
+    );
+    let image = Image::open(&img).unwrap();
+    let b = image.bitmaps()[0];
+    assert_eq!(b.dirty_extents(&image).unwrap(), vec![(0, 65536), (524288, 131072)]);
+    assert_eq!(b.serialized(&image).unwrap(), vec![0x01, 0x03, 0, 0, 0, 0, 0, 0]);
+}
