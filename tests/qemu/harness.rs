@@ -1,0 +1,520 @@
+//! Running the real QEMU tools: finding them, running them read-only on a file whose bytes are
+//! checked unchanged afterwards, servers on unix sockets killed by a drop guard, and the
+//! comparison of [`qemu::predict`] with what `qemu-img info` / `check` really did.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use parallels_image::qemu::{self, QemuCheck, QemuOutcome, MAX_ERROR_LINES};
+use serde_json::Value;
+
+/// True when missing tools must fail the test instead of skipping it.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn on_path(tool: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|d| d.join(tool).is_file())
+}
+
+/// Whether all `tools` are installed. When one is missing this panics under `CI=true`, and
+/// otherwise prints a visible SKIP line (the caller then returns).
+#[must_use]
+pub fn have(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if ci() {
+        panic!("{test}: required tool(s) not installed: {}", missing.join(", "));
+    }
+    eprintln!("SKIP: {test}: not installed: {}", missing.join(", "));
+    false
+}
+
+/// The samples directory (`../shared/samples/qemu/` from the crate root), if present; panics
+/// under `CI=true` when it is missing.
+pub fn samples_dir(test: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/qemu");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if ci() {
+        panic!("{test}: samples directory {} is missing", dir.display());
+    }
+    eprintln!("SKIP: {test}: samples directory {} is missing", dir.display());
+    None
+}
+
+/// An image file written for a test, with its bytes kept to prove that QEMU left it alone.
+pub struct Img {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its contents when written.
+    pub bytes: Vec<u8>,
+}
+
+impl Img {
+    /// Writes `bytes` to `dir/name`.
+    pub fn write(dir: &Path, name: &str, bytes: Vec<u8>) -> Img {
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).expect("write test image");
+        Img { path, bytes }
+    }
+
+    /// Takes an existing file as it is now.
+    pub fn existing(path: &Path) -> Img {
+        Img {
+            path: path.to_path_buf(),
+            bytes: std::fs::read(path).expect("read test image"),
+        }
+    }
+
+    /// The path as QEMU is given it (and prints it back).
+    pub fn arg(&self) -> String {
+        self.path.to_str().expect("utf-8 temp path").to_string()
+    }
+
+    /// Panics unless the file still holds exactly the bytes it was written with.
+    pub fn assert_unchanged(&self, after: &str) {
+        let now = std::fs::read(&self.path).expect("re-read test image");
+        assert!(
+            now == self.bytes,
+            "{} changed after `{after}` (length {} -> {})",
+            self.path.display(),
+            self.bytes.len(),
+            now.len()
+        );
+    }
+}
+
+/// What a tool did.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit status; 128 + signal number when killed by a signal (134 = SIGABRT).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error, split into lines.
+    pub stderr: Vec<String>,
+}
+
+impl Run {
+    /// Standard output as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// Runs `prog args`, then checks that every image in `images` is unchanged.
+pub fn run_on(images: &[&Img], prog: &str, args: &[&str]) -> Run {
+    let out = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));
+    let label = format!("{prog} {}", args.join(" "));
+    for img in images {
+        img.assert_unchanged(&label);
+    }
+    Run {
+        code: out
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + out.status.signal().expect("exit code or signal")),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+    }
+}
+
+/// `qemu-img info -f parallels --output=json IMG`.
+pub fn info(img: &Img) -> Run {
+    run_on(
+        &[img],
+        "qemu-img",
+        &["info", "-f", "parallels", "--output=json", &img.arg()],
+    )
+}
+
+/// `qemu-img check -f parallels --output=json IMG` (no `-r`: QEMU opens the image read-only).
+pub fn check(img: &Img) -> Run {
+    run_on(
+        &[img],
+        "qemu-img",
+        &["check", "-f", "parallels", "--output=json", &img.arg()],
+    )
+}
+
+/// `qemu-img map -f parallels --output=json IMG`, as `(start, length, data, offset)` extents.
+pub fn map(img: &Img) -> Vec<(u64, u64, bool, Option<u64>)> {
+    let r = run_on(
+        &[img],
+        "qemu-img",
+        &["map", "-f", "parallels", "--output=json", &img.arg()],
+    );
+    assert_eq!(r.code, 0, "qemu-img map failed: {:?}", r.stderr);
+    let v = r.json();
+    v.as_array()
+        .expect("map is a list")
+        .iter()
+        .map(|e| {
+            (
+                e["start"].as_u64().unwrap(),
+                e["length"].as_u64().unwrap(),
+                e["data"].as_bool().unwrap(),
+                e.get("offset").and_then(Value::as_u64),
+            )
+        })
+        .collect()
+}
+
+/// The virtual size `qemu-img info` reports (the image must open).
+pub fn virtual_size(img: &Img) -> u64 {
+    let r = info(img);
+    assert_eq!(r.code, 0, "qemu-img info failed: {:?}", r.stderr);
+    r.json()["virtual-size"].as_u64().expect("virtual-size")
+}
+
+/// How long to wait for a server to create its socket.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A server process, killed (and reaped) when dropped, also when the test panics.
+pub struct Server {
+    child: Child,
+    /// The unix socket it listens on.
+    pub socket: PathBuf,
+    /// The images it serves, checked unchanged when it is dropped.
+    label: String,
+}
+
+impl Server {
+    /// Starts `prog args` and waits until `socket` exists. Returns the server's stderr if it
+    /// exits first.
+    pub fn start(prog: &str, args: &[String], socket: &Path) -> Result<Server, String> {
+        let child = Command::new(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {prog}: {e}"));
+        let mut server = Server {
+            child,
+            socket: socket.to_path_buf(),
+            label: format!("{prog} {}", args.join(" ")),
+        };
+        let t0 = Instant::now();
+        while !socket.exists() {
+            if let Some(status) = server.child.try_wait().expect("poll server") {
+                let mut err = String::new();
+                if let Some(mut e) = server.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(format!("{} exited with {status}: {err}", server.label));
+            }
+            assert!(
+                t0.elapsed() < START_TIMEOUT,
+                "{} did not create {}",
+                server.label,
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(server)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `qemu-nbd -r -t -f parallels -B NAME... -k SOCK IMG`: the bitmaps exported read-only.
+pub fn nbd_server(dir: &Path, img: &Img, bitmaps: &[String]) -> Server {
+    let socket = dir.join("nbd.sock");
+    let mut args: Vec<String> = ["-r", "-t", "-f", "parallels"].iter().map(|s| s.to_string()).collect();
+    for b in bitmaps {
+        args.push("-B".into());
+        args.push(b.clone());
+    }
+    args.extend(["-k".into(), socket.to_str().unwrap().into(), img.arg()]);
+    Server::start("qemu-nbd", &args, &socket).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `nbdinfo --map=qemu:dirty-bitmap:NAME --json` against a server: `(offset, length, dirty)`
+/// with neighbours of the same kind merged.
+pub fn nbd_dirty_map(server: &Server, img: &Img, name: &str) -> Vec<(u64, u64, bool)> {
+    let uri = format!("nbd+unix:///?socket={}", server.socket.display());
+    let r = run_on(
+        &[img],
+        "nbdinfo",
+        &[&format!("--map=qemu:dirty-bitmap:{name}"), "--json", &uri],
+    );
+    assert_eq!(r.code, 0, "nbdinfo failed: {:?}", r.stderr);
+    let mut out: Vec<(u64, u64, bool)> = Vec::new();
+    for e in r.json().as_array().expect("extent list") {
+        let (o, l, t) = (
+            e["offset"].as_u64().unwrap(),
+            e["length"].as_u64().unwrap(),
+            e["type"].as_u64().unwrap(),
+        );
+        assert!(t <= 1, "unexpected extent type {t}");
+        match out.last_mut() {
+            Some(last) if last.2 == (t == 1) && last.0 + last.1 == o => last.1 += l,
+            _ => out.push((o, l, t == 1)),
+        }
+    }
+    out
+}
+
+/// The crate's dirty extents with the clean gaps between them, over `[0, size)`.
+pub fn with_gaps(dirty: &[(u64, u64)], size: u64) -> Vec<(u64, u64, bool)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for &(o, l) in dirty {
+        if o > at {
+            out.push((at, o - at, false));
+        }
+        out.push((o, l, true));
+        at = o + l;
+    }
+    if at < size {
+        out.push((at, size - at, false));
+    }
+    out
+}
+
+/// qemu-storage-daemon with the image opened read-only (file and parallels nodes) and a QMP
+/// monitor on a unix socket.
+pub struct Qsd {
+    server: Server,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qsd {
+    /// Starts the daemon; `Err` carries its stderr when the image does not open.
+    pub fn start(dir: &Path, img: &Img) -> Result<Qsd, String> {
+        let socket = dir.join("qmp.sock");
+        let args = vec![
+            "--blockdev".to_string(),
+            format!("driver=file,node-name=f,filename={},read-only=on", img.arg()),
+            "--blockdev".into(),
+            "driver=parallels,node-name=p,file=f,read-only=on".into(),
+            "--chardev".into(),
+            format!("socket,id=m,path={},server=on,wait=off", socket.display()),
+            "--monitor".into(),
+            "chardev=m,mode=control".into(),
+        ];
+        let server = Server::start("qemu-storage-daemon", &args, &socket)?;
+        let t0 = Instant::now();
+        let stream = loop {
+            match UnixStream::connect(&socket) {
+                Ok(s) => break s,
+                Err(e) if t0.elapsed() > START_TIMEOUT => panic!("cannot connect to QMP: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        stream.set_read_timeout(Some(START_TIMEOUT)).unwrap();
+        let mut q = Qsd {
+            server,
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        let greeting = q.read();
+        assert!(greeting.get("QMP").is_some(), "no QMP greeting: {greeting}");
+        q.cmd("qmp_capabilities", Value::Null);
+        Ok(q)
+    }
+
+    fn read(&mut self) -> Value {
+        loop {
+            let mut line = String::new();
+            let n = self.reader.read_line(&mut line).expect("read QMP");
+            assert!(n > 0, "QMP connection closed");
+            let v: Value = serde_json::from_str(&line).expect("QMP JSON");
+            if v.get("event").is_none() {
+                return v;
+            }
+        }
+    }
+
+    /// Runs a QMP command and returns its `return` value (panics on `error`).
+    pub fn cmd(&mut self, execute: &str, arguments: Value) -> Value {
+        let mut msg = serde_json::json!({ "execute": execute });
+        if !arguments.is_null() {
+            msg["arguments"] = arguments;
+        }
+        writeln!(self.writer, "{msg}").expect("write QMP");
+        let reply = self.read();
+        match reply.get("return") {
+            Some(r) => r.clone(),
+            None => panic!("QMP {execute} failed: {reply}"),
+        }
+    }
+
+    /// The dirty bitmaps of the parallels node as `(name, granularity, count)`, in QEMU's order.
+    pub fn bitmaps(&mut self) -> Vec<(String, u64, u64)> {
+        let nodes = self.cmd("query-named-block-nodes", serde_json::json!({ "flat": true }));
+        let node = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node-name"] == "p")
+            .expect("parallels node");
+        node.get("dirty-bitmaps")
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .map(|b| {
+                        (
+                            b["name"].as_str().unwrap().to_string(),
+                            b["granularity"].as_u64().unwrap(),
+                            b["count"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `x-debug-block-dirty-bitmap-sha256` of bitmap `name` on the parallels node.
+    pub fn sha256(&mut self, name: &str) -> String {
+        let r = self.cmd(
+            "x-debug-block-dirty-bitmap-sha256",
+            serde_json::json!({ "node": "p", "name": name }),
+        );
+        r["sha256"].as_str().unwrap().to_string()
+    }
+
+    /// Stops the daemon (the drop guard would too) and checks the image is unchanged.
+    pub fn finish(self, img: &Img) {
+        drop(self);
+        img.assert_unchanged("qemu-storage-daemon");
+    }
+}
+
+impl std::fmt::Debug for Qsd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Qsd({})", self.server.label)
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where `qemu-img info`'s real behaviour differs from the prediction, if it does.
+/// `None` also for [`QemuOutcome::Undefined`] (QEMU reads past its buffer: nothing to compare).
+pub fn info_mismatch(pred: &QemuOutcome, run: &Run, path: &str) -> Option<String> {
+    let code = pred.exit_code()?;
+    let want: Vec<String> = pred.stderr_line(path).into_iter().collect();
+    if run.code != code || run.stderr != want {
+        return Some(format!(
+            "info: predicted exit {code} stderr {want:?}, QEMU exit {} stderr {:?}",
+            run.code, run.stderr
+        ));
+    }
+    if code == 0 && serde_json::from_str::<Value>(&run.stdout).is_err() {
+        return Some(format!("info: exit 0 without JSON: {}", run.stdout));
+    }
+    None
+}
+
+/// The counters of `qemu-img check --output=json` (absent keys are 0).
+fn field(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Where `qemu-img check`'s real behaviour differs from the prediction, if it does.
+pub fn check_mismatch(pred: &QemuCheck, run: &Run, path: &str) -> Option<String> {
+    let bad = |what: String| Some(format!("check: {what}; QEMU exit {} stderr {:?}", run.code, run.stderr));
+    match pred {
+        QemuCheck::OpenFails(o) => {
+            let code = o.exit_code()?;
+            let want: Vec<String> = o.stderr_line(path).into_iter().collect();
+            if run.code != code || run.stderr != want || !run.stdout.is_empty() {
+                return bad(format!("predicted open failure exit {code} stderr {want:?}"));
+            }
+        }
+        QemuCheck::Fails => {
+            if run.code != 1
+                || run.stderr.last().map(String::as_str) != Some("qemu-img: Check failed: Device or resource busy")
+            {
+                return bad("predicted 'Check failed: Device or resource busy'".into());
+            }
+        }
+        QemuCheck::Aborts { assertion } => {
+            let last = format!("qemu-img: {assertion}");
+            if run.code != 134 || run.stderr.last() != Some(&last) {
+                return bad(format!("predicted abort {last:?}"));
+            }
+        }
+        QemuCheck::Completes(c) => {
+            let code = pred.exit_code().unwrap();
+            let Ok(v) = serde_json::from_str::<Value>(&run.stdout) else {
+                return bad(format!("predicted a report (exit {code}), got no JSON"));
+            };
+            let got = (
+                run.code,
+                field(&v, "corruptions"),
+                field(&v, "leaks"),
+                field(&v, "check-errors"),
+                field(&v, "image-end-offset"),
+                field(&v, "total-clusters"),
+                field(&v, "allocated-clusters"),
+                field(&v, "fragmented-clusters"),
+            );
+            let want = (
+                code,
+                c.corruptions,
+                c.leaks,
+                0,
+                c.image_end_offset,
+                c.total_clusters,
+                c.allocated_clusters,
+                c.fragmented_clusters,
+            );
+            if got != want {
+                return bad(format!(
+                    "(exit, corruptions, leaks, check-errors, image-end, total, allocated, fragmented) \
+                     predicted {want:?}, QEMU {got:?}"
+                ));
+            }
+            let shown = run.stderr.len().min(MAX_ERROR_LINES);
+            if run.stderr[..shown] != c.errors[..] || (run.stderr.len() - shown) as u64 != c.errors_omitted {
+                return bad(format!(
+                    "predicted ERROR lines {:?} (+{} more)",
+                    c.errors, c.errors_omitted
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Runs `qemu-img info` and `check` on `img` and compares both with [`qemu::predict`];
+/// returns every difference (empty: QEMU did what was predicted).
+pub fn compare_with_qemu(img: &Img) -> Vec<String> {
+    let pred = qemu::predict(&img.bytes.as_slice()).expect("predict on a slice");
+    let path = img.arg();
+    let mut out = Vec::new();
+    out.extend(info_mismatch(&pred.info, &info(img), &path));
+    out.extend(check_mismatch(&pred.check, &check(img), &path));
+    out
+}

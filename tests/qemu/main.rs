@@ -1,0 +1,8 @@
+//! Conformance of `parallels-image` with the real QEMU tools (QEMU 10.0.2 was used to write
+//! `spec/qemu.md`). Every QEMU invocation is read-only and every image's bytes are checked
+//! unchanged after it; only images QEMU itself created (without an extension) are written by
+//! QEMU. Missing tools skip a test with a `SKIP:` line, or fail it under `CI=true`.
+
+mod harness;
+
+mod ours_in_qemu;
