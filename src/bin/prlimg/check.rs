@@ -283,9 +283,10 @@ fn print_human(r: &Report) {
     }
     if r.leaks > 0 {
         println!(
-            "\n{} ({} bytes) found on the image.\nThis means waste of disk space, but no harm to data.",
-            plural(r.leaks, "leak was", "leaks were"),
-            r.leaked_bytes
+            "\n{} ({} bytes) {} found on the image.\nThis means waste of disk space, but no harm to data.",
+            plural(r.leaks, "leak", "leaks"),
+            r.leaked_bytes,
+            if r.leaks == 1 { "was" } else { "were" }
         );
     }
     if r.corruptions == 0 && r.leaks == 0 {

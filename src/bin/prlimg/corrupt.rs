@@ -1,15 +1,120 @@
-//! `prlimg corrupt`: placeholder until the library's corrupt module exists.
+//! `prlimg corrupt`: copy an image and break one rule of the format on purpose, to make test
+//! images for validators. The input is opened read-only; the output is written through a
+//! temporary file beside it and renamed into place.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
 
-use crate::output::Failure;
+use parallels_image::corrupt::{catalogue, plan};
+use parallels_image::{Error, FileSource, Image};
+
+use crate::output::{progress, Failure};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// The valid image to start from (read only).
+    #[arg(required_unless_present = "list")]
     input: Option<PathBuf>,
+    /// The damaged copy to write (refused if it exists, unless --force).
+    #[arg(required_unless_present = "list")]
+    output: Option<PathBuf>,
+    /// Which defect (see --list).
+    #[arg(long, required_unless_present = "list")]
+    defect: Option<String>,
+    /// Picks among the places the defect can go (which BAT entry, feature, L1 entry).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    force: bool,
+    /// List the defects: name, rule, summary.
+    #[arg(long, conflicts_with_all = ["input", "output", "defect"])]
+    list: bool,
 }
 
-pub fn run(_args: &Args) -> Outcome {
-    Err(Failure::plain("corrupt is not available yet"))
+pub fn run(args: &Args) -> Outcome {
+    if args.list {
+        let width = catalogue().iter().map(|d| d.name.len()).max().unwrap_or(0);
+        for d in catalogue() {
+            println!("{:width$}  {:<4}  {}", d.name, d.rule, d.summary);
+        }
+        return Ok(0);
+    }
+    let (Some(input), Some(output), Some(defect)) = (&args.input, &args.output, &args.defect) else {
+        return Err(Failure::plain("corrupt needs INPUT, OUTPUT and --defect (or --list)"));
+    };
+    if !catalogue().iter().any(|d| d.name == defect) {
+        return Err(Failure::plain(format!(
+            "unknown defect {defect:?} (prlimg corrupt --list shows them)"
+        )));
+    }
+    let file = File::open(input).map_err(|e| Failure::io(input, &e))?;
+    let in_meta = file.metadata().map_err(|e| Failure::io(input, &e))?;
+    if let Ok(out_meta) = std::fs::metadata(output) {
+        if out_meta.dev() == in_meta.dev() && out_meta.ino() == in_meta.ino() {
+            return Err(Failure::at(
+                output,
+                "is the input image; write the damaged copy elsewhere",
+            ));
+        }
+        if !args.force {
+            return Err(Failure::at(output, "already exists (use --force to replace it)"));
+        }
+    }
+    let source =
+        FileSource::new(file.try_clone().map_err(|e| Failure::io(input, &e))?).map_err(|e| Failure::io(input, &e))?;
+    let image = Image::parse(&source).map_err(|e| Failure::lib(input, &e))?;
+    let patch = plan(&image, defect, args.seed).map_err(|e| match e {
+        Error::Build(msg) => Failure::at(input, msg),
+        other => Failure::lib(input, &other),
+    })?;
+    let len = in_meta.len();
+    let result = parallels_image::builder::write_file_atomically(output, args.force, |tmp| {
+        copy_sparse(&file, tmp, len).map_err(|e| Error::Io(annotate(e, input)))?;
+        patch.apply_to_file(tmp)?;
+        Ok(())
+    });
+    match result {
+        Ok(()) => Ok(0),
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(Failure::at(output, "already exists (use --force to replace it)"))
+        }
+        Err(e) => Err(Failure::lib(output, &e)),
+    }
+}
+
+/// Marks a read error as the input's, so that the failure names the right file.
+fn annotate(e: io::Error, input: &Path) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!("reading {}: {}", input.display(), crate::output::io_reason(&e)),
+    )
+}
+
+/// Copies `len` bytes of `from` to the empty file `to`, leaving all-zero blocks as holes, so a
+/// sparse image stays sparse.
+fn copy_sparse(from: &File, to: &File, len: u64) -> io::Result<()> {
+    const BLOCK: usize = 64 << 10;
+    let bar = if len >= 64 << 20 {
+        progress(len, "copying")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut buf = vec![0u8; BLOCK];
+    let mut pos = 0u64;
+    while pos < len {
+        let n = (len - pos).min(BLOCK as u64) as usize;
+        let piece = &mut buf[..n];
+        from.read_exact_at(piece, pos)?;
+        if piece.iter().any(|&b| b != 0) {
+            to.write_all_at(piece, pos)?;
+        }
+        pos += n as u64;
+        bar.set_position(pos);
+    }
+    bar.finish_and_clear();
+    to.set_len(len)
 }

@@ -167,7 +167,7 @@ mod tests {
     fn io_reason_drops_os_error_suffix() {
         let e = io::Error::from_raw_os_error(2);
         assert_eq!(io_reason(&e), "No such file or directory");
-        let e = io::Error::new(io::ErrorKind::Other, "plain");
+        let e = io::Error::other("plain");
         assert_eq!(io_reason(&e), "plain");
     }
 

@@ -1,0 +1,845 @@
+//! End-to-end tests of the `prlimg` binary: every image here is made by `prlimg create`, and
+//! expected values are worked out by hand from the layout rules (header and BAT at 0, data area
+//! at the end of the BAT rounded up to a cluster, data clusters in guest order, then the
+//! extension cluster, then bitmap clusters).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
+const UUID_A: &str = "11111111-2222-3333-4444-555555555555";
+const UUID_B: &str = "e4f2eed0-37fe-4539-b50b-85d2e7fd235f";
+
+fn prlimg(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run prlimg")
+}
+
+fn prlimg_ok(args: &[&str]) -> Output {
+    let out = prlimg(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "prlimg {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("UTF-8 stdout")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("UTF-8 stderr")
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+/// Image A: 64 MiB, 64 KiB clusters, v2. Data 0xaa over [0, 100 KiB) allocates guest clusters 0
+/// and 1 at 64 KiB and 128 KiB (BAT 1, 2); the extension cluster follows at 192 KiB (ext_off 384);
+/// bitmap A (granules 0, 1 and 16 dirty out of 1024) needs one bitmap cluster, at 256 KiB
+/// (L1[0] = 512 sectors). File length 320 KiB.
+fn image_a(dir: &Path) -> PathBuf {
+    let p = dir.join("a.hds");
+    prlimg_ok(&[
+        "create",
+        s(&p),
+        "--size",
+        "64M",
+        "--cluster-size",
+        "64K",
+        "--data",
+        "0:100K:0xaa",
+        "--bitmap",
+        &format!("{UUID_A}:64K:0+128K,1M+1"),
+    ]);
+    p
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Whether `nbdinfo` and `qemu-nbd` run; panics when they are missing under CI=true.
+fn nbd_tools() -> bool {
+    let ok = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ok("nbdinfo") && ok("qemu-nbd") {
+        return true;
+    }
+    assert!(!is_ci(), "nbdinfo or qemu-nbd is missing and CI=true");
+    eprintln!("SKIPPED: nbdinfo or qemu-nbd is not installed (install libnbd-bin and qemu-utils)");
+    false
+}
+
+fn patch(path: &Path, offset: usize, bytes: &[u8]) {
+    let mut data = fs::read(path).unwrap();
+    data[offset..offset + bytes.len()].copy_from_slice(bytes);
+    fs::write(path, data).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------- info
+
+#[test]
+fn info_json_reports_every_header_field() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let v = json_of(&prlimg_ok(&["info", s(&a), "--output", "json"]));
+    assert_eq!(
+        v,
+        json!({
+            "filename": s(&a),
+            "format": "parallels",
+            "file_size": 327680,
+            "variant": "v2",
+            "magic": "WithouFreSpacExt",
+            "version": 2,
+            "heads": 16,
+            "cylinders": 256,
+            "tracks": 128,
+            "cluster_size": 65536,
+            "bat_entries": 1024,
+            "nb_sectors": 131072,
+            "virtual_size": 67108864,
+            "inuse": 0,
+            "inuse_state": "closed",
+            "data_off": 128,
+            "data_offset": 65536,
+            "flags": 0,
+            "flag_names": [],
+            "ext_off": 384,
+            "ext_offset": 196608,
+            "allocated_clusters": 2,
+            "extension": true,
+            "bitmaps": [{
+                "name": UUID_A,
+                "feature": 0,
+                "granularity": 65536,
+                "dirty_bytes": 196608,
+                "l1_size": 1,
+                "error": null
+            }]
+        })
+    );
+}
+
+#[test]
+fn info_human_shows_units() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let text = stdout(&prlimg_ok(&["info", s(&a)]));
+    for line in [
+        "magic: WithouFreSpacExt (v2)",
+        "tracks: 128 sectors",
+        "cluster size: 65536 bytes (64 KiB)",
+        "nb_sectors: 131072 sectors",
+        "virtual size: 67108864 bytes (64 MiB)",
+        "inuse: 0x00000000 (closed)",
+        "data_off: 128 sectors (data starts at byte 65536)",
+        "ext_off: 384 sectors (byte 196608)",
+        "allocated clusters: 2 of 1024",
+        "extension: present",
+        "    11111111-2222-3333-4444-555555555555: granularity 65536 bytes (64 KiB), 196608 dirty bytes (192 KiB), l1_size 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing line {line:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn info_v1_image() {
+    let dir = tmp();
+    let p = dir.path().join("v1.hds");
+    prlimg_ok(&[
+        "create",
+        s(&p),
+        "--size",
+        "2M",
+        "--cluster-size",
+        "64K",
+        "--v1",
+        "--data",
+        "64K:1:1",
+    ]);
+    let v = json_of(&prlimg_ok(&["info", s(&p), "--output", "json"]));
+    assert_eq!(v["variant"], "v1");
+    assert_eq!(v["magic"], "WithoutFreeSpace");
+    assert_eq!(v["bat_entries"], 32);
+    assert_eq!(v["allocated_clusters"], 1);
+    assert_eq!(v["extension"], false);
+    assert_eq!(v["ext_offset"], Value::Null);
+    // Guest cluster 1 is the only one written: the first data cluster, at 64 KiB = sector 128.
+    let bytes = fs::read(&p).unwrap();
+    assert_eq!(bytes[64 + 4..64 + 8], 128u32.to_le_bytes());
+    assert_eq!(bytes.len(), 131072);
+}
+
+// --------------------------------------------------------------------------------------- check
+
+#[test]
+fn check_clean_image_exit_0_with_statistics_and_qemu_prediction() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let out = prlimg(&["check", s(&a), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json_of(&out);
+    assert_eq!(v["result"], "clean");
+    assert_eq!(v["mode"], "strict");
+    assert_eq!(v["findings"], json!([]));
+    assert_eq!(v["rules"], json!([]));
+    assert_eq!(v["corruptions"], 0);
+    assert_eq!(v["leaks"], 0);
+    assert_eq!(v["total_clusters"], 1024);
+    assert_eq!(v["allocated_clusters"], 2);
+    assert_eq!(v["fragmented_clusters"], 0);
+    assert_eq!(v["image_end_offset"], 327680);
+    assert_eq!(v["file_size"], 327680);
+    assert_eq!(
+        v["qemu"],
+        json!({"outcome": "opens", "exit_code": 0, "message": null, "bitmaps": [UUID_A]})
+    );
+    assert_eq!(v["qemu_check"]["outcome"], "completes");
+    assert_eq!(v["ploop_loads_bitmaps"], true);
+
+    let text = stdout(&prlimg(&["check", s(&a)]));
+    assert!(text.starts_with("No errors were found on the image.\n"), "{text}");
+    assert!(text.contains("\n2/1024 = 0.20% allocated, 0.00% fragmented, 0.00% compressed clusters\n"));
+    assert!(text.contains("\nImage end offset: 327680\n"));
+}
+
+#[test]
+fn check_leak_only_exit_3() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let mut bytes = fs::read(&a).unwrap();
+    bytes.extend_from_slice(&[0x55; 4096]);
+    fs::write(&a, bytes).unwrap();
+    let out = prlimg(&["check", s(&a), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let v = json_of(&out);
+    assert_eq!(v["result"], "leaks");
+    assert_eq!(v["leaks"], 1);
+    assert_eq!(v["leaked_bytes"], 4096);
+    assert_eq!(v["image_end_offset"], 327680);
+    assert_eq!(v["file_size"], 331776);
+    assert_eq!(
+        v["findings"],
+        json!([{
+            "code": "R20",
+            "severity": "leak",
+            "location": "file @327680",
+            "where": {"kind": "file", "offset": 327680},
+            "message": "4096 bytes at 327680 after the last referenced cluster are leaked"
+        }])
+    );
+    let text = stdout(&prlimg(&["check", s(&a)]));
+    assert!(
+        text.starts_with(
+            "Leaked R20 at file @327680: 4096 bytes at 327680 after the last referenced cluster are leaked\n\n\
+             1 leak (4096 bytes) was found on the image.\nThis means waste of disk space, but no harm to data.\n"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_corruption_exit_2() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    patch(&a, 44, b"Ynot");
+    let out = prlimg(&["check", s(&a), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v = json_of(&out);
+    assert_eq!(v["result"], "corrupt");
+    assert_eq!(v["corruptions"], 1);
+    assert_eq!(v["rules"], json!(["R7"]));
+    assert_eq!(
+        v["findings"][0],
+        json!({
+            "code": "R7",
+            "severity": "corruption",
+            "location": "header.inuse @44",
+            "where": {"kind": "header", "field": "inuse", "offset": 44},
+            "message": "header inuse at byte 44 is 0x746f6e59 (\"Ynot\"): the image was not closed cleanly"
+        })
+    );
+    let text = stdout(&prlimg(&["check", s(&a)]));
+    assert!(
+        text.starts_with("ERROR R7 at header.inuse @44: header inuse at byte 44"),
+        "{text}"
+    );
+    assert!(text.contains("\n1 error was found on the image.\n"), "{text}");
+}
+
+#[test]
+fn check_unparsable_header_is_the_single_finding() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    patch(&a, 0, b"NotParallelsDisk");
+    let out = prlimg(&["check", s(&a), "--output", "json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let v = json_of(&out);
+    assert_eq!(v["rules"], json!(["R1"]));
+    assert_eq!(v["findings"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        v["findings"][0]["where"],
+        json!({"kind": "header", "field": "magic", "offset": 0})
+    );
+    assert_eq!(v["total_clusters"], Value::Null);
+    assert_eq!(v["image_end_offset"], Value::Null);
+    assert_eq!(v["qemu"]["outcome"], "rejects");
+    assert_eq!(v["qemu"]["message"], "Image not in Parallels format");
+}
+
+#[test]
+fn check_lenient_lowers_unknown_features_to_notes() {
+    // An unknown feature magic in the first record (feature #0 at byte 24 of the extension).
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let ext = 196608usize;
+    let mut bytes = fs::read(&a).unwrap();
+    bytes[ext + 24..ext + 32].copy_from_slice(&0x1234_5678u64.to_le_bytes());
+    // Keep the checksum right: MD5 of bytes 24.. of the cluster.
+    let digest = md5_of(&bytes[ext + 24..ext + 65536]);
+    bytes[ext + 8..ext + 24].copy_from_slice(&digest);
+    fs::write(&a, &bytes).unwrap();
+    let strict = prlimg(&["check", s(&a), "--output", "json"]);
+    assert_eq!(strict.status.code(), Some(2));
+    // The bitmap cluster is no longer referenced by a bitmap: it is leaked space too.
+    assert_eq!(json_of(&strict)["rules"], json!(["R29", "R20"]));
+    let lenient = prlimg(&["check", s(&a), "--output", "json", "--lenient"]);
+    let v = json_of(&lenient);
+    assert_eq!(v["mode"], "lenient");
+    assert_eq!(v["findings"][0]["severity"], "note");
+    assert_eq!(v["notes"], 1);
+    assert_eq!(v["corruptions"], 0);
+    assert_eq!(lenient.status.code(), Some(3), "{}", stdout(&lenient));
+}
+
+fn md5_of(bytes: &[u8]) -> [u8; 16] {
+    let out = Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(bytes)?;
+            c.wait_with_output()
+        })
+        .expect("md5sum");
+    let hex = &String::from_utf8(out.stdout).unwrap()[..32];
+    let mut d = [0u8; 16];
+    for (i, b) in d.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    d
+}
+
+#[test]
+fn check_missing_file_exit_1_one_line() {
+    let dir = tmp();
+    let p = dir.path().join("none.hds");
+    let out = prlimg(&["check", s(&p)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), format!("prlimg: {}: No such file or directory\n", s(&p)));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn read_commands_never_modify_the_input() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let before = fs::read(&a).unwrap();
+    let mtime = fs::metadata(&a).unwrap().modified().unwrap();
+    for args in [
+        vec!["info", s(&a)],
+        vec!["check", s(&a)],
+        vec!["bitmaps", s(&a)],
+        vec!["bitmaps", s(&a), UUID_A],
+        vec!["bitmaps", s(&a), UUID_A, "--output", "raw"],
+    ] {
+        prlimg_ok(&args);
+    }
+    assert_eq!(fs::read(&a).unwrap(), before);
+    assert_eq!(fs::metadata(&a).unwrap().modified().unwrap(), mtime);
+}
+
+// ------------------------------------------------------------------------------------- bitmaps
+
+#[test]
+fn bitmaps_list_and_extents() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let v = json_of(&prlimg_ok(&["bitmaps", s(&a), "--output", "json"]));
+    assert_eq!(
+        v,
+        json!({"filename": s(&a), "bitmaps": [{
+            "name": UUID_A, "feature": 0, "granularity": 65536, "dirty_bytes": 196608, "l1_size": 1, "error": null
+        }]})
+    );
+    // Granules 0-1 and 16 dirty; the disk ends at 64 MiB.
+    assert_eq!(
+        stdout(&prlimg_ok(&["bitmaps", s(&a), UUID_A])),
+        "         0      131072    1  dirty\n    131072      917504    0  clean\n   1048576       65536    1  dirty\n   1114112    65994752    0  clean\n"
+    );
+    assert_eq!(
+        stdout(&prlimg_ok(&["bitmaps", s(&a), UUID_A, "--output", "json"])),
+        "[\n\
+         { \"offset\": 0, \"length\": 131072, \"type\": 1, \"description\": \"dirty\"},\n\
+         { \"offset\": 131072, \"length\": 917504, \"type\": 0, \"description\": \"clean\"},\n\
+         { \"offset\": 1048576, \"length\": 65536, \"type\": 1, \"description\": \"dirty\"},\n\
+         { \"offset\": 1114112, \"length\": 65994752, \"type\": 0, \"description\": \"clean\"}\n\
+         ]\n"
+    );
+}
+
+#[test]
+fn bitmaps_raw_is_the_serialized_bitmap() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let raw = prlimg_ok(&["bitmaps", s(&a), UUID_A, "--output", "raw"]).stdout;
+    // 1024 granules: 128 bytes; granules 0 and 1 in byte 0, granule 16 is bit 0 of byte 2.
+    let mut expected = vec![0u8; 128];
+    expected[0] = 0b11;
+    expected[2] = 1;
+    assert_eq!(raw, expected);
+}
+
+#[test]
+fn bitmaps_unknown_name_exit_1() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let out = prlimg(&["bitmaps", s(&a), UUID_B]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!("prlimg: {}: no bitmap named \"{UUID_B}\"\n", s(&a))
+    );
+}
+
+/// `prlimg bitmaps NAME` against `nbdinfo --map` over `qemu-nbd -r -B NAME`, text and JSON.
+fn compare_with_nbdinfo(image: &Path, name: &str) {
+    for json in [false, true] {
+        let mut cmd = Command::new("nbdinfo");
+        if json {
+            cmd.arg("--json");
+        }
+        let theirs = cmd
+            .arg(format!("--map=qemu:dirty-bitmap:{name}"))
+            .args([
+                "--",
+                "[",
+                "qemu-nbd",
+                "-r",
+                "-f",
+                "parallels",
+                "-B",
+                name,
+                s(image),
+                "]",
+            ])
+            .output()
+            .expect("run nbdinfo");
+        assert!(
+            theirs.status.success(),
+            "nbdinfo failed: {}",
+            String::from_utf8_lossy(&theirs.stderr)
+        );
+        let ours = if json {
+            prlimg_ok(&["bitmaps", s(image), name, "--output", "json"])
+        } else {
+            prlimg_ok(&["bitmaps", s(image), name])
+        };
+        let (t, o) = (stdout(&theirs), stdout(&ours));
+        assert!(t.lines().count() >= 2, "nbdinfo printed too little: {t}");
+        for (i, (a, b)) in t.lines().zip(o.lines()).enumerate() {
+            assert_eq!(b, a, "line {i} differs (json={json})");
+        }
+        assert_eq!(o, t, "json={json}");
+    }
+}
+
+#[test]
+fn bitmaps_match_nbdinfo_line_for_line() {
+    if !nbd_tools() {
+        return;
+    }
+    let dir = tmp();
+    let a = image_a(dir.path());
+    compare_with_nbdinfo(&a, UUID_A);
+
+    // Many runs across several L1 chunks (4 KiB clusters: 32768 granules per chunk), a size that
+    // is not a multiple of the granularity, and a v1 image with two bitmaps.
+    let r = dir.path().join("r.hds");
+    prlimg_ok(&[
+        "create",
+        s(&r),
+        "--size",
+        "1000000000",
+        "--cluster-size",
+        "4K",
+        "--v1",
+        "--random-bitmap",
+        "0.4",
+        "--random-granularity",
+        "4K",
+        "--seed",
+        "9",
+        "--bitmap",
+        &format!("{UUID_B}:512:0+1,999999000+1000"),
+    ]);
+    let names: Vec<String> = json_of(&prlimg_ok(&["bitmaps", s(&r), "--output", "json"]))["bitmaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names.len(), 2);
+    for n in &names {
+        compare_with_nbdinfo(&r, n);
+    }
+}
+
+// -------------------------------------------------------------------------------------- create
+
+#[test]
+fn create_is_reproducible_by_seed() {
+    let dir = tmp();
+    let make = |name: &str, seed: &str| {
+        let p = dir.path().join(name);
+        prlimg_ok(&[
+            "create",
+            s(&p),
+            "--size",
+            "1G",
+            "--data",
+            "3M:5K:0x5a",
+            "--random-bitmap",
+            "0.2",
+            "--seed",
+            seed,
+        ]);
+        fs::read(p).unwrap()
+    };
+    let (one, again, other) = (make("1.hds", "17"), make("2.hds", "17"), make("3.hds", "18"));
+    assert_eq!(one, again);
+    assert_ne!(one, other);
+    // Density 0.2 of 16384 granules of 64 KiB: round(3276.8) = 3277 dirty granules.
+    let v = json_of(&prlimg_ok(&[
+        "bitmaps",
+        s(&dir.path().join("1.hds")),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(v["bitmaps"][0]["dirty_bytes"], 3277 * 65536);
+}
+
+#[test]
+fn create_refuses_existing_output_without_force() {
+    let dir = tmp();
+    let p = dir.path().join("x.hds");
+    fs::write(&p, b"precious").unwrap();
+    let out = prlimg(&["create", s(&p), "--size", "1M"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!("prlimg: {}: already exists (use --force to replace it)\n", s(&p))
+    );
+    assert_eq!(fs::read(&p).unwrap(), b"precious");
+    prlimg_ok(&["create", s(&p), "--size", "1M", "--force"]);
+    // 1 MiB disk, 1 MiB clusters: BAT of one entry, data area at 1 MiB, nothing allocated.
+    assert_eq!(fs::metadata(&p).unwrap().len(), 1 << 20);
+    // No temporary file is left beside it.
+    let names: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("x.hds")]);
+}
+
+#[test]
+fn create_size_suffixes() {
+    let dir = tmp();
+    for (size, virtual_size, bat_entries) in [
+        ("1.5G", 1610612736u64, 1536u64),
+        ("64g", 68719476736, 65536),
+        ("1000000", 1000448, 1),
+        ("2T", 2199023255552, 2097152),
+    ] {
+        let p = dir.path().join(format!("{size}.hds"));
+        prlimg_ok(&["create", s(&p), "--size", size]);
+        let v = json_of(&prlimg_ok(&["info", s(&p), "--output", "json"]));
+        assert_eq!(v["virtual_size"], virtual_size, "{size}");
+        assert_eq!(v["bat_entries"], bat_entries, "{size}");
+    }
+    let p = dir.path().join("bad.hds");
+    let out = prlimg(&["create", s(&p), "--size", "12X"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid size \"12X\""), "{}", stderr(&out));
+    assert!(!p.exists());
+}
+
+#[test]
+fn create_from_recipe_json_and_toml_matches_options() {
+    let dir = tmp();
+    let by_options = image_a(dir.path());
+    let json_recipe = dir.path().join("a.json");
+    fs::write(
+        &json_recipe,
+        format!(
+            r#"{{"size": 67108864, "cluster_size": 65536,
+                "data": [{{"offset": 0, "len": 102400, "byte": 170}}],
+                "bitmaps": [{{"id": "{UUID_A}", "granularity": 65536, "dirty": [[0, 131072], [1048576, 1]]}}]}}"#
+        ),
+    )
+    .unwrap();
+    let toml_recipe = dir.path().join("a.toml");
+    fs::write(
+        &toml_recipe,
+        format!(
+            "size = 67108864\ncluster_size = 65536\n\n[[data]]\noffset = 0\nlen = 102400\nbyte = 170\n\n\
+             [[bitmaps]]\nid = \"{UUID_A}\"\ngranularity = 65536\ndirty = [[0, 131072], [1048576, 1]]\n"
+        ),
+    )
+    .unwrap();
+    let expected = fs::read(&by_options).unwrap();
+    for recipe in [&json_recipe, &toml_recipe] {
+        let out = dir.path().join("from-recipe.hds");
+        prlimg_ok(&["create", s(&out), "--recipe", s(recipe), "--force"]);
+        assert_eq!(fs::read(&out).unwrap(), expected, "{}", recipe.display());
+    }
+    let bad = dir.path().join("bad.json");
+    fs::write(&bad, r#"{"size": 1, "colour": "red"}"#).unwrap();
+    let out = prlimg(&["create", s(&dir.path().join("y.hds")), "--recipe", s(&bad)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with(&format!("prlimg: {}: unknown field `colour`", s(&bad))));
+}
+
+#[test]
+fn create_rejects_impossible_images_cleanly() {
+    let dir = tmp();
+    let p = dir.path().join("c.hds");
+    let out = prlimg(&["create", s(&p), "--size", "10M", "--cluster-size", "1000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out).lines().count(), 1);
+    assert!(stderr(&out).starts_with(&format!(
+        "prlimg: {}: cannot build this image: cluster size 1000",
+        s(&p)
+    )));
+    let out = prlimg(&["create", s(&p), "--size", "1M", "--data", "1M:1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stderr(&out).contains("panicked"));
+    assert!(!p.exists());
+}
+
+// ------------------------------------------------------------------------------------- corrupt
+
+/// Base images for the defect catalogue: v2 and v1 (BAT in sectors), 4 KiB clusters, 60 MiB.
+/// Bitmap A (512-byte granules, 122880 granules, 4 L1 chunks of 32768, the last one partial)
+/// has one dirty granule in each chunk, so each chunk has its own bitmap cluster; bitmap B
+/// (64 KiB granules) has one chunk with two dirty granules. Three data writes allocate guest
+/// clusters 0, 1, 256 and 15104.
+fn defect_bases(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for (name, v1) in [("base-v2.hds", false), ("base-v1.hds", true)] {
+        let p = dir.join(name);
+        let mut args = vec![
+            "create",
+            s(&p),
+            "--size",
+            "60M",
+            "--cluster-size",
+            "4K",
+            "--data",
+            "0:8K:0x11",
+            "--data",
+            "1M:4K:0x22",
+            "--data",
+            "59M:4K:0x33",
+        ];
+        let a = format!("{UUID_A}:512:0+512,16M+512,32M+512,48M+512");
+        let b = format!("{UUID_B}:64K:64K+64K,10M+64K");
+        args.extend(["--bitmap", &a, "--bitmap", &b]);
+        if v1 {
+            args.push("--v1");
+        }
+        prlimg_ok(&args);
+        let check = prlimg(&["check", s(&p), "--output", "json"]);
+        assert_eq!(
+            check.status.code(),
+            Some(0),
+            "base {name} is not clean: {}",
+            stdout(&check)
+        );
+        assert_eq!(json_of(&check)["findings"], json!([]), "base {name}");
+        out.push(p);
+    }
+    out
+}
+
+/// The severity each rule has in the spec (`Violation::severity`), as `check`'s exit status.
+fn exit_for_rule(rule: &str) -> i32 {
+    match rule {
+        "R20" => 3,
+        "R8" | "R9" | "R10" | "R21" | "R31" | "R33" | "R42" => 0,
+        _ => 2,
+    }
+}
+
+/// Rules a defect's summary says also fire (a grown bitmap record has extra data).
+fn companions(defect: &str) -> &'static [&'static str] {
+    match defect {
+        "feature-truncated" | "missing-end-record" => &["R33"],
+        _ => &[],
+    }
+}
+
+#[test]
+fn corrupt_list_names_every_defect() {
+    let text = stdout(&prlimg_ok(&["corrupt", "--list"]));
+    let lines: Vec<&str> = text.lines().collect();
+    let defects = defects_listed();
+    assert_eq!(lines.len(), defects.len());
+    assert!(defects.len() >= 42, "{} defects", defects.len());
+    for rule in (1..=42).map(|r| format!("R{r}")) {
+        assert!(defects.iter().any(|d| d.1 == rule), "no defect for {rule}");
+    }
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("inuse-set ") && l.contains(" R7 ") && l.contains("Ynot")));
+}
+
+/// (name, rule) of every defect, from `prlimg corrupt --list`.
+fn defects_listed() -> Vec<(String, String)> {
+    stdout(&prlimg_ok(&["corrupt", "--list"]))
+        .lines()
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next().unwrap().to_string(), f.next().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn corrupt_every_defect_breaks_exactly_its_rule() {
+    let dir = tmp();
+    let bases = defect_bases(dir.path());
+    let mut failures = Vec::new();
+    for (defect, rule) in defects_listed() {
+        let out = dir.path().join(format!("{defect}.hds"));
+        let mut done = false;
+        let mut refusals = Vec::new();
+        for base in &bases {
+            let before = fs::read(base).unwrap();
+            let r = prlimg(&["corrupt", s(base), s(&out), "--defect", &defect, "--seed", "1"]);
+            assert_eq!(fs::read(base).unwrap(), before, "{defect} modified its input");
+            if r.status.code() != Some(0) {
+                assert_eq!(r.status.code(), Some(1));
+                assert!(!out.exists(), "{defect}: output left after a refusal");
+                refusals.push(stderr(&r));
+                continue;
+            }
+            done = true;
+            let check = prlimg(&["check", s(&out), "--output", "json"]);
+            let v = json_of(&check);
+            let mut expected: Vec<&str> = vec![rule.as_str()];
+            expected.extend(companions(&defect));
+            let mut found: Vec<&str> = v["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
+            found.sort_unstable();
+            expected.sort_unstable();
+            if found != expected {
+                failures.push(format!(
+                    "{defect} on {}: rules {found:?}, expected {expected:?}",
+                    base.display()
+                ));
+            }
+            let code = exit_for_rule(&rule);
+            if check.status.code() != Some(code) {
+                failures.push(format!(
+                    "{defect} on {}: exit {:?}, expected {code}",
+                    base.display(),
+                    check.status.code()
+                ));
+            }
+            fs::remove_file(&out).unwrap();
+        }
+        assert!(done, "{defect}: no base image suits it: {refusals:?}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn corrupt_is_reproducible_and_refuses_to_overwrite() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let out = dir.path().join("dup.hds");
+    prlimg_ok(&["corrupt", s(&a), s(&out), "--defect", "bat-entry-duplicate"]);
+    let first = fs::read(&out).unwrap();
+    // Refused without --force; the existing output is untouched.
+    let r = prlimg(&["corrupt", s(&a), s(&out), "--defect", "inuse-set"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        stderr(&r),
+        format!("prlimg: {}: already exists (use --force to replace it)\n", s(&out))
+    );
+    assert_eq!(fs::read(&out).unwrap(), first);
+    prlimg_ok(&["corrupt", s(&a), s(&out), "--defect", "bat-entry-duplicate", "--force"]);
+    assert_eq!(fs::read(&out).unwrap(), first);
+    // Writing over the input is refused even with --force.
+    let before = fs::read(&a).unwrap();
+    let r = prlimg(&["corrupt", s(&a), s(&a), "--defect", "inuse-set", "--force"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(fs::read(&a).unwrap(), before);
+    // Unknown defect: one line, exit 1.
+    let r = prlimg(&["corrupt", s(&a), s(&dir.path().join("n.hds")), "--defect", "no-such"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        stderr(&r),
+        "prlimg: unknown defect \"no-such\" (prlimg corrupt --list shows them)\n"
+    );
+}
+
+#[test]
+fn corrupt_copy_stays_sparse() {
+    // A 64 GiB disk with data only at its end: the BAT ends at 256 KiB, the data area starts at
+    // 1 MiB, one data cluster follows. The copy must not fill the gap after the BAT.
+    let dir = tmp();
+    let p = dir.path().join("big.hds");
+    prlimg_ok(&["create", s(&p), "--size", "64G", "--data", "63G:1:1"]);
+    let out = dir.path().join("big-bad.hds");
+    prlimg_ok(&["corrupt", s(&p), s(&out), "--defect", "inuse-set"]);
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (fs::metadata(&p).unwrap(), fs::metadata(&out).unwrap());
+    assert_eq!(a.len(), b.len());
+    assert!(
+        b.blocks() <= a.blocks() + 8,
+        "copy uses {} blocks, original {}",
+        b.blocks(),
+        a.blocks()
+    );
+    let (x, y) = (fs::read(&p).unwrap(), fs::read(&out).unwrap());
+    assert_eq!(x[..44], y[..44]);
+    assert_eq!(&y[44..48], b"Ynot");
+    assert_eq!(x[48..], y[48..]);
+}
