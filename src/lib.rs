@@ -42,6 +42,7 @@
 
 pub mod bitmap;
 pub mod builder;
+pub mod corrupt;
 pub mod error;
 pub mod extension;
 pub mod header;
