@@ -551,6 +551,19 @@ fn create_is_reproducible_by_seed() {
 }
 
 #[test]
+fn no_progress_bar_when_stderr_is_piped() {
+    // 64 MiB of data is enough for a progress bar on a terminal.
+    let dir = tmp();
+    let p = dir.path().join("big.hds");
+    let out = prlimg_ok(&["create", s(&p), "--size", "128M", "--data", "0:64M:0x77"]);
+    assert_eq!(stderr(&out), "");
+    let out = prlimg(&["check", s(&p)]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stderr(&out), "");
+    assert!(stdout(&out).contains("\n64/128 = 50.00% allocated, 0.00% fragmented, 0.00% compressed clusters\n"));
+}
+
+#[test]
 fn create_refuses_existing_output_without_force() {
     let dir = tmp();
     let p = dir.path().join("x.hds");
@@ -782,6 +795,7 @@ fn corrupt_every_defect_breaks_exactly_its_rule() {
                     check.status.code()
                 ));
             }
+            read_everything(&out);
             fs::remove_file(&out).unwrap();
         }
         assert!(done, "{defect}: no base image suits it: {refusals:?}");
@@ -842,4 +856,93 @@ fn corrupt_copy_stays_sparse() {
     assert_eq!(x[..44], y[..44]);
     assert_eq!(&y[44..48], b"Ynot");
     assert_eq!(x[48..], y[48..]);
+}
+
+/// Runs every read command on `path`; none may panic, each exits 0-3 with at most one line on
+/// stderr.
+fn read_everything(path: &Path) {
+    let mut runs = vec![
+        prlimg(&["info", s(path)]),
+        prlimg(&["info", s(path), "--output", "json"]),
+        prlimg(&["check", s(path)]),
+        prlimg(&["check", s(path), "--lenient"]),
+    ];
+    let list = prlimg(&["bitmaps", s(path), "--output", "json"]);
+    if list.status.success() {
+        for b in json_of(&list)["bitmaps"].as_array().unwrap() {
+            let name = b["name"].as_str().unwrap();
+            for format in ["human", "json", "raw"] {
+                runs.push(prlimg(&["bitmaps", s(path), name, "--output", format]));
+            }
+        }
+    }
+    runs.push(list);
+    for r in runs {
+        let err = stderr(&r);
+        assert!(
+            matches!(r.status.code(), Some(0..=3)),
+            "{}: {:?} {err}",
+            path.display(),
+            r.status
+        );
+        assert!(
+            !err.contains("panicked") && err.lines().count() <= 1,
+            "{}: {err}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn hostile_files_give_one_line_errors() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let whole = fs::read(&a).unwrap();
+    let mut noise = vec![0u8; 70000];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let mut noisy_header = whole.clone();
+    noisy_header[..16].copy_from_slice(b"WithouFreSpacExt");
+    noisy_header[64..64 + 4096].copy_from_slice(&noise[..4096]);
+    for (name, bytes) in [
+        ("empty", Vec::new()),
+        ("noise", noise),
+        ("short", whole[..30].to_vec()),
+        ("cut", whole[..200000].to_vec()),
+        ("noisy-bat", noisy_header),
+    ] {
+        let p = dir.path().join(name);
+        fs::write(&p, bytes).unwrap();
+        read_everything(&p);
+    }
+    let empty = dir.path().join("empty");
+    let out = prlimg(&["info", s(&empty)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with(&format!("prlimg: {}: header magic at byte 0 is", s(&empty))));
+}
+
+#[test]
+fn closed_pipe_is_not_a_panic() {
+    let dir = tmp();
+    let p = dir.path().join("r.hds");
+    prlimg_ok(&["create", s(&p), "--size", "1T", "--random-bitmap", "0.5"]);
+    let name = json_of(&prlimg_ok(&["bitmaps", s(&p), "--output", "json"]))["bitmaps"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut child = Command::new(BIN)
+        .args(["bitmaps", s(&p), &name])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "");
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use parallels_image::{Bitmap, FileSource, Image};
 use serde::Serialize;
 
-use crate::output::{human_bytes, io_reason, print_json, Failure};
+use crate::output::{emit, human_bytes, print_json, Failure};
 use crate::Outcome;
 
 /// `--output` for `bitmaps`.
@@ -121,11 +121,7 @@ pub fn run(args: &Args) -> Outcome {
                 filename: path.display().to_string(),
                 bitmaps,
             })?,
-            BitmapFormat::Human => {
-                for b in &bitmaps {
-                    println!("{}", b.human());
-                }
-            }
+            BitmapFormat::Human => emit(&bitmaps.iter().map(|b| b.human() + "\n").collect::<String>())?,
             BitmapFormat::Raw => return Err(Failure::plain("--output raw needs a bitmap NAME")),
         }
         return Ok(0);
@@ -144,14 +140,12 @@ pub fn run(args: &Args) -> Outcome {
         BitmapFormat::Human | BitmapFormat::Json => {
             write_map(&image, &bitmap, args.output == BitmapFormat::Json, &mut out).map_err(|e| match e {
                 MapError::Image(e) => Failure::lib(path, &e),
-                MapError::Out(e) => Failure::at(std::path::Path::new("stdout"), io_reason(&e)),
+                MapError::Out(e) => Failure::stdout(&e),
             })?;
             Ok(())
         }
     };
-    written
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::at(std::path::Path::new("stdout"), io_reason(&e)))?;
+    written.and_then(|()| out.flush()).map_err(|e| Failure::stdout(&e))?;
     Ok(0)
 }
 

@@ -7,7 +7,8 @@ use parallels_image::qemu::{self, QemuCheck, QemuOutcome};
 use parallels_image::{Error, FileSource, Finding, Image, Mode, Severity, Violation};
 use serde::Serialize;
 
-use crate::output::{print_json, progress, spinner, Failure, Format, JsonLocation};
+use crate::outln;
+use crate::output::{emit, print_json, progress, spinner, Failure, Format, JsonLocation};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -248,7 +249,7 @@ pub fn run(args: &Args) -> Outcome {
     };
     match args.output {
         Format::Json => print_json(&report)?,
-        Format::Human => print_human(&report),
+        Format::Human => emit(&print_human(&report))?,
     }
     Ok(code)
 }
@@ -271,18 +272,21 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-fn print_human(r: &Report) {
+fn print_human(r: &Report) -> String {
+    let mut out = String::new();
     for f in &r.findings {
-        println!("{} {} at {}: {}", tag(f.severity), f.code, f.location, f.message);
+        outln!(out, "{} {} at {}: {}", tag(f.severity), f.code, f.location, f.message);
     }
     if r.corruptions > 0 {
-        println!(
+        outln!(
+            out,
             "\n{} found on the image.\nData may be corrupted, or further writes to the image may corrupt it.",
             plural(r.corruptions, "error was", "errors were")
         );
     }
     if r.leaks > 0 {
-        println!(
+        outln!(
+            out,
             "\n{} ({} bytes) {} found on the image.\nThis means waste of disk space, but no harm to data.",
             plural(r.leaks, "leak", "leaks"),
             r.leaked_bytes,
@@ -290,10 +294,11 @@ fn print_human(r: &Report) {
         );
     }
     if r.corruptions == 0 && r.leaks == 0 {
-        println!("No errors were found on the image.");
+        outln!(out, "No errors were found on the image.");
     }
     if r.non_canonical > 0 || r.notes > 0 {
-        println!(
+        outln!(
+            out,
             "{} and {} (the image is still valid).",
             plural(r.non_canonical, "non-canonical finding", "non-canonical findings"),
             plural(r.notes, "note", "notes")
@@ -301,7 +306,8 @@ fn print_human(r: &Report) {
     }
     if let (Some(total), Some(alloc), Some(frag)) = (r.total_clusters, r.allocated_clusters, r.fragmented_clusters) {
         if total != 0 && alloc != 0 {
-            println!(
+            outln!(
+                out,
                 "{alloc}/{total} = {:.2}% allocated, {:.2}% fragmented, 0.00% compressed clusters",
                 alloc as f64 * 100.0 / total as f64,
                 frag as f64 * 100.0 / alloc as f64
@@ -309,31 +315,37 @@ fn print_human(r: &Report) {
         }
     }
     if let Some(end) = r.image_end_offset {
-        println!("Image end offset: {end}");
+        outln!(out, "Image end offset: {end}");
     }
     let message = r.qemu.message.as_deref().unwrap_or("");
     match r.qemu.outcome {
-        "opens" if r.qemu.bitmaps.is_empty() => println!("QEMU 10: opens the image"),
-        "opens" => println!("QEMU 10: opens the image with bitmaps {}", r.qemu.bitmaps.join(", ")),
-        "rejects" => println!("QEMU 10: rejects the image: {message}"),
-        "aborts" => println!("QEMU 10: aborts: {message}"),
-        _ => println!("QEMU 10: undefined behaviour: {message}"),
+        "opens" if r.qemu.bitmaps.is_empty() => outln!(out, "QEMU 10: opens the image"),
+        "opens" => outln!(
+            out,
+            "QEMU 10: opens the image with bitmaps {}",
+            r.qemu.bitmaps.join(", ")
+        ),
+        "rejects" => outln!(out, "QEMU 10: rejects the image: {message}"),
+        "aborts" => outln!(out, "QEMU 10: aborts: {message}"),
+        _ => outln!(out, "QEMU 10: undefined behaviour: {message}"),
     }
     let c = &r.qemu_check;
     match (c.outcome, c.exit_code) {
-        ("completes", Some(code)) => println!(
+        ("completes", Some(code)) => outln!(
+            out,
             "qemu-img check: exit {code} ({} corruptions, {} leaked clusters)",
             c.corruptions.unwrap_or(0),
             c.leaks.unwrap_or(0)
         ),
-        ("open-fails", _) => println!("qemu-img check: cannot open the image"),
-        ("fails", _) => println!("qemu-img check: fails (Device or resource busy)"),
-        (_, Some(code)) => println!("qemu-img check: aborts (exit {code})"),
-        _ => println!("qemu-img check: unpredictable"),
+        ("open-fails", _) => outln!(out, "qemu-img check: cannot open the image"),
+        ("fails", _) => outln!(out, "qemu-img check: fails (Device or resource busy)"),
+        (_, Some(code)) => outln!(out, "qemu-img check: aborts (exit {code})"),
+        _ => outln!(out, "qemu-img check: unpredictable"),
     }
     match r.ploop_loads_bitmaps {
-        Some(true) => println!("ploop: loads the bitmaps"),
-        Some(false) => println!("ploop: does not load the bitmaps"),
+        Some(true) => outln!(out, "ploop: loads the bitmaps"),
+        Some(false) => outln!(out, "ploop: does not load the bitmaps"),
         None => {}
     }
+    out
 }

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use parallels_image::corrupt::{catalogue, plan};
 use parallels_image::{Error, FileSource, Image};
 
-use crate::output::{progress, Failure};
+use crate::outln;
+use crate::output::{emit, progress, Failure};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -38,9 +39,11 @@ pub struct Args {
 pub fn run(args: &Args) -> Outcome {
     if args.list {
         let width = catalogue().iter().map(|d| d.name.len()).max().unwrap_or(0);
+        let mut out = String::new();
         for d in catalogue() {
-            println!("{:width$}  {:<4}  {}", d.name, d.rule, d.summary);
+            outln!(out, "{:width$}  {:<4}  {}", d.name, d.rule, d.summary);
         }
+        emit(&out)?;
         return Ok(0);
     }
     let (Some(input), Some(output), Some(defect)) = (&args.input, &args.output, &args.defect) else {

@@ -7,7 +7,8 @@ use parallels_image::{FileSource, Image, Variant};
 use serde::Serialize;
 
 use crate::bitmaps::{summarize, BitmapSummary};
-use crate::output::{human_bytes, print_json, Failure, Format};
+use crate::outln;
+use crate::output::{emit, human_bytes, print_json, Failure, Format};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -117,54 +118,60 @@ pub fn run(args: &Args) -> Outcome {
     let info = gather(&image, path.display().to_string());
     match args.output {
         Format::Json => print_json(&info)?,
-        Format::Human => print_human(&info, image.header().raw.inuse.get()),
+        Format::Human => emit(&print_human(&info, image.header().raw.inuse.get()))?,
     }
     Ok(0)
 }
 
-fn print_human(i: &Info, inuse: u32) {
-    println!("image: {}", i.filename);
-    println!("file format: {}", i.format);
-    println!("file size: {} bytes ({})", i.file_size, human_bytes(i.file_size));
-    println!("magic: {} ({})", i.magic, i.variant);
-    println!("version: {}", i.version);
-    println!("heads: {}", i.heads);
-    println!("cylinders: {}", i.cylinders);
-    println!("tracks: {} sectors", i.tracks);
-    println!(
+fn print_human(i: &Info, inuse: u32) -> String {
+    let mut out = String::new();
+    outln!(out, "image: {}", i.filename);
+    outln!(out, "file format: {}", i.format);
+    outln!(out, "file size: {} bytes ({})", i.file_size, human_bytes(i.file_size));
+    outln!(out, "magic: {} ({})", i.magic, i.variant);
+    outln!(out, "version: {}", i.version);
+    outln!(out, "heads: {}", i.heads);
+    outln!(out, "cylinders: {}", i.cylinders);
+    outln!(out, "tracks: {} sectors", i.tracks);
+    outln!(
+        out,
         "cluster size: {} bytes ({})",
         i.cluster_size,
         human_bytes(i.cluster_size)
     );
-    println!("bat_entries: {}", i.bat_entries);
-    println!("nb_sectors: {} sectors", i.nb_sectors);
-    println!(
+    outln!(out, "bat_entries: {}", i.bat_entries);
+    outln!(out, "nb_sectors: {} sectors", i.nb_sectors);
+    outln!(
+        out,
         "virtual size: {} bytes ({})",
         i.virtual_size,
         human_bytes(i.virtual_size)
     );
-    println!("inuse: {:#010x} ({})", i.inuse, inuse_state(inuse).1);
-    println!(
+    outln!(out, "inuse: {:#010x} ({})", i.inuse, inuse_state(inuse).1);
+    outln!(
+        out,
         "data_off: {} sectors (data starts at byte {})",
-        i.data_off, i.data_offset
+        i.data_off,
+        i.data_offset
     );
     if i.flag_names.is_empty() {
-        println!("flags: {:#010x}", i.flags);
+        outln!(out, "flags: {:#010x}", i.flags);
     } else {
-        println!("flags: {:#010x} ({})", i.flags, i.flag_names.join(", "));
+        outln!(out, "flags: {:#010x} ({})", i.flags, i.flag_names.join(", "));
     }
     match i.ext_offset {
-        Some(b) => println!("ext_off: {} sectors (byte {b})", i.ext_off),
-        None => println!("ext_off: 0 (no extension)"),
+        Some(b) => outln!(out, "ext_off: {} sectors (byte {b})", i.ext_off),
+        None => outln!(out, "ext_off: 0 (no extension)"),
     }
-    println!("allocated clusters: {} of {}", i.allocated_clusters, i.bat_entries);
-    println!("extension: {}", if i.extension { "present" } else { "absent" });
+    outln!(out, "allocated clusters: {} of {}", i.allocated_clusters, i.bat_entries);
+    outln!(out, "extension: {}", if i.extension { "present" } else { "absent" });
     if i.bitmaps.is_empty() {
-        println!("bitmaps: none");
+        outln!(out, "bitmaps: none");
     } else {
-        println!("bitmaps:");
+        outln!(out, "bitmaps:");
         for b in &i.bitmaps {
-            println!("    {}", b.human());
+            outln!(out, "    {}", b.human());
         }
     }
+    out
 }

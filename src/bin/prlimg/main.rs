@@ -61,7 +61,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
-            eprintln!("{f}");
+            if !f.reason.is_empty() {
+                eprintln!("{f}");
+            }
             ExitCode::from(f.code)
         }
     }

@@ -1,7 +1,7 @@
 //! Shared output helpers: the `--output` formats, failures, progress bars and number formatting.
 
 use std::fmt;
-use std::io::{self, IsTerminal};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,6 +59,19 @@ impl Failure {
         Self::at(path, io_reason(e))
     }
 
+    /// A failed write to stdout; silent when the reader went away.
+    pub fn stdout(e: &io::Error) -> Self {
+        Failure {
+            path: None,
+            reason: if e.kind() == io::ErrorKind::BrokenPipe {
+                String::new()
+            } else {
+                format!("stdout: {}", io_reason(e))
+            },
+            code: 1,
+        }
+    }
+
     /// A library error on `path`.
     pub fn lib(path: &Path, e: &Error) -> Self {
         match e {
@@ -80,8 +93,28 @@ pub fn io_reason(e: &io::Error) -> String {
 /// Writes `value` as pretty JSON and a newline to stdout.
 pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Failure::plain(format!("JSON: {e}")))?;
-    println!("{text}");
-    Ok(())
+    emit(&(text + "\n"))
+}
+
+/// Writes `text` to stdout. A closed pipe (`prlimg ... | head`) ends the program quietly
+/// with status 1 rather than with a panic.
+pub fn emit(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::stdout(&e))
+}
+
+/// Appends a formatted line to a `String` (formatting into a `String` cannot fail).
+#[macro_export]
+macro_rules! outln {
+    ($out:expr) => {{
+        $out.push('\n');
+    }};
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
 }
 
 /// A progress bar of `len` units on stderr, or a hidden one when stderr is not a terminal.
