@@ -5,4 +5,5 @@
 
 mod harness;
 
+mod bitmaps;
 mod ours_in_qemu;
