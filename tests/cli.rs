@@ -655,6 +655,13 @@ fn create_rejects_impossible_images_cleanly() {
         "prlimg: {}: cannot build this image: cluster size 1000",
         s(&p)
     )));
+    let nowhere = dir.path().join("no-such-dir").join("x.hds");
+    let out = prlimg(&["create", s(&nowhere), "--size", "1M"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!("prlimg: {}: No such file or directory\n", s(&nowhere))
+    );
     let out = prlimg(&["create", s(&p), "--size", "1M", "--data", "1M:1:1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(!stderr(&out).contains("panicked"));

@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Build from a recipe (.json or .toml) instead of the options above.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["size", "v1", "data", "bitmap", "random_bitmap"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["size", "cluster_size", "v1", "data", "bitmap", "random_bitmap"])]
     recipe: Option<PathBuf>,
     /// Replace OUT if it exists.
     #[arg(long)]

@@ -81,12 +81,13 @@ impl Failure {
     }
 }
 
-/// The message of an I/O error without Rust's " (os error N)" suffix.
+/// The message of an I/O error without Rust's " (os error N)" and what follows it (the
+/// temporary file's name, for a failure inside an output's folder).
 pub fn io_reason(e: &io::Error) -> String {
     let s = e.to_string();
-    match s.rfind(" (os error ") {
-        Some(i) if s.ends_with(')') => s[..i].to_string(),
-        _ => s,
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
     }
 }
 
@@ -202,6 +203,8 @@ mod tests {
         assert_eq!(io_reason(&e), "No such file or directory");
         let e = io::Error::other("plain");
         assert_eq!(io_reason(&e), "plain");
+        let e = io::Error::other("No such file or directory (os error 2) at path \"/x/.prlimg-1.tmp\"");
+        assert_eq!(io_reason(&e), "No such file or directory");
     }
 
     #[test]
