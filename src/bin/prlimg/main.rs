@@ -20,7 +20,7 @@ use output::Failure;
 
 /// Parallels disk image (.hds/.hdd) tool: info, conformance check, dirty bitmaps, test images.
 #[derive(Parser, Debug)]
-#[command(name = "prlimg", version, about, long_about = None)]
+#[command(name = "prlimg", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
