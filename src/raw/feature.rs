@@ -123,6 +123,11 @@ impl BinRead for FeatureBody {
         (header,): Self::Args<'_>,
     ) -> BinResult<Self> {
         let size = header.data_size.get();
+        if header.magic.get() == FEATURE_END {
+            // The list ends at the end record's magic (as for QEMU and the walk): its other
+            // fields are not read, and it has no data.
+            return Ok(FeatureBody::Opaque(Vec::new()));
+        }
         if header.magic.get() == FEATURE_DIRTY_BITMAP && header.flags.get() == 0 {
             let bitmap = DirtyBitmapFeature::read_options(reader, endian, (size,))?;
             Ok(FeatureBody::DirtyBitmap(bitmap))
