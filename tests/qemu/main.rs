@@ -6,4 +6,6 @@
 mod harness;
 
 mod bitmaps;
+mod catalogue;
 mod ours_in_qemu;
+mod verdicts;
