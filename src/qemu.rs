@@ -527,6 +527,8 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
     for e in image.bat() {
         let off = u64::from(e.get()) * mult * 512;
         if off == 0 || off + cs > image_end {
+            // An unallocated or skipped entry breaks the run: the next one is not fragmented.
+            prev = None;
             continue;
         }
         c.allocated_clusters += 1;

@@ -1036,3 +1036,15 @@ pub fn cases() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 pub fn huge_bat_case() -> Vec<u8> {
     v2().set(F::BatEntries, 536_869_872).0
 }
+
+/// Cases found by `props::mutated_images_predicted_exactly` where the prediction was wrong,
+/// kept after `src/qemu.rs` was fixed: `(name, image)`.
+pub fn regressions() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        // QEMU counts fragmentation only between neighbouring allocated entries: the gap at
+        // BAT[1] resets it, so cluster 2 -> cluster 1 is not fragmented.
+        ("regr_fragment_gap", v2().resize(3 * CL).bat(0, 2).bat(2, 1).0),
+        // Neighbours out of order are.
+        ("regr_fragment_neighbours", v2().resize(3 * CL).bat(0, 2).bat(1, 1).0),
+    ]
+}

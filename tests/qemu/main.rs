@@ -8,4 +8,5 @@ mod harness;
 mod bitmaps;
 mod catalogue;
 mod ours_in_qemu;
+mod props;
 mod verdicts;

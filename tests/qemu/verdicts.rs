@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use parallels_image::qemu::{self, QemuCheck, QemuOutcome, ABORT_EMPTY_DISK, ABORT_GRANULARITY};
 
-use crate::catalogue::{cases, huge_bat_case};
+use crate::catalogue::{cases, huge_bat_case, regressions};
 use crate::harness::{self, compare_with_qemu, Img};
 
 /// The open rule of RESULTS.md / spec/qemu.md that a predicted `info` outcome comes from
@@ -226,4 +226,25 @@ fn catalogue_covers_every_rule() {
     assert_eq!(rules, all_rules);
     let all_steps: BTreeSet<&str> = ["C1", "C2", "C3", "C4", "C5", "C5-fail", "C5-abort"].into();
     assert_eq!(steps, all_steps);
+}
+
+/// Mismatches the property test found, fixed in `src/qemu.rs` and kept.
+#[test]
+fn regressions_found_by_props() {
+    let frag = |b: &[u8]| match qemu::predict(&b).unwrap().check {
+        QemuCheck::Completes(c) => (c.allocated_clusters, c.fragmented_clusters),
+        other => panic!("{other:?}"),
+    };
+    let r = regressions();
+    assert_eq!(frag(&r[0].1), (2, 0));
+    assert_eq!(frag(&r[1].1), (2, 1));
+    if !harness::have("regressions_found_by_props", &["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in r {
+        let img = Img::write(dir.path(), &format!("{name}.hds"), bytes);
+        let problems = compare_with_qemu(&img);
+        assert!(problems.is_empty(), "{name}: {problems:#?}");
+    }
 }
