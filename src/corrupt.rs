@@ -292,6 +292,7 @@ struct Work<'i, 's> {
     len: u64,
     head: [u8; 64],
     bat: Vec<u32>,
+    /// The extension cluster, copied on the first edit.
     ext: Option<ExtState>,
     /// Other regions to write, as their whole new contents.
     blobs: Vec<(u64, Vec<u8>)>,
@@ -326,14 +327,6 @@ impl<'i, 's> Work<'i, 's> {
         let mut head = [0u8; 64];
         head.copy_from_slice(zerocopy::IntoBytes::as_bytes(&h.raw));
         let bat = image.bat().iter().map(|e| e.get()).collect();
-        let ext = image.extension().map(|e| {
-            let mut bytes = e.bytes().to_vec();
-            bytes.resize(cs as usize, 0);
-            ExtState {
-                offset: e.file_offset,
-                bytes,
-            }
-        });
         Ok(Work {
             image,
             name,
@@ -342,7 +335,7 @@ impl<'i, 's> Work<'i, 's> {
             len: image.file_len(),
             head,
             bat,
-            ext,
+            ext: None,
             blobs: Vec::new(),
             rehash: true,
             trim: true,
@@ -363,6 +356,25 @@ impl<'i, 's> Work<'i, 's> {
 
     fn data_start(&self) -> u64 {
         self.h.data_start()
+    }
+
+    /// Where the cluster grid starts: clusters sit at multiples of the cluster size from here
+    /// (byte 0 for v2; for v1 the data area start, which may be any sector).
+    fn grid_base(&self) -> u64 {
+        match self.h.variant {
+            Variant::V1 => self.data_start() % self.cs,
+            Variant::V2 => 0,
+        }
+    }
+
+    fn on_grid(&self, off: u64) -> bool {
+        off >= self.grid_base() && (off - self.grid_base()) % self.cs == 0
+    }
+
+    /// The first grid position at or after `at`.
+    fn next_slot(&self, at: u64) -> u64 {
+        let base = self.grid_base();
+        base + at.saturating_sub(base).next_multiple_of(self.cs)
     }
 
     /// BAT value for a cluster at byte `off`, if it fits.
@@ -400,17 +412,26 @@ impl<'i, 's> Work<'i, 's> {
 
     /// Appends a cluster at the next cluster boundary of the file, plus `skew` bytes.
     fn append(&mut self, bytes: Vec<u8>, skew: u64) -> u64 {
-        let off = self.len.next_multiple_of(self.cs) + skew;
+        let off = self.next_slot(self.len) + skew;
         self.len = off + self.cs;
         self.blobs.push((off, bytes));
         off
     }
 
+    /// The extension cluster for editing. It is copied only when a defect edits it, and only if
+    /// the whole cluster is in the file (so the copy is never larger than the input).
     fn ext(&mut self) -> Result<&mut ExtState> {
         if self.ext.is_none() {
-            return self.needs("a Format Extension cluster");
+            let e = self.ext_orig()?;
+            if (e.bytes().len() as u64) < self.cs {
+                return self.needs("an extension cluster inside the file");
+            }
+            self.ext = Some(ExtState {
+                offset: e.file_offset,
+                bytes: e.bytes().to_vec(),
+            });
         }
-        Ok(self.ext.as_mut().expect("checked"))
+        Ok(self.ext.as_mut().expect("set above"))
     }
 
     fn ext_orig(&self) -> Result<&'i Extension<'s>> {
@@ -421,9 +442,9 @@ impl<'i, 's> Work<'i, 's> {
     }
 
     /// Feature records of the input (complete ones: before the end of the list).
-    fn records(&self) -> Result<Vec<Rec>> {
+    fn records(&mut self) -> Result<Vec<Rec>> {
         let ext = self.ext_orig()?;
-        let bytes = &self.ext.as_ref().expect("extension").bytes;
+        let bytes = &self.ext()?.bytes;
         Ok(ext
             .features
             .iter()
@@ -575,7 +596,8 @@ impl<'i, 's> Work<'i, 's> {
             }
             "data-off-inside-bat" => self.data_off_inside_bat()?,
             "data-off-past-eof" => {
-                let ds = self.len.next_multiple_of(cs) + cs;
+                // On the same grid, so that extension and bitmap clusters stay aligned.
+                let ds = self.next_slot(self.len) + cs;
                 self.set_data_start(ds)?;
                 self.bat.iter_mut().for_each(|e| *e = 0);
             }
@@ -603,12 +625,7 @@ impl<'i, 's> Work<'i, 's> {
             }
             "bat-entry-past-eof" => {
                 let i = pick(&self.redirect_candidates()?, seed);
-                let off = if v1 {
-                    let ds = self.data_start();
-                    ds + self.len.saturating_sub(ds).next_multiple_of(cs)
-                } else {
-                    self.len.next_multiple_of(cs)
-                };
+                let off = self.next_slot(self.len);
                 self.bat[i] = self.bat_value(off)?;
             }
             "bat-entry-duplicate" => {
@@ -651,7 +668,7 @@ impl<'i, 's> Work<'i, 's> {
             "ext-overlap-data" => {
                 let off = self.ext_orig()?.file_offset;
                 let ds = self.data_start();
-                let fits = off >= ds && (!v1 || (off - ds) % cs == 0) && (v1 || off % cs == 0);
+                let fits = off >= ds && self.on_grid(off);
                 self.require(fits, "an extension cluster on the grid of the data clusters")?;
                 let i = pick(&self.redirect_candidates()?, seed);
                 self.bat[i] = self.bat_value(off)?;
@@ -673,10 +690,12 @@ impl<'i, 's> Work<'i, 's> {
                 };
                 let at = *Self::positions(&recs).last().expect("one record");
                 let last = recs.last_mut().expect("one record");
-                let size = target - at - FEATURE_HEADER_SIZE;
-                if size < last.data.len() {
+                let Some(size) = target
+                    .checked_sub(at + FEATURE_HEADER_SIZE)
+                    .filter(|&n| n >= last.data.len())
+                else {
                     return self.needs("room in the extension cluster");
-                }
+                };
                 last.data.resize(size, 0);
                 self.encode(recs, false)?;
             }
@@ -779,8 +798,11 @@ impl<'i, 's> Work<'i, 's> {
                     put32(data, at, 0);
                     data.truncate(BITMAP_HEADER_SIZE);
                 } else {
-                    put32(data, at, l1 + 1);
                     let end = BITMAP_HEADER_SIZE + 8 * l1 as usize;
+                    if l1 == u32::MAX || end > data.len() {
+                        return self.needs("a bitmap record that holds its whole L1 table");
+                    }
+                    put32(data, at, l1 + 1);
                     data.splice(end..end, [0u8; 8]);
                 }
                 self.encode(recs, true)?;
@@ -821,7 +843,7 @@ impl<'i, 's> Work<'i, 's> {
                     return self.needs("an L1 entry");
                 }
                 let (b, i) = pick(&all, seed);
-                let off = self.len.next_multiple_of(cs);
+                let off = self.next_slot(self.len);
                 self.set_l1(&bms[b], i, off / SECTOR_SIZE)?;
             }
             "l1-entry-overlap-bat" | "l1-entry-overlap-ext" | "l1-entry-overlap-data" | "l1-entry-overlap-l1" => {
@@ -878,7 +900,12 @@ impl<'i, 's> Work<'i, 's> {
         if ds >= cs + SECTOR_SIZE && ds - cs < min {
             return self.set_data_start(ds - cs);
         }
-        // Grow the BAT by one entry into the first cluster of the data area.
+        self.require(ds >= 64 && ds <= self.len, "a data area inside the file")?;
+        // Grow the BAT by one entry into the first cluster of the data area. A v1 data_off of 0
+        // (the end of the BAT) is made explicit first, so that the data area stays put.
+        if get32(&self.head, H_DATA_OFF) == 0 {
+            self.set_data_start(ds)?;
+        }
         let entries = (ds - 64) / 4 + 1;
         self.require(
             ds % 4 == 0 && entries <= u64::from(MAX_BAT_ENTRIES),
@@ -902,7 +929,7 @@ impl<'i, 's> Work<'i, 's> {
     /// and points `ext_off` at the copy.
     fn move_ext(&mut self, skew: u64) -> Result<()> {
         let bytes = self.ext()?.bytes.clone();
-        let to = self.len.next_multiple_of(self.cs) + skew;
+        let to = self.next_slot(self.len) + skew;
         self.len = to + self.cs;
         let ext = self.ext.as_mut().expect("checked");
         ext.offset = to;
@@ -921,18 +948,28 @@ impl<'i, 's> Work<'i, 's> {
         let (b, i) = pick(&cands, seed);
         let target = match self.name {
             "l1-entry-overlap-bat" => {
-                self.require(cs < self.h.bat_end(), "a BAT that spans more than one cluster")?;
-                cs
+                // The last grid position inside the BAT that is not a marker (sector 0 or 1).
+                let (base, end) = (self.grid_base(), self.h.bat_end());
+                let off = (end > base).then(|| base + (end - 1 - base) / cs * cs);
+                match off {
+                    Some(off) if off >= 2 * SECTOR_SIZE => off,
+                    _ => return self.needs("a cluster of the grid inside the BAT (a BAT longer than a cluster)"),
+                }
             }
             "l1-entry-overlap-ext" => {
                 let off = self.ext_orig()?.file_offset;
-                self.require(off % cs == 0, "a cluster-aligned extension cluster")?;
+                self.require(self.on_grid(off), "an extension cluster on the cluster grid")?;
                 off
             }
             "l1-entry-overlap-data" => {
-                let data: Vec<u64> = self.allocated().iter().map(|a| a.1).filter(|o| o % cs == 0).collect();
+                let data: Vec<u64> = self
+                    .allocated()
+                    .iter()
+                    .map(|a| a.1)
+                    .filter(|&o| self.on_grid(o))
+                    .collect();
                 if data.is_empty() {
-                    return self.needs("a cluster-aligned data cluster");
+                    return self.needs("a data cluster on the cluster grid");
                 }
                 pick(&data, seed)
             }
@@ -949,7 +986,7 @@ impl<'i, 's> Work<'i, 's> {
                     })
                     .filter(|&e| {
                         e.checked_mul(SECTOR_SIZE)
-                            .is_some_and(|o| o % cs == 0 && o + cs <= self.len)
+                            .is_some_and(|o| self.on_grid(o) && o + cs <= self.len)
                     })
                     .collect();
                 if others.is_empty() {
@@ -1012,14 +1049,20 @@ impl<'i, 's> Work<'i, 's> {
         let mut high = ds.min(len).max(h.bat_end().min(len));
         for &e in self.bat.iter().take(h.bat_entries as usize) {
             if let Some(off) = h.bat_entry_offset(e) {
-                if off + cs <= len && off >= base && (off - base) % cs == 0 {
-                    high = high.max(off + cs);
+                // A cluster cut short by the end of the file still counts (R18 flags it).
+                if off < len && off >= base && (off - base) % cs == 0 {
+                    high = high.max((off + cs).min(len));
                 }
             }
         }
-        if let (Some(off), Some(ext)) = (h.ext_offset(), &self.ext) {
+        if let Some(off) = h.ext_offset() {
             high = high.max((off + cs).min(len));
-            let walk = Extension::walk(off, cs, Cow::Borrowed(&ext.bytes[..]));
+            let bytes = match (&self.ext, self.image.extension()) {
+                (Some(e), _) => &e.bytes[..],
+                (None, Some(e)) => e.bytes(),
+                (None, None) => &[],
+            };
+            let walk = Extension::walk(off, cs, Cow::Borrowed(bytes));
             for f in &walk.features {
                 let size = f.header.data_size.get() as usize;
                 if f.header.magic.get() != FEATURE_DIRTY_BITMAP
@@ -1034,8 +1077,8 @@ impl<'i, 's> Work<'i, 's> {
                 for i in 0..n {
                     let e = get64(data, BITMAP_HEADER_SIZE + 8 * i);
                     if let Some(o) = e.checked_mul(SECTOR_SIZE).filter(|_| e > L1_DIRTY) {
-                        if o.saturating_add(cs) <= len {
-                            high = high.max(o + cs);
+                        if o < len {
+                            high = high.max(o.saturating_add(cs).min(len));
                         }
                     }
                 }

@@ -144,6 +144,72 @@ fn v1_rich() -> Base {
     }
 }
 
+/// v1 with the data area right after the BAT (byte 19456, so the cluster grid is off the
+/// multiples of the cluster size), data in three clusters, the bitmaps of [`v1_rich`].
+fn v1_compact_bitmaps() -> Base {
+    let size = 300 * MIB + 512;
+    let bytes = check(
+        ImageBuilder::new(size)
+            .variant(Variant::V1)
+            .cluster_size(CS)
+            .compact_v1(true)
+            .data(0, Data::Fill { len: 512, byte: 0x44 })
+            .data(7 * CS, Data::Fill { len: CS, byte: 0x55 })
+            .data(size - 512, Data::Fill { len: 512, byte: 0x66 })
+            .bitmap(BitmapSpec {
+                id: [0xc3; 16],
+                granularity: 512,
+                extents: vec![(MIB, 4096), (280 * MIB, 8192)],
+            })
+            .bitmap(BitmapSpec {
+                id: [0xd4; 16],
+                granularity: 4096,
+                extents: vec![(0, 4096), (299 * MIB, MIB)],
+            }),
+    );
+    assert_eq!(Image::parse(&bytes).unwrap().header().data_start(), 19456);
+    Base {
+        name: "v1-compact-bitmaps",
+        bytes,
+        // No cluster of the grid (19456 + k * 64 KiB) lies inside the BAT (which ends at 19268).
+        unsuitable: &["data-off-zero", "data-off-unaligned", "l1-entry-overlap-bat"],
+    }
+}
+
+/// v2 with 4 KiB clusters (a BAT of 11 clusters), data in four clusters, two bitmaps: one with
+/// 512-byte granules in three chunks (mixed, all dirty, partial mixed), one with 64 KiB granules.
+fn v2_small_clusters() -> Base {
+    let size = 40 * MIB + 512;
+    let bytes = check(
+        ImageBuilder::new(size)
+            .cluster_size(4 * KIB)
+            .data(0, Data::Fill { len: 100, byte: 0x12 })
+            .data(
+                MIB,
+                Data::Fill {
+                    len: 8 * KIB,
+                    byte: 0x34,
+                },
+            )
+            .data(size - 512, Data::Fill { len: 512, byte: 0x56 })
+            .bitmap(BitmapSpec {
+                id: [0x0f; 16],
+                granularity: 512,
+                extents: vec![(4096, 4096), (16 * MIB, 16 * MIB), (40 * MIB, 512)],
+            })
+            .bitmap(BitmapSpec {
+                id: [0xf0; 16],
+                granularity: 64 * KIB,
+                extents: vec![(MIB, MIB)],
+            }),
+    );
+    Base {
+        name: "v2-small-clusters",
+        bytes,
+        unsuitable: &["v1-size-high-bits", "bat-entry-unaligned"],
+    }
+}
+
 /// v2, 16 MiB, data at one cluster, one bitmap with one partial chunk.
 fn v2_small() -> Base {
     let bytes = check(
@@ -224,7 +290,14 @@ fn v2_empty() -> Base {
 }
 
 fn bases() -> Vec<Base> {
-    vec![v2_rich(), v1_rich(), v2_small(), v1_compact(), v2_empty()]
+    vec![
+        v2_rich(),
+        v1_rich(),
+        v1_compact_bitmaps(),
+        v2_small(),
+        v1_compact(),
+        v2_empty(),
+    ]
 }
 
 /// The rules the validator reports on `bytes`, all of them and the corruption ones.
@@ -412,5 +485,37 @@ fn unknown_defects_are_refused() {
     match plan(&image, "no-such-defect", 0) {
         Err(Error::Build(msg)) => assert_eq!(msg, "unknown defect no-such-defect"),
         other => panic!("expected Error::Build, got {other:?}"),
+    }
+}
+
+/// Planning on damaged images (every defect's output on two small bases) never panics, and never
+/// writes past the end of the file it leaves.
+#[test]
+fn planning_on_damaged_images_does_not_panic() {
+    for base in [v2_small_clusters(), v1_compact()] {
+        let image = Image::parse(&base.bytes).unwrap();
+        let damaged: Vec<Vec<u8>> = catalogue()
+            .iter()
+            .filter_map(|d| plan(&image, d.name, 1).ok())
+            .map(|p| corrupted(&base.bytes, &p))
+            .collect();
+        for bytes in &damaged {
+            let Ok(image) = Image::parse(bytes) else { continue };
+            for defect in catalogue() {
+                match plan(&image, defect.name, 2) {
+                    Ok(p) => {
+                        // Nothing is written past the final end of the file.
+                        let len = p.set_len.unwrap_or(bytes.len() as u64);
+                        assert!(
+                            p.writes.iter().all(|w| w.0 + w.1.len() as u64 <= len),
+                            "{}",
+                            defect.name
+                        );
+                    }
+                    Err(Error::Build(_)) => {}
+                    Err(e) => panic!("{}: {e}", defect.name),
+                }
+            }
+        }
     }
 }
