@@ -1,0 +1,48 @@
+//! The checker on arbitrary bytes: the validator in both modes and the QEMU outcome predictor.
+//!
+//! Oracles: the two modes report the same violations, lenient never more severely; the
+//! predictor says QEMU refuses what the header rules refuse, and an outcome's kind, exit code
+//! and message agree.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use parallels_image::qemu::{predict, QemuCheck, QemuOutcome};
+use parallels_image::{Error, Image, Mode};
+
+fuzz_target!(|data: &[u8]| {
+    let prediction = predict(&data).expect("predicting over a slice does no failing I/O");
+    let info = &prediction.info;
+    match (info.kind(), info.exit_code()) {
+        ("opens", Some(0)) | ("rejects", Some(1)) | ("aborts", Some(134)) | ("undefined", None) => {}
+        other => panic!("{info:?} has kind and exit code {other:?}"),
+    }
+    assert_eq!(
+        info.message("x.hds").is_some(),
+        !matches!(info, QemuOutcome::Opens { .. } | QemuOutcome::Undefined { .. })
+    );
+    let _ = info.stderr_line("x.hds");
+    if let QemuCheck::Completes(c) = &prediction.check {
+        assert!(c.errors.len() <= parallels_image::qemu::MAX_ERROR_LINES);
+    }
+    let _ = prediction.check.exit_code();
+
+    let strict = match Image::parse_with(&data, Mode::Strict) {
+        Ok(image) => image,
+        Err(Error::Invalid(_)) => {
+            assert_eq!(info.kind(), "rejects", "{prediction:?}");
+            assert_eq!(prediction.ploop_loads_bitmaps, None);
+            return;
+        }
+        Err(e) => panic!("parsing a slice failed with {e}"),
+    };
+    let report = strict.validate().expect("validate");
+    let lenient = Image::parse_with(&data, Mode::Lenient).expect("lenient parses what strict parses");
+    let lenient_report = lenient.validate().expect("validate");
+    // The modes differ only in the severity of unknown features and feature flags.
+    assert_eq!(report.findings.len(), lenient_report.findings.len());
+    for (s, l) in report.findings.iter().zip(&lenient_report.findings) {
+        assert_eq!(s.violation, l.violation);
+        assert!(l.severity <= s.severity);
+    }
+    assert_eq!(prediction.ploop_loads_bitmaps.is_some(), strict.extension().is_some());
+});

@@ -1,0 +1,130 @@
+//! A whole image from arbitrary bytes: parse in both modes, validate, decode every decodable
+//! bitmap, map every BAT entry in the file, read some guest bytes.
+//!
+//! Oracles: the serialized bitmap has exactly the bits of the dirty runs; the dirty extents are
+//! those runs in bytes, clipped to the disk; `open` fails exactly when the report has corruption.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use parallels_image::{Error, Image, Mode, Severity};
+
+/// Largest serialized bitmap this target builds in memory.
+const MAX_SERIALIZED: u64 = 16 << 20;
+
+fuzz_target!(|data: &[u8]| {
+    for mode in [Mode::Strict, Mode::Lenient] {
+        let image = match Image::parse_with(&data, mode) {
+            Ok(image) => image,
+            Err(Error::Invalid(v)) => {
+                assert_eq!(v.severity(), Severity::Corruption);
+                // Open fails the same way.
+                assert!(matches!(Image::open_with(&data, mode), Err(Error::Invalid(w)) if w == v));
+                return;
+            }
+            Err(e) => panic!("parsing a slice failed with {e}"),
+        };
+        let _ = format!("{image:?}");
+        let h = *image.header();
+        assert_eq!(image.mode(), mode);
+        assert_eq!(image.file_len(), data.len() as u64);
+
+        let report = image.validate().expect("validating a slice does no failing I/O");
+        for f in &report.findings {
+            let _ = (f.violation.to_string(), f.violation.rule(), f.violation.location());
+        }
+        let _ = report.rules();
+        let first_corruption = report.findings.iter().find(|f| f.severity == Severity::Corruption);
+        match (Image::open_with(&data, mode), first_corruption) {
+            (Ok(_), None) => {}
+            (Err(Error::Invalid(v)), Some(f)) => assert_eq!(v, f.violation),
+            (got, want) => panic!(
+                "open gave {:?}, the report's first corruption is {want:?}",
+                got.map(|_| ())
+            ),
+        }
+
+        // Every BAT entry in the file, and the first one past it.
+        let bat = image.bat();
+        assert!(bat.len() as u64 <= u64::from(h.bat_entries));
+        for (i, e) in bat.iter().enumerate() {
+            let i = i as u32;
+            assert_eq!(image.bat_entry(i), e.get());
+            assert_eq!(image.cluster_offset(i), h.bat_entry_offset(e.get()));
+        }
+        if (bat.len() as u64) < u64::from(h.bat_entries) {
+            assert_eq!(image.cluster_offset(bat.len() as u32), None);
+            assert_eq!(image.cluster_offset(h.bat_entries - 1), None);
+        }
+        assert_eq!(
+            image.allocated_clusters(),
+            bat.iter().filter(|e| e.get() != 0).count() as u64
+        );
+
+        // A few guest reads: the first and last bytes of the disk.
+        let mut buf = vec![0u8; 4096];
+        image.read_guest(0, &mut buf).expect("guest read");
+        let size = h.virtual_size();
+        image
+            .read_guest(size.saturating_sub(4096), &mut buf)
+            .expect("guest read");
+
+        for b in image.bitmaps() {
+            let _ = (format!("{b:?}"), b.name(), b.granularity_bytes(), b.expected_l1_size());
+            assert_eq!(image.bitmap(&b.name()).map(|x| x.feature <= b.feature), Some(true));
+            let _ = b.trailing_bits().expect("trailing bits");
+            if b.decodable(&image).is_err() {
+                assert!(b.dirty_extents(&image).is_err());
+                continue;
+            }
+            let mut runs = Vec::new();
+            b.for_each_dirty_run(&image, |s, l| runs.push((s, l))).expect("decode");
+            let g = b.granules();
+            let mut prev_end = None;
+            for &(s, l) in &runs {
+                assert!(l > 0 && s + l <= g, "run {s}+{l} past {g} granules");
+                if let Some(p) = prev_end {
+                    assert!(s > p, "runs not merged or not in order");
+                }
+                prev_end = Some(s + l);
+            }
+            let gb = b.granularity_bytes();
+            let expected: Vec<(u64, u64)> = runs
+                .iter()
+                .filter_map(|&(s, l)| {
+                    let start = s.saturating_mul(gb);
+                    let end = (s + l).saturating_mul(gb).min(size);
+                    (end > start).then(|| (start, end - start))
+                })
+                .collect();
+            let extents = b.dirty_extents(&image).expect("decode");
+            assert_eq!(extents, expected);
+            assert_eq!(
+                b.dirty_bytes(&image).unwrap(),
+                expected.iter().map(|e| e.1).sum::<u64>()
+            );
+            if b.serialized_len() <= MAX_SERIALIZED {
+                let ser = b.serialized(&image).expect("serialize");
+                assert_eq!(ser.len() as u64, b.serialized_len());
+                let mut want = vec![0u8; ser.len()];
+                for &(s, l) in &runs {
+                    set_bits(&mut want, s, s + l);
+                }
+                assert_eq!(ser, want, "serialized bits differ from the dirty runs");
+            }
+        }
+    }
+});
+
+fn set_bits(bits: &mut [u8], s: u64, e: u64) {
+    let mut i = s;
+    while i < e {
+        if i % 8 == 0 && e - i >= 8 {
+            let n = (e - i) / 8;
+            bits[(i / 8) as usize..(i / 8 + n) as usize].fill(0xff);
+            i += n * 8;
+        } else {
+            bits[(i / 8) as usize] |= 1 << (i % 8);
+            i += 1;
+        }
+    }
+}
