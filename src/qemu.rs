@@ -247,6 +247,11 @@ pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
         QemuOutcome::Opens { .. } if (total as i64) < 0 => QemuOutcome::NoImageSize {
             suffix: errno_suffix(total),
         },
+        // A size whose byte count wrapped past the block layer's check (e.g. 2^55 sectors):
+        // the length query refuses more than INT64_MAX / 512 sectors.
+        QemuOutcome::Opens { .. } if total > i64::MAX as u64 / 512 => QemuOutcome::NoImageSize {
+            suffix: ": File too large".into(),
+        },
         o => o.clone(),
     };
     let check = match open {

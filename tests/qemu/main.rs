@@ -7,6 +7,7 @@ mod harness;
 
 mod bitmaps;
 mod catalogue;
+mod defects;
 mod ours_in_qemu;
 mod props;
 mod verdicts;

@@ -238,6 +238,13 @@ fn regressions_found_by_props() {
     let r = regressions();
     assert_eq!(frag(&r[0].1), (2, 0));
     assert_eq!(frag(&r[1].1), (2, 1));
+    for (_, b) in &r[2..4] {
+        let p = qemu::predict(&b.as_slice()).unwrap();
+        let too_large = QemuOutcome::NoImageSize {
+            suffix: ": File too large".into(),
+        };
+        assert_eq!((p.info, p.check.exit_code()), (too_large, Some(0)));
+    }
     if !harness::have("regressions_found_by_props", &["qemu-img"]) {
         return;
     }

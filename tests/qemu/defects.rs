@@ -1,0 +1,109 @@
+//! Every defect of `corrupt::catalogue()` applied to built images: `qemu::predict` says what
+//! `qemu-img info` and `check` do with the damaged image.
+
+use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::{corrupt, Image, Variant};
+
+use crate::harness::{self, compare_with_qemu, Img};
+
+const MIB: u64 = 1 << 20;
+
+fn bm(id: u8, granularity: u64, extents: &[(u64, u64)]) -> BitmapSpec {
+    BitmapSpec {
+        id: [id; 16],
+        granularity,
+        extents: extents.to_vec(),
+    }
+}
+
+fn bases() -> Vec<(&'static str, Vec<u8>)> {
+    let b = |name, builder: ImageBuilder| (name, builder.to_vec().unwrap().0);
+    vec![
+        b(
+            "v2_ext",
+            ImageBuilder::new(10 * MIB + 512)
+                .cluster_size(64 << 10)
+                .data(0, Data::Fill { len: 4096, byte: 0xaa })
+                .data(
+                    3 * MIB,
+                    Data::Fill {
+                        len: 200_000,
+                        byte: 0xbb,
+                    },
+                )
+                .bitmap(bm(1, 64 << 10, &[(0, 1), (5 * MIB, 300_000)]))
+                .bitmap(bm(2, 512, &[(0, 10 * MIB + 512)])),
+        ),
+        b(
+            "v1_ext_small_clusters",
+            ImageBuilder::new(5 * MIB + 1536)
+                .variant(Variant::V1)
+                .cluster_size(512)
+                .data(MIB, Data::Fill { len: 2048, byte: 0x11 })
+                .bitmap(bm(3, 512, &[(0, 512), (4 * MIB + 512, 1024)])),
+        ),
+        b(
+            "v2_plain",
+            ImageBuilder::new(4 * MIB)
+                .cluster_size(64 << 10)
+                .data(0, Data::Fill { len: 4096, byte: 0xaa })
+                .data(
+                    3 * MIB,
+                    Data::Fill {
+                        len: 70_000,
+                        byte: 0xcc,
+                    },
+                ),
+        ),
+        b(
+            "v1_plain",
+            ImageBuilder::new(2 * MIB).variant(Variant::V1).cluster_size(4096).data(
+                8192,
+                Data::Fill {
+                    len: 10_000,
+                    byte: 0x22,
+                },
+            ),
+        ),
+    ]
+}
+
+#[test]
+fn every_defect_predicted_exactly() {
+    if !harness::have("every_defect_predicted_exactly", &["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut problems = Vec::new();
+    let mut untested = Vec::new();
+    let bases = bases();
+    for defect in corrupt::catalogue() {
+        let mut planned = 0;
+        for (base, bytes) in &bases {
+            let src = bytes.as_slice();
+            let image = Image::open(&src).unwrap();
+            for seed in [0u64, 1, 7] {
+                let Ok(patch) = corrupt::plan(&image, defect.name, seed) else {
+                    continue;
+                };
+                planned += 1;
+                let mut damaged = bytes.clone();
+                patch.apply_to_vec(&mut damaged);
+                let img = Img::write(dir.path(), &format!("{}.{base}.{seed}.hds", defect.name), damaged);
+                for p in compare_with_qemu(&img) {
+                    problems.push(format!("{} on {base} seed {seed}: {p}", defect.name));
+                }
+            }
+        }
+        if planned == 0 {
+            untested.push(defect.name);
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} mismatches:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    assert!(untested.is_empty(), "defects no base image could take: {untested:?}");
+}
