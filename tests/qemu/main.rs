@@ -10,4 +10,5 @@ mod catalogue;
 mod defects;
 mod ours_in_qemu;
 mod props;
+mod qemu_in_ours;
 mod verdicts;
