@@ -11,4 +11,5 @@ mod defects;
 mod ours_in_qemu;
 mod props;
 mod qemu_in_ours;
+mod samples;
 mod verdicts;
