@@ -242,8 +242,9 @@ pub enum Violation {
     /// R20: bytes after the last referenced cluster.
     #[error("{len} bytes at {offset} after the last referenced cluster are leaked")]
     Leak { offset: u64, len: u64 },
-    /// R21: the extension cluster is not cluster-aligned.
-    #[error("header ext_off at byte 56 is {ext_off} sectors (byte {offset}), expected a multiple of the cluster size {cluster_size}")]
+    /// R21: the extension cluster is not on a cluster boundary of the data area (multiples of
+    /// the cluster size from byte 0 for v2, from the data area start for v1).
+    #[error("header ext_off at byte 56 is {ext_off} sectors (byte {offset}), expected a cluster boundary of the data area (cluster size {cluster_size})")]
     ExtOffUnaligned {
         ext_off: u64,
         offset: u64,
@@ -336,8 +337,8 @@ pub enum Violation {
         expected: u64,
         cluster_bits: u64,
     },
-    /// R38: an L1 entry is not cluster-aligned.
-    #[error("bitmap feature #{feature} L1[{index}] = {entry} (byte {offset}), expected a multiple of the cluster size {cluster_size}")]
+    /// R38: an L1 entry is not on a cluster boundary of the data area (as for R21).
+    #[error("bitmap feature #{feature} L1[{index}] = {entry} (byte {offset}), expected a cluster boundary of the data area (cluster size {cluster_size})")]
     L1EntryUnaligned {
         feature: usize,
         index: u32,

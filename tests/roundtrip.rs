@@ -143,8 +143,11 @@ struct ImageCase {
     cluster: u64,
     size: u64,
     writes: Vec<(u64, u64, u8)>,
-    bitmaps: Vec<([u8; 16], u64, Vec<(u64, u64)>)>,
+    bitmaps: Vec<BitmapCase>,
 }
+
+/// Id, granularity in bytes, dirty extents.
+type BitmapCase = ([u8; 16], u64, Vec<(u64, u64)>);
 
 fn image_case() -> impl Strategy<Value = ImageCase> {
     let cluster = prop::sample::select(vec![512u64, 1024, 1536, 4096, 4608, 65536]);
