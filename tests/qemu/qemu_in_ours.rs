@@ -52,6 +52,9 @@ fn agree(name: &str, path: &std::path::Path, dir: &std::path::Path) {
     assert!(problems.is_empty(), "{name}: {problems:#?}");
 }
 
+/// A `qemu-io` write: (pattern byte, offset, length).
+type Write = (u8, u64, u64);
+
 /// `qemu-img create` with several cluster and disk sizes, then `qemu-io` writes.
 #[test]
 fn qemu_created_and_written() {
@@ -59,8 +62,7 @@ fn qemu_created_and_written() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // (cluster size, disk size, writes as (pattern byte, offset, length)).
-    let cases: &[(&str, &str, &[(u8, u64, u64)])] = &[
+    let cases: &[(&str, &str, &[Write])] = &[
         (
             "512",
             "1000003",
