@@ -26,6 +26,12 @@ fn on_path(tool: &str) -> bool {
     std::env::split_paths(&path).any(|d| d.join(tool).is_file())
 }
 
+/// Prints `SKIP: why` on the real stderr (`eprintln!` output is captured by the test harness
+/// for passing tests, so it would not be seen).
+fn skip(why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIP: {why}");
+}
+
 /// Whether all `tools` are installed. When one is missing this panics under `CI=true`, and
 /// otherwise prints a visible SKIP line (the caller then returns).
 #[must_use]
@@ -37,7 +43,7 @@ pub fn have(test: &str, tools: &[&str]) -> bool {
     if ci() {
         panic!("{test}: required tool(s) not installed: {}", missing.join(", "));
     }
-    eprintln!("SKIP: {test}: not installed: {}", missing.join(", "));
+    skip(&format!("{test}: not installed: {}", missing.join(", ")));
     false
 }
 
@@ -51,7 +57,7 @@ pub fn samples_dir(test: &str) -> Option<PathBuf> {
     if ci() {
         panic!("{test}: samples directory {} is missing", dir.display());
     }
-    eprintln!("SKIP: {test}: samples directory {} is missing", dir.display());
+    skip(&format!("{test}: samples directory {} is missing", dir.display()));
     None
 }
 
