@@ -217,12 +217,13 @@ impl<'a> Bitmap<'a> {
         self.granules().div_ceil(64) * 8
     }
 
-    /// Writes the serialized bitmap: one bit per granule, least significant bit first, bits
-    /// past the last granule zero, padded to a multiple of 8 bytes. This is what QEMU's
-    /// `x-debug-block-dirty-bitmap-sha256` hashes.
+    /// Writes the serialized bitmap: one bit per granule, least significant bit first, in
+    /// `ceil(granules / 64)` little-endian 64-bit words. The bits past the last granule in the
+    /// last word are what the image holds there, as QEMU loads them: set for an all-dirty (1)
+    /// L1 entry, the bitmap cluster's own bits otherwise (zeros past the end of the file). This
+    /// is byte for byte what QEMU's `x-debug-block-dirty-bitmap-sha256` hashes.
     pub fn write_serialized(&self, image: &Image<'_>, out: &mut dyn Write) -> Result<()> {
         self.decodable(image)?;
-        let g = self.granules();
         let total = self.serialized_len();
         let cs = self.cluster_size;
         let chunks = self.chunks();
@@ -255,9 +256,6 @@ impl<'a> Bitmap<'a> {
                     }
                     (None, L1_DIRTY) => piece.fill(0xff),
                     (None, _) => piece.fill(0),
-                }
-                if pos + n as u64 == total {
-                    mask_tail(piece, pos, g);
                 }
                 out.write_all(piece)?;
                 pos += n as u64;
@@ -302,18 +300,6 @@ impl<'a> Bitmap<'a> {
                 }
                 Ok(count)
             }
-        }
-    }
-}
-
-/// Clears bits for granules `>= g` in `piece`, which holds serialized bytes from `pos`.
-fn mask_tail(piece: &mut [u8], pos: u64, g: u64) {
-    for (i, b) in piece.iter_mut().enumerate() {
-        let first_bit = (pos + i as u64) * 8;
-        if first_bit >= g {
-            *b = 0;
-        } else if first_bit + 8 > g {
-            *b &= (1u8 << (g - first_bit)) - 1;
         }
     }
 }

@@ -205,14 +205,27 @@ fn expected_extents(size: u64, gran: u64, extents: &[(u64, u64)]) -> Vec<(u64, u
     out
 }
 
-fn serialized_model(size: u64, gran: u64, extents: &[(u64, u64)]) -> Vec<u8> {
-    let granules = size.div_ceil(512) * 512;
-    let granules = granules.div_ceil(gran);
-    let mut out = vec![0u8; (granules.div_ceil(64) * 8) as usize];
+/// The serialized bitmap: one bit per granule; past the last granule, the last word holds what
+/// the builder stored there: ones when the last chunk is all dirty (an L1 entry of 1), zeros in a
+/// bitmap cluster.
+fn serialized_model(size: u64, cluster: u64, gran: u64, extents: &[(u64, u64)]) -> Vec<u8> {
+    let granules = (size.div_ceil(512) * 512).div_ceil(gran);
+    let mut bits = vec![false; (granules.div_ceil(64) * 64) as usize];
     for (s, l) in expected_extents(size, gran, extents) {
         for g in s / gran..(s + l).div_ceil(gran) {
-            out[(g / 8) as usize] |= 1 << (g % 8);
+            bits[g as usize] = true;
         }
+    }
+    let chunk = cluster * 8;
+    if granules > 0 {
+        let first = (granules - 1) / chunk * chunk;
+        if bits[first as usize..granules as usize].iter().all(|&b| b) {
+            bits[granules as usize..].fill(true);
+        }
+    }
+    let mut out = vec![0u8; bits.len() / 8];
+    for (g, _) in bits.iter().enumerate().filter(|b| *b.1) {
+        out[g / 8] |= 1 << (g % 8);
     }
     out
 }
@@ -260,7 +273,7 @@ proptest! {
             prop_assert_eq!(bm.id(), *id);
             prop_assert_eq!(bm.granularity_bytes(), *gran);
             prop_assert_eq!(bm.dirty_extents(&image).unwrap(), expected_extents(case.size, *gran, ext));
-            prop_assert_eq!(bm.serialized(&image).unwrap(), serialized_model(case.size, *gran, ext));
+            prop_assert_eq!(bm.serialized(&image).unwrap(), serialized_model(case.size, case.cluster, *gran, ext));
         }
     }
 }
