@@ -1,0 +1,216 @@
+//! Shared by the benches: an in-memory sparse image (only the bytes written are held; the rest
+//! reads as zeros), a sink that only counts, and the images the benches measure.
+
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::io::{self, Seek, SeekFrom, Write};
+
+use parallels_image::builder::{BitmapSpec, ImageBuilder};
+use parallels_image::Source;
+
+/// A sparse file in memory: the non-zero pieces written, at their offsets, and a length.
+#[derive(Default)]
+pub struct SparseImage {
+    /// `(offset, bytes)`, sorted by offset, not overlapping.
+    pieces: Vec<(u64, Vec<u8>)>,
+    len: u64,
+    pos: u64,
+}
+
+impl SparseImage {
+    /// Sets the apparent length (as `ftruncate` would).
+    pub fn set_len(&mut self, len: u64) {
+        self.len = len;
+    }
+
+    /// The bytes held (what the image costs in memory).
+    pub fn held(&self) -> u64 {
+        self.pieces.iter().map(|p| p.1.len() as u64).sum()
+    }
+
+    /// Writes `bytes` at `offset`, replacing a piece that starts there with the same length.
+    pub fn put(&mut self, offset: u64, bytes: Vec<u8>) {
+        let end = offset + bytes.len() as u64;
+        self.len = self.len.max(end);
+        if bytes.iter().all(|&b| b == 0) {
+            return;
+        }
+        match self.pieces.binary_search_by_key(&offset, |p| p.0) {
+            Ok(i) => {
+                assert_eq!(self.pieces[i].1.len(), bytes.len(), "overlapping pieces");
+                self.pieces[i].1 = bytes;
+            }
+            Err(i) => {
+                if i > 0 {
+                    let prev = &self.pieces[i - 1];
+                    assert!(prev.0 + prev.1.len() as u64 <= offset, "overlapping pieces");
+                }
+                if let Some(next) = self.pieces.get(i) {
+                    assert!(end <= next.0, "overlapping pieces");
+                }
+                self.pieces.insert(i, (offset, bytes));
+            }
+        }
+    }
+
+    /// The piece that holds all of `[offset, offset + len)`, as a slice, if one does.
+    fn within(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        let i = self.pieces.partition_point(|p| p.0 <= offset).checked_sub(1)?;
+        let (start, bytes) = &self.pieces[i];
+        let rel = (offset - start) as usize;
+        (rel as u64 + len <= bytes.len() as u64).then(|| &bytes[rel..rel + len as usize])
+    }
+}
+
+impl Write for SparseImage {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.put(self.pos, buf.to_vec());
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for SparseImage {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.pos = match pos {
+            SeekFrom::Start(p) => p,
+            SeekFrom::End(d) => self.len.checked_add_signed(d).ok_or(io::ErrorKind::InvalidInput)?,
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or(io::ErrorKind::InvalidInput)?,
+        };
+        Ok(self.pos)
+    }
+}
+
+impl Source for SparseImage {
+    fn size(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>> {
+        let len = offset.saturating_add(len).min(self.len).saturating_sub(offset);
+        if let Some(b) = self.within(offset, len) {
+            return Ok(Cow::Borrowed(b));
+        }
+        let mut out = vec![0u8; len as usize];
+        for (start, bytes) in &self.pieces {
+            let (s, e) = ((*start).max(offset), (start + bytes.len() as u64).min(offset + len));
+            if s < e {
+                out[(s - offset) as usize..(e - offset) as usize]
+                    .copy_from_slice(&bytes[(s - start) as usize..(e - start) as usize]);
+            }
+        }
+        Ok(Cow::Owned(out))
+    }
+}
+
+/// A `Write + Seek` sink that keeps nothing: it tracks the position and the length only.
+#[derive(Default)]
+pub struct NullSink {
+    pos: u64,
+    /// Bytes written.
+    pub written: u64,
+    /// Largest end of a write.
+    pub len: u64,
+}
+
+impl Write for NullSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.pos += buf.len() as u64;
+        self.written += buf.len() as u64;
+        self.len = self.len.max(self.pos);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for NullSink {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.pos = match pos {
+            SeekFrom::Start(p) => p,
+            SeekFrom::End(d) => self.len.checked_add_signed(d).ok_or(io::ErrorKind::InvalidInput)?,
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or(io::ErrorKind::InvalidInput)?,
+        };
+        Ok(self.pos)
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so that the benches need no extra crate.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `1..=max`.
+    pub fn between_1_and(&mut self, max: u64) -> u64 {
+        1 + self.next() % max
+    }
+}
+
+/// A v2 image with `entries` BAT entries of `cluster` bytes each, every other one allocated
+/// (guest order = file order), as a sparse file: only the header and BAT are held in memory.
+pub fn half_allocated(entries: u64, cluster: u64) -> SparseImage {
+    let mut img = SparseImage::default();
+    let layout = ImageBuilder::new(entries * cluster)
+        .cluster_size(cluster)
+        .write_to(&mut img)
+        .expect("build");
+    let first = layout.data_start / cluster;
+    let mut bat = Vec::with_capacity(4 * entries as usize);
+    for i in 0..entries {
+        let e = if i % 2 == 0 { (first + i / 2) as u32 } else { 0 };
+        bat.extend_from_slice(&e.to_le_bytes());
+    }
+    img.put(64, bat);
+    img.set_len(layout.data_start + entries.div_ceil(2) * cluster);
+    img
+}
+
+/// Dirty guest byte ranges for a bitmap of `granules` granules of `gran` bytes, `chunk` granules
+/// per L1 entry: most chunks clean, every 16th (from 3) all dirty, every 8th a mix of runs
+/// of 1 to 512 granules, dirty and clean alternating. Returns the ranges.
+pub fn realistic_extents(granules: u64, gran: u64, chunk: u64, seed: u64) -> Vec<(u64, u64)> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::new();
+    let chunks = granules.div_ceil(chunk);
+    for k in 0..chunks {
+        let lo = k * chunk;
+        let hi = (lo + chunk).min(granules);
+        if k % 16 == 3 {
+            out.push((lo * gran, (hi - lo) * gran));
+        } else if k % 8 == 0 {
+            let mut g = lo + rng.between_1_and(512);
+            while g < hi {
+                let run = rng.between_1_and(512).min(hi - g);
+                out.push((g * gran, run * gran));
+                g += run + rng.between_1_and(512);
+            }
+        }
+    }
+    out
+}
+
+/// Bitmap spec with id `[n; 16]`.
+pub fn spec(n: u8, gran: u64, extents: Vec<(u64, u64)>) -> BitmapSpec {
+    BitmapSpec {
+        id: [n; 16],
+        granularity: gran,
+        extents,
+    }
+}
