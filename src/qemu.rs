@@ -6,8 +6,6 @@
 //! a catalogue of crafted images (see `spec/qemu.md`), down to the message text. Where QEMU reads
 //! past its own buffer the outcome is reported as [`QemuOutcome::Undefined`].
 
-use std::collections::HashSet;
-
 use crate::error::{Error, Violation};
 use crate::extension::Extension;
 use crate::header::Variant;
@@ -241,8 +239,14 @@ pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
         }
         Err(e) => return Err(std::io::Error::other(e.to_string())),
     };
+    Ok(predict_image(&image))
+}
+
+/// Predicts what QEMU 10.0.2 and ploop do with an image already parsed (its header passed
+/// rules R1–R6; in either [`crate::Mode`]): [`predict`] without reading the metadata again.
+pub fn predict_image(image: &Image<'_>) -> Prediction {
     let total = image.header().nb_sectors;
-    let open = open_outcome(&image)?;
+    let open = open_outcome(image);
     let info = match &open {
         QemuOutcome::Opens { .. } if (total as i64) < 0 => QemuOutcome::NoImageSize {
             suffix: errno_suffix(total),
@@ -255,15 +259,15 @@ pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
         o => o.clone(),
     };
     let check = match open {
-        QemuOutcome::Opens { .. } => check_outcome(&image),
+        QemuOutcome::Opens { .. } => check_outcome(image),
         o => QemuCheck::OpenFails(o),
     };
-    let ploop_loads_bitmaps = image.extension().map(|ext| ploop_loads(&image, ext));
-    Ok(Prediction {
+    let ploop_loads_bitmaps = image.extension().map(|ext| ploop_loads(image, ext));
+    Prediction {
         info,
         check,
         ploop_loads_bitmaps,
-    })
+    }
 }
 
 fn header_message(v: &Violation) -> String {
@@ -284,21 +288,21 @@ fn reject(message: impl Into<String>) -> QemuOutcome {
 }
 
 /// The rest of the driver open and the block layer's size refresh.
-fn open_outcome(image: &Image<'_>) -> std::io::Result<QemuOutcome> {
+fn open_outcome(image: &Image<'_>) -> QemuOutcome {
     let h = image.header();
     if (64 + 4 * u64::from(h.bat_entries)).next_multiple_of(MEM_ALIGN) > MAX_REQUEST {
-        return Ok(QemuOutcome::RejectsBatRead);
+        return QemuOutcome::RejectsBatRead;
     }
     let mut bitmaps = Vec::new();
     if let Some(ext) = image.extension() {
         if let Some(failure) = extension_outcome(ext, h.nb_sectors, &mut bitmaps) {
-            return Ok(failure);
+            return failure;
         }
     }
     if h.nb_sectors.wrapping_mul(512) > MAX_LENGTH {
-        return Ok(reject("Could not refresh total sector count: File too large"));
+        return reject("Could not refresh total sector count: File too large");
     }
-    Ok(QemuOutcome::Opens { bitmaps })
+    QemuOutcome::Opens { bitmaps }
 }
 
 /// The Format Extension as QEMU parses it; `Some` when the open fails there.
@@ -498,30 +502,73 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
 
     // Duplicates, with QEMU's truncating division and 32-bit index.
     let base = (data_start * 512) as i64;
-    let idx = |o: u64| -> u64 { u64::from(((o as i64 - base) / cs as i64) as u32) };
+    let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
+    let div = |x: i64| -> i64 {
+        match shift {
+            Some(s) if x >= 0 => x >> s,
+            _ => x / cs as i64,
+        }
+    };
+    let idx = |o: u64| -> u64 { u64::from(div(o as i64 - base) as u32) };
     let mut count = idx(image_end);
     if image_end % cs != 0 {
         count += 1;
     }
     if count != 0 {
-        let mut seen: HashSet<u64> = HashSet::new();
+        let bat = image.bat();
+        let index_of = |e: u32| -> Option<u64> {
+            let k = idx(u64::from(e) * mult * 512);
+            (k < count).then_some(k)
+        };
+        let aborts = || QemuCheck::Aborts {
+            assertion: ABORT_CHECK_DUPLICATE.into(),
+        };
+        // A bit set over QEMU's index range when it is no larger than the BAT (plus 1 MiB),
+        // else the (index, entry) pairs sorted: memory follows the metadata either way.
+        let words = count.div_ceil(64);
         let mut last_dup = false;
-        for (i, e) in image.bat().iter().enumerate() {
-            let e = u64::from(e.get());
-            if e == 0 {
-                continue;
+        if words <= bat.len() as u64 / 2 + (1 << 17) {
+            let mut seen = vec![0u64; words as usize];
+            for (i, e) in bat.iter().enumerate() {
+                let e = e.get();
+                if e == 0 {
+                    continue;
+                }
+                let Some(k) = index_of(e) else { return aborts() };
+                let (w, bit) = (&mut seen[(k / 64) as usize], 1u64 << (k % 64));
+                last_dup = *w & bit != 0;
+                *w |= bit;
+                if last_dup {
+                    c.error(|| format!("ERROR duplicate offset in BAT entry {i}"));
+                    c.corruptions += 1;
+                }
             }
-            let k = idx(e * mult * 512);
-            if k + 1 > count {
-                return QemuCheck::Aborts {
-                    assertion: ABORT_CHECK_DUPLICATE.into(),
-                };
+        } else {
+            // k < count <= 2^32 and i < 2^29: one u64 per allocated entry.
+            let mut pairs = Vec::new();
+            let mut last = None;
+            for (i, e) in bat.iter().enumerate() {
+                let e = e.get();
+                if e == 0 {
+                    continue;
+                }
+                let Some(k) = index_of(e) else { return aborts() };
+                pairs.push(k << 32 | i as u64);
+                last = Some(i as u64);
             }
-            last_dup = !seen.insert(k);
-            if last_dup {
+            pairs.sort_unstable();
+            let mut dups: Vec<u64> = pairs
+                .windows(2)
+                .filter(|w| w[0] >> 32 == w[1] >> 32)
+                .map(|w| w[1] & 0xffff_ffff)
+                .collect();
+            drop(pairs);
+            dups.sort_unstable();
+            for &i in &dups {
                 c.error(|| format!("ERROR duplicate offset in BAT entry {i}"));
                 c.corruptions += 1;
             }
+            last_dup = last.is_some() && dups.last() == last.as_ref();
         }
         if last_dup {
             return QemuCheck::Fails;
