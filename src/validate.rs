@@ -85,6 +85,8 @@ enum Slots {
 struct DataClusters {
     base: u64,
     cluster_size: u64,
+    /// `log2(cluster_size)` when it is a power of two.
+    shift: Option<u32>,
     slots: Slots,
     /// Slot to BAT index, built on the first overlap found (only messages need it).
     owners: std::cell::OnceCell<HashMap<u64, u32>>,
@@ -93,7 +95,8 @@ struct DataClusters {
 impl DataClusters {
     fn slot_of(&self, off: u64) -> Option<u64> {
         let rel = off.checked_sub(self.base)?;
-        (rel % self.cluster_size == 0).then_some(rel / self.cluster_size)
+        let (slot, within) = div_rem(rel, self.cluster_size, self.shift);
+        (within == 0).then_some(slot)
     }
 
     /// Whether `[off, off + cluster_size)` overlaps a data cluster; returns its BAT index if known.
@@ -119,6 +122,15 @@ impl DataClusters {
             m
         });
         Some(owners.get(&slot).copied().unwrap_or(0))
+    }
+}
+
+/// `(x / d, x % d)`, by a shift and a mask when `d` is a power of two (`shift` is its log2).
+#[inline]
+fn div_rem(x: u64, d: u64, shift: Option<u32>) -> (u64, u64) {
+    match shift {
+        Some(s) => (x >> s, x & (d - 1)),
+        None => (x / d, x % d),
     }
 }
 
@@ -211,6 +223,7 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
         Variant::V1 => data_start % cs,
         Variant::V2 => 0,
     };
+    let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
     let bat = image.bat();
     let allocated = bat.iter().filter(|e| e.get() != 0).count() as u64;
     let slot_count = file_len / cs + 1;
@@ -233,7 +246,7 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
             });
             continue;
         }
-        if (off - data_start) % cs != 0 && h.variant == Variant::V1 {
+        if h.variant == Variant::V1 && div_rem(off - data_start, cs, shift).1 != 0 {
             f.push(Violation::BatEntryUnaligned {
                 index,
                 entry,
@@ -254,10 +267,10 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
             continue;
         }
         let Some(rel) = off.checked_sub(base) else { continue };
-        if rel % cs != 0 {
+        let (slot, within) = div_rem(rel, cs, shift);
+        if within != 0 {
             continue;
         }
-        let slot = rel / cs;
         match &mut slots {
             Slots::Bits(b) => {
                 let w = &mut b[(slot / 64) as usize];
@@ -303,6 +316,7 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
     DataClusters {
         base,
         cluster_size: cs,
+        shift,
         slots,
         owners: Default::default(),
     }
