@@ -127,7 +127,7 @@ impl<'a> Bitmap<'a> {
             .enumerate()
             .filter_map(|(i, e)| {
                 let e = e.get();
-                let off = e.checked_mul(SECTOR_SIZE)?;
+                let off = chunk_offset(e);
                 (e > L1_DIRTY && off < self.file_len).then_some((off, i as u32))
             })
             .collect();
@@ -178,10 +178,7 @@ impl<'a> Bitmap<'a> {
                 L1_CLEAN => {}
                 L1_DIRTY => emit(base, n),
                 sector => {
-                    let Some(off) = sector.checked_mul(SECTOR_SIZE) else {
-                        continue;
-                    };
-                    let bits = self.source.read_at(off, n.div_ceil(8))?;
+                    let bits = self.source.read_at(chunk_offset(sector), n.div_ceil(8))?;
                     scan_runs(&bits, n, base, &mut emit);
                 }
             }
@@ -239,10 +236,7 @@ impl<'a> Bitmap<'a> {
             };
             let bits = match entry {
                 L1_CLEAN | L1_DIRTY => None,
-                sector => match sector.checked_mul(SECTOR_SIZE) {
-                    Some(off) => Some(self.source.read_at(off, chunk_end - pos)?),
-                    None => None,
-                },
+                sector => Some(self.source.read_at(chunk_offset(sector), chunk_end - pos)?),
             };
             let mut at = 0usize;
             while pos < chunk_end {
@@ -286,10 +280,7 @@ impl<'a> Bitmap<'a> {
         match self.l1[(k - 1) as usize].get() {
             L1_CLEAN | L1_DIRTY => Ok(0),
             sector => {
-                let Some(off) = sector.checked_mul(SECTOR_SIZE) else {
-                    return Ok(0);
-                };
-                let bits = self.source.read_at(off, self.cluster_size)?;
+                let bits = self.source.read_at(chunk_offset(sector), self.cluster_size)?;
                 let mut count = 0u64;
                 let first_byte = (used / 8) as usize;
                 if let Some(&b) = bits.get(first_byte) {
@@ -302,6 +293,12 @@ impl<'a> Bitmap<'a> {
             }
         }
     }
+}
+
+/// Byte offset of a bits cluster: the L1 entry in sectors, wrapping at 2^64 as QEMU computes it
+/// (an entry that wraps past the end of the file reads as zeros like any other).
+fn chunk_offset(entry: u64) -> u64 {
+    entry.wrapping_mul(SECTOR_SIZE)
 }
 
 /// Emits runs of set bits among the first `n` bits of `bits` (missing bytes are zeros), with

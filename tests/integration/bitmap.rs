@@ -448,6 +448,44 @@ fn r39_l1_entry_offset_overflows() {
     );
 }
 
+/// An L1 entry whose byte offset wraps at 2^64 (256 + 2^55 sectors is byte 131072 again): it is
+/// past the end of the file for the rules, but decoding reads where QEMU does (it computes the
+/// offset modulo 2^64), so both see the same dirty granule.
+#[test]
+fn r39_l1_entry_wraps_like_qemu() {
+    let mut img = partial();
+    let entry = 256 + (1u64 << 55);
+    set_l1(&mut img, F0_L1, entry);
+    // For the rules nothing references the bits cluster any more: it is leaked.
+    assert_findings(
+        &img,
+        Mode::Strict,
+        &[
+            (
+                Violation::L1EntryPastEof {
+                    feature: 0,
+                    index: 0,
+                    entry,
+                    offset: u64::MAX,
+                    file_len: 196608,
+                },
+                Severity::Corruption,
+            ),
+            (
+                Violation::Leak {
+                    offset: 131072,
+                    len: 65536,
+                },
+                Severity::Leak,
+            ),
+        ],
+    );
+    let image = Image::parse(&img).unwrap();
+    let b = image.bitmaps()[0];
+    assert_eq!(b.dirty_extents(&image).unwrap(), vec![(0, 65536)]);
+    assert_eq!(b.serialized(&image).unwrap(), vec![1, 0, 0, 0, 0, 0, 0, 0]);
+}
+
 #[test]
 fn r40_l1_entry_overlaps_extension() {
     // 512-byte granules: 2048 granules (256 bytes) cover the whole feature list, so no bit
