@@ -152,7 +152,8 @@ pub fn run(args: &Args) -> Outcome {
     let source = FileSource::open(path).map_err(|e| Failure::io(path, &e))?;
     let mode = if args.lenient { Mode::Lenient } else { Mode::Strict };
     let busy = spinner("checking");
-    let (findings, stats) = match Image::parse_with(&source, mode) {
+    // One parse serves the validator and the QEMU prediction (the BAT is read once).
+    let (findings, stats, prediction) = match Image::parse_with(&source, mode) {
         Ok(image) => {
             let report = image.validate().map_err(|e| Failure::lib(path, &e))?;
             let end = report
@@ -163,15 +164,16 @@ pub fn run(args: &Args) -> Outcome {
                     _ => None,
                 })
                 .unwrap_or(image.file_len());
-            (report.findings, Some(statistics(&image, end)))
+            let stats = statistics(&image, end);
+            (report.findings, Some(stats), qemu::predict_image(&image))
         }
         Err(Error::Invalid(v)) => {
             let severity = v.severity();
-            (vec![Finding { violation: v, severity }], None)
+            let prediction = qemu::predict(&source).map_err(|e| Failure::io(path, &e))?;
+            (vec![Finding { violation: v, severity }], None, prediction)
         }
         Err(e) => return Err(Failure::lib(path, &e)),
     };
-    let prediction = qemu::predict(&source).map_err(|e| Failure::io(path, &e))?;
     busy.finish_and_clear();
 
     let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
