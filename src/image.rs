@@ -36,6 +36,8 @@ pub struct Image<'s> {
     bat: Cow<'s, [u8]>,
     extension: Option<Extension<'s>>,
     mode: Mode,
+    /// False for [`Image::parse_without_bat`].
+    bat_held: bool,
 }
 
 impl std::fmt::Debug for Image<'_> {
@@ -60,12 +62,49 @@ impl<'s> Image<'s> {
 
     /// Parses without validating beyond R1–R6.
     pub fn parse_with(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
+        Self::parse_inner(source, mode, true)
+    }
+
+    /// Parses the header and the extension cluster but does not read the BAT, for callers that
+    /// need only the bitmaps (the BAT of a 64 TiB image of 1 MiB clusters is 256 MiB).
+    /// [`Image::bat`] is then empty and [`Image::bat_entry`], [`Image::cluster_offset`] and
+    /// [`Image::allocated_clusters`] read as unallocated; [`Image::validate`] and
+    /// [`Image::read_guest`] still read the BAT they need from the source.
+    ///
+    /// ```
+    /// use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
+    /// use parallels_image::{Image, Mode};
+    ///
+    /// let (bytes, _) = ImageBuilder::new(16 << 20)
+    ///     .cluster_size(64 << 10)
+    ///     .data(65536, Data::Fill { len: 512, byte: 0xaa })
+    ///     .bitmap(BitmapSpec { id: [7; 16], granularity: 65536, extents: vec![(131072, 65536)] })
+    ///     .to_vec()?;
+    /// let full = Image::parse(&bytes)?;
+    /// let lean = Image::parse_without_bat(&bytes, Mode::Strict)?;
+    /// assert_eq!((full.bat().len(), lean.bat().len()), (256, 0));
+    /// assert_eq!(lean.bitmaps()[0].dirty_extents(&lean)?, vec![(131072, 65536)]);
+    /// let mut buf = [0u8; 2];
+    /// lean.read_guest(65536 + 511, &mut buf)?;
+    /// assert_eq!(buf, [0xaa, 0]);
+    /// assert_eq!(lean.validate()?, full.validate()?);
+    /// # Ok::<(), parallels_image::Error>(())
+    /// ```
+    pub fn parse_without_bat(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
+        Self::parse_inner(source, mode, false)
+    }
+
+    fn parse_inner(source: &'s (dyn Source + 's), mode: Mode, read_bat: bool) -> Result<Image<'s>> {
         let file_len = source.size();
         let head = source.read_at(0, HEADER_SIZE as u64)?;
         let raw = RawHeader::read_padded(&head);
         let header = Header::decode(&raw)?;
         // Only the part of the BAT that is in the file is read; the rest reads as zeros.
-        let bat_len = BAT_ENTRY_SIZE * u64::from(header.bat_entries);
+        let bat_len = if read_bat {
+            BAT_ENTRY_SIZE * u64::from(header.bat_entries)
+        } else {
+            0
+        };
         let mut bat = source.read_at(BAT_OFFSET, bat_len)?;
         let whole = bat.len() / 4 * 4;
         if whole != bat.len() {
@@ -91,6 +130,7 @@ impl<'s> Image<'s> {
             bat,
             extension,
             mode,
+            bat_held: read_bat,
         })
     }
 
@@ -111,7 +151,15 @@ impl<'s> Image<'s> {
 
     /// Runs every rule and reports all findings.
     pub fn validate(&self) -> Result<Report> {
+        if !self.bat_held {
+            return validate::validate(&Self::parse_with(self.source, self.mode)?);
+        }
         validate::validate(self)
+    }
+
+    /// Whether the BAT was read (false after [`Image::parse_without_bat`]).
+    pub fn bat_held(&self) -> bool {
+        self.bat_held
     }
 
     /// The decoded header.
@@ -190,7 +238,17 @@ impl<'s> Image<'s> {
             let within = pos % cs;
             let n = ((cs - within) as usize).min(buf.len() - done);
             let out = &mut buf[done..done + n];
-            match u32::try_from(index).ok().and_then(|i| self.cluster_offset(i)) {
+            let entry = match u32::try_from(index) {
+                Ok(i) if self.bat_held => self.bat_entry(i),
+                Ok(i) if i < self.header.bat_entries => {
+                    let at = BAT_OFFSET + BAT_ENTRY_SIZE * u64::from(i);
+                    // An entry cut short by the end of the file reads as 0, as in `bat()`.
+                    let got = self.source.read_at(at, BAT_ENTRY_SIZE)?;
+                    <[u8; 4]>::try_from(&got[..]).map_or(0, u32::from_le_bytes)
+                }
+                _ => 0,
+            };
+            match self.header.bat_entry_offset(entry) {
                 None => out.fill(0),
                 Some(host) => {
                     let got = self.source.read_at(host + within, n as u64)?;

@@ -4,7 +4,7 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use parallels_image::{Bitmap, FileSource, Image};
+use parallels_image::{Bitmap, FileSource, Image, Mode};
 use serde::Serialize;
 
 use crate::output::{emit, human_bytes, print_json, Failure};
@@ -113,7 +113,8 @@ struct List {
 pub fn run(args: &Args) -> Outcome {
     let path = &args.image;
     let source = FileSource::open(path).map_err(|e| Failure::io(path, &e))?;
-    let image = Image::parse(&source).map_err(|e| Failure::lib(path, &e))?;
+    // Bitmaps need the header and the extension only, not the BAT.
+    let image = Image::parse_without_bat(&source, Mode::Strict).map_err(|e| Failure::lib(path, &e))?;
     let Some(name) = &args.name else {
         let bitmaps: Vec<BitmapSummary> = image.bitmaps().iter().map(|b| summarize(&image, b)).collect();
         match args.output {
@@ -207,15 +208,47 @@ impl MapPrinter<'_> {
 
     fn extent(&mut self, offset: u64, length: u64, dirty: bool) {
         let (kind, desc) = if dirty { (1, "dirty") } else { (0, "clean") };
-        let line = if self.json {
+        if self.json {
             let sep = if self.first { "" } else { ",\n" };
-            format!(
+            let line = format!(
                 "{sep}{{ \"offset\": {offset}, \"length\": {length}, \"type\": {kind}, \"description\": \"{desc}\"}}"
-            )
-        } else {
-            format!("{offset:>10}  {length:>10}  {kind:>3}  {desc}\n")
-        };
+            );
+            self.first = false;
+            self.raw(&line);
+            return;
+        }
+        // `{offset:>10}  {length:>10}  {kind:>3}  {desc}\n`, without the formatting machinery
+        // (a large bitmap has millions of extents).
+        let mut line = [b' '; 64];
+        let mut at = right_aligned(&mut line, 0, offset, 10);
+        at = right_aligned(&mut line, at + 2, length, 10);
+        line[at + 4] = b'0' + kind;
+        at += 5;
+        line[at + 2..at + 7].copy_from_slice(desc.as_bytes());
+        line[at + 7] = b'\n';
         self.first = false;
-        self.raw(&line);
+        if self.error.is_none() {
+            if let Err(e) = self.out.write_all(&line[..at + 8]) {
+                self.error = Some(e);
+            }
+        }
     }
+}
+
+/// Writes `v` in decimal right-aligned in `width` columns (wider if it needs more) at `at`;
+/// returns the index after it.
+fn right_aligned(buf: &mut [u8], at: usize, mut v: u64, width: usize) -> usize {
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    loop {
+        digits[19 - n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = at + width.saturating_sub(n);
+    buf[start..start + n].copy_from_slice(&digits[20 - n..]);
+    start + n
 }
