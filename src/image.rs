@@ -193,6 +193,22 @@ impl<'s> Image<'s> {
         self.bat().get(index as usize).map_or(0, |e| e.get())
     }
 
+    /// The allocated (non-zero) BAT entries as `(index, entry)`, in order. Runs of unallocated
+    /// entries are skipped 16 at a time, so a sparse BAT costs little more than its reading.
+    pub fn allocated_entries(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        const BLOCK: usize = 16;
+        self.bat()
+            .chunks(BLOCK)
+            .enumerate()
+            .filter(|(_, c)| c.iter().fold(0, |a, e| a | e.get()) != 0)
+            .flat_map(|(k, c)| {
+                c.iter().enumerate().filter_map(move |(j, e)| {
+                    let e = e.get();
+                    (e != 0).then_some(((k * BLOCK + j) as u32, e))
+                })
+            })
+    }
+
     /// File offset of guest cluster `index`'s data, `None` if unallocated.
     pub fn cluster_offset(&self, index: u32) -> Option<u64> {
         self.header.bat_entry_offset(self.bat_entry(index))

@@ -458,8 +458,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
     let data_off_ok = v1_default || (data_off >= min_off && data_off <= file_len / 512);
     let data_start = if data_off_ok && !v1_default { data_off } else { min_off };
     // Entries past the end of the file within the table read as 0 (unallocated).
-    let max_entry = image.bat().iter().map(|e| u64::from(e.get())).max().unwrap_or(0);
-    let data_end = data_start.max(max_entry * mult + tracks);
+    let mut max_entry = 0u64;
 
     if h.raw.inuse.get() == INUSE_OPEN {
         c.error(|| "ERROR image was not closed correctly".into());
@@ -470,13 +469,29 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
         c.corruptions += 1;
     }
     let mut high = 0u64;
-    for (i, e) in image.bat().iter().enumerate() {
-        let off = u64::from(e.get()) * mult * 512;
-        if off + cs > file_len {
-            c.error(|| format!("ERROR cluster {i} is outside image"));
-            c.corruptions += 1;
-        } else {
-            high = high.max(off);
+    if cs > file_len {
+        // Every entry is outside, unallocated ones included.
+        for (i, e) in image.bat().iter().enumerate() {
+            max_entry = max_entry.max(u64::from(e.get()));
+            let off = u64::from(e.get()) * mult * 512;
+            if off + cs > file_len {
+                c.error(|| format!("ERROR cluster {i} is outside image"));
+                c.corruptions += 1;
+            } else {
+                high = high.max(off);
+            }
+        }
+    } else {
+        // Unallocated entries (offset 0) are inside and do not move `high`.
+        for (i, e) in image.allocated_entries() {
+            max_entry = max_entry.max(u64::from(e));
+            let off = u64::from(e) * mult * 512;
+            if off + cs > file_len {
+                c.error(|| format!("ERROR cluster {i} is outside image"));
+                c.corruptions += 1;
+            } else {
+                high = high.max(off);
+            }
         }
     }
     // Entries past the end of the file read as 0; in a file shorter than one cluster each of
@@ -492,6 +507,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
         }
         c.corruptions += u64::from(n - in_file);
     }
+    let data_end = data_start.max(max_entry * mult + tracks);
     let image_end = if high != 0 { high + cs } else { data_end * 512 };
     c.image_end_offset = image_end;
     if file_len > image_end {
@@ -529,11 +545,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
         let mut last_dup = false;
         if words <= bat.len() as u64 / 2 + (1 << 17) {
             let mut seen = vec![0u64; words as usize];
-            for (i, e) in bat.iter().enumerate() {
-                let e = e.get();
-                if e == 0 {
-                    continue;
-                }
+            for (i, e) in image.allocated_entries() {
                 let Some(k) = index_of(e) else { return aborts() };
                 let (w, bit) = (&mut seen[(k / 64) as usize], 1u64 << (k % 64));
                 last_dup = *w & bit != 0;
@@ -547,11 +559,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
             // k < count <= 2^32 and i < 2^29: one u64 per allocated entry.
             let mut pairs = Vec::new();
             let mut last = None;
-            for (i, e) in bat.iter().enumerate() {
-                let e = e.get();
-                if e == 0 {
-                    continue;
-                }
+            for (i, e) in image.allocated_entries() {
                 let Some(k) = index_of(e) else { return aborts() };
                 pairs.push(k << 32 | i as u64);
                 last = Some(i as u64);
@@ -576,8 +584,14 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
     }
 
     let mut prev: Option<u64> = None;
-    for e in image.bat() {
-        let off = u64::from(e.get()) * mult * 512;
+    let mut next = 0u32;
+    for (i, e) in image.allocated_entries() {
+        if i != next {
+            // Unallocated entries were skipped: they break the run too.
+            prev = None;
+        }
+        next = i + 1;
+        let off = u64::from(e) * mult * 512;
         if off == 0 || off + cs > image_end {
             // An unallocated or skipped entry breaks the run: the next one is not fragmented.
             prev = None;

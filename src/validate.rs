@@ -146,8 +146,8 @@ pub fn validate(image: &Image<'_>) -> Result<Report> {
     header_rules(&h, file_len, &mut f);
     let data = bat_rules(image, &h, file_len, &mut f);
     let mut high = h.data_start().min(file_len).max(h.bat_end().min(file_len));
-    for e in image.bat() {
-        if let Some(off) = h.bat_entry_offset(e.get()) {
+    for (_, e) in image.allocated_entries() {
+        if let Some(off) = h.bat_entry_offset(e) {
             // A cluster cut short by the end of the file is still referenced (R18 flags it).
             if off < file_len && data.slot_of(off).is_some() {
                 high = high.max((off + h.cluster_size()).min(file_len));
@@ -233,10 +233,8 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
         Slots::Sorted(Vec::with_capacity(allocated as usize))
     };
     let mut dups: Vec<(u32, u32, u64)> = Vec::new();
-    for (i, e) in bat.iter().enumerate() {
-        let entry = e.get();
+    for (index, entry) in image.allocated_entries() {
         let Some(off) = h.bat_entry_offset(entry) else { continue };
-        let index = i as u32;
         if off < data_start {
             f.push(Violation::BatEntryBelowData {
                 index,

@@ -113,11 +113,18 @@ fn statistics(image: &Image<'_>, end: u64) -> Stats {
         indicatif::ProgressBar::hidden()
     };
     let (mut allocated, mut fragmented, mut prev) = (0u64, 0u64, None::<u64>);
-    for (i, e) in bat.iter().enumerate() {
-        if i % (1 << 16) == 0 {
-            bar.set_position(i as u64 * 4);
+    // Unallocated entries are skipped in blocks; one between two allocated ones resets `prev`.
+    let (mut next, mut shown) = (0u32, 0u32);
+    for (i, e) in image.allocated_entries() {
+        if i >> 16 != shown {
+            shown = i >> 16;
+            bar.set_position(u64::from(i) * 4);
         }
-        match h.bat_entry_offset(e.get()) {
+        if i != next {
+            prev = None;
+        }
+        next = i + 1;
+        match h.bat_entry_offset(e) {
             Some(off) if off.saturating_add(cs) <= end => {
                 if prev.is_some_and(|p| p + cs != off) {
                     fragmented += 1;
