@@ -6,12 +6,17 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use parallels_image::raw::header::RawHeader;
+use parallels_image::Header;
 use parallels_image::{Error, Image, Mode, Severity};
 
 /// Largest serialized bitmap this target builds in memory.
-const MAX_SERIALIZED: u64 = 16 << 20;
+const MAX_SERIALIZED: u64 = 4 << 20;
 
 fuzz_target!(|data: &[u8]| {
+    if costly_checksum(data) {
+        return;
+    }
     for mode in [Mode::Strict, Mode::Lenient] {
         let image = match Image::parse_with(&data, mode) {
             Ok(image) => image,
@@ -29,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(image.file_len(), data.len() as u64);
 
         let report = image.validate().expect("validating a slice does no failing I/O");
-        for f in &report.findings {
+        // Messages of the first findings (formatting thousands of them would dominate the run).
+        for f in report.findings.iter().take(100) {
             let _ = (f.violation.to_string(), f.violation.rule(), f.violation.location());
         }
         let _ = report.rules();
@@ -68,9 +74,12 @@ fuzz_target!(|data: &[u8]| {
             .read_guest(size.saturating_sub(4096), &mut buf)
             .expect("guest read");
 
-        for b in image.bitmaps() {
+        for (i, b) in image.bitmaps().into_iter().enumerate() {
             let _ = (format!("{b:?}"), b.name(), b.granularity_bytes(), b.expected_l1_size());
-            assert_eq!(image.bitmap(&b.name()).map(|x| x.feature <= b.feature), Some(true));
+            // `bitmap(name)` walks every bitmap: only for the first few (quadratic otherwise).
+            if i < 4 {
+                assert_eq!(image.bitmap(&b.name()).map(|x| x.feature <= b.feature), Some(true));
+            }
             let _ = b.trailing_bits().expect("trailing bits");
             if b.decodable(&image).is_err() {
                 assert!(b.dirty_extents(&image).is_err());
@@ -127,4 +136,16 @@ fn set_bits(bits: &mut [u8], s: u64, e: u64) {
             i += 1;
         }
     }
+}
+
+/// The extension checksum covers the whole cluster, the zeros past the end of the file included:
+/// up to 2 GiB of MD5 for a tiny file. That is the format's cost (QEMU pays it too), bounded but
+/// slow under instrumentation, so inputs whose extension reaches more than 4 MiB past the end are
+/// skipped.
+fn costly_checksum(data: &[u8]) -> bool {
+    let Ok(h) = Header::decode(&RawHeader::read_padded(data)) else {
+        return false;
+    };
+    h.ext_offset()
+        .is_some_and(|off| off.saturating_add(h.cluster_size()) > data.len() as u64 + (4 << 20))
 }
