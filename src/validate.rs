@@ -473,9 +473,22 @@ fn bitmap_rules(
         }
     }
     let bitmaps = image.bitmaps();
-    let mut ids: HashMap<[u8; 16], usize> = HashMap::new();
+    // Duplicate ids by sorting (n log n whatever the ids): for each bitmap, the feature index of
+    // the first bitmap with its id, if that is another one.
+    let mut by_id: Vec<(u128, usize)> = bitmaps
+        .iter()
+        .enumerate()
+        .map(|(pos, b)| (u128::from_le_bytes(b.id()), pos))
+        .collect();
+    by_id.sort_unstable();
+    let mut first_with_id: Vec<Option<usize>> = vec![None; bitmaps.len()];
+    for group in by_id.chunk_by(|a, b| a.0 == b.0) {
+        for &(_, pos) in &group[1..] {
+            first_with_id[pos] = Some(bitmaps[group[0].1].feature);
+        }
+    }
     let mut l1_clusters: Vec<(u64, usize, u32)> = Vec::new();
-    for b in &bitmaps {
+    for (pos, b) in bitmaps.iter().enumerate() {
         let index = b.feature;
         let offset = b.file_offset;
         let hdr = &b.header;
@@ -532,15 +545,13 @@ fn bitmap_rules(
                 });
             }
         }
-        if let Some(&first) = ids.get(&b.id()) {
+        if let Some(first) = first_with_id[pos] {
             f.push(Violation::DuplicateBitmapId {
                 index,
                 offset,
                 first,
                 id: b.name(),
             });
-        } else {
-            ids.insert(b.id(), index);
         }
         for (i, entry) in b.l1().iter().enumerate() {
             let entry = entry.get();
@@ -598,7 +609,13 @@ fn bitmap_rules(
             }
             l1_clusters.push((off, index, i));
         }
-        if gran_ok && b.decodable(image).is_ok() {
+        // Only a last chunk kept in a cluster can have bits past the last granule.
+        let last_in_cluster = gran_ok
+            && b.expected_l1_size()
+                .checked_sub(1)
+                .and_then(|k| b.l1().get(k as usize))
+                .is_some_and(|e| e.get() > L1_DIRTY);
+        if last_in_cluster && b.decodable(image).is_ok() {
             let count = b.trailing_bits()?;
             if count > 0 {
                 f.push(Violation::BitmapTrailingBits {
