@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Whole-process comparisons of prlimg with QEMU's tools, side by side in one run, and peak
+# memory at two scales. See BENCHMARKS.md for the figures and how to read them.
+#
+#   scripts/bench.sh [quick]
+#
+# Env: BENCH_DIR (scratch folder on a filesystem with sparse files; default a new folder in
+# /var/tmp, removed at the end unless KEEP=1), RUNS (hyperfine runs, default 10), WARMUP
+# (default 2). `quick` skips the slow qemu-img check of the half-allocated 16 Mi-entry image
+# (about 200 s a run; the full script takes about 15 minutes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-10}
+WARMUP=${WARMUP:-2}
+QUICK=${1:-}
+
+need=()
+command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
+[ -x /usr/bin/time ] || need+=(time)
+command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
+command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo build --release --quiet --bin prlimg --example bench_image
+TARGET=${CARGO_TARGET_DIR:-target}
+PRLIMG=$(realpath "$TARGET/release/prlimg")
+MKIMG=$(realpath "$TARGET/release/examples/bench_image")
+
+DIR=${BENCH_DIR:-$(mktemp -d /var/tmp/prlimg-bench.XXXXXX)}
+mkdir -p "$DIR"
+if [ "${KEEP:-0}" != 1 ] && [ -z "${BENCH_DIR:-}" ]; then
+    trap 'rm -rf "$DIR"' EXIT
+fi
+cd "$DIR"
+
+T=1099511627776 # 1 TiB
+NAME=00000001-0000-0000-0000-000000000001
+
+echo "== machine"
+echo "nproc: $(nproc)"
+grep -m1 'model name' /proc/cpuinfo | sed 's/.*: /cpu: /'
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
+hyperfine --version
+qemu-img --version | sed -n 1p
+nbdinfo --version | sed -n 1p
+
+# Runs hyperfine on two commands (ours first) and prints "LABEL: ours X ms, theirs Y ms,
+# ratio Z" from its CSV export (mean times).
+compare() {
+    local label=$1 ours=$2 theirs=$3 runs=${4:-$RUNS} warmup=${5:-$WARMUP}
+    echo
+    echo "== $label"
+    hyperfine -N -i --style basic --warmup "$warmup" --runs "$runs" --export-csv "$label.csv" \
+        -n prlimg "$ours" -n qemu "$theirs" | grep -E 'Benchmark|Time|Range'
+    awk -F, -v label="$label" 'NR == 2 { o = $2 } NR == 3 { t = $2 }
+        END { printf "RESULT %s: prlimg %.1f ms, qemu %.1f ms, qemu/prlimg = %.2f\n",
+              label, o * 1000, t * 1000, t / o }' "$label.csv" | tee -a results.txt
+}
+
+# Same with shell commands (for pipelines of two QEMU tools).
+compare_sh() {
+    local label=$1 ours=$2 theirs=$3 prepare=$4
+    echo
+    echo "== $label"
+    hyperfine -i --style basic --warmup "$WARMUP" --runs "$RUNS" --prepare "$prepare" \
+        --export-csv "$label.csv" -n prlimg "$ours" -n qemu "$theirs" | grep -E 'Benchmark|Time|Range'
+    awk -F, -v label="$label" 'NR == 2 { o = $2 } NR == 3 { t = $2 }
+        END { printf "RESULT %s: prlimg %.1f ms, qemu %.1f ms, qemu/prlimg = %.2f\n",
+              label, o * 1000, t * 1000, t / o }' "$label.csv" | tee -a results.txt
+}
+
+echo
+echo "== images"
+# 16 Mi BAT entries (64 MiB of BAT), nothing allocated.
+qemu-img create -q -f parallels -o cluster_size=64K empty.hds 1T
+# 16 Mi BAT entries, every other one allocated: a 512 GiB sparse file.
+"$MKIMG" half half.hds 16777216 65536
+# 1 Mi entries, half allocated (QEMU checks it in under a second).
+"$MKIMG" half half1m.hds 1048576 65536
+# A 64 TiB disk at 64 KiB granularity: 128 MiB of bitmap in 128 chunks of 1 MiB.
+"$MKIMG" bitmap bitmap64t.hds $((64 * T)) $((1 << 20)) 65536
+ls -ls ./*.hds
+
+echo
+echo "== agreement"
+"$PRLIMG" check half.hds | tail -4
+"$PRLIMG" bitmaps bitmap64t.hds "$NAME" >ours.map
+nbdinfo --map="qemu:dirty-bitmap:$NAME" -- [ qemu-nbd -r -f parallels -B "$NAME" bitmap64t.hds ] >qemu.map
+if cmp -s ours.map qemu.map; then
+    echo "bitmaps: the same $(wc -l <ours.map) extents as nbdinfo"
+else
+    echo "bitmaps: DIFFERENT from nbdinfo" >&2
+    exit 1
+fi
+
+: >results.txt
+compare check-empty-16M "$PRLIMG check empty.hds" "qemu-img check -f parallels empty.hds"
+compare check-half-1M "$PRLIMG check half1m.hds" "qemu-img check -f parallels half1m.hds"
+if [ "$QUICK" != quick ]; then
+    # qemu-img check takes minutes here: one warm-up, two runs.
+    compare check-half-16M "$PRLIMG check half.hds" "qemu-img check -f parallels half.hds" 2 1
+fi
+compare bitmaps-64T "$PRLIMG bitmaps bitmap64t.hds $NAME" \
+    "nbdinfo --map=qemu:dirty-bitmap:$NAME -- [ qemu-nbd -r -f parallels -B $NAME bitmap64t.hds ]"
+
+# create: a 1 TiB image of 64 KiB clusters with 64 writes of 1 MiB of 0xaa, 16 GiB apart.
+ours="$PRLIMG create --force --size 1T --cluster-size 64K"
+theirs="qemu-img create -q -f parallels -o cluster_size=64K theirs.hds 1T && qemu-io -f parallels"
+for i in $(seq 0 63); do
+    off=$((i * 16 << 30))
+    ours+=" --data $off:1M:0xaa"
+    theirs+=" -c 'write -q -P 0xaa $off 1M'"
+done
+ours+=" ours.hds"
+theirs+=" theirs.hds"
+compare_sh create-1T-64x1M "$ours" "$theirs" "rm -f ours.hds theirs.hds"
+# (--prepare removed the files before each run: build both once more to compare them.)
+sh -c "$ours" && sh -c "$theirs"
+qemu-img compare -q -f parallels -F parallels ours.hds theirs.hds && echo "create: same guest content"
+rm -f ours.hds theirs.hds
+
+echo
+echo "== peak RSS (KiB) by metadata size"
+printf '%-38s %8s %-34s %10s\n' command virtual metadata maxRSS | tee -a results.txt
+rss() {
+    { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null || true; } | tail -1
+}
+row() {
+    local what=$1 virtual=$2 meta=$3
+    shift 3
+    printf '%-38s %8s %-34s %10s\n' "$what" "$virtual" "$meta" "$(rss "$@")" | tee -a results.txt
+}
+qemu-img create -q -f parallels -o cluster_size=64K c1t64k.hds 1T
+qemu-img create -q -f parallels -o cluster_size=4M c64t4m.hds 64T
+qemu-img create -q -f parallels -o cluster_size=1M c64t1m.hds 64T
+qemu-img create -q -f parallels -o cluster_size=64M c64t64m.hds 64T
+row "prlimg check" 64T "BAT 4 MiB (64 MiB clusters)" "$PRLIMG" check c64t64m.hds
+row "prlimg check" 1T "BAT 64 MiB (64 KiB clusters)" "$PRLIMG" check c1t64k.hds
+row "prlimg check" 64T "BAT 64 MiB (4 MiB clusters)" "$PRLIMG" check c64t4m.hds
+row "prlimg check" 64T "BAT 256 MiB (1 MiB clusters)" "$PRLIMG" check c64t1m.hds
+row "prlimg check (half allocated)" 1T "BAT 64 MiB, 8 Mi clusters" "$PRLIMG" check half.hds
+row "qemu-img check" 1T "BAT 64 MiB (64 KiB clusters)" qemu-img check -f parallels c1t64k.hds
+row "qemu-img check" 64T "BAT 256 MiB (1 MiB clusters)" qemu-img check -f parallels c64t1m.hds
+# Bitmaps: 16 Mi granules (2 MiB of bitmap) on 1 TiB and on 64 TiB; then 2^30 granules.
+"$MKIMG" bitmap b1t.hds "$T" $((64 << 10)) $((64 << 10))
+"$MKIMG" bitmap b64t.hds $((64 * T)) $((4 << 20)) $((4 << 20))
+row "prlimg bitmaps NAME" 1T "2 MiB bitmap, 64 KiB clusters" "$PRLIMG" bitmaps b1t.hds "$NAME"
+row "prlimg bitmaps NAME" 64T "2 MiB bitmap, 4 MiB clusters" "$PRLIMG" bitmaps b64t.hds "$NAME"
+row "prlimg bitmaps NAME" 64T "128 MiB bitmap, 1 MiB clusters" "$PRLIMG" bitmaps bitmap64t.hds "$NAME"
+
+echo
+echo "== summary"
+cat results.txt
