@@ -1,8 +1,9 @@
 //! A whole image from arbitrary bytes: parse in both modes, validate, decode every decodable
 //! bitmap, map every BAT entry in the file, read some guest bytes.
 //!
-//! Oracles: the serialized bitmap has exactly the bits of the dirty runs; the dirty extents are
-//! those runs in bytes, clipped to the disk; `open` fails exactly when the report has corruption.
+//! Oracles: the serialized bitmap has exactly the bits of the dirty runs for its granules; the
+//! dirty extents are those runs in bytes, clipped to the disk; `open` fails exactly when the
+//! report has corruption.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -118,7 +119,22 @@ fuzz_target!(|data: &[u8]| {
                 for &(s, l) in &runs {
                     set_bits(&mut want, s, s + l);
                 }
-                assert_eq!(ser, want, "serialized bits differ from the dirty runs");
+                // Bits of granules past the last one keep what the image holds (as QEMU hashes
+                // them): only the first `g` bits are compared.
+                let whole = (g / 8) as usize;
+                assert_eq!(
+                    ser[..whole],
+                    want[..whole],
+                    "serialized bits differ from the dirty runs"
+                );
+                if g % 8 != 0 {
+                    let mask = (1u8 << (g % 8)) - 1;
+                    assert_eq!(
+                        ser[whole] & mask,
+                        want[whole],
+                        "serialized bits differ from the dirty runs"
+                    );
+                }
             }
         }
     }
