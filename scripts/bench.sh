@@ -122,7 +122,14 @@ theirs+=" theirs.hds"
 compare_sh create-1T-64x1M "$ours" "$theirs" "rm -f ours.hds theirs.hds"
 # (--prepare removed the files before each run: build both once more to compare them.)
 sh -c "$ours" && sh -c "$theirs"
-qemu-img compare -q -f parallels -F parallels ours.hds theirs.hds && echo "create: same guest content"
+# (qemu-img compare and map fail on these 1 TiB images, whoever made them; the files are
+# compared byte for byte instead: the builder lays clusters out as QEMU allocates them here.)
+if cmp -s ours.hds theirs.hds; then
+    echo "create: the two files are byte for byte the same"
+else
+    echo "create: the files differ" >&2
+    exit 1
+fi
 rm -f ours.hds theirs.hds
 
 echo
