@@ -638,35 +638,3 @@ fn ploop_loads(image: &Image<'_>, ext: &Extension<'_>) -> bool {
     }
     false
 }
-
-/// The bytes QEMU's `x-debug-block-dirty-bitmap-sha256` hashes for `bitmap` once loaded.
-///
-/// This is [`crate::Bitmap::serialized`] except in the bits past the last granule of the last
-/// 64-bit word: QEMU loads each chunk in whole words, so those bits are all set when the last
-/// L1 entry is 1 (all dirty) and are the bitmap cluster's own bits when it points at one (zero
-/// past the end of the file). QEMU's dirty count ignores them.
-pub fn debug_hash_input(image: &Image<'_>, bitmap: &crate::Bitmap<'_>) -> crate::Result<Vec<u8>> {
-    let mut out = bitmap.serialized(image)?;
-    let g = bitmap.granules();
-    if g % 64 == 0 || out.is_empty() {
-        return Ok(out);
-    }
-    let cb = bitmap.chunk_bits();
-    let k = (g - 1) / cb;
-    let entry = bitmap.l1().get(k as usize).map_or(0, |e| e.get());
-    let word_at = (g / 64) * 8;
-    let tail: [u8; 8] = match entry {
-        0 => return Ok(out),
-        1 => [0xff; 8],
-        sector => {
-            let within = (g - k * cb) / 64 * 8;
-            let at = sector.wrapping_mul(512).wrapping_add(within);
-            padded(&image.source().read_at(at, 8)?, 0)
-        }
-    };
-    let keep = (1u64 << (g % 64)) - 1;
-    let word = u64::from_le_bytes(out[word_at as usize..word_at as usize + 8].try_into().expect("8 bytes"));
-    let word = (word & keep) | (u64::from_le_bytes(tail) & !keep);
-    out[word_at as usize..word_at as usize + 8].copy_from_slice(&word.to_le_bytes());
-    Ok(out)
-}
