@@ -46,10 +46,7 @@ impl std::fmt::Debug for Bitmap<'_> {
 impl<'a> Bitmap<'a> {
     pub(crate) fn new(image: &'a Image<'_>, ext: &'a Extension<'_>, f: &FeatureEntry) -> Bitmap<'a> {
         let data = ext.slice(f.data_range());
-        let mut hdr = [0u8; BITMAP_HEADER_SIZE];
-        let k = data.len().min(BITMAP_HEADER_SIZE);
-        hdr[..k].copy_from_slice(&data[..k]);
-        let header: RawBitmapHeader = zerocopy::transmute!(hdr);
+        let header: RawBitmapHeader = zerocopy::transmute!(crate::raw::padded::<BITMAP_HEADER_SIZE>(data, 0));
         let table = data.get(BITMAP_HEADER_SIZE..).unwrap_or(&[]);
         let n = (table.len() / L1_ENTRY_SIZE).min(header.l1_size.get() as usize);
         let l1 = <[U64]>::ref_from_bytes(&table[..n * L1_ENTRY_SIZE]).expect("whole entries");

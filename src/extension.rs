@@ -9,6 +9,7 @@ use std::ops::Range;
 
 use crate::raw::extension::{checksum_padded, EXT_HEADER_SIZE, EXT_MAGIC};
 use crate::raw::feature::{RawFeatureHeader, FEATURE_ALIGN, FEATURE_END, FEATURE_HEADER_SIZE};
+use crate::raw::padded;
 
 /// Where a feature record is in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,9 +141,7 @@ impl<'s> Extension<'s> {
 
     /// The stored checksum.
     pub fn stored_checksum(&self) -> [u8; 16] {
-        let mut out = [0u8; 16];
-        copy_padded(&self.bytes, 8, &mut out);
-        out
+        padded(&self.bytes, 8)
     }
 
     /// The available bytes of a range of the cluster (cut at the end of the file).
@@ -162,21 +161,10 @@ impl<'s> Extension<'s> {
     }
 }
 
-fn copy_padded(bytes: &[u8], at: u64, out: &mut [u8]) {
-    let len = bytes.len() as u64;
-    let s = at.min(len) as usize;
-    let e = (at + out.len() as u64).min(len) as usize;
-    out[..e - s].copy_from_slice(&bytes[s..e]);
-}
-
 fn read_u64(bytes: &[u8], at: u64) -> u64 {
-    let mut b = [0u8; 8];
-    copy_padded(bytes, at, &mut b);
-    u64::from_le_bytes(b)
+    u64::from_le_bytes(padded(bytes, at))
 }
 
 fn read_feature_header(bytes: &[u8], at: u64) -> RawFeatureHeader {
-    let mut b = [0u8; FEATURE_HEADER_SIZE];
-    copy_padded(bytes, at, &mut b);
-    zerocopy::transmute!(b)
+    zerocopy::transmute!(padded::<FEATURE_HEADER_SIZE>(bytes, at))
 }

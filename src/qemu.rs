@@ -14,6 +14,7 @@ use crate::raw::bitmap::BITMAP_HEADER_SIZE;
 use crate::raw::extension::EXT_MAGIC;
 use crate::raw::feature::{FEATURE_DIRTY_BITMAP, FEATURE_HEADER_SIZE};
 use crate::raw::header::INUSE_OPEN;
+use crate::raw::padded;
 use crate::source::Source;
 
 /// QEMU's largest byte offset (`BDRV_MAX_LENGTH`).
@@ -195,14 +196,6 @@ pub struct Prediction {
     pub ploop_loads_bitmaps: Option<bool>,
 }
 
-/// Bytes `[at, at + N)` of `b`, zeros past its end (QEMU zero-pads reads past the end of file).
-fn padded<const N: usize>(b: &[u8], at: u64) -> [u8; N] {
-    let mut out = [0u8; N];
-    let s = at.min(b.len() as u64) as usize;
-    let e = (at + N as u64).min(b.len() as u64) as usize;
-    out[..e - s].copy_from_slice(&b[s..e]);
-    out
-}
 fn u32_at(b: &[u8], at: u64) -> u32 {
     u32::from_le_bytes(padded(b, at))
 }

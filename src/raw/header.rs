@@ -78,9 +78,6 @@ impl RawHeader {
 
     /// Reads a header from `bytes`, treating missing bytes as zeros (as QEMU does for a short file).
     pub fn read_padded(bytes: &[u8]) -> RawHeader {
-        let mut buf = [0u8; HEADER_SIZE];
-        let n = bytes.len().min(HEADER_SIZE);
-        buf[..n].copy_from_slice(&bytes[..n]);
-        zerocopy::transmute!(buf)
+        zerocopy::transmute!(super::padded::<HEADER_SIZE>(bytes, 0))
     }
 }

@@ -22,6 +22,16 @@ pub use header::RawHeader;
 /// and bitmap granularity.
 pub const SECTOR_SIZE: u64 = 512;
 
+/// Bytes `[at, at + N)` of `bytes`, with zeros for whatever lies past its end: how every reader
+/// of the format treats a structure cut short by the end of the file.
+pub(crate) fn padded<const N: usize>(bytes: &[u8], at: u64) -> [u8; N] {
+    let mut out = [0u8; N];
+    let len = bytes.len() as u64;
+    let (s, e) = (at.min(len) as usize, at.saturating_add(N as u64).min(len) as usize);
+    out[..e - s].copy_from_slice(&bytes[s..e]);
+    out
+}
+
 /// Reads `count` elements of `elem_size` bytes with `read_one`, after checking that the stream
 /// really holds that many bytes, so that a hostile count can never drive an allocation larger
 /// than the input.
