@@ -209,6 +209,32 @@ impl<'s> Image<'s> {
             })
     }
 
+    /// Counts as `qemu-img check` does: the allocated clusters whose data ends by byte `end`,
+    /// and how many of those do not directly follow on disk the cluster of the previous BAT
+    /// index (an unallocated entry, or one ending past `end`, breaks the run).
+    pub fn cluster_counts(&self, end: u64) -> (u64, u64) {
+        let cs = self.header.cluster_size();
+        let (mut allocated, mut fragmented) = (0u64, 0u64);
+        let (mut prev, mut next) = (None::<u64>, 0u32);
+        for (i, e) in self.allocated_entries() {
+            if i != next {
+                prev = None;
+            }
+            next = i + 1;
+            match self.header.bat_entry_offset(e) {
+                Some(off) if off.saturating_add(cs) <= end => {
+                    if prev.is_some_and(|p| p + cs != off) {
+                        fragmented += 1;
+                    }
+                    prev = Some(off);
+                    allocated += 1;
+                }
+                _ => prev = None,
+            }
+        }
+        (allocated, fragmented)
+    }
+
     /// File offset of guest cluster `index`'s data, `None` if unallocated.
     pub fn cluster_offset(&self, index: u32) -> Option<u64> {
         self.header.bat_entry_offset(self.bat_entry(index))

@@ -576,26 +576,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
         }
     }
 
-    let mut prev: Option<u64> = None;
-    let mut next = 0u32;
-    for (i, e) in image.allocated_entries() {
-        if i != next {
-            // Unallocated entries were skipped: they break the run too.
-            prev = None;
-        }
-        next = i + 1;
-        let off = u64::from(e) * mult * 512;
-        if off == 0 || off + cs > image_end {
-            // An unallocated or skipped entry breaks the run: the next one is not fragmented.
-            prev = None;
-            continue;
-        }
-        c.allocated_clusters += 1;
-        if prev.is_some_and(|p| p + cs != off) {
-            c.fragmented_clusters += 1;
-        }
-        prev = Some(off);
-    }
+    (c.allocated_clusters, c.fragmented_clusters) = image.cluster_counts(image_end);
     QemuCheck::Completes(c)
 }
 

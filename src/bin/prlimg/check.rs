@@ -8,7 +8,7 @@ use parallels_image::{Error, FileSource, Finding, Image, Mode, Severity, Violati
 use serde::Serialize;
 
 use crate::outln;
-use crate::output::{emit, print_json, progress, spinner, Failure, Format, JsonLocation};
+use crate::output::{emit, print_json, spinner, Failure, Format, JsonLocation};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -104,40 +104,9 @@ struct Stats {
 /// Counts as `qemu-img check` does: clusters inside the image, and those that do not follow the
 /// previous allocated one on disk.
 fn statistics(image: &Image<'_>, end: u64) -> Stats {
-    let h = image.header();
-    let cs = h.cluster_size();
-    let bat = image.bat();
-    let bar = if bat.len() > 1 << 20 {
-        progress(bat.len() as u64 * 4, "statistics")
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let (mut allocated, mut fragmented, mut prev) = (0u64, 0u64, None::<u64>);
-    // Unallocated entries are skipped in blocks; one between two allocated ones resets `prev`.
-    let (mut next, mut shown) = (0u32, 0u32);
-    for (i, e) in image.allocated_entries() {
-        if i >> 16 != shown {
-            shown = i >> 16;
-            bar.set_position(u64::from(i) * 4);
-        }
-        if i != next {
-            prev = None;
-        }
-        next = i + 1;
-        match h.bat_entry_offset(e) {
-            Some(off) if off.saturating_add(cs) <= end => {
-                if prev.is_some_and(|p| p + cs != off) {
-                    fragmented += 1;
-                }
-                prev = Some(off);
-                allocated += 1;
-            }
-            _ => prev = None,
-        }
-    }
-    bar.finish_and_clear();
+    let (allocated, fragmented) = image.cluster_counts(end);
     Stats {
-        total: u64::from(h.bat_entries),
+        total: u64::from(image.header().bat_entries),
         allocated,
         fragmented,
         end,
