@@ -3,9 +3,9 @@
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
-use parallels_image::recipe::Recipe;
-use parallels_image::{Error, Variant};
+use parallels_image::builder::{BitmapSpec, ImageBuilder};
+use parallels_image::recipe::{DataRecipe, Recipe};
+use parallels_image::Error;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -28,7 +28,7 @@ pub struct Args {
     v1: bool,
     /// Guest data: LEN copies of BYTE at OFFSET (sizes with suffixes; BYTE decimal or 0x..).
     #[arg(long, value_name = "OFFSET:LEN:BYTE", value_parser = parse_data)]
-    data: Vec<DataArg>,
+    data: Vec<DataRecipe>,
     /// A bitmap: its UUID, its granularity and its dirty ranges (may be empty after the last colon).
     #[arg(long, value_name = "UUID:GRANULARITY:OFFSET+LEN,...", value_parser = parse_bitmap)]
     bitmap: Vec<BitmapSpec>,
@@ -49,13 +49,6 @@ pub struct Args {
     force: bool,
 }
 
-#[derive(Clone, Debug)]
-pub struct DataArg {
-    offset: u64,
-    len: u64,
-    byte: u8,
-}
-
 fn parse_byte(s: &str) -> Result<u8, String> {
     let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u8::from_str_radix(hex, 16),
@@ -64,12 +57,12 @@ fn parse_byte(s: &str) -> Result<u8, String> {
     r.map_err(|_| format!("invalid byte {s:?} (expected 0..255 or 0x00..0xff)"))
 }
 
-fn parse_data(s: &str) -> Result<DataArg, String> {
+fn parse_data(s: &str) -> Result<DataRecipe, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let [offset, len, byte] = parts[..] else {
         return Err(format!("invalid data {s:?} (expected OFFSET:LEN:BYTE)"));
     };
-    Ok(DataArg {
+    Ok(DataRecipe {
         offset: parse_size(offset)?,
         len: parse_size(len)?,
         byte: parse_byte(byte)?,
@@ -192,18 +185,15 @@ fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
         return parsed.to_builder().map_err(|e| Failure::at(recipe, e.to_string()));
     }
     let size = args.size.ok_or_else(|| Failure::plain("--size is required"))?;
-    let mut b = ImageBuilder::new(size)
-        .cluster_size(args.cluster_size)
-        .variant(if args.v1 { Variant::V1 } else { Variant::V2 });
-    for d in &args.data {
-        b = b.data(
-            d.offset,
-            Data::Fill {
-                len: d.len,
-                byte: d.byte,
-            },
-        );
-    }
+    // The options are a recipe whose bitmaps are already parsed.
+    let recipe = Recipe {
+        size,
+        cluster_size: args.cluster_size,
+        v1: args.v1,
+        data: args.data.clone(),
+        bitmaps: Vec::new(),
+    };
+    let mut b = recipe.to_builder().map_err(|e| Failure::plain(e.to_string()))?;
     for spec in &args.bitmap {
         b = b.bitmap(spec.clone());
     }
