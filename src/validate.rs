@@ -225,7 +225,7 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
     };
     let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
     let bat = image.bat();
-    let allocated = bat.iter().filter(|e| e.get() != 0).count() as u64;
+    let allocated = image.allocated_clusters();
     let slot_count = file_len / cs + 1;
     let mut slots = if slot_count / 64 <= allocated + (1 << 14) {
         Slots::Bits(vec![0u64; slot_count.div_ceil(64) as usize])
