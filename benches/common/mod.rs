@@ -75,13 +75,19 @@ impl Write for SparseImage {
     }
 }
 
+/// Where a seek from `current` in a stream of `len` bytes lands.
+fn seek_target(current: u64, len: u64, pos: SeekFrom) -> io::Result<u64> {
+    let target = match pos {
+        SeekFrom::Start(p) => Some(p),
+        SeekFrom::End(d) => len.checked_add_signed(d),
+        SeekFrom::Current(d) => current.checked_add_signed(d),
+    };
+    target.ok_or_else(|| io::ErrorKind::InvalidInput.into())
+}
+
 impl Seek for SparseImage {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.pos = match pos {
-            SeekFrom::Start(p) => p,
-            SeekFrom::End(d) => self.len.checked_add_signed(d).ok_or(io::ErrorKind::InvalidInput)?,
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or(io::ErrorKind::InvalidInput)?,
-        };
+        self.pos = seek_target(self.pos, self.len, pos)?;
         Ok(self.pos)
     }
 }
@@ -133,11 +139,7 @@ impl Write for NullSink {
 
 impl Seek for NullSink {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        self.pos = match pos {
-            SeekFrom::Start(p) => p,
-            SeekFrom::End(d) => self.len.checked_add_signed(d).ok_or(io::ErrorKind::InvalidInput)?,
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or(io::ErrorKind::InvalidInput)?,
-        };
+        self.pos = seek_target(self.pos, self.len, pos)?;
         Ok(self.pos)
     }
 }
