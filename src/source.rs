@@ -14,6 +14,15 @@ pub trait Source {
     /// Bytes `[offset, offset + len)`, cut short at the end of the source (so possibly shorter,
     /// or empty past the end). A slice source lends its own bytes; a file source reads them.
     fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>>;
+
+    /// Reads bytes from `offset` into `buf`, as many as fit or as the source has there, and
+    /// returns how many (fewer than `buf.len()` only at the end of the source). For reading a
+    /// large region through one reused buffer; the default copies what `read_at` returns.
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let got = self.read_at(offset, buf.len() as u64)?;
+        buf[..got.len()].copy_from_slice(&got);
+        Ok(got.len())
+    }
 }
 
 /// Bytes in memory: `Vec<u8>`, `&[u8]`, arrays… Reads lend the bytes themselves (zero-copy).
@@ -59,20 +68,22 @@ impl Source for FileSource {
 
     fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>> {
         let end = offset.saturating_add(len).min(self.size);
-        let n = end.saturating_sub(offset) as usize;
-        let mut buf = vec![0u8; n];
+        let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
+        let got = self.read_into(offset, &mut buf)?;
+        buf.truncate(got);
+        Ok(Cow::Owned(buf))
+    }
+
+    fn read_into(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mut done = 0;
-        while done < n {
-            match self.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => {
-                    buf.truncate(done);
-                    break;
-                }
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset.saturating_add(done as u64)) {
+                Ok(0) => break,
                 Ok(k) => done += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(Cow::Owned(buf))
+        Ok(done)
     }
 }
