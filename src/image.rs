@@ -27,17 +27,32 @@ pub enum Mode {
     Lenient,
 }
 
+/// How much of the BAT an [`Image`] keeps.
+enum Bat<'s> {
+    /// The whole table as it is in the source (lent by a slice, read from a file).
+    Whole(Cow<'s, [u8]>),
+    /// Only the allocated entries as `(index, entry)` in index order, from a read through a
+    /// small buffer ([`Image::parse_compact`]).
+    Allocated(Vec<(u32, u32)>),
+    /// Not read ([`Image::parse_without_bat`]).
+    Unread,
+}
+
+/// The BAT is read through a buffer of this many bytes by [`Image::parse_compact`]: small
+/// enough to stay in the CPU's cache, large enough that reads cost little.
+const BAT_READ_BLOCK: usize = 128 << 10;
+
 /// A parsed image. Parsing checks only what is needed to interpret the rest (rules R1–R6); run
 /// [`Image::validate`] for every rule, or use [`Image::open`] to do both.
 pub struct Image<'s> {
     source: &'s (dyn Source + 's),
     file_len: u64,
     header: Header,
-    bat: Cow<'s, [u8]>,
+    bat: Bat<'s>,
+    /// BAT entries that are in the file (the rest of the table reads as 0).
+    bat_in_file: u32,
     extension: Option<Extension<'s>>,
     mode: Mode,
-    /// False for [`Image::parse_without_bat`].
-    bat_held: bool,
 }
 
 impl std::fmt::Debug for Image<'_> {
@@ -62,7 +77,36 @@ impl<'s> Image<'s> {
 
     /// Parses without validating beyond R1–R6.
     pub fn parse_with(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
-        Self::parse_inner(source, mode, true)
+        Self::parse_inner(source, mode, Reading::Whole)
+    }
+
+    /// Parses like [`Image::parse_with`], but reads the BAT through a small buffer and keeps
+    /// only its allocated entries (8 bytes each). A mostly empty BAT then costs a scan at the
+    /// speed of the reads and almost no memory, where holding it costs its whole size (64 MiB
+    /// for a 1 TiB disk of 64 KiB clusters). [`Image::bat`] is empty; every other accessor
+    /// ([`Image::bat_entry`], [`Image::allocated_entries`], [`Image::validate`]…) answers as
+    /// for the whole table. This is what `prlimg check` and `prlimg info` use.
+    ///
+    /// ```
+    /// use parallels_image::builder::{Data, ImageBuilder};
+    /// use parallels_image::{qemu, Image, Mode};
+    ///
+    /// let (bytes, _) = ImageBuilder::new(1 << 30)
+    ///     .cluster_size(64 << 10)
+    ///     .data(3 << 16, Data::Fill { len: 512, byte: 0xaa })
+    ///     .to_vec()?;
+    /// let whole = Image::parse(&bytes)?;
+    /// let compact = Image::parse_compact(&bytes, Mode::Strict)?;
+    /// assert_eq!((whole.bat().len(), compact.bat().len()), (16384, 0));
+    /// // Header and BAT take 64 + 16384 * 4 bytes: the first data cluster is cluster 2.
+    /// assert_eq!(compact.allocated_entries().collect::<Vec<_>>(), [(3, 2)]);
+    /// assert_eq!((compact.bat_entry(3), compact.bat_entry(4)), (2, 0));
+    /// assert_eq!(compact.validate()?, whole.validate()?);
+    /// assert_eq!(qemu::predict_image(&compact), qemu::predict_image(&whole));
+    /// # Ok::<(), parallels_image::Error>(())
+    /// ```
+    pub fn parse_compact(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
+        Self::parse_inner(source, mode, Reading::Allocated)
     }
 
     /// Parses the header and the extension cluster but does not read the BAT, for callers that
@@ -91,31 +135,36 @@ impl<'s> Image<'s> {
     /// # Ok::<(), parallels_image::Error>(())
     /// ```
     pub fn parse_without_bat(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
-        Self::parse_inner(source, mode, false)
+        Self::parse_inner(source, mode, Reading::None)
     }
 
-    fn parse_inner(source: &'s (dyn Source + 's), mode: Mode, read_bat: bool) -> Result<Image<'s>> {
+    fn parse_inner(source: &'s (dyn Source + 's), mode: Mode, reading: Reading) -> Result<Image<'s>> {
         let file_len = source.size();
         let head = source.read_at(0, HEADER_SIZE as u64)?;
         let raw = RawHeader::read_padded(&head);
         let header = Header::decode(&raw)?;
         // Only the part of the BAT that is in the file is read; the rest reads as zeros.
-        let bat_len = if read_bat {
-            BAT_ENTRY_SIZE * u64::from(header.bat_entries)
-        } else {
-            0
-        };
-        let mut bat = source.read_at(BAT_OFFSET, bat_len)?;
-        let whole = bat.len() / 4 * 4;
-        if whole != bat.len() {
-            bat = match bat {
-                Cow::Borrowed(b) => Cow::Borrowed(&b[..whole]),
-                Cow::Owned(mut v) => {
-                    v.truncate(whole);
-                    Cow::Owned(v)
+        let in_file = (file_len.saturating_sub(BAT_OFFSET) / BAT_ENTRY_SIZE).min(u64::from(header.bat_entries));
+        let bat_in_file = in_file as u32;
+        let bat = match reading {
+            Reading::Whole => {
+                let mut bytes = source.read_at(BAT_OFFSET, in_file * BAT_ENTRY_SIZE)?;
+                let whole = bytes.len() / 4 * 4;
+                if whole != bytes.len() {
+                    // The file shrank between `size()` and the read.
+                    bytes = match bytes {
+                        Cow::Borrowed(b) => Cow::Borrowed(&b[..whole]),
+                        Cow::Owned(mut v) => {
+                            v.truncate(whole);
+                            Cow::Owned(v)
+                        }
+                    };
                 }
-            };
-        }
+                Bat::Whole(bytes)
+            }
+            Reading::Allocated => Bat::Allocated(read_allocated(source, bat_in_file)?),
+            Reading::None => Bat::Unread,
+        };
         let extension = match header.ext_offset() {
             None => None,
             Some(off) => {
@@ -128,9 +177,9 @@ impl<'s> Image<'s> {
             file_len,
             header,
             bat,
+            bat_in_file,
             extension,
             mode,
-            bat_held: read_bat,
         })
     }
 
@@ -151,15 +200,22 @@ impl<'s> Image<'s> {
 
     /// Runs every rule and reports all findings.
     pub fn validate(&self) -> Result<Report> {
-        if !self.bat_held {
-            return validate::validate(&Self::parse_with(self.source, self.mode)?);
+        if !self.bat_held() {
+            return validate::validate(&Self::parse_compact(self.source, self.mode)?);
         }
         validate::validate(self)
     }
 
-    /// Whether the BAT was read (false after [`Image::parse_without_bat`]).
+    /// Whether the BAT's entries were read, whole or only the allocated ones (false after
+    /// [`Image::parse_without_bat`]).
     pub fn bat_held(&self) -> bool {
-        self.bat_held
+        !matches!(self.bat, Bat::Unread)
+    }
+
+    /// How many BAT entries are in the file: all of them unless the file ends inside the table
+    /// (the entries past its end read as 0).
+    pub fn bat_entries_in_file(&self) -> u32 {
+        self.bat_in_file
     }
 
     /// The decoded header.
@@ -182,31 +238,40 @@ impl<'s> Image<'s> {
         self.source
     }
 
-    /// The BAT entries that are in the file, viewed in place. Entries past the end of the file
-    /// (if the file is that short) are not included and read as 0 through [`Image::bat_entry`].
+    /// The BAT entries that are in the file, viewed in place, when the whole table was read
+    /// ([`Image::parse`]); empty after [`Image::parse_compact`] and
+    /// [`Image::parse_without_bat`]. Entries past the end of the file (if the file is that
+    /// short) are not included and read as 0 through [`Image::bat_entry`].
     pub fn bat(&self) -> &[U32] {
-        <[U32]>::ref_from_bytes(&self.bat).expect("BAT bytes are a whole number of entries")
+        match &self.bat {
+            Bat::Whole(bytes) => <[U32]>::ref_from_bytes(bytes).expect("BAT bytes are a whole number of entries"),
+            Bat::Allocated(_) | Bat::Unread => &[],
+        }
     }
 
-    /// BAT entry `index` (0 past the end of the file or of the table).
+    /// BAT entry `index` (0 past the end of the file or of the table, and for every entry after
+    /// [`Image::parse_without_bat`]).
     pub fn bat_entry(&self, index: u32) -> u32 {
-        self.bat().get(index as usize).map_or(0, |e| e.get())
+        match &self.bat {
+            Bat::Whole(_) => self.bat().get(index as usize).map_or(0, |e| e.get()),
+            Bat::Allocated(list) => list.binary_search_by_key(&index, |p| p.0).map_or(0, |k| list[k].1),
+            Bat::Unread => 0,
+        }
     }
 
-    /// The allocated (non-zero) BAT entries as `(index, entry)`, in order. Runs of unallocated
-    /// entries are skipped 16 at a time, so a sparse BAT costs little more than its reading.
+    /// The allocated (non-zero) BAT entries as `(index, entry)`, in order. In a whole table,
+    /// unallocated entries are skipped 16 at a time, so a sparse BAT costs little more than its
+    /// reading.
     pub fn allocated_entries(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        const BLOCK: usize = 16;
-        self.bat()
-            .chunks(BLOCK)
-            .enumerate()
-            .filter(|(_, c)| c.iter().fold(0, |a, e| a | e.get()) != 0)
-            .flat_map(|(k, c)| {
-                c.iter().enumerate().filter_map(move |(j, e)| {
-                    let e = e.get();
-                    (e != 0).then_some(((k * BLOCK + j) as u32, e))
-                })
-            })
+        let list: &[(u32, u32)] = match &self.bat {
+            Bat::Allocated(list) => list,
+            Bat::Whole(_) | Bat::Unread => &[],
+        };
+        let whole: &[u8] = match &self.bat {
+            Bat::Whole(bytes) => bytes,
+            Bat::Allocated(_) | Bat::Unread => &[],
+        };
+        scan_allocated(whole, 0).chain(list.iter().copied())
     }
 
     /// Counts as `qemu-img check` does: the allocated clusters whose data ends by byte `end`,
@@ -242,7 +307,10 @@ impl<'s> Image<'s> {
 
     /// Allocated (non-zero) BAT entries.
     pub fn allocated_clusters(&self) -> u64 {
-        self.bat().iter().filter(|e| e.get() != 0).count() as u64
+        match &self.bat {
+            Bat::Allocated(list) => list.len() as u64,
+            Bat::Whole(_) | Bat::Unread => self.bat().iter().filter(|e| e.get() != 0).count() as u64,
+        }
     }
 
     /// The extension cluster, if the header points at one.
@@ -281,7 +349,7 @@ impl<'s> Image<'s> {
             let n = ((cs - within) as usize).min(buf.len() - done);
             let out = &mut buf[done..done + n];
             let entry = match u32::try_from(index) {
-                Ok(i) if self.bat_held => self.bat_entry(i),
+                Ok(i) if self.bat_held() => self.bat_entry(i),
                 Ok(i) if i < self.header.bat_entries => {
                     let at = BAT_OFFSET + BAT_ENTRY_SIZE * u64::from(i);
                     // An entry cut short by the end of the file reads as 0, as in `bat()`.
@@ -302,4 +370,56 @@ impl<'s> Image<'s> {
         }
         Ok(())
     }
+}
+
+/// What [`Image::parse_inner`] does with the BAT.
+#[derive(Clone, Copy)]
+enum Reading {
+    Whole,
+    Allocated,
+    None,
+}
+
+/// The non-zero little-endian 32-bit entries of `bytes` as `(first + position, entry)`. Blocks
+/// of 16 entries are tested for zero as four 64-bit words, so an empty table is scanned at
+/// memory speed.
+fn scan_allocated(bytes: &[u8], first: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+    const BLOCK: usize = 64;
+    bytes
+        .chunks(BLOCK)
+        .enumerate()
+        .filter(|(_, c)| {
+            let mut words = c.chunks_exact(8);
+            let any = words
+                .by_ref()
+                .fold(0, |a, w| a | u64::from_ne_bytes(w.try_into().expect("8 bytes")));
+            any != 0 || words.remainder().iter().any(|&b| b != 0)
+        })
+        .flat_map(move |(k, c)| {
+            c.chunks_exact(4).enumerate().filter_map(move |(j, e)| {
+                let e = u32::from_le_bytes(e.try_into().expect("4 bytes"));
+                (e != 0).then_some((first + (k * BLOCK / 4 + j) as u32, e))
+            })
+        })
+}
+
+/// Reads the first `entries` BAT entries through a [`BAT_READ_BLOCK`] buffer and keeps the
+/// allocated ones. The list grows with what is found, never with what the header claims.
+fn read_allocated(source: &dyn Source, entries: u32) -> Result<Vec<(u32, u32)>> {
+    let total = u64::from(entries) * BAT_ENTRY_SIZE;
+    let mut buf = vec![0u8; (total as usize).min(BAT_READ_BLOCK)];
+    let mut list = Vec::new();
+    let mut done = 0u64;
+    while done < total {
+        let want = ((total - done) as usize).min(buf.len());
+        let got = source.read_into(BAT_OFFSET + done, &mut buf[..want])?;
+        let whole = got / 4 * 4;
+        list.extend(scan_allocated(&buf[..whole], (done / BAT_ENTRY_SIZE) as u32));
+        if got < want {
+            // The file shrank since `size()`: the rest reads as 0, as in a whole read.
+            break;
+        }
+        done += want as u64;
+    }
+    Ok(list)
 }

@@ -114,9 +114,9 @@ impl DataClusters {
         let slot = (first..=last).find(|&s| hit(s))?;
         let owners = self.owners.get_or_init(|| {
             let mut m = HashMap::new();
-            for (i, e) in image.bat().iter().enumerate() {
-                if let Some(s) = image.header().bat_entry_offset(e.get()).and_then(|o| self.slot_of(o)) {
-                    m.entry(s).or_insert(i as u32);
+            for (i, e) in image.allocated_entries() {
+                if let Some(s) = image.header().bat_entry_offset(e).and_then(|o| self.slot_of(o)) {
+                    m.entry(s).or_insert(i);
                 }
             }
             m
@@ -224,7 +224,6 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
         Variant::V2 => 0,
     };
     let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
-    let bat = image.bat();
     let allocated = image.allocated_clusters();
     let slot_count = file_len / cs + 1;
     let mut slots = if slot_count / 64 <= allocated + (1 << 14) {
@@ -285,7 +284,7 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
         for w in v.windows(2) {
             if w[0].0 == w[1].0 {
                 let index = w[1].1;
-                let entry = bat[index as usize].get();
+                let entry = image.bat_entry(index);
                 dups.push((index, entry, base + w[1].0 * cs));
             }
         }
@@ -295,10 +294,10 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
         dups.sort_unstable();
         let wanted: HashMap<u64, u32> = dups.iter().map(|d| (d.2, u32::MAX)).collect();
         let mut first: HashMap<u64, u32> = HashMap::new();
-        for (i, e) in bat.iter().enumerate() {
-            if let Some(off) = h.bat_entry_offset(e.get()) {
+        for (i, e) in image.allocated_entries() {
+            if let Some(off) = h.bat_entry_offset(e) {
                 if wanted.contains_key(&off) {
-                    first.entry(off).or_insert(i as u32);
+                    first.entry(off).or_insert(i);
                 }
             }
         }

@@ -135,9 +135,20 @@ pub fn image_with_ext(virtual_size: u64, cs: u64, recs: &[Rec]) -> (Vec<u8>, u64
 }
 
 /// The findings of the validator, in order.
+/// Every way of reading the BAT (whole, only its allocated entries, not at all until
+/// validation) must find the same.
 pub fn findings(bytes: &[u8], mode: Mode) -> Vec<Finding> {
     let image = Image::parse_with(&bytes, mode).expect("the header parses");
-    image.validate().expect("validation does not fail on I/O").findings
+    let got = image.validate().expect("validation does not fail on I/O").findings;
+    let compact = Image::parse_compact(&bytes, mode).expect("the header parses");
+    assert_eq!(compact.validate().expect("compact").findings, got, "compact BAT");
+    assert_eq!(
+        compact.allocated_entries().collect::<Vec<_>>(),
+        image.allocated_entries().collect::<Vec<_>>()
+    );
+    let lean = Image::parse_without_bat(&bytes, mode).expect("the header parses");
+    assert_eq!(lean.validate().expect("without BAT").findings, got, "BAT not read");
+    got
 }
 
 /// The violation `Image::parse` fails with.

@@ -7,6 +7,7 @@ mod helpers;
 
 mod bat;
 mod bitmap;
+mod compact;
 mod crafted;
 mod extension;
 mod header;

@@ -520,6 +520,23 @@ pub fn compare_with_qemu(img: &Img) -> Vec<String> {
     let pred = qemu::predict(&img.bytes.as_slice()).expect("predict on a slice");
     let path = img.arg();
     let mut out = Vec::new();
+    // The same prediction from the file (its BAT read through a buffer, as `prlimg check`
+    // does) and from the whole BAT held in memory.
+    let file = parallels_image::FileSource::open(&img.path).expect("open test image");
+    let from_file = qemu::predict(&file).expect("predict on the file");
+    if from_file != pred {
+        out.push(format!(
+            "{path}: predicted from the file {from_file:?}, from its bytes {pred:?}"
+        ));
+    }
+    if let Ok(whole) = parallels_image::Image::parse(&img.bytes) {
+        let from_whole = qemu::predict_image(&whole);
+        if from_whole != pred {
+            out.push(format!(
+                "{path}: predicted from the whole BAT {from_whole:?}, compact {pred:?}"
+            ));
+        }
+    }
     out.extend(info_mismatch(&pred.info, &info(img), &path));
     out.extend(check_mismatch(&pred.check, &check(img), &path));
     out
