@@ -1,12 +1,13 @@
 //! The checker on arbitrary bytes: the validator in both modes and the QEMU outcome predictor.
 //!
-//! Oracles: the two modes report the same violations, lenient never more severely; the
+//! Oracles: the two modes report the same violations, lenient never more severely; a BAT read
+//! whole and one read as its allocated entries give the same report and prediction; the
 //! predictor says QEMU refuses what the header rules refuse, and an outcome's kind, exit code
 //! and message agree.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use parallels_image::qemu::{predict, QemuCheck, QemuOutcome};
+use parallels_image::qemu::{predict, predict_image, QemuCheck, QemuOutcome};
 use parallels_image::raw::header::RawHeader;
 use parallels_image::Header;
 use parallels_image::{Error, Image, Mode};
@@ -41,6 +42,10 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("parsing a slice failed with {e}"),
     };
     let report = strict.validate().expect("validate");
+    // Reading only the allocated BAT entries changes nothing.
+    let compact = Image::parse_compact(&data, Mode::Strict).expect("compact parses what strict parses");
+    assert_eq!(compact.validate().expect("validate compact"), report);
+    assert_eq!(predict_image(&strict), prediction);
     let lenient = Image::parse_with(&data, Mode::Lenient).expect("lenient parses what strict parses");
     let lenient_report = lenient.validate().expect("validate");
     // The modes differ only in the severity of unknown features and feature flags.

@@ -128,8 +128,9 @@ pub fn run(args: &Args) -> Outcome {
     let source = FileSource::open(path).map_err(|e| Failure::io(path, &e))?;
     let mode = if args.lenient { Mode::Lenient } else { Mode::Strict };
     let busy = spinner("checking");
-    // One parse serves the validator and the QEMU prediction (the BAT is read once).
-    let (findings, stats, prediction) = match Image::parse_with(&source, mode) {
+    // One parse serves the validator, the statistics and the QEMU prediction: the BAT is read
+    // once, through a small buffer, keeping only its allocated entries.
+    let (findings, stats, prediction) = match Image::parse_compact(&source, mode) {
         Ok(image) => {
             let report = image.validate().map_err(|e| Failure::lib(path, &e))?;
             let end = report

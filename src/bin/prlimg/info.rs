@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use parallels_image::raw::header::{FLAG_EMPTY, FLAG_FORMAT_CONVERSION, INUSE_CLOSED, INUSE_CLOSED_V21, INUSE_OPEN};
-use parallels_image::{FileSource, Image, Variant};
+use parallels_image::{FileSource, Image, Mode, Variant};
 use serde::Serialize;
 
 use crate::bitmaps::{summarize, BitmapSummary};
@@ -114,7 +114,7 @@ pub fn gather(image: &Image<'_>, filename: String) -> Info {
 pub fn run(args: &Args) -> Outcome {
     let path = &args.image;
     let source = FileSource::open(path).map_err(|e| Failure::io(path, &e))?;
-    let image = Image::parse(&source).map_err(|e| Failure::lib(path, &e))?;
+    let image = Image::parse_compact(&source, Mode::Strict).map_err(|e| Failure::lib(path, &e))?;
     let info = gather(&image, path.display().to_string());
     match args.output {
         Format::Json => print_json(&info)?,
