@@ -262,16 +262,12 @@ impl<'s> Image<'s> {
     /// The allocated (non-zero) BAT entries as `(index, entry)`, in order. In a whole table,
     /// unallocated entries are skipped 16 at a time, so a sparse BAT costs little more than its
     /// reading.
-    pub fn allocated_entries(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        let list: &[(u32, u32)] = match &self.bat {
-            Bat::Allocated(list) => list,
-            Bat::Whole(_) | Bat::Unread => &[],
-        };
-        let whole: &[u8] = match &self.bat {
-            Bat::Whole(bytes) => bytes,
-            Bat::Allocated(_) | Bat::Unread => &[],
-        };
-        scan_allocated(whole, 0).chain(list.iter().copied())
+    pub fn allocated_entries(&self) -> AllocatedEntries<'_> {
+        match &self.bat {
+            Bat::Whole(bytes) => AllocatedEntries(Entries::Scan(Scan::new(bytes, 0))),
+            Bat::Allocated(list) => AllocatedEntries(Entries::List(list.iter())),
+            Bat::Unread => AllocatedEntries(Entries::List([].iter())),
+        }
     }
 
     /// Counts as `qemu-img check` does: the allocated clusters whose data ends by byte `end`,
@@ -380,27 +376,80 @@ enum Reading {
     None,
 }
 
-/// The non-zero little-endian 32-bit entries of `bytes` as `(first + position, entry)`. Blocks
-/// of 16 entries are tested for zero as four 64-bit words, so an empty table is scanned at
+/// The allocated entries of a BAT, from [`Image::allocated_entries`].
+#[derive(Clone, Debug)]
+pub struct AllocatedEntries<'a>(Entries<'a>);
+
+#[derive(Clone, Debug)]
+enum Entries<'a> {
+    /// Scanning a whole table.
+    Scan(Scan<'a>),
+    /// Walking the list kept by [`Image::parse_compact`].
+    List(std::slice::Iter<'a, (u32, u32)>),
+}
+
+impl Iterator for AllocatedEntries<'_> {
+    type Item = (u32, u32);
+
+    #[inline]
+    fn next(&mut self) -> Option<(u32, u32)> {
+        match &mut self.0 {
+            Entries::Scan(s) => s.next(),
+            Entries::List(l) => l.next().copied(),
+        }
+    }
+}
+
+/// The non-zero little-endian 32-bit entries of a table's bytes, as `(index, entry)`. Blocks of
+/// 16 entries are tested for zero as eight 64-bit words, so an empty table is scanned at
 /// memory speed.
-fn scan_allocated(bytes: &[u8], first: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+#[derive(Clone, Debug)]
+struct Scan<'a> {
+    bytes: &'a [u8],
+    /// Byte position of the next entry to look at.
+    pos: usize,
+    /// Index of the entry at byte 0.
+    first: u32,
+}
+
+impl<'a> Scan<'a> {
     const BLOCK: usize = 64;
-    bytes
-        .chunks(BLOCK)
-        .enumerate()
-        .filter(|(_, c)| {
-            let mut words = c.chunks_exact(8);
-            let any = words
-                .by_ref()
-                .fold(0, |a, w| a | u64::from_ne_bytes(w.try_into().expect("8 bytes")));
-            any != 0 || words.remainder().iter().any(|&b| b != 0)
-        })
-        .flat_map(move |(k, c)| {
-            c.chunks_exact(4).enumerate().filter_map(move |(j, e)| {
-                let e = u32::from_le_bytes(e.try_into().expect("4 bytes"));
-                (e != 0).then_some((first + (k * BLOCK / 4 + j) as u32, e))
-            })
-        })
+
+    fn new(bytes: &'a [u8], first: u32) -> Self {
+        Scan {
+            bytes: &bytes[..bytes.len() / 4 * 4],
+            pos: 0,
+            first,
+        }
+    }
+}
+
+impl Iterator for Scan<'_> {
+    type Item = (u32, u32);
+
+    #[inline]
+    fn next(&mut self) -> Option<(u32, u32)> {
+        let b = self.bytes;
+        while self.pos < b.len() {
+            if self.pos % Self::BLOCK == 0 && self.pos + Self::BLOCK <= b.len() {
+                let block = &b[self.pos..self.pos + Self::BLOCK];
+                let any = block
+                    .chunks_exact(8)
+                    .fold(0, |a, w| a | u64::from_ne_bytes(w.try_into().expect("8 bytes")));
+                if any == 0 {
+                    self.pos += Self::BLOCK;
+                    continue;
+                }
+            }
+            let at = self.pos;
+            self.pos += 4;
+            let e = u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+            if e != 0 {
+                return Some((self.first + (at / 4) as u32, e));
+            }
+        }
+        None
+    }
 }
 
 /// Reads the first `entries` BAT entries through a [`BAT_READ_BLOCK`] buffer and keeps the
@@ -413,8 +462,9 @@ fn read_allocated(source: &dyn Source, entries: u32) -> Result<Vec<(u32, u32)>> 
     while done < total {
         let want = ((total - done) as usize).min(buf.len());
         let got = source.read_into(BAT_OFFSET + done, &mut buf[..want])?;
-        let whole = got / 4 * 4;
-        list.extend(scan_allocated(&buf[..whole], (done / BAT_ENTRY_SIZE) as u32));
+        for pair in Scan::new(&buf[..got], (done / BAT_ENTRY_SIZE) as u32) {
+            list.push(pair);
+        }
         if got < want {
             // The file shrank since `size()`: the rest reads as 0, as in a whole read.
             break;
@@ -422,4 +472,40 @@ fn read_allocated(source: &dyn Source, entries: u32) -> Result<Vec<(u32, u32)>> 
         done += want as u64;
     }
     Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scan;
+
+    /// The naive reading: every entry, keeping the non-zero ones.
+    fn naive(bytes: &[u8], first: u32) -> Vec<(u32, u32)> {
+        bytes
+            .chunks_exact(4)
+            .enumerate()
+            .map(|(i, e)| (first + i as u32, u32::from_le_bytes(e.try_into().unwrap())))
+            .filter(|p| p.1 != 0)
+            .collect()
+    }
+
+    #[test]
+    fn scan_finds_every_allocated_entry_in_whole_and_partial_blocks() {
+        // Tables of 0 to 80 entries (blocks of 16 plus a remainder, and a trailing partial
+        // entry), each with one allocated entry at every position in turn, then with a byte set
+        // in every byte position (high bytes included).
+        for n in 0..80usize {
+            for extra in [0usize, 2] {
+                for at in 0..n * 4 {
+                    let mut bytes = vec![0u8; n * 4 + extra];
+                    bytes[at] = 0x80;
+                    let got: Vec<_> = Scan::new(&bytes, 7).collect();
+                    assert_eq!(got, naive(&bytes, 7), "{n} entries, byte {at}");
+                    assert_eq!(got, [(7 + (at / 4) as u32, 0x80 << (8 * (at % 4)))]);
+                }
+                let mut bytes = vec![0u8; n * 4 + extra];
+                bytes.iter_mut().skip(2).step_by(13).for_each(|b| *b = 1);
+                assert_eq!(Scan::new(&bytes, 0).collect::<Vec<_>>(), naive(&bytes, 0));
+            }
+        }
+    }
 }

@@ -54,7 +54,7 @@ pub mod validate;
 pub use bitmap::Bitmap;
 pub use error::{Error, Location, Region, Result, Severity, Violation};
 pub use header::{Header, Variant};
-pub use image::{Image, Mode};
+pub use image::{AllocatedEntries, Image, Mode};
 pub use source::{FileSource, Source};
 pub use validate::{Finding, Report};
 pub mod qemu;
