@@ -151,6 +151,7 @@ row "prlimg check" 64T "BAT 4 MiB (64 MiB clusters)" "$PRLIMG" check c64t64m.hds
 row "prlimg check" 1T "BAT 64 MiB (64 KiB clusters)" "$PRLIMG" check c1t64k.hds
 row "prlimg check" 64T "BAT 64 MiB (4 MiB clusters)" "$PRLIMG" check c64t4m.hds
 row "prlimg check" 64T "BAT 256 MiB (1 MiB clusters)" "$PRLIMG" check c64t1m.hds
+row "prlimg check (half allocated)" 64G "BAT 4 MiB, 0.5 Mi clusters" "$PRLIMG" check half1m.hds
 row "prlimg check (half allocated)" 1T "BAT 64 MiB, 8 Mi clusters" "$PRLIMG" check half.hds
 row "qemu-img check" 1T "BAT 64 MiB (64 KiB clusters)" qemu-img check -f parallels c1t64k.hds
 row "qemu-img check" 64T "BAT 256 MiB (1 MiB clusters)" qemu-img check -f parallels c64t1m.hds
