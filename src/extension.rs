@@ -88,24 +88,36 @@ impl<'s> Extension<'s> {
         } else {
             [0; 16]
         };
-        // Two passes: the first counts the records, so the list is allocated once (a full 1 MiB
-        // cluster holds thousands; growing the vector copied it a dozen times).
-        let mut count = 0;
-        let end = walk_records(&bytes, cluster_size, |_, _| count += 1);
-        let mut features = Vec::with_capacity(count);
-        walk_records(&bytes, cluster_size, |offset, header| {
+        let mut features = Vec::new();
+        let mut pos = EXT_HEADER_SIZE as u64;
+        let end = loop {
+            let remaining = cluster_size.saturating_sub(pos);
+            if remaining == 0 {
+                break ListEnd::NoEndRecord { offset: cluster_size };
+            }
+            if remaining < FEATURE_HEADER_SIZE as u64 {
+                break ListEnd::Truncated { offset: pos, remaining };
+            }
+            let header = read_feature_header(&bytes, pos);
+            if header.magic.get() == FEATURE_END {
+                break ListEnd::EndRecord { offset: pos };
+            }
+            let left = remaining - FEATURE_HEADER_SIZE as u64;
+            let data_size = header.data_size.get();
+            if u64::from(data_size) > left {
+                let entry = FeatureEntry {
+                    index: features.len(),
+                    offset: pos,
+                    header,
+                };
+                break ListEnd::Overflow { entry, remaining: left };
+            }
             features.push(FeatureEntry {
                 index: features.len(),
-                offset,
+                offset: pos,
                 header,
-            })
-        });
-        let end = match end {
-            ListEnd::Overflow { entry, remaining } => ListEnd::Overflow {
-                entry: FeatureEntry { index: count, ..entry },
-                remaining,
-            },
-            end => end,
+            });
+            pos = (pos + FEATURE_HEADER_SIZE as u64 + u64::from(data_size)).next_multiple_of(FEATURE_ALIGN);
         };
         Extension {
             file_offset,
@@ -146,37 +158,6 @@ impl<'s> Extension<'s> {
             ListEnd::EndRecord { offset } => offset + FEATURE_HEADER_SIZE as u64,
             _ => self.cluster_size,
         }
-    }
-}
-
-/// Calls `record(offset, header)` for each record before the end of the list and returns how the
-/// list ended (an overflowing record's `index` is left 0 for the caller to set).
-fn walk_records(bytes: &[u8], cluster_size: u64, mut record: impl FnMut(u64, RawFeatureHeader)) -> ListEnd {
-    let mut pos = EXT_HEADER_SIZE as u64;
-    loop {
-        let remaining = cluster_size.saturating_sub(pos);
-        if remaining == 0 {
-            return ListEnd::NoEndRecord { offset: cluster_size };
-        }
-        if remaining < FEATURE_HEADER_SIZE as u64 {
-            return ListEnd::Truncated { offset: pos, remaining };
-        }
-        let header = read_feature_header(bytes, pos);
-        if header.magic.get() == FEATURE_END {
-            return ListEnd::EndRecord { offset: pos };
-        }
-        let left = remaining - FEATURE_HEADER_SIZE as u64;
-        let data_size = header.data_size.get();
-        if u64::from(data_size) > left {
-            let entry = FeatureEntry {
-                index: 0,
-                offset: pos,
-                header,
-            };
-            return ListEnd::Overflow { entry, remaining: left };
-        }
-        record(pos, header);
-        pos = (pos + FEATURE_HEADER_SIZE as u64 + u64::from(data_size)).next_multiple_of(FEATURE_ALIGN);
     }
 }
 
