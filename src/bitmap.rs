@@ -87,7 +87,7 @@ impl<'a> Bitmap<'a> {
     pub fn granules(&self) -> u64 {
         match u64::from(self.granularity_sectors()) {
             0 => 0,
-            g => self.nb_sectors.div_ceil(g),
+            g => div_ceil(self.nb_sectors, g),
         }
     }
 
@@ -98,7 +98,7 @@ impl<'a> Bitmap<'a> {
 
     /// The `l1_size` the disk size, granularity and cluster size call for.
     pub fn expected_l1_size(&self) -> u64 {
-        self.granules().div_ceil(self.chunk_bits())
+        div_ceil(self.granules(), self.chunk_bits())
     }
 
     /// The L1 entries present in the record, viewed in place.
@@ -292,6 +292,25 @@ impl<'a> Bitmap<'a> {
     }
 }
 
+/// Whether a feature record is a dirty bitmap: the bitmap magic, no flags and a complete 32-byte
+/// header (the records [`Image::bitmaps`] views).
+pub(crate) fn is_bitmap_record(f: &FeatureEntry) -> bool {
+    f.header.magic.get() == crate::raw::feature::FEATURE_DIRTY_BITMAP
+        && f.header.flags.get() == 0
+        && f.header.data_size.get() as usize >= BITMAP_HEADER_SIZE
+}
+
+/// `x.div_ceil(d)` for `d > 0`, by a shift when `d` is a power of two (granularities always are
+/// when valid, cluster sizes nearly always; a 64-bit division costs tens of cycles).
+#[inline]
+fn div_ceil(x: u64, d: u64) -> u64 {
+    if d.is_power_of_two() {
+        (x >> d.trailing_zeros()) + u64::from(x & (d - 1) != 0)
+    } else {
+        x.div_ceil(d)
+    }
+}
+
 /// Byte offset of a bits cluster: the L1 entry in sectors, wrapping at 2^64 as QEMU computes it
 /// (an entry that wraps past the end of the file reads as zeros like any other).
 fn chunk_offset(entry: u64) -> u64 {
@@ -336,5 +355,22 @@ fn scan_runs(bits: &[u8], n: u64, base: u64, emit: &mut impl FnMut(u64, u64)) {
         let mut b = [0u8; 8];
         b[..rem.len()].copy_from_slice(rem);
         handle(u64::from_le_bytes(b), lo);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::div_ceil;
+
+    #[test]
+    fn div_ceil_by_shift_and_by_division() {
+        assert_eq!(div_ceil(0, 8), 0);
+        assert_eq!(div_ceil(1, 8), 1);
+        assert_eq!(div_ceil(16, 8), 2);
+        assert_eq!(div_ceil(17, 8), 3);
+        assert_eq!(div_ceil(u64::MAX, 1), u64::MAX);
+        assert_eq!(div_ceil(u64::MAX, 1 << 63), 2);
+        assert_eq!(div_ceil(u64::MAX, 3), 6_148_914_691_236_517_205);
+        assert_eq!(div_ceil(12_289, 12_288), 2);
     }
 }

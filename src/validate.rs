@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::bitmap::{is_bitmap_record, Bitmap};
 use crate::error::{Region, Result, Severity, Violation};
 use crate::extension::{Extension, FeatureEntry, ListEnd};
 use crate::header::{Header, Variant};
@@ -12,7 +13,7 @@ use crate::image::{Image, Mode};
 use crate::raw::bitmap::{BITMAP_HEADER_SIZE, L1_DIRTY};
 use crate::raw::feature::FEATURE_DIRTY_BITMAP;
 use crate::raw::header::{FLAGS_KNOWN, INUSE_CLOSED, INUSE_CLOSED_V21, INUSE_OPEN};
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{padded, SECTOR_SIZE};
 
 /// One finding: a violation and its severity in the mode the image was parsed in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -471,27 +472,22 @@ fn bitmap_rules(
             });
         }
     }
-    let bitmaps = image.bitmaps();
-    // Duplicate ids by sorting (n log n whatever the ids): for each bitmap, the feature index of
-    // the first bitmap with its id, if that is another one.
-    let mut by_id: Vec<(u128, usize)> = bitmaps
+    // The records `Image::bitmaps` views, without building a `Bitmap` for each twice.
+    let records: Vec<&FeatureEntry> = ext.features.iter().filter(|e| is_bitmap_record(e)).collect();
+    let ids: Vec<u128> = records
         .iter()
-        .enumerate()
-        .map(|(pos, b)| (u128::from_le_bytes(b.id()), pos))
+        .map(|e| u128::from_le_bytes(padded(ext.slice(e.data_range()), 8)))
         .collect();
-    by_id.sort_unstable();
-    let mut first_with_id: Vec<Option<usize>> = vec![None; bitmaps.len()];
-    for group in by_id.chunk_by(|a, b| a.0 == b.0) {
-        for &(_, pos) in &group[1..] {
-            first_with_id[pos] = Some(bitmaps[group[0].1].feature);
-        }
-    }
-    let mut l1_clusters: Vec<(u64, usize, u32)> = Vec::new();
-    for (pos, b) in bitmaps.iter().enumerate() {
+    // Each bitmap whose id an earlier one has, in order, with the position of the first.
+    let mut dups = duplicate_ids(&ids, 4 * ids.len() + 64).into_iter().peekable();
+    // Bitmap clusters: (offset, feature, L1 index, entry).
+    let mut l1_clusters: Vec<(u64, usize, u32, u64)> = Vec::new();
+    for (pos, e) in records.iter().enumerate() {
+        let b = Bitmap::new(image, ext, e);
         let index = b.feature;
         let offset = b.file_offset;
         let hdr = &b.header;
-        let data_size = ext.features[index].header.data_size.get();
+        let data_size = e.header.data_size.get();
         let l1_size = hdr.l1_size.get();
         let wanted = BITMAP_HEADER_SIZE as u64 + 8 * u64::from(l1_size);
         if u64::from(data_size) < wanted {
@@ -532,8 +528,8 @@ fn bitmap_rules(
                 found: g,
             });
         }
-        if gran_ok {
-            let expected = b.expected_l1_size();
+        let expected = gran_ok.then(|| b.expected_l1_size());
+        if let Some(expected) = expected {
             if u64::from(l1_size) != expected {
                 f.push(Violation::BitmapL1Size {
                     index,
@@ -544,76 +540,79 @@ fn bitmap_rules(
                 });
             }
         }
-        if let Some(first) = first_with_id[pos] {
+        if let Some((_, first)) = dups.next_if(|d| d.0 == pos) {
             f.push(Violation::DuplicateBitmapId {
                 index,
                 offset,
-                first,
+                first: records[first].index,
                 id: b.name(),
             });
         }
-        for (i, entry) in b.l1().iter().enumerate() {
-            let entry = entry.get();
-            if entry <= L1_DIRTY {
-                continue;
+        let l1 = b.l1();
+        // Most entries are the clean and dirty markers (0 and 1): skip tables of markers only.
+        if l1.iter().fold(0, |acc, e| acc | e.get()) > L1_DIRTY {
+            for (i, entry) in l1.iter().enumerate() {
+                let entry = entry.get();
+                if entry <= L1_DIRTY {
+                    continue;
+                }
+                let i = i as u32;
+                let Some(off) = entry.checked_mul(SECTOR_SIZE) else {
+                    f.push(Violation::L1EntryPastEof {
+                        feature: index,
+                        index: i,
+                        entry,
+                        offset: u64::MAX,
+                        file_len,
+                    });
+                    continue;
+                };
+                if data.slot_of(off).is_none() {
+                    f.push(Violation::L1EntryUnaligned {
+                        feature: index,
+                        index: i,
+                        entry,
+                        offset: off,
+                        cluster_size: cs,
+                    });
+                }
+                if off.saturating_add(cs) > file_len {
+                    f.push(Violation::L1EntryPastEof {
+                        feature: index,
+                        index: i,
+                        entry,
+                        offset: off,
+                        file_len,
+                    });
+                }
+                if off < file_len {
+                    high = high.max(off.saturating_add(cs).min(file_len));
+                }
+                let with = if off < h.bat_end() {
+                    Some(Region::HeaderAndBat)
+                } else if off < ext.file_offset + cs && ext.file_offset < off + cs {
+                    Some(Region::Extension)
+                } else {
+                    data.overlap(image, off)
+                        .map(|bat_index| Region::DataCluster { bat_index })
+                };
+                if let Some(with) = with {
+                    f.push(Violation::L1EntryOverlap {
+                        feature: index,
+                        index: i,
+                        entry,
+                        offset: off,
+                        with,
+                    });
+                }
+                l1_clusters.push((off, index, i, entry));
             }
-            let i = i as u32;
-            let Some(off) = entry.checked_mul(SECTOR_SIZE) else {
-                f.push(Violation::L1EntryPastEof {
-                    feature: index,
-                    index: i,
-                    entry,
-                    offset: u64::MAX,
-                    file_len,
-                });
-                continue;
-            };
-            if data.slot_of(off).is_none() {
-                f.push(Violation::L1EntryUnaligned {
-                    feature: index,
-                    index: i,
-                    entry,
-                    offset: off,
-                    cluster_size: cs,
-                });
-            }
-            if off.saturating_add(cs) > file_len {
-                f.push(Violation::L1EntryPastEof {
-                    feature: index,
-                    index: i,
-                    entry,
-                    offset: off,
-                    file_len,
-                });
-            }
-            if off < file_len {
-                high = high.max(off.saturating_add(cs).min(file_len));
-            }
-            let with = if off < h.bat_end() {
-                Some(Region::HeaderAndBat)
-            } else if off < ext.file_offset + cs && ext.file_offset < off + cs {
-                Some(Region::Extension)
-            } else {
-                data.overlap(image, off)
-                    .map(|bat_index| Region::DataCluster { bat_index })
-            };
-            if let Some(with) = with {
-                f.push(Violation::L1EntryOverlap {
-                    feature: index,
-                    index: i,
-                    entry,
-                    offset: off,
-                    with,
-                });
-            }
-            l1_clusters.push((off, index, i));
         }
         // Only a last chunk kept in a cluster can have bits past the last granule.
-        let last_in_cluster = gran_ok
-            && b.expected_l1_size()
-                .checked_sub(1)
-                .and_then(|k| b.l1().get(k as usize))
-                .is_some_and(|e| e.get() > L1_DIRTY);
+        let last_in_cluster = expected
+            .and_then(|k| k.checked_sub(1))
+            .and_then(|k| l1.get(k as usize))
+            .is_some_and(|e| e.get() > L1_DIRTY);
         if last_in_cluster && b.decodable(image).is_ok() {
             let count = b.trailing_bits()?;
             if count > 0 {
@@ -630,14 +629,10 @@ fn bitmap_rules(
     for w in l1_clusters.windows(2) {
         let (a, b) = (w[0], w[1]);
         if b.0 < a.0 + cs {
-            let entry = bitmaps
-                .iter()
-                .find(|x| x.feature == b.1)
-                .map_or(0, |x| x.l1()[b.2 as usize].get());
             f.push(Violation::L1EntryOverlap {
                 feature: b.1,
                 index: b.2,
-                entry,
+                entry: b.3,
                 offset: b.0,
                 with: Region::BitmapCluster {
                     feature: a.1,
@@ -647,4 +642,90 @@ fn bitmap_rules(
         }
     }
     Ok(high)
+}
+
+/// For each id equal to an earlier one, in order: `(position, position of the first with that
+/// id)`. A table of positions indexed by a hash of the id finds them in one pass; ids are
+/// compared whole, so a hash collision only costs a probe. Hostile ids may all collide: after
+/// `probe_budget` extra probes in all, the answer comes from sorting instead (n log n whatever
+/// the ids), so the work stays bounded either way and the result is the same.
+fn duplicate_ids(ids: &[u128], probe_budget: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    if ids.len() < 2 {
+        return out;
+    }
+    // At most half full: slots hold position + 1, 0 is free.
+    let bits = (2 * ids.len()).next_power_of_two().trailing_zeros().max(4);
+    let mask = (1usize << bits) - 1;
+    let mut table = vec![0u32; 1 << bits];
+    let mut budget = probe_budget;
+    'ids: for (pos, &id) in ids.iter().enumerate() {
+        let folded = (id as u64) ^ (id >> 64) as u64;
+        let mut slot = (folded.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize;
+        loop {
+            match table[slot] {
+                0 => {
+                    table[slot] = pos as u32 + 1;
+                    continue 'ids;
+                }
+                t if ids[t as usize - 1] == id => {
+                    out.push((pos, t as usize - 1));
+                    continue 'ids;
+                }
+                _ => {
+                    if budget == 0 {
+                        return duplicate_ids_sorted(ids);
+                    }
+                    budget -= 1;
+                    slot = (slot + 1) & mask;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`duplicate_ids`] by sorting `(id, position)` pairs.
+fn duplicate_ids_sorted(ids: &[u128]) -> Vec<(usize, usize)> {
+    let mut by_id: Vec<(u128, usize)> = ids.iter().copied().zip(0..).collect();
+    by_id.sort_unstable();
+    let mut out = Vec::new();
+    for group in by_id.chunk_by(|a, b| a.0 == b.0) {
+        out.extend(group[1..].iter().map(|&(_, pos)| (pos, group[0].1)));
+    }
+    out.sort_unstable();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{duplicate_ids, duplicate_ids_sorted};
+
+    /// Ids whose two halves XOR to the same value all land in one slot of the table.
+    fn colliding(n: u64) -> Vec<u128> {
+        (0..n).map(|i| (u128::from(i) << 64) | u128::from(i)).collect()
+    }
+
+    #[test]
+    fn duplicate_ids_by_table() {
+        let ids = [7u128, 9, 7, 1 << 100, 9, 7, 3, 1 << 100];
+        let want = vec![(2, 0), (4, 1), (5, 0), (7, 3)];
+        assert_eq!(duplicate_ids(&ids, usize::MAX), want);
+        assert_eq!(duplicate_ids_sorted(&ids), want);
+        assert_eq!(duplicate_ids(&[5], 0), vec![]);
+        assert_eq!(duplicate_ids(&[], 0), vec![]);
+    }
+
+    #[test]
+    fn duplicate_ids_colliding_hashes_fall_back_to_sorting() {
+        // 20 000 ids in one probe chain: with no budget left the table gives up at once and
+        // sorting answers; the duplicates appended at the end are still found exactly.
+        let mut ids = colliding(20_000);
+        ids.extend([ids[5], ids[19_999], ids[5]]);
+        let want = vec![(20_000, 5), (20_001, 19_999), (20_002, 5)];
+        assert_eq!(duplicate_ids(&ids, 4 * ids.len() + 64), want);
+        assert_eq!(duplicate_ids_sorted(&ids), want);
+        // A few colliding ids fit within the budget and are told apart by their full value.
+        assert_eq!(duplicate_ids(&[ids[1], ids[2], ids[3], ids[2]], 64), vec![(3, 1)]);
+    }
 }

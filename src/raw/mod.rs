@@ -25,6 +25,11 @@ pub const SECTOR_SIZE: u64 = 512;
 /// Bytes `[at, at + N)` of `bytes`, with zeros for whatever lies past its end: how every reader
 /// of the format treats a structure cut short by the end of the file.
 pub(crate) fn padded<const N: usize>(bytes: &[u8], at: u64) -> [u8; N] {
+    // All present (the common case): a fixed-size copy the compiler inlines.
+    let whole = usize::try_from(at).ok().and_then(|s| bytes.get(s..s.checked_add(N)?));
+    if let Some(Ok(out)) = whole.map(<[u8; N]>::try_from) {
+        return out;
+    }
     let mut out = [0u8; N];
     let len = bytes.len() as u64;
     let (s, e) = (at.min(len) as usize, at.saturating_add(N as u64).min(len) as usize);
