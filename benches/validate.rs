@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use md5::{Digest, Md5};
-use parallels_image::builder::ImageBuilder;
+use parallels_image::builder::{BitmapSpec, ImageBuilder};
 use parallels_image::extension::Extension;
 use parallels_image::qemu;
 use parallels_image::raw::bitmap::DirtyBitmapFeature;
@@ -80,6 +80,24 @@ fn full_extension() -> SparseImage {
     img
 }
 
+/// The common case, on the same disk: four bitmaps of 64 KiB granularity, two clean and two
+/// all dirty (their L1 tables hold only the markers), and the rest of the 1 MiB cluster zeros.
+fn four_bitmaps() -> SparseImage {
+    let virtual_size = 64u64 << 30;
+    let mut b = ImageBuilder::new(virtual_size).cluster_size(EXT_CLUSTER);
+    for i in 0..4u8 {
+        let extents = if i % 2 == 0 { vec![] } else { vec![(0, virtual_size)] };
+        b = b.bitmap(BitmapSpec {
+            id: [i + 1; 16],
+            granularity: 64 << 10,
+            extents,
+        });
+    }
+    let mut img = SparseImage::default();
+    b.write_to(&mut img).unwrap();
+    img
+}
+
 fn extension(c: &mut Criterion) {
     let img = full_extension();
     let src: &dyn Source = &img;
@@ -113,6 +131,17 @@ fn extension(c: &mut Criterion) {
     g.bench_function("parse_validate", |b| {
         b.iter(|| {
             let image = Image::parse(src).unwrap();
+            black_box(image.validate().unwrap())
+        })
+    });
+    let four = four_bitmaps();
+    let four_src: &dyn Source = &four;
+    let four_image = Image::parse(four_src).unwrap();
+    assert_eq!(four_image.bitmaps().len(), 4);
+    assert!(four_image.validate().unwrap().findings.is_empty());
+    g.bench_function("parse_validate_4_bitmaps", |b| {
+        b.iter(|| {
+            let image = Image::parse(four_src).unwrap();
             black_box(image.validate().unwrap())
         })
     });

@@ -418,7 +418,7 @@ fn extension_rules(image: &Image<'_>, h: &Header, ext: &Extension<'_>, data: &Da
 /// Reports the first non-zero byte of `[from, to)` of the cluster, if any.
 fn padding(ext: &Extension<'_>, from: u64, to: u64, f: &mut Findings) {
     let bytes = ext.slice(from..to);
-    if let Some(i) = bytes.iter().position(|&b| b != 0) {
+    if let Some(i) = crate::raw::first_nonzero(bytes) {
         f.push(Violation::NonZeroPadding {
             offset: ext.file_offset + from + i as u64,
             found: bytes[i],

@@ -22,6 +22,24 @@ pub use header::RawHeader;
 /// and bitmap granularity.
 pub const SECTOR_SIZE: u64 = 512;
 
+/// Position of the first non-zero byte of `bytes`. Blocks of 64 bytes are tested as eight
+/// 64-bit words, so a cluster of zeros is scanned at memory speed, not a byte at a time.
+pub(crate) fn first_nonzero(bytes: &[u8]) -> Option<usize> {
+    const BLOCK: usize = 64;
+    let blocks = bytes.chunks_exact(BLOCK);
+    let tail = blocks.remainder();
+    for (k, block) in blocks.enumerate() {
+        let any = block
+            .chunks_exact(8)
+            .fold(0, |a, w| a | u64::from_ne_bytes(w.try_into().expect("8 bytes")));
+        if any != 0 {
+            return block.iter().position(|&b| b != 0).map(|i| k * BLOCK + i);
+        }
+    }
+    let whole = bytes.len() - tail.len();
+    tail.iter().position(|&b| b != 0).map(|i| whole + i)
+}
+
 /// Bytes `[at, at + N)` of `bytes`, with zeros for whatever lies past its end: how every reader
 /// of the format treats a structure cut short by the end of the file.
 pub(crate) fn padded<const N: usize>(bytes: &[u8], at: u64) -> [u8; N] {
@@ -69,4 +87,26 @@ where
         out.push(read_one(reader)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_nonzero;
+
+    #[test]
+    fn first_nonzero_finds_the_first_byte_in_blocks_and_tail() {
+        assert_eq!(first_nonzero(&[]), None);
+        for len in [1usize, 63, 64, 65, 127, 128, 200] {
+            assert_eq!(first_nonzero(&vec![0u8; len]), None, "{len} zeros");
+            for at in 0..len {
+                let mut bytes = vec![0u8; len];
+                bytes[at] = 0x40;
+                // A later non-zero byte must not be reported instead.
+                if at + 1 < len {
+                    bytes[len - 1] = 1;
+                }
+                assert_eq!(first_nonzero(&bytes), Some(at), "{len} bytes, first at {at}");
+            }
+        }
+    }
 }
