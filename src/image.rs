@@ -11,8 +11,6 @@ use crate::error::{Error, Result, Severity};
 use crate::extension::Extension;
 use crate::header::Header;
 use crate::raw::bat::{BAT_ENTRY_SIZE, BAT_OFFSET};
-use crate::raw::bitmap::BITMAP_HEADER_SIZE;
-use crate::raw::feature::FEATURE_DIRTY_BITMAP;
 use crate::raw::header::{RawHeader, HEADER_SIZE};
 use crate::source::Source;
 use crate::validate::{self, Report};
@@ -319,11 +317,7 @@ impl<'s> Image<'s> {
         let Some(ext) = &self.extension else { return Vec::new() };
         ext.features
             .iter()
-            .filter(|f| {
-                f.header.magic.get() == FEATURE_DIRTY_BITMAP
-                    && f.header.flags.get() == 0
-                    && f.header.data_size.get() as usize >= BITMAP_HEADER_SIZE
-            })
+            .filter(|f| crate::bitmap::is_bitmap_record(f))
             .map(|f| Bitmap::new(self, ext, f))
             .collect()
     }
