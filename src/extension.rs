@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use crate::raw::extension::{checksum_padded, EXT_HEADER_SIZE, EXT_MAGIC};
+use crate::raw::extension::{checksum_and_nonzero_len, EXT_HEADER_SIZE, EXT_MAGIC};
 use crate::raw::feature::{RawFeatureHeader, FEATURE_ALIGN, FEATURE_END, FEATURE_HEADER_SIZE};
 use crate::raw::padded;
 
@@ -73,6 +73,9 @@ pub struct Extension<'s> {
     pub end: ListEnd,
     /// MD5 of bytes [24, cluster_size), missing bytes counted as zeros.
     pub computed_checksum: [u8; 16],
+    /// Every byte of the cluster from this offset on is zero (seen while hashing; the length of
+    /// the bytes present when the cluster was not hashed).
+    zeros_from: u64,
 }
 
 impl<'s> Extension<'s> {
@@ -83,10 +86,11 @@ impl<'s> Extension<'s> {
         let tail = cluster_size.saturating_sub(avail.max(EXT_HEADER_SIZE as u64));
         // The magic comes first for every reader; a cluster that fails it is never hashed, so a
         // huge cluster past the end of a tiny file costs nothing.
-        let computed_checksum = if read_u64(&bytes, 0) == EXT_MAGIC {
-            checksum_padded(covered, tail)
+        let (computed_checksum, zeros_from) = if read_u64(&bytes, 0) == EXT_MAGIC {
+            let (sum, nonzero) = checksum_and_nonzero_len(covered, tail);
+            (sum, EXT_HEADER_SIZE as u64 + nonzero as u64)
         } else {
-            [0; 16]
+            ([0; 16], avail)
         };
         let mut features = Vec::new();
         let mut pos = EXT_HEADER_SIZE as u64;
@@ -126,6 +130,7 @@ impl<'s> Extension<'s> {
             features,
             end,
             computed_checksum,
+            zeros_from,
         }
     }
 
@@ -150,6 +155,13 @@ impl<'s> Extension<'s> {
         let s = range.start.min(len) as usize;
         let e = range.end.min(len) as usize;
         &self.bytes[s..e]
+    }
+
+    /// Bytes `[from, to)` of the cluster up to its last non-zero byte: empty when they are all
+    /// zeros, as far as the walk saw (for the padding rules; a cluster with the wrong magic is
+    /// not hashed, so its bytes are all returned).
+    pub(crate) fn maybe_nonzero(&self, from: u64, to: u64) -> &[u8] {
+        self.slice(from..to.min(self.zeros_from).max(from))
     }
 
     /// Byte offset where the list's records end (after the end record, or the cluster size).

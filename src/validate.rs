@@ -91,6 +91,8 @@ struct DataClusters {
     slots: Slots,
     /// Slot to BAT index, built on the first overlap found (only messages need it).
     owners: std::cell::OnceCell<HashMap<u64, u32>>,
+    /// End of the last data cluster on the grid that starts in the file (clipped to the file).
+    high: u64,
 }
 
 impl DataClusters {
@@ -146,15 +148,11 @@ pub fn validate(image: &Image<'_>) -> Result<Report> {
 
     header_rules(&h, file_len, &mut f);
     let data = bat_rules(image, &h, file_len, &mut f);
-    let mut high = h.data_start().min(file_len).max(h.bat_end().min(file_len));
-    for (_, e) in image.allocated_entries() {
-        if let Some(off) = h.bat_entry_offset(e) {
-            // A cluster cut short by the end of the file is still referenced (R18 flags it).
-            if off < file_len && data.slot_of(off).is_some() {
-                high = high.max((off + h.cluster_size()).min(file_len));
-            }
-        }
-    }
+    let mut high = h
+        .data_start()
+        .min(file_len)
+        .max(h.bat_end().min(file_len))
+        .max(data.high);
     if let Some(ext) = image.extension() {
         high = high.max((ext.file_offset + ext.cluster_size).min(file_len));
         extension_rules(image, &h, ext, &data, &mut f);
@@ -233,8 +231,13 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
         Slots::Sorted(Vec::with_capacity(allocated as usize))
     };
     let mut dups: Vec<(u32, u32, u64)> = Vec::new();
+    let mut high = 0u64;
     for (index, entry) in image.allocated_entries() {
         let Some(off) = h.bat_entry_offset(entry) else { continue };
+        // A cluster cut short by the end of the file is still referenced (R18 flags it).
+        if off < file_len && off.checked_sub(base).is_some_and(|rel| div_rem(rel, cs, shift).1 == 0) {
+            high = high.max((off + cs).min(file_len));
+        }
         if off < data_start {
             f.push(Violation::BatEntryBelowData {
                 index,
@@ -317,6 +320,7 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
         shift,
         slots,
         owners: Default::default(),
+        high,
     }
 }
 
@@ -417,7 +421,7 @@ fn extension_rules(image: &Image<'_>, h: &Header, ext: &Extension<'_>, data: &Da
 
 /// Reports the first non-zero byte of `[from, to)` of the cluster, if any.
 fn padding(ext: &Extension<'_>, from: u64, to: u64, f: &mut Findings) {
-    let bytes = ext.slice(from..to);
+    let bytes = ext.maybe_nonzero(from, to);
     if let Some(i) = crate::raw::first_nonzero(bytes) {
         f.push(Violation::NonZeroPadding {
             offset: ext.file_offset + from + i as u64,

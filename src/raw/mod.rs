@@ -22,17 +22,16 @@ pub use header::RawHeader;
 /// and bitmap granularity.
 pub const SECTOR_SIZE: u64 = 512;
 
-/// Position of the first non-zero byte of `bytes`. Blocks of 64 bytes are tested as eight
-/// 64-bit words, so a cluster of zeros is scanned at memory speed, not a byte at a time.
+/// Position of the first non-zero byte of `bytes`. Blocks of 256 bytes are tested at once, so a
+/// cluster of zeros is scanned at memory speed, not a byte at a time.
 pub(crate) fn first_nonzero(bytes: &[u8]) -> Option<usize> {
-    const BLOCK: usize = 64;
+    const BLOCK: usize = 256;
     let blocks = bytes.chunks_exact(BLOCK);
     let tail = blocks.remainder();
     for (k, block) in blocks.enumerate() {
-        let any = block
-            .chunks_exact(8)
-            .fold(0, |a, w| a | u64::from_ne_bytes(w.try_into().expect("8 bytes")));
-        if any != 0 {
+        // A fixed-size OR of bytes: the compiler turns it into vector instructions.
+        let block: &[u8; BLOCK] = block.try_into().expect("a whole block");
+        if block.iter().fold(0u8, |a, &b| a | b) != 0 {
             return block.iter().position(|&b| b != 0).map(|i| k * BLOCK + i);
         }
     }
@@ -96,7 +95,7 @@ mod tests {
     #[test]
     fn first_nonzero_finds_the_first_byte_in_blocks_and_tail() {
         assert_eq!(first_nonzero(&[]), None);
-        for len in [1usize, 63, 64, 65, 127, 128, 200] {
+        for len in [1usize, 63, 64, 65, 200, 255, 256, 257, 511, 512, 600] {
             assert_eq!(first_nonzero(&vec![0u8; len]), None, "{len} zeros");
             for at in 0..len {
                 let mut bytes = vec![0u8; len];

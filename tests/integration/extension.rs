@@ -431,6 +431,25 @@ fn r31_non_zero_tail() {
 }
 
 #[test]
+fn r31_first_of_two_non_zero_bytes_in_the_tail() {
+    // The validator reads the tail only up to the last non-zero piece the hash saw: the first of
+    // two bytes, 20 KiB apart, is the one reported.
+    let mut img = base();
+    img[(EXT + 20_000) as usize] = 0x11;
+    img[(EXT + 40_000) as usize] = 0x22;
+    refresh_md5(&mut img, EXT, CS);
+    assert_only(
+        &img,
+        Violation::NonZeroPadding {
+            offset: EXT + 20_000,
+            found: 0x11,
+        },
+        "R31",
+        Severity::NonCanonical,
+    );
+}
+
+#[test]
 fn r31_non_zero_end_record() {
     let mut img = base();
     // The end record follows the bitmap record; its flags field is not zero.
