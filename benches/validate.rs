@@ -9,14 +9,11 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use md5::{Digest, Md5};
-use parallels_image::builder::{BitmapSpec, ImageBuilder};
 use parallels_image::extension::Extension;
 use parallels_image::qemu;
-use parallels_image::raw::bitmap::DirtyBitmapFeature;
-use parallels_image::raw::feature::FeatureRecord;
 use parallels_image::{Image, Source};
 
-use common::{half_allocated, Rng, SparseImage};
+use common::{four_bitmaps, full_extension, half_allocated, SparseImage, EXT_CLUSTER};
 
 /// `Image::parse` + `validate` for 1 M and 16 M BAT entries of 64 KiB clusters, half of them
 /// allocated; and `qemu::predict_image` on the same parsed image (the rest of `prlimg check`).
@@ -49,53 +46,6 @@ fn header_bat(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-/// Cluster size of the extension bench.
-const EXT_CLUSTER: u64 = 1 << 20;
-
-/// A 64 GiB disk (64 Ki BAT entries, none allocated) whose 1 MiB extension cluster is filled
-/// with bitmap records: 512-byte granularity, so each L1 table has 16 entries, a mix of clean
-/// and all-dirty markers (no bitmap clusters: the bench measures the extension alone).
-fn full_extension() -> SparseImage {
-    let virtual_size = 64u64 << 30;
-    let nb_sectors = virtual_size / 512;
-    let l1_size = nb_sectors.div_ceil(EXT_CLUSTER * 8) as usize;
-    let record = 24 + 32 + 8 * l1_size as u64;
-    // Header 24 bytes and end record 24 bytes around the records.
-    let count = (EXT_CLUSTER - 48) / record;
-    let mut rng = Rng::new(1);
-    let mut b = ImageBuilder::new(virtual_size).cluster_size(EXT_CLUSTER);
-    for i in 0..count {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&i.to_le_bytes());
-        id[8..].copy_from_slice(&rng.next().to_le_bytes());
-        let l1 = (0..l1_size).map(|_| u64::from(rng.next() % 5 == 0)).collect();
-        b = b.feature(FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(
-            nb_sectors, id, 1, l1,
-        )));
-    }
-    let mut img = SparseImage::default();
-    b.write_to(&mut img).unwrap();
-    img
-}
-
-/// The common case, on the same disk: four bitmaps of 64 KiB granularity, two clean and two
-/// all dirty (their L1 tables hold only the markers), and the rest of the 1 MiB cluster zeros.
-fn four_bitmaps() -> SparseImage {
-    let virtual_size = 64u64 << 30;
-    let mut b = ImageBuilder::new(virtual_size).cluster_size(EXT_CLUSTER);
-    for i in 0..4u8 {
-        let extents = if i % 2 == 0 { vec![] } else { vec![(0, virtual_size)] };
-        b = b.bitmap(BitmapSpec {
-            id: [i + 1; 16],
-            granularity: 64 << 10,
-            extents,
-        });
-    }
-    let mut img = SparseImage::default();
-    b.write_to(&mut img).unwrap();
-    img
 }
 
 fn extension(c: &mut Criterion) {

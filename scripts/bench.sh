@@ -10,6 +10,7 @@
 # (about 200 s a run; the full script takes about 15 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 
 RUNS=${RUNS:-10}
 WARMUP=${WARMUP:-2}
@@ -161,6 +162,10 @@ row "qemu-img check" 64T "BAT 256 MiB (1 MiB clusters)" qemu-img check -f parall
 row "prlimg bitmaps NAME" 1T "2 MiB bitmap, 64 KiB clusters" "$PRLIMG" bitmaps b1t.hds "$NAME"
 row "prlimg bitmaps NAME" 64T "2 MiB bitmap, 4 MiB clusters" "$PRLIMG" bitmaps b64t.hds "$NAME"
 row "prlimg bitmaps NAME" 64T "128 MiB bitmap, 1 MiB clusters" "$PRLIMG" bitmaps bitmap64t.hds "$NAME"
+
+echo
+echo "== extension validation vs a bare MD5 of the cluster, interleaved rounds"
+(cd "$ROOT" && cargo run --release --quiet --example ext_ratio) | tee -a results.txt
 
 echo
 echo "== summary"

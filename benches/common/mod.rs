@@ -7,6 +7,8 @@ use std::borrow::Cow;
 use std::io::{self, Seek, SeekFrom, Write};
 
 use parallels_image::builder::{BitmapSpec, ImageBuilder};
+use parallels_image::raw::bitmap::DirtyBitmapFeature;
+use parallels_image::raw::feature::FeatureRecord;
 use parallels_image::Source;
 
 /// A sparse file in memory: the non-zero pieces written, at their offsets, and a length.
@@ -215,4 +217,51 @@ pub fn spec(n: u8, gran: u64, extents: Vec<(u64, u64)>) -> BitmapSpec {
         granularity: gran,
         extents,
     }
+}
+
+/// Cluster size of the extension bench.
+pub const EXT_CLUSTER: u64 = 1 << 20;
+
+/// A 64 GiB disk (64 Ki BAT entries, none allocated) whose 1 MiB extension cluster is filled
+/// with bitmap records: 512-byte granularity, so each L1 table has 16 entries, a mix of clean
+/// and all-dirty markers (no bitmap clusters: the bench measures the extension alone).
+pub fn full_extension() -> SparseImage {
+    let virtual_size = 64u64 << 30;
+    let nb_sectors = virtual_size / 512;
+    let l1_size = nb_sectors.div_ceil(EXT_CLUSTER * 8) as usize;
+    let record = 24 + 32 + 8 * l1_size as u64;
+    // Header 24 bytes and end record 24 bytes around the records.
+    let count = (EXT_CLUSTER - 48) / record;
+    let mut rng = Rng::new(1);
+    let mut b = ImageBuilder::new(virtual_size).cluster_size(EXT_CLUSTER);
+    for i in 0..count {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&i.to_le_bytes());
+        id[8..].copy_from_slice(&rng.next().to_le_bytes());
+        let l1 = (0..l1_size).map(|_| u64::from(rng.next() % 5 == 0)).collect();
+        b = b.feature(FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(
+            nb_sectors, id, 1, l1,
+        )));
+    }
+    let mut img = SparseImage::default();
+    b.write_to(&mut img).unwrap();
+    img
+}
+
+/// The common case, on the same disk: four bitmaps of 64 KiB granularity, two clean and two
+/// all dirty (their L1 tables hold only the markers), and the rest of the 1 MiB cluster zeros.
+pub fn four_bitmaps() -> SparseImage {
+    let virtual_size = 64u64 << 30;
+    let mut b = ImageBuilder::new(virtual_size).cluster_size(EXT_CLUSTER);
+    for i in 0..4u8 {
+        let extents = if i % 2 == 0 { vec![] } else { vec![(0, virtual_size)] };
+        b = b.bitmap(BitmapSpec {
+            id: [i + 1; 16],
+            granularity: 64 << 10,
+            extents,
+        });
+    }
+    let mut img = SparseImage::default();
+    b.write_to(&mut img).unwrap();
+    img
 }
