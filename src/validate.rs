@@ -97,9 +97,7 @@ struct DataClusters {
 
 impl DataClusters {
     fn slot_of(&self, off: u64) -> Option<u64> {
-        let rel = off.checked_sub(self.base)?;
-        let (slot, within) = div_rem(rel, self.cluster_size, self.shift);
-        (within == 0).then_some(slot)
+        grid_slot(off, self.base, self.cluster_size, self.shift)
     }
 
     /// Whether `[off, off + cluster_size)` overlaps a data cluster; returns its BAT index if known.
@@ -126,6 +124,14 @@ impl DataClusters {
         });
         Some(owners.get(&slot).copied().unwrap_or(0))
     }
+}
+
+/// The slot of the cluster grid (clusters of `cs` bytes from `base`) that starts at byte `off`,
+/// `None` when no slot starts there.
+#[inline]
+fn grid_slot(off: u64, base: u64, cs: u64, shift: Option<u32>) -> Option<u64> {
+    let (slot, within) = div_rem(off.checked_sub(base)?, cs, shift);
+    (within == 0).then_some(slot)
 }
 
 /// `(x / d, x % d)`, by a shift and a mask when `d` is a power of two (`shift` is its log2).
@@ -234,8 +240,9 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
     let mut high = 0u64;
     for (index, entry) in image.allocated_entries() {
         let Some(off) = h.bat_entry_offset(entry) else { continue };
+        let slot = grid_slot(off, base, cs, shift);
         // A cluster cut short by the end of the file is still referenced (R18 flags it).
-        if off < file_len && off.checked_sub(base).is_some_and(|rel| div_rem(rel, cs, shift).1 == 0) {
+        if off < file_len && slot.is_some() {
             high = high.max((off + cs).min(file_len));
         }
         if off < data_start {
@@ -267,11 +274,7 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
             });
             continue;
         }
-        let Some(rel) = off.checked_sub(base) else { continue };
-        let (slot, within) = div_rem(rel, cs, shift);
-        if within != 0 {
-            continue;
-        }
+        let Some(slot) = slot else { continue };
         match &mut slots {
             Slots::Bits(b) => {
                 let w = &mut b[(slot / 64) as usize];
