@@ -47,8 +47,6 @@ pub struct Image<'s> {
     file_len: u64,
     header: Header,
     bat: Bat<'s>,
-    /// BAT entries that are in the file (the rest of the table reads as 0).
-    bat_in_file: u32,
     extension: Option<Extension<'s>>,
     mode: Mode,
 }
@@ -142,11 +140,10 @@ impl<'s> Image<'s> {
         let raw = RawHeader::read_padded(&head);
         let header = Header::decode(&raw)?;
         // Only the part of the BAT that is in the file is read; the rest reads as zeros.
-        let in_file = (file_len.saturating_sub(BAT_OFFSET) / BAT_ENTRY_SIZE).min(u64::from(header.bat_entries));
-        let bat_in_file = in_file as u32;
+        let in_file = entries_in_file(&header, file_len);
         let bat = match reading {
             Reading::Whole => {
-                let mut bytes = source.read_at(BAT_OFFSET, in_file * BAT_ENTRY_SIZE)?;
+                let mut bytes = source.read_at(BAT_OFFSET, u64::from(in_file) * BAT_ENTRY_SIZE)?;
                 let whole = bytes.len() / 4 * 4;
                 if whole != bytes.len() {
                     // The file shrank between `size()` and the read.
@@ -160,7 +157,7 @@ impl<'s> Image<'s> {
                 }
                 Bat::Whole(bytes)
             }
-            Reading::Allocated => Bat::Allocated(read_allocated(source, bat_in_file)?),
+            Reading::Allocated => Bat::Allocated(read_allocated(source, in_file)?),
             Reading::None => Bat::Unread,
         };
         let extension = match header.ext_offset() {
@@ -175,7 +172,6 @@ impl<'s> Image<'s> {
             file_len,
             header,
             bat,
-            bat_in_file,
             extension,
             mode,
         })
@@ -213,7 +209,7 @@ impl<'s> Image<'s> {
     /// How many BAT entries are in the file: all of them unless the file ends inside the table
     /// (the entries past its end read as 0).
     pub fn bat_entries_in_file(&self) -> u32 {
-        self.bat_in_file
+        entries_in_file(&self.header, self.file_len)
     }
 
     /// The decoded header.
@@ -362,6 +358,12 @@ impl<'s> Image<'s> {
     }
 }
 
+/// How many of the header's BAT entries a file of `file_len` bytes holds whole.
+fn entries_in_file(header: &Header, file_len: u64) -> u32 {
+    let whole = file_len.saturating_sub(BAT_OFFSET) / BAT_ENTRY_SIZE;
+    whole.min(u64::from(header.bat_entries)) as u32
+}
+
 /// What [`Image::parse_inner`] does with the BAT.
 #[derive(Clone, Copy)]
 enum Reading {
@@ -395,8 +397,8 @@ impl Iterator for AllocatedEntries<'_> {
 }
 
 /// The non-zero little-endian 32-bit entries of a table's bytes, as `(index, entry)`. The table
-/// is taken in blocks of 16 entries: a block of zeros is passed over after one test of eight
-/// 64-bit words, any other gets a mask of its non-zero entries, which are then yielded by
+/// is taken in blocks of 16 entries: a block of zeros is passed over after one test of its 64
+/// bytes, any other gets a mask of its non-zero entries, which are then yielded by
 /// counting trailing zeros. Sparse tables go at memory speed, dense ones without a test per entry.
 #[derive(Clone, Debug)]
 struct Scan<'a> {
@@ -411,9 +413,10 @@ struct Scan<'a> {
     first: u32,
 }
 
-impl<'a> Scan<'a> {
-    const BLOCK: usize = 64;
+/// Bytes of the blocks [`Scan`] tests at once: 16 entries.
+const SCAN_BLOCK: usize = 64;
 
+impl<'a> Scan<'a> {
     fn new(bytes: &'a [u8], first: u32) -> Self {
         Scan {
             bytes: &bytes[..bytes.len() / 4 * 4],
@@ -437,16 +440,13 @@ impl Iterator for Scan<'_> {
     fn next(&mut self) -> Option<(u32, u32)> {
         while self.mask == 0 {
             let start = self.next;
-            let block = self.bytes.get(start..(start + Self::BLOCK).min(self.bytes.len()))?;
+            let block = self.bytes.get(start..(start + SCAN_BLOCK).min(self.bytes.len()))?;
             if block.is_empty() {
                 return None;
             }
             self.next = start + block.len();
-            if block.len() == Self::BLOCK {
-                let any = block
-                    .chunks_exact(8)
-                    .fold(0, |a, w| a | u64::from_ne_bytes(w.try_into().expect("8 bytes")));
-                if any == 0 {
+            if let Ok(whole) = <&[u8; SCAN_BLOCK]>::try_from(block) {
+                if crate::raw::all_zero(whole) {
                     continue;
                 }
             }
@@ -473,9 +473,7 @@ fn read_allocated(source: &dyn Source, entries: u32) -> Result<Vec<(u32, u32)>> 
     while done < total {
         let want = ((total - done) as usize).min(buf.len());
         let got = source.read_into(BAT_OFFSET + done, &mut buf[..want])?;
-        for pair in Scan::new(&buf[..got], (done / BAT_ENTRY_SIZE) as u32) {
-            list.push(pair);
-        }
+        list.extend(Scan::new(&buf[..got], (done / BAT_ENTRY_SIZE) as u32));
         if got < want {
             // The file shrank since `size()`: the rest reads as 0, as in a whole read.
             break;

@@ -102,14 +102,19 @@ impl ExtensionCluster {
 pub fn checksum_padded(covered: &[u8], zero_tail: u64) -> [u8; 16] {
     let mut h = Md5::new();
     h.update(covered);
-    let zeros = [0u8; 4096];
-    let mut left = zero_tail;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        h.update(&zeros[..n]);
-        left -= n as u64;
-    }
+    hash_zeros(&mut h, zero_tail);
     h.finalize().into()
+}
+
+/// Feeds `n` zero bytes to `h` without holding them.
+fn hash_zeros(h: &mut Md5, n: u64) {
+    let zeros = [0u8; 4096];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(zeros.len() as u64) as usize;
+        h.update(&zeros[..k]);
+        left -= k as u64;
+    }
 }
 
 /// [`checksum_padded`], and how many leading bytes of `covered` it takes to hold all its non-zero
@@ -125,13 +130,7 @@ pub(crate) fn checksum_and_nonzero_len(covered: &[u8], zero_tail: u64) -> ([u8; 
             nonzero_len = k * PIECE + piece.len();
         }
     }
-    let zeros = [0u8; 4096];
-    let mut left = zero_tail;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
-        h.update(&zeros[..n]);
-        left -= n as u64;
-    }
+    hash_zeros(&mut h, zero_tail);
     (h.finalize().into(), nonzero_len)
 }
 

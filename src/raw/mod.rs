@@ -22,6 +22,13 @@ pub use header::RawHeader;
 /// and bitmap granularity.
 pub const SECTOR_SIZE: u64 = 512;
 
+/// Whether a fixed-size block is all zeros: an OR of its bytes, which the compiler turns into
+/// vector instructions.
+#[inline]
+pub(crate) fn all_zero<const N: usize>(block: &[u8; N]) -> bool {
+    block.iter().fold(0u8, |a, &b| a | b) == 0
+}
+
 /// Position of the first non-zero byte of `bytes`. Blocks of 256 bytes are tested at once, so a
 /// cluster of zeros is scanned at memory speed, not a byte at a time.
 pub(crate) fn first_nonzero(bytes: &[u8]) -> Option<usize> {
@@ -29,9 +36,7 @@ pub(crate) fn first_nonzero(bytes: &[u8]) -> Option<usize> {
     let blocks = bytes.chunks_exact(BLOCK);
     let tail = blocks.remainder();
     for (k, block) in blocks.enumerate() {
-        // A fixed-size OR of bytes: the compiler turns it into vector instructions.
-        let block: &[u8; BLOCK] = block.try_into().expect("a whole block");
-        if block.iter().fold(0u8, |a, &b| a | b) != 0 {
+        if !all_zero::<BLOCK>(block.try_into().expect("a whole block")) {
             return block.iter().position(|&b| b != 0).map(|i| k * BLOCK + i);
         }
     }
