@@ -13,7 +13,7 @@ use parallels_image::extension::Extension;
 use parallels_image::qemu;
 use parallels_image::{Image, Source};
 
-use common::{four_bitmaps, full_extension, half_allocated, SparseImage, EXT_CLUSTER};
+use common::{four_bitmaps, full_extension, half_allocated, without_extension, EXT_CLUSTER};
 
 /// `Image::parse` + `validate` for 1 M and 16 M BAT entries of 64 KiB clusters, half of them
 /// allocated; and `qemu::predict_image` on the same parsed image (the rest of `prlimg check`).
@@ -59,12 +59,7 @@ fn extension(c: &mut Criterion) {
     let cluster = src.read_at(off, EXT_CLUSTER).unwrap().into_owned();
     assert_eq!(cluster.len() as u64, EXT_CLUSTER);
     // The same file without the extension: what the header and BAT cost on their own.
-    let mut bare = SparseImage::default();
-    let header = src.read_at(0, 64).unwrap();
-    let mut header = header.into_owned();
-    header[56..64].fill(0);
-    bare.put(0, header);
-    bare.set_len(src.size());
+    let bare = without_extension(&img);
 
     let mut g = c.benchmark_group("extension_1MiB");
     g.throughput(Throughput::Bytes(EXT_CLUSTER));

@@ -18,17 +18,7 @@ use std::time::Instant;
 use md5::{Digest, Md5};
 use parallels_image::{Image, Source};
 
-use common::{four_bitmaps, full_extension, SparseImage, EXT_CLUSTER};
-
-/// The image without its extension: the header with `ext_off` 0, same length.
-fn without_extension(img: &SparseImage) -> SparseImage {
-    let mut bare = SparseImage::default();
-    let mut header = img.read_at(0, 64).unwrap().into_owned();
-    header[56..64].fill(0);
-    bare.put(0, header);
-    bare.set_len(img.size());
-    bare
-}
+use common::{four_bitmaps, full_extension, without_extension, EXT_CLUSTER};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -265,3 +265,14 @@ pub fn four_bitmaps() -> SparseImage {
     b.write_to(&mut img).unwrap();
     img
 }
+
+/// `img` without its extension (the header's `ext_off` zeroed, same length): what the header and
+/// the BAT cost on their own.
+pub fn without_extension(img: &SparseImage) -> SparseImage {
+    let mut bare = SparseImage::default();
+    let mut header = img.read_at(0, 64).unwrap().into_owned();
+    header[56..64].fill(0);
+    bare.put(0, header);
+    bare.set_len(img.size());
+    bare
+}
