@@ -446,7 +446,7 @@ impl<'i, 's> Work<'i, 's> {
         let ext = self.ext_orig()?;
         let bytes = &self.ext()?.bytes;
         Ok(ext
-            .features
+            .features()
             .iter()
             .map(|f| {
                 let s = f.offset as usize;
@@ -701,10 +701,10 @@ impl<'i, 's> Work<'i, 's> {
             }
             "feature-flags-necessary" | "feature-flags-transit" => {
                 let ext = self.ext_orig()?;
-                if ext.features.is_empty() {
+                if ext.features().is_empty() {
                     return self.needs("a feature record");
                 }
-                let f = pick(&ext.features, seed);
+                let f = pick(ext.features(), seed);
                 let flag = if self.name == "feature-flags-necessary" {
                     FEATURE_FLAG_NECESSARY
                 } else {
@@ -717,10 +717,10 @@ impl<'i, 's> Work<'i, 's> {
             }
             "feature-data-overflow" => {
                 let ext = self.ext_orig()?;
-                if ext.features.is_empty() {
+                if ext.features().is_empty() {
                     return self.needs("a feature record");
                 }
-                let f = pick(&ext.features, seed);
+                let f = pick(ext.features(), seed);
                 let left = cs - f.offset - FEATURE_HEADER_SIZE as u64;
                 let Ok(size) = u32::try_from(left + 1) else {
                     return self.needs("an extension cluster below 4 GiB");
@@ -736,7 +736,7 @@ impl<'i, 's> Work<'i, 's> {
             }
             "nonzero-padding" => {
                 let ext = self.ext_orig()?;
-                let ListEnd::EndRecord { .. } = ext.end else {
+                let ListEnd::EndRecord { .. } = ext.end() else {
                     return self.needs("an end record in the extension cluster");
                 };
                 let from = ext.list_end();
@@ -1062,8 +1062,8 @@ impl<'i, 's> Work<'i, 's> {
                 (None, Some(e)) => e.bytes(),
                 (None, None) => &[],
             };
-            let walk = Extension::walk(off, cs, Cow::Borrowed(bytes));
-            for f in &walk.features {
+            let walk = Extension::new(off, cs, Cow::Borrowed(bytes));
+            for f in walk.features() {
                 let size = f.header.data_size.get() as usize;
                 if f.header.magic.get() != FEATURE_DIRTY_BITMAP
                     || f.header.flags.get() != 0

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use crate::raw::extension::{checksum_and_nonzero_len, EXT_HEADER_SIZE, EXT_MAGIC};
 use crate::raw::feature::{RawFeatureHeader, FEATURE_ALIGN, FEATURE_END, FEATURE_HEADER_SIZE};
@@ -60,6 +61,9 @@ pub enum ListEnd {
 }
 
 /// The Format Extension cluster as found in the file.
+///
+/// Building one only holds the bytes. The feature list is walked when it is first asked for, and
+/// the cluster hashed when its checksum is: validation does the two on different threads.
 #[derive(Clone, Debug)]
 pub struct Extension<'s> {
     /// Byte offset of the cluster in the file.
@@ -67,71 +71,114 @@ pub struct Extension<'s> {
     /// Cluster size in bytes.
     pub cluster_size: u64,
     bytes: Cow<'s, [u8]>,
-    /// Records before the end of the list (an overflowing last record excluded).
-    pub features: Vec<FeatureEntry>,
-    /// How the list ended.
-    pub end: ListEnd,
-    /// MD5 of bytes [24, cluster_size), missing bytes counted as zeros.
-    pub computed_checksum: [u8; 16],
-    /// Every byte of the cluster from this offset on is zero (seen while hashing; the length of
-    /// the bytes present when the cluster was not hashed).
+    /// The records and how the list ended, once [`Extension::features`] has walked them.
+    walked: OnceLock<Walked>,
+    /// The MD5 and where the zeros start, once [`Extension::computed_checksum`] has hashed.
+    hashed: OnceLock<Hashed>,
+}
+
+/// What walking the feature list found.
+#[derive(Clone, Debug)]
+struct Walked {
+    features: Vec<FeatureEntry>,
+    end: ListEnd,
+}
+
+/// What hashing the cluster found.
+#[derive(Clone, Copy, Debug)]
+struct Hashed {
+    /// MD5 of bytes `[24, cluster_size)`, missing bytes counted as zeros.
+    sum: [u8; 16],
+    /// Every byte of the cluster from this offset on is zero.
     zeros_from: u64,
 }
 
 impl<'s> Extension<'s> {
-    /// Walks a cluster whose first `bytes.len()` bytes are present (the rest read as zeros).
-    pub fn walk(file_offset: u64, cluster_size: u64, bytes: Cow<'s, [u8]>) -> Extension<'s> {
-        let avail = bytes.len() as u64;
-        let covered = bytes.get(EXT_HEADER_SIZE.min(bytes.len())..).unwrap_or(&[]);
-        let tail = cluster_size.saturating_sub(avail.max(EXT_HEADER_SIZE as u64));
-        // The magic comes first for every reader; a cluster that fails it is never hashed, so a
-        // huge cluster past the end of a tiny file costs nothing.
-        let (computed_checksum, zeros_from) = if read_u64(&bytes, 0) == EXT_MAGIC {
-            let (sum, nonzero) = checksum_and_nonzero_len(covered, tail);
-            (sum, EXT_HEADER_SIZE as u64 + nonzero as u64)
-        } else {
-            ([0; 16], avail)
-        };
-        let mut features = Vec::new();
-        let mut pos = EXT_HEADER_SIZE as u64;
-        let end = loop {
-            let remaining = cluster_size.saturating_sub(pos);
-            if remaining == 0 {
-                break ListEnd::NoEndRecord { offset: cluster_size };
-            }
-            if remaining < FEATURE_HEADER_SIZE as u64 {
-                break ListEnd::Truncated { offset: pos, remaining };
-            }
-            let header = read_feature_header(&bytes, pos);
-            if header.magic.get() == FEATURE_END {
-                break ListEnd::EndRecord { offset: pos };
-            }
-            let left = remaining - FEATURE_HEADER_SIZE as u64;
-            let data_size = header.data_size.get();
-            if u64::from(data_size) > left {
-                let entry = FeatureEntry {
-                    index: features.len(),
-                    offset: pos,
-                    header,
-                };
-                break ListEnd::Overflow { entry, remaining: left };
-            }
-            features.push(FeatureEntry {
-                index: features.len(),
-                offset: pos,
-                header,
-            });
-            pos = (pos + FEATURE_HEADER_SIZE as u64 + u64::from(data_size)).next_multiple_of(FEATURE_ALIGN);
-        };
+    /// The cluster at `file_offset`, whose first `bytes.len()` bytes are present (the rest read
+    /// as zeros). Nothing is read or hashed yet.
+    pub fn new(file_offset: u64, cluster_size: u64, bytes: Cow<'s, [u8]>) -> Extension<'s> {
         Extension {
             file_offset,
             cluster_size,
             bytes,
-            features,
-            end,
-            computed_checksum,
-            zeros_from,
+            walked: OnceLock::new(),
+            hashed: OnceLock::new(),
         }
+    }
+
+    /// The records before the end of the list (an overflowing last record excluded), in order.
+    /// The walk reads only the records' headers, once; it never fails.
+    pub fn features(&self) -> &[FeatureEntry] {
+        &self.walked().features
+    }
+
+    /// How the feature list ended.
+    pub fn end(&self) -> ListEnd {
+        self.walked().end
+    }
+
+    fn walked(&self) -> &Walked {
+        self.walked.get_or_init(|| {
+            let (bytes, cluster_size) = (&self.bytes[..], self.cluster_size);
+            let mut features = Vec::new();
+            let mut pos = EXT_HEADER_SIZE as u64;
+            let end = loop {
+                let remaining = cluster_size.saturating_sub(pos);
+                if remaining == 0 {
+                    break ListEnd::NoEndRecord { offset: cluster_size };
+                }
+                if remaining < FEATURE_HEADER_SIZE as u64 {
+                    break ListEnd::Truncated { offset: pos, remaining };
+                }
+                let header = read_feature_header(bytes, pos);
+                if header.magic.get() == FEATURE_END {
+                    break ListEnd::EndRecord { offset: pos };
+                }
+                let left = remaining - FEATURE_HEADER_SIZE as u64;
+                let data_size = header.data_size.get();
+                if u64::from(data_size) > left {
+                    let entry = FeatureEntry {
+                        index: features.len(),
+                        offset: pos,
+                        header,
+                    };
+                    break ListEnd::Overflow { entry, remaining: left };
+                }
+                features.push(FeatureEntry {
+                    index: features.len(),
+                    offset: pos,
+                    header,
+                });
+                pos = (pos + FEATURE_HEADER_SIZE as u64 + u64::from(data_size)).next_multiple_of(FEATURE_ALIGN);
+            };
+            Walked { features, end }
+        })
+    }
+
+    /// MD5 of bytes `[24, cluster_size)` of the cluster, missing bytes counted as zeros; all
+    /// zeros when the magic is wrong. The magic comes first for every reader, so a cluster that
+    /// fails it is never hashed (and a huge cluster past the end of a tiny file costs nothing).
+    /// Hashed on the first call, which may come from any thread.
+    pub fn computed_checksum(&self) -> [u8; 16] {
+        self.hashed().map_or([0; 16], |h| h.sum)
+    }
+
+    fn hashed(&self) -> Option<&Hashed> {
+        if self.magic() != EXT_MAGIC {
+            return None;
+        }
+        Some(self.hashed.get_or_init(|| {
+            let bytes = &self.bytes[..];
+            let covered = bytes.get(EXT_HEADER_SIZE.min(bytes.len())..).unwrap_or(&[]);
+            let tail = self
+                .cluster_size
+                .saturating_sub((bytes.len() as u64).max(EXT_HEADER_SIZE as u64));
+            let (sum, nonzero) = checksum_and_nonzero_len(covered, tail);
+            Hashed {
+                sum,
+                zeros_from: EXT_HEADER_SIZE as u64 + nonzero as u64,
+            }
+        }))
     }
 
     /// The bytes of the cluster that are in the file (possibly fewer than `cluster_size`).
@@ -157,16 +204,17 @@ impl<'s> Extension<'s> {
         &self.bytes[s..e]
     }
 
-    /// Bytes `[from, to)` of the cluster up to its last non-zero byte: empty when they are all
-    /// zeros, as far as the walk saw (for the padding rules; a cluster with the wrong magic is
-    /// not hashed, so its bytes are all returned).
+    /// Bytes `[from, to)` of the cluster, cut after the last non-zero byte when the cluster has
+    /// already been hashed (hashing notes where the zeros start), else all of them: for the
+    /// padding rules, which find the same first non-zero byte either way.
     pub(crate) fn maybe_nonzero(&self, from: u64, to: u64) -> &[u8] {
-        self.slice(from..to.min(self.zeros_from).max(from))
+        let zeros_from = self.hashed.get().map_or(u64::MAX, |h| h.zeros_from);
+        self.slice(from..to.min(zeros_from).max(from))
     }
 
     /// Byte offset where the list's records end (after the end record, or the cluster size).
     pub fn list_end(&self) -> u64 {
-        match self.end {
+        match self.end() {
             ListEnd::EndRecord { offset } => offset + FEATURE_HEADER_SIZE as u64,
             _ => self.cluster_size,
         }

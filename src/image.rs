@@ -13,7 +13,7 @@ use crate::header::Header;
 use crate::raw::bat::{BAT_ENTRY_SIZE, BAT_OFFSET};
 use crate::raw::header::{RawHeader, HEADER_SIZE};
 use crate::source::Source;
-use crate::validate::{self, Report};
+use crate::validate::{self, Report, Threads};
 
 /// How strictly to treat what the format allows but this crate does not interpret.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl std::fmt::Debug for Image<'_> {
             .field("header", &self.header)
             .field(
                 "extension",
-                &self.extension.as_ref().map(|e| (e.file_offset, e.features.len())),
+                &self.extension.as_ref().map(|e| (e.file_offset, e.features().len())),
             )
             .field("mode", &self.mode)
             .finish()
@@ -164,7 +164,7 @@ impl<'s> Image<'s> {
             None => None,
             Some(off) => {
                 let bytes = source.read_at(off, header.cluster_size())?;
-                Some(Extension::walk(off, header.cluster_size(), bytes))
+                Some(Extension::new(off, header.cluster_size(), bytes))
             }
         };
         Ok(Image {
@@ -192,12 +192,19 @@ impl<'s> Image<'s> {
         Ok(image)
     }
 
-    /// Runs every rule and reports all findings.
+    /// Runs every rule and reports all findings (a large extension cluster is hashed while a
+    /// helper thread runs the other rules: [`Threads::Helper`]).
     pub fn validate(&self) -> Result<Report> {
+        self.validate_with(Threads::Helper)
+    }
+
+    /// [`Image::validate`], choosing whether a helper thread may take part. The report is the
+    /// same either way.
+    pub fn validate_with(&self, threads: Threads) -> Result<Report> {
         if !self.bat_held() {
-            return validate::validate(&Self::parse_compact(self.source, self.mode)?);
+            return validate::validate_with(&Self::parse_compact(self.source, self.mode)?, threads);
         }
-        validate::validate(self)
+        validate::validate_with(self, threads)
     }
 
     /// Whether the BAT's entries were read, whole or only the allocated ones (false after
@@ -311,7 +318,7 @@ impl<'s> Image<'s> {
     /// The dirty bitmaps: features with the bitmap magic, no flags and a complete 32-byte header.
     pub fn bitmaps(&self) -> Vec<Bitmap<'_>> {
         let Some(ext) = &self.extension else { return Vec::new() };
-        ext.features
+        ext.features()
             .iter()
             .filter(|f| crate::bitmap::is_bitmap_record(f))
             .map(|f| Bitmap::new(self, ext, f))

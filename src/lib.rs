@@ -56,6 +56,6 @@ pub use error::{Error, Location, Region, Result, Severity, Violation};
 pub use header::{Header, Variant};
 pub use image::{AllocatedEntries, Image, Mode};
 pub use source::{FileSource, Source};
-pub use validate::{Finding, Report};
+pub use validate::{Finding, Report, Threads};
 pub mod qemu;
 pub mod recipe;

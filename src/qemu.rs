@@ -313,7 +313,7 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
             "Wrong parallels Format Extension magic: {magic:#x}, expected: {EXT_MAGIC:#x}"
         )));
     }
-    if ext.stored_checksum() != ext.computed_checksum {
+    if ext.stored_checksum() != ext.computed_checksum() {
         return Some(reject(
             "Wrong checksum in Format Extension header. Format extension is corrupted.",
         ));
@@ -574,7 +574,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
 /// and needs each bitmap's granularity to be a power of two, its size to match the disk and its
 /// L1 table to fit in its record. It accepts `l1_size == 0` (an empty bitmap).
 fn ploop_loads(image: &Image<'_>, ext: &Extension<'_>) -> bool {
-    if ext.magic() != EXT_MAGIC || ext.stored_checksum() != ext.computed_checksum {
+    if ext.magic() != EXT_MAGIC || ext.stored_checksum() != ext.computed_checksum() {
         return false;
     }
     let c = ext.bytes();

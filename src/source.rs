@@ -6,8 +6,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-/// Random-access, read-only image bytes.
-pub trait Source {
+/// Random-access, read-only image bytes. Sources are `Sync`: validation of a large extension
+/// cluster reads the image from a second thread while the first one hashes the cluster.
+pub trait Source: Sync {
     /// Length in bytes.
     fn size(&self) -> u64;
 
@@ -27,7 +28,7 @@ pub trait Source {
 
 /// Bytes in memory: `Vec<u8>`, `&[u8]`, arrays… Reads lend the bytes themselves (zero-copy).
 /// Pass `&bytes` where a `&dyn Source` is wanted.
-impl<T: AsRef<[u8]> + ?Sized> Source for T {
+impl<T: AsRef<[u8]> + Sync + ?Sized> Source for T {
     fn size(&self) -> u64 {
         self.as_ref().len() as u64
     }

@@ -3,7 +3,7 @@
 
 use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::corrupt::{catalogue, plan, Patch};
-use parallels_image::{Error, Image, Severity, Variant};
+use parallels_image::{Error, Image, Severity, Threads, Variant};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
@@ -238,6 +238,43 @@ fn v2_small() -> Base {
     }
 }
 
+/// v2 with 1 MiB clusters (the usual size, and large enough that validation hashes the extension
+/// cluster while its helper thread runs the other rules), data in four clusters, two bitmaps: E
+/// (512-byte granules, so 4 GiB a chunk: a mixed chunk and a partial mixed one) and F (64 KiB
+/// granules, one partial mixed chunk).
+fn v2_one_mib_clusters() -> Base {
+    let size = 5 * (1 << 30) + 512;
+    let bytes = check(
+        ImageBuilder::new(size)
+            .cluster_size(MIB)
+            .data(0, Data::Fill { len: 4096, byte: 0x13 })
+            .data(
+                700 * MIB,
+                Data::Fill {
+                    len: 2 * MIB,
+                    byte: 0x24,
+                },
+            )
+            .data(size - 512, Data::Fill { len: 512, byte: 0x35 })
+            .bitmap(BitmapSpec {
+                id: [0xe6; 16],
+                granularity: 512,
+                extents: vec![(8192, 4096), (2 << 30, 2 << 30), (size - 512, 512)],
+            })
+            .bitmap(BitmapSpec {
+                id: [0xf7; 16],
+                granularity: 64 * KIB,
+                extents: vec![(0, 64 * KIB), (5 << 30, 512)],
+            }),
+    );
+    Base {
+        name: "v2-1MiB-clusters",
+        bytes,
+        // The BAT fits in the first cluster, so no cluster of the grid lies inside it.
+        unsuitable: &["v1-size-high-bits", "bat-entry-unaligned", "l1-entry-overlap-bat"],
+    }
+}
+
 /// v1 with the data area right after the BAT (byte 512), two data clusters, no extension.
 fn v1_compact() -> Base {
     let bytes = check(
@@ -295,6 +332,7 @@ fn bases() -> Vec<Base> {
         v1_rich(),
         v1_compact_bitmaps(),
         v2_small(),
+        v2_one_mib_clusters(),
         v1_compact(),
         v2_empty(),
     ]
@@ -307,6 +345,8 @@ fn verdict(bytes: &[u8]) -> (Vec<&'static str>, Vec<&'static str>) {
         Err(e) => panic!("parse failed with {e}"),
         Ok(image) => {
             let report = image.validate().expect("validates");
+            let alone = image.validate_with(Threads::Caller).expect("validates");
+            assert_eq!(report, alone, "the helper thread changed the findings");
             let mut corrupt: Vec<&'static str> = Vec::new();
             for f in &report.findings {
                 if f.severity == Severity::Corruption && !corrupt.contains(&f.violation.rule()) {

@@ -30,9 +30,9 @@ fn end_record_with_huge_data_size_ends_the_list_in_both_parsers() {
         0x00, 0x41, 0x0a, // 3 of the 4 unused bytes
     ];
     let cluster = extension_cluster(&body, 4096);
-    let ext = Extension::walk(0, 4096, Cow::Borrowed(&cluster));
-    assert!(ext.features.is_empty());
-    assert_eq!(ext.end, ListEnd::EndRecord { offset: 24 });
+    let ext = Extension::new(0, 4096, Cow::Borrowed(&cluster));
+    assert!(ext.features().is_empty());
+    assert_eq!(ext.end(), ListEnd::EndRecord { offset: 24 });
 
     let model = ExtensionCluster::read(&mut binrw::io::Cursor::new(&cluster[..])).expect("the cluster reads");
     let expected_sum: [u8; 16] = cluster[8..24].try_into().unwrap();

@@ -108,10 +108,10 @@ proptest! {
         prop_assert_eq!(back.header.checksum, checksum(&cluster[24..]));
         prop_assert_eq!(&back.features, &features);
 
-        let walk = Extension::walk(0, cs as u64, cluster[..].into());
-        prop_assert_eq!(walk.computed_checksum, walk.stored_checksum());
-        prop_assert_eq!(walk.features.len(), features.len());
-        for (entry, f) in walk.features.iter().zip(&features) {
+        let walk = Extension::new(0, cs as u64, cluster[..].into());
+        prop_assert_eq!(walk.computed_checksum(), walk.stored_checksum());
+        prop_assert_eq!(walk.features().len(), features.len());
+        for (entry, f) in walk.features().iter().zip(&features) {
             prop_assert_eq!(entry.header, f.header);
             prop_assert_eq!(entry.offset % 8, 0);
             let data = walk.slice(entry.data_range());
@@ -120,8 +120,8 @@ proptest! {
             prop_assert_eq!(data, &body.into_inner()[..]);
         }
         prop_assert!(
-            matches!(walk.end, ListEnd::EndRecord { offset } if offset == ExtensionCluster::encoded_len(&features) - 24),
-            "end record where the writer put it: {:?}", walk.end
+            matches!(walk.end(), ListEnd::EndRecord { offset } if offset == ExtensionCluster::encoded_len(&features) - 24),
+            "end record where the writer put it: {:?}", walk.end()
         );
     }
 

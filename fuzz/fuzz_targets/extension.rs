@@ -35,23 +35,23 @@ fuzz_target!(|body: &[u8]| {
     cluster[8..24].copy_from_slice(&sum);
 
     let file_offset = 3 * cs as u64;
-    let full = Extension::walk(file_offset, cs as u64, Cow::Borrowed(&cluster));
+    let full = Extension::new(file_offset, cs as u64, Cow::Borrowed(&cluster));
     assert_eq!(full.magic(), EXT_MAGIC);
     assert_eq!(full.stored_checksum(), sum);
-    assert_eq!(full.computed_checksum, sum);
+    assert_eq!(full.computed_checksum(), sum);
     assert_eq!(full.bytes(), &cluster[..]);
 
     // The same cluster cut short: the missing bytes are zeros, so nothing may change.
     let present = EXT_HEADER_SIZE + body.len();
-    let short = Extension::walk(file_offset, cs as u64, Cow::Borrowed(&cluster[..present]));
-    assert_eq!(short.features, full.features);
-    assert_eq!(short.end, full.end);
-    assert_eq!(short.computed_checksum, sum);
+    let short = Extension::new(file_offset, cs as u64, Cow::Borrowed(&cluster[..present]));
+    assert_eq!(short.features(), full.features());
+    assert_eq!(short.end(), full.end());
+    assert_eq!(short.computed_checksum(), sum);
     assert_eq!(short.list_end(), full.list_end());
 
     // The walk's own invariants.
     let mut prev_end = EXT_HEADER_SIZE as u64;
-    for (i, f) in full.features.iter().enumerate() {
+    for (i, f) in full.features().iter().enumerate() {
         assert_eq!(f.index, i);
         assert!(f.offset >= prev_end && f.offset % 8 == 0 && f.offset - prev_end < 8);
         assert!(f.data_range().end <= cs as u64);
@@ -61,7 +61,7 @@ fuzz_target!(|body: &[u8]| {
     assert!(full.list_end() <= cs as u64);
 
     let read = ExtensionCluster::read(&mut binrw::io::Cursor::new(&cluster[..]));
-    let sound_bitmaps = full.features.iter().all(|f| {
+    let sound_bitmaps = full.features().iter().all(|f| {
         f.header.magic.get() != FEATURE_DIRTY_BITMAP
             || f.header.flags.get() != 0
             || (f.header.data_size.get() as usize >= BITMAP_HEADER_SIZE && {
@@ -70,7 +70,7 @@ fuzz_target!(|body: &[u8]| {
                 u64::from(f.header.data_size.get()) >= BITMAP_HEADER_SIZE as u64 + 8 * u64::from(l1_size)
             })
     });
-    let end_record = match full.end {
+    let end_record = match full.end() {
         ListEnd::EndRecord { offset } => Some(offset),
         _ => None,
     };
@@ -80,15 +80,15 @@ fuzz_target!(|body: &[u8]| {
         Err(_) if !expect_ok => return,
         other => panic!(
             "binrw read gave {other:?}, the walk ended {:?} (bitmaps sound: {sound_bitmaps})",
-            full.end
+            full.end()
         ),
     };
     let end = end_record.unwrap();
 
     assert_eq!(model.header.magic.get(), EXT_MAGIC);
     assert_eq!(model.header.checksum, sum);
-    assert_eq!(model.features.len(), full.features.len());
-    for (rec, entry) in model.features.iter().zip(&full.features) {
+    assert_eq!(model.features.len(), full.features().len());
+    for (rec, entry) in model.features.iter().zip(full.features()) {
         assert_eq!(rec.header, entry.header);
         let data = full.slice(entry.data_range());
         match &rec.body {
@@ -113,7 +113,7 @@ fuzz_target!(|body: &[u8]| {
     // Canonical: an all-zero end record and zero bytes wherever no record is.
     let mut canonical = cluster[end as usize..].iter().all(|&b| b == 0);
     let mut pos = EXT_HEADER_SIZE as u64;
-    for f in &full.features {
+    for f in full.features() {
         canonical &= cluster[pos as usize..f.offset as usize].iter().all(|&b| b == 0);
         pos = f.data_range().end;
     }

@@ -6,7 +6,7 @@ use parallels_image::builder::{BitmapSpec, ImageBuilder, Layout};
 use parallels_image::raw::bitmap::BITMAP_HEADER_SIZE;
 use parallels_image::raw::extension::checksum;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
-use parallels_image::{Error, Finding, Image, Mode, Severity, Violation};
+use parallels_image::{Error, Finding, Image, Mode, Severity, Threads, Violation};
 
 /// 64 KiB, the cluster size most tests use.
 pub const CS: u64 = 64 << 10;
@@ -136,10 +136,16 @@ pub fn image_with_ext(virtual_size: u64, cs: u64, recs: &[Rec]) -> (Vec<u8>, u64
 
 /// The findings of the validator, in order.
 /// Every way of reading the BAT (whole, only its allocated entries, not at all until
-/// validation) must find the same.
+/// validation) must find the same, with or without the helper thread.
 pub fn findings(bytes: &[u8], mode: Mode) -> Vec<Finding> {
     let image = Image::parse_with(&bytes, mode).expect("the header parses");
     let got = image.validate().expect("validation does not fail on I/O").findings;
+    let alone = Image::parse_with(&bytes, mode).expect("the header parses");
+    assert_eq!(
+        alone.validate_with(Threads::Caller).expect("one thread").findings,
+        got,
+        "without the helper thread"
+    );
     let compact = Image::parse_compact(&bytes, mode).expect("the header parses");
     assert_eq!(compact.validate().expect("compact").findings, got, "compact BAT");
     assert_eq!(

@@ -13,3 +13,4 @@ mod extension;
 mod header;
 mod layout;
 mod samples;
+mod threads;

@@ -1,0 +1,155 @@
+//! Validation with the helper thread: a cluster of 256 KiB or more is hashed on the calling
+//! thread while the helper runs the rules after the checksum. The findings must be those of one
+//! thread, in the same order, and the helper must really be the one reading.
+
+use std::borrow::Cow;
+use std::io;
+use std::sync::Mutex;
+
+use parallels_image::builder::{Data, ImageBuilder};
+use parallels_image::raw::extension::checksum;
+use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
+use parallels_image::raw::FeatureRecord;
+use parallels_image::{Image, Mode, Severity, Source, Threads, Violation};
+
+use crate::helpers::*;
+
+const MIB: u64 = 1 << 20;
+/// 4 GiB + 1 MiB: with 512-byte granules a chunk of a 1 MiB cluster covers 4 GiB, so the L1
+/// table has two entries, the second a partial chunk.
+const SIZE: u64 = (4 << 30) + MIB;
+const HELPER: &str = "parallels-image-validate";
+
+/// 1 MiB clusters, data in the first cluster, one bitmap dirty at 4 KiB (chunk 0, mixed) and at
+/// 4 GiB (chunk 1, partial and mixed, so validation reads its cluster for trailing bits), then
+/// an unknown feature (magic 0x5eed, no data).
+fn base() -> (Vec<u8>, u64, Vec<u64>) {
+    let (img, layout) = build(
+        &ImageBuilder::new(SIZE)
+            .cluster_size(MIB)
+            .data(0, Data::Fill { len: 4096, byte: 0x42 })
+            .bitmap(spec(ID_A, 512, &[(4096, 4096), (4 << 30, 512)]))
+            .feature(FeatureRecord::opaque(0x5eed, 0, Vec::new())),
+    );
+    let ext = layout.ext_offset.expect("an extension");
+    let l1 = layout.l1[0].clone();
+    assert_eq!(l1.len(), 2);
+    assert!(l1.iter().all(|&e| e > 1), "both chunks in clusters: {l1:?}");
+    (img, ext, l1)
+}
+
+/// Image bytes that note which thread asked for which range.
+struct Recording {
+    bytes: Vec<u8>,
+    reads: Mutex<Vec<(String, u64, u64)>>,
+}
+
+impl Source for Recording {
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, len: u64) -> io::Result<Cow<'_, [u8]>> {
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        self.reads.lock().unwrap().push((name, offset, len));
+        self.bytes.read_at(offset, len)
+    }
+}
+
+/// The rules broken and the reads made by validation alone, with `threads`.
+fn validation_reads(bytes: &[u8], threads: Threads) -> (Vec<&'static str>, Vec<(String, u64, u64)>) {
+    let src = Recording {
+        bytes: bytes.to_vec(),
+        reads: Mutex::new(Vec::new()),
+    };
+    let image = Image::parse(&src).unwrap();
+    src.reads.lock().unwrap().clear();
+    let rules = image.validate_with(threads).unwrap().rules();
+    (rules, src.reads.into_inner().unwrap())
+}
+
+#[test]
+fn the_helper_reads_the_bitmap_cluster_while_the_caller_hashes() {
+    let (img, _, l1) = base();
+    let last = l1[1] * 512;
+    let me = std::thread::current().name().unwrap().to_string();
+    assert_eq!(
+        validation_reads(&img, Threads::Caller),
+        (vec!["R29"], vec![(me.clone(), last, MIB)])
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let reader = if cpus > 1 { HELPER.to_string() } else { me };
+    assert_eq!(
+        validation_reads(&img, Threads::Helper),
+        (vec!["R29"], vec![(reader, last, MIB)])
+    );
+}
+
+#[test]
+fn findings_after_the_checksum_keep_their_order() {
+    let (mut img, ext, _) = base();
+    let stored = img[ext as usize + 8..ext as usize + 24].to_vec();
+    // The bitmap (record 0, at ext + 24) gets a size of one sector more, the MD5 is left stale,
+    // and 512 bytes of junk follow the last cluster.
+    let f0 = ext + 24;
+    let f1 = f0 + 24 + 32 + 16;
+    assert_eq!(get_u64(&img, f0), FEATURE_DIRTY_BITMAP);
+    assert_eq!(get_u64(&img, f1), 0x5eed);
+    let nb_sectors = SIZE / 512;
+    put_u64(&mut img, f0 + 24, nb_sectors + 1);
+    let expected_sum = checksum(&img[ext as usize + 24..(ext + MIB) as usize]);
+    let old_len = img.len() as u64;
+    img.extend_from_slice(&[0x77; 512]);
+    assert_findings(
+        &img,
+        Mode::Strict,
+        &[
+            (
+                Violation::ExtBadChecksum {
+                    offset: ext,
+                    found: stored.try_into().unwrap(),
+                    expected: expected_sum,
+                },
+                Severity::Corruption,
+            ),
+            (
+                Violation::UnknownFeature {
+                    index: 1,
+                    offset: f1,
+                    magic: 0x5eed,
+                },
+                Severity::Corruption,
+            ),
+            (
+                Violation::BitmapSizeMismatch {
+                    index: 0,
+                    offset: f0,
+                    found: nb_sectors + 1,
+                    expected: nb_sectors,
+                },
+                Severity::Corruption,
+            ),
+            (
+                Violation::Leak {
+                    offset: old_len,
+                    len: 512,
+                },
+                Severity::Leak,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn small_clusters_stay_on_the_caller() {
+    // 64 KiB clusters: too little to hash for a helper to pay.
+    let (img, layout) = build(&ImageBuilder::new(SIZE).cluster_size(CS).bitmap(spec(
+        ID_A,
+        512,
+        &[(SIZE - 512, 512), (SIZE - 4096, 512)],
+    )));
+    let last = *layout.l1[0].last().unwrap() * 512;
+    assert!(last > 0);
+    let me = std::thread::current().name().unwrap().to_string();
+    assert_eq!(validation_reads(&img, Threads::Helper), (vec![], vec![(me, last, CS)]));
+}
