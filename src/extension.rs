@@ -119,40 +119,19 @@ impl<'s> Extension<'s> {
 
     fn walked(&self) -> &Walked {
         self.walked.get_or_init(|| {
-            let (bytes, cluster_size) = (&self.bytes[..], self.cluster_size);
-            let mut features = Vec::new();
-            let mut pos = EXT_HEADER_SIZE as u64;
-            let end = loop {
-                let remaining = cluster_size.saturating_sub(pos);
-                if remaining == 0 {
-                    break ListEnd::NoEndRecord { offset: cluster_size };
-                }
-                if remaining < FEATURE_HEADER_SIZE as u64 {
-                    break ListEnd::Truncated { offset: pos, remaining };
-                }
-                let header = read_feature_header(bytes, pos);
-                if header.magic.get() == FEATURE_END {
-                    break ListEnd::EndRecord { offset: pos };
-                }
-                let left = remaining - FEATURE_HEADER_SIZE as u64;
-                let data_size = header.data_size.get();
-                if u64::from(data_size) > left {
-                    let entry = FeatureEntry {
-                        index: features.len(),
-                        offset: pos,
-                        header,
-                    };
-                    break ListEnd::Overflow { entry, remaining: left };
-                }
-                features.push(FeatureEntry {
-                    index: features.len(),
-                    offset: pos,
-                    header,
-                });
-                pos = (pos + FEATURE_HEADER_SIZE as u64 + u64::from(data_size)).next_multiple_of(FEATURE_ALIGN);
-            };
-            Walked { features, end }
+            walk(&self.bytes, self.cluster_size, usize::MAX)
+                .expect("records of 24 bytes or more: fewer than usize::MAX in a cluster")
         })
+    }
+
+    /// The records, if the list holds at most `limit` of them: walks at most that many, and
+    /// keeps the walk when it reached the end. `None` when the list is longer.
+    pub(crate) fn features_within(&self, limit: usize) -> Option<&[FeatureEntry]> {
+        if let Some(w) = self.walked.get() {
+            return (w.features.len() <= limit).then_some(&w.features[..]);
+        }
+        let w = walk(&self.bytes, self.cluster_size, limit)?;
+        Some(&self.walked.get_or_init(|| w).features)
     }
 
     /// MD5 of bytes `[24, cluster_size)` of the cluster, missing bytes counted as zeros; all
@@ -221,10 +200,93 @@ impl<'s> Extension<'s> {
     }
 }
 
+/// The feature list of a cluster whose first `bytes.len()` bytes are present; `None` when it
+/// holds more than `limit` records.
+fn walk(bytes: &[u8], cluster_size: u64, limit: usize) -> Option<Walked> {
+    let mut features = Vec::new();
+    let mut pos = EXT_HEADER_SIZE as u64;
+    let end = loop {
+        let remaining = cluster_size.saturating_sub(pos);
+        if remaining == 0 {
+            break ListEnd::NoEndRecord { offset: cluster_size };
+        }
+        if remaining < FEATURE_HEADER_SIZE as u64 {
+            break ListEnd::Truncated { offset: pos, remaining };
+        }
+        let header = read_feature_header(bytes, pos);
+        if header.magic.get() == FEATURE_END {
+            break ListEnd::EndRecord { offset: pos };
+        }
+        let left = remaining - FEATURE_HEADER_SIZE as u64;
+        let data_size = header.data_size.get();
+        if u64::from(data_size) > left {
+            let entry = FeatureEntry {
+                index: features.len(),
+                offset: pos,
+                header,
+            };
+            break ListEnd::Overflow { entry, remaining: left };
+        }
+        if features.len() == limit {
+            return None;
+        }
+        features.push(FeatureEntry {
+            index: features.len(),
+            offset: pos,
+            header,
+        });
+        pos = (pos + FEATURE_HEADER_SIZE as u64 + u64::from(data_size)).next_multiple_of(FEATURE_ALIGN);
+    };
+    Some(Walked { features, end })
+}
+
 fn read_u64(bytes: &[u8], at: u64) -> u64 {
     u64::from_le_bytes(padded(bytes, at))
 }
 
 fn read_feature_header(bytes: &[u8], at: u64) -> RawFeatureHeader {
     zerocopy::transmute!(padded::<FEATURE_HEADER_SIZE>(bytes, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Extension, ListEnd};
+    use crate::raw::extension::EXT_MAGIC;
+
+    /// A 4 KiB cluster of `n` empty records of magic 7, then the end record.
+    fn cluster(n: usize) -> Vec<u8> {
+        let mut c = vec![0u8; 4096];
+        c[..8].copy_from_slice(&EXT_MAGIC.to_le_bytes());
+        for k in 0..n {
+            c[24 + 24 * k] = 7;
+        }
+        c
+    }
+
+    #[test]
+    fn features_within_walks_only_lists_that_short() {
+        for n in [0, 1, 5, 32] {
+            let c = cluster(n);
+            let end = ListEnd::EndRecord {
+                offset: 24 + 24 * n as u64,
+            };
+            let ext = Extension::new(0, 4096, c[..].into());
+            assert_eq!(ext.features_within(n + 1).map(<[_]>::len), Some(n));
+            let long = Extension::new(0, 4096, c[..].into());
+            if n > 0 {
+                assert_eq!(long.features_within(n - 1), None);
+            }
+            // Whatever the limit said, the whole walk is the same.
+            for e in [&ext, &long] {
+                assert_eq!(e.features().len(), n);
+                assert_eq!(e.end(), end);
+                assert!(e
+                    .features()
+                    .iter()
+                    .enumerate()
+                    .all(|(i, f)| f.index == i && f.offset == 24 + 24 * i as u64));
+            }
+            assert_eq!(ext.features_within(n).map(<[_]>::len), Some(n));
+        }
+    }
 }

@@ -150,7 +150,8 @@ pub enum Threads {
     Caller,
     /// On a machine with more than one CPU, the calling thread hashes an extension cluster of
     /// 256 KiB or more while a helper thread (one, started on first use and kept) runs the
-    /// rules after the checksum. Otherwise as [`Threads::Caller`].
+    /// rules after the checksum, when they cost enough: more than 32 feature records, or a
+    /// bitmap cluster to read. Otherwise as [`Threads::Caller`].
     #[default]
     Helper,
 }
@@ -410,15 +411,16 @@ fn extension_placement_rules(
 /// Hashing a large cluster takes longer than every other rule together, and needs nothing but
 /// the cluster's bytes; on a machine with more than one CPU, `rest` runs on a helper thread
 /// meanwhile, into a list of its own, appended after the checksum's finding. Small clusters,
-/// one CPU, or a helper the system will not start: `rest` runs after the hash, here. The
-/// findings are the same either way (`tests/integration/threads.rs`).
+/// one CPU, rules too cheap to pay for waking the helper ([`worth_a_helper`]), or a helper the
+/// system will not start: `rest` runs after the hash, here. The findings are the same either way
+/// (`tests/integration/threads.rs`).
 fn checksum_beside(
     ext: &Extension<'_>,
     threads: Threads,
     f: &mut Findings,
     rest: &(dyn Fn(&mut Findings) -> Result<u64> + Sync),
 ) -> Result<u64> {
-    if threads == Threads::Helper && ext.cluster_size >= THREAD_MIN_CLUSTER {
+    if threads == Threads::Helper && ext.cluster_size >= THREAD_MIN_CLUSTER && worth_a_helper(ext) {
         if let Some(pool) = helper() {
             let mode = f.mode;
             let mut later = None;
@@ -445,6 +447,23 @@ fn checksum_beside(
 /// Clusters from this size on are hashed beside the other rules (1 MiB is the usual size;
 /// hashing 256 KiB takes about 0.5 ms, a hundred times what handing work to the helper costs).
 const THREAD_MIN_CLUSTER: u64 = 256 << 10;
+
+/// Lists of more records than this are worth the helper (the rules cost about 100 ns a record;
+/// waking the helper, some 10-20 µs).
+const HELPER_MIN_RECORDS: usize = 32;
+
+/// Whether the rules after the checksum cost enough to hand to the helper: a long feature list,
+/// or a bitmap whose last L1 entry points at a cluster (the trailing-bits rule reads it). A
+/// short list is walked here, which is all it costs. Only the time depends on the answer.
+fn worth_a_helper(ext: &Extension<'_>) -> bool {
+    let Some(features) = ext.features_within(HELPER_MIN_RECORDS) else {
+        return true;
+    };
+    features.iter().filter(|e| is_bitmap_record(e)).any(|e| {
+        let data = ext.slice(e.data_range());
+        data.len() >= BITMAP_HEADER_SIZE + 8 && u64::from_le_bytes(padded(data, data.len() as u64 - 8)) > L1_DIRTY
+    })
+}
 
 /// The helper thread, started on first use and kept: `None` on a machine with one CPU, or when
 /// the system would not start a thread.
@@ -813,7 +832,39 @@ fn duplicate_ids_sorted(ids: &[u128]) -> Vec<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{duplicate_ids, duplicate_ids_sorted};
+    use super::{duplicate_ids, duplicate_ids_sorted, worth_a_helper, HELPER_MIN_RECORDS};
+    use crate::builder::{BitmapSpec, ImageBuilder};
+    use crate::Image;
+
+    /// Whether validation of an image of 4 GiB + 1 MiB in 1 MiB clusters, with bitmaps of
+    /// 512-byte granules dirty where given (two 4 GiB chunks each), would wake the helper.
+    fn helped(bitmaps: &[&[(u64, u64)]]) -> bool {
+        let mut b = ImageBuilder::new((4 << 30) + (1 << 20)).cluster_size(1 << 20);
+        for (k, extents) in bitmaps.iter().enumerate() {
+            b = b.bitmap(BitmapSpec {
+                id: [k as u8 + 1; 16],
+                granularity: 512,
+                extents: extents.to_vec(),
+            });
+        }
+        let (bytes, _) = b.to_vec().unwrap();
+        let image = Image::parse(&bytes).unwrap();
+        worth_a_helper(image.extension().unwrap())
+    }
+
+    #[test]
+    fn the_helper_is_woken_for_long_lists_and_for_clusters_to_read() {
+        // Markers only (clean, or a last chunk dirty all through): no.
+        assert!(!helped(&[&[], &[(4 << 30, 1 << 20)]]));
+        // A cluster in the first chunk only: the trailing-bits rule reads only the last one.
+        assert!(!helped(&[&[(0, 512)]]));
+        // The last chunk in a cluster: yes.
+        assert!(helped(&[&[], &[(4 << 30, 512)]]));
+        // As many clean bitmaps as the limit: no; one more: yes.
+        let clean: Vec<&[(u64, u64)]> = vec![&[]; HELPER_MIN_RECORDS + 1];
+        assert!(!helped(&clean[..HELPER_MIN_RECORDS]));
+        assert!(helped(&clean));
+    }
 
     /// Ids whose two halves XOR to the same value all land in one slot of the table.
     fn colliding(n: u64) -> Vec<u128> {

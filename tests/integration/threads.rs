@@ -153,3 +153,24 @@ fn small_clusters_stay_on_the_caller() {
     let me = std::thread::current().name().unwrap().to_string();
     assert_eq!(validation_reads(&img, Threads::Helper), (vec![], vec![(me, last, CS)]));
 }
+
+#[test]
+fn a_long_list_goes_to_the_helper_though_its_first_records_read_nothing() {
+    // 40 all-clean bitmaps (L1 entries 0) and, as record 41, a bitmap whose last chunk is in a
+    // cluster: the first 32 records read nothing, but the list is long.
+    let mut b = ImageBuilder::new(SIZE).cluster_size(MIB);
+    for k in 0..40u8 {
+        b = b.bitmap(spec([k; 16], 512, &[]));
+    }
+    let (img, layout) = build(&b.bitmap(spec(ID_A, 512, &[(4 << 30, 512)])));
+    assert!(layout.l1[..40].iter().all(|l1| l1 == &[0, 0]));
+    let last = layout.l1[40][1] * 512;
+    assert!(last > 0);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let me = std::thread::current().name().unwrap().to_string();
+    let reader = if cpus > 1 { HELPER.to_string() } else { me };
+    assert_eq!(
+        validation_reads(&img, Threads::Helper),
+        (vec![], vec![(reader, last, MIB)])
+    );
+}
