@@ -299,7 +299,8 @@ fn open_outcome(image: &Image<'_>) -> QemuOutcome {
     QemuOutcome::Opens { bitmaps }
 }
 
-/// The Format Extension as QEMU parses it; `Some` when the open fails there.
+/// The Format Extension as QEMU parses it; `Some` when the open fails there. The names of the
+/// bitmaps QEMU loads are pushed onto `names` (empty when called).
 fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -> Option<QemuOutcome> {
     let cs = ext.cluster_size;
     let off = ext.file_offset;
@@ -322,6 +323,7 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
     let bh = BITMAP_HEADER_SIZE as u64;
     // QEMU's count of what is left drops by a header per record and never by the data.
     let (mut pos, mut rem) = (24u64, cs as i64 - 24);
+    let mut seen = std::collections::HashSet::new();
     loop {
         if rem < hdr as i64 {
             return Some(reject(format!(
@@ -380,7 +382,9 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
             });
         }
         let name = uuid::Uuid::from_bytes(id).hyphenated().to_string();
-        if names.contains(&name) {
+        // Names are the ids spelled out, so a set of ids finds a repeat in one probe (a list
+        // searched per bitmap took seconds for the 5 698 bitmaps a 1 MiB cluster can hold).
+        if !seen.insert(id) {
             return Some(reject(format!("Bitmap already exists: {name}")));
         }
         let t = total as i64;
