@@ -6,6 +6,8 @@
 //! - `bench_image bitmap OUT SIZE CLUSTER GRANULARITY`: a SIZE-byte image with one bitmap
 //!   (id `00000001-0000-0000-0000-000000000001`) of mostly clean chunks, every 16th chunk all
 //!   dirty and every 8th a mix of runs of 1 to 512 granules (the benches' pattern).
+//! - `bench_image worst OUT`: the benches' worst case for extension validation, a 64 GiB image
+//!   whose 1 MiB extension cluster is full of 5 698 minimal bitmap records.
 //!
 //! Sizes are in bytes.
 
@@ -19,7 +21,9 @@ use std::path::Path;
 use parallels_image::builder::{BitmapSpec, ImageBuilder};
 
 fn usage() -> ! {
-    eprintln!("usage: bench_image half OUT ENTRIES CLUSTER | bench_image bitmap OUT SIZE CLUSTER GRANULARITY");
+    eprintln!(
+        "usage: bench_image half OUT ENTRIES CLUSTER | bench_image bitmap OUT SIZE CLUSTER GRANULARITY | bench_image worst OUT"
+    );
     std::process::exit(1)
 }
 
@@ -62,6 +66,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     extents: common::realistic_extents(granules, gran, cluster * 8, 7),
                 })
                 .create_file(out, true)?;
+        }
+        Some("worst") => {
+            common::full_extension_builder().create_file(out, true)?;
         }
         _ => usage(),
     }

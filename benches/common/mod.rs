@@ -226,6 +226,13 @@ pub const EXT_CLUSTER: u64 = 1 << 20;
 /// with bitmap records: 512-byte granularity, so each L1 table has 16 entries, a mix of clean
 /// and all-dirty markers (no bitmap clusters: the bench measures the extension alone).
 pub fn full_extension() -> SparseImage {
+    let mut img = SparseImage::default();
+    full_extension_builder().write_to(&mut img).unwrap();
+    img
+}
+
+/// The builder of [`full_extension`] (`examples/bench_image worst` writes it to a file).
+pub fn full_extension_builder() -> ImageBuilder {
     let virtual_size = 64u64 << 30;
     let nb_sectors = virtual_size / 512;
     let l1_size = nb_sectors.div_ceil(EXT_CLUSTER * 8) as usize;
@@ -243,9 +250,7 @@ pub fn full_extension() -> SparseImage {
             nb_sectors, id, 1, l1,
         )));
     }
-    let mut img = SparseImage::default();
-    b.write_to(&mut img).unwrap();
-    img
+    b
 }
 
 /// The common case, on the same disk: four bitmaps of 64 KiB granularity, two clean and two
