@@ -151,7 +151,8 @@ pub enum Threads {
     /// On a machine with more than one CPU, the calling thread hashes an extension cluster of
     /// 256 KiB or more while a helper thread (one, started on first use and kept) runs the
     /// rules after the checksum, when they cost enough: more than 32 feature records, or a
-    /// bitmap cluster to read. Otherwise as [`Threads::Caller`].
+    /// bitmap cluster to read. Otherwise, or while the helper works for another thread's
+    /// validation, as [`Threads::Caller`].
     #[default]
     Helper,
 }
@@ -411,8 +412,9 @@ fn extension_placement_rules(
 /// Hashing a large cluster takes longer than every other rule together, and needs nothing but
 /// the cluster's bytes; on a machine with more than one CPU, `rest` runs on a helper thread
 /// meanwhile, into a list of its own, appended after the checksum's finding. Small clusters,
-/// one CPU, rules too cheap to pay for waking the helper ([`worth_a_helper`]), or a helper the
-/// system will not start: `rest` runs after the hash, here. The findings are the same either way
+/// one CPU, rules too cheap to pay for waking the helper ([`worth_a_helper`]), a helper busy
+/// with another caller's rules, or a helper the system will not start: `rest` runs after the
+/// hash, here. The findings are the same either way
 /// (`tests/integration/threads.rs`).
 fn checksum_beside(
     ext: &Extension<'_>,
@@ -421,7 +423,9 @@ fn checksum_beside(
     rest: &(dyn Fn(&mut Findings) -> Result<u64> + Sync),
 ) -> Result<u64> {
     if threads == Threads::Helper && ext.cluster_size >= THREAD_MIN_CLUSTER && worth_a_helper(ext) {
-        if let Some(pool) = helper() {
+        // One caller at a time: callers validating side by side would otherwise queue for the
+        // one helper while their own threads wait.
+        if let Some((pool, _claim)) = helper().zip(HelperClaim::take()) {
             let mode = f.mode;
             let mut later = None;
             pool.in_place_scope(|s| {
@@ -482,6 +486,28 @@ fn helper() -> Option<&'static rayon::ThreadPool> {
             .flatten()
     })
     .as_ref()
+}
+
+/// The helper, claimed by one validation until dropped.
+struct HelperClaim;
+
+static HELPER_BUSY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl HelperClaim {
+    /// `None` when another validation has the helper.
+    fn take() -> Option<HelperClaim> {
+        use std::sync::atomic::Ordering;
+        HELPER_BUSY
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(HelperClaim)
+    }
+}
+
+impl Drop for HelperClaim {
+    fn drop(&mut self) {
+        HELPER_BUSY.store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// R25: the stored checksum is the MD5 of the cluster after its header.

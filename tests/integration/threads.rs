@@ -56,6 +56,34 @@ impl Source for Recording {
     }
 }
 
+/// Held by every test here: the helper serves one validation at a time, and these tests look at
+/// who read what.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// With `Threads::Helper`, `bytes` breaks `rules` and validation reads only `MIB` bytes at
+/// `at`, on the helper thread when the machine has more than one CPU. A validation in another
+/// test (outside this module) may hold the helper for a moment, and then this one reads on its
+/// own thread: such runs are retried, up to 100 times.
+fn read_on_the_helper(bytes: &[u8], rules: Vec<&'static str>, at: u64) {
+    let me = std::thread::current().name().unwrap().to_string();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let reader = if cpus > 1 { HELPER.to_string() } else { me.clone() };
+    for _ in 0..100 {
+        let got = validation_reads(bytes, Threads::Helper);
+        if got.1 == vec![(me.clone(), at, MIB)] && reader != me {
+            assert_eq!(got.0, rules);
+            continue;
+        }
+        assert_eq!(got, (rules, vec![(reader, at, MIB)]));
+        return;
+    }
+    panic!("the helper was busy for 100 validations in a row");
+}
+
 /// The rules broken and the reads made by validation alone, with `threads`.
 fn validation_reads(bytes: &[u8], threads: Threads) -> (Vec<&'static str>, Vec<(String, u64, u64)>) {
     let src = Recording {
@@ -70,19 +98,15 @@ fn validation_reads(bytes: &[u8], threads: Threads) -> (Vec<&'static str>, Vec<(
 
 #[test]
 fn the_helper_reads_the_bitmap_cluster_while_the_caller_hashes() {
+    let _serial = one_at_a_time();
     let (img, _, l1) = base();
     let last = l1[1] * 512;
     let me = std::thread::current().name().unwrap().to_string();
     assert_eq!(
         validation_reads(&img, Threads::Caller),
-        (vec!["R29"], vec![(me.clone(), last, MIB)])
+        (vec!["R29"], vec![(me, last, MIB)])
     );
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let reader = if cpus > 1 { HELPER.to_string() } else { me };
-    assert_eq!(
-        validation_reads(&img, Threads::Helper),
-        (vec!["R29"], vec![(reader, last, MIB)])
-    );
+    read_on_the_helper(&img, vec!["R29"], last);
 }
 
 #[test]
@@ -156,6 +180,7 @@ fn small_clusters_stay_on_the_caller() {
 
 #[test]
 fn a_long_list_goes_to_the_helper_though_its_first_records_read_nothing() {
+    let _serial = one_at_a_time();
     // 40 all-clean bitmaps (L1 entries 0) and, as record 41, a bitmap whose last chunk is in a
     // cluster: the first 32 records read nothing, but the list is long.
     let mut b = ImageBuilder::new(SIZE).cluster_size(MIB);
@@ -166,11 +191,49 @@ fn a_long_list_goes_to_the_helper_though_its_first_records_read_nothing() {
     assert!(layout.l1[..40].iter().all(|l1| l1 == &[0, 0]));
     let last = layout.l1[40][1] * 512;
     assert!(last > 0);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let me = std::thread::current().name().unwrap().to_string();
-    let reader = if cpus > 1 { HELPER.to_string() } else { me };
-    assert_eq!(
-        validation_reads(&img, Threads::Helper),
-        (vec![], vec![(reader, last, MIB)])
-    );
+    read_on_the_helper(&img, vec![], last);
+}
+
+#[test]
+fn callers_side_by_side_share_the_helper_and_find_the_same() {
+    let _serial = one_at_a_time();
+    // Eight threads validate at once: whichever has the helper hands it the rules, the others
+    // run them themselves. Each validation reads the last bitmap cluster once, on the helper or
+    // on its own thread, and all find the same.
+    let (img, _, l1) = base();
+    let last = l1[1] * 512;
+    let want = findings(&img, Mode::Strict);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|k| {
+                let img = &img;
+                std::thread::Builder::new()
+                    .name(format!("caller-{k}"))
+                    .spawn_scoped(s, move || {
+                        let mut out = Vec::new();
+                        for _ in 0..20 {
+                            let src = Recording {
+                                bytes: img.clone(),
+                                reads: Mutex::new(Vec::new()),
+                            };
+                            let image = Image::parse(&src).unwrap();
+                            src.reads.lock().unwrap().clear();
+                            let got = image.validate().unwrap().findings;
+                            out.push((got, src.reads.into_inner().unwrap()));
+                        }
+                        out
+                    })
+                    .unwrap()
+            })
+            .collect();
+        for (k, w) in workers.into_iter().enumerate() {
+            for (got, reads) in w.join().unwrap() {
+                assert_eq!(got, want);
+                assert_eq!(reads.len(), 1, "{reads:?}");
+                let (who, at, len) = &reads[0];
+                assert!(who == HELPER || *who == format!("caller-{k}"), "{who}");
+                assert_eq!((*at, *len), (last, MIB));
+            }
+        }
+    });
 }
