@@ -10,11 +10,15 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::header::Variant;
+use crate::raw::bat::BAT_OFFSET;
 use crate::raw::bitmap::{DirtyBitmapFeature, L1_CLEAN, L1_DIRTY};
 use crate::raw::extension::ExtensionCluster;
 use crate::raw::feature::FeatureRecord;
 use crate::raw::header::{RawHeader, MAX_BAT_ENTRIES, MAX_TRACKS, VERSION};
 use crate::raw::SECTOR_SIZE;
+
+/// The BAT is written in blocks of this many bytes, all-zero blocks skipped.
+const BAT_BLOCK: usize = 64 << 10;
 
 /// What to write at a guest offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,7 +155,9 @@ impl ImageBuilder {
         Err(Error::Build(msg))
     }
 
-    /// Writes the image to `out` and returns where everything went.
+    /// Writes the image to `out` and returns where everything went. `out` must be empty (or
+    /// zeros): gaps, and blocks of the BAT that hold only unallocated entries, are skipped over
+    /// rather than written, and the length is set at the end.
     pub fn write_to<W: Write + Seek>(&self, out: &mut W) -> Result<Layout> {
         let cs = self.cluster_size;
         if cs == 0 || cs % SECTOR_SIZE != 0 || cs / SECTOR_SIZE > u64::from(MAX_TRACKS) {
@@ -315,9 +321,23 @@ impl ImageBuilder {
 
         out.seek(SeekFrom::Start(0))?;
         out.write_all(zerocopy::IntoBytes::as_bytes(&header))?;
-        let bat_bytes: Vec<u8> = bat.iter().flat_map(|e| e.to_le_bytes()).collect();
-        out.write_all(&bat_bytes)?;
-        let mut end = bat_end;
+        // The BAT a block at a time, skipping blocks of unallocated entries: like every gap
+        // here they are left to read as zeros (a hole in a file), so a large BAT with little
+        // allocated costs neither its size in memory nor in writes.
+        // `end`: the end of what was written; the length is set to `file_len` at the end.
+        let mut end = BAT_OFFSET;
+        let mut block = Vec::with_capacity(BAT_BLOCK);
+        for (k, entries) in bat.chunks(BAT_BLOCK / 4).enumerate() {
+            if entries.iter().all(|&e| e == 0) {
+                continue;
+            }
+            block.clear();
+            block.extend(entries.iter().flat_map(|e| e.to_le_bytes()));
+            let at = BAT_OFFSET + (k * BAT_BLOCK) as u64;
+            out.seek(SeekFrom::Start(at))?;
+            out.write_all(&block)?;
+            end = at + block.len() as u64;
+        }
         let mut buf = vec![0u8; cs as usize];
         for &(g, host) in &placed {
             self.render(g * cs, &mut buf);

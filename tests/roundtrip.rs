@@ -293,3 +293,50 @@ fn opaque_record_keeps_its_bytes() {
     assert_eq!(back.features, vec![rec]);
     assert!(matches!(back.features[0].body, FeatureBody::Opaque(ref d) if d == &[9, 8, 7]));
 }
+
+/// `write_to` skips BAT blocks of unallocated entries (they read as zeros, a hole in a file) but
+/// still gives the file its whole length, and the same bytes as `to_vec`.
+#[test]
+fn skipped_bat_blocks_read_as_zeros_and_the_length_is_whole() {
+    // A v1 image whose data area starts right after a BAT of 112 entries, at byte 512, with
+    // nothing allocated: the file is the header and an all-zero BAT, nothing else.
+    let b = ImageBuilder::new(112 * 65536)
+        .variant(Variant::V1)
+        .cluster_size(65536)
+        .compact_v1(true);
+    let mut cur = Cursor::new(Vec::new());
+    let layout = b.write_to(&mut cur).unwrap();
+    assert_eq!(layout.file_len, 512);
+    let bytes = cur.into_inner();
+    assert_eq!(bytes.len(), 512);
+    assert_eq!(&bytes[..64], layout.header.as_bytes());
+    assert!(bytes[64..].iter().all(|&b| b == 0));
+
+    // 64 GiB in 64 KiB clusters: a BAT of 1 Mi entries in 64 blocks of 64 KiB, one entry
+    // allocated, in block 40 (guest cluster 655 360 + 7). Through a file, as `prlimg create` writes.
+    let b = ImageBuilder::new(64 << 30)
+        .cluster_size(65536)
+        .data((40 << 30) + 7 * 65536, Data::Fill { len: 512, byte: 0x5a });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.hds");
+    let layout = b.create_file(&path, false).unwrap();
+    let file = std::fs::read(&path).unwrap();
+    let (bytes, _) = b.to_vec().unwrap();
+    assert_eq!(file.len() as u64, layout.file_len);
+    assert_eq!(file, bytes);
+    let index = (40 << 14) + 7;
+    let nonzero: Vec<usize> = layout
+        .bat
+        .iter()
+        .enumerate()
+        .filter(|e| *e.1 != 0)
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(nonzero, vec![index]);
+    assert_eq!(index * 4 / 65536, 40);
+    let at = 64 + 4 * index;
+    assert_eq!(
+        u32::from_le_bytes(file[at..at + 4].try_into().unwrap()),
+        layout.bat[index]
+    );
+}
