@@ -63,7 +63,8 @@ pub enum ListEnd {
 /// The Format Extension cluster as found in the file.
 ///
 /// Building one only holds the bytes. The feature list is walked when it is first asked for, and
-/// the cluster hashed when its checksum is: validation does the two on different threads.
+/// the cluster hashed when its checksum is, so that validation can do the two on different
+/// threads (see `validate::Threads`).
 #[derive(Clone, Debug)]
 pub struct Extension<'s> {
     /// Byte offset of the cluster in the file.
