@@ -10,7 +10,7 @@ use parallels_image::builder::{Data, ImageBuilder};
 use parallels_image::raw::extension::checksum;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
 use parallels_image::raw::FeatureRecord;
-use parallels_image::{Image, Mode, Severity, Source, Threads, Violation};
+use parallels_image::{Finding, Image, Mode, Report, Severity, Source, Threads, Violation};
 
 use crate::helpers::*;
 
@@ -84,16 +84,23 @@ fn read_on_the_helper(bytes: &[u8], rules: Vec<&'static str>, at: u64) {
     panic!("the helper was busy for 100 validations in a row");
 }
 
-/// The rules broken and the reads made by validation alone, with `threads`.
-fn validation_reads(bytes: &[u8], threads: Threads) -> (Vec<&'static str>, Vec<(String, u64, u64)>) {
+/// The findings and the reads made by validation alone, with `threads`.
+fn validate_recording(bytes: &[u8], threads: Threads) -> (Vec<Finding>, Vec<(String, u64, u64)>) {
     let src = Recording {
         bytes: bytes.to_vec(),
         reads: Mutex::new(Vec::new()),
     };
     let image = Image::parse(&src).unwrap();
     src.reads.lock().unwrap().clear();
-    let rules = image.validate_with(threads).unwrap().rules();
-    (rules, src.reads.into_inner().unwrap())
+    let findings = image.validate_with(threads).unwrap().findings;
+    (findings, src.reads.into_inner().unwrap())
+}
+
+/// The rules broken and the reads made by validation alone, with `threads`.
+fn validation_reads(bytes: &[u8], threads: Threads) -> (Vec<&'static str>, Vec<(String, u64, u64)>) {
+    let (findings, reads) = validate_recording(bytes, threads);
+    let report = Report { findings };
+    (report.rules(), reads)
 }
 
 #[test]
@@ -210,18 +217,9 @@ fn callers_side_by_side_share_the_helper_and_find_the_same() {
                 std::thread::Builder::new()
                     .name(format!("caller-{k}"))
                     .spawn_scoped(s, move || {
-                        let mut out = Vec::new();
-                        for _ in 0..20 {
-                            let src = Recording {
-                                bytes: img.clone(),
-                                reads: Mutex::new(Vec::new()),
-                            };
-                            let image = Image::parse(&src).unwrap();
-                            src.reads.lock().unwrap().clear();
-                            let got = image.validate().unwrap().findings;
-                            out.push((got, src.reads.into_inner().unwrap()));
-                        }
-                        out
+                        (0..20)
+                            .map(|_| validate_recording(img, Threads::Helper))
+                            .collect::<Vec<_>>()
                     })
                     .unwrap()
             })
