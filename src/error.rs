@@ -7,6 +7,8 @@
 use std::fmt;
 use std::io;
 
+use crate::rule::Rule;
+
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -378,70 +380,59 @@ pub enum Violation {
 }
 
 impl Violation {
-    /// The rule's code in `spec/` (`"R1"` …).
-    pub fn rule(&self) -> &'static str {
+    /// The rule it breaks.
+    pub fn rule(&self) -> Rule {
         use Violation::*;
         match self {
-            BadMagic { .. } => "R1",
-            BadVersion { .. } => "R2",
-            ZeroTracks => "R3",
-            ClusterTooBig { .. } => "R4",
-            CatalogTooLarge { .. } => "R5",
-            ExtOffTooBig { .. } => "R6",
-            Unclean => "R7",
-            UnknownInuse { .. } => "R8",
-            UnknownFlags { .. } => "R9",
-            V1SizeHighBits { .. } => "R10",
-            SizeBeyondBat { .. } => "R11",
-            DataOffZero => "R12",
-            DataOffUnaligned { .. } => "R13",
-            DataOffInsideBat { .. } => "R14",
-            DataOffPastEof { .. } => "R15",
-            BatEntryBelowData { .. } => "R16",
-            BatEntryUnaligned { .. } => "R17",
-            BatEntryPastEof { .. } => "R18",
-            BatEntryDuplicate { .. } => "R19",
-            Leak { .. } => "R20",
-            ExtOffUnaligned { .. } => "R21",
-            ExtPastEof { .. } => "R22",
-            ExtOverlap { .. } => "R23",
-            ExtBadMagic { .. } => "R24",
-            ExtBadChecksum { .. } => "R25",
-            FeatureTruncated { .. } => "R26",
-            FeatureFlags { .. } => "R27",
-            FeatureDataOverflow { .. } => "R28",
-            UnknownFeature { .. } => "R29",
-            MissingEndRecord { .. } => "R30",
-            NonZeroPadding { .. } => "R31",
-            BitmapDataTooShort { .. } => "R32",
-            BitmapExtraData { .. } => "R33",
-            BitmapSizeMismatch { .. } => "R34",
-            BitmapGranularityInvalid { .. } => "R35",
-            BitmapGranularityTooBig { .. } => "R36",
-            BitmapL1Size { .. } => "R37",
-            L1EntryUnaligned { .. } => "R38",
-            L1EntryPastEof { .. } => "R39",
-            L1EntryOverlap { .. } => "R40",
-            DuplicateBitmapId { .. } => "R41",
-            BitmapTrailingBits { .. } => "R42",
+            BadMagic { .. } => Rule::R1,
+            BadVersion { .. } => Rule::R2,
+            ZeroTracks => Rule::R3,
+            ClusterTooBig { .. } => Rule::R4,
+            CatalogTooLarge { .. } => Rule::R5,
+            ExtOffTooBig { .. } => Rule::R6,
+            Unclean => Rule::R7,
+            UnknownInuse { .. } => Rule::R8,
+            UnknownFlags { .. } => Rule::R9,
+            V1SizeHighBits { .. } => Rule::R10,
+            SizeBeyondBat { .. } => Rule::R11,
+            DataOffZero => Rule::R12,
+            DataOffUnaligned { .. } => Rule::R13,
+            DataOffInsideBat { .. } => Rule::R14,
+            DataOffPastEof { .. } => Rule::R15,
+            BatEntryBelowData { .. } => Rule::R16,
+            BatEntryUnaligned { .. } => Rule::R17,
+            BatEntryPastEof { .. } => Rule::R18,
+            BatEntryDuplicate { .. } => Rule::R19,
+            Leak { .. } => Rule::R20,
+            ExtOffUnaligned { .. } => Rule::R21,
+            ExtPastEof { .. } => Rule::R22,
+            ExtOverlap { .. } => Rule::R23,
+            ExtBadMagic { .. } => Rule::R24,
+            ExtBadChecksum { .. } => Rule::R25,
+            FeatureTruncated { .. } => Rule::R26,
+            FeatureFlags { .. } => Rule::R27,
+            FeatureDataOverflow { .. } => Rule::R28,
+            UnknownFeature { .. } => Rule::R29,
+            MissingEndRecord { .. } => Rule::R30,
+            NonZeroPadding { .. } => Rule::R31,
+            BitmapDataTooShort { .. } => Rule::R32,
+            BitmapExtraData { .. } => Rule::R33,
+            BitmapSizeMismatch { .. } => Rule::R34,
+            BitmapGranularityInvalid { .. } => Rule::R35,
+            BitmapGranularityTooBig { .. } => Rule::R36,
+            BitmapL1Size { .. } => Rule::R37,
+            L1EntryUnaligned { .. } => Rule::R38,
+            L1EntryPastEof { .. } => Rule::R39,
+            L1EntryOverlap { .. } => Rule::R40,
+            DuplicateBitmapId { .. } => Rule::R41,
+            BitmapTrailingBits { .. } => Rule::R42,
         }
     }
 
-    /// How serious the violation is. Unknown features and feature flags are corruption here;
-    /// the validator lowers them to notes in lenient mode.
+    /// How serious the violation is: its rule's [`Rule::severity`]. Unknown features and
+    /// feature flags are corruption here; the validator lowers them to notes in lenient mode.
     pub fn severity(&self) -> Severity {
-        use Violation::*;
-        match self {
-            Leak { .. } => Severity::Leak,
-            UnknownInuse { .. }
-            | UnknownFlags { .. }
-            | V1SizeHighBits { .. }
-            | ExtOffUnaligned { .. }
-            | NonZeroPadding { .. }
-            | BitmapExtraData { .. } => Severity::NonCanonical,
-            BitmapTrailingBits { .. } => Severity::Note,
-            _ => Severity::Corruption,
-        }
+        self.rule().severity()
     }
 
     /// Where the violation is.

@@ -14,6 +14,7 @@ use crate::raw::bitmap::{BITMAP_HEADER_SIZE, L1_DIRTY};
 use crate::raw::feature::FEATURE_DIRTY_BITMAP;
 use crate::raw::header::{FLAGS_KNOWN, INUSE_CLOSED, INUSE_CLOSED_V21, INUSE_OPEN};
 use crate::raw::{padded, SECTOR_SIZE};
+use crate::rule::Rule;
 
 /// One finding: a violation and its severity in the mode the image was parsed in.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,9 +43,9 @@ impl Report {
         self.count(Severity::Corruption) == 0 && self.count(Severity::Leak) == 0
     }
 
-    /// The codes of the rules broken, in order, without repeats.
-    pub fn rules(&self) -> Vec<&'static str> {
-        let mut out: Vec<&'static str> = Vec::new();
+    /// The rules broken, in the order they were met, without repeats.
+    pub fn rules(&self) -> Vec<Rule> {
+        let mut out: Vec<Rule> = Vec::new();
         for f in &self.findings {
             if !out.contains(&f.violation.rule()) {
                 out.push(f.violation.rule());

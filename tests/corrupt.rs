@@ -341,7 +341,7 @@ fn bases() -> Vec<Base> {
 /// The rules the validator reports on `bytes`, all of them and the corruption ones.
 fn verdict(bytes: &[u8]) -> (Vec<&'static str>, Vec<&'static str>) {
     match Image::parse(&bytes) {
-        Err(Error::Invalid(v)) => (vec![v.rule()], vec![v.rule()]),
+        Err(Error::Invalid(v)) => (vec![v.rule().code()], vec![v.rule().code()]),
         Err(e) => panic!("parse failed with {e}"),
         Ok(image) => {
             let report = image.validate().expect("validates");
@@ -349,11 +349,11 @@ fn verdict(bytes: &[u8]) -> (Vec<&'static str>, Vec<&'static str>) {
             assert_eq!(report, alone, "the helper thread changed the findings");
             let mut corrupt: Vec<&'static str> = Vec::new();
             for f in &report.findings {
-                if f.severity == Severity::Corruption && !corrupt.contains(&f.violation.rule()) {
-                    corrupt.push(f.violation.rule());
+                if f.severity == Severity::Corruption && !corrupt.contains(&f.violation.rule().code()) {
+                    corrupt.push(f.violation.rule().code());
                 }
             }
-            (report.rules(), corrupt)
+            (report.rules().iter().map(|r| r.code()).collect(), corrupt)
         }
     }
 }

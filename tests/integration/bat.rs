@@ -1,6 +1,7 @@
 //! BAT rules R16–R20, in v1 (sectors) and v2 (clusters) units.
 
 use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::Rule;
 use parallels_image::{Image, Mode, Severity, Variant, Violation};
 
 use crate::helpers::*;
@@ -66,7 +67,7 @@ fn r16_v1_bat_entry_below_data() {
             offset: 512,
             data_start: 65536,
         },
-        "R16",
+        Rule::R16,
         Severity::Corruption,
     );
 }
@@ -90,7 +91,7 @@ fn r16_v2_bat_entry_below_data() {
             offset: 8192,
             data_start: 69632,
         },
-        "R16",
+        Rule::R16,
         Severity::Corruption,
     );
 }
@@ -108,7 +109,7 @@ fn r17_v1_bat_entry_unaligned() {
             data_start: 65536,
             cluster_size: 65536,
         },
-        "R17",
+        Rule::R17,
         Severity::Corruption,
     );
 }
@@ -127,7 +128,7 @@ fn r17_v1_compact_alignment_is_relative_to_data_start() {
             data_start: 512,
             cluster_size: 65536,
         },
-        "R17",
+        Rule::R17,
         Severity::Corruption,
     );
 }
@@ -176,7 +177,7 @@ fn r18_v2_bat_entry_past_eof() {
             end: 262144,
             file_len: 196608,
         },
-        "R18",
+        Rule::R18,
         Severity::Corruption,
     );
 }
@@ -194,7 +195,7 @@ fn r18_v1_bat_entry_past_eof() {
             end: 262144,
             file_len: 196608,
         },
-        "R18",
+        Rule::R18,
         Severity::Corruption,
     );
 }
@@ -212,7 +213,7 @@ fn r18_truncated_last_cluster() {
             end: 196608,
             file_len: 196096,
         },
-        "R18",
+        Rule::R18,
         Severity::Corruption,
     );
 }
@@ -230,7 +231,7 @@ fn r18_largest_v2_entry() {
             end: (u64::from(u32::MAX) + 1) * 65536,
             file_len: 196608,
         },
-        "R18",
+        Rule::R18,
         Severity::Corruption,
     );
 }
@@ -247,7 +248,7 @@ fn r19_v2_bat_entry_duplicate() {
             offset: 65536,
             first: 0,
         },
-        "R19",
+        Rule::R19,
         Severity::Corruption,
     );
 }
@@ -264,7 +265,7 @@ fn r19_v1_bat_entry_duplicate() {
             offset: 131072,
             first: 0,
         },
-        "R19",
+        Rule::R19,
         Severity::Corruption,
     );
 }
@@ -297,7 +298,7 @@ fn r20_leak() {
             offset: 131072,
             len: 512,
         },
-        "R20",
+        Rule::R20,
         Severity::Leak,
     );
 }
@@ -312,7 +313,7 @@ fn r20_unreferenced_last_cluster_leaks() {
             offset: 131072,
             len: 65536,
         },
-        "R20",
+        Rule::R20,
         Severity::Leak,
     );
 }

@@ -4,6 +4,7 @@ use parallels_image::builder::{Data, ImageBuilder};
 use parallels_image::raw::bitmap::DirtyBitmapFeature;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
 use parallels_image::raw::FeatureRecord;
+use parallels_image::Rule;
 use parallels_image::{Error, Image, Mode, Region, Severity, Violation};
 
 use crate::helpers::*;
@@ -154,7 +155,7 @@ fn r32_bitmap_data_shorter_than_its_header() {
             data_size: 16,
             expected: 32,
         },
-        "R32",
+        Rule::R32,
         Severity::Corruption,
     );
     assert!(Image::parse(&img).unwrap().bitmaps().is_empty());
@@ -172,7 +173,7 @@ fn r32_bitmap_data_shorter_than_its_l1_table() {
             data_size: 32,
             expected: 40,
         },
-        "R32",
+        Rule::R32,
         Severity::Corruption,
     );
 }
@@ -190,7 +191,7 @@ fn r33_bitmap_extra_data() {
             data_size: 48,
             expected: 40,
         },
-        "R33",
+        Rule::R33,
         Severity::NonCanonical,
     );
 }
@@ -207,7 +208,7 @@ fn r34_bitmap_size_mismatch() {
                 found,
                 expected: 2048,
             },
-            "R34",
+            Rule::R34,
             Severity::Corruption,
         );
     }
@@ -221,7 +222,7 @@ fn r35_bitmap_granularity_zero() {
         offset: F0,
         found: 0,
     };
-    assert_only(&img, v.clone(), "R35", Severity::Corruption);
+    assert_only(&img, v.clone(), Rule::R35, Severity::Corruption);
     // QEMU aborts on this; decoding refuses it.
     let image = Image::parse(&img).unwrap();
     match image.bitmaps()[0].dirty_extents(&image) {
@@ -241,7 +242,7 @@ fn r35_bitmap_granularity_not_a_power_of_two() {
                 offset: F0,
                 found,
             },
-            "R35",
+            Rule::R35,
             Severity::Corruption,
         );
     }
@@ -257,7 +258,7 @@ fn r36_bitmap_granularity_too_big() {
             offset: F0,
             found: 1 << 23,
         },
-        "R36",
+        Rule::R36,
         Severity::Corruption,
     );
     // 2^22 sectors are 2^31 bytes: that fits in u32.
@@ -277,7 +278,7 @@ fn r37_bitmap_l1_size_too_big() {
             expected: 1,
             cluster_bits: 524288,
         },
-        "R37",
+        Rule::R37,
         Severity::Corruption,
     );
 }
@@ -295,7 +296,7 @@ fn r37_bitmap_l1_size_zero() {
             expected: 1,
             cluster_bits: 524288,
         },
-        "R37",
+        Rule::R37,
         Severity::Corruption,
     );
 }
@@ -332,7 +333,7 @@ fn r38_l1_entry_unaligned() {
             offset: 197120,
             cluster_size: 65536,
         },
-        "R38",
+        Rule::R38,
         Severity::Corruption,
     );
     // Decoding still reads the bits where the entry points.
@@ -354,7 +355,7 @@ fn r39_l1_entry_past_eof_truncated() {
             offset: 131072,
             file_len: 131072,
         },
-        "R39",
+        Rule::R39,
         Severity::Corruption,
     );
     let image = Image::parse(&img).unwrap();
@@ -374,7 +375,7 @@ fn r39_l1_entry_cut_short() {
             offset: 131072,
             file_len: 131584,
         },
-        "R39",
+        Rule::R39,
         Severity::Corruption,
     );
     let image = Image::parse(&img).unwrap();
@@ -394,7 +395,7 @@ fn r39_l1_entry_far_past_eof() {
             offset: 1 << 49,
             file_len: 131072,
         },
-        "R39",
+        Rule::R39,
         Severity::Corruption,
     );
 }
@@ -413,7 +414,7 @@ fn r39_l1_entry_offset_overflows() {
             offset: u64::MAX,
             file_len: 131072,
         },
-        "R39",
+        Rule::R39,
         Severity::Corruption,
     );
     // The largest entry that has a byte offset (just below 2^64) is unaligned and past the end.
@@ -501,7 +502,7 @@ fn r40_l1_entry_overlaps_extension() {
             offset: EXT,
             with: Region::Extension,
         },
-        "R40",
+        Rule::R40,
         Severity::Corruption,
     );
 }
@@ -528,7 +529,7 @@ fn r40_l1_entry_overlaps_data_cluster() {
             offset: 65536,
             with: Region::DataCluster { bat_index: 0 },
         },
-        "R40",
+        Rule::R40,
         Severity::Corruption,
     );
     let image = Image::parse(&img).unwrap();
@@ -556,7 +557,7 @@ fn r40_l1_entry_overlaps_header_and_bat() {
             offset: 1024,
             with: Region::HeaderAndBat,
         },
-        "R40",
+        Rule::R40,
         Severity::Corruption,
     );
 }
@@ -585,7 +586,7 @@ fn r40_l1_entry_overlaps_another_bitmaps_cluster() {
                 l1_index: 0,
             },
         },
-        "R40",
+        Rule::R40,
         Severity::Corruption,
     );
 }
@@ -651,7 +652,7 @@ fn r41_duplicate_bitmap_id() {
             first: 0,
             id: "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa".to_string(),
         },
-        "R41",
+        Rule::R41,
         Severity::Corruption,
     );
 }
@@ -669,7 +670,7 @@ fn r42_bitmap_trailing_bits() {
             index: 0,
             count: 9,
         },
-        "R42",
+        Rule::R42,
         Severity::Note,
     );
     // They are don't-care: the extents ignore them; the serialized form keeps those inside the
@@ -697,7 +698,7 @@ fn r42_trailing_bits_inside_a_byte() {
             index: 0,
             count: 6,
         },
-        "R42",
+        Rule::R42,
         Severity::Note,
     );
     let image = Image::open(&img).unwrap();

@@ -4,6 +4,7 @@ use parallels_image::builder::{Data, ImageBuilder};
 use parallels_image::raw::extension::EXT_MAGIC;
 use parallels_image::raw::feature::{FEATURE_DIRTY_BITMAP, FEATURE_FLAG_NECESSARY, FEATURE_FLAG_TRANSIT};
 use parallels_image::raw::FeatureRecord;
+use parallels_image::Rule;
 use parallels_image::{Image, Mode, Region, Severity, Violation};
 
 use crate::helpers::*;
@@ -44,7 +45,7 @@ fn r21_ext_off_unaligned() {
             offset: 66048,
             cluster_size: 65536,
         },
-        "R21",
+        Rule::R21,
         Severity::NonCanonical,
     );
     let image = Image::open(&img).unwrap();
@@ -63,7 +64,7 @@ fn r22_ext_past_eof() {
             end: EXT + 65536,
             file_len: EXT + 4096,
         },
-        "R22",
+        Rule::R22,
         Severity::Corruption,
     );
 }
@@ -107,7 +108,7 @@ fn r23_ext_overlaps_data_cluster() {
             offset: 131072,
             with: Region::DataCluster { bat_index: 1 },
         },
-        "R23",
+        Rule::R23,
         Severity::Corruption,
     );
 }
@@ -132,7 +133,7 @@ fn r23_ext_overlaps_header_and_bat() {
         offset: 2048,
         with: Region::HeaderAndBat,
     };
-    assert_eq!(overlap.rule(), "R23");
+    assert_eq!(overlap.rule(), Rule::R23);
     assert!(
         f.iter()
             .any(|f| f.violation == overlap && f.severity == Severity::Corruption),
@@ -141,7 +142,7 @@ fn r23_ext_overlaps_header_and_bat() {
     // The cluster's bytes, read as BAT entries 496..624, point past the end of the file (R18)
     // or into the BAT (R16); the old extension cluster at 4096 is no longer referenced (R20).
     let report = Image::parse(&img).unwrap().validate().unwrap();
-    assert_eq!(report.rules(), ["R18", "R16", "R23", "R20"], "{f:?}");
+    assert_eq!(report.rules(), [Rule::R18, Rule::R16, Rule::R23, Rule::R20], "{f:?}");
     assert_eq!(f.last().unwrap().violation, Violation::Leak { offset: 4096, len: 512 });
 }
 
@@ -155,7 +156,7 @@ fn r24_ext_bad_magic() {
             offset: EXT,
             found: EXT_MAGIC ^ 1,
         },
-        "R24",
+        Rule::R24,
         Severity::Corruption,
     );
 }
@@ -174,7 +175,7 @@ fn r25_ext_bad_checksum() {
             found,
             expected,
         },
-        "R25",
+        Rule::R25,
         Severity::Corruption,
     );
 }
@@ -218,7 +219,7 @@ fn r26_feature_truncated() {
             offset: ext + 496,
             remaining: 16,
         },
-        "R26",
+        Rule::R26,
         Severity::Corruption,
     );
 }
@@ -246,7 +247,7 @@ fn r27_feature_flags() {
             magic: FEATURE_DIRTY_BITMAP,
             flags,
         };
-        assert_only(&img, v.clone(), "R27", Severity::Corruption);
+        assert_only(&img, v.clone(), Rule::R27, Severity::Corruption);
         // Lenient mode keeps the record as opaque; a feature with flags is not a bitmap.
         assert_findings(&img, Mode::Lenient, &[(v, Severity::Note)]);
         let image = Image::open_with(&img, Mode::Lenient).unwrap();
@@ -268,7 +269,7 @@ fn r28_feature_data_overflow() {
                 data_size,
                 remaining: 65536 - 48,
             },
-            "R28",
+            Rule::R28,
             Severity::Corruption,
         );
     }
@@ -357,7 +358,7 @@ fn r29_unknown_feature() {
         offset: F1,
         magic,
     };
-    assert_only(&img, v.clone(), "R29", Severity::Corruption);
+    assert_only(&img, v.clone(), Rule::R29, Severity::Corruption);
     // Lenient: a note, the image opens and its bitmap is still there.
     assert_findings(&img, Mode::Lenient, &[(v, Severity::Note)]);
     let image = Image::open_with(&img, Mode::Lenient).unwrap();
@@ -409,7 +410,7 @@ fn r30_missing_end_record() {
             offset: ext + 512,
             count: 1,
         },
-        "R30",
+        Rule::R30,
         Severity::Corruption,
     );
 }
@@ -425,7 +426,7 @@ fn r31_non_zero_tail() {
             offset: EXT + 65535,
             found: 0x5a,
         },
-        "R31",
+        Rule::R31,
         Severity::NonCanonical,
     );
 }
@@ -444,7 +445,7 @@ fn r31_first_of_two_non_zero_bytes_in_the_tail() {
             offset: EXT + 20_000,
             found: 0x11,
         },
-        "R31",
+        Rule::R31,
         Severity::NonCanonical,
     );
 }
@@ -461,7 +462,7 @@ fn r31_non_zero_end_record() {
             offset: F1 + 8,
             found: 1,
         },
-        "R31",
+        Rule::R31,
         Severity::NonCanonical,
     );
 }

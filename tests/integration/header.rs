@@ -3,6 +3,7 @@
 
 use parallels_image::builder::{Data, ImageBuilder};
 use parallels_image::raw::header::{INUSE_CLOSED_V21, INUSE_OPEN, MAX_BAT_ENTRIES, MAX_EXT_OFF, MAX_TRACKS};
+use parallels_image::Rule;
 use parallels_image::{Image, Severity, Variant, Violation};
 
 use crate::helpers::*;
@@ -65,7 +66,7 @@ fn r1_bad_magic() {
             found: *b"WithouFreSpacExX"
         }
     );
-    assert_eq!(v.rule(), "R1");
+    assert_eq!(v.rule(), Rule::R1);
     assert_eq!(v.severity(), Severity::Corruption);
 }
 
@@ -90,7 +91,7 @@ fn r2_bad_version() {
         put_u32(&mut img, 16, version);
         let v = parse_err(&img);
         assert_eq!(v, Violation::BadVersion { found: version });
-        assert_eq!(v.rule(), "R2");
+        assert_eq!(v.rule(), Rule::R2);
     }
 }
 
@@ -108,7 +109,7 @@ fn r3_zero_tracks() {
     put_u32(&mut img, 28, 0);
     let v = parse_err(&img);
     assert_eq!(v, Violation::ZeroTracks);
-    assert_eq!(v.rule(), "R3");
+    assert_eq!(v.rule(), Rule::R3);
 }
 
 #[test]
@@ -131,7 +132,7 @@ fn r4_cluster_too_big() {
             max: 4_186_127
         }
     );
-    assert_eq!(v.rule(), "R4");
+    assert_eq!(v.rule(), Rule::R4);
     assert_eq!(MAX_TRACKS, 4_186_127);
     put_u32(&mut img, 28, u32::MAX);
     assert!(matches!(
@@ -163,7 +164,7 @@ fn r5_catalog_too_large() {
             max: 536_870_911
         }
     );
-    assert_eq!(v.rule(), "R5");
+    assert_eq!(v.rule(), Rule::R5);
     assert_eq!(MAX_BAT_ENTRIES, 536_870_911);
 }
 
@@ -195,7 +196,7 @@ fn r6_ext_off_too_big() {
                 max: 18_014_398_509_481_983
             }
         );
-        assert_eq!(v.rule(), "R6");
+        assert_eq!(v.rule(), Rule::R6);
     }
     let mut img = lone_header();
     put_u64(&mut img, 56, MAX_EXT_OFF - 1);
@@ -216,13 +217,13 @@ fn r7_unclean() {
     let mut img = base();
     put_u32(&mut img, 44, INUSE_OPEN);
     assert_eq!(&img[44..48], b"Ynot");
-    assert_only(&img, Violation::Unclean, "R7", Severity::Corruption);
+    assert_only(&img, Violation::Unclean, Rule::R7, Severity::Corruption);
 }
 
 #[test]
 fn r7_builder_inuse_open() {
     let (img, _) = build(&ImageBuilder::new(1 << 20).cluster_size(CS).inuse(INUSE_OPEN));
-    assert_only(&img, Violation::Unclean, "R7", Severity::Corruption);
+    assert_only(&img, Violation::Unclean, Rule::R7, Severity::Corruption);
 }
 
 #[test]
@@ -232,7 +233,7 @@ fn r8_unknown_inuse() {
     assert_only(
         &img,
         Violation::UnknownInuse { found: 0x1234_5678 },
-        "R8",
+        Rule::R8,
         Severity::NonCanonical,
     );
 }
@@ -250,7 +251,12 @@ fn r9_unknown_flags() {
     for found in [4u32, 0x8000_0001, u32::MAX] {
         let mut img = base();
         put_u32(&mut img, 52, found);
-        assert_only(&img, Violation::UnknownFlags { found }, "R9", Severity::NonCanonical);
+        assert_only(
+            &img,
+            Violation::UnknownFlags { found },
+            Rule::R9,
+            Severity::NonCanonical,
+        );
     }
 }
 
@@ -271,7 +277,7 @@ fn r10_v1_size_high_bits() {
     assert_only(
         &img,
         Violation::V1SizeHighBits { nb_sectors },
-        "R10",
+        Rule::R10,
         Severity::NonCanonical,
     );
     // Readers use the low 32 bits only.
@@ -290,7 +296,7 @@ fn r10_v2_uses_all_64_bits() {
             nb_sectors: (1 << 32) | 2048,
             covered: 2048,
         },
-        "R11",
+        Rule::R11,
         Severity::Corruption,
     );
 }
@@ -305,7 +311,7 @@ fn r11_size_beyond_bat() {
             nb_sectors: 2049,
             covered: 16 * 128,
         },
-        "R11",
+        Rule::R11,
         Severity::Corruption,
     );
     // A size below what the BAT covers is fine.
@@ -318,7 +324,7 @@ fn r12_v2_data_off_zero() {
     let (mut img, _) = build(&ImageBuilder::new(1 << 20).cluster_size(CS));
     put_u32(&mut img, 48, 0);
     img.truncate(128);
-    assert_only(&img, Violation::DataOffZero, "R12", Severity::Corruption);
+    assert_only(&img, Violation::DataOffZero, Rule::R12, Severity::Corruption);
 }
 
 #[test]
@@ -378,7 +384,7 @@ fn r13_data_off_unaligned() {
             data_off: 129,
             tracks: 128,
         },
-        "R13",
+        Rule::R13,
         Severity::Corruption,
     );
 }
@@ -415,7 +421,7 @@ fn r14_data_off_inside_bat_v1() {
             data_start: 4096,
             min_start: 66048,
         },
-        "R14",
+        Rule::R14,
         Severity::Corruption,
     );
 }
@@ -437,7 +443,7 @@ fn r14_data_off_inside_bat_v2() {
             data_start: 4096,
             min_start: 69632,
         },
-        "R14",
+        Rule::R14,
         Severity::Corruption,
     );
 }
@@ -452,7 +458,7 @@ fn r15_data_off_past_eof() {
             data_start: 65536,
             file_len: 128,
         },
-        "R15",
+        Rule::R15,
         Severity::Corruption,
     );
 }
@@ -468,7 +474,7 @@ fn r15_v1_data_off_past_eof() {
             data_start: 257 * 512,
             file_len: 131072,
         },
-        "R15",
+        Rule::R15,
         Severity::Corruption,
     );
 }

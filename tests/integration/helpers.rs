@@ -6,6 +6,7 @@ use parallels_image::builder::{BitmapSpec, ImageBuilder, Layout};
 use parallels_image::raw::bitmap::BITMAP_HEADER_SIZE;
 use parallels_image::raw::extension::checksum;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
+use parallels_image::Rule;
 use parallels_image::{Error, Finding, Image, Mode, Severity, Threads, Violation};
 
 /// 64 KiB, the cluster size most tests use.
@@ -189,7 +190,7 @@ pub fn assert_findings(bytes: &[u8], mode: Mode, expected: &[(Violation, Severit
 
 /// Asserts that `bytes` (strict mode) break exactly one rule: `v`, with code `rule` and
 /// severity `severity`.
-pub fn assert_only(bytes: &[u8], v: Violation, rule: &str, severity: Severity) {
+pub fn assert_only(bytes: &[u8], v: Violation, rule: Rule, severity: Severity) {
     assert_eq!(v.rule(), rule, "{v:?}");
     assert_eq!(v.severity(), severity, "{v:?}");
     assert_findings(bytes, Mode::Strict, &[(v, severity)]);

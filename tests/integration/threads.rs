@@ -10,6 +10,7 @@ use parallels_image::builder::{Data, ImageBuilder};
 use parallels_image::raw::extension::checksum;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
 use parallels_image::raw::FeatureRecord;
+use parallels_image::Rule;
 use parallels_image::{Finding, Image, Mode, Report, Severity, Source, Threads, Violation};
 
 use crate::helpers::*;
@@ -68,7 +69,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// `at`, on the helper thread when the machine has more than one CPU. A validation in another
 /// test (outside this module) may hold the helper for a moment, and then this one reads on its
 /// own thread: such runs are retried, up to 100 times.
-fn read_on_the_helper(bytes: &[u8], rules: Vec<&'static str>, at: u64) {
+fn read_on_the_helper(bytes: &[u8], rules: Vec<Rule>, at: u64) {
     let me = std::thread::current().name().unwrap().to_string();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let reader = if cpus > 1 { HELPER.to_string() } else { me.clone() };
@@ -97,7 +98,7 @@ fn validate_recording(bytes: &[u8], threads: Threads) -> (Vec<Finding>, Vec<(Str
 }
 
 /// The rules broken and the reads made by validation alone, with `threads`.
-fn validation_reads(bytes: &[u8], threads: Threads) -> (Vec<&'static str>, Vec<(String, u64, u64)>) {
+fn validation_reads(bytes: &[u8], threads: Threads) -> (Vec<Rule>, Vec<(String, u64, u64)>) {
     let (findings, reads) = validate_recording(bytes, threads);
     let report = Report { findings };
     (report.rules(), reads)
@@ -111,9 +112,9 @@ fn the_helper_reads_the_bitmap_cluster_while_the_caller_hashes() {
     let me = std::thread::current().name().unwrap().to_string();
     assert_eq!(
         validation_reads(&img, Threads::Caller),
-        (vec!["R29"], vec![(me, last, MIB)])
+        (vec![Rule::R29], vec![(me, last, MIB)])
     );
-    read_on_the_helper(&img, vec!["R29"], last);
+    read_on_the_helper(&img, vec![Rule::R29], last);
 }
 
 #[test]

@@ -115,7 +115,7 @@ fn statistics(image: &Image<'_>, end: u64) -> Stats {
 
 fn json_finding(f: &Finding) -> JsonFinding {
     JsonFinding {
-        code: f.violation.rule(),
+        code: f.violation.rule().code(),
         severity: f.severity.name(),
         location: f.violation.location().to_string(),
         where_: f.violation.location().into(),
@@ -165,8 +165,8 @@ pub fn run(args: &Args) -> Outcome {
     };
     let mut rules = Vec::new();
     for f in &findings {
-        if !rules.contains(&f.violation.rule()) {
-            rules.push(f.violation.rule());
+        if !rules.contains(&f.violation.rule().code()) {
+            rules.push(f.violation.rule().code());
         }
     }
     let shown = path.display().to_string();
