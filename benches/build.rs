@@ -6,7 +6,7 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use parallels_image::builder::{Data, ImageBuilder};
+use parallels_image::{Data, ImageBuilder};
 
 use common::{realistic_extents, spec, NullSink};
 

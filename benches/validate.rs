@@ -9,8 +9,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use md5::{Digest, Md5};
-use parallels_image::extension::Extension;
 use parallels_image::qemu;
+use parallels_image::Extension;
 use parallels_image::{Image, Source};
 
 use common::{four_bitmaps, full_extension, half_allocated, without_extension, EXT_CLUSTER};
@@ -27,7 +27,7 @@ fn header_bat(c: &mut Criterion) {
             img.get_or_init(|| {
                 let img = half_allocated(entries, 64 << 10);
                 // Sanity: the image is clean, so the numbers are those of the common case.
-                let report = Image::parse(&img).unwrap().validate().unwrap();
+                let report = parallels_image::validate(&Image::parse(&img).unwrap()).unwrap();
                 assert!(report.findings.is_empty(), "{:?}", report.findings.first());
                 img
             })
@@ -37,7 +37,7 @@ fn header_bat(c: &mut Criterion) {
             let src = source();
             b.iter(|| {
                 let image = Image::parse(src).unwrap();
-                black_box(image.validate().unwrap())
+                black_box(parallels_image::validate(&image).unwrap())
             })
         });
         g.bench_function(BenchmarkId::new("predict_image", entries), |b| {
@@ -52,7 +52,7 @@ fn extension(c: &mut Criterion) {
     let img = full_extension();
     let src: &dyn Source = &img;
     let image = Image::parse(src).unwrap();
-    let report = image.validate().unwrap();
+    let report = parallels_image::validate(&image).unwrap();
     assert!(report.findings.is_empty(), "{:?}", report.findings.first());
     let ext = image.extension().unwrap();
     let off = ext.file_offset;
@@ -73,25 +73,25 @@ fn extension(c: &mut Criterion) {
     g.bench_function("parse_validate", |b| {
         b.iter(|| {
             let image = Image::parse(src).unwrap();
-            black_box(image.validate().unwrap())
+            black_box(parallels_image::validate(&image).unwrap())
         })
     });
     let four = four_bitmaps();
     let four_src: &dyn Source = &four;
     let four_image = Image::parse(four_src).unwrap();
     assert_eq!(four_image.bitmaps().len(), 4);
-    assert!(four_image.validate().unwrap().findings.is_empty());
+    assert!(parallels_image::validate(&four_image).unwrap().findings.is_empty());
     g.bench_function("parse_validate_4_bitmaps", |b| {
         b.iter(|| {
             let image = Image::parse(four_src).unwrap();
-            black_box(image.validate().unwrap())
+            black_box(parallels_image::validate(&image).unwrap())
         })
     });
     let bare_src: &dyn Source = &bare;
     g.bench_function("parse_validate_without_extension", |b| {
         b.iter(|| {
             let image = Image::parse(bare_src).unwrap();
-            black_box(image.validate().unwrap())
+            black_box(parallels_image::validate(&image).unwrap())
         })
     });
     g.finish();

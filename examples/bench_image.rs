@@ -18,7 +18,7 @@ use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use parallels_image::builder::{BitmapSpec, ImageBuilder};
+use parallels_image::{BitmapSpec, ImageBuilder};
 
 fn usage() -> ! {
     eprintln!(

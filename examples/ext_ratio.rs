@@ -36,7 +36,7 @@ fn main() {
         ("4 bitmaps (common)", four_bitmaps()),
     ] {
         let image = Image::parse(&img).unwrap();
-        assert!(image.validate().unwrap().findings.is_empty());
+        assert!(parallels_image::validate(&image).unwrap().findings.is_empty());
         let off = image.extension().unwrap().file_offset;
         let cluster = img.read_at(off, EXT_CLUSTER).unwrap().into_owned();
         let bare = without_extension(&img);
@@ -51,13 +51,13 @@ fn main() {
                 black_box(Md5::digest(black_box(&cluster[24..])));
             });
             let p = time(&mut || {
-                black_box(Image::parse(&img).unwrap().validate().unwrap());
+                black_box(parallels_image::validate(&Image::parse(&img).unwrap()).unwrap());
             });
             let b = time(&mut || {
-                black_box(Image::parse(&bare).unwrap().validate().unwrap());
+                black_box(parallels_image::validate(&Image::parse(&bare).unwrap()).unwrap());
             });
             let c = time(&mut || {
-                black_box(Image::parse(&img).unwrap().validate_with(Threads::Caller).unwrap());
+                black_box(parallels_image::validate_with(&Image::parse(&img).unwrap(), Threads::Caller).unwrap());
             });
             if round >= 20 {
                 // The first rounds warm caches and clocks.

@@ -14,10 +14,10 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::raw::feature::FeatureRecord;
 use parallels_image::raw::header::INUSE_CLOSED_V21;
 use parallels_image::{corrupt, Image, Variant};
+use parallels_image::{BitmapSpec, Data, ImageBuilder};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -34,7 +34,9 @@ fn main() -> Result<()> {
     for (name, bytes) in &bases {
         // Defects are planned on valid images (the unknown-feature base is valid only in lenient
         // mode).
-        let Ok(image) = Image::open(bytes) else { continue };
+        let Ok(image) = parallels_image::open(bytes) else {
+            continue;
+        };
         for defect in corrupt::catalogue() {
             let Ok(patch) = corrupt::plan(&image, defect.name, 0) else {
                 continue;
@@ -182,7 +184,7 @@ fn bat_seed(bytes: &[u8]) -> Option<Vec<u8>> {
     };
     let mut seed = vec![variant, cluster, 63, 0, 0, 0];
     for e in image.bat().iter().take(8192) {
-        seed.extend_from_slice(&e.get().to_le_bytes());
+        seed.extend_from_slice(&e.to_le_bytes());
     }
     Some(seed)
 }

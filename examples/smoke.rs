@@ -6,7 +6,7 @@ fn main() {
             Err(e) => println!("{p}: parse error {e}"),
             Ok(img) => {
                 println!("{p}: {:?}", img.header().variant);
-                let r = img.validate().unwrap();
+                let r = parallels_image::validate(&img).unwrap();
                 for f in &r.findings {
                     println!("  {} {:?} {}", f.violation.rule(), f.severity, f.violation);
                 }
@@ -15,7 +15,7 @@ fn main() {
                         "  bitmap {} gran {} extents {:?}",
                         b.name(),
                         b.granularity_bytes(),
-                        b.dirty_extents(&img)
+                        b.dirty_extents()
                     );
                 }
             }

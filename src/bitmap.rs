@@ -11,10 +11,57 @@ use zerocopy::FromBytes;
 
 use crate::error::{Region, Result, Violation};
 use crate::extension::{Extension, FeatureEntry};
-use crate::image::Image;
 use crate::raw::bitmap::{RawBitmapHeader, BITMAP_HEADER_SIZE, L1_CLEAN, L1_DIRTY, L1_ENTRY_SIZE};
 use crate::raw::SECTOR_SIZE;
 use crate::source::Source;
+
+/// What a bitmap needs to know of the image it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BitmapGeometry {
+    /// The disk size in sectors (the header's `nb_sectors`, as readers use it).
+    pub nb_sectors: u64,
+    /// The cluster size in bytes: one bitmap cluster holds `8 * cluster_size` granules.
+    pub cluster_size: u64,
+    /// The length of the file in bytes: bitmap clusters past it read as zeros.
+    pub file_len: u64,
+}
+
+/// The L1 table of a bitmap, viewed in place: one entry per chunk of `8 * cluster_size`
+/// granules; 0 (all clean), 1 (all dirty) or the sector offset of the chunk's bits.
+#[derive(Clone, Copy)]
+pub struct L1Table<'a>(&'a [U64]);
+
+impl<'a> L1Table<'a> {
+    /// Number of entries present in the record.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Entry `index`, if present.
+    pub fn get(&self, index: usize) -> Option<u64> {
+        self.0.get(index).map(|e| e.get())
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = u64> + 'a {
+        self.0.iter().map(|e| e.get())
+    }
+
+    fn at(&self, index: u64) -> u64 {
+        self.0[index as usize].get()
+    }
+}
+
+impl std::fmt::Debug for L1Table<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
 
 /// A dirty-bitmap feature of an image, viewed in place.
 #[derive(Clone, Copy)]
@@ -25,7 +72,7 @@ pub struct Bitmap<'a> {
     pub file_offset: u64,
     /// The bitmap header (copied: 32 bytes).
     pub header: RawBitmapHeader,
-    l1: &'a [U64],
+    l1: L1Table<'a>,
     nb_sectors: u64,
     cluster_size: u64,
     file_len: u64,
@@ -44,7 +91,14 @@ impl std::fmt::Debug for Bitmap<'_> {
 }
 
 impl<'a> Bitmap<'a> {
-    pub(crate) fn new(image: &'a Image<'_>, ext: &'a Extension<'_>, f: &FeatureEntry) -> Bitmap<'a> {
+    /// Views feature record `f` of `ext` (a bitmap record: [`FeatureEntry::is_bitmap`]), whose
+    /// bits clusters `source` holds.
+    pub(crate) fn new(
+        geometry: BitmapGeometry,
+        source: &'a (dyn Source + 'a),
+        ext: &'a Extension<'_>,
+        f: &FeatureEntry,
+    ) -> Bitmap<'a> {
         let data = ext.slice(f.data_range());
         let header: RawBitmapHeader = zerocopy::transmute!(crate::raw::padded::<BITMAP_HEADER_SIZE>(data, 0));
         let table = data.get(BITMAP_HEADER_SIZE..).unwrap_or(&[]);
@@ -54,11 +108,11 @@ impl<'a> Bitmap<'a> {
             feature: f.index,
             file_offset: ext.file_offset + f.offset,
             header,
-            l1,
-            nb_sectors: image.header().nb_sectors,
-            cluster_size: image.header().cluster_size(),
-            file_len: image.file_len(),
-            source: image.source(),
+            l1: L1Table(l1),
+            nb_sectors: geometry.nb_sectors,
+            cluster_size: geometry.cluster_size,
+            file_len: geometry.file_len,
+            source,
         }
     }
 
@@ -102,14 +156,14 @@ impl<'a> Bitmap<'a> {
     }
 
     /// The L1 entries present in the record, viewed in place.
-    pub fn l1(&self) -> &'a [U64] {
+    pub fn l1(&self) -> L1Table<'a> {
         self.l1
     }
 
     /// Checks what decoding relies on: a non-zero granularity, and L1 clusters that do not
     /// overlap each other inside the file (so that decoding reads each byte of the file at most
     /// once, whatever the L1 table claims).
-    pub fn decodable(&self, _image: &Image<'_>) -> Result<(), Violation> {
+    pub fn decodable(&self) -> Result<(), Violation> {
         let g = self.granularity_sectors();
         if g == 0 {
             return Err(Violation::BitmapGranularityInvalid {
@@ -123,7 +177,6 @@ impl<'a> Bitmap<'a> {
             .iter()
             .enumerate()
             .filter_map(|(i, e)| {
-                let e = e.get();
                 let off = chunk_offset(e);
                 (e > L1_DIRTY && off < self.file_len).then_some((off, i as u32))
             })
@@ -135,7 +188,7 @@ impl<'a> Bitmap<'a> {
                 return Err(Violation::L1EntryOverlap {
                     feature: self.feature,
                     index: second.1,
-                    entry: self.l1[second.1 as usize].get(),
+                    entry: self.l1.at(u64::from(second.1)),
                     offset: second.0,
                     with: Region::BitmapCluster {
                         feature: self.feature,
@@ -155,8 +208,8 @@ impl<'a> Bitmap<'a> {
     /// Calls `f(first_granule, count)` for each maximal run of dirty granules, in order.
     /// Granules past the L1 table read as clean; bitmap clusters past the end of the file read
     /// as zeros (as they do for QEMU).
-    pub fn for_each_dirty_run(&self, image: &Image<'_>, mut f: impl FnMut(u64, u64)) -> Result<()> {
-        self.decodable(image)?;
+    pub fn for_each_dirty_run(&self, mut f: impl FnMut(u64, u64)) -> Result<()> {
+        self.decodable()?;
         let g = self.granules();
         let cb = self.chunk_bits();
         let mut pending: Option<(u64, u64)> = None;
@@ -171,7 +224,7 @@ impl<'a> Bitmap<'a> {
         for k in 0..self.chunks() {
             let base = k * cb;
             let n = cb.min(g - base);
-            match self.l1[k as usize].get() {
+            match self.l1.at(k) {
                 L1_CLEAN => {}
                 L1_DIRTY => emit(base, n),
                 sector => {
@@ -186,24 +239,85 @@ impl<'a> Bitmap<'a> {
         Ok(())
     }
 
-    /// The dirty extents as merged `(guest byte offset, length)` pairs, clipped to the disk size.
-    pub fn dirty_extents(&self, image: &Image<'_>) -> Result<Vec<(u64, u64)>> {
+    /// Calls `f(offset, length)` for each merged dirty byte range, clipped to the disk size, in
+    /// order, without holding the extents in memory.
+    pub fn for_each_dirty_extent(&self, mut f: impl FnMut(u64, u64)) -> Result<()> {
         let gb = self.granularity_bytes();
         let size = self.nb_sectors.saturating_mul(SECTOR_SIZE);
-        let mut out = Vec::new();
-        self.for_each_dirty_run(image, |s, l| {
-            let start = s.saturating_mul(gb);
+        self.for_each_dirty_run(|s, l| {
+            let start = s.saturating_mul(gb).min(size);
             let end = s.saturating_add(l).saturating_mul(gb).min(size);
             if end > start {
-                out.push((start, end - start));
+                f(start, end - start);
             }
-        })?;
+        })
+    }
+
+    /// The dirty extents as merged `(guest byte offset, length)` pairs, clipped to the disk size.
+    pub fn dirty_extents(&self) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        self.for_each_dirty_extent(|offset, len| out.push((offset, len)))?;
         Ok(out)
     }
 
     /// Total dirty bytes (clipped to the disk size).
-    pub fn dirty_bytes(&self, image: &Image<'_>) -> Result<u64> {
-        Ok(self.dirty_extents(image)?.iter().map(|e| e.1).sum())
+    pub fn dirty_bytes(&self) -> Result<u64> {
+        let mut total = 0u64;
+        self.for_each_dirty_extent(|_, len| total += len)?;
+        Ok(total)
+    }
+
+    /// Name, feature number, granularity, l1_size and dirty bytes (or why the bitmap cannot be
+    /// decoded), as `prlimg info` and `prlimg bitmaps` list them. Reads the bitmap clusters.
+    pub fn summary(&self) -> BitmapSummary {
+        let (dirty_bytes, error) = match self.dirty_bytes() {
+            Ok(d) => (Some(d), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        BitmapSummary {
+            name: self.name(),
+            feature: self.feature,
+            granularity: self.granularity_bytes(),
+            dirty_bytes,
+            l1_size: self.header.l1_size.get(),
+            error,
+        }
+    }
+
+    /// Writes the whole disk, 0 to its size, as alternating clean (type 0) and dirty (type 1)
+    /// extents in the layout of `nbdinfo --map` (text) or `nbdinfo --map --json`, as it prints
+    /// the `qemu:dirty-bitmap:NAME` context of `qemu-nbd -B NAME`. Streams: a bitmap of
+    /// millions of extents is never held in memory.
+    pub fn write_map(&self, format: MapFormat, out: &mut dyn Write) -> Result<(), MapError> {
+        let size = self.nb_sectors.saturating_mul(SECTOR_SIZE);
+        let mut printer = MapPrinter {
+            out,
+            json: format == MapFormat::Json,
+            first: true,
+            error: None,
+        };
+        if printer.json {
+            printer.raw("[\n");
+        }
+        let mut pos = 0u64;
+        self.for_each_dirty_extent(|off, len| {
+            if off > pos {
+                printer.extent(pos, off - pos, false);
+            }
+            printer.extent(off, len, true);
+            pos = off + len;
+        })
+        .map_err(MapError::Image)?;
+        if size > pos {
+            printer.extent(pos, size - pos, false);
+        }
+        if printer.json {
+            printer.raw("\n]\n");
+        }
+        match printer.error {
+            Some(e) => Err(MapError::Output(e)),
+            None => Ok(()),
+        }
     }
 
     /// Length of the serialized form: `ceil(granules / 64) * 8` bytes.
@@ -216,8 +330,8 @@ impl<'a> Bitmap<'a> {
     /// last word are what the image holds there, as QEMU loads them: set for an all-dirty (1)
     /// L1 entry, the bitmap cluster's own bits otherwise (zeros past the end of the file). This
     /// is byte for byte what QEMU's `x-debug-block-dirty-bitmap-sha256` hashes.
-    pub fn write_serialized(&self, image: &Image<'_>, out: &mut dyn Write) -> Result<()> {
-        self.decodable(image)?;
+    pub fn write_serialized(&self, out: &mut dyn Write) -> Result<()> {
+        self.decodable()?;
         let total = self.serialized_len();
         let cs = self.cluster_size;
         let chunks = self.chunks();
@@ -226,11 +340,7 @@ impl<'a> Bitmap<'a> {
         let mut k = 0u64;
         while pos < total {
             let chunk_end = ((k + 1) * cs).min(total);
-            let entry = if k < chunks {
-                self.l1[k as usize].get()
-            } else {
-                L1_CLEAN
-            };
+            let entry = if k < chunks { self.l1.at(k) } else { L1_CLEAN };
             let bits = match entry {
                 L1_CLEAN | L1_DIRTY => None,
                 sector => Some(self.source.read_at(chunk_offset(sector), chunk_end - pos)?),
@@ -258,9 +368,9 @@ impl<'a> Bitmap<'a> {
     }
 
     /// The serialized bitmap in memory (see [`Bitmap::write_serialized`]).
-    pub fn serialized(&self, image: &Image<'_>) -> Result<Vec<u8>> {
+    pub fn serialized(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.write_serialized(image, &mut out)?;
+        self.write_serialized(&mut out)?;
         Ok(out)
     }
 
@@ -274,7 +384,7 @@ impl<'a> Bitmap<'a> {
             return Ok(0);
         }
         let used = g - (k - 1) * cb;
-        match self.l1[(k - 1) as usize].get() {
+        match self.l1.at(k - 1) {
             L1_CLEAN | L1_DIRTY => Ok(0),
             sector => {
                 let bits = self.source.read_at(chunk_offset(sector), self.cluster_size)?;
@@ -292,12 +402,106 @@ impl<'a> Bitmap<'a> {
     }
 }
 
-/// Whether a feature record is a dirty bitmap: the bitmap magic, no flags and a complete 32-byte
-/// header (the records [`Image::bitmaps`] views).
-pub(crate) fn is_bitmap_record(f: &FeatureEntry) -> bool {
-    f.header.magic.get() == crate::raw::feature::FEATURE_DIRTY_BITMAP
-        && f.header.flags.get() == 0
-        && f.header.data_size.get() as usize >= BITMAP_HEADER_SIZE
+/// A bitmap as `prlimg info` and `prlimg bitmaps` list it ([`Bitmap::summary`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct BitmapSummary {
+    /// The name as QEMU prints it.
+    pub name: String,
+    /// Feature number in the extension cluster.
+    pub feature: usize,
+    /// Granularity in bytes.
+    pub granularity: u64,
+    /// Dirty bytes within the disk; `None` when the bitmap cannot be decoded.
+    pub dirty_bytes: Option<u64>,
+    /// `l1_size` as stored.
+    pub l1_size: u32,
+    /// Why the bitmap cannot be decoded.
+    pub error: Option<String>,
+}
+
+/// The layouts [`Bitmap::write_map`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapFormat {
+    /// `nbdinfo --map`: `offset length type description`, right-aligned, one extent a line.
+    Text,
+    /// `nbdinfo --map --json`: an array of `{offset, length, type, description}` objects.
+    Json,
+}
+
+/// Why [`Bitmap::write_map`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    /// The bitmap could not be decoded or read.
+    #[error("{0}")]
+    Image(#[from] crate::error::Error),
+    /// Writing the map failed.
+    #[error("writing the map: {0}")]
+    Output(std::io::Error),
+}
+
+struct MapPrinter<'a> {
+    out: &'a mut dyn Write,
+    json: bool,
+    first: bool,
+    /// The first write error; later writes are skipped.
+    error: Option<std::io::Error>,
+}
+
+impl MapPrinter<'_> {
+    fn raw(&mut self, s: &str) {
+        self.write(s.as_bytes());
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.error.is_none() {
+            if let Err(e) = self.out.write_all(bytes) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn extent(&mut self, offset: u64, length: u64, dirty: bool) {
+        let (kind, desc) = if dirty { (1, "dirty") } else { (0, "clean") };
+        if self.json {
+            let sep = if self.first { "" } else { ",\n" };
+            let line = format!(
+                "{sep}{{ \"offset\": {offset}, \"length\": {length}, \"type\": {kind}, \"description\": \"{desc}\"}}"
+            );
+            self.first = false;
+            self.raw(&line);
+            return;
+        }
+        // `{offset:>10}  {length:>10}  {kind:>3}  {desc}\n`, without the formatting machinery
+        // (a large bitmap has millions of extents).
+        let mut line = [b' '; 64];
+        let mut at = right_aligned(&mut line, 0, offset, 10);
+        at = right_aligned(&mut line, at + 2, length, 10);
+        line[at + 4] = b'0' + kind;
+        at += 5;
+        line[at + 2..at + 7].copy_from_slice(desc.as_bytes());
+        line[at + 7] = b'\n';
+        self.first = false;
+        self.write(&line[..at + 8]);
+    }
+}
+
+/// Writes `v` in decimal right-aligned in `width` columns (wider if it needs more) at `at`;
+/// returns the index after it.
+fn right_aligned(buf: &mut [u8], at: usize, mut v: u64, width: usize) -> usize {
+    let mut digits = [0u8; 20];
+    let mut n = 0;
+    loop {
+        digits[19 - n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let start = at + width.saturating_sub(n);
+    buf[start..start + n].copy_from_slice(&digits[20 - n..]);
+    start + n
 }
 
 /// `x.div_ceil(d)` for `d > 0`, by a shift when `d` is a power of two (granularities always are

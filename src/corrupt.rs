@@ -326,7 +326,7 @@ impl<'i, 's> Work<'i, 's> {
         let cs = h.cluster_size();
         let mut head = [0u8; 64];
         head.copy_from_slice(zerocopy::IntoBytes::as_bytes(&h.raw));
-        let bat = image.bat().iter().map(|e| e.get()).collect();
+        let bat = image.bat().iter().collect();
         Ok(Work {
             image,
             name,
@@ -511,7 +511,7 @@ impl<'i, 's> Work<'i, 's> {
                 feature: b.feature,
                 rec: (b.file_offset - ext.file_offset) as usize,
                 granularity: b.granularity_sectors(),
-                l1: b.l1().iter().map(|e| e.get()).collect(),
+                l1: b.l1().iter().collect(),
                 granules: b.granules(),
                 expected: b.expected_l1_size(),
             })

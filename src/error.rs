@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io;
 
-use crate::rule::Rule;
+use crate::rule::{Rule, Severity};
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -27,33 +27,13 @@ pub enum Error {
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// How serious a [`Violation`] is, in the categories `qemu-img check` uses plus two of our own.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    /// Valid, but worth knowing (an unknown feature kept in lenient mode, ploop's leftovers).
-    Note,
-    /// Valid, but not what a careful writer produces (non-zero padding, unaligned extension).
-    NonCanonical,
-    /// Space in the file that nothing references.
-    Leak,
-    /// The image is corrupt: a reader may misread or refuse it.
-    Corruption,
-}
-
-impl Severity {
-    /// Lower-case name used in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Severity::Note => "note",
-            Severity::NonCanonical => "non-canonical",
-            Severity::Leak => "leak",
-            Severity::Corruption => "corruption",
-        }
-    }
-}
-
 /// A region of the file, for overlap reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(tag = "kind", rename_all = "snake_case")
+)]
 pub enum Region {
     /// The header and the BAT, up to the start of the data area.
     HeaderAndBat,
@@ -86,8 +66,14 @@ impl fmt::Display for Region {
     }
 }
 
-/// Where a violation is.
+/// Where a violation is. As JSON (feature `serde`): `kind` (`header`, `bat`, `file`,
+/// `extension`, `feature`, `l1`) and the fields that apply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(tag = "kind", rename_all = "snake_case")
+)]
 pub enum Location {
     /// A header field.
     Header {
@@ -150,6 +136,11 @@ fn hex16(b: &[u8; 16]) -> String {
 /// in `spec/`. Field names follow the spec: `found`/`expected` values, `index` (BAT index,
 /// feature number or L1 index) and `offset` (byte offset in the file).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(tag = "violation", rename_all = "snake_case")
+)]
 #[allow(missing_docs)]
 #[non_exhaustive]
 pub enum Violation {
@@ -480,5 +471,48 @@ impl Violation {
             | L1EntryOverlap { feature, index, .. }
             | BitmapTrailingBits { feature, index, .. } => Location::L1 { feature, index },
         }
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_as_json() {
+        let j = |l: Location| serde_json::to_value(l).unwrap();
+        assert_eq!(
+            j(Location::Header {
+                field: "inuse",
+                offset: 44
+            }),
+            serde_json::json!({"kind": "header", "field": "inuse", "offset": 44})
+        );
+        assert_eq!(
+            j(Location::L1 { feature: 1, index: 2 }),
+            serde_json::json!({"kind": "l1", "feature": 1, "index": 2})
+        );
+        assert_eq!(
+            j(Location::Bat { index: 3, offset: 76 }),
+            serde_json::json!({"kind": "bat", "index": 3, "offset": 76})
+        );
+    }
+
+    #[test]
+    fn violations_as_json_name_their_variant_and_fields() {
+        let v = Violation::BatEntryDuplicate {
+            index: 5,
+            entry: 3,
+            offset: 196608,
+            first: 2,
+        };
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            serde_json::json!({"violation": "bat_entry_duplicate", "index": 5, "entry": 3, "offset": 196608, "first": 2})
+        );
+        assert_eq!(
+            serde_json::to_value(Violation::Unclean).unwrap(),
+            serde_json::json!({"violation": "unclean"})
+        );
     }
 }

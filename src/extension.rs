@@ -24,6 +24,14 @@ pub struct FeatureEntry {
 }
 
 impl FeatureEntry {
+    /// Whether the record is a dirty bitmap: the bitmap magic, no flags and room for the
+    /// 32-byte bitmap header (the records [`crate::Image::bitmaps`] views).
+    pub fn is_bitmap(&self) -> bool {
+        self.header.magic.get() == crate::raw::feature::FEATURE_DIRTY_BITMAP
+            && self.header.flags.get() == 0
+            && self.header.data_size.get() as usize >= crate::raw::bitmap::BITMAP_HEADER_SIZE
+    }
+
     /// Byte range of the record's data in the cluster.
     pub fn data_range(&self) -> Range<u64> {
         let start = self.offset + FEATURE_HEADER_SIZE as u64;

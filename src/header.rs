@@ -24,8 +24,59 @@ impl Variant {
     }
 }
 
+/// What the header's `inuse` field says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Inuse {
+    /// 0: closed (QEMU writes this on close).
+    Closed,
+    /// `0x312e3276` ("v2.1"): closed (ploop and Parallels).
+    ClosedV21,
+    /// `0x746f6e59` ("Ynot"): open, or not closed cleanly.
+    Open,
+    /// A value no known writer uses.
+    Unknown(u32),
+}
+
+impl Inuse {
+    /// Classifies a stored `inuse` value.
+    pub fn from_raw(value: u32) -> Inuse {
+        match value {
+            INUSE_CLOSED => Inuse::Closed,
+            INUSE_CLOSED_V21 => Inuse::ClosedV21,
+            INUSE_OPEN => Inuse::Open,
+            other => Inuse::Unknown(other),
+        }
+    }
+
+    /// `"closed"`, `"closed-v2.1"`, `"open"` or `"unknown"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Inuse::Closed => "closed",
+            Inuse::ClosedV21 => "closed-v2.1",
+            Inuse::Open => "open",
+            Inuse::Unknown(_) => "unknown",
+        }
+    }
+
+    /// A few words for people.
+    pub fn description(self) -> &'static str {
+        match self {
+            Inuse::Closed => "closed",
+            Inuse::ClosedV21 => "closed, \"v2.1\"",
+            Inuse::Open => "\"Ynot\": open or not closed cleanly",
+            Inuse::Unknown(_) => "unknown value",
+        }
+    }
+}
+
 /// A header that passed the checks every reader makes before it can interpret anything else
 /// (rules R1–R6, in QEMU's order).
+///
+/// As JSON (feature `serde`): every stored field under its own name (`magic` as text,
+/// `tracks`, `nb_sectors`, `data_off` and `ext_off` in sectors, as stored) and the derived
+/// values: `variant` (`"v1"`/`"v2"`), `cluster_size`, `virtual_size`, `data_offset` and
+/// `ext_offset` (bytes; `ext_offset` null without an extension), `inuse_state` and
+/// `flag_names`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
     /// The header as stored.
@@ -143,5 +194,54 @@ impl Header {
     /// Byte offset of the extension cluster, if any.
     pub fn ext_offset(&self) -> Option<u64> {
         (self.ext_off != 0).then(|| self.ext_off * SECTOR_SIZE)
+    }
+
+    /// What `inuse` says.
+    pub fn inuse(&self) -> Inuse {
+        Inuse::from_raw(self.raw.inuse.get())
+    }
+
+    /// The names of the known `flags` bits set: `"empty"`, `"format-conversion"`.
+    pub fn flag_names(&self) -> Vec<&'static str> {
+        let flags = self.raw.flags.get();
+        [(FLAG_EMPTY, "empty"), (FLAG_FORMAT_CONVERSION, "format-conversion")]
+            .into_iter()
+            .filter(|(bit, _)| flags & bit != 0)
+            .map(|(_, name)| name)
+            .collect()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Header {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let raw = &self.raw;
+        let mut st = s.serialize_struct("Header", 18)?;
+        st.serialize_field(
+            "variant",
+            match self.variant {
+                Variant::V1 => "v1",
+                Variant::V2 => "v2",
+            },
+        )?;
+        st.serialize_field("magic", &String::from_utf8_lossy(&raw.magic))?;
+        st.serialize_field("version", &raw.version.get())?;
+        st.serialize_field("heads", &raw.heads.get())?;
+        st.serialize_field("cylinders", &raw.cylinders.get())?;
+        st.serialize_field("tracks", &raw.tracks.get())?;
+        st.serialize_field("cluster_size", &self.cluster_size())?;
+        st.serialize_field("bat_entries", &self.bat_entries)?;
+        st.serialize_field("nb_sectors", &raw.nb_sectors.get())?;
+        st.serialize_field("virtual_size", &self.virtual_size())?;
+        st.serialize_field("inuse", &raw.inuse.get())?;
+        st.serialize_field("inuse_state", self.inuse().name())?;
+        st.serialize_field("data_off", &raw.data_off.get())?;
+        st.serialize_field("data_offset", &self.data_start())?;
+        st.serialize_field("flags", &raw.flags.get())?;
+        st.serialize_field("flag_names", &self.flag_names())?;
+        st.serialize_field("ext_off", &self.ext_off)?;
+        st.serialize_field("ext_offset", &self.ext_offset())?;
+        st.end()
     }
 }

@@ -6,17 +6,17 @@ use std::borrow::Cow;
 use zerocopy::little_endian::U32;
 use zerocopy::FromBytes;
 
-use crate::bitmap::Bitmap;
-use crate::error::{Error, Result, Severity};
+use crate::bitmap::{Bitmap, BitmapGeometry};
+use crate::error::Result;
 use crate::extension::Extension;
 use crate::header::Header;
 use crate::raw::bat::{BAT_ENTRY_SIZE, BAT_OFFSET};
 use crate::raw::header::{RawHeader, HEADER_SIZE};
 use crate::source::Source;
-use crate::validate::{self, Report, Threads};
 
 /// How strictly to treat what the format allows but this crate does not interpret.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
 pub enum Mode {
     /// Unknown features and feature flags are corruption (QEMU's behaviour).
     #[default]
@@ -25,7 +25,40 @@ pub enum Mode {
     Lenient,
 }
 
+/// The BAT entries of an [`Image`] parsed whole, viewed in place ([`Image::bat`]).
+#[derive(Clone, Copy)]
+pub struct BatTable<'a>(&'a [U32]);
+
+impl<'a> BatTable<'a> {
+    /// Number of entries (those in the file).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none (always, unless the image was parsed whole).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Entry `index`, if present.
+    pub fn get(&self, index: usize) -> Option<u32> {
+        self.0.get(index).map(|e| e.get())
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = u32> + 'a {
+        self.0.iter().map(|e| e.get())
+    }
+}
+
+impl std::fmt::Debug for BatTable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
 /// How much of the BAT an [`Image`] keeps.
+#[derive(Clone)]
 enum Bat<'s> {
     /// The whole table as it is in the source (lent by a slice, read from a file).
     Whole(Cow<'s, [u8]>),
@@ -42,6 +75,7 @@ const BAT_READ_BLOCK: usize = 128 << 10;
 
 /// A parsed image. Parsing checks only what is needed to interpret the rest (rules R1–R6); run
 /// [`Image::validate`] for every rule, or use [`Image::open`] to do both.
+#[derive(Clone)]
 pub struct Image<'s> {
     source: &'s (dyn Source + 's),
     file_len: u64,
@@ -84,7 +118,7 @@ impl<'s> Image<'s> {
     /// for the whole table. This is what `prlimg check` and `prlimg info` use.
     ///
     /// ```
-    /// use parallels_image::builder::{Data, ImageBuilder};
+    /// use parallels_image::{Data, ImageBuilder};
     /// use parallels_image::{qemu, Image, Mode};
     ///
     /// let (bytes, _) = ImageBuilder::new(1 << 30)
@@ -97,7 +131,7 @@ impl<'s> Image<'s> {
     /// // Header and BAT take 64 + 16384 * 4 bytes: the first data cluster is cluster 2.
     /// assert_eq!(compact.allocated_entries().collect::<Vec<_>>(), [(3, 2)]);
     /// assert_eq!((compact.bat_entry(3), compact.bat_entry(4)), (2, 0));
-    /// assert_eq!(compact.validate()?, whole.validate()?);
+    /// assert_eq!(parallels_image::validate(&compact)?, parallels_image::validate(&whole)?);
     /// assert_eq!(qemu::predict_image(&compact), qemu::predict_image(&whole));
     /// # Ok::<(), parallels_image::Error>(())
     /// ```
@@ -112,7 +146,7 @@ impl<'s> Image<'s> {
     /// [`Image::read_guest`] still read the BAT they need from the source.
     ///
     /// ```
-    /// use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
+    /// use parallels_image::{BitmapSpec, Data, ImageBuilder};
     /// use parallels_image::{Image, Mode};
     ///
     /// let (bytes, _) = ImageBuilder::new(16 << 20)
@@ -123,11 +157,11 @@ impl<'s> Image<'s> {
     /// let full = Image::parse(&bytes)?;
     /// let lean = Image::parse_without_bat(&bytes, Mode::Strict)?;
     /// assert_eq!((full.bat().len(), lean.bat().len()), (256, 0));
-    /// assert_eq!(lean.bitmaps()[0].dirty_extents(&lean)?, vec![(131072, 65536)]);
+    /// assert_eq!(lean.bitmaps()[0].dirty_extents()?, vec![(131072, 65536)]);
     /// let mut buf = [0u8; 2];
     /// lean.read_guest(65536 + 511, &mut buf)?;
     /// assert_eq!(buf, [0xaa, 0]);
-    /// assert_eq!(lean.validate()?, full.validate()?);
+    /// assert_eq!(parallels_image::validate(&lean)?, parallels_image::validate(&full)?);
     /// # Ok::<(), parallels_image::Error>(())
     /// ```
     pub fn parse_without_bat(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
@@ -177,34 +211,21 @@ impl<'s> Image<'s> {
         })
     }
 
-    /// Parses and validates in strict mode; fails with the first corruption found.
-    pub fn open(source: &'s (dyn Source + 's)) -> Result<Image<'s>> {
-        Self::open_with(source, Mode::Strict)
-    }
-
-    /// Parses and validates; fails with the first corruption found.
-    pub fn open_with(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
-        let image = Self::parse_with(source, mode)?;
-        let report = image.validate()?;
-        if let Some(f) = report.findings.into_iter().find(|f| f.severity == Severity::Corruption) {
-            return Err(Error::Invalid(f.violation));
+    /// This image with its BAT's allocated entries read (as [`Image::parse_compact`] reads
+    /// them) when it was parsed without the BAT; itself otherwise. Only the BAT is read.
+    pub fn with_bat(&self) -> Result<Cow<'_, Image<'s>>> {
+        if self.bat_held() {
+            return Ok(Cow::Borrowed(self));
         }
-        Ok(image)
-    }
-
-    /// Runs every rule and reports all findings (a large extension cluster is hashed while a
-    /// helper thread runs the other rules: [`Threads::Helper`]).
-    pub fn validate(&self) -> Result<Report> {
-        self.validate_with(Threads::Helper)
-    }
-
-    /// [`Image::validate`], choosing whether a helper thread may take part. The report is the
-    /// same either way.
-    pub fn validate_with(&self, threads: Threads) -> Result<Report> {
-        if !self.bat_held() {
-            return validate::validate_with(&Self::parse_compact(self.source, self.mode)?, threads);
-        }
-        validate::validate_with(self, threads)
+        let bat = Bat::Allocated(read_allocated(self.source, self.bat_entries_in_file())?);
+        Ok(Cow::Owned(Image {
+            source: self.source,
+            file_len: self.file_len,
+            header: self.header,
+            bat,
+            extension: self.extension.clone(),
+            mode: self.mode,
+        }))
     }
 
     /// Whether the BAT's entries were read, whole or only the allocated ones (false after
@@ -243,7 +264,11 @@ impl<'s> Image<'s> {
     /// ([`Image::parse`]); empty after [`Image::parse_compact`] and
     /// [`Image::parse_without_bat`]. Entries past the end of the file (if the file is that
     /// short) are not included and read as 0 through [`Image::bat_entry`].
-    pub fn bat(&self) -> &[U32] {
+    pub fn bat(&self) -> BatTable<'_> {
+        BatTable(self.bat_slice())
+    }
+
+    fn bat_slice(&self) -> &[U32] {
         match &self.bat {
             Bat::Whole(bytes) => <[U32]>::ref_from_bytes(bytes).expect("BAT bytes are a whole number of entries"),
             Bat::Allocated(_) | Bat::Unread => &[],
@@ -254,7 +279,7 @@ impl<'s> Image<'s> {
     /// [`Image::parse_without_bat`]).
     pub fn bat_entry(&self, index: u32) -> u32 {
         match &self.bat {
-            Bat::Whole(_) => self.bat().get(index as usize).map_or(0, |e| e.get()),
+            Bat::Whole(_) => self.bat_slice().get(index as usize).map_or(0, |e| e.get()),
             Bat::Allocated(list) => list.binary_search_by_key(&index, |p| p.0).map_or(0, |k| list[k].1),
             Bat::Unread => 0,
         }
@@ -306,7 +331,7 @@ impl<'s> Image<'s> {
     pub fn allocated_clusters(&self) -> u64 {
         match &self.bat {
             Bat::Allocated(list) => list.len() as u64,
-            Bat::Whole(_) | Bat::Unread => self.bat().iter().filter(|e| e.get() != 0).count() as u64,
+            Bat::Whole(_) | Bat::Unread => self.bat_slice().iter().filter(|e| e.get() != 0).count() as u64,
         }
     }
 
@@ -320,9 +345,18 @@ impl<'s> Image<'s> {
         let Some(ext) = &self.extension else { return Vec::new() };
         ext.features()
             .iter()
-            .filter(|f| crate::bitmap::is_bitmap_record(f))
-            .map(|f| Bitmap::new(self, ext, f))
+            .filter(|f| f.is_bitmap())
+            .map(|f| Bitmap::new(self.bitmap_geometry(), self.source, ext, f))
             .collect()
+    }
+
+    /// What the bitmaps need to know of this image.
+    pub fn bitmap_geometry(&self) -> BitmapGeometry {
+        BitmapGeometry {
+            nb_sectors: self.header.nb_sectors,
+            cluster_size: self.header.cluster_size(),
+            file_len: self.file_len,
+        }
     }
 
     /// The bitmap with this name (UUID string as QEMU prints it).

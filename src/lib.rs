@@ -15,54 +15,70 @@
 //! (v2 magic `WithouFreSpacExt`); `ext_off` and L1 entries are in sectors for both magics.
 //!
 //! # Layers
-//! - [`raw`]: the on-disk grammar as `zerocopy` + `binrw` derive types.
-//! - [`image`], [`extension`], [`bitmap`]: zero-copy parsing over a [`Source`] (a slice or a
-//!   file read only where metadata is).
-//! - [`validate`]: every rule of `spec/`, as typed [`Violation`]s.
-//! - [`builder`]: whole images, with data and bitmaps.
-//! - [`qemu`]: what QEMU 10 does with an image.
+//! Each layer uses only the ones above it (a test, `layers::modules_depend_only_on_lower_layers`,
+//! reads the sources and fails on an arrow back up):
+//!
+//! ```text
+//!  raw            the on-disk grammar: zerocopy + binrw derive types (public, for fuzzers and tools)
+//!  rule, error    the numbered rules, their severities, and the typed errors
+//!  source         where bytes come from: a slice, a Vec, a file read only where metadata is
+//!  header, extension, bitmap, image
+//!                 zero-copy views over a Source
+//!  helper, validate
+//!                 every rule, as typed Violations; open/validate entry points
+//!  builder, recipe
+//!                 writing whole images
+//!  qemu           what QEMU 10 does with an image
+//!  check          a whole conformance check (rules + statistics + predictions)
+//!  corrupt        the defect catalogue: planned damage, one rule at a time
+//!  (src/bin/prlimg)  the command-line tool, behind the `cli` feature
+//! ```
+//!
+//! Every public type has one path: the crate root, except the namespaces [`raw`], [`qemu`] and
+//! [`corrupt`].
 //!
 //! # Example
 //! ```
-//! use parallels_image::{builder::{BitmapSpec, Data, ImageBuilder}, Image};
+//! use parallels_image::{BitmapSpec, Data, ImageBuilder};
 //!
 //! let (bytes, _) = ImageBuilder::new(16 << 20)
 //!     .cluster_size(64 << 10)
 //!     .data(0, Data::Fill { len: 4096, byte: 0xaa })
 //!     .bitmap(BitmapSpec { id: [7; 16], granularity: 65536, extents: vec![(131072, 65536)] })
 //!     .to_vec()?;
-//! let image = Image::open(&bytes)?;
+//! let image = parallels_image::open(&bytes)?;
 //! let bitmaps = image.bitmaps();
-//! assert_eq!(bitmaps[0].dirty_extents(&image)?, vec![(131072, 65536)]);
+//! assert_eq!(bitmaps[0].dirty_extents()?, vec![(131072, 65536)]);
 //! # Ok::<(), parallels_image::Error>(())
 //! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bitmap;
-pub mod builder;
+mod bitmap;
+mod builder;
+mod check;
 pub mod corrupt;
-pub mod error;
-pub mod extension;
-pub mod header;
-pub mod image;
-pub mod raw;
-mod rule;
-pub mod source;
-pub mod validate;
-
-pub use bitmap::Bitmap;
-pub use builder::{BitmapSpec, Data, ImageBuilder, Layout};
-pub use corrupt::{Defect, Patch};
-pub use error::{Error, Location, Region, Result, Severity, Violation};
-pub use extension::{Extension, FeatureEntry, ListEnd};
-pub use header::{Header, Variant};
-pub use image::{AllocatedEntries, Image, Mode};
-pub use qemu::{CheckCounts, Prediction, QemuCheck, QemuOutcome};
-pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
-pub use rule::Rule;
-pub use source::{FileSource, Source};
-pub use validate::{Finding, Report, Threads};
+mod error;
+mod extension;
+mod header;
+mod helper;
+mod image;
 pub mod qemu;
-pub mod recipe;
+pub mod raw;
+mod recipe;
+mod rule;
+mod source;
+mod validate;
+
+pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFormat};
+pub use builder::{write_file_atomically, BitmapSpec, Data, ImageBuilder, Layout};
+pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
+pub use error::{Error, Location, Region, Result, Violation};
+pub use extension::{Extension, FeatureEntry, ListEnd};
+pub use header::{Header, Inuse, Variant};
+pub use image::{AllocatedEntries, BatTable, Image, Mode};
+pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
+pub use rule::{Rule, Severity};
+pub use source::{FileSource, Source};
+pub use validate::{open, open_with, validate, validate_with, Finding, Report, Threads, Verdict};

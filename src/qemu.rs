@@ -220,20 +220,24 @@ fn errno_suffix(total: u64) -> String {
 pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
     // QEMU's header checks are rules R1-R6 of this crate, in the same order. The BAT is read
     // through a buffer, keeping only its allocated entries.
-    let image = match Image::parse_compact(source, crate::Mode::Strict) {
+    let image = match Image::parse_compact(source, crate::image::Mode::Strict) {
         Ok(image) => image,
         Err(Error::Io(e)) => return Err(e),
-        Err(Error::Invalid(v)) => {
-            let o = reject(header_message(&v));
-            return Ok(Prediction {
-                info: o.clone(),
-                check: QemuCheck::OpenFails(o),
-                ploop_loads_bitmaps: None,
-            });
-        }
+        Err(Error::Invalid(v)) => return Ok(predict_unparsable(&v)),
         Err(e) => return Err(std::io::Error::other(e.to_string())),
     };
     Ok(predict_image(&image))
+}
+
+/// Predicts what QEMU 10.0.2 and ploop do with an image whose header failed `violation`, one of
+/// the checks every parse makes (rules R1–R6, which are QEMU's own header checks in its order).
+pub fn predict_unparsable(violation: &Violation) -> Prediction {
+    let o = reject(header_message(violation));
+    Prediction {
+        info: o.clone(),
+        check: QemuCheck::OpenFails(o),
+        ploop_loads_bitmaps: None,
+    }
 }
 
 /// Predicts what QEMU 10.0.2 and ploop do with an image already parsed (its header passed

@@ -58,7 +58,7 @@ fn default_cluster() -> u64 {
 
 impl Recipe {
     /// The builder for this recipe.
-    pub fn to_builder(&self) -> crate::Result<ImageBuilder> {
+    pub fn to_builder(&self) -> crate::error::Result<ImageBuilder> {
         let mut b = ImageBuilder::new(self.size)
             .cluster_size(self.cluster_size)
             .variant(if self.v1 { Variant::V1 } else { Variant::V2 });
@@ -73,7 +73,7 @@ impl Recipe {
         }
         for m in &self.bitmaps {
             let id = uuid::Uuid::parse_str(&m.id)
-                .map_err(|e| crate::Error::Build(format!("bitmap id {:?} is not a UUID: {e}", m.id)))?;
+                .map_err(|e| crate::error::Error::Build(format!("bitmap id {:?} is not a UUID: {e}", m.id)))?;
             b = b.bitmap(BitmapSpec {
                 id: *id.as_bytes(),
                 granularity: m.granularity,

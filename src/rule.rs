@@ -6,7 +6,31 @@
 
 use std::fmt;
 
-use crate::error::Severity;
+/// How serious a breach of a rule ([`crate::Violation`]) is, in the categories `qemu-img check` uses plus two of our own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "kebab-case"))]
+pub enum Severity {
+    /// Valid, but worth knowing (an unknown feature kept in lenient mode, ploop's leftovers).
+    Note,
+    /// Valid, but not what a careful writer produces (non-zero padding, unaligned extension).
+    NonCanonical,
+    /// Space in the file that nothing references.
+    Leak,
+    /// The image is corrupt: a reader may misread or refuse it.
+    Corruption,
+}
+
+impl Severity {
+    /// Lower-case name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Note => "note",
+            Severity::NonCanonical => "non-canonical",
+            Severity::Leak => "leak",
+            Severity::Corruption => "corruption",
+        }
+    }
+}
 
 macro_rules! rules {
     ($($rule:ident $code:literal $severity:ident $title:literal;)*) => {
@@ -34,7 +58,7 @@ macro_rules! rules {
                 match self { $(Rule::$rule => $title,)* }
             }
 
-            /// How serious a breach is, in strict mode ([`crate::Mode::Strict`]); lenient mode
+            /// How serious a breach is, in strict mode ([`crate::image::Mode::Strict`]); lenient mode
             /// lowers R27 and R29 to notes.
             pub const fn severity(self) -> Severity {
                 match self { $(Rule::$rule => Severity::$severity,)* }
@@ -90,7 +114,7 @@ rules! {
 
 impl Rule {
     /// Whether every parse checks this rule (R1–R6: a failure stops parsing), rather than
-    /// [`crate::validate`].
+    /// the validator.
     pub const fn checked_at_parse(self) -> bool {
         matches!(self, Rule::R1 | Rule::R2 | Rule::R3 | Rule::R4 | Rule::R5 | Rule::R6)
     }

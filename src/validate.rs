@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use crate::bitmap::{is_bitmap_record, Bitmap};
-use crate::error::{Region, Result, Severity, Violation};
+use crate::bitmap::Bitmap;
+use crate::error::{Error, Region, Result, Violation};
 use crate::extension::{Extension, FeatureEntry, ListEnd};
 use crate::header::{Header, Variant};
 use crate::image::{Image, Mode};
@@ -14,9 +14,13 @@ use crate::raw::bitmap::{BITMAP_HEADER_SIZE, L1_DIRTY};
 use crate::raw::feature::FEATURE_DIRTY_BITMAP;
 use crate::raw::header::{FLAGS_KNOWN, INUSE_CLOSED, INUSE_CLOSED_V21, INUSE_OPEN};
 use crate::raw::{padded, SECTOR_SIZE};
-use crate::rule::Rule;
+use crate::rule::{Rule, Severity};
+use crate::source::Source;
 
 /// One finding: a violation and its severity in the mode the image was parsed in.
+///
+/// As JSON (feature `serde`): `code` (the rule, `"R7"`), `severity`, `location` (as text),
+/// `where` (the location as an object) and `message`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
     /// What rule is broken, where, and how.
@@ -25,8 +29,41 @@ pub struct Finding {
     pub severity: Severity,
 }
 
+/// What a [`Report`] amounts to, in the categories and exit statuses of `qemu-img check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "kebab-case"))]
+pub enum Verdict {
+    /// Nothing corrupt, nothing leaked (non-canonical findings and notes allowed).
+    Clean,
+    /// Leaked space, nothing corrupt.
+    Leaks,
+    /// At least one corruption.
+    Corrupt,
+}
+
+impl Verdict {
+    /// The exit status `qemu-img check` (and `prlimg check`) gives: 0, 3 or 2.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Verdict::Clean => 0,
+            Verdict::Leaks => 3,
+            Verdict::Corrupt => 2,
+        }
+    }
+
+    /// `"clean"`, `"leaks"` or `"corrupt"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Clean => "clean",
+            Verdict::Leaks => "leaks",
+            Verdict::Corrupt => "corrupt",
+        }
+    }
+}
+
 /// Everything the validator found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Report {
     /// Findings in the order they were met.
     pub findings: Vec<Finding>,
@@ -43,6 +80,37 @@ impl Report {
         self.count(Severity::Corruption) == 0 && self.count(Severity::Leak) == 0
     }
 
+    /// What the findings amount to, in `qemu-img check`'s terms.
+    pub fn verdict(&self) -> Verdict {
+        if self.count(Severity::Corruption) > 0 {
+            Verdict::Corrupt
+        } else if self.count(Severity::Leak) > 0 {
+            Verdict::Leaks
+        } else {
+            Verdict::Clean
+        }
+    }
+
+    /// The bytes leaked after the last referenced cluster (R20), 0 when none.
+    pub fn leaked_bytes(&self) -> u64 {
+        self.findings
+            .iter()
+            .map(|f| match f.violation {
+                Violation::Leak { len, .. } => len,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Where the leaked tail starts (R20): the end of the last referenced byte; `None` when
+    /// nothing leaks.
+    pub fn leak_start(&self) -> Option<u64> {
+        self.findings.iter().find_map(|f| match f.violation {
+            Violation::Leak { offset, .. } => Some(offset),
+            _ => None,
+        })
+    }
+
     /// The rules broken, in the order they were met, without repeats.
     pub fn rules(&self) -> Vec<Rule> {
         let mut out: Vec<Rule> = Vec::new();
@@ -52,6 +120,21 @@ impl Report {
             }
         }
         out
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Finding {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let location = self.violation.location();
+        let mut st = s.serialize_struct("Finding", 5)?;
+        st.serialize_field("code", &self.violation.rule())?;
+        st.serialize_field("severity", &self.severity)?;
+        st.serialize_field("location", &location.to_string())?;
+        st.serialize_field("where", &location)?;
+        st.serialize_field("message", &self.violation.to_string())?;
+        st.end()
     }
 }
 
@@ -158,13 +241,32 @@ pub enum Threads {
     Helper,
 }
 
-/// Runs every rule over `image`, with [`Threads::Helper`].
+/// Parses and validates in strict mode; fails with the first corruption found.
+pub fn open<'s>(source: &'s (dyn Source + 's)) -> Result<Image<'s>> {
+    open_with(source, Mode::Strict)
+}
+
+/// Parses and validates; fails with the first corruption found.
+pub fn open_with<'s>(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
+    let image = Image::parse_with(source, mode)?;
+    let report = validate(&image)?;
+    if let Some(f) = report.findings.into_iter().find(|f| f.severity == Severity::Corruption) {
+        return Err(Error::Invalid(f.violation));
+    }
+    Ok(image)
+}
+
+/// Runs every rule over `image` and reports all findings (a large extension cluster is hashed
+/// while a helper thread runs the other rules: [`Threads::Helper`]).
 pub fn validate(image: &Image<'_>) -> Result<Report> {
     validate_with(image, Threads::Helper)
 }
 
-/// Runs every rule over `image`. The report does not depend on `threads`.
+/// [`validate`], choosing whether a helper thread may take part. The report does not depend on
+/// `threads`. An image parsed without its BAT ([`Image::parse_without_bat`]) has the BAT's
+/// allocated entries read first.
 pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
+    let image = &*image.with_bat()?;
     let h = *image.header();
     let file_len = image.file_len();
     let mut f = Findings {
@@ -424,23 +526,13 @@ fn checksum_beside(
     rest: &(dyn Fn(&mut Findings) -> Result<u64> + Sync),
 ) -> Result<u64> {
     if threads == Threads::Helper && ext.cluster_size >= THREAD_MIN_CLUSTER && worth_a_helper(ext) {
-        // One caller at a time: callers validating side by side would otherwise queue for the
-        // one helper while their own threads wait.
-        if let Some((pool, _claim)) = helper().zip(HelperClaim::take()) {
-            let mode = f.mode;
-            let mut later = None;
-            pool.in_place_scope(|s| {
-                s.spawn(|_| {
-                    let mut findings = Findings { mode, out: Vec::new() };
-                    let high = rest(&mut findings);
-                    later = Some((high, findings.out));
-                });
-                checksum_rule(ext, f);
-            });
-            // The scope waits for its job, so `later` is set.
-            let Some((high, later)) = later else {
-                return rest(f);
-            };
+        let mode = f.mode;
+        let side = || {
+            let mut findings = Findings { mode, out: Vec::new() };
+            let high = rest(&mut findings);
+            (high, findings.out)
+        };
+        if let Some(((), (high, later))) = crate::helper::beside(|| checksum_rule(ext, f), side) {
             f.out.extend(later);
             return high;
         }
@@ -464,51 +556,10 @@ fn worth_a_helper(ext: &Extension<'_>) -> bool {
     let Some(features) = ext.features_within(HELPER_MIN_RECORDS) else {
         return true;
     };
-    features.iter().filter(|e| is_bitmap_record(e)).any(|e| {
+    features.iter().filter(|e| e.is_bitmap()).any(|e| {
         let data = ext.slice(e.data_range());
         data.len() >= BITMAP_HEADER_SIZE + 8 && u64::from_le_bytes(padded(data, data.len() as u64 - 8)) > L1_DIRTY
     })
-}
-
-/// The helper thread, started on first use and kept: `None` on a machine with one CPU, or when
-/// the system would not start a thread.
-fn helper() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cpus > 1)
-            .then(|| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .thread_name(|_| "parallels-image-validate".into())
-                    .build()
-                    .ok()
-            })
-            .flatten()
-    })
-    .as_ref()
-}
-
-/// The helper, claimed by one validation until dropped.
-struct HelperClaim;
-
-static HELPER_BUSY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-impl HelperClaim {
-    /// `None` when another validation has the helper.
-    fn take() -> Option<HelperClaim> {
-        use std::sync::atomic::Ordering;
-        HELPER_BUSY
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-            .then_some(HelperClaim)
-    }
-}
-
-impl Drop for HelperClaim {
-    fn drop(&mut self) {
-        HELPER_BUSY.store(false, std::sync::atomic::Ordering::Release);
-    }
 }
 
 /// R25: the stored checksum is the MD5 of the cluster after its header.
@@ -633,7 +684,7 @@ fn bitmap_rules(
         }
     }
     // The records `Image::bitmaps` views, without building a `Bitmap` for each twice.
-    let records: Vec<&FeatureEntry> = ext.features().iter().filter(|e| is_bitmap_record(e)).collect();
+    let records: Vec<&FeatureEntry> = ext.features().iter().filter(|e| e.is_bitmap()).collect();
     let ids: Vec<u128> = records
         .iter()
         .map(|e| u128::from_le_bytes(padded(ext.slice(e.data_range()), 8)))
@@ -643,7 +694,7 @@ fn bitmap_rules(
     // Bitmap clusters: (offset, feature, L1 index, entry).
     let mut l1_clusters: Vec<(u64, usize, u32, u64)> = Vec::new();
     for (pos, e) in records.iter().enumerate() {
-        let b = Bitmap::new(image, ext, e);
+        let b = Bitmap::new(image.bitmap_geometry(), image.source(), ext, e);
         let index = b.feature;
         let offset = b.file_offset;
         let hdr = &b.header;
@@ -710,9 +761,8 @@ fn bitmap_rules(
         }
         let l1 = b.l1();
         // Most entries are the clean and dirty markers (0 and 1): skip tables of markers only.
-        if l1.iter().fold(0, |acc, e| acc | e.get()) > L1_DIRTY {
+        if l1.iter().fold(0, |acc, e| acc | e) > L1_DIRTY {
             for (i, entry) in l1.iter().enumerate() {
-                let entry = entry.get();
                 if entry <= L1_DIRTY {
                     continue;
                 }
@@ -772,8 +822,8 @@ fn bitmap_rules(
         let last_in_cluster = expected
             .and_then(|k| k.checked_sub(1))
             .and_then(|k| l1.get(k as usize))
-            .is_some_and(|e| e.get() > L1_DIRTY);
-        if last_in_cluster && b.decodable(image).is_ok() {
+            .is_some_and(|e| e > L1_DIRTY);
+        if last_in_cluster && b.decodable().is_ok() {
             let count = b.trailing_bits()?;
             if count > 0 {
                 f.push(Violation::BitmapTrailingBits {

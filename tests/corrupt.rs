@@ -1,8 +1,8 @@
 //! The defect catalogue: every defect breaks exactly its rule on every base image it suits, and
 //! is refused with `Error::Build` on the ones it does not suit.
 
-use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::corrupt::{catalogue, plan, Patch};
+use parallels_image::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::{Error, Image, Severity, Threads, Variant};
 
 const KIB: u64 = 1 << 10;
@@ -65,7 +65,7 @@ const NEEDS_EXTENSION: [&str; 28] = [
 fn check(b: ImageBuilder) -> Vec<u8> {
     let (bytes, _) = b.to_vec().expect("builds");
     let image = Image::parse(&bytes).expect("parses");
-    let report = image.validate().expect("validates");
+    let report = parallels_image::validate(&image).expect("validates");
     assert!(
         report.findings.is_empty(),
         "base image not clean: {:?}",
@@ -344,8 +344,8 @@ fn verdict(bytes: &[u8]) -> (Vec<&'static str>, Vec<&'static str>) {
         Err(Error::Invalid(v)) => (vec![v.rule().code()], vec![v.rule().code()]),
         Err(e) => panic!("parse failed with {e}"),
         Ok(image) => {
-            let report = image.validate().expect("validates");
-            let alone = image.validate_with(Threads::Caller).expect("validates");
+            let report = parallels_image::validate(&image).expect("validates");
+            let alone = parallels_image::validate_with(&image, Threads::Caller).expect("validates");
             assert_eq!(report, alone, "the helper thread changed the findings");
             let mut corrupt: Vec<&'static str> = Vec::new();
             for f in &report.findings {

@@ -5,8 +5,8 @@
 use std::borrow::Cow;
 
 use binrw::BinRead;
-use parallels_image::extension::{Extension, ListEnd};
 use parallels_image::raw::extension::{checksum, ExtensionCluster, RawExtHeader, EXT_HEADER_SIZE, EXT_MAGIC};
+use parallels_image::{Extension, ListEnd};
 
 /// The `extension` target's harness: magic, the MD5 of the rest, the body, zero padding.
 fn extension_cluster(body: &[u8], cluster_size: usize) -> Vec<u8> {

@@ -6,10 +6,10 @@
 use std::borrow::Cow;
 use std::io::{self, Seek, SeekFrom, Write};
 
-use parallels_image::builder::{BitmapSpec, ImageBuilder};
 use parallels_image::raw::bitmap::DirtyBitmapFeature;
 use parallels_image::raw::feature::FeatureRecord;
 use parallels_image::Source;
+use parallels_image::{BitmapSpec, ImageBuilder};
 
 /// A sparse file in memory: the non-zero pieces written, at their offsets, and a length.
 #[derive(Default)]

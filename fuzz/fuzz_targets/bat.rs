@@ -62,7 +62,7 @@ fuzz_target!(|data: &[u8]| {
     let image = Image::parse(&file).expect("the header is valid");
     let h = *image.header();
     assert_eq!(image.bat().len(), bat_entries);
-    let report = image.validate().expect("validate");
+    let report = parallels_image::validate(&image).expect("validate");
     let got: Vec<Violation> = report
         .findings
         .iter()
@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
     let mut seen: HashMap<u64, u32> = HashMap::new();
     let mut dups = Vec::new();
     for (i, e) in image.bat().iter().enumerate() {
-        let (index, entry) = (i as u32, e.get());
+        let (index, entry) = (i as u32, e);
         if entry == 0 {
             continue;
         }

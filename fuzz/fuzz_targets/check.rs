@@ -41,16 +41,16 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => panic!("parsing a slice failed with {e}"),
     };
-    let report = strict.validate().expect("validate");
+    let report = parallels_image::validate(&strict).expect("validate");
     // Reading only the allocated BAT entries, on the calling thread alone, changes nothing.
     let compact = Image::parse_compact(&data, Mode::Strict).expect("compact parses what strict parses");
     assert_eq!(
-        compact.validate_with(Threads::Caller).expect("validate compact"),
+        parallels_image::validate_with(&compact, Threads::Caller).expect("validate compact"),
         report
     );
     assert_eq!(predict_image(&strict), prediction);
     let lenient = Image::parse_with(&data, Mode::Lenient).expect("lenient parses what strict parses");
-    let lenient_report = lenient.validate().expect("validate");
+    let lenient_report = parallels_image::validate(&lenient).expect("validate");
     // The modes differ only in the severity of unknown features and feature flags.
     assert_eq!(report.findings.len(), lenient_report.findings.len());
     for (s, l) in report.findings.iter().zip(&lenient_report.findings) {

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
             Err(Error::Invalid(v)) => {
                 assert_eq!(v.severity(), Severity::Corruption);
                 // Open fails the same way.
-                assert!(matches!(Image::open_with(&data, mode), Err(Error::Invalid(w)) if w == v));
+                assert!(matches!(parallels_image::open_with(&data, mode), Err(Error::Invalid(w)) if w == v));
                 return;
             }
             Err(e) => panic!("parsing a slice failed with {e}"),
@@ -34,14 +34,14 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(image.mode(), mode);
         assert_eq!(image.file_len(), data.len() as u64);
 
-        let report = image.validate().expect("validating a slice does no failing I/O");
+        let report = parallels_image::validate(&image).expect("validating a slice does no failing I/O");
         // Messages of the first findings (formatting thousands of them would dominate the run).
         for f in report.findings.iter().take(100) {
             let _ = (f.violation.to_string(), f.violation.rule(), f.violation.location());
         }
         let _ = report.rules();
         let first_corruption = report.findings.iter().find(|f| f.severity == Severity::Corruption);
-        match (Image::open_with(&data, mode), first_corruption) {
+        match (parallels_image::open_with(&data, mode), first_corruption) {
             (Ok(_), None) => {}
             (Err(Error::Invalid(v)), Some(f)) => assert_eq!(v, f.violation),
             (got, want) => panic!(
@@ -55,8 +55,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(bat.len() as u64 <= u64::from(h.bat_entries));
         for (i, e) in bat.iter().enumerate() {
             let i = i as u32;
-            assert_eq!(image.bat_entry(i), e.get());
-            assert_eq!(image.cluster_offset(i), h.bat_entry_offset(e.get()));
+            assert_eq!(image.bat_entry(i), e);
+            assert_eq!(image.cluster_offset(i), h.bat_entry_offset(e));
         }
         if (bat.len() as u64) < u64::from(h.bat_entries) {
             assert_eq!(image.cluster_offset(bat.len() as u32), None);
@@ -97,12 +97,12 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(image.bitmap(&b.name()).map(|x| x.feature <= b.feature), Some(true));
             }
             let _ = b.trailing_bits().expect("trailing bits");
-            if b.decodable(&image).is_err() {
-                assert!(b.dirty_extents(&image).is_err());
+            if b.decodable().is_err() {
+                assert!(b.dirty_extents().is_err());
                 continue;
             }
             let mut runs = Vec::new();
-            b.for_each_dirty_run(&image, |s, l| runs.push((s, l))).expect("decode");
+            b.for_each_dirty_run(|s, l| runs.push((s, l))).expect("decode");
             let g = b.granules();
             let mut prev_end = None;
             for &(s, l) in &runs {
@@ -121,14 +121,14 @@ fuzz_target!(|data: &[u8]| {
                     (end > start).then(|| (start, end - start))
                 })
                 .collect();
-            let extents = b.dirty_extents(&image).expect("decode");
+            let extents = b.dirty_extents().expect("decode");
             assert_eq!(extents, expected);
             assert_eq!(
-                b.dirty_bytes(&image).unwrap(),
+                b.dirty_bytes().unwrap(),
                 expected.iter().map(|e| e.1).sum::<u64>()
             );
             if b.serialized_len() <= MAX_SERIALIZED {
-                let ser = b.serialized(&image).expect("serialize");
+                let ser = b.serialized().expect("serialize");
                 assert_eq!(ser.len() as u64, b.serialized_len());
                 let mut want = vec![0u8; ser.len()];
                 for &(s, l) in &runs {

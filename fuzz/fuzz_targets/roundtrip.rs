@@ -9,7 +9,7 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::raw::header::{INUSE_CLOSED, INUSE_CLOSED_V21};
 use parallels_image::{Image, Mode, Variant};
 
@@ -121,8 +121,8 @@ fuzz_target!(|desc: Desc| {
     assert_eq!(bytes.len() as u64, layout.file_len);
 
     for mode in [Mode::Strict, Mode::Lenient] {
-        let image = Image::open_with(&bytes, mode).expect("a built image opens");
-        let report = image.validate().unwrap();
+        let image = parallels_image::open_with(&bytes, mode).expect("a built image opens");
+        let report = parallels_image::validate(&image).unwrap();
         assert!(report.is_clean());
         assert!(
             report.findings.is_empty(),
@@ -166,7 +166,7 @@ fuzz_target!(|desc: Desc| {
                 }
             }
             let merged: Vec<(u64, u64)> = merged.into_iter().map(|(s, e)| (s, e - s)).collect();
-            assert_eq!(bm.dirty_extents(&image).unwrap(), merged, "bitmap {}", bm.name());
+            assert_eq!(bm.dirty_extents().unwrap(), merged, "bitmap {}", bm.name());
         }
     }
 });

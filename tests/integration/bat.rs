@@ -1,8 +1,8 @@
 //! BAT rules R16–R20, in v1 (sectors) and v2 (clusters) units.
 
-use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::Rule;
-use parallels_image::{Image, Mode, Severity, Variant, Violation};
+use parallels_image::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::{Mode, Severity, Variant, Violation};
 
 use crate::helpers::*;
 
@@ -42,7 +42,7 @@ fn v1_bat_is_in_sectors_v2_in_clusters() {
     // (the first slot, at sector 1, is skipped: as an L1 entry it would read as a marker).
     assert_eq!(bat(&v1c, 4), [129, 257, 385, 0]);
     for img in [&v1, &v2, &v1c] {
-        let image = Image::open(img).unwrap();
+        let image = parallels_image::open(img).unwrap();
         for i in 0..3u32 {
             let mut buf = vec![0u8; CS as usize];
             image.read_guest(u64::from(i) * CS, &mut buf).unwrap();
@@ -50,9 +50,9 @@ fn v1_bat_is_in_sectors_v2_in_clusters() {
         }
         assert_eq!(image.cluster_offset(3), None);
     }
-    assert_eq!(Image::open(&v1).unwrap().cluster_offset(1), Some(131072));
-    assert_eq!(Image::open(&v2).unwrap().cluster_offset(1), Some(131072));
-    assert_eq!(Image::open(&v1c).unwrap().cluster_offset(1), Some(257 * 512));
+    assert_eq!(parallels_image::open(&v1).unwrap().cluster_offset(1), Some(131072));
+    assert_eq!(parallels_image::open(&v2).unwrap().cluster_offset(1), Some(131072));
+    assert_eq!(parallels_image::open(&v1c).unwrap().cluster_offset(1), Some(257 * 512));
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! Dirty-bitmap rules R32–R42, L1 semantics and decoding.
 
-use parallels_image::builder::{Data, ImageBuilder};
 use parallels_image::raw::bitmap::DirtyBitmapFeature;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
 use parallels_image::raw::FeatureRecord;
 use parallels_image::Rule;
+use parallels_image::{Data, ImageBuilder};
 use parallels_image::{Error, Image, Mode, Region, Severity, Violation};
 
 use crate::helpers::*;
@@ -82,10 +82,10 @@ fn clean_report_with_data_and_several_bitmaps() {
     assert_eq!(layout.bat[81], 3);
     assert_eq!(layout.l1[2], vec![1]);
     assert_eq!(layout.l1[3], vec![0]);
-    let report = Image::parse(&img).unwrap().validate().unwrap();
+    let report = parallels_image::validate(&Image::parse(&img).unwrap()).unwrap();
     assert!(report.findings.is_empty(), "{report:?}");
     assert!(report.is_clean());
-    let image = Image::open(&img).unwrap();
+    let image = parallels_image::open(&img).unwrap();
     let b = image.bitmaps();
     assert_eq!(b.len(), 4);
     assert_eq!(b[0].name(), "aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa");
@@ -94,18 +94,18 @@ fn clean_report_with_data_and_several_bitmaps() {
         [0, 1, 2, 3].map(|i| b[i].granularity_bytes()),
         [65536, 512, 1 << 20, 65536]
     );
-    assert_eq!(b[0].dirty_extents(&image).unwrap(), vec![(131072, 65536)]);
+    assert_eq!(b[0].dirty_extents().unwrap(), vec![(131072, 65536)]);
     assert_eq!(
-        b[1].dirty_extents(&image).unwrap(),
+        b[1].dirty_extents().unwrap(),
         vec![(0, 512), (1 << 20, 1 << 20), ((16 << 20) - 512, 512)]
     );
-    assert_eq!(b[2].dirty_extents(&image).unwrap(), vec![(0, 16 << 20)]);
-    assert_eq!(b[3].dirty_extents(&image).unwrap(), vec![]);
-    assert_eq!(b[1].dirty_bytes(&image).unwrap(), 1024 + (1 << 20));
+    assert_eq!(b[2].dirty_extents().unwrap(), vec![(0, 16 << 20)]);
+    assert_eq!(b[3].dirty_extents().unwrap(), vec![]);
+    assert_eq!(b[1].dirty_bytes().unwrap(), 1024 + (1 << 20));
     // 256 granules: 32 serialized bytes, granule 2 set.
     let mut ser = vec![0u8; 32];
     ser[0] = 0x04;
-    assert_eq!(b[0].serialized(&image).unwrap(), ser);
+    assert_eq!(b[0].serialized().unwrap(), ser);
     assert_eq!(image.bitmap("cccccccc-cccc-cccc-cccc-cccccccccccc").unwrap().feature, 2);
     let mut buf = vec![0u8; pattern.len()];
     image.read_guest(5 << 20, &mut buf).unwrap();
@@ -132,12 +132,12 @@ fn l1_markers_and_multi_chunk_bitmap() {
     // Granules 65537 and 65538 of the disk: bits 1 and 2 of chunk 2, LSB first.
     assert_eq!(bits[0], 0b0000_0110);
     assert!(bits[1..].iter().all(|&b| b == 0));
-    let image = Image::open(&img).unwrap();
+    let image = parallels_image::open(&img).unwrap();
     let b = image.bitmap("aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa").unwrap();
     assert_eq!(b.granules(), 131072);
     assert_eq!(b.expected_l1_size(), 4);
     assert_eq!(
-        b.dirty_extents(&image).unwrap(),
+        b.dirty_extents().unwrap(),
         vec![(0, 16 << 20), ((32 << 20) + 512, 1024)]
     );
 }
@@ -225,7 +225,7 @@ fn r35_bitmap_granularity_zero() {
     assert_only(&img, v.clone(), Rule::R35, Severity::Corruption);
     // QEMU aborts on this; decoding refuses it.
     let image = Image::parse(&img).unwrap();
-    match image.bitmaps()[0].dirty_extents(&image) {
+    match image.bitmaps()[0].dirty_extents() {
         Err(Error::Invalid(got)) => assert_eq!(got, v),
         other => panic!("{other:?}"),
     }
@@ -338,7 +338,7 @@ fn r38_l1_entry_unaligned() {
     );
     // Decoding still reads the bits where the entry points.
     let image = Image::parse(&img).unwrap();
-    assert_eq!(image.bitmaps()[0].dirty_extents(&image).unwrap(), vec![(0, 65536)]);
+    assert_eq!(image.bitmaps()[0].dirty_extents().unwrap(), vec![(0, 65536)]);
 }
 
 #[test]
@@ -359,7 +359,7 @@ fn r39_l1_entry_past_eof_truncated() {
         Severity::Corruption,
     );
     let image = Image::parse(&img).unwrap();
-    assert_eq!(image.bitmaps()[0].dirty_extents(&image).unwrap(), vec![]);
+    assert_eq!(image.bitmaps()[0].dirty_extents().unwrap(), vec![]);
 }
 
 #[test]
@@ -379,7 +379,7 @@ fn r39_l1_entry_cut_short() {
         Severity::Corruption,
     );
     let image = Image::parse(&img).unwrap();
-    assert_eq!(image.bitmaps()[0].dirty_extents(&image).unwrap(), vec![(0, 65536)]);
+    assert_eq!(image.bitmaps()[0].dirty_extents().unwrap(), vec![(0, 65536)]);
 }
 
 #[test]
@@ -483,8 +483,8 @@ fn r39_l1_entry_wraps_like_qemu() {
     );
     let image = Image::parse(&img).unwrap();
     let b = image.bitmaps()[0];
-    assert_eq!(b.dirty_extents(&image).unwrap(), vec![(0, 65536)]);
-    assert_eq!(b.serialized(&image).unwrap(), vec![1, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(b.dirty_extents().unwrap(), vec![(0, 65536)]);
+    assert_eq!(b.serialized().unwrap(), vec![1, 0, 0, 0, 0, 0, 0, 0]);
 }
 
 #[test]
@@ -533,7 +533,7 @@ fn r40_l1_entry_overlaps_data_cluster() {
         Severity::Corruption,
     );
     let image = Image::parse(&img).unwrap();
-    assert_eq!(image.bitmaps()[0].dirty_extents(&image).unwrap(), vec![(0, 1 << 20)]);
+    assert_eq!(image.bitmaps()[0].dirty_extents().unwrap(), vec![(0, 1 << 20)]);
 }
 
 #[test]
@@ -630,7 +630,7 @@ fn r40_l1_entries_of_one_bitmap_share_a_cluster() {
         ],
     );
     let image = Image::parse(&img).unwrap();
-    match image.bitmaps()[0].dirty_extents(&image) {
+    match image.bitmaps()[0].dirty_extents() {
         Err(Error::Invalid(got)) => assert_eq!(got, v),
         other => panic!("{other:?}"),
     }
@@ -675,10 +675,10 @@ fn r42_bitmap_trailing_bits() {
     );
     // They are don't-care: the extents ignore them; the serialized form keeps those inside the
     // last 64-bit word (byte 2 here, not byte 100), as QEMU loads them.
-    let image = Image::open(&img).unwrap();
+    let image = parallels_image::open(&img).unwrap();
     let b = image.bitmaps()[0];
-    assert_eq!(b.dirty_extents(&image).unwrap(), vec![(0, 65536)]);
-    assert_eq!(b.serialized(&image).unwrap(), vec![1, 0, 1, 0, 0, 0, 0, 0]);
+    assert_eq!(b.dirty_extents().unwrap(), vec![(0, 65536)]);
+    assert_eq!(b.serialized().unwrap(), vec![1, 0, 1, 0, 0, 0, 0, 0]);
 }
 
 #[test]
@@ -701,9 +701,9 @@ fn r42_trailing_bits_inside_a_byte() {
         Rule::R42,
         Severity::Note,
     );
-    let image = Image::open(&img).unwrap();
+    let image = parallels_image::open(&img).unwrap();
     let b = image.bitmaps()[0];
-    assert_eq!(b.dirty_extents(&image).unwrap(), vec![(0, 65536), (524288, 131072)]);
+    assert_eq!(b.dirty_extents().unwrap(), vec![(0, 65536), (524288, 131072)]);
     // Granules 8 and 9 are dirty; bits 10..16 stay as stored in the serialized last word.
-    assert_eq!(b.serialized(&image).unwrap(), vec![0x01, 0xff, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(b.serialized().unwrap(), vec![0x01, 0xff, 0, 0, 0, 0, 0, 0]);
 }

@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use parallels_image::builder::{Data, ImageBuilder};
 use parallels_image::{qemu, FileSource, Image, Mode, Violation};
+use parallels_image::{Data, ImageBuilder};
 
 use crate::helpers::{build, put_u32, CS};
 
@@ -40,8 +40,8 @@ fn assert_same(whole: &Image<'_>, compact: &Image<'_>) {
         .bat()
         .iter()
         .enumerate()
-        .filter(|(_, e)| e.get() != 0)
-        .map(|(i, e)| (i as u32, e.get()))
+        .filter(|(_, e)| *e != 0)
+        .map(|(i, e)| (i as u32, e))
         .collect();
     assert_eq!(compact.allocated_entries().collect::<Vec<_>>(), want);
     assert_eq!(whole.allocated_entries().collect::<Vec<_>>(), want);
@@ -52,7 +52,10 @@ fn assert_same(whole: &Image<'_>, compact: &Image<'_>) {
     for i in 0..whole.header().bat_entries {
         assert_eq!(compact.bat_entry(i), whole.bat_entry(i), "entry {i}");
     }
-    assert_eq!(compact.validate().unwrap(), whole.validate().unwrap());
+    assert_eq!(
+        parallels_image::validate(compact).unwrap(),
+        parallels_image::validate(whole).unwrap()
+    );
     assert_eq!(qemu::predict_image(compact), qemu::predict_image(whole));
     let end = compact.file_len();
     assert_eq!(compact.cluster_counts(end), whole.cluster_counts(end));
@@ -81,7 +84,7 @@ fn compact_bat_across_read_blocks() {
     let compact = Image::parse_compact(&bytes, Mode::Strict).unwrap();
     assert_eq!(compact.allocated_entries().collect::<Vec<_>>(), want);
     assert_same(&whole, &compact);
-    assert!(whole.validate().unwrap().is_clean());
+    assert!(parallels_image::validate(&whole).unwrap().is_clean());
 
     let file = tempfile_with(&bytes);
     let source = FileSource::open(file.path()).unwrap();
@@ -98,7 +101,7 @@ fn compact_bat_with_duplicates_and_entries_past_eof() {
     put_u32(&mut bytes, 64 + 4 * 32_768, 11);
     put_u32(&mut bytes, 64 + 4 * 65_536, 1 << 30);
     let whole = Image::parse(&bytes).unwrap();
-    let findings = whole.validate().unwrap().findings;
+    let findings = parallels_image::validate(&whole).unwrap().findings;
     let violations: Vec<&Violation> = findings.iter().map(|f| &f.violation).collect();
     assert!(violations.contains(&&Violation::BatEntryDuplicate {
         index: 32_768,
@@ -149,6 +152,9 @@ fn compact_bat_of_a_hostile_header_reads_only_the_file() {
     assert_eq!(compact.allocated_clusters(), 0);
     assert_eq!(compact.bat_entry(536_870_910), 0);
     let whole = Image::parse(&bytes).unwrap();
-    assert_eq!(compact.validate().unwrap(), whole.validate().unwrap());
+    assert_eq!(
+        parallels_image::validate(&compact).unwrap(),
+        parallels_image::validate(&whole).unwrap()
+    );
     assert_eq!(qemu::predict_image(&compact), qemu::predict_image(&whole));
 }

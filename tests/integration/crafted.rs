@@ -110,7 +110,7 @@ fn v1_image() -> Raw {
 fn crafted_v1_with_bitmap_is_valid() {
     let r = v1_image();
     assert_findings(&r.0, Mode::Strict, &[]);
-    let image = Image::open(&r.0).unwrap();
+    let image = parallels_image::open(&r.0).unwrap();
     assert_eq!(image.cluster_offset(0), Some(65536));
     assert_eq!(image.cluster_offset(3), Some(131072));
     let mut buf = vec![0u8; 4 * 65536];
@@ -123,7 +123,7 @@ fn crafted_v1_with_bitmap_is_valid() {
         .expect("the bitmap");
     assert_eq!(b.granularity_bytes(), 65536);
     assert_eq!(
-        b.dirty_extents(&image).unwrap(),
+        b.dirty_extents().unwrap(),
         vec![(0, 65536), (131072, 65536), (983040, 65536)]
     );
 }
@@ -167,7 +167,7 @@ fn crafted_v1_truncated_before_the_bitmap_cluster() {
     );
     // Read as QEMU reads it: zeros, so no dirty granule.
     let image = Image::parse(&r.0).unwrap();
-    assert_eq!(image.bitmaps()[0].dirty_extents(&image).unwrap(), vec![]);
+    assert_eq!(image.bitmaps()[0].dirty_extents().unwrap(), vec![]);
 }
 
 #[test]
@@ -226,16 +226,16 @@ fn crafted_v2_unknown_feature_strict_and_lenient() {
     };
     assert_findings(&r.0, Mode::Strict, &[(v.clone(), Severity::Corruption)]);
     assert_findings(&r.0, Mode::Lenient, &[(v, Severity::Note)]);
-    let image = Image::open_with(&r.0, Mode::Lenient).unwrap();
+    let image = parallels_image::open_with(&r.0, Mode::Lenient).unwrap();
     assert_eq!(image.header().cluster_size(), 1536);
     let mut buf = vec![0u8; 1536 * 3];
     image.read_guest(0, &mut buf).unwrap();
     assert!(buf[..3072].iter().all(|&b| b == 0) && buf[3072..].iter().all(|&b| b == 0x5c));
     let a = image.bitmap("a0a0a0a0-a0a0-a0a0-a0a0-a0a0a0a0a0a0").unwrap();
     let b = image.bitmap("b0b0b0b0-b0b0-b0b0-b0b0-b0b0b0b0b0b0").unwrap();
-    assert_eq!(a.dirty_extents(&image).unwrap(), vec![(0, 36864)]);
+    assert_eq!(a.dirty_extents().unwrap(), vec![(0, 36864)]);
     assert_eq!(b.granules(), 18);
-    assert_eq!(b.dirty_extents(&image).unwrap(), vec![(2048, 2048), (34816, 2048)]);
+    assert_eq!(b.dirty_extents().unwrap(), vec![(2048, 2048), (34816, 2048)]);
 }
 
 #[test]
@@ -284,7 +284,10 @@ fn crafted_v2_feature_flags() {
     );
     assert_findings(&r.0, Mode::Strict, &[(v.clone(), Severity::Corruption), leak.clone()]);
     assert_findings(&r.0, Mode::Lenient, &[(v, Severity::Note), leak]);
-    assert_eq!(Image::open_with(&r.0, Mode::Lenient).unwrap().bitmaps().len(), 1);
+    assert_eq!(
+        parallels_image::open_with(&r.0, Mode::Lenient).unwrap().bitmaps().len(),
+        1
+    );
 }
 
 // Hostile input.
@@ -400,7 +403,7 @@ fn hostile_l1_entries_all_pointing_at_one_cluster() {
     assert_findings(&r.0, Mode::Strict, &want);
     // Decoding refuses rather than reading the one cluster 50 times.
     let image = Image::parse(&r.0).unwrap();
-    match image.bitmaps()[0].dirty_extents(&image) {
+    match image.bitmaps()[0].dirty_extents() {
         Err(Error::Invalid(v)) => assert_eq!(v, want[0].0),
         other => panic!("{other:?}"),
     }

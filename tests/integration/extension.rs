@@ -1,10 +1,10 @@
 //! Extension cluster and feature-list rules R21–R31, and lenient mode.
 
-use parallels_image::builder::{Data, ImageBuilder};
 use parallels_image::raw::extension::EXT_MAGIC;
 use parallels_image::raw::feature::{FEATURE_DIRTY_BITMAP, FEATURE_FLAG_NECESSARY, FEATURE_FLAG_TRANSIT};
 use parallels_image::raw::FeatureRecord;
 use parallels_image::Rule;
+use parallels_image::{Data, ImageBuilder};
 use parallels_image::{Image, Mode, Region, Severity, Violation};
 
 use crate::helpers::*;
@@ -48,7 +48,7 @@ fn r21_ext_off_unaligned() {
         Rule::R21,
         Severity::NonCanonical,
     );
-    let image = Image::open(&img).unwrap();
+    let image = parallels_image::open(&img).unwrap();
     assert_eq!(image.bitmaps().len(), 1);
 }
 
@@ -141,7 +141,7 @@ fn r23_ext_overlaps_header_and_bat() {
     );
     // The cluster's bytes, read as BAT entries 496..624, point past the end of the file (R18)
     // or into the BAT (R16); the old extension cluster at 4096 is no longer referenced (R20).
-    let report = Image::parse(&img).unwrap().validate().unwrap();
+    let report = parallels_image::validate(&Image::parse(&img).unwrap()).unwrap();
     assert_eq!(report.rules(), [Rule::R18, Rule::R16, Rule::R23, Rule::R20], "{f:?}");
     assert_eq!(f.last().unwrap().violation, Violation::Leak { offset: 4096, len: 512 });
 }
@@ -250,7 +250,7 @@ fn r27_feature_flags() {
         assert_only(&img, v.clone(), Rule::R27, Severity::Corruption);
         // Lenient mode keeps the record as opaque; a feature with flags is not a bitmap.
         assert_findings(&img, Mode::Lenient, &[(v, Severity::Note)]);
-        let image = Image::open_with(&img, Mode::Lenient).unwrap();
+        let image = parallels_image::open_with(&img, Mode::Lenient).unwrap();
         assert!(image.bitmaps().is_empty());
     }
 }
@@ -361,10 +361,10 @@ fn r29_unknown_feature() {
     assert_only(&img, v.clone(), Rule::R29, Severity::Corruption);
     // Lenient: a note, the image opens and its bitmap is still there.
     assert_findings(&img, Mode::Lenient, &[(v, Severity::Note)]);
-    let image = Image::open_with(&img, Mode::Lenient).unwrap();
+    let image = parallels_image::open_with(&img, Mode::Lenient).unwrap();
     let b = image.bitmaps();
     assert_eq!(b.len(), 1);
-    assert_eq!(b[0].dirty_extents(&image).unwrap(), vec![(0, 65536)]);
+    assert_eq!(b[0].dirty_extents().unwrap(), vec![(0, 65536)]);
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! Header rules R1–R15: what every reader checks before it can interpret anything (R1–R6, in
 //! QEMU's order), then the fields the validator checks.
 
-use parallels_image::builder::{Data, ImageBuilder};
 use parallels_image::raw::header::{INUSE_CLOSED_V21, INUSE_OPEN, MAX_BAT_ENTRIES, MAX_EXT_OFF, MAX_TRACKS};
 use parallels_image::Rule;
+use parallels_image::{Data, ImageBuilder};
 use parallels_image::{Image, Severity, Variant, Violation};
 
 use crate::helpers::*;
@@ -47,7 +47,7 @@ fn lone_header() -> Vec<u8> {
 fn valid_v1_and_v2_open() {
     for img in [base(), base_v1()] {
         assert_clean(&img);
-        let image = Image::open(&img).expect("valid");
+        let image = parallels_image::open(&img).expect("valid");
         let mut buf = vec![0u8; 8192];
         image.read_guest(0, &mut buf).unwrap();
         assert!(buf[..4096].iter().all(|&b| b == 0x5a));
@@ -281,7 +281,7 @@ fn r10_v1_size_high_bits() {
         Severity::NonCanonical,
     );
     // Readers use the low 32 bits only.
-    let image = Image::open(&img).unwrap();
+    let image = parallels_image::open(&img).unwrap();
     assert_eq!(image.header().nb_sectors, 2048);
     assert_eq!(image.header().virtual_size(), 1 << 20);
 }
@@ -363,7 +363,7 @@ fn r12_v1_data_off_zero_means_end_of_bat() {
     assert_clean(&img);
     put_u32(&mut img, 48, 0);
     assert_clean(&img);
-    let image = Image::open(&img).unwrap();
+    let image = parallels_image::open(&img).unwrap();
     assert_eq!(image.header().data_start(), 512);
 }
 

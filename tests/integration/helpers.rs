@@ -2,11 +2,11 @@
 
 #![allow(dead_code)]
 
-use parallels_image::builder::{BitmapSpec, ImageBuilder, Layout};
 use parallels_image::raw::bitmap::BITMAP_HEADER_SIZE;
 use parallels_image::raw::extension::checksum;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
 use parallels_image::Rule;
+use parallels_image::{BitmapSpec, ImageBuilder, Layout};
 use parallels_image::{Error, Finding, Image, Mode, Severity, Threads, Violation};
 
 /// 64 KiB, the cluster size most tests use.
@@ -140,21 +140,33 @@ pub fn image_with_ext(virtual_size: u64, cs: u64, recs: &[Rec]) -> (Vec<u8>, u64
 /// validation) must find the same, with or without the helper thread.
 pub fn findings(bytes: &[u8], mode: Mode) -> Vec<Finding> {
     let image = Image::parse_with(&bytes, mode).expect("the header parses");
-    let got = image.validate().expect("validation does not fail on I/O").findings;
+    let got = parallels_image::validate(&image)
+        .expect("validation does not fail on I/O")
+        .findings;
     let alone = Image::parse_with(&bytes, mode).expect("the header parses");
     assert_eq!(
-        alone.validate_with(Threads::Caller).expect("one thread").findings,
+        parallels_image::validate_with(&alone, Threads::Caller)
+            .expect("one thread")
+            .findings,
         got,
         "without the helper thread"
     );
     let compact = Image::parse_compact(&bytes, mode).expect("the header parses");
-    assert_eq!(compact.validate().expect("compact").findings, got, "compact BAT");
+    assert_eq!(
+        parallels_image::validate(&compact).expect("compact").findings,
+        got,
+        "compact BAT"
+    );
     assert_eq!(
         compact.allocated_entries().collect::<Vec<_>>(),
         image.allocated_entries().collect::<Vec<_>>()
     );
     let lean = Image::parse_without_bat(&bytes, mode).expect("the header parses");
-    assert_eq!(lean.validate().expect("without BAT").findings, got, "BAT not read");
+    assert_eq!(
+        parallels_image::validate(&lean).expect("without BAT").findings,
+        got,
+        "BAT not read"
+    );
     got
 }
 
@@ -179,7 +191,7 @@ pub fn assert_findings(bytes: &[u8], mode: Mode, expected: &[(Violation, Severit
         .collect();
     assert_eq!(got, want);
     let first = expected.iter().find(|(_, s)| *s == Severity::Corruption);
-    match (Image::open_with(&bytes, mode), first) {
+    match (parallels_image::open_with(&bytes, mode), first) {
         (Ok(_), None) => {}
         (Err(Error::Invalid(v)), Some((w, _))) => assert_eq!(&v, w),
         (Ok(_), Some((w, _))) => panic!("open succeeded, expected it to fail with {w:?}"),

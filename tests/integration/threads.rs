@@ -6,11 +6,11 @@ use std::borrow::Cow;
 use std::io;
 use std::sync::Mutex;
 
-use parallels_image::builder::{Data, ImageBuilder};
 use parallels_image::raw::extension::checksum;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
 use parallels_image::raw::FeatureRecord;
 use parallels_image::Rule;
+use parallels_image::{Data, ImageBuilder};
 use parallels_image::{Finding, Image, Mode, Report, Severity, Source, Threads, Violation};
 
 use crate::helpers::*;
@@ -93,7 +93,7 @@ fn validate_recording(bytes: &[u8], threads: Threads) -> (Vec<Finding>, Vec<(Str
     };
     let image = Image::parse(&src).unwrap();
     src.reads.lock().unwrap().clear();
-    let findings = image.validate_with(threads).unwrap().findings;
+    let findings = parallels_image::validate_with(&image, threads).unwrap().findings;
     (findings, src.reads.into_inner().unwrap())
 }
 

@@ -11,8 +11,8 @@
 //!   cluster 3: one bitmap 00112233-4455-6677-8899-aabbccddeeff, 20480 sectors, granularity
 //!   128 sectors, L1 = [384], bits 0x61 0x80.
 
-use parallels_image::builder::{Data, ImageBuilder};
 use parallels_image::raw::extension::checksum;
+use parallels_image::{Data, ImageBuilder};
 
 pub const CL: u64 = 65536;
 const EXT_MAGIC: u64 = 0xAB23_4CEF_23DC_EA87;

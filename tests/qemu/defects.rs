@@ -1,8 +1,8 @@
 //! Every defect of `corrupt::catalogue()` applied to built images: `qemu::predict` says what
 //! `qemu-img info` and `check` do with the damaged image.
 
-use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
-use parallels_image::{corrupt, Image, Variant};
+use parallels_image::{corrupt, Variant};
+use parallels_image::{BitmapSpec, Data, ImageBuilder};
 
 use crate::harness::{self, compare_with_qemu, Img};
 
@@ -81,7 +81,7 @@ fn every_defect_predicted_exactly() {
         let mut planned = 0;
         for (base, bytes) in &bases {
             let src = bytes.as_slice();
-            let image = Image::open(&src).unwrap();
+            let image = parallels_image::open(&src).unwrap();
             for seed in [0u64, 1, 7] {
                 let Ok(patch) = corrupt::plan(&image, defect.name, seed) else {
                     continue;

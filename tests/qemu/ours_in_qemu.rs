@@ -2,9 +2,9 @@
 //! (`qemu-img compare` against a raw file), `qemu-img check` (only the extension and bitmap
 //! clusters leak, exactly as predicted) and `qemu-img map` (host offsets = the crate's BAT).
 
-use parallels_image::builder::{BitmapSpec, Data, ImageBuilder, Layout};
 use parallels_image::qemu::{self, QemuCheck};
 use parallels_image::raw::bitmap::{L1_CLEAN, L1_DIRTY};
+use parallels_image::{BitmapSpec, Data, ImageBuilder, Layout};
 use parallels_image::{FileSource, Image, Variant};
 
 use crate::harness::{self, check, compare_with_qemu, map, run_on, virtual_size, Img};
@@ -219,7 +219,7 @@ fn builder_images_in_qemu() {
             );
             // And the crate reads the same guest.
             let src = FileSource::open(&path).unwrap();
-            let image = Image::open(&src).unwrap();
+            let image = parallels_image::open(&src).unwrap();
             let mut buf = vec![0u8; disk as usize];
             image.read_guest(0, &mut buf).unwrap();
             assert!(buf == raw.bytes, "{n}: read_guest differs from the intended guest");

@@ -4,10 +4,10 @@
 
 use std::sync::OnceLock;
 
-use parallels_image::builder::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::qemu::{self, QemuOutcome};
 use parallels_image::raw::extension::checksum;
 use parallels_image::Variant;
+use parallels_image::{BitmapSpec, Data, ImageBuilder};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 

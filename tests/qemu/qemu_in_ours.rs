@@ -2,8 +2,8 @@
 //! read by the crate: they parse, validate without corruption or leaks, and read the same guest
 //! as `qemu-img convert -O raw`. QEMU writes only to images it created here (no extension).
 
-use parallels_image::builder::{Data, ImageBuilder};
-use parallels_image::{FileSource, Image, Severity};
+use parallels_image::{Data, ImageBuilder};
+use parallels_image::{FileSource, Severity};
 
 use crate::harness::{self, compare_with_qemu, run_on, Img};
 
@@ -22,8 +22,8 @@ fn write_cmd(prog: &str, args: &[&str]) {
 fn agree(name: &str, path: &std::path::Path, dir: &std::path::Path) {
     let img = Img::existing(path);
     let src = FileSource::open(path).unwrap();
-    let image = Image::open(&src).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let report = image.validate().unwrap();
+    let image = parallels_image::open(&src).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let report = parallels_image::validate(&image).unwrap();
     assert_eq!(report.count(Severity::Corruption), 0, "{name}: {report:?}");
     assert_eq!(report.count(Severity::Leak), 0, "{name}: {report:?}");
 
@@ -141,7 +141,7 @@ fn qemu_converted_from_raw() {
         );
         agree(&name, &path, dir.path());
         let src = FileSource::open(&path).unwrap();
-        let image = Image::open(&src).unwrap();
+        let image = parallels_image::open(&src).unwrap();
         let mut ours = vec![0u8; raw.len()];
         image.read_guest(0, &mut ours).unwrap();
         assert!(ours == raw, "{name}: guest differs from the raw input");

@@ -63,11 +63,11 @@ fn sample_bitmap_in_qemu() {
     let l1 = bitmaps_agree_at("parallels-with-bitmap", dir.path(), &img);
     assert_eq!(l1, vec![vec![2048]]);
     let src = img.bytes.as_slice();
-    let image = parallels_image::Image::open(&src).unwrap();
+    let image = parallels_image::open(&src).unwrap();
     let b = image.bitmap("e4f2eed0-37fe-4539-b50b-85d2e7fd235f").unwrap();
     let k = 64 << 10;
     assert_eq!(
-        b.dirty_extents(&image).unwrap(),
+        b.dirty_extents().unwrap(),
         vec![(5 * k, 2 * k), (10 * k, 3 * k), (30 * k, k)]
     );
 }

@@ -75,7 +75,7 @@ pub fn run(args: &Args) -> Outcome {
         other => Failure::lib(input, &other),
     })?;
     let len = in_meta.len();
-    let result = parallels_image::builder::write_file_atomically(output, args.force, |tmp| {
+    let result = parallels_image::write_file_atomically(output, args.force, |tmp| {
         copy_sparse(&file, tmp, len).map_err(|e| Error::Io(annotate(e, input)))?;
         patch.apply_to_file(tmp)?;
         Ok(())

@@ -3,9 +3,9 @@
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use parallels_image::builder::{BitmapSpec, ImageBuilder};
-use parallels_image::recipe::{DataRecipe, Recipe};
 use parallels_image::Error;
+use parallels_image::{BitmapSpec, ImageBuilder};
+use parallels_image::{DataRecipe, Recipe};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -274,7 +274,7 @@ pub fn run(args: &Args) -> Outcome {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let result = parallels_image::builder::write_file_atomically(out, args.force, |file| {
+    let result = parallels_image::write_file_atomically(out, args.force, |file| {
         let mut w = Counting {
             file,
             bar: bar.clone(),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use parallels_image::{Error, Location};
+use parallels_image::Error;
 use serde::Serialize;
 
 /// `--output` for `info` and `check`.
@@ -158,31 +158,6 @@ pub fn human_bytes(n: u64) -> String {
     format!("{text} {}", UNITS[unit])
 }
 
-/// A [`Location`] as a JSON object: `kind` and the fields that apply.
-#[derive(Serialize, Debug, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum JsonLocation {
-    Header { field: &'static str, offset: u64 },
-    Bat { index: u32, offset: u64 },
-    File { offset: u64 },
-    Extension { offset: u64 },
-    Feature { index: usize, offset: u64 },
-    L1 { feature: usize, index: u32 },
-}
-
-impl From<Location> for JsonLocation {
-    fn from(l: Location) -> Self {
-        match l {
-            Location::Header { field, offset } => JsonLocation::Header { field, offset },
-            Location::Bat { index, offset } => JsonLocation::Bat { index, offset },
-            Location::File { offset } => JsonLocation::File { offset },
-            Location::Extension { offset } => JsonLocation::Extension { offset },
-            Location::Feature { index, offset } => JsonLocation::Feature { index, offset },
-            Location::L1 { feature, index } => JsonLocation::L1 { feature, index },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,25 +180,5 @@ mod tests {
         assert_eq!(io_reason(&e), "plain");
         let e = io::Error::other("No such file or directory (os error 2) at path \"/x/.prlimg-1.tmp\"");
         assert_eq!(io_reason(&e), "No such file or directory");
-    }
-
-    #[test]
-    fn locations_as_json() {
-        let j = |l| serde_json::to_value(JsonLocation::from(l)).unwrap();
-        assert_eq!(
-            j(Location::Header {
-                field: "inuse",
-                offset: 44
-            }),
-            serde_json::json!({"kind": "header", "field": "inuse", "offset": 44})
-        );
-        assert_eq!(
-            j(Location::L1 { feature: 1, index: 2 }),
-            serde_json::json!({"kind": "l1", "feature": 1, "index": 2})
-        );
-        assert_eq!(
-            j(Location::Bat { index: 3, offset: 76 }),
-            serde_json::json!({"kind": "bat", "index": 3, "offset": 76})
-        );
     }
 }

@@ -1,0 +1,173 @@
+//! A whole conformance check of one image, as `prlimg check` reports it: every rule's findings,
+//! `qemu-img check`'s statistics, and what QEMU would do with the image.
+
+use crate::error::{Error, Result};
+use crate::image::{Image, Mode};
+use crate::qemu::{self, Prediction, QemuCheck, QemuOutcome};
+use crate::source::Source;
+use crate::validate::{self, Finding, Report, Verdict};
+
+/// The version of the JSON layout of [`Conformance`] (and of `prlimg`'s other JSON reports):
+/// raised when a key changes meaning or goes away, not when one is added.
+pub const JSON_SCHEMA: u32 = 1;
+
+/// Counts as `qemu-img check` reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterStatistics {
+    /// BAT entries.
+    pub total: u64,
+    /// Allocated entries whose cluster lies inside the referenced part of the file.
+    pub allocated: u64,
+    /// Of those, the ones that do not directly follow the previous index's cluster on disk.
+    pub fragmented: u64,
+    /// Bytes: the end of the last referenced cluster (where a leaked tail starts), or the file
+    /// length when nothing leaks.
+    pub image_end_offset: u64,
+}
+
+/// Everything `prlimg check` reports on one image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conformance {
+    /// The image's name as given (QEMU's messages quote it).
+    pub filename: String,
+    /// The mode the rules ran in.
+    pub mode: Mode,
+    /// Every finding. When the header could not be interpreted (R1–R6), its one finding.
+    pub report: Report,
+    /// `None` when the header could not be interpreted.
+    pub statistics: Option<ClusterStatistics>,
+    /// The file's length in bytes.
+    pub file_size: u64,
+    /// What QEMU does with the image.
+    pub prediction: Prediction,
+}
+
+/// Checks the image in `source` (named `filename` in QEMU's predicted messages): parses it once,
+/// keeping only the BAT's allocated entries, and runs the rules, the statistics and the QEMU
+/// prediction over that one parse. A header that cannot be interpreted is a report of its one
+/// finding, not an error; errors are I/O failures.
+pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conformance> {
+    let file_size = source.size();
+    let (report, statistics, prediction) = match Image::parse_compact(source, mode) {
+        Ok(image) => {
+            let report = validate::validate(&image)?;
+            let end = report.leak_start().unwrap_or(image.file_len());
+            let (allocated, fragmented) = image.cluster_counts(end);
+            let statistics = ClusterStatistics {
+                total: u64::from(image.header().bat_entries),
+                allocated,
+                fragmented,
+                image_end_offset: end,
+            };
+            (report, Some(statistics), qemu::predict_image(&image))
+        }
+        Err(Error::Invalid(violation)) => {
+            let prediction = qemu::predict_unparsable(&violation);
+            let severity = violation.severity();
+            let report = Report {
+                findings: vec![Finding { violation, severity }],
+            };
+            (report, None, prediction)
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(Conformance {
+        filename: filename.to_string(),
+        mode,
+        report,
+        statistics,
+        file_size,
+        prediction,
+    })
+}
+
+impl Conformance {
+    /// What the findings amount to; [`Verdict::exit_code`] is `prlimg check`'s exit status.
+    pub fn verdict(&self) -> Verdict {
+        self.report.verdict()
+    }
+}
+
+/// What `qemu-img info` does, as JSON: `outcome`, `exit_code`, `message` (after
+/// `Could not open 'PATH': `, or the assertion), `bitmaps`.
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize)]
+struct QemuInfoJson {
+    outcome: &'static str,
+    exit_code: Option<i32>,
+    message: Option<String>,
+    bitmaps: Vec<String>,
+}
+
+/// What `qemu-img check` does, as JSON.
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize)]
+struct QemuCheckJson {
+    outcome: &'static str,
+    exit_code: Option<i32>,
+    corruptions: Option<u64>,
+    leaks: Option<u64>,
+    image_end_offset: Option<u64>,
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Conformance {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use crate::rule::Severity;
+        use serde::ser::SerializeMap;
+
+        let r = &self.report;
+        let stats = self.statistics.as_ref();
+        let info = &self.prediction.info;
+        let qemu = QemuInfoJson {
+            outcome: info.kind(),
+            exit_code: info.exit_code(),
+            message: info.message(&self.filename).or_else(|| match info {
+                QemuOutcome::Undefined { reason } => Some(reason.clone()),
+                _ => None,
+            }),
+            bitmaps: match info {
+                QemuOutcome::Opens { bitmaps } => bitmaps.clone(),
+                _ => Vec::new(),
+            },
+        };
+        let counts = match &self.prediction.check {
+            QemuCheck::Completes(c) => Some(c),
+            _ => None,
+        };
+        let qemu_check = QemuCheckJson {
+            outcome: match &self.prediction.check {
+                QemuCheck::OpenFails(_) => "open-fails",
+                QemuCheck::Completes(_) => "completes",
+                QemuCheck::Fails => "fails",
+                QemuCheck::Aborts { .. } => "aborts",
+            },
+            exit_code: self.prediction.check.exit_code(),
+            corruptions: counts.map(|c| c.corruptions),
+            leaks: counts.map(|c| c.leaks),
+            image_end_offset: counts.map(|c| c.image_end_offset),
+        };
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("schema", &JSON_SCHEMA)?;
+        m.serialize_entry("filename", &self.filename)?;
+        m.serialize_entry("format", "parallels")?;
+        m.serialize_entry("mode", &self.mode)?;
+        m.serialize_entry("result", &self.verdict())?;
+        m.serialize_entry("corruptions", &r.count(Severity::Corruption))?;
+        m.serialize_entry("leaks", &r.count(Severity::Leak))?;
+        m.serialize_entry("leaked_bytes", &r.leaked_bytes())?;
+        m.serialize_entry("non_canonical", &r.count(Severity::NonCanonical))?;
+        m.serialize_entry("notes", &r.count(Severity::Note))?;
+        m.serialize_entry("rules", &r.rules())?;
+        m.serialize_entry("findings", &r.findings)?;
+        m.serialize_entry("total_clusters", &stats.map(|s| s.total))?;
+        m.serialize_entry("allocated_clusters", &stats.map(|s| s.allocated))?;
+        m.serialize_entry("fragmented_clusters", &stats.map(|s| s.fragmented))?;
+        m.serialize_entry("image_end_offset", &stats.map(|s| s.image_end_offset))?;
+        m.serialize_entry("file_size", &self.file_size)?;
+        m.serialize_entry("qemu", &qemu)?;
+        m.serialize_entry("qemu_check", &qemu_check)?;
+        m.serialize_entry("ploop_loads_bitmaps", &self.prediction.ploop_loads_bitmaps)?;
+        m.end()
+    }
+}
