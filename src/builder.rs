@@ -8,7 +8,7 @@
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{BuildError, Error, Result};
 use crate::header::Variant;
 use crate::raw::bat::BAT_OFFSET;
 use crate::raw::bitmap::{DirtyBitmapFeature, L1_CLEAN, L1_DIRTY};
@@ -151,30 +151,30 @@ impl ImageBuilder {
         self
     }
 
-    fn err<T>(msg: String) -> Result<T> {
-        Err(Error::Build(msg))
-    }
-
     /// Writes the image to `out` and returns where everything went. `out` must be empty (or
     /// zeros): gaps, and blocks of the BAT that hold only unallocated entries, are skipped over
     /// rather than written, and the length is set at the end.
     pub fn write_to<W: Write + Seek>(&self, out: &mut W) -> Result<Layout> {
         let cs = self.cluster_size;
         if cs == 0 || cs % SECTOR_SIZE != 0 || cs / SECTOR_SIZE > u64::from(MAX_TRACKS) {
-            return Self::err(format!(
-                "cluster size {cs} is not a multiple of 512 between 512 and {}",
-                u64::from(MAX_TRACKS) * 512
-            ));
+            return Err(BuildError::ClusterSize {
+                found: cs,
+                max: u64::from(MAX_TRACKS) * 512,
+            }
+            .into());
         }
         let nb_sectors = self.virtual_size.div_ceil(SECTOR_SIZE);
         let bat_entries = self.virtual_size.div_ceil(cs);
         if bat_entries > u64::from(MAX_BAT_ENTRIES) {
-            return Self::err(format!(
-                "{bat_entries} clusters of {cs} bytes need more than {MAX_BAT_ENTRIES} BAT entries"
-            ));
+            return Err(BuildError::TooManyClusters {
+                clusters: bat_entries,
+                cluster_size: cs,
+                max: MAX_BAT_ENTRIES,
+            }
+            .into());
         }
         if self.variant == Variant::V1 && nb_sectors > u64::from(u32::MAX) {
-            return Self::err(format!("a v1 image holds at most 2^32-1 sectors, not {nb_sectors}"));
+            return Err(BuildError::V1TooLarge { sectors: nb_sectors }.into());
         }
         let bat_end = 64 + 4 * bat_entries;
         let data_start = if self.variant == Variant::V1 && self.compact_v1 {
@@ -184,11 +184,12 @@ impl ImageBuilder {
         };
         for (off, d) in &self.data {
             if off.checked_add(d.len()).is_none_or(|end| end > self.virtual_size) {
-                return Self::err(format!(
-                    "data at {off} of {} bytes ends past the virtual size {}",
-                    d.len(),
-                    self.virtual_size
-                ));
+                return Err(BuildError::DataPastDisk {
+                    offset: *off,
+                    len: d.len(),
+                    virtual_size: self.virtual_size,
+                }
+                .into());
             }
         }
 
@@ -233,9 +234,7 @@ impl ImageBuilder {
         for spec in &self.bitmaps {
             let gb = spec.granularity;
             if gb < SECTOR_SIZE || !gb.is_power_of_two() || gb > 1 << 31 {
-                return Self::err(format!(
-                    "bitmap granularity {gb} is not a power of two between 512 and 2^31"
-                ));
+                return Err(BuildError::Granularity { found: gb }.into());
             }
             let gs = gb / SECTOR_SIZE;
             let granules = nb_sectors.div_ceil(gs);
@@ -298,7 +297,7 @@ impl ImageBuilder {
             Some(_) => Some(
                 ExtensionCluster::new(features)
                     .to_cluster(cs as usize)
-                    .map_err(|e| Error::Build(format!("the extension cluster: {e}")))?,
+                    .map_err(|e| BuildError::Extension(e.to_string()))?,
             ),
         };
         let file_len = next.max(data_start);
@@ -313,7 +312,11 @@ impl ImageBuilder {
             nb_sectors: nb_sectors.into(),
             inuse: self.inuse.into(),
             data_off: u32::try_from(data_start / SECTOR_SIZE)
-                .map_err(|_| Error::Build(format!("data area at byte {data_start} is beyond u32 sectors")))?
+                .map_err(|_| BuildError::Unaddressable {
+                    what: "data area",
+                    offset: data_start,
+                    field: "data_off",
+                })?
                 .into(),
             flags: self.flags.into(),
             ext_off: ext_offset.map_or(0, |o| o / SECTOR_SIZE).into(),
@@ -376,9 +379,12 @@ impl ImageBuilder {
             Variant::V2 => host / self.cluster_size,
         };
         u32::try_from(v).map_err(|_| {
-            Error::Build(format!(
-                "cluster at byte {host} is beyond what a 32-bit BAT entry can address"
-            ))
+            BuildError::Unaddressable {
+                what: "cluster",
+                offset: host,
+                field: "BAT entry",
+            }
+            .into()
         })
     }
 

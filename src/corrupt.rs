@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 use std::io;
 
-use crate::error::{Error, Result};
+use crate::error::{PlanError, Result};
 use crate::extension::{Extension, ListEnd};
 use crate::header::{Header, Variant};
 use crate::image::Image;
@@ -228,13 +228,13 @@ impl Patch {
 /// Plans defect `name` on a parsed valid image. `seed` picks among candidate places (e.g. which
 /// BAT entry) deterministically.
 ///
-/// Errors: `Error::Build("unknown defect X")`, or `Error::Build("defect X needs an image with
-/// ...")` when the image lacks the structure the defect needs; I/O errors from the source.
+/// Errors: [`PlanError::UnknownDefect`], or [`PlanError::NotApplicable`] when the image lacks
+/// the structure the defect needs; I/O errors from the source.
 pub fn plan(image: &Image<'_>, name: &str, seed: u64) -> Result<Patch> {
     let defect = CATALOGUE
         .iter()
         .find(|d| d.name == name)
-        .ok_or_else(|| Error::Build(format!("unknown defect {name}")))?;
+        .ok_or_else(|| PlanError::UnknownDefect { name: name.to_string() })?;
     let mut w = Work::new(image, defect.name)?;
     w.apply(seed)?;
     w.finish()
@@ -343,7 +343,11 @@ impl<'i, 's> Work<'i, 's> {
     }
 
     fn needs<T>(&self, what: &str) -> Result<T> {
-        Err(Error::Build(format!("defect {} needs an image with {what}", self.name)))
+        Err(PlanError::NotApplicable {
+            defect: self.name,
+            needs: what.to_string(),
+        }
+        .into())
     }
 
     fn require(&self, ok: bool, what: &str) -> Result<()> {

@@ -21,7 +21,103 @@ pub enum Error {
     Invalid(#[from] Violation),
     /// A builder was asked for an image the format cannot express.
     #[error("cannot build this image: {0}")]
-    Build(String),
+    Build(#[from] BuildError),
+    /// A defect cannot be planned on this image.
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+}
+
+/// Why a defect cannot be planned ([`crate::corrupt::plan`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// No defect has this name.
+    #[error("unknown defect {name}")]
+    UnknownDefect {
+        /// The name asked for.
+        name: String,
+    },
+    /// The image lacks what the defect damages.
+    #[error("defect {defect} needs an image with {needs}")]
+    NotApplicable {
+        /// The defect's name.
+        defect: &'static str,
+        /// What the image would need.
+        needs: String,
+    },
+}
+
+/// Why an image cannot be built as asked ([`crate::ImageBuilder`], [`crate::Recipe`]).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The cluster size is not a multiple of 512 between 512 and the largest QEMU accepts.
+    #[error("cluster size {found} is not a multiple of 512 between 512 and {max}")]
+    ClusterSize {
+        /// Bytes asked for.
+        found: u64,
+        /// The largest cluster size, in bytes.
+        max: u64,
+    },
+    /// The disk needs more BAT entries than readers accept.
+    #[error("{clusters} clusters of {cluster_size} bytes need more than {max} BAT entries")]
+    TooManyClusters {
+        /// Clusters the disk needs.
+        clusters: u64,
+        /// Cluster size in bytes.
+        cluster_size: u64,
+        /// The most BAT entries readers accept.
+        max: u32,
+    },
+    /// A v1 image's size does not fit its 32-bit sector count.
+    #[error("a v1 image holds at most 2^32-1 sectors, not {sectors}")]
+    V1TooLarge {
+        /// Sectors asked for.
+        sectors: u64,
+    },
+    /// Data placed past the end of the disk.
+    #[error("data at {offset} of {len} bytes ends past the virtual size {virtual_size}")]
+    DataPastDisk {
+        /// Guest byte offset.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+        /// The disk size in bytes.
+        virtual_size: u64,
+    },
+    /// A bitmap granularity no reader accepts.
+    #[error("bitmap granularity {found} is not a power of two between 512 and 2^31")]
+    Granularity {
+        /// Bytes asked for.
+        found: u64,
+    },
+    /// A cluster lands beyond what a 32-bit BAT entry or `data_off` can address.
+    #[error("{what} at byte {offset} is beyond what a 32-bit {field} can address")]
+    Unaddressable {
+        /// What was placed there: "cluster" or "data area".
+        what: &'static str,
+        /// Its byte offset.
+        offset: u64,
+        /// The field that cannot hold it: "BAT entry" or "data_off".
+        field: &'static str,
+    },
+    /// The feature records do not fit in one extension cluster.
+    #[error("the extension cluster: {0}")]
+    Extension(String),
+    /// A random bitmap's dirty fraction is not in `0.0..=1.0`.
+    #[error("bitmap density {found} is not a number from 0.0 to 1.0")]
+    Density {
+        /// The fraction asked for.
+        found: f64,
+    },
+    /// A recipe names a bitmap whose id is not a UUID.
+    #[error("bitmap id {id:?} is not a UUID: {reason}")]
+    BitmapId {
+        /// The id as written.
+        id: String,
+        /// Why it is not a UUID.
+        reason: String,
+    },
 }
 
 /// Result alias for this crate.

@@ -74,7 +74,7 @@ enum Bat<'s> {
 const BAT_READ_BLOCK: usize = 128 << 10;
 
 /// A parsed image. Parsing checks only what is needed to interpret the rest (rules R1–R6); run
-/// [`Image::validate`] for every rule, or use [`Image::open`] to do both.
+/// [`crate::validate()`] for every rule, or use [`crate::open`] to do both.
 #[derive(Clone)]
 pub struct Image<'s> {
     source: &'s (dyn Source + 's),
@@ -114,7 +114,7 @@ impl<'s> Image<'s> {
     /// only its allocated entries (8 bytes each). A mostly empty BAT then costs a scan at the
     /// speed of the reads and almost no memory, where holding it costs its whole size (64 MiB
     /// for a 1 TiB disk of 64 KiB clusters). [`Image::bat`] is empty; every other accessor
-    /// ([`Image::bat_entry`], [`Image::allocated_entries`], [`Image::validate`]…) answers as
+    /// ([`Image::bat_entry`], [`Image::allocated_entries`], [`crate::validate()`]…) answers as
     /// for the whole table. This is what `prlimg check` and `prlimg info` use.
     ///
     /// ```
@@ -142,7 +142,7 @@ impl<'s> Image<'s> {
     /// Parses the header and the extension cluster but does not read the BAT, for callers that
     /// need only the bitmaps (the BAT of a 64 TiB image of 1 MiB clusters is 256 MiB).
     /// [`Image::bat`] is then empty and [`Image::bat_entry`], [`Image::cluster_offset`] and
-    /// [`Image::allocated_clusters`] read as unallocated; [`Image::validate`] and
+    /// [`Image::allocated_clusters`] read as unallocated; [`crate::validate()`] and
     /// [`Image::read_guest`] still read the BAT they need from the source.
     ///
     /// ```

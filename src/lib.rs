@@ -26,8 +26,8 @@
 //!                 zero-copy views over a Source
 //!  helper, validate
 //!                 every rule, as typed Violations; open/validate entry points
-//!  builder, recipe
-//!                 writing whole images
+//!  builder, random, recipe
+//!                 writing whole images (random bitmaps, recipes)
 //!  qemu           what QEMU 10 does with an image
 //!  check          a whole conformance check (rules + statistics + predictions)
 //!  corrupt        the defect catalogue: planned damage, one rule at a time
@@ -65,6 +65,7 @@ mod header;
 mod helper;
 mod image;
 pub mod qemu;
+mod random;
 pub mod raw;
 mod recipe;
 mod rule;
@@ -74,7 +75,7 @@ mod validate;
 pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFormat};
 pub use builder::{write_file_atomically, BitmapSpec, Data, ImageBuilder, Layout};
 pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
-pub use error::{Error, Location, Region, Result, Violation};
+pub use error::{BuildError, Error, Location, PlanError, Region, Result, Violation};
 pub use extension::{Extension, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};

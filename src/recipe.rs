@@ -2,6 +2,7 @@
 //! what the fuzzers generate, and what property tests shrink.
 
 use crate::builder::{BitmapSpec, Data, ImageBuilder};
+use crate::error::BuildError;
 use crate::header::Variant;
 
 /// One data write.
@@ -72,8 +73,10 @@ impl Recipe {
             );
         }
         for m in &self.bitmaps {
-            let id = uuid::Uuid::parse_str(&m.id)
-                .map_err(|e| crate::error::Error::Build(format!("bitmap id {:?} is not a UUID: {e}", m.id)))?;
+            let id = uuid::Uuid::parse_str(&m.id).map_err(|e| BuildError::BitmapId {
+                id: m.id.clone(),
+                reason: e.to_string(),
+            })?;
             b = b.bitmap(BitmapSpec {
                 id: *id.as_bytes(),
                 granularity: m.granularity,

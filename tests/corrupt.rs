@@ -1,8 +1,8 @@
 //! The defect catalogue: every defect breaks exactly its rule on every base image it suits, and
-//! is refused with `Error::Build` on the ones it does not suit.
+//! is refused with `PlanError::NotApplicable` on the ones it does not suit.
 
 use parallels_image::corrupt::{catalogue, plan, Patch};
-use parallels_image::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::{BitmapSpec, Data, ImageBuilder, PlanError};
 use parallels_image::{Error, Image, Severity, Threads, Variant};
 
 const KIB: u64 = 1 << 10;
@@ -26,7 +26,7 @@ const PARSE_RULES: [&str; 6] = ["R1", "R2", "R3", "R4", "R5", "R6"];
 struct Base {
     name: &'static str,
     bytes: Vec<u8>,
-    /// Defects this base does not suit (they must fail with `Error::Build`).
+    /// Defects this base does not suit (they must fail with `PlanError::NotApplicable`).
     unsuitable: &'static [&'static str],
 }
 
@@ -386,11 +386,10 @@ fn every_defect_breaks_exactly_its_rule() {
                 let result = plan(&image, defect.name, seed);
                 if base.unsuitable.contains(&defect.name) {
                     match result {
-                        Err(Error::Build(msg)) => assert!(
-                            msg.starts_with(&format!("defect {} needs an image with ", defect.name)),
-                            "{what}: {msg}"
-                        ),
-                        other => panic!("{what}: expected Error::Build, got {other:?}"),
+                        Err(Error::Plan(PlanError::NotApplicable { defect: d, .. })) => {
+                            assert_eq!(d, defect.name, "{what}")
+                        }
+                        other => panic!("{what}: expected PlanError::NotApplicable, got {other:?}"),
                     }
                     continue;
                 }
@@ -523,8 +522,8 @@ fn unknown_defects_are_refused() {
     let base = v2_small();
     let image = Image::parse(&base.bytes).unwrap();
     match plan(&image, "no-such-defect", 0) {
-        Err(Error::Build(msg)) => assert_eq!(msg, "unknown defect no-such-defect"),
-        other => panic!("expected Error::Build, got {other:?}"),
+        Err(Error::Plan(PlanError::UnknownDefect { name })) => assert_eq!(name, "no-such-defect"),
+        other => panic!("expected PlanError::UnknownDefect, got {other:?}"),
     }
 }
 
@@ -552,7 +551,7 @@ fn planning_on_damaged_images_does_not_panic() {
                             defect.name
                         );
                     }
-                    Err(Error::Build(_)) => {}
+                    Err(Error::Plan(PlanError::NotApplicable { .. })) => {}
                     Err(e) => panic!("{}: {e}", defect.name),
                 }
             }

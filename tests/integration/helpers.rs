@@ -2,12 +2,11 @@
 
 #![allow(dead_code)]
 
-use parallels_image::raw::bitmap::BITMAP_HEADER_SIZE;
 use parallels_image::raw::extension::checksum;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
 use parallels_image::Rule;
-use parallels_image::{BitmapSpec, ImageBuilder, Layout};
 use parallels_image::{Error, Finding, Image, Mode, Severity, Threads, Violation};
+use parallels_image::{ImageBuilder, Layout};
 
 /// 64 KiB, the cluster size most tests use.
 pub const CS: u64 = 64 << 10;
@@ -18,18 +17,11 @@ pub const ID_B: [u8; 16] = [0xbb; 16];
 /// A third bitmap id.
 pub const ID_C: [u8; 16] = [0xcc; 16];
 
+pub use crate::fixtures::spec;
+
 /// Builds an image, failing the test if the builder refuses.
 pub fn build(b: &ImageBuilder) -> (Vec<u8>, Layout) {
     b.to_vec().expect("the builder accepts this image")
-}
-
-/// A bitmap spec.
-pub fn spec(id: [u8; 16], granularity: u64, extents: &[(u64, u64)]) -> BitmapSpec {
-    BitmapSpec {
-        id,
-        granularity,
-        extents: extents.to_vec(),
-    }
 }
 
 pub fn put_u32(buf: &mut [u8], at: u64, v: u32) {
@@ -82,15 +74,7 @@ impl Rec {
 
 /// Dirty-bitmap feature data: the 32-byte header and the L1 entries given (l1_size as stated).
 pub fn bitmap_data(size: u64, id: [u8; 16], granularity: u32, l1_size: u32, l1: &[u64]) -> Vec<u8> {
-    let mut d = Vec::with_capacity(BITMAP_HEADER_SIZE + 8 * l1.len());
-    d.extend_from_slice(&size.to_le_bytes());
-    d.extend_from_slice(&id);
-    d.extend_from_slice(&granularity.to_le_bytes());
-    d.extend_from_slice(&l1_size.to_le_bytes());
-    for e in l1 {
-        d.extend_from_slice(&e.to_le_bytes());
-    }
-    d
+    crate::fixtures::bitmap_data(size, id, granularity, l1, Some(l1_size))
 }
 
 /// A bitmap record with `l1_size` = the number of entries given.
@@ -105,19 +89,16 @@ pub fn bitmap_rec(size: u64, id: [u8; 16], granularity: u32, l1: &[u64]) -> Rec 
 /// An extension cluster of `cs` bytes written record by record (each at the next multiple of 8),
 /// the rest zero (so an end record follows when there is room), with a correct MD5.
 pub fn ext_cluster(cs: u64, recs: &[Rec]) -> Vec<u8> {
-    let mut c = vec![0u8; cs as usize];
-    put_u64(&mut c, 0, parallels_image::raw::extension::EXT_MAGIC);
-    let mut pos = 24usize;
+    let mut body = Vec::new();
     for r in recs {
-        pos = pos.next_multiple_of(8);
-        c[pos..pos + 8].copy_from_slice(&r.magic.to_le_bytes());
-        c[pos + 8..pos + 16].copy_from_slice(&r.flags.to_le_bytes());
-        c[pos + 16..pos + 20].copy_from_slice(&r.data_size.to_le_bytes());
-        c[pos + 24..pos + 24 + r.data.len()].copy_from_slice(&r.data);
-        pos += 24 + r.data.len();
+        body.resize(body.len().next_multiple_of(8), 0);
+        body.extend(r.magic.to_le_bytes());
+        body.extend(r.flags.to_le_bytes());
+        body.extend(r.data_size.to_le_bytes());
+        body.extend(0u32.to_le_bytes());
+        body.extend(&r.data);
     }
-    refresh_md5(&mut c, 0, cs);
-    c
+    crate::fixtures::ext_cluster_of(&body, cs)
 }
 
 /// A v2 image of `virtual_size` bytes with clusters of `cs` and an extension cluster (as the

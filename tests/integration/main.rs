@@ -3,6 +3,8 @@
 //! Rule tests are named after the rule of `spec/rules.md` they prove (`r17_…`); each builds a
 //! valid image, breaks exactly one rule by patching bytes, and asserts the exact finding.
 
+#[path = "../fixtures/mod.rs"]
+mod fixtures;
 mod helpers;
 
 mod bat;
@@ -10,7 +12,11 @@ mod bitmap;
 mod compact;
 mod crafted;
 mod extension;
+mod fuzz_regressions;
 mod header;
+mod layers;
 mod layout;
+mod roundtrip;
 mod samples;
+mod spec;
 mod threads;

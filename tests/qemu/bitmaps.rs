@@ -2,21 +2,14 @@
 //! names, granularity, dirty count and the SHA-256 of the serialized bits over QMP
 //! (`qemu-storage-daemon`, read-only nodes).
 
+use crate::fixtures::bm;
 use parallels_image::qemu::{self, QemuOutcome};
 use parallels_image::raw::bitmap::{L1_CLEAN, L1_DIRTY};
 use parallels_image::Variant;
-use parallels_image::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::{Data, ImageBuilder};
 use sha2::{Digest, Sha256};
 
 use crate::harness::{self, hex, nbd_dirty_map, nbd_server, with_gaps, Img, Qsd};
-
-fn bm(id: u8, granularity: u64, extents: &[(u64, u64)]) -> BitmapSpec {
-    BitmapSpec {
-        id: [id; 16],
-        granularity,
-        extents: extents.to_vec(),
-    }
-}
 
 const MIB: u64 = 1 << 20;
 

@@ -1,5 +1,4 @@
-//! The oracle's catalogue of crafted images (/work/oracle/make_cases.py), ported: named byte
-//! mutations of three bases. The tests in `verdicts` run `qemu-img info` and `check` on each
+//! A catalogue of crafted images: named byte mutations of three bases. The tests in `verdicts` run `qemu-img info` and `check` on each
 //! and compare with `qemu::predict`.
 //!
 //! Bases (all built here; `qemu_in_ours::builder_base_equals_qemu_base` proves the v2 base is
@@ -11,7 +10,7 @@
 //!   cluster 3: one bitmap 00112233-4455-6677-8899-aabbccddeeff, 20480 sectors, granularity
 //!   128 sectors, L1 = [384], bits 0x61 0x80.
 
-use parallels_image::raw::extension::checksum;
+use crate::fixtures::{bitmap_data, ext_cluster_with};
 use parallels_image::{Data, ImageBuilder};
 
 pub const CL: u64 = 65536;
@@ -153,18 +152,6 @@ impl Default for Bm {
     }
 }
 
-pub fn bitmap_data(size: u64, id: [u8; 16], gran: u32, l1: &[u64], l1_size: Option<u32>) -> Vec<u8> {
-    let mut d = Vec::new();
-    d.extend(size.to_le_bytes());
-    d.extend(id);
-    d.extend(gran.to_le_bytes());
-    d.extend(l1_size.unwrap_or(l1.len() as u32).to_le_bytes());
-    for e in l1 {
-        d.extend(e.to_le_bytes());
-    }
-    d
-}
-
 impl Bm {
     pub fn rec(&self) -> Vec<u8> {
         feature(
@@ -186,19 +173,10 @@ pub fn ext_cluster(records: &[Vec<u8>], end: bool, magic: u64, bad_md5: bool, cl
     if end {
         body.extend([0u8; 24]);
     }
-    assert!(24 + body.len() as u64 <= cluster);
-    let mut c = vec![0u8; cluster as usize];
-    c[24..24 + body.len()].copy_from_slice(&body);
-    c[..8].copy_from_slice(&magic.to_le_bytes());
-    let mut md5 = checksum(&c[24..]);
-    if bad_md5 {
-        md5[0] ^= 1;
-    }
-    c[8..24].copy_from_slice(&md5);
-    c
+    ext_cluster_with(&body, cluster, magic, bad_md5)
 }
 
-/// `ext(...)` of make_cases.py: a base plus an extension cluster at cluster 2 and (optionally)
+/// A base plus an extension cluster at cluster 2 and (optionally)
 /// the bitmap cluster at cluster 3.
 pub struct Ext {
     records: Vec<Vec<u8>>,

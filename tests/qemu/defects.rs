@@ -1,20 +1,13 @@
 //! Every defect of `corrupt::catalogue()` applied to built images: `qemu::predict` says what
 //! `qemu-img info` and `check` do with the damaged image.
 
+use crate::fixtures::bm;
 use parallels_image::{corrupt, Variant};
-use parallels_image::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::{Data, ImageBuilder};
 
 use crate::harness::{self, compare_with_qemu, Img};
 
 const MIB: u64 = 1 << 20;
-
-fn bm(id: u8, granularity: u64, extents: &[(u64, u64)]) -> BitmapSpec {
-    BitmapSpec {
-        id: [id; 16],
-        granularity,
-        extents: extents.to_vec(),
-    }
-}
 
 fn bases() -> Vec<(&'static str, Vec<u8>)> {
     let b = |name, builder: ImageBuilder| (name, builder.to_vec().unwrap().0);

@@ -3,6 +3,8 @@
 //! unchanged after it; only images QEMU itself created (without an extension) are written by
 //! QEMU. Missing tools skip a test with a `SKIP:` line, or fail it under `CI=true`.
 
+#[path = "../fixtures/mod.rs"]
+mod fixtures;
 mod harness;
 
 mod bitmaps;

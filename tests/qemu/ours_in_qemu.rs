@@ -2,6 +2,7 @@
 //! (`qemu-img compare` against a raw file), `qemu-img check` (only the extension and bitmap
 //! clusters leak, exactly as predicted) and `qemu-img map` (host offsets = the crate's BAT).
 
+use crate::fixtures::bm;
 use parallels_image::qemu::{self, QemuCheck};
 use parallels_image::raw::bitmap::{L1_CLEAN, L1_DIRTY};
 use parallels_image::{BitmapSpec, Data, ImageBuilder, Layout};
@@ -26,14 +27,6 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
         .collect()
-}
-
-fn bm(id: u8, granularity: u64, extents: &[(u64, u64)]) -> BitmapSpec {
-    BitmapSpec {
-        id: [id; 16],
-        granularity,
-        extents: extents.to_vec(),
-    }
 }
 
 fn cases() -> Vec<Case> {

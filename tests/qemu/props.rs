@@ -4,10 +4,11 @@
 
 use std::sync::OnceLock;
 
+use crate::fixtures::bm;
 use parallels_image::qemu::{self, QemuOutcome};
 use parallels_image::raw::extension::checksum;
 use parallels_image::Variant;
-use parallels_image::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::{Data, ImageBuilder};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
@@ -35,14 +36,6 @@ fn base(b: ImageBuilder) -> Base {
         regions.push((e + 80, 8 * layout.l1[0].len() as u64));
     }
     Base { bytes, regions, ext }
-}
-
-fn bm(id: u8, granularity: u64, extents: &[(u64, u64)]) -> BitmapSpec {
-    BitmapSpec {
-        id: [id; 16],
-        granularity,
-        extents: extents.to_vec(),
-    }
 }
 
 fn bases() -> &'static [Base] {

@@ -208,8 +208,7 @@ fn catalogue_covers_every_rule() {
     let mut rules = BTreeSet::new();
     let mut steps = BTreeSet::new();
     let all = cases();
-    // The oracle's 211 images (the 2 GiB one is separate); each was checked byte-identical to
-    // /work/oracle/cases when this port was written.
+    // 211 images (the 2 GiB one is separate).
     assert_eq!(all.len() + 1, 211);
     let names: BTreeSet<&str> = all.iter().map(|c| c.1).collect();
     assert_eq!(names.len(), all.len(), "unique names");

@@ -71,7 +71,7 @@ pub fn run(args: &Args) -> Outcome {
         FileSource::new(file.try_clone().map_err(|e| Failure::io(input, &e))?).map_err(|e| Failure::io(input, &e))?;
     let image = Image::parse(&source).map_err(|e| Failure::lib(input, &e))?;
     let patch = plan(&image, defect, args.seed).map_err(|e| match e {
-        Error::Build(msg) => Failure::at(input, msg),
+        Error::Plan(e) => Failure::at(input, e.to_string()),
         other => Failure::lib(input, &other),
     })?;
     let len = in_meta.len();

@@ -5,17 +5,12 @@
 use std::borrow::Cow;
 
 use binrw::BinRead;
-use parallels_image::raw::extension::{checksum, ExtensionCluster, RawExtHeader, EXT_HEADER_SIZE, EXT_MAGIC};
+use parallels_image::raw::extension::{checksum, ExtensionCluster, RawExtHeader, EXT_MAGIC};
 use parallels_image::{Extension, ListEnd};
 
 /// The `extension` target's harness: magic, the MD5 of the rest, the body, zero padding.
 fn extension_cluster(body: &[u8], cluster_size: usize) -> Vec<u8> {
-    let mut c = vec![0u8; cluster_size];
-    c[..8].copy_from_slice(&EXT_MAGIC.to_le_bytes());
-    c[EXT_HEADER_SIZE..EXT_HEADER_SIZE + body.len()].copy_from_slice(body);
-    let sum = checksum(&c[EXT_HEADER_SIZE..]);
-    c[8..24].copy_from_slice(&sum);
-    c
+    crate::fixtures::ext_cluster_of(body, cluster_size as u64)
 }
 
 /// fuzz target `extension`, crash-93c73688a2a2ef745e2b45a6c8bd426983513492: an end record (magic
