@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::image::{Image, Mode};
-use crate::qemu::{self, Prediction, QemuCheck, QemuOutcome};
+use crate::qemu::{self, Prediction};
 use crate::source::Source;
 use crate::validate::{self, Finding, Report, Verdict};
 
@@ -113,6 +113,7 @@ struct QemuCheckJson {
 #[cfg(feature = "serde")]
 impl serde::Serialize for Conformance {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use crate::qemu::{QemuCheck, QemuOutcome};
         use crate::rule::Severity;
         use serde::ser::SerializeMap;
 

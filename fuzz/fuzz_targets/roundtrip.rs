@@ -11,7 +11,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use parallels_image::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::raw::header::{INUSE_CLOSED, INUSE_CLOSED_V21};
-use parallels_image::{Image, Mode, Variant};
+use parallels_image::{Mode, Variant};
 
 /// Largest virtual size built.
 const MAX_SIZE: u64 = 4 << 20;
