@@ -1,7 +1,7 @@
 //! Every defect of `corrupt::catalogue()` applied to built images: `qemu::predict` says what
 //! `qemu-img info` and `check` do with the damaged image.
 
-use crate::fixtures::bm;
+use crate::fixtures::{bm, v2_plain};
 use parallels_image::{corrupt, Variant};
 use parallels_image::{Data, ImageBuilder};
 
@@ -35,19 +35,7 @@ fn bases() -> Vec<(&'static str, Vec<u8>)> {
                 .data(MIB, Data::Fill { len: 2048, byte: 0x11 })
                 .bitmap(bm(3, 512, &[(0, 512), (4 * MIB + 512, 1024)])),
         ),
-        b(
-            "v2_plain",
-            ImageBuilder::new(4 * MIB)
-                .cluster_size(64 << 10)
-                .data(0, Data::Fill { len: 4096, byte: 0xaa })
-                .data(
-                    3 * MIB,
-                    Data::Fill {
-                        len: 70_000,
-                        byte: 0xcc,
-                    },
-                ),
-        ),
+        b("v2_plain", v2_plain()),
         b(
             "v1_plain",
             ImageBuilder::new(2 * MIB).variant(Variant::V1).cluster_size(4096).data(

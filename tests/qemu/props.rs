@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use crate::fixtures::bm;
+use crate::fixtures::{bm, v2_plain};
 use parallels_image::qemu::{self, QemuOutcome};
 use parallels_image::raw::extension::checksum;
 use parallels_image::Variant;
@@ -60,18 +60,7 @@ fn bases() -> &'static [Base] {
                     .bitmap(bm(3, 512, &[(3 * MIB, 1024)])),
             ),
             // v2 without an extension.
-            base(
-                ImageBuilder::new(4 * MIB)
-                    .cluster_size(64 << 10)
-                    .data(0, Data::Fill { len: 4096, byte: 0xaa })
-                    .data(
-                        3 * MIB,
-                        Data::Fill {
-                            len: 70_000,
-                            byte: 0xcc,
-                        },
-                    ),
-            ),
+            base(v2_plain()),
         ]
     })
 }
