@@ -40,11 +40,77 @@ pub enum PlanError {
     /// The image lacks what the defect damages.
     #[error("defect {defect} needs an image with {needs}")]
     NotApplicable {
-        /// The defect's name.
+        /// The defect's name (`crate::corrupt::DefectKind::name`).
         defect: &'static str,
         /// What the image would need.
-        needs: String,
+        needs: Requirement,
     },
+}
+
+macro_rules! requirements {
+    ($($need:ident $text:literal;)*) => {
+        /// A structure a defect needs and the image lacks (or a size the plan cannot express).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Requirement {
+            $(
+                #[doc = concat!("An image with ", $text, ".")]
+                $need,
+            )*
+        }
+
+        impl Requirement {
+            /// What the image needs, as in "needs an image with …".
+            pub const fn text(self) -> &'static str {
+                match self { $(Requirement::$need => $text,)* }
+            }
+        }
+    };
+}
+
+requirements! {
+    V1Magic "the v1 magic";
+    V2Magic "the v2 magic";
+    LargeClusters "clusters larger than one sector";
+    SmallFile "a file small enough for 32-bit BAT entries";
+    BatEntry "a BAT entry";
+    LowDataArea "a data area below 2^32 sectors";
+    SmallBat "a BAT that covers fewer than 2^32-1 sectors";
+    SteadyL1Size "bitmaps whose L1 size stays the same one sector further";
+    DataAreaInFile "a data area inside the file";
+    DataAreaAligned4 "a data area that starts on a 4-byte boundary";
+    PlainFirstDataCluster "a data cluster (not the extension or a bitmap cluster) at the start of the data area";
+    LowSlotOrCluster "a BAT larger than one cluster or an allocated cluster";
+    TwoBatEntries "an allocated cluster and two BAT entries";
+    Extension "a Format Extension cluster";
+    ExtensionInFile "an extension cluster inside the file";
+    ExtensionZeroTail "an extension cluster whose last sector is zero";
+    ExtensionOnDataGrid "an extension cluster on the grid of the data clusters";
+    ExtensionOnGrid "an extension cluster on the cluster grid";
+    ExtensionRoom "room in the extension cluster";
+    SmallExtension "an extension cluster below 4 GiB";
+    FeatureRecord "a feature record";
+    EndRecord "an end record in the extension cluster";
+    RoomAfterEndRecord "room after the end record";
+    Bitmap "a dirty bitmap";
+    TwoBitmaps "two dirty bitmaps";
+    RecordEndsInZero "a bitmap record that ends in a zero byte";
+    NonEmptyDisk "a non-empty disk";
+    WholeL1Table "a bitmap record that holds its whole L1 table";
+    BitmapCluster "a bitmap cluster";
+    BitmapClusterInFile "a bitmap cluster in the file";
+    L1Entry "an L1 entry";
+    InnerL1Entry "an L1 entry that is not a partial last chunk";
+    GridClusterInBat "a cluster of the grid inside the BAT (a BAT longer than a cluster)";
+    DataClusterOnGrid "a data cluster on the cluster grid";
+    OtherBitmapCluster "a bitmap cluster of another L1 entry";
+    PartialLastChunk "a bitmap whose last chunk is partial";
+}
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
 }
 
 /// Why an image cannot be built as asked ([`crate::ImageBuilder`], [`crate::Recipe`]).

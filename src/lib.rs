@@ -75,7 +75,7 @@ mod validate;
 pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFormat};
 pub use builder::{write_file_atomically, BitmapSpec, Data, ImageBuilder, Layout};
 pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
-pub use error::{BuildError, Error, Location, PlanError, Region, Result, Violation};
+pub use error::{BuildError, Error, Location, PlanError, Region, Requirement, Result, Violation};
 pub use extension::{Extension, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};

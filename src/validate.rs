@@ -175,8 +175,6 @@ struct DataClusters {
     slots: Slots,
     /// Slot to BAT index, built on the first overlap found (only messages need it).
     owners: std::sync::OnceLock<HashMap<u64, u32>>,
-    /// End of the last data cluster on the grid that starts in the file (clipped to the file).
-    high: u64,
 }
 
 impl DataClusters {
@@ -275,14 +273,10 @@ pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
     };
 
     header_rules(&h, file_len, &mut f);
-    let data = bat_rules(image, &h, file_len, &mut f);
-    let mut high = h
-        .data_start()
-        .min(file_len)
-        .max(h.bat_end().min(file_len))
-        .max(data.high);
+    let mut end = ReferencedEnd::new(&h, file_len);
+    let data = bat_rules(image, &h, file_len, &mut f, &mut end);
     if let Some(ext) = image.extension() {
-        high = high.max((ext.file_offset + ext.cluster_size).min(file_len));
+        end.extension(ext.file_offset);
         let magic_ok = extension_placement_rules(image, &h, ext, &data, &mut f);
         // Everything after the checksum rule: the feature list, then the bitmaps.
         let rest = |f: &mut Findings| {
@@ -291,13 +285,14 @@ pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
             }
             bitmap_rules(image, &h, ext, &data, f)
         };
-        let l1_high = if magic_ok {
+        let l1_end = if magic_ok {
             checksum_beside(ext, threads, &mut f, &rest)?
         } else {
             rest(&mut f)?
         };
-        high = high.max(l1_high);
+        end.merge(l1_end);
     }
+    let high = end.end();
     if file_len > high {
         f.push(Violation::Leak {
             offset: high,
@@ -305,6 +300,98 @@ pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
         });
     }
     Ok(Report { findings: f.out })
+}
+
+/// The end of the referenced data, as the leak rule (R20) measures it: the furthest byte,
+/// clipped to the file, of the header and BAT (or the data area start), of every data cluster on
+/// the cluster grid that starts in the file (one cut short by the end of the file still counts:
+/// R18 flags it), of the extension cluster, and of every bitmap cluster of the dirty bitmaps
+/// ([`Image::bitmaps`]: a record with flags is not one) that starts in the file. The bytes of the
+/// file past it leak. Damaged copies (`corrupt`) are cut here so that they do not leak.
+pub(crate) fn referenced_end(image: &Image<'_>) -> u64 {
+    let h = image.header();
+    let cs = h.cluster_size();
+    let base = match h.variant {
+        Variant::V1 => h.data_start() % cs,
+        Variant::V2 => 0,
+    };
+    let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
+    let mut end = ReferencedEnd::new(h, image.file_len());
+    for (_, entry) in image.allocated_entries() {
+        if let Some(off) = h.bat_entry_offset(entry) {
+            end.data_cluster(off, grid_slot(off, base, cs, shift).is_some());
+        }
+    }
+    if let Some(ext) = image.extension() {
+        end.extension(ext.file_offset);
+        for b in image.bitmaps() {
+            for entry in b.l1().iter().filter(|&e| e > L1_DIRTY) {
+                if let Some(off) = entry.checked_mul(SECTOR_SIZE) {
+                    end.bitmap_cluster(off);
+                }
+            }
+        }
+    }
+    end.end()
+}
+
+/// [`referenced_end`], gathered from the clusters it counts: by [`referenced_end`] itself, and
+/// by [`validate_with`] during its one pass over the BAT and the L1 tables.
+#[derive(Clone, Copy)]
+struct ReferencedEnd {
+    file_len: u64,
+    cluster_size: u64,
+    high: u64,
+}
+
+impl ReferencedEnd {
+    /// The header and BAT, and the data area start.
+    fn new(h: &Header, file_len: u64) -> Self {
+        ReferencedEnd {
+            file_len,
+            cluster_size: h.cluster_size(),
+            high: h.data_start().min(file_len).max(h.bat_end().min(file_len)),
+        }
+    }
+
+    /// Nothing yet, for the clusters of one part of the image.
+    fn none(h: &Header, file_len: u64) -> Self {
+        ReferencedEnd {
+            high: 0,
+            ..Self::new(h, file_len)
+        }
+    }
+
+    fn reach(&mut self, off: u64) {
+        self.high = self.high.max(off.saturating_add(self.cluster_size).min(self.file_len));
+    }
+
+    /// A data cluster at `off`, which counts when it starts in the file on the cluster grid.
+    fn data_cluster(&mut self, off: u64, on_grid: bool) {
+        if off < self.file_len && on_grid {
+            self.reach(off);
+        }
+    }
+
+    /// The extension cluster at `off`.
+    fn extension(&mut self, off: u64) {
+        self.reach(off);
+    }
+
+    /// A bitmap cluster at `off`, which counts when it starts in the file.
+    fn bitmap_cluster(&mut self, off: u64) {
+        if off < self.file_len {
+            self.reach(off);
+        }
+    }
+
+    fn merge(&mut self, other: ReferencedEnd) {
+        self.high = self.high.max(other.high);
+    }
+
+    fn end(self) -> u64 {
+        self.high
+    }
 }
 
 fn header_rules(h: &Header, file_len: u64, f: &mut Findings) {
@@ -354,7 +441,7 @@ fn header_rules(h: &Header, file_len: u64, f: &mut Findings) {
     }
 }
 
-fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> DataClusters {
+fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings, end: &mut ReferencedEnd) -> DataClusters {
     let cs = h.cluster_size();
     let data_start = h.data_start();
     let base = match h.variant {
@@ -370,14 +457,10 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
         Slots::Sorted(Vec::with_capacity(allocated as usize))
     };
     let mut dups: Vec<(u32, u32, u64)> = Vec::new();
-    let mut high = 0u64;
     for (index, entry) in image.allocated_entries() {
         let Some(off) = h.bat_entry_offset(entry) else { continue };
         let slot = grid_slot(off, base, cs, shift);
-        // A cluster cut short by the end of the file is still referenced (R18 flags it).
-        if off < file_len && slot.is_some() {
-            high = high.max((off + cs).min(file_len));
-        }
+        end.data_cluster(off, slot.is_some());
         if off < data_start {
             f.push(Violation::BatEntryBelowData {
                 index,
@@ -456,7 +539,6 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> 
         shift,
         slots,
         owners: Default::default(),
-        high,
     }
 }
 
@@ -523,8 +605,8 @@ fn checksum_beside(
     ext: &Extension<'_>,
     threads: Threads,
     f: &mut Findings,
-    rest: &(dyn Fn(&mut Findings) -> Result<u64> + Sync),
-) -> Result<u64> {
+    rest: &(dyn Fn(&mut Findings) -> Result<ReferencedEnd> + Sync),
+) -> Result<ReferencedEnd> {
     if threads == Threads::Helper && ext.cluster_size >= THREAD_MIN_CLUSTER && worth_a_helper(ext) {
         let mode = f.mode;
         let side = || {
@@ -657,17 +739,17 @@ fn feature_rules(e: &FeatureEntry, offset: u64, f: &mut Findings) {
     }
 }
 
-/// Bitmap rules R32–R42; returns the end of the last in-file bitmap cluster (for the leak rule).
+/// Bitmap rules R32–R42; returns how far the bitmap clusters reach (for the leak rule).
 fn bitmap_rules(
     image: &Image<'_>,
     h: &Header,
     ext: &Extension<'_>,
     data: &DataClusters,
     f: &mut Findings,
-) -> Result<u64> {
+) -> Result<ReferencedEnd> {
     let cs = h.cluster_size();
     let file_len = image.file_len();
-    let mut high = 0u64;
+    let mut end = ReferencedEnd::none(h, file_len);
     for e in ext
         .features()
         .iter()
@@ -795,9 +877,7 @@ fn bitmap_rules(
                         file_len,
                     });
                 }
-                if off < file_len {
-                    high = high.max(off.saturating_add(cs).min(file_len));
-                }
+                end.bitmap_cluster(off);
                 let with = if off < h.bat_end() {
                     Some(Region::HeaderAndBat)
                 } else if off < ext.file_offset + cs && ext.file_offset < off + cs {
@@ -851,7 +931,7 @@ fn bitmap_rules(
             });
         }
     }
-    Ok(high)
+    Ok(end)
 }
 
 /// For each id equal to an earlier one, in order: `(position, position of the first with that

@@ -43,6 +43,21 @@ pub struct RawBitmapHeader {
     pub l1_size: U32,
 }
 
+impl RawBitmapHeader {
+    /// The bitmap header at the start of a dirty-bitmap record's `data`, for editing in place;
+    /// `None` when the 32 bytes are not all there.
+    pub fn mut_in(data: &mut [u8]) -> Option<&mut RawBitmapHeader> {
+        RawBitmapHeader::mut_from_prefix(data).ok().map(|(h, _)| h)
+    }
+
+    /// L1 entry `index` of a dirty-bitmap record's `data` (header first), for editing in place;
+    /// `None` when its 8 bytes are not all there.
+    pub fn l1_entry_mut(data: &mut [u8], index: usize) -> Option<&mut L1Entry> {
+        let at = BITMAP_HEADER_SIZE.checked_add(index.checked_mul(L1_ENTRY_SIZE)?)?;
+        L1Entry::mut_from_prefix(data.get_mut(at..)?).ok().map(|(e, _)| e)
+    }
+}
+
 /// A dirty-bitmap feature's data in the declarative grammar: header, the count-driven L1 table
 /// and any bytes after the table that `data_size` covers.
 #[derive(Clone, Debug, PartialEq, Eq, BinRead, BinWrite)]

@@ -56,6 +56,14 @@ impl RawFeatureHeader {
             unused: 0.into(),
         }
     }
+
+    /// The feature header at byte `at` of `cluster`, for editing in place; `None` when the 24
+    /// bytes are not all there.
+    pub fn mut_at(cluster: &mut [u8], at: usize) -> Option<&mut RawFeatureHeader> {
+        RawFeatureHeader::mut_from_prefix(cluster.get_mut(at..)?)
+            .ok()
+            .map(|(h, _)| h)
+    }
 }
 
 /// One feature record (header and data) of the declarative grammar.

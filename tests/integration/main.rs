@@ -10,6 +10,7 @@ mod helpers;
 mod bat;
 mod bitmap;
 mod compact;
+mod corrupt;
 mod crafted;
 mod extension;
 mod fuzz_regressions;

@@ -7,8 +7,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use parallels_image::corrupt::{catalogue, plan};
-use parallels_image::{Error, FileSource, Image};
+use parallels_image::corrupt::plan;
+use parallels_image::{DefectKind, Error, FileSource, Image, PlanError};
 
 use crate::outln;
 use crate::output::{emit, progress, Failure};
@@ -38,10 +38,10 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Outcome {
     if args.list {
-        let width = catalogue().iter().map(|d| d.name.len()).max().unwrap_or(0);
+        let width = DefectKind::ALL.iter().map(|d| d.name().len()).max().unwrap_or(0);
         let mut out = String::new();
-        for d in catalogue() {
-            outln!(out, "{:width$}  {:<4}  {}", d.name, d.rule, d.summary);
+        for d in DefectKind::ALL {
+            outln!(out, "{:width$}  {:<4}  {}", d.name(), d.rule().code(), d.summary());
         }
         emit(&out)?;
         return Ok(0);
@@ -49,11 +49,15 @@ pub fn run(args: &Args) -> Outcome {
     let (Some(input), Some(output), Some(defect)) = (&args.input, &args.output, &args.defect) else {
         return Err(Failure::plain("corrupt needs INPUT, OUTPUT and --defect (or --list)"));
     };
-    if !catalogue().iter().any(|d| d.name == defect) {
-        return Err(Failure::plain(format!(
-            "unknown defect {defect:?} (prlimg corrupt --list shows them)"
-        )));
-    }
+    let defect = match defect.parse::<DefectKind>() {
+        Ok(d) => d,
+        Err(PlanError::UnknownDefect { name }) => {
+            return Err(Failure::plain(format!(
+                "unknown defect {name:?} (prlimg corrupt --list shows them)"
+            )))
+        }
+        Err(other) => return Err(Failure::plain(other.to_string())),
+    };
     let file = File::open(input).map_err(|e| Failure::io(input, &e))?;
     let in_meta = file.metadata().map_err(|e| Failure::io(input, &e))?;
     if let Ok(out_meta) = std::fs::metadata(output) {
@@ -71,7 +75,7 @@ pub fn run(args: &Args) -> Outcome {
         FileSource::new(file.try_clone().map_err(|e| Failure::io(input, &e))?).map_err(|e| Failure::io(input, &e))?;
     let image = Image::parse(&source).map_err(|e| Failure::lib(input, &e))?;
     let patch = plan(&image, defect, args.seed).map_err(|e| match e {
-        Error::Plan(e) => Failure::at(input, e.to_string()),
+        Error::Plan(e @ PlanError::NotApplicable { .. }) => Failure::at(input, e.to_string()),
         other => Failure::lib(input, &other),
     })?;
     let len = in_meta.len();

@@ -1,65 +1,55 @@
 //! The defect catalogue: every defect breaks exactly its rule on every base image it suits, and
 //! is refused with `PlanError::NotApplicable` on the ones it does not suit.
 
-use parallels_image::corrupt::{catalogue, plan, Patch};
-use parallels_image::{BitmapSpec, Data, ImageBuilder, PlanError};
-use parallels_image::{Error, Image, Severity, Threads, Variant};
+use parallels_image::corrupt::{plan, DefectKind, Patch};
+use parallels_image::raw::{RawFeatureHeader, RawHeader};
+use parallels_image::{
+    BitmapSpec, Data, Error, Image, ImageBuilder, Mode, PlanError, Requirement, Rule, Severity, Threads, Variant,
+};
 
 const KIB: u64 = 1 << 10;
 const MIB: u64 = 1 << 20;
 const CS: u64 = 64 * KIB;
 
-/// Every rule of the spec, as written in `spec/` and `Violation::rule`.
-const RULES: [&str; 42] = [
-    "R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10", "R11", "R12", "R13", "R14", "R15", "R16", "R17",
-    "R18", "R19", "R20", "R21", "R22", "R23", "R24", "R25", "R26", "R27", "R28", "R29", "R30", "R31", "R32", "R33",
-    "R34", "R35", "R36", "R37", "R38", "R39", "R40", "R41", "R42",
-];
-
-/// Rules whose violations are not corruption: non-canonical (R8, R9, R10, R21, R31, R33), a leak
-/// (R20) or a note (R42).
-const NOT_CORRUPTION: [&str; 8] = ["R8", "R9", "R10", "R20", "R21", "R31", "R33", "R42"];
-
-/// Rules that `Image::parse` itself refuses.
-const PARSE_RULES: [&str; 6] = ["R1", "R2", "R3", "R4", "R5", "R6"];
-
 struct Base {
     name: &'static str,
     bytes: Vec<u8>,
     /// Defects this base does not suit (they must fail with `PlanError::NotApplicable`).
-    unsuitable: &'static [&'static str],
+    unsuitable: &'static [DefectKind],
 }
 
+use DefectKind as D;
+
 /// Bitmap and extension defects: nothing to break in an image without an extension.
-const NEEDS_EXTENSION: [&str; 28] = [
-    "ext-off-unaligned",
-    "ext-past-eof",
-    "ext-overlap-data",
-    "ext-bad-magic",
-    "ext-bad-checksum",
-    "feature-truncated",
-    "feature-flags-necessary",
-    "feature-flags-transit",
-    "feature-data-overflow",
-    "unknown-feature",
-    "missing-end-record",
-    "nonzero-padding",
-    "bitmap-data-too-short",
-    "bitmap-extra-data",
-    "bitmap-size-mismatch",
-    "granularity-zero",
-    "granularity-not-power-of-two",
-    "granularity-overflow",
-    "l1-size-wrong",
-    "l1-size-zero",
-    "l1-entry-unaligned",
-    "l1-entry-past-eof",
-    "l1-entry-overlap-bat",
-    "l1-entry-overlap-ext",
-    "l1-entry-overlap-data",
-    "l1-entry-overlap-l1",
-    "duplicate-bitmap-id",
-    "bitmap-trailing-bits",
+const NEEDS_EXTENSION: [DefectKind; 28] = [
+    D::ExtOffUnaligned,
+    D::ExtPastEof,
+    D::ExtOverlapData,
+    D::ExtBadMagic,
+    D::ExtBadChecksum,
+    D::FeatureTruncated,
+    D::FeatureFlagsNecessary,
+    D::FeatureFlagsTransit,
+    D::FeatureDataOverflow,
+    D::UnknownFeature,
+    D::MissingEndRecord,
+    D::NonzeroPadding,
+    D::BitmapDataTooShort,
+    D::BitmapExtraData,
+    D::BitmapSizeMismatch,
+    D::GranularityZero,
+    D::GranularityNotPowerOfTwo,
+    D::GranularityOverflow,
+    D::L1SizeWrong,
+    D::L1SizeZero,
+    D::L1EntryUnaligned,
+    D::L1EntryPastEof,
+    D::L1EntryOverlapBat,
+    D::L1EntryOverlapExt,
+    D::L1EntryOverlapData,
+    D::L1EntryOverlapL1,
+    D::DuplicateBitmapId,
+    D::BitmapTrailingBits,
 ];
 
 fn check(b: ImageBuilder) -> Vec<u8> {
@@ -111,7 +101,7 @@ fn v2_rich() -> Base {
     Base {
         name: "v2-rich",
         bytes,
-        unsuitable: &["v1-size-high-bits", "bat-entry-unaligned"],
+        unsuitable: &[D::V1SizeHighBits, D::BatEntryUnaligned],
     }
 }
 
@@ -140,7 +130,7 @@ fn v1_rich() -> Base {
     Base {
         name: "v1-rich",
         bytes,
-        unsuitable: &["data-off-zero", "data-off-unaligned", "l1-entry-overlap-bat"],
+        unsuitable: &[D::DataOffZero, D::DataOffUnaligned, D::L1EntryOverlapBat],
     }
 }
 
@@ -172,7 +162,7 @@ fn v1_compact_bitmaps() -> Base {
         name: "v1-compact-bitmaps",
         bytes,
         // No cluster of the grid (19456 + k * 64 KiB) lies inside the BAT (which ends at 19268).
-        unsuitable: &["data-off-zero", "data-off-unaligned", "l1-entry-overlap-bat"],
+        unsuitable: &[D::DataOffZero, D::DataOffUnaligned, D::L1EntryOverlapBat],
     }
 }
 
@@ -206,7 +196,7 @@ fn v2_small_clusters() -> Base {
     Base {
         name: "v2-small-clusters",
         bytes,
-        unsuitable: &["v1-size-high-bits", "bat-entry-unaligned"],
+        unsuitable: &[D::V1SizeHighBits, D::BatEntryUnaligned],
     }
 }
 
@@ -227,13 +217,13 @@ fn v2_small() -> Base {
         name: "v2-small",
         bytes,
         unsuitable: &[
-            "v1-size-high-bits",
-            "bat-entry-unaligned",
-            "duplicate-bitmap-id",
-            "l1-entry-overlap-bat",
-            "l1-entry-overlap-ext",
-            "l1-entry-overlap-data",
-            "l1-entry-overlap-l1",
+            D::V1SizeHighBits,
+            D::BatEntryUnaligned,
+            D::DuplicateBitmapId,
+            D::L1EntryOverlapBat,
+            D::L1EntryOverlapExt,
+            D::L1EntryOverlapData,
+            D::L1EntryOverlapL1,
         ],
     }
 }
@@ -271,7 +261,7 @@ fn v2_one_mib_clusters() -> Base {
         name: "v2-1MiB-clusters",
         bytes,
         // The BAT fits in the first cluster, so no cluster of the grid lies inside it.
-        unsuitable: &["v1-size-high-bits", "bat-entry-unaligned", "l1-entry-overlap-bat"],
+        unsuitable: &[D::V1SizeHighBits, D::BatEntryUnaligned, D::L1EntryOverlapBat],
     }
 }
 
@@ -285,15 +275,15 @@ fn v1_compact() -> Base {
             .data(0, Data::Fill { len: 4096, byte: 0x99 })
             .data(8 * CS, Data::Fill { len: 4096, byte: 0xaa }),
     );
-    static UNSUITABLE: [&str; 30] = {
-        let mut out = [""; 30];
+    static UNSUITABLE: [DefectKind; 30] = {
+        let mut out = [D::BadMagic; 30];
         let mut i = 0;
         while i < NEEDS_EXTENSION.len() {
             out[i] = NEEDS_EXTENSION[i];
             i += 1;
         }
-        out[28] = "data-off-zero";
-        out[29] = "data-off-unaligned";
+        out[28] = D::DataOffZero;
+        out[29] = D::DataOffUnaligned;
         out
     };
     Base {
@@ -306,17 +296,17 @@ fn v1_compact() -> Base {
 /// v2, 1 MiB, nothing allocated, no extension.
 fn v2_empty() -> Base {
     let bytes = check(ImageBuilder::new(MIB).cluster_size(CS));
-    static UNSUITABLE: [&str; 32] = {
-        let mut out = [""; 32];
+    static UNSUITABLE: [DefectKind; 32] = {
+        let mut out = [D::BadMagic; 32];
         let mut i = 0;
         while i < NEEDS_EXTENSION.len() {
             out[i] = NEEDS_EXTENSION[i];
             i += 1;
         }
-        out[28] = "v1-size-high-bits";
-        out[29] = "bat-entry-unaligned";
-        out[30] = "bat-entry-inside-header";
-        out[31] = "bat-entry-duplicate";
+        out[28] = D::V1SizeHighBits;
+        out[29] = D::BatEntryUnaligned;
+        out[30] = D::BatEntryInsideHeader;
+        out[31] = D::BatEntryDuplicate;
         out
     };
     Base {
@@ -339,32 +329,31 @@ fn bases() -> Vec<Base> {
 }
 
 /// The rules the validator reports on `bytes`, all of them and the corruption ones.
-fn verdict(bytes: &[u8]) -> (Vec<&'static str>, Vec<&'static str>) {
+fn verdict(bytes: &[u8]) -> (Vec<Rule>, Vec<Rule>) {
     match Image::parse(&bytes) {
-        Err(Error::Invalid(v)) => (vec![v.rule().code()], vec![v.rule().code()]),
+        Err(Error::Invalid(v)) => (vec![v.rule()], vec![v.rule()]),
         Err(e) => panic!("parse failed with {e}"),
         Ok(image) => {
             let report = parallels_image::validate(&image).expect("validates");
             let alone = parallels_image::validate_with(&image, Threads::Caller).expect("validates");
             assert_eq!(report, alone, "the helper thread changed the findings");
-            let mut corrupt: Vec<&'static str> = Vec::new();
+            let mut corrupt: Vec<Rule> = Vec::new();
             for f in &report.findings {
-                if f.severity == Severity::Corruption && !corrupt.contains(&f.violation.rule().code()) {
-                    corrupt.push(f.violation.rule().code());
+                if f.severity == Severity::Corruption && !corrupt.contains(&f.violation.rule()) {
+                    corrupt.push(f.violation.rule());
                 }
             }
-            (report.rules().iter().map(|r| r.code()).collect(), corrupt)
+            (report.rules(), corrupt)
         }
     }
 }
 
 /// What a defect must report in full: its rule, and for the two defects that grow the last
 /// record (a bitmap in every base here) the non-canonical extra data that comes with it.
-fn expected_rules(name: &str, rule: &'static str) -> Vec<&'static str> {
-    match name {
-        "feature-truncated" | "missing-end-record" => vec![rule, "R33"],
-        _ => vec![rule],
-    }
+fn expected_rules(defect: DefectKind) -> Vec<Rule> {
+    let mut rules = vec![defect.rule()];
+    rules.extend(defect.also_breaks());
+    rules
 }
 
 fn corrupted(base: &[u8], patch: &Patch) -> Vec<u8> {
@@ -377,17 +366,22 @@ fn corrupted(base: &[u8], patch: &Patch) -> Vec<u8> {
 fn every_defect_breaks_exactly_its_rule() {
     let bases = bases();
     let mut failures = Vec::new();
-    for defect in catalogue() {
+    for &defect in DefectKind::ALL {
         let mut suited = 0;
         for base in &bases {
             let image = Image::parse(&base.bytes).unwrap();
             for seed in 0..4 {
-                let what = format!("{} on {} (seed {seed})", defect.name, base.name);
-                let result = plan(&image, defect.name, seed);
-                if base.unsuitable.contains(&defect.name) {
+                let what = format!("{defect} on {} (seed {seed})", base.name);
+                let result = plan(&image, defect, seed);
+                if base.unsuitable.contains(&defect) {
                     match result {
-                        Err(Error::Plan(PlanError::NotApplicable { defect: d, .. })) => {
-                            assert_eq!(d, defect.name, "{what}")
+                        Err(Error::Plan(e @ PlanError::NotApplicable { defect: d, .. })) => {
+                            assert_eq!(d, defect.name(), "{what}");
+                            let msg = e.to_string();
+                            assert!(
+                                msg.starts_with(&format!("defect {} needs an image with ", defect.name())),
+                                "{what}: {msg}"
+                            );
                         }
                         other => panic!("{what}: expected PlanError::NotApplicable, got {other:?}"),
                     }
@@ -400,36 +394,42 @@ fn every_defect_breaks_exactly_its_rule() {
                 );
                 let bytes = corrupted(&base.bytes, &patch);
                 let (all, corrupt) = verdict(&bytes);
-                if all != expected_rules(defect.name, defect.rule) {
+                if all != expected_rules(defect) {
                     failures.push(format!("{what}: {all:?}"));
                     continue;
                 }
-                if PARSE_RULES.contains(&defect.rule) {
+                let rule = defect.rule();
+                if rule.checked_at_parse() {
                     assert!(Image::parse(&bytes).is_err(), "{what}");
-                } else if NOT_CORRUPTION.contains(&defect.rule) {
-                    assert_eq!(corrupt, Vec::<&str>::new(), "{what}");
+                } else if rule.severity() != Severity::Corruption {
+                    assert_eq!(corrupt, Vec::<Rule>::new(), "{what}");
                 } else {
-                    assert_eq!(corrupt, vec![defect.rule], "{what}");
+                    assert_eq!(corrupt, vec![rule], "{what}");
                 }
                 suited += 1;
             }
         }
-        assert!(suited > 0, "{} suits no base image", defect.name);
+        assert!(suited > 0, "{defect} suits no base image");
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
 fn catalogue_covers_every_rule() {
-    let cat = catalogue();
+    let cat = DefectKind::ALL;
     assert!(cat.len() >= 30, "only {} defects", cat.len());
-    for rule in RULES {
-        assert!(cat.iter().any(|d| d.rule == rule), "no defect for {rule}");
+    for &rule in Rule::ALL {
+        assert!(cat.iter().any(|d| d.rule() == rule), "no defect for {rule}");
     }
     for (i, d) in cat.iter().enumerate() {
-        assert!(RULES.contains(&d.rule), "{} has unknown rule {}", d.name, d.rule);
-        assert!(!d.summary.is_empty(), "{} has no summary", d.name);
-        assert!(cat[..i].iter().all(|e| e.name != d.name), "{} is listed twice", d.name);
+        assert!(!d.summary().is_empty(), "{d} has no summary");
+        assert!(cat[..i].iter().all(|e| e.name() != d.name()), "{d} is listed twice");
+        assert_eq!(d.name().parse::<DefectKind>(), Ok(*d));
+        // In rule order.
+        assert!(
+            cat[..i].iter().all(|e| e.rule() <= d.rule()),
+            "{d} is out of rule order"
+        );
     }
 }
 
@@ -437,14 +437,14 @@ fn catalogue_covers_every_rule() {
 fn plans_are_deterministic_and_the_seed_picks_the_place() {
     let base = v2_rich();
     let image = Image::parse(&base.bytes).unwrap();
-    for defect in catalogue().iter().filter(|d| !base.unsuitable.contains(&d.name)) {
-        let a = plan(&image, defect.name, 7).unwrap();
-        let b = plan(&image, defect.name, 7).unwrap();
-        assert_eq!(a, b, "{}", defect.name);
+    for &defect in DefectKind::ALL.iter().filter(|d| !base.unsuitable.contains(d)) {
+        let a = plan(&image, defect, 7).unwrap();
+        let b = plan(&image, defect, 7).unwrap();
+        assert_eq!(a, b, "{defect}");
     }
     // Five allocated clusters: seeds 0 and 1 redirect different BAT entries.
-    let a = plan(&image, "bat-entry-past-eof", 0).unwrap();
-    let b = plan(&image, "bat-entry-past-eof", 1).unwrap();
+    let a = plan(&image, D::BatEntryPastEof, 0).unwrap();
+    let b = plan(&image, D::BatEntryPastEof, 1).unwrap();
     assert_eq!((a.writes.len(), b.writes.len()), (1, 1));
     assert_eq!((a.writes[0].0, b.writes[0].0), (64, 64 + 4 * 3));
 }
@@ -455,7 +455,7 @@ fn simple_patches_are_exact() {
     let image = Image::parse(&base.bytes).unwrap();
     let len = base.bytes.len() as u64;
 
-    let p = plan(&image, "inuse-set", 0).unwrap();
+    let p = plan(&image, D::InuseSet, 0).unwrap();
     assert_eq!(
         p,
         Patch {
@@ -464,7 +464,7 @@ fn simple_patches_are_exact() {
         }
     );
 
-    let p = plan(&image, "zero-tracks", 0).unwrap();
+    let p = plan(&image, D::ZeroTracks, 0).unwrap();
     assert_eq!(
         p,
         Patch {
@@ -473,7 +473,7 @@ fn simple_patches_are_exact() {
         }
     );
 
-    let p = plan(&image, "trailing-leak", 0).unwrap();
+    let p = plan(&image, D::TrailingLeak, 0).unwrap();
     assert_eq!(
         p,
         Patch {
@@ -483,7 +483,7 @@ fn simple_patches_are_exact() {
     );
 
     // BAT entry 0 is the first allocated one; it now points at cluster 1, inside the BAT.
-    let p = plan(&image, "bat-entry-inside-header", 0).unwrap();
+    let p = plan(&image, D::BatEntryInsideHeader, 0).unwrap();
     assert_eq!(
         p,
         Patch {
@@ -498,33 +498,138 @@ fn patches_apply_the_same_to_files() {
     use std::io::{Read, Seek, SeekFrom, Write};
     let base = v2_rich();
     let image = Image::parse(&base.bytes).unwrap();
-    for name in [
-        "ext-past-eof",
-        "l1-entry-unaligned",
-        "feature-flags-transit",
-        "trailing-leak",
+    for defect in [
+        D::ExtPastEof,
+        D::L1EntryUnaligned,
+        D::FeatureFlagsTransit,
+        D::TrailingLeak,
     ] {
         for seed in 0..2 {
-            let patch = plan(&image, name, seed).unwrap();
+            let patch = plan(&image, defect, seed).unwrap();
             let mut f = tempfile::tempfile().unwrap();
             f.write_all(&base.bytes).unwrap();
             patch.apply_to_file(&f).unwrap();
             let mut got = Vec::new();
             f.seek(SeekFrom::Start(0)).unwrap();
             f.read_to_end(&mut got).unwrap();
-            assert_eq!(got, corrupted(&base.bytes, &patch), "{name} seed {seed}");
+            assert_eq!(got, corrupted(&base.bytes, &patch), "{defect} seed {seed}");
         }
     }
 }
 
 #[test]
 fn unknown_defects_are_refused() {
-    let base = v2_small();
+    let err = "no-such-defect".parse::<DefectKind>().unwrap_err();
+    assert_eq!(
+        err,
+        PlanError::UnknownDefect {
+            name: "no-such-defect".into()
+        }
+    );
+    assert_eq!(err.to_string(), "unknown defect no-such-defect");
+}
+
+#[test]
+fn unsuitable_images_are_refused_with_what_they_lack() {
+    let base = v1_compact();
     let image = Image::parse(&base.bytes).unwrap();
-    match plan(&image, "no-such-defect", 0) {
-        Err(Error::Plan(PlanError::UnknownDefect { name })) => assert_eq!(name, "no-such-defect"),
-        other => panic!("expected PlanError::UnknownDefect, got {other:?}"),
+    match plan(&image, D::GranularityZero, 0) {
+        Err(Error::Plan(e)) => {
+            assert_eq!(
+                e,
+                PlanError::NotApplicable {
+                    defect: "granularity-zero",
+                    needs: Requirement::Bitmap
+                }
+            );
+            assert_eq!(
+                e.to_string(),
+                "defect granularity-zero needs an image with a dirty bitmap"
+            );
+        }
+        other => panic!("expected PlanError::NotApplicable, got {other:?}"),
     }
+    match plan(&image, D::DataOffZero, 0) {
+        Err(Error::Plan(PlanError::NotApplicable { defect, needs })) => {
+            assert_eq!((defect, needs), ("data-off-zero", Requirement::V2Magic));
+        }
+        other => panic!("expected PlanError::NotApplicable, got {other:?}"),
+    }
+}
+
+/// An image parsed compact (only its allocated BAT entries held) plans every defect exactly as
+/// the whole parse does: the plan reads BAT entries, not a view of the table.
+#[test]
+fn compact_images_plan_the_same_patches() {
+    for base in bases() {
+        let whole = Image::parse(&base.bytes).unwrap();
+        let compact = Image::parse_compact(&base.bytes, Mode::Strict).unwrap();
+        for &defect in DefectKind::ALL {
+            for seed in 0..4 {
+                let what = format!("{defect} on {} (seed {seed})", base.name);
+                match (plan(&whole, defect, seed), plan(&compact, defect, seed)) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}"),
+                    (Err(Error::Plan(a)), Err(Error::Plan(b))) => assert_eq!(a, b, "{what}"),
+                    (a, b) => panic!("{what}: {a:?} and {b:?}"),
+                }
+            }
+        }
+    }
+    // Once, a compact image's plan started from an empty BAT: marking it open also cut off its
+    // data clusters.
+    let base = v2_rich();
+    let compact = Image::parse_compact(&base.bytes, Mode::Strict).unwrap();
+    assert_eq!(
+        plan(&compact, D::InuseSet, 0).unwrap(),
+        Patch {
+            writes: vec![(44, b"Ynot".to_vec())],
+            set_len: None
+        }
+    );
+}
+
+/// Flagging a bitmap record makes it opaque, so its bitmap clusters no longer count as
+/// referenced; they stay in the file (the extension cluster moves to the end of the file when
+/// they were last), so the record's L1 entries never point past the end.
+#[test]
+fn flagged_bitmap_records_keep_their_clusters() {
+    let mut moved = 0;
+    for base in bases() {
+        let image = Image::parse(&base.bytes).unwrap();
+        let Some(ext) = image.extension() else { continue };
+        let cs = image.header().cluster_size();
+        for defect in [D::FeatureFlagsNecessary, D::FeatureFlagsTransit] {
+            for seed in 0..4 {
+                let what = format!("{defect} on {} (seed {seed})", base.name);
+                let feature = ext.features()[(seed % ext.features().len() as u64) as usize];
+                let bytes = corrupted(&base.bytes, &plan(&image, defect, seed).unwrap());
+                let len = bytes.len() as u64;
+                let head = RawHeader::read_padded(&bytes);
+                let ext_at = head.ext_off.get() * 512;
+                if ext_at != ext.file_offset {
+                    // Copied to the first cluster slot after the end of the input, which it ends.
+                    let old_len = base.bytes.len() as u64;
+                    assert!(ext_at >= old_len && ext_at - old_len < cs, "{what}: copy at {ext_at}");
+                    assert_eq!(ext_at + cs, len, "{what}");
+                    moved += 1;
+                }
+                let rec = (ext_at + feature.offset) as usize;
+                let flagged = RawFeatureHeader::mut_at(&mut bytes.clone(), rec).map(|h| *h).unwrap();
+                assert_ne!(flagged.flags.get(), 0, "{what}");
+                let data = &bytes[rec + 24..rec + 24 + flagged.data_size.get() as usize];
+                for entry in data[32..]
+                    .chunks_exact(8)
+                    .map(|e| u64::from_le_bytes(e.try_into().unwrap()))
+                {
+                    assert!(
+                        entry <= 1 || entry * 512 + cs <= len,
+                        "{what}: L1 entry {entry} past the end {len}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(moved > 0, "no base put a flagged record's clusters last");
 }
 
 /// Planning on damaged images (every defect's output on two small bases) never panics, and never
@@ -533,26 +638,22 @@ fn unknown_defects_are_refused() {
 fn planning_on_damaged_images_does_not_panic() {
     for base in [v2_small_clusters(), v1_compact()] {
         let image = Image::parse(&base.bytes).unwrap();
-        let damaged: Vec<Vec<u8>> = catalogue()
+        let damaged: Vec<Vec<u8>> = DefectKind::ALL
             .iter()
-            .filter_map(|d| plan(&image, d.name, 1).ok())
+            .filter_map(|&d| plan(&image, d, 1).ok())
             .map(|p| corrupted(&base.bytes, &p))
             .collect();
         for bytes in &damaged {
             let Ok(image) = Image::parse(bytes) else { continue };
-            for defect in catalogue() {
-                match plan(&image, defect.name, 2) {
+            for &defect in DefectKind::ALL {
+                match plan(&image, defect, 2) {
                     Ok(p) => {
                         // Nothing is written past the final end of the file.
                         let len = p.set_len.unwrap_or(bytes.len() as u64);
-                        assert!(
-                            p.writes.iter().all(|w| w.0 + w.1.len() as u64 <= len),
-                            "{}",
-                            defect.name
-                        );
+                        assert!(p.writes.iter().all(|w| w.0 + w.1.len() as u64 <= len), "{defect}");
                     }
                     Err(Error::Plan(PlanError::NotApplicable { .. })) => {}
-                    Err(e) => panic!("{}: {e}", defect.name),
+                    Err(e) => panic!("{defect}: {e}"),
                 }
             }
         }
