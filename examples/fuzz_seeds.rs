@@ -6,7 +6,7 @@
 //!
 //! One folder per target under the given folder: built images of both variants with bitmaps, the
 //! QEMU sample images (decompressed from `../shared/samples/qemu/*.bz2` when that folder is
-//! there), and every defect of `corrupt::catalogue()` applied to the built images; the headers,
+//! there), and every defect of `DefectKind::ALL` applied to the built images; the headers,
 //! BATs and extension clusters of all of them for the targets that take those alone; and a few
 //! fixed byte strings for the structure-aware `roundtrip` target. Files are named after what they
 //! hold, so running it again rewrites the same files.
@@ -14,10 +14,11 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use parallels_image::corrupt::{self, DefectKind};
 use parallels_image::raw::feature::FeatureRecord;
 use parallels_image::raw::header::INUSE_CLOSED_V21;
-use parallels_image::{corrupt, Image, Variant};
 use parallels_image::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::{Image, Variant};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -37,13 +38,13 @@ fn main() -> Result<()> {
         let Ok(image) = parallels_image::open(bytes) else {
             continue;
         };
-        for defect in corrupt::catalogue() {
-            let Ok(patch) = corrupt::plan(&image, defect.name, 0) else {
+        for &defect in DefectKind::ALL {
+            let Ok(patch) = corrupt::plan(&image, defect, 0) else {
                 continue;
             };
             let mut damaged = bytes.clone();
             patch.apply_to_vec(&mut damaged);
-            images.push((format!("{name}-{}-{}", defect.rule, defect.name), damaged));
+            images.push((format!("{name}-{}-{}", defect.rule(), defect.name()), damaged));
         }
     }
 

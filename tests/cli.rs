@@ -7,6 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use parallels_image::corrupt::DefectKind;
+use parallels_image::{Rule, Severity};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
@@ -717,20 +719,12 @@ fn defect_bases(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The severity each rule has in the spec (`Violation::severity`), as `check`'s exit status.
-fn exit_for_rule(rule: &str) -> i32 {
-    match rule {
-        "R20" => 3,
-        "R8" | "R9" | "R10" | "R21" | "R31" | "R33" | "R42" => 0,
-        _ => 2,
-    }
-}
-
-/// Rules a defect's summary says also fire (a grown bitmap record has extra data).
-fn companions(defect: &str) -> &'static [&'static str] {
-    match defect {
-        "feature-truncated" | "missing-end-record" => &["R33"],
-        _ => &[],
+/// `check`'s exit status for an image whose worst finding breaks `rule`.
+fn exit_for_rule(rule: Rule) -> i32 {
+    match rule.severity() {
+        Severity::Corruption => 2,
+        Severity::Leak => 3,
+        Severity::NonCanonical | Severity::Note => 0,
     }
 }
 
@@ -741,7 +735,17 @@ fn corrupt_list_names_every_defect() {
     let defects = defects_listed();
     assert_eq!(lines.len(), defects.len());
     assert!(defects.len() >= 42, "{} defects", defects.len());
-    for rule in (1..=42).map(|r| format!("R{r}")) {
+    // One line per defect of the catalogue, in its order: name, rule, summary.
+    assert_eq!(defects.len(), DefectKind::ALL.len());
+    let width = DefectKind::ALL.iter().map(|d| d.name().len()).max().unwrap();
+    for ((line, (name, rule)), d) in lines.iter().zip(&defects).zip(DefectKind::ALL) {
+        assert_eq!((name.as_str(), *rule), (d.name(), d.rule()));
+        assert_eq!(
+            *line,
+            format!("{:width$}  {:<4}  {}", d.name(), d.rule().code(), d.summary())
+        );
+    }
+    for &rule in Rule::ALL {
         assert!(defects.iter().any(|d| d.1 == rule), "no defect for {rule}");
     }
     assert!(lines
@@ -750,12 +754,17 @@ fn corrupt_list_names_every_defect() {
 }
 
 /// (name, rule) of every defect, from `prlimg corrupt --list`.
-fn defects_listed() -> Vec<(String, String)> {
+fn defects_listed() -> Vec<(String, Rule)> {
     stdout(&prlimg_ok(&["corrupt", "--list"]))
         .lines()
         .map(|l| {
             let mut f = l.split_whitespace();
-            (f.next().unwrap().to_string(), f.next().unwrap().to_string())
+            let name = f.next().unwrap().to_string();
+            let rule = f.next().unwrap();
+            (
+                name,
+                Rule::from_code(rule).unwrap_or_else(|| panic!("unknown rule {rule}")),
+            )
         })
         .collect()
 }
@@ -782,8 +791,9 @@ fn corrupt_every_defect_breaks_exactly_its_rule() {
             done = true;
             let check = prlimg(&["check", s(&out), "--output", "json"]);
             let v = json_of(&check);
-            let mut expected: Vec<&str> = vec![rule.as_str()];
-            expected.extend(companions(&defect));
+            let kind: DefectKind = defect.parse().unwrap();
+            let mut expected: Vec<&str> = vec![rule.code()];
+            expected.extend(kind.also_breaks().iter().map(|r| r.code()));
             let mut found: Vec<&str> = v["rules"]
                 .as_array()
                 .unwrap()
@@ -798,7 +808,7 @@ fn corrupt_every_defect_breaks_exactly_its_rule() {
                     base.display()
                 ));
             }
-            let code = exit_for_rule(&rule);
+            let code = exit_for_rule(rule);
             if check.status.code() != Some(code) {
                 failures.push(format!(
                     "{defect} on {}: exit {:?}, expected {code}",

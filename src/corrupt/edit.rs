@@ -428,10 +428,7 @@ impl<'i, 's> Work<'i, 's> {
         if let Some(ext) = self.ext.as_mut() {
             if self.rehash {
                 let sum = checksum(&ext.bytes[EXT_HEADER_SIZE..]);
-                RawExtHeader::mut_from_prefix(&mut ext.bytes[..])
-                    .expect("a whole cluster")
-                    .0
-                    .checksum = sum;
+                ext_header_mut(&mut ext.bytes).checksum = sum;
             }
         }
         if self.trim {
@@ -456,6 +453,11 @@ impl<'i, 's> Work<'i, 's> {
             .filter(|&o| o < self.len)
             .collect()
     }
+}
+
+/// The extension header of a whole cluster, for editing.
+pub(super) fn ext_header_mut(cluster: &mut [u8]) -> &mut RawExtHeader {
+    RawExtHeader::mut_from_prefix(cluster).expect("a whole cluster").0
 }
 
 /// The input with the edits so far, `len` bytes long, for asking the validator about it.

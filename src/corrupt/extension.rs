@@ -1,15 +1,14 @@
 //! Defects of the extension cluster and its feature list (R21–R31), edited through
 //! [`crate::raw::RawExtHeader`] and [`crate::raw::RawFeatureHeader`].
 
-use super::edit::Work;
+use super::edit::{ext_header_mut, Work};
 use super::pick;
 use crate::error::Requirement;
 use crate::error::Result;
 use crate::extension::ListEnd;
-use crate::raw::extension::{checksum, RawExtHeader, EXT_HEADER_SIZE};
+use crate::raw::extension::{checksum, EXT_HEADER_SIZE};
 use crate::raw::feature::FEATURE_HEADER_SIZE;
 use crate::raw::SECTOR_SIZE;
-use zerocopy::FromBytes;
 
 pub(super) fn off_unaligned(w: &mut Work<'_, '_>) -> Result<()> {
     w.require(w.cs > SECTOR_SIZE, Requirement::LargeClusters)?;
@@ -21,7 +20,7 @@ pub(super) fn past_eof(w: &mut Work<'_, '_>) -> Result<()> {
     let cs = w.cs;
     let ext = w.ext.as_mut().expect("moved");
     let sum = checksum(&ext.bytes[EXT_HEADER_SIZE..]);
-    header_mut(&mut ext.bytes).checksum = sum;
+    ext_header_mut(&mut ext.bytes).checksum = sum;
     let last = ext.bytes.iter().rposition(|&b| b != 0).unwrap_or(0);
     let cut = (last as u64 + 1).next_multiple_of(SECTOR_SIZE);
     let off = ext.offset;
@@ -41,7 +40,7 @@ pub(super) fn overlap_data(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
 }
 
 pub(super) fn bad_magic(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
-    let ext = header_mut(w.ext_bytes()?);
+    let ext = ext_header_mut(w.ext_bytes()?);
     let mut magic = ext.magic.get().to_le_bytes();
     magic[(seed % 8) as usize] ^= 0xff;
     ext.magic = u64::from_le_bytes(magic).into();
@@ -49,7 +48,7 @@ pub(super) fn bad_magic(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
 }
 
 pub(super) fn bad_checksum(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
-    header_mut(w.ext_bytes()?).checksum[(seed % 16) as usize] ^= 0x01;
+    ext_header_mut(w.ext_bytes()?).checksum[(seed % 16) as usize] ^= 0x01;
     w.rehash = false;
     Ok(())
 }
@@ -142,9 +141,4 @@ pub(super) fn nonzero_padding(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
     let at = from + seed % (w.cs - from);
     w.ext_bytes()?[at as usize] = 0x5a;
     Ok(())
-}
-
-/// The extension header of a whole cluster, for editing.
-fn header_mut(cluster: &mut [u8]) -> &mut RawExtHeader {
-    RawExtHeader::mut_from_prefix(cluster).expect("a whole cluster").0
 }

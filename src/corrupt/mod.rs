@@ -176,7 +176,8 @@ impl FromStr for DefectKind {
 /// source.
 ///
 /// ```
-/// use parallels_image::{corrupt, DefectKind, Image, ImageBuilder, Patch};
+/// use parallels_image::corrupt::{self, DefectKind, Patch};
+/// use parallels_image::{Image, ImageBuilder};
 ///
 /// let (bytes, _) = ImageBuilder::new(1 << 20).to_vec()?;
 /// let image = Image::parse(&bytes)?;

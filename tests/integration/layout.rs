@@ -144,3 +144,27 @@ fn bat_and_l1_entries_are_little_endian() {
     assert_eq!(L1Entry::ref_from_bytes(&b).unwrap().get(), 0x0807_0605_0403_0201);
     assert_eq!(L1Entry::new(0x0807_0605_0403_0201).as_bytes(), &b);
 }
+
+#[test]
+fn editing_views_reach_the_right_bytes_and_refuse_short_input() {
+    // A feature header at byte 8 of a 40-byte buffer.
+    let mut bytes = counting::<40>();
+    let head = RawFeatureHeader::mut_at(&mut bytes, 8).unwrap();
+    assert_eq!(head.data_size.get(), le32(&counting::<40>(), 8 + 16));
+    head.flags = 0x0102.into();
+    assert_eq!(le64(&bytes, 8 + 8), 0x0102);
+    assert!(RawFeatureHeader::mut_at(&mut bytes, 17).is_none());
+    assert!(RawFeatureHeader::mut_at(&mut bytes, 41).is_none());
+
+    // A bitmap record's data: the 32-byte header, then two L1 entries.
+    let mut data = counting::<48>();
+    let bitmap = RawBitmapHeader::mut_in(&mut data).unwrap();
+    assert_eq!(bitmap.l1_size.get(), le32(&counting::<48>(), 28));
+    bitmap.granularity = 7.into();
+    assert_eq!(le32(&data, 24), 7);
+    RawBitmapHeader::l1_entry_mut(&mut data, 1).unwrap().set(0x0a0b);
+    assert_eq!(le64(&data, 40), 0x0a0b);
+    assert!(RawBitmapHeader::l1_entry_mut(&mut data, 2).is_none());
+    assert!(RawBitmapHeader::l1_entry_mut(&mut data, usize::MAX).is_none());
+    assert!(RawBitmapHeader::mut_in(&mut data[..31]).is_none());
+}

@@ -1,9 +1,9 @@
-//! Every defect of `corrupt::catalogue()` applied to built images: `qemu::predict` says what
+//! Every defect of `DefectKind::ALL` applied to built images: `qemu::predict` says what
 //! `qemu-img info` and `check` do with the damaged image.
 
 use crate::fixtures::{bm, v2_plain};
-use parallels_image::{corrupt, Variant};
-use parallels_image::{Data, ImageBuilder};
+use parallels_image::corrupt::{self, DefectKind};
+use parallels_image::{Data, ImageBuilder, Variant};
 
 use crate::harness::{self, compare_with_qemu, Img};
 
@@ -58,26 +58,26 @@ fn every_defect_predicted_exactly() {
     let mut problems = Vec::new();
     let mut untested = Vec::new();
     let bases = bases();
-    for defect in corrupt::catalogue() {
+    for &defect in DefectKind::ALL {
         let mut planned = 0;
         for (base, bytes) in &bases {
             let src = bytes.as_slice();
             let image = parallels_image::open(&src).unwrap();
             for seed in [0u64, 1, 7] {
-                let Ok(patch) = corrupt::plan(&image, defect.name, seed) else {
+                let Ok(patch) = corrupt::plan(&image, defect, seed) else {
                     continue;
                 };
                 planned += 1;
                 let mut damaged = bytes.clone();
                 patch.apply_to_vec(&mut damaged);
-                let img = Img::write(dir.path(), &format!("{}.{base}.{seed}.hds", defect.name), damaged);
+                let img = Img::write(dir.path(), &format!("{defect}.{base}.{seed}.hds"), damaged);
                 for p in compare_with_qemu(&img) {
-                    problems.push(format!("{} on {base} seed {seed}: {p}", defect.name));
+                    problems.push(format!("{defect} on {base} seed {seed}: {p}"));
                 }
             }
         }
         if planned == 0 {
-            untested.push(defect.name);
+            untested.push(defect);
         }
     }
     assert!(

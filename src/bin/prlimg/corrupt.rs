@@ -7,8 +7,8 @@ use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use parallels_image::corrupt::plan;
-use parallels_image::{DefectKind, Error, FileSource, Image, PlanError};
+use parallels_image::corrupt::{plan, DefectKind};
+use parallels_image::{Error, FileSource, Image, PlanError};
 
 use crate::outln;
 use crate::output::{emit, progress, Failure};
