@@ -57,6 +57,7 @@
 
 mod bitmap;
 mod builder;
+mod bundle;
 mod check;
 pub mod corrupt;
 mod error;
@@ -74,6 +75,12 @@ mod validate;
 
 pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFormat};
 pub use builder::{write_file_atomically, BitmapSpec, Data, ImageBuilder, Layout};
+pub use bundle::{
+    format_guid, image_file_name, is_bundle, parse_guid, parse_guid_loose, write_bundle_dir, write_expanding, Bundle,
+    BundleBuilder, BundleError, BundleFinding, BundleOptions, BundleReport, BundleRule, BundleViolation, Descriptor,
+    DiskParameters, Extent, GuestDisk, ImageEntry, ImageType, Mapping, Resolved, Shot, SnapshotSpec, Snapshots,
+    Storage, WriteStats, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, DESCRIPTOR_NAME, NULL_GUID,
+};
 pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
 pub use error::{BuildError, Error, Location, PlanError, Region, Requirement, Result, Violation};
 pub use extension::{Extension, FeatureEntry, ListEnd};

@@ -1,0 +1,334 @@
+//! The guest's bytes through a bundle: split storages stitched by `Start`/`End`, each read
+//! through its snapshot chain (a cluster comes from the newest image whose BAT has it, else
+//! from its parent, down to the root; a Plain image has every byte).
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+
+use super::descriptor::{format_guid, parse_guid, ImageType};
+use super::violation::BundleViolation;
+use super::{Bundle, BundleError};
+use crate::image::{Image, Mode};
+use crate::source::{FileSource, Source};
+
+/// Where an extent's bytes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Index into [`GuestDisk::files`].
+    pub file: usize,
+    /// Byte offset in that file.
+    pub offset: u64,
+}
+
+/// A run of guest bytes with one origin.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extent {
+    /// Guest byte offset.
+    pub start: u64,
+    /// Length in bytes.
+    pub length: u64,
+    /// How far down the snapshot chain the bytes come from: 0 is the snapshot read, 1 its
+    /// parent…; for zeros (nothing allocated), the depth of the root (as `qemu-img map`).
+    pub depth: usize,
+    /// Where the bytes are; `None` when no image in the chain has them (they read as zeros).
+    pub data: Option<Mapping>,
+}
+
+enum Kind {
+    Plain,
+    Expanding {
+        cluster_size: u64,
+        /// Allocated clusters as (guest cluster index, host byte offset), by index.
+        map: Vec<(u64, u64)>,
+    },
+}
+
+struct Layer {
+    file: usize,
+    source: FileSource,
+    kind: Kind,
+}
+
+struct Segment {
+    start: u64,
+    end: u64,
+    /// Newest first.
+    layers: Vec<Layer>,
+}
+
+/// A guest disk: a lone image, or a bundle at one snapshot.
+pub struct GuestDisk {
+    size: u64,
+    files: Vec<PathBuf>,
+    segments: Vec<Segment>,
+}
+
+impl std::fmt::Debug for GuestDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestDisk")
+            .field("size", &self.size)
+            .field("files", &self.files)
+            .field("segments", &self.segments.len())
+            .finish()
+    }
+}
+
+fn open_layer(path: &Path, kind: ImageType, file: usize) -> Result<Layer, BundleError> {
+    let source = FileSource::open(path).map_err(|source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let kind = match kind {
+        ImageType::Plain => Kind::Plain,
+        ImageType::Compressed => {
+            // Reading data needs the header and BAT only; unknown features do not matter.
+            let image = Image::parse_compact(&source, Mode::Lenient).map_err(|source| BundleError::Image {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let h = image.header();
+            let map = image
+                .allocated_entries()
+                .filter_map(|(i, e)| h.bat_entry_offset(e).map(|off| (u64::from(i), off)))
+                .collect();
+            Kind::Expanding {
+                cluster_size: h.cluster_size(),
+                map,
+            }
+        }
+    };
+    Ok(Layer { file, source, kind })
+}
+
+impl GuestDisk {
+    /// A lone `.hds` image as a disk of one layer.
+    pub fn open_image(path: impl AsRef<Path>) -> Result<GuestDisk, BundleError> {
+        let path = path.as_ref();
+        let layer = open_layer(path, ImageType::Compressed, 0)?;
+        let size = {
+            let image = Image::parse_without_bat(&layer.source, Mode::Lenient).map_err(|source| BundleError::Image {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            image.header().virtual_size()
+        };
+        Ok(GuestDisk {
+            size,
+            files: vec![path.to_path_buf()],
+            segments: vec![Segment {
+                start: 0,
+                end: size,
+                layers: vec![layer],
+            }],
+        })
+    }
+
+    /// A bundle folder, its descriptor, or a lone image: at `snapshot` (the top if `None`; a
+    /// lone image has no snapshots).
+    pub fn open(path: impl AsRef<Path>, snapshot: Option<Uuid>, options: super::BundleOptions) -> Result<GuestDisk, BundleError> {
+        let path = path.as_ref();
+        if super::is_bundle(path) {
+            Bundle::open_with(path, options)?.disk(snapshot)
+        } else if snapshot.is_some() {
+            Err(BundleError::NotABundle {
+                path: path.to_path_buf(),
+            })
+        } else {
+            Self::open_image(path)
+        }
+    }
+
+    pub(super) fn from_bundle(bundle: &Bundle, snapshot: Option<Uuid>) -> Result<GuestDisk, BundleError> {
+        let chain = bundle.chain(snapshot)?;
+        let d = bundle.descriptor();
+        let invalid = |violation| BundleError::Invalid {
+            path: bundle.descriptor_path().to_path_buf(),
+            violation,
+        };
+        let mut files = Vec::new();
+        let mut segments = Vec::with_capacity(d.storages.len());
+        let mut order: Vec<usize> = (0..d.storages.len()).collect();
+        order.sort_by_key(|&i| (d.storages[i].start, d.storages[i].end));
+        for s in order {
+            let storage = &d.storages[s];
+            let mut layers = Vec::with_capacity(chain.len());
+            for g in &chain {
+                let Some(k) = storage.images.iter().position(|im| parse_guid(&im.guid) == Some(*g)) else {
+                    return Err(invalid(BundleViolation::NoImageForSnapshot {
+                        storage: s,
+                        snapshot: format_guid(*g),
+                    }));
+                };
+                let path = bundle.image_path(s, k)?;
+                files.push(path.clone());
+                let layer = open_layer(&path, storage.images[k].kind, files.len() - 1)?;
+                let plain = matches!(layer.kind, Kind::Plain);
+                layers.push(layer);
+                if plain {
+                    break; // a raw image has every byte: nothing below it is read
+                }
+            }
+            if storage.start >= storage.end {
+                continue; // an empty storage holds nothing (D6)
+            }
+            segments.push(Segment {
+                start: storage.start * 512,
+                end: storage.end * 512,
+                layers,
+            });
+        }
+        Ok(GuestDisk {
+            size: bundle.disk_size(),
+            files,
+            segments,
+        })
+    }
+
+    /// The guest's size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Every file read, in the order of the storages and then of the chain (newest first).
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// The number of layers in the chain (1 for a lone image).
+    pub fn chain_len(&self) -> usize {
+        self.segments.iter().map(|s| s.layers.len()).max().unwrap_or(1)
+    }
+
+    /// What guest byte `pos` comes from, and for how many bytes from there the answer holds.
+    fn locate(&self, pos: u64) -> Extent {
+        let zero_depth = self.chain_len().saturating_sub(1);
+        // Segments overlap only in a broken bundle (D6); the first one holding `pos` wins.
+        let seg = self.segments.iter().find(|s| s.start <= pos && pos < s.end);
+        let Some(seg) = seg else {
+            // Outside every storage (a gap, or past the last one: D6, D7): zeros up to the next.
+            let next = self
+                .segments
+                .iter()
+                .map(|s| s.start)
+                .filter(|&s| s > pos)
+                .min()
+                .unwrap_or(self.size)
+                .min(self.size);
+            return Extent {
+                start: pos,
+                length: next.saturating_sub(pos).max(1),
+                depth: zero_depth,
+                data: None,
+            };
+        };
+        let local = pos - seg.start;
+        let mut limit = seg.end.min(self.size).saturating_sub(pos).max(1);
+        for (depth, layer) in seg.layers.iter().enumerate() {
+            match &layer.kind {
+                Kind::Plain => {
+                    return Extent {
+                        start: pos,
+                        length: limit,
+                        depth,
+                        data: Some(Mapping {
+                            file: layer.file,
+                            offset: local,
+                        }),
+                    }
+                }
+                Kind::Expanding { cluster_size, map } => {
+                    let cs = *cluster_size;
+                    let index = local / cs;
+                    let within = local % cs;
+                    match map.binary_search_by_key(&index, |p| p.0) {
+                        Ok(k) => {
+                            return Extent {
+                                start: pos,
+                                length: limit.min(cs - within),
+                                depth,
+                                data: Some(Mapping {
+                                    file: layer.file,
+                                    offset: map[k].1 + within,
+                                }),
+                            }
+                        }
+                        Err(k) => {
+                            if let Some(&(next, _)) = map.get(k) {
+                                limit = limit.min(next * cs - local);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Extent {
+            start: pos,
+            length: limit,
+            depth: zero_depth,
+            data: None,
+        }
+    }
+
+    /// The allocation map: every guest byte once, adjacent extents of one origin merged (as
+    /// `qemu-img map` merges them).
+    pub fn extents(&self) -> Vec<Extent> {
+        let mut out: Vec<Extent> = Vec::new();
+        let mut pos = 0;
+        while pos < self.size {
+            let mut e = self.locate(pos);
+            e.length = e.length.min(self.size - pos);
+            pos += e.length;
+            if let Some(last) = out.last_mut() {
+                let joins = last.depth == e.depth
+                    && match (&last.data, &e.data) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => a.file == b.file && a.offset + last.length == b.offset,
+                        _ => false,
+                    };
+                if joins {
+                    last.length += e.length;
+                    continue;
+                }
+            }
+            out.push(e);
+        }
+        out
+    }
+
+    /// Reads guest bytes `[offset, offset + buf.len())`; past the end of the disk, and where
+    /// nothing is allocated, bytes read as zeros.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            if pos >= self.size {
+                buf[done..].fill(0);
+                break;
+            }
+            let e = self.locate(pos);
+            let n = (e.length.min(self.size - pos) as usize).min(buf.len() - done);
+            let out = &mut buf[done..done + n];
+            match e.data {
+                None => out.fill(0),
+                Some(m) => {
+                    let source = self.source(m.file);
+                    let got = source.read_into(m.offset, out)?;
+                    out[got..].fill(0);
+                }
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn source(&self, file: usize) -> &FileSource {
+        self.segments
+            .iter()
+            .flat_map(|s| s.layers.iter())
+            .find(|l| l.file == file)
+            .map(|l| &l.source)
+            .expect("every mapping names an open layer")
+    }
+}

@@ -1,0 +1,435 @@
+//! Writing: an expanding image from guest data (all-zero clusters left unallocated), and whole
+//! bundles (descriptor, marker, one image per snapshot and segment) from a description.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use uuid::Uuid;
+use zerocopy::IntoBytes;
+
+use super::descriptor::{
+    format_guid, Descriptor, DiskParameters, ImageEntry, ImageType, Shot, Snapshots, Storage, DEFAULT_TOP_GUID,
+    NULL_GUID, VERSION,
+};
+use super::DESCRIPTOR_NAME;
+use crate::builder::{BitmapSpec, Data, ImageBuilder};
+use crate::error::{Error, Result};
+use crate::header::Variant;
+use crate::raw::header::{RawHeader, MAGIC_V2, MAX_BAT_ENTRIES, MAX_TRACKS, VERSION as IMAGE_VERSION};
+
+/// What [`write_expanding`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Guest clusters.
+    pub clusters: u64,
+    /// Clusters written (the others were all zeros and stay unallocated).
+    pub allocated: u64,
+    /// Length of the image file.
+    pub file_len: u64,
+}
+
+/// Writes a v2 expanding image of `size` guest bytes into the empty file `out`, reading the
+/// guest through `read(offset, buf)`. Clusters that read as all zeros are left unallocated;
+/// the others are stored in guest order after the BAT. Memory: one cluster and the BAT.
+pub fn write_expanding(
+    read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+    size: u64,
+    cluster_size: u64,
+    out: &File,
+) -> Result<WriteStats> {
+    let cs = cluster_size;
+    if cs == 0 || cs % 512 != 0 || cs / 512 > u64::from(MAX_TRACKS) {
+        return Err(Error::Build(format!(
+            "cluster size {cs} is not a multiple of 512 between 512 and {}",
+            u64::from(MAX_TRACKS) * 512
+        )));
+    }
+    let clusters = size.div_ceil(cs);
+    if clusters > u64::from(MAX_BAT_ENTRIES) {
+        return Err(Error::Build(format!(
+            "{clusters} clusters of {cs} bytes need more than {MAX_BAT_ENTRIES} BAT entries"
+        )));
+    }
+    let data_start = (64 + 4 * clusters).next_multiple_of(cs);
+    let mut bat = vec![0u32; clusters as usize];
+    let mut buf = vec![0u8; cs as usize];
+    let mut next = data_start / cs;
+    for (i, entry) in bat.iter_mut().enumerate() {
+        let off = i as u64 * cs;
+        let n = (size - off).min(cs) as usize;
+        buf.fill(0);
+        read(off, &mut buf[..n])?;
+        if crate::raw::first_nonzero(&buf).is_none() {
+            continue;
+        }
+        *entry = u32::try_from(next)
+            .map_err(|_| Error::Build(format!("cluster {next} of the file does not fit a v2 BAT entry")))?;
+        out.write_all_at(&buf, next * cs)?;
+        next += 1;
+    }
+    let sectors = size.div_ceil(512);
+    let header = RawHeader {
+        magic: MAGIC_V2,
+        version: IMAGE_VERSION.into(),
+        heads: 16.into(),
+        cylinders: ((sectors / 16 / 32) as u32).into(),
+        tracks: ((cs / 512) as u32).into(),
+        bat_entries: (clusters as u32).into(),
+        nb_sectors: sectors.into(),
+        inuse: 0.into(),
+        data_off: u32::try_from(data_start / 512)
+            .map_err(|_| Error::Build(format!("a data area at byte {data_start} does not fit data_off")))?
+            .into(),
+        flags: 0.into(),
+        ext_off: 0.into(),
+    };
+    out.write_all_at(header.as_bytes(), 0)?;
+    let bat_bytes: Vec<u8> = bat.iter().flat_map(|e| e.to_le_bytes()).collect();
+    out.write_all_at(&bat_bytes, 64)?;
+    let file_len = next * cs;
+    out.set_len(file_len)?;
+    let allocated = next - data_start / cs;
+    Ok(WriteStats {
+        clusters,
+        allocated,
+        file_len,
+    })
+}
+
+/// One snapshot of a bundle to build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSpec {
+    /// Its GUID.
+    pub guid: Uuid,
+    /// Its parent, `None` for the root.
+    pub parent: Option<Uuid>,
+    /// Guest data this snapshot writes (over its parent's), at guest offsets.
+    pub data: Vec<(u64, Data)>,
+    /// Dirty bitmaps of its images, in guest offsets (each segment gets its part).
+    pub bitmaps: Vec<BitmapSpec>,
+}
+
+/// Builds a bundle folder: `NAME.hdd/` with its descriptor, marker and images.
+#[derive(Clone, Debug)]
+pub struct BundleBuilder {
+    size: u64,
+    cluster_size: u64,
+    splits: Vec<u64>,
+    plain_root: bool,
+    snapshots: Vec<SnapshotSpec>,
+    top: Option<Uuid>,
+    inuse: u32,
+}
+
+impl BundleBuilder {
+    /// A bundle of `size` bytes (a multiple of 512) with 1 MiB clusters and one snapshot, the
+    /// predefined top GUID, holding no data.
+    pub fn new(size: u64) -> Self {
+        BundleBuilder {
+            size,
+            cluster_size: 1 << 20,
+            splits: Vec::new(),
+            plain_root: false,
+            snapshots: Vec::new(),
+            top: None,
+            inuse: 0,
+        }
+    }
+
+    /// Cluster size in bytes (the storages' `Blocksize`).
+    pub fn cluster_size(mut self, bytes: u64) -> Self {
+        self.cluster_size = bytes;
+        self
+    }
+
+    /// Splits the disk into segments at these guest byte offsets (multiples of 512).
+    pub fn split_at(mut self, offsets: Vec<u64>) -> Self {
+        self.splits = offsets;
+        self
+    }
+
+    /// Stores the root snapshot as Plain (raw) files rather than expanding images.
+    pub fn plain_root(mut self, yes: bool) -> Self {
+        self.plain_root = yes;
+        self
+    }
+
+    /// Adds a snapshot (the first one given without a parent is the root).
+    pub fn snapshot(mut self, spec: SnapshotSpec) -> Self {
+        self.snapshots.push(spec);
+        self
+    }
+
+    /// The top snapshot (default: the last one added). Written as `TopGUID` unless it is the
+    /// predefined top GUID.
+    pub fn top(mut self, guid: Uuid) -> Self {
+        self.top = Some(guid);
+        self
+    }
+
+    /// The images' header `inuse` value (0 by default, as QEMU writes; ploop writes "v2.1").
+    pub fn inuse(mut self, inuse: u32) -> Self {
+        self.inuse = inuse;
+        self
+    }
+
+    fn snapshots(&self) -> Vec<SnapshotSpec> {
+        if self.snapshots.is_empty() {
+            vec![SnapshotSpec {
+                guid: DEFAULT_TOP_GUID,
+                parent: None,
+                data: Vec::new(),
+                bitmaps: Vec::new(),
+            }]
+        } else {
+            self.snapshots.clone()
+        }
+    }
+
+    /// The storages as byte ranges.
+    fn segments(&self) -> Result<Vec<(u64, u64)>> {
+        if self.size == 0 || self.size % 512 != 0 {
+            return Err(Error::Build(format!("a bundle's size is a non-zero multiple of 512, not {}", self.size)));
+        }
+        let mut cuts = self.splits.clone();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut out = Vec::new();
+        let mut start = 0;
+        for c in cuts {
+            if c == 0 || c >= self.size || c % 512 != 0 {
+                return Err(Error::Build(format!(
+                    "split offset {c} is not a multiple of 512 inside the disk of {} bytes",
+                    self.size
+                )));
+            }
+            out.push((start, c));
+            start = c;
+        }
+        out.push((start, self.size));
+        Ok(out)
+    }
+
+    /// The descriptor this builder writes for a folder named `name` (`NAME.hdd`).
+    pub fn descriptor(&self, name: &str) -> Result<Descriptor> {
+        let snaps = self.snapshots();
+        let sectors = self.size / 512;
+        let (cylinders, heads, per_track) = if sectors % 512 == 0 {
+            (sectors / 512, 16, 32)
+        } else {
+            (sectors, 1, 1)
+        };
+        let top = self.top.unwrap_or(snaps.last().expect("at least one snapshot").guid);
+        let storages = self
+            .segments()?
+            .iter()
+            .enumerate()
+            .map(|(k, &(s, e))| Storage {
+                start: s / 512,
+                end: e / 512,
+                blocksize: self.cluster_size / 512,
+                images: snaps
+                    .iter()
+                    .map(|sp| ImageEntry {
+                        guid: format_guid(sp.guid),
+                        kind: if self.plain_root && sp.parent.is_none() {
+                            ImageType::Plain
+                        } else {
+                            ImageType::Compressed
+                        },
+                        file: image_file_name(name, k, sp.guid),
+                        extra: Vec::new(),
+                    })
+                    .collect(),
+                extra: Vec::new(),
+            })
+            .collect();
+        Ok(Descriptor {
+            version: Some(VERSION.to_string()),
+            attributes: Vec::new(),
+            disk: DiskParameters {
+                disk_size: sectors,
+                cylinders,
+                heads,
+                sectors: per_track,
+                padding: Some(0),
+                physical_sector_size: None,
+                logic_sector_size: None,
+                extra: Vec::new(),
+            },
+            storages,
+            storage_extra: Vec::new(),
+            snapshots: Snapshots {
+                top_guid: (top != DEFAULT_TOP_GUID).then(|| format_guid(top)),
+                shots: snaps
+                    .iter()
+                    .map(|sp| Shot {
+                        guid: format_guid(sp.guid),
+                        parent: format_guid(sp.parent.unwrap_or(NULL_GUID)),
+                        extra: Vec::new(),
+                    })
+                    .collect(),
+                extra: Vec::new(),
+            },
+            extra: Vec::new(),
+        })
+    }
+
+    /// Writes the bundle to the folder `dir` (named `NAME.hdd` by convention): built in a
+    /// temporary folder beside it and renamed into place. An existing `dir` is replaced only
+    /// with `overwrite`.
+    pub fn create(&self, dir: &Path, overwrite: bool) -> Result<Descriptor> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::Build(format!("{} does not name a folder", dir.display())))?;
+        let descriptor = self.descriptor(&name)?;
+        write_bundle_dir(dir, overwrite, |tmp| {
+            self.write_files(tmp, &name, &descriptor)?;
+            Ok(())
+        })?;
+        Ok(descriptor)
+    }
+
+    fn write_files(&self, tmp: &Path, name: &str, descriptor: &Descriptor) -> Result<()> {
+        let snaps = self.snapshots();
+        for (k, &(s, e)) in self.segments()?.iter().enumerate() {
+            for (sp, im) in snaps.iter().zip(&descriptor.storages[k].images) {
+                let path = tmp.join(&im.file);
+                let data = clip_data(&sp.data, s, e);
+                if im.kind == ImageType::Plain {
+                    let f = File::create(&path)?;
+                    for (off, d) in &data {
+                        match d {
+                            Data::Bytes(b) => f.write_all_at(b, *off)?,
+                            Data::Fill { len, byte } => {
+                                let chunk = vec![*byte; (*len).min(1 << 20) as usize];
+                                let mut done = 0;
+                                while done < *len {
+                                    let n = (len - done).min(chunk.len() as u64) as usize;
+                                    if *byte != 0 {
+                                        f.write_all_at(&chunk[..n], off + done)?;
+                                    }
+                                    done += n as u64;
+                                }
+                            }
+                        }
+                    }
+                    f.set_len(e - s)?;
+                    continue;
+                }
+                let mut b = ImageBuilder::new(e - s)
+                    .variant(Variant::V2)
+                    .cluster_size(self.cluster_size)
+                    .inuse(self.inuse);
+                for (off, d) in data {
+                    b = b.data(off, d);
+                }
+                for bm in &sp.bitmaps {
+                    let extents = bm
+                        .extents
+                        .iter()
+                        .filter_map(|&(o, l)| {
+                            let (a, z) = (o.max(s), o.saturating_add(l).min(e));
+                            (a < z).then(|| (a - s, z - a))
+                        })
+                        .collect();
+                    b = b.bitmap(BitmapSpec {
+                        id: bm.id,
+                        granularity: bm.granularity,
+                        extents,
+                    });
+                }
+                let mut f = File::create(&path)?;
+                b.write_to(&mut f)?;
+            }
+        }
+        fs::write(tmp.join(DESCRIPTOR_NAME), descriptor.to_xml())?;
+        File::create(tmp.join(name))?;
+        Ok(())
+    }
+}
+
+/// The usual storage file name: `NAME.hdd.SEGMENT.{GUID}.hds`.
+pub fn image_file_name(name: &str, segment: usize, guid: Uuid) -> String {
+    format!("{name}.{segment}.{}.hds", format_guid(guid))
+}
+
+/// The parts of `data` inside guest bytes `[s, e)`, shifted to start at 0.
+fn clip_data(data: &[(u64, Data)], s: u64, e: u64) -> Vec<(u64, Data)> {
+    let mut out = Vec::new();
+    for (off, d) in data {
+        let len = match d {
+            Data::Bytes(b) => b.len() as u64,
+            Data::Fill { len, .. } => *len,
+        };
+        let (a, z) = ((*off).max(s), off.saturating_add(len).min(e));
+        if a >= z {
+            continue;
+        }
+        let piece = match d {
+            Data::Bytes(b) => Data::Bytes(b[(a - off) as usize..(z - off) as usize].to_vec()),
+            Data::Fill { byte, .. } => Data::Fill { len: z - a, byte: *byte },
+        };
+        out.push((a - s, piece));
+    }
+    out
+}
+
+/// Builds a folder through `fill` in a temporary folder beside `dir`, then renames it to
+/// `dir`. Without `overwrite`, an existing `dir` is refused (`AlreadyExists`); with it, the old
+/// folder is moved aside, replaced, then removed.
+pub fn write_bundle_dir(dir: &Path, overwrite: bool, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let exists = fs::symlink_metadata(dir).is_ok();
+    if exists && !overwrite {
+        return Err(Error::Io(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} already exists", dir.display()),
+        )));
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new().prefix(".prlimg-").suffix(".tmp").tempdir_in(&parent)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))?;
+    }
+    fill(tmp.path())?;
+    let tmp = tmp.keep();
+    if exists {
+        let old = tempfile::Builder::new().prefix(".prlimg-old-").tempdir_in(&parent)?.keep();
+        fs::remove_dir(&old)?;
+        fs::rename(dir, &old)?;
+        if let Err(e) = fs::rename(&tmp, dir) {
+            let _ = fs::rename(&old, dir);
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e.into());
+        }
+        if old.is_dir() {
+            fs::remove_dir_all(&old)?;
+        } else {
+            fs::remove_file(&old)?;
+        }
+    } else if let Err(e) = rename_noclobber(&tmp, dir) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// Renames `from` to `to` unless `to` appeared meanwhile (a folder is renamed over an empty
+/// folder by `rename(2)`, so check first; the window is as small as the standard library
+/// allows).
+fn rename_noclobber(from: &Path, to: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} already exists", to.display()),
+        ));
+    }
+    fs::rename(from, to)
+}

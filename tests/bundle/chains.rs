@@ -1,0 +1,1 @@
+//! Guest data through snapshot chains and split storages.

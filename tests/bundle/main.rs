@@ -1,0 +1,8 @@
+//! Tests of disk bundles (`spec/bundles.md`): reading descriptors, the `D` rules, guest data
+//! through chains and split storages, writing bundles, and the real readers (ploop, QEMU).
+
+mod common;
+
+mod chains;
+mod rules;
+mod samples;

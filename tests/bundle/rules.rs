@@ -1,0 +1,1 @@
+//! The D rules, one test each.

@@ -1,0 +1,80 @@
+//! The two Parallels Desktop bundles (`../shared/samples/parallels-desktop/`): they read back
+//! to their known contents (MiB i holds byte i) and check clean.
+
+use parallels_image::{Bundle, BundleFinding, GuestDisk, ImageType, Rule, Severity, Violation, DEFAULT_TOP_GUID};
+
+use crate::common::*;
+
+#[test]
+fn pd_expanding_sample_reads_back_and_checks_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(dir) = pd_sample("expanding.hdd", tmp.path()) else { return };
+    let bundle = Bundle::open(&dir).unwrap();
+    let d = bundle.descriptor();
+    assert_eq!(d.disk.disk_size, 204800);
+    assert_eq!((d.disk.cylinders, d.disk.heads, d.disk.sectors), (400, 16, 32));
+    assert_eq!(d.storages.len(), 1);
+    assert_eq!((d.storages[0].start, d.storages[0].end, d.storages[0].blocksize), (0, 204800, 2048));
+    assert_eq!(d.storages[0].images[0].kind, ImageType::Compressed);
+    // Unknown elements are kept: Encryption, UID, Name, Miscellaneous.
+    let names: Vec<&str> = d.disk.extra.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["Encryption", "UID", "Name", "Miscellaneous"]);
+    assert_eq!(d.disk.extra[3].children.len(), 13);
+    assert_eq!(bundle.chain(None).unwrap(), vec![DEFAULT_TOP_GUID]);
+
+    // Clean; the "pd17" inuse tag is R8 (non-canonical) and nothing else.
+    let report = bundle.validate();
+    assert!(report.is_clean());
+    assert_eq!(report.codes(), vec!["R8"]);
+    match &report.findings[..] {
+        [BundleFinding::Image { file, storage: 0, image: 0, finding }] => {
+            assert_eq!(file.file_name().unwrap(), "expanding.hdd.0.{5fbaabe3-6958-40ff-92a7-860e329aab41}.hds");
+            assert_eq!(finding.violation, Violation::UnknownInuse { found: u32::from_le_bytes(*b"pd17") });
+            assert_eq!(finding.violation.rule(), Rule::R8);
+            assert_eq!(finding.severity, Severity::NonCanonical);
+        }
+        other => panic!("unexpected findings {other:?}"),
+    }
+
+    let disk = bundle.disk(None).unwrap();
+    assert_eq!(disk.size(), 100 * MIB);
+    assert!(read_all(&disk) == pd_expected());
+    // 99 clusters of 1 MiB allocated, MiB 0 not.
+    let ext = disk.extents();
+    assert_eq!(ext[0].start, 0);
+    assert_eq!(ext[0].length, MIB);
+    assert_eq!(ext[0].data, None);
+    let allocated: u64 = ext.iter().filter(|e| e.data.is_some()).map(|e| e.length).sum();
+    assert_eq!(allocated, 99 * MIB);
+    // The XML opens the same bundle.
+    let via_xml = GuestDisk::open(dir.join("DiskDescriptor.xml"), None, Default::default()).unwrap();
+    assert_eq!(via_xml.extents(), ext);
+}
+
+#[test]
+fn pd_plain_sample_reads_back_and_checks_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(dir) = pd_sample("plain.hdd", tmp.path()) else { return };
+    let bundle = Bundle::open(dir.join("DiskDescriptor.xml")).unwrap();
+    assert_eq!(bundle.descriptor().storages[0].images[0].kind, ImageType::Plain);
+    let report = bundle.validate();
+    assert_eq!(report.findings, vec![]);
+    let disk = bundle.disk(None).unwrap();
+    assert!(read_all(&disk) == pd_expected());
+    let ext = disk.extents();
+    assert_eq!(ext.len(), 1);
+    assert_eq!((ext[0].start, ext[0].length, ext[0].depth), (0, 100 * MIB, 0));
+    assert_eq!(ext[0].data.as_ref().map(|m| m.offset), Some(0));
+}
+
+#[test]
+fn pd_descriptor_round_trips_with_unknown_elements() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(dir) = pd_sample("expanding.hdd", tmp.path()) else { return };
+    let bundle = Bundle::open(&dir).unwrap();
+    let xml = bundle.descriptor().to_xml();
+    let again = parallels_image::Descriptor::parse(&xml).unwrap();
+    assert_eq!(&again, bundle.descriptor());
+    assert!(xml.contains("<CompatLevel>level2</CompatLevel>"), "{xml}");
+    assert!(xml.contains("<Data/>"), "{xml}");
+}
