@@ -354,7 +354,12 @@ impl Bundle {
 
     /// Runs every `D` rule, and the `R` rules on each expanding image.
     pub fn validate(&self) -> BundleReport {
-        validate::validate(self)
+        validate::validate(self, crate::image::Mode::Strict)
+    }
+
+    /// [`Bundle::validate`], reading the images in `mode` (lenient: unknown features are notes).
+    pub fn validate_with(&self, mode: crate::image::Mode) -> BundleReport {
+        validate::validate(self, mode)
     }
 
     /// The marker file's expected name: the folder's name.

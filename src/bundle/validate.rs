@@ -118,7 +118,7 @@ impl BundleReport {
     }
 }
 
-pub(super) fn validate(bundle: &Bundle) -> BundleReport {
+pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
     let d = bundle.descriptor();
     let mut out: Vec<BundleFinding> = Vec::new();
     let mut push = |v: BundleViolation| out.push(BundleFinding::Descriptor(v));
@@ -414,7 +414,7 @@ pub(super) fn validate(bundle: &Bundle) -> BundleReport {
                 }
             }
             ImageType::Compressed => {
-                let (found, header) = match Image::parse_compact(&source, Mode::Strict) {
+                let (found, header) = match Image::parse_compact(&source, mode) {
                     Ok(image) => {
                         let header = *image.header();
                         match image.validate() {

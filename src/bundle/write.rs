@@ -352,6 +352,39 @@ impl BundleBuilder {
     }
 }
 
+impl BundleBuilder {
+    /// Writes a bundle of one snapshot (the predefined top GUID), each segment an expanding
+    /// image of the guest bytes `read(offset, buf)` gives, all-zero clusters unallocated; the
+    /// snapshots and data given to the builder are ignored. Built beside `dir` and renamed.
+    pub fn create_from(
+        &self,
+        dir: &Path,
+        overwrite: bool,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+    ) -> Result<Descriptor> {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| Error::Build(format!("{} does not name a folder", dir.display())))?;
+        let mut one = self.clone();
+        one.snapshots.clear();
+        one.plain_root = false;
+        let descriptor = one.descriptor(&name)?;
+        let segments = one.segments()?;
+        write_bundle_dir(dir, overwrite, |tmp| {
+            for (k, &(s, e)) in segments.iter().enumerate() {
+                let f = File::create(tmp.join(&descriptor.storages[k].images[0].file))?;
+                write_expanding(&mut |off, buf| read(s + off, buf), e - s, self.cluster_size, &f)?;
+                f.sync_all()?;
+            }
+            fs::write(tmp.join(DESCRIPTOR_NAME), descriptor.to_xml())?;
+            File::create(tmp.join(&name))?;
+            Ok(())
+        })?;
+        Ok(descriptor)
+    }
+}
+
 /// The usual storage file name: `NAME.hdd.SEGMENT.{GUID}.hds`.
 pub fn image_file_name(name: &str, segment: usize, guid: Uuid) -> String {
     format!("{name}.{segment}.{}.hds", format_guid(guid))

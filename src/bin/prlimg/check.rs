@@ -24,6 +24,9 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Outcome {
     let path = &args.image;
+    if parallels_image::is_bundle(path) {
+        return crate::bundle::check(path, args.output, args.lenient);
+    }
     let source = FileSource::open(path).map_err(|e| Failure::io(path, &e))?;
     let mode = if args.lenient { Mode::Lenient } else { Mode::Strict };
     let busy = spinner("checking");

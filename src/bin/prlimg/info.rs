@@ -50,6 +50,9 @@ pub fn gather(image: &Image<'_>, filename: String) -> Info {
 
 pub fn run(args: &Args) -> Outcome {
     let path = &args.image;
+    if parallels_image::is_bundle(path) {
+        return crate::bundle::info(path, args.output);
+    }
     let source = FileSource::open(path).map_err(|e| Failure::io(path, &e))?;
     let image = Image::parse_compact(&source, Mode::Strict).map_err(|e| Failure::lib(path, &e))?;
     let info = gather(&image, path.display().to_string());

@@ -9,10 +9,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bitmaps;
+mod bundle;
 mod check;
+mod convert;
 mod corrupt;
 mod create;
 mod info;
+mod map;
 mod output;
 mod size;
 
@@ -38,6 +41,10 @@ enum Command {
     Create(create::Args),
     /// Copy an image and break one rule on purpose (test images for validators).
     Corrupt(corrupt::Args),
+    /// Copy the guest's data: .hds, bundle or raw in; raw (sparse), .hds or bundle out.
+    Convert(convert::Args),
+    /// Where each guest extent's data is (file, host offset) or that it is zeros.
+    Map(map::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +64,8 @@ fn main() -> ExitCode {
         Command::Bitmaps(a) => bitmaps::run(&a),
         Command::Create(a) => create::run(&a),
         Command::Corrupt(a) => corrupt::run(&a),
+        Command::Convert(a) => convert::run(&a),
+        Command::Map(a) => map::run(&a),
     };
     match result {
         Ok(code) => ExitCode::from(code),

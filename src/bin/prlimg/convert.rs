@@ -1,0 +1,228 @@
+//! `prlimg convert SRC OUT`: the guest's bytes from an `.hds`, a bundle (folder or its
+//! `DiskDescriptor.xml`, at its top or `--snapshot GUID`) or a raw file, into a raw file
+//! (sparse: holes where nothing is allocated or the data is zeros), an expanding `.hds` image or
+//! a new bundle (all-zero clusters left unallocated). The output is written beside its final
+//! name and renamed; an existing output is replaced only with `--force`.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use parallels_image::{
+    is_bundle, parse_guid_loose, write_expanding, BundleBuilder, BundleError, BundleOptions, Error, GuestDisk,
+};
+use uuid::Uuid;
+
+use crate::output::{progress, Failure};
+use crate::size::parse_size;
+use crate::Outcome;
+
+/// What a path holds, for `-f`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum InFormat {
+    /// A bundle if SRC is a folder or XML, a Parallels image if it has the magic, else raw.
+    Auto,
+    /// A raw disk image.
+    Raw,
+    /// A Parallels image or bundle.
+    Parallels,
+}
+
+/// What to write, for `-O`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutFormat {
+    /// From OUT's name: `.hds` an image, `.hdd` a bundle, anything else raw.
+    Auto,
+    /// A raw disk image (sparse).
+    Raw,
+    /// An expanding Parallels image (`.hds`).
+    Parallels,
+    /// A bundle folder (`NAME.hdd`) holding one expanding image.
+    Bundle,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The source: an .hds image, a bundle folder, its DiskDescriptor.xml, or a raw file.
+    source: PathBuf,
+    /// The output (refused if it exists, unless --force).
+    output: PathBuf,
+    /// Read this snapshot of a bundle instead of its top (GUID with or without braces).
+    #[arg(long, value_name = "GUID", value_parser = parse_snapshot)]
+    snapshot: Option<Uuid>,
+    /// The source's format.
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = InFormat::Auto)]
+    format: InFormat,
+    /// The output's format.
+    #[arg(short = 'O', long = "output-format", value_enum, default_value_t = OutFormat::Auto)]
+    output_format: OutFormat,
+    /// Cluster size of a Parallels output.
+    #[arg(long, value_parser = parse_size, default_value = "1M")]
+    cluster_size: u64,
+    /// Follow a bundle's image paths that leave its folder.
+    #[arg(long)]
+    follow_outside: bool,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn parse_snapshot(text: &str) -> Result<Uuid, String> {
+    parse_guid_loose(text).ok_or_else(|| format!("{text:?} is not a GUID"))
+}
+
+/// The guest's bytes, from wherever they are.
+pub enum Guest {
+    Disk(GuestDisk),
+    Raw { file: File, size: u64 },
+}
+
+impl Guest {
+    pub fn size(&self) -> u64 {
+        match self {
+            Guest::Disk(d) => d.size(),
+            Guest::Raw { size, .. } => *size,
+        }
+    }
+
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            Guest::Disk(d) => d.read_at(offset, buf),
+            Guest::Raw { file, size } => {
+                let n = (size.saturating_sub(offset)).min(buf.len() as u64) as usize;
+                file.read_exact_at(&mut buf[..n], offset)?;
+                buf[n..].fill(0);
+                Ok(())
+            }
+        }
+    }
+
+    /// Guest ranges that may hold data (the rest is known zeros).
+    fn data_ranges(&self) -> Vec<(u64, u64)> {
+        match self {
+            Guest::Disk(d) => d.extents().into_iter().filter(|e| e.data.is_some()).map(|e| (e.start, e.length)).collect(),
+            Guest::Raw { size, .. } => vec![(0, *size)],
+        }
+    }
+}
+
+/// A bundle failure as a CLI failure (its message names the file).
+pub fn bundle_failure(e: &BundleError) -> Failure {
+    match e {
+        BundleError::Io { path, source } => Failure::io(path, source),
+        BundleError::Image { path, source } => Failure::lib(path, source),
+        other => Failure::plain(other.to_string()),
+    }
+}
+
+fn has_parallels_magic(path: &Path) -> io::Result<bool> {
+    let f = File::open(path)?;
+    let mut magic = [0u8; 16];
+    let n = f.read_at(&mut magic, 0)?;
+    Ok(n == 16 && (&magic == b"WithoutFreeSpace" || &magic == b"WithouFreSpacExt"))
+}
+
+/// Opens SRC as a guest disk.
+pub fn open_guest(source: &Path, format: InFormat, snapshot: Option<Uuid>, follow_outside: bool) -> Result<Guest, Failure> {
+    let raw = match format {
+        InFormat::Raw => true,
+        InFormat::Parallels => false,
+        InFormat::Auto => !is_bundle(source) && !has_parallels_magic(source).map_err(|e| Failure::io(source, &e))?,
+    };
+    if raw {
+        if snapshot.is_some() {
+            return Err(Failure::at(source, "a raw file has no snapshots (--snapshot needs a bundle)"));
+        }
+        let file = File::open(source).map_err(|e| Failure::io(source, &e))?;
+        let size = file.metadata().map_err(|e| Failure::io(source, &e))?.len();
+        return Ok(Guest::Raw { file, size });
+    }
+    GuestDisk::open(source, snapshot, BundleOptions { follow_outside })
+        .map(Guest::Disk)
+        .map_err(|e| bundle_failure(&e))
+}
+
+fn out_format(args: &Args) -> OutFormat {
+    if args.output_format != OutFormat::Auto {
+        return args.output_format;
+    }
+    match args.output.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("hds") => OutFormat::Parallels,
+        Some("hdd") => OutFormat::Bundle,
+        _ => OutFormat::Raw,
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+pub fn run(args: &Args) -> Outcome {
+    let out = &args.output;
+    if same_file(&args.source, out) {
+        return Err(Failure::at(out, "is the source; write the copy elsewhere"));
+    }
+    if std::fs::symlink_metadata(out).is_ok() && !args.force {
+        return Err(Failure::at(out, "already exists (use --force to replace it)"));
+    }
+    let guest = open_guest(&args.source, args.format, args.snapshot, args.follow_outside)?;
+    if let Guest::Disk(d) = &guest {
+        if d.files().iter().any(|f| same_file(f, out)) || (out.is_dir() && d.files().iter().any(|f| f.starts_with(out))) {
+            return Err(Failure::at(out, "holds the source's data; write the copy elsewhere"));
+        }
+    }
+    let size = guest.size();
+    let bar = if size >= 256 << 20 { progress(size, "converting") } else { indicatif::ProgressBar::hidden() };
+    let mut read = |off: u64, buf: &mut [u8]| {
+        bar.set_position(off);
+        guest.read_at(off, buf)
+    };
+    let result = match out_format(args) {
+        OutFormat::Raw | OutFormat::Auto => parallels_image::builder::write_file_atomically(out, args.force, |f| {
+            write_raw(&guest, f).map_err(Error::Io)
+        }),
+        OutFormat::Parallels => parallels_image::builder::write_file_atomically(out, args.force, |f| {
+            write_expanding(&mut read, size, args.cluster_size, f).map(|_| ())
+        }),
+        OutFormat::Bundle => {
+            if size % 512 != 0 {
+                return Err(Failure::at(&args.source, format!("a bundle holds whole sectors; the source is {size} bytes")));
+            }
+            BundleBuilder::new(size)
+                .cluster_size(args.cluster_size)
+                .create_from(out, args.force, &mut read)
+                .map(|_| ())
+        }
+    };
+    bar.finish_and_clear();
+    match result {
+        Ok(()) => Ok(0),
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(Failure::at(out, "already exists (use --force to replace it)"))
+        }
+        Err(e) => Err(Failure::lib(out, &e)),
+    }
+}
+
+/// Writes the guest as a raw file: only ranges that may hold data are read, and blocks of zeros
+/// are left as holes; the length is set at the end.
+fn write_raw(guest: &Guest, out: &File) -> io::Result<()> {
+    const BLOCK: u64 = 1 << 20;
+    let mut buf = vec![0u8; BLOCK as usize];
+    for (start, len) in guest.data_ranges() {
+        let mut pos = start;
+        while pos < start + len {
+            let n = (start + len - pos).min(BLOCK) as usize;
+            guest.read_at(pos, &mut buf[..n])?;
+            if buf[..n].iter().any(|&b| b != 0) {
+                out.write_all_at(&buf[..n], pos)?;
+            }
+            pos += n as u64;
+        }
+    }
+    out.set_len(guest.size())
+}
