@@ -77,7 +77,7 @@ pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFo
 pub use builder::{write_file_atomically, BitmapSpec, Data, ImageBuilder, Layout};
 pub use bundle::{
     format_guid, image_file_name, is_bundle, parse_guid, parse_guid_loose, write_bundle_dir, write_expanding, Bundle,
-    BundleBuilder, BundleError, BundleFinding, BundleOptions, BundleReport, BundleRule, BundleViolation, Descriptor,
+    BundleBuilder, BundleDefect, BundleError, BundleRecipe, SnapshotRecipe, BundleFinding, BundleOptions, BundleReport, BundleRule, BundleViolation, Descriptor,
     DiskParameters, Extent, GuestDisk, ImageEntry, ImageType, Mapping, Resolved, Shot, SnapshotSpec, Snapshots,
     Storage, WriteStats, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, DESCRIPTOR_NAME, NULL_GUID,
 };

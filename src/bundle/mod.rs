@@ -15,9 +15,12 @@
 //! - [`GuestDisk`]: the guest's bytes through a chain of snapshots and split storages, with
 //!   the allocation map ([`GuestDisk::extents`]).
 //! - [`BundleBuilder`] and [`write_expanding`]: writing bundles and images from guest data.
+//! - [`BundleDefect`]: descriptor defects for test bundles.
 
+mod defect;
 mod descriptor;
 mod disk;
+mod recipe;
 mod rule;
 mod validate;
 mod violation;
@@ -29,11 +32,13 @@ use std::path::{Component, Path, PathBuf};
 
 use uuid::Uuid;
 
+pub use defect::BundleDefect;
 pub use descriptor::{
     format_guid, parse_guid, parse_guid_loose, Descriptor, DiskParameters, ImageEntry, ImageType, Shot,
     Snapshots, Storage, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, NULL_GUID,
 };
 pub use disk::{Extent, GuestDisk, Mapping};
+pub use recipe::{BundleRecipe, SnapshotRecipe};
 pub use rule::BundleRule;
 pub use validate::{BundleFinding, BundleReport};
 pub use violation::BundleViolation;

@@ -43,12 +43,16 @@ pub fn run(args: &Args) -> Outcome {
         for d in DefectKind::ALL {
             outln!(out, "{:width$}  {:<4}  {}", d.name(), d.rule().code(), d.summary());
         }
+        crate::corrupt_bundle::list(&mut out, width);
         emit(&out)?;
         return Ok(0);
     }
     let (Some(input), Some(output), Some(defect)) = (&args.input, &args.output, &args.defect) else {
         return Err(Failure::plain("corrupt needs INPUT, OUTPUT and --defect (or --list)"));
     };
+    if parallels_image::is_bundle(input) {
+        return crate::corrupt_bundle::run(input, output, defect, args.force);
+    }
     let defect = match defect.parse::<DefectKind>() {
         Ok(d) => d,
         Err(PlanError::UnknownDefect { name }) => {

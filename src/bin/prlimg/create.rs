@@ -45,6 +45,9 @@ pub struct Args {
     /// Replace OUT if it exists.
     #[arg(long)]
     force: bool,
+    /// Create a bundle folder (NAME.hdd); with --recipe, a bundle recipe (snapshots, splits).
+    #[arg(long, conflicts_with_all = ["v1", "random_bitmap"])]
+    bundle: bool,
 }
 
 fn parse_byte(s: &str) -> Result<u8, String> {
@@ -187,6 +190,10 @@ fn data_bytes(args: &Args, cluster_size: u64) -> u64 {
 
 pub fn run(args: &Args) -> Outcome {
     let out = &args.out;
+    if args.bundle {
+        let options = (args.size, args.cluster_size, &args.data[..], &args.bitmap[..]);
+        return crate::create_bundle::run(out, args.recipe.as_deref(), options, args.force);
+    }
     let builder = builder_from_args(args)?;
     if !args.force && out.exists() {
         return Err(Failure::at(out, "already exists (use --force to replace it)"));

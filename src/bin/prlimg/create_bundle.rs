@@ -1,0 +1,48 @@
+//! `prlimg create OUT.hdd --bundle`: a bundle folder from options (one snapshot, the
+//! predefined top GUID) or from a bundle recipe (snapshots with data and bitmaps, split
+//! segments, plain or expanding root). Built beside OUT and renamed.
+
+use std::io;
+use std::path::Path;
+
+use parallels_image::builder::BitmapSpec;
+use parallels_image::recipe::DataRecipe;
+use parallels_image::{BundleRecipe, Data, Error, SnapshotSpec, DEFAULT_TOP_GUID};
+
+use crate::output::Failure;
+use crate::Outcome;
+
+/// `--size`, `--cluster-size`, `--data`, `--bitmap`.
+pub type Options<'a> = (Option<u64>, u64, &'a [DataRecipe], &'a [BitmapSpec]);
+
+pub fn run(out: &Path, recipe: Option<&Path>, options: Options<'_>, force: bool) -> Outcome {
+    let builder = match recipe {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Failure::io(path, &e))?;
+            let parsed: BundleRecipe = match path.extension().and_then(|e| e.to_str()) {
+                Some("toml") => toml::from_str(&text)
+                    .map_err(|e| Failure::at(path, e.to_string().lines().next().unwrap_or("").to_string()))?,
+                Some("json") => serde_json::from_str(&text).map_err(|e| Failure::at(path, e.to_string()))?,
+                _ => return Err(Failure::at(path, "a recipe file name must end in .json or .toml")),
+            };
+            parsed.to_builder().map_err(|e| Failure::at(path, e.to_string()))?
+        }
+        None => {
+            let (size, cluster_size, data, bitmaps) = options;
+            let size = size.ok_or_else(|| Failure::plain("--size is required"))?;
+            parallels_image::BundleBuilder::new(size).cluster_size(cluster_size).snapshot(SnapshotSpec {
+                guid: DEFAULT_TOP_GUID,
+                parent: None,
+                data: data.iter().map(|d| (d.offset, Data::Fill { len: d.len, byte: d.byte })).collect(),
+                bitmaps: bitmaps.to_vec(),
+            })
+        }
+    };
+    match builder.create(out, force) {
+        Ok(_) => Ok(0),
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(Failure::at(out, "already exists (use --force to replace it)"))
+        }
+        Err(e) => Err(Failure::lib(out, &e)),
+    }
+}
