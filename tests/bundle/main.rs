@@ -4,5 +4,6 @@
 mod common;
 
 mod chains;
+mod oracles;
 mod rules;
 mod samples;
