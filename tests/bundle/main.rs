@@ -4,6 +4,7 @@
 mod common;
 
 mod chains;
+mod cli;
 mod oracles;
 mod rules;
 mod samples;
