@@ -37,7 +37,8 @@ pub struct Extent {
 }
 
 enum Kind {
-    Plain,
+    /// A raw file of this many bytes (past its end the storage reads as zeros).
+    Plain { len: u64 },
     Expanding {
         cluster_size: u64,
         /// Allocated clusters as (guest cluster index, host byte offset), by index.
@@ -47,7 +48,6 @@ enum Kind {
 
 struct Layer {
     file: usize,
-    source: FileSource,
     kind: Kind,
 }
 
@@ -62,6 +62,8 @@ struct Segment {
 pub struct GuestDisk {
     size: u64,
     files: Vec<PathBuf>,
+    /// One per file, same index.
+    sources: Vec<FileSource>,
     segments: Vec<Segment>,
 }
 
@@ -75,13 +77,13 @@ impl std::fmt::Debug for GuestDisk {
     }
 }
 
-fn open_layer(path: &Path, kind: ImageType, file: usize) -> Result<Layer, BundleError> {
+fn open_layer(path: &Path, kind: ImageType) -> Result<(FileSource, Kind), BundleError> {
     let source = FileSource::open(path).map_err(|source| BundleError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let kind = match kind {
-        ImageType::Plain => Kind::Plain,
+        ImageType::Plain => Kind::Plain { len: source.size() },
         ImageType::Compressed => {
             // Reading data needs the header and BAT only; unknown features do not matter.
             let image = Image::parse_compact(&source, Mode::Lenient).map_err(|source| BundleError::Image {
@@ -99,16 +101,16 @@ fn open_layer(path: &Path, kind: ImageType, file: usize) -> Result<Layer, Bundle
             }
         }
     };
-    Ok(Layer { file, source, kind })
+    Ok((source, kind))
 }
 
 impl GuestDisk {
     /// A lone `.hds` image as a disk of one layer.
     pub fn open_image(path: impl AsRef<Path>) -> Result<GuestDisk, BundleError> {
         let path = path.as_ref();
-        let layer = open_layer(path, ImageType::Compressed, 0)?;
+        let (source, kind) = open_layer(path, ImageType::Compressed)?;
         let size = {
-            let image = Image::parse_without_bat(&layer.source, Mode::Lenient).map_err(|source| BundleError::Image {
+            let image = Image::parse_without_bat(&source, Mode::Lenient).map_err(|source| BundleError::Image {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -117,10 +119,11 @@ impl GuestDisk {
         Ok(GuestDisk {
             size,
             files: vec![path.to_path_buf()],
+            sources: vec![source],
             segments: vec![Segment {
                 start: 0,
                 end: size,
-                layers: vec![layer],
+                layers: vec![Layer { file: 0, kind }],
             }],
         })
     }
@@ -148,30 +151,42 @@ impl GuestDisk {
             violation,
         };
         let mut files = Vec::new();
+        let mut sources = Vec::new();
         let mut segments = Vec::with_capacity(d.storages.len());
         let mut order: Vec<usize> = (0..d.storages.len()).collect();
         order.sort_by_key(|&i| (d.storages[i].start, d.storages[i].end));
         for s in order {
             let storage = &d.storages[s];
+            if storage.start >= storage.end {
+                continue; // an empty storage holds nothing (D6)
+            }
+            // The first image of a GUID counts (a second one is D15).
+            let mut by_guid = std::collections::HashMap::with_capacity(storage.images.len());
+            for (k, im) in storage.images.iter().enumerate() {
+                if let Some(g) = parse_guid(&im.guid) {
+                    by_guid.entry(g).or_insert(k);
+                }
+            }
             let mut layers = Vec::with_capacity(chain.len());
             for g in &chain {
-                let Some(k) = storage.images.iter().position(|im| parse_guid(&im.guid) == Some(*g)) else {
+                let Some(&k) = by_guid.get(g) else {
                     return Err(invalid(BundleViolation::NoImageForSnapshot {
                         storage: s,
                         snapshot: format_guid(*g),
                     }));
                 };
                 let path = bundle.image_path(s, k)?;
-                files.push(path.clone());
-                let layer = open_layer(&path, storage.images[k].kind, files.len() - 1)?;
-                let plain = matches!(layer.kind, Kind::Plain);
-                layers.push(layer);
+                let (source, kind) = open_layer(&path, storage.images[k].kind)?;
+                files.push(path);
+                sources.push(source);
+                let plain = matches!(kind, Kind::Plain { .. });
+                layers.push(Layer {
+                    file: files.len() - 1,
+                    kind,
+                });
                 if plain {
                     break; // a raw image has every byte: nothing below it is read
                 }
-            }
-            if storage.start >= storage.end {
-                continue; // an empty storage holds nothing (D6)
             }
             segments.push(Segment {
                 start: storage.start * 512,
@@ -182,6 +197,7 @@ impl GuestDisk {
         Ok(GuestDisk {
             size: bundle.disk_size(),
             files,
+            sources,
             segments,
         })
     }
@@ -227,16 +243,25 @@ impl GuestDisk {
         let mut limit = seg.end.min(self.size).saturating_sub(pos).max(1);
         for (depth, layer) in seg.layers.iter().enumerate() {
             match &layer.kind {
-                Kind::Plain => {
+                Kind::Plain { len } => {
+                    // Past the file's end (a short file, D10) the storage reads as zeros.
+                    if local >= *len {
+                        return Extent {
+                            start: pos,
+                            length: limit,
+                            depth,
+                            data: None,
+                        };
+                    }
                     return Extent {
                         start: pos,
-                        length: limit,
+                        length: limit.min(len - local),
                         depth,
                         data: Some(Mapping {
                             file: layer.file,
                             offset: local,
                         }),
-                    }
+                    };
                 }
                 Kind::Expanding { cluster_size, map } => {
                     let cs = *cluster_size;
@@ -313,22 +338,12 @@ impl GuestDisk {
             match e.data {
                 None => out.fill(0),
                 Some(m) => {
-                    let source = self.source(m.file);
-                    let got = source.read_into(m.offset, out)?;
+                    let got = self.sources[m.file].read_into(m.offset, out)?;
                     out[got..].fill(0);
                 }
             }
             done += n;
         }
         Ok(())
-    }
-
-    fn source(&self, file: usize) -> &FileSource {
-        self.segments
-            .iter()
-            .flat_map(|s| s.layers.iter())
-            .find(|l| l.file == file)
-            .map(|l| &l.source)
-            .expect("every mapping names an open layer")
     }
 }

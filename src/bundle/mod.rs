@@ -329,25 +329,33 @@ impl Bundle {
                 top
             }
         };
+        // The first Shot of a GUID counts (a second one is D15).
+        let mut parent_of = std::collections::HashMap::with_capacity(parsed.len());
+        for (g, p) in &parsed {
+            parent_of.entry(*g).or_insert(*p);
+        }
         let mut chain = vec![start];
+        let mut in_chain = std::collections::HashSet::from([start]);
         let mut cur = start;
         loop {
-            let parent = parsed.iter().find(|(s, _)| *s == cur).map(|(_, p)| *p).expect("every GUID in the chain is a Shot's");
+            let parent = parent_of[&cur];
             if parent == NULL_GUID {
                 return Ok(chain);
             }
-            if !parsed.iter().any(|(s, _)| *s == parent) {
+            if !parent_of.contains_key(&parent) {
                 return Err(self.invalid(BundleViolation::MissingParent {
                     shot: format_guid(cur),
                     parent: format_guid(parent),
                 }));
             }
-            if let Some(k) = chain.iter().position(|g| *g == parent) {
+            if in_chain.contains(&parent) {
+                let k = chain.iter().position(|g| *g == parent).expect("in the chain");
                 let mut cycle: Vec<String> = chain[k..].iter().map(|g| format_guid(*g)).collect();
                 cycle.push(format_guid(parent));
                 return Err(self.invalid(BundleViolation::Cycle { cycle }));
             }
             chain.push(parent);
+            in_chain.insert(parent);
             cur = parent;
         }
     }

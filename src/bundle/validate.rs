@@ -232,9 +232,10 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
         push(BundleViolation::RootCount { roots });
     }
     // D18
+    let parent_of: HashMap<Uuid, Option<Uuid>> = shots.iter().copied().collect();
     for (g, p) in &shots {
         if let Some(p) = p.filter(|p| *p != NULL_GUID) {
-            if !shots.iter().any(|(s, _)| *s == p) {
+            if !parent_of.contains_key(&p) {
                 push(BundleViolation::MissingParent {
                     shot: format_guid(*g),
                     parent: format_guid(p),
@@ -242,41 +243,40 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
             }
         }
     }
-    // D19: each cycle once, named from its smallest member.
-    let parent_of = |g: Uuid| shots.iter().find(|(s, _)| *s == g).and_then(|(_, p)| *p);
-    let mut reported: Vec<Uuid> = Vec::new();
-    for (g, _) in &shots {
-        let mut path = vec![*g];
+    // D19: each cycle once, named from its smallest member. Every snapshot is walked once:
+    // a walk stops at a snapshot an earlier walk finished.
+    let mut done: HashMap<Uuid, usize> = HashMap::new(); // snapshot -> walk that met it
+    for (walk, (g, _)) in shots.iter().enumerate() {
+        let mut path: Vec<Uuid> = Vec::new();
         let mut cur = *g;
-        while let Some(p) = parent_of(cur) {
-            if p == NULL_GUID || !shots.iter().any(|(s, _)| *s == p) {
-                break;
-            }
-            if let Some(k) = path.iter().position(|x| *x == p) {
-                let members = &path[k..];
-                let least = *members.iter().min().expect("a cycle has members");
-                if !reported.contains(&least) {
-                    reported.push(least);
+        loop {
+            if let Some(&w) = done.get(&cur) {
+                if w == walk {
+                    // Met again in this walk: a cycle from its first meeting.
+                    let k = path.iter().position(|x| *x == cur).expect("met in this walk");
+                    let members = &path[k..];
+                    let least = *members.iter().min().expect("a cycle has members");
                     let at = members.iter().position(|x| *x == least).expect("least is a member");
-                    let mut cycle: Vec<String> = members[at..]
-                        .iter()
-                        .chain(&members[..at])
-                        .map(|x| format_guid(*x))
-                        .collect();
+                    let mut cycle: Vec<String> =
+                        members[at..].iter().chain(&members[..at]).map(|x| format_guid(*x)).collect();
                     cycle.push(format_guid(least));
                     push(BundleViolation::Cycle { cycle });
                 }
                 break;
             }
-            path.push(p);
-            cur = p;
+            done.insert(cur, walk);
+            path.push(cur);
+            match parent_of.get(&cur) {
+                Some(Some(p)) if *p != NULL_GUID && parent_of.contains_key(p) => cur = *p,
+                _ => break,
+            }
         }
     }
     // D20
     if let Some(top) = top_guid {
         if top == BACKUP_GUID {
             push(BundleViolation::BackupTop);
-        } else if !shots.iter().any(|(s, _)| *s == top) {
+        } else if !parent_of.contains_key(&top) {
             push(BundleViolation::MissingTop {
                 top: format_guid(top),
                 from_top_guid: d.snapshots.top_guid.is_some(),
@@ -305,13 +305,13 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
                         });
                     } else {
                         in_storage.insert(g, path);
-                        match shots.iter().find(|(s, _)| *s == g) {
+                        match parent_of.get(&g) {
                             None => push(BundleViolation::ImageWithoutSnapshot {
                                 storage: si,
                                 image: ii,
                                 guid: format_guid(g),
                             }),
-                            Some((_, parent)) => {
+                            Some(parent) => {
                                 if im.kind == ImageType::Plain && *parent != Some(NULL_GUID) {
                                     push(BundleViolation::PlainOverlay {
                                         storage: si,

@@ -5,6 +5,7 @@ mod common;
 
 mod chains;
 mod cli;
+mod hostile;
 mod oracles;
 mod rules;
 mod samples;
