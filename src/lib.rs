@@ -77,9 +77,10 @@ pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFo
 pub use builder::{write_file_atomically, BitmapSpec, Data, ImageBuilder, Layout};
 pub use bundle::{
     format_guid, image_file_name, is_bundle, parse_guid, parse_guid_loose, write_bundle_dir, write_expanding, Bundle,
-    BundleBuilder, BundleDefect, BundleError, BundleRecipe, SnapshotRecipe, BundleFinding, BundleOptions, BundleReport, BundleRule, BundleViolation, Descriptor,
-    DiskParameters, Extent, GuestDisk, ImageEntry, ImageType, Mapping, Resolved, Shot, SnapshotSpec, Snapshots,
-    Storage, WriteStats, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, DESCRIPTOR_NAME, NULL_GUID,
+    BundleBuilder, BundleDefect, BundleError, BundleFinding, BundleOptions, BundleRecipe, BundleReport, BundleRule,
+    BundleViolation, Descriptor, DiskParameters, Extent, GuestDisk, ImageEntry, ImageType, Mapping, Resolved, Shot,
+    SnapshotRecipe, SnapshotSpec, Snapshots, Storage, WriteStats, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID,
+    DESCRIPTOR_NAME, NULL_GUID,
 };
 pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
 pub use error::{BuildError, Error, Location, PlanError, Region, Requirement, Result, Violation};

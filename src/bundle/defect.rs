@@ -16,7 +16,7 @@ use super::{Bundle, DESCRIPTOR_NAME};
 use crate::error::{Error, Result};
 
 /// A GUID no bundle uses, for defects that need a fresh one.
-const STRAY_GUID: Uuid = Uuid::from_u128(0x0bad_0bad_0bad_4bad_8bad_0bad0bad0bad);
+const STRAY_GUID: Uuid = Uuid::from_u128(0x0bad0bad_0bad_4bad_8bad_0bad0bad0bad);
 
 macro_rules! defects {
     ($($defect:ident $name:literal $rule:ident $summary:literal;)*) => {
@@ -104,7 +104,11 @@ impl BundleDefect {
                 }
                 let file = entry.file_name().to_string_lossy().into_owned();
                 // The marker is renamed like the new folder.
-                let target = if Some(&file) == old_marker.as_ref() { name.clone() } else { file };
+                let target = if Some(&file) == old_marker.as_ref() {
+                    name.clone()
+                } else {
+                    file
+                };
                 copy_sparse(&entry.path(), &tmp.join(target))?;
             }
             let mut xml = d.to_xml();
@@ -131,11 +135,19 @@ impl BundleDefect {
             if ok {
                 Ok(())
             } else {
-                Err(Error::Build(format!("defect {} needs a bundle with {what}", self.name())))
+                Err(Error::Build(format!(
+                    "defect {} needs a bundle with {what}",
+                    self.name()
+                )))
             }
         };
         let shot_of = |d: &Descriptor, g: Uuid| d.snapshots.shots.iter().position(|s| parse_guid(&s.guid) == Some(g));
-        let image_of = |d: &Descriptor, s: usize, g: Uuid| d.storages[s].images.iter().position(|im| parse_guid(&im.guid) == Some(g));
+        let image_of = |d: &Descriptor, s: usize, g: Uuid| {
+            d.storages[s]
+                .images
+                .iter()
+                .position(|im| parse_guid(&im.guid) == Some(g))
+        };
         let last = d.storages.len() - 1;
         let top_shot = shot_of(d, top).ok_or_else(|| Error::Build("the top snapshot is not a Shot".into()))?;
         Ok(match self {
@@ -156,7 +168,10 @@ impl BundleDefect {
             BundleDefect::StorageGap => {
                 need(d.storages.len() >= 2, "two storages (a split disk)")?;
                 d.storages[1].start += d.storages[1].blocksize.max(1);
-                need(d.storages[1].start < d.storages[1].end, "a second storage longer than a block")?;
+                need(
+                    d.storages[1].start < d.storages[1].end,
+                    "a second storage longer than a block",
+                )?;
                 Plan::Descriptor
             }
             BundleDefect::SizeMismatch => {
@@ -168,12 +183,29 @@ impl BundleDefect {
                 for s in &mut d.storages {
                     s.blocksize *= 2;
                 }
-                need(d.storages.iter().any(|s| s.images.iter().any(|im| im.kind == ImageType::Compressed)), "an expanding image")?;
+                need(
+                    d.storages
+                        .iter()
+                        .any(|s| s.images.iter().any(|im| im.kind == ImageType::Compressed)),
+                    "an expanding image",
+                )?;
                 Plan::Descriptor
             }
             BundleDefect::ImageTooSmall => {
-                need(d.storages[last].images.iter().any(|im| im.kind == ImageType::Compressed), "an expanding image in the last storage")?;
-                need(d.storages[last].images.iter().all(|im| im.kind == ImageType::Compressed), "no Plain image in the last storage")?;
+                need(
+                    d.storages[last]
+                        .images
+                        .iter()
+                        .any(|im| im.kind == ImageType::Compressed),
+                    "an expanding image in the last storage",
+                )?;
+                need(
+                    d.storages[last]
+                        .images
+                        .iter()
+                        .all(|im| im.kind == ImageType::Compressed),
+                    "no Plain image in the last storage",
+                )?;
                 let grow = d.storages[last].blocksize.max(1);
                 d.storages[last].end += grow;
                 d.disk.disk_size += grow;

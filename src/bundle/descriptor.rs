@@ -56,7 +56,11 @@ impl XmlElement {
                 .map(|a| (a.name().to_string(), a.value().to_string()))
                 .collect(),
             text: own_text(node),
-            children: node.children().filter(|c| c.is_element()).map(Self::from_node).collect(),
+            children: node
+                .children()
+                .filter(|c| c.is_element())
+                .map(Self::from_node)
+                .collect(),
         }
     }
 }
@@ -525,7 +529,10 @@ mod tests {
         assert_eq!(parse_guid(&g.to_uppercase()), Some(DEFAULT_TOP_GUID));
         assert_eq!(parse_guid("5fbaabe3-6958-40ff-92a7-860e329aab41"), None);
         assert_eq!(parse_guid("{5fbaabe3695840ff92a7860e329aab41}"), None);
-        assert_eq!(parse_guid_loose("5fbaabe3-6958-40ff-92a7-860e329aab41"), Some(DEFAULT_TOP_GUID));
+        assert_eq!(
+            parse_guid_loose("5fbaabe3-6958-40ff-92a7-860e329aab41"),
+            Some(DEFAULT_TOP_GUID)
+        );
         assert_eq!(parse_guid_loose(g), Some(DEFAULT_TOP_GUID));
         assert_eq!(format_guid(DEFAULT_TOP_GUID), g);
     }

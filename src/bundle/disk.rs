@@ -130,7 +130,11 @@ impl GuestDisk {
 
     /// A bundle folder, its descriptor, or a lone image: at `snapshot` (the top if `None`; a
     /// lone image has no snapshots).
-    pub fn open(path: impl AsRef<Path>, snapshot: Option<Uuid>, options: super::BundleOptions) -> Result<GuestDisk, BundleError> {
+    pub fn open(
+        path: impl AsRef<Path>,
+        snapshot: Option<Uuid>,
+        options: super::BundleOptions,
+    ) -> Result<GuestDisk, BundleError> {
         let path = path.as_ref();
         if super::is_bundle(path) {
             Bundle::open_with(path, options)?.disk(snapshot)

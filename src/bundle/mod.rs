@@ -34,8 +34,8 @@ use uuid::Uuid;
 
 pub use defect::BundleDefect;
 pub use descriptor::{
-    format_guid, parse_guid, parse_guid_loose, Descriptor, DiskParameters, ImageEntry, ImageType, Shot,
-    Snapshots, Storage, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, NULL_GUID,
+    format_guid, parse_guid, parse_guid_loose, Descriptor, DiskParameters, ImageEntry, ImageType, Shot, Snapshots,
+    Storage, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, NULL_GUID,
 };
 pub use disk::{Extent, GuestDisk, Mapping};
 pub use recipe::{BundleRecipe, SnapshotRecipe};
@@ -243,10 +243,12 @@ impl Bundle {
     pub fn top(&self) -> Result<Uuid, BundleError> {
         match &self.descriptor.snapshots.top_guid {
             None => Ok(DEFAULT_TOP_GUID),
-            Some(t) => parse_guid(t).ok_or_else(|| self.invalid(BundleViolation::BadGuid {
-                path: "Snapshots/TopGUID".into(),
-                found: t.clone(),
-            })),
+            Some(t) => parse_guid(t).ok_or_else(|| {
+                self.invalid(BundleViolation::BadGuid {
+                    path: "Snapshots/TopGUID".into(),
+                    found: t.clone(),
+                })
+            }),
         }
     }
 
@@ -295,14 +297,18 @@ impl Bundle {
         let shots = &self.descriptor.snapshots.shots;
         let mut parsed = Vec::with_capacity(shots.len());
         for (i, s) in shots.iter().enumerate() {
-            let g = parse_guid(&s.guid).ok_or_else(|| self.invalid(BundleViolation::BadGuid {
-                path: format!("Snapshots/Shot[{i}]/GUID"),
-                found: s.guid.clone(),
-            }))?;
-            let p = parse_guid(&s.parent).ok_or_else(|| self.invalid(BundleViolation::BadGuid {
-                path: format!("Snapshots/Shot[{i}]/ParentGUID"),
-                found: s.parent.clone(),
-            }))?;
+            let g = parse_guid(&s.guid).ok_or_else(|| {
+                self.invalid(BundleViolation::BadGuid {
+                    path: format!("Snapshots/Shot[{i}]/GUID"),
+                    found: s.guid.clone(),
+                })
+            })?;
+            let p = parse_guid(&s.parent).ok_or_else(|| {
+                self.invalid(BundleViolation::BadGuid {
+                    path: format!("Snapshots/Shot[{i}]/ParentGUID"),
+                    found: s.parent.clone(),
+                })
+            })?;
             parsed.push((g, p));
         }
         let start = match snapshot {

@@ -96,7 +96,15 @@ impl BundleRecipe {
                 data: s
                     .data
                     .iter()
-                    .map(|d| (d.offset, Data::Fill { len: d.len, byte: d.byte }))
+                    .map(|d| {
+                        (
+                            d.offset,
+                            Data::Fill {
+                                len: d.len,
+                                byte: d.byte,
+                            },
+                        )
+                    })
                     .collect(),
                 bitmaps,
             });

@@ -257,8 +257,11 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
                     let members = &path[k..];
                     let least = *members.iter().min().expect("a cycle has members");
                     let at = members.iter().position(|x| *x == least).expect("least is a member");
-                    let mut cycle: Vec<String> =
-                        members[at..].iter().chain(&members[..at]).map(|x| format_guid(*x)).collect();
+                    let mut cycle: Vec<String> = members[at..]
+                        .iter()
+                        .chain(&members[..at])
+                        .map(|x| format_guid(*x))
+                        .collect();
                     cycle.push(format_guid(least));
                     push(BundleViolation::Cycle { cycle });
                 }

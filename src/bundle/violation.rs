@@ -22,13 +22,23 @@ pub enum BundleViolation {
     MissingElement { path: String },
     /// D2: an element holds a value of the wrong kind.
     #[error("{path} is {found:?}, expected {expected}")]
-    BadValue { path: String, found: String, expected: &'static str },
+    BadValue {
+        path: String,
+        found: String,
+        expected: &'static str,
+    },
     /// D3: the root's `Version` is not `1.0`.
     #[error("Parallels_disk_image Version is {}, expected \"1.0\"", found.as_deref().map_or("absent".to_string(), |v| format!("{v:?}")))]
     BadVersion { found: Option<String> },
     /// D4: `Cylinders` × `Heads` × `Sectors` is not `Disk_size`.
     #[error("Disk_Parameters: Cylinders x Heads x Sectors = {cylinders} x {heads} x {sectors} = {product}, expected Disk_size = {disk_size}")]
-    GeometryMismatch { cylinders: u64, heads: u64, sectors: u64, product: u128, disk_size: u64 },
+    GeometryMismatch {
+        cylinders: u64,
+        heads: u64,
+        sectors: u64,
+        product: u128,
+        disk_size: u64,
+    },
     /// D5: `Padding` is not 0.
     #[error("Disk_Parameters/Padding is {found}, expected 0")]
     Padding { found: u64 },
@@ -46,19 +56,45 @@ pub enum BundleViolation {
     ZeroBlocksize { storage: usize },
     /// D8: an expanding image's `tracks` differs from its storage's `Blocksize`.
     #[error("{file}: header tracks is {tracks} sectors, expected Storage[{storage}]/Blocksize = {blocksize}")]
-    BlocksizeMismatch { storage: usize, file: String, tracks: u32, blocksize: u64 },
+    BlocksizeMismatch {
+        storage: usize,
+        file: String,
+        tracks: u32,
+        blocksize: u64,
+    },
     /// D9: an expanding image is smaller than its storage.
     #[error("{file}: header nb_sectors is {nb_sectors}, expected at least Storage[{storage}]'s {needed} sectors")]
-    ImageTooSmall { storage: usize, file: String, nb_sectors: u64, needed: u64 },
+    ImageTooSmall {
+        storage: usize,
+        file: String,
+        nb_sectors: u64,
+        needed: u64,
+    },
     /// D10: a plain image's length is not its storage's size.
     #[error("{file}: a Plain image of {len} bytes, expected Storage[{storage}]'s {expected} bytes")]
-    PlainSizeMismatch { storage: usize, file: String, len: u64, expected: u64 },
+    PlainSizeMismatch {
+        storage: usize,
+        file: String,
+        len: u64,
+        expected: u64,
+    },
     /// D11: an image's file does not exist (or is not a regular file).
     #[error("Storage[{storage}]/Image[{image}]/File {file:?}: {reason}, expected a regular file")]
-    MissingFile { storage: usize, image: usize, file: String, reason: String },
+    MissingFile {
+        storage: usize,
+        image: usize,
+        file: String,
+        reason: String,
+    },
     /// D12: two images name the same file.
     #[error("Storage[{storage}]/Image[{image}]/File {file:?} is also Storage[{first_storage}]/Image[{first_image}]'s file, expected one file per image")]
-    SharedFile { storage: usize, image: usize, file: String, first_storage: usize, first_image: usize },
+    SharedFile {
+        storage: usize,
+        image: usize,
+        file: String,
+        first_storage: usize,
+        first_image: usize,
+    },
     /// D13: an image's file is outside the bundle's folder.
     #[error("Storage[{storage}]/Image[{image}]/File {file:?} resolves outside the bundle, expected a file inside it (not followed)")]
     OutsideBundle { storage: usize, image: usize, file: String },
@@ -69,7 +105,9 @@ pub enum BundleViolation {
     #[error("{path} is {guid}, already used by {first}; expected unique GUIDs")]
     DuplicateGuid { path: String, guid: String, first: String },
     /// D16: a snapshot has no image in a storage.
-    #[error("snapshot {snapshot} has no image in Storage[{storage}], expected one image per snapshot in every storage")]
+    #[error(
+        "snapshot {snapshot} has no image in Storage[{storage}], expected one image per snapshot in every storage"
+    )]
     NoImageForSnapshot { storage: usize, snapshot: String },
     /// D16: an image's GUID names no snapshot.
     #[error("Storage[{storage}]/Image[{image}] has GUID {guid}, expected the GUID of a Shot")]

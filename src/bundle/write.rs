@@ -191,7 +191,10 @@ impl BundleBuilder {
     /// The storages as byte ranges.
     fn segments(&self) -> Result<Vec<(u64, u64)>> {
         if self.size == 0 || self.size % 512 != 0 {
-            return Err(Error::Build(format!("a bundle's size is a non-zero multiple of 512, not {}", self.size)));
+            return Err(Error::Build(format!(
+                "a bundle's size is a non-zero multiple of 512, not {}",
+                self.size
+            )));
         }
         let mut cuts = self.splits.clone();
         cuts.sort_unstable();
@@ -404,7 +407,10 @@ fn clip_data(data: &[(u64, Data)], s: u64, e: u64) -> Vec<(u64, Data)> {
         }
         let piece = match d {
             Data::Bytes(b) => Data::Bytes(b[(a - off) as usize..(z - off) as usize].to_vec()),
-            Data::Fill { byte, .. } => Data::Fill { len: z - a, byte: *byte },
+            Data::Fill { byte, .. } => Data::Fill {
+                len: z - a,
+                byte: *byte,
+            },
         };
         out.push((a - s, piece));
     }
@@ -426,7 +432,10 @@ pub fn write_bundle_dir(dir: &Path, overwrite: bool, fill: impl FnOnce(&Path) ->
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new().prefix(".prlimg-").suffix(".tmp").tempdir_in(&parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".prlimg-")
+        .suffix(".tmp")
+        .tempdir_in(&parent)?;
     {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))?;
@@ -434,7 +443,10 @@ pub fn write_bundle_dir(dir: &Path, overwrite: bool, fill: impl FnOnce(&Path) ->
     fill(tmp.path())?;
     let tmp = tmp.keep();
     if exists {
-        let old = tempfile::Builder::new().prefix(".prlimg-old-").tempdir_in(&parent)?.keep();
+        let old = tempfile::Builder::new()
+            .prefix(".prlimg-old-")
+            .tempdir_in(&parent)?
+            .keep();
         fs::remove_dir(&old)?;
         fs::rename(dir, &old)?;
         if let Err(e) = fs::rename(&tmp, dir) {

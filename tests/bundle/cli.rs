@@ -40,16 +40,29 @@ fn convert_bundle_snapshots_to_sparse_raw() {
     assert!(used <= 3 * MIB, "{used} bytes on disk");
     // An older snapshot, with and without braces, through the XML.
     let xml = dir.join("DiskDescriptor.xml");
-    for g in [format!("{{{}}}", guid(2).hyphenated()), guid(2).hyphenated().to_string().to_uppercase()] {
+    for g in [
+        format!("{{{}}}", guid(2).hyphenated()),
+        guid(2).hyphenated().to_string().to_uppercase(),
+    ] {
         let out = tmp.path().join("mid.raw");
         let o = prlimg(&[&"convert", &"--force", &"--snapshot", &g, &xml, &out]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         assert!(fs::read(&out).unwrap() == chain_expected(2));
     }
     // An unknown snapshot.
-    let o = prlimg(&[&"convert", &"--snapshot", &guid(9).to_string(), &dir, &tmp.path().join("x.raw")]);
+    let o = prlimg(&[
+        &"convert",
+        &"--snapshot",
+        &guid(9).to_string(),
+        &dir,
+        &tmp.path().join("x.raw"),
+    ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains(&format!("no snapshot {{{}}}", guid(9).hyphenated())), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("no snapshot {{{}}}", guid(9).hyphenated())),
+        "{}",
+        stderr(&o)
+    );
     assert!(!tmp.path().join("x.raw").exists());
 }
 
@@ -62,7 +75,13 @@ fn convert_never_overwrites_without_force() {
     fs::write(&out, b"keep me").unwrap();
     let o = prlimg(&[&"convert", &dir, &out]);
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(stderr(&o), format!("prlimg: {}: already exists (use --force to replace it)\n", out.display()));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "prlimg: {}: already exists (use --force to replace it)\n",
+            out.display()
+        )
+    );
     assert_eq!(fs::read(&out).unwrap(), b"keep me");
     let o = prlimg(&[&"convert", &"--force", &dir, &out]);
     assert_eq!(o.status.code(), Some(0));
@@ -70,8 +89,15 @@ fn convert_never_overwrites_without_force() {
     // A bundle output is refused the same way, and nothing is left beside it.
     let o = prlimg(&[&"convert", &out, &dir]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).ends_with("already exists (use --force to replace it)\n"), "{}", stderr(&o));
-    let left: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(
+        stderr(&o).ends_with("already exists (use --force to replace it)\n"),
+        "{}",
+        stderr(&o)
+    );
+    let left: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left.len(), 2, "{left:?}");
 }
 
@@ -107,7 +133,14 @@ fn convert_raw_to_hds_and_bundle_keeps_zero_clusters_unallocated() {
     assert_eq!(bundle.validate().findings, vec![]);
     let disk = bundle.disk(None).unwrap();
     assert!(read_all(&disk) == bytes);
-    assert_eq!(disk.extents().iter().filter(|e| e.data.is_some()).map(|e| e.length).sum::<u64>(), 2 * (64 << 10) + 4096);
+    assert_eq!(
+        disk.extents()
+            .iter()
+            .filter(|e| e.data.is_some())
+            .map(|e| e.length)
+            .sum::<u64>(),
+        2 * (64 << 10) + 4096
+    );
 }
 
 #[test]
@@ -134,8 +167,16 @@ fn map_json_is_qemu_shaped() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "Offset          Length          Mapped to       File");
     assert_eq!(lines.len(), 7);
-    assert!(lines[6].starts_with("0x300000        0x20000         0x10000         "), "{}", lines[6]);
-    assert!(lines[6].ends_with(&format!("c.hdd.1.{{{}}}.hds", guid(3).hyphenated())), "{}", lines[6]);
+    assert!(
+        lines[6].starts_with("0x300000        0x20000         0x10000         "),
+        "{}",
+        lines[6]
+    );
+    assert!(
+        lines[6].ends_with(&format!("c.hdd.1.{{{}}}.hds", guid(3).hyphenated())),
+        "{}",
+        lines[6]
+    );
 }
 
 #[test]
@@ -158,7 +199,10 @@ fn info_and_check_take_a_folder_or_its_xml() {
         assert_eq!(j["storages"][0]["images"][2]["info"]["allocated_clusters"], 3);
     }
     let o = prlimg(&[&"check", &dir]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "No errors were found in the bundle.\n");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "No errors were found in the bundle.\n"
+    );
 }
 
 #[test]
@@ -169,15 +213,33 @@ fn check_reports_each_defect_with_its_rule() {
     let plain = tmp.path().join("p.hdd");
     chain_builder().plain_root(true).create(&plain, false).unwrap();
     for d in BundleDefect::ALL {
-        let src: &Path = if *d == BundleDefect::PlainSizeMismatch { &plain } else { &chain };
+        let src: &Path = if *d == BundleDefect::PlainSizeMismatch {
+            &plain
+        } else {
+            &chain
+        };
         let out = tmp.path().join(format!("{}.hdd", d.name()));
         let o = prlimg(&[&"corrupt", &src, &out, &"--defect", &d.name()]);
         assert_eq!(o.status.code(), Some(0), "{}: {}", d.name(), stderr(&o));
         let o = prlimg(&[&"check", &"--output", &"json", &out]);
         let j = json(&o);
-        let rules: Vec<String> = j["rules"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
-        assert_eq!(rules.first().map(String::as_str), Some(d.rule().code()), "{}: {rules:?}", d.name());
-        let code = if d.rule().severity() == parallels_image::Severity::Corruption { 2 } else { 0 };
+        let rules: Vec<String> = j["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            rules.first().map(String::as_str),
+            Some(d.rule().code()),
+            "{}: {rules:?}",
+            d.name()
+        );
+        let code = if d.rule().severity() == parallels_image::Severity::Corruption {
+            2
+        } else {
+            0
+        };
         assert_eq!(o.status.code(), Some(code), "{}", d.name());
     }
     // The input is untouched, and the list names them.

@@ -24,7 +24,9 @@ pub fn missing(what: &str) -> Option<()> {
 /// Copies the Parallels Desktop sample `name` (`expanding.hdd`, `plain.hdd`) into `into`,
 /// decompressing its `.hds.gz`; returns the bundle folder, or `None` when the samples are absent.
 pub fn pd_sample(name: &str, into: &Path) -> Option<PathBuf> {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/parallels-desktop").join(name);
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/samples/parallels-desktop")
+        .join(name);
     if !src.is_dir() {
         return missing(&format!("sample {}", src.display())).map(|_| PathBuf::new());
     }
@@ -79,11 +81,18 @@ pub fn chain_builder() -> BundleBuilder {
     BundleBuilder::new(4 * MIB)
         .cluster_size(64 << 10)
         .snapshot(snap(guid(1), None, vec![fill(0, MIB, 0x11), fill(2 * MIB, MIB, 0x12)]))
-        .snapshot(snap(guid(2), Some(guid(1)), vec![fill(512 << 10, (512 << 10) + (64 << 10), 0x22)]))
+        .snapshot(snap(
+            guid(2),
+            Some(guid(1)),
+            vec![fill(512 << 10, (512 << 10) + (64 << 10), 0x22)],
+        ))
         .snapshot(snap(
             guid(3),
             Some(guid(2)),
-            vec![fill(64 << 10, 64 << 10, 0x33), fill(3 * MIB + (32 << 10), 64 << 10, 0x34)],
+            vec![
+                fill(64 << 10, 64 << 10, 0x33),
+                fill(3 * MIB + (32 << 10), 64 << 10, 0x34),
+            ],
         ))
 }
 

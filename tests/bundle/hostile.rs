@@ -14,7 +14,8 @@ fn g(n: u128) -> String {
 }
 
 fn descriptor_with_shots(shots: &[(String, String)], top: &str, disk_sectors: u64, images: &str) -> String {
-    let mut x = String::from("<?xml version='1.0' encoding='UTF-8'?>\n<Parallels_disk_image Version=\"1.0\"><Disk_Parameters>");
+    let mut x =
+        String::from("<?xml version='1.0' encoding='UTF-8'?>\n<Parallels_disk_image Version=\"1.0\"><Disk_Parameters>");
     x.push_str(&format!("<Disk_size>{disk_sectors}</Disk_size><Cylinders>{disk_sectors}</Cylinders><Heads>1</Heads><Sectors>1</Sectors><Padding>0</Padding>"));
     x.push_str("</Disk_Parameters><StorageData><Storage><Start>0</Start>");
     x.push_str(&format!("<End>{disk_sectors}</End><Blocksize>2048</Blocksize>{images}</Storage></StorageData><Snapshots><TopGUID>{top}</TopGUID>"));
@@ -34,11 +35,19 @@ fn long_chains_and_cycles_are_linear() {
     let n = 20_000u128;
     // A chain of n snapshots, whose storage has a single image: n-1 D16 findings, fast.
     let null = "{00000000-0000-0000-0000-000000000000}".to_string();
-    let mut shots: Vec<(String, String)> =
-        (1..=n).map(|i| (g(i), if i == 1 { null.clone() } else { g(i - 1) })).collect();
-    let plain = format!("<Image><GUID>{}</GUID><Type>Plain</Type><File>h.hdd.raw</File></Image>", g(1));
+    let mut shots: Vec<(String, String)> = (1..=n)
+        .map(|i| (g(i), if i == 1 { null.clone() } else { g(i - 1) }))
+        .collect();
+    let plain = format!(
+        "<Image><GUID>{}</GUID><Type>Plain</Type><File>h.hdd.raw</File></Image>",
+        g(1)
+    );
     fs::write(dir.join("h.hdd.raw"), vec![0u8; 512]).unwrap();
-    fs::write(dir.join("DiskDescriptor.xml"), descriptor_with_shots(&shots, &g(n), 1, &plain)).unwrap();
+    fs::write(
+        dir.join("DiskDescriptor.xml"),
+        descriptor_with_shots(&shots, &g(n), 1, &plain),
+    )
+    .unwrap();
     let t = Instant::now();
     let bundle = Bundle::open(&dir).unwrap();
     assert_eq!(bundle.chain(None).unwrap().len(), n as usize);
@@ -47,7 +56,11 @@ fn long_chains_and_cycles_are_linear() {
     assert!(report.codes() == vec!["D16"]);
     // A cycle through all of them (the root's parent is the top): one D19, one D17.
     shots[0].1 = g(n);
-    fs::write(dir.join("DiskDescriptor.xml"), descriptor_with_shots(&shots, &g(n), 1, &plain)).unwrap();
+    fs::write(
+        dir.join("DiskDescriptor.xml"),
+        descriptor_with_shots(&shots, &g(n), 1, &plain),
+    )
+    .unwrap();
     let bundle = Bundle::open(&dir).unwrap();
     let report = bundle.validate();
     let cycles: Vec<_> = report
@@ -59,7 +72,13 @@ fn long_chains_and_cycles_are_linear() {
         })
         .collect();
     assert_eq!(cycles, vec![n as usize + 1]);
-    assert!(matches!(bundle.disk(None), Err(BundleError::Invalid { violation: BundleViolation::Cycle { .. }, .. })));
+    assert!(matches!(
+        bundle.disk(None),
+        Err(BundleError::Invalid {
+            violation: BundleViolation::Cycle { .. },
+            ..
+        })
+    ));
     assert!(t.elapsed().as_secs() < 20, "took {:?}", t.elapsed());
 }
 
@@ -70,13 +89,23 @@ fn huge_disk_over_a_tiny_plain_file_maps_in_two_extents() {
     fs::create_dir(&dir).unwrap();
     fs::write(dir.join("h.raw"), vec![7u8; 4096]).unwrap();
     let sectors = 1u64 << 50;
-    let plain = format!("<Image><GUID>{}</GUID><Type>Plain</Type><File>h.raw</File></Image>", g(1));
+    let plain = format!(
+        "<Image><GUID>{}</GUID><Type>Plain</Type><File>h.raw</File></Image>",
+        g(1)
+    );
     let shots = vec![(g(1), "{00000000-0000-0000-0000-000000000000}".to_string())];
-    fs::write(dir.join("DiskDescriptor.xml"), descriptor_with_shots(&shots, &g(1), sectors, &plain)).unwrap();
+    fs::write(
+        dir.join("DiskDescriptor.xml"),
+        descriptor_with_shots(&shots, &g(1), sectors, &plain),
+    )
+    .unwrap();
     let disk = Bundle::open(&dir).unwrap().disk(None).unwrap();
     let e = disk.extents();
     assert_eq!(e.len(), 2);
-    assert_eq!((e[0].length, e[1].length, e[1].data.clone()), (4096, (sectors << 9) - 4096, None));
+    assert_eq!(
+        (e[0].length, e[1].length, e[1].data.clone()),
+        (4096, (sectors << 9) - 4096, None)
+    );
     let mut buf = [1u8; 8];
     disk.read_at(4092, &mut buf).unwrap();
     assert_eq!(buf, [7, 7, 7, 7, 0, 0, 0, 0]);

@@ -17,7 +17,11 @@ fn ploop_drivers() -> Option<PathBuf> {
     }
     let out = Command::new(&script).output().expect("the build script runs");
     if !out.status.success() {
-        return missing(&format!("ploop oracle build ({})", String::from_utf8_lossy(&out.stderr))).map(|_| PathBuf::new());
+        return missing(&format!(
+            "ploop oracle build ({})",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+        .map(|_| PathBuf::new());
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     Some(PathBuf::from(stdout.lines().last().unwrap().trim()))
@@ -25,9 +29,16 @@ fn ploop_drivers() -> Option<PathBuf> {
 
 /// `pchain DiskDescriptor.xml`: everything it printed (stdout then stderr).
 fn pchain(drivers: &Path, bundle: &Path) -> String {
-    let out = Command::new(drivers.join("pchain")).arg(bundle.join("DiskDescriptor.xml")).output().unwrap();
+    let out = Command::new(drivers.join("pchain"))
+        .arg(bundle.join("DiskDescriptor.xml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "pchain crashed");
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -39,7 +50,12 @@ fn ploop_accepts_our_chain_bundle() {
     let out = pchain(&drivers, &dir);
     let abs = std::path::absolute(&dir).unwrap();
     let d = |i: usize, g: u128| format!("delta[{i}] {}/c.hdd.0.{{{}}}.hds", abs.display(), guid(g).hyphenated());
-    let expected = format!("{}\n{}\n{}\nCHAIN rc=0 blocksize=128 cbt_allowed=1\n", d(0, 1), d(1, 2), d(2, 3));
+    let expected = format!(
+        "{}\n{}\n{}\nCHAIN rc=0 blocksize=128 cbt_allowed=1\n",
+        d(0, 1),
+        d(1, 2),
+        d(2, 3)
+    );
     assert_eq!(out, expected);
 }
 
@@ -52,7 +68,12 @@ fn ploop_accepts_a_converted_bundle() {
     bytes[3 << 20..(3 << 20) + 4096].fill(0x5a);
     std::fs::write(&raw, &bytes).unwrap();
     let dir = tmp.path().join("one.hdd");
-    let st = Command::new(env!("CARGO_BIN_EXE_prlimg")).arg("convert").arg(&raw).arg(&dir).status().unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_prlimg"))
+        .arg("convert")
+        .arg(&raw)
+        .arg(&dir)
+        .status()
+        .unwrap();
     assert!(st.success());
     let out = pchain(&drivers, &dir);
     assert!(out.ends_with("CHAIN rc=0 blocksize=2048 cbt_allowed=1\n"), "{out}");
@@ -67,7 +88,10 @@ fn ploop_reads_neither_split_nor_plain_bundles() {
     let split = tmp.path().join("s.hdd");
     chain_builder().split_at(vec![2 * MIB]).create(&split, false).unwrap();
     let out = pchain(&drivers, &split);
-    assert!(out.contains("Invalid disk descriptor file format: splitted disk is not supported"), "{out}");
+    assert!(
+        out.contains("Invalid disk descriptor file format: splitted disk is not supported"),
+        "{out}"
+    );
     assert!(out.contains("OPEN_DD rc=-1"), "{out}");
     let plain = tmp.path().join("p.hdd");
     chain_builder().plain_root(true).create(&plain, false).unwrap();
@@ -89,12 +113,24 @@ fn ploop_refuses_our_descriptor_defects_where_it_checks_them() {
         (BundleDefect::WrongBlocksize, Some("CHAIN rc=38 ")),
         (BundleDefect::MissingFile, Some("CHAIN rc=4 ")),
         (BundleDefect::FileOutside, Some("CHAIN rc=4 ")),
-        (BundleDefect::BadGuid, Some("invalid top delta 11110000-0000-4000-8000-000000000003")),
+        (
+            BundleDefect::BadGuid,
+            Some("invalid top delta 11110000-0000-4000-8000-000000000003"),
+        ),
         (BundleDefect::DuplicateGuid, Some("OPEN_DD rc=-1")),
         (BundleDefect::MissingImage, Some("OPEN_DD rc=-1")),
-        (BundleDefect::MissingParent, Some("Can't find snapshot by uuid {0bad0bad-0bad-4bad-8bad-0bad0bad0bad}")),
-        (BundleDefect::ParentCycle, Some("Inconsistency detected, base image not found")),
-        (BundleDefect::MissingTop, Some("top delta {0bad0bad-0bad-4bad-8bad-0bad0bad0bad} is not found")),
+        (
+            BundleDefect::MissingParent,
+            Some("Can't find snapshot by uuid {0bad0bad-0bad-4bad-8bad-0bad0bad0bad}"),
+        ),
+        (
+            BundleDefect::ParentCycle,
+            Some("Inconsistency detected, base image not found"),
+        ),
+        (
+            BundleDefect::MissingTop,
+            Some("top delta {0bad0bad-0bad-4bad-8bad-0bad0bad0bad} is not found"),
+        ),
         // ploop does not check these: it reads the chain from the top and nothing else.
         (BundleDefect::MissingElement, None),
         (BundleDefect::BadVersion, None),
@@ -128,7 +164,9 @@ fn image_opts(files: &[PathBuf]) -> String {
     let mut prefix = String::new();
     for f in files {
         let name = f.display().to_string().replace(',', ",,");
-        opts.push(format!("{prefix}driver=parallels,{prefix}file.driver=file,{prefix}file.filename={name},{prefix}read-only=on"));
+        opts.push(format!(
+            "{prefix}driver=parallels,{prefix}file.driver=file,{prefix}file.filename={name},{prefix}read-only=on"
+        ));
         prefix.push_str("backing.");
     }
     opts.join(",")
@@ -143,8 +181,19 @@ fn qemu_reads_our_chains_through_its_backing_support() {
         let mut b = BundleBuilder::new(4 * MIB).cluster_size(64 << 10);
         let all = [
             snap(guid(1), None, vec![fill(0, MIB, 0x11), fill(2 * MIB, MIB, 0x12)]),
-            snap(guid(2), Some(guid(1)), vec![fill(512 << 10, (512 << 10) + (64 << 10), 0x22)]),
-            snap(guid(3), Some(guid(2)), vec![fill(64 << 10, 64 << 10, 0x33), fill(3 * MIB + (32 << 10), 64 << 10, 0x34)]),
+            snap(
+                guid(2),
+                Some(guid(1)),
+                vec![fill(512 << 10, (512 << 10) + (64 << 10), 0x22)],
+            ),
+            snap(
+                guid(3),
+                Some(guid(2)),
+                vec![
+                    fill(64 << 10, 64 << 10, 0x33),
+                    fill(3 * MIB + (32 << 10), 64 << 10, 0x34),
+                ],
+            ),
         ];
         for s in &all[..levels] {
             b = b.snapshot(s.clone());
@@ -154,7 +203,12 @@ fn qemu_reads_our_chains_through_its_backing_support() {
         let opts = image_opts(disk.files());
 
         let ours = tmp.path().join(format!("ours{levels}.raw"));
-        let st = Command::new(env!("CARGO_BIN_EXE_prlimg")).arg("convert").arg(&dir).arg(&ours).status().unwrap();
+        let st = Command::new(env!("CARGO_BIN_EXE_prlimg"))
+            .arg("convert")
+            .arg(&dir)
+            .arg(&ours)
+            .status()
+            .unwrap();
         assert!(st.success());
         let theirs = tmp.path().join(format!("qemu{levels}.raw"));
         let out = Command::new(&qemu_img)
@@ -168,9 +222,20 @@ fn qemu_reads_our_chains_through_its_backing_support() {
         assert!(a == chain_expected(levels as u32));
 
         // The map: QEMU's JSON for the same chain, byte for byte.
-        let out = Command::new(&qemu_img).args(["map", "--output", "json", "--image-opts", &opts]).output().unwrap();
+        let out = Command::new(&qemu_img)
+            .args(["map", "--output", "json", "--image-opts", &opts])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let ours = Command::new(env!("CARGO_BIN_EXE_prlimg")).args(["map", "--output", "json"]).arg(&dir).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&out.stdout), "{levels} levels");
+        let ours = Command::new(env!("CARGO_BIN_EXE_prlimg"))
+            .args(["map", "--output", "json"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&out.stdout),
+            "{levels} levels"
+        );
     }
 }

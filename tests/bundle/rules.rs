@@ -86,7 +86,12 @@ fn d2_required_elements() {
     let dir = valid(tmp.path());
     let xml = fs::read_to_string(dir.join("DiskDescriptor.xml")).unwrap();
     let v = open_error(&xml.replace("<Sectors>32</Sectors>", ""));
-    assert_eq!(v, BundleViolation::MissingElement { path: "Parallels_disk_image/Disk_Parameters/Sectors".into() });
+    assert_eq!(
+        v,
+        BundleViolation::MissingElement {
+            path: "Parallels_disk_image/Disk_Parameters/Sectors".into()
+        }
+    );
     assert_eq!(v.rule(), BundleRule::D2);
     let v = open_error(&xml.replacen("<Type>Compressed</Type>", "<Type>Sparse</Type>", 1));
     assert_eq!(
@@ -98,21 +103,41 @@ fn d2_required_elements() {
         }
     );
     let v = open_error(&xml.replace("<Start>0</Start>", "<Start>-1</Start>"));
-    assert!(matches!(v, BundleViolation::BadValue { ref path, .. } if path == "Parallels_disk_image/StorageData/Storage[0]/Start"), "{v:?}");
-    assert_eq!(open_error("<disk/>"), BundleViolation::WrongRoot { found: "disk".into() });
+    assert!(
+        matches!(v, BundleViolation::BadValue { ref path, .. } if path == "Parallels_disk_image/StorageData/Storage[0]/Start"),
+        "{v:?}"
+    );
+    assert_eq!(
+        open_error("<disk/>"),
+        BundleViolation::WrongRoot { found: "disk".into() }
+    );
 }
 
 #[test]
 fn d3_version() {
-    assert_eq!(findings_after(|d| d.version = Some("2.0".into())), vec![BundleViolation::BadVersion { found: Some("2.0".into()) }]);
-    assert_eq!(findings_after(|d| d.version = None), vec![BundleViolation::BadVersion { found: None }]);
+    assert_eq!(
+        findings_after(|d| d.version = Some("2.0".into())),
+        vec![BundleViolation::BadVersion {
+            found: Some("2.0".into())
+        }]
+    );
+    assert_eq!(
+        findings_after(|d| d.version = None),
+        vec![BundleViolation::BadVersion { found: None }]
+    );
 }
 
 #[test]
 fn d4_geometry() {
     assert_eq!(
         findings_after(|d| d.disk.heads = 15),
-        vec![BundleViolation::GeometryMismatch { cylinders: 8, heads: 15, sectors: 32, product: 3840, disk_size: 4096 }]
+        vec![BundleViolation::GeometryMismatch {
+            cylinders: 8,
+            heads: 15,
+            sectors: 32,
+            product: 3840,
+            disk_size: 4096
+        }]
     );
 }
 
@@ -128,11 +153,19 @@ fn d6_storages_contiguous() {
     // A gap: the second storage starts one cluster late.
     assert_eq!(
         findings_after(|d| d.storages[1].start = 2176),
-        vec![BundleViolation::StorageNotContiguous { storage: 1, start: 2176, expected: 2048 }]
+        vec![BundleViolation::StorageNotContiguous {
+            storage: 1,
+            start: 2176,
+            expected: 2048
+        }]
     );
     assert_eq!(
         findings_after(|d| d.storages[0].start = 128),
-        vec![BundleViolation::StorageNotContiguous { storage: 0, start: 128, expected: 0 }]
+        vec![BundleViolation::StorageNotContiguous {
+            storage: 0,
+            start: 128,
+            expected: 0
+        }]
     );
 }
 
@@ -144,7 +177,10 @@ fn d7_storages_end_at_disk_size() {
             d.disk.disk_size = 8192;
             d.disk.cylinders = 16;
         }),
-        vec![BundleViolation::StoragesEnd { end: 4096, disk_size: 8192 }]
+        vec![BundleViolation::StoragesEnd {
+            end: 4096,
+            disk_size: 8192
+        }]
     );
 }
 
@@ -154,12 +190,25 @@ fn d8_blocksize() {
     assert_eq!(
         v,
         vec![
-            BundleViolation::BlocksizeMismatch { storage: 0, file: file(1, 0), tracks: 128, blocksize: 256 },
-            BundleViolation::BlocksizeMismatch { storage: 0, file: file(2, 0), tracks: 128, blocksize: 256 },
+            BundleViolation::BlocksizeMismatch {
+                storage: 0,
+                file: file(1, 0),
+                tracks: 128,
+                blocksize: 256
+            },
+            BundleViolation::BlocksizeMismatch {
+                storage: 0,
+                file: file(2, 0),
+                tracks: 128,
+                blocksize: 256
+            },
         ]
     );
     assert_eq!(v[0].rule(), BundleRule::D8);
-    assert_eq!(findings_after(|d| d.storages[1].blocksize = 0), vec![BundleViolation::ZeroBlocksize { storage: 1 }]);
+    assert_eq!(
+        findings_after(|d| d.storages[1].blocksize = 0),
+        vec![BundleViolation::ZeroBlocksize { storage: 1 }]
+    );
 }
 
 #[test]
@@ -173,8 +222,18 @@ fn d9_expanding_image_covers_storage() {
     assert_eq!(
         v,
         vec![
-            BundleViolation::ImageTooSmall { storage: 1, file: file(1, 1), nb_sectors: 2048, needed: 4096 },
-            BundleViolation::ImageTooSmall { storage: 1, file: file(2, 1), nb_sectors: 2048, needed: 4096 },
+            BundleViolation::ImageTooSmall {
+                storage: 1,
+                file: file(1, 1),
+                nb_sectors: 2048,
+                needed: 4096
+            },
+            BundleViolation::ImageTooSmall {
+                storage: 1,
+                file: file(2, 1),
+                nb_sectors: 2048,
+                needed: 4096
+            },
         ]
     );
 }
@@ -183,9 +242,20 @@ fn d9_expanding_image_covers_storage() {
 fn d10_plain_image_size() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("p.hdd");
-    parallels_image::BundleBuilder::new(2 * MIB).plain_root(true).create(&dir, false).unwrap();
-    let raw = dir.join(format!("p.hdd.0.{{{}}}.hds", parallels_image::DEFAULT_TOP_GUID.hyphenated()));
-    fs::OpenOptions::new().write(true).open(&raw).unwrap().set_len(MIB).unwrap();
+    parallels_image::BundleBuilder::new(2 * MIB)
+        .plain_root(true)
+        .create(&dir, false)
+        .unwrap();
+    let raw = dir.join(format!(
+        "p.hdd.0.{{{}}}.hds",
+        parallels_image::DEFAULT_TOP_GUID.hyphenated()
+    ));
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&raw)
+        .unwrap()
+        .set_len(MIB)
+        .unwrap();
     assert_eq!(
         descriptor_findings(&dir),
         vec![BundleViolation::PlainSizeMismatch {
@@ -204,7 +274,12 @@ fn d11_missing_file() {
     fs::remove_file(dir.join(file(2, 1))).unwrap();
     assert_eq!(
         descriptor_findings(&dir),
-        vec![BundleViolation::MissingFile { storage: 1, image: 1, file: file(2, 1), reason: "No such file or directory".into() }]
+        vec![BundleViolation::MissingFile {
+            storage: 1,
+            image: 1,
+            file: file(2, 1),
+            reason: "No such file or directory".into()
+        }]
     );
 }
 
@@ -212,14 +287,27 @@ fn d11_missing_file() {
 fn d12_shared_file() {
     assert_eq!(
         findings_after(|d| d.storages[1].images[0].file = file(1, 0)),
-        vec![BundleViolation::SharedFile { storage: 1, image: 0, file: file(1, 0), first_storage: 0, first_image: 0 }]
+        vec![BundleViolation::SharedFile {
+            storage: 1,
+            image: 0,
+            file: file(1, 0),
+            first_storage: 0,
+            first_image: 0
+        }]
     );
 }
 
 #[test]
 fn d13_outside_bundle() {
     let v = findings_after(|d| d.storages[1].images[0].file = "/etc/hostname".into());
-    assert_eq!(v, vec![BundleViolation::OutsideBundle { storage: 1, image: 0, file: "/etc/hostname".into() }]);
+    assert_eq!(
+        v,
+        vec![BundleViolation::OutsideBundle {
+            storage: 1,
+            image: 0,
+            file: "/etc/hostname".into()
+        }]
+    );
 }
 
 #[test]
@@ -231,7 +319,10 @@ fn d14_guid_well_formed() {
     // image for it names no snapshot.
     assert_eq!(
         v[0],
-        BundleViolation::BadGuid { path: "Snapshots/Shot[1]/GUID".into(), found: "11110000-0000-4000-8000-000000000002".into() }
+        BundleViolation::BadGuid {
+            path: "Snapshots/Shot[1]/GUID".into(),
+            found: "11110000-0000-4000-8000-000000000002".into()
+        }
     );
     assert_eq!(v[0].rule(), BundleRule::D14);
 }
@@ -262,7 +353,10 @@ fn d16_one_image_per_snapshot() {
     fs::remove_file(dir.join(file(2, 1))).unwrap();
     assert_eq!(
         descriptor_findings(&dir),
-        vec![BundleViolation::NoImageForSnapshot { storage: 1, snapshot: format!("{{{}}}", guid(2).hyphenated()) }]
+        vec![BundleViolation::NoImageForSnapshot {
+            storage: 1,
+            snapshot: format!("{{{}}}", guid(2).hyphenated())
+        }]
     );
 }
 
@@ -272,7 +366,12 @@ fn d17_exactly_one_root() {
     let v = findings_after(|d| d.snapshots.shots[1].parent = null.clone());
     assert_eq!(
         v,
-        vec![BundleViolation::RootCount { roots: vec![format!("{{{}}}", guid(1).hyphenated()), format!("{{{}}}", guid(2).hyphenated())] }]
+        vec![BundleViolation::RootCount {
+            roots: vec![
+                format!("{{{}}}", guid(1).hyphenated()),
+                format!("{{{}}}", guid(2).hyphenated())
+            ]
+        }]
     );
 }
 
@@ -281,7 +380,10 @@ fn d18_parent_exists() {
     let v = findings_after(|d| d.snapshots.shots[1].parent = format!("{{{}}}", guid(7).hyphenated()));
     assert_eq!(
         v,
-        vec![BundleViolation::MissingParent { shot: format!("{{{}}}", guid(2).hyphenated()), parent: format!("{{{}}}", guid(7).hyphenated()) }]
+        vec![BundleViolation::MissingParent {
+            shot: format!("{{{}}}", guid(2).hyphenated()),
+            parent: format!("{{{}}}", guid(7).hyphenated())
+        }]
     );
 }
 
@@ -298,9 +400,19 @@ fn d19_no_cycles() {
         .create(&dir, false)
         .unwrap();
     let g = |n| format!("{{{}}}", guid(n).hyphenated());
-    assert_eq!(descriptor_findings(&dir), vec![BundleViolation::Cycle { cycle: vec![g(2), g(3), g(2)] }]);
+    assert_eq!(
+        descriptor_findings(&dir),
+        vec![BundleViolation::Cycle {
+            cycle: vec![g(2), g(3), g(2)]
+        }]
+    );
     match Bundle::open(&dir).unwrap().disk(None) {
-        Err(BundleError::Invalid { violation, .. }) => assert_eq!(violation, BundleViolation::Cycle { cycle: vec![g(3), g(2), g(3)] }),
+        Err(BundleError::Invalid { violation, .. }) => assert_eq!(
+            violation,
+            BundleViolation::Cycle {
+                cycle: vec![g(3), g(2), g(3)]
+            }
+        ),
         other => panic!("{other:?}"),
     }
 }
@@ -310,7 +422,10 @@ fn d20_top_exists() {
     let v = findings_after(|d| d.snapshots.top_guid = None);
     assert_eq!(
         v,
-        vec![BundleViolation::MissingTop { top: "{5fbaabe3-6958-40ff-92a7-860e329aab41}".into(), from_top_guid: false }]
+        vec![BundleViolation::MissingTop {
+            top: "{5fbaabe3-6958-40ff-92a7-860e329aab41}".into(),
+            from_top_guid: false
+        }]
     );
     let v = findings_after(|d| d.snapshots.top_guid = Some("{704718e1-2314-44c8-9087-d78ed36b0f4e}".into()));
     assert_eq!(v, vec![BundleViolation::BackupTop]);
@@ -321,7 +436,11 @@ fn d21_only_root_plain() {
     let v = findings_after(|d| d.storages[0].images[1].kind = ImageType::Plain);
     assert_eq!(
         v[0],
-        BundleViolation::PlainOverlay { storage: 0, image: 1, guid: format!("{{{}}}", guid(2).hyphenated()) }
+        BundleViolation::PlainOverlay {
+            storage: 0,
+            image: 1,
+            guid: format!("{{{}}}", guid(2).hyphenated())
+        }
     );
     assert_eq!(v[0].rule(), BundleRule::D21);
 }
@@ -331,7 +450,10 @@ fn d22_marker_present() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = valid(tmp.path());
     fs::remove_file(dir.join("v.hdd")).unwrap();
-    assert_eq!(descriptor_findings(&dir), vec![BundleViolation::MissingMarker { name: "v.hdd".into() }]);
+    assert_eq!(
+        descriptor_findings(&dir),
+        vec![BundleViolation::MissingMarker { name: "v.hdd".into() }]
+    );
 }
 
 #[test]
@@ -346,7 +468,9 @@ fn image_findings_say_which_file() {
     let report = Bundle::open(&dir).unwrap().validate();
     assert_eq!(report.codes(), vec!["R7"]);
     match &report.findings[..] {
-        [f @ BundleFinding::Image { storage: 1, image: 1, .. }] => {
+        [f @ BundleFinding::Image {
+            storage: 1, image: 1, ..
+        }] => {
             assert_eq!(f.file().unwrap(), std::path::absolute(&path).unwrap());
             assert_eq!(f.severity(), Severity::Corruption);
         }
@@ -363,6 +487,9 @@ fn spec_lists_every_d_rule_with_a_test() {
         assert!(spec.contains(&head), "spec/bundles.md has no section {head}");
         let test = format!("{}_", r.code().to_lowercase());
         assert!(tests.contains(&format!("fn {test}")), "no test fn {test}…");
-        assert!(spec.contains(&format!("rules::{test}")), "spec/bundles.md names no test for {r}");
+        assert!(
+            spec.contains(&format!("rules::{test}")),
+            "spec/bundles.md names no test for {r}"
+        );
     }
 }

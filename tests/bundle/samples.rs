@@ -8,13 +8,18 @@ use crate::common::*;
 #[test]
 fn pd_expanding_sample_reads_back_and_checks_clean() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(dir) = pd_sample("expanding.hdd", tmp.path()) else { return };
+    let Some(dir) = pd_sample("expanding.hdd", tmp.path()) else {
+        return;
+    };
     let bundle = Bundle::open(&dir).unwrap();
     let d = bundle.descriptor();
     assert_eq!(d.disk.disk_size, 204800);
     assert_eq!((d.disk.cylinders, d.disk.heads, d.disk.sectors), (400, 16, 32));
     assert_eq!(d.storages.len(), 1);
-    assert_eq!((d.storages[0].start, d.storages[0].end, d.storages[0].blocksize), (0, 204800, 2048));
+    assert_eq!(
+        (d.storages[0].start, d.storages[0].end, d.storages[0].blocksize),
+        (0, 204800, 2048)
+    );
     assert_eq!(d.storages[0].images[0].kind, ImageType::Compressed);
     // Unknown elements are kept: Encryption, UID, Name, Miscellaneous.
     let names: Vec<&str> = d.disk.extra.iter().map(|e| e.name.as_str()).collect();
@@ -27,9 +32,22 @@ fn pd_expanding_sample_reads_back_and_checks_clean() {
     assert!(report.is_clean());
     assert_eq!(report.codes(), vec!["R8"]);
     match &report.findings[..] {
-        [BundleFinding::Image { file, storage: 0, image: 0, finding }] => {
-            assert_eq!(file.file_name().unwrap(), "expanding.hdd.0.{5fbaabe3-6958-40ff-92a7-860e329aab41}.hds");
-            assert_eq!(finding.violation, Violation::UnknownInuse { found: u32::from_le_bytes(*b"pd17") });
+        [BundleFinding::Image {
+            file,
+            storage: 0,
+            image: 0,
+            finding,
+        }] => {
+            assert_eq!(
+                file.file_name().unwrap(),
+                "expanding.hdd.0.{5fbaabe3-6958-40ff-92a7-860e329aab41}.hds"
+            );
+            assert_eq!(
+                finding.violation,
+                Violation::UnknownInuse {
+                    found: u32::from_le_bytes(*b"pd17")
+                }
+            );
             assert_eq!(finding.violation.rule(), Rule::R8);
             assert_eq!(finding.severity, Severity::NonCanonical);
         }
@@ -54,7 +72,9 @@ fn pd_expanding_sample_reads_back_and_checks_clean() {
 #[test]
 fn pd_plain_sample_reads_back_and_checks_clean() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(dir) = pd_sample("plain.hdd", tmp.path()) else { return };
+    let Some(dir) = pd_sample("plain.hdd", tmp.path()) else {
+        return;
+    };
     let bundle = Bundle::open(dir.join("DiskDescriptor.xml")).unwrap();
     assert_eq!(bundle.descriptor().storages[0].images[0].kind, ImageType::Plain);
     let report = bundle.validate();
@@ -70,7 +90,9 @@ fn pd_plain_sample_reads_back_and_checks_clean() {
 #[test]
 fn pd_descriptor_round_trips_with_unknown_elements() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(dir) = pd_sample("expanding.hdd", tmp.path()) else { return };
+    let Some(dir) = pd_sample("expanding.hdd", tmp.path()) else {
+        return;
+    };
     let bundle = Bundle::open(&dir).unwrap();
     let xml = bundle.descriptor().to_xml();
     let again = parallels_image::Descriptor::parse(&xml).unwrap();

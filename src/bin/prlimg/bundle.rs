@@ -133,7 +133,11 @@ pub fn info(path: &Path, output: Format) -> Outcome {
                 report.sectors,
                 report.disk_size_sectors
             );
-            outln!(out, "top snapshot: {}", report.top.as_deref().unwrap_or("(invalid TopGUID)"));
+            outln!(
+                out,
+                "top snapshot: {}",
+                report.top.as_deref().unwrap_or("(invalid TopGUID)")
+            );
             outln!(out, "snapshots:");
             for s in &report.snapshots {
                 outln!(out, "    {} parent {}", s.guid, s.parent);
@@ -280,7 +284,11 @@ pub fn check(path: &Path, output: Format, lenient: bool) -> Outcome {
                 );
             }
             if leaks > 0 {
-                outln!(out, "\n{leaks} {} found in the bundle.", if leaks == 1 { "leak was" } else { "leaks were" });
+                outln!(
+                    out,
+                    "\n{leaks} {} found in the bundle.",
+                    if leaks == 1 { "leak was" } else { "leaks were" }
+                );
             }
             if corruptions == 0 && leaks == 0 {
                 outln!(out, "No errors were found in the bundle.");

@@ -101,7 +101,12 @@ impl Guest {
     /// Guest ranges that may hold data (the rest is known zeros).
     fn data_ranges(&self) -> Vec<(u64, u64)> {
         match self {
-            Guest::Disk(d) => d.extents().into_iter().filter(|e| e.data.is_some()).map(|e| (e.start, e.length)).collect(),
+            Guest::Disk(d) => d
+                .extents()
+                .into_iter()
+                .filter(|e| e.data.is_some())
+                .map(|e| (e.start, e.length))
+                .collect(),
             Guest::Raw { size, .. } => vec![(0, *size)],
         }
     }
@@ -124,7 +129,12 @@ fn has_parallels_magic(path: &Path) -> io::Result<bool> {
 }
 
 /// Opens SRC as a guest disk.
-pub fn open_guest(source: &Path, format: InFormat, snapshot: Option<Uuid>, follow_outside: bool) -> Result<Guest, Failure> {
+pub fn open_guest(
+    source: &Path,
+    format: InFormat,
+    snapshot: Option<Uuid>,
+    follow_outside: bool,
+) -> Result<Guest, Failure> {
     let raw = match format {
         InFormat::Raw => true,
         InFormat::Parallels => false,
@@ -132,7 +142,10 @@ pub fn open_guest(source: &Path, format: InFormat, snapshot: Option<Uuid>, follo
     };
     if raw {
         if snapshot.is_some() {
-            return Err(Failure::at(source, "a raw file has no snapshots (--snapshot needs a bundle)"));
+            return Err(Failure::at(
+                source,
+                "a raw file has no snapshots (--snapshot needs a bundle)",
+            ));
         }
         let file = File::open(source).map_err(|e| Failure::io(source, &e))?;
         let size = file.metadata().map_err(|e| Failure::io(source, &e))?.len();
@@ -147,7 +160,13 @@ fn out_format(args: &Args) -> OutFormat {
     if args.output_format != OutFormat::Auto {
         return args.output_format;
     }
-    match args.output.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+    match args
+        .output
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("hds") => OutFormat::Parallels,
         Some("hdd") => OutFormat::Bundle,
         _ => OutFormat::Raw,
@@ -171,12 +190,17 @@ pub fn run(args: &Args) -> Outcome {
     }
     let guest = open_guest(&args.source, args.format, args.snapshot, args.follow_outside)?;
     if let Guest::Disk(d) = &guest {
-        if d.files().iter().any(|f| same_file(f, out)) || (out.is_dir() && d.files().iter().any(|f| f.starts_with(out))) {
+        if d.files().iter().any(|f| same_file(f, out)) || (out.is_dir() && d.files().iter().any(|f| f.starts_with(out)))
+        {
             return Err(Failure::at(out, "holds the source's data; write the copy elsewhere"));
         }
     }
     let size = guest.size();
-    let bar = if size >= 256 << 20 { progress(size, "converting") } else { indicatif::ProgressBar::hidden() };
+    let bar = if size >= 256 << 20 {
+        progress(size, "converting")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut read = |off: u64, buf: &mut [u8]| {
         bar.set_position(off);
         guest.read_at(off, buf)
@@ -190,7 +214,10 @@ pub fn run(args: &Args) -> Outcome {
         }),
         OutFormat::Bundle => {
             if size % 512 != 0 {
-                return Err(Failure::at(&args.source, format!("a bundle holds whole sectors; the source is {size} bytes")));
+                return Err(Failure::at(
+                    &args.source,
+                    format!("a bundle holds whole sectors; the source is {size} bytes"),
+                ));
             }
             BundleBuilder::new(size)
                 .cluster_size(args.cluster_size)

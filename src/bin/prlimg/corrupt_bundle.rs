@@ -13,7 +13,12 @@ use crate::Outcome;
 
 /// Appends the bundle defects to `--list`.
 pub fn list(out: &mut String, width: usize) {
-    let width = BundleDefect::ALL.iter().map(|d| d.name().len()).max().unwrap_or(0).max(width);
+    let width = BundleDefect::ALL
+        .iter()
+        .map(|d| d.name().len())
+        .max()
+        .unwrap_or(0)
+        .max(width);
     for d in BundleDefect::ALL {
         outln!(out, "{:width$}  {:<4}  {} (bundles)", d.name(), d.rule(), d.summary());
     }
@@ -28,7 +33,10 @@ pub fn run(input: &Path, output: &Path, defect: &str, force: bool) -> Outcome {
     let bundle = Bundle::open(input).map_err(|e| bundle_failure(&e))?;
     if let (Ok(a), Ok(b)) = (std::fs::canonicalize(bundle.dir()), std::fs::canonicalize(output)) {
         if a == b {
-            return Err(Failure::at(output, "is the input bundle; write the damaged copy elsewhere"));
+            return Err(Failure::at(
+                output,
+                "is the input bundle; write the damaged copy elsewhere",
+            ));
         }
     }
     match defect.apply(&bundle, output, force) {

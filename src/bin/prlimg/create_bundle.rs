@@ -30,12 +30,25 @@ pub fn run(out: &Path, recipe: Option<&Path>, options: Options<'_>, force: bool)
         None => {
             let (size, cluster_size, data, bitmaps) = options;
             let size = size.ok_or_else(|| Failure::plain("--size is required"))?;
-            parallels_image::BundleBuilder::new(size).cluster_size(cluster_size).snapshot(SnapshotSpec {
-                guid: DEFAULT_TOP_GUID,
-                parent: None,
-                data: data.iter().map(|d| (d.offset, Data::Fill { len: d.len, byte: d.byte })).collect(),
-                bitmaps: bitmaps.to_vec(),
-            })
+            parallels_image::BundleBuilder::new(size)
+                .cluster_size(cluster_size)
+                .snapshot(SnapshotSpec {
+                    guid: DEFAULT_TOP_GUID,
+                    parent: None,
+                    data: data
+                        .iter()
+                        .map(|d| {
+                            (
+                                d.offset,
+                                Data::Fill {
+                                    len: d.len,
+                                    byte: d.byte,
+                                },
+                            )
+                        })
+                        .collect(),
+                    bitmaps: bitmaps.to_vec(),
+                })
         }
     };
     match builder.create(out, force) {
