@@ -244,8 +244,10 @@ fn check_reports_each_defect_with_its_rule() {
     }
     // The input is untouched, and the list names them.
     assert_eq!(Bundle::open(&chain).unwrap().validate().findings, vec![]);
-    let o = prlimg(&[&"corrupt", &"--list"]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("parent-cycle"));
+    let o = prlimg(&[&"corrupt", &"--list-bundle"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(text.lines().count(), BundleDefect::ALL.len());
+    assert!(text.lines().any(|l| l.starts_with("parent-cycle ") && l.contains(" D19 ")), "{text}");
 }
 
 #[test]

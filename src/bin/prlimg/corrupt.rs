@@ -17,13 +17,13 @@ use crate::Outcome;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The valid image to start from (read only).
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present_any = ["list", "list_bundle"])]
     input: Option<PathBuf>,
     /// The damaged copy to write (refused if it exists, unless --force).
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present_any = ["list", "list_bundle"])]
     output: Option<PathBuf>,
     /// Which defect (see --list).
-    #[arg(long, required_unless_present = "list")]
+    #[arg(long, required_unless_present_any = ["list", "list_bundle"])]
     defect: Option<String>,
     /// Picks among the places the defect can go (which BAT entry, feature, L1 entry).
     #[arg(long, default_value_t = 0)]
@@ -34,16 +34,21 @@ pub struct Args {
     /// List the defects: name, rule, summary.
     #[arg(long, conflicts_with_all = ["input", "output", "defect"])]
     list: bool,
+    /// List the defects of bundles (DiskDescriptor.xml and folder): name, rule, summary.
+    #[arg(long, conflicts_with_all = ["input", "output", "defect", "list"])]
+    list_bundle: bool,
 }
 
 pub fn run(args: &Args) -> Outcome {
+    if args.list_bundle {
+        return crate::corrupt_bundle::list();
+    }
     if args.list {
         let width = DefectKind::ALL.iter().map(|d| d.name().len()).max().unwrap_or(0);
         let mut out = String::new();
         for d in DefectKind::ALL {
             outln!(out, "{:width$}  {:<4}  {}", d.name(), d.rule().code(), d.summary());
         }
-        crate::corrupt_bundle::list(&mut out, width);
         emit(&out)?;
         return Ok(0);
     }

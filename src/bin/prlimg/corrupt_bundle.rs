@@ -1,5 +1,5 @@
 //! `prlimg corrupt BUNDLE OUT --defect NAME` for bundles: a copy of the folder with one
-//! descriptor defect (`BundleDefect`), listed by `prlimg corrupt --list` after the image defects.
+//! descriptor defect (`BundleDefect`), listed by `prlimg corrupt --list-bundle`.
 
 use std::io;
 use std::path::Path;
@@ -27,7 +27,7 @@ pub fn list(out: &mut String, width: usize) {
 pub fn run(input: &Path, output: &Path, defect: &str, force: bool) -> Outcome {
     let Some(defect) = BundleDefect::from_name(defect) else {
         return Err(Failure::plain(format!(
-            "unknown bundle defect {defect:?} (prlimg corrupt --list shows them)"
+            "unknown bundle defect {defect:?} (prlimg corrupt --list-bundle shows them)"
         )));
     };
     let bundle = Bundle::open(input).map_err(|e| bundle_failure(&e))?;
