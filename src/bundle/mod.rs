@@ -132,10 +132,13 @@ pub enum Resolved {
     Outside(PathBuf),
 }
 
-/// Whether `path` names a bundle: a folder, or a file whose text starts like XML (a
-/// `DiskDescriptor.xml`), rather than a Parallels image.
+/// Whether `path` names a bundle: a folder, a file named `*.xml`, or a file whose text starts
+/// like XML (a `DiskDescriptor.xml`), rather than a Parallels image.
 pub fn is_bundle(path: &Path) -> bool {
     if path.is_dir() {
+        return true;
+    }
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")) {
         return true;
     }
     let Ok(mut f) = fs::File::open(path) else { return false };

@@ -247,7 +247,11 @@ fn check_reports_each_defect_with_its_rule() {
     let o = prlimg(&[&"corrupt", &"--list-bundle"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(text.lines().count(), BundleDefect::ALL.len());
-    assert!(text.lines().any(|l| l.starts_with("parent-cycle ") && l.contains(" D19 ")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("parent-cycle ") && l.contains(" D19 ")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -295,4 +299,28 @@ fn create_bundle_from_recipe_and_options() {
     assert!(read_all(&bundle.disk(None).unwrap()) == expect);
     let o = prlimg(&[&"create", &one, &"--bundle", &"--size", &"8M"]);
     assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn a_broken_descriptor_is_reported_not_taken_for_an_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c.hdd");
+    chain_builder().create(&dir, false).unwrap();
+    let xml = dir.join("DiskDescriptor.xml");
+    fs::write(&xml, "this is not XML").unwrap();
+    for src in [dir.clone(), xml.clone()] {
+        let o = prlimg(&[&"check", &"--output", &"json", &src]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let j = json(&o);
+        assert_eq!(j["rules"], serde_json::json!(["D1"]));
+        assert_eq!(j["findings"][0]["file"], serde_json::Value::Null);
+    }
+    let o = prlimg(&[&"convert", &xml, &tmp.path().join("x.raw")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is not well-formed XML at line 1, column 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).ends_with("[D1]\n"), "{}", stderr(&o));
 }

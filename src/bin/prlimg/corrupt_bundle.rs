@@ -11,17 +11,15 @@ use crate::outln;
 use crate::output::Failure;
 use crate::Outcome;
 
-/// Appends the bundle defects to `--list`.
-pub fn list(out: &mut String, width: usize) {
-    let width = BundleDefect::ALL
-        .iter()
-        .map(|d| d.name().len())
-        .max()
-        .unwrap_or(0)
-        .max(width);
+/// `prlimg corrupt --list-bundle`: name, rule, summary.
+pub fn list() -> Outcome {
+    let width = BundleDefect::ALL.iter().map(|d| d.name().len()).max().unwrap_or(0);
+    let mut out = String::new();
     for d in BundleDefect::ALL {
-        outln!(out, "{:width$}  {:<4}  {} (bundles)", d.name(), d.rule(), d.summary());
+        outln!(out, "{:width$}  {:<4}  {}", d.name(), d.rule(), d.summary());
     }
+    crate::output::emit(&out)?;
+    Ok(0)
 }
 
 pub fn run(input: &Path, output: &Path, defect: &str, force: bool) -> Outcome {
