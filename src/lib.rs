@@ -31,6 +31,9 @@
 //!  qemu           what QEMU 10 does with an image
 //!  check          a whole conformance check (rules + statistics + predictions)
 //!  corrupt        the defect catalogue: planned damage, one rule at a time
+//!  bundle         disk bundles (NAME.hdd/ with DiskDescriptor.xml): the descriptor, the D rules
+//!                 (spec/bundles.md), guest data through snapshot chains and split storages,
+//!                 writing bundles, descriptor defects
 //!  (src/bin/prlimg)  the command-line tool, behind the `cli` feature
 //! ```
 //!

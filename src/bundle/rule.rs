@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::error::Severity;
+use crate::rule::Severity;
 
 macro_rules! bundle_rules {
     ($($rule:ident $code:literal $severity:ident $title:literal;)*) => {

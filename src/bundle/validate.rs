@@ -9,8 +9,9 @@ use uuid::Uuid;
 use super::descriptor::{format_guid, parse_guid, ImageType, BACKUP_GUID, DEFAULT_TOP_GUID, NULL_GUID};
 use super::violation::BundleViolation;
 use super::{Bundle, BundleRule, Resolved};
-use crate::error::{Error, Severity};
+use crate::error::Error;
 use crate::image::{Image, Mode};
+use crate::rule::Severity;
 use crate::source::FileSource;
 use crate::validate::Finding;
 
@@ -420,7 +421,7 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
                 let (found, header) = match Image::parse_compact(&source, mode) {
                     Ok(image) => {
                         let header = *image.header();
-                        match image.validate() {
+                        match crate::validate::validate(&image) {
                             Ok(report) => (report.findings.into_iter().map(Some).collect(), Some(header)),
                             Err(Error::Invalid(v)) => (vec![finding(v)], Some(header)),
                             Err(e) => (vec![io_finding(e, &im.file, si, ii, &mut push)], Some(header)),

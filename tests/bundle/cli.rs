@@ -115,7 +115,7 @@ fn convert_raw_to_hds_and_bundle_keeps_zero_clusters_unallocated() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let src = FileSource::open(&hds).unwrap();
     let image = Image::parse(&src).unwrap();
-    assert!(image.validate().unwrap().findings.is_empty());
+    assert!(parallels_image::validate(&image).unwrap().findings.is_empty());
     let allocated: Vec<u32> = image.allocated_entries().map(|(i, _)| i).collect();
     assert_eq!(allocated, [0, 3, 4]);
     assert_eq!(fs::metadata(&hds).unwrap().len(), 4 * MIB);
@@ -286,8 +286,8 @@ fn create_bundle_from_recipe_and_options() {
     // The top's bitmap is split between segments 0 and 2.
     let seg2 = dir.join(format!("r.hdd.2.{{{}}}.hds", g(3)));
     let src = FileSource::open(&seg2).unwrap();
-    let image = Image::open(&src).unwrap();
-    assert_eq!(image.bitmaps()[0].dirty_extents(&image).unwrap(), vec![(0, 131072)]); // local [32K, 96K) touches granules 0 and 1
+    let image = parallels_image::open(&src).unwrap();
+    assert_eq!(image.bitmaps()[0].dirty_extents().unwrap(), vec![(0, 131072)]); // local [32K, 96K) touches granules 0 and 1
 
     let one = tmp.path().join("one.hdd");
     let o = prlimg(&[&"create", &one, &"--bundle", &"--size", &"8M", &"--data", &"1M:64K:0x7"]);

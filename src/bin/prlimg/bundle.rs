@@ -42,6 +42,7 @@ struct ShotInfo {
 
 #[derive(Serialize, Debug)]
 struct BundleInfo {
+    schema: u32,
     filename: String,
     format: &'static str,
     /// Bytes.
@@ -94,6 +95,7 @@ pub fn info(path: &Path, output: Format) -> Outcome {
         .collect();
     let top = bundle.top().ok().map(parallels_image::format_guid);
     let report = BundleInfo {
+        schema: parallels_image::JSON_SCHEMA,
         filename: path.display().to_string(),
         format: "parallels-bundle",
         virtual_size: bundle.disk_size(),
@@ -154,8 +156,8 @@ pub fn info(path: &Path, output: Format) -> Outcome {
                     let detail = match &im.info {
                         Some(i) => format!(
                             ", {} clusters of {}, {} allocated",
-                            i.bat_entries,
-                            human_bytes(i.cluster_size),
+                            i.header.bat_entries,
+                            human_bytes(i.header.cluster_size()),
                             i.allocated_clusters
                         ),
                         None => String::new(),
@@ -185,6 +187,7 @@ struct JsonBundleFinding {
 
 #[derive(Serialize, Debug)]
 struct BundleCheck {
+    schema: u32,
     filename: String,
     format: &'static str,
     mode: &'static str,
@@ -249,6 +252,7 @@ pub fn check(path: &Path, output: Format, lenient: bool) -> Outcome {
         }
     }
     let report = BundleCheck {
+        schema: parallels_image::JSON_SCHEMA,
         filename: path.display().to_string(),
         format: "parallels-bundle",
         mode: if lenient { "lenient" } else { "strict" },

@@ -206,10 +206,10 @@ pub fn run(args: &Args) -> Outcome {
         guest.read_at(off, buf)
     };
     let result = match out_format(args) {
-        OutFormat::Raw | OutFormat::Auto => parallels_image::builder::write_file_atomically(out, args.force, |f| {
-            write_raw(&guest, f).map_err(Error::Io)
-        }),
-        OutFormat::Parallels => parallels_image::builder::write_file_atomically(out, args.force, |f| {
+        OutFormat::Raw | OutFormat::Auto => {
+            parallels_image::write_file_atomically(out, args.force, |f| write_raw(&guest, f).map_err(Error::Io))
+        }
+        OutFormat::Parallels => parallels_image::write_file_atomically(out, args.force, |f| {
             write_expanding(&mut read, size, args.cluster_size, f).map(|_| ())
         }),
         OutFormat::Bundle => {

@@ -5,9 +5,7 @@
 use std::io;
 use std::path::Path;
 
-use parallels_image::builder::BitmapSpec;
-use parallels_image::recipe::DataRecipe;
-use parallels_image::{BundleRecipe, Data, Error, SnapshotSpec, DEFAULT_TOP_GUID};
+use parallels_image::{BitmapSpec, BundleRecipe, Data, DataRecipe, Error, SnapshotSpec, DEFAULT_TOP_GUID};
 
 use crate::output::Failure;
 use crate::Outcome;
