@@ -184,6 +184,42 @@ pub enum BuildError {
         /// Why it is not a UUID.
         reason: String,
     },
+    /// A bundle's size is not a whole, non-zero number of sectors.
+    #[error("a bundle's size is a non-zero multiple of 512, not {size}")]
+    BundleSize {
+        /// Bytes asked for.
+        size: u64,
+    },
+    /// A split offset is not a sector boundary strictly inside the disk.
+    #[error("split offset {offset} is not a multiple of 512 inside the disk of {size} bytes")]
+    SplitOffset {
+        /// The offset asked for.
+        offset: u64,
+        /// The disk size in bytes.
+        size: u64,
+    },
+    /// A bundle's path has no folder name.
+    #[error("{} does not name a folder", path.display())]
+    NotAFolder {
+        /// The path given.
+        path: std::path::PathBuf,
+    },
+    /// A bundle recipe names a snapshot, parent or top that is not a GUID.
+    #[error("{what} {text:?} is not a GUID")]
+    Guid {
+        /// "snapshot", "parent" or "top".
+        what: &'static str,
+        /// The text as written.
+        text: String,
+    },
+    /// A bundle defect cannot be made in this bundle.
+    #[error("defect {defect} needs a bundle with {needs}")]
+    DefectNeeds {
+        /// The defect's name.
+        defect: &'static str,
+        /// What the bundle lacks.
+        needs: &'static str,
+    },
 }
 
 /// Result alias for this crate.

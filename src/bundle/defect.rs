@@ -13,7 +13,7 @@ use super::descriptor::{format_guid, parse_guid, Descriptor, ImageType, NULL_GUI
 use super::rule::BundleRule;
 use super::write::write_bundle_dir;
 use super::{Bundle, DESCRIPTOR_NAME};
-use crate::error::{Error, Result};
+use crate::error::{BuildError, Error, Result};
 
 /// A GUID no bundle uses, for defects that need a fresh one.
 const STRAY_GUID: Uuid = Uuid::from_u128(0x0bad0bad_0bad_4bad_8bad_0bad0bad0bad);
@@ -90,11 +90,21 @@ impl BundleDefect {
         let name = out
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| Error::Build(format!("{} does not name a folder", out.display())))?;
+            .ok_or_else(|| {
+                Error::Build(BuildError::NotAFolder {
+                    path: out.to_path_buf(),
+                })
+            })?;
         let old_marker = source.marker_name();
         let mut d = source.descriptor().clone();
-        let top = source.top().map_err(|e| Error::Build(e.to_string()))?;
-        let chain = source.chain(None).map_err(|e| Error::Build(e.to_string()))?;
+        let unreadable = |_| {
+            Error::Build(BuildError::DefectNeeds {
+                defect: self.name(),
+                needs: "a readable snapshot chain (check it first)",
+            })
+        };
+        let top = source.top().map_err(unreadable)?;
+        let chain = source.chain(None).map_err(unreadable)?;
         let plan = self.plan(&mut d, top, &chain)?;
         write_bundle_dir(out, overwrite, |tmp| {
             for entry in fs::read_dir(source.dir())? {
@@ -131,14 +141,14 @@ impl BundleDefect {
 
     /// Edits the descriptor and says what else to do to the copy.
     fn plan(self, d: &mut Descriptor, top: Uuid, chain: &[Uuid]) -> Result<Plan> {
-        let need = |ok: bool, what: &str| {
+        let need = |ok: bool, what: &'static str| {
             if ok {
                 Ok(())
             } else {
-                Err(Error::Build(format!(
-                    "defect {} needs a bundle with {what}",
-                    self.name()
-                )))
+                Err(Error::Build(BuildError::DefectNeeds {
+                    defect: self.name(),
+                    needs: what,
+                }))
             }
         };
         let shot_of = |d: &Descriptor, g: Uuid| d.snapshots.shots.iter().position(|s| parse_guid(&s.guid) == Some(g));
@@ -149,7 +159,12 @@ impl BundleDefect {
                 .position(|im| parse_guid(&im.guid) == Some(g))
         };
         let last = d.storages.len() - 1;
-        let top_shot = shot_of(d, top).ok_or_else(|| Error::Build("the top snapshot is not a Shot".into()))?;
+        let top_shot = shot_of(d, top).ok_or_else(|| {
+            Error::Build(BuildError::DefectNeeds {
+                defect: self.name(),
+                needs: "a top snapshot that is a Shot",
+            })
+        })?;
         Ok(match self {
             BundleDefect::NotXml => Plan::CutXml,
             BundleDefect::MissingElement => Plan::DropSectors,
@@ -223,13 +238,28 @@ impl BundleDefect {
                 Plan::Shorten(file.expect("checked"))
             }
             BundleDefect::MissingFile => {
-                let k = image_of(d, 0, top).ok_or_else(|| Error::Build("the top has no image in storage 0".into()))?;
+                let k = image_of(d, 0, top).ok_or_else(|| {
+                    Error::Build(BuildError::DefectNeeds {
+                        defect: self.name(),
+                        needs: "an image of the top in the first storage",
+                    })
+                })?;
                 Plan::Remove(d.storages[0].images[k].file.clone())
             }
             BundleDefect::SharedFile => {
                 need(chain.len() >= 2, "two snapshots")?;
-                let a = image_of(d, 0, chain[0]).ok_or_else(|| Error::Build("no image for the top".into()))?;
-                let b = image_of(d, 0, chain[1]).ok_or_else(|| Error::Build("no image for the top's parent".into()))?;
+                let a = image_of(d, 0, chain[0]).ok_or_else(|| {
+                    Error::Build(BuildError::DefectNeeds {
+                        defect: self.name(),
+                        needs: "an image of the top in every storage",
+                    })
+                })?;
+                let b = image_of(d, 0, chain[1]).ok_or_else(|| {
+                    Error::Build(BuildError::DefectNeeds {
+                        defect: self.name(),
+                        needs: "an image of the top's parent in the first storage",
+                    })
+                })?;
                 let file = d.storages[0].images[a].file.clone();
                 let gone = std::mem::replace(&mut d.storages[0].images[b].file, file.clone());
                 d.storages[0].images[a].file = file;
@@ -250,7 +280,12 @@ impl BundleDefect {
                 Plan::Descriptor
             }
             BundleDefect::MissingImage => {
-                let k = image_of(d, last, top).ok_or_else(|| Error::Build("no image for the top".into()))?;
+                let k = image_of(d, last, top).ok_or_else(|| {
+                    Error::Build(BuildError::DefectNeeds {
+                        defect: self.name(),
+                        needs: "an image of the top in every storage",
+                    })
+                })?;
                 let im = d.storages[last].images.remove(k);
                 Plan::Remove(im.file)
             }

@@ -11,7 +11,7 @@
 use super::descriptor::parse_guid_loose;
 use super::write::{BundleBuilder, SnapshotSpec};
 use crate::builder::{BitmapSpec, Data};
-use crate::error::{Error, Result};
+use crate::error::{BuildError, Error, Result};
 use crate::recipe::{BitmapRecipe, DataRecipe};
 
 /// One snapshot of a [`BundleRecipe`].
@@ -64,8 +64,13 @@ fn default_cluster() -> u64 {
     1 << 20
 }
 
-fn guid(text: &str, what: &str) -> Result<uuid::Uuid> {
-    parse_guid_loose(text).ok_or_else(|| Error::Build(format!("{what} {text:?} is not a GUID")))
+fn guid(text: &str, what: &'static str) -> Result<uuid::Uuid> {
+    parse_guid_loose(text).ok_or_else(|| {
+        Error::Build(BuildError::Guid {
+            what,
+            text: text.to_string(),
+        })
+    })
 }
 
 impl BundleRecipe {
@@ -84,7 +89,12 @@ impl BundleRecipe {
             for m in &s.bitmaps {
                 bitmaps.push(BitmapSpec {
                     id: *uuid::Uuid::parse_str(&m.id)
-                        .map_err(|e| Error::Build(format!("bitmap id {:?} is not a UUID: {e}", m.id)))?
+                        .map_err(|e| {
+                            Error::Build(BuildError::BitmapId {
+                                id: m.id.clone(),
+                                reason: e.to_string(),
+                            })
+                        })?
                         .as_bytes(),
                     granularity: m.granularity,
                     extents: m.dirty.clone(),

@@ -15,7 +15,7 @@ use super::descriptor::{
 };
 use super::DESCRIPTOR_NAME;
 use crate::builder::{BitmapSpec, Data, ImageBuilder};
-use crate::error::{Error, Result};
+use crate::error::{BuildError, Error, Result};
 use crate::header::Variant;
 use crate::raw::header::{RawHeader, MAGIC_V2, MAX_BAT_ENTRIES, MAX_TRACKS, VERSION as IMAGE_VERSION};
 
@@ -41,16 +41,18 @@ pub fn write_expanding(
 ) -> Result<WriteStats> {
     let cs = cluster_size;
     if cs == 0 || cs % 512 != 0 || cs / 512 > u64::from(MAX_TRACKS) {
-        return Err(Error::Build(format!(
-            "cluster size {cs} is not a multiple of 512 between 512 and {}",
-            u64::from(MAX_TRACKS) * 512
-        )));
+        return Err(Error::Build(BuildError::ClusterSize {
+            found: cs,
+            max: u64::from(MAX_TRACKS) * 512,
+        }));
     }
     let clusters = size.div_ceil(cs);
     if clusters > u64::from(MAX_BAT_ENTRIES) {
-        return Err(Error::Build(format!(
-            "{clusters} clusters of {cs} bytes need more than {MAX_BAT_ENTRIES} BAT entries"
-        )));
+        return Err(Error::Build(BuildError::TooManyClusters {
+            clusters,
+            cluster_size: cs,
+            max: MAX_BAT_ENTRIES,
+        }));
     }
     let data_start = (64 + 4 * clusters).next_multiple_of(cs);
     let mut bat = vec![0u32; clusters as usize];
@@ -64,8 +66,13 @@ pub fn write_expanding(
         if crate::raw::first_nonzero(&buf).is_none() {
             continue;
         }
-        *entry = u32::try_from(next)
-            .map_err(|_| Error::Build(format!("cluster {next} of the file does not fit a v2 BAT entry")))?;
+        *entry = u32::try_from(next).map_err(|_| {
+            Error::Build(BuildError::Unaddressable {
+                what: "cluster",
+                offset: next * cs,
+                field: "BAT entry",
+            })
+        })?;
         out.write_all_at(&buf, next * cs)?;
         next += 1;
     }
@@ -80,7 +87,13 @@ pub fn write_expanding(
         nb_sectors: sectors.into(),
         inuse: 0.into(),
         data_off: u32::try_from(data_start / 512)
-            .map_err(|_| Error::Build(format!("a data area at byte {data_start} does not fit data_off")))?
+            .map_err(|_| {
+                Error::Build(BuildError::Unaddressable {
+                    what: "data area",
+                    offset: data_start,
+                    field: "data_off",
+                })
+            })?
             .into(),
         flags: 0.into(),
         ext_off: 0.into(),
@@ -191,10 +204,7 @@ impl BundleBuilder {
     /// The storages as byte ranges.
     fn segments(&self) -> Result<Vec<(u64, u64)>> {
         if self.size == 0 || self.size % 512 != 0 {
-            return Err(Error::Build(format!(
-                "a bundle's size is a non-zero multiple of 512, not {}",
-                self.size
-            )));
+            return Err(Error::Build(BuildError::BundleSize { size: self.size }));
         }
         let mut cuts = self.splits.clone();
         cuts.sort_unstable();
@@ -203,10 +213,10 @@ impl BundleBuilder {
         let mut start = 0;
         for c in cuts {
             if c == 0 || c >= self.size || c % 512 != 0 {
-                return Err(Error::Build(format!(
-                    "split offset {c} is not a multiple of 512 inside the disk of {} bytes",
-                    self.size
-                )));
+                return Err(Error::Build(BuildError::SplitOffset {
+                    offset: c,
+                    size: self.size,
+                }));
             }
             out.push((start, c));
             start = c;
@@ -287,7 +297,11 @@ impl BundleBuilder {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| Error::Build(format!("{} does not name a folder", dir.display())))?;
+            .ok_or_else(|| {
+                Error::Build(BuildError::NotAFolder {
+                    path: dir.to_path_buf(),
+                })
+            })?;
         let descriptor = self.descriptor(&name)?;
         write_bundle_dir(dir, overwrite, |tmp| {
             self.write_files(tmp, &name, &descriptor)?;
@@ -368,7 +382,11 @@ impl BundleBuilder {
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| Error::Build(format!("{} does not name a folder", dir.display())))?;
+            .ok_or_else(|| {
+                Error::Build(BuildError::NotAFolder {
+                    path: dir.to_path_buf(),
+                })
+            })?;
         let mut one = self.clone();
         one.snapshots.clear();
         one.plain_root = false;

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["qemu"],
     &["check"],
     &["corrupt"],
+    &["bundle"],
 ];
 
 fn layer_of(module: &str) -> usize {

@@ -42,7 +42,7 @@ pub fn run(input: &Path, output: &Path, defect: &str, force: bool) -> Outcome {
         Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
             Err(Failure::at(output, "already exists (use --force to replace it)"))
         }
-        Err(Error::Build(msg)) => Err(Failure::at(input, msg)),
+        Err(Error::Build(e)) => Err(Failure::at(input, e.to_string())),
         Err(e) => Err(Failure::lib(output, &e)),
     }
 }
