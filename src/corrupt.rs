@@ -214,9 +214,11 @@ impl Patch {
 
     /// Applies the patch to a file opened for writing.
     pub fn apply_to_file(&self, f: &std::fs::File) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = f;
         for (off, bytes) in &self.writes {
-            f.write_all_at(bytes, *off)?;
+            f.seek(SeekFrom::Start(*off))?;
+            f.write_all(bytes)?;
         }
         if let Some(len) = self.set_len {
             f.set_len(len)?;
@@ -372,7 +374,7 @@ impl<'i, 's> Work<'i, 's> {
     }
 
     fn on_grid(&self, off: u64) -> bool {
-        off >= self.grid_base() && (off - self.grid_base()) % self.cs == 0
+        off >= self.grid_base() && (off - self.grid_base()).is_multiple_of(self.cs)
     }
 
     /// The first grid position at or after `at`.
@@ -912,7 +914,7 @@ impl<'i, 's> Work<'i, 's> {
         }
         let entries = (ds - 64) / 4 + 1;
         self.require(
-            ds % 4 == 0 && entries <= u64::from(MAX_BAT_ENTRIES),
+            ds.is_multiple_of(4) && entries <= u64::from(MAX_BAT_ENTRIES),
             "a data area that starts on a 4-byte boundary",
         )?;
         let ext_there = self.image.extension().is_some_and(|e| e.file_offset == ds);
