@@ -8,8 +8,9 @@
 use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 
-use crate::error::{BuildError, Error, Result};
+use crate::error::{BuildError, Result};
 use crate::header::Variant;
+use crate::outfile::{write_atomically, OutputOptions};
 use crate::raw::bat::BAT_OFFSET;
 use crate::raw::bitmap::{DirtyBitmapFeature, L1_CLEAN, L1_DIRTY};
 use crate::raw::extension::ExtensionCluster;
@@ -50,7 +51,8 @@ pub struct BitmapSpec {
     pub id: [u8; 16],
     /// Granularity in bytes: a power of two, at least 512.
     pub granularity: u64,
-    /// Dirty guest byte ranges `(offset, length)`; every granule they touch is dirty.
+    /// Dirty guest byte ranges `(offset, length)`; every granule they touch is dirty. Each must
+    /// end within the disk (`nb_sectors * 512` bytes), or the builder refuses it.
     pub extents: Vec<(u64, u64)>,
 }
 
@@ -120,7 +122,8 @@ impl ImageBuilder {
         self
     }
 
-    /// Adds a bitmap.
+    /// Adds a bitmap. Its id must differ from every other bitmap's (see
+    /// [`BuildError::DuplicateBitmapId`]).
     pub fn bitmap(mut self, spec: BitmapSpec) -> Self {
         self.bitmaps.push(spec);
         self
@@ -156,7 +159,7 @@ impl ImageBuilder {
     /// rather than written, and the length is set at the end.
     pub fn write_to<W: Write + Seek>(&self, out: &mut W) -> Result<Layout> {
         let cs = self.cluster_size;
-        if cs == 0 || cs % SECTOR_SIZE != 0 || cs / SECTOR_SIZE > u64::from(MAX_TRACKS) {
+        if cs == 0 || !cs.is_multiple_of(SECTOR_SIZE) || cs / SECTOR_SIZE > u64::from(MAX_TRACKS) {
             return Err(BuildError::ClusterSize {
                 found: cs,
                 max: u64::from(MAX_TRACKS) * 512,
@@ -188,6 +191,34 @@ impl ImageBuilder {
                     offset: *off,
                     len: d.len(),
                     virtual_size: self.virtual_size,
+                }
+                .into());
+            }
+        }
+
+        let disk_size = nb_sectors * SECTOR_SIZE;
+        let mut seen = std::collections::HashMap::with_capacity(self.bitmaps.len());
+        for (i, spec) in self.bitmaps.iter().enumerate() {
+            if let Some(&first) = seen.get(&spec.id) {
+                return Err(BuildError::DuplicateBitmapId {
+                    id: spec.id,
+                    first,
+                    second: i,
+                }
+                .into());
+            }
+            seen.insert(spec.id, i);
+            if let Some(&(offset, len)) = spec
+                .extents
+                .iter()
+                .find(|&&(o, l)| l > 0 && o.checked_add(l).is_none_or(|end| end > disk_size))
+            {
+                return Err(BuildError::DirtyRangeOutsideDisk {
+                    bitmap: i,
+                    id: spec.id,
+                    offset,
+                    len,
+                    disk_size,
                 }
                 .into());
             }
@@ -414,55 +445,23 @@ impl ImageBuilder {
         Ok((v, layout))
     }
 
-    /// Writes the image to `path` through a temporary file in the same folder, renamed into
-    /// place when complete. An existing file is replaced only if `overwrite` is true.
+    /// Writes the image to `path` through [`write_atomically`](crate::write_atomically): aside,
+    /// then put in place when complete. An existing regular file is replaced only if
+    /// `overwrite` is true; nothing else is ever replaced.
     pub fn create_file(&self, path: &Path, overwrite: bool) -> Result<Layout> {
-        write_file_atomically(path, overwrite, |f| self.write_to(f))
+        let options = OutputOptions {
+            overwrite,
+            ..Default::default()
+        };
+        write_atomically(path, &options, |f| self.write_to(f))
     }
-}
-
-/// Runs `write` on a temporary file beside `path`, then renames it to `path`. Without
-/// `overwrite`, fails with `AlreadyExists` if `path` exists (checked before and at the rename).
-pub fn write_file_atomically<T>(
-    path: &Path,
-    overwrite: bool,
-    write: impl FnOnce(&mut std::fs::File) -> Result<T>,
-) -> Result<T> {
-    use std::io;
-    if !overwrite && path.exists() {
-        return Err(Error::Io(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!("{} already exists", path.display()),
-        )));
-    }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".prlimg-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    let value = write(tmp.as_file_mut())?;
-    tmp.as_file().sync_all()?;
-    // A temporary file is created private; the image gets ordinary permissions.
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    }
-    if overwrite {
-        tmp.persist(path).map_err(|e| Error::Io(e.error))?;
-    } else {
-        tmp.persist_noclobber(path).map_err(|e| Error::Io(e.error))?;
-    }
-    Ok(value)
 }
 
 /// Sets bits `[s, e)` of `bits` (least significant bit first).
 fn set_bits(bits: &mut [u8], s: u64, e: u64) {
     let mut i = s;
     while i < e {
-        if i % 8 == 0 && i + 8 <= e {
+        if i.is_multiple_of(8) && i + 8 <= e {
             let bytes = ((e - i) / 8) as usize;
             bits[(i / 8) as usize..(i / 8) as usize + bytes].fill(0xff);
             i += bytes as u64 * 8;

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 
 use crate::rule::{Rule, Severity};
 
@@ -25,6 +26,20 @@ pub enum Error {
     /// A defect cannot be planned on this image.
     #[error("{0}")]
     Plan(#[from] PlanError),
+    /// An image read from a stream needs more memory than the limit allows.
+    #[error(
+        "reading the image from a stream: holding its metadata needs more than {limit} bytes of memory \
+         (the limit; reached at byte {offset} of the stream); save it to a file first"
+    )]
+    StreamTooLarge {
+        /// The limit, in bytes held.
+        limit: u64,
+        /// Byte offset in the stream where it was passed.
+        offset: u64,
+    },
+    /// An output path may not be written (it exists, or is not a regular file).
+    #[error("{0}")]
+    Output(#[from] OutputError),
 }
 
 /// Why a defect cannot be planned ([`crate::corrupt::plan`]).
@@ -219,6 +234,75 @@ pub enum BuildError {
         defect: &'static str,
         /// What the bundle lacks.
         needs: &'static str,
+    },
+    /// Two bitmaps have the same id (rule R41; QEMU refuses the image: "Bitmap already exists").
+    #[error("bitmaps #{first} and #{second} have the same id {}; bitmap ids must be unique (R41)", uuid::Uuid::from_bytes(*.id).hyphenated())]
+    DuplicateBitmapId {
+        /// The id bytes, in stored order.
+        id: [u8; 16],
+        /// Index (from 0, in the order given) of the first bitmap with it.
+        first: usize,
+        /// Index of the second.
+        second: usize,
+    },
+    /// A dirty range of a bitmap reaches past the end of the disk.
+    #[error(
+        "bitmap #{bitmap} ({}): dirty range {offset}+{len} ends at byte {}, past the end of the \
+         disk at byte {disk_size}",
+        uuid::Uuid::from_bytes(*.id).hyphenated(),
+        *offset as u128 + *len as u128
+    )]
+    DirtyRangeOutsideDisk {
+        /// Index of the bitmap (from 0, in the order given).
+        bitmap: usize,
+        /// Its id bytes.
+        id: [u8; 16],
+        /// Start of the range, in guest bytes.
+        offset: u64,
+        /// Length of the range, in bytes.
+        len: u64,
+        /// Size of the disk in bytes (`nb_sectors * 512`, the virtual size rounded up to a sector).
+        disk_size: u64,
+    },
+}
+
+/// Why an output path was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutputError {
+    /// A regular file is there and `overwrite` was not asked for.
+    #[error("{} already exists", path.display())]
+    Exists {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Something other than a regular file is there; it is never replaced.
+    #[error("{} is a {kind}, not a regular file; it is never replaced", path.display())]
+    NotRegular {
+        /// The path (after following a symbolic link, if asked to).
+        path: PathBuf,
+        /// `"folder"`, `"block device"`, `"character device"`, `"FIFO"`, `"socket"`.
+        kind: &'static str,
+    },
+    /// The path is a symbolic link and `follow_symlink` was not asked for.
+    #[error("{} is a symbolic link (to {}); refusing to replace it", path.display(), target.display())]
+    Symlink {
+        /// The link.
+        path: PathBuf,
+        /// What it points to, as stored.
+        target: PathBuf,
+    },
+    /// Symbolic links nest deeper than 40, or loop.
+    #[error("{}: too many levels of symbolic links", path.display())]
+    SymlinkLoop {
+        /// The first link.
+        path: PathBuf,
+    },
+    /// [`abandon_outputs`](crate::abandon_outputs) was called (the process is being interrupted).
+    #[error("{}: interrupted before the file was put in place", path.display())]
+    Interrupted {
+        /// The output path.
+        path: PathBuf,
     },
 }
 

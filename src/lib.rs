@@ -21,13 +21,15 @@
 //! ```text
 //!  raw            the on-disk grammar: zerocopy + binrw derive types (public, for fuzzers and tools)
 //!  rule, error    the numbered rules, their severities, and the typed errors
-//!  source         where bytes come from: a slice, a Vec, a file read only where metadata is
+//!  source, outfile, size
+//!                 where bytes come from (a slice, a Vec, a file read only where metadata is),
+//!                 where they go (careful output files), sizes with suffixes
 //!  header, extension, bitmap, image
 //!                 zero-copy views over a Source
 //!  helper, validate
 //!                 every rule, as typed Violations; open/validate entry points
-//!  builder, random, recipe
-//!                 writing whole images (random bitmaps, recipes)
+//!  builder, random, recipe, stream
+//!                 writing whole images (random bitmaps, recipes); images read from a stream
 //!  qemu           what QEMU 10 does with an image
 //!  check          a whole conformance check (rules + statistics + predictions)
 //!  corrupt        the defect catalogue: planned damage, one rule at a time
@@ -55,6 +57,7 @@
 //! # Ok::<(), parallels_image::Error>(())
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -68,16 +71,19 @@ mod extension;
 mod header;
 mod helper;
 mod image;
+mod outfile;
 pub mod qemu;
 mod random;
 pub mod raw;
 mod recipe;
 mod rule;
+mod size;
 mod source;
+mod stream;
 mod validate;
 
 pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFormat};
-pub use builder::{write_file_atomically, BitmapSpec, Data, ImageBuilder, Layout};
+pub use builder::{BitmapSpec, Data, ImageBuilder, Layout};
 pub use bundle::{
     format_guid, image_file_name, is_bundle, parse_guid, parse_guid_loose, write_bundle_dir, write_expanding, Bundle,
     BundleBuilder, BundleDefect, BundleError, BundleFinding, BundleOptions, BundleRecipe, BundleReport, BundleRule,
@@ -90,7 +96,10 @@ pub use error::{BuildError, Error, Location, PlanError, Region, Requirement, Res
 pub use extension::{Extension, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
+pub use outfile::{abandon_outputs, write_atomically, write_file_atomically, OutputError, OutputOptions};
 pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
 pub use rule::{Rule, Severity};
+pub use size::{parse_size, ParseSizeError};
 pub use source::{FileSource, Source};
+pub use stream::StreamSource;
 pub use validate::{open, open_with, validate, validate_with, Finding, Report, Threads, Verdict};

@@ -80,10 +80,13 @@ fn random_bitmap(seed: u64, virtual_size: u64, granularity: u64, density: f64) -
     let mut id = [0u8; 16];
     rng.fill_bytes(&mut id);
     let id = *uuid::Builder::from_random_bytes(id).into_uuid().as_bytes();
-    let granules = virtual_size.div_ceil(512).div_ceil(granularity / 512);
+    let disk = virtual_size.div_ceil(512) * 512;
+    let granules = disk.div_ceil(granularity);
+    // The last granule may reach past the disk: its run ends with the disk (the builder
+    // refuses dirty ranges past it).
     let extents = random_runs(&mut rng, granules, density)
         .into_iter()
-        .map(|(g, n)| (g * granularity, n * granularity))
+        .map(|(g, n)| (g * granularity, (n * granularity).min(disk - g * granularity)))
         .collect();
     Ok(BitmapSpec {
         id,

@@ -35,6 +35,11 @@ impl Severity {
 macro_rules! rules {
     ($($rule:ident $code:literal $severity:ident $title:literal;)*) => {
         /// A numbered rule of the format. `Display` gives its code (`R17`).
+        ///
+        /// What follows is `spec/rules.md`: every rule, the error it raises and the tests that
+        /// prove it.
+        ///
+        #[doc = include_str!("../spec/rules.md")]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[non_exhaustive]
         pub enum Rule {

@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Random-access, read-only image bytes. Sources are `Sync`: validation of a large extension
@@ -41,11 +40,16 @@ impl<T: AsRef<[u8]> + Sync + ?Sized> Source for T {
     }
 }
 
-/// A file opened read-only, read only where metadata is.
+/// A file opened read-only, read only where metadata is: a regular file or a block device
+/// (anything that can be read at an offset). For a pipe or a FIFO, see
+/// [`StreamSource`](crate::StreamSource).
 #[derive(Debug)]
 pub struct FileSource {
     file: File,
     size: u64,
+    /// Serialises seek-and-read where there is no positional read.
+    #[cfg(not(any(unix, windows)))]
+    lock: std::sync::Mutex<()>,
 }
 
 impl FileSource {
@@ -55,10 +59,45 @@ impl FileSource {
         Self::new(file)
     }
 
-    /// Wraps an open file.
+    /// Wraps an open file. The size of a regular file is its length; of anything else (a
+    /// block device, whose length reads as 0), where a seek to its end lands. A file that
+    /// cannot seek (a pipe, a FIFO, a terminal) fails here with the seek's error (`ESPIPE`).
     pub fn new(file: File) -> io::Result<Self> {
-        let size = file.metadata()?.len();
-        Ok(FileSource { file, size })
+        let meta = file.metadata()?;
+        let size = if meta.is_file() {
+            meta.len()
+        } else {
+            use std::io::{Seek, SeekFrom};
+            let mut f = &file;
+            let end = f.seek(SeekFrom::End(0))?;
+            f.seek(SeekFrom::Start(0))?;
+            end
+        };
+        Ok(FileSource {
+            file,
+            size,
+            #[cfg(not(any(unix, windows)))]
+            lock: std::sync::Mutex::new(()),
+        })
+    }
+
+    #[cfg(unix)]
+    fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(&self.file, buf, offset)
+    }
+
+    #[cfg(windows)]
+    fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::windows::fs::FileExt::seek_read(&self.file, buf, offset)
+    }
+
+    #[cfg(not(any(unix, windows)))]
+    fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        use std::io::{Read, Seek, SeekFrom};
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = &self.file;
+        f.seek(SeekFrom::Start(offset))?;
+        f.read(buf)
     }
 }
 
@@ -78,7 +117,7 @@ impl Source for FileSource {
     fn read_into(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mut done = 0;
         while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], offset.saturating_add(done as u64)) {
+            match self.pread(&mut buf[done..], offset.saturating_add(done as u64)) {
                 Ok(0) => break,
                 Ok(k) => done += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -421,7 +421,7 @@ fn header_rules(h: &Header, file_len: u64, f: &mut Findings) {
     if h.variant == Variant::V2 {
         if data_off == 0 {
             f.push(Violation::DataOffZero);
-        } else if data_off % h.cluster_sectors != 0 {
+        } else if !data_off.is_multiple_of(h.cluster_sectors) {
             f.push(Violation::DataOffUnaligned {
                 data_off,
                 tracks: h.cluster_sectors,

@@ -245,7 +245,7 @@ pub fn full_extension_builder() -> ImageBuilder {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&i.to_le_bytes());
         id[8..].copy_from_slice(&rng.next().to_le_bytes());
-        let l1 = (0..l1_size).map(|_| u64::from(rng.next() % 5 == 0)).collect();
+        let l1 = (0..l1_size).map(|_| u64::from(rng.next().is_multiple_of(5))).collect();
         b = b.feature(FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(
             nb_sectors, id, 1, l1,
         )));

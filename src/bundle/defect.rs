@@ -337,7 +337,11 @@ enum Plan {
 /// Cylinders × Heads × Sectors = Disk_size again after the size changed.
 fn set_geometry(d: &mut Descriptor) {
     let n = d.disk.disk_size;
-    (d.disk.cylinders, d.disk.heads, d.disk.sectors) = if n % 512 == 0 { (n / 512, 16, 32) } else { (n, 1, 1) };
+    (d.disk.cylinders, d.disk.heads, d.disk.sectors) = if n.is_multiple_of(512) {
+        (n / 512, 16, 32)
+    } else {
+        (n, 1, 1)
+    };
 }
 
 /// Copies a file, leaving blocks of zeros as holes.

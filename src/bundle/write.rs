@@ -40,7 +40,7 @@ pub fn write_expanding(
     out: &File,
 ) -> Result<WriteStats> {
     let cs = cluster_size;
-    if cs == 0 || cs % 512 != 0 || cs / 512 > u64::from(MAX_TRACKS) {
+    if cs == 0 || !cs.is_multiple_of(512) || cs / 512 > u64::from(MAX_TRACKS) {
         return Err(Error::Build(BuildError::ClusterSize {
             found: cs,
             max: u64::from(MAX_TRACKS) * 512,
@@ -203,7 +203,7 @@ impl BundleBuilder {
 
     /// The storages as byte ranges.
     fn segments(&self) -> Result<Vec<(u64, u64)>> {
-        if self.size == 0 || self.size % 512 != 0 {
+        if self.size == 0 || !self.size.is_multiple_of(512) {
             return Err(Error::Build(BuildError::BundleSize { size: self.size }));
         }
         let mut cuts = self.splits.clone();
@@ -229,7 +229,7 @@ impl BundleBuilder {
     pub fn descriptor(&self, name: &str) -> Result<Descriptor> {
         let snaps = self.snapshots();
         let sectors = self.size / 512;
-        let (cylinders, heads, per_track) = if sectors % 512 == 0 {
+        let (cylinders, heads, per_track) = if sectors.is_multiple_of(512) {
             (sectors / 512, 16, 32)
         } else {
             (sectors, 1, 1)

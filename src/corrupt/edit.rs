@@ -49,9 +49,11 @@ impl Patch {
 
     /// Applies the patch to a file opened for writing.
     pub fn apply_to_file(&self, f: &std::fs::File) -> io::Result<()> {
-        use std::os::unix::fs::FileExt;
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = f;
         for (off, bytes) in &self.writes {
-            f.write_all_at(bytes, *off)?;
+            f.seek(SeekFrom::Start(*off))?;
+            f.write_all(bytes)?;
         }
         if let Some(len) = self.set_len {
             f.set_len(len)?;
@@ -163,7 +165,7 @@ impl<'i, 's> Work<'i, 's> {
     }
 
     pub(super) fn on_grid(&self, off: u64) -> bool {
-        off >= self.grid_base() && (off - self.grid_base()) % self.cs == 0
+        off >= self.grid_base() && (off - self.grid_base()).is_multiple_of(self.cs)
     }
 
     /// The first grid position at or after `at`.

@@ -119,7 +119,7 @@ pub(super) fn data_off_inside_bat(w: &mut Work<'_, '_>) -> Result<()> {
     }
     let entries = (ds - 64) / 4 + 1;
     w.require(
-        ds % 4 == 0 && entries <= u64::from(MAX_BAT_ENTRIES),
+        ds.is_multiple_of(4) && entries <= u64::from(MAX_BAT_ENTRIES),
         Requirement::DataAreaAligned4,
     )?;
     let ext_there = w.image.extension().is_some_and(|e| e.file_offset == ds);

@@ -639,10 +639,16 @@ fn r40_l1_entries_of_one_bitmap_share_a_cluster() {
 #[test]
 fn r41_duplicate_bitmap_id() {
     let (img, _) = build(
+        // The builder refuses a repeated id as a bitmap; as a raw feature record it writes it.
         &ImageBuilder::new(1 << 20)
             .cluster_size(CS)
             .bitmap(spec(ID_A, 65536, &[]))
-            .bitmap(spec(ID_A, 512, &[])),
+            .feature(FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(
+                2048,
+                ID_A,
+                1,
+                vec![0],
+            ))),
     );
     assert_only(
         &img,
@@ -706,4 +712,69 @@ fn r42_trailing_bits_inside_a_byte() {
     assert_eq!(b.dirty_extents().unwrap(), vec![(0, 65536), (524288, 131072)]);
     // Granules 8 and 9 are dirty; bits 10..16 stay as stored in the serialized last word.
     assert_eq!(b.serialized().unwrap(), vec![0x01, 0xff, 0, 0, 0, 0, 0, 0]);
+}
+
+#[test]
+fn builder_refuses_repeated_ids_and_dirty_ranges_past_the_disk() {
+    use parallels_image::{BitmapSpec, BuildError};
+    let spec = |id: u8, extents: Vec<(u64, u64)>| BitmapSpec {
+        id: [id; 16],
+        granularity: 65536,
+        extents,
+    };
+    let e = ImageBuilder::new(1 << 20)
+        .bitmap(spec(1, vec![]))
+        .bitmap(spec(2, vec![]))
+        .bitmap(spec(1, vec![]))
+        .to_vec()
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Build(BuildError::DuplicateBitmapId {
+                id,
+                first: 0,
+                second: 2
+            }) if id == [1; 16]
+        ),
+        "{e:?}"
+    );
+    // 1000 bytes: 2 sectors, the disk ends at 1024.
+    let e = ImageBuilder::new(1000)
+        .bitmap(spec(1, vec![(0, 1024), (1000, 25)]))
+        .to_vec()
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Build(BuildError::DirtyRangeOutsideDisk {
+                bitmap: 0,
+                id,
+                offset: 1000,
+                len: 25,
+                disk_size: 1024
+            }) if id == [1; 16]
+        ),
+        "{e:?}"
+    );
+    let e = ImageBuilder::new(1 << 20)
+        .bitmap(spec(1, vec![(u64::MAX, 2)]))
+        .to_vec()
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Build(BuildError::DirtyRangeOutsideDisk {
+                offset: u64::MAX,
+                len: 2,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    // Empty ranges anywhere and ranges up to the end are fine.
+    assert!(ImageBuilder::new(1000)
+        .bitmap(spec(1, vec![(0, 1024), (5000, 0)]))
+        .to_vec()
+        .is_ok());
 }

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["raw"],
     &["rule", "error"],
-    &["source", "helper"],
+    &["source", "helper", "outfile", "size"],
     &["header", "extension", "bitmap", "image"],
     &["validate"],
-    &["builder", "random", "recipe"],
+    &["builder", "random", "recipe", "stream"],
     &["qemu"],
     &["check"],
     &["corrupt"],

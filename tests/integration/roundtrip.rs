@@ -153,7 +153,9 @@ fn image_case() -> impl Strategy<Value = ImageCase> {
     let cluster = prop::sample::select(vec![512u64, 1024, 1536, 4096, 4608, 65536]);
     (any::<bool>(), any::<bool>(), cluster, 1u64..(1 << 20)).prop_flat_map(|(v1, compact, cluster, size)| {
         let write = (0..size).prop_flat_map(move |off| (Just(off), 1..=(size - off).min(20_000), any::<u8>()));
-        let extent = (0..size, 1u64..(size / 2 + 2));
+        // Dirty ranges within the disk (the virtual size rounded up to a sector).
+        let disk = size.div_ceil(512) * 512;
+        let extent = (0..size, 1u64..(size / 2 + 2)).prop_map(move |(o, l)| (o, l.min(disk - o)));
         let gran = prop::sample::select(vec![512u64, 1024, 4096, 65536]);
         let bitmap = (any::<[u8; 16]>(), gran, prop::collection::vec(extent, 0..6));
         (

@@ -18,6 +18,10 @@ fn sample(dir: &std::path::Path, samples: &std::path::Path, name: &str) -> Img {
 }
 
 #[test]
+#[cfg_attr(
+    any(prlimg_no_qemu_tools, prlimg_no_samples),
+    ignore = "needs the QEMU tools and the sample images in ../shared/samples/qemu; with CI=true it runs and fails"
+)]
 fn samples_predicted_exactly() {
     let Some(samples) = harness::samples_dir("samples_predicted_exactly") else {
         return;
@@ -51,6 +55,10 @@ fn samples_predicted_exactly() {
 }
 
 #[test]
+#[cfg_attr(
+    any(prlimg_no_qemu_tools, prlimg_no_samples),
+    ignore = "needs the QEMU tools and the sample images in ../shared/samples/qemu; with CI=true it runs and fails"
+)]
 fn sample_bitmap_in_qemu() {
     let Some(samples) = harness::samples_dir("sample_bitmap_in_qemu") else {
         return;

@@ -4,7 +4,7 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use parallels_image::{Bitmap, BitmapSummary, FileSource, Image, MapError, MapFormat, Mode, JSON_SCHEMA};
+use parallels_image::{Bitmap, BitmapSummary, Image, MapError, MapFormat, Mode, JSON_SCHEMA};
 use serde::Serialize;
 
 use crate::output::{emit, human_bytes, print_json, Failure};
@@ -57,9 +57,9 @@ struct List {
 
 pub fn run(args: &Args) -> Outcome {
     let path = &args.image;
-    let source = FileSource::open(path).map_err(|e| Failure::io(path, &e))?;
+    let input = crate::input::open(path)?;
     // Bitmaps need the header and the extension only, not the BAT.
-    let image = Image::parse_without_bat(&source, Mode::Strict).map_err(|e| Failure::lib(path, &e))?;
+    let image = Image::parse_without_bat(input.source(), Mode::Strict).map_err(|e| Failure::lib(path, &e))?;
     let Some(name) = &args.name else {
         let bitmaps: Vec<BitmapSummary> = image.bitmaps().iter().map(Bitmap::summary).collect();
         match args.output {
@@ -67,6 +67,11 @@ pub fn run(args: &Args) -> Outcome {
                 schema: JSON_SCHEMA,
                 filename: path.display().to_string(),
                 bitmaps,
+            })?,
+            BitmapFormat::Human if bitmaps.is_empty() => emit(if image.extension().is_some() {
+                "no bitmaps (the Format Extension holds none)\n"
+            } else {
+                "no bitmaps (the image has no Format Extension)\n"
             })?,
             BitmapFormat::Human => emit(&bitmaps.iter().map(|b| human(b) + "\n").collect::<String>())?,
             BitmapFormat::Raw => return Err(Failure::plain("--output raw needs a bitmap NAME")),

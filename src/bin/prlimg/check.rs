@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use parallels_image::qemu::{QemuCheck, QemuOutcome};
-use parallels_image::{check, Conformance, FileSource, Mode, Severity};
+use parallels_image::{check, Conformance, Mode, Severity};
 
 use crate::outln;
 use crate::output::{emit, print_json, spinner, Failure, Format};
@@ -27,10 +27,11 @@ pub fn run(args: &Args) -> Outcome {
     if parallels_image::is_bundle(path) {
         return crate::bundle::check(path, args.output, args.lenient);
     }
-    let source = FileSource::open(path).map_err(|e| Failure::io(path, &e))?;
+    let input = crate::input::open(path)?;
+    let source = input.source();
     let mode = if args.lenient { Mode::Lenient } else { Mode::Strict };
     let busy = spinner("checking");
-    let checked = check(&source, mode, &path.display().to_string()).map_err(|e| Failure::lib(path, &e))?;
+    let checked = check(source, mode, &path.display().to_string()).map_err(|e| Failure::lib(path, &e))?;
     busy.finish_and_clear();
     match args.output {
         Format::Json => print_json(&checked)?,

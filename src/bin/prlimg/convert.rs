@@ -15,7 +15,9 @@ use parallels_image::{
 use uuid::Uuid;
 
 use crate::output::{progress, Failure};
-use crate::size::parse_size;
+fn parse_size(text: &str) -> Result<u64, String> {
+    parallels_image::parse_size(text).map_err(|e| e.to_string())
+}
 use crate::Outcome;
 
 /// What a path holds, for `-f`.

@@ -11,7 +11,7 @@ use parallels_image::corrupt::{plan, DefectKind};
 use parallels_image::{Error, FileSource, Image, PlanError};
 
 use crate::outln;
-use crate::output::{emit, progress, Failure};
+use crate::output::{emit, output_options, progress, Failure};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -28,9 +28,12 @@ pub struct Args {
     /// Picks among the places the defect can go (which BAT entry, feature, L1 entry).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Replace OUTPUT if it exists.
+    /// Replace OUTPUT if it is a regular file (a device, FIFO or folder is never replaced).
     #[arg(long)]
     force: bool,
+    /// If OUTPUT is a symbolic link, write the file it points to (else a link is refused).
+    #[arg(long)]
+    follow_symlink: bool,
     /// List the defects: name, rule, summary.
     #[arg(long, conflicts_with_all = ["input", "output", "defect"])]
     list: bool,
@@ -76,28 +79,31 @@ pub fn run(args: &Args) -> Outcome {
                 "is the input image; write the damaged copy elsewhere",
             ));
         }
-        if !args.force {
-            return Err(Failure::at(output, "already exists (use --force to replace it)"));
-        }
     }
-    let source =
-        FileSource::new(file.try_clone().map_err(|e| Failure::io(input, &e))?).map_err(|e| Failure::io(input, &e))?;
+    let source = FileSource::new(file.try_clone().map_err(|e| Failure::io(input, &e))?).map_err(|e| {
+        Failure::at(
+            input,
+            format!(
+                "{}: corrupt reads its input at offsets, so it must be a file or a block device",
+                crate::output::io_reason(&e)
+            ),
+        )
+    })?;
     let image = Image::parse(&source).map_err(|e| Failure::lib(input, &e))?;
     let patch = plan(&image, defect, args.seed).map_err(|e| match e {
         Error::Plan(e @ PlanError::NotApplicable { .. }) => Failure::at(input, e.to_string()),
         other => Failure::lib(input, &other),
     })?;
-    let len = in_meta.len();
-    let result = parallels_image::write_file_atomically(output, args.force, |tmp| {
+    let len = parallels_image::Source::size(&source);
+    // The copy keeps the input's permissions.
+    let options = output_options(args.force, args.follow_symlink, Some(in_meta.mode() & 0o777));
+    let result = parallels_image::write_atomically(output, &options, |tmp| {
         copy_sparse(&file, tmp, len).map_err(|e| Error::Io(annotate(e, input)))?;
         patch.apply_to_file(tmp)?;
         Ok(())
     });
     match result {
         Ok(()) => Ok(0),
-        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(Failure::at(output, "already exists (use --force to replace it)"))
-        }
         Err(e) => Err(Failure::lib(output, &e)),
     }
 }

@@ -7,8 +7,7 @@ use parallels_image::Error;
 use parallels_image::{BitmapSpec, ImageBuilder};
 use parallels_image::{DataRecipe, Recipe};
 
-use crate::output::{progress, Failure};
-use crate::size::parse_size;
+use crate::output::{output_options, progress, Failure};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -16,10 +15,10 @@ pub struct Args {
     /// The image to create (refused if it exists, unless --force).
     out: PathBuf,
     /// Virtual size: bytes or K, M, G, T, P, E (powers of 1024).
-    #[arg(long, value_parser = parse_size, required_unless_present = "recipe")]
+    #[arg(long, value_parser = size, required_unless_present = "recipe")]
     size: Option<u64>,
     /// Cluster size (a multiple of 512).
-    #[arg(long, value_parser = parse_size, default_value = "1M")]
+    #[arg(long, value_parser = size, default_value = "1M")]
     cluster_size: u64,
     /// Use the v1 magic `WithoutFreeSpace` (BAT in sectors).
     #[arg(long)]
@@ -34,7 +33,7 @@ pub struct Args {
     #[arg(long, value_name = "DENSITY", value_parser = parse_density)]
     random_bitmap: Option<f64>,
     /// Granularity of the --random-bitmap.
-    #[arg(long, value_parser = parse_size, default_value = "64K", requires = "random_bitmap")]
+    #[arg(long, value_parser = size, default_value = "64K", requires = "random_bitmap")]
     random_granularity: u64,
     /// Seed of the --random-bitmap generator (ChaCha8).
     #[arg(long, default_value_t = 0)]
@@ -42,12 +41,20 @@ pub struct Args {
     /// Build from a recipe (.json or .toml) instead of the options above.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["size", "cluster_size", "v1", "data", "bitmap", "random_bitmap"])]
     recipe: Option<PathBuf>,
-    /// Replace OUT if it exists.
+    /// Replace OUT if it is a regular file (a device, FIFO or folder is never replaced).
     #[arg(long)]
     force: bool,
     /// Create a bundle folder (NAME.hdd); with --recipe, a bundle recipe (snapshots, splits).
     #[arg(long, conflicts_with_all = ["v1", "random_bitmap"])]
     bundle: bool,
+    /// If OUT is a symbolic link, write the file it points to (else a link is refused).
+    #[arg(long)]
+    follow_symlink: bool,
+}
+
+/// A size with qemu-img's suffixes, for clap.
+fn size(text: &str) -> Result<u64, String> {
+    parallels_image::parse_size(text).map_err(|e| e.to_string())
 }
 
 fn parse_byte(s: &str) -> Result<u8, String> {
@@ -64,8 +71,8 @@ fn parse_data(s: &str) -> Result<DataRecipe, String> {
         return Err(format!("invalid data {s:?} (expected OFFSET:LEN:BYTE)"));
     };
     Ok(DataRecipe {
-        offset: parse_size(offset)?,
-        len: parse_size(len)?,
+        offset: size(offset)?,
+        len: size(len)?,
         byte: parse_byte(byte)?,
     })
 }
@@ -83,11 +90,11 @@ fn parse_bitmap(s: &str) -> Result<BitmapSpec, String> {
         let (o, l) = e
             .split_once('+')
             .ok_or_else(|| format!("invalid dirty range {e:?} (expected OFFSET+LEN)"))?;
-        list.push((parse_size(o)?, parse_size(l)?));
+        list.push((size(o)?, size(l)?));
     }
     Ok(BitmapSpec {
         id: *id.as_bytes(),
-        granularity: parse_size(granularity)?,
+        granularity: size(granularity)?,
         extents: list,
     })
 }
@@ -103,7 +110,7 @@ fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
     if let Some(recipe) = &args.recipe {
         let text = std::fs::read_to_string(recipe).map_err(|e| Failure::io(recipe, &e))?;
         let parsed: Recipe = match recipe.extension().and_then(|e| e.to_str()) {
-            Some("toml") => toml::from_str(&text).map_err(|e| Failure::at(recipe, one_line(&e.to_string())))?,
+            Some("toml") => toml::from_str(&text).map_err(|e| Failure::at(recipe, toml_reason(&text, &e)))?,
             Some("json") => serde_json::from_str(&text).map_err(|e| Failure::at(recipe, e.to_string()))?,
             _ => return Err(Failure::at(recipe, "a recipe file name must end in .json or .toml")),
         };
@@ -130,9 +137,16 @@ fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
     Ok(b)
 }
 
-/// toml's errors span several lines with a source excerpt; keep the first.
-fn one_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").trim().to_string()
+/// A TOML error on one line: where (line and column, from 1) and serde's reason.
+fn toml_reason(text: &str, e: &toml::de::Error) -> String {
+    let reason = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else {
+        return format!("TOML: {reason}");
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("TOML at line {line}, column {column}: {reason}")
 }
 
 /// Counts bytes written, for the progress bar.
@@ -195,16 +209,14 @@ pub fn run(args: &Args) -> Outcome {
         return crate::create_bundle::run(out, args.recipe.as_deref(), options, args.force);
     }
     let builder = builder_from_args(args)?;
-    if !args.force && out.exists() {
-        return Err(Failure::at(out, "already exists (use --force to replace it)"));
-    }
     let expected = data_bytes(args, args.cluster_size);
     let bar = if expected >= 64 << 20 {
         progress(expected, "writing")
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let result = parallels_image::write_file_atomically(out, args.force, |file| {
+    let options = output_options(args.force, args.follow_symlink, None);
+    let result = parallels_image::write_atomically(out, &options, |file| {
         let mut w = Counting {
             file,
             bar: bar.clone(),
@@ -215,9 +227,6 @@ pub fn run(args: &Args) -> Outcome {
     bar.finish_and_clear();
     match result {
         Ok(_) => Ok(0),
-        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(Failure::at(out, "already exists (use --force to replace it)"))
-        }
         Err(Error::Build(e)) => Err(Failure::at(out, format!("cannot build this image: {e}"))),
         Err(e) => Err(Failure::lib(out, &e)),
     }

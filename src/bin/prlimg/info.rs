@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use parallels_image::{Bitmap, BitmapSummary, FileSource, Header, Image, Mode, Variant, JSON_SCHEMA};
+use parallels_image::qemu::{self, QemuOutcome};
+use parallels_image::{Bitmap, BitmapSummary, Header, Image, Mode, Variant, JSON_SCHEMA};
 use serde::Serialize;
 
 use crate::bitmaps::human;
@@ -33,6 +34,25 @@ pub struct Info {
     pub allocated_clusters: u64,
     pub extension: bool,
     pub bitmaps: Vec<BitmapSummary>,
+    /// What readers will refuse: QEMU 10 not opening the image, ploop not loading the bitmaps
+    /// (a wrong extension magic or checksum). Empty when both accept it.
+    pub warnings: Vec<String>,
+}
+
+/// Warnings for `info`: whether QEMU 10 opens the image and ploop loads its bitmaps.
+fn warnings(image: &Image<'_>) -> Vec<String> {
+    let p = qemu::predict_image(image);
+    let mut w = Vec::new();
+    match &p.info {
+        QemuOutcome::Opens { .. } => {}
+        QemuOutcome::Rejects { message } => w.push(format!("QEMU 10 refuses this image: {message}")),
+        QemuOutcome::Aborts { assertion } => w.push(format!("QEMU 10 aborts on this image: {assertion}")),
+        _ => w.push("QEMU 10 cannot open this image (prlimg check says why)".to_string()),
+    }
+    if p.ploop_loads_bitmaps == Some(false) {
+        w.push("ploop does not load the bitmaps of this extension (prlimg check says why)".to_string());
+    }
+    w
 }
 
 pub fn gather(image: &Image<'_>, filename: String) -> Info {
@@ -45,6 +65,7 @@ pub fn gather(image: &Image<'_>, filename: String) -> Info {
         allocated_clusters: image.allocated_clusters(),
         extension: image.extension().is_some(),
         bitmaps: image.bitmaps().iter().map(Bitmap::summary).collect(),
+        warnings: warnings(image),
     }
 }
 
@@ -53,8 +74,8 @@ pub fn run(args: &Args) -> Outcome {
     if parallels_image::is_bundle(path) {
         return crate::bundle::info(path, args.output);
     }
-    let source = FileSource::open(path).map_err(|e| Failure::io(path, &e))?;
-    let image = Image::parse_compact(&source, Mode::Strict).map_err(|e| Failure::lib(path, &e))?;
+    let input = crate::input::open(path)?;
+    let image = Image::parse_compact(input.source(), Mode::Strict).map_err(|e| Failure::lib(path, &e))?;
     let info = gather(&image, path.display().to_string());
     match args.output {
         Format::Json => print_json(&info)?,
@@ -87,11 +108,12 @@ fn print_human(i: &Info) -> String {
     );
     outln!(out, "bat_entries: {}", h.bat_entries);
     outln!(out, "nb_sectors: {} sectors", raw.nb_sectors.get());
+    // In qemu-img's order: "virtual size: 64 GiB (68719476736 bytes)".
     outln!(
         out,
-        "virtual size: {} bytes ({})",
-        h.virtual_size(),
-        human_bytes(h.virtual_size())
+        "virtual size: {} ({} bytes)",
+        human_bytes(h.virtual_size()),
+        h.virtual_size()
     );
     outln!(out, "inuse: {:#010x} ({})", raw.inuse.get(), h.inuse().description());
     outln!(
@@ -112,6 +134,9 @@ fn print_human(i: &Info) -> String {
     }
     outln!(out, "allocated clusters: {} of {}", i.allocated_clusters, h.bat_entries);
     outln!(out, "extension: {}", if i.extension { "present" } else { "absent" });
+    for w in &i.warnings {
+        outln!(out, "warning: {w}");
+    }
     if i.bitmaps.is_empty() {
         outln!(out, "bitmaps: none");
     } else {

@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod bitmaps;
 mod bundle;
@@ -17,9 +17,9 @@ mod corrupt_bundle;
 mod create;
 mod create_bundle;
 mod info;
+mod input;
 mod map;
 mod output;
-mod size;
 
 use output::Failure;
 
@@ -47,6 +47,14 @@ enum Command {
     Convert(convert::Args),
     /// Where each guest extent's data is (file, host offset) or that it is zeros.
     Map(map::Args),
+    /// Print a shell completion script: `prlimg completions bash > /etc/bash_completion.d/prlimg`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `prlimg man > prlimg.1; man ./prlimg.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +68,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if matches!(cli.command, Command::Create(_) | Command::Corrupt(_)) {
+        clean_up_on_signals();
+    }
     let result = match cli.command {
         Command::Info(a) => info::run(&a),
         Command::Check(a) => check::run(&a),
@@ -68,6 +79,8 @@ fn main() -> ExitCode {
         Command::Corrupt(a) => corrupt::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Map(a) => map::run(&a),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -82,3 +95,40 @@ fn main() -> ExitCode {
 
 /// Exit status of a command that succeeded (`check` uses 2 and 3 for what it found).
 pub type Outcome = Result<u8, Failure>;
+
+/// On SIGINT, SIGTERM or SIGHUP: remove the named temporary file of an output being written
+/// (an unnamed one needs nothing), then die of the signal as if it had not been caught.
+fn clean_up_on_signals() {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+            return;
+        };
+        std::thread::spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                parallels_image::abandon_outputs();
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+                std::process::exit(128 + sig);
+            }
+        });
+    }
+}
+
+/// `prlimg completions SHELL`: the script on stdout.
+fn completions(shell: clap_complete::Shell) -> Outcome {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "prlimg", &mut script);
+    output::emit(&String::from_utf8_lossy(&script))?;
+    Ok(0)
+}
+
+/// `prlimg man`: the manual page, in roff, on stdout.
+fn man() -> Outcome {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut page)
+        .map_err(|e| Failure::plain(format!("man page: {e}")))?;
+    output::emit(&String::from_utf8_lossy(&page))?;
+    Ok(0)
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use parallels_image::Error;
+use parallels_image::{Error, OutputError, OutputOptions};
 use serde::Serialize;
 
 /// `--output` for `info` and `check`.
@@ -59,15 +59,19 @@ impl Failure {
         Self::at(path, io_reason(e))
     }
 
-    /// A failed write to stdout; silent when the reader went away.
+    /// A failed write to stdout. When the reader went away (`prlimg ... | head`), the program
+    /// ends quietly with status 0: the reader took what it wanted, as with `yes | head`.
     pub fn stdout(e: &io::Error) -> Self {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            return Failure {
+                path: None,
+                reason: String::new(),
+                code: 0,
+            };
+        }
         Failure {
             path: None,
-            reason: if e.kind() == io::ErrorKind::BrokenPipe {
-                String::new()
-            } else {
-                format!("stdout: {}", io_reason(e))
-            },
+            reason: format!("stdout: {}", io_reason(e)),
             code: 1,
         }
     }
@@ -76,8 +80,45 @@ impl Failure {
     pub fn lib(path: &Path, e: &Error) -> Self {
         match e {
             Error::Io(io) => Self::io(path, io),
+            Error::Output(o) => Self::output(path, o),
             other => Self::at(path, other.to_string()),
         }
+    }
+
+    /// An output path that may not be written.
+    pub fn output(path: &Path, e: &OutputError) -> Self {
+        match e {
+            OutputError::Exists { .. } => Self::at(path, "already exists (use --force to replace it)"),
+            OutputError::NotRegular { path: at, kind } if at == path => Self::at(
+                path,
+                format!("is a {kind}, not a regular file; refusing to replace it, even with --force"),
+            ),
+            OutputError::NotRegular { path: at, kind } => Self::at(
+                path,
+                format!(
+                    "leads to {}, a {kind}, not a regular file; refusing to replace it, even with --force",
+                    at.display()
+                ),
+            ),
+            OutputError::Symlink { target, .. } => Self::at(
+                path,
+                format!(
+                    "is a symbolic link to {}; refusing to replace it (--follow-symlink writes the file it points to)",
+                    target.display()
+                ),
+            ),
+            other => Self::at(path, other.to_string()),
+        }
+    }
+}
+
+/// The options for writing an output: `--force`, `--follow-symlink`, and the mode to give it
+/// (`None`: as the umask says).
+pub fn output_options(force: bool, follow_symlink: bool, mode: Option<u32>) -> OutputOptions {
+    OutputOptions {
+        overwrite: force,
+        follow_symlink,
+        mode,
     }
 }
 
@@ -98,7 +139,7 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
 }
 
 /// Writes `text` to stdout. A closed pipe (`prlimg ... | head`) ends the program quietly
-/// with status 1 rather than with a panic.
+/// with status 0 rather than with a panic.
 pub fn emit(text: &str) -> Result<(), Failure> {
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())

@@ -1,8 +1,40 @@
 //! Sizes as `qemu-img` takes them: plain bytes or a number with a binary suffix.
 
+use std::fmt;
+
+/// A size that does not parse: the message says what was given and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseSizeError(String);
+
+impl fmt::Display for ParseSizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseSizeError {}
+
+impl ParseSizeError {
+    /// Whether the message contains `s` (for tests).
+    #[cfg(test)]
+    fn contains(&self, s: &str) -> bool {
+        self.0.contains(s)
+    }
+}
+
 /// Parses `512`, `64K`, `1M`, `64G`, `2T`, `1.5G`, `4096B` (suffixes B, K, M, G, T, P, E in
 /// either case, powers of 1024). A fraction must come to a whole number of bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+///
+/// ```
+/// assert_eq!(parallels_image::parse_size("64G"), Ok(64 << 30));
+/// assert_eq!(parallels_image::parse_size("1.5K"), Ok(1536));
+/// assert!(parallels_image::parse_size("1X").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<u64, ParseSizeError> {
+    parse(text).map_err(ParseSizeError)
+}
+
+fn parse(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid size {text:?} (expected bytes or a number with K, M, G, T, P or E)");
     let t = text.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
@@ -41,7 +73,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         let digits: u128 = frac.parse().map_err(|_| bad())?;
         let scale = 10u128.pow(frac.len() as u32);
         let scaled = digits << shift;
-        if scaled % scale != 0 {
+        if !scaled.is_multiple_of(scale) {
             return Err(format!("size {text:?} is not a whole number of bytes"));
         }
         value += scaled / scale;

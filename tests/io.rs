@@ -1,0 +1,458 @@
+//! Careful I/O of the `prlimg` binary: inputs that are not regular files (block devices, pipes,
+//! standard input, FIFOs) and outputs that must never be clobbered or left half-written
+//! (device nodes, FIFOs, symbolic links, modes, signals).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
+const UUID_A: &str = "11111111-2222-3333-4444-555555555555";
+
+fn prlimg(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("run prlimg")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("UTF-8 stderr")
+}
+
+fn is_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A visible skip: straight to the process's stderr (the harness captures `eprintln!`), or a
+/// failure under `CI=true`.
+fn skip(test: &str, why: &str) {
+    assert!(!is_ci(), "{test}: {why} (CI=true: not skipping)");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// What a folder holds: names, kinds, lengths and modes, sorted.
+fn listing(dir: &Path) -> Vec<(String, String, u64, u32)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = fs::symlink_metadata(e.path()).unwrap();
+            let ft = m.file_type();
+            let kind = if ft.is_symlink() {
+                format!("link to {}", fs::read_link(e.path()).unwrap().display())
+            } else if ft.is_fifo() {
+                "fifo".into()
+            } else if ft.is_char_device() {
+                "char".into()
+            } else if ft.is_dir() {
+                "dir".into()
+            } else {
+                "file".into()
+            };
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                kind,
+                if ft.is_file() { m.len() } else { 0 },
+                m.permissions().mode(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A small valid image with data and a bitmap.
+fn image(dir: &Path) -> PathBuf {
+    let p = dir.join("a.hds");
+    let out = prlimg(&[
+        "create",
+        s(&p),
+        "--size",
+        "64M",
+        "--cluster-size",
+        "64K",
+        "--data",
+        "0:100K:0xaa",
+        "--bitmap",
+        &format!("{UUID_A}:64K:0+128K,1M+1"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    p
+}
+
+// ------------------------------------------------------------------------------------ outputs
+
+#[test]
+fn force_never_replaces_a_fifo_a_device_or_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = image(d);
+    fs::write(d.join("target"), b"keep me").unwrap();
+    std::os::unix::fs::symlink("target", d.join("link")).unwrap();
+    std::os::unix::fs::symlink("nowhere", d.join("dangling")).unwrap();
+    fs::create_dir(d.join("folder")).unwrap();
+    assert!(Command::new("mkfifo").arg(d.join("fifo")).status().unwrap().success());
+    // A character device node like /dev/null (needs root; skipped otherwise).
+    let have_dev = Command::new("mknod")
+        .arg(d.join("null"))
+        .args(["c", "1", "3"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_dev {
+        skip(
+            "force_never_replaces_a_fifo_a_device_or_a_symlink (device part)",
+            "mknod is not permitted",
+        );
+    }
+    let before = listing(d);
+    let cases: &[(&str, &str)] = &[
+        (
+            "fifo",
+            "is a FIFO, not a regular file; refusing to replace it, even with --force",
+        ),
+        (
+            "folder",
+            "is a folder, not a regular file; refusing to replace it, even with --force",
+        ),
+        (
+            "link",
+            "is a symbolic link to target; refusing to replace it (--follow-symlink writes the file it points to)",
+        ),
+        (
+            "dangling",
+            "is a symbolic link to nowhere; refusing to replace it (--follow-symlink writes the file it points to)",
+        ),
+        (
+            "null",
+            "is a character device, not a regular file; refusing to replace it, even with --force",
+        ),
+    ];
+    for &(name, why) in cases {
+        if name == "null" && !have_dev {
+            continue;
+        }
+        let out_path = d.join(name);
+        for args in [
+            vec!["create", s(&out_path), "--size", "1M", "--force"],
+            vec!["corrupt", s(&input), s(&out_path), "--defect", "bad-magic", "--force"],
+        ] {
+            let out = prlimg(&args);
+            assert_eq!(out.status.code(), Some(1), "{args:?}");
+            assert_eq!(
+                stderr(&out),
+                format!("prlimg: {}: {why}\n", out_path.display()),
+                "{args:?}"
+            );
+            assert_eq!(listing(d), before, "{args:?} changed the folder");
+        }
+    }
+    // Followed, a link to a FIFO is still refused, and names where it leads.
+    std::os::unix::fs::symlink("fifo", d.join("to-fifo")).unwrap();
+    let to_fifo = d.join("to-fifo");
+    let out = prlimg(&["create", s(&to_fifo), "--size", "1M", "--force", "--follow-symlink"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "prlimg: {}: leads to {}, a FIFO, not a regular file; refusing to replace it, even with --force\n",
+            to_fifo.display(),
+            d.join("fifo").display()
+        )
+    );
+}
+
+#[test]
+fn follow_symlink_writes_the_target_and_keeps_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("target"), b"old").unwrap();
+    std::os::unix::fs::symlink("target", d.join("link")).unwrap();
+    let link = d.join("link");
+    // The target exists: --follow-symlink alone does not replace it.
+    let out = prlimg(&["create", s(&link), "--size", "1M", "--follow-symlink"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "prlimg: {}: already exists (use --force to replace it)\n",
+            link.display()
+        )
+    );
+    assert_eq!(fs::read(d.join("target")).unwrap(), b"old");
+    let out = prlimg(&["create", s(&link), "--size", "1M", "--follow-symlink", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("target"));
+    // 1 MiB, 1 MiB clusters: header and BAT in the first (only) cluster.
+    assert_eq!(fs::metadata(d.join("target")).unwrap().len(), 1 << 20);
+    // A dangling link gets its target created.
+    std::os::unix::fs::symlink("new.hds", d.join("dangling")).unwrap();
+    let out = prlimg(&["create", s(&d.join("dangling")), "--size", "1M", "--follow-symlink"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs::metadata(d.join("new.hds")).unwrap().len(), 1 << 20);
+}
+
+/// Runs `prlimg create` under `umask`.
+fn create_under_umask(umask: &str, out: &Path, named: bool) {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" create \"$1\" --size 1M"))
+        .arg(BIN)
+        .arg(out);
+    if named {
+        cmd.env("PRLIMG_NAMED_TEMPORARY", "1");
+    }
+    let st = cmd.status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn outputs_follow_the_umask_and_corrupt_keeps_the_input_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for named in [false, true] {
+        for (umask, mode) in [("077", 0o600), ("022", 0o644), ("002", 0o664)] {
+            let p = d.join(format!("u{umask}-{named}.hds"));
+            create_under_umask(umask, &p, named);
+            assert_eq!(
+                fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+                mode,
+                "umask {umask}, named temporary {named}"
+            );
+        }
+    }
+    let input = image(d);
+    for mode in [0o600, 0o640, 0o755] {
+        fs::set_permissions(&input, fs::Permissions::from_mode(mode)).unwrap();
+        let out = d.join(format!("c{mode:o}.hds"));
+        let o = prlimg(&["corrupt", s(&input), s(&out), "--defect", "bad-magic"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o777, mode);
+    }
+}
+
+#[test]
+fn a_replaced_file_is_whole_and_no_temporary_remains() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = d.join("x.hds");
+    for named in [false, true] {
+        fs::write(&p, b"old").unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["create", s(&p), "--size", "4M", "--force"]);
+        if named {
+            cmd.env("PRLIMG_NAMED_TEMPORARY", "1");
+        }
+        assert!(cmd.status().unwrap().success());
+        assert_eq!(fs::metadata(&p).unwrap().len(), 1 << 20);
+        assert_eq!(&fs::read(&p).unwrap()[..16], b"WithouFreSpacExt");
+        assert_eq!(
+            listing(d).iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+            ["x.hds"],
+            "named temporary {named}"
+        );
+    }
+}
+
+/// Starts a `create` that writes 4 GiB of data into `dir`, waits until it has written some
+/// (its output file, named or not, is open and longer than 1 MiB), and sends it `signal`.
+/// Returns how it ended.
+fn interrupt_create(dir: &Path, signal: &str, named: bool) -> std::process::ExitStatus {
+    let out = dir.join("big.hds");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["create", s(&out), "--size", "8G", "--data", "0:4G:0xaa"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if named {
+        cmd.env("PRLIMG_NAMED_TEMPORARY", "1");
+    }
+    let mut child = cmd.spawn().unwrap();
+    let fds = PathBuf::from(format!("/proc/{}/fd", child.id()));
+    let start = Instant::now();
+    let canon = dir.canonicalize().unwrap();
+    'wait: loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "create never started writing"
+        );
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("create ended by itself ({st}) before it could be interrupted");
+        }
+        for fd in fs::read_dir(&fds).into_iter().flatten().flatten() {
+            let Ok(to) = fs::read_link(fd.path()) else { continue };
+            // An unnamed file shows as "DIR/#INODE (deleted)", a named one as DIR/.prlimg-*.tmp.
+            if to.starts_with(&canon) && fs::metadata(fd.path()).is_ok_and(|m| m.len() > 1 << 20) {
+                break 'wait;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let st = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    child.wait().unwrap()
+}
+
+#[test]
+fn an_interrupted_create_leaves_the_folder_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("keep.txt"), b"already here").unwrap();
+    let before = listing(d);
+    for (signal, number) in [("INT", 2), ("TERM", 15), ("HUP", 1), ("KILL", 9)] {
+        for named in [false, true] {
+            if named && signal == "KILL" {
+                // Nothing can remove a named file after SIGKILL: that is why it is unnamed.
+                continue;
+            }
+            let st = interrupt_create(d, signal, named);
+            assert_eq!(st.signal(), Some(number), "SIG{signal}, named temporary {named}: {st}");
+            assert_eq!(listing(d), before, "SIG{signal}, named temporary {named}");
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------- inputs
+
+/// `prlimg ARGS` with `stdin` fed from `bytes` through a pipe.
+fn prlimg_piped(args: &[&str], bytes: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = bytes.to_vec();
+    // A writer thread: the reader may stop early, so a broken pipe here is fine.
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&bytes);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
+}
+
+/// What `check`, `info` (the file name made `IMAGE`) and `bitmaps` say about the
+/// image at `path` (as given on the command line).
+fn reports(path: &str, stdin: Option<&[u8]>) -> Vec<(Option<i32>, String, String)> {
+    report_commands(path)
+        .iter()
+        .map(|args| {
+            let out = match stdin {
+                Some(b) => prlimg_piped(args, b),
+                None => prlimg(args),
+            };
+            normalized(path, out)
+        })
+        .collect()
+}
+
+fn report_commands(path: &str) -> Vec<Vec<&str>> {
+    vec![
+        vec!["check", path],
+        vec!["check", path, "--output", "json"],
+        vec!["info", path],
+        vec!["bitmaps", path],
+        vec!["bitmaps", path, UUID_A],
+    ]
+}
+
+/// Exit status, stdout with the file name made `IMAGE`, stderr.
+fn normalized(path: &str, out: Output) -> (Option<i32>, String, String) {
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    let text = text
+        .replace(&format!("\"filename\": \"{path}\""), "\"filename\": \"IMAGE\"")
+        .replace(&format!("image: {path}\n"), "image: IMAGE\n");
+    (out.status.code(), text, stderr(&out))
+}
+
+#[test]
+fn an_image_reads_the_same_from_a_pipe_stdin_and_a_fifo() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = image(d);
+    let bytes = fs::read(&p).unwrap();
+    let from_file = reports(s(&p), None);
+    assert_eq!(from_file[0].0, Some(0), "a clean image");
+    assert!(from_file[0]
+        .1
+        .contains("QEMU 10: opens the image with bitmaps 11111111-2222-3333-4444-555555555555"));
+    assert_eq!(reports("-", Some(&bytes)), from_file, "- as a pipe");
+    assert_eq!(reports("/dev/stdin", Some(&bytes)), from_file, "/dev/stdin as a pipe");
+    // `-` redirected from the file is the file itself.
+    let redirected: Vec<_> = ["check", "info"]
+        .iter()
+        .map(|cmd| {
+            let out = Command::new(BIN)
+                .args([cmd, "-"])
+                .stdin(fs::File::open(&p).unwrap())
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .replace("image: -", "image: IMAGE")
+        })
+        .collect();
+    assert_eq!(redirected, [from_file[0].1.clone(), from_file[2].1.clone()]);
+    // A FIFO: each command opens it, then is fed the image, and ends before the next.
+    let fifo = d.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut from_fifo = Vec::new();
+    for args in report_commands(s(&fifo)) {
+        let child = Command::new(BIN)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Opening for writing waits for the reader; the image then goes in whole.
+        let mut w = fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        let _ = w.write_all(&bytes);
+        drop(w);
+        from_fifo.push(normalized(s(&fifo), child.wait_with_output().unwrap()));
+    }
+    assert_eq!(from_fifo, from_file, "a FIFO");
+}
+
+#[test]
+fn a_stream_whose_bat_passes_the_limit_is_refused_naming_it() {
+    // A v2 header with 300,000,000 BAT entries: 1.2 GB of BAT, more than 1 GiB held.
+    let mut header = [0u8; 64];
+    header[..16].copy_from_slice(b"WithouFreSpacExt");
+    header[16..20].copy_from_slice(&2u32.to_le_bytes());
+    header[28..32].copy_from_slice(&128u32.to_le_bytes());
+    header[32..36].copy_from_slice(&300_000_000u32.to_le_bytes());
+    let out = prlimg_piped(&["check", "-"], &header);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "prlimg: -: reading the image from a stream: holding its metadata needs more than 1073741824 \
+         bytes of memory (the limit; reached at byte 1073741824 of the stream); save it to a file first\n"
+    );
+}
+
+#[test]
+fn an_image_reads_the_same_from_a_loop_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = image(dir.path());
+    let setup = Command::new("losetup").args(["-r", "-f", "--show"]).arg(&p).output();
+    let dev = match setup {
+        Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap().trim().to_string(),
+        Ok(o) => return skip("an_image_reads_the_same_from_a_loop_device", &stderr(&o)),
+        Err(e) => return skip("an_image_reads_the_same_from_a_loop_device", &format!("losetup: {e}")),
+    };
+    let from_device = reports(&dev, None);
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    assert_eq!(from_device, reports(s(&p), None));
+}
