@@ -28,7 +28,7 @@
 //!                 every rule, as typed Violations; open/validate entry points
 //!  builder, random, recipe
 //!                 writing whole images (random bitmaps, recipes)
-//!  qemu           what QEMU 10 does with an image
+//!  qemu, ploop    what QEMU 10 and ploop 9 do with an image
 //!  check          a whole conformance check (rules + statistics + predictions)
 //!  corrupt        the defect catalogue: planned damage, one rule at a time
 //!  (src/bin/prlimg)  the command-line tool, behind the `cli` feature
@@ -64,6 +64,7 @@ mod extension;
 mod header;
 mod helper;
 mod image;
+mod ploop;
 pub mod qemu;
 mod random;
 pub mod raw;
@@ -79,6 +80,10 @@ pub use error::{BuildError, Error, Location, PlanError, Region, Requirement, Res
 pub use extension::{Extension, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
+pub use ploop::{
+    predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck, PloopMount, PloopPrediction,
+    HEAP_OVERRUN, MAX_PLOOP_MESSAGES,
+};
 pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
 pub use rule::{Rule, Severity};
 pub use source::{FileSource, Source};

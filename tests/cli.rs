@@ -221,12 +221,24 @@ fn check_clean_image_exit_0_with_statistics_and_qemu_prediction() {
         json!({"outcome": "opens", "exit_code": 0, "message": null, "bitmaps": [UUID_A]})
     );
     assert_eq!(v["qemu_check"]["outcome"], "completes");
-    assert_eq!(v["ploop_loads_bitmaps"], true);
+    // inuse 0: ploop skips the extension; its check passes; a mount leaves the file alone.
+    assert_eq!(
+        v["ploop"],
+        json!({
+            "check": {"rc": 0, "messages": [], "messages_omitted": 0},
+            "cbt": {"outcome": "ignores", "bitmap": null, "rc": 0, "message": null},
+            "mount": {"rc": 0, "effect": "unchanged", "file_size": 327680, "ext_off": 384, "inuse": 0, "message": null}
+        })
+    );
 
     let text = stdout(&prlimg(&["check", s(&a)]));
     assert!(text.starts_with("No errors were found on the image.\n"), "{text}");
     assert!(text.contains("\n2/1024 = 0.20% allocated, 0.00% fragmented, 0.00% compressed clusters\n"));
     assert!(text.contains("\nImage end offset: 327680\n"));
+    assert!(
+        text.ends_with("\nploop: check exit 0; CBT ignores the extension (inuse is 0)\n"),
+        "{text}"
+    );
 }
 
 #[test]

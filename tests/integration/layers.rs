@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["header", "extension", "bitmap", "image"],
     &["validate"],
     &["builder", "random", "recipe"],
-    &["qemu"],
+    &["qemu", "ploop"],
     &["check"],
     &["corrupt"],
 ];
