@@ -114,6 +114,16 @@ impl ImageBuilder {
         self
     }
 
+    /// The cluster size in bytes this builder will write.
+    pub fn cluster_size_bytes(&self) -> u64 {
+        self.cluster_size
+    }
+
+    /// The ids of the bitmaps this builder will write, in record order.
+    pub fn bitmap_ids(&self) -> Vec<[u8; 16]> {
+        self.bitmaps.iter().map(|b| b.id).collect()
+    }
+
     /// Writes `data` at guest offset `offset`; later writes win where they overlap.
     pub fn data(mut self, offset: u64, data: Data) -> Self {
         self.data.push((offset, data));

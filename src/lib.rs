@@ -81,8 +81,8 @@ pub use extension::{Extension, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
 pub use ploop::{
-    predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck, PloopMount, PloopPrediction,
-    HEAP_OVERRUN, MAX_PLOOP_MESSAGES,
+    ploop_accepts_cluster_size, predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck,
+    PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
 };
 pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
 pub use rule::{Rule, Severity};

@@ -56,6 +56,17 @@ const STALE_ERRNO_TEXT: &str = "No such file or directory";
 const EIO_TEXT: &str = "Input/output error";
 const EINVAL_TEXT: &str = "Invalid argument";
 
+/// Smallest cluster size ploop accepts (32 KiB).
+pub const PLOOP_MIN_CLUSTER: u64 = 32 << 10;
+/// Largest cluster size ploop accepts (64 MiB).
+pub const PLOOP_MAX_CLUSTER: u64 = 64 << 20;
+
+/// Whether ploop opens images with clusters of `bytes` bytes: a power of two from
+/// [`PLOOP_MIN_CLUSTER`] to [`PLOOP_MAX_CLUSTER`].
+pub fn ploop_accepts_cluster_size(bytes: u64) -> bool {
+    bytes.is_power_of_two() && (PLOOP_MIN_CLUSTER..=PLOOP_MAX_CLUSTER).contains(&bytes)
+}
+
 /// What ploop predicts for one image: its check, its CBT loader and its mount.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]

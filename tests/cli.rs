@@ -979,3 +979,87 @@ fn closed_pipe_is_not_a_panic() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out), "");
 }
+
+const UUID_P1: &str = "00112233-4455-6677-8899-aabbccddeeff";
+const UUID_P2: &str = "10112233-4455-6677-8899-aabbccddeeff";
+
+#[test]
+fn create_preset_ploop_writes_v21_and_warns_about_the_last_bitmap() {
+    let dir = tmp();
+    let p = dir.path().join("p.hds");
+    let b1 = format!("{UUID_P1}:64K:0+128K");
+    let b2 = format!("{UUID_P2}:64K:1M+128K");
+    let out = prlimg(&[
+        "create",
+        s(&p),
+        "--size",
+        "64M",
+        "--preset",
+        "ploop",
+        "--bitmap",
+        &b1,
+        "--bitmap",
+        &b2,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!("prlimg: warning: ploop keeps only the last of 2 bitmaps ({UUID_P2}); it ignores the others\n")
+    );
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(&bytes[44..48], b"v2.1");
+    let v = json_of(&prlimg(&["check", s(&p), "--output", "json"]));
+    assert_eq!(
+        v["ploop"]["cbt"],
+        json!({"outcome": "loads", "bitmap": UUID_P2, "rc": 0, "message": null})
+    );
+    assert_eq!(v["ploop"]["check"]["rc"], 0);
+    // The mount cuts the extension and the two bitmap clusters (the file ends with them).
+    assert_eq!(v["ploop"]["mount"]["effect"], "truncates");
+    assert_eq!(v["ploop"]["mount"]["file_size"], 1 << 20);
+
+    // A cluster size ploop refuses is refused, and nothing is written.
+    let q = dir.path().join("q.hds");
+    let out = prlimg(&[
+        "create",
+        s(&q),
+        "--size",
+        "64M",
+        "--preset",
+        "ploop",
+        "--cluster-size",
+        "16K",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "prlimg: --preset ploop: ploop does not open images with 16384-byte clusters (it wants a power of two from 32K to 64M)\n"
+    );
+    assert!(!q.exists());
+}
+
+#[test]
+fn create_inuse_takes_tags_and_numbers() {
+    let dir = tmp();
+    for (arg, stored) in [
+        ("v2.1", *b"v2.1"),
+        ("Ynot", *b"Ynot"),
+        ("pd17", *b"pd17"),
+        ("0", [0; 4]),
+        ("0x312e3276", *b"v2.1"),
+    ] {
+        let p = dir.path().join(format!("i{}.hds", arg.replace('.', "_")));
+        prlimg_ok(&["create", s(&p), "--size", "1M", "--inuse", arg]);
+        assert_eq!(&std::fs::read(&p).unwrap()[44..48], &stored, "--inuse {arg}");
+    }
+    let out = prlimg(&[
+        "create",
+        s(&dir.path().join("x.hds")),
+        "--size",
+        "1M",
+        "--inuse",
+        "v2.10",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("invalid inuse \"v2.10\""), "{}", stderr(&out));
+}

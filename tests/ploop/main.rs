@@ -10,5 +10,6 @@ mod harness;
 
 mod corpus;
 mod defects;
+mod loads;
 mod mutations;
 mod shapes;
