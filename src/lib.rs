@@ -26,8 +26,8 @@
 //!                 zero-copy views over a Source
 //!  helper, validate
 //!                 every rule, as typed Violations; open/validate entry points
-//!  builder, random, recipe
-//!                 writing whole images (random bitmaps, recipes)
+//!  builder, random, recipe, edit
+//!                 writing whole images (random bitmaps, recipes); rewriting an image's bitmaps
 //!  qemu, ploop    what QEMU 10 and ploop 9 do with an image
 //!  check          a whole conformance check (rules + statistics + predictions)
 //!  corrupt        the defect catalogue: planned damage, one rule at a time
@@ -59,6 +59,7 @@ mod bitmap;
 mod builder;
 mod check;
 pub mod corrupt;
+mod edit;
 mod error;
 mod extension;
 mod header;
@@ -76,6 +77,7 @@ mod validate;
 pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFormat};
 pub use builder::{write_file_atomically, BitmapSpec, Data, ImageBuilder, Layout};
 pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
+pub use edit::{edit_bitmaps, edit_bitmaps_file, BitmapEdit, EditedLayout};
 pub use error::{BuildError, Error, Location, PlanError, Region, Requirement, Result, Violation};
 pub use extension::{Extension, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};

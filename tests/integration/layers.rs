@@ -12,7 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &["source", "helper"],
     &["header", "extension", "bitmap", "image"],
     &["validate"],
-    &["builder", "random", "recipe"],
+    &["builder", "random", "recipe", "edit"],
     &["qemu", "ploop"],
     &["check"],
     &["corrupt"],

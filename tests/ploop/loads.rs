@@ -17,7 +17,7 @@ const DUMP_STEP: u64 = MIB;
 
 /// What the dump must print for `spec` (the last bitmap of the image): per L1 index, nothing
 /// for a clean chunk, `[1]` for an all-dirty one, else the chunk's words.
-fn expected_words(image: &Image<'_>) -> Vec<(u32, Vec<u64>)> {
+pub fn expected_words(image: &Image<'_>) -> Vec<(u32, Vec<u64>)> {
     let bitmaps = image.bitmaps();
     let b = bitmaps.last().unwrap();
     let bytes = b.serialized().unwrap();

@@ -10,6 +10,7 @@ mod harness;
 
 mod corpus;
 mod defects;
+mod edits;
 mod loads;
 mod mutations;
 mod shapes;

@@ -63,7 +63,7 @@ pub enum Preset {
     Ploop,
 }
 
-fn parse_inuse(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_inuse(s: &str) -> Result<u32, String> {
     if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         return u32::from_str_radix(hex, 16).map_err(|_| format!("invalid inuse {s:?}"));
     }
@@ -100,7 +100,7 @@ fn parse_data(s: &str) -> Result<DataRecipe, String> {
     })
 }
 
-fn parse_bitmap(s: &str) -> Result<BitmapSpec, String> {
+pub(crate) fn parse_bitmap(s: &str) -> Result<BitmapSpec, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let [id, granularity, extents] = parts[..] else {
         return Err(format!(
