@@ -1060,6 +1060,56 @@ fn create_inuse_takes_tags_and_numbers() {
         "--inuse",
         "v2.10",
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("invalid inuse \"v2.10\""), "{}", stderr(&out));
+}
+
+#[test]
+fn bitmaps_add_remove_clear_write_new_files_unless_in_place() {
+    let dir = tmp();
+    let a = dir.path().join("a.hds");
+    prlimg_ok(&[
+        "create",
+        s(&a),
+        "--size",
+        "8M",
+        "--cluster-size",
+        "64K",
+        "--data",
+        "0:4K:0xaa",
+    ]);
+    let original = std::fs::read(&a).unwrap();
+    let b = dir.path().join("b.hds");
+    let spec = format!("{UUID_P1}:64K:0+128K");
+    prlimg_ok(&["bitmaps", "add", s(&a), s(&b), "--bitmap", &spec, "--inuse", "v2.1"]);
+    assert_eq!(std::fs::read(&a).unwrap(), original, "IN is not touched");
+    assert_eq!(
+        stdout(&prlimg_ok(&["bitmaps", s(&b), UUID_P1])),
+        "         0      131072    1  dirty\n    131072     8257536    0  clean\n"
+    );
+    let v = json_of(&prlimg(&["check", s(&b), "--output", "json"]));
+    assert_eq!(v["result"], "clean");
+    assert_eq!(v["ploop"]["cbt"]["bitmap"], UUID_P1);
+
+    // OUT exists: refused without --force.
+    let out = prlimg(&["bitmaps", "add", s(&a), s(&b), "--bitmap", &spec]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).ends_with("already exists (use --force to replace it)\n"),
+        "{}",
+        stderr(&out)
+    );
+
+    let c = dir.path().join("c.hds");
+    prlimg_ok(&["bitmaps", "remove", s(&b), s(&c), UUID_P1, "--inuse", "0"]);
+    assert_eq!(std::fs::read(&c).unwrap(), original);
+    prlimg_ok(&["bitmaps", "clear", s(&b), "--in-place", "--inuse", "0"]);
+    assert_eq!(std::fs::read(&b).unwrap(), original);
+    let out = prlimg(&["bitmaps", "remove", s(&b), UUID_P1, "--in-place"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).ends_with(&format!("there is no bitmap named {UUID_P1}\n")),
+        "{}",
+        stderr(&out)
+    );
 }
