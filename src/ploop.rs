@@ -3,7 +3,7 @@
 //! mount read from the Format Extension) and what a mount does to the file before the kernel
 //! gets it.
 //!
-//! ploop checks other things than [`crate::validate`] does, in its own order, and its CBT
+//! ploop checks other things than [`crate::validate()`] does, in its own order, and its CBT
 //! loader reads the extension only when `inuse` is "v2.1". This module follows what ploop's own
 //! library was seen to do, run through the oracle drivers of `shared/oracles/ploop/` on a
 //! catalogue of built, corrupted and randomly mutated images (`tests/ploop/`); `spec/ploop.md`
@@ -185,12 +185,13 @@ pub struct PloopMount {
 /// be passed to ploop (its messages name it).
 pub fn predict_ploop(source: &dyn Source, path: &str) -> io::Result<PloopPrediction> {
     let check = predict_check(source, path)?;
-    let load = load_extension(source, path, false)?;
-    let mount_run = load_extension(source, path, true)?;
+    // One walk of the extension answers for both: the read-only load and the mount's load
+    // differ only in what they do to the file afterwards.
+    let load = load_extension(source, path)?;
     Ok(PloopPrediction {
         check,
         cbt: cbt_of(&load),
-        mount: mount_of(source, &mount_run)?,
+        mount: mount_of(source, &load),
     })
 }
 
@@ -315,6 +316,12 @@ fn predict_check(source: &dyn Source, path: &str) -> io::Result<PloopCheck> {
     }
     let (mut clean, mut fatal) = (true, false);
     let mut slot: u32 = 0;
+    // The first BAT cluster is read before anything else: a file shorter than one cluster
+    // stops here, and the buffer below never exceeds the file.
+    if cluster > size {
+        m.push(|| "Short read index table".into());
+        return Ok(m.done(rc::READ));
+    }
     let mut buf = vec![0u8; cluster as usize];
     for i in 0..u64::from(l1_slots) {
         if (i + 1) * cluster > size {
@@ -399,11 +406,13 @@ enum LoadEnd {
     NoExtension,
     /// `inuse` is 0.
     Ignored,
-    /// Failed with this code; `drop`: the header is rewritten without the extension (mount).
+    /// Failed with this code; `drop`: a mount rewrites the header without the extension.
     Fails { rc: i32, drop: bool },
     /// Granularity 0: division by zero.
     Crashes,
     /// Read to the end; the mount truncates the file to `new_size` (or fails with PARAM).
+    /// `new_size`: the size a mount cuts the file to; `None` when the file size is not a
+    /// multiple of the cluster size (the mount's truncation then fails).
     Done { new_size: Option<u64> },
 }
 
@@ -443,9 +452,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
         .map_or(0, |s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
 }
 
-/// ploop's extension loader: `truncate` false is the read-only load of `ploop-cbt show`, true
-/// the load a mount does before handing the delta to the kernel.
-fn load_extension(source: &dyn Source, path: &str, truncate: bool) -> io::Result<LoadRun> {
+/// ploop's extension loader, as the read-only load of `ploop-cbt show` and the load a mount does
+/// before handing the delta to the kernel both run it.
+fn load_extension(source: &dyn Source, path: &str) -> io::Result<LoadRun> {
     let mut run = LoadRun {
         end: LoadEnd::OpenFails,
         errors: Vec::new(),
@@ -490,13 +499,7 @@ fn load_extension(source: &dyn Source, path: &str, truncate: bool) -> io::Result
     let size = source.size();
     let fail = |run: &mut LoadRun, rc: i32, drop: bool, message: String| {
         run.errors.push(message);
-        if drop && truncate {
-            run.errors.push("Drop optional header".into());
-        }
-        run.end = LoadEnd::Fails {
-            rc,
-            drop: drop && truncate,
-        };
+        run.end = LoadEnd::Fails { rc, drop };
     };
     if let Some((off, err)) = pread_error(ext_off, bs, size) {
         run.errors
@@ -581,17 +584,8 @@ fn load_extension(source: &dyn Source, path: &str, truncate: bool) -> io::Result
         }
         pos = data + data_size;
     }
-    if !truncate {
-        run.end = LoadEnd::Done { new_size: Some(size) };
-        return Ok(run);
-    }
     if size % bs != 0 {
-        fail(
-            &mut run,
-            rc::PARAM,
-            false,
-            format!("Failed to truncate format extension blocks: {STALE_ERRNO_TEXT}"),
-        );
+        run.end = LoadEnd::Done { new_size: None };
         return Ok(run);
     }
     // Cut the extension and bitmap blocks that end the file, as long as the block before the
@@ -634,7 +628,7 @@ fn cbt_of(run: &LoadRun) -> PloopCbt {
     }
 }
 
-fn mount_of(source: &dyn Source, run: &LoadRun) -> io::Result<PloopMount> {
+fn mount_of(source: &dyn Source, run: &LoadRun) -> PloopMount {
     let size = source.size();
     let (ext_off, inuse) = run.header.map_or((0, 0), |h| (h.ext_off.get(), h.inuse.get()));
     let mut mount = PloopMount {
@@ -654,6 +648,7 @@ fn mount_of(source: &dyn Source, run: &LoadRun) -> io::Result<PloopMount> {
                 mount.effect = MountEffect::DropsExtension;
                 mount.ext_off = 0;
                 mount.inuse = INUSE_CLOSED;
+                mount.message = Some("Drop optional header".into());
             }
         }
         LoadEnd::Crashes => {
@@ -661,13 +656,20 @@ fn mount_of(source: &dyn Source, run: &LoadRun) -> io::Result<PloopMount> {
             mount.effect = MountEffect::Crashes;
             mount.message = Some("SIGFPE".into());
         }
-        LoadEnd::Done { new_size } => {
-            let new_size = new_size.unwrap_or(size);
+        LoadEnd::Done { new_size: None } => {
+            mount.rc = Some(rc::PARAM);
+            mount.message = Some(format!(
+                "Failed to truncate format extension blocks: {STALE_ERRNO_TEXT}"
+            ));
+        }
+        LoadEnd::Done {
+            new_size: Some(new_size),
+        } => {
             if new_size < size {
                 mount.effect = MountEffect::Truncates;
                 mount.file_size = new_size;
             }
         }
     }
-    Ok(mount)
+    mount
 }
