@@ -10,7 +10,7 @@ use crate::validate::{self, Finding, Report, Verdict};
 
 /// The version of the JSON layout of [`Conformance`] (and of `prlimg`'s other JSON reports):
 /// raised when a key changes meaning or goes away, not when one is added.
-pub const JSON_SCHEMA: u32 = 1;
+pub const JSON_SCHEMA: u32 = 2;
 
 /// Counts as `qemu-img check` reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

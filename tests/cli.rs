@@ -107,7 +107,7 @@ fn info_json_reports_every_header_field() {
     assert_eq!(
         v,
         json!({
-            "schema": 1,
+            "schema": 2,
             "filename": s(&a),
             "format": "parallels",
             "file_size": 327680,
@@ -202,7 +202,7 @@ fn check_clean_image_exit_0_with_statistics_and_qemu_prediction() {
     let out = prlimg(&["check", s(&a), "--output", "json"]);
     assert_eq!(out.status.code(), Some(0));
     let v = json_of(&out);
-    assert_eq!(v["schema"], 1);
+    assert_eq!(v["schema"], 2);
     assert_eq!(v["filename"], s(&a));
     assert_eq!(v["format"], "parallels");
     assert_eq!(v["result"], "clean");
@@ -407,7 +407,7 @@ fn bitmaps_list_and_extents() {
     let v = json_of(&prlimg_ok(&["bitmaps", s(&a), "--output", "json"]));
     assert_eq!(
         v,
-        json!({"schema": 1, "filename": s(&a), "bitmaps": [{
+        json!({"schema": 2, "filename": s(&a), "bitmaps": [{
             "name": UUID_A, "feature": 0, "granularity": 65536, "dirty_bytes": 196608, "l1_size": 1, "error": null
         }]})
     );
