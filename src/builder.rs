@@ -116,6 +116,16 @@ impl ImageBuilder {
         self
     }
 
+    /// The cluster size in bytes this builder will write.
+    pub fn cluster_size_bytes(&self) -> u64 {
+        self.cluster_size
+    }
+
+    /// The ids of the bitmaps this builder will write, in record order.
+    pub fn bitmap_ids(&self) -> Vec<[u8; 16]> {
+        self.bitmaps.iter().map(|b| b.id).collect()
+    }
+
     /// Writes `data` at guest offset `offset`; later writes win where they overlap.
     pub fn data(mut self, offset: u64, data: Data) -> Self {
         self.data.push((offset, data));
@@ -236,92 +246,25 @@ impl ImageBuilder {
         touched.dedup();
 
         let mut next = data_start;
-        let alloc = |next: &mut u64| -> u64 {
-            // Never place a cluster at sector 0 or 1: as an L1 entry those read as markers.
-            while *next < 2 * SECTOR_SIZE {
-                *next += cs;
-            }
-            let at = *next;
-            *next += cs;
-            at
-        };
         let mut bat = vec![0u32; bat_entries as usize];
         let mut placed: Vec<(u64, u64)> = Vec::with_capacity(touched.len());
         for &g in &touched {
-            let host = alloc(&mut next);
+            let host = alloc_cluster(&mut next, cs);
             bat[g as usize] = self.bat_value(host)?;
             placed.push((g, host));
         }
 
         // Bitmaps: L1 tables and the clusters of mixed chunks.
-        let mut l1_tables = Vec::new();
-        let mut chunk_clusters: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut features = Vec::new();
         let ext_offset = if self.bitmaps.is_empty() && self.features.is_empty() {
             None
         } else {
-            Some(alloc(&mut next))
+            Some(alloc_cluster(&mut next, cs))
         };
-        for spec in &self.bitmaps {
-            let gb = spec.granularity;
-            if gb < SECTOR_SIZE || !gb.is_power_of_two() || gb > 1 << 31 {
-                return Err(BuildError::Granularity { found: gb }.into());
-            }
-            let gs = gb / SECTOR_SIZE;
-            let granules = nb_sectors.div_ceil(gs);
-            let chunk_bits = cs * 8;
-            let l1_size = granules.div_ceil(chunk_bits);
-            let mut runs: Vec<(u64, u64)> = spec
-                .extents
-                .iter()
-                .filter(|e| e.1 > 0)
-                .map(|&(o, l)| (o / gb, o.saturating_add(l).div_ceil(gb).min(granules)))
-                .filter(|r| r.0 < r.1)
-                .collect();
-            runs.sort_unstable();
-            let mut merged: Vec<(u64, u64)> = Vec::new();
-            for r in runs {
-                match merged.last_mut() {
-                    Some(last) if r.0 <= last.1 => last.1 = last.1.max(r.1),
-                    _ => merged.push(r),
-                }
-            }
-            let mut l1 = vec![L1_CLEAN; l1_size as usize];
-            let mut ri = 0usize;
-            for (k, slot) in l1.iter_mut().enumerate() {
-                let lo = k as u64 * chunk_bits;
-                let hi = (lo + chunk_bits).min(granules);
-                while ri < merged.len() && merged[ri].1 <= lo {
-                    ri += 1;
-                }
-                let inside: Vec<(u64, u64)> = merged[ri..]
-                    .iter()
-                    .take_while(|r| r.0 < hi)
-                    .map(|r| (r.0.max(lo) - lo, r.1.min(hi) - lo))
-                    .collect();
-                if inside.is_empty() {
-                    continue;
-                }
-                if inside.len() == 1 && inside[0] == (0, hi - lo) {
-                    *slot = L1_DIRTY;
-                    continue;
-                }
-                let mut bits = vec![0u8; cs as usize];
-                for (s, e) in inside {
-                    set_bits(&mut bits, s, e);
-                }
-                let host = alloc(&mut next);
-                *slot = host / SECTOR_SIZE;
-                chunk_clusters.push((host, bits));
-            }
-            features.push(FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(
-                nb_sectors,
-                spec.id,
-                gs as u32,
-                l1.clone(),
-            )));
-            l1_tables.push(l1);
-        }
+        let EncodedBitmaps {
+            mut features,
+            l1_tables,
+            chunk_clusters,
+        } = encode_bitmaps(&self.bitmaps, nb_sectors, cs, &mut next)?;
         features.extend(self.features.iter().cloned());
         let ext_cluster = match ext_offset {
             None => None,
@@ -455,6 +398,98 @@ impl ImageBuilder {
         };
         write_atomically(path, &options, |f| self.write_to(f))
     }
+}
+
+/// The next free cluster at `*next`, moving `*next` past it. Never sector 0 or 1: as an L1 entry
+/// those read as markers.
+pub(crate) fn alloc_cluster(next: &mut u64, cs: u64) -> u64 {
+    while *next < 2 * SECTOR_SIZE {
+        *next += cs;
+    }
+    let at = *next;
+    *next += cs;
+    at
+}
+
+/// Bitmaps encoded for an image: their feature records, L1 tables and the clusters of their
+/// mixed chunks (`(byte offset, bits)`).
+pub(crate) struct EncodedBitmaps {
+    pub features: Vec<FeatureRecord>,
+    pub l1_tables: Vec<Vec<u64>>,
+    pub chunk_clusters: Vec<(u64, Vec<u8>)>,
+}
+
+/// Encodes `specs` for a disk of `nb_sectors` sectors with `cs`-byte clusters, placing the
+/// clusters of mixed chunks from `*next` on.
+pub(crate) fn encode_bitmaps(specs: &[BitmapSpec], nb_sectors: u64, cs: u64, next: &mut u64) -> Result<EncodedBitmaps> {
+    let mut l1_tables = Vec::new();
+    let mut chunk_clusters: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut features = Vec::new();
+    for spec in specs {
+        let gb = spec.granularity;
+        if gb < SECTOR_SIZE || !gb.is_power_of_two() || gb > 1 << 31 {
+            return Err(BuildError::Granularity { found: gb }.into());
+        }
+        let gs = gb / SECTOR_SIZE;
+        let granules = nb_sectors.div_ceil(gs);
+        let chunk_bits = cs * 8;
+        let l1_size = granules.div_ceil(chunk_bits);
+        let mut runs: Vec<(u64, u64)> = spec
+            .extents
+            .iter()
+            .filter(|e| e.1 > 0)
+            .map(|&(o, l)| (o / gb, o.saturating_add(l).div_ceil(gb).min(granules)))
+            .filter(|r| r.0 < r.1)
+            .collect();
+        runs.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for r in runs {
+            match merged.last_mut() {
+                Some(last) if r.0 <= last.1 => last.1 = last.1.max(r.1),
+                _ => merged.push(r),
+            }
+        }
+        let mut l1 = vec![L1_CLEAN; l1_size as usize];
+        let mut ri = 0usize;
+        for (k, slot) in l1.iter_mut().enumerate() {
+            let lo = k as u64 * chunk_bits;
+            let hi = (lo + chunk_bits).min(granules);
+            while ri < merged.len() && merged[ri].1 <= lo {
+                ri += 1;
+            }
+            let inside: Vec<(u64, u64)> = merged[ri..]
+                .iter()
+                .take_while(|r| r.0 < hi)
+                .map(|r| (r.0.max(lo) - lo, r.1.min(hi) - lo))
+                .collect();
+            if inside.is_empty() {
+                continue;
+            }
+            if inside.len() == 1 && inside[0] == (0, hi - lo) {
+                *slot = L1_DIRTY;
+                continue;
+            }
+            let mut bits = vec![0u8; cs as usize];
+            for (s, e) in inside {
+                set_bits(&mut bits, s, e);
+            }
+            let host = alloc_cluster(next, cs);
+            *slot = host / SECTOR_SIZE;
+            chunk_clusters.push((host, bits));
+        }
+        features.push(FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(
+            nb_sectors,
+            spec.id,
+            gs as u32,
+            l1.clone(),
+        )));
+        l1_tables.push(l1);
+    }
+    Ok(EncodedBitmaps {
+        features,
+        l1_tables,
+        chunk_clusters,
+    })
 }
 
 /// Sets bits `[s, e)` of `bits` (least significant bit first).

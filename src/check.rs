@@ -1,15 +1,16 @@
 //! A whole conformance check of one image, as `prlimg check` reports it: every rule's findings,
-//! `qemu-img check`'s statistics, and what QEMU would do with the image.
+//! `qemu-img check`'s statistics, and what QEMU and ploop would do with the image.
 
 use crate::error::{Error, Result};
 use crate::image::{Image, Mode};
+use crate::ploop::{predict_ploop, PloopPrediction};
 use crate::qemu::{self, Prediction};
 use crate::source::Source;
 use crate::validate::{self, Finding, Report, Verdict};
 
 /// The version of the JSON layout of [`Conformance`] (and of `prlimg`'s other JSON reports):
 /// raised when a key changes meaning or goes away, not when one is added.
-pub const JSON_SCHEMA: u32 = 1;
+pub const JSON_SCHEMA: u32 = 2;
 
 /// Counts as `qemu-img check` reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +41,8 @@ pub struct Conformance {
     pub file_size: u64,
     /// What QEMU does with the image.
     pub prediction: Prediction,
+    /// What ploop does with the image: its check, its CBT loader, a mount.
+    pub ploop: PloopPrediction,
 }
 
 /// Checks the image in `source` (named `filename` in QEMU's predicted messages): parses it once,
@@ -71,6 +74,7 @@ pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conforma
         }
         Err(e) => return Err(e),
     };
+    let ploop = predict_ploop(source, filename)?;
     Ok(Conformance {
         filename: filename.to_string(),
         mode,
@@ -78,6 +82,7 @@ pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conforma
         statistics,
         file_size,
         prediction,
+        ploop,
     })
 }
 
@@ -168,7 +173,7 @@ impl serde::Serialize for Conformance {
         m.serialize_entry("file_size", &self.file_size)?;
         m.serialize_entry("qemu", &qemu)?;
         m.serialize_entry("qemu_check", &qemu_check)?;
-        m.serialize_entry("ploop_loads_bitmaps", &self.prediction.ploop_loads_bitmaps)?;
+        m.serialize_entry("ploop", &self.ploop)?;
         m.end()
     }
 }

@@ -191,6 +191,31 @@ pub enum BuildError {
         /// The fraction asked for.
         found: f64,
     },
+    /// A bitmap to add has the id of one the image has.
+    #[error("a bitmap named {name} already exists")]
+    BitmapExists {
+        /// The id, as a UUID.
+        name: String,
+    },
+    /// A bitmap to remove is not in the image.
+    #[error("there is no bitmap named {name}")]
+    NoSuchBitmap {
+        /// The id, as a UUID.
+        name: String,
+    },
+    /// The image whose bitmaps are to change breaks a rule (corruption).
+    #[error("the image is not valid ({rule} at {location}: {message})")]
+    InvalidImage {
+        /// The first corruption's rule.
+        rule: crate::rule::Rule,
+        /// Where it is.
+        location: String,
+        /// What it says.
+        message: String,
+    },
+    /// The extension holds records that are not bitmaps (kept in lenient mode only).
+    #[error("the extension holds features other than bitmaps")]
+    OtherFeatures,
     /// A recipe names a bitmap whose id is not a UUID.
     #[error("bitmap id {id:?} is not a UUID: {reason}")]
     BitmapId {

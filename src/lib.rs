@@ -28,9 +28,10 @@
 //!                 zero-copy views over a Source
 //!  helper, validate
 //!                 every rule, as typed Violations; open/validate entry points
-//!  builder, random, recipe, stream
-//!                 writing whole images (random bitmaps, recipes); images read from a stream
-//!  qemu           what QEMU 10 does with an image
+//!  builder, random, recipe, stream, edit
+//!                 writing whole images (random bitmaps, recipes); images read from a stream;
+//!                 rewriting an image's bitmaps
+//!  qemu, ploop    what QEMU 10 and ploop 9 do with an image
 //!  check          a whole conformance check (rules + statistics + predictions)
 //!  corrupt        the defect catalogue: planned damage, one rule at a time
 //!  bundle         disk bundles (NAME.hdd/ with DiskDescriptor.xml): the descriptor, the D rules
@@ -66,12 +67,14 @@ mod builder;
 mod bundle;
 mod check;
 pub mod corrupt;
+mod edit;
 mod error;
 mod extension;
 mod header;
 mod helper;
 mod image;
 mod outfile;
+mod ploop;
 pub mod qemu;
 mod random;
 pub mod raw;
@@ -92,11 +95,16 @@ pub use bundle::{
     DESCRIPTOR_NAME, NULL_GUID,
 };
 pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
+pub use edit::{edit_bitmaps, edit_bitmaps_file, BitmapEdit, EditedLayout};
 pub use error::{BuildError, Error, Location, PlanError, Region, Requirement, Result, Violation};
 pub use extension::{Extension, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
 pub use outfile::{abandon_outputs, write_atomically, write_file_atomically, OutputError, OutputOptions};
+pub use ploop::{
+    ploop_accepts_cluster_size, predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck,
+    PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
+};
 pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
 pub use rule::{Rule, Severity};
 pub use size::{parse_size, ParseSizeError};

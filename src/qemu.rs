@@ -1,5 +1,5 @@
 //! What QEMU 10.0.2 does with an image, predicted from its bytes: `qemu-img info` (a read-only
-//! open) and `qemu-img check`, and whether ploop would load the image's bitmaps.
+//! open) and `qemu-img check`. (What ploop does is [`crate::predict_ploop`]'s answer.)
 //!
 //! QEMU checks less than [`crate::validate`] does, in its own order, with 32- and 64-bit
 //! wrap-arounds of its own; this module follows what the QEMU 10.0.2 binary was seen to do on
@@ -192,8 +192,6 @@ pub struct Prediction {
     pub info: QemuOutcome,
     /// What `qemu-img check` does.
     pub check: QemuCheck,
-    /// Whether ploop would load the bitmaps (`None`: there is no extension to load).
-    pub ploop_loads_bitmaps: Option<bool>,
 }
 
 fn u32_at(b: &[u8], at: u64) -> u32 {
@@ -216,7 +214,7 @@ fn errno_suffix(total: u64) -> String {
     format!(": {text}")
 }
 
-/// Predicts what QEMU 10.0.2 and ploop do with the image in `source`.
+/// Predicts what QEMU 10.0.2 does with the image in `source`.
 pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
     // QEMU's header checks are rules R1-R6 of this crate, in the same order. The BAT is read
     // through a buffer, keeping only its allocated entries.
@@ -229,18 +227,17 @@ pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
     Ok(predict_image(&image))
 }
 
-/// Predicts what QEMU 10.0.2 and ploop do with an image whose header failed `violation`, one of
+/// Predicts what QEMU 10.0.2 does with an image whose header failed `violation`, one of
 /// the checks every parse makes (rules R1–R6, which are QEMU's own header checks in its order).
 pub fn predict_unparsable(violation: &Violation) -> Prediction {
     let o = reject(header_message(violation));
     Prediction {
         info: o.clone(),
         check: QemuCheck::OpenFails(o),
-        ploop_loads_bitmaps: None,
     }
 }
 
-/// Predicts what QEMU 10.0.2 and ploop do with an image already parsed (its header passed
+/// Predicts what QEMU 10.0.2 does with an image already parsed (its header passed
 /// rules R1–R6; in either [`crate::Mode`]): [`predict`] without reading the metadata again.
 pub fn predict_image(image: &Image<'_>) -> Prediction {
     let total = image.header().nb_sectors;
@@ -260,12 +257,7 @@ pub fn predict_image(image: &Image<'_>) -> Prediction {
         QemuOutcome::Opens { .. } => check_outcome(image),
         o => QemuCheck::OpenFails(o),
     };
-    let ploop_loads_bitmaps = image.extension().map(|ext| ploop_loads(image, ext));
-    Prediction {
-        info,
-        check,
-        ploop_loads_bitmaps,
-    }
+    Prediction { info, check }
 }
 
 fn header_message(v: &Violation) -> String {
@@ -575,37 +567,4 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
 
     (c.allocated_clusters, c.fragmented_clusters) = image.cluster_counts(image_end);
     QemuCheck::Completes(c)
-}
-
-/// ploop loads bitmaps from an extension with the right magic and checksum; it skips unknown
-/// features without looking at their flags, walks records back to back without aligning them,
-/// and needs each bitmap's granularity to be a power of two, its size to match the disk and its
-/// L1 table to fit in its record. It accepts `l1_size == 0` (an empty bitmap).
-fn ploop_loads(image: &Image<'_>, ext: &Extension<'_>) -> bool {
-    if ext.magic() != EXT_MAGIC || ext.stored_checksum() != ext.computed_checksum() {
-        return false;
-    }
-    let c = ext.bytes();
-    let cs = ext.cluster_size;
-    let hdr = FEATURE_HEADER_SIZE as u64;
-    let bh = BITMAP_HEADER_SIZE as u64;
-    let mut pos = 24u64;
-    while pos + hdr <= cs {
-        let (magic, ds) = (u64_at(c, pos), u64::from(u32_at(c, pos + 16)));
-        if magic == 0 {
-            return true;
-        }
-        let data = pos + hdr;
-        if data + ds > cs {
-            return false;
-        }
-        if magic == FEATURE_DIRTY_BITMAP {
-            let (size, gran, l1) = (u64_at(c, data), u32_at(c, data + 24), u64::from(u32_at(c, data + 28)));
-            if ds < bh || size != image.header().nb_sectors || !gran.is_power_of_two() || bh + 8 * l1 > ds {
-                return false;
-            }
-        }
-        pos = data + ds;
-    }
-    false
 }

@@ -111,7 +111,7 @@ fn info_json_reports_every_header_field() {
     assert_eq!(
         v,
         json!({
-            "schema": 1,
+            "schema": 2,
             "filename": s(&a),
             "format": "parallels",
             "file_size": 327680,
@@ -207,7 +207,7 @@ fn check_clean_image_exit_0_with_statistics_and_qemu_prediction() {
     let out = prlimg(&["check", s(&a), "--output", "json"]);
     assert_eq!(out.status.code(), Some(0));
     let v = json_of(&out);
-    assert_eq!(v["schema"], 1);
+    assert_eq!(v["schema"], 2);
     assert_eq!(v["filename"], s(&a));
     assert_eq!(v["format"], "parallels");
     assert_eq!(v["result"], "clean");
@@ -226,12 +226,24 @@ fn check_clean_image_exit_0_with_statistics_and_qemu_prediction() {
         json!({"outcome": "opens", "exit_code": 0, "message": null, "bitmaps": [UUID_A]})
     );
     assert_eq!(v["qemu_check"]["outcome"], "completes");
-    assert_eq!(v["ploop_loads_bitmaps"], true);
+    // inuse 0: ploop skips the extension; its check passes; a mount leaves the file alone.
+    assert_eq!(
+        v["ploop"],
+        json!({
+            "check": {"rc": 0, "messages": [], "messages_omitted": 0},
+            "cbt": {"outcome": "ignores", "bitmap": null, "rc": 0, "message": null},
+            "mount": {"rc": 0, "effect": "unchanged", "file_size": 327680, "ext_off": 384, "inuse": 0, "message": null}
+        })
+    );
 
     let text = stdout(&prlimg(&["check", s(&a)]));
     assert!(text.starts_with("No errors were found on the image.\n"), "{text}");
     assert!(text.contains("\n2/1024 = 0.20% allocated, 0.00% fragmented, 0.00% compressed clusters\n"));
     assert!(text.contains("\nImage end offset: 327680\n"));
+    assert!(
+        text.ends_with("\nploop: check exit 0; CBT ignores the extension (inuse is 0)\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -400,7 +412,7 @@ fn bitmaps_list_and_extents() {
     let v = json_of(&prlimg_ok(&["bitmaps", s(&a), "--output", "json"]));
     assert_eq!(
         v,
-        json!({"schema": 1, "filename": s(&a), "bitmaps": [{
+        json!({"schema": 2, "filename": s(&a), "bitmaps": [{
             "name": UUID_A, "feature": 0, "granularity": 65536, "dirty_bytes": 196608, "l1_size": 1, "error": null
         }]})
     );
@@ -1165,4 +1177,138 @@ fn completions_and_man_page_generate() {
     }
     let out = prlimg(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+const UUID_P1: &str = "00112233-4455-6677-8899-aabbccddeeff";
+const UUID_P2: &str = "10112233-4455-6677-8899-aabbccddeeff";
+
+#[test]
+fn create_preset_ploop_writes_v21_and_warns_about_the_last_bitmap() {
+    let dir = tmp();
+    let p = dir.path().join("p.hds");
+    let b1 = format!("{UUID_P1}:64K:0+128K");
+    let b2 = format!("{UUID_P2}:64K:1M+128K");
+    let out = prlimg(&[
+        "create",
+        s(&p),
+        "--size",
+        "64M",
+        "--preset",
+        "ploop",
+        "--bitmap",
+        &b1,
+        "--bitmap",
+        &b2,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!("prlimg: warning: ploop keeps only the last of 2 bitmaps ({UUID_P2}); it ignores the others\n")
+    );
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(&bytes[44..48], b"v2.1");
+    let v = json_of(&prlimg(&["check", s(&p), "--output", "json"]));
+    assert_eq!(
+        v["ploop"]["cbt"],
+        json!({"outcome": "loads", "bitmap": UUID_P2, "rc": 0, "message": null})
+    );
+    assert_eq!(v["ploop"]["check"]["rc"], 0);
+    // The mount cuts the extension and the two bitmap clusters (the file ends with them).
+    assert_eq!(v["ploop"]["mount"]["effect"], "truncates");
+    assert_eq!(v["ploop"]["mount"]["file_size"], 1 << 20);
+
+    // A cluster size ploop refuses is refused, and nothing is written.
+    let q = dir.path().join("q.hds");
+    let out = prlimg(&[
+        "create",
+        s(&q),
+        "--size",
+        "64M",
+        "--preset",
+        "ploop",
+        "--cluster-size",
+        "16K",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "prlimg: --preset ploop: ploop does not open images with 16384-byte clusters (it wants a power of two from 32K to 64M)\n"
+    );
+    assert!(!q.exists());
+}
+
+#[test]
+fn create_inuse_takes_tags_and_numbers() {
+    let dir = tmp();
+    for (arg, stored) in [
+        ("v2.1", *b"v2.1"),
+        ("Ynot", *b"Ynot"),
+        ("pd17", *b"pd17"),
+        ("0", [0; 4]),
+        ("0x312e3276", *b"v2.1"),
+    ] {
+        let p = dir.path().join(format!("i{}.hds", arg.replace('.', "_")));
+        prlimg_ok(&["create", s(&p), "--size", "1M", "--inuse", arg]);
+        assert_eq!(&std::fs::read(&p).unwrap()[44..48], &stored, "--inuse {arg}");
+    }
+    let out = prlimg(&[
+        "create",
+        s(&dir.path().join("x.hds")),
+        "--size",
+        "1M",
+        "--inuse",
+        "v2.10",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid inuse \"v2.10\""), "{}", stderr(&out));
+}
+
+#[test]
+fn bitmaps_add_remove_clear_write_new_files_unless_in_place() {
+    let dir = tmp();
+    let a = dir.path().join("a.hds");
+    prlimg_ok(&[
+        "create",
+        s(&a),
+        "--size",
+        "8M",
+        "--cluster-size",
+        "64K",
+        "--data",
+        "0:4K:0xaa",
+    ]);
+    let original = std::fs::read(&a).unwrap();
+    let b = dir.path().join("b.hds");
+    let spec = format!("{UUID_P1}:64K:0+128K");
+    prlimg_ok(&["bitmaps", "add", s(&a), s(&b), "--bitmap", &spec, "--inuse", "v2.1"]);
+    assert_eq!(std::fs::read(&a).unwrap(), original, "IN is not touched");
+    assert_eq!(
+        stdout(&prlimg_ok(&["bitmaps", s(&b), UUID_P1])),
+        "         0      131072    1  dirty\n    131072     8257536    0  clean\n"
+    );
+    let v = json_of(&prlimg(&["check", s(&b), "--output", "json"]));
+    assert_eq!(v["result"], "clean");
+    assert_eq!(v["ploop"]["cbt"]["bitmap"], UUID_P1);
+
+    // OUT exists: refused without --force.
+    let out = prlimg(&["bitmaps", "add", s(&a), s(&b), "--bitmap", &spec]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).ends_with("already exists (use --force to replace it)\n"),
+        "{}",
+        stderr(&out)
+    );
+
+    let c = dir.path().join("c.hds");
+    prlimg_ok(&["bitmaps", "remove", s(&b), s(&c), UUID_P1, "--inuse", "0"]);
+    assert_eq!(std::fs::read(&c).unwrap(), original);
+    prlimg_ok(&["bitmaps", "clear", s(&b), "--in-place", "--inuse", "0"]);
+    assert_eq!(std::fs::read(&b).unwrap(), original);
+    let out = prlimg(&["bitmaps", "remove", s(&b), UUID_P1, "--in-place"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).ends_with(&format!("there is no bitmap named {UUID_P1}\n")),
+        "{}",
+        stderr(&out)
+    );
 }

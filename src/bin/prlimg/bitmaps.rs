@@ -4,7 +4,10 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use parallels_image::{Bitmap, BitmapSummary, Image, MapError, MapFormat, Mode, JSON_SCHEMA};
+use parallels_image::{
+    edit_bitmaps_file, Bitmap, BitmapEdit, BitmapSpec, BitmapSummary, Error, Image, MapError, MapFormat, Mode,
+    JSON_SCHEMA,
+};
 use serde::Serialize;
 
 use crate::output::{emit, human_bytes, print_json, Failure};
@@ -22,9 +25,14 @@ pub enum BitmapFormat {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    /// Change the bitmaps: write a copy of an image with a bitmap added or removed, or none.
+    #[command(subcommand)]
+    edit: Option<Edit>,
     /// The image.
-    image: PathBuf,
+    #[arg(required = true)]
+    image: Option<PathBuf>,
     /// A bitmap name (UUID as QEMU prints it): print its extents instead of the list.
     name: Option<String>,
     /// Output format.
@@ -55,8 +63,107 @@ struct List {
     bitmaps: Vec<BitmapSummary>,
 }
 
+/// `bitmaps add|remove|clear`: the data clusters are copied as they are, the new extension and
+/// bitmap clusters go after them; never in place unless `--in-place` (then atomically).
+#[derive(clap::Subcommand, Debug)]
+pub enum Edit {
+    /// Copy IN to OUT with one more bitmap.
+    Add {
+        #[command(flatten)]
+        io: EditIo,
+        /// The bitmap: UUID:GRANULARITY:OFFSET+LEN,... (dirty ranges may be empty).
+        #[arg(long, value_name = "UUID:GRANULARITY:OFFSET+LEN,...", value_parser = crate::create::parse_bitmap)]
+        bitmap: BitmapSpec,
+    },
+    /// Copy IN to OUT without the bitmap NAME: `remove IN OUT NAME`, or `remove IN NAME --in-place`.
+    Remove {
+        /// IN OUT NAME (or IN NAME with --in-place).
+        #[arg(num_args = 2..=3, required = true)]
+        args: Vec<String>,
+        /// Replace IN itself (written aside, then renamed over it).
+        #[arg(long)]
+        in_place: bool,
+        /// Replace OUT if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Also set the header's inuse (v2.1: ploop loads the bitmaps).
+        #[arg(long, value_parser = crate::create::parse_inuse)]
+        inuse: Option<u32>,
+    },
+    /// Copy IN to OUT without any bitmap (and without the extension).
+    Clear {
+        #[command(flatten)]
+        io: EditIo,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EditIo {
+    /// The image to read.
+    input: PathBuf,
+    /// The image to write (omitted with --in-place).
+    #[arg(required_unless_present = "in_place")]
+    output: Option<PathBuf>,
+    /// Replace IN itself (written aside, then renamed over it).
+    #[arg(long, conflicts_with = "output")]
+    in_place: bool,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Also set the header's inuse (v2.1: ploop loads the bitmaps).
+    #[arg(long, value_parser = crate::create::parse_inuse)]
+    inuse: Option<u32>,
+}
+
+fn run_edit(edit: &Edit) -> Outcome {
+    let (input, output, what, force, inuse) = match edit {
+        Edit::Add { io, bitmap } => (
+            io.input.clone(),
+            io.output.clone(),
+            BitmapEdit::Add(bitmap.clone()),
+            io.force,
+            io.inuse,
+        ),
+        Edit::Clear { io } => (
+            io.input.clone(),
+            io.output.clone(),
+            BitmapEdit::Clear,
+            io.force,
+            io.inuse,
+        ),
+        Edit::Remove {
+            args,
+            in_place,
+            force,
+            inuse,
+        } => {
+            let (input, output, name) = match (&args[..], in_place) {
+                ([i, o, n], false) => (PathBuf::from(i), Some(PathBuf::from(o)), n),
+                ([i, n], true) => (PathBuf::from(i), None, n),
+                (_, false) => return Err(Failure::plain("remove takes IN OUT NAME (or IN NAME with --in-place)")),
+                (_, true) => return Err(Failure::plain("with --in-place, remove takes IN NAME")),
+            };
+            let id = uuid::Uuid::parse_str(name)
+                .map_err(|e| Failure::plain(format!("invalid bitmap name {name:?}: {e}")))?;
+            (input, output, BitmapEdit::Remove(*id.as_bytes()), *force, *inuse)
+        }
+    };
+    let target = output.clone().unwrap_or_else(|| input.clone());
+    match edit_bitmaps_file(&input, &target, &what, inuse, force) {
+        Ok(_) => Ok(0),
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(Failure::at(&target, "already exists (use --force to replace it)"))
+        }
+        Err(Error::Build(e)) => Err(Failure::at(&input, e.to_string())),
+        Err(e) => Err(Failure::lib(&input, &e)),
+    }
+}
+
 pub fn run(args: &Args) -> Outcome {
-    let path = &args.image;
+    if let Some(edit) = &args.edit {
+        return run_edit(edit);
+    }
+    let path = args.image.as_ref().expect("clap requires IMAGE without a subcommand");
     let input = crate::input::open(path)?;
     // Bitmaps need the header and the extension only, not the BAT.
     let image = Image::parse_without_bat(input.source(), Mode::Strict).map_err(|e| Failure::lib(path, &e))?;

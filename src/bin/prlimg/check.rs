@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use parallels_image::qemu::{QemuCheck, QemuOutcome};
-use parallels_image::{check, Conformance, Mode, Severity};
+use parallels_image::{check, CbtOutcome, Conformance, Mode, MountEffect, PloopPrediction, Severity};
 
 use crate::outln;
 use crate::output::{emit, print_json, spinner, Failure, Format};
@@ -127,10 +127,45 @@ fn print_human(c: &Conformance) -> String {
         (_, Some(code)) => outln!(out, "qemu-img check: aborts (exit {code})"),
         _ => outln!(out, "qemu-img check: unpredictable"),
     }
-    match c.prediction.ploop_loads_bitmaps {
-        Some(true) => outln!(out, "ploop: loads the bitmaps"),
-        Some(false) => outln!(out, "ploop: does not load the bitmaps"),
-        None => {}
-    }
+    print_ploop(&mut out, &c.ploop);
     out
+}
+
+/// ploop in two lines: its check and CBT loader, then what a mount does to the file.
+fn print_ploop(out: &mut String, p: &PloopPrediction) {
+    let first = p
+        .check
+        .messages
+        .iter()
+        .find(|m| !matches!(m.as_str(), "Skipped" | "FATAL"));
+    let check = match (p.check.rc, first) {
+        (Some(rc), Some(first)) => format!("check exit {rc} ({first})"),
+        (Some(rc), None) => format!("check exit {rc}"),
+        (None, _) => format!("check crashes ({})", p.check.messages.last().map_or("", |m| m.as_str())),
+    };
+    let c = &p.cbt;
+    let message = c.message.as_deref().unwrap_or("");
+    let cbt = match (c.outcome, &c.bitmap) {
+        (CbtOutcome::None, _) => "no extension to load".to_string(),
+        (CbtOutcome::Ignores, _) => "ignores the extension (inuse is 0)".to_string(),
+        (CbtOutcome::Loads, Some(id)) => format!("loads bitmap {id}"),
+        (CbtOutcome::Loads, None) => "loads the extension (no bitmap)".to_string(),
+        (CbtOutcome::Refuses, _) => format!("refuses the extension (rc {}: {message})", c.rc.unwrap_or(0)),
+        (CbtOutcome::Crashes, _) => format!("crashes ({message})"),
+    };
+    outln!(out, "ploop: {check}; CBT {cbt}");
+    let m = &p.mount;
+    let message = m.message.as_deref().unwrap_or("");
+    match m.effect {
+        MountEffect::Truncates => outln!(
+            out,
+            "ploop mount: cuts the file to {} bytes, ext_off left past the end",
+            m.file_size
+        ),
+        MountEffect::DropsExtension => {
+            outln!(out, "ploop mount: rewrites the header with ext_off = 0 ({message})")
+        }
+        MountEffect::Crashes => outln!(out, "ploop mount: crashes ({message})"),
+        MountEffect::Unchanged => {}
+    }
 }

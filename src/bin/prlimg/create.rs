@@ -3,6 +3,7 @@
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
+use parallels_image::raw::header::INUSE_CLOSED_V21;
 use parallels_image::Error;
 use parallels_image::{BitmapSpec, ImageBuilder};
 use parallels_image::{DataRecipe, Recipe};
@@ -41,6 +42,15 @@ pub struct Args {
     /// Build from a recipe (.json or .toml) instead of the options above.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["size", "cluster_size", "v1", "data", "bitmap", "random_bitmap"])]
     recipe: Option<PathBuf>,
+    /// The header's inuse: 0 (closed, as QEMU writes it), v2.1 (closed, as ploop and Parallels
+    /// write it: the only value whose bitmaps ploop loads), Ynot (not closed), another 4-letter
+    /// tag, or a number (decimal or 0x..).
+    #[arg(long, value_name = "INUSE", value_parser = parse_inuse)]
+    inuse: Option<u32>,
+    /// Make an image ploop loads: inuse v2.1 (unless --inuse says otherwise) and a cluster size
+    /// ploop accepts (a power of two from 32K to 64M); warns that ploop keeps only the last bitmap.
+    #[arg(long, value_enum)]
+    preset: Option<Preset>,
     /// Replace OUT if it is a regular file (a device, FIFO or folder is never replaced).
     #[arg(long)]
     force: bool,
@@ -55,6 +65,29 @@ pub struct Args {
 /// A size with qemu-img's suffixes, for clap.
 fn size(text: &str) -> Result<u64, String> {
     parallels_image::parse_size(text).map_err(|e| e.to_string())
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// Virtuozzo ploop: its CBT loader reads the bitmaps.
+    Ploop,
+}
+
+pub(crate) fn parse_inuse(s: &str) -> Result<u32, String> {
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        return u32::from_str_radix(hex, 16).map_err(|_| format!("invalid inuse {s:?}"));
+    }
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(n);
+    }
+    match s.as_bytes() {
+        tag @ [_, _, _, _] if tag.iter().all(u8::is_ascii_graphic) => {
+            Ok(u32::from_le_bytes([tag[0], tag[1], tag[2], tag[3]]))
+        }
+        _ => Err(format!(
+            "invalid inuse {s:?} (expected 0, v2.1, Ynot, another 4-letter tag, or a number)"
+        )),
+    }
 }
 
 fn parse_byte(s: &str) -> Result<u8, String> {
@@ -77,7 +110,7 @@ fn parse_data(s: &str) -> Result<DataRecipe, String> {
     })
 }
 
-fn parse_bitmap(s: &str) -> Result<BitmapSpec, String> {
+pub(crate) fn parse_bitmap(s: &str) -> Result<BitmapSpec, String> {
     let parts: Vec<&str> = s.split(':').collect();
     let [id, granularity, extents] = parts[..] else {
         return Err(format!(
@@ -114,7 +147,8 @@ fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
             Some("json") => serde_json::from_str(&text).map_err(|e| Failure::at(recipe, e.to_string()))?,
             _ => return Err(Failure::at(recipe, "a recipe file name must end in .json or .toml")),
         };
-        return parsed.to_builder().map_err(|e| Failure::at(recipe, e.to_string()));
+        let b = parsed.to_builder().map_err(|e| Failure::at(recipe, e.to_string()))?;
+        return Ok(apply_inuse(b, args));
     }
     let size = args.size.ok_or_else(|| Failure::plain("--size is required"))?;
     // The options are a recipe whose bitmaps are already parsed.
@@ -134,7 +168,38 @@ fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
             .map_err(|e| Failure::plain(e.to_string()))?;
         b = b.bitmap(spec);
     }
-    Ok(b)
+    Ok(apply_inuse(b, args))
+}
+
+fn apply_inuse(b: ImageBuilder, args: &Args) -> ImageBuilder {
+    match (args.inuse, args.preset) {
+        (Some(inuse), _) => b.inuse(inuse),
+        (None, Some(Preset::Ploop)) => b.inuse(INUSE_CLOSED_V21),
+        (None, None) => b,
+    }
+}
+
+/// `--preset ploop`: refuses a cluster size ploop does not open; warns (on stderr) when there
+/// are several bitmaps, since ploop's loader keeps only the last one.
+fn check_preset(args: &Args, builder: &ImageBuilder) -> Result<(), Failure> {
+    if args.preset != Some(Preset::Ploop) {
+        return Ok(());
+    }
+    let cluster = builder.cluster_size_bytes();
+    if !parallels_image::ploop_accepts_cluster_size(cluster) {
+        return Err(Failure::plain(format!(
+            "--preset ploop: ploop does not open images with {cluster}-byte clusters (it wants a power of two from 32K to 64M)"
+        )));
+    }
+    let ids = builder.bitmap_ids();
+    if ids.len() > 1 {
+        let last = uuid::Uuid::from_bytes(ids[ids.len() - 1]);
+        eprintln!(
+            "prlimg: warning: ploop keeps only the last of {} bitmaps ({last}); it ignores the others",
+            ids.len()
+        );
+    }
+    Ok(())
 }
 
 /// A TOML error on one line: where (line and column, from 1) and serde's reason.
@@ -209,6 +274,7 @@ pub fn run(args: &Args) -> Outcome {
         return crate::create_bundle::run(out, args.recipe.as_deref(), options, args.force);
     }
     let builder = builder_from_args(args)?;
+    check_preset(args, &builder)?;
     let expected = data_bytes(args, args.cluster_size);
     let bar = if expected >= 64 << 20 {
         progress(expected, "writing")

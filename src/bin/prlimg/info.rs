@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use parallels_image::qemu::{self, QemuOutcome};
-use parallels_image::{Bitmap, BitmapSummary, Header, Image, Mode, Variant, JSON_SCHEMA};
+use parallels_image::{Bitmap, BitmapSummary, CbtOutcome, Header, Image, Mode, Variant, JSON_SCHEMA};
 use serde::Serialize;
 
 use crate::bitmaps::human;
@@ -49,8 +49,10 @@ fn warnings(image: &Image<'_>) -> Vec<String> {
         QemuOutcome::Aborts { assertion } => w.push(format!("QEMU 10 aborts on this image: {assertion}")),
         _ => w.push("QEMU 10 cannot open this image (prlimg check says why)".to_string()),
     }
-    if p.ploop_loads_bitmaps == Some(false) {
-        w.push("ploop does not load the bitmaps of this extension (prlimg check says why)".to_string());
+    if let Ok(ploop) = parallels_image::predict_ploop(image.source(), "") {
+        if matches!(ploop.cbt.outcome, CbtOutcome::Refuses | CbtOutcome::Crashes) {
+            w.push("ploop does not load the bitmaps of this extension (prlimg check says why)".to_string());
+        }
     }
     w
 }

@@ -1,0 +1,675 @@
+//! What Virtuozzo ploop 9.0.30 does with an image, predicted from its bytes: `ploop check`
+//! (forced, read-only, with duplicate detection), its CBT loader (what `ploop-cbt show` and a
+//! mount read from the Format Extension) and what a mount does to the file before the kernel
+//! gets it.
+//!
+//! ploop checks other things than [`crate::validate()`] does, in its own order, and its CBT
+//! loader reads the extension only when `inuse` is "v2.1". This module follows what ploop's own
+//! library was seen to do, run through the oracle drivers of `shared/oracles/ploop/` on a
+//! catalogue of built, corrupted and randomly mutated images (`tests/ploop/`); `spec/ploop.md`
+//! describes it. Messages are ploop's own texts (facts), without the `Error in FUNCTION
+//! (FILE:LINE): ` prefix ploop puts on its error lines.
+//!
+//! The prediction reads the raw bytes, so it answers for images this crate's parser refuses.
+
+use std::io;
+
+use md5::{Digest, Md5};
+
+use crate::raw::bitmap::BITMAP_HEADER_SIZE;
+use crate::raw::extension::{EXT_HEADER_SIZE, EXT_MAGIC};
+use crate::raw::feature::{FEATURE_DIRTY_BITMAP, FEATURE_HEADER_SIZE};
+use crate::raw::header::{
+    RawHeader, FLAG_FORMAT_CONVERSION, INUSE_CLOSED, INUSE_CLOSED_V21, INUSE_OPEN, MAGIC_V1, MAGIC_V2, VERSION,
+};
+use crate::raw::SECTOR_SIZE;
+use crate::source::Source;
+
+/// ploop's return codes (`SYSEXIT_*`) that an image can cause.
+pub mod rc {
+    /// The image could not be opened as a ploop delta.
+    pub const OPEN: i32 = 4;
+    /// A read came back short or failed.
+    pub const READ: i32 = 6;
+    /// The image is corrupt (`ploop check`).
+    pub const PLOOPFMT: i32 = 11;
+    /// The Format Extension is refused.
+    pub const PROTOCOL: i32 = 13;
+    /// The image is being converted to another version.
+    pub const EBUSY: i32 = 17;
+    /// The image's dirty flag (`inuse` "Ynot") is set.
+    pub const PLOOPINUSE: i32 = 37;
+    /// The file size is not a multiple of the cluster size (mount-time truncation).
+    pub const PARAM: i32 = 38;
+}
+
+/// ploop reads the header as one 4096-byte block.
+const HEADER_BLOCK: u64 = 4096;
+/// At most this many messages of `ploop check` are kept; the rest are counted.
+pub const MAX_PLOOP_MESSAGES: usize = 200;
+/// The last message of a `ploop check` that overruns its heap allocation and dies (SIGABRT
+/// from glibc's heap checks, or SIGSEGV, depending on how far it writes).
+pub const HEAP_OVERRUN: &str = "heap overrun (SIGABRT or SIGSEGV)";
+/// The errno text ploop's mount-time truncation appends: it reports a stale `errno` (measured:
+/// always ENOENT in the oracle driver).
+const STALE_ERRNO_TEXT: &str = "No such file or directory";
+const EIO_TEXT: &str = "Input/output error";
+const EINVAL_TEXT: &str = "Invalid argument";
+
+/// Smallest cluster size ploop accepts (32 KiB).
+pub const PLOOP_MIN_CLUSTER: u64 = 32 << 10;
+/// Largest cluster size ploop accepts (64 MiB).
+pub const PLOOP_MAX_CLUSTER: u64 = 64 << 20;
+
+/// Whether ploop opens images with clusters of `bytes` bytes: a power of two from
+/// [`PLOOP_MIN_CLUSTER`] to [`PLOOP_MAX_CLUSTER`].
+pub fn ploop_accepts_cluster_size(bytes: u64) -> bool {
+    bytes.is_power_of_two() && (PLOOP_MIN_CLUSTER..=PLOOP_MAX_CLUSTER).contains(&bytes)
+}
+
+/// What ploop predicts for one image: its check, its CBT loader and its mount.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PloopPrediction {
+    /// `ploop check -f` (read-only, with duplicate detection).
+    pub check: PloopCheck,
+    /// The CBT loader (`ploop-cbt show`, read-only).
+    pub cbt: PloopCbt,
+    /// What a mount does to the top delta before the kernel gets it.
+    pub mount: PloopMount,
+}
+
+/// What `ploop check` (forced, read-only, with duplicate detection) returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PloopCheck {
+    /// Its return code (0 clean; [`rc`] otherwise); `None` when it dies of a signal.
+    pub rc: Option<i32>,
+    /// Its messages in order, at most [`MAX_PLOOP_MESSAGES`] (the image path as given); when
+    /// it dies of a signal, the signal's name comes last.
+    pub messages: Vec<String>,
+    /// Messages past [`MAX_PLOOP_MESSAGES`], not kept.
+    pub messages_omitted: u64,
+}
+
+/// What ploop's CBT loader does with the Format Extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
+pub enum CbtOutcome {
+    /// `ext_off` is 0: there is no extension to load.
+    None,
+    /// `inuse` is 0 ("closed by version 2.0 software"): the extension is skipped silently.
+    Ignores,
+    /// The extension is read; the last bitmap record is kept (if there is one).
+    Loads,
+    /// ploop refuses the extension (or the image) with a return code and a message.
+    Refuses,
+    /// ploop dies of a signal.
+    Crashes,
+}
+
+impl CbtOutcome {
+    /// `"none"`, `"ignores"`, `"loads"`, `"refuses"` or `"crashes"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CbtOutcome::None => "none",
+            CbtOutcome::Ignores => "ignores",
+            CbtOutcome::Loads => "loads",
+            CbtOutcome::Refuses => "refuses",
+            CbtOutcome::Crashes => "crashes",
+        }
+    }
+}
+
+/// What ploop's CBT loader does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PloopCbt {
+    /// The outcome.
+    pub outcome: CbtOutcome,
+    /// The bitmap ploop keeps (the last record), lowercase 8-4-4-4-12 as ploop prints it.
+    pub bitmap: Option<String>,
+    /// The return code; `None` when ploop crashes.
+    pub rc: Option<i32>,
+    /// The last error ploop prints, or the signal's name when it crashes.
+    pub message: Option<String>,
+}
+
+/// What a mount does to the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "kebab-case"))]
+pub enum MountEffect {
+    /// The file is left as it is.
+    Unchanged,
+    /// The extension and bitmap clusters at the end of the file are cut off; `ext_off` is left
+    /// pointing past the new end.
+    Truncates,
+    /// The header is rewritten with `ext_off = 0` and `inuse = 0` (bad extension magic or
+    /// checksum, or an extension cluster that cannot be read).
+    DropsExtension,
+    /// ploop dies of a signal; the file is left as it is.
+    Crashes,
+}
+
+impl MountEffect {
+    /// `"unchanged"`, `"truncates"`, `"drops-extension"` or `"crashes"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MountEffect::Unchanged => "unchanged",
+            MountEffect::Truncates => "truncates",
+            MountEffect::DropsExtension => "drops-extension",
+            MountEffect::Crashes => "crashes",
+        }
+    }
+}
+
+/// What a ploop mount does to the top delta (its extension load with truncation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct PloopMount {
+    /// The load's return code (non-zero: the mount goes on without CBT); `None` on a crash.
+    pub rc: Option<i32>,
+    /// What happens to the file.
+    pub effect: MountEffect,
+    /// The file size afterwards.
+    pub file_size: u64,
+    /// The header's `ext_off` afterwards (sectors).
+    pub ext_off: u64,
+    /// The header's `inuse` afterwards.
+    pub inuse: u32,
+    /// The last error ploop prints, or the signal's name when it crashes.
+    pub message: Option<String>,
+}
+
+/// Predicts what ploop does with the image in `source`; `path` is the image's path as it would
+/// be passed to ploop (its messages name it).
+pub fn predict_ploop(source: &dyn Source, path: &str) -> io::Result<PloopPrediction> {
+    let check = predict_check(source, path)?;
+    // One walk of the extension answers for both: the read-only load and the mount's load
+    // differ only in what they do to the file afterwards.
+    let load = load_extension(source, path)?;
+    Ok(PloopPrediction {
+        check,
+        cbt: cbt_of(&load),
+        mount: mount_of(source, &load),
+    })
+}
+
+fn is_valid_blocksize(tracks: u32) -> bool {
+    // 32 KiB to 64 MiB, a power of two.
+    (64..=(64 << 11)).contains(&tracks) && tracks.is_power_of_two()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fmt {
+    V1,
+    V2,
+}
+
+fn fmt_of(h: &RawHeader) -> Option<Fmt> {
+    if h.magic == MAGIC_V1 {
+        Some(Fmt::V1)
+    } else if h.magic == MAGIC_V2 {
+        Some(Fmt::V2)
+    } else {
+        None
+    }
+}
+
+fn read_header(source: &dyn Source) -> io::Result<Option<RawHeader>> {
+    if source.size() < HEADER_BLOCK {
+        return Ok(None);
+    }
+    let bytes = source.read_at(0, 64)?;
+    Ok(Some(RawHeader::read_padded(&bytes)))
+}
+
+struct Messages {
+    kept: Vec<String>,
+    omitted: u64,
+}
+
+impl Messages {
+    fn push(&mut self, m: impl FnOnce() -> String) {
+        if self.kept.len() < MAX_PLOOP_MESSAGES {
+            self.kept.push(m());
+        } else {
+            self.omitted += 1;
+        }
+    }
+    fn done(self, rc: i32) -> PloopCheck {
+        PloopCheck {
+            rc: Some(rc),
+            messages: self.kept,
+            messages_omitted: self.omitted,
+        }
+    }
+}
+
+/// `ploop check` with `-f` (forced), read-only, with duplicate detection.
+fn predict_check(source: &dyn Source, path: &str) -> io::Result<PloopCheck> {
+    let mut m = Messages {
+        kept: Vec::new(),
+        omitted: 0,
+    };
+    let Some(h) = read_header(source)? else {
+        m.push(|| "Short read PVD header".into());
+        return Ok(m.done(rc::READ));
+    };
+    let Some(fmt) = fmt_of(&h) else {
+        m.push(|| format!("Wrong signature in image {path}"));
+        return Ok(m.done(rc::PLOOPFMT));
+    };
+    if h.version.get() != VERSION {
+        m.push(|| format!("Wrong type in image {path}"));
+        return Ok(m.done(rc::PLOOPFMT));
+    }
+    let tracks = h.tracks.get();
+    if !is_valid_blocksize(tracks) {
+        m.push(|| format!("Wrong cluster size {} in image {path}", tracks as i32));
+        return Ok(m.done(rc::PLOOPFMT));
+    }
+    let log = tracks.trailing_zeros();
+    let data_off = h.data_off.get();
+    let l1_slots = data_off >> log;
+    if data_off % tracks != 0 || l1_slots == 0 {
+        m.push(|| format!("Wrong first block offset in image {path}"));
+        return Ok(m.done(rc::PLOOPFMT));
+    }
+    let cluster = u64::from(tracks) * SECTOR_SIZE;
+    let size = source.size();
+    // ploop compares with a signed 64-bit disk size (the low 32 bits for the v1 magic).
+    let bd_size = match fmt {
+        Fmt::V1 => i64::from(h.nb_sectors.get() as u32),
+        Fmt::V2 => h.nb_sectors.get() as i64,
+    };
+    let in_use = h.inuse.get() == INUSE_OPEN;
+    if !size.is_multiple_of(cluster) {
+        // Read-only: reported, then the check stops there with success.
+        m.push(|| format!("Image size {size} is not aligned to cluster {cluster}"));
+        return Ok(m.done(0));
+    }
+    if in_use && h.flags.get() & FLAG_FORMAT_CONVERSION != 0 {
+        m.push(|| format!("Image {path} is in the changing version state"));
+        return Ok(m.done(rc::EBUSY));
+    }
+
+    // Blocks of the file already used: the header and BAT blocks, then each data block seen.
+    // ploop sizes its bit map of used blocks from the file and marks the header and BAT blocks
+    // without a bound: a data_off far past the end of the file writes past the allocation,
+    // and glibc (or the MMU) stops the process.
+    let blocks = size / cluster;
+    let map_bytes = ((blocks as u32).wrapping_add(31) / 8) as u64;
+    let touched = u64::from((l1_slots - 1) / 32) * 4 + 4;
+    if touched > malloc_usable(map_bytes) {
+        m.kept.clear();
+        m.push(|| HEAP_OVERRUN.into());
+        return Ok(PloopCheck {
+            rc: None,
+            messages: m.kept,
+            messages_omitted: 0,
+        });
+    }
+    let mut used = vec![0u64; blocks.div_ceil(64) as usize];
+    for b in 0..u64::from(l1_slots).min(blocks) {
+        used[(b / 64) as usize] |= 1 << (b % 64);
+    }
+    let (mut clean, mut fatal) = (true, false);
+    let mut slot: u32 = 0;
+    // The first BAT cluster is read before anything else: a file shorter than one cluster
+    // stops here, and the buffer below never exceeds the file.
+    if cluster > size {
+        m.push(|| "Short read index table".into());
+        return Ok(m.done(rc::READ));
+    }
+    let mut buf = vec![0u8; cluster as usize];
+    for i in 0..u64::from(l1_slots) {
+        if (i + 1) * cluster > size {
+            m.push(|| "Short read index table".into());
+            return Ok(m.done(rc::READ));
+        }
+        let got = source.read_into(i * cluster, &mut buf)?;
+        if got as u64 != cluster {
+            m.push(|| "Short read index table".into());
+            return Ok(m.done(rc::READ));
+        }
+        let skip = if i == 0 { 16 } else { 0 };
+        for j in 0..(cluster / 4) as usize {
+            if j < skip {
+                continue;
+            }
+            let entry = u32::from_le_bytes(buf[j * 4..j * 4 + 4].try_into().expect("4 bytes"));
+            let clu = slot;
+            slot = slot.wrapping_add(1);
+            if entry == 0 {
+                continue;
+            }
+            // The slot's guest offset is computed in 32 bits.
+            if i64::from(clu.wrapping_shl(log)) > bd_size {
+                m.push(|| format!("Data cluster ({clu}) beyond block device size... "));
+                m.push(|| "Skipped".into());
+                clean = false;
+                continue;
+            }
+            let isec: u64 = match fmt {
+                Fmt::V1 => u64::from(entry),
+                Fmt::V2 => u64::from(entry) * u64::from(tracks),
+            };
+            if fmt == Fmt::V1 && !isec.is_multiple_of(u64::from(tracks)) {
+                m.push(|| format!("L2 slot ({clu}) corrupted... "));
+                m.push(|| "FATAL".into());
+                clean = false;
+                fatal = true;
+                continue;
+            }
+            let iblk = (isec >> log) as u32;
+            if u64::from(iblk) * cluster + cluster > size {
+                m.push(|| format!("Data cluster {iblk} is beyond EOF, image size={size} vsec={clu}... "));
+                m.push(|| "FATAL".into());
+                clean = false;
+                fatal = true;
+                continue;
+            }
+            let (w, bit) = ((iblk / 64) as usize, 1u64 << (iblk % 64));
+            if used[w] & bit != 0 {
+                m.push(|| format!("Block {iblk} is used more than once, vsec={clu}... "));
+                m.push(|| "FATAL".into());
+                clean = false;
+                fatal = true;
+            }
+            used[w] |= bit;
+        }
+    }
+    if fatal {
+        m.push(|| format!("Fatal errors were found, image {path} is not repaired"));
+        return Ok(m.done(rc::PLOOPFMT));
+    }
+    if in_use {
+        m.push(|| "Dirty flag is set".into());
+        return Ok(m.done(rc::PLOOPINUSE));
+    }
+    Ok(m.done(if clean { 0 } else { rc::PLOOPFMT }))
+}
+
+/// The bytes glibc's `malloc(n)` lets the caller use (64-bit: 16-byte chunks with an 8-byte
+/// header, at least 32 bytes).
+fn malloc_usable(n: u64) -> u64 {
+    (n + 8 + 15).max(32) / 16 * 16 - 8
+}
+
+/// How a run of ploop's extension loader ends.
+#[derive(Debug)]
+enum LoadEnd {
+    /// The delta could not be opened.
+    OpenFails,
+    /// `ext_off` is 0.
+    NoExtension,
+    /// `inuse` is 0.
+    Ignored,
+    /// Failed with this code; `drop`: a mount rewrites the header without the extension.
+    Fails { rc: i32, drop: bool },
+    /// Granularity 0: division by zero.
+    Crashes,
+    /// Read to the end; the mount truncates the file to `new_size` (or fails with PARAM).
+    /// `new_size`: the size a mount cuts the file to; `None` when the file size is not a
+    /// multiple of the cluster size (the mount's truncation then fails).
+    Done { new_size: Option<u64> },
+}
+
+struct LoadRun {
+    end: LoadEnd,
+    /// Errors ploop printed, in order, without their prefix.
+    errors: Vec<String>,
+    /// The id of the bitmap kept (the last record that loaded).
+    kept: Option<[u8; 16]>,
+    header: Option<RawHeader>,
+}
+
+fn uuid_text(id: &[u8; 16]) -> String {
+    uuid::Uuid::from_bytes(*id).hyphenated().to_string()
+}
+
+/// ploop's `pread` of `len` bytes at sector offset `sectors`: the byte offset wraps in 64 bits
+/// and is taken as signed; the kernel refuses (EINVAL) a negative one or one whose end does not
+/// fit in a signed 64-bit offset; a short read is EIO.
+fn pread_error(sectors: u64, len: u64, file_size: u64) -> Option<(u64, &'static str)> {
+    let off = sectors.wrapping_mul(SECTOR_SIZE);
+    if (off as i64) < 0 || (off.wrapping_add(len) as i64) < 0 {
+        return Some((off, EINVAL_TEXT));
+    }
+    if len > 0 && off + len > file_size {
+        return Some((off, EIO_TEXT));
+    }
+    None
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4)
+        .map_or(0, |s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .map_or(0, |s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+}
+
+/// ploop's extension loader, as the read-only load of `ploop-cbt show` and the load a mount does
+/// before handing the delta to the kernel both run it.
+fn load_extension(source: &dyn Source, path: &str) -> io::Result<LoadRun> {
+    let mut run = LoadRun {
+        end: LoadEnd::OpenFails,
+        errors: Vec::new(),
+        kept: None,
+        header: None,
+    };
+    let Some(h) = read_header(source)? else {
+        run.errors.push(format!("read 1st sector of {path}: {EIO_TEXT}"));
+        return Ok(run);
+    };
+    run.header = Some(h);
+    if fmt_of(&h).is_none() {
+        run.errors
+            .push(format!("Unknown ploop image version in the header {path}"));
+        return Ok(run);
+    }
+    let tracks = h.tracks.get();
+    if h.version.get() != VERSION || !is_valid_blocksize(tracks) {
+        run.errors.push(format!("Invalid image header {path}"));
+        return Ok(run);
+    }
+    let ext_off = h.ext_off.get();
+    let inuse = h.inuse.get();
+    if ext_off == 0 {
+        run.end = LoadEnd::NoExtension;
+        return Ok(run);
+    }
+    if inuse == INUSE_CLOSED {
+        run.end = LoadEnd::Ignored;
+        return Ok(run);
+    }
+    if inuse != INUSE_CLOSED_V21 {
+        run.errors
+            .push("Can't load dirty_bitmap, because image was not successfully closed".into());
+        run.end = LoadEnd::Fails {
+            rc: rc::PROTOCOL,
+            drop: false,
+        };
+        return Ok(run);
+    }
+    let bs = u64::from(tracks) * SECTOR_SIZE;
+    let size = source.size();
+    let fail = |run: &mut LoadRun, rc: i32, drop: bool, message: String| {
+        run.errors.push(message);
+        run.end = LoadEnd::Fails { rc, drop };
+    };
+    if let Some((off, err)) = pread_error(ext_off, bs, size) {
+        run.errors
+            .push(format!("pread off={off} size={}: {err}", bs as u32 as i32));
+        let text = format!("Can't read optional header block, offset: 0x{ext_off:x}, size: 0x{bs:x}: {err}");
+        fail(&mut run, rc::READ, true, text);
+        return Ok(run);
+    }
+    let block = source.read_at(ext_off.wrapping_mul(SECTOR_SIZE), bs)?;
+    if u64_at(&block, 0) != EXT_MAGIC {
+        fail(&mut run, rc::PROTOCOL, true, "Wrong optional header magic".into());
+        return Ok(run);
+    }
+    let digest: [u8; 16] = Md5::digest(&block[EXT_HEADER_SIZE..]).into();
+    if block[8..24] != digest {
+        fail(&mut run, rc::PROTOCOL, true, "Wrong optional header checksum".into());
+        return Ok(run);
+    }
+    // Blocks the mount may cut off the end of the file: the extension and every bitmap cluster.
+    let mut ext_blocks = vec![ext_off.wrapping_mul(SECTOR_SIZE)];
+    let end = bs as usize;
+    let hdr = FEATURE_HEADER_SIZE;
+    let mut pos = EXT_HEADER_SIZE;
+    let nb_sectors = h.nb_sectors.get();
+    loop {
+        let data = pos + hdr;
+        let data_size = u32_at(&block, pos + 16) as usize;
+        if data > end || data + data_size > end {
+            fail(&mut run, rc::PROTOCOL, false, "Spoiled optional header".into());
+            return Ok(run);
+        }
+        let magic = u64_at(&block, pos);
+        if magic == 0 {
+            break;
+        }
+        if magic == FEATURE_DIRTY_BITMAP {
+            // The bitmap's size is compared with the 64-bit field, whatever the magic.
+            if u64_at(&block, data) != nb_sectors {
+                fail(
+                    &mut run,
+                    rc::PROTOCOL,
+                    false,
+                    "Image size is not equal to dirty_bitmap size".into(),
+                );
+                return Ok(run);
+            }
+            let l1_size = u32_at(&block, data + 28);
+            if (data_size as u64) < BITMAP_HEADER_SIZE as u64 + 8 * u64::from(l1_size) {
+                fail(&mut run, rc::PROTOCOL, false, "Spoiled bitmap extension data".into());
+                return Ok(run);
+            }
+            let granularity = u64::from(u32_at(&block, data + 24));
+            if granularity == 0 {
+                run.end = LoadEnd::Crashes;
+                return Ok(run);
+            }
+            let bits = nb_sectors.wrapping_add(granularity - 1) / granularity;
+            let mut bytes = bits.wrapping_add(7) >> 3;
+            for k in 0..l1_size as usize {
+                let entry = u64_at(&block, data + BITMAP_HEADER_SIZE + 8 * k);
+                let chunk = bs.min(bytes);
+                bytes -= chunk;
+                if entry > 1 {
+                    // ploop passes the length as a 32-bit count.
+                    if let Some((off, err)) = pread_error(entry, u64::from(chunk as u32), size) {
+                        run.errors
+                            .push(format!("pread off={off} size={}: {err}", chunk as u32 as i32));
+                        fail(
+                            &mut run,
+                            rc::READ,
+                            false,
+                            format!("Can't read dirty_bitmap block: {err}"),
+                        );
+                        return Ok(run);
+                    }
+                    ext_blocks.push(entry.wrapping_mul(SECTOR_SIZE));
+                }
+            }
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&block[data + 8..data + 24]);
+            run.kept = Some(id);
+        }
+        pos = data + data_size;
+    }
+    if !size.is_multiple_of(bs) {
+        run.end = LoadEnd::Done { new_size: None };
+        return Ok(run);
+    }
+    // Cut the extension and bitmap blocks that end the file, as long as the block before the
+    // end is one of them.
+    let mut new_size = size;
+    while new_size >= bs {
+        let last = new_size - bs;
+        match ext_blocks.iter().position(|&b| b == last) {
+            Some(i) => {
+                ext_blocks.swap_remove(i);
+                new_size = last;
+            }
+            None => break,
+        }
+    }
+    run.end = LoadEnd::Done {
+        new_size: Some(new_size),
+    };
+    Ok(run)
+}
+
+fn cbt_of(run: &LoadRun) -> PloopCbt {
+    let last = run.errors.last().cloned();
+    let (outcome, rc, message) = match run.end {
+        LoadEnd::OpenFails => (CbtOutcome::Refuses, Some(rc::OPEN), last),
+        LoadEnd::NoExtension => (CbtOutcome::None, Some(0), None),
+        LoadEnd::Ignored => (CbtOutcome::Ignores, Some(0), None),
+        LoadEnd::Fails { rc, .. } => (CbtOutcome::Refuses, Some(rc), last),
+        LoadEnd::Crashes => (CbtOutcome::Crashes, None, Some("SIGFPE".into())),
+        LoadEnd::Done { .. } => (CbtOutcome::Loads, Some(0), None),
+    };
+    PloopCbt {
+        outcome,
+        bitmap: match outcome {
+            CbtOutcome::Loads => run.kept.as_ref().map(uuid_text),
+            _ => None,
+        },
+        rc,
+        message,
+    }
+}
+
+fn mount_of(source: &dyn Source, run: &LoadRun) -> PloopMount {
+    let size = source.size();
+    let (ext_off, inuse) = run.header.map_or((0, 0), |h| (h.ext_off.get(), h.inuse.get()));
+    let mut mount = PloopMount {
+        rc: Some(0),
+        effect: MountEffect::Unchanged,
+        file_size: size,
+        ext_off,
+        inuse,
+        message: run.errors.last().cloned(),
+    };
+    match run.end {
+        LoadEnd::OpenFails => mount.rc = Some(rc::OPEN),
+        LoadEnd::NoExtension | LoadEnd::Ignored => {}
+        LoadEnd::Fails { rc, drop } => {
+            mount.rc = Some(rc);
+            if drop {
+                mount.effect = MountEffect::DropsExtension;
+                mount.ext_off = 0;
+                mount.inuse = INUSE_CLOSED;
+                mount.message = Some("Drop optional header".into());
+            }
+        }
+        LoadEnd::Crashes => {
+            mount.rc = None;
+            mount.effect = MountEffect::Crashes;
+            mount.message = Some("SIGFPE".into());
+        }
+        LoadEnd::Done { new_size: None } => {
+            mount.rc = Some(rc::PARAM);
+            mount.message = Some(format!(
+                "Failed to truncate format extension blocks: {STALE_ERRNO_TEXT}"
+            ));
+        }
+        LoadEnd::Done {
+            new_size: Some(new_size),
+        } => {
+            if new_size < size {
+                mount.effect = MountEffect::Truncates;
+                mount.file_size = new_size;
+            }
+        }
+    }
+    mount
+}
