@@ -448,7 +448,6 @@ fn hex16(b: &[u8; 16]) -> String {
     derive(serde::Serialize),
     serde(tag = "violation", rename_all = "snake_case")
 )]
-#[allow(missing_docs)]
 #[non_exhaustive]
 pub enum Violation {
     /// R1: the magic is neither `WithoutFreeSpace` nor `WithouFreSpacExt`.
@@ -456,109 +455,200 @@ pub enum Violation {
         "header magic at byte 0 is {found:?} (hex {}), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\"",
         hex16(found)
     )]
-    BadMagic { found: [u8; 16] },
+    BadMagic {
+        /// The 16 magic bytes as stored.
+        found: [u8; 16],
+    },
     /// R2: version is not 2.
     #[error("header version at byte 16 is {found}, expected 2")]
-    BadVersion { found: u32 },
+    BadVersion {
+        /// The `version` field as stored.
+        found: u32,
+    },
     /// R3: tracks (sectors per cluster) is 0.
     #[error("header tracks at byte 28 is 0, expected a cluster size of at least 1 sector")]
     ZeroTracks,
     /// R4: tracks is above 4186127.
     #[error("header tracks at byte 28 is {tracks}, expected at most {max} (cluster too big)")]
-    ClusterTooBig { tracks: u32, max: u32 },
+    ClusterTooBig {
+        /// `tracks` as stored: the cluster size in sectors.
+        tracks: u32,
+        /// The largest value readers accept.
+        max: u32,
+    },
     /// R5: bat_entries is above 536870911.
     #[error("header bat_entries at byte 32 is {bat_entries}, expected at most {max} (catalog too large)")]
-    CatalogTooLarge { bat_entries: u32, max: u32 },
+    CatalogTooLarge {
+        /// `bat_entries` as stored.
+        bat_entries: u32,
+        /// The largest value readers accept.
+        max: u32,
+    },
     /// R6: ext_off is not below INT64_MAX >> 9.
     #[error("header ext_off at byte 56 is {ext_off} sectors, expected below {max}")]
-    ExtOffTooBig { ext_off: u64, max: u64 },
+    ExtOffTooBig {
+        /// `ext_off` as stored, in sectors.
+        ext_off: u64,
+        /// The largest value readers accept.
+        max: u64,
+    },
     /// R7: inuse says the image is open or was not closed cleanly.
     #[error("header inuse at byte 44 is 0x746f6e59 (\"Ynot\"): the image was not closed cleanly")]
     Unclean,
     /// R8: inuse holds a value no implementation writes.
     #[error("header inuse at byte 44 is {found:#010x}, expected 0, 0x312e3276 (\"v2.1\") or 0x746f6e59 (\"Ynot\")")]
-    UnknownInuse { found: u32 },
+    UnknownInuse {
+        /// The `inuse` field as stored.
+        found: u32,
+    },
     /// R9: flags has bits with no known meaning.
     #[error("header flags at byte 52 is {found:#010x}, expected only bits 0 and 1")]
-    UnknownFlags { found: u32 },
+    UnknownFlags {
+        /// The `flags` field as stored.
+        found: u32,
+    },
     /// R10: v1 image with nb_sectors above 32 bits (readers use only the low 32 bits).
     #[error("header nb_sectors at byte 36 is {nb_sectors}, but a v1 image uses only the low 32 bits ({})", nb_sectors & 0xffff_ffff)]
-    V1SizeHighBits { nb_sectors: u64 },
+    V1SizeHighBits {
+        /// `nb_sectors` (the disk size) in sectors.
+        nb_sectors: u64,
+    },
     /// R11: the virtual size is beyond what the BAT covers.
     #[error("header nb_sectors at byte 36 is {nb_sectors}, expected at most bat_entries * tracks = {covered}")]
-    SizeBeyondBat { nb_sectors: u64, covered: u64 },
+    SizeBeyondBat {
+        /// `nb_sectors` (the disk size) in sectors.
+        nb_sectors: u64,
+        /// `bat_entries * tracks`: the sectors the BAT can address.
+        covered: u64,
+    },
     /// R12: a v2 image has data_off 0.
     #[error("header data_off at byte 48 is 0, expected a non-zero sector offset in a v2 image")]
     DataOffZero,
     /// R13: a v2 image's data_off is not a multiple of the cluster size.
     #[error("header data_off at byte 48 is {data_off} sectors, expected a multiple of tracks ({tracks})")]
-    DataOffUnaligned { data_off: u32, tracks: u32 },
+    DataOffUnaligned {
+        /// `data_off` as stored, in sectors.
+        data_off: u32,
+        /// `tracks` as stored: the cluster size in sectors.
+        tracks: u32,
+    },
     /// R14: the data area starts inside the header and BAT.
     #[error("header data_off at byte 48 is {data_off} sectors (byte {data_start}), expected at least {min_start} (end of the BAT, rounded up)")]
     DataOffInsideBat {
+        /// `data_off` as stored, in sectors.
         data_off: u32,
+        /// Byte offset where the data area starts.
         data_start: u64,
+        /// The smallest data start allowed: the end of the BAT rounded up, in bytes.
         min_start: u64,
     },
     /// R15: the data area starts past the end of the file.
     #[error("header data_off at byte 48 puts the data area at byte {data_start}, past the end of the file ({file_len} bytes)")]
-    DataOffPastEof { data_start: u64, file_len: u64 },
+    DataOffPastEof {
+        /// Byte offset where the data area starts.
+        data_start: u64,
+        /// The length of the file in bytes.
+        file_len: u64,
+    },
     /// R16: a BAT entry points into the header and BAT area.
     #[error(
         "BAT[{index}] = {entry} points at byte {offset}, inside the header and BAT area (data starts at {data_start})"
     )]
     BatEntryBelowData {
+        /// BAT index.
         index: u32,
+        /// The BAT entry as stored (sectors for v1, clusters for v2).
         entry: u32,
+        /// Byte offset in the file the entry points at.
         offset: u64,
+        /// Byte offset where the data area starts.
         data_start: u64,
     },
     /// R17: a v1 BAT entry is not a whole number of clusters from the data area start.
     #[error("BAT[{index}] = {entry} points at byte {offset}, expected data start {data_start} plus a multiple of the cluster size {cluster_size}")]
     BatEntryUnaligned {
+        /// BAT index.
         index: u32,
+        /// The BAT entry as stored (sectors for v1, clusters for v2).
         entry: u32,
+        /// Byte offset in the file the entry points at.
         offset: u64,
+        /// Byte offset where the data area starts.
         data_start: u64,
+        /// The cluster size in bytes.
         cluster_size: u64,
     },
     /// R18: a BAT entry's cluster ends past the end of the file.
     #[error("BAT[{index}] = {entry} points at byte {offset}; its cluster ends at {end}, past the end of the file ({file_len} bytes)")]
     BatEntryPastEof {
+        /// BAT index.
         index: u32,
+        /// The BAT entry as stored (sectors for v1, clusters for v2).
         entry: u32,
+        /// Byte offset in the file the entry points at.
         offset: u64,
+        /// Byte offset where the cluster ends.
         end: u64,
+        /// The length of the file in bytes.
         file_len: u64,
     },
     /// R19: two BAT entries point at the same cluster.
     #[error("BAT[{index}] = {entry} points at byte {offset}, already used by BAT[{first}]")]
     BatEntryDuplicate {
+        /// BAT index.
         index: u32,
+        /// The BAT entry as stored (sectors for v1, clusters for v2).
         entry: u32,
+        /// Byte offset in the file the entry points at.
         offset: u64,
+        /// The earlier one that holds it: a BAT index (R19) or feature number (R41).
         first: u32,
     },
     /// R20: bytes after the last referenced cluster.
     #[error("{len} bytes at {offset} after the last referenced cluster are leaked")]
-    Leak { offset: u64, len: u64 },
+    Leak {
+        /// Byte offset where the leaked tail starts (the end of the last referenced byte).
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
     /// R21: the extension cluster is not on a cluster boundary of the data area (multiples of
     /// the cluster size from byte 0 for v2, from the data area start for v1).
     #[error("header ext_off at byte 56 is {ext_off} sectors (byte {offset}), expected a cluster boundary of the data area (cluster size {cluster_size})")]
     ExtOffUnaligned {
+        /// `ext_off` as stored, in sectors.
         ext_off: u64,
+        /// Byte offset of the extension cluster in the file.
         offset: u64,
+        /// The cluster size in bytes.
         cluster_size: u64,
     },
     /// R22: the extension cluster ends past the end of the file.
     #[error("the extension cluster at byte {offset} ends at {end}, past the end of the file ({file_len} bytes)")]
-    ExtPastEof { offset: u64, end: u64, file_len: u64 },
+    ExtPastEof {
+        /// Byte offset of the extension cluster in the file.
+        offset: u64,
+        /// Byte offset where the cluster ends.
+        end: u64,
+        /// The length of the file in bytes.
+        file_len: u64,
+    },
     /// R23: the extension cluster overlaps another region.
     #[error("the extension cluster at byte {offset} overlaps {with}")]
-    ExtOverlap { offset: u64, with: Region },
+    ExtOverlap {
+        /// Byte offset of the extension cluster in the file.
+        offset: u64,
+        /// The region it overlaps.
+        with: Region,
+    },
     /// R24: the extension magic is wrong.
     #[error("extension magic at byte {offset} is {found:#018x}, expected 0xab234cef23dcea87")]
-    ExtBadMagic { offset: u64, found: u64 },
+    ExtBadMagic {
+        /// Byte offset of the extension cluster in the file.
+        offset: u64,
+        /// The extension magic as stored.
+        found: u64,
+    },
     /// R25: the extension checksum does not match.
     #[error(
         "extension checksum at byte {offset} is {}, expected the MD5 of the cluster's bytes 24.. = {}",
@@ -566,115 +656,207 @@ pub enum Violation {
         hex16(expected)
     )]
     ExtBadChecksum {
+        /// Byte offset of the extension cluster in the file.
         offset: u64,
+        /// The MD5 stored in the cluster (bytes 8..24).
         found: [u8; 16],
+        /// The MD5 of the cluster's bytes 24.. as computed.
         expected: [u8; 16],
     },
     /// R26: fewer bytes than a feature header are left in the cluster.
     #[error("feature #{index} at byte {offset}: only {remaining} bytes left in the extension cluster, expected at least 24 for a feature header")]
-    FeatureTruncated { index: usize, offset: u64, remaining: u64 },
+    FeatureTruncated {
+        /// Feature number, from 0, in record order.
+        index: usize,
+        /// Byte offset in the file of the feature record.
+        offset: u64,
+        /// Bytes left in the extension cluster after the record's start (R26) or header (R28).
+        remaining: u64,
+    },
     /// R27: a feature has non-zero flags.
     #[error("feature #{index} at byte {offset} (magic {magic:#018x}) has flags {flags:#x}, expected 0")]
     FeatureFlags {
+        /// Feature number, from 0, in record order.
         index: usize,
+        /// Byte offset in the file of the feature record.
         offset: u64,
+        /// The record's magic.
         magic: u64,
+        /// The record's flags.
         flags: u64,
     },
     /// R28: a feature's data runs past the end of the cluster.
     #[error("feature #{index} at byte {offset}: data_size {data_size} is more than the {remaining} bytes left in the extension cluster")]
     FeatureDataOverflow {
+        /// Feature number, from 0, in record order.
         index: usize,
+        /// Byte offset in the file of the feature record.
         offset: u64,
+        /// The record's `data_size`, in bytes.
         data_size: u32,
+        /// Bytes left in the extension cluster after the record's start (R26) or header (R28).
         remaining: u64,
     },
     /// R29: a feature's magic is unknown.
     #[error("feature #{index} at byte {offset} has unknown magic {magic:#018x}")]
-    UnknownFeature { index: usize, offset: u64, magic: u64 },
+    UnknownFeature {
+        /// Feature number, from 0, in record order.
+        index: usize,
+        /// Byte offset in the file of the feature record.
+        offset: u64,
+        /// The record's magic.
+        magic: u64,
+    },
     /// R30: the feature list has no end record.
     #[error("the feature list has no end record: the cluster ends at byte {offset} after {count} features")]
-    MissingEndRecord { offset: u64, count: usize },
+    MissingEndRecord {
+        /// Byte offset in the file where the cluster ends.
+        offset: u64,
+        /// How many: feature records before the end of the cluster (R30), set bits (R42).
+        count: usize,
+    },
     /// R31: padding or the end record has non-zero bytes.
     #[error("extension byte {offset} is {found:#04x}, expected 0 (padding, end record or the rest of the cluster)")]
-    NonZeroPadding { offset: u64, found: u8 },
+    NonZeroPadding {
+        /// Byte offset in the file of the non-zero byte.
+        offset: u64,
+        /// The first non-zero byte found.
+        found: u8,
+    },
     /// R32: a bitmap feature's data is too short for its header and L1 table.
     #[error("feature #{index} at byte {offset}: data_size {data_size}, expected {expected} (32-byte bitmap header plus 8 bytes per L1 entry)")]
     BitmapDataTooShort {
+        /// Feature number, from 0, in record order.
         index: usize,
+        /// Byte offset in the file of the feature record.
         offset: u64,
+        /// The record's `data_size`, in bytes.
         data_size: u32,
+        /// Bytes the bitmap header and its L1 table need.
         expected: u64,
     },
     /// R33: a bitmap feature's data is longer than its header and L1 table.
     #[error("feature #{index} at byte {offset}: data_size {data_size}, expected {expected}; {} extra bytes", *data_size as u64 - expected)]
     BitmapExtraData {
+        /// Feature number, from 0, in record order.
         index: usize,
+        /// Byte offset in the file of the feature record.
         offset: u64,
+        /// The record's `data_size`, in bytes.
         data_size: u32,
+        /// Bytes the bitmap header and its L1 table need.
         expected: u64,
     },
     /// R34: a bitmap's size is not the disk's size.
     #[error("bitmap feature #{index} at byte {offset}: size {found} sectors, expected nb_sectors = {expected}")]
     BitmapSizeMismatch {
+        /// Feature number, from 0, in record order.
         index: usize,
+        /// Byte offset in the file of the feature record.
         offset: u64,
+        /// The bitmap's `size`, in sectors.
         found: u64,
+        /// The disk's `nb_sectors` (as readers use it), in sectors.
         expected: u64,
     },
     /// R35: a bitmap's granularity is 0 or not a power of two.
     #[error("bitmap feature #{index} at byte {offset}: granularity {found} sectors, expected a non-zero power of two")]
-    BitmapGranularityInvalid { index: usize, offset: u64, found: u32 },
+    BitmapGranularityInvalid {
+        /// Feature number, from 0, in record order.
+        index: usize,
+        /// Byte offset in the file of the feature record.
+        offset: u64,
+        /// The granularity as stored, in sectors.
+        found: u32,
+    },
     /// R36: a bitmap's granularity in bytes does not fit in 32 bits.
     #[error("bitmap feature #{index} at byte {offset}: granularity {found} sectors is {} bytes, expected at most 2^31 bytes (it must fit in u32)", *found as u64 * 512)]
-    BitmapGranularityTooBig { index: usize, offset: u64, found: u32 },
+    BitmapGranularityTooBig {
+        /// Feature number, from 0, in record order.
+        index: usize,
+        /// Byte offset in the file of the feature record.
+        offset: u64,
+        /// The granularity as stored, in sectors.
+        found: u32,
+    },
     /// R37: a bitmap's l1_size does not match the disk size, granularity and cluster size.
     #[error("bitmap feature #{index} at byte {offset}: l1_size {found}, expected {expected} (one entry per {cluster_bits} granules)")]
     BitmapL1Size {
+        /// Feature number, from 0, in record order.
         index: usize,
+        /// Byte offset in the file of the feature record.
         offset: u64,
+        /// `l1_size` as stored, in entries.
         found: u32,
+        /// The `l1_size` the disk size, granularity and cluster size call for, in entries.
         expected: u64,
+        /// Granules one bitmap cluster holds: `8 * cluster_size`.
         cluster_bits: u64,
     },
     /// R38: an L1 entry is not on a cluster boundary of the data area (as for R21).
     #[error("bitmap feature #{feature} L1[{index}] = {entry} (byte {offset}), expected a cluster boundary of the data area (cluster size {cluster_size})")]
     L1EntryUnaligned {
+        /// Feature number of the bitmap, from 0, in record order.
         feature: usize,
+        /// L1 index.
         index: u32,
+        /// The L1 entry as stored, in sectors.
         entry: u64,
+        /// Byte offset in the file the L1 entry points at (`entry * 512`).
         offset: u64,
+        /// The cluster size in bytes.
         cluster_size: u64,
     },
     /// R39: an L1 entry's cluster ends past the end of the file.
     #[error("bitmap feature #{feature} L1[{index}] = {entry} points at byte {offset}, its cluster ends past the end of the file ({file_len} bytes)")]
     L1EntryPastEof {
+        /// Feature number of the bitmap, from 0, in record order.
         feature: usize,
+        /// L1 index.
         index: u32,
+        /// The L1 entry as stored, in sectors.
         entry: u64,
+        /// Byte offset in the file the L1 entry points at (`entry * 512`).
         offset: u64,
+        /// The length of the file in bytes.
         file_len: u64,
     },
     /// R40: an L1 entry's cluster overlaps another region.
     #[error("bitmap feature #{feature} L1[{index}] = {entry} points at byte {offset}, which overlaps {with}")]
     L1EntryOverlap {
+        /// Feature number of the bitmap, from 0, in record order.
         feature: usize,
+        /// L1 index.
         index: u32,
+        /// The L1 entry as stored, in sectors.
         entry: u64,
+        /// Byte offset in the file the L1 entry points at (`entry * 512`).
         offset: u64,
+        /// The region it overlaps.
         with: Region,
     },
     /// R41: two bitmaps have the same id.
     #[error("bitmap feature #{index} at byte {offset} has id {id}, already used by feature #{first}")]
     DuplicateBitmapId {
+        /// Feature number, from 0, in record order.
         index: usize,
+        /// Byte offset in the file of the feature record.
         offset: u64,
+        /// The earlier one that holds it: a BAT index (R19) or feature number (R41).
         first: usize,
+        /// The id as QEMU prints it (a lower-case UUID).
         id: String,
     },
     /// R42: bits past the last granule of the last chunk are set.
     #[error("bitmap feature #{feature} L1[{index}]: bits past the last granule are set ({count} bits)")]
-    BitmapTrailingBits { feature: usize, index: u32, count: u64 },
+    BitmapTrailingBits {
+        /// Feature number of the bitmap, from 0, in record order.
+        feature: usize,
+        /// L1 index of the last chunk.
+        index: u32,
+        /// How many: feature records before the end of the cluster (R30), set bits (R42).
+        count: u64,
+    },
 }
 
 impl Violation {
