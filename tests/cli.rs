@@ -1126,17 +1126,30 @@ fn info_warns_when_the_extension_would_be_refused() {
     );
     // The extension cluster is at 192 KiB; its checksum is bytes 8..16 of it.
     patch(&a, 196608 + 8, &[0xde, 0xad, 0xbe, 0xef]);
-    let text = stdout(&prlimg_ok(&["info", s(&a)]));
-    let warnings = [
-        "QEMU 10 refuses this image: Wrong checksum in Format Extension header. Format extension is corrupted.",
-        "ploop does not load the bitmaps of this extension (prlimg check says why)",
-    ];
-    let lines: Vec<&str> = text.lines().collect();
-    let at = lines.iter().position(|l| *l == "extension: present").unwrap();
-    assert_eq!(lines[at + 1..at + 3], warnings.map(|w| format!("warning: {w}")));
+    let qemu = "QEMU 10 refuses this image: Wrong checksum in Format Extension header. Format extension is corrupted.";
+    let ploop = "ploop does not load the bitmaps of this extension (prlimg check says why)";
+    let warned = |a: &Path| {
+        let text = stdout(&prlimg_ok(&["info", s(a)]));
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let at = lines.iter().position(|l| l == "extension: present").unwrap();
+        let shown: Vec<String> = lines[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("warning: "))
+            .cloned()
+            .collect();
+        let json = json_of(&prlimg_ok(&["info", s(a), "--output", "json"]))["warnings"].clone();
+        (shown, json)
+    };
+    // inuse 0: ploop skips the extension without reading it, so only QEMU refuses.
+    assert_eq!(warned(&a), (vec![format!("warning: {qemu}")], json!([qemu])));
+    // inuse "v2.1": ploop reads the extension and refuses its checksum too.
+    patch(&a, 44, b"v2.1");
     assert_eq!(
-        json_of(&prlimg_ok(&["info", s(&a), "--output", "json"]))["warnings"],
-        json!(warnings)
+        warned(&a),
+        (
+            vec![format!("warning: {qemu}"), format!("warning: {ploop}")],
+            json!([qemu, ploop])
+        )
     );
 }
 

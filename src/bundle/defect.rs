@@ -2,9 +2,9 @@
 //! and readers (`prlimg corrupt BUNDLE OUT --defect NAME`). One variant per defect, each
 //! knowing its rule; the dispatch is exhaustive.
 
+use super::pio::PositionedIo;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use uuid::Uuid;

@@ -20,6 +20,7 @@
 mod defect;
 mod descriptor;
 mod disk;
+mod pio;
 mod recipe;
 mod rule;
 mod validate;

@@ -1,9 +1,9 @@
 //! Writing: an expanding image from guest data (all-zero clusters left unallocated), and whole
 //! bundles (descriptor, marker, one image per snapshot and segment) from a description.
 
+use super::pio::PositionedIo;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -454,6 +454,7 @@ pub fn write_bundle_dir(dir: &Path, overwrite: bool, fill: impl FnOnce(&Path) ->
         .prefix(".prlimg-")
         .suffix(".tmp")
         .tempdir_in(&parent)?;
+    #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))?;
