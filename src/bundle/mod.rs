@@ -142,6 +142,11 @@ pub fn is_bundle(path: &Path) -> bool {
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")) {
         return true;
     }
+    // Only a regular file is sniffed: reading a pipe, a FIFO or a device would take bytes the
+    // image reader needs.
+    if !fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
     let Ok(mut f) = fs::File::open(path) else { return false };
     let mut head = [0u8; 64];
     let n = io::Read::read(&mut f, &mut head).unwrap_or(0);

@@ -11,7 +11,7 @@ use std::process::Command;
 use parallels_image::raw::header::{INUSE_CLOSED, INUSE_CLOSED_V21};
 use parallels_image::{
     edit_bitmaps_file, open, validate, BitmapEdit, BuildError, CbtOutcome, Data, Error, FileSource, ImageBuilder,
-    Severity, Variant,
+    OutputError, Severity, Variant,
 };
 
 use crate::corpus::{bm, KIB, MIB};
@@ -212,7 +212,7 @@ fn remove_keeps_the_other_bitmaps_and_in_place_is_atomic() {
         // and leaves every file as it was.
         let before = std::fs::read(&out).unwrap();
         match edit_bitmaps_file(&input, &out, &BitmapEdit::Remove(c.id), None, false) {
-            Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists),
+            Err(Error::Output(OutputError::Exists { path })) => assert_eq!(path, out),
             other => panic!("{other:?}"),
         }
         match edit_bitmaps_file(&out, &out, &BitmapEdit::Remove(c.id), None, false) {
