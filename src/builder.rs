@@ -400,15 +400,21 @@ impl ImageBuilder {
     }
 }
 
-/// The next free cluster at `*next`, moving `*next` past it. Never sector 0 or 1: as an L1 entry
-/// those read as markers.
+/// The next free cluster at `*next`, moving `*next` past it. Data and the extension may start at
+/// sector 1, where a compact v1 data area does.
 pub(crate) fn alloc_cluster(next: &mut u64, cs: u64) -> u64 {
-    while *next < 2 * SECTOR_SIZE {
-        *next += cs;
-    }
     let at = *next;
     *next += cs;
     at
+}
+
+/// The next free cluster for a bitmap chunk: never sector 0 or 1, which as an L1 entry read as
+/// markers. (The extension comes first, so a bitmap cluster is never that low in practice.)
+fn alloc_bitmap_cluster(next: &mut u64, cs: u64) -> u64 {
+    while *next < 2 * SECTOR_SIZE {
+        *next += cs;
+    }
+    alloc_cluster(next, cs)
 }
 
 /// Bitmaps encoded for an image: their feature records, L1 tables and the clusters of their
@@ -473,7 +479,7 @@ pub(crate) fn encode_bitmaps(specs: &[BitmapSpec], nb_sectors: u64, cs: u64, nex
             for (s, e) in inside {
                 set_bits(&mut bits, s, e);
             }
-            let host = alloc_cluster(next, cs);
+            let host = alloc_bitmap_cluster(next, cs);
             *slot = host / SECTOR_SIZE;
             chunk_clusters.push((host, bits));
         }

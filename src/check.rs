@@ -102,6 +102,10 @@ struct QemuInfoJson {
     exit_code: Option<i32>,
     message: Option<String>,
     bitmaps: Vec<String>,
+    /// The rule of `spec/qemu.md` that decided (`"H1"` … `"B10"`, `"UB"`), null when it opens.
+    reason: Option<&'static str>,
+    /// The signal that kills QEMU when it crashes.
+    signal: Option<i32>,
 }
 
 /// What `qemu-img check` does, as JSON.
@@ -113,6 +117,11 @@ struct QemuCheckJson {
     corruptions: Option<u64>,
     leaks: Option<u64>,
     image_end_offset: Option<u64>,
+    /// Every `ERROR …` line it prints, in order (up to 1000; `errors_omitted` counts the rest).
+    errors: Vec<String>,
+    errors_omitted: u64,
+    /// The assertion when it aborts.
+    assertion: Option<String>,
 }
 
 #[cfg(feature = "serde")]
@@ -129,12 +138,17 @@ impl serde::Serialize for Conformance {
             outcome: info.kind(),
             exit_code: info.exit_code(),
             message: info.message(&self.filename).or_else(|| match info {
-                QemuOutcome::Undefined { reason } => Some(reason.clone()),
+                QemuOutcome::Undefined { detail } => Some(detail.clone()),
                 _ => None,
             }),
             bitmaps: match info {
                 QemuOutcome::Opens { bitmaps } => bitmaps.clone(),
                 _ => Vec::new(),
+            },
+            reason: info.reason().map(|r| r.code()),
+            signal: match info {
+                QemuOutcome::Crashes { signal, .. } => Some(*signal),
+                _ => None,
             },
         };
         let counts = match &self.prediction.check {
@@ -152,7 +166,19 @@ impl serde::Serialize for Conformance {
             corruptions: counts.map(|c| c.corruptions),
             leaks: counts.map(|c| c.leaks),
             image_end_offset: counts.map(|c| c.image_end_offset),
+            errors: counts.map(|c| c.errors.clone()).unwrap_or_default(),
+            errors_omitted: counts.map_or(0, |c| c.errors_omitted),
+            assertion: match &self.prediction.check {
+                QemuCheck::Aborts { assertion } => Some(assertion.clone()),
+                _ => None,
+            },
         };
+        let read_write = self
+            .prediction
+            .render(&self.filename)
+            .iter()
+            .find_map(|l| l.strip_prefix("QEMU 10 read-write: ").map(str::to_string))
+            .unwrap_or_default();
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("schema", &JSON_SCHEMA)?;
         m.serialize_entry("filename", &self.filename)?;
@@ -174,6 +200,7 @@ impl serde::Serialize for Conformance {
         m.serialize_entry("qemu", &qemu)?;
         m.serialize_entry("qemu_check", &qemu_check)?;
         m.serialize_entry("ploop", &self.ploop)?;
+        m.serialize_entry("qemu_read_write", &read_write)?;
         m.end()
     }
 }

@@ -496,7 +496,7 @@ pub enum Violation {
     #[error("header inuse at byte 44 is 0x746f6e59 (\"Ynot\"): the image was not closed cleanly")]
     Unclean,
     /// R8: inuse holds a value no implementation writes.
-    #[error("header inuse at byte 44 is {found:#010x}, expected 0, 0x312e3276 (\"v2.1\") or 0x746f6e59 (\"Ynot\")")]
+    #[error("header inuse at byte 44 is {found:#010x}, expected 0, a writer's tag (\"v2.1\", \"pd17\", \"pd22\") or 0x746f6e59 (\"Ynot\")")]
     UnknownInuse {
         /// The `inuse` field as stored.
         found: u32,
@@ -641,8 +641,8 @@ pub enum Violation {
         /// The region it overlaps.
         with: Region,
     },
-    /// R24: the extension magic is wrong.
-    #[error("extension magic at byte {offset} is {found:#018x}, expected 0xab234cef23dcea87")]
+    /// R24: the extension magic is wrong (the rest of the cluster is not interpreted).
+    #[error("extension magic at byte {offset} is {found:#018x}, expected 0xab234cef23dcea87; the cluster is not interpreted (no feature or bitmap is checked)")]
     ExtBadMagic {
         /// Byte offset of the extension cluster in the file.
         offset: u64,
@@ -857,6 +857,72 @@ pub enum Violation {
         /// How many: feature records before the end of the cluster (R30), set bits (R42).
         count: u64,
     },
+    /// R43: an allocated BAT entry for a cluster past the end of the disk.
+    #[error(
+        "BAT[{index}] = {entry} is allocated, but the disk ends in cluster {last} (nb_sectors / tracks, rounded up)"
+    )]
+    BatEntryPastDisk {
+        /// BAT index of the entry.
+        index: u32,
+        /// The BAT entry as stored.
+        entry: u32,
+        /// The number of clusters the disk covers: `ceil(nb_sectors / tracks)`.
+        last: u64,
+    },
+    /// R44: the slots between the end of the BAT and the data area hold non-zero bytes (ploop
+    /// reads every slot up to the data area as a BAT entry).
+    #[error("byte {offset} between the end of the BAT and the data area is {found:#04x}, expected 0 ({count} non-zero 4-byte slots there)")]
+    BatSlackNonZero {
+        /// Byte offset of the first non-zero byte in the file.
+        offset: u64,
+        /// That byte.
+        found: u8,
+        /// How many 4-byte slots between the BAT and the data area are non-zero.
+        count: u64,
+    },
+    /// R45: the extension or a bitmap cluster starts between the end of the BAT and the data
+    /// area.
+    #[error("{what} at byte {offset} is between the end of the BAT ({bat_end}) and the data area ({data_start})")]
+    MetadataBeforeData {
+        /// Byte offset of the cluster in the file.
+        offset: u64,
+        /// What the cluster is.
+        what: Region,
+        /// Byte offset where the BAT ends.
+        bat_end: u64,
+        /// Byte offset where the data area starts.
+        data_start: u64,
+    },
+    /// R46: bytes inside the image (before the last referenced cluster) that nothing references.
+    #[error("{len} bytes at {offset}, before the last referenced cluster, are referenced by nothing")]
+    Unreferenced {
+        /// Byte offset of the first unreferenced byte in the file.
+        offset: u64,
+        /// Length of the unreferenced run in bytes.
+        len: u64,
+    },
+    /// R47: a v1 image's data_off is 0 or 1 (ploop refuses both).
+    #[error("header data_off at byte 48 is {data_off} in a v1 image: valid, but ploop refuses it (it wants the data area's sector)")]
+    V1DataOffUnset {
+        /// `data_off` as stored, in sectors.
+        data_off: u32,
+    },
+    /// R48: the header and BAT are too large for QEMU's one read.
+    #[error("header bat_entries at byte 32 is {bat_entries}, expected at most {max} (QEMU reads the header and BAT in one request of at most 2147483136 bytes)")]
+    BatTooLargeToRead {
+        /// `bat_entries` as stored.
+        bat_entries: u32,
+        /// The most entries QEMU's single read of the header and BAT can hold.
+        max: u32,
+    },
+    /// R49: a bitmap on a disk of 0 sectors.
+    #[error("bitmap feature #{index} at byte {offset} is on a disk of 0 sectors")]
+    BitmapOnEmptyDisk {
+        /// Feature number of the bitmap, from 0, in record order.
+        index: usize,
+        /// Byte offset of the feature record in the file.
+        offset: u64,
+    },
 }
 
 impl Violation {
@@ -906,6 +972,13 @@ impl Violation {
             L1EntryOverlap { .. } => Rule::R40,
             DuplicateBitmapId { .. } => Rule::R41,
             BitmapTrailingBits { .. } => Rule::R42,
+            BatEntryPastDisk { .. } => Rule::R43,
+            BatSlackNonZero { .. } => Rule::R44,
+            MetadataBeforeData { .. } => Rule::R45,
+            Unreferenced { .. } => Rule::R46,
+            V1DataOffUnset { .. } => Rule::R47,
+            BatTooLargeToRead { .. } => Rule::R48,
+            BitmapOnEmptyDisk { .. } => Rule::R49,
         }
     }
 
@@ -923,22 +996,29 @@ impl Violation {
             BadMagic { .. } => h("magic", 0),
             BadVersion { .. } => h("version", 16),
             ZeroTracks | ClusterTooBig { .. } => h("tracks", 28),
-            CatalogTooLarge { .. } => h("bat_entries", 32),
+            CatalogTooLarge { .. } | BatTooLargeToRead { .. } => h("bat_entries", 32),
             ExtOffTooBig { .. } | ExtOffUnaligned { .. } => h("ext_off", 56),
             Unclean | UnknownInuse { .. } => h("inuse", 44),
             UnknownFlags { .. } => h("flags", 52),
             V1SizeHighBits { .. } | SizeBeyondBat { .. } => h("nb_sectors", 36),
-            DataOffZero | DataOffUnaligned { .. } | DataOffInsideBat { .. } | DataOffPastEof { .. } => {
-                h("data_off", 48)
-            }
+            DataOffZero
+            | DataOffUnaligned { .. }
+            | DataOffInsideBat { .. }
+            | DataOffPastEof { .. }
+            | V1DataOffUnset { .. } => h("data_off", 48),
             BatEntryBelowData { index, .. }
             | BatEntryUnaligned { index, .. }
             | BatEntryPastEof { index, .. }
-            | BatEntryDuplicate { index, .. } => Location::Bat {
+            | BatEntryDuplicate { index, .. }
+            | BatEntryPastDisk { index, .. } => Location::Bat {
                 index,
                 offset: 64 + 4 * u64::from(index),
             },
-            Leak { offset, .. } | NonZeroPadding { offset, .. } => Location::File { offset },
+            Leak { offset, .. }
+            | NonZeroPadding { offset, .. }
+            | BatSlackNonZero { offset, .. }
+            | MetadataBeforeData { offset, .. }
+            | Unreferenced { offset, .. } => Location::File { offset },
             ExtPastEof { offset, .. }
             | ExtOverlap { offset, .. }
             | ExtBadMagic { offset, .. }
@@ -954,7 +1034,9 @@ impl Violation {
             | BitmapGranularityInvalid { index, offset, .. }
             | BitmapGranularityTooBig { index, offset, .. }
             | BitmapL1Size { index, offset, .. } => Location::Feature { index, offset },
-            DuplicateBitmapId { index, offset, .. } => Location::Feature { index, offset },
+            DuplicateBitmapId { index, offset, .. } | BitmapOnEmptyDisk { index, offset, .. } => {
+                Location::Feature { index, offset }
+            }
             L1EntryUnaligned { feature, index, .. }
             | L1EntryPastEof { feature, index, .. }
             | L1EntryOverlap { feature, index, .. }

@@ -200,6 +200,11 @@ impl<'s> Extension<'s> {
         self.slice(from..to.min(zeros_from).max(from))
     }
 
+    /// The 24-byte feature header at byte `offset` of the cluster (zeros past the file).
+    pub(crate) fn header_at(&self, offset: u64) -> RawFeatureHeader {
+        read_feature_header(&self.bytes, offset)
+    }
+
     /// Byte offset where the list's records end (after the end record, or the cluster size).
     pub fn list_end(&self) -> u64 {
         match self.end() {

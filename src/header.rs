@@ -31,6 +31,10 @@ pub enum Inuse {
     Closed,
     /// `0x312e3276` ("v2.1"): closed (ploop and Parallels).
     ClosedV21,
+    /// ASCII "pd17": closed by Parallels Desktop 17 (every Parallels Desktop sample has it).
+    ClosedPd17,
+    /// ASCII "pd22": closed by Parallels Desktop 22.
+    ClosedPd22,
     /// `0x746f6e59` ("Ynot"): open, or not closed cleanly.
     Open,
     /// A value no known writer uses.
@@ -43,16 +47,20 @@ impl Inuse {
         match value {
             INUSE_CLOSED => Inuse::Closed,
             INUSE_CLOSED_V21 => Inuse::ClosedV21,
+            INUSE_PD17 => Inuse::ClosedPd17,
+            INUSE_PD22 => Inuse::ClosedPd22,
             INUSE_OPEN => Inuse::Open,
             other => Inuse::Unknown(other),
         }
     }
 
-    /// `"closed"`, `"closed-v2.1"`, `"open"` or `"unknown"`.
+    /// `"closed"`, `"closed-v2.1"`, `"closed-pd17"`, `"closed-pd22"`, `"open"` or `"unknown"`.
     pub fn name(self) -> &'static str {
         match self {
             Inuse::Closed => "closed",
             Inuse::ClosedV21 => "closed-v2.1",
+            Inuse::ClosedPd17 => "closed-pd17",
+            Inuse::ClosedPd22 => "closed-pd22",
             Inuse::Open => "open",
             Inuse::Unknown(_) => "unknown",
         }
@@ -62,7 +70,9 @@ impl Inuse {
     pub fn description(self) -> &'static str {
         match self {
             Inuse::Closed => "closed",
-            Inuse::ClosedV21 => "closed, \"v2.1\"",
+            Inuse::ClosedV21 => "closed, \"v2.1\" (ploop)",
+            Inuse::ClosedPd17 => "closed, \"pd17\" (Parallels Desktop)",
+            Inuse::ClosedPd22 => "closed, \"pd22\" (Parallels Desktop)",
             Inuse::Open => "\"Ynot\": open or not closed cleanly",
             Inuse::Unknown(_) => "unknown value",
         }

@@ -34,6 +34,108 @@ pub const ABORT_EMPTY_DISK: &str = "util/hbitmap.c:176: hbitmap_iter_init: Asser
 pub const ABORT_CHECK_DUPLICATE: &str =
     "block/parallels.c:830: parallels_check_duplicate: Assertion `ret != -E2BIG' failed.";
 
+/// Which of QEMU's checks decided an outcome: the rules of `spec/qemu.md` (H1–H6, E1–E4,
+/// B1–B10, G1–G2, UB), one variant per check, so that callers need not recover them from the
+/// message text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum QemuReason {
+    /// H1: unknown magic or `version != 2` (an empty file too).
+    NotParallels,
+    /// H2: `tracks == 0`.
+    ZeroTracks,
+    /// H3: `tracks > 4186127`.
+    ClusterTooBig,
+    /// H4: `bat_entries > 536870911`.
+    CatalogTooLarge,
+    /// H5: `ext_off` too big.
+    OffsetTooBig,
+    /// H6: the header and BAT do not fit one read request.
+    BatRead,
+    /// E1: the extension cluster ends past QEMU's largest offset.
+    ExtensionRead,
+    /// E2: wrong extension magic.
+    ExtensionMagic,
+    /// E3: wrong extension checksum.
+    ExtensionChecksum,
+    /// E4: fewer bytes left than a feature header.
+    FeatureHeaderShort,
+    /// E4: a feature record with flags.
+    FeatureFlags,
+    /// E4: a feature's `data_size` larger than QEMU's count of what is left.
+    FeatureDataSize,
+    /// E4: an unknown feature magic.
+    UnknownFeature,
+    /// B1: a bitmap record shorter than its 32-byte header.
+    BitmapAreaTooSmall,
+    /// B2: the bitmap's size differs from the disk's.
+    BitmapSize,
+    /// B3: the L1 table runs past the record.
+    L1TableExceedsRecord,
+    /// B4: the granularity is not a power of two (assertion).
+    Granularity,
+    /// B5: a bitmap name seen before.
+    BitmapExists,
+    /// B6: the disk size cannot be a bitmap's length.
+    DeviceLength,
+    /// B7: `l1_size` is not what the disk and cluster sizes give.
+    L1Size,
+    /// B8: an L1 entry's offset is out of QEMU's range.
+    BitmapClusterRead,
+    /// B9: a bitmap on a disk of 0 sectors (assertion).
+    EmptyDisk,
+    /// B10: a bitmap chunk's guest offset wraps past 2^64 (clusters of 256 MiB and more), and
+    /// QEMU writes its bits far outside the bitmap.
+    ChunkOffsetWraps,
+    /// G1: the disk's byte size is too large.
+    RefreshSize,
+    /// G2: `qemu-img info`'s size query fails.
+    ImageSize,
+    /// UB: QEMU reads past its buffer.
+    OverRead,
+}
+
+impl QemuReason {
+    /// The rule of `spec/qemu.md`: `"H1"` … `"G2"`, or `"UB"`.
+    pub const fn code(self) -> &'static str {
+        use QemuReason::*;
+        match self {
+            NotParallels => "H1",
+            ZeroTracks => "H2",
+            ClusterTooBig => "H3",
+            CatalogTooLarge => "H4",
+            OffsetTooBig => "H5",
+            BatRead => "H6",
+            ExtensionRead => "E1",
+            ExtensionMagic => "E2",
+            ExtensionChecksum => "E3",
+            FeatureHeaderShort | FeatureFlags | FeatureDataSize | UnknownFeature => "E4",
+            BitmapAreaTooSmall => "B1",
+            BitmapSize => "B2",
+            L1TableExceedsRecord => "B3",
+            Granularity => "B4",
+            BitmapExists => "B5",
+            DeviceLength => "B6",
+            L1Size => "B7",
+            BitmapClusterRead => "B8",
+            EmptyDisk => "B9",
+            ChunkOffsetWraps => "B10",
+            RefreshSize => "G1",
+            ImageSize => "G2",
+            OverRead => "UB",
+        }
+    }
+}
+
+impl std::fmt::Display for QemuReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// The signal that kills QEMU when it crashes (SIGSEGV).
+pub const SIGSEGV: i32 = 11;
+
 /// What a read-only open (`qemu-img info`) does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QemuOutcome {
@@ -44,47 +146,74 @@ pub enum QemuOutcome {
     },
     /// Exit 1 with `qemu-img: Could not open 'PATH': MESSAGE`.
     Rejects {
+        /// The check that fired.
+        reason: QemuReason,
         /// The message after the path.
         message: String,
     },
     /// Exit 1 with `qemu-img: Could not open 'PATH': Could not open 'PATH': Input/output error`
-    /// (the header and BAT are too large for one read).
+    /// (the header and BAT are too large for one read: [`QemuReason::BatRead`]).
     RejectsBatRead,
     /// `qemu-img info` only: exit 1 with `qemu-img: Can't get image size 'PATH'SUFFIX` (the
-    /// disk size is negative as a signed 64-bit number).
+    /// disk size is negative as a signed 64-bit number: [`QemuReason::ImageSize`]).
     NoImageSize {
         /// Empty, or `: ` and an error text.
         suffix: String,
     },
     /// Exit 134 with `qemu-img: ASSERTION`.
     Aborts {
+        /// The check that fired.
+        reason: QemuReason,
         /// The assertion text.
         assertion: String,
     },
-    /// QEMU reads past its buffer: the outcome depends on memory layout.
+    /// QEMU is killed by a signal (exit status 128 + signal as a shell reports it) without a
+    /// message of its own.
+    Crashes {
+        /// The check that fired.
+        reason: QemuReason,
+        /// The signal ([`SIGSEGV`]).
+        signal: i32,
+    },
+    /// QEMU reads past its buffer: the outcome depends on memory layout ([`QemuReason::OverRead`]).
     Undefined {
         /// Where and why.
-        reason: String,
+        detail: String,
     },
 }
 
 impl QemuOutcome {
-    /// `"opens"`, `"rejects"`, `"aborts"` or `"undefined"`.
+    /// `"opens"`, `"rejects"`, `"aborts"`, `"crashes"` or `"undefined"`.
     pub fn kind(&self) -> &'static str {
         match self {
             QemuOutcome::Opens { .. } => "opens",
             QemuOutcome::Rejects { .. } | QemuOutcome::RejectsBatRead | QemuOutcome::NoImageSize { .. } => "rejects",
             QemuOutcome::Aborts { .. } => "aborts",
+            QemuOutcome::Crashes { .. } => "crashes",
             QemuOutcome::Undefined { .. } => "undefined",
         }
     }
 
-    /// The exit status of `qemu-img info`, if predictable.
+    /// The check of QEMU's that decided the outcome (`None` when the image opens).
+    pub fn reason(&self) -> Option<QemuReason> {
+        match self {
+            QemuOutcome::Opens { .. } => None,
+            QemuOutcome::Rejects { reason, .. }
+            | QemuOutcome::Aborts { reason, .. }
+            | QemuOutcome::Crashes { reason, .. } => Some(*reason),
+            QemuOutcome::RejectsBatRead => Some(QemuReason::BatRead),
+            QemuOutcome::NoImageSize { .. } => Some(QemuReason::ImageSize),
+            QemuOutcome::Undefined { .. } => Some(QemuReason::OverRead),
+        }
+    }
+
+    /// The exit status of `qemu-img info`, if predictable (128 + signal for a crash).
     pub fn exit_code(&self) -> Option<i32> {
         match self {
             QemuOutcome::Opens { .. } => Some(0),
             QemuOutcome::Rejects { .. } | QemuOutcome::RejectsBatRead | QemuOutcome::NoImageSize { .. } => Some(1),
             QemuOutcome::Aborts { .. } => Some(134),
+            QemuOutcome::Crashes { signal, .. } => Some(128 + signal),
             QemuOutcome::Undefined { .. } => None,
         }
     }
@@ -93,11 +222,11 @@ impl QemuOutcome {
     /// as typed on the command line.
     pub fn message(&self, path: &str) -> Option<String> {
         match self {
-            QemuOutcome::Opens { .. } | QemuOutcome::Undefined { .. } => None,
-            QemuOutcome::Rejects { message } => Some(message.clone()),
+            QemuOutcome::Opens { .. } | QemuOutcome::Undefined { .. } | QemuOutcome::Crashes { .. } => None,
+            QemuOutcome::Rejects { message, .. } => Some(message.clone()),
             QemuOutcome::RejectsBatRead => Some(format!("Could not open '{path}': Input/output error")),
             QemuOutcome::NoImageSize { suffix } => Some(format!("Can't get image size '{path}'{suffix}")),
-            QemuOutcome::Aborts { assertion } => Some(assertion.clone()),
+            QemuOutcome::Aborts { assertion, .. } => Some(assertion.clone()),
         }
     }
 
@@ -185,6 +314,30 @@ impl CheckCounts {
     }
 }
 
+/// What a read-write open by QEMU 10 (`qemu-io` or `qemu-nbd` without `-r`, `qemu-img check
+/// -r`, a VM) would do to the file, from FORMAT-NOTES §4–§5 (the tests run QEMU read-only only,
+/// so this is not measured here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadWrite {
+    /// The open fails as the read-only one does (a header QEMU refuses).
+    Refused {
+        /// The check that fired.
+        reason: QemuReason,
+    },
+    /// QEMU opens the file for writing: it ignores the Format Extension (with a warning; no
+    /// bitmap is loaded or kept), and when it closes the file it cuts it at the end of its data.
+    Opens {
+        /// An extension is present: it and its bitmap clusters are lost.
+        drops_extension: bool,
+        /// The image is marked unclean ("Ynot") or its check finds corruption: QEMU repairs it
+        /// in place first.
+        repairs: bool,
+        /// The length QEMU leaves the file at, when it is shorter than now (`None`: unchanged,
+        /// or not predictable because `qemu-img check` would not complete).
+        truncates_to: Option<u64>,
+    },
+}
+
 /// Predictions for the reference implementations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prediction {
@@ -192,6 +345,8 @@ pub struct Prediction {
     pub info: QemuOutcome,
     /// What `qemu-img check` does.
     pub check: QemuCheck,
+    /// What a read-write open by QEMU 10 would do to the file.
+    pub read_write: ReadWrite,
 }
 
 fn u32_at(b: &[u8], at: u64) -> u32 {
@@ -230,8 +385,11 @@ pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
 /// Predicts what QEMU 10.0.2 does with an image whose header failed `violation`, one of
 /// the checks every parse makes (rules R1–R6, which are QEMU's own header checks in its order).
 pub fn predict_unparsable(violation: &Violation) -> Prediction {
-    let o = reject(header_message(violation));
+    let o = header_outcome(violation);
     Prediction {
+        read_write: ReadWrite::Refused {
+            reason: o.reason().unwrap_or(QemuReason::NotParallels),
+        },
         info: o.clone(),
         check: QemuCheck::OpenFails(o),
     }
@@ -257,22 +415,163 @@ pub fn predict_image(image: &Image<'_>) -> Prediction {
         QemuOutcome::Opens { .. } => check_outcome(image),
         o => QemuCheck::OpenFails(o),
     };
-    Prediction { info, check }
-}
-
-fn header_message(v: &Violation) -> String {
-    match v {
-        Violation::BadMagic { .. } | Violation::BadVersion { .. } => "Image not in Parallels format",
-        Violation::ZeroTracks => "Invalid image: Zero sectors per track",
-        Violation::ClusterTooBig { .. } => "Invalid image: Too big cluster",
-        Violation::CatalogTooLarge { .. } => "Catalog too large",
-        _ => "Invalid image: Too big offset",
+    let read_write = read_write(image, &check);
+    Prediction {
+        info,
+        check,
+        read_write,
     }
-    .into()
 }
 
-fn reject(message: impl Into<String>) -> QemuOutcome {
+/// A read-write open skips the extension, so only the header and the block layer can refuse
+/// it; the file is then cut where `qemu-img check` says the image ends.
+fn read_write(image: &Image<'_>, check: &QemuCheck) -> ReadWrite {
+    let h = image.header();
+    if (64 + 4 * u64::from(h.bat_entries)).next_multiple_of(MEM_ALIGN) > MAX_REQUEST {
+        return ReadWrite::Refused {
+            reason: QemuReason::BatRead,
+        };
+    }
+    if h.nb_sectors.wrapping_mul(512) > MAX_LENGTH {
+        return ReadWrite::Refused {
+            reason: QemuReason::RefreshSize,
+        };
+    }
+    // The read-write open skips the extension, so a check the read-only open kept from
+    // running sees the image as the read-write open does.
+    let unopened;
+    let check = match check {
+        QemuCheck::OpenFails(_) => {
+            unopened = check_outcome(image);
+            &unopened
+        }
+        c => c,
+    };
+    let (repairs, truncates_to) = match check {
+        QemuCheck::Completes(c) => (
+            c.corruptions > 0,
+            (c.image_end_offset < image.file_len()).then_some(c.image_end_offset),
+        ),
+        _ => (false, None),
+    };
+    ReadWrite::Opens {
+        drops_extension: image.extension().is_some(),
+        repairs: repairs || h.raw.inuse.get() == INUSE_OPEN,
+        truncates_to,
+    }
+}
+
+/// How many predicted `qemu-img check` ERROR lines [`Prediction::render`] shows before it
+/// gives the count of the rest.
+pub const SHOWN_ERROR_LINES: usize = 10;
+
+impl Prediction {
+    /// The whole prediction as lines of text for people: what `qemu-img info` does (with the
+    /// message, assertion or signal), what `qemu-img check` does with its first
+    /// [`SHOWN_ERROR_LINES`] ERROR lines (indented) and the count of the others, what a
+    /// read-write open would do to the file. `path` is
+    /// the image's path as it would be typed to QEMU.
+    pub fn render(&self, path: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let undefined = "the result depends on memory past QEMU's buffer; what it did on one machine is no promise";
+        out.push(match &self.info {
+            QemuOutcome::Opens { bitmaps } if bitmaps.is_empty() => "QEMU 10: opens the image".into(),
+            QemuOutcome::Opens { bitmaps } => format!("QEMU 10: opens the image with bitmaps {}", bitmaps.join(", ")),
+            QemuOutcome::Crashes { reason, signal } => format!(
+                "QEMU 10: crashes (signal {signal}{}, exit {}) [{reason}]",
+                if *signal == SIGSEGV { ", SIGSEGV" } else { "" },
+                128 + signal
+            ),
+            QemuOutcome::Undefined { detail } => format!("QEMU 10: undefined: {detail}; {undefined}"),
+            QemuOutcome::Aborts { reason, .. } => {
+                format!(
+                    "QEMU 10: aborts (exit 134) [{reason}]: {}",
+                    self.info.message(path).unwrap_or_default()
+                )
+            }
+            o => format!(
+                "QEMU 10: rejects the image [{}]: {}",
+                o.reason().map_or("", |r| r.code()),
+                o.message(path).unwrap_or_default()
+            ),
+        });
+        match &self.check {
+            QemuCheck::Completes(c) => {
+                out.push(format!(
+                    "qemu-img check: exit {} ({} corruptions, {} leaked clusters)",
+                    self.check.exit_code().unwrap_or(0),
+                    c.corruptions,
+                    c.leaks
+                ));
+                for line in c.errors.iter().take(SHOWN_ERROR_LINES) {
+                    out.push(format!("    {line}"));
+                }
+                let more = (c.errors.len().saturating_sub(SHOWN_ERROR_LINES)) as u64 + c.errors_omitted;
+                if more > 0 {
+                    out.push(format!("    ... and {more} more ERROR lines"));
+                }
+            }
+            QemuCheck::OpenFails(QemuOutcome::Undefined { .. }) => {
+                out.push(format!("qemu-img check: undefined, as the open ({undefined})"));
+            }
+            QemuCheck::OpenFails(o) => {
+                out.push(format!(
+                    "qemu-img check: {} as qemu-img info does (exit {})",
+                    match o {
+                        QemuOutcome::Crashes { .. } => "crashes",
+                        QemuOutcome::Aborts { .. } => "aborts",
+                        _ => "cannot open the image,",
+                    },
+                    o.exit_code().map_or("?".into(), |c| c.to_string())
+                ));
+            }
+            QemuCheck::Fails => out.push("qemu-img check: fails (Device or resource busy), exit 1".into()),
+            QemuCheck::Aborts { assertion } => out.push(format!("qemu-img check: aborts (exit 134): {assertion}")),
+        }
+        out.push(match &self.read_write {
+            ReadWrite::Refused { reason } => format!("QEMU 10 read-write: refuses the image [{reason}]"),
+            ReadWrite::Opens {
+                drops_extension,
+                repairs,
+                truncates_to,
+            } => {
+                let mut what = Vec::new();
+                if *repairs {
+                    what.push("repairs it in place".to_string());
+                }
+                if *drops_extension {
+                    what.push("ignores the Format Extension, which is lost with its bitmaps".to_string());
+                }
+                if let Some(len) = truncates_to {
+                    what.push(format!("cuts the file at byte {len}"));
+                }
+                if what.is_empty() {
+                    "QEMU 10 read-write: opens it; the file keeps its length".into()
+                } else {
+                    format!("QEMU 10 read-write: {}", what.join("; "))
+                }
+            }
+        });
+        out
+    }
+}
+
+fn header_outcome(v: &Violation) -> QemuOutcome {
+    let (reason, message) = match v {
+        Violation::BadMagic { .. } | Violation::BadVersion { .. } => {
+            (QemuReason::NotParallels, "Image not in Parallels format")
+        }
+        Violation::ZeroTracks => (QemuReason::ZeroTracks, "Invalid image: Zero sectors per track"),
+        Violation::ClusterTooBig { .. } => (QemuReason::ClusterTooBig, "Invalid image: Too big cluster"),
+        Violation::CatalogTooLarge { .. } => (QemuReason::CatalogTooLarge, "Catalog too large"),
+        _ => (QemuReason::OffsetTooBig, "Invalid image: Too big offset"),
+    };
+    reject(reason, message)
+}
+
+fn reject(reason: QemuReason, message: impl Into<String>) -> QemuOutcome {
     QemuOutcome::Rejects {
+        reason,
         message: message.into(),
     }
 }
@@ -290,7 +589,10 @@ fn open_outcome(image: &Image<'_>) -> QemuOutcome {
         }
     }
     if h.nb_sectors.wrapping_mul(512) > MAX_LENGTH {
-        return reject("Could not refresh total sector count: File too large");
+        return reject(
+            QemuReason::RefreshSize,
+            "Could not refresh total sector count: File too large",
+        );
     }
     QemuOutcome::Opens { bitmaps }
 }
@@ -301,17 +603,22 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
     let cs = ext.cluster_size;
     let off = ext.file_offset;
     if off + cs > MAX_LENGTH {
-        return Some(reject("Failed to read Format Extension cluster: Input/output error"));
+        return Some(reject(
+            QemuReason::ExtensionRead,
+            "Failed to read Format Extension cluster: Input/output error",
+        ));
     }
     let c = ext.bytes();
     let magic = ext.magic();
     if magic != EXT_MAGIC {
-        return Some(reject(format!(
-            "Wrong parallels Format Extension magic: {magic:#x}, expected: {EXT_MAGIC:#x}"
-        )));
+        return Some(reject(
+            QemuReason::ExtensionMagic,
+            format!("Wrong parallels Format Extension magic: {magic:#x}, expected: {EXT_MAGIC:#x}"),
+        ));
     }
     if ext.stored_checksum() != ext.computed_checksum() {
         return Some(reject(
+            QemuReason::ExtensionChecksum,
             "Wrong checksum in Format Extension header. Format extension is corrupted.",
         ));
     }
@@ -322,8 +629,9 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
     let mut seen = std::collections::HashSet::new();
     loop {
         if rem < hdr as i64 {
-            return Some(reject(format!(
-                "Can not read feature header, as remaining bytes ({rem}) in Format Extension is less than Feature header size ({hdr})"
+            return Some(reject(
+                QemuReason::FeatureHeaderShort,
+                format!("Can not read feature header, as remaining bytes ({rem}) in Format Extension is less than Feature header size ({hdr})"
             )));
         }
         if pos + hdr > cs {
@@ -335,20 +643,30 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
         pos += hdr;
         rem -= hdr as i64;
         if flags != 0 {
-            return Some(reject("Flags for extension feature are unsupported"));
+            return Some(reject(
+                QemuReason::FeatureFlags,
+                "Flags for extension feature are unsupported",
+            ));
         }
         if i64::from(ds) > rem {
-            return Some(reject("Feature data_size exceedes Format Extension cluster"));
+            return Some(reject(
+                QemuReason::FeatureDataSize,
+                "Feature data_size exceedes Format Extension cluster",
+            ));
         }
         if magic == 0 {
             return None;
         }
         if magic != FEATURE_DIRTY_BITMAP {
-            return Some(reject(format!("Unknown feature: {magic:#x}")));
+            return Some(reject(
+                QemuReason::UnknownFeature,
+                format!("Unknown feature: {magic:#x}"),
+            ));
         }
         if u64::from(ds) < bh {
-            return Some(reject(format!(
-                "Too small Bitmap Feature area in Parallels Format Extension: {ds} bytes, expected at least {bh} bytes"
+            return Some(reject(
+                QemuReason::BitmapAreaTooSmall,
+                format!("Too small Bitmap Feature area in Parallels Format Extension: {ds} bytes, expected at least {bh} bytes"
             )));
         }
         if pos + bh > cs {
@@ -361,19 +679,24 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
         let gran = u32_at(c, pos + 24);
         let l1 = u32_at(c, pos + 28);
         if size != total {
-            return Some(reject(format!(
-                "Bitmap size (in sectors) {} differs from disk size in sectors {}",
-                size as i64, total as i64
-            )));
+            return Some(reject(
+                QemuReason::BitmapSize,
+                format!(
+                    "Bitmap size (in sectors) {} differs from disk size in sectors {}",
+                    size as i64, total as i64
+                ),
+            ));
         }
         if u64::from(l1) * 8 > u64::from(ds) - bh {
             return Some(reject(
+                QemuReason::L1TableExceedsRecord,
                 "Bitmaps feature corrupted: l1 table exceeds extension data_size",
             ));
         }
         let g = gran.wrapping_shl(9);
         if !g.is_power_of_two() {
             return Some(QemuOutcome::Aborts {
+                reason: QemuReason::Granularity,
                 assertion: ABORT_GRANULARITY.into(),
             });
         }
@@ -381,38 +704,43 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
         // Names are the ids spelled out, so a set of ids finds a repeat in one probe (searching
         // the list per bitmap was quadratic: 60 ms for the 5 698 bitmaps a 1 MiB cluster holds).
         if !seen.insert(id) {
-            return Some(reject(format!("Bitmap already exists: {name}")));
+            return Some(reject(
+                QemuReason::BitmapExists,
+                format!("Bitmap already exists: {name}"),
+            ));
         }
         let t = total as i64;
         if t < 0 {
-            return Some(reject(format!("could not get length of device{}", errno_suffix(total))));
+            return Some(reject(
+                QemuReason::DeviceLength,
+                format!("could not get length of device{}", errno_suffix(total)),
+            ));
         }
         if t > MAX_BITMAP_SECTORS {
-            return Some(reject("could not get length of device: File too large"));
+            return Some(reject(
+                QemuReason::DeviceLength,
+                "could not get length of device: File too large",
+            ));
         }
         let tab = (t as u64 * 512).div_ceil(u64::from(g)).div_ceil(8 * cs);
         if u64::from(l1) != tab {
-            return Some(reject(format!(
-                "Bitmap table size {l1} does not correspond to bitmap size and cluster size. Expected {tab}"
-            )));
+            return Some(reject(
+                QemuReason::L1Size,
+                format!("Bitmap table size {l1} does not correspond to bitmap size and cluster size. Expected {tab}"),
+            ));
         }
         if pos + bh + 8 * u64::from(l1) > cs {
             return Some(undefined(format!(
                 "the L1 table of the bitmap at byte {pos} runs past the cluster"
             )));
         }
-        for i in 0..u64::from(l1) {
-            let e = u64_at(c, pos + bh + 8 * i);
-            if e <= 1 {
-                continue;
-            }
-            let o = e.wrapping_mul(512) as i64;
-            if o < 0 || o as u64 + cs > MAX_LENGTH {
-                return Some(reject("Failed to read bitmap data cluster: Input/output error"));
-            }
+        let entries = (0..u64::from(l1)).map(|i| u64_at(c, pos + bh + 8 * i));
+        if let Some(failure) = load_bitmap_data(entries, cs, t as u64 * 512, u64::from(g)) {
+            return Some(failure);
         }
         if t == 0 {
             return Some(QemuOutcome::Aborts {
+                reason: QemuReason::EmptyDisk,
                 assertion: ABORT_EMPTY_DISK.into(),
             });
         }
@@ -421,9 +749,61 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
     }
 }
 
-fn undefined(reason: String) -> QemuOutcome {
+/// QEMU's loading of a bitmap's chunks, entry by entry: the L1 entries' offsets (B8), and where
+/// each chunk's bits land in QEMU's bitmap of `bytes` bytes (`granularity` bytes per bit).
+///
+/// QEMU computes the guest bytes a bitmap cluster covers as `granularity * (cluster_size << 3)`
+/// with the shift done on a 32-bit `int`: from 256 MiB clusters on, the product wraps (to a
+/// negative number, sign-extended to 64 bits, or to a small one). Chunk `i` starts at
+/// `i * coverage` modulo 2^64; when that start is past the bitmap's words, setting its bits
+/// writes far outside QEMU's bitmap and QEMU dies of SIGSEGV (B10). A chunk whose coverage
+/// wrapped to 0 is skipped (its bits are lost, the image opens); a first chunk that covers the
+/// whole disk makes QEMU copy more than a cluster out of its cluster buffer, which on this
+/// machine reads the memory next to it (the loaded bits are not the file's; the image opens).
+fn load_bitmap_data(entries: impl Iterator<Item = u64>, cs: u64, bytes: u64, granularity: u64) -> Option<QemuOutcome> {
+    let coverage = granularity.wrapping_mul((cs as u32).wrapping_mul(8) as i32 as i64 as u64);
+    let shift = granularity.trailing_zeros();
+    let granules = bytes.div_ceil(granularity);
+    let words = granules.div_ceil(64).max(1);
+    for (i, entry) in entries.enumerate() {
+        if entry == 0 {
+            continue;
+        }
+        if entry != 1 {
+            let o = entry.wrapping_mul(512) as i64;
+            if o < 0 || o as u64 + cs > MAX_LENGTH {
+                return Some(reject(
+                    QemuReason::BitmapClusterRead,
+                    "Failed to read bitmap data cluster: Input/output error",
+                ));
+            }
+        }
+        let start = (i as u64).wrapping_mul(coverage);
+        let count = bytes.wrapping_sub(start).min(coverage);
+        if count == 0 {
+            continue;
+        }
+        let last = start.wrapping_add(count - 1);
+        if last >> shift >= granules {
+            // An assertion of QEMU's bitmap code; no image seen so far reaches it.
+            return Some(undefined(format!(
+                "bitmap chunk {i} ends past the bitmap (QEMU asserts; text not observed)"
+            )));
+        }
+        let (first_word, last_word) = ((start >> shift) / 64, (last >> shift) / 64);
+        if first_word > last_word || last_word >= words {
+            return Some(QemuOutcome::Crashes {
+                reason: QemuReason::ChunkOffsetWraps,
+                signal: SIGSEGV,
+            });
+        }
+    }
+    None
+}
+
+fn undefined(detail: String) -> QemuOutcome {
     QemuOutcome::Undefined {
-        reason: format!("QEMU reads past its buffer: {reason}"),
+        detail: format!("QEMU reads past its buffer: {detail}"),
     }
 }
 
@@ -490,7 +870,13 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
             }
         }
     }
-    let data_end = data_start.max(max_entry * mult + tracks);
+    // QEMU's open moves the data end past every entry, unallocated ones (sector 0) included;
+    // with no entries at all it stays at the data start.
+    let data_end = if n == 0 {
+        data_start
+    } else {
+        data_start.max(max_entry * mult + tracks)
+    };
     let image_end = if high != 0 { high + cs } else { data_end * 512 };
     c.image_end_offset = image_end;
     if file_len > image_end {
@@ -509,11 +895,16 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
         }
     };
     let idx = |o: u64| -> u64 { u64::from(div(o as i64 - base) as u32) };
-    let mut count = idx(image_end);
-    if image_end % cs != 0 {
-        count += 1;
-    }
-    if count != 0 {
+    // QEMU returns before the duplicate scan when the image end's index is 0, and only then
+    // counts a partial last cluster, in 32 bits: an index of 2^32 - 1 becomes a bitmap of
+    // 0 clusters, where every entry aborts.
+    let end_index = idx(image_end) as u32;
+    if end_index != 0 {
+        let count = u64::from(if image_end % cs != 0 {
+            end_index.wrapping_add(1)
+        } else {
+            end_index
+        });
         let index_of = |e: u32| -> Option<u64> {
             let k = idx(u64::from(e) * mult * 512);
             (k < count).then_some(k)

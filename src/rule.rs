@@ -110,11 +110,18 @@ rules! {
     R35 "R35" Corruption "granularity a power of two";
     R36 "R36" Corruption "granularity fits 32 bits in bytes";
     R37 "R37" Corruption "L1 size";
-    R38 "R38" Corruption "L1 clusters on the grid";
+    R38 "R38" NonCanonical "L1 clusters on the grid";
     R39 "R39" Corruption "L1 clusters inside the file";
     R40 "R40" Corruption "L1 clusters overlap nothing";
     R41 "R41" Corruption "unique ids";
     R42 "R42" Note "no bits past the last granule";
+    R43 "R43" Corruption "BAT entries inside the disk";
+    R44 "R44" Corruption "zero slots up to the data area";
+    R45 "R45" Corruption "nothing between the BAT and the data area";
+    R46 "R46" Leak "no unreferenced space inside the image";
+    R47 "R47" Note "v1 data offset set";
+    R48 "R48" Corruption "BAT readable in one request";
+    R49 "R49" Corruption "bitmaps need a disk";
 }
 
 impl Rule {

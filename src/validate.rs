@@ -10,12 +10,20 @@ use crate::error::{Error, Region, Result, Violation};
 use crate::extension::{Extension, FeatureEntry, ListEnd};
 use crate::header::{Header, Variant};
 use crate::image::{Image, Mode};
+use crate::raw::bat::BAT_OFFSET;
 use crate::raw::bitmap::{BITMAP_HEADER_SIZE, L1_DIRTY};
 use crate::raw::feature::FEATURE_DIRTY_BITMAP;
-use crate::raw::header::{FLAGS_KNOWN, INUSE_CLOSED, INUSE_CLOSED_V21, INUSE_OPEN};
+use crate::raw::header::{FLAGS_KNOWN, INUSE_CLOSED, INUSE_CLOSED_V21, INUSE_OPEN, INUSE_PD17, INUSE_PD22};
 use crate::raw::{padded, SECTOR_SIZE};
 use crate::rule::{Rule, Severity};
 use crate::source::Source;
+
+/// QEMU reads the header and BAT in one request, rounded up to its memory alignment (the page
+/// size), of at most this many bytes (R48).
+const QEMU_MAX_REQUEST: u64 = 2_147_483_136;
+const QEMU_MEM_ALIGN: u64 = 4096;
+/// The largest `bat_entries` QEMU reads (R48).
+pub const MAX_READABLE_BAT: u32 = 536_869_872;
 
 /// One finding: a violation and its severity in the mode the image was parsed in.
 ///
@@ -175,6 +183,8 @@ struct DataClusters {
     slots: Slots,
     /// Slot to BAT index, built on the first overlap found (only messages need it).
     owners: std::sync::OnceLock<HashMap<u64, u32>>,
+    /// Whether the data area's start passed R12–R15 (so that R45 can speak of it).
+    area_ok: bool,
 }
 
 impl DataClusters {
@@ -273,26 +283,33 @@ pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
     };
 
     header_rules(&h, file_len, &mut f);
+    // R44 and R45 speak of the space before the data area: only when it is where it should be.
+    let area_ok = !f
+        .out
+        .iter()
+        .any(|x| matches!(x.violation.rule(), Rule::R12 | Rule::R13 | Rule::R14 | Rule::R15));
     let mut end = ReferencedEnd::new(&h, file_len);
-    let data = bat_rules(image, &h, file_len, &mut f, &mut end);
+    let mut data = bat_rules(image, &h, file_len, &mut f, &mut end);
+    data.area_ok = area_ok;
+    // An entry below the data area (R16) put its cluster there: those bytes are its data.
+    if area_ok && !f.out.iter().any(|x| x.violation.rule() == Rule::R16) {
+        slack_rule(image, &h, file_len, &mut f)?;
+    }
     if let Some(ext) = image.extension() {
         end.extension(ext.file_offset);
-        let magic_ok = extension_placement_rules(image, &h, ext, &data, &mut f);
-        // Everything after the checksum rule: the feature list, then the bitmaps.
-        let rest = |f: &mut Findings| {
-            if magic_ok {
+        // A cluster without the extension magic is not interpreted: no feature list, no
+        // bitmaps (and so no bitmap clusters referenced).
+        if extension_placement_rules(image, &h, ext, &data, &mut f) {
+            // Everything after the checksum rule: the feature list, then the bitmaps.
+            let rest = |f: &mut Findings| {
                 feature_list_rules(ext, f);
-            }
-            bitmap_rules(image, &h, ext, &data, f)
-        };
-        let l1_end = if magic_ok {
-            checksum_beside(ext, threads, &mut f, &rest)?
-        } else {
-            rest(&mut f)?
-        };
-        end.merge(l1_end);
+                bitmap_rules(image, &h, ext, &data, f)
+            };
+            end.merge(checksum_beside(ext, threads, &mut f, &rest)?);
+        }
     }
     let high = end.end();
+    unreferenced_rule(image, &h, high, &mut f);
     if file_len > high {
         f.push(Violation::Leak {
             offset: high,
@@ -306,8 +323,9 @@ pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
 /// clipped to the file, of the header and BAT (or the data area start), of every data cluster on
 /// the cluster grid that starts in the file (one cut short by the end of the file still counts:
 /// R18 flags it), of the extension cluster, and of every bitmap cluster of the dirty bitmaps
-/// ([`Image::bitmaps`]: a record with flags is not one) that starts in the file. The bytes of the
-/// file past it leak. Damaged copies (`corrupt`) are cut here so that they do not leak.
+/// ([`Image::bitmaps`]: a record with flags is not one; none when the extension magic is wrong)
+/// that starts in the file. The bytes of the file past it leak. Damaged copies (`corrupt`) are
+/// cut here so that they do not leak.
 pub(crate) fn referenced_end(image: &Image<'_>) -> u64 {
     let h = image.header();
     let cs = h.cluster_size();
@@ -324,15 +342,25 @@ pub(crate) fn referenced_end(image: &Image<'_>) -> u64 {
     }
     if let Some(ext) = image.extension() {
         end.extension(ext.file_offset);
-        for b in image.bitmaps() {
-            for entry in b.l1().iter().filter(|&e| e > L1_DIRTY) {
-                if let Some(off) = entry.checked_mul(SECTOR_SIZE) {
-                    end.bitmap_cluster(off);
-                }
-            }
-        }
+    }
+    for off in bitmap_cluster_offsets(image) {
+        end.bitmap_cluster(off);
     }
     end.end()
+}
+
+/// The file offsets of the bitmap clusters of the dirty bitmaps ([`Image::bitmaps`]), in L1
+/// order; none when the extension cluster lacks its magic (it is not interpreted: R24).
+fn bitmap_cluster_offsets(image: &Image<'_>) -> Vec<u64> {
+    match image.extension() {
+        Some(ext) if ext.magic() == crate::raw::extension::EXT_MAGIC => image
+            .bitmaps()
+            .iter()
+            .flat_map(|b| b.l1().iter().filter(|&e| e > L1_DIRTY).collect::<Vec<_>>())
+            .filter_map(|e| e.checked_mul(SECTOR_SIZE))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// [`referenced_end`], gathered from the clusters it counts: by [`referenced_end`] itself, and
@@ -398,7 +426,7 @@ fn header_rules(h: &Header, file_len: u64, f: &mut Findings) {
     let raw = &h.raw;
     match raw.inuse.get() {
         INUSE_OPEN => f.push(Violation::Unclean),
-        INUSE_CLOSED | INUSE_CLOSED_V21 => {}
+        INUSE_CLOSED | INUSE_CLOSED_V21 | INUSE_PD17 | INUSE_PD22 => {}
         other => f.push(Violation::UnknownInuse { found: other }),
     }
     let flags = raw.flags.get();
@@ -408,6 +436,12 @@ fn header_rules(h: &Header, file_len: u64, f: &mut Findings) {
     if h.variant == Variant::V1 && raw.nb_sectors.get() >> 32 != 0 {
         f.push(Violation::V1SizeHighBits {
             nb_sectors: raw.nb_sectors.get(),
+        });
+    }
+    if (BAT_OFFSET + 4 * u64::from(h.bat_entries)).next_multiple_of(QEMU_MEM_ALIGN) > QEMU_MAX_REQUEST {
+        f.push(Violation::BatTooLargeToRead {
+            bat_entries: h.bat_entries,
+            max: MAX_READABLE_BAT,
         });
     }
     let covered = u64::from(h.bat_entries) * u64::from(h.cluster_sectors);
@@ -427,6 +461,9 @@ fn header_rules(h: &Header, file_len: u64, f: &mut Findings) {
                 tracks: h.cluster_sectors,
             });
         }
+    }
+    if h.variant == Variant::V1 && data_off <= 1 {
+        f.push(Violation::V1DataOffUnset { data_off });
     }
     let data_start = h.data_start();
     if data_start < h.min_data_start() && !(h.variant == Variant::V2 && data_off == 0) {
@@ -457,8 +494,17 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings, end
         Slots::Sorted(Vec::with_capacity(allocated as usize))
     };
     let mut dups: Vec<(u32, u32, u64)> = Vec::new();
+    // Clusters of the disk: entries from this index on map no guest byte.
+    let disk_clusters = h.nb_sectors.div_ceil(u64::from(h.cluster_sectors));
     for (index, entry) in image.allocated_entries() {
         let Some(off) = h.bat_entry_offset(entry) else { continue };
+        if u64::from(index) >= disk_clusters {
+            f.push(Violation::BatEntryPastDisk {
+                index,
+                entry,
+                last: disk_clusters,
+            });
+        }
         let slot = grid_slot(off, base, cs, shift);
         end.data_cluster(off, slot.is_some());
         if off < data_start {
@@ -539,6 +585,7 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings, end
         shift,
         slots,
         owners: Default::default(),
+        area_ok: false,
     }
 }
 
@@ -574,6 +621,13 @@ fn extension_placement_rules(
         f.push(Violation::ExtOverlap {
             offset: off,
             with: Region::HeaderAndBat,
+        });
+    } else if data.area_ok && off < h.data_start() {
+        f.push(Violation::MetadataBeforeData {
+            offset: off,
+            what: Region::Extension,
+            bat_end: h.bat_end(),
+            data_start: h.data_start(),
         });
     } else if let Some(bat_index) = data.overlap(image, off) {
         f.push(Violation::ExtOverlap {
@@ -670,7 +724,29 @@ fn feature_list_rules(ext: &Extension<'_>, f: &mut Findings) {
     match ext.end() {
         ListEnd::EndRecord { offset } => {
             padding(ext, pos, ext.cluster_size, f);
-            let _ = offset;
+            // The end record is a feature header like the others: QEMU refuses its flags and a
+            // data_size that runs past the cluster.
+            let end = ext.header_at(offset);
+            let index = ext.features().len();
+            let flags = end.flags.get();
+            if flags != 0 {
+                f.push(Violation::FeatureFlags {
+                    index,
+                    offset: off + offset,
+                    magic: 0,
+                    flags,
+                });
+            }
+            let remaining = ext.cluster_size - offset - crate::raw::feature::FEATURE_HEADER_SIZE as u64;
+            let data_size = end.data_size.get();
+            if u64::from(data_size) > remaining {
+                f.push(Violation::FeatureDataOverflow {
+                    index,
+                    offset: off + offset,
+                    data_size,
+                    remaining,
+                });
+            }
         }
         ListEnd::Truncated { offset, remaining } => {
             padding(ext, pos, offset, f);
@@ -739,7 +815,7 @@ fn feature_rules(e: &FeatureEntry, offset: u64, f: &mut Findings) {
     }
 }
 
-/// Bitmap rules R32–R42; returns how far the bitmap clusters reach (for the leak rule).
+/// Bitmap rules R32–R42 and R49; returns how far the bitmap clusters reach (for the leak rule).
 fn bitmap_rules(
     image: &Image<'_>,
     h: &Header,
@@ -779,6 +855,9 @@ fn bitmap_rules(
         let b = Bitmap::new(image.bitmap_geometry(), image.source(), ext, e);
         let index = b.feature;
         let offset = b.file_offset;
+        if h.nb_sectors == 0 {
+            f.push(Violation::BitmapOnEmptyDisk { index, offset });
+        }
         let hdr = &b.header;
         let data_size = e.header.data_size.get();
         let l1_size = hdr.l1_size.get();
@@ -878,6 +957,17 @@ fn bitmap_rules(
                     });
                 }
                 end.bitmap_cluster(off);
+                if data.area_ok && off >= h.bat_end() && off < h.data_start() {
+                    f.push(Violation::MetadataBeforeData {
+                        offset: off,
+                        what: Region::BitmapCluster {
+                            feature: index,
+                            l1_index: i,
+                        },
+                        bat_end: h.bat_end(),
+                        data_start: h.data_start(),
+                    });
+                }
                 let with = if off < h.bat_end() {
                     Some(Region::HeaderAndBat)
                 } else if off < ext.file_offset + cs && ext.file_offset < off + cs {
@@ -932,6 +1022,86 @@ fn bitmap_rules(
         }
     }
     Ok(end)
+}
+
+/// R44: the bytes between the end of the BAT and the data area are zero. ploop takes every
+/// 4-byte slot up to the data area for a BAT entry. Read in blocks, so memory stays small.
+fn slack_rule(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings) -> Result<()> {
+    let (from, to) = (h.bat_end(), h.data_start().min(file_len));
+    let mut first = None;
+    let mut count = 0u64;
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(SLACK_BLOCK);
+        let block = image.source().read_at(at, n)?;
+        if block.is_empty() {
+            break;
+        }
+        if let Some(i) = crate::raw::first_nonzero(&block) {
+            first.get_or_insert((at + i as u64, block[i]));
+            // Slots are 4 bytes from byte 64, as the BAT's; `from` is on that grid.
+            count += block.chunks(4).filter(|s| s.iter().any(|&b| b != 0)).count() as u64;
+        }
+        at += block.len() as u64;
+    }
+    if let Some((offset, found)) = first {
+        f.push(Violation::BatSlackNonZero { offset, found, count });
+    }
+    Ok(())
+}
+
+/// How much of the slack between the BAT and the data area is read at a time (a multiple of 4).
+const SLACK_BLOCK: u64 = 64 << 10;
+
+/// R46: the space between the data start and the end of the last referenced cluster is all
+/// referenced (data clusters, the extension cluster, bitmap clusters). QEMU's check only sees
+/// what is after the last cluster (R20); a hole in the middle is lost space as well.
+fn unreferenced_rule(image: &Image<'_>, h: &Header, high: u64, f: &mut Findings) {
+    let cs = h.cluster_size();
+    let file_len = image.file_len();
+    let start = h.data_start();
+    // Only on an image with nothing corrupt and every cluster on the grid: a misplaced entry,
+    // data area or extension, or a record that is not interpreted, leaves a hole that is a
+    // symptom of that finding, not a leak of its own.
+    let placed =
+        |x: &Finding| x.severity == Severity::Corruption || matches!(x.violation.rule(), Rule::R21 | Rule::R38);
+    if start >= high || f.out.iter().any(placed) {
+        return;
+    }
+    // Referenced ranges, merged as they come (a BAT in order gives one range).
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut add = |off: u64| {
+        if off >= file_len {
+            return;
+        }
+        let end = off.saturating_add(cs).min(file_len);
+        match ranges.last_mut() {
+            Some(last) if last.1 == off => last.1 = end,
+            _ => ranges.push((off, end)),
+        }
+    };
+    for (_, e) in image.allocated_entries() {
+        if let Some(off) = h.bat_entry_offset(e) {
+            add(off);
+        }
+    }
+    if let Some(ext) = image.extension() {
+        add(ext.file_offset);
+    }
+    for off in bitmap_cluster_offsets(image) {
+        add(off);
+    }
+    ranges.sort_unstable();
+    let mut at = start;
+    for (s, e) in ranges {
+        if s > at && at < high {
+            f.push(Violation::Unreferenced {
+                offset: at,
+                len: s.min(high) - at,
+            });
+        }
+        at = at.max(e);
+    }
 }
 
 /// For each id equal to an earlier one, in order: `(position, position of the first with that

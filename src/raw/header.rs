@@ -23,6 +23,24 @@ pub const INUSE_OPEN: u32 = 0x746F_6E59;
 pub const INUSE_CLOSED_V21: u32 = 0x312E_3276;
 /// `inuse`: closed cleanly, as QEMU and old software write it.
 pub const INUSE_CLOSED: u32 = 0;
+/// `inuse`: closed cleanly, as Parallels Desktop 17 writes it (ASCII "pd17").
+pub const INUSE_PD17: u32 = u32::from_le_bytes(*b"pd17");
+/// `inuse`: closed cleanly, as Parallels Desktop 22 writes it (ASCII "pd22").
+pub const INUSE_PD22: u32 = u32::from_le_bytes(*b"pd22");
+
+/// The name of an `inuse` value a known writer uses: `"closed"` (0), the ASCII tags `"v2.1"`
+/// (ploop), `"pd17"` and `"pd22"` (Parallels Desktop), and `"Ynot"` (open); `None` for any
+/// other value (rule R8).
+pub const fn inuse_name(inuse: u32) -> Option<&'static str> {
+    match inuse {
+        INUSE_CLOSED => Some("closed"),
+        INUSE_CLOSED_V21 => Some("v2.1"),
+        INUSE_PD17 => Some("pd17"),
+        INUSE_PD22 => Some("pd22"),
+        INUSE_OPEN => Some("Ynot"),
+        _ => None,
+    }
+}
 /// `flags` bit 0: the image is empty.
 pub const FLAG_EMPTY: u32 = 1 << 0;
 /// `flags` bit 1 (ploop): a format conversion is in progress.

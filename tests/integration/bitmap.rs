@@ -334,7 +334,7 @@ fn r38_l1_entry_unaligned() {
             cluster_size: 65536,
         },
         Rule::R38,
-        Severity::Corruption,
+        Severity::NonCanonical,
     );
     // Decoding still reads the bits where the entry points.
     let image = Image::parse(&img).unwrap();
@@ -433,7 +433,7 @@ fn r39_l1_entry_offset_overflows() {
                     offset,
                     cluster_size: 65536,
                 },
-                Severity::Corruption,
+                Severity::NonCanonical,
             ),
             (
                 Violation::L1EntryPastEof {

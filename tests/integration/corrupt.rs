@@ -265,10 +265,11 @@ fn v2_one_mib_clusters() -> Base {
     }
 }
 
-/// v1 with the data area right after the BAT (byte 512), two data clusters, no extension.
+/// v1 with the data area right after the BAT (byte 1536, a sector boundary that is no cluster
+/// boundary), two data clusters, no extension.
 fn v1_compact() -> Base {
     let bytes = check(
-        ImageBuilder::new(MIB)
+        ImageBuilder::new(20 * MIB)
             .variant(Variant::V1)
             .cluster_size(CS)
             .compact_v1(true)

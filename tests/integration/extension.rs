@@ -453,17 +453,69 @@ fn r31_first_of_two_non_zero_bytes_in_the_tail() {
 #[test]
 fn r31_non_zero_end_record() {
     let mut img = base();
-    // The end record follows the bitmap record; its flags field is not zero.
-    img[(F1 + 8) as usize] = 1;
+    // The end record follows the bitmap record; its unused field is not zero.
+    img[(F1 + 20) as usize] = 1;
     refresh_md5(&mut img, EXT, CS);
     assert_only(
         &img,
         Violation::NonZeroPadding {
-            offset: F1 + 8,
+            offset: F1 + 20,
             found: 1,
         },
         Rule::R31,
         Severity::NonCanonical,
+    );
+}
+
+#[test]
+fn r27_r28_end_record_is_a_feature_header() {
+    // QEMU refuses an end record with flags, or with a data_size past the cluster: so do R27
+    // and R28 (R31 names the first non-zero byte as well).
+    let mut img = base();
+    img[(F1 + 8) as usize] = 1;
+    refresh_md5(&mut img, EXT, CS);
+    let flags = Violation::FeatureFlags {
+        index: 1,
+        offset: F1,
+        magic: 0,
+        flags: 1,
+    };
+    let padding = |at| Violation::NonZeroPadding {
+        offset: at,
+        found: 0xff,
+    };
+    assert_findings(
+        &img,
+        Mode::Strict,
+        &[
+            (
+                Violation::NonZeroPadding {
+                    offset: F1 + 8,
+                    found: 1,
+                },
+                Severity::NonCanonical,
+            ),
+            (flags, Severity::Corruption),
+        ],
+    );
+    let mut img = base();
+    img[(F1 + 16) as usize..(F1 + 20) as usize].fill(0xff);
+    refresh_md5(&mut img, EXT, CS);
+    assert_findings(
+        &img,
+        Mode::Strict,
+        &[
+            (padding(F1 + 16), Severity::NonCanonical),
+            (
+                Violation::FeatureDataOverflow {
+                    index: 1,
+                    offset: F1,
+                    data_size: u32::MAX,
+                    remaining: EXT + CS - F1 - 24,
+                },
+                Severity::Corruption,
+            ),
+        ],
     );
 }
 

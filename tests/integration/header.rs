@@ -4,7 +4,7 @@
 use parallels_image::raw::header::{INUSE_CLOSED_V21, INUSE_OPEN, MAX_BAT_ENTRIES, MAX_EXT_OFF, MAX_TRACKS};
 use parallels_image::Rule;
 use parallels_image::{Data, ImageBuilder};
-use parallels_image::{Image, Severity, Variant, Violation};
+use parallels_image::{Image, Mode, Severity, Variant, Violation};
 
 use crate::helpers::*;
 
@@ -244,6 +244,14 @@ fn r8_known_inuse_values_are_clean() {
     put_u32(&mut img, 44, INUSE_CLOSED_V21);
     assert_eq!(&img[44..48], b"v2.1");
     assert_clean(&img);
+    // Parallels Desktop's tags, as its images carry them.
+    for tag in [b"pd17", b"pd22"] {
+        img[44..48].copy_from_slice(tag);
+        assert_clean(&img);
+        let name = parallels_image::raw::header::inuse_name(get_u32(&img, 44));
+        assert_eq!(name.map(str::as_bytes), Some(&tag[..]));
+    }
+    assert_eq!(parallels_image::raw::header::inuse_name(0x1234_5678), None);
 }
 
 #[test]
@@ -360,9 +368,11 @@ fn r12_v1_data_off_zero_means_end_of_bat() {
     );
     assert_eq!(layout.data_start, 512);
     assert_eq!(get_u32(&img, 48), 1);
-    assert_clean(&img);
+    // Valid; ploop refuses data_off 0 and 1 in v1, so each is a note (R47).
+    let note = |data_off| [(Violation::V1DataOffUnset { data_off }, Severity::Note)];
+    assert_findings(&img, Mode::Strict, &note(1));
     put_u32(&mut img, 48, 0);
-    assert_clean(&img);
+    assert_findings(&img, Mode::Strict, &note(0));
     let image = parallels_image::open(&img).unwrap();
     assert_eq!(image.header().data_start(), 512);
 }
@@ -399,7 +409,11 @@ fn r13_v1_data_off_need_not_be_aligned() {
     );
     assert_eq!(get_u32(&img, 48), 1);
     assert_eq!(layout.file_len, 512);
-    assert_clean(&img);
+    assert_findings(
+        &img,
+        Mode::Strict,
+        &[(Violation::V1DataOffUnset { data_off: 1 }, Severity::Note)],
+    );
 }
 
 #[test]

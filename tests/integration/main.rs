@@ -18,6 +18,7 @@ mod header;
 mod layers;
 mod layout;
 mod roundtrip;
+mod placement;
 mod samples;
 mod spec;
 mod threads;

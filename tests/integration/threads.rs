@@ -85,7 +85,9 @@ fn read_on_the_helper(bytes: &[u8], rules: Vec<Rule>, at: u64) {
     panic!("the helper was busy for 100 validations in a row");
 }
 
-/// The findings and the reads made by validation alone, with `threads`.
+/// The findings and the reads made by validation alone, with `threads`, leaving out R44's scan
+/// of the bytes between the BAT and the data area (always on the calling thread, before the
+/// extension rules).
 fn validate_recording(bytes: &[u8], threads: Threads) -> (Vec<Finding>, Vec<(String, u64, u64)>) {
     let src = Recording {
         bytes: bytes.to_vec(),
@@ -94,7 +96,10 @@ fn validate_recording(bytes: &[u8], threads: Threads) -> (Vec<Finding>, Vec<(Str
     let image = Image::parse(&src).unwrap();
     src.reads.lock().unwrap().clear();
     let findings = parallels_image::validate_with(&image, threads).unwrap().findings;
-    (findings, src.reads.into_inner().unwrap())
+    let (bat_end, data_start) = (image.header().bat_end(), image.header().data_start());
+    let mut reads = src.reads.into_inner().unwrap();
+    reads.retain(|r| !(r.1 >= bat_end && r.1 + r.2 <= data_start));
+    (findings, reads)
 }
 
 /// The rules broken and the reads made by validation alone, with `threads`.

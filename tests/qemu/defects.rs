@@ -9,7 +9,7 @@ use crate::harness::{self, compare_with_qemu, Img};
 
 const MIB: u64 = 1 << 20;
 
-fn bases() -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn bases() -> Vec<(&'static str, Vec<u8>)> {
     let b = |name, builder: ImageBuilder| (name, builder.to_vec().unwrap().0);
     vec![
         b(

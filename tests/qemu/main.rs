@@ -9,9 +9,11 @@ mod harness;
 
 mod bitmaps;
 mod catalogue;
+mod crash;
 mod defects;
 mod ours_in_qemu;
 mod props;
 mod qemu_in_ours;
+mod refusals;
 mod samples;
 mod verdicts;

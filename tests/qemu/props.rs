@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use crate::fixtures::{bm, v2_plain};
-use parallels_image::qemu::{self, QemuOutcome};
+use parallels_image::qemu::{self, QemuOutcome, QemuReason};
 use parallels_image::raw::extension::checksum;
 use parallels_image::Variant;
 use parallels_image::{Data, ImageBuilder};
@@ -17,7 +17,7 @@ use crate::harness::{self, check, check_mismatch, info, info_mismatch, Img};
 const MIB: u64 = 1 << 20;
 
 /// A base image and where its regions are.
-struct Base {
+pub(crate) struct Base {
     bytes: Vec<u8>,
     /// `(start, len)` of header, BAT, extension cluster, first bitmap's L1 table.
     regions: Vec<(u64, u64)>,
@@ -38,7 +38,7 @@ fn base(b: ImageBuilder) -> Base {
     Base { bytes, regions, ext }
 }
 
-fn bases() -> &'static [Base] {
+pub(crate) fn bases() -> &'static [Base] {
     static B: OnceLock<Vec<Base>> = OnceLock::new();
     B.get_or_init(|| {
         vec![
@@ -91,13 +91,13 @@ const INTERESTING: &[u64] = &[
 ];
 
 #[derive(Clone, Debug)]
-enum Edit {
+pub(crate) enum Edit {
     Byte(u8),
     U32(u64),
     U64(u64),
 }
 
-fn edit() -> impl Strategy<Value = (usize, u64, Edit)> {
+pub(crate) fn edit() -> impl Strategy<Value = (usize, u64, Edit)> {
     let value = prop_oneof![
         any::<u8>().prop_map(Edit::Byte),
         prop::sample::select(INTERESTING).prop_map(Edit::U32),
@@ -107,7 +107,7 @@ fn edit() -> impl Strategy<Value = (usize, u64, Edit)> {
     (0usize..4, any::<u64>(), value)
 }
 
-fn apply(b: &Base, edits: &[(usize, u64, Edit)], fix_md5: bool) -> Vec<u8> {
+pub(crate) fn apply(b: &Base, edits: &[(usize, u64, Edit)], fix_md5: bool) -> Vec<u8> {
     let mut bytes = b.bytes.clone();
     for (r, pos, e) in edits {
         let (start, len) = b.regions[r % b.regions.len()];
@@ -134,9 +134,11 @@ fn apply(b: &Base, edits: &[(usize, u64, Edit)], fix_md5: bool) -> Vec<u8> {
 /// a BAT over 256 KiB or a cluster over 16 MiB on an image that gets past the header checks.
 fn too_heavy(bytes: &[u8], pred: &QemuOutcome) -> bool {
     let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
-    let header_reject = matches!(pred, QemuOutcome::Rejects { message } if
-        ["Image not in", "Invalid image", "Catalog too large"].iter().any(|p| message.starts_with(p)))
-        || matches!(pred, QemuOutcome::RejectsBatRead);
+    use QemuReason::*;
+    let header_reject = matches!(
+        pred.reason(),
+        Some(NotParallels | ZeroTracks | ClusterTooBig | CatalogTooLarge | OffsetTooBig | BatRead)
+    );
     !header_reject && (u32_at(32) > 65536 || u64::from(u32_at(28)) * 512 > 16 * MIB)
 }
 

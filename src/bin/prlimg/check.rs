@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use parallels_image::qemu::{QemuCheck, QemuOutcome};
 use parallels_image::{check, CbtOutcome, Conformance, Mode, MountEffect, PloopPrediction, Severity};
 
 use crate::outln;
@@ -103,29 +102,9 @@ fn print_human(c: &Conformance) -> String {
         }
         outln!(out, "Image end offset: {}", s.image_end_offset);
     }
-    let info = &c.prediction.info;
-    let message = info.message(&c.filename).unwrap_or_default();
-    match info {
-        QemuOutcome::Opens { bitmaps } if bitmaps.is_empty() => outln!(out, "QEMU 10: opens the image"),
-        QemuOutcome::Opens { bitmaps } => {
-            outln!(out, "QEMU 10: opens the image with bitmaps {}", bitmaps.join(", "))
-        }
-        QemuOutcome::Aborts { .. } => outln!(out, "QEMU 10: aborts: {message}"),
-        QemuOutcome::Undefined { reason } => outln!(out, "QEMU 10: undefined behaviour: {reason}"),
-        _ => outln!(out, "QEMU 10: rejects the image: {message}"),
-    }
-    let check = &c.prediction.check;
-    match (check, check.exit_code()) {
-        (QemuCheck::Completes(counts), Some(code)) => outln!(
-            out,
-            "qemu-img check: exit {code} ({} corruptions, {} leaked clusters)",
-            counts.corruptions,
-            counts.leaks
-        ),
-        (QemuCheck::OpenFails(_), _) => outln!(out, "qemu-img check: cannot open the image"),
-        (QemuCheck::Fails, _) => outln!(out, "qemu-img check: fails (Device or resource busy)"),
-        (_, Some(code)) => outln!(out, "qemu-img check: aborts (exit {code})"),
-        _ => outln!(out, "qemu-img check: unpredictable"),
+    // The whole prediction, rendered by the library.
+    for line in c.prediction.render(&c.filename) {
+        outln!(out, "{line}");
     }
     print_ploop(&mut out, &c.ploop);
     out
