@@ -40,6 +40,23 @@ pub enum Error {
     /// An output path may not be written (it exists, or is not a regular file).
     #[error("{0}")]
     Output(#[from] OutputError),
+    /// The file is empty: not a Parallels image (nor a damaged one).
+    #[error("empty file: not a Parallels image")]
+    EmptyFile,
+    /// The file is not a Parallels image at all (a raw disk, qcow2, XML, random bytes…): its
+    /// first 16 bytes are far from both magics and its version field is not 2. A file that
+    /// is close to one magic, or whose version is 2, is a damaged Parallels image instead
+    /// (rule R1, [`Violation::BadMagic`]).
+    #[error(
+        "not a Parallels image: bytes 0..16 are {found:?} (hex {}), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\", and the version at byte 16 is {version}, not 2",
+        hex16(found)
+    )]
+    NotParallels {
+        /// Bytes 0..16.
+        found: [u8; 16],
+        /// The version field (byte 16).
+        version: u32,
+    },
 }
 
 /// Why a defect cannot be planned ([`crate::corrupt::plan`]).
@@ -329,6 +346,15 @@ pub enum OutputError {
         /// The output path.
         path: PathBuf,
     },
+}
+
+/// Whether a header whose magic is wrong still reads as a Parallels header (then it is damaged,
+/// R1) rather than as something else: its 16 magic bytes agree with one of the two magics in at
+/// least half of their positions, or its version field is 2.
+pub(crate) fn parallels_shaped(magic: &[u8; 16], version: u32) -> bool {
+    use crate::raw::header::{MAGIC_V1, MAGIC_V2};
+    let same = |m: &[u8; 16]| magic.iter().zip(m).filter(|(a, b)| a == b).count();
+    version == 2 || same(&MAGIC_V1).max(same(&MAGIC_V2)) >= 8
 }
 
 /// Result alias for this crate.

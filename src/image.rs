@@ -7,7 +7,7 @@ use zerocopy::little_endian::U32;
 use zerocopy::FromBytes;
 
 use crate::bitmap::{Bitmap, BitmapGeometry};
-use crate::error::Result;
+use crate::error::{Error, Result, Violation};
 use crate::extension::Extension;
 use crate::header::Header;
 use crate::raw::bat::{BAT_ENTRY_SIZE, BAT_OFFSET};
@@ -172,7 +172,18 @@ impl<'s> Image<'s> {
         let file_len = source.size();
         let head = source.read_at(0, HEADER_SIZE as u64)?;
         let raw = RawHeader::read_padded(&head);
-        let header = Header::decode(&raw)?;
+        if file_len == 0 {
+            return Err(Error::EmptyFile);
+        }
+        let header = match Header::decode(&raw) {
+            Err(Violation::BadMagic { found }) if !crate::error::parallels_shaped(&found, raw.version.get()) => {
+                return Err(Error::NotParallels {
+                    found,
+                    version: raw.version.get(),
+                })
+            }
+            other => other?,
+        };
         // Only the part of the BAT that is in the file is read; the rest reads as zeros.
         let in_file = entries_in_file(&header, file_len);
         let bat = match reading {

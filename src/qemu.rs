@@ -377,6 +377,10 @@ pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
         Ok(image) => image,
         Err(Error::Io(e)) => return Err(e),
         Err(Error::Invalid(v)) => return Ok(predict_unparsable(&v)),
+        // Not a Parallels image at all: QEMU's H1, as for a bad magic.
+        Err(Error::EmptyFile | Error::NotParallels { .. }) => {
+            return Ok(predict_unparsable(&Violation::BadMagic { found: [0; 16] }))
+        }
         Err(e) => return Err(std::io::Error::other(e.to_string())),
     };
     Ok(predict_image(&image))

@@ -391,6 +391,37 @@ fn check_missing_file_exit_1_one_line() {
 }
 
 #[test]
+fn check_not_a_parallels_image_exit_1() {
+    // An empty file and a qcow2 header are not Parallels images: exit 1, one line, as
+    // qemu-img says "Image not in Parallels format" (a damaged magic stays R1, exit 2).
+    let dir = tmp();
+    let empty = dir.path().join("empty.hds");
+    fs::write(&empty, b"").unwrap();
+    let qcow2 = dir.path().join("x.qcow2");
+    let mut q = vec![0u8; 1024];
+    q[..8].copy_from_slice(b"QFI\xfb\0\0\0\x03");
+    fs::write(&qcow2, &q).unwrap();
+    let out = prlimg(&["check", s(&empty)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!("prlimg: {}: empty file: not a Parallels image\n", s(&empty))
+    );
+    assert!(out.stdout.is_empty());
+    let out = prlimg(&["check", s(&qcow2)]);
+    assert_eq!(out.status.code(), Some(1));
+    let hex = "514649fb000000030000000000000000";
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "prlimg: {}: not a Parallels image: bytes 0..16 are {:?} (hex {hex}), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\", and the version at byte 16 is 0, not 2\n",
+            s(&qcow2),
+            <[u8; 16]>::try_from(&q[..16]).unwrap()
+        )
+    );
+}
+
+#[test]
 fn read_commands_never_modify_the_input() {
     let dir = tmp();
     let a = image_a(dir.path());
@@ -971,7 +1002,10 @@ fn hostile_files_give_one_line_errors() {
     let empty = dir.path().join("empty");
     let out = prlimg(&["info", s(&empty)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).starts_with(&format!("prlimg: {}: header magic at byte 0 is", s(&empty))));
+    assert_eq!(
+        stderr(&out),
+        format!("prlimg: {}: empty file: not a Parallels image\n", s(&empty))
+    );
 }
 
 #[test]

@@ -209,7 +209,10 @@ fn short_file_header_reads_as_zero_padded() {
     // 20 bytes: magic and version; tracks reads as 0.
     let img = lone_header()[..20].to_vec();
     assert_eq!(parse_err(&img), Violation::ZeroTracks);
-    assert_eq!(parse_err(&[]), Violation::BadMagic { found: [0; 16] });
+    // An empty file is no image at all (`not_a_parallels_image_is_an_error_not_r1`); 16 bytes
+    // of magic with nothing after it read as a damaged Parallels header.
+    assert!(matches!(Image::parse(&&[][..]), Err(parallels_image::Error::EmptyFile)));
+    assert_eq!(parse_err(&img[..16]), Violation::BadVersion { found: 0 });
 }
 
 #[test]
@@ -491,4 +494,44 @@ fn r15_v1_data_off_past_eof() {
         Rule::R15,
         Severity::Corruption,
     );
+}
+
+#[test]
+fn not_a_parallels_image_is_an_error_not_r1() {
+    use parallels_image::Error;
+    // Empty: a typed error of its own.
+    assert!(matches!(Image::parse(&&[][..]), Err(Error::EmptyFile)));
+    // qcow2, XML, a raw disk's MBR, random bytes: far from both magics, version not 2.
+    let mut qcow2 = vec![0u8; 512];
+    qcow2[..8].copy_from_slice(b"QFI\xfb\0\0\0\x03");
+    let xml = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Parallels_disk_image/>".to_vec();
+    let mut mbr = vec![0u8; 512];
+    mbr[..16].copy_from_slice(&[
+        0xeb, 0x63, 0x90, 0x10, 0x8e, 0xd0, 0xbc, 0, 0xb0, 0xb8, 0, 0, 0x8e, 0xd8, 0x8e, 0xc0,
+    ]);
+    mbr[510..].copy_from_slice(&[0x55, 0xaa]);
+    let random: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for (name, bytes) in [("qcow2", &qcow2), ("xml", &xml), ("mbr", &mbr), ("random", &random)] {
+        let mut found = [0u8; 16];
+        let n = bytes.len().min(16);
+        found[..n].copy_from_slice(&bytes[..n]);
+        let version = u32::from_le_bytes(bytes[16..20].try_into().unwrap());
+        match Image::parse(&&bytes[..]) {
+            Err(Error::NotParallels { found: f, version: v }) => assert_eq!((f, v), (found, version), "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // The line: a magic one byte off, or any magic with version 2, is a damaged Parallels image.
+    let mut img = base();
+    img[3] = b'x';
+    assert!(matches!(parse_err(&img), Violation::BadMagic { .. }));
+    img[..16].copy_from_slice(b"ABCDEFGHIJKLMNOP");
+    assert!(matches!(parse_err(&img), Violation::BadMagic { .. }));
+    put_u32(&mut img, 16, 3);
+    assert!(matches!(
+        Image::parse(&&img[..]),
+        Err(Error::NotParallels { version: 3, .. })
+    ));
 }

@@ -8,9 +8,9 @@ use parallels_image::raw::bitmap::DirtyBitmapFeature;
 use parallels_image::raw::extension::{checksum, ExtensionCluster, EXT_MAGIC};
 use parallels_image::raw::feature::{FeatureBody, FeatureRecord, FEATURE_DIRTY_BITMAP};
 use parallels_image::raw::RawHeader;
-use parallels_image::Variant;
 use parallels_image::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::{Extension, ListEnd};
+use parallels_image::{Variant, Violation};
 use proptest::prelude::*;
 use zerocopy::IntoBytes;
 
@@ -254,8 +254,16 @@ proptest! {
 
         let image = parallels_image::open(&bytes).unwrap();
         let report = parallels_image::validate(&image).unwrap();
-        prop_assert!(report.findings.is_empty(), "findings: {:?}", report.findings);
+        // The one finding a built image may have: a compact v1 data area at sector 1 is valid,
+        // but ploop refuses data_off 1 (R47, a note).
         let h = image.header();
+        let expected: Vec<Violation> = if case.v1 && case.compact && h.raw.data_off.get() == 1 {
+            vec![Violation::V1DataOffUnset { data_off: 1 }]
+        } else {
+            vec![]
+        };
+        let found: Vec<Violation> = report.findings.iter().map(|f| f.violation.clone()).collect();
+        prop_assert_eq!(found, expected, "findings: {:?}", report.findings);
         prop_assert_eq!(h.variant, if case.v1 { Variant::V1 } else { Variant::V2 });
         prop_assert_eq!(h.cluster_size(), case.cluster);
         prop_assert_eq!(h.nb_sectors, case.size.div_ceil(512));
