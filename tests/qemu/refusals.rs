@@ -25,7 +25,8 @@ fn contradiction(bytes: &[u8]) -> Option<String> {
         return None;
     }
     let report = match Image::parse_with(&bytes, Mode::Strict) {
-        Err(Error::Invalid(_)) => return None,
+        // Refused by this crate too: a broken header, or not a Parallels image at all.
+        Err(Error::Invalid(_) | Error::EmptyFile | Error::NotParallels { .. }) => return None,
         Err(e) => panic!("parse failed with {e}"),
         Ok(image) => parallels_image::validate(&image).expect("validates"),
     };
