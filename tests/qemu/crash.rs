@@ -163,16 +163,18 @@ fn two_tib_bitmap_of_256_mib_clusters_crashes_qemu() {
     if !harness::have("two_tib_bitmap_of_256_mib_clusters_crashes_qemu", &["qemu-img"]) {
         return;
     }
-    // QEMU runs on three of them: a dirty marker makes it fill 512 MiB of bitmap.
-    for &(cs, l1, crash) in [cases[0], cases[3], cases[4]].iter() {
+    // QEMU runs on two of them, the crash and its 128 MiB relative (each run takes seconds: a
+    // dirty marker makes QEMU fill up to 512 MiB of bitmap, a bits cluster makes it read 256 MiB).
+    for &(cs, l1, crash) in [cases[0], cases[4]].iter() {
         let got = compare(dir.path(), cs, 512, 2 * TIB, l1);
         assert_eq!(got == crashes(), crash);
     }
 }
 
-/// Relatives: cluster sizes around the 32-bit wrap (256 MiB, 256 MiB + 512 bytes, 384 MiB,
-/// 512 MiB + 4 KiB), granularities and disks of one or two chunks, L1 markers at random.
-/// Bounded: each case makes QEMU and this crate read and hash a cluster of up to 512 MiB.
+/// Relatives: cluster sizes around the 32-bit wrap (256 MiB, 256 MiB + 512 bytes, 384 MiB),
+/// granularities and disks of one or two chunks, L1 markers at random. Two cases: each makes
+/// QEMU and this crate read and hash a cluster of up to 384 MiB (the seed gives one crash and
+/// one open).
 #[test]
 fn large_cluster_bitmaps_predicted_exactly() {
     if !harness::have("large_cluster_bitmaps_predicted_exactly", &["qemu-img"]) {
@@ -180,12 +182,12 @@ fn large_cluster_bitmaps_predicted_exactly() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut runner = TestRunner::new(Config {
-        cases: 4,
+        cases: 2,
         rng_seed: RngSeed::Fixed(0x0b10),
         failure_persistence: None,
         ..Config::default()
     });
-    let cs = prop::sample::select(vec![256 * MIB, 256 * MIB + 512, 384 * MIB, 512 * MIB + 4096]);
+    let cs = prop::sample::select(vec![256 * MIB, 256 * MIB + 512, 384 * MIB]);
     let gran = prop::sample::select(vec![512u64, 1024, 65536]);
     let strategy = (
         cs,
@@ -207,6 +209,7 @@ fn large_cluster_bitmaps_predicted_exactly() {
                 .map(|i| if i > 0 && dirty[i] { L1::Dirty } else { L1::Clean })
                 .collect();
             let got = compare(dir.path(), cs, gran, disk, &l1);
+            eprintln!("cs {cs} granularity {gran} disk {disk} L1 {l1:?}: {}", got.kind());
             seen.borrow_mut().push(got.kind());
             Ok(())
         })

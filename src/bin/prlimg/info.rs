@@ -45,8 +45,9 @@ fn warnings(image: &Image<'_>) -> Vec<String> {
     let mut w = Vec::new();
     match &p.info {
         QemuOutcome::Opens { .. } => {}
-        QemuOutcome::Rejects { message } => w.push(format!("QEMU 10 refuses this image: {message}")),
-        QemuOutcome::Aborts { assertion } => w.push(format!("QEMU 10 aborts on this image: {assertion}")),
+        QemuOutcome::Rejects { message, .. } => w.push(format!("QEMU 10 refuses this image: {message}")),
+        QemuOutcome::Aborts { assertion, .. } => w.push(format!("QEMU 10 aborts on this image: {assertion}")),
+        QemuOutcome::Crashes { signal, .. } => w.push(format!("QEMU 10 crashes on this image (signal {signal})")),
         _ => w.push("QEMU 10 cannot open this image (prlimg check says why)".to_string()),
     }
     if let Ok(ploop) = parallels_image::predict_ploop(image.source(), "") {
