@@ -137,6 +137,10 @@ requirements! {
     DataClusterOnGrid "a data cluster on the cluster grid";
     OtherBitmapCluster "a bitmap cluster of another L1 entry";
     PartialLastChunk "a bitmap whose last chunk is partial";
+    RoomAfterBat "room for a 4-byte slot between the end of the BAT and the data area";
+    InnerDataCluster "a data cluster with a referenced cluster after it";
+    DataRightAfterBat "a data area right after the BAT (or at sector 1)";
+    NothingAfterBat "nothing after the BAT (no data cluster, no extension) and data_off set";
 }
 
 impl fmt::Display for Requirement {

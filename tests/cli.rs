@@ -774,6 +774,26 @@ fn defect_bases(dir: &Path) -> Vec<PathBuf> {
         assert_eq!(json_of(&check)["findings"], json!([]), "base {name}");
         out.push(p);
     }
+    // An empty disk (nothing after the BAT), and a v1 image whose data area starts right after
+    // the BAT (which `create` does not make).
+    let empty = dir.join("base-empty.hds");
+    prlimg_ok(&["create", s(&empty), "--size", "1M"]);
+    out.push(empty);
+    let compact = dir.join("base-v1-compact.hds");
+    parallels_image::ImageBuilder::new(20 << 20)
+        .variant(parallels_image::Variant::V1)
+        .cluster_size(64 << 10)
+        .compact_v1(true)
+        .data(0, parallels_image::Data::Fill { len: 4096, byte: 0x99 })
+        .create_file(&compact, false)
+        .unwrap();
+    out.push(compact);
+    for p in &out[2..] {
+        assert_eq!(
+            json_of(&prlimg(&["check", s(p), "--output", "json"]))["findings"],
+            json!([])
+        );
+    }
     out
 }
 

@@ -241,6 +241,6 @@ pub(super) fn trailing_bits(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
 }
 
 /// The bitmap header at the start of a bitmap record's data (the input's records have one).
-fn header_in(data: &mut [u8]) -> &mut RawBitmapHeader {
+pub(super) fn header_in(data: &mut [u8]) -> &mut RawBitmapHeader {
     RawBitmapHeader::mut_in(data).expect("a bitmap record of the input")
 }

@@ -19,13 +19,15 @@
 //!
 //! The catalogue is [`DefectKind`]: one variant per defect, each knowing its [`Rule`]. Planning
 //! dispatches on it with an exhaustive `match`, one file per region of the image (`header`,
-//! `bat`, `extension`, `bitmaps`); the edit session that every plan works in is `edit`.
+//! `bat`, `extension`, `bitmaps`, and `placement` for R43–R49); the edit session that every plan
+//! works in is `edit`.
 
 mod bat;
 mod bitmaps;
 mod edit;
 mod extension;
 mod header;
+mod placement;
 
 use std::fmt;
 use std::str::FromStr;
@@ -136,14 +138,33 @@ defects! {
         "points an L1 entry (not the last chunk) at the bitmap cluster of another L1 entry";
     DuplicateBitmapId "duplicate-bitmap-id" R41 "gives a bitmap the id of another one";
     BitmapTrailingBits "bitmap-trailing-bits" R42 "sets the first bit past the last granule in a bitmap's last chunk";
+    BatEntryPastDisk "bat-entry-past-disk" R43
+        "adds a BAT entry past the clusters of the disk, pointing at a new cluster at the end of the file";
+    BatSlackNonzero "bat-slack-nonzero" R44
+        "copies an allocated BAT entry (or 1) into a slot between the end of the BAT and the data area, where ploop reads it";
+    ExtBeforeData "ext-before-data" R45
+        "moves the data area one cluster up (its data clusters there to the end of the file) and the extension cluster into the room \
+         (whose bytes are then also non-zero slots, R44)";
+    UnreferencedCluster "unreferenced-cluster" R46
+        "unallocates a BAT entry whose cluster has referenced clusters after it: a hole QEMU's check does not see";
+    V1DataOffUnset "v1-data-off-unset" R47
+        "v1 images only: sets data_off to 0 (the end of the BAT) or 1, where the data area already starts";
+    BatTooLargeToRead "bat-too-large-to-read" R48
+        "on an image with nothing after its BAT: sets bat_entries one above what QEMU reads in one request \
+         (the data area is then inside the BAT, R14)";
+    BitmapOnEmptyDisk "bitmap-on-empty-disk" R49
+        "shrinks the disk to 0 sectors: unallocates every BAT entry, empties every bitmap (size 0, no L1 table)";
 }
 
 impl DefectKind {
-    /// Rules that fire besides [`DefectKind::rule`] when the defect's target is a bitmap record:
-    /// a bitmap record grown to fill the cluster has extra data (R33, non-canonical).
+    /// Rules that fire besides [`DefectKind::rule`]: a bitmap record grown to fill the cluster
+    /// has extra data (R33, non-canonical); an extension before the data area is in the slots
+    /// ploop reads as BAT entries (R44); a BAT too large to read holds the data area (R14).
     pub const fn also_breaks(self) -> &'static [Rule] {
         match self {
             DefectKind::FeatureTruncated | DefectKind::MissingEndRecord => &[Rule::R33],
+            DefectKind::ExtBeforeData => &[Rule::R44],
+            DefectKind::BatTooLargeToRead => &[Rule::R14],
             _ => &[],
         }
     }
@@ -244,6 +265,13 @@ fn apply(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
         D::L1EntryOverlapL1 => bitmaps::l1_overlap(w, seed, bitmaps::Target::OtherL1),
         D::DuplicateBitmapId => bitmaps::duplicate_id(w, seed),
         D::BitmapTrailingBits => bitmaps::trailing_bits(w, seed),
+        D::BatEntryPastDisk => placement::entry_past_disk(w),
+        D::BatSlackNonzero => placement::slack_nonzero(w, seed),
+        D::ExtBeforeData => placement::ext_before_data(w),
+        D::UnreferencedCluster => placement::unreferenced_cluster(w, seed),
+        D::V1DataOffUnset => placement::v1_data_off_unset(w),
+        D::BatTooLargeToRead => placement::bat_too_large_to_read(w),
+        D::BitmapOnEmptyDisk => placement::bitmap_on_empty_disk(w),
     }
 }
 

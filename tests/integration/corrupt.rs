@@ -21,7 +21,7 @@ struct Base {
 use DefectKind as D;
 
 /// Bitmap and extension defects: nothing to break in an image without an extension.
-const NEEDS_EXTENSION: [DefectKind; 28] = [
+const NEEDS_EXTENSION: [DefectKind; 30] = [
     D::ExtOffUnaligned,
     D::ExtPastEof,
     D::ExtOverlapData,
@@ -50,6 +50,8 @@ const NEEDS_EXTENSION: [DefectKind; 28] = [
     D::L1EntryOverlapL1,
     D::DuplicateBitmapId,
     D::BitmapTrailingBits,
+    D::ExtBeforeData,
+    D::BitmapOnEmptyDisk,
 ];
 
 fn check(b: ImageBuilder) -> Vec<u8> {
@@ -101,7 +103,12 @@ fn v2_rich() -> Base {
     Base {
         name: "v2-rich",
         bytes,
-        unsuitable: &[D::V1SizeHighBits, D::BatEntryUnaligned],
+        unsuitable: &[
+            D::V1SizeHighBits,
+            D::BatEntryUnaligned,
+            D::V1DataOffUnset,
+            D::BatTooLargeToRead,
+        ],
     }
 }
 
@@ -130,7 +137,13 @@ fn v1_rich() -> Base {
     Base {
         name: "v1-rich",
         bytes,
-        unsuitable: &[D::DataOffZero, D::DataOffUnaligned, D::L1EntryOverlapBat],
+        unsuitable: &[
+            D::DataOffZero,
+            D::DataOffUnaligned,
+            D::L1EntryOverlapBat,
+            D::V1DataOffUnset,
+            D::BatTooLargeToRead,
+        ],
     }
 }
 
@@ -162,7 +175,12 @@ fn v1_compact_bitmaps() -> Base {
         name: "v1-compact-bitmaps",
         bytes,
         // No cluster of the grid (19456 + k * 64 KiB) lies inside the BAT (which ends at 19268).
-        unsuitable: &[D::DataOffZero, D::DataOffUnaligned, D::L1EntryOverlapBat],
+        unsuitable: &[
+            D::DataOffZero,
+            D::DataOffUnaligned,
+            D::L1EntryOverlapBat,
+            D::BatTooLargeToRead,
+        ],
     }
 }
 
@@ -224,6 +242,8 @@ fn v2_small() -> Base {
             D::L1EntryOverlapExt,
             D::L1EntryOverlapData,
             D::L1EntryOverlapL1,
+            D::V1DataOffUnset,
+            D::BatTooLargeToRead,
         ],
     }
 }
@@ -261,7 +281,13 @@ fn v2_one_mib_clusters() -> Base {
         name: "v2-1MiB-clusters",
         bytes,
         // The BAT fits in the first cluster, so no cluster of the grid lies inside it.
-        unsuitable: &[D::V1SizeHighBits, D::BatEntryUnaligned, D::L1EntryOverlapBat],
+        unsuitable: &[
+            D::V1SizeHighBits,
+            D::BatEntryUnaligned,
+            D::L1EntryOverlapBat,
+            D::V1DataOffUnset,
+            D::BatTooLargeToRead,
+        ],
     }
 }
 
@@ -276,15 +302,16 @@ fn v1_compact() -> Base {
             .data(0, Data::Fill { len: 4096, byte: 0x99 })
             .data(8 * CS, Data::Fill { len: 4096, byte: 0xaa }),
     );
-    static UNSUITABLE: [DefectKind; 30] = {
-        let mut out = [D::BadMagic; 30];
+    static UNSUITABLE: [DefectKind; 33] = {
+        let mut out = [D::BadMagic; 33];
         let mut i = 0;
         while i < NEEDS_EXTENSION.len() {
             out[i] = NEEDS_EXTENSION[i];
             i += 1;
         }
-        out[28] = D::DataOffZero;
-        out[29] = D::DataOffUnaligned;
+        out[30] = D::DataOffZero;
+        out[31] = D::DataOffUnaligned;
+        out[32] = D::BatTooLargeToRead;
         out
     };
     Base {
@@ -297,17 +324,19 @@ fn v1_compact() -> Base {
 /// v2, 1 MiB, nothing allocated, no extension.
 fn v2_empty() -> Base {
     let bytes = check(ImageBuilder::new(MIB).cluster_size(CS));
-    static UNSUITABLE: [DefectKind; 32] = {
-        let mut out = [D::BadMagic; 32];
+    static UNSUITABLE: [DefectKind; 36] = {
+        let mut out = [D::BadMagic; 36];
         let mut i = 0;
         while i < NEEDS_EXTENSION.len() {
             out[i] = NEEDS_EXTENSION[i];
             i += 1;
         }
-        out[28] = D::V1SizeHighBits;
-        out[29] = D::BatEntryUnaligned;
-        out[30] = D::BatEntryInsideHeader;
-        out[31] = D::BatEntryDuplicate;
+        out[30] = D::V1SizeHighBits;
+        out[31] = D::BatEntryUnaligned;
+        out[32] = D::BatEntryInsideHeader;
+        out[33] = D::BatEntryDuplicate;
+        out[34] = D::UnreferencedCluster;
+        out[35] = D::V1DataOffUnset;
         out
     };
     Base {
@@ -349,11 +378,13 @@ fn verdict(bytes: &[u8]) -> (Vec<Rule>, Vec<Rule>) {
     }
 }
 
-/// What a defect must report in full: its rule, and for the two defects that grow the last
-/// record (a bitmap in every base here) the non-canonical extra data that comes with it.
+/// What a defect must report in full, sorted: its rule, and what comes with it
+/// ([`DefectKind::also_breaks`]: for the two defects that grow the last record, a bitmap in every
+/// base here, the non-canonical extra data).
 fn expected_rules(defect: DefectKind) -> Vec<Rule> {
     let mut rules = vec![defect.rule()];
     rules.extend(defect.also_breaks());
+    rules.sort_unstable();
     rules
 }
 
@@ -394,7 +425,9 @@ fn every_defect_breaks_exactly_its_rule() {
                     "{what}: empty patch"
                 );
                 let bytes = corrupted(&base.bytes, &patch);
-                let (all, corrupt) = verdict(&bytes);
+                let (mut all, mut corrupt) = verdict(&bytes);
+                all.sort_unstable();
+                corrupt.sort_unstable();
                 if all != expected_rules(defect) {
                     failures.push(format!("{what}: {all:?}"));
                     continue;
@@ -405,7 +438,12 @@ fn every_defect_breaks_exactly_its_rule() {
                 } else if rule.severity() != Severity::Corruption {
                     assert_eq!(corrupt, Vec::<Rule>::new(), "{what}");
                 } else {
-                    assert_eq!(corrupt, vec![rule], "{what}");
+                    let mut want: Vec<Rule> = expected_rules(defect)
+                        .into_iter()
+                        .filter(|r| r.severity() == Severity::Corruption)
+                        .collect();
+                    want.dedup();
+                    assert_eq!(corrupt, want, "{what}");
                 }
                 suited += 1;
             }
@@ -659,4 +697,60 @@ fn planning_on_damaged_images_does_not_panic() {
             }
         }
     }
+}
+
+/// R43–R48's defects, byte for byte.
+#[test]
+fn placement_patches_are_exact() {
+    let base = v2_rich();
+    let image = Image::parse(&base.bytes).unwrap();
+    let len = base.bytes.len() as u64;
+    assert_eq!(
+        (image.header().bat_entries, image.header().data_start()),
+        (17985, 2 * CS)
+    );
+    let bat_end = 64 + 4 * 17985;
+
+    // R43: bat_entries 17985 -> 17986; the new entry points at cluster 12, a new one.
+    let p = plan(&image, D::BatEntryPastDisk, 0).unwrap();
+    assert_eq!(
+        p,
+        Patch {
+            writes: vec![(32, vec![0x42]), (bat_end, vec![12]), (len, vec![0xd5; 512])],
+            set_len: Some(len + CS)
+        }
+    );
+    // R44: the first slot after the BAT holds a copy of BAT[0] (2); seed 1 takes the next slot.
+    let p = plan(&image, D::BatSlackNonzero, 0).unwrap();
+    assert_eq!(
+        p,
+        Patch {
+            writes: vec![(bat_end, vec![2])],
+            set_len: None
+        }
+    );
+    let p = plan(&image, D::BatSlackNonzero, 1).unwrap();
+    assert_eq!(p.writes, vec![(bat_end + 4, vec![2])]);
+    // R46: BAT[0] (cluster 2, the first of five) is unallocated.
+    let p = plan(&image, D::UnreferencedCluster, 0).unwrap();
+    assert_eq!(
+        p,
+        Patch {
+            writes: vec![(64, vec![0])],
+            set_len: None
+        }
+    );
+
+    // R47: the compact v1 image's data_off 3 becomes 0 (the end of the BAT, rounded up).
+    let base = v1_compact();
+    let image = Image::parse(&base.bytes).unwrap();
+    assert_eq!(image.header().raw.data_off.get(), 3);
+    let p = plan(&image, D::V1DataOffUnset, 0).unwrap();
+    assert_eq!(p.writes, vec![(48, vec![0])]);
+
+    // R48: bat_entries 536869873 = 0x1ffffbf1.
+    let base = v2_empty();
+    let image = Image::parse(&base.bytes).unwrap();
+    let p = plan(&image, D::BatTooLargeToRead, 0).unwrap();
+    assert_eq!(p.writes, vec![(32, vec![0xf1, 0xfb, 0xff, 0x1f])]);
 }

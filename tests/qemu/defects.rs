@@ -36,6 +36,8 @@ pub(crate) fn bases() -> Vec<(&'static str, Vec<u8>)> {
                 .bitmap(bm(3, 512, &[(0, 512), (4 * MIB + 512, 1024)])),
         ),
         b("v2_plain", v2_plain()),
+        // Nothing after the BAT (the one shape bat-too-large-to-read takes).
+        b("v2_empty", ImageBuilder::new(MIB).cluster_size(64 << 10)),
         b(
             "v1_plain",
             ImageBuilder::new(2 * MIB).variant(Variant::V1).cluster_size(4096).data(
