@@ -14,3 +14,4 @@ mod edits;
 mod loads;
 mod mutations;
 mod shapes;
+mod slack;

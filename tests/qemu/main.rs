@@ -15,5 +15,6 @@ mod ours_in_qemu;
 mod props;
 mod qemu_in_ours;
 mod refusals;
+mod render;
 mod samples;
 mod verdicts;
