@@ -33,6 +33,7 @@
 //!                 rewriting an image's bitmaps
 //!  qemu, ploop    what QEMU 10 and ploop 9 do with an image
 //!  check          a whole conformance check (rules + statistics + predictions)
+//!  picture        SVG pictures: the file's layout with its findings, the guest view, dirty maps
 //!  corrupt        the defect catalogue: planned damage, one rule at a time
 //!  bundle         disk bundles (NAME.hdd/ with DiskDescriptor.xml): the descriptor, the D rules
 //!                 (spec/bundles.md), guest data through snapshot chains and split storages,
@@ -74,6 +75,7 @@ mod header;
 mod helper;
 mod image;
 mod outfile;
+mod picture;
 mod ploop;
 pub mod qemu;
 mod random;
@@ -105,6 +107,7 @@ pub use ploop::{
     ploop_accepts_cluster_size, predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck,
     PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
 };
+pub use picture::{bitmaps_svg, finding_offset, layout_svg, CellState, Grid, FINDING_OUTLINE, L1_COLOURS};
 pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
 pub use rule::{Rule, Severity};
 pub use size::{parse_size, ParseSizeError};

@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["builder", "random", "recipe", "stream", "edit"],
     &["qemu", "ploop"],
     &["check"],
+    &["picture"],
     &["corrupt"],
     &["bundle"],
 ];

@@ -38,6 +38,13 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = BitmapFormat::Human)]
     output: BitmapFormat,
+    /// Draw the dirty map (of NAME, or of every bitmap side by side) as SVG to this file
+    /// instead of printing.
+    #[arg(long, value_name = "OUT.svg")]
+    picture: Option<PathBuf>,
+    /// Overwrite the --picture file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 /// One line for people.
@@ -167,6 +174,16 @@ pub fn run(args: &Args) -> Outcome {
     let input = crate::input::open(path)?;
     // Bitmaps need the header and the extension only, not the BAT.
     let image = Image::parse_without_bat(input.source(), Mode::Strict).map_err(|e| Failure::lib(path, &e))?;
+    if let Some(out) = &args.picture {
+        let chosen: Vec<Bitmap<'_>> = match &args.name {
+            Some(name) => vec![image
+                .bitmap(name)
+                .ok_or_else(|| Failure::at(path, format!("no bitmap named {name:?}")))?],
+            None => image.bitmaps(),
+        };
+        crate::picture::write(out, args.force, &parallels_image::bitmaps_svg(&image, &chosen))?;
+        return Ok(0);
+    }
     let Some(name) = &args.name else {
         let bitmaps: Vec<BitmapSummary> = image.bitmaps().iter().map(Bitmap::summary).collect();
         match args.output {

@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
-use parallels_image::{check, CbtOutcome, Conformance, Mode, MountEffect, PloopPrediction, Severity};
+use parallels_image::{check, CbtOutcome, Conformance, Image, Mode, MountEffect, PloopPrediction, Severity};
 
 use crate::outln;
 use crate::output::{emit, print_json, spinner, Failure, Format};
+use crate::picture;
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -19,6 +20,12 @@ pub struct Args {
     /// Treat unknown features and feature flags as notes (ploop's reading), not corruption.
     #[arg(long)]
     lenient: bool,
+    /// Also draw the file's layout with the findings marked, as SVG, to this file.
+    #[arg(long, value_name = "OUT.svg")]
+    picture: Option<PathBuf>,
+    /// Overwrite the --picture file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: &Args) -> Outcome {
@@ -32,9 +39,18 @@ pub fn run(args: &Args) -> Outcome {
     let busy = spinner("checking");
     let checked = check(source, mode, &path.display().to_string()).map_err(|e| Failure::lib(path, &e))?;
     busy.finish_and_clear();
+    // The pictures need the parsed image; an uninterpretable header has nothing to draw.
+    let image = Image::parse_compact(source, mode).ok();
+    if let Some(out) = &args.picture {
+        let image = image
+            .as_ref()
+            .ok_or_else(|| Failure::at(path, "no picture: the header cannot be interpreted"))?;
+        picture::write(out, args.force, &picture::layout(image, &checked.report))?;
+    }
     match args.output {
         Format::Json => print_json(&checked)?,
         Format::Human => emit(&print_human(&checked))?,
+        Format::Html => emit(&picture::html(&checked, &print_human(&checked), image.as_ref()))?,
     }
     Ok(checked.verdict().exit_code())
 }

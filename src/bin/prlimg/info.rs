@@ -18,6 +18,12 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     output: Format,
+    /// Also draw the file's layout (with the validator's findings marked), as SVG, to this file.
+    #[arg(long, value_name = "OUT.svg")]
+    picture: Option<PathBuf>,
+    /// Overwrite the --picture file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 /// `info --output json`: the header's fields (see [`Header`]'s JSON), the file, the allocation
@@ -80,9 +86,14 @@ pub fn run(args: &Args) -> Outcome {
     let input = crate::input::open(path)?;
     let image = Image::parse_compact(input.source(), Mode::Strict).map_err(|e| Failure::lib(path, &e))?;
     let info = gather(&image, path.display().to_string());
+    if let Some(out) = &args.picture {
+        let report = parallels_image::validate(&image).map_err(|e| Failure::lib(path, &e))?;
+        crate::picture::write(out, args.force, &crate::picture::layout(&image, &report))?;
+    }
     match args.output {
         Format::Json => print_json(&info)?,
         Format::Human => emit(&print_human(&info))?,
+        Format::Html => return Err(Failure::plain("--output html is for `prlimg check`")),
     }
     Ok(0)
 }

@@ -20,6 +20,7 @@ mod info;
 mod input;
 mod map;
 mod output;
+mod picture;
 
 use output::Failure;
 

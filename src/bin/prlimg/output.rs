@@ -16,6 +16,8 @@ pub enum Format {
     Human,
     /// JSON with stable snake_case keys.
     Json,
+    /// One self-contained HTML page with pictures (`check` only).
+    Html,
 }
 
 /// A failure: printed as `prlimg: <path>: <reason>`, exit status `code`.

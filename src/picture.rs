@@ -1,0 +1,564 @@
+//! Pictures of an image as plain SVG text: the file's layout with each finding marked where it
+//! is, the guest view of the allocation, and the dirty maps of bitmaps.
+//!
+//! Every picture is a bounded grid: at most [`MAX_COLUMNS`] x [`MAX_ROWS`] cells, each cell a
+//! whole number of clusters (or granules), so the work and the output size follow the metadata
+//! (allocated BAT entries, dirty extents, findings) and never the disk's apparent size.
+//!
+//! Geometry (for readers and tests): cells are [`CELL`] pixels square; the file grid's cell `k`
+//! has its top-left corner at `(GRID_X + (k % columns) * CELL, GRID_Y + (k / columns) * CELL)`;
+//! the legend text `1 cell = N bytes` gives N.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use crate::bitmap::Bitmap;
+use crate::error::{Location, Violation};
+use crate::image::Image;
+use crate::raw::bitmap::{L1_CLEAN, L1_DIRTY};
+use crate::raw::SECTOR_SIZE;
+use crate::rule::Rule;
+use crate::validate::Report;
+
+/// Most columns of a grid.
+pub(crate) const MAX_COLUMNS: u64 = 64;
+/// Most rows of a grid.
+pub(crate) const MAX_ROWS: u64 = 64;
+/// Side of a cell in pixels.
+pub(crate) const CELL: u64 = 10;
+/// Left edge of the file grid.
+pub(crate) const GRID_X: u64 = 10;
+/// Top edge of every grid.
+pub(crate) const GRID_Y: u64 = 50;
+/// Most findings listed one per line; the rest are counted.
+const MAX_LABELS: usize = 40;
+
+/// What a cell of the file holds, from least to most alarming: a cell shows the greatest state
+/// it contains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum CellState {
+    /// Nothing drawn (no byte of the file).
+    Empty,
+    /// In the data area, referenced by nothing.
+    Unreferenced,
+    /// Between the BAT's end and the data area.
+    Padding,
+    /// A data cluster one BAT entry references.
+    Data,
+    /// A cluster of bitmap bits.
+    BitmapCluster,
+    /// The Format Extension cluster.
+    Extension,
+    /// The BAT.
+    Bat,
+    /// The 64-byte header.
+    Header,
+    /// Leaked bytes after the last referenced cluster (R20).
+    Leaked,
+    /// A data cluster below the data area (R16) or off the cluster grid (R17).
+    BelowData,
+    /// Two BAT entries reference it (R19), or regions overlap (R23, R40).
+    Duplicated,
+    /// Referenced but past the end of the file (R18, R22, R39).
+    PastEof,
+}
+
+impl CellState {
+    /// Fill colour (`#rrggbb`).
+    pub fn colour(self) -> &'static str {
+        match self {
+            CellState::Empty => "#ffffff",
+            CellState::Unreferenced => "#e6e6e6",
+            CellState::Padding => "#c8c8c8",
+            CellState::Data => "#4c9a2a",
+            CellState::BitmapCluster => "#8e44ad",
+            CellState::Extension => "#e67e22",
+            CellState::Bat => "#2f6fb3",
+            CellState::Header => "#1b2a49",
+            CellState::Leaked => "#f1c40f",
+            CellState::BelowData => "#00b5b8",
+            CellState::Duplicated => "#d62728",
+            CellState::PastEof => "#000000",
+        }
+    }
+
+    /// The legend's words.
+    pub fn name(self) -> &'static str {
+        match self {
+            CellState::Empty => "empty",
+            CellState::Unreferenced => "unreferenced / hole",
+            CellState::Padding => "padding",
+            CellState::Data => "data (referenced)",
+            CellState::BitmapCluster => "bitmap cluster",
+            CellState::Extension => "extension cluster",
+            CellState::Bat => "BAT",
+            CellState::Header => "header",
+            CellState::Leaked => "leaked",
+            CellState::BelowData => "below the data area / off grid",
+            CellState::Duplicated => "duplicated / overlapping",
+            CellState::PastEof => "past EOF",
+        }
+    }
+
+    const LEGEND: [CellState; 11] = [
+        CellState::Header,
+        CellState::Bat,
+        CellState::Padding,
+        CellState::Data,
+        CellState::Extension,
+        CellState::BitmapCluster,
+        CellState::Unreferenced,
+        CellState::Leaked,
+        CellState::BelowData,
+        CellState::Duplicated,
+        CellState::PastEof,
+    ];
+}
+
+/// The outline colour of a cell that holds a finding.
+pub const FINDING_OUTLINE: &str = "#ff00ff";
+
+/// How a byte range maps onto a bounded grid of cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid {
+    /// Bytes per cell (a whole number of units).
+    pub cell_bytes: u64,
+    /// Cells used.
+    pub cells: u64,
+    /// Columns.
+    pub columns: u64,
+}
+
+impl Grid {
+    /// Side of a cell in pixels.
+    pub const CELL: u64 = CELL;
+    /// Left edge of the file grid in [`layout_svg`].
+    pub const FILE_X: u64 = GRID_X;
+
+    /// A grid over `len` bytes in units of `unit` bytes (`unit` > 0).
+    pub fn new(len: u64, unit: u64) -> Grid {
+        let unit = unit.max(1);
+        let units = len.div_ceil(unit).max(1);
+        let per_cell = units.div_ceil(MAX_COLUMNS * MAX_ROWS);
+        let cell_bytes = per_cell.saturating_mul(unit);
+        let cells = units.div_ceil(per_cell);
+        Grid {
+            cell_bytes,
+            cells,
+            columns: cells.min(MAX_COLUMNS),
+        }
+    }
+
+    /// Rows used.
+    pub fn rows(&self) -> u64 {
+        self.cells.div_ceil(self.columns)
+    }
+
+    /// The cell holding byte `offset` (the last cell for offsets past the grid).
+    pub fn cell_of(&self, offset: u64) -> u64 {
+        (offset / self.cell_bytes).min(self.cells - 1)
+    }
+
+    /// The cells `[first, last]` that `[start, start + len)` touches (`len` > 0).
+    fn span(&self, start: u64, len: u64) -> (u64, u64) {
+        (self.cell_of(start), self.cell_of(start.saturating_add(len.max(1) - 1)))
+    }
+
+    /// Top-left pixel of cell `k` of a grid whose left edge is `x0`.
+    pub fn corner(&self, x0: u64, k: u64) -> (u64, u64) {
+        (x0 + (k % self.columns) * CELL, GRID_Y + (k / self.columns) * CELL)
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The byte a finding concerns: for a BAT entry (R16–R19) and an L1 entry, where it points.
+/// `None` when the violation names no byte of the file.
+pub fn finding_offset(image: &Image<'_>, v: &Violation) -> Option<u64> {
+    use Violation::*;
+    let ext = image.header().ext_offset();
+    Some(match *v {
+        BatEntryBelowData { offset, .. }
+        | BatEntryUnaligned { offset, .. }
+        | BatEntryPastEof { offset, .. }
+        | BatEntryDuplicate { offset, .. }
+        | Leak { offset, .. }
+        | ExtOffUnaligned { offset, .. }
+        | L1EntryUnaligned { offset, .. }
+        | L1EntryPastEof { offset, .. }
+        | L1EntryOverlap { offset, .. } => offset,
+        BitmapTrailingBits { .. } => ext?,
+        _ => match v.location() {
+            Location::Header { offset, .. }
+            | Location::Bat { offset, .. }
+            | Location::File { offset }
+            | Location::Extension { offset }
+            | Location::Feature { offset, .. } => offset,
+            Location::L1 { .. } => ext?,
+        },
+    })
+}
+
+/// The state a finding gives the cells of its range, and that range's length.
+fn finding_state(v: &Violation, cluster: u64) -> Option<(CellState, u64)> {
+    use Violation::*;
+    Some(match *v {
+        Leak { len, .. } => (CellState::Leaked, len),
+        BatEntryBelowData { .. } | BatEntryUnaligned { .. } => (CellState::BelowData, cluster),
+        BatEntryDuplicate { .. } | ExtOverlap { .. } | L1EntryOverlap { .. } => (CellState::Duplicated, cluster),
+        BatEntryPastEof { .. } | ExtPastEof { .. } | L1EntryPastEof { .. } => (CellState::PastEof, cluster),
+        _ => return None,
+    })
+}
+
+/// The layout of the file from byte 0 to its end, one cell per group of clusters, with the
+/// findings of `report` outlined and labelled by rule; beside it the guest view (how much of
+/// each group of guest clusters is allocated). Anything referenced past the end of the file is
+/// drawn in one extra cell after the file's last.
+pub fn layout_svg(image: &Image<'_>, report: &Report) -> String {
+    let h = image.header();
+    let cs = h.cluster_size().max(SECTOR_SIZE);
+    let file_len = image.file_len();
+    let file_grid = Grid::new(file_len, cs);
+    let past_eof_cell = file_grid.cells; // the extra cell
+    let grid = Grid {
+        cells: file_grid.cells + 1,
+        columns: (file_grid.cells + 1).min(MAX_COLUMNS),
+        ..file_grid
+    };
+    let cell_at = |offset: u64| -> u64 {
+        if offset >= file_len {
+            past_eof_cell
+        } else {
+            file_grid.cell_of(offset)
+        }
+    };
+    let mut state = vec![CellState::Empty; grid.cells as usize];
+    let mark = |state: &mut Vec<CellState>, start: u64, len: u64, s: CellState| {
+        if len == 0 {
+            return;
+        }
+        let first = cell_at(start);
+        let last = cell_at(start.saturating_add(len - 1));
+        for c in first..=last {
+            let c = c as usize;
+            state[c] = state[c].max(s);
+        }
+    };
+    let data_start = h.data_start().min(file_len);
+    mark(&mut state, data_start, file_len - data_start, CellState::Unreferenced);
+    mark(&mut state, 0, 64.min(file_len), CellState::Header);
+    let bat_end = h.bat_end();
+    if bat_end > 64 {
+        mark(&mut state, 64, bat_end - 64, CellState::Bat);
+    }
+    if data_start > bat_end {
+        mark(&mut state, bat_end, data_start - bat_end, CellState::Padding);
+    }
+    for (_, e) in image.allocated_entries() {
+        if let Some(off) = h.bat_entry_offset(e) {
+            let s = if off >= file_len {
+                CellState::PastEof
+            } else {
+                CellState::Data
+            };
+            mark(&mut state, off, cs, s);
+        }
+    }
+    if let Some(ext) = h.ext_offset() {
+        mark(&mut state, ext, cs, CellState::Extension);
+    }
+    for b in image.bitmaps() {
+        for e in b.l1().iter() {
+            if e != L1_CLEAN && e != L1_DIRTY {
+                mark(&mut state, e.saturating_mul(SECTOR_SIZE), cs, CellState::BitmapCluster);
+            }
+        }
+    }
+    // Findings: their states, and per cell the rules found there.
+    let mut rules: Vec<BTreeSet<Rule>> = vec![BTreeSet::new(); grid.cells as usize];
+    let mut unplaced: BTreeSet<Rule> = BTreeSet::new();
+    for f in &report.findings {
+        let v = &f.violation;
+        if let Some((s, len)) = finding_state(v, cs) {
+            let start = finding_offset(image, v).unwrap_or(0);
+            mark(&mut state, start, len, s);
+        }
+        match finding_offset(image, v) {
+            Some(off) => {
+                rules[cell_at(off) as usize].insert(v.rule());
+            }
+            None => {
+                unplaced.insert(v.rule());
+            }
+        }
+    }
+
+    // Guest view: allocated clusters per group of guest clusters.
+    let entries = u64::from(h.bat_entries).max(1);
+    let guest = Grid::new(entries, 1);
+    let mut allocated = vec![0u64; guest.cells as usize];
+    for (i, _) in image.allocated_entries() {
+        allocated[guest.cell_of(u64::from(i)) as usize] += 1;
+    }
+
+    let grid_w = grid.columns * CELL;
+    let guest_x = GRID_X + grid_w + 30;
+    let guest_w = guest.columns * CELL;
+    let legend_x = guest_x + guest_w + 30;
+    let height = GRID_Y + grid.rows().max(guest.rows()).max(36) * CELL + 20;
+    let width = legend_x + 420;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n\
+         <text x=\"{GRID_X}\" y=\"16\" font-size=\"13\">file layout: {file_len} bytes, cluster {cs} bytes</text>\n\
+         <text x=\"{GRID_X}\" y=\"32\" id=\"scale\">1 cell = {} bytes ({} clusters); the last cell: past EOF</text>\n\
+         <text x=\"{guest_x}\" y=\"16\" font-size=\"13\">guest view: {} bytes</text>\n\
+         <text x=\"{guest_x}\" y=\"32\" id=\"guest-scale\">1 cell = {} guest clusters, shade = allocated</text>\n",
+        grid.cell_bytes,
+        grid.cell_bytes / cs,
+        h.virtual_size(),
+        guest.cell_bytes,
+    );
+    svg.push_str("<g id=\"layout\" stroke=\"#ffffff\" stroke-width=\"0.5\">\n");
+    for (k, s) in state.iter().enumerate() {
+        let k = k as u64;
+        let (x, y) = grid.corner(GRID_X, k);
+        let (lo, hi) = if k == past_eof_cell {
+            (file_len, u64::MAX)
+        } else {
+            (k * grid.cell_bytes, ((k + 1) * grid.cell_bytes).min(file_len))
+        };
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{}\"><title>bytes {lo}..{}: {}</title></rect>",
+            s.colour(),
+            if hi == u64::MAX { "".to_string() } else { hi.to_string() },
+            s.name()
+        );
+    }
+    svg.push_str("</g>\n<g id=\"findings\" fill=\"none\" stroke-width=\"2\">\n");
+    let mut labels = Vec::new();
+    for (k, set) in rules.iter().enumerate() {
+        if set.is_empty() {
+            continue;
+        }
+        let k = k as u64;
+        let (x, y) = grid.corner(GRID_X, k);
+        let codes: Vec<String> = set.iter().map(|r| r.to_string()).collect();
+        let codes = codes.join(" ");
+        let where_ = if k == past_eof_cell {
+            format!("past EOF (from byte {file_len})")
+        } else {
+            format!("bytes {}..", k * grid.cell_bytes)
+        };
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" stroke=\"{FINDING_OUTLINE}\"><title>{codes} at {where_}</title></rect>",
+            x + 1,
+            y + 1,
+            CELL - 2,
+            CELL - 2
+        );
+        labels.push(format!("{codes}: cell {k}, {where_}"));
+    }
+    svg.push_str("</g>\n<g id=\"guest\">\n");
+    let per_cell = guest.cell_bytes;
+    for (k, n) in allocated.iter().enumerate() {
+        let k = k as u64;
+        let (x, y) = guest.corner(guest_x, k);
+        let total = per_cell.min(entries - k * per_cell);
+        let frac = *n as f64 / total.max(1) as f64;
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{}\"><title>guest clusters {}..{}: {n} allocated</title></rect>",
+            shade(frac, (76, 154, 42)),
+            k * per_cell,
+            k * per_cell + total
+        );
+    }
+    svg.push_str("</g>\n<g id=\"legend\">\n");
+    let mut y = GRID_Y;
+    for s in CellState::LEGEND {
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{legend_x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{}\" stroke=\"#888888\" stroke-width=\"0.5\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            s.colour(),
+            legend_x + 16,
+            y + 9,
+            s.name()
+        );
+        y += 16;
+    }
+    let _ = writeln!(
+        svg,
+        "<rect x=\"{legend_x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"none\" stroke=\"{FINDING_OUTLINE}\" stroke-width=\"2\"/><text x=\"{}\" y=\"{}\">finding (rule codes below)</text>",
+        legend_x + 16,
+        y + 9
+    );
+    y += 24;
+    svg.push_str("</g>\n<g id=\"labels\">\n");
+    let _ = writeln!(
+        svg,
+        "<text x=\"{legend_x}\" y=\"{y}\" font-weight=\"bold\">findings ({})</text>",
+        report.findings.len()
+    );
+    y += 14;
+    let shown = labels.len().min(MAX_LABELS);
+    for l in &labels[..shown] {
+        let _ = writeln!(svg, "<text x=\"{legend_x}\" y=\"{y}\">{}</text>", esc(l));
+        y += 14;
+    }
+    if labels.len() > shown {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{legend_x}\" y=\"{y}\">… {} more cells with findings</text>",
+            labels.len() - shown
+        );
+        y += 14;
+    }
+    if !unplaced.is_empty() {
+        let codes: Vec<String> = unplaced.iter().map(|r| r.to_string()).collect();
+        let _ = writeln!(
+            svg,
+            "<text x=\"{legend_x}\" y=\"{y}\">not at a byte: {}</text>",
+            codes.join(" ")
+        );
+    }
+    svg.push_str("</g>\n</svg>\n");
+    svg
+}
+
+/// `#rrggbb` between light grey (0.0) and `full` (1.0).
+fn shade(frac: f64, full: (u8, u8, u8)) -> String {
+    if frac <= 0.0 {
+        return "#eeeeee".to_string();
+    }
+    let f = frac.clamp(0.0, 1.0);
+    // Anything dirty or allocated is at least a third of the way, so it shows.
+    let f = 0.35 + 0.65 * f;
+    let mix = |a: u8| (238.0 + (f64::from(a) - 238.0) * f).round() as u8;
+    format!("#{:02x}{:02x}{:02x}", mix(full.0), mix(full.1), mix(full.2))
+}
+
+/// The L1 strip's colours: all clean, all dirty, data clusters, a mix.
+pub const L1_COLOURS: [(&str, &str); 4] = [
+    ("0 (clean)", "#eeeeee"),
+    ("1 (all dirty)", "#d62728"),
+    ("data cluster", "#2f6fb3"),
+    ("mixed", "#888888"),
+];
+
+/// Each bitmap's dirty map over the guest disk, side by side: one cell per group of granules,
+/// shaded by the dirty fraction (streamed from [`Bitmap::for_each_dirty_extent`]), and under it
+/// the L1 entries as a strip (0 / 1 / data cluster / mixed). A bitmap that cannot be decoded is
+/// drawn empty with the reason.
+pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
+    let size = image.header().virtual_size();
+    let panel_w = MAX_COLUMNS * CELL + 30;
+    let width = GRID_X + panel_w * bitmaps.len().max(1) as u64;
+    let strip_cells = 64u64;
+    let height = GRID_Y + MAX_ROWS * CELL + 90;
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>"
+    );
+    if bitmaps.is_empty() {
+        let _ = writeln!(svg, "<text x=\"{GRID_X}\" y=\"20\">no bitmaps</text>");
+    }
+    for (n, b) in bitmaps.iter().enumerate() {
+        let x0 = GRID_X + panel_w * n as u64;
+        let gb = b.granularity_bytes().max(1);
+        let grid = Grid::new(size, gb);
+        let mut dirty = vec![0u64; grid.cells as usize];
+        let decoded = b.for_each_dirty_extent(|off, len| {
+            let (first, last) = grid.span(off, len);
+            let end = off.saturating_add(len);
+            for c in first..=last {
+                let lo = (c * grid.cell_bytes).max(off);
+                let hi = ((c + 1).saturating_mul(grid.cell_bytes)).min(end);
+                dirty[c as usize] += hi.saturating_sub(lo);
+            }
+        });
+        let _ = writeln!(
+            svg,
+            "<g id=\"bitmap-{n}\"><text x=\"{x0}\" y=\"16\" font-size=\"13\">{}</text>\n<text x=\"{x0}\" y=\"32\">granularity {gb} bytes; 1 cell = {} bytes; shade = dirty fraction</text>",
+            esc(&b.name()),
+            grid.cell_bytes
+        );
+        if let Err(e) = &decoded {
+            let _ = writeln!(
+                svg,
+                "<text x=\"{x0}\" y=\"44\">not decodable: {}</text>",
+                esc(&e.to_string())
+            );
+        }
+        for (k, d) in dirty.iter().enumerate() {
+            let k = k as u64;
+            let (x, y) = grid.corner(x0, k);
+            let total = grid.cell_bytes.min(size.saturating_sub(k * grid.cell_bytes)).max(1);
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{}\"><title>guest bytes {}..: {d} dirty</title></rect>",
+                shade(*d as f64 / total as f64, (214, 39, 40)),
+                k * grid.cell_bytes
+            );
+        }
+        // L1 strip: chunks grouped into at most `strip_cells` cells.
+        let l1 = b.l1();
+        let chunks = l1.len() as u64;
+        let sy = GRID_Y + grid.rows() * CELL + 20;
+        let _ = writeln!(svg, "<text x=\"{x0}\" y=\"{}\">L1: {chunks} entries</text>", sy - 4);
+        if chunks > 0 {
+            let per = chunks.div_ceil(strip_cells);
+            let cells = chunks.div_ceil(per);
+            let mut kinds = vec![0u8; cells as usize]; // bit 0: clean, 1: dirty, 2: data
+            for (i, e) in l1.iter().enumerate() {
+                let bit = match e {
+                    L1_CLEAN => 1,
+                    L1_DIRTY => 2,
+                    _ => 4,
+                };
+                kinds[(i as u64 / per) as usize] |= bit;
+            }
+            for (k, kind) in kinds.iter().enumerate() {
+                let (label, colour) = match kind {
+                    1 => L1_COLOURS[0],
+                    2 => L1_COLOURS[1],
+                    4 => L1_COLOURS[2],
+                    _ => L1_COLOURS[3],
+                };
+                let _ = writeln!(
+                    svg,
+                    "<rect x=\"{}\" y=\"{sy}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{colour}\" stroke=\"#ffffff\" stroke-width=\"0.5\"><title>L1[{}..{}]: {label}</title></rect>",
+                    x0 + k as u64 * CELL,
+                    k as u64 * per,
+                    ((k as u64 + 1) * per).min(chunks)
+                );
+            }
+        }
+        let mut lx = x0;
+        for (label, colour) in L1_COLOURS {
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{lx}\" y=\"{}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{colour}\" stroke=\"#888888\" stroke-width=\"0.5\"/><text x=\"{}\" y=\"{}\">{label}</text>",
+                sy + 20,
+                lx + 14,
+                sy + 29
+            );
+            lx += 150;
+        }
+        svg.push_str("</g>\n");
+    }
+    svg.push_str("</svg>\n");
+    svg
+}

@@ -1,0 +1,180 @@
+//! The pictures (issue 17): rendered with resvg, the colour at the cell of each known defect.
+
+use parallels_image::{
+    bitmaps_svg, layout_svg, open, validate, BitmapSpec, CellState, Data, Grid, Image, ImageBuilder, Mode, Rule,
+    FINDING_OUTLINE,
+};
+
+const CS: u64 = 64 << 10;
+
+fn render(svg: &str) -> resvg::tiny_skia::Pixmap {
+    let tree = resvg::usvg::Tree::from_str(svg, &resvg::usvg::Options::default()).unwrap();
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
+    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap
+}
+
+fn hex(p: &resvg::tiny_skia::Pixmap, x: u64, y: u64) -> String {
+    let c = p.pixel(x as u32, y as u32).unwrap();
+    format!("#{:02x}{:02x}{:02x}", c.red(), c.green(), c.blue())
+}
+
+/// The layout picture of `bytes`, rendered, and where the cell of byte `offset` is.
+struct Drawn {
+    pixmap: resvg::tiny_skia::Pixmap,
+    svg: String,
+    grid: Grid,
+    columns: u64,
+    rules: Vec<Rule>,
+}
+
+fn draw(bytes: &[u8]) -> Drawn {
+    let source: Vec<u8> = bytes.to_vec();
+    let image = Image::parse_with(&source, Mode::Strict).unwrap();
+    let report = validate(&image).unwrap();
+    let svg = layout_svg(&image, &report);
+    let grid = Grid::new(bytes.len() as u64, CS);
+    Drawn {
+        pixmap: render(&svg),
+        svg,
+        grid,
+        columns: (grid.cells + 1).min(64),
+        rules: report.rules(),
+    }
+}
+
+impl Drawn {
+    fn corner(&self, offset: u64) -> (u64, u64) {
+        let k = offset / self.grid.cell_bytes;
+        (
+            Grid::FILE_X + (k % self.columns) * Grid::CELL,
+            50 + (k / self.columns) * Grid::CELL,
+        )
+    }
+    fn fill(&self, offset: u64) -> String {
+        let (x, y) = self.corner(offset);
+        hex(&self.pixmap, x + 5, y + 5)
+    }
+    fn outline(&self, offset: u64) -> String {
+        let (x, y) = self.corner(offset);
+        hex(&self.pixmap, x + 1, y + 5)
+    }
+}
+
+/// A v2 image of 16 MiB, clusters of 64 KiB, guest clusters 0 and 1 written.
+fn two_clusters() -> Vec<u8> {
+    ImageBuilder::new(16 << 20)
+        .cluster_size(CS)
+        .data(
+            0,
+            Data::Fill {
+                len: 2 * CS,
+                byte: 0xaa,
+            },
+        )
+        .to_vec()
+        .unwrap()
+        .0
+}
+
+fn bat(bytes: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(bytes[64 + 4 * i..68 + 4 * i].try_into().unwrap())
+}
+
+#[test]
+fn clean_image_shows_header_and_data_and_no_finding() {
+    let bytes = two_clusters();
+    let d = draw(&bytes);
+    assert_eq!(d.rules, vec![]);
+    assert_eq!(d.grid.cell_bytes, CS);
+    assert_eq!(d.fill(0), CellState::Header.colour());
+    let data = u64::from(bat(&bytes, 0)) * CS;
+    assert_eq!(d.fill(data), CellState::Data.colour());
+    assert_eq!(d.outline(data), CellState::Data.colour());
+    assert!(
+        !d.svg.contains(&format!("stroke=\"{FINDING_OUTLINE}\"><title>")),
+        "{}",
+        d.svg
+    );
+    assert!(d.svg.contains("1 cell = 65536 bytes (1 clusters)"));
+}
+
+#[test]
+fn leak_shows_at_its_offset_with_r20() {
+    let mut bytes = two_clusters();
+    let leak_at = bytes.len() as u64;
+    bytes.extend(vec![0u8; CS as usize]);
+    let d = draw(&bytes);
+    assert_eq!(d.rules, vec![Rule::R20]);
+    assert_eq!(d.fill(leak_at), CellState::Leaked.colour());
+    assert_eq!(d.outline(leak_at), FINDING_OUTLINE);
+    assert_eq!(d.fill(leak_at - CS), CellState::Data.colour());
+    assert!(
+        d.svg.contains(&format!("<title>R20 at bytes {leak_at}..</title>")),
+        "{}",
+        d.svg
+    );
+}
+
+#[test]
+fn duplicate_bat_entry_shows_where_it_points_with_r19() {
+    let mut bytes = two_clusters();
+    let first = bat(&bytes, 0);
+    let second = u64::from(bat(&bytes, 1)) * CS;
+    bytes[68..72].copy_from_slice(&first.to_le_bytes());
+    let d = draw(&bytes);
+    assert!(d.rules.contains(&Rule::R19), "{:?}", d.rules);
+    let at = u64::from(first) * CS;
+    assert_eq!(d.fill(at), CellState::Duplicated.colour());
+    assert_eq!(d.outline(at), FINDING_OUTLINE);
+    // BAT[1]'s old cluster is referenced by nothing now: leaked, the file's last cluster.
+    assert_eq!(d.fill(second), CellState::Leaked.colour());
+}
+
+#[test]
+fn overlap_of_the_extension_and_a_data_cluster_shows_r23() {
+    let (mut bytes, _) = ImageBuilder::new(16 << 20)
+        .cluster_size(CS)
+        .data(0, Data::Fill { len: CS, byte: 0xaa })
+        .bitmap(BitmapSpec {
+            id: [7; 16],
+            granularity: CS,
+            extents: vec![(0, CS)],
+        })
+        .to_vec()
+        .unwrap();
+    // Point BAT[1] at the extension cluster.
+    let ext = u64::from_le_bytes(bytes[56..64].try_into().unwrap()) * 512;
+    bytes[68..72].copy_from_slice(&((ext / CS) as u32).to_le_bytes());
+    let d = draw(&bytes);
+    assert!(d.rules.contains(&Rule::R23), "{:?}", d.rules);
+    assert_eq!(d.fill(ext), CellState::Duplicated.colour());
+    assert_eq!(d.outline(ext), FINDING_OUTLINE);
+}
+
+#[test]
+fn a_64_tib_image_draws_a_bounded_picture() {
+    let size = 64u64 << 40;
+    let (bytes, _) = ImageBuilder::new(size)
+        .cluster_size(16 << 20)
+        .data(0, Data::Fill { len: 4096, byte: 1 })
+        .data(size - 4096, Data::Fill { len: 4096, byte: 2 })
+        .bitmap(BitmapSpec {
+            id: [9; 16],
+            granularity: 1 << 20,
+            extents: vec![(0, 1 << 30), (size - (1 << 20), 1 << 20)],
+        })
+        .to_vec()
+        .unwrap();
+    let image = open(&bytes).unwrap();
+    let report = validate(&image).unwrap();
+    let layout = layout_svg(&image, &report);
+    assert!(layout.len() < 1 << 20, "{} bytes", layout.len());
+    let maps = bitmaps_svg(&image, &image.bitmaps());
+    assert!(maps.len() < 1 << 20, "{} bytes", maps.len());
+    // The first guest cell of the dirty map is dirty (1 GiB of the first cell's 16 GiB).
+    let p = render(&maps);
+    assert_ne!(hex(&p, 15, 55), "#eeeeee");
+    assert_eq!(hex(&p, 25, 55), "#eeeeee");
+}
