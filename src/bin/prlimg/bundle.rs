@@ -116,6 +116,11 @@ pub fn info(path: &Path, output: Format) -> Outcome {
             .collect(),
     };
     match output {
+        Format::Html => {
+            return Err(crate::output::Failure::plain(
+                "--output html is for `prlimg check` of an image",
+            ))
+        }
         Format::Json => print_json(&report)?,
         Format::Human => {
             let mut out = String::new();
@@ -265,6 +270,11 @@ pub fn check(path: &Path, output: Format, lenient: bool) -> Outcome {
         findings: findings.iter().map(json_finding).collect(),
     };
     match output {
+        Format::Html => {
+            return Err(crate::output::Failure::plain(
+                "--output html is for `prlimg check` of an image",
+            ))
+        }
         Format::Json => print_json(&report)?,
         Format::Human => {
             let mut out = String::new();

@@ -40,6 +40,11 @@ pub fn run(args: &Args) -> Outcome {
     let text = match args.output {
         Format::Json => json(&extents),
         Format::Human => human(&disk, &extents),
+        Format::Html => {
+            return Err(crate::output::Failure::plain(
+                "--output html is for `prlimg check` of an image",
+            ))
+        }
     };
     emit(&text)?;
     Ok(0)
