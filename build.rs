@@ -1,6 +1,7 @@
 //! Marks the tests that need what this machine lacks as ignored, so that `cargo test` counts
 //! them as "ignored" (with the reason) rather than as passed: the QEMU tools
-//! (`prlimg_no_qemu_tools`) and the sample images beside the checkout (`prlimg_no_samples`).
+//! (`prlimg_no_qemu_tools`), the sample images beside the checkout (`prlimg_no_samples`) and
+//! Chromium for the HTML report's screenshot (`prlimg_no_chromium`).
 //! Under `CI=true` nothing is ignored: the tests run and fail on what is missing.
 //! Nothing here affects the library itself.
 
@@ -15,6 +16,7 @@ fn on_path(tool: &str) -> bool {
 fn main() {
     println!("cargo:rustc-check-cfg=cfg(prlimg_no_qemu_tools)");
     println!("cargo:rustc-check-cfg=cfg(prlimg_no_samples)");
+    println!("cargo:rustc-check-cfg=cfg(prlimg_no_chromium)");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CI");
     println!("cargo:rerun-if-env-changed=PATH");
@@ -23,6 +25,9 @@ fn main() {
     }
     if !TOOLS.iter().all(|t| on_path(t)) {
         println!("cargo:rustc-cfg=prlimg_no_qemu_tools");
+    }
+    if !on_path("chromium") {
+        println!("cargo:rustc-cfg=prlimg_no_chromium");
     }
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/qemu");
     if samples.is_dir() {

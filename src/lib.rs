@@ -103,7 +103,10 @@ pub use extension::{Extension, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
 pub use outfile::{abandon_outputs, write_atomically, write_file_atomically, OutputError, OutputOptions};
-pub use picture::{bitmaps_svg, finding_offset, layout_svg, CellState, Grid, FINDING_OUTLINE, L1_COLOURS};
+pub use picture::{
+    bitmaps_svg, finding_offset, layout_svg, CellState, Grid, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS,
+    UNALLOCATED,
+};
 pub use ploop::{
     ploop_accepts_cluster_size, predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck,
     PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,

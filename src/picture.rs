@@ -5,9 +5,11 @@
 //! whole number of clusters (or granules), so the work and the output size follow the metadata
 //! (allocated BAT entries, dirty extents, findings) and never the disk's apparent size.
 //!
-//! Geometry (for readers and tests): cells are [`CELL`] pixels square; the file grid's cell `k`
-//! has its top-left corner at `(GRID_X + (k % columns) * CELL, GRID_Y + (k / columns) * CELL)`;
-//! the legend text `1 cell = N bytes` gives N.
+//! Geometry (for readers and tests): cells are [`Grid::CELL`] pixels square; the file grid's cell
+//! `k` has its top-left corner at `(Grid::FILE_X + (k % columns) * CELL, Grid::TOP + (k / columns)
+//! * CELL)`; every grid (file, guest view, each bitmap) sits in a panel [`Grid::PANEL`] pixels
+//! wide, so the guest view starts at `Grid::FILE_X + Grid::PANEL` and the legend one panel
+//! further; the legend text `1 cell = N bytes` gives N.
 
 use std::collections::BTreeSet;
 use std::fmt::Write;
@@ -30,6 +32,8 @@ pub(crate) const CELL: u64 = 10;
 pub(crate) const GRID_X: u64 = 10;
 /// Top edge of every grid.
 pub(crate) const GRID_Y: u64 = 50;
+/// Width of a panel: the widest grid and the gap after it.
+pub(crate) const PANEL: u64 = MAX_COLUMNS * CELL + 30;
 /// Most findings listed one per line; the rest are counted.
 const MAX_LABELS: usize = 40;
 
@@ -133,8 +137,13 @@ pub struct Grid {
 impl Grid {
     /// Side of a cell in pixels.
     pub const CELL: u64 = CELL;
-    /// Left edge of the file grid in [`layout_svg`].
+    /// Left edge of the file grid in [`layout_svg`] and of the first dirty map in [`bitmaps_svg`].
     pub const FILE_X: u64 = GRID_X;
+    /// Top edge of every grid.
+    pub const TOP: u64 = GRID_Y;
+    /// Width of a panel (a grid and the gap after it): the guest view, the legend and each further
+    /// dirty map start one panel to the right of the one before.
+    pub const PANEL: u64 = PANEL;
 
     /// A grid over `len` bytes in units of `unit` bytes (`unit` > 0).
     pub fn new(len: u64, unit: u64) -> Grid {
@@ -308,10 +317,8 @@ pub fn layout_svg(image: &Image<'_>, report: &Report) -> String {
         allocated[guest.cell_of(u64::from(i)) as usize] += 1;
     }
 
-    let grid_w = grid.columns * CELL;
-    let guest_x = GRID_X + grid_w + 30;
-    let guest_w = guest.columns * CELL;
-    let legend_x = guest_x + guest_w + 30;
+    let guest_x = GRID_X + PANEL;
+    let legend_x = guest_x + PANEL;
     let height = GRID_Y + grid.rows().max(guest.rows()).max(36) * CELL + 20;
     let width = legend_x + 420;
     let mut svg = String::new();
@@ -463,8 +470,7 @@ pub const L1_COLOURS: [(&str, &str); 4] = [
 /// drawn empty with the reason.
 pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
     let size = image.header().virtual_size();
-    let panel_w = MAX_COLUMNS * CELL + 30;
-    let width = GRID_X + panel_w * bitmaps.len().max(1) as u64;
+    let width = GRID_X + PANEL * bitmaps.len().max(1) as u64;
     let strip_cells = 64u64;
     let height = GRID_Y + MAX_ROWS * CELL + 90;
     let mut svg = String::new();
@@ -476,7 +482,7 @@ pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
         let _ = writeln!(svg, "<text x=\"{GRID_X}\" y=\"20\">no bitmaps</text>");
     }
     for (n, b) in bitmaps.iter().enumerate() {
-        let x0 = GRID_X + panel_w * n as u64;
+        let x0 = GRID_X + PANEL * n as u64;
         let gb = b.granularity_bytes().max(1);
         let grid = Grid::new(size, gb);
         let mut dirty = vec![0u64; grid.cells as usize];
@@ -560,5 +566,99 @@ pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
         svg.push_str("</g>\n");
     }
     svg.push_str("</svg>\n");
+    svg
+}
+
+/// Colours of the snapshots in [`origin_svg`], newest first (repeated past the eighth).
+pub const SNAPSHOT_COLOURS: [&str; 8] = [
+    "#4c9a2a", "#2f6fb3", "#e67e22", "#8e44ad", "#00b5b8", "#f1c40f", "#8c564b", "#e377c2",
+];
+
+/// The colour of a guest cell that no snapshot allocates (it reads as zeros).
+pub const UNALLOCATED: &str = "#eeeeee";
+
+/// The guest view of a chain of images: one cell per group of guest bytes, coloured by the
+/// newest layer (depth 0 is the snapshot read, 1 its parent…; see [`SNAPSHOT_COLOURS`]) that
+/// holds any of them, [`UNALLOCATED`] where none does. `runs` are `(start, length, depth)` with
+/// `None` for zeros, in any order; `layers[d]` names depth `d` in the legend. The work follows
+/// the runs and the bounded grid, never the disk's size.
+pub(crate) fn origin_svg(
+    title: &str,
+    size: u64,
+    layers: &[String],
+    runs: impl IntoIterator<Item = (u64, u64, Option<usize>)>,
+) -> String {
+    let grid = Grid::new(size, SECTOR_SIZE);
+    let mut newest: Vec<Option<usize>> = vec![None; grid.cells as usize];
+    for (start, len, depth) in runs {
+        let (Some(depth), true) = (depth, len > 0 && start < size) else {
+            continue;
+        };
+        let (first, last) = grid.span(start, len.min(size - start));
+        for c in first..=last {
+            let cell = &mut newest[c as usize];
+            *cell = Some(cell.map_or(depth, |d| d.min(depth)));
+        }
+    }
+    let legend_x = GRID_X + PANEL;
+    let shown = layers.len().min(MAX_LABELS);
+    let height = GRID_Y + (grid.rows() * CELL).max(16 * (shown as u64 + 2)) + 20;
+    let width = legend_x + 520;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n\
+         <text x=\"{GRID_X}\" y=\"16\" font-size=\"13\">{}: {size} bytes</text>\n\
+         <text x=\"{GRID_X}\" y=\"32\" id=\"guest-scale\">1 cell = {} bytes; colour = the newest snapshot holding any of them</text>\n\
+         <g id=\"guest\" stroke=\"#ffffff\" stroke-width=\"0.5\">\n",
+        esc(title),
+        grid.cell_bytes
+    );
+    for (k, d) in newest.iter().enumerate() {
+        let k = k as u64;
+        let (x, y) = grid.corner(GRID_X, k);
+        let (fill, what) = match d {
+            Some(d) => (SNAPSHOT_COLOURS[d % SNAPSHOT_COLOURS.len()], format!("from depth {d}")),
+            None => (UNALLOCATED, "zeros".to_string()),
+        };
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{fill}\"><title>guest bytes {}..{}: {what}</title></rect>",
+            k * grid.cell_bytes,
+            ((k + 1) * grid.cell_bytes).min(size)
+        );
+    }
+    svg.push_str("</g>\n<g id=\"legend\">\n");
+    let mut y = GRID_Y;
+    let rows = layers[..shown]
+        .iter()
+        .enumerate()
+        .map(|(d, name)| {
+            (
+                SNAPSHOT_COLOURS[d % SNAPSHOT_COLOURS.len()],
+                format!("depth {d}: {name}"),
+            )
+        })
+        .chain(std::iter::once((UNALLOCATED, "unallocated (zeros)".to_string())));
+    for (colour, label) in rows {
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{legend_x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{colour}\" stroke=\"#888888\" stroke-width=\"0.5\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            legend_x + 16,
+            y + 9,
+            esc(&label)
+        );
+        y += 16;
+    }
+    if layers.len() > shown {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{legend_x}\" y=\"{}\">… {} deeper layers</text>",
+            y + 9,
+            layers.len() - shown
+        );
+    }
+    svg.push_str("</g>\n</svg>\n");
     svg
 }

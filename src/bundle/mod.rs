@@ -380,6 +380,39 @@ impl Bundle {
         GuestDisk::from_bundle(self, snapshot)
     }
 
+    /// The guest view at `snapshot` (the top if `None`) as SVG: which guest ranges are allocated
+    /// and from which snapshot of the chain (the newest one holding any byte of a cell colours
+    /// it; the legend names each snapshot by GUID and its image files).
+    pub fn guest_svg(&self, snapshot: Option<Uuid>) -> Result<String, BundleError> {
+        let chain = self.chain(snapshot)?;
+        let disk = self.disk(snapshot)?;
+        let extents = disk.extents();
+        let mut files: Vec<Vec<String>> = vec![Vec::new(); chain.len()];
+        for e in &extents {
+            if let (Some(m), Some(names)) = (&e.data, files.get_mut(e.depth)) {
+                let name = disk.files()[m.file]
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        let layers: Vec<String> = chain
+            .iter()
+            .zip(&files)
+            .map(|(g, names)| match names.len() {
+                0 => descriptor::format_guid(*g),
+                _ => format!("{} ({})", descriptor::format_guid(*g), names.join(", ")),
+            })
+            .collect();
+        let runs = extents
+            .iter()
+            .map(|e| (e.start, e.length, e.data.as_ref().map(|_| e.depth)));
+        let title = format!("guest view at snapshot {}", descriptor::format_guid(chain[0]));
+        Ok(crate::picture::origin_svg(&title, disk.size(), &layers, runs))
+    }
+
     /// Runs every `D` rule, and the `R` rules on each expanding image.
     pub fn validate(&self) -> BundleReport {
         validate::validate(self, crate::image::Mode::Strict)

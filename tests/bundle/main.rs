@@ -7,5 +7,6 @@ mod chains;
 mod cli;
 mod hostile;
 mod oracles;
+mod picture;
 mod rules;
 mod samples;

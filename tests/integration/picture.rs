@@ -2,7 +2,7 @@
 
 use parallels_image::{
     bitmaps_svg, layout_svg, open, validate, BitmapSpec, CellState, Data, Grid, Image, ImageBuilder, Mode, Rule,
-    FINDING_OUTLINE,
+    FINDING_OUTLINE, L1_COLOURS,
 };
 
 const CS: u64 = 64 << 10;
@@ -49,7 +49,7 @@ impl Drawn {
         let k = offset / self.grid.cell_bytes;
         (
             Grid::FILE_X + (k % self.columns) * Grid::CELL,
-            50 + (k / self.columns) * Grid::CELL,
+            Grid::TOP + (k / self.columns) * Grid::CELL,
         )
     }
     fn fill(&self, offset: u64) -> String {
@@ -177,4 +177,107 @@ fn a_64_tib_image_draws_a_bounded_picture() {
     let p = render(&maps);
     assert_ne!(hex(&p, 15, 55), "#eeeeee");
     assert_eq!(hex(&p, 25, 55), "#eeeeee");
+}
+
+/// The pixel at the centre of the dirty-map cell holding guest byte `offset`, in panel `panel`.
+fn dirty_cell(p: &resvg::tiny_skia::Pixmap, grid: &Grid, panel: u64, offset: u64) -> String {
+    let k = grid.cell_of(offset);
+    let x = Grid::FILE_X + panel * Grid::PANEL + (k % grid.columns) * Grid::CELL;
+    let y = Grid::TOP + (k / grid.columns) * Grid::CELL;
+    hex(p, x + 5, y + 5)
+}
+
+const FULLY_DIRTY: &str = "#d62728";
+const CLEAN: &str = "#eeeeee";
+
+#[test]
+fn several_bitmaps_side_by_side_with_their_l1_chunks() {
+    const MIB: u64 = 1 << 20;
+    // Clusters of 4 KiB and granules of 512 bytes: one L1 entry covers 16 MiB of the 48 MiB
+    // disk. Bitmap A: chunk 0 clean (L1 0), chunk 1 wholly dirty (L1 1), chunk 2 partly dirty
+    // (a data cluster). Bitmap B: the first 8 MiB dirty.
+    let (bytes, _) = ImageBuilder::new(48 * MIB)
+        .cluster_size(4096)
+        .bitmap(BitmapSpec {
+            id: [1; 16],
+            granularity: 512,
+            extents: vec![(16 * MIB, 16 * MIB), (32 * MIB, MIB)],
+        })
+        .bitmap(BitmapSpec {
+            id: [2; 16],
+            granularity: 512,
+            extents: vec![(0, 8 * MIB)],
+        })
+        .to_vec()
+        .unwrap();
+    let image = open(&bytes).unwrap();
+    let bitmaps = image.bitmaps();
+    let l1: Vec<Vec<u64>> = bitmaps.iter().map(|b| b.l1().iter().collect()).collect();
+    assert_eq!(l1[0][..2], [0, 1]);
+    assert!(l1[0][2] > 1, "{:?}", l1[0]);
+    assert_eq!(l1[1][..], [l1[1][0], 0, 0]);
+    let svg = bitmaps_svg(&image, &bitmaps);
+    let p = render(&svg);
+    let grid = Grid::new(48 * MIB, 512);
+    assert_eq!(grid.cell_bytes, 12 << 10);
+    assert!(
+        svg.contains("granularity 512 bytes; 1 cell = 12288 bytes; shade = dirty fraction"),
+        "{svg}"
+    );
+    // Panel 0 is bitmap A, panel 1 beside it is bitmap B.
+    assert!(svg.contains(&format!("<text x=\"{}\" y=\"16\"", Grid::FILE_X + Grid::PANEL)));
+    assert_eq!(dirty_cell(&p, &grid, 0, 0), CLEAN);
+    assert_eq!(dirty_cell(&p, &grid, 0, 20 * MIB), FULLY_DIRTY);
+    assert_eq!(dirty_cell(&p, &grid, 0, 32 * MIB), FULLY_DIRTY);
+    assert_eq!(dirty_cell(&p, &grid, 0, 40 * MIB), CLEAN);
+    assert_eq!(dirty_cell(&p, &grid, 1, 0), FULLY_DIRTY);
+    assert_eq!(dirty_cell(&p, &grid, 1, 20 * MIB), CLEAN);
+    // The cell [16 MiB - 4 KiB, 16 MiB + 8 KiB) is two thirds dirty: shaded 0.35 + 0.65 * 2/3 of
+    // the way from the clean grey (238, 238, 238) to full red (214, 39, 40).
+    assert_eq!(grid.cell_of(16 * MIB) * grid.cell_bytes, 16 * MIB - 4096);
+    assert_eq!(dirty_cell(&p, &grid, 0, 16 * MIB), "#db5253");
+    // The L1 strip under each map: one cell per entry, 0 / 1 / data cluster.
+    let strip_y = Grid::TOP + grid.rows() * Grid::CELL + 20 + 5;
+    let strip = |panel: u64, k: u64| hex(&p, Grid::FILE_X + panel * Grid::PANEL + k * Grid::CELL + 5, strip_y);
+    assert_eq!(
+        [strip(0, 0), strip(0, 1), strip(0, 2)],
+        [L1_COLOURS[0].1, L1_COLOURS[1].1, L1_COLOURS[2].1].map(String::from)
+    );
+    assert_eq!(
+        [strip(1, 0), strip(1, 1), strip(1, 2)],
+        [L1_COLOURS[2].1, L1_COLOURS[0].1, L1_COLOURS[0].1].map(String::from)
+    );
+}
+
+#[test]
+fn legends_state_the_scale_of_a_64_tib_image() {
+    let size = 64u64 << 40;
+    let (bytes, _) = ImageBuilder::new(size)
+        .cluster_size(16 << 20)
+        .data(size - 4096, Data::Fill { len: 4096, byte: 2 })
+        .bitmap(BitmapSpec {
+            id: [9; 16],
+            granularity: 1 << 20,
+            extents: vec![(0, 1 << 30)],
+        })
+        .to_vec()
+        .unwrap();
+    let image = open(&bytes).unwrap();
+    let report = validate(&image).unwrap();
+    let layout = layout_svg(&image, &report);
+    // 4 Mi guest clusters of 16 MiB in 4096 cells; the file (header, BAT, one data cluster, the
+    // extension and one bitmap cluster) one cluster a cell.
+    assert!(
+        layout.contains(">1 cell = 1024 guest clusters, shade = allocated</text>"),
+        "{layout}"
+    );
+    assert!(
+        layout.contains(">1 cell = 16777216 bytes (1 clusters); the last cell: past EOF</text>"),
+        "{layout}"
+    );
+    let maps = bitmaps_svg(&image, &image.bitmaps());
+    assert!(
+        maps.contains(">granularity 1048576 bytes; 1 cell = 17179869184 bytes; shade = dirty fraction</text>"),
+        "{maps}"
+    );
 }

@@ -20,7 +20,8 @@ pub struct Args {
     /// Treat unknown features and feature flags as notes (ploop's reading), not corruption.
     #[arg(long)]
     lenient: bool,
-    /// Also draw the file's layout with the findings marked, as SVG, to this file.
+    /// Also draw the file's layout with the findings marked and the guest view beside it, as SVG,
+    /// to this file (for a bundle: the guest view at the top snapshot, by snapshot).
     #[arg(long, value_name = "OUT.svg")]
     picture: Option<PathBuf>,
     /// Overwrite the --picture file if it exists.
@@ -31,7 +32,11 @@ pub struct Args {
 pub fn run(args: &Args) -> Outcome {
     let path = &args.image;
     if parallels_image::is_bundle(path) {
-        return crate::bundle::check(path, args.output, args.lenient);
+        let code = crate::bundle::check(path, args.output, args.lenient)?;
+        if let Some(out) = &args.picture {
+            picture::bundle(path, out, args.force)?;
+        }
+        return Ok(code);
     }
     let input = crate::input::open(path)?;
     let source = input.source();
@@ -50,7 +55,14 @@ pub fn run(args: &Args) -> Outcome {
     match args.output {
         Format::Json => print_json(&checked)?,
         Format::Human => emit(&print_human(&checked))?,
-        Format::Html => emit(&picture::html(&checked, &print_human(&checked), image.as_ref()))?,
+        Format::Html => {
+            let sections = [
+                ("summary", "Summary", print_summary(&checked)),
+                ("qemu", "QEMU 10", print_qemu(&checked)),
+                ("ploop", "ploop", print_ploop(&checked.ploop)),
+            ];
+            emit(&picture::html(&checked, &sections, image.as_ref()))?
+        }
     }
     Ok(checked.verdict().exit_code())
 }
@@ -68,7 +80,13 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// The human report: the summary, then the QEMU and the ploop predictions.
 fn print_human(c: &Conformance) -> String {
+    print_summary(c) + &print_qemu(c) + &print_ploop(&c.ploop)
+}
+
+/// The findings, their counts and `qemu-img check`'s statistics.
+fn print_summary(c: &Conformance) -> String {
     let mut out = String::new();
     let r = &c.report;
     for f in &r.findings {
@@ -118,16 +136,22 @@ fn print_human(c: &Conformance) -> String {
         }
         outln!(out, "Image end offset: {}", s.image_end_offset);
     }
-    // The whole prediction, rendered by the library.
+    out
+}
+
+/// What QEMU 10 does (the library's whole prediction): `qemu-img info`, `qemu-img check` with
+/// its first ERROR lines, a read-write open.
+fn print_qemu(c: &Conformance) -> String {
+    let mut out = String::new();
     for line in c.prediction.render(&c.filename) {
         outln!(out, "{line}");
     }
-    print_ploop(&mut out, &c.ploop);
     out
 }
 
 /// ploop in two lines: its check and CBT loader, then what a mount does to the file.
-fn print_ploop(out: &mut String, p: &PloopPrediction) {
+fn print_ploop(p: &PloopPrediction) -> String {
+    let mut out = String::new();
     let first = p
         .check
         .messages
@@ -163,4 +187,5 @@ fn print_ploop(out: &mut String, p: &PloopPrediction) {
         MountEffect::Crashes => outln!(out, "ploop mount: crashes ({message})"),
         MountEffect::Unchanged => {}
     }
+    out
 }

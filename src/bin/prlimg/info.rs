@@ -18,7 +18,8 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     output: Format,
-    /// Also draw the file's layout (with the validator's findings marked), as SVG, to this file.
+    /// Also draw the file's layout (with the validator's findings marked) and the guest view, as
+    /// SVG, to this file (for a bundle: the guest view at the top snapshot, by snapshot).
     #[arg(long, value_name = "OUT.svg")]
     picture: Option<PathBuf>,
     /// Overwrite the --picture file if it exists.
@@ -81,7 +82,11 @@ pub fn gather(image: &Image<'_>, filename: String) -> Info {
 pub fn run(args: &Args) -> Outcome {
     let path = &args.image;
     if parallels_image::is_bundle(path) {
-        return crate::bundle::info(path, args.output);
+        let code = crate::bundle::info(path, args.output)?;
+        if let Some(out) = &args.picture {
+            crate::picture::bundle(path, out, args.force)?;
+        }
+        return Ok(code);
     }
     let input = crate::input::open(path)?;
     let image = Image::parse_compact(input.source(), Mode::Strict).map_err(|e| Failure::lib(path, &e))?;

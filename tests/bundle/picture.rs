@@ -1,0 +1,95 @@
+//! The guest view of a bundle (issue 17): which guest ranges are allocated and from which
+//! snapshot, rendered with resvg; `prlimg check|info BUNDLE --picture` writes it.
+
+use std::process::Command;
+
+use parallels_image::{Bundle, Grid, SNAPSHOT_COLOURS, UNALLOCATED};
+
+use crate::common::*;
+
+fn render(svg: &str) -> resvg::tiny_skia::Pixmap {
+    let tree = resvg::usvg::Tree::from_str(svg, &resvg::usvg::Options::default()).unwrap();
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
+    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap
+}
+
+/// The colour at the centre of the cell holding guest byte `offset`.
+fn at(p: &resvg::tiny_skia::Pixmap, grid: &Grid, offset: u64) -> String {
+    let k = grid.cell_of(offset);
+    let x = Grid::FILE_X + (k % grid.columns) * Grid::CELL + 5;
+    let y = Grid::TOP + (k / grid.columns) * Grid::CELL + 5;
+    let c = p.pixel(x as u32, y as u32).unwrap();
+    format!("#{:02x}{:02x}{:02x}", c.red(), c.green(), c.blue())
+}
+
+const K: u64 = 1 << 10;
+
+#[test]
+fn guest_view_colours_each_range_by_the_snapshot_it_comes_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c.hdd");
+    chain_builder().create(&dir, false).unwrap();
+    let bundle = Bundle::open(&dir).unwrap();
+    // 4 MiB in 512-byte units: 1 KiB a cell, 64 x 64 cells.
+    let grid = Grid::new(4 * MIB, 512);
+    assert_eq!((grid.cell_bytes, grid.cells, grid.columns), (1024, 4096, 64));
+    let depth = |d: usize| SNAPSHOT_COLOURS[d].to_string();
+    let zeros = UNALLOCATED.to_string();
+
+    // At the top (3 -> 2 -> 1): the root's [0, 1M) and [2M, 3M), the middle's [512K, 1M+64K),
+    // the top's clusters [64K, 128K) and [3M, 3M+128K).
+    let svg = bundle.guest_svg(None).unwrap();
+    let p = render(&svg);
+    let expect = [
+        (0, depth(2)),
+        (64 * K, depth(0)),
+        (128 * K, depth(2)),
+        (512 * K, depth(1)),
+        (MIB + 63 * K, depth(1)),
+        (MIB + 64 * K, zeros.clone()),
+        (2 * MIB, depth(2)),
+        (3 * MIB, depth(0)),
+        (3 * MIB + 127 * K, depth(0)),
+        (3 * MIB + 128 * K, zeros.clone()),
+        (4 * MIB - 1, zeros.clone()),
+    ];
+    for (offset, colour) in &expect {
+        assert_eq!(&at(&p, &grid, *offset), colour, "guest byte {offset}");
+    }
+    let g = |n: u128| format!("{{{}}}", guid(n).hyphenated());
+    for (d, n) in [(0, 3), (1, 2), (2, 1)] {
+        let label = format!(">depth {d}: {} (c.hdd.0.{}.hds)</text>", g(n), g(n));
+        assert!(svg.contains(&label), "{label} in {svg}");
+    }
+    assert!(svg.contains(&format!(">guest view at snapshot {}: 4194304 bytes</text>", g(3))));
+    assert!(svg.contains(">1 cell = 1024 bytes; colour = the newest snapshot holding any of them</text>"));
+
+    // At the middle snapshot (2 -> 1) the top's clusters are not there.
+    let p = render(&bundle.guest_svg(Some(guid(2))).unwrap());
+    for (offset, colour) in [
+        (0, depth(1)),
+        (64 * K, depth(1)),
+        (512 * K, depth(0)),
+        (3 * MIB, zeros.clone()),
+    ] {
+        assert_eq!(at(&p, &grid, offset), colour, "guest byte {offset} at snapshot 2");
+    }
+
+    // The CLI writes the same picture for check and info, and refuses to replace it unforced.
+    let svg_path = tmp.path().join("guest.svg");
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_prlimg")).args(args).output().unwrap();
+    let d = dir.to_str().unwrap();
+    let s = svg_path.to_str().unwrap();
+    let o = run(&["check", d, "--picture", s]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&svg_path).unwrap(), svg);
+    let o = run(&["info", d, "--picture", s]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists"), "{o:?}");
+    std::fs::remove_file(&svg_path).unwrap();
+    let o = run(&["info", d, "--picture", s]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&svg_path).unwrap(), svg);
+}
