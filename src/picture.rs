@@ -180,6 +180,25 @@ impl Grid {
     }
 }
 
+/// An SVG document of `width` x `height` pixels, opened, on a white background.
+fn svg_start(width: u64, height: u64) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" \
+         font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n"
+    )
+}
+
+/// A legend entry: a swatch of `colour` with its top-left corner at `(x, y)`, `label` beside it.
+fn swatch(svg: &mut String, x: u64, y: u64, colour: &str, label: &str) {
+    let _ = writeln!(
+        svg,
+        "<rect x=\"{x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{colour}\" stroke=\"#888888\" stroke-width=\"0.5\"/><text x=\"{}\" y=\"{}\">{}</text>",
+        x + 16,
+        y + 9,
+        esc(label)
+    );
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -321,12 +340,10 @@ pub fn layout_svg(image: &Image<'_>, report: &Report) -> String {
     let legend_x = guest_x + PANEL;
     let height = GRID_Y + grid.rows().max(guest.rows()).max(36) * CELL + 20;
     let width = legend_x + 420;
-    let mut svg = String::new();
+    let mut svg = svg_start(width, height);
     let _ = write!(
         svg,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n\
-         <text x=\"{GRID_X}\" y=\"16\" font-size=\"13\">file layout: {file_len} bytes, cluster {cs} bytes</text>\n\
+        "<text x=\"{GRID_X}\" y=\"16\" font-size=\"13\">file layout: {file_len} bytes, cluster {cs} bytes</text>\n\
          <text x=\"{GRID_X}\" y=\"32\" id=\"scale\">1 cell = {} bytes ({} clusters); the last cell: past EOF</text>\n\
          <text x=\"{guest_x}\" y=\"16\" font-size=\"13\">guest view: {} bytes</text>\n\
          <text x=\"{guest_x}\" y=\"32\" id=\"guest-scale\">1 cell = {} guest clusters, shade = allocated</text>\n",
@@ -395,14 +412,7 @@ pub fn layout_svg(image: &Image<'_>, report: &Report) -> String {
     svg.push_str("</g>\n<g id=\"legend\">\n");
     let mut y = GRID_Y;
     for s in CellState::LEGEND {
-        let _ = writeln!(
-            svg,
-            "<rect x=\"{legend_x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{}\" stroke=\"#888888\" stroke-width=\"0.5\"/><text x=\"{}\" y=\"{}\">{}</text>",
-            s.colour(),
-            legend_x + 16,
-            y + 9,
-            s.name()
-        );
+        swatch(&mut svg, legend_x, y, s.colour(), s.name());
         y += 16;
     }
     let _ = writeln!(
@@ -473,11 +483,7 @@ pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
     let width = GRID_X + PANEL * bitmaps.len().max(1) as u64;
     let strip_cells = 64u64;
     let height = GRID_Y + MAX_ROWS * CELL + 90;
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>"
-    );
+    let mut svg = svg_start(width, height);
     if bitmaps.is_empty() {
         let _ = writeln!(svg, "<text x=\"{GRID_X}\" y=\"20\">no bitmaps</text>");
     }
@@ -554,13 +560,7 @@ pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
         }
         let mut lx = x0;
         for (label, colour) in L1_COLOURS {
-            let _ = writeln!(
-                svg,
-                "<rect x=\"{lx}\" y=\"{}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{colour}\" stroke=\"#888888\" stroke-width=\"0.5\"/><text x=\"{}\" y=\"{}\">{label}</text>",
-                sy + 20,
-                lx + 14,
-                sy + 29
-            );
+            swatch(&mut svg, lx, sy + 20, colour, label);
             lx += 150;
         }
         svg.push_str("</g>\n");
@@ -604,12 +604,10 @@ pub(crate) fn origin_svg(
     let shown = layers.len().min(MAX_LABELS);
     let height = GRID_Y + (grid.rows() * CELL).max(16 * (shown as u64 + 2)) + 20;
     let width = legend_x + 520;
-    let mut svg = String::new();
+    let mut svg = svg_start(width, height);
     let _ = write!(
         svg,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n\
-         <text x=\"{GRID_X}\" y=\"16\" font-size=\"13\">{}: {size} bytes</text>\n\
+        "<text x=\"{GRID_X}\" y=\"16\" font-size=\"13\">{}: {size} bytes</text>\n\
          <text x=\"{GRID_X}\" y=\"32\" id=\"guest-scale\">1 cell = {} bytes; colour = the newest snapshot holding any of them</text>\n\
          <g id=\"guest\" stroke=\"#ffffff\" stroke-width=\"0.5\">\n",
         esc(title),
@@ -642,13 +640,7 @@ pub(crate) fn origin_svg(
         })
         .chain(std::iter::once((UNALLOCATED, "unallocated (zeros)".to_string())));
     for (colour, label) in rows {
-        let _ = writeln!(
-            svg,
-            "<rect x=\"{legend_x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{colour}\" stroke=\"#888888\" stroke-width=\"0.5\"/><text x=\"{}\" y=\"{}\">{}</text>",
-            legend_x + 16,
-            y + 9,
-            esc(&label)
-        );
+        swatch(&mut svg, legend_x, y, colour, &label);
         y += 16;
     }
     if layers.len() > shown {

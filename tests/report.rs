@@ -14,6 +14,10 @@ use parallels_image::{
 use resvg::tiny_skia::Pixmap;
 use serde_json::Value;
 
+#[path = "fixtures/mod.rs"]
+mod fixtures;
+use fixtures::render_svg;
+
 const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
 const CS: u64 = 64 << 10;
 /// The browser window, in CSS pixels (one device pixel each): wide enough for the layout
@@ -172,10 +176,7 @@ fn rgb(p: &Pixmap, x: u32, y: u32) -> [u8; 3] {
 /// The centre of every cell in the grid rows of `svg` from `x0` (inclusive) to `x1`
 /// (exclusive), `rows` rows down from the top of the grids, with resvg's colour there.
 fn probes(svg: &str, x0: u64, x1: u64, rows: u64) -> Vec<Probe> {
-    let tree = resvg::usvg::Tree::from_str(svg, &resvg::usvg::Options::default()).unwrap();
-    let size = tree.size().to_int_size();
-    let mut pixmap = Pixmap::new(size.width(), size.height()).unwrap();
-    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    let pixmap = render_svg(svg);
     let mut out = Vec::new();
     for row in 0..rows {
         for x in (x0..x1).step_by(Grid::CELL as usize) {

@@ -2,6 +2,8 @@
 //! through chains and split storages, writing bundles, and the real readers (ploop, QEMU).
 
 mod common;
+#[path = "../fixtures/mod.rs"]
+mod fixtures;
 
 mod chains;
 mod cli;

@@ -6,22 +6,14 @@ use std::process::Command;
 use parallels_image::{Bundle, Grid, SNAPSHOT_COLOURS, UNALLOCATED};
 
 use crate::common::*;
-
-fn render(svg: &str) -> resvg::tiny_skia::Pixmap {
-    let tree = resvg::usvg::Tree::from_str(svg, &resvg::usvg::Options::default()).unwrap();
-    let size = tree.size().to_int_size();
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
-    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
-    pixmap
-}
+use crate::fixtures::{pixel_hex, render_svg as render};
 
 /// The colour at the centre of the cell holding guest byte `offset`.
 fn at(p: &resvg::tiny_skia::Pixmap, grid: &Grid, offset: u64) -> String {
     let k = grid.cell_of(offset);
     let x = Grid::FILE_X + (k % grid.columns) * Grid::CELL + 5;
     let y = Grid::TOP + (k / grid.columns) * Grid::CELL + 5;
-    let c = p.pixel(x as u32, y as u32).unwrap();
-    format!("#{:02x}{:02x}{:02x}", c.red(), c.green(), c.blue())
+    pixel_hex(p, x, y)
 }
 
 const K: u64 = 1 << 10;

@@ -5,20 +5,9 @@ use parallels_image::{
     FINDING_OUTLINE, L1_COLOURS,
 };
 
+use crate::fixtures::{pixel_hex as hex, render_svg as render};
+
 const CS: u64 = 64 << 10;
-
-fn render(svg: &str) -> resvg::tiny_skia::Pixmap {
-    let tree = resvg::usvg::Tree::from_str(svg, &resvg::usvg::Options::default()).unwrap();
-    let size = tree.size().to_int_size();
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).unwrap();
-    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
-    pixmap
-}
-
-fn hex(p: &resvg::tiny_skia::Pixmap, x: u64, y: u64) -> String {
-    let c = p.pixel(x as u32, y as u32).unwrap();
-    format!("#{:02x}{:02x}{:02x}", c.red(), c.green(), c.blue())
-}
 
 /// The layout picture of `bytes`, rendered, and where the cell of byte `offset` is.
 struct Drawn {
