@@ -333,3 +333,56 @@ fn html_report_in_chromium_shows_both_pictures() {
     let (_, maps_y) = find(&shot, &map_probes, layout_y + 1).expect("the dirty map is not in the screenshot");
     assert!(maps_y > layout_y + (rows * Grid::CELL) as u32);
 }
+
+#[test]
+fn picture_options_write_the_library_pictures_and_keep_existing_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, bytes) = leaky_image(tmp.path());
+    let p = path.to_str().unwrap();
+    let svg = tmp.path().join("out.svg");
+    let s = svg.to_str().unwrap();
+    let c = check(&bytes, Mode::Strict, "").unwrap();
+    let image = Image::parse_compact(&bytes, Mode::Strict).unwrap();
+    let layout = layout_svg(&image, &c.report);
+    let maps = bitmaps_svg(&image, &image.bitmaps());
+    let one = bitmaps_svg(&image, &[image.bitmap("11111111-2222-3333-4444-555555555555").unwrap()]);
+    for (args, code, want) in [
+        (vec!["check", p, "--picture", s], 3, &layout),
+        (vec!["info", p, "--picture", s], 0, &layout),
+        (vec!["bitmaps", p, "--picture", s], 0, &maps),
+        (
+            vec!["bitmaps", p, "11111111-2222-3333-4444-555555555555", "--picture", s],
+            0,
+            &one,
+        ),
+    ] {
+        let _ = std::fs::remove_file(&svg);
+        let out = prlimg(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(&std::fs::read_to_string(&svg).unwrap(), want, "{args:?}");
+        // Again: the picture exists, and stays as it is without --force.
+        std::fs::write(&svg, "kept").unwrap();
+        let out = prlimg(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!("prlimg: {s}: already exists (use --force to replace it)\n")
+        );
+        assert_eq!(std::fs::read_to_string(&svg).unwrap(), "kept");
+        let mut forced = args.clone();
+        forced.push("--force");
+        assert_eq!(prlimg(&forced).status.code(), Some(code), "{forced:?}");
+        assert_eq!(&std::fs::read_to_string(&svg).unwrap(), want, "{forced:?}");
+    }
+    let out = prlimg(&["bitmaps", p, "00000000-2222-3333-4444-555555555555", "--picture", s]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("prlimg: {p}: no bitmap named \"00000000-2222-3333-4444-555555555555\"\n")
+    );
+}

@@ -270,3 +270,44 @@ fn legends_state_the_scale_of_a_64_tib_image() {
         "{maps}"
     );
 }
+
+#[test]
+fn entries_into_the_bat_and_past_eof_show_r16_and_r18() {
+    // Clusters of 4 KiB over 16 MiB: a BAT of 4096 entries fills clusters 0..4, the data area
+    // starts at cluster 5. BAT[1] -> cluster 2 (inside the BAT, R16); BAT[2] -> cluster 10000
+    // (past the end, R18: drawn in the extra cell after the file's last).
+    let cs = 4096u64;
+    let (mut bytes, _) = ImageBuilder::new(16 << 20)
+        .cluster_size(cs)
+        .data(0, Data::Fill { len: cs, byte: 0xaa })
+        .to_vec()
+        .unwrap();
+    assert_eq!(bat(&bytes, 0), 5);
+    bytes[68..72].copy_from_slice(&2u32.to_le_bytes());
+    bytes[72..76].copy_from_slice(&10_000u32.to_le_bytes());
+    let source = bytes.clone();
+    let image = Image::parse_with(&source, Mode::Strict).unwrap();
+    let report = validate(&image).unwrap();
+    assert_eq!(report.rules(), vec![Rule::R16, Rule::R18]);
+    let svg = layout_svg(&image, &report);
+    let p = render(&svg);
+    let grid = Grid::new(bytes.len() as u64, cs);
+    assert_eq!((grid.cell_bytes, grid.cells), (cs, 6));
+    let centre = |k: u64| (Grid::FILE_X + k * Grid::CELL + 5, Grid::TOP + 5);
+    let fill = |k: u64| hex(&p, centre(k).0, centre(k).1);
+    let outline = |k: u64| hex(&p, centre(k).0 - 4, centre(k).1);
+    assert_eq!(fill(0), CellState::Header.colour());
+    assert_eq!(fill(1), CellState::Bat.colour());
+    assert_eq!(fill(2), CellState::BelowData.colour());
+    assert_eq!(outline(2), FINDING_OUTLINE);
+    assert_eq!(fill(3), CellState::Bat.colour());
+    assert_eq!(fill(5), CellState::Data.colour());
+    assert_eq!(outline(5), CellState::Data.colour());
+    assert_eq!(fill(6), CellState::PastEof.colour());
+    assert_eq!(outline(6), FINDING_OUTLINE);
+    assert!(svg.contains("<title>R16 at bytes 8192..</title>"), "{svg}");
+    assert!(
+        svg.contains(&format!("<title>R18 at past EOF (from byte {})</title>", bytes.len())),
+        "{svg}"
+    );
+}
