@@ -46,7 +46,7 @@ pub struct Conformance {
 }
 
 /// Checks the image in `source` (named `filename` in QEMU's predicted messages): parses it once,
-/// keeping only the BAT's allocated entries, and runs the rules, the statistics and the QEMU
+/// reading the BAT again through a small buffer at each walk, and runs the rules, the statistics and the QEMU
 /// prediction over that one parse. A header that cannot be interpreted is a report of its one
 /// finding, not an error; errors are I/O failures.
 pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conformance> {
@@ -55,14 +55,23 @@ pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conforma
         Ok(image) => {
             let report = validate::validate(&image)?;
             let end = report.leak_start().unwrap_or(image.file_len());
-            let (allocated, fragmented) = image.cluster_counts(end);
+            let prediction = qemu::predict_image(&image);
+            // QEMU's check counts the same way up to its own end of the image: when the two
+            // ends agree (they do unless the image is corrupt), its counts are these.
+            let counts = match &prediction.check {
+                qemu::QemuCheck::Completes(c) if c.image_end_offset == end => {
+                    (c.allocated_clusters, c.fragmented_clusters)
+                }
+                _ => image.cluster_counts(end),
+            };
+            image.bat_status()?;
             let statistics = ClusterStatistics {
                 total: u64::from(image.header().bat_entries),
-                allocated,
-                fragmented,
+                allocated: counts.0,
+                fragmented: counts.1,
                 image_end_offset: end,
             };
-            (report, Some(statistics), qemu::predict_image(&image))
+            (report, Some(statistics), prediction)
         }
         Err(Error::Invalid(violation)) => {
             let prediction = qemu::predict_unparsable(&violation);

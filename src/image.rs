@@ -62,9 +62,9 @@ impl std::fmt::Debug for BatTable<'_> {
 enum Bat<'s> {
     /// The whole table as it is in the source (lent by a slice, read from a file).
     Whole(Cow<'s, [u8]>),
-    /// Only the allocated entries as `(index, entry)` in index order, from a read through a
-    /// small buffer ([`Image::parse_compact`]).
-    Allocated(Vec<(u32, u32)>),
+    /// Not held: every walk reads the table again from the source through a small buffer
+    /// ([`Image::parse_compact`]), so memory does not grow with the table or its entries.
+    Streamed,
     /// Not read ([`Image::parse_without_bat`]).
     Unread,
 }
@@ -83,6 +83,11 @@ pub struct Image<'s> {
     bat: Bat<'s>,
     extension: Option<Extension<'s>>,
     mode: Mode,
+    /// The allocated entries, counted on first use.
+    allocated: std::sync::Arc<std::sync::OnceLock<u64>>,
+    /// The first read of a streamed BAT that failed (the walk stopped there); see
+    /// [`Image::bat_status`]. Shared by clones, which read the same source.
+    bat_error: std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>>,
 }
 
 impl std::fmt::Debug for Image<'_> {
@@ -110,12 +115,15 @@ impl<'s> Image<'s> {
         Self::parse_inner(source, mode, Reading::Whole)
     }
 
-    /// Parses like [`Image::parse_with`], but reads the BAT through a small buffer and keeps
-    /// only its allocated entries (8 bytes each). A mostly empty BAT then costs a scan at the
-    /// speed of the reads and almost no memory, where holding it costs its whole size (64 MiB
-    /// for a 1 TiB disk of 64 KiB clusters). [`Image::bat`] is empty; every other accessor
-    /// ([`Image::bat_entry`], [`Image::allocated_entries`], [`crate::validate()`]…) answers as
-    /// for the whole table. This is what `prlimg check` and `prlimg info` use.
+    /// Parses like [`Image::parse_with`], but does not hold the BAT: each walk of its entries
+    /// ([`Image::allocated_entries`]) reads it again from the source through a 128 KiB buffer.
+    /// Memory then stays the same whatever the table and its allocated entries, where holding
+    /// the table costs its whole size (64 MiB for a 1 TiB disk of 64 KiB clusters); a walk
+    /// costs a read of the table from the page cache. [`Image::bat`] is empty; every other
+    /// accessor ([`Image::bat_entry`], [`Image::allocated_entries`], [`crate::validate()`]…)
+    /// answers as for the whole table. A read that fails during a walk ends the walk early and
+    /// is reported by [`Image::bat_status`] (and by [`crate::validate()`]). This is what
+    /// `prlimg check` and `prlimg info` use.
     ///
     /// ```
     /// use parallels_image::{Data, ImageBuilder};
@@ -202,7 +210,7 @@ impl<'s> Image<'s> {
                 }
                 Bat::Whole(bytes)
             }
-            Reading::Allocated => Bat::Allocated(read_allocated(source, in_file)?),
+            Reading::Allocated => Bat::Streamed,
             Reading::None => Bat::Unread,
         };
         let extension = match header.ext_offset() {
@@ -219,30 +227,51 @@ impl<'s> Image<'s> {
             bat,
             extension,
             mode,
+            allocated: Default::default(),
+            bat_error: Default::default(),
         })
     }
 
-    /// This image with its BAT's allocated entries read (as [`Image::parse_compact`] reads
-    /// them) when it was parsed without the BAT; itself otherwise. Only the BAT is read.
+    /// This image with its BAT's entries read as [`Image::parse_compact`] reads them (again
+    /// from the source at each walk) when it was parsed without the BAT; itself otherwise.
+    /// Nothing is read here.
     pub fn with_bat(&self) -> Result<Cow<'_, Image<'s>>> {
         if self.bat_held() {
             return Ok(Cow::Borrowed(self));
         }
-        let bat = Bat::Allocated(read_allocated(self.source, self.bat_entries_in_file())?);
         Ok(Cow::Owned(Image {
             source: self.source,
             file_len: self.file_len,
             header: self.header,
-            bat,
+            bat: Bat::Streamed,
             extension: self.extension.clone(),
             mode: self.mode,
+            allocated: Default::default(),
+            bat_error: self.bat_error.clone(),
         }))
     }
 
-    /// Whether the BAT's entries were read, whole or only the allocated ones (false after
-    /// [`Image::parse_without_bat`]).
+    /// Whether the BAT's entries are known: held whole, or read again at each walk (false
+    /// after [`Image::parse_without_bat`]).
     pub fn bat_held(&self) -> bool {
         !matches!(self.bat, Bat::Unread)
+    }
+
+    /// The first failure to read the BAT again from the source during a walk of an image parsed
+    /// with [`Image::parse_compact`] (the walk ended there, so what it computed is incomplete);
+    /// `Ok` when every walk so far read the whole table, and always for other images. The
+    /// failure is reported once.
+    pub fn bat_status(&self) -> Result<()> {
+        let mut slot = self.bat_error.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    fn record_bat_error(&self, e: std::io::Error) {
+        let mut slot = self.bat_error.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(e);
     }
 
     /// How many BAT entries are in the file: all of them unless the file ends inside the table
@@ -282,18 +311,35 @@ impl<'s> Image<'s> {
     fn bat_slice(&self) -> &[U32] {
         match &self.bat {
             Bat::Whole(bytes) => <[U32]>::ref_from_bytes(bytes).expect("BAT bytes are a whole number of entries"),
-            Bat::Allocated(_) | Bat::Unread => &[],
+            Bat::Streamed | Bat::Unread => &[],
         }
     }
 
     /// BAT entry `index` (0 past the end of the file or of the table, and for every entry after
-    /// [`Image::parse_without_bat`]).
+    /// [`Image::parse_without_bat`]). After [`Image::parse_compact`] the entry is read from the
+    /// source (a failure reads as 0 and is kept for [`Image::bat_status`]).
     pub fn bat_entry(&self, index: u32) -> u32 {
         match &self.bat {
             Bat::Whole(_) => self.bat_slice().get(index as usize).map_or(0, |e| e.get()),
-            Bat::Allocated(list) => list.binary_search_by_key(&index, |p| p.0).map_or(0, |k| list[k].1),
+            Bat::Streamed => self.read_bat_entry(index).unwrap_or_else(|e| {
+                self.record_bat_error(e);
+                0
+            }),
             Bat::Unread => 0,
         }
+    }
+
+    /// Entry `index` read from the source; 0 past the table or the end of the file.
+    fn read_bat_entry(&self, index: u32) -> std::io::Result<u32> {
+        if index >= self.bat_entries_in_file() {
+            return Ok(0);
+        }
+        let mut e = [0u8; 4];
+        let got = self
+            .source
+            .read_into(BAT_OFFSET + BAT_ENTRY_SIZE * u64::from(index), &mut e)?;
+        // An entry cut short by the end of the file (it shrank) reads as 0.
+        Ok(if got == 4 { u32::from_le_bytes(e) } else { 0 })
     }
 
     /// The allocated (non-zero) BAT entries as `(index, entry)`, in order. In a whole table,
@@ -302,8 +348,8 @@ impl<'s> Image<'s> {
     pub fn allocated_entries(&self) -> AllocatedEntries<'_> {
         match &self.bat {
             Bat::Whole(bytes) => AllocatedEntries(Entries::Scan(Scan::new(bytes, 0))),
-            Bat::Allocated(list) => AllocatedEntries(Entries::List(list.iter())),
-            Bat::Unread => AllocatedEntries(Entries::List([].iter())),
+            Bat::Streamed => AllocatedEntries(Entries::Stream(Stream::new(self))),
+            Bat::Unread => AllocatedEntries(Entries::Scan(Scan::new(&[], 0))),
         }
     }
 
@@ -311,26 +357,11 @@ impl<'s> Image<'s> {
     /// and how many of those do not directly follow on disk the cluster of the previous BAT
     /// index (an unallocated entry, or one ending past `end`, breaks the run).
     pub fn cluster_counts(&self, end: u64) -> (u64, u64) {
-        let cs = self.header.cluster_size();
-        let (mut allocated, mut fragmented) = (0u64, 0u64);
-        let (mut prev, mut next) = (None::<u64>, 0u32);
+        let mut counter = ClusterCounter::new(&self.header, end);
         for (i, e) in self.allocated_entries() {
-            if i != next {
-                prev = None;
-            }
-            next = i + 1;
-            match self.header.bat_entry_offset(e) {
-                Some(off) if off.saturating_add(cs) <= end => {
-                    if prev.is_some_and(|p| p + cs != off) {
-                        fragmented += 1;
-                    }
-                    prev = Some(off);
-                    allocated += 1;
-                }
-                _ => prev = None,
-            }
+            counter.add(i, e);
         }
-        (allocated, fragmented)
+        counter.counts()
     }
 
     /// File offset of guest cluster `index`'s data, `None` if unallocated.
@@ -338,10 +369,11 @@ impl<'s> Image<'s> {
         self.header.bat_entry_offset(self.bat_entry(index))
     }
 
-    /// Allocated (non-zero) BAT entries.
+    /// Allocated (non-zero) BAT entries (counted by a walk of the table on first use after
+    /// [`Image::parse_compact`]).
     pub fn allocated_clusters(&self) -> u64 {
         match &self.bat {
-            Bat::Allocated(list) => list.len() as u64,
+            Bat::Streamed => *self.allocated.get_or_init(|| self.allocated_entries().count() as u64),
             Bat::Whole(_) | Bat::Unread => self.bat_slice().iter().filter(|e| e.get() != 0).count() as u64,
         }
     }
@@ -386,15 +418,10 @@ impl<'s> Image<'s> {
             let within = pos % cs;
             let n = ((cs - within) as usize).min(buf.len() - done);
             let out = &mut buf[done..done + n];
-            let entry = match u32::try_from(index) {
-                Ok(i) if self.bat_held() => self.bat_entry(i),
-                Ok(i) if i < self.header.bat_entries => {
-                    let at = BAT_OFFSET + BAT_ENTRY_SIZE * u64::from(i);
-                    // An entry cut short by the end of the file reads as 0, as in `bat()`.
-                    let got = self.source.read_at(at, BAT_ENTRY_SIZE)?;
-                    <[u8; 4]>::try_from(&got[..]).map_or(0, u32::from_le_bytes)
-                }
-                _ => 0,
+            let entry = match (u32::try_from(index), &self.bat) {
+                (Ok(i), Bat::Whole(_)) => self.bat_entry(i),
+                (Ok(i), Bat::Streamed | Bat::Unread) => self.read_bat_entry(i)?,
+                (Err(_), _) => 0,
             };
             match self.header.bat_entry_offset(entry) {
                 None => out.fill(0),
@@ -407,6 +434,56 @@ impl<'s> Image<'s> {
             done += n;
         }
         Ok(())
+    }
+}
+
+/// [`Image::cluster_counts`] fed one allocated entry at a time, in index order, for walks of
+/// the BAT that count on the way.
+pub(crate) struct ClusterCounter<'h> {
+    header: &'h Header,
+    cs: u64,
+    end: u64,
+    prev: Option<u64>,
+    next: u32,
+    allocated: u64,
+    fragmented: u64,
+}
+
+impl<'h> ClusterCounter<'h> {
+    pub(crate) fn new(header: &'h Header, end: u64) -> Self {
+        ClusterCounter {
+            header,
+            cs: header.cluster_size(),
+            end,
+            prev: None,
+            next: 0,
+            allocated: 0,
+            fragmented: 0,
+        }
+    }
+
+    /// Counts allocated entry `i` (after every lower one).
+    #[inline]
+    pub(crate) fn add(&mut self, i: u32, e: u32) {
+        if i != self.next {
+            self.prev = None;
+        }
+        self.next = i.wrapping_add(1);
+        match self.header.bat_entry_offset(e) {
+            Some(off) if off.saturating_add(self.cs) <= self.end => {
+                if self.prev.is_some_and(|p| p + self.cs != off) {
+                    self.fragmented += 1;
+                }
+                self.prev = Some(off);
+                self.allocated += 1;
+            }
+            _ => self.prev = None,
+        }
+    }
+
+    /// `(allocated, fragmented)`.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.allocated, self.fragmented)
     }
 }
 
@@ -432,18 +509,18 @@ pub struct AllocatedEntries<'a>(Entries<'a>);
 enum Entries<'a> {
     /// Scanning a whole table.
     Scan(Scan<'a>),
-    /// Walking the list kept by [`Image::parse_compact`].
-    List(std::slice::Iter<'a, (u32, u32)>),
+    /// Reading the table again from the source ([`Image::parse_compact`]).
+    Stream(Stream<'a>),
 }
 
 impl Iterator for AllocatedEntries<'_> {
     type Item = (u32, u32);
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<(u32, u32)> {
         match &mut self.0 {
             Entries::Scan(s) => s.next(),
-            Entries::List(l) => l.next().copied(),
+            Entries::Stream(s) => s.next(),
         }
     }
 }
@@ -455,12 +532,21 @@ impl Iterator for AllocatedEntries<'_> {
 #[derive(Clone, Debug)]
 struct Scan<'a> {
     bytes: &'a [u8],
+    at: ScanState,
+}
+
+/// Where a [`Scan`] is in its bytes (kept apart from them, so that [`Stream`] can refill its
+/// buffer under it).
+#[derive(Clone, Debug, Default)]
+struct ScanState {
     /// Byte offset of the next block to load.
     next: usize,
     /// Byte offset of the block `mask` describes.
     block: usize,
     /// Bit `j`: entry `j` of that block is non-zero and not yet yielded.
     mask: u32,
+    /// The entries of that block.
+    entries: [u32; 16],
     /// Index of the entry at byte 0.
     first: u32,
 }
@@ -472,16 +558,11 @@ impl<'a> Scan<'a> {
     fn new(bytes: &'a [u8], first: u32) -> Self {
         Scan {
             bytes: &bytes[..bytes.len() / 4 * 4],
-            next: 0,
-            block: 0,
-            mask: 0,
-            first,
+            at: ScanState {
+                first,
+                ..ScanState::default()
+            },
         }
-    }
-
-    #[inline]
-    fn entry(&self, at: usize) -> u32 {
-        u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"))
     }
 }
 
@@ -490,49 +571,171 @@ impl Iterator for Scan<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<(u32, u32)> {
-        while self.mask == 0 {
+        self.at.next(self.bytes)
+    }
+}
+
+impl ScanState {
+    /// The next non-zero entry of `bytes` (a whole number of entries): from the block loaded
+    /// last while it has one (the common, inlined path), else from the next block that has one.
+    #[inline(always)]
+    fn next(&mut self, bytes: &[u8]) -> Option<(u32, u32)> {
+        if self.mask == 0 && !self.load(bytes) {
+            return None;
+        }
+        let j = self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some((self.first + (self.block / 4 + j) as u32, self.entries[j & 15]))
+    }
+
+    /// Loads the next block of `bytes` with a non-zero entry; false when there is none.
+    fn load(&mut self, bytes: &[u8]) -> bool {
+        loop {
             let start = self.next;
-            let block = self.bytes.get(start..(start + SCAN_BLOCK).min(self.bytes.len()))?;
+            let Some(block) = bytes.get(start..(start + SCAN_BLOCK).min(bytes.len())) else {
+                return false;
+            };
             if block.is_empty() {
-                return None;
+                return false;
             }
             self.next = start + block.len();
+            let mut mask = 0u32;
             if let Ok(whole) = <&[u8; SCAN_BLOCK]>::try_from(block) {
                 if crate::raw::all_zero(whole) {
                     continue;
                 }
+                for j in 0..16 {
+                    let e = u32::from_le_bytes([whole[4 * j], whole[4 * j + 1], whole[4 * j + 2], whole[4 * j + 3]]);
+                    self.entries[j] = e;
+                    mask |= u32::from(e != 0) << j;
+                }
+            } else {
+                for (j, e) in block.chunks_exact(4).enumerate() {
+                    let e = u32::from_le_bytes(e.try_into().expect("4 bytes"));
+                    self.entries[j] = e;
+                    mask |= u32::from(e != 0) << j;
+                }
             }
-            self.block = start;
-            self.mask = block
-                .chunks_exact(4)
-                .enumerate()
-                .fold(0, |m, (j, e)| m | u32::from(e != [0; 4]) << j);
+            if mask != 0 {
+                self.block = start;
+                self.mask = mask;
+                return true;
+            }
         }
-        let j = self.mask.trailing_zeros() as usize;
-        self.mask &= self.mask - 1;
-        let at = self.block + 4 * j;
-        Some((self.first + (at / 4) as u32, self.entry(at)))
     }
 }
 
-/// Reads the first `entries` BAT entries through a [`BAT_READ_BLOCK`] buffer and keeps the
-/// allocated ones. The list grows with what is found, never with what the header claims.
-fn read_allocated(source: &dyn Source, entries: u32) -> Result<Vec<(u32, u32)>> {
-    let total = u64::from(entries) * BAT_ENTRY_SIZE;
-    let mut buf = vec![0u8; (total as usize).min(BAT_READ_BLOCK)];
-    let mut list = Vec::new();
-    let mut done = 0u64;
-    while done < total {
-        let want = ((total - done) as usize).min(buf.len());
-        let got = source.read_into(BAT_OFFSET + done, &mut buf[..want])?;
-        list.extend(Scan::new(&buf[..got], (done / BAT_ENTRY_SIZE) as u32));
-        if got < want {
-            // The file shrank since `size()`: the rest reads as 0, as in a whole read.
-            break;
-        }
-        done += want as u64;
+/// The allocated entries of a BAT read again from its image's source through a
+/// [`BAT_READ_BLOCK`] buffer, for [`Image::parse_compact`]. The buffer is the only memory a walk
+/// takes, whatever the table holds. A failed read ends the walk and is kept for
+/// [`Image::bat_status`]; a file that shrank since it was opened reads as zeros past its end.
+struct Stream<'a> {
+    image: &'a Image<'a>,
+    buf: Vec<u8>,
+    /// Bytes of `buf` holding entries.
+    filled: usize,
+    /// Byte offset in the table of the next read.
+    done: u64,
+    /// Bytes of the table in the file.
+    total: u64,
+    scan: ScanState,
+}
+
+impl std::fmt::Debug for Stream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("done", &self.done)
+            .field("total", &self.total)
+            .finish()
     }
-    Ok(list)
+}
+
+impl Clone for Stream<'_> {
+    fn clone(&self) -> Self {
+        Stream {
+            image: self.image,
+            buf: self.buf.clone(),
+            filled: self.filled,
+            done: self.done,
+            total: self.total,
+            scan: self.scan.clone(),
+        }
+    }
+}
+
+impl<'a> Stream<'a> {
+    fn new(image: &'a Image<'a>) -> Self {
+        let total = u64::from(image.bat_entries_in_file()) * BAT_ENTRY_SIZE;
+        Stream {
+            image,
+            buf: vec![0u8; (total as usize).min(BAT_READ_BLOCK)],
+            filled: 0,
+            done: 0,
+            total,
+            scan: ScanState::default(),
+        }
+    }
+
+    /// Reads the next block of the table; false at its end or on a failed read.
+    fn refill(&mut self) -> bool {
+        if self.done >= self.total {
+            return false;
+        }
+        let want = ((self.total - self.done) as usize).min(self.buf.len());
+        match self
+            .image
+            .source
+            .read_into(BAT_OFFSET + self.done, &mut self.buf[..want])
+        {
+            Ok(got) => {
+                let got = got / 4 * 4;
+                self.scan = ScanState {
+                    first: (self.done / BAT_ENTRY_SIZE) as u32,
+                    ..ScanState::default()
+                };
+                self.filled = got;
+                // A short read: the file shrank since `size()`, and the rest reads as 0.
+                self.done = if got < want {
+                    self.total
+                } else {
+                    self.done + want as u64
+                };
+                true
+            }
+            Err(e) => {
+                self.image.record_bat_error(e);
+                self.done = self.total;
+                false
+            }
+        }
+    }
+}
+
+impl Iterator for Stream<'_> {
+    type Item = (u32, u32);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(u32, u32)> {
+        if self.scan.mask != 0 {
+            return self.scan.next(&[]);
+        }
+        self.next_block()
+    }
+}
+
+impl Stream<'_> {
+    /// [`Iterator::next`] when the block in hand has nothing left: loads blocks, reading the
+    /// table on, until one has an allocated entry.
+    fn next_block(&mut self) -> Option<(u32, u32)> {
+        loop {
+            if self.scan.load(&self.buf[..self.filled]) {
+                return self.scan.next(&[]);
+            }
+            if !self.refill() {
+                return None;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

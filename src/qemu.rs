@@ -9,7 +9,7 @@
 use crate::error::{Error, Violation};
 use crate::extension::Extension;
 use crate::header::Variant;
-use crate::image::Image;
+use crate::image::{ClusterCounter, Image};
 use crate::raw::bitmap::BITMAP_HEADER_SIZE;
 use crate::raw::extension::EXT_MAGIC;
 use crate::raw::feature::{FEATURE_DIRTY_BITMAP, FEATURE_HEADER_SIZE};
@@ -372,7 +372,7 @@ fn errno_suffix(total: u64) -> String {
 /// Predicts what QEMU 10.0.2 does with the image in `source`.
 pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
     // QEMU's header checks are rules R1-R6 of this crate, in the same order. The BAT is read
-    // through a buffer, keeping only its allocated entries.
+    // again through a small buffer at each walk (nothing of it is held).
     let image = match Image::parse_compact(source, crate::image::Mode::Strict) {
         Ok(image) => image,
         Err(Error::Io(e)) => return Err(e),
@@ -383,7 +383,12 @@ pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
         }
         Err(e) => return Err(std::io::Error::other(e.to_string())),
     };
-    Ok(predict_image(&image))
+    let prediction = predict_image(&image);
+    image.bat_status().map_err(|e| match e {
+        Error::Io(e) => e,
+        e => std::io::Error::other(e.to_string()),
+    })?;
+    Ok(prediction)
 }
 
 /// Predicts what QEMU 10.0.2 does with an image whose header failed `violation`, one of
@@ -899,6 +904,9 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
         }
     };
     let idx = |o: u64| -> u64 { u64::from(div(o as i64 - base) as u32) };
+    // The statistics are counted on the duplicates' walk of the BAT (one walk fewer).
+    let mut counter = ClusterCounter::new(h, image_end);
+    let mut counted = false;
     // QEMU returns before the duplicate scan when the image end's index is 0, and only then
     // counts a partial last cluster, in 32 bits: an index of 2^32 - 1 becomes a bitmap of
     // 0 clusters, where every entry aborts.
@@ -923,6 +931,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
         if words <= u64::from(image.bat_entries_in_file()) / 2 + (1 << 17) {
             let mut seen = vec![0u64; words as usize];
             for (i, e) in image.allocated_entries() {
+                counter.add(i, e);
                 let Some(k) = index_of(e) else { return aborts() };
                 let (w, bit) = (&mut seen[(k / 64) as usize], 1u64 << (k % 64));
                 last_dup = *w & bit != 0;
@@ -932,11 +941,13 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
                     c.corruptions += 1;
                 }
             }
+            counted = true;
         } else {
             // k < count <= 2^32 and i < 2^29: one u64 per allocated entry.
             let mut pairs = Vec::new();
             let mut last = None;
             for (i, e) in image.allocated_entries() {
+                counter.add(i, e);
                 let Some(k) = index_of(e) else { return aborts() };
                 pairs.push(k << 32 | i as u64);
                 last = Some(i as u64);
@@ -948,6 +959,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
                 .map(|w| w[1] & 0xffff_ffff)
                 .collect();
             drop(pairs);
+            counted = true;
             dups.sort_unstable();
             for &i in &dups {
                 c.error(|| format!("ERROR duplicate offset in BAT entry {i}"));
@@ -960,6 +972,10 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
         }
     }
 
-    (c.allocated_clusters, c.fragmented_clusters) = image.cluster_counts(image_end);
+    (c.allocated_clusters, c.fragmented_clusters) = if counted {
+        counter.counts()
+    } else {
+        image.cluster_counts(image_end)
+    };
     QemuCheck::Completes(c)
 }

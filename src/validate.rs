@@ -168,11 +168,12 @@ impl Findings {
 }
 
 /// The clusters the BAT points at, as slots of the data area, for duplicate and overlap tests.
-/// A bit set when the file is small enough for one, a sorted list otherwise, so memory follows
-/// the metadata and not a sparse file's apparent size.
+/// One bit per cluster of the file while that is no more than the BAT in the file holds (or
+/// 1 MiB), a sorted list of `(slot, index, entry)` otherwise (a sparse file whose apparent size
+/// is much larger than its metadata), so memory follows what the file holds.
 enum Slots {
     Bits(Vec<u64>),
-    Sorted(Vec<(u64, u32)>),
+    Sorted(Vec<(u64, u32, u32)>),
 }
 
 struct DataClusters {
@@ -316,6 +317,8 @@ pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
             len: file_len - high,
         });
     }
+    // A walk of a BAT read again from the source that failed to read saw only part of it.
+    image.bat_status()?;
     Ok(Report { findings: f.out })
 }
 
@@ -486,12 +489,13 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings, end
         Variant::V2 => 0,
     };
     let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
-    let allocated = image.allocated_clusters();
+    // A cluster that passes the tests below ends in the file: its slot is below this.
     let slot_count = file_len / cs + 1;
-    let mut slots = if slot_count / 64 <= allocated + (1 << 14) {
+    let bat_bytes = u64::from(image.bat_entries_in_file()) * 4;
+    let mut slots = if slot_count.div_ceil(8) <= bat_bytes.max(1 << 20) {
         Slots::Bits(vec![0u64; slot_count.div_ceil(64) as usize])
     } else {
-        Slots::Sorted(Vec::with_capacity(allocated as usize))
+        Slots::Sorted(Vec::new())
     };
     let mut dups: Vec<(u32, u32, u64)> = Vec::new();
     // Clusters of the disk: entries from this index on map no guest byte.
@@ -545,16 +549,14 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings, end
                 }
                 *w |= 1 << (slot % 64);
             }
-            Slots::Sorted(v) => v.push((slot, index)),
+            Slots::Sorted(v) => v.push((slot, index, entry)),
         }
     }
     if let Slots::Sorted(v) = &mut slots {
         v.sort_unstable();
         for w in v.windows(2) {
             if w[0].0 == w[1].0 {
-                let index = w[1].1;
-                let entry = image.bat_entry(index);
-                dups.push((index, entry, base + w[1].0 * cs));
+                dups.push((w[1].1, w[1].2, base + w[1].0 * cs));
             }
         }
         v.dedup_by_key(|e| e.0);

@@ -95,6 +95,10 @@ fn open_layer(path: &Path, kind: ImageType) -> Result<(FileSource, Kind), Bundle
                 .allocated_entries()
                 .filter_map(|(i, e)| h.bat_entry_offset(e).map(|off| (u64::from(i), off)))
                 .collect();
+            image.bat_status().map_err(|source| BundleError::Image {
+                path: path.to_path_buf(),
+                source,
+            })?;
             Kind::Expanding {
                 cluster_size: h.cluster_size(),
                 map,

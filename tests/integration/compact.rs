@@ -1,4 +1,4 @@
-//! `Image::parse_compact`: the BAT read through a buffer, keeping only its allocated entries,
+//! `Image::parse_compact`: the BAT read through a buffer, again at each walk (nothing of it held),
 //! answers as the whole table does, from a slice and from a file, across the buffer's blocks.
 
 use std::io::Write;
@@ -157,4 +157,121 @@ fn compact_bat_of_a_hostile_header_reads_only_the_file() {
         parallels_image::validate(&whole).unwrap()
     );
     assert_eq!(qemu::predict_image(&compact), qemu::predict_image(&whole));
+}
+
+/// A source whose BAT reads fail once `fail` is set (the header and the extension still read).
+struct FailingBat {
+    bytes: Vec<u8>,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl parallels_image::Source for FailingBat {
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, len: u64) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+        if offset >= 64 && self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("the disk went away"));
+        }
+        self.bytes.as_slice().read_at(offset, len)
+    }
+}
+
+#[test]
+fn compact_bat_read_again_that_fails_is_an_error_not_a_short_walk() {
+    use parallels_image::Source as _;
+    let source = FailingBat {
+        bytes: spread_image(),
+        fail: false.into(),
+    };
+    let image = Image::parse_compact(&source, Mode::Strict).unwrap();
+    assert_eq!(image.allocated_clusters(), 8);
+    assert!(image.bat_status().is_ok());
+    source.fail.store(true, std::sync::atomic::Ordering::Relaxed);
+    // The walk stops at the failed read; the failure is kept, reported once.
+    assert_eq!(image.allocated_entries().count(), 0);
+    let Err(parallels_image::Error::Io(e)) = image.bat_status() else {
+        panic!("the failure is kept")
+    };
+    assert_eq!(e.to_string(), "the disk went away");
+    assert!(image.bat_status().is_ok());
+    assert_eq!(image.bat_entry(1), 0);
+    assert!(image.bat_status().is_err());
+    // Whoever walks the table reports it.
+    let Err(parallels_image::Error::Io(e)) = parallels_image::validate(&image) else {
+        panic!("validate fails")
+    };
+    assert_eq!(e.to_string(), "the disk went away");
+    let Err(parallels_image::Error::Io(e)) = parallels_image::check(&source, Mode::Strict, "x.hds") else {
+        panic!("check fails")
+    };
+    assert_eq!(e.to_string(), "the disk went away");
+    assert_eq!(qemu::predict(&source).unwrap_err().to_string(), "the disk went away");
+    let mut buf = [0u8; 1];
+    assert!(image.read_guest(0, &mut buf).is_err());
+    // The slice itself reads fine.
+    assert_eq!(source.bytes.as_slice().size(), source.size());
+}
+
+#[test]
+fn duplicates_in_a_file_too_sparse_for_a_bit_set_are_found_as_in_a_dense_one() {
+    // 4 KiB clusters, 256 entries. In a 64 GiB sparse file a bit per cluster would be 2 MiB,
+    // more than the 1 KiB BAT justifies: the slots go to a sorted list instead. In a 16 MiB
+    // file they are bits. Entries 3, 5 and 9 share one cluster near the end of the file, 7 and
+    // 8 another; the findings are the same apart from the offsets.
+    const CS4: u64 = 4096;
+    let findings_for = |file_len: u64| {
+        let (built, _) = build(&ImageBuilder::new(256 * CS4).cluster_size(CS4));
+        let last = (file_len / CS4 - 1) as u32;
+        let mut f = tempfile_with(&built);
+        for (i, e) in [(3, last), (5, last), (9, last), (7, last - 1), (8, last - 1)] {
+            f.as_file_mut()
+                .write_all_at_offset(64 + 4 * i, &u32::to_le_bytes(e))
+                .unwrap();
+        }
+        f.as_file().set_len(file_len).unwrap();
+        let source = FileSource::open(f.path()).unwrap();
+        let image = Image::parse_compact(&source, Mode::Strict).unwrap();
+        let dups: Vec<Violation> = parallels_image::validate(&image)
+            .unwrap()
+            .findings
+            .into_iter()
+            .map(|f| f.violation)
+            .filter(|v| matches!(v, Violation::BatEntryDuplicate { .. }))
+            .collect();
+        let whole = Image::parse(&source).unwrap();
+        assert_eq!(
+            parallels_image::validate(&whole).unwrap(),
+            parallels_image::validate(&image).unwrap()
+        );
+        (last, dups)
+    };
+    for file_len in [16 << 20, 64 << 30] {
+        let (last, dups) = findings_for(file_len);
+        let dup = |index, entry: u32, first| Violation::BatEntryDuplicate {
+            index,
+            entry,
+            offset: u64::from(entry) * CS4,
+            first,
+        };
+        assert_eq!(
+            dups,
+            [dup(5, last, 3), dup(8, last - 1, 7), dup(9, last, 3)],
+            "file of {file_len} bytes"
+        );
+    }
+}
+
+/// Positioned writes for the tests above.
+trait WriteAt {
+    fn write_all_at_offset(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
+}
+
+impl WriteAt for std::fs::File {
+    fn write_all_at_offset(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.seek(SeekFrom::Start(offset))?;
+        self.write_all(bytes)
+    }
 }

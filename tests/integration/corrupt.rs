@@ -596,7 +596,7 @@ fn unsuitable_images_are_refused_with_what_they_lack() {
     }
 }
 
-/// An image parsed compact (only its allocated BAT entries held) plans every defect exactly as
+/// An image parsed compact (its BAT read again at each walk) plans every defect exactly as
 /// the whole parse does: the plan reads BAT entries, not a view of the table.
 #[test]
 fn compact_images_plan_the_same_patches() {

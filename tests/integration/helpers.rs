@@ -117,7 +117,7 @@ pub fn image_with_ext(virtual_size: u64, cs: u64, recs: &[Rec]) -> (Vec<u8>, u64
 }
 
 /// The findings of the validator, in order.
-/// Every way of reading the BAT (whole, only its allocated entries, not at all until
+/// Every way of reading the BAT (whole, read again at each walk, not at all until
 /// validation) must find the same, with or without the helper thread.
 pub fn findings(bytes: &[u8], mode: Mode) -> Vec<Finding> {
     let image = Image::parse_with(&bytes, mode).expect("the header parses");
