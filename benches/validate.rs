@@ -40,6 +40,15 @@ fn header_bat(c: &mut Criterion) {
                 black_box(parallels_image::validate(&image).unwrap())
             })
         });
+        // What `prlimg check` does: the BAT read again at each walk, duplicates and overlaps
+        // found with one bit per cluster of the file.
+        g.bench_function(BenchmarkId::new("parse_compact_validate", entries), |b| {
+            let src = source();
+            b.iter(|| {
+                let image = Image::parse_compact(src, parallels_image::Mode::Strict).unwrap();
+                black_box(parallels_image::validate(&image).unwrap())
+            })
+        });
         g.bench_function(BenchmarkId::new("predict_image", entries), |b| {
             let image = Image::parse(source()).unwrap();
             b.iter(|| black_box(qemu::predict_image(&image)))

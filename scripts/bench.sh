@@ -2,12 +2,14 @@
 # Whole-process comparisons of prlimg with QEMU's tools, side by side in one run, and peak
 # memory at two scales. See BENCHMARKS.md for the figures and how to read them.
 #
-#   scripts/bench.sh [quick]
+#   scripts/bench.sh [quick|data]
 #
 # Env: BENCH_DIR (scratch folder on a filesystem with sparse files; default a new folder in
 # /var/tmp, removed at the end unless KEEP=1), RUNS (hyperfine runs, default 10), WARMUP
 # (default 2). `quick` skips the slow qemu-img check of the half-allocated 16 Mi-entry image
-# (about 200 s a run; the full script takes about 15 minutes).
+# (about 200 s a run; the full script takes about 15 minutes). `data` runs only the guest-data
+# rows (convert to raw and back, against qemu-img convert and cp --sparse=always); DATA_MIB sets
+# their data size (default 4096: they need about 4 * DATA_MIB of disk at once, in BENCH_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -76,6 +78,87 @@ compare_sh() {
               label, o * 1000, t * 1000, t / o }' "$label.csv" | tee -a results.txt
 }
 
+# Guest data out and in: DATA_MIB of random data, dense (a disk of exactly that) and sparse
+# (1 MiB of data every 4 MiB), converted to raw by prlimg and by qemu-img, against copying the
+# image's allocated bytes with cp --sparse=always; raw to .hds by both, compared with
+# qemu-img compare. Peak RSS of each.
+guest_data() {
+    local mib=${DATA_MIB:-4096} runs=${DATA_RUNS:-3}
+    echo
+    echo "== guest data ($mib MiB)"
+    python3 - "$mib" <<'PY'
+import os, sys
+mib = int(sys.argv[1])
+M = 1 << 20
+with open('dense.raw', 'wb') as f:
+    for i in range(mib):
+        f.write(os.urandom(M))
+with open('sparse.raw', 'wb') as f:
+    for i in range(mib):
+        f.seek(4 * i * M)
+        f.write(os.urandom(M))
+    f.truncate(4 * mib * M)
+PY
+    "$PRLIMG" convert dense.raw dense.hds
+    "$PRLIMG" convert sparse.raw sparse.hds
+    rm -f sparse.raw
+    ls -ls dense.raw dense.hds sparse.hds
+    for kind in dense sparse; do
+        compare_data "convert-raw-$kind" "$PRLIMG convert --force $kind.hds out.raw" \
+            "qemu-img convert -f parallels -O raw $kind.hds out.raw" "$runs"
+        echo "== cp --sparse=always of $kind.hds (its allocated bytes)"
+        hyperfine -N -i --style basic --warmup 0 --runs "$runs" --prepare "rm -f out.raw" \
+            --export-csv "cp-$kind.csv" "cp --sparse=always $kind.hds out.raw" | grep -E 'Time|Range'
+        awk -F, -v label="convert-raw-$kind" 'NR == 2 { printf "RESULT %s vs cp: cp %.1f ms\n", label, $2 * 1000 }' \
+            "cp-$kind.csv" | tee -a results.txt
+        rm -f out.raw
+    done
+    compare_data raw-to-hds "$PRLIMG convert --force -f raw dense.raw out.hds" \
+        "qemu-img convert -f raw -O parallels dense.raw out.hds" "$runs"
+    "$PRLIMG" convert --force -f raw dense.raw out.hds
+    qemu-img compare -f raw -F parallels dense.raw out.hds | tee -a results.txt
+    rm -f out.hds
+    printf '%-38s %8s %-34s %10s\n' command virtual data maxRSS | tee -a results.txt
+    row "prlimg convert IMG out.raw" "${mib}M" "dense" "$PRLIMG" convert --force dense.hds out.raw
+    rm -f out.raw
+    row "qemu-img convert -O raw" "${mib}M" "dense" qemu-img convert -f parallels -O raw dense.hds out.raw
+    rm -f out.raw
+    row "prlimg convert -f raw RAW out.hds" "${mib}M" "dense" "$PRLIMG" convert --force -f raw dense.raw out.hds
+    rm -f out.hds
+    row "qemu-img convert -O parallels" "${mib}M" "dense" qemu-img convert -f raw -O parallels dense.raw out.hds
+    rm -f out.hds dense.raw dense.hds sparse.hds
+}
+
+# compare, with the output removed before each run (no warm-up: each run writes DATA_MIB).
+compare_data() {
+    local label=$1 ours=$2 theirs=$3 runs=$4
+    echo
+    echo "== $label"
+    hyperfine -N -i --style basic --warmup 0 --runs "$runs" --prepare "rm -f out.raw out.hds" \
+        --export-csv "$label.csv" -n prlimg "$ours" -n qemu "$theirs" | grep -E 'Benchmark|Time|Range'
+    awk -F, -v label="$label" 'NR == 2 { o = $2 } NR == 3 { t = $2 }
+        END { printf "RESULT %s: prlimg %.1f ms, qemu %.1f ms, qemu/prlimg = %.2f\n",
+              label, o * 1000, t * 1000, t / o }' "$label.csv" | tee -a results.txt
+}
+
+rss() {
+    { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null || true; } | tail -1
+}
+row() {
+    local what=$1 virtual=$2 meta=$3
+    shift 3
+    printf '%-38s %8s %-34s %10s\n' "$what" "$virtual" "$meta" "$(rss "$@")" | tee -a results.txt
+}
+
+if [ "$QUICK" = data ]; then
+    : >results.txt
+    guest_data
+    echo
+    echo "== summary"
+    cat results.txt
+    exit 0
+fi
+
 echo
 echo "== images"
 # 16 Mi BAT entries (64 MiB of BAT), nothing allocated.
@@ -136,14 +219,6 @@ rm -f ours.hds theirs.hds
 echo
 echo "== peak RSS (KiB) by metadata size"
 printf '%-38s %8s %-34s %10s\n' command virtual metadata maxRSS | tee -a results.txt
-rss() {
-    { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null || true; } | tail -1
-}
-row() {
-    local what=$1 virtual=$2 meta=$3
-    shift 3
-    printf '%-38s %8s %-34s %10s\n' "$what" "$virtual" "$meta" "$(rss "$@")" | tee -a results.txt
-}
 qemu-img create -q -f parallels -o cluster_size=64K c1t64k.hds 1T
 qemu-img create -q -f parallels -o cluster_size=4M c64t4m.hds 64T
 qemu-img create -q -f parallels -o cluster_size=1M c64t1m.hds 64T
@@ -154,6 +229,10 @@ row "prlimg check" 64T "BAT 64 MiB (4 MiB clusters)" "$PRLIMG" check c64t4m.hds
 row "prlimg check" 64T "BAT 256 MiB (1 MiB clusters)" "$PRLIMG" check c64t1m.hds
 row "prlimg check (half allocated)" 64G "BAT 4 MiB, 0.5 Mi clusters" "$PRLIMG" check half1m.hds
 row "prlimg check (half allocated)" 1T "BAT 64 MiB, 8 Mi clusters" "$PRLIMG" check half.hds
+row "prlimg info (half allocated)" 64G "BAT 4 MiB, 0.5 Mi clusters" "$PRLIMG" info half1m.hds
+row "prlimg info (half allocated)" 1T "BAT 64 MiB, 8 Mi clusters" "$PRLIMG" info half.hds
+row "qemu-img check (half allocated)" 64G "BAT 4 MiB, 0.5 Mi clusters" qemu-img check -f parallels half1m.hds
+row "qemu-img info (half allocated)" 1T "BAT 64 MiB, 8 Mi clusters" qemu-img info -f parallels half.hds
 row "qemu-img check" 1T "BAT 64 MiB (64 KiB clusters)" qemu-img check -f parallels c1t64k.hds
 row "qemu-img check" 64T "BAT 256 MiB (1 MiB clusters)" qemu-img check -f parallels c64t1m.hds
 # Bitmaps: 16 Mi granules (2 MiB of bitmap) on 1 TiB and on 64 TiB; then 2^30 granules.
@@ -166,6 +245,8 @@ row "prlimg bitmaps NAME" 64T "128 MiB bitmap, 1 MiB clusters" "$PRLIMG" bitmaps
 echo
 echo "== extension validation vs a bare MD5 of the cluster, interleaved rounds"
 (cd "$ROOT" && cargo run --release --quiet --example ext_ratio) | tee -a results.txt
+
+guest_data
 
 echo
 echo "== summary"
