@@ -34,7 +34,10 @@
 //!  qemu, ploop    what QEMU 10 and ploop 9 do with an image
 //!  check          a whole conformance check (rules + statistics + predictions)
 //!  picture        SVG pictures: the file's layout with its findings, the guest view, dirty maps
-//!  corrupt        the defect catalogue: planned damage, one rule at a time
+//!  corrupt, mutate
+//!                 the defect catalogue: planned damage, one rule at a time; structure-aware
+//!                 variants by seed for fuzzers (header fields, BAT and L1 entries, feature
+//!                 records, bitmap headers, the checksum put right)
 //!  bundle         disk bundles (NAME.hdd/ with DiskDescriptor.xml): the descriptor, the D rules
 //!                 (spec/bundles.md), guest data through snapshot chains and split storages,
 //!                 writing bundles, descriptor defects
@@ -74,6 +77,7 @@ mod extension;
 mod header;
 mod helper;
 mod image;
+mod mutate;
 mod outfile;
 mod picture;
 mod ploop;
@@ -102,6 +106,10 @@ pub use error::{BuildError, Error, Location, PlanError, Region, Requirement, Res
 pub use extension::{Extension, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
+pub use mutate::{
+    BatTarget, BitmapField, ChecksumState, Edit, EditKind, FeatureField, HeaderField, Inserted, L1Target, MagicName,
+    Mutant, MutateOptions, Mutator,
+};
 pub use outfile::{abandon_outputs, write_atomically, write_file_atomically, OutputError, OutputOptions};
 pub use picture::{
     bitmaps_svg, finding_offset, layout_svg, CellState, Grid, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS,

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["qemu", "ploop"],
     &["check"],
     &["picture"],
-    &["corrupt"],
+    &["corrupt", "mutate"],
     &["bundle"],
 ];
 

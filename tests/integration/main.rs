@@ -17,6 +17,7 @@ mod fuzz_regressions;
 mod header;
 mod layers;
 mod layout;
+mod mutate;
 mod picture;
 mod placement;
 mod roundtrip;
