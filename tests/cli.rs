@@ -1385,3 +1385,193 @@ fn bitmaps_add_remove_clear_write_new_files_unless_in_place() {
         stderr(&out)
     );
 }
+
+// -------------------------------------------------------------------------------- mutate, corpus
+
+/// Every file of `dir`, by name.
+fn files_of(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn mutate_writes_the_variants_the_library_makes_and_a_manifest_of_their_edits() {
+    use parallels_image::{MutateOptions, Mutator};
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let input = fs::read(&a).unwrap();
+    let out = dir.path().join("m");
+    let r = prlimg_ok(&["mutate", s(&a), s(&out), "--count", "4", "--seed", "7"]);
+    assert_eq!((stdout(&r), stderr(&r)), (String::new(), String::new()));
+    assert_eq!(fs::read(&a).unwrap(), input, "mutate modified its input");
+    assert_eq!(
+        files_of(&out),
+        [
+            "manifest.json",
+            "mutant-000000.hds",
+            "mutant-000001.hds",
+            "mutant-000002.hds",
+            "mutant-000003.hds"
+        ]
+    );
+    let m = Mutator::new(&input, MutateOptions::default()).unwrap();
+    let manifest: Value = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let mut mutants = Vec::new();
+    for i in 0..4u64 {
+        let v = m.mutant(7 + i);
+        assert_eq!(
+            fs::read(out.join(format!("mutant-{i:06}.hds"))).unwrap(),
+            v.bytes,
+            "variant {i}"
+        );
+        mutants.push(json!({
+            "file": format!("mutant-{i:06}.hds"),
+            "seed": 7 + i,
+            "checksum": serde_json::to_value(v.checksum).unwrap(),
+            "edits": serde_json::to_value(&v.edits).unwrap(),
+        }));
+    }
+    assert_eq!(
+        manifest,
+        json!({
+            "schema": 1, "input": s(&a), "seed": 7, "count": 4, "edits": [1, 3], "fix_checksum": true,
+            "mutants": mutants,
+        })
+    );
+    // Variant i alone: seed 7 + i, count 1.
+    let one = dir.path().join("one");
+    prlimg_ok(&["mutate", s(&a), s(&one), "--count", "1", "--seed", "9"]);
+    assert_eq!(
+        fs::read(one.join("mutant-000000.hds")).unwrap(),
+        fs::read(out.join("mutant-000002.hds")).unwrap()
+    );
+    // Nothing is replaced without --force, and nothing is written when one file is in the way.
+    let before = fs::read(out.join("mutant-000000.hds")).unwrap();
+    let r = prlimg(&["mutate", s(&a), s(&out), "--count", "4", "--seed", "100"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        stderr(&r),
+        format!(
+            "prlimg: {}: exists; nothing was written (use --force to replace, or another folder)\n",
+            out.join("mutant-000000.hds").display()
+        )
+    );
+    assert_eq!(fs::read(out.join("mutant-000000.hds")).unwrap(), before);
+    prlimg_ok(&["mutate", s(&a), s(&out), "--count", "4", "--seed", "100", "--force"]);
+    assert_eq!(fs::read(out.join("mutant-000000.hds")).unwrap(), m.mutant(100).bytes);
+}
+
+#[test]
+fn mutate_can_leave_the_checksum_broken_and_takes_the_edit_count() {
+    use parallels_image::{ChecksumState, MutateOptions, Mutator};
+    let dir = tmp();
+    let a = image_a(dir.path());
+    let input = fs::read(&a).unwrap();
+    let out = dir.path().join("m");
+    prlimg_ok(&[
+        "mutate",
+        s(&a),
+        s(&out),
+        "--count",
+        "3",
+        "--edits",
+        "2",
+        "--broken-checksum",
+    ]);
+    let m = Mutator::new(
+        &input,
+        MutateOptions {
+            fix_checksum: false,
+            edits: 2..=2,
+            max_len: None,
+        },
+    )
+    .unwrap();
+    let manifest: Value = serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["fix_checksum"], false);
+    assert_eq!(manifest["edits"], json!([2, 2]));
+    for i in 0..3u64 {
+        let v = m.mutant(i);
+        assert_eq!(v.edits.len(), 2);
+        assert_eq!(v.checksum, ChecksumState::LeftAsIs);
+        assert_eq!(manifest["mutants"][i as usize]["checksum"], "left-as-is");
+        assert_eq!(fs::read(out.join(format!("mutant-{i:06}.hds"))).unwrap(), v.bytes);
+    }
+    let r = prlimg(&["mutate", s(&a), s(&out), "--edits", "3-2"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(
+        stderr(&r).contains("\"3-2\": MIN must not exceed MAX, and MAX is at most 64"),
+        "{}",
+        stderr(&r)
+    );
+}
+
+#[test]
+fn mutate_refuses_a_file_that_is_not_an_image_and_writes_nothing() {
+    let dir = tmp();
+    let p = dir.path().join("hello.txt");
+    fs::write(&p, "hello\n").unwrap();
+    let out = dir.path().join("m");
+    let r = prlimg(&["mutate", s(&p), s(&out)]);
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        stderr(&r),
+        format!(
+            "prlimg: {}: header magic at byte 0 is [104, 101, 108, 108, 111, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] \
+             (hex 68656c6c6f0a00000000000000000000), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\"\n",
+            p.display()
+        )
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn corpus_writes_the_library_corpus_every_defect_and_is_reproducible() {
+    use parallels_image::{seed_corpus, CORPUS_MUTANTS};
+    let dir = tmp();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    prlimg_ok(&["corpus", s(&a), "--seed", "5"]);
+    prlimg_ok(&["corpus", s(&b), "--seed", "5"]);
+    let corpus = seed_corpus(5).unwrap();
+    let mut names: Vec<String> = corpus.iter().map(|e| e.name.clone()).collect();
+    names.push("manifest.json".into());
+    names.sort();
+    assert_eq!(files_of(&a), names);
+    for e in &corpus {
+        assert_eq!(fs::read(a.join(&e.name)).unwrap(), e.bytes, "{}", e.name);
+        assert_eq!(fs::read(b.join(&e.name)).unwrap(), e.bytes, "{}", e.name);
+        assert!(e.bytes.len() <= 1 << 20, "{} is {} bytes", e.name, e.bytes.len());
+    }
+    assert_eq!(
+        fs::read(a.join("manifest.json")).unwrap(),
+        fs::read(b.join("manifest.json")).unwrap()
+    );
+    // Every defect of the catalogue, 8 valid shapes, the mutants.
+    for d in DefectKind::ALL {
+        assert!(a.join(format!("defect-{}.hds", d.name())).is_file(), "{}", d.name());
+    }
+    assert_eq!(corpus.len(), 8 + DefectKind::ALL.len() + CORPUS_MUTANTS);
+    let manifest: Value = serde_json::from_slice(&fs::read(a.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["files"].as_array().unwrap().len(), corpus.len());
+    assert_eq!(
+        manifest["files"][0],
+        json!({"file": "valid-v2-empty-512.hds", "kind": "valid", "shape": "v2-empty-512"})
+    );
+    // Every valid shape checks clean.
+    for e in corpus.iter().filter(|e| e.name.starts_with("valid-")) {
+        let r = prlimg(&["check", s(&a.join(&e.name)), "--output", "json"]);
+        assert_eq!(json_of(&r)["findings"], json!([]), "{}", e.name);
+    }
+    // Another seed, another corpus; the same folder is not overwritten.
+    assert_ne!(seed_corpus(6).unwrap(), corpus);
+    let r = prlimg(&["corpus", s(&a), "--seed", "6"]);
+    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(
+        fs::read(a.join("manifest.json")).unwrap(),
+        fs::read(b.join("manifest.json")).unwrap()
+    );
+}

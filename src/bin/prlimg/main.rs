@@ -19,6 +19,7 @@ mod create_bundle;
 mod info;
 mod input;
 mod map;
+mod mutate;
 mod output;
 mod picture;
 
@@ -48,6 +49,10 @@ enum Command {
     Convert(convert::Args),
     /// Where each guest extent's data is (file, host offset) or that it is zeros.
     Map(map::Args),
+    /// Write structure-aware variants of an image (for other programs' fuzzers) and a manifest.
+    Mutate(mutate::Args),
+    /// Write a reproducible seed corpus: valid images of many shapes, every defect, variants.
+    Corpus(mutate::CorpusArgs),
     /// Print a shell completion script: `prlimg completions bash > /etc/bash_completion.d/prlimg`.
     Completions {
         /// The shell.
@@ -69,7 +74,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if matches!(cli.command, Command::Create(_) | Command::Corrupt(_)) {
+    if matches!(
+        cli.command,
+        Command::Create(_) | Command::Corrupt(_) | Command::Mutate(_) | Command::Corpus(_)
+    ) {
         clean_up_on_signals();
     }
     let result = match cli.command {
@@ -80,6 +88,8 @@ fn main() -> ExitCode {
         Command::Corrupt(a) => corrupt::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Map(a) => map::run(&a),
+        Command::Mutate(a) => mutate::run(&a),
+        Command::Corpus(a) => mutate::run_corpus(&a),
         Command::Completions { shell } => completions(shell),
         Command::Man => man(),
     };
