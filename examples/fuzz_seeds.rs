@@ -20,6 +20,10 @@ use parallels_image::raw::header::INUSE_CLOSED_V21;
 use parallels_image::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::{Image, Variant};
 
+/// Largest seed of the whole-image targets (`image`, `check` and their `_mutator` variants),
+/// their `-max_len` in `fuzz/smoke.sh`.
+const MAX_WHOLE: usize = 256 << 10;
+
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> Result<()> {
@@ -31,6 +35,11 @@ fn main() -> Result<()> {
         images.push((format!("built-{name}"), bytes.clone()));
     }
     images.extend(samples()?);
+    // The mutator's seed corpus: 8 valid shapes, every defect, variants; clusters of 512 B to
+    // 64 KiB.
+    for e in parallels_image::seed_corpus(0)? {
+        images.push((format!("corpus-{}", e.name), e.bytes));
+    }
     // Every defect, on every base it suits.
     for (name, bytes) in &bases {
         // Defects are planned on valid images (the unknown-feature base is valid only in lenient
@@ -53,17 +62,24 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(&d)?;
         Ok(d)
     };
-    let (d_image, d_check, d_header, d_bat, d_ext, d_round) = (
+    let (d_image, d_check, d_image_m, d_check_m, d_header, d_bat, d_ext, d_round) = (
         dir("image")?,
         dir("check")?,
+        dir("image_mutator")?,
+        dir("check_mutator")?,
         dir("header")?,
         dir("bat")?,
         dir("extension")?,
         dir("roundtrip")?,
     );
     for (name, bytes) in &images {
-        std::fs::write(d_image.join(name), bytes)?;
-        std::fs::write(d_check.join(name), bytes)?;
+        // The whole-image targets get small images only: one run of a seed with 1 MiB clusters
+        // hashes a megabyte, and their -max_len (fuzz/smoke.sh) is MAX_WHOLE.
+        if bytes.len() <= MAX_WHOLE {
+            for d in [&d_image, &d_check, &d_image_m, &d_check_m] {
+                std::fs::write(d.join(name), bytes)?;
+            }
+        }
         std::fs::write(d_header.join(name), &bytes[..bytes.len().min(64)])?;
         if let Some(seed) = bat_seed(bytes) {
             std::fs::write(d_bat.join(name), seed)?;

@@ -16,10 +16,10 @@ use std::borrow::Cow;
 
 use binrw::BinRead;
 use libfuzzer_sys::fuzz_target;
-use parallels_image::{Extension, ListEnd};
 use parallels_image::raw::bitmap::BITMAP_HEADER_SIZE;
 use parallels_image::raw::extension::{checksum, ExtensionCluster, EXT_HEADER_SIZE, EXT_MAGIC};
 use parallels_image::raw::feature::{FeatureBody, FEATURE_DIRTY_BITMAP, FEATURE_HEADER_SIZE};
+use parallels_image::{Extension, ListEnd};
 
 fuzz_target!(|body: &[u8]| {
     let cs = if body.len() <= 4096 - EXT_HEADER_SIZE {

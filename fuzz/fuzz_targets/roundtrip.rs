@@ -9,8 +9,8 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use parallels_image::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::raw::header::{INUSE_CLOSED, INUSE_CLOSED_V21};
+use parallels_image::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::{Mode, Variant};
 
 /// Largest virtual size built.

@@ -1,0 +1,179 @@
+//! A whole image from arbitrary bytes: parse in both modes, validate, decode every decodable
+//! bitmap, map every BAT entry in the file, read some guest bytes.
+//!
+//! Oracles: the serialized bitmap has exactly the bits of the dirty runs for its granules; the
+//! dirty extents are those runs in bytes, clipped to the disk; `open` fails exactly when the
+//! report has corruption.
+//!
+//! Shared by the `image` target and its `image_mutator` variant.
+
+use parallels_image::raw::header::RawHeader;
+use parallels_image::Header;
+use parallels_image::{Error, Image, Mode, Severity};
+/// Largest serialized bitmap this target builds in memory.
+const MAX_SERIALIZED: u64 = 4 << 20;
+
+/// One run of the target on `data`.
+pub fn run(data: &[u8]) {
+    if costly_checksum(data) {
+        return;
+    }
+    for mode in [Mode::Strict, Mode::Lenient] {
+        let image = match Image::parse_with(&data, mode) {
+            Ok(image) => image,
+            Err(Error::Invalid(v)) => {
+                assert_eq!(v.severity(), Severity::Corruption);
+                // Open fails the same way.
+                assert!(matches!(parallels_image::open_with(&data, mode), Err(Error::Invalid(w)) if w == v));
+                return;
+            }
+            Err(e) => panic!("parsing a slice failed with {e}"),
+        };
+        let _ = format!("{image:?}");
+        let h = *image.header();
+        assert_eq!(image.mode(), mode);
+        assert_eq!(image.file_len(), data.len() as u64);
+
+        let report = parallels_image::validate(&image).expect("validating a slice does no failing I/O");
+        // Messages of the first findings (formatting thousands of them would dominate the run).
+        for f in report.findings.iter().take(100) {
+            let _ = (f.violation.to_string(), f.violation.rule(), f.violation.location());
+        }
+        let _ = report.rules();
+        let first_corruption = report.findings.iter().find(|f| f.severity == Severity::Corruption);
+        match (parallels_image::open_with(&data, mode), first_corruption) {
+            (Ok(_), None) => {}
+            (Err(Error::Invalid(v)), Some(f)) => assert_eq!(v, f.violation),
+            (got, want) => panic!(
+                "open gave {:?}, the report's first corruption is {want:?}",
+                got.map(|_| ())
+            ),
+        }
+
+        // Every BAT entry in the file, and the first one past it.
+        let bat = image.bat();
+        assert!(bat.len() as u64 <= u64::from(h.bat_entries));
+        for (i, e) in bat.iter().enumerate() {
+            let i = i as u32;
+            assert_eq!(image.bat_entry(i), e);
+            assert_eq!(image.cluster_offset(i), h.bat_entry_offset(e));
+        }
+        if (bat.len() as u64) < u64::from(h.bat_entries) {
+            assert_eq!(image.cluster_offset(bat.len() as u32), None);
+            assert_eq!(image.cluster_offset(h.bat_entries - 1), None);
+        }
+        assert_eq!(
+            image.allocated_clusters(),
+            bat.iter().filter(|&e| e != 0).count() as u64
+        );
+        assert_eq!(image.bat_entries_in_file() as usize, bat.len());
+        // The same entries when only the allocated ones are kept.
+        let compact = Image::parse_compact(&data, mode).expect("compact parses what parse_with parses");
+        let allocated: Vec<(u32, u32)> = compact.allocated_entries().collect();
+        let want: Vec<(u32, u32)> = bat
+            .iter()
+            .enumerate()
+            .filter(|&(_, e)| e != 0)
+            .map(|(i, e)| (i as u32, e))
+            .collect();
+        assert_eq!(allocated, want);
+        assert_eq!(compact.allocated_clusters(), allocated.len() as u64);
+        for (i, e) in bat.iter().enumerate().step_by((bat.len() / 64).max(1)) {
+            assert_eq!(compact.bat_entry(i as u32), e);
+        }
+
+        // A few guest reads: the first and last bytes of the disk.
+        let mut buf = vec![0u8; 4096];
+        image.read_guest(0, &mut buf).expect("guest read");
+        let size = h.virtual_size();
+        image
+            .read_guest(size.saturating_sub(4096), &mut buf)
+            .expect("guest read");
+
+        for (i, b) in image.bitmaps().into_iter().enumerate() {
+            let _ = (format!("{b:?}"), b.name(), b.granularity_bytes(), b.expected_l1_size());
+            // `bitmap(name)` walks every bitmap: only for the first few (quadratic otherwise).
+            if i < 4 {
+                assert_eq!(image.bitmap(&b.name()).map(|x| x.feature <= b.feature), Some(true));
+            }
+            let _ = b.trailing_bits().expect("trailing bits");
+            if b.decodable().is_err() {
+                assert!(b.dirty_extents().is_err());
+                continue;
+            }
+            let mut runs = Vec::new();
+            b.for_each_dirty_run(|s, l| runs.push((s, l))).expect("decode");
+            let g = b.granules();
+            let mut prev_end = None;
+            for &(s, l) in &runs {
+                assert!(l > 0 && s + l <= g, "run {s}+{l} past {g} granules");
+                if let Some(p) = prev_end {
+                    assert!(s > p, "runs not merged or not in order");
+                }
+                prev_end = Some(s + l);
+            }
+            let gb = b.granularity_bytes();
+            let expected: Vec<(u64, u64)> = runs
+                .iter()
+                .filter_map(|&(s, l)| {
+                    let start = s.saturating_mul(gb);
+                    let end = (s + l).saturating_mul(gb).min(size);
+                    (end > start).then(|| (start, end - start))
+                })
+                .collect();
+            let extents = b.dirty_extents().expect("decode");
+            assert_eq!(extents, expected);
+            assert_eq!(b.dirty_bytes().unwrap(), expected.iter().map(|e| e.1).sum::<u64>());
+            if b.serialized_len() <= MAX_SERIALIZED {
+                let ser = b.serialized().expect("serialize");
+                assert_eq!(ser.len() as u64, b.serialized_len());
+                let mut want = vec![0u8; ser.len()];
+                for &(s, l) in &runs {
+                    set_bits(&mut want, s, s + l);
+                }
+                // Bits of granules past the last one keep what the image holds (as QEMU hashes
+                // them): only the first `g` bits are compared.
+                let whole = (g / 8) as usize;
+                assert_eq!(
+                    ser[..whole],
+                    want[..whole],
+                    "serialized bits differ from the dirty runs"
+                );
+                if g % 8 != 0 {
+                    let mask = (1u8 << (g % 8)) - 1;
+                    assert_eq!(
+                        ser[whole] & mask,
+                        want[whole],
+                        "serialized bits differ from the dirty runs"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn set_bits(bits: &mut [u8], s: u64, e: u64) {
+    let mut i = s;
+    while i < e {
+        if i % 8 == 0 && e - i >= 8 {
+            let n = (e - i) / 8;
+            bits[(i / 8) as usize..(i / 8 + n) as usize].fill(0xff);
+            i += n * 8;
+        } else {
+            bits[(i / 8) as usize] |= 1 << (i % 8);
+            i += 1;
+        }
+    }
+}
+
+/// The extension checksum covers the whole cluster, the zeros past the end of the file included:
+/// up to 2 GiB of MD5 for a tiny file. That is the format's cost (QEMU pays it too), bounded but
+/// slow under instrumentation, so inputs whose extension reaches more than 4 MiB past the end are
+/// skipped.
+fn costly_checksum(data: &[u8]) -> bool {
+    let Ok(h) = Header::decode(&RawHeader::read_padded(data)) else {
+        return false;
+    };
+    h.ext_offset()
+        .is_some_and(|off| off.saturating_add(h.cluster_size()) > data.len() as u64 + (4 << 20))
+}
