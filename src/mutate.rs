@@ -21,9 +21,10 @@ use rand_chacha::ChaCha8Rng;
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::extension::{Extension, FeatureEntry};
 use crate::header::{Header, Variant};
+use crate::image::{Image, Mode};
 use crate::raw::bat::{BAT_ENTRY_SIZE, BAT_OFFSET};
 use crate::raw::bitmap::{RawBitmapHeader, BITMAP_HEADER_SIZE, L1_ENTRY_SIZE};
 use crate::raw::extension::{checksum_padded, EXT_HEADER_SIZE, EXT_MAGIC};
@@ -579,11 +580,11 @@ pub struct Mutator<'a> {
 
 impl<'a> Mutator<'a> {
     /// A mutator of `input`, whose header must pass the checks every reader makes first (rules
-    /// R1–R6: magic, version, tracks, BAT size, `ext_off`): [`Error::Invalid`] with the
-    /// violation otherwise. Nothing else need be valid: variants of variants are made the same
-    /// way.
+    /// R1–R6: magic, version, tracks, BAT size, `ext_off`): otherwise the error opening it
+    /// gives ([`crate::Error::EmptyFile`], [`crate::Error::NotParallels`], [`crate::Error::Invalid`] with the
+    /// violation). Nothing else need be valid: variants of variants are made the same way.
     pub fn new(input: &'a [u8], options: MutateOptions) -> Result<Mutator<'a>> {
-        Header::decode(&RawHeader::read_padded(input)).map_err(Error::Invalid)?;
+        Image::parse_without_bat(&input, Mode::Lenient)?;
         Ok(Mutator { input, options })
     }
 
@@ -1519,14 +1520,13 @@ pub const CORPUS_MUTANTS: usize = 48;
 
 /// A reproducible seed corpus for fuzzers of Parallels readers: valid images of many shapes
 /// (both magics, cluster sizes from 512 bytes to 64 KiB, no extension, empty, clean, dirty and
-/// all-dirty bitmaps, several L1 entries, `inuse` "v2.1"), every defect of the catalogue
+/// all-dirty bitmaps, several L1 entries, `inuse` "v2.1", a compact v1 image), every defect of the catalogue
 /// ([`crate::corrupt::DefectKind::ALL`]) on the first base it applies to, and
 /// [`CORPUS_MUTANTS`] variants. Clusters are small so that a fuzzer's run stays cheap; no file
 /// is larger than 1 MiB. The same `seed` gives the same files.
 pub fn seed_corpus(seed: u64) -> Result<Vec<CorpusEntry>> {
     use crate::builder::{BitmapSpec, Data, ImageBuilder};
     use crate::corrupt::{plan, DefectKind};
-    use crate::image::Image;
 
     const MIB: u64 = 1 << 20;
     let random = |k: u64, size: u64, g: u64, d: f64| BitmapSpec::random(seed.wrapping_add(k), size, g, d);
@@ -1603,6 +1603,17 @@ pub fn seed_corpus(seed: u64) -> Result<Vec<CorpusEntry>> {
                 .data(512, fill(512, 0x77))
                 .bitmap(random(4, 2 * MIB, 512, 0.5)?),
         ),
+        // The two other bases the defect catalogue needs: a disk with nothing after the BAT, a
+        // v1 image whose data area starts right after the BAT.
+        ("v2-empty-1m-cluster", ImageBuilder::new(MIB)),
+        (
+            "v1-compact-64k",
+            ImageBuilder::new(20 * MIB)
+                .variant(Variant::V1)
+                .cluster_size(65536)
+                .compact_v1(true)
+                .data(0, fill(4096, 0x99)),
+        ),
     ];
     let mut valid = Vec::new();
     for (shape, builder) in shapes {
@@ -1620,7 +1631,10 @@ pub fn seed_corpus(seed: u64) -> Result<Vec<CorpusEntry>> {
         })
         .collect();
     // Defects on the two catalogue bases (the shapes `prlimg corrupt`'s tests use).
-    let bases: Vec<&(String, &str, Vec<u8>)> = valid.iter().filter(|v| v.1.ends_with("multi-l1")).collect();
+    let bases: Vec<&(String, &str, Vec<u8>)> = valid
+        .iter()
+        .filter(|v| v.1.ends_with("multi-l1") || v.1 == "v2-empty-1m-cluster" || v.1 == "v1-compact-64k")
+        .collect();
     for &defect in DefectKind::ALL.iter() {
         for (name, _, bytes) in &bases {
             let image = Image::parse(bytes)?;

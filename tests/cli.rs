@@ -1521,8 +1521,9 @@ fn mutate_refuses_a_file_that_is_not_an_image_and_writes_nothing() {
     assert_eq!(
         stderr(&r),
         format!(
-            "prlimg: {}: header magic at byte 0 is [104, 101, 108, 108, 111, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] \
-             (hex 68656c6c6f0a00000000000000000000), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\"\n",
+            "prlimg: {}: not a Parallels image: bytes 0..16 are [104, 101, 108, 108, 111, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] \
+             (hex 68656c6c6f0a00000000000000000000), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\", \
+             and the version at byte 16 is 0, not 2\n",
             p.display()
         )
     );
@@ -1550,11 +1551,11 @@ fn corpus_writes_the_library_corpus_every_defect_and_is_reproducible() {
         fs::read(a.join("manifest.json")).unwrap(),
         fs::read(b.join("manifest.json")).unwrap()
     );
-    // Every defect of the catalogue, 8 valid shapes, the mutants.
+    // Every defect of the catalogue, 10 valid shapes, the mutants.
     for d in DefectKind::ALL {
         assert!(a.join(format!("defect-{}.hds", d.name())).is_file(), "{}", d.name());
     }
-    assert_eq!(corpus.len(), 8 + DefectKind::ALL.len() + CORPUS_MUTANTS);
+    assert_eq!(corpus.len(), 10 + DefectKind::ALL.len() + CORPUS_MUTANTS);
     let manifest: Value = serde_json::from_slice(&fs::read(a.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["files"].as_array().unwrap().len(), corpus.len());
     assert_eq!(

@@ -27,12 +27,19 @@ pub fn run(data: &[u8]) {
     assert!(ploop.mount.file_size <= data.len() as u64);
     let info = &prediction.info;
     match (info.kind(), info.exit_code()) {
-        ("opens", Some(0)) | ("rejects", Some(1)) | ("aborts", Some(134)) | ("undefined", None) => {}
+        ("opens", Some(0))
+        | ("rejects", Some(1))
+        | ("aborts", Some(134))
+        | ("crashes", Some(139))
+        | ("undefined", None) => {}
         other => panic!("{info:?} has kind and exit code {other:?}"),
     }
     assert_eq!(
         info.message("x.hds").is_some(),
-        !matches!(info, QemuOutcome::Opens { .. } | QemuOutcome::Undefined { .. })
+        !matches!(
+            info,
+            QemuOutcome::Opens { .. } | QemuOutcome::Undefined { .. } | QemuOutcome::Crashes { .. }
+        )
     );
     let _ = info.stderr_line("x.hds");
     if let QemuCheck::Completes(c) = &prediction.check {

@@ -13,4 +13,6 @@ mod mutator;
 
 fuzz_target!(|data: &[u8]| body::run(data));
 
-fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| mutator::mutate(data, size, max_size, seed));
+fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
+    mutator::mutate(data, size, max_size, seed)
+});

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use parallels_image::qemu::{self, QemuOutcome};
+use parallels_image::qemu::{self, QemuOutcome, QemuReason};
 use parallels_image::{
     open, validate, ChecksumState, Edit, EditKind, Error, FeatureField, HeaderField, Image, MutateOptions, Mutator,
     Rule, Violation,
@@ -167,10 +167,14 @@ fn a_file_that_is_not_an_image_is_a_typed_error() {
     let opts = MutateOptions::default;
     assert!(matches!(
         Mutator::new(b"hello", opts()),
-        Err(Error::Invalid(Violation::BadMagic { .. }))
+        Err(Error::NotParallels { found, version: 0 }) if found[..5] == *b"hello"
     ));
+    assert!(matches!(Mutator::new(&[], opts()), Err(Error::EmptyFile)));
+    // One letter off a magic is a damaged Parallels image (R1), not another format.
+    let mut bytes = with_bitmaps();
+    bytes[3] ^= 1;
     assert!(matches!(
-        Mutator::new(&[], opts()),
+        Mutator::new(&bytes, opts()),
         Err(Error::Invalid(Violation::BadMagic { .. }))
     ));
     let mut bytes = with_bitmaps();
@@ -198,7 +202,7 @@ fn variants_of_variants_never_panic_and_stay_within_max_len() {
         for step in 0..30 {
             let m = match Mutator::new(&cur, options.clone()) {
                 Ok(m) => m,
-                Err(Error::Invalid(_)) => {
+                Err(Error::Invalid(_) | Error::NotParallels { .. } | Error::EmptyFile) => {
                     // A header edit broke R1-R6: start again from the base, as a fuzzer would.
                     restarts += 1;
                     cur = bytes.clone();
@@ -221,47 +225,29 @@ fn variants_of_variants_never_panic_and_stay_within_max_len() {
 }
 
 /// Whether QEMU's open got past its header checks and the extension's magic and checksum: it
-/// opens, or refuses at the feature walk or the bitmap loader, or aborts, or reads past its
-/// buffer.
+/// opens, or refuses at the feature walk or the bitmap loader, or aborts, or crashes, or reads
+/// past its buffer.
 pub fn past_header_and_checksum(o: &QemuOutcome) -> bool {
-    match o {
-        QemuOutcome::Rejects { message } => ![
-            "Image not in Parallels format",
-            "Invalid image:",
-            "Catalog too large",
-            "Failed to read Format Extension cluster",
-            "Wrong parallels Format Extension magic",
-            "Wrong checksum in Format Extension header",
-        ]
-        .iter()
-        .any(|p| message.starts_with(p)),
-        QemuOutcome::RejectsBatRead => false,
-        _ => true,
-    }
+    use QemuReason::*;
+    !matches!(
+        o.reason(),
+        Some(
+            NotParallels
+                | ZeroTracks
+                | ClusterTooBig
+                | CatalogTooLarge
+                | OffsetTooBig
+                | BatRead
+                | ExtensionRead
+                | ExtensionMagic
+                | ExtensionChecksum
+        )
+    )
 }
 
-/// An outcome's class: its kind and its message with the numbers taken out (so that "Unknown
-/// feature: 0x12" and "Unknown feature: 0x34" are one outcome).
+/// An outcome's class: its kind and the check of QEMU's that decided it (`QemuReason`).
 pub fn outcome_class(o: &QemuOutcome) -> String {
-    let message = o.message("IMG").unwrap_or_default();
-    let mut class = String::from(o.kind());
-    class.push_str(": ");
-    // A number starts with a digit (after a '-' or not) and runs on through hex digits and an
-    // 'x'; a UUID is numbers joined by '-'.
-    let mut in_number = false;
-    for ch in message.chars() {
-        let continues = in_number && (ch.is_ascii_hexdigit() || ch == 'x' || ch == '-');
-        if continues || ch.is_ascii_digit() {
-            if !in_number {
-                class.push('#');
-            }
-            in_number = true;
-        } else {
-            in_number = false;
-            class.push(ch);
-        }
-    }
-    class
+    format!("{} {:?}", o.kind(), o.reason())
 }
 
 /// One random bit flipped in the header, the BAT or the extension cluster (one of the three
