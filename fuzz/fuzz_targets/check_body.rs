@@ -49,7 +49,8 @@ pub fn run(data: &[u8]) {
 
     let strict = match Image::parse_with(&data, Mode::Strict) {
         Ok(image) => image,
-        Err(Error::Invalid(_)) => {
+        // Not a Parallels image at all (empty, another format) or a damaged header: refused.
+        Err(Error::Invalid(_) | Error::EmptyFile | Error::NotParallels { .. }) => {
             assert_eq!(info.kind(), "rejects", "{prediction:?}");
             return;
         }

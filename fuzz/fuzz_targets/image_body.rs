@@ -27,6 +27,14 @@ pub fn run(data: &[u8]) {
                 assert!(matches!(parallels_image::open_with(&data, mode), Err(Error::Invalid(w)) if w == v));
                 return;
             }
+            Err(Error::EmptyFile | Error::NotParallels { .. }) => {
+                // Not a Parallels image at all: open refuses it the same way.
+                assert!(matches!(
+                    parallels_image::open_with(&data, mode),
+                    Err(Error::EmptyFile | Error::NotParallels { .. })
+                ));
+                return;
+            }
             Err(e) => panic!("parsing a slice failed with {e}"),
         };
         let _ = format!("{image:?}");
