@@ -1065,8 +1065,12 @@ fn unreferenced_rule(image: &Image<'_>, h: &Header, high: u64, f: &mut Findings)
     // Only on an image with nothing corrupt and every cluster on the grid: a misplaced entry,
     // data area or extension, or a record that is not interpreted, leaves a hole that is a
     // symptom of that finding, not a leak of its own.
-    let placed =
-        |x: &Finding| x.severity == Severity::Corruption || matches!(x.violation.rule(), Rule::R21 | Rule::R38);
+    // R27 and R29 count whatever their severity: lenient mode lowers them to notes, and the
+    // record they name is still not interpreted.
+    let placed = |x: &Finding| {
+        x.severity == Severity::Corruption
+            || matches!(x.violation.rule(), Rule::R21 | Rule::R27 | Rule::R29 | Rule::R38)
+    };
     if start >= high || f.out.iter().any(placed) {
         return;
     }

@@ -149,3 +149,26 @@ fn r49_bitmap_on_an_empty_disk() {
         Severity::Corruption,
     );
 }
+
+#[test]
+fn r46_not_raised_for_the_clusters_of_a_record_lenient_mode_skips() {
+    // Both bitmaps of with_bitmaps() keep their bitmap clusters in the middle of the file; a
+    // record with flags (R27) or an unknown magic (R29) is not read as a bitmap, so its cluster
+    // is referenced by nothing that is interpreted. That hole is a symptom of R27/R29, in lenient
+    // mode (where they are notes) as in strict mode (corruption): no R46 in either.
+    use parallels_image::corrupt::{plan, DefectKind};
+    for defect in [
+        DefectKind::FeatureFlagsNecessary,
+        DefectKind::FeatureFlagsTransit,
+        DefectKind::UnknownFeature,
+    ] {
+        let mut img = crate::fixtures::with_bitmaps();
+        let image = parallels_image::open(&img).unwrap();
+        plan(&image, defect, 0).unwrap().apply_to_vec(&mut img);
+        for mode in [Mode::Strict, Mode::Lenient] {
+            let got = findings(&img, mode);
+            let rules: Vec<Rule> = got.iter().map(|f| f.violation.rule()).collect();
+            assert_eq!(rules, vec![defect.rule()], "{defect:?} {mode:?}: {got:?}");
+        }
+    }
+}
