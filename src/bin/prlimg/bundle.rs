@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::convert::bundle_failure;
 use crate::info::{gather, Info};
 use crate::outln;
-use crate::output::{emit, human_bytes, print_json, Format};
+use crate::output::{emit, human_bytes, print_json, Failure, Format};
 use crate::Outcome;
 
 #[derive(Serialize, Debug)]
@@ -190,20 +190,31 @@ struct JsonBundleFinding {
     message: String,
 }
 
+/// `prlimg check` of one bundle, as `--output json` prints it.
 #[derive(Serialize, Debug)]
-struct BundleCheck {
+pub struct BundleCheck {
     schema: u32,
     filename: String,
     format: &'static str,
     mode: &'static str,
     /// `"clean"`, `"corrupt"` or `"leaks"` (exit status 0, 2, 3).
-    result: &'static str,
+    pub result: &'static str,
     corruptions: usize,
     leaks: usize,
     non_canonical: usize,
     notes: usize,
-    rules: Vec<&'static str>,
+    /// Every rule broken, `D` and `R` codes, in the order first found.
+    pub rules: Vec<&'static str>,
     findings: Vec<JsonBundleFinding>,
+    #[serde(skip)]
+    code: u8,
+}
+
+impl BundleCheck {
+    /// `prlimg check`'s exit status: 0 clean, 2 corrupt, 3 leaks only.
+    pub fn exit_code(&self) -> u8 {
+        self.code
+    }
 }
 
 fn json_finding(f: &BundleFinding) -> JsonBundleFinding {
@@ -234,7 +245,8 @@ fn json_finding(f: &BundleFinding) -> JsonBundleFinding {
     }
 }
 
-pub fn check(path: &Path, output: Format, lenient: bool) -> Outcome {
+/// Checks the bundle at `path` (a folder or its descriptor): the `D` rules and every image's `R` rules.
+pub fn check_report(path: &Path, lenient: bool) -> Result<BundleCheck, Failure> {
     let mode = if lenient { Mode::Lenient } else { Mode::Strict };
     let findings = match Bundle::open_with(path, BundleOptions::default()) {
         Ok(bundle) => bundle.validate_with(mode).findings,
@@ -256,7 +268,7 @@ pub fn check(path: &Path, output: Format, lenient: bool) -> Outcome {
             rules.push(f.code());
         }
     }
-    let report = BundleCheck {
+    Ok(BundleCheck {
         schema: parallels_image::JSON_SCHEMA,
         filename: path.display().to_string(),
         format: "parallels-bundle",
@@ -268,14 +280,20 @@ pub fn check(path: &Path, output: Format, lenient: bool) -> Outcome {
         notes: count(Severity::Note),
         rules,
         findings: findings.iter().map(json_finding).collect(),
-    };
+        code,
+    })
+}
+
+/// `prlimg check` of one bundle: the report in `output`'s format on stdout, then its exit status.
+pub fn print_check(report: &BundleCheck, output: Format) -> Outcome {
+    let (corruptions, leaks) = (report.corruptions, report.leaks);
     match output {
         Format::Html => {
             return Err(crate::output::Failure::plain(
                 "--output html is for `prlimg check` of an image",
             ))
         }
-        Format::Json => print_json(&report)?,
+        Format::Json => print_json(report)?,
         Format::Human => {
             let mut out = String::new();
             for f in &report.findings {
@@ -318,5 +336,5 @@ pub fn check(path: &Path, output: Format, lenient: bool) -> Outcome {
             emit(&out)?;
         }
     }
-    Ok(code)
+    Ok(report.code)
 }

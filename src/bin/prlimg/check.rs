@@ -1,9 +1,11 @@
 //! `prlimg check`: every rule, with `qemu-img check`'s counters and exit statuses, and what
 //! QEMU 10 and ploop would do with the image. Reads metadata only.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use parallels_image::{check, CbtOutcome, Conformance, Image, Mode, MountEffect, PloopPrediction, Severity};
+use indicatif::ProgressBar;
+
+use parallels_image::{check, CbtOutcome, Conformance, Image, Mode, MountEffect, PloopPrediction, Severity, Source};
 
 use crate::outln;
 use crate::output::{emit, print_json, spinner, Failure, Format};
@@ -12,9 +14,12 @@ use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The image.
-    image: PathBuf,
-    /// Output format.
+    /// The images: files, bundles (a folder or its DiskDescriptor.xml) and, with --recursive,
+    /// folders to walk. More than one (or --recursive) checks them as a batch: one line each and
+    /// a summary.
+    #[arg(required = true, value_name = "IMAGE")]
+    images: Vec<PathBuf>,
+    /// Output format (a batch's JSON is JSON Lines: one report per image, then a summary).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     output: Format,
     /// Treat unknown features and feature flags as notes (ploop's reading), not corruption.
@@ -27,12 +32,110 @@ pub struct Args {
     /// Overwrite the --picture file if it exists.
     #[arg(long)]
     force: bool,
+    /// Walk folders: every file in them is checked, and every folder holding a
+    /// DiskDescriptor.xml as one bundle (its images are not checked again on their own).
+    #[arg(long, short = 'r')]
+    recursive: bool,
+    /// Images checked at once in a batch [default: RAYON_NUM_THREADS, else the number of CPUs].
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+}
+
+/// One image's or bundle's report.
+pub enum Checked {
+    /// An `.hds` file (or device, or stream).
+    Image(Box<Conformance>),
+    /// A bundle (a folder or its descriptor).
+    Bundle(crate::bundle::BundleCheck),
+}
+
+impl Checked {
+    /// `prlimg check`'s exit status for it: 0 clean, 2 corrupt, 3 leaks only.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Checked::Image(c) => c.verdict().exit_code(),
+            Checked::Bundle(b) => b.exit_code(),
+        }
+    }
+
+    /// `"clean"`, `"leaks"` or `"corrupt"`.
+    pub fn result(&self) -> &'static str {
+        match self {
+            Checked::Image(c) => c.verdict().name(),
+            Checked::Bundle(b) => b.result,
+        }
+    }
+
+    /// The rules broken (`R` and `D` codes), in the order first found.
+    pub fn rules(&self) -> Vec<&'static str> {
+        match self {
+            Checked::Image(c) => c.report.rules().iter().map(|r| r.code()).collect(),
+            Checked::Bundle(b) => b.rules.clone(),
+        }
+    }
+
+    /// The report as one line of JSON: the object `--output json` prints for this path alone.
+    pub fn json_line(&self) -> Result<String, Failure> {
+        match self {
+            Checked::Image(c) => serde_json::to_string(c),
+            Checked::Bundle(b) => serde_json::to_string(b),
+        }
+        .map_err(|e| Failure::plain(format!("JSON: {e}")))
+    }
+}
+
+fn mode(lenient: bool) -> Mode {
+    if lenient {
+        Mode::Lenient
+    } else {
+        Mode::Strict
+    }
+}
+
+/// Checks the image at `path`, read from `source`. `spin`: a spinner on a terminal meanwhile.
+fn check_image(path: &Path, source: &dyn Source, mode: Mode, spin: bool) -> Result<Conformance, Failure> {
+    let busy = if spin {
+        spinner("checking")
+    } else {
+        ProgressBar::hidden()
+    };
+    let checked = check(source, mode, &path.display().to_string()).map_err(|e| Failure::lib(path, &e))?;
+    busy.finish_and_clear();
+    Ok(checked)
+}
+
+/// Checks one path as `prlimg check PATH` does: a bundle (by [`parallels_image::is_bundle`]) or
+/// an image.
+pub fn check_one(path: &Path, lenient: bool) -> Result<Checked, Failure> {
+    if parallels_image::is_bundle(path) {
+        return crate::bundle::check_report(path, lenient).map(Checked::Bundle);
+    }
+    let input = crate::input::open(path)?;
+    check_image(path, input.source(), mode(lenient), false).map(|c| Checked::Image(Box::new(c)))
 }
 
 pub fn run(args: &Args) -> Outcome {
-    let path = &args.image;
+    if args.images.len() > 1 || args.recursive {
+        if args.picture.is_some() {
+            return Err(Failure::plain(
+                "--picture draws one image: not with several paths or --recursive",
+            ));
+        }
+        if args.output == Format::Html {
+            return Err(Failure::plain("--output html is for `prlimg check` of one image"));
+        }
+        let options = crate::batch::Options {
+            output: args.output,
+            lenient: args.lenient,
+            recursive: args.recursive,
+            jobs: args.jobs.map(usize::from),
+        };
+        return crate::batch::run(&args.images, &options);
+    }
+    let path = &args.images[0];
     if parallels_image::is_bundle(path) {
-        let code = crate::bundle::check(path, args.output, args.lenient)?;
+        let report = crate::bundle::check_report(path, args.lenient)?;
+        let code = crate::bundle::print_check(&report, args.output)?;
         if let Some(out) = &args.picture {
             picture::bundle(path, out, args.force)?;
         }
@@ -40,10 +143,8 @@ pub fn run(args: &Args) -> Outcome {
     }
     let input = crate::input::open(path)?;
     let source = input.source();
-    let mode = if args.lenient { Mode::Lenient } else { Mode::Strict };
-    let busy = spinner("checking");
-    let checked = check(source, mode, &path.display().to_string()).map_err(|e| Failure::lib(path, &e))?;
-    busy.finish_and_clear();
+    let mode = mode(args.lenient);
+    let checked = check_image(path, source, mode, true)?;
     // The pictures need the parsed image; an uninterpretable header has nothing to draw.
     let image = Image::parse_compact(source, mode).ok();
     if let Some(out) = &args.picture {

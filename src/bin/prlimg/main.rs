@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod batch;
 mod bitmaps;
 mod bundle;
 mod check;

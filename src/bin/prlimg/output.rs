@@ -26,6 +26,8 @@ pub struct Failure {
     pub path: Option<PathBuf>,
     pub reason: String,
     pub code: u8,
+    /// The input is not a Parallels image at all (a batch check counts these apart).
+    pub not_parallels: bool,
 }
 
 impl fmt::Display for Failure {
@@ -44,6 +46,7 @@ impl Failure {
             path: Some(path.to_path_buf()),
             reason: reason.into(),
             code: 1,
+            not_parallels: false,
         }
     }
 
@@ -53,6 +56,7 @@ impl Failure {
             path: None,
             reason: reason.into(),
             code: 1,
+            not_parallels: false,
         }
     }
 
@@ -69,12 +73,14 @@ impl Failure {
                 path: None,
                 reason: String::new(),
                 code: 0,
+                not_parallels: false,
             };
         }
         Failure {
             path: None,
             reason: format!("stdout: {}", io_reason(e)),
             code: 1,
+            not_parallels: false,
         }
     }
 
