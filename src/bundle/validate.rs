@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::image::{Image, Mode};
 use crate::rule::Severity;
 use crate::source::FileSource;
-use crate::validate::Finding;
+use crate::validate::{Finding, Verdict};
 
 /// One finding in a bundle: a broken `D` rule of the descriptor, or a finding of the `R` rules
 /// in one of its images.
@@ -89,6 +89,18 @@ impl BundleReport {
     /// Findings of this severity.
     pub fn count(&self, severity: Severity) -> usize {
         self.findings.iter().filter(|f| f.severity() == severity).count()
+    }
+
+    /// What the findings amount to, in the categories and exit statuses of one image's check:
+    /// corrupt if any finding is a corruption, else leaks if any is a leak, else clean.
+    pub fn verdict(&self) -> Verdict {
+        if self.count(Severity::Corruption) > 0 {
+            Verdict::Corrupt
+        } else if self.count(Severity::Leak) > 0 {
+            Verdict::Leaks
+        } else {
+            Verdict::Clean
+        }
     }
 
     /// True when nothing is corrupt and nothing leaks.

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use parallels_image::{
-    Bundle, BundleError, BundleFinding, BundleOptions, FileSource, Image, ImageType, Mode, Resolved, Severity,
+    Bundle, BundleError, BundleFinding, BundleOptions, BundleReport, FileSource, Image, ImageType, Mode, Resolved,
+    Severity,
 };
 use serde::Serialize;
 
@@ -248,39 +249,27 @@ fn json_finding(f: &BundleFinding) -> JsonBundleFinding {
 /// Checks the bundle at `path` (a folder or its descriptor): the `D` rules and every image's `R` rules.
 pub fn check_report(path: &Path, lenient: bool) -> Result<BundleCheck, Failure> {
     let mode = if lenient { Mode::Lenient } else { Mode::Strict };
-    let findings = match Bundle::open_with(path, BundleOptions::default()) {
-        Ok(bundle) => bundle.validate_with(mode).findings,
-        Err(BundleError::Invalid { violation, .. }) => vec![BundleFinding::Descriptor(violation)],
+    let report = match Bundle::open_with(path, BundleOptions::default()) {
+        Ok(bundle) => bundle.validate_with(mode),
+        Err(BundleError::Invalid { violation, .. }) => BundleReport {
+            findings: vec![BundleFinding::Descriptor(violation)],
+        },
         Err(e) => return Err(bundle_failure(&e)),
     };
-    let count = |s: Severity| findings.iter().filter(|f| f.severity() == s).count();
-    let (corruptions, leaks) = (count(Severity::Corruption), count(Severity::Leak));
-    let (result, code) = if corruptions > 0 {
-        ("corrupt", 2)
-    } else if leaks > 0 {
-        ("leaks", 3)
-    } else {
-        ("clean", 0)
-    };
-    let mut rules = Vec::new();
-    for f in &findings {
-        if !rules.contains(&f.code()) {
-            rules.push(f.code());
-        }
-    }
+    let verdict = report.verdict();
     Ok(BundleCheck {
         schema: parallels_image::JSON_SCHEMA,
         filename: path.display().to_string(),
         format: "parallels-bundle",
         mode: if lenient { "lenient" } else { "strict" },
-        result,
-        corruptions,
-        leaks,
-        non_canonical: count(Severity::NonCanonical),
-        notes: count(Severity::Note),
-        rules,
-        findings: findings.iter().map(json_finding).collect(),
-        code,
+        result: verdict.name(),
+        corruptions: report.count(Severity::Corruption),
+        leaks: report.count(Severity::Leak),
+        non_canonical: report.count(Severity::NonCanonical),
+        notes: report.count(Severity::Note),
+        rules: report.codes(),
+        findings: report.findings.iter().map(json_finding).collect(),
+        code: verdict.exit_code(),
     })
 }
 
