@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use parallels_image::{
-    Bundle, BundleError, BundleFinding, BundleRule, BundleViolation, Descriptor, ImageType, Severity,
+    Bundle, BundleError, BundleFinding, BundleRule, BundleViolation, Descriptor, ImageType, Severity, Verdict,
 };
 
 use crate::common::*;
@@ -70,6 +70,33 @@ fn valid_bundle_has_no_findings() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = valid(tmp.path());
     assert_eq!(Bundle::open(&dir).unwrap().validate().findings, vec![]);
+}
+
+#[test]
+fn verdict_is_the_worst_severity_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = valid(tmp.path());
+    let verdict = || Bundle::open(&dir).unwrap().validate().verdict();
+    assert_eq!(verdict(), Verdict::Clean);
+    // Non-canonical only (D5): still clean.
+    edit_xml(&dir, |d| d.disk.padding = Some(1));
+    assert_eq!(verdict(), Verdict::Clean);
+    // A leak in one image (R20, a trailing cluster nothing references).
+    let image = dir.join(file(1, 0));
+    let len = fs::metadata(&image).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(len + (64 << 10))
+        .unwrap();
+    assert_eq!(verdict(), Verdict::Leaks);
+    // And a corruption (D7) over both.
+    edit_xml(&dir, |d| {
+        d.disk.disk_size = 8192;
+        d.disk.cylinders = 16;
+    });
+    assert_eq!(verdict(), Verdict::Corrupt);
 }
 
 #[test]
