@@ -50,6 +50,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// The verdict of findings of these severities: corrupt if any is a corruption, else leaks
+    /// if any is a leak, else clean.
+    pub fn of(severities: impl IntoIterator<Item = Severity>) -> Verdict {
+        severities.into_iter().fold(Verdict::Clean, |v, s| match (v, s) {
+            (Verdict::Corrupt, _) | (_, Severity::Corruption) => Verdict::Corrupt,
+            (_, Severity::Leak) => Verdict::Leaks,
+            (v, _) => v,
+        })
+    }
+
     /// The exit status `qemu-img check` (and `prlimg check`) gives: 0, 3 or 2.
     pub fn exit_code(self) -> u8 {
         match self {
@@ -90,13 +100,7 @@ impl Report {
 
     /// What the findings amount to, in `qemu-img check`'s terms.
     pub fn verdict(&self) -> Verdict {
-        if self.count(Severity::Corruption) > 0 {
-            Verdict::Corrupt
-        } else if self.count(Severity::Leak) > 0 {
-            Verdict::Leaks
-        } else {
-            Verdict::Clean
-        }
+        Verdict::of(self.findings.iter().map(|f| f.severity))
     }
 
     /// The bytes leaked after the last referenced cluster (R20), 0 when none.

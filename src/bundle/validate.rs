@@ -94,13 +94,7 @@ impl BundleReport {
     /// What the findings amount to, in the categories and exit statuses of one image's check:
     /// corrupt if any finding is a corruption, else leaks if any is a leak, else clean.
     pub fn verdict(&self) -> Verdict {
-        if self.count(Severity::Corruption) > 0 {
-            Verdict::Corrupt
-        } else if self.count(Severity::Leak) > 0 {
-            Verdict::Leaks
-        } else {
-            Verdict::Clean
-        }
+        Verdict::of(self.findings.iter().map(BundleFinding::severity))
     }
 
     /// True when nothing is corrupt and nothing leaks.
