@@ -45,7 +45,8 @@ fn stdout(out: &Output) -> String {
 /// DIR/nested/g-checksum.hds  corrupt (R25)
 /// DIR/nested/h-duplicate.hds corrupt (R19)
 /// DIR/nested/i-inuse.hds     what a single check says of inuse "Ynot" (R7)
-/// DIR/nested/j-text.txt      not an image: what a single check says of it
+/// DIR/nested/j-text.txt      not a Parallels image (Error::NotParallels)
+/// DIR/nested/k-empty         not a Parallels image (Error::EmptyFile)
 /// ```
 fn corpus(dir: &Path) -> PathBuf {
     let root = dir.join("corpus");
@@ -91,6 +92,7 @@ fn corpus(dir: &Path) -> PathBuf {
         assert!(made.success());
     }
     fs::write(nested.join("j-text.txt"), "hello, not an image\n").unwrap();
+    fs::write(nested.join("k-empty"), "").unwrap();
     root
 }
 
@@ -105,6 +107,7 @@ fn walk_order(root: &Path) -> Vec<PathBuf> {
         "nested/h-duplicate.hds",
         "nested/i-inuse.hds",
         "nested/j-text.txt",
+        "nested/k-empty",
     ]);
     names.into_iter().map(|n| root.join(n)).collect()
 }
@@ -185,8 +188,8 @@ fn recursive_json_lines_are_single_checks_plus_path_then_exact_summary() {
     if cfg!(unix) {
         expected_results.extend(["unreadable", "unreadable"]);
     }
-    // inuse "Ynot" (R7) is a corruption as QEMU reads it; a text file's header breaks R1.
-    expected_results.extend(["corrupt", "corrupt", "corrupt", "corrupt"]);
+    // inuse "Ynot" (R7) is a corruption as QEMU reads it.
+    expected_results.extend(["corrupt", "corrupt", "corrupt", "not-parallels", "not-parallels"]);
     assert_eq!(results, expected_results);
 
     let summary = &records[order.len()]["summary"];
@@ -194,14 +197,13 @@ fn recursive_json_lines_are_single_checks_plus_path_then_exact_summary() {
     assert_eq!(summary["images"], json!(order.len()));
     assert_eq!(summary["clean"], json!(2));
     assert_eq!(summary["leaks"], json!(1));
-    assert_eq!(summary["corrupt"], json!(5));
-    assert_eq!(summary["not_parallels"], json!(0));
+    assert_eq!(summary["corrupt"], json!(4));
+    assert_eq!(summary["not_parallels"], json!(2));
     assert_eq!(summary["unreadable"], json!(unreadable));
     assert_eq!(
         summary["rules"],
         json!([
             {"rule": "D7", "images": 1},
-            {"rule": "R1", "images": 1},
             {"rule": "R7", "images": 1},
             {"rule": "R19", "images": 1},
             {"rule": "R20", "images": 1},
@@ -248,6 +250,9 @@ fn human_lines_name_each_result_and_rules_then_the_summary() {
                         format!("{}: {result} ({})", path.display(), rules.join(", "))
                     }
                 }
+                Err(reason) if reason.contains("not a Parallels image") => {
+                    format!("{}: not-parallels: {reason}", path.display())
+                }
                 Err(reason) => format!("{}: unreadable: {reason}", path.display()),
             }
         };
@@ -255,9 +260,9 @@ fn human_lines_name_each_result_and_rules_then_the_summary() {
     }
     assert_eq!(lines[order.len()], "");
     let counts = if cfg!(unix) {
-        "2 clean, 1 leaks, 5 corrupt, 2 unreadable"
+        "2 clean, 1 leaks, 4 corrupt, 2 not-parallels, 2 unreadable"
     } else {
-        "2 clean, 1 leaks, 5 corrupt"
+        "2 clean, 1 leaks, 4 corrupt, 2 not-parallels"
     };
     let head = format!("{} images checked in ", order.len());
     assert!(lines[order.len() + 1].starts_with(&head), "{text}");
@@ -267,7 +272,7 @@ fn human_lines_name_each_result_and_rules_then_the_summary() {
     );
     assert_eq!(
         lines[order.len() + 2],
-        "rules (images): D7 1, R1 1, R7 1, R19 1, R20 1, R25 1"
+        "rules (images): D7 1, R7 1, R19 1, R20 1, R25 1"
     );
     assert!(lines[order.len() + 3].starts_with("slowest: "), "{text}");
     assert_eq!(lines.len(), order.len() + 4);

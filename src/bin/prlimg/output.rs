@@ -89,6 +89,10 @@ impl Failure {
         match e {
             Error::Io(io) => Self::io(path, io),
             Error::Output(o) => Self::output(path, o),
+            Error::NotParallels { .. } | Error::EmptyFile => Failure {
+                not_parallels: true,
+                ..Self::at(path, e.to_string())
+            },
             other => Self::at(path, other.to_string()),
         }
     }
