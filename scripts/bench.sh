@@ -72,7 +72,8 @@ compare_sh() {
     echo
     echo "== $label"
     hyperfine -i --style basic --warmup "$WARMUP" --runs "$RUNS" --prepare "$prepare" \
-        --export-csv "$label.csv" -n prlimg "$ours" -n qemu "$theirs" | grep -E 'Benchmark|Time|Range'
+        --export-csv "$label.csv" -n prlimg "sh -c '$ours && sync'" -n qemu "sh -c '$theirs && sync'" |
+        grep -E 'Benchmark|Time|Range'
     awk -F, -v label="$label" 'NR == 2 { o = $2 } NR == 3 { t = $2 }
         END { printf "RESULT %s: prlimg %.1f ms, qemu %.1f ms, qemu/prlimg = %.2f\n",
               label, o * 1000, t * 1000, t / o }' "$label.csv" | tee -a results.txt
@@ -108,7 +109,7 @@ PY
             "qemu-img convert -f parallels -O raw $kind.hds out.raw" "$runs"
         echo "== cp --sparse=always of $kind.hds (its allocated bytes)"
         hyperfine -N -i --style basic --warmup 0 --runs "$runs" --prepare "rm -f out.raw" \
-            --export-csv "cp-$kind.csv" "cp --sparse=always $kind.hds out.raw" | grep -E 'Time|Range'
+            --export-csv "cp-$kind.csv" "sh -c 'cp --sparse=always $kind.hds out.raw && sync'" | grep -E 'Time|Range'
         awk -F, -v label="convert-raw-$kind" 'NR == 2 { printf "RESULT %s vs cp: cp %.1f ms\n", label, $2 * 1000 }' \
             "cp-$kind.csv" | tee -a results.txt
         rm -f out.raw
@@ -129,13 +130,16 @@ PY
     rm -f out.hds dense.raw dense.hds sparse.hds
 }
 
-# compare, with the output removed before each run (no warm-up: each run writes DATA_MIB).
+# compare, with the output removed before each run (no warm-up: each run writes DATA_MIB). Every
+# command is followed by `sync`: prlimg fsyncs its output before renaming it into place, qemu-img
+# and cp leave theirs in the page cache, so without it the others' figures would omit the disk.
 compare_data() {
     local label=$1 ours=$2 theirs=$3 runs=$4
     echo
     echo "== $label"
     hyperfine -N -i --style basic --warmup 0 --runs "$runs" --prepare "rm -f out.raw out.hds" \
-        --export-csv "$label.csv" -n prlimg "$ours" -n qemu "$theirs" | grep -E 'Benchmark|Time|Range'
+        --export-csv "$label.csv" -n prlimg "sh -c '$ours && sync'" -n qemu "sh -c '$theirs && sync'" |
+        grep -E 'Benchmark|Time|Range'
     awk -F, -v label="$label" 'NR == 2 { o = $2 } NR == 3 { t = $2 }
         END { printf "RESULT %s: prlimg %.1f ms, qemu %.1f ms, qemu/prlimg = %.2f\n",
               label, o * 1000, t * 1000, t / o }' "$label.csv" | tee -a results.txt

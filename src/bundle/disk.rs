@@ -341,7 +341,21 @@ impl GuestDisk {
                 break;
             }
             let e = self.locate(pos);
-            let n = (e.length.min(self.size - pos) as usize).min(buf.len() - done);
+            let mut len = e.length.min(self.size - pos);
+            // Adjacent extents stored one after another in the same file (a run of clusters) are
+            // read with one call.
+            if let Some(m) = &e.data {
+                while len < (buf.len() - done) as u64 && pos + len < self.size {
+                    let next = self.locate(pos + len);
+                    match next.data {
+                        Some(nm) if nm.file == m.file && nm.offset == m.offset + len => {
+                            len += next.length.min(self.size - pos - len);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            let n = (len.min((buf.len() - done) as u64)) as usize;
             let out = &mut buf[done..done + n];
             match e.data {
                 None => out.fill(0),

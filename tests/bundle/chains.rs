@@ -172,3 +172,46 @@ fn outside_path_is_reported_not_followed_unless_asked() {
         })
     ));
 }
+
+/// Reads that start, end or cross the boundaries between runs of adjacent clusters (one read
+/// call per run) give exactly the bytes of the same disk as a single image, at any offset and
+/// length.
+#[test]
+fn chain_reads_across_run_boundaries_equal_the_single_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c.hdd");
+    chain_builder().create(&dir, false).unwrap();
+    let chain = Bundle::open(&dir).unwrap().disk(None).unwrap();
+    let expected = chain_expected(3);
+    let single_path = tmp.path().join("single.hds");
+    parallels_image::ImageBuilder::new(4 * MIB)
+        .cluster_size(64 << 10)
+        .data(0, parallels_image::Data::Bytes(expected.clone()))
+        .create_file(&single_path, false)
+        .unwrap();
+    let single = GuestDisk::open_image(&single_path).unwrap();
+    assert!(read_all(&single) == expected);
+    let k = 64u64 << 10;
+    // Every boundary of the chain's extents, and a cluster boundary inside a run.
+    let mut points: Vec<u64> = chain.extents().iter().map(|e| e.start).collect();
+    points.extend([3 * k, 4 * MIB]);
+    for &p in &points {
+        for start in [p.saturating_sub(1), p, p + 1, p.saturating_sub(k + 7)] {
+            for len in [1u64, 4095, k, k + 1, 3 * k - 5, MIB + 3, 5 * MIB] {
+                let mut got = vec![0xAAu8; len as usize];
+                chain.read_at(start, &mut got).unwrap();
+                let mut want = vec![0u8; len as usize];
+                single.read_at(start, &mut want).unwrap();
+                assert!(got == want, "chain and single differ at {start} + {len}");
+                let end = (start + len).min(4 * MIB);
+                if start < end {
+                    assert!(
+                        got[..(end - start) as usize] == expected[start as usize..end as usize],
+                        "at {start} + {len}"
+                    );
+                }
+                assert!(got[(end.max(start) - start) as usize..].iter().all(|&b| b == 0));
+            }
+        }
+    }
+}

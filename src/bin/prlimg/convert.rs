@@ -237,21 +237,58 @@ pub fn run(args: &Args) -> Outcome {
     }
 }
 
-/// Writes the guest as a raw file: only ranges that may hold data are read, and blocks of zeros
-/// are left as holes; the length is set at the end.
+/// Writes the guest as a raw file: only ranges that may hold data are read (runs of adjacent
+/// clusters in one read of up to 8 MiB), and 4 KiB blocks of zeros are left as holes (each run
+/// of non-zero blocks is one write); the length is set at the end.
 fn write_raw(guest: &Guest, out: &File) -> io::Result<()> {
-    const BLOCK: u64 = 1 << 20;
+    const BLOCK: u64 = 8 << 20;
     let mut buf = vec![0u8; BLOCK as usize];
     for (start, len) in guest.data_ranges() {
         let mut pos = start;
         while pos < start + len {
             let n = (start + len - pos).min(BLOCK) as usize;
             guest.read_at(pos, &mut buf[..n])?;
-            if buf[..n].iter().any(|&b| b != 0) {
-                out.write_all_at(&buf[..n], pos)?;
+            for (at, run) in nonzero_runs(&buf[..n]) {
+                out.write_all_at(&buf[at..at + run], pos + at as u64)?;
             }
             pos += n as u64;
         }
     }
     out.set_len(guest.size())
+}
+
+/// The runs `(start, length)` of `data` that are not all zeros, at a granularity of 4 KiB
+/// blocks (the last block may be shorter).
+fn nonzero_runs(data: &[u8]) -> Vec<(usize, usize)> {
+    const GRAIN: usize = 4096;
+    static ZEROS: [u8; GRAIN] = [0; GRAIN];
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (i, block) in data.chunks(GRAIN).enumerate() {
+        // A slice comparison is a memcmp: many bytes per step, not one.
+        if block == &ZEROS[..block.len()] {
+            continue;
+        }
+        let at = i * GRAIN;
+        match runs.last_mut() {
+            Some((s, l)) if *s + *l == at => *l += block.len(),
+            _ => runs.push((at, block.len())),
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nonzero_runs;
+
+    #[test]
+    fn nonzero_runs_skip_zero_blocks_and_join_neighbours() {
+        let mut data = vec![0u8; 5 * 4096 + 100];
+        data[4096 + 7] = 1; // block 1
+        data[2 * 4096] = 2; // block 2, joins block 1
+        data[5 * 4096 + 99] = 3; // the short last block
+        assert_eq!(nonzero_runs(&data), vec![(4096, 2 * 4096), (5 * 4096, 100)]);
+        assert_eq!(nonzero_runs(&vec![0u8; 3 * 4096]), Vec::<(usize, usize)>::new());
+        assert_eq!(nonzero_runs(&[9u8; 10]), vec![(0, 10)]);
+    }
 }
