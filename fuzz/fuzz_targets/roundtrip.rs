@@ -76,7 +76,10 @@ fuzz_target!(|desc: Desc| {
     let disk = size.div_ceil(512) * 512;
     let mut ids = Vec::new();
     let mut specs = Vec::new();
-    for m in desc.bitmaps.iter().take(4) {
+    // A bitmap on an empty disk is R49 (QEMU refuses it): the builder writes it, and the rules
+    // reject it, so it is not a round trip.
+    let bitmaps = if disk == 0 { 0 } else { 4 };
+    for m in desc.bitmaps.iter().take(bitmaps) {
         if ids.contains(&m.id) {
             continue;
         }
