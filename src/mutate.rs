@@ -1531,6 +1531,25 @@ pub fn seed_corpus(seed: u64) -> Result<Vec<CorpusEntry>> {
     const MIB: u64 = 1 << 20;
     let random = |k: u64, size: u64, g: u64, d: f64| BitmapSpec::random(seed.wrapping_add(k), size, g, d);
     let fill = |len, byte| Data::Fill { len, byte };
+    // 60 MiB of 4 KiB clusters, three data clusters, two bitmaps of several L1 entries each.
+    let two_bitmaps = |variant| {
+        ImageBuilder::new(60 * MIB)
+            .variant(variant)
+            .cluster_size(4096)
+            .data(0, fill(8192, 0x11))
+            .data(MIB, fill(4096, 0x22))
+            .data(59 * MIB, fill(4096, 0x33))
+            .bitmap(BitmapSpec {
+                id: [0xa1; 16],
+                granularity: 512,
+                extents: vec![(0, 512), (16 * MIB, 512), (32 * MIB, 512), (48 * MIB, 512)],
+            })
+            .bitmap(BitmapSpec {
+                id: [0xb2; 16],
+                granularity: 65536,
+                extents: vec![(65536, 65536), (10 * MIB, 65536)],
+            })
+    };
     let shapes: Vec<(&str, ImageBuilder)> = vec![
         ("v2-empty-512", ImageBuilder::new(MIB).cluster_size(512)),
         (
@@ -1551,43 +1570,8 @@ pub fn seed_corpus(seed: u64) -> Result<Vec<CorpusEntry>> {
                 .data(0, fill(4096, 0x11))
                 .bitmap(random(1, 8 * MIB, 4096, 0.3)?),
         ),
-        (
-            "v2-two-bitmaps-multi-l1",
-            ImageBuilder::new(60 * MIB)
-                .cluster_size(4096)
-                .data(0, fill(8192, 0x11))
-                .data(MIB, fill(4096, 0x22))
-                .data(59 * MIB, fill(4096, 0x33))
-                .bitmap(BitmapSpec {
-                    id: [0xa1; 16],
-                    granularity: 512,
-                    extents: vec![(0, 512), (16 * MIB, 512), (32 * MIB, 512), (48 * MIB, 512)],
-                })
-                .bitmap(BitmapSpec {
-                    id: [0xb2; 16],
-                    granularity: 65536,
-                    extents: vec![(65536, 65536), (10 * MIB, 65536)],
-                }),
-        ),
-        (
-            "v1-two-bitmaps-multi-l1",
-            ImageBuilder::new(60 * MIB)
-                .variant(Variant::V1)
-                .cluster_size(4096)
-                .data(0, fill(8192, 0x11))
-                .data(MIB, fill(4096, 0x22))
-                .data(59 * MIB, fill(4096, 0x33))
-                .bitmap(BitmapSpec {
-                    id: [0xa1; 16],
-                    granularity: 512,
-                    extents: vec![(0, 512), (16 * MIB, 512), (32 * MIB, 512), (48 * MIB, 512)],
-                })
-                .bitmap(BitmapSpec {
-                    id: [0xb2; 16],
-                    granularity: 65536,
-                    extents: vec![(65536, 65536), (10 * MIB, 65536)],
-                }),
-        ),
+        ("v2-two-bitmaps-multi-l1", two_bitmaps(Variant::V2)),
+        ("v1-two-bitmaps-multi-l1", two_bitmaps(Variant::V1)),
         (
             "v2-clean-and-all-dirty-bitmaps-64k",
             ImageBuilder::new(16 * MIB)
