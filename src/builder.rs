@@ -431,6 +431,9 @@ pub(crate) fn encode_bitmaps(specs: &[BitmapSpec], nb_sectors: u64, cs: u64, nex
     let mut l1_tables = Vec::new();
     let mut chunk_clusters: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut features = Vec::new();
+    if nb_sectors == 0 && !specs.is_empty() {
+        return Err(BuildError::BitmapOnEmptyDisk { count: specs.len() }.into());
+    }
     for spec in specs {
         let gb = spec.granularity;
         if gb < SECTOR_SIZE || !gb.is_power_of_two() || gb > 1 << 31 {

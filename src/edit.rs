@@ -96,6 +96,10 @@ pub fn edit_bitmaps<W: Write + Seek>(
     }
     let specs = edited_specs(image, edit)?;
     let h = image.header();
+    if h.raw.nb_sectors.get() == 0 && !specs.is_empty() {
+        // Refused before anything is written to `out`.
+        return Err(BuildError::BitmapOnEmptyDisk { count: specs.len() }.into());
+    }
     let cs = h.cluster_size();
     let source = image.source();
 

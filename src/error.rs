@@ -212,6 +212,13 @@ pub enum BuildError {
         /// The fraction asked for.
         found: f64,
     },
+    /// A bitmap asked for on a disk of 0 sectors, which has no granule to track (R49: QEMU
+    /// aborts on such a bitmap).
+    #[error("{count} bitmap(s) asked for on a disk of 0 sectors; a bitmap needs a disk (R49)")]
+    BitmapOnEmptyDisk {
+        /// How many bitmaps were asked for.
+        count: usize,
+    },
     /// A bitmap to add has the id of one the image has.
     #[error("a bitmap named {name} already exists")]
     BitmapExists {

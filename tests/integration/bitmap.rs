@@ -772,6 +772,32 @@ fn builder_refuses_repeated_ids_and_dirty_ranges_past_the_disk() {
         ),
         "{e:?}"
     );
+    // A disk of 0 sectors has nothing to track (R49): refused before anything is written,
+    // whatever the bitmaps' ranges; the same disk without bitmaps builds.
+    let e = ImageBuilder::new(0)
+        .bitmap(spec(1, vec![]))
+        .bitmap(spec(2, vec![(0, 0)]))
+        .to_vec()
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Build(BuildError::BitmapOnEmptyDisk { count: 2 })),
+        "{e:?}"
+    );
+    let (empty, _) = ImageBuilder::new(0).to_vec().unwrap();
+    let image = parallels_image::open(&empty).unwrap();
+    let mut out = std::io::Cursor::new(Vec::new());
+    let e = parallels_image::edit_bitmaps(
+        &image,
+        &parallels_image::BitmapEdit::Add(spec(3, vec![])),
+        None,
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::Build(BuildError::BitmapOnEmptyDisk { count: 1 })),
+        "{e:?}"
+    );
+    assert!(out.get_ref().is_empty(), "nothing is written");
     // Empty ranges anywhere and ranges up to the end are fine.
     assert!(ImageBuilder::new(1000)
         .bitmap(spec(1, vec![(0, 1024), (5000, 0)]))
