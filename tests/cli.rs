@@ -422,6 +422,27 @@ fn check_not_a_parallels_image_exit_1() {
 }
 
 #[test]
+fn check_json_of_a_path_that_cannot_be_checked_is_a_record() {
+    // --output json prints the batch's record for the path on stdout (stderr keeps its line).
+    let dir = tmp();
+    let empty = dir.path().join("empty.hds");
+    fs::write(&empty, b"").unwrap();
+    let missing = dir.path().join("none.hds");
+    for (path, result, error) in [
+        (&empty, "not-parallels", "empty file: not a Parallels image"),
+        (&missing, "unreadable", "No such file or directory"),
+    ] {
+        let out = prlimg(&["check", "--output", "json", s(path)]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            json_of(&out),
+            json!({"path": s(path), "result": result, "error": error})
+        );
+        assert_eq!(stderr(&out), format!("prlimg: {}: {error}\n", s(path)));
+    }
+}
+
+#[test]
 fn read_commands_never_modify_the_input() {
     let dir = tmp();
     let a = image_a(dir.path());

@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::check::{check_one, Checked};
-use crate::output::{io_reason, Failure, Format};
+use crate::output::{emit, io_reason, Failure, Format};
 use crate::Outcome;
 
 /// How to check a batch.
@@ -60,6 +60,15 @@ impl Status {
             Status::Corrupt => "corrupt",
             Status::NotParallels => "not-parallels",
             Status::Unreadable => "unreadable",
+        }
+    }
+
+    /// How a path that could not be checked is counted.
+    fn of_failure(f: &Failure) -> Status {
+        if f.not_parallels {
+            Status::NotParallels
+        } else {
+            Status::Unreadable
         }
     }
 
@@ -335,11 +344,7 @@ fn check_entry(path: PathBuf, output: Format, lenient: bool) -> Done {
             Err(f) => failed(path, Status::Unreadable, f.reason, output, elapsed),
         },
         Err(f) => {
-            let outcome = if f.not_parallels {
-                Status::NotParallels
-            } else {
-                Status::Unreadable
-            };
+            let outcome = Status::of_failure(&f);
             failed(path, outcome, f.reason, output, elapsed)
         }
     }
@@ -372,20 +377,9 @@ fn json_string(s: &str) -> Result<String, Failure> {
 /// A path that could not be checked: `PATH: unreadable: REASON` (the reason `prlimg check PATH`
 /// prints after `prlimg: PATH: `), or its JSON record.
 fn failed(path: PathBuf, outcome: Status, reason: String, output: Format, elapsed: Duration) -> Done {
-    #[derive(Serialize)]
-    struct Record<'a> {
-        path: String,
-        result: &'static str,
-        error: &'a str,
-    }
     let line = match output {
         Format::Human | Format::Html => format!("{}: {}: {reason}", path.display(), outcome.name()),
-        Format::Json => serde_json::to_string(&Record {
-            path: path.display().to_string(),
-            result: outcome.name(),
-            error: &reason,
-        })
-        .unwrap_or_default(),
+        Format::Json => failure_record(&path, outcome, &reason),
     };
     Done {
         path,
@@ -394,6 +388,28 @@ fn failed(path: PathBuf, outcome: Status, reason: String, output: Format, elapse
         line,
         elapsed,
     }
+}
+
+/// The JSON record of a path that could not be checked: `{"path", "result", "error"}`.
+fn failure_record(path: &Path, outcome: Status, reason: &str) -> String {
+    #[derive(Serialize)]
+    struct Record<'a> {
+        path: String,
+        result: &'static str,
+        error: &'a str,
+    }
+    serde_json::to_string(&Record {
+        path: path.display().to_string(),
+        result: outcome.name(),
+        error: reason,
+    })
+    .unwrap_or_default()
+}
+
+/// `prlimg check PATH --output json` when PATH cannot be checked: the batch's record for it on
+/// stdout (the failure itself still goes to stderr, with exit status 1).
+pub fn print_failure_json(path: &Path, f: &Failure) -> Result<(), Failure> {
+    emit(&(failure_record(path, Status::of_failure(f), &f.reason) + "\n"))
 }
 
 /// Counts over the batch.

@@ -133,18 +133,27 @@ pub fn run(args: &Args) -> Outcome {
         return crate::batch::run(&args.images, &options);
     }
     let path = &args.images[0];
+    // With --output json, a path that cannot be checked still gets its JSON record on stdout.
+    let json_failure = |f: Failure| {
+        if args.output == Format::Json {
+            if let Err(out) = crate::batch::print_failure_json(path, &f) {
+                return out;
+            }
+        }
+        f
+    };
     if parallels_image::is_bundle(path) {
-        let report = crate::bundle::check_report(path, args.lenient)?;
+        let report = crate::bundle::check_report(path, args.lenient).map_err(json_failure)?;
         let code = crate::bundle::print_check(&report, args.output)?;
         if let Some(out) = &args.picture {
             picture::bundle(path, out, args.force)?;
         }
         return Ok(code);
     }
-    let input = crate::input::open(path)?;
+    let input = crate::input::open(path).map_err(json_failure)?;
     let source = input.source();
     let mode = mode(args.lenient);
-    let checked = check_image(path, source, mode, true)?;
+    let checked = check_image(path, source, mode, true).map_err(json_failure)?;
     // The pictures need the parsed image; an uninterpretable header has nothing to draw.
     let image = Image::parse_compact(source, mode).ok();
     if let Some(out) = &args.picture {
