@@ -69,17 +69,26 @@ impl Default for MutateOptions {
 /// A header field [`Edit::Header`] sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
-#[allow(missing_docs)]
 pub enum HeaderField {
+    /// `version`, the u32 at byte 16 (2 in every image readers accept).
     Version,
+    /// `heads`, the u32 at byte 20 (geometry, not checked by readers).
     Heads,
+    /// `cylinders`, the u32 at byte 24 (geometry).
     Cylinders,
+    /// `tracks`, the u32 at byte 28: sectors per cluster.
     Tracks,
+    /// `bat_entries`, the u32 at byte 32: the number of BAT entries.
     BatEntries,
+    /// `nb_sectors`, the u64 at byte 36: the disk size in sectors.
     NbSectors,
+    /// `inuse`, the u32 at byte 44: 0 closed, `0x746f6e59` open, `0x312e3276` closed with a CBT.
     Inuse,
+    /// `data_off`, the u32 at byte 48: the first data sector.
     DataOff,
+    /// `flags`, the u32 at byte 52 (bit 0: empty, bit 1: format conversion).
     Flags,
+    /// `ext_off`, the u64 at byte 56: the extension cluster's sector (0: none).
     ExtOff,
 }
 
@@ -156,11 +165,14 @@ impl HeaderField {
 /// A field of a feature record's header that [`Edit::Feature`] sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
-#[allow(missing_docs)]
 pub enum FeatureField {
+    /// The record's u64 magic (which feature it is).
     Magic,
+    /// The record's u64 flags (necessary, transit).
     Flags,
+    /// The u32 length of the record's data.
     DataSize,
+    /// The u32 after `data_size`, zero in written images.
     Unused,
 }
 
@@ -179,10 +191,12 @@ impl FeatureField {
 /// A field of a dirty bitmap's header that [`Edit::Bitmap`] sets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
-#[allow(missing_docs)]
 pub enum BitmapField {
+    /// `size`: the disk size the bitmap covers, in sectors.
     Size,
+    /// `granularity`: sectors per bit.
     Granularity,
+    /// `l1_size`: the number of L1 entries.
     L1Size,
 }
 
@@ -400,21 +414,34 @@ pub enum MagicName {
 
 /// The kind of an [`Edit`], without its values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[allow(missing_docs)]
 pub enum EditKind {
+    /// [`Edit::Header`].
     Header,
+    /// [`Edit::Magic`].
     Magic,
+    /// [`Edit::Bat`].
     Bat,
+    /// [`Edit::ExtensionMagic`].
     ExtensionMagic,
+    /// [`Edit::Feature`].
     Feature,
+    /// [`Edit::FeatureInsert`].
     FeatureInsert,
+    /// [`Edit::FeatureDrop`].
     FeatureDrop,
+    /// [`Edit::FeatureSwap`].
     FeatureSwap,
+    /// [`Edit::FeatureDuplicate`].
     FeatureDuplicate,
+    /// [`Edit::FeatureTruncate`].
     FeatureTruncate,
+    /// [`Edit::Bitmap`].
     Bitmap,
+    /// [`Edit::L1`].
     L1,
+    /// [`Edit::BitmapByte`].
     BitmapByte,
+    /// [`Edit::FileLength`].
     FileLength,
 }
 
