@@ -569,7 +569,8 @@ pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
     svg
 }
 
-/// Colours of the snapshots in [`origin_svg`], newest first (repeated past the eighth).
+/// Colours of the snapshots in a bundle's guest picture (`Bundle::guest_svg`), newest first (repeated
+/// past the eighth).
 pub const SNAPSHOT_COLOURS: [&str; 8] = [
     "#4c9a2a", "#2f6fb3", "#e67e22", "#8e44ad", "#00b5b8", "#f1c40f", "#8c564b", "#e377c2",
 ];
