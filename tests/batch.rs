@@ -8,30 +8,9 @@ use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
-const UUID_A: &str = "11111111-2222-3333-4444-555555555555";
-
-fn prlimg(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run prlimg")
-}
-
-fn prlimg_ok(args: &[&str]) {
-    let out = prlimg(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "prlimg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).expect("UTF-8 stdout")
-}
+#[path = "fixtures/cli.rs"]
+mod runner;
+use runner::*;
 
 /// A folder of images whose expected results are known:
 ///

@@ -5,46 +5,17 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use parallels_image::corrupt::DefectKind;
 use parallels_image::{Rule, Severity};
 use serde_json::{json, Value};
 
-const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
-const UUID_A: &str = "11111111-2222-3333-4444-555555555555";
+#[path = "fixtures/cli.rs"]
+mod runner;
+use runner::*;
+
 const UUID_B: &str = "e4f2eed0-37fe-4539-b50b-85d2e7fd235f";
-
-fn prlimg(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run prlimg")
-}
-
-fn prlimg_ok(args: &[&str]) -> Output {
-    let out = prlimg(args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "prlimg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).expect("UTF-8 stdout")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).expect("UTF-8 stderr")
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
 
 /// Image A: 64 MiB, 64 KiB clusters, v2. Data 0xaa over [0, 100 KiB) allocates guest clusters 0
 /// and 1 at 64 KiB and 128 KiB (BAT 1, 2); the extension cluster follows at 192 KiB (ext_off 384);
@@ -65,14 +36,6 @@ fn image_a(dir: &Path) -> PathBuf {
         &format!("{UUID_A}:64K:0+128K,1M+1"),
     ]);
     p
-}
-
-fn tmp() -> tempfile::TempDir {
-    tempfile::tempdir().expect("temp dir")
-}
-
-fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
 /// Whether `nbdinfo` and `qemu-nbd` run; panics when they are missing under CI=true.

@@ -10,24 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
-const UUID_A: &str = "11111111-2222-3333-4444-555555555555";
-
-fn prlimg(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("run prlimg")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).expect("UTF-8 stderr")
-}
-
-fn is_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
+#[path = "fixtures/cli.rs"]
+mod runner;
+use runner::*;
 
 /// A visible skip: straight to the process's stderr (the harness captures `eprintln!`), or a
 /// failure under `CI=true`.
