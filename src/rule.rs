@@ -4,8 +4,6 @@
 //! its severity and whether a parse checks it. The same table is rendered in `spec/rules.md`,
 //! and a test keeps the two in step.
 
-use std::fmt;
-
 /// How serious a breach of a rule ([`crate::Violation`]) is, in the categories `qemu-img check` uses plus two of our own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "kebab-case"))]
@@ -32,47 +30,77 @@ impl Severity {
     }
 }
 
-macro_rules! rules {
-    ($($rule:ident $code:literal $severity:ident $title:literal;)*) => {
-        /// A numbered rule of the format. `Display` gives its code (`R17`).
-        ///
-        /// What follows is `spec/rules.md`: every rule, the error it raises and the tests that
-        /// prove it.
-        ///
-        #[doc = include_str!("../spec/rules.md")]
+/// Declares a family of numbered rules (the image's `R` rules here, a bundle's `D` rules in
+/// `bundle::rule`) from its table: the enum, with `ALL`, `code`, `title`, `severity` and
+/// `from_code`, `Display` as the code and serde as the code.
+macro_rules! rule_family {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident in $spec:literal;
+        #[doc = $severity_doc:literal]
+        $($rule:ident $code:literal $severity:ident $title:literal;)*
+    ) => {
+        $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
         #[non_exhaustive]
-        pub enum Rule {
+        pub enum $name {
             $(
                 #[doc = concat!($code, ": ", $title)]
                 $rule,
             )*
         }
 
-        impl Rule {
-            /// Every rule, in the order of `spec/rules.md`.
-            pub const ALL: &'static [Rule] = &[$(Rule::$rule),*];
+        impl $name {
+            #[doc = concat!("Every rule, in the order of `", $spec, "`.")]
+            pub const ALL: &'static [$name] = &[$($name::$rule),*];
 
-            /// The rule's code in `spec/rules.md` (`"R17"`).
+            #[doc = concat!("The rule's code in `", $spec, "`.")]
             pub const fn code(self) -> &'static str {
-                match self { $(Rule::$rule => $code,)* }
+                match self { $($name::$rule => $code,)* }
             }
 
-            /// The rule's title in `spec/rules.md`.
+            #[doc = concat!("The rule's title in `", $spec, "`.")]
             pub const fn title(self) -> &'static str {
-                match self { $(Rule::$rule => $title,)* }
+                match self { $($name::$rule => $title,)* }
             }
 
-            /// How serious a breach is, in strict mode ([`crate::image::Mode::Strict`]); lenient mode
-            /// lowers R27 and R29 to notes.
-            pub const fn severity(self) -> Severity {
-                match self { $(Rule::$rule => Severity::$severity,)* }
+            #[doc = $severity_doc]
+            pub const fn severity(self) -> $crate::rule::Severity {
+                match self { $($name::$rule => $crate::rule::Severity::$severity,)* }
+            }
+
+            /// The rule with this code, if there is one.
+            pub fn from_code(code: &str) -> Option<$name> {
+                $name::ALL.iter().copied().find(|r| r.code() == code)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.code())
+            }
+        }
+
+        #[cfg(feature = "serde")]
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.code())
             }
         }
     };
 }
+pub(crate) use rule_family;
 
-rules! {
+rule_family! {
+    /// A numbered rule of the format. `Display` gives its code (`R17`).
+    ///
+    /// What follows is `spec/rules.md`: every rule, the error it raises and the tests that
+    /// prove it.
+    ///
+    #[doc = include_str!("../spec/rules.md")]
+    pub enum Rule in "spec/rules.md";
+    #[doc = "How serious a breach is, in strict mode (`Mode::Strict`); lenient mode lowers R27 and R29 to notes."]
+
     R1 "R1" Corruption "magic";
     R2 "R2" Corruption "version";
     R3 "R3" Corruption "cluster size not zero";
@@ -129,24 +157,6 @@ impl Rule {
     /// the validator.
     pub const fn checked_at_parse(self) -> bool {
         matches!(self, Rule::R1 | Rule::R2 | Rule::R3 | Rule::R4 | Rule::R5 | Rule::R6)
-    }
-
-    /// The rule with this code (`"R17"`), if there is one.
-    pub fn from_code(code: &str) -> Option<Rule> {
-        Rule::ALL.iter().copied().find(|r| r.code() == code)
-    }
-}
-
-impl fmt::Display for Rule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
-    }
-}
-
-#[cfg(feature = "serde")]
-impl serde::Serialize for Rule {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.code())
     }
 }
 

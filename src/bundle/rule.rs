@@ -4,45 +4,10 @@
 //! [`super::BundleViolation`] names one [`BundleRule`]; each `.hds` in a bundle is still checked
 //! against the `R` rules.
 
-use std::fmt;
-
-use crate::rule::Severity;
-
-macro_rules! bundle_rules {
-    ($($rule:ident $code:literal $severity:ident $title:literal;)*) => {
-        /// A numbered rule of disk bundles. `Display` gives its code (`D7`).
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        #[non_exhaustive]
-        pub enum BundleRule {
-            $(
-                #[doc = concat!($code, ": ", $title)]
-                $rule,
-            )*
-        }
-
-        impl BundleRule {
-            /// Every rule, in the order of `spec/bundles.md`.
-            pub const ALL: &'static [BundleRule] = &[$(BundleRule::$rule),*];
-
-            /// The rule's code in `spec/bundles.md` (`"D7"`).
-            pub const fn code(self) -> &'static str {
-                match self { $(BundleRule::$rule => $code,)* }
-            }
-
-            /// The rule's title in `spec/bundles.md`.
-            pub const fn title(self) -> &'static str {
-                match self { $(BundleRule::$rule => $title,)* }
-            }
-
-            /// How serious a breach is.
-            pub const fn severity(self) -> Severity {
-                match self { $(BundleRule::$rule => Severity::$severity,)* }
-            }
-        }
-    };
-}
-
-bundle_rules! {
+crate::rule::rule_family! {
+    /// A numbered rule of disk bundles. `Display` gives its code (`D7`).
+    pub enum BundleRule in "spec/bundles.md";
+    #[doc = "How serious a breach is."]
     D1 "D1" Corruption "descriptor is well-formed XML";
     D2 "D2" Corruption "required elements and values";
     D3 "D3" Corruption "version 1.0";
@@ -72,24 +37,6 @@ impl BundleRule {
     /// descriptor), rather than [`super::Bundle::validate`].
     pub const fn checked_at_open(self) -> bool {
         matches!(self, BundleRule::D1 | BundleRule::D2)
-    }
-
-    /// The rule with this code (`"D7"`), if there is one.
-    pub fn from_code(code: &str) -> Option<BundleRule> {
-        BundleRule::ALL.iter().copied().find(|r| r.code() == code)
-    }
-}
-
-impl fmt::Display for BundleRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
-    }
-}
-
-#[cfg(feature = "serde")]
-impl serde::Serialize for BundleRule {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.code())
     }
 }
 
