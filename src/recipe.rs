@@ -89,7 +89,7 @@ fn default_cluster() -> u64 {
 
 /// Sizes in recipes: a number of bytes, or a string that [`parse_size`](crate::parse_size) takes.
 #[cfg(feature = "serde")]
-mod sizes {
+pub(crate) mod sizes {
     use std::fmt;
 
     use serde::de::{self, Deserializer, Visitor};
@@ -121,13 +121,18 @@ mod sizes {
         }
     }
 
-    pub(super) fn one<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    pub(crate) fn one<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         Size::deserialize(d).map(|s| s.0)
     }
 
     pub(super) fn pairs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u64, u64)>, D::Error> {
         let v: Vec<(Size, Size)> = Vec::deserialize(d)?;
         Ok(v.into_iter().map(|(o, l)| (o.0, l.0)).collect())
+    }
+
+    pub(crate) fn many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
+        let v: Vec<Size> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|s| s.0).collect())
     }
 }
 

@@ -1111,6 +1111,31 @@ fn recipe_errors_keep_the_reason() {
         assert_eq!(stderr(&o), format!("prlimg: {}: {why}\n", recipe.display()), "{name}");
         assert!(!out.exists());
     }
+    // A bundle recipe's errors are read the same way.
+    let bundle = dir.path().join("x.hdd");
+    let recipe = dir.path().join("bundle.toml");
+    fs::write(&recipe, "size = \"1M\"\n[[snapshots]]\nguid = 7\n").unwrap();
+    let o = prlimg(&["create", s(&bundle), "--bundle", "--recipe", s(&recipe)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "prlimg: {}: TOML at line 3, column 8: invalid type: integer `7`, expected a string\n",
+            recipe.display()
+        )
+    );
+    assert!(!bundle.exists());
+    // ...and take sizes as image recipes do ("4M", "64K").
+    fs::write(
+        &recipe,
+        "size = \"4M\"\ncluster_size = \"64K\"\nsplit_at = [\"2M\"]\n[[snapshots]]\nguid = \"5fbaabe3-6958-40ff-92a7-860e329aab41\"\n",
+    )
+    .unwrap();
+    prlimg_ok(&["create", s(&bundle), "--bundle", "--recipe", s(&recipe)]);
+    let info = json_of(&prlimg_ok(&["info", "--output", "json", s(&bundle)]));
+    assert_eq!(info["virtual_size"], 4 << 20, "{info}");
+    assert_eq!(info["storages"].as_array().map(Vec::len), Some(2), "{info}");
+    assert_eq!(info["storages"][0]["blocksize"], 128, "{info}");
 }
 
 /// `create` refuses what its own `check` would reject: a repeated bitmap id (R41) and dirty

@@ -37,13 +37,17 @@ pub struct SnapshotRecipe {
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
 pub struct BundleRecipe {
-    /// Disk size in bytes (a multiple of 512).
+    /// Disk size in bytes (a multiple of 512); in a recipe file, bytes or a size such as "64M".
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "crate::recipe::sizes::one"))]
     pub size: u64,
     /// Cluster size in bytes (default 1 MiB).
-    #[cfg_attr(feature = "serde", serde(default = "default_cluster"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "default_cluster", deserialize_with = "crate::recipe::sizes::one")
+    )]
     pub cluster_size: u64,
     /// Guest byte offsets where the disk is split into segments.
-    #[cfg_attr(feature = "serde", serde(default))]
+    #[cfg_attr(feature = "serde", serde(default, deserialize_with = "crate::recipe::sizes::many"))]
     pub split_at: Vec<u64>,
     /// Store the root snapshot as Plain (raw) files.
     #[cfg_attr(feature = "serde", serde(default))]

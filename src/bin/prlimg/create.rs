@@ -1,6 +1,7 @@
 //! `prlimg create`: build an image from options or a recipe, reproducibly.
 
 use std::io::{self, Seek, SeekFrom, Write};
+use std::path::Path;
 use std::path::PathBuf;
 
 use parallels_image::raw::header::INUSE_CLOSED_V21;
@@ -141,12 +142,7 @@ fn parse_density(s: &str) -> Result<f64, String> {
 
 fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
     if let Some(recipe) = &args.recipe {
-        let text = std::fs::read_to_string(recipe).map_err(|e| Failure::io(recipe, &e))?;
-        let parsed: Recipe = match recipe.extension().and_then(|e| e.to_str()) {
-            Some("toml") => toml::from_str(&text).map_err(|e| Failure::at(recipe, toml_reason(&text, &e)))?,
-            Some("json") => serde_json::from_str(&text).map_err(|e| Failure::at(recipe, e.to_string()))?,
-            _ => return Err(Failure::at(recipe, "a recipe file name must end in .json or .toml")),
-        };
+        let parsed: Recipe = read_recipe(recipe)?;
         let b = parsed.to_builder().map_err(|e| Failure::at(recipe, e.to_string()))?;
         return Ok(apply_inuse(b, args));
     }
@@ -203,6 +199,16 @@ fn check_preset(args: &Args, builder: &ImageBuilder) -> Result<(), Failure> {
 }
 
 /// A TOML error on one line: where (line and column, from 1) and serde's reason.
+/// Reads an image or bundle recipe, TOML or JSON by the file name's extension.
+pub fn read_recipe<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::io(path, &e))?;
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => toml::from_str(&text).map_err(|e| Failure::at(path, toml_reason(&text, &e))),
+        Some("json") => serde_json::from_str(&text).map_err(|e| Failure::at(path, e.to_string())),
+        _ => Err(Failure::at(path, "a recipe file name must end in .json or .toml")),
+    }
+}
+
 fn toml_reason(text: &str, e: &toml::de::Error) -> String {
     let reason = e.message().trim().replace('\n', "; ");
     let Some(span) = e.span() else {

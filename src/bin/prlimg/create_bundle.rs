@@ -16,13 +16,7 @@ pub type Options<'a> = (Option<u64>, u64, &'a [DataRecipe], &'a [BitmapSpec]);
 pub fn run(out: &Path, recipe: Option<&Path>, options: Options<'_>, force: bool) -> Outcome {
     let builder = match recipe {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Failure::io(path, &e))?;
-            let parsed: BundleRecipe = match path.extension().and_then(|e| e.to_str()) {
-                Some("toml") => toml::from_str(&text)
-                    .map_err(|e| Failure::at(path, e.to_string().lines().next().unwrap_or("").to_string()))?,
-                Some("json") => serde_json::from_str(&text).map_err(|e| Failure::at(path, e.to_string()))?,
-                _ => return Err(Failure::at(path, "a recipe file name must end in .json or .toml")),
-            };
+            let parsed: BundleRecipe = crate::create::read_recipe(path)?;
             parsed.to_builder().map_err(|e| Failure::at(path, e.to_string()))?
         }
         None => {
