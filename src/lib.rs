@@ -41,11 +41,14 @@
 //!  bundle         disk bundles (NAME.hdd/ with DiskDescriptor.xml): the descriptor, the D rules
 //!                 (spec/bundles.md), guest data through snapshot chains and split storages,
 //!                 writing bundles, descriptor defects
+//!  oracle         running the real programs (qemu-img info/check, the ploop oracle's drivers)
+//!                 with a timeout, their outcomes typed and compared with the predictions
+//!                 (feature `oracle`)
 //!  (src/bin/prlimg)  the command-line tool, behind the `cli` feature
 //! ```
 //!
-//! Every public type has one path: the crate root, except the namespaces [`raw`], [`qemu`] and
-//! [`corrupt`].
+//! Every public type has one path: the crate root, except the namespaces [`raw`], [`qemu`],
+//! [`corrupt`] and `oracle`.
 //!
 //! # Example
 //! ```
@@ -78,6 +81,9 @@ mod header;
 mod helper;
 mod image;
 mod mutate;
+#[cfg(feature = "oracle")]
+#[cfg_attr(docsrs, doc(cfg(feature = "oracle")))]
+pub mod oracle;
 mod outfile;
 mod picture;
 mod ploop;

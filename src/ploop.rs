@@ -188,10 +188,14 @@ pub fn predict_ploop(source: &dyn Source, path: &str) -> io::Result<PloopPredict
     // One walk of the extension answers for both: the read-only load and the mount's load
     // differ only in what they do to the file afterwards.
     let load = load_extension(source, path)?;
+    // A mount that changes nothing leaves the header as it is, also when the file is too short
+    // for ploop to read it (missing bytes read as zeros, as for any short file).
+    let first = source.read_at(0, 64)?;
+    let header = RawHeader::read_padded(&first);
     Ok(PloopPrediction {
         check,
         cbt: cbt_of(&load),
-        mount: mount_of(source, &load),
+        mount: mount_of(source, &load, &header),
     })
 }
 
@@ -628,9 +632,9 @@ fn cbt_of(run: &LoadRun) -> PloopCbt {
     }
 }
 
-fn mount_of(source: &dyn Source, run: &LoadRun) -> PloopMount {
+fn mount_of(source: &dyn Source, run: &LoadRun, header: &RawHeader) -> PloopMount {
     let size = source.size();
-    let (ext_off, inuse) = run.header.map_or((0, 0), |h| (h.ext_off.get(), h.inuse.get()));
+    let (ext_off, inuse) = (header.ext_off.get(), header.inuse.get());
     let mut mount = PloopMount {
         rc: Some(0),
         effect: MountEffect::Unchanged,

@@ -14,4 +14,5 @@ mod edits;
 mod loads;
 mod mutations;
 mod shapes;
+mod short;
 mod slack;

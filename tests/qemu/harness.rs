@@ -4,26 +4,21 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use parallels_image::qemu::{self, QemuCheck, QemuOutcome, MAX_ERROR_LINES};
+use parallels_image::oracle::qemu::QemuImg;
+use parallels_image::oracle::{self, End, RunOptions};
+use parallels_image::qemu::{self, QemuCheck, QemuOutcome};
 use serde_json::Value;
 
 /// True when missing tools must fail the test instead of skipping it.
 pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn on_path(tool: &str) -> bool {
-    let Some(path) = std::env::var_os("PATH") else {
-        return false;
-    };
-    std::env::split_paths(&path).any(|d| d.join(tool).is_file())
 }
 
 /// Prints `SKIP: why` on the real stderr (`eprintln!` output is captured by the test harness
@@ -36,7 +31,7 @@ fn skip(why: &str) {
 /// otherwise prints a visible SKIP line (the caller then returns).
 #[must_use]
 pub fn have(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| oracle::on_path(t).is_none()).collect();
     if missing.is_empty() {
         return true;
     }
@@ -112,6 +107,21 @@ pub struct Run {
     pub stdout: String,
     /// Standard error, split into lines.
     pub stderr: Vec<String>,
+    /// The run as the library's oracle gives it.
+    pub raw: oracle::Run,
+}
+
+impl From<oracle::Run> for Run {
+    /// (`stderr` holds the lines kept: `qemu-img` runs keep the first
+    /// [`parallels_image::qemu::MAX_ERROR_LINES`].)
+    fn from(r: oracle::Run) -> Run {
+        Run {
+            code: r.end.shell_status().expect("an exit or a signal"),
+            stdout: r.stdout.text(),
+            stderr: r.stderr.head.clone(),
+            raw: r,
+        }
+    }
 }
 
 impl Run {
@@ -121,46 +131,47 @@ impl Run {
     }
 }
 
-/// Runs `prog args`, then checks that every image in `images` is unchanged.
-pub fn run_on(images: &[&Img], prog: &str, args: &[&str]) -> Run {
-    let out = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {prog}: {e}"));
-    let label = format!("{prog} {}", args.join(" "));
+/// How long a tool may run in a test before it counts as hung.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Checks that every image in `images` is unchanged after `run`, and that `run` ended in time.
+fn finished(images: &[&Img], run: oracle::Run) -> oracle::Run {
     for img in images {
-        img.assert_unchanged(&label);
+        img.assert_unchanged(&run.command);
     }
-    Run {
-        code: out
-            .status
-            .code()
-            .unwrap_or_else(|| 128 + out.status.signal().expect("exit code or signal")),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .map(str::to_string)
-            .collect(),
-    }
+    assert_ne!(run.end, End::TimedOut, "{} did not finish in {TIMEOUT:?}", run.command);
+    run
 }
 
-/// `qemu-img info -f parallels --output=json IMG`.
+/// Runs `prog args` (through the library's [`oracle::run`]), then checks that every image in
+/// `images` is unchanged.
+pub fn run_on(images: &[&Img], prog: &str, args: &[&str]) -> Run {
+    let program = oracle::on_path(prog).unwrap_or_else(|| PathBuf::from(prog));
+    let args: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    let options = RunOptions {
+        keep_lines: 1 << 20,
+        ..RunOptions::new(TIMEOUT)
+    };
+    let r = oracle::run(&program, &args, &options).unwrap_or_else(|e| panic!("{e}"));
+    assert!(r.stdout.is_complete() && r.stderr.is_complete(), "{}: output too long", r.command);
+    Run::from(finished(images, r))
+}
+
+fn qemu_img() -> QemuImg {
+    QemuImg::find().expect("qemu-img on PATH")
+}
+
+/// `qemu-img info -f parallels --output=json IMG` ([`QemuImg::info`]).
 pub fn info(img: &Img) -> Run {
-    run_on(
-        &[img],
-        "qemu-img",
-        &["info", "-f", "parallels", "--output=json", &img.arg()],
-    )
+    let r = qemu_img().info(&img.path, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    Run::from(finished(&[img], r))
 }
 
-/// `qemu-img check -f parallels --output=json IMG` (no `-r`: QEMU opens the image read-only).
+/// `qemu-img check -f parallels --output=json IMG` (no `-r`: QEMU opens the image read-only;
+/// [`QemuImg::check`]).
 pub fn check(img: &Img) -> Run {
-    run_on(
-        &[img],
-        "qemu-img",
-        &["check", "-f", "parallels", "--output=json", &img.arg()],
-    )
+    let r = qemu_img().check(&img.path, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    Run::from(finished(&[img], r))
 }
 
 /// `qemu-img map -f parallels --output=json IMG`, as `(start, length, data, offset)` extents.
@@ -425,93 +436,17 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Where `qemu-img info`'s real behaviour differs from the prediction, if it does.
+/// Where `qemu-img info`'s real behaviour differs from the prediction, if it does
+/// ([`oracle::qemu::info_disagreement`]).
 /// `None` also for [`QemuOutcome::Undefined`] (QEMU reads past its buffer: nothing to compare).
 pub fn info_mismatch(pred: &QemuOutcome, run: &Run, path: &str) -> Option<String> {
-    let code = pred.exit_code()?;
-    let want: Vec<String> = pred.stderr_line(path).into_iter().collect();
-    if run.code != code || run.stderr != want {
-        return Some(format!(
-            "info: predicted exit {code} stderr {want:?}, QEMU exit {} stderr {:?}",
-            run.code, run.stderr
-        ));
-    }
-    if code == 0 && serde_json::from_str::<Value>(&run.stdout).is_err() {
-        return Some(format!("info: exit 0 without JSON: {}", run.stdout));
-    }
-    None
+    oracle::qemu::info_disagreement(pred, &run.raw, path).map(|d| d.to_string())
 }
 
-/// The counters of `qemu-img check --output=json` (absent keys are 0).
-fn field(v: &Value, k: &str) -> u64 {
-    v.get(k).and_then(Value::as_u64).unwrap_or(0)
-}
-
-/// Where `qemu-img check`'s real behaviour differs from the prediction, if it does.
+/// Where `qemu-img check`'s real behaviour differs from the prediction, if it does
+/// ([`oracle::qemu::check_disagreement`]).
 pub fn check_mismatch(pred: &QemuCheck, run: &Run, path: &str) -> Option<String> {
-    let bad = |what: String| Some(format!("check: {what}; QEMU exit {} stderr {:?}", run.code, run.stderr));
-    match pred {
-        QemuCheck::OpenFails(o) => {
-            let code = o.exit_code()?;
-            let want: Vec<String> = o.stderr_line(path).into_iter().collect();
-            if run.code != code || run.stderr != want || !run.stdout.is_empty() {
-                return bad(format!("predicted open failure exit {code} stderr {want:?}"));
-            }
-        }
-        QemuCheck::Fails => {
-            if run.code != 1
-                || run.stderr.last().map(String::as_str) != Some("qemu-img: Check failed: Device or resource busy")
-            {
-                return bad("predicted 'Check failed: Device or resource busy'".into());
-            }
-        }
-        QemuCheck::Aborts { assertion } => {
-            let last = format!("qemu-img: {assertion}");
-            if run.code != 134 || run.stderr.last() != Some(&last) {
-                return bad(format!("predicted abort {last:?}"));
-            }
-        }
-        QemuCheck::Completes(c) => {
-            let code = pred.exit_code().unwrap();
-            let Ok(v) = serde_json::from_str::<Value>(&run.stdout) else {
-                return bad(format!("predicted a report (exit {code}), got no JSON"));
-            };
-            let got = (
-                run.code,
-                field(&v, "corruptions"),
-                field(&v, "leaks"),
-                field(&v, "check-errors"),
-                field(&v, "image-end-offset"),
-                field(&v, "total-clusters"),
-                field(&v, "allocated-clusters"),
-                field(&v, "fragmented-clusters"),
-            );
-            let want = (
-                code,
-                c.corruptions,
-                c.leaks,
-                0,
-                c.image_end_offset,
-                c.total_clusters,
-                c.allocated_clusters,
-                c.fragmented_clusters,
-            );
-            if got != want {
-                return bad(format!(
-                    "(exit, corruptions, leaks, check-errors, image-end, total, allocated, fragmented) \
-                     predicted {want:?}, QEMU {got:?}"
-                ));
-            }
-            let shown = run.stderr.len().min(MAX_ERROR_LINES);
-            if run.stderr[..shown] != c.errors[..] || (run.stderr.len() - shown) as u64 != c.errors_omitted {
-                return bad(format!(
-                    "predicted ERROR lines {:?} (+{} more)",
-                    c.errors, c.errors_omitted
-                ));
-            }
-        }
-    }
-    None
+    oracle::qemu::check_disagreement(pred, &run.raw, path).map(|d| d.to_string())
 }
 
 /// Runs `qemu-img info` and `check` on `img` and compares both with [`qemu::predict`];

@@ -17,6 +17,7 @@ mod corrupt;
 mod corrupt_bundle;
 mod create;
 mod create_bundle;
+mod differential;
 mod info;
 mod input;
 mod map;
@@ -52,6 +53,9 @@ enum Command {
     Map(map::Args),
     /// Write structure-aware variants of an image (for other programs' fuzzers) and a manifest.
     Mutate(mutate::Args),
+    /// Run variants (or images) through qemu-img and the ploop oracle and compare with the
+    /// predictions; keep every disagreement, crash, abort and timeout (exit 0 all agree, 4 not).
+    Differential(differential::Args),
     /// Write a reproducible seed corpus: valid images of many shapes, every defect, variants.
     Corpus(mutate::CorpusArgs),
     /// Print a shell completion script: `prlimg completions bash > /etc/bash_completion.d/prlimg`.
@@ -77,7 +81,7 @@ fn main() -> ExitCode {
     };
     if matches!(
         cli.command,
-        Command::Create(_) | Command::Corrupt(_) | Command::Mutate(_) | Command::Corpus(_)
+        Command::Create(_) | Command::Corrupt(_) | Command::Mutate(_) | Command::Corpus(_) | Command::Differential(_)
     ) {
         clean_up_on_signals();
     }
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Command::Map(a) => map::run(&a),
         Command::Mutate(a) => mutate::run(&a),
         Command::Corpus(a) => mutate::run_corpus(&a),
+        Command::Differential(a) => differential::run(&a),
         Command::Completions { shell } => completions(shell),
         Command::Man => man(),
     };

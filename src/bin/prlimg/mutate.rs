@@ -56,7 +56,7 @@ pub struct CorpusArgs {
     force: bool,
 }
 
-fn parse_edits(s: &str) -> Result<(usize, usize), String> {
+pub fn parse_edits(s: &str) -> Result<(usize, usize), String> {
     let (a, b) = s.split_once('-').unwrap_or((s, s));
     let n = |t: &str| {
         t.trim()

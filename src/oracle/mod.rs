@@ -1,0 +1,646 @@
+//! Running the real programs — `qemu-img info` / `check` ([`qemu`]) and the ploop oracle's
+//! drivers ([`ploop`]) — with a timeout, reading what they did into typed observations, and
+//! comparing those with this crate's predictions ([`crate::qemu::predict`],
+//! [`crate::predict_ploop`]) into typed disagreements. `prlimg differential` and the tests that
+//! hold the predictions to the real programs both use it (behind the `oracle` feature).
+//!
+//! A run ends in one of three ways ([`End`]): an exit status, a signal (an abort is SIGABRT,
+//! which a shell shows as 134), or the timeout, after which the program and every process it
+//! started (its process group) are killed. Output is read as it comes, a bounded number of lines
+//! kept ([`Output`]): a hostile image can make `qemu-img check` print hundreds of millions of
+//! lines.
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod ploop;
+pub mod qemu;
+
+/// How a run of a program ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum End {
+    /// It exited with this status.
+    Exited(i32),
+    /// A signal killed it (6: SIGABRT, an assertion; 11: SIGSEGV).
+    Signalled(i32),
+    /// It was still running at the timeout, and was killed.
+    TimedOut,
+}
+
+impl End {
+    /// The status a shell reports: the exit status, or 128 + the signal; `None` for a timeout.
+    pub fn shell_status(self) -> Option<i32> {
+        match self {
+            End::Exited(c) => Some(c),
+            End::Signalled(s) => Some(128 + s),
+            End::TimedOut => None,
+        }
+    }
+
+    /// `"exit N"`, the signal's name (`"SIGABRT"`, `"SIGSEGV"`, …, `"signal N"`) or `"timeout"`.
+    pub fn label(self) -> String {
+        match self {
+            End::Exited(c) => format!("exit {c}"),
+            End::Signalled(s) => signal_name(s),
+            End::TimedOut => "timeout".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// The name of signal `sig` as the ploop oracle's observations give it (`"SIGFPE"`,
+/// `"SIGSEGV"`, `"SIGABRT"`, `"SIGBUS"`, else `"signal N"`).
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        8 => "SIGFPE".into(),
+        11 => "SIGSEGV".into(),
+        6 => "SIGABRT".into(),
+        7 => "SIGBUS".into(),
+        s => format!("signal {s}"),
+    }
+}
+
+/// A failure to run a program or to make sense of what it did (not a disagreement: there is
+/// nothing to compare).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OracleError {
+    /// The program could not be started.
+    #[error("cannot run {}: {source}", program.display())]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Reading its output, waiting for it, or reading or copying the image failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// A program that must leave its input alone changed it.
+    #[error("{program} changed {} (it must leave the file alone)", path.display())]
+    ChangedInput {
+        /// The program and its arguments.
+        program: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The mount driver changed its copy in a way none of [`crate::MountEffect`]'s names.
+    #[error("{program} changed {} in an unforeseen way", path.display())]
+    OtherChange {
+        /// The program and its arguments.
+        program: String,
+        /// The copy it changed.
+        path: PathBuf,
+    },
+    /// The output lacks what the program always prints (its summary line, say).
+    #[error("{program}: {what} is missing from its output: {text:?}")]
+    Unparsable {
+        /// The program and its arguments.
+        program: String,
+        /// What was looked for.
+        what: &'static str,
+        /// Its output (the lines kept).
+        text: String,
+    },
+    /// The program ended in a way it never should (a usage error's exit status, say).
+    #[error("{program} ended with {end}: {text:?}")]
+    UnexpectedEnd {
+        /// The program and its arguments.
+        program: String,
+        /// How it ended.
+        end: End,
+        /// Its output (the lines kept).
+        text: String,
+    },
+    /// The program was still running at the timeout (and was killed).
+    #[error("{program} did not finish in {limit:?}")]
+    TimedOut {
+        /// The program and its arguments.
+        program: String,
+        /// The timeout.
+        limit: Duration,
+    },
+}
+
+impl OracleError {
+    fn io(what: impl Into<String>, source: io::Error) -> Self {
+        OracleError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// The longest line kept whole; the rest of a longer line is dropped (and [`Output::cut`] set).
+pub const MAX_LINE: usize = 64 << 10;
+/// How many bytes of lines an [`Output`] keeps at most, whatever its line limit.
+pub const MAX_KEPT_BYTES: usize = 64 << 20;
+/// How many of the last lines an [`Output`] keeps besides its first ones.
+pub const TAIL_LINES: usize = 8;
+
+/// What a program printed on one stream, as lines (without their `\n` or `\r\n`): the first
+/// ones up to a limit, the last [`TAIL_LINES`] after those, and how many there were.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Output {
+    /// The first lines.
+    pub head: Vec<String>,
+    /// The last lines after [`Output::head`] (none when every line is in the head).
+    pub tail: Vec<String>,
+    /// How many lines were printed (a last line without `\n` counts).
+    pub lines: u64,
+    /// A line longer than [`MAX_LINE`] bytes was cut.
+    pub cut: bool,
+}
+
+impl Output {
+    /// Whether nothing was printed.
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+
+    /// Whether every line printed is in [`Output::head`].
+    pub fn is_complete(&self) -> bool {
+        self.lines == self.head.len() as u64 && !self.cut
+    }
+
+    /// How many lines are not in [`Output::head`].
+    pub fn omitted(&self) -> u64 {
+        self.lines - self.head.len() as u64
+    }
+
+    /// The last line printed.
+    pub fn last(&self) -> Option<&str> {
+        self.tail.last().or(self.head.last()).map(String::as_str)
+    }
+
+    /// The lines kept, joined by `\n`, with a note of how many are left out between the head
+    /// and the tail.
+    pub fn text(&self) -> String {
+        let mut s = self.head.join("\n");
+        let between = self.lines - (self.head.len() + self.tail.len()) as u64;
+        if between > 0 {
+            s.push_str(&format!("\n[... {between} more lines ...]"));
+        }
+        for l in &self.tail {
+            s.push('\n');
+            s.push_str(l);
+        }
+        s
+    }
+
+    fn push(&mut self, mut line: Vec<u8>, keep: usize, kept_bytes: &mut usize) {
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        let line = String::from_utf8_lossy(&line).into_owned();
+        self.lines += 1;
+        if self.tail.is_empty() && self.head.len() < keep && *kept_bytes + line.len() <= MAX_KEPT_BYTES {
+            *kept_bytes += line.len();
+            self.head.push(line);
+        } else {
+            if self.tail.len() == TAIL_LINES {
+                self.tail.remove(0);
+            }
+            self.tail.push(line);
+        }
+    }
+
+    /// Reads `from` to its end, keeping the first `keep` lines.
+    fn read(mut from: impl Read, keep: usize) -> io::Result<Output> {
+        let mut out = Output::default();
+        let mut buf = vec![0u8; 64 << 10];
+        let (mut line, mut kept_bytes) = (Vec::new(), 0usize);
+        let add = |line: &mut Vec<u8>, bytes: &[u8], cut: &mut bool| {
+            let room = MAX_LINE.saturating_sub(line.len());
+            line.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            *cut |= bytes.len() > room;
+        };
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let mut rest = &buf[..n];
+            while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+                add(&mut line, &rest[..i], &mut out.cut);
+                out.push(std::mem::take(&mut line), keep, &mut kept_bytes);
+                rest = &rest[i + 1..];
+            }
+            add(&mut line, rest, &mut out.cut);
+        }
+        if !line.is_empty() {
+            out.push(line, keep, &mut kept_bytes);
+        }
+        Ok(out)
+    }
+}
+
+/// How to run a program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Kill it (and its process group) when it runs longer.
+    pub timeout: Duration,
+    /// How many first lines of each stream to keep ([`Output::head`]).
+    pub keep_lines: usize,
+    /// Send standard error into the same pipe as standard output (in the order the program
+    /// writes them), so that [`Run::stdout`] holds both and [`Run::stderr`] is empty.
+    pub merge: bool,
+}
+
+impl RunOptions {
+    /// A timeout, 10,000 lines kept, the streams apart.
+    pub fn new(timeout: Duration) -> Self {
+        RunOptions {
+            timeout,
+            keep_lines: 10_000,
+            merge: false,
+        }
+    }
+}
+
+/// What one run of a program did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Run {
+    /// The program and its arguments, as one line for people.
+    pub command: String,
+    /// How it ended.
+    pub end: End,
+    /// Its standard output (with standard error, when merged).
+    pub stdout: Output,
+    /// Its standard error.
+    pub stderr: Output,
+    /// From start to end (or to the kill).
+    pub elapsed: Duration,
+}
+
+/// The command line `program args` for messages.
+fn command_line(program: &Path, args: &[&OsStr]) -> String {
+    let mut s = program.display().to_string();
+    for a in args {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Kills the child's process group (it leads one), or the child alone where that is not possible.
+fn kill(child: &mut Child) {
+    #[cfg(target_os = "linux")]
+    {
+        let group = rustix::process::Pid::from_child(child);
+        if rustix::process::kill_process_group(group, rustix::process::Signal::KILL).is_ok() {
+            return;
+        }
+    }
+    let _ = child.kill();
+}
+
+#[cfg(unix)]
+fn end_of(status: ExitStatus, killed: bool) -> End {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => End::Exited(c),
+        (None, Some(9)) if killed => End::TimedOut,
+        (None, Some(s)) => End::Signalled(s),
+        (None, None) => End::Exited(-1),
+    }
+}
+
+#[cfg(not(unix))]
+fn end_of(status: ExitStatus, killed: bool) -> End {
+    match status.code() {
+        _ if killed => End::TimedOut,
+        Some(c) => End::Exited(c),
+        None => End::Exited(-1),
+    }
+}
+
+/// Runs `program args` with standard input empty, reading its output as it comes, and kills it
+/// (with every process of its group) at `options.timeout`.
+pub fn run(program: &Path, args: &[&OsStr], options: &RunOptions) -> Result<Run, OracleError> {
+    let command = command_line(program, args);
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::null());
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+    }
+    let merged = if options.merge {
+        let (reader, writer) = io::pipe().map_err(|e| OracleError::io("making a pipe", e))?;
+        let second = writer
+            .try_clone()
+            .map_err(|e| OracleError::io("making a pipe", e))?;
+        cmd.stdout(writer).stderr(second);
+        Some(reader)
+    } else {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        None
+    };
+    let start = Instant::now();
+    let spawned = cmd.spawn();
+    // The command holds the merged pipe's writing ends: they must close here for the reader
+    // to see the end.
+    drop(cmd);
+    let mut child = spawned.map_err(|source| OracleError::Spawn {
+        program: program.to_path_buf(),
+        source,
+    })?;
+    let keep = options.keep_lines;
+    let reader = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || match r {
+            Some(r) => Output::read(r, keep),
+            None => Ok(Output::default()),
+        })
+    };
+    let (out, err): (Option<Box<dyn Read + Send>>, Option<Box<dyn Read + Send>>) = match merged {
+        Some(r) => (Some(Box::new(r)), None),
+        None => (
+            child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>),
+            child.stderr.take().map(|r| Box::new(r) as Box<dyn Read + Send>),
+        ),
+    };
+    let (out, err) = (reader(out), reader(err));
+    let deadline = start + options.timeout;
+    let mut nap = Duration::from_micros(50);
+    let (status, killed) = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break (s, false),
+            Ok(None) => {}
+            Err(e) => {
+                kill(&mut child);
+                let _ = child.wait();
+                return Err(OracleError::io(format!("waiting for {command}"), e));
+            }
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            kill(&mut child);
+            let s = child
+                .wait()
+                .map_err(|e| OracleError::io(format!("waiting for {command}"), e))?;
+            break (s, true);
+        }
+        std::thread::sleep(nap.min(deadline - now));
+        nap = (nap * 2).min(Duration::from_millis(1));
+    };
+    let elapsed = start.elapsed();
+    let join = |h: std::thread::JoinHandle<io::Result<Output>>| {
+        h.join()
+            .unwrap_or_else(|_| Err(io::Error::other("the reading thread panicked")))
+            .map_err(|e| OracleError::io(format!("reading the output of {command}"), e))
+    };
+    let (stdout, stderr) = (join(out)?, join(err)?);
+    Ok(Run {
+        end: end_of(status, killed),
+        command,
+        stdout,
+        stderr,
+        elapsed,
+    })
+}
+
+/// Whether `tool` is a file in one of the folders of `PATH`; its path if so.
+pub fn on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// The programs a campaign runs, and the timeout of each run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Oracles {
+    /// `qemu-img` (`info` and `check`), if run.
+    pub qemu: Option<qemu::QemuImg>,
+    /// The ploop drivers, if run.
+    pub ploop: Option<ploop::PloopDrivers>,
+    /// The timeout of each run.
+    pub timeout: Duration,
+}
+
+/// What QEMU did with one image, against the prediction.
+#[derive(Debug)]
+pub struct QemuExamination {
+    /// The prediction.
+    pub prediction: crate::qemu::Prediction,
+    /// `qemu-img info`.
+    pub info: Result<Run, OracleError>,
+    /// `qemu-img check`.
+    pub check: Result<Run, OracleError>,
+    /// Where they differ from the prediction.
+    pub disagreements: Vec<qemu::QemuDisagreement>,
+}
+
+/// What ploop did with one image, against the prediction.
+#[derive(Debug)]
+pub struct PloopExamination {
+    /// The prediction.
+    pub prediction: crate::ploop::PloopPrediction,
+    /// What the drivers did.
+    pub observation: Result<ploop::PloopObservation, OracleError>,
+    /// Where that differs from the prediction.
+    pub disagreements: Vec<ploop::PloopDisagreement>,
+}
+
+/// What the programs did with one image, against the predictions.
+#[derive(Debug)]
+pub struct Examination {
+    /// QEMU's part (when run).
+    pub qemu: Option<QemuExamination>,
+    /// ploop's part (when run).
+    pub ploop: Option<PloopExamination>,
+}
+
+/// The class of an [`Examination`], worst first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// A program could not be run, or did something that makes no sense (its output lacks
+    /// its summary, say): nothing could be compared.
+    Failed,
+    /// A program was still running at the timeout.
+    TimedOut,
+    /// A program did otherwise than predicted.
+    Disagrees,
+    /// Every program did what was predicted.
+    Agrees,
+}
+
+impl Verdict {
+    /// `"failed"`, `"timed_out"`, `"disagrees"` or `"agrees"`, as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Failed => "failed",
+            Verdict::TimedOut => "timed_out",
+            Verdict::Disagrees => "disagrees",
+            Verdict::Agrees => "agrees",
+        }
+    }
+}
+
+impl Oracles {
+    /// Predicts what each program does with the image at `path` and runs it there (QEMU
+    /// read-only; ploop's mount on a copy at `mount_copy`, which must not exist), comparing.
+    /// An I/O error reading the image for the predictions is the only `Err`.
+    pub fn examine(&self, path: &Path, mount_copy: &Path) -> io::Result<Examination> {
+        let source = crate::source::FileSource::open(path)?;
+        let shown = path.display().to_string();
+        let qemu = match &self.qemu {
+            None => None,
+            Some(q) => {
+                let prediction = crate::qemu::predict(&source)?;
+                let info = q.info(path, self.timeout);
+                let check = q.check(path, self.timeout);
+                let mut disagreements = Vec::new();
+                if let Ok(r) = &info {
+                    disagreements.extend(qemu::info_disagreement(&prediction.info, r, &shown));
+                }
+                if let Ok(r) = &check {
+                    disagreements.extend(qemu::check_disagreement(&prediction.check, r, &shown));
+                }
+                Some(QemuExamination {
+                    prediction,
+                    info,
+                    check,
+                    disagreements,
+                })
+            }
+        };
+        let ploop = match &self.ploop {
+            None => None,
+            Some(p) => {
+                let prediction = crate::ploop::predict_ploop(&source, &shown)?;
+                let observation = p.observe_with_copy(path, mount_copy, self.timeout);
+                let disagreements = match &observation {
+                    Ok(o) => ploop::differences(&prediction, o),
+                    Err(_) => Vec::new(),
+                };
+                Some(PloopExamination {
+                    prediction,
+                    observation,
+                    disagreements,
+                })
+            }
+        };
+        Ok(Examination { qemu, ploop })
+    }
+}
+
+impl Examination {
+    /// Its class: [`Verdict::Failed`] if any run failed, else [`Verdict::TimedOut`] if any
+    /// timed out, else [`Verdict::Disagrees`] if anything differs from the prediction.
+    pub fn verdict(&self) -> Verdict {
+        let mut v = Verdict::Agrees;
+        let mut worst = |w: Verdict| v = v.min(w);
+        let error = |e: &OracleError| match e {
+            OracleError::TimedOut { .. } => Verdict::TimedOut,
+            _ => Verdict::Failed,
+        };
+        if let Some(q) = &self.qemu {
+            for r in [&q.info, &q.check] {
+                match r {
+                    Err(e) => worst(error(e)),
+                    Ok(r) if r.end == End::TimedOut => worst(Verdict::TimedOut),
+                    Ok(_) => {}
+                }
+            }
+            if !q.disagreements.is_empty() {
+                worst(Verdict::Disagrees);
+            }
+        }
+        if let Some(p) = &self.ploop {
+            if let Err(e) = &p.observation {
+                worst(error(e));
+            }
+            if !p.disagreements.is_empty() {
+                worst(Verdict::Disagrees);
+            }
+        }
+        v
+    }
+
+    /// Whether a program died of a signal (a crash or an abort), predicted or not.
+    pub fn crashed(&self) -> bool {
+        let qemu = self.qemu.as_ref().is_some_and(|q| {
+            [&q.info, &q.check]
+                .iter()
+                .any(|r| matches!(r, Ok(r) if matches!(r.end, End::Signalled(_))))
+        });
+        let ploop = self.ploop.as_ref().is_some_and(|p| {
+            matches!(&p.observation, Ok(o) if o.check_rc.is_none()
+                || o.cbt_outcome == crate::ploop::CbtOutcome::Crashes
+                || o.mount_effect == crate::ploop::MountEffect::Crashes)
+        });
+        qemu || ploop
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str, timeout: Duration, merge: bool) -> Run {
+        let options = RunOptions {
+            timeout,
+            keep_lines: 3,
+            merge,
+        };
+        run(Path::new("/bin/sh"), &[OsStr::new("-c"), OsStr::new(script)], &options).unwrap()
+    }
+
+    #[test]
+    fn an_exit_a_signal_and_a_timeout_are_told_apart() {
+        let r = sh("echo out; echo err >&2; exit 3", Duration::from_secs(20), false);
+        assert_eq!(r.end, End::Exited(3));
+        assert_eq!((r.stdout.head.clone(), r.stderr.head.clone()), (vec!["out".to_string()], vec!["err".to_string()]));
+        assert_eq!(sh("kill -ABRT $$", Duration::from_secs(20), false).end, End::Signalled(6));
+        assert_eq!(sh("kill -SEGV $$", Duration::from_secs(20), false).end, End::Signalled(11));
+        // The sleeping grandchild holds the pipes: it is killed with its parent's group, or the
+        // run would wait 30 s for the end of the output.
+        let t0 = Instant::now();
+        let r = sh("sleep 30 & echo started; wait", Duration::from_millis(200), false);
+        assert_eq!(r.end, End::TimedOut);
+        assert_eq!(r.stdout.head, vec!["started".to_string()]);
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+        assert_eq!(
+            (End::Signalled(6).shell_status(), End::TimedOut.shell_status(), End::Signalled(11).label()),
+            (Some(134), None, "SIGSEGV".to_string())
+        );
+    }
+
+    #[test]
+    fn output_keeps_its_first_and_last_lines_and_counts_all() {
+        let r = sh("for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo $i; done; printf 'x\\r\\nlast'", Duration::from_secs(20), false);
+        let o = r.stdout;
+        assert_eq!(o.head, ["1", "2", "3"]);
+        assert_eq!(o.tail, ["7", "8", "9", "10", "11", "12", "x", "last"]);
+        assert_eq!((o.lines, o.omitted(), o.last(), o.is_complete()), (14, 11, Some("last"), false));
+        assert_eq!(o.text(), "1\n2\n3\n[... 3 more lines ...]\n7\n8\n9\n10\n11\n12\nx\nlast");
+        // Merged streams keep the order of the writes.
+        let r = sh("echo a; echo b >&2; echo c", Duration::from_secs(20), true);
+        assert_eq!((r.stdout.head, r.stderr.lines), (vec!["a".to_string(), "b".into(), "c".into()], 0));
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error() {
+        let e = run(Path::new("/nonexistent/prog"), &[], &RunOptions::new(Duration::from_secs(1))).unwrap_err();
+        assert!(matches!(e, OracleError::Spawn { ref program, .. } if program == Path::new("/nonexistent/prog")), "{e}");
+    }
+}
