@@ -490,3 +490,109 @@ pub fn differences(p: &PloopPrediction, o: &PloopObservation) -> Vec<PloopDisagr
     );
     d
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ploop::{PloopCbt, PloopCheck, PloopMount};
+
+    fn agreeing() -> (PloopPrediction, PloopObservation) {
+        let p = PloopPrediction {
+            check: PloopCheck {
+                rc: Some(0),
+                messages: vec![],
+                messages_omitted: 0,
+            },
+            cbt: PloopCbt {
+                outcome: CbtOutcome::Loads,
+                bitmap: Some("01010101-0101-0101-0101-010101010101".into()),
+                rc: Some(0),
+                message: None,
+            },
+            mount: PloopMount {
+                rc: Some(0),
+                effect: MountEffect::Truncates,
+                file_size: 65536,
+                ext_off: 128,
+                inuse: 0x312e_3276,
+                message: None,
+            },
+        };
+        let o = PloopObservation {
+            check_rc: Some(0),
+            check_messages: vec![],
+            check_messages_omitted: 0,
+            check_last: None,
+            cbt_outcome: CbtOutcome::Loads,
+            cbt_bitmap: p.cbt.bitmap.clone(),
+            cbt_rc: Some(0),
+            cbt_message: None,
+            cbt_words: vec![],
+            mount_rc: Some(0),
+            mount_effect: MountEffect::Truncates,
+            mount_file_size: 65536,
+            mount_ext_off: 128,
+            mount_inuse: 0x312e_3276,
+            mount_message: None,
+        };
+        (p, o)
+    }
+
+    #[test]
+    fn each_field_that_differs_is_one_typed_disagreement() {
+        let (p, o) = agreeing();
+        assert_eq!(differences(&p, &o), vec![]);
+        let mut other = o.clone();
+        other.mount_message = Some("Drop optional header".into());
+        other.mount_inuse = 0;
+        let d = differences(&p, &other);
+        assert_eq!(
+            d,
+            vec![
+                PloopDisagreement {
+                    field: PloopField::MountInuse,
+                    predicted: "0x312e3276".into(),
+                    observed: "0x0".into()
+                },
+                PloopDisagreement {
+                    field: PloopField::MountMessage,
+                    predicted: "None".into(),
+                    observed: "Some(\"Drop optional header\")".into()
+                },
+            ]
+        );
+        assert_eq!(d[0].to_string(), "mount inuse: predicted 0x312e3276, ploop 0x0");
+    }
+
+    #[test]
+    fn a_heap_overrun_agrees_with_either_signal_but_not_with_an_exit() {
+        let (mut p, mut o) = agreeing();
+        p.check = PloopCheck {
+            rc: None,
+            messages: vec!["BAT is too big".into(), HEAP_OVERRUN.into()],
+            messages_omitted: 0,
+        };
+        o.check_rc = None;
+        o.check_messages = vec!["something else".into(), "SIGSEGV".into()];
+        o.check_last = Some("SIGSEGV".into());
+        assert_eq!(differences(&p, &o), vec![]);
+        o.check_rc = Some(11);
+        o.check_last = Some("FATAL".into());
+        let fields: Vec<PloopField> = differences(&p, &o).iter().map(|d| d.field).collect();
+        assert_eq!(fields, [PloopField::CheckRc, PloopField::CheckMessages]);
+    }
+
+    #[test]
+    fn the_summary_and_dump_parsers_take_what_the_drivers_print() {
+        assert_eq!(summary_rc("CHECK rc=11 blocksize=128 cbt_allowed=1", "CHECK rc="), Some(11));
+        assert_eq!(summary_rc("CHECK rc=x", "CHECK rc="), None);
+        assert_eq!(strip_prefix("Error in ploop_check (check.c:123): Block 1 is used"), "Block 1 is used");
+        let dump: Vec<String> = ["Size: 8", "<0>", "00000000 1 ff", "<3> 1", "not a row"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(parse_words(&dump), Some(vec![(0, vec![1, 0xff]), (3, vec![1])]));
+        let bad: Vec<String> = ["<x>"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(parse_words(&bad), None);
+    }
+}

@@ -11,6 +11,7 @@ mod bitmaps;
 mod catalogue;
 mod crash;
 mod defects;
+mod differential;
 mod mutants;
 mod ours_in_qemu;
 mod props;

@@ -62,10 +62,13 @@ pub struct Args {
     /// Run qemu-img (on PATH). Without --qemu or --ploop, both run when available.
     #[arg(long)]
     qemu: bool,
-    /// Run the ploop oracle's drivers from DIR (default: where ../shared/oracles/ploop/build.sh
-    /// puts them, $PLOOP_ORACLE_DIR/bin or ~/.cache/ploop-oracle/bin).
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
-    ploop: Option<PathBuf>,
+    /// Run the ploop oracle's drivers (from where ../shared/oracles/ploop/build.sh puts them:
+    /// $PLOOP_ORACLE_DIR/bin, else ~/.cache/ploop-oracle/bin).
+    #[arg(long)]
+    ploop: bool,
+    /// Run the ploop drivers from DIR (implies --ploop).
+    #[arg(long, value_name = "DIR")]
+    ploop_dir: Option<PathBuf>,
     /// Cases run at once (default: the CPUs).
     #[arg(short = 'j', long)]
     jobs: Option<usize>,
@@ -181,7 +184,8 @@ fn oracles(args: &Args) -> Result<Oracles, Failure> {
         .ok()
         .filter(|t| !t.is_zero())
         .ok_or_else(|| Failure::plain(format!("--timeout {}: not a positive number of seconds", args.timeout)))?;
-    let both = !args.qemu && args.ploop.is_none();
+    let want_ploop = args.ploop || args.ploop_dir.is_some();
+    let both = !args.qemu && !want_ploop;
     let qemu = if args.qemu || both {
         match QemuImg::find() {
             Some(q) => Some(q),
@@ -194,13 +198,9 @@ fn oracles(args: &Args) -> Result<Oracles, Failure> {
     } else {
         None
     };
-    let ploop = match &args.ploop {
-        Some(dir) => {
-            let dir = if dir.as_os_str().is_empty() {
-                PloopDrivers::default_dir()
-            } else {
-                dir.clone()
-            };
+    let ploop = match want_ploop {
+        true => {
+            let dir = args.ploop_dir.clone().unwrap_or_else(PloopDrivers::default_dir);
             Some(PloopDrivers::at(&dir).ok_or_else(|| {
                 Failure::at(
                     &dir,
@@ -208,7 +208,7 @@ fn oracles(args: &Args) -> Result<Oracles, Failure> {
                 )
             })?)
         }
-        None if both => {
+        false if both => {
             let found = PloopDrivers::find();
             if found.is_none() {
                 eprintln!(
@@ -219,7 +219,7 @@ fn oracles(args: &Args) -> Result<Oracles, Failure> {
             }
             found
         }
-        None => None,
+        false => None,
     };
     if qemu.is_none() && ploop.is_none() {
         return Err(Failure::plain("differential: neither qemu-img nor the ploop drivers are available"));

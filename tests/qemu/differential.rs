@@ -1,0 +1,193 @@
+//! `prlimg differential` end to end, with the real programs: a small campaign of variants
+//! agrees with the predictions, its report counts what ran, and the output folder holds exactly
+//! the cases where a program crashed or aborted (with their edits and bytes); a timeout too
+//! short for any run keeps every case as a timeout; a folder of images runs as it is; an output
+//! folder holding a report is refused. The ploop drivers join in when they are built (and must
+//! be under `CI=true`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use parallels_image::oracle::ploop::PloopDrivers;
+use parallels_image::qemu::{self, QemuCheck, QemuOutcome};
+use parallels_image::raw::header::INUSE_CLOSED_V21;
+use parallels_image::{
+    predict_ploop, BitmapSpec, CbtOutcome, Data, ImageBuilder, MountEffect, MutateOptions, Mutator,
+};
+use serde_json::Value;
+
+use crate::harness::{self, ci};
+
+const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
+
+/// A base both programs read to the end: v2, 64 KiB clusters, data, two bitmaps, "v2.1".
+fn base() -> Vec<u8> {
+    let disk = 4 << 20;
+    ImageBuilder::new(disk)
+        .cluster_size(64 << 10)
+        .inuse(INUSE_CLOSED_V21)
+        .data(0, Data::Fill { len: 4096, byte: 0xaa })
+        .data(disk / 2, Data::Fill { len: 70_000, byte: 0xbb })
+        .bitmap(BitmapSpec { id: [1; 16], granularity: 64 << 10, extents: vec![(0, 1), (disk / 4, 300_000)] })
+        .bitmap(BitmapSpec { id: [2; 16], granularity: 512, extents: vec![(0, disk)] })
+        .to_vec()
+        .unwrap()
+        .0
+}
+
+/// `--ploop` when the drivers are built; under `CI=true` they must be.
+fn ploop_args(test: &str) -> Vec<String> {
+    if PloopDrivers::find().is_some() {
+        return vec!["--ploop".into()];
+    }
+    assert!(!ci(), "{test}: the ploop drivers are not built (../shared/oracles/ploop/build.sh)");
+    eprintln!("{test}: ploop drivers missing: QEMU only");
+    Vec::new()
+}
+
+fn differential(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN).arg("differential").args(args).output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn report(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+/// The kept cases' indices (from `case-NNNNNN.hds` names), and checks each has its JSON.
+fn kept(dir: &Path) -> BTreeSet<u64> {
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if let Some(n) = name.strip_prefix("case-").and_then(|n| n.strip_suffix(".hds")) {
+            assert!(dir.join(format!("case-{n}.json")).is_file(), "{name} without its JSON");
+            out.insert(n.parse().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
+    let test = "a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits";
+    if !harness::have(test, &["qemu-img"]) {
+        return;
+    }
+    let with_ploop = ploop_args(test);
+    let dir = tempfile::tempdir().unwrap();
+    let base_path = dir.path().join("base.hds");
+    let bytes = base();
+    std::fs::write(&base_path, &bytes).unwrap();
+    let out = dir.path().join("out");
+    let (seed, count) = (1u64, 60u64);
+    let mut args = vec!["--from", base_path.to_str().unwrap(), "--seed", "1", "--count", "60", "-j", "2", "--qemu"];
+    args.extend(with_ploop.iter().map(String::as_str));
+    args.extend(["--out", out.to_str().unwrap()]);
+    let (code, stderr) = differential(&args);
+    assert_eq!(code, 0, "{stderr}");
+
+    let r = report(&out);
+    assert_eq!(r["cases"], count);
+    assert_eq!(r["seeds"], serde_json::json!([seed]));
+    assert_eq!(r["verdicts"], serde_json::json!({ "agrees": count }));
+    let info: u64 = r["outcomes"]["qemu-img info"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(info, count, "{}", r["outcomes"]);
+
+    // Which variants make a program die of a signal, by the predictions (which the campaign
+    // just showed right); where QEMU's outcome is undefined, either.
+    let m = Mutator::new(&bytes, MutateOptions::default()).unwrap();
+    let (mut must, mut may) = (BTreeSet::new(), BTreeSet::new());
+    for i in 0..count {
+        let v = m.mutant(seed + i);
+        let p = qemu::predict(&v.bytes.as_slice()).unwrap();
+        let dies = |o: &QemuOutcome| matches!(o, QemuOutcome::Aborts { .. } | QemuOutcome::Crashes { .. });
+        let mut crash = dies(&p.info)
+            || matches!(&p.check, QemuCheck::Aborts { .. })
+            || matches!(&p.check, QemuCheck::OpenFails(o) if dies(o));
+        if !with_ploop.is_empty() {
+            let pp = predict_ploop(&v.bytes.as_slice(), "x").unwrap();
+            crash |= pp.check.rc.is_none() || pp.cbt.outcome == CbtOutcome::Crashes || pp.mount.effect == MountEffect::Crashes;
+        }
+        if crash {
+            must.insert(i);
+        } else if matches!(p.info, QemuOutcome::Undefined { .. }) {
+            may.insert(i);
+        }
+    }
+    assert!(!must.is_empty(), "no crash among the {count} variants: pick another seed");
+    let kept = kept(&out);
+    assert!(
+        must.is_subset(&kept) && kept.difference(&must).all(|i| may.contains(i)),
+        "kept {kept:?}, crashing {must:?}, undefined {may:?}"
+    );
+    assert_eq!(r["kept"], kept.len() as u64);
+    assert_eq!(r["crashed"], kept.len() as u64);
+    for i in &kept {
+        let v = m.mutant(seed + i);
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(out.join(format!("case-{i:06}.json"))).unwrap()).unwrap();
+        assert_eq!(json["edits"], serde_json::to_value(&v.edits).unwrap(), "case {i}");
+        assert_eq!((json["verdict"].as_str(), json["crashed"].as_bool()), (Some("agrees"), Some(true)));
+        assert_eq!(json["case"]["seed"], seed + i);
+        assert_eq!(std::fs::read(out.join(format!("case-{i:06}.hds"))).unwrap(), v.bytes, "case {i}");
+    }
+
+    // The same folder again: refused, nothing replaced.
+    let before = std::fs::read(out.join("report.json")).unwrap();
+    let (code, stderr) = differential(&args);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("exists; nothing was run"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("report.json")).unwrap(), before);
+}
+
+#[test]
+fn runs_cut_short_by_the_timeout_are_kept_as_timeouts() {
+    let test = "runs_cut_short_by_the_timeout_are_kept_as_timeouts";
+    if !harness::have(test, &["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    // 1 ms: qemu-img cannot even load its libraries in that time.
+    let (code, stderr) = differential(&["--qemu", "--seed", "5", "--count", "4", "--timeout", "0.001", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 4, "{stderr}");
+    let r = report(&out);
+    assert_eq!(r["verdicts"], serde_json::json!({ "timed_out": 4 }));
+    assert_eq!(r["outcomes"]["qemu-img info"], serde_json::json!({ "timeout": 4 }));
+    assert_eq!(r["outcomes"]["qemu-img check"], serde_json::json!({ "timeout": 4 }));
+    assert_eq!(kept(&out), BTreeSet::from([0, 1, 2, 3]));
+    for i in 0..4 {
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(out.join(format!("case-{i:06}.json"))).unwrap()).unwrap();
+        assert_eq!(json["verdict"], "timed_out");
+        assert_eq!(json["crashed"], false);
+        let kinds: Vec<&str> = json["qemu"]["disagreements"].as_array().unwrap().iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, ["timed_out", "timed_out"]);
+        assert_eq!(json["qemu"]["info"]["end"], "timeout");
+    }
+}
+
+#[test]
+fn a_folder_of_images_runs_as_it_is() {
+    let test = "a_folder_of_images_runs_as_it_is";
+    if !harness::have(test, &["qemu-img"]) {
+        return;
+    }
+    let with_ploop = ploop_args(test);
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(images.join("sub")).unwrap();
+    std::fs::write(images.join("a.hds"), base()).unwrap();
+    let (plain, _) = ImageBuilder::new(8 << 20).cluster_size(1 << 20).to_vec().unwrap();
+    std::fs::write(images.join("sub/b.hds"), plain).unwrap();
+    let out = dir.path().join("out");
+    let mut args = vec![images.to_str().unwrap(), "--qemu"];
+    args.extend(with_ploop.iter().map(String::as_str));
+    args.extend(["--out", out.to_str().unwrap()]);
+    let (code, stderr) = differential(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let r = report(&out);
+    assert_eq!((r["cases"].as_u64(), r["kept"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(r["outcomes"]["qemu-img info"], serde_json::json!({ "exit 0": 2 }));
+    assert_eq!(r["seeds"], serde_json::json!([]));
+    assert!(kept(&out).is_empty());
+}
