@@ -2,7 +2,7 @@
 # Whole-process comparisons of prlimg with QEMU's tools, side by side in one run, and peak
 # memory at two scales. See BENCHMARKS.md for the figures and how to read them.
 #
-#   scripts/bench.sh [quick|data]
+#   scripts/bench.sh [quick|data|campaign]
 #
 # Env: BENCH_DIR (scratch folder on a filesystem with sparse files; default a new folder in
 # /var/tmp, removed at the end unless KEEP=1), RUNS (hyperfine runs, default 10), WARMUP
@@ -10,6 +10,8 @@
 # (about 200 s a run; the full script takes about 15 minutes). `data` runs only the guest-data
 # rows (convert to raw and back, against qemu-img convert and cp --sparse=always); DATA_MIB sets
 # their data size (default 4096: they need about 4 * DATA_MIB of disk at once, in BENCH_DIR).
+# `campaign` runs only the differential campaign rows (CAMPAIGN_CASES variants, default 400;
+# CAMPAIGN_JOBS parallel cases, default the CPUs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -154,6 +156,58 @@ row() {
     printf '%-38s %8s %-34s %10s\n' "$what" "$virtual" "$meta" "$(rss "$@")" | tee -a results.txt
 }
 
+# Differential campaign throughput (issue 18 item 3): CAMPAIGN_CASES variants of an image with
+# two bitmaps, written once; the mean wall and CPU time of one `qemu-img info` + `qemu-img
+# check` pair over all of them, run one after another; then `prlimg differential --qemu -j N`
+# over the same files. "ideal" is N / (pair time): every CPU busy with QEMU and nothing else;
+# efficiency = cases per second / ideal (the aim: at least 0.8). On a machine others load, the
+# CPU-time figures say more: QEMU's CPU time per case against the campaign's (prlimg and its
+# children) per case.
+campaign() {
+    local cases=${CAMPAIGN_CASES:-400} jobs=${CAMPAIGN_JOBS:-$(nproc)}
+    echo
+    echo "== differential campaign ($cases variants, -j $jobs)"
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    rm -rf cases camp
+    "$PRLIMG" create --force --size 4M --cluster-size 64K --inuse v2.1 --data 0:4K:0xaa \
+        --data 2M:70000:0xbb --bitmap 01010101-0101-0101-0101-010101010101:64K:0+1,1M+300000 \
+        --bitmap 02020202-0202-0202-0202-020202020202:512:0+4M campaign-base.hds
+    "$PRLIMG" mutate campaign-base.hds cases --count "$cases" --seed 1 >/dev/null
+    # One pair after another, wall and CPU (user + sys of the children) time.
+    local t0 t1 c0 c1
+    read -r c0 < <(awk '{ print $14 + $15 + $16 + $17 }' /proc/$$/stat)
+    t0=$(date +%s.%N)
+    for f in cases/*.hds; do
+        qemu-img info -f parallels --output=json "$f" >/dev/null 2>&1 || true
+        qemu-img check -f parallels --output=json "$f" >/dev/null 2>&1 || true
+    done
+    t1=$(date +%s.%N)
+    read -r c1 < <(awk '{ print $14 + $15 + $16 + $17 }' /proc/$$/stat)
+    local tck
+    tck=$(getconf CLK_TCK)
+    /usr/bin/time -f '%e %U %S' -o camp.time "$PRLIMG" differential --qemu -j "$jobs" --out camp cases 2>camp.log ||
+        { cat camp.log; echo "differential: not every case agreed" >&2; exit 1; }
+    tail -1 camp.log
+    echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    read -r wall user sys <camp.time
+    awk -v n="$cases" -v j="$jobs" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v tck="$tck" \
+        -v wall="$wall" -v user="$user" -v sys="$sys" 'BEGIN {
+        pair = (t1 - t0) / n; pair_cpu = (c1 - c0) / tck / n
+        rate = n / wall; ideal = j / pair; case_cpu = (user + sys) / n
+        printf "RESULT campaign: pair %.1f ms wall (%.1f ms CPU); differential -j %d: %.1f cases/s, ideal %.1f/s, efficiency %.2f; CPU per case %.1f ms, QEMU share %.2f\n",
+            pair * 1000, pair_cpu * 1000, j, rate, ideal, rate / ideal, case_cpu * 1000, pair_cpu / case_cpu
+    }' | tee -a results.txt
+}
+
+if [ "$QUICK" = campaign ]; then
+    : >results.txt
+    campaign
+    echo
+    echo "== summary"
+    cat results.txt
+    exit 0
+fi
+
 if [ "$QUICK" = data ]; then
     : >results.txt
     guest_data
@@ -251,6 +305,8 @@ echo "== extension validation vs a bare MD5 of the cluster, interleaved rounds"
 (cd "$ROOT" && cargo run --release --quiet --example ext_ratio) | tee -a results.txt
 
 guest_data
+
+campaign
 
 echo
 echo "== summary"

@@ -344,9 +344,7 @@ pub fn run(program: &Path, args: &[&OsStr], options: &RunOptions) -> Result<Run,
     }
     let merged = if options.merge {
         let (reader, writer) = io::pipe().map_err(|e| OracleError::io("making a pipe", e))?;
-        let second = writer
-            .try_clone()
-            .map_err(|e| OracleError::io("making a pipe", e))?;
+        let second = writer.try_clone().map_err(|e| OracleError::io("making a pipe", e))?;
         cmd.stdout(writer).stderr(second);
         Some(reader)
     } else {
@@ -363,13 +361,14 @@ pub fn run(program: &Path, args: &[&OsStr], options: &RunOptions) -> Result<Run,
         source,
     })?;
     let keep = options.keep_lines;
-    let reader = |r: Option<Box<dyn Read + Send>>| {
+    type Stream = Option<Box<dyn Read + Send>>;
+    let reader = |r: Stream| {
         std::thread::spawn(move || match r {
             Some(r) => Output::read(r, keep),
             None => Ok(Output::default()),
         })
     };
-    let (out, err): (Option<Box<dyn Read + Send>>, Option<Box<dyn Read + Send>>) = match merged {
+    let (out, err): (Stream, Stream) = match merged {
         Some(r) => (Some(Box::new(r)), None),
         None => (
             child.stdout.take().map(|r| Box::new(r) as Box<dyn Read + Send>),
@@ -419,9 +418,7 @@ pub fn run(program: &Path, args: &[&OsStr], options: &RunOptions) -> Result<Run,
 /// Whether `tool` is a file in one of the folders of `PATH`; its path if so.
 pub fn on_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
 }
 
 /// The programs a campaign runs, and the timeout of each run.
@@ -609,9 +606,18 @@ mod tests {
     fn an_exit_a_signal_and_a_timeout_are_told_apart() {
         let r = sh("echo out; echo err >&2; exit 3", Duration::from_secs(20), false);
         assert_eq!(r.end, End::Exited(3));
-        assert_eq!((r.stdout.head.clone(), r.stderr.head.clone()), (vec!["out".to_string()], vec!["err".to_string()]));
-        assert_eq!(sh("kill -ABRT $$", Duration::from_secs(20), false).end, End::Signalled(6));
-        assert_eq!(sh("kill -SEGV $$", Duration::from_secs(20), false).end, End::Signalled(11));
+        assert_eq!(
+            (r.stdout.head.clone(), r.stderr.head.clone()),
+            (vec!["out".to_string()], vec!["err".to_string()])
+        );
+        assert_eq!(
+            sh("kill -ABRT $$", Duration::from_secs(20), false).end,
+            End::Signalled(6)
+        );
+        assert_eq!(
+            sh("kill -SEGV $$", Duration::from_secs(20), false).end,
+            End::Signalled(11)
+        );
         // The sleeping grandchild holds the pipes: it is killed with its parent's group, or the
         // run would wait 30 s for the end of the output.
         let t0 = Instant::now();
@@ -620,27 +626,52 @@ mod tests {
         assert_eq!(r.stdout.head, vec!["started".to_string()]);
         assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
         assert_eq!(
-            (End::Signalled(6).shell_status(), End::TimedOut.shell_status(), End::Signalled(11).label()),
+            (
+                End::Signalled(6).shell_status(),
+                End::TimedOut.shell_status(),
+                End::Signalled(11).label()
+            ),
             (Some(134), None, "SIGSEGV".to_string())
         );
     }
 
     #[test]
     fn output_keeps_its_first_and_last_lines_and_counts_all() {
-        let r = sh("for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo $i; done; printf 'x\\r\\nlast'", Duration::from_secs(20), false);
+        let r = sh(
+            "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo $i; done; printf 'x\\r\\nlast'",
+            Duration::from_secs(20),
+            false,
+        );
         let o = r.stdout;
         assert_eq!(o.head, ["1", "2", "3"]);
         assert_eq!(o.tail, ["7", "8", "9", "10", "11", "12", "x", "last"]);
-        assert_eq!((o.lines, o.omitted(), o.last(), o.is_complete()), (14, 11, Some("last"), false));
-        assert_eq!(o.text(), "1\n2\n3\n[... 3 more lines ...]\n7\n8\n9\n10\n11\n12\nx\nlast");
+        assert_eq!(
+            (o.lines, o.omitted(), o.last(), o.is_complete()),
+            (14, 11, Some("last"), false)
+        );
+        assert_eq!(
+            o.text(),
+            "1\n2\n3\n[... 3 more lines ...]\n7\n8\n9\n10\n11\n12\nx\nlast"
+        );
         // Merged streams keep the order of the writes.
         let r = sh("echo a; echo b >&2; echo c", Duration::from_secs(20), true);
-        assert_eq!((r.stdout.head, r.stderr.lines), (vec!["a".to_string(), "b".into(), "c".into()], 0));
+        assert_eq!(
+            (r.stdout.head, r.stderr.lines),
+            (vec!["a".to_string(), "b".into(), "c".into()], 0)
+        );
     }
 
     #[test]
     fn a_missing_program_is_a_spawn_error() {
-        let e = run(Path::new("/nonexistent/prog"), &[], &RunOptions::new(Duration::from_secs(1))).unwrap_err();
-        assert!(matches!(e, OracleError::Spawn { ref program, .. } if program == Path::new("/nonexistent/prog")), "{e}");
+        let e = run(
+            Path::new("/nonexistent/prog"),
+            &[],
+            &RunOptions::new(Duration::from_secs(1)),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, OracleError::Spawn { ref program, .. } if program == Path::new("/nonexistent/prog")),
+            "{e}"
+        );
     }
 }

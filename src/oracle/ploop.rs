@@ -35,9 +35,10 @@ impl PloopDrivers {
 
     /// The drivers in `dir`, when both are there.
     pub fn at(dir: &Path) -> Option<Self> {
-        DRIVERS.iter().all(|d| dir.join(d).is_file()).then(|| PloopDrivers {
-            dir: dir.to_path_buf(),
-        })
+        DRIVERS
+            .iter()
+            .all(|d| dir.join(d).is_file())
+            .then(|| PloopDrivers { dir: dir.to_path_buf() })
     }
 
     /// The drivers in [`PloopDrivers::default_dir`], when both are there.
@@ -60,7 +61,12 @@ impl PloopDrivers {
 
     /// [`PloopDrivers::observe`] with the mount driver's copy at `copy` (which must not exist:
     /// it is written, then removed).
-    pub fn observe_with_copy(&self, path: &Path, copy: &Path, timeout: Duration) -> Result<PloopObservation, OracleError> {
+    pub fn observe_with_copy(
+        &self,
+        path: &Path,
+        copy: &Path,
+        timeout: Duration,
+    ) -> Result<PloopObservation, OracleError> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| OracleError::io(format!("reading {}", p.display()), e));
         let before = read(path)?;
         let header = RawHeader::read_padded(&before);
@@ -448,11 +454,7 @@ pub fn differences(p: &PloopPrediction, o: &PloopObservation) -> Vec<PloopDisagr
         format!("{:?}", p.cbt.bitmap),
         format!("{:?}", o.cbt_bitmap),
     );
-    same(
-        PloopField::CbtRc,
-        format!("{:?}", p.cbt.rc),
-        format!("{:?}", o.cbt_rc),
-    );
+    same(PloopField::CbtRc, format!("{:?}", p.cbt.rc), format!("{:?}", o.cbt_rc));
     same(
         PloopField::CbtMessage,
         format!("{:?}", p.cbt.message),
@@ -584,9 +586,15 @@ mod tests {
 
     #[test]
     fn the_summary_and_dump_parsers_take_what_the_drivers_print() {
-        assert_eq!(summary_rc("CHECK rc=11 blocksize=128 cbt_allowed=1", "CHECK rc="), Some(11));
+        assert_eq!(
+            summary_rc("CHECK rc=11 blocksize=128 cbt_allowed=1", "CHECK rc="),
+            Some(11)
+        );
         assert_eq!(summary_rc("CHECK rc=x", "CHECK rc="), None);
-        assert_eq!(strip_prefix("Error in ploop_check (check.c:123): Block 1 is used"), "Block 1 is used");
+        assert_eq!(
+            strip_prefix("Error in ploop_check (check.c:123): Block 1 is used"),
+            "Block 1 is used"
+        );
         let dump: Vec<String> = ["Size: 8", "<0>", "00000000 1 ff", "<3> 1", "not a row"]
             .iter()
             .map(|s| s.to_string())

@@ -308,7 +308,8 @@ pub fn info_disagreement(predicted: &QemuOutcome, run: &Run, path: &str) -> Opti
             seen: Seen::of(run),
         });
     }
-    if exit == 0 && !(run.stdout.is_complete() && serde_json::from_str::<serde_json::Value>(&run.stdout.text()).is_ok()) {
+    if exit == 0 && !(run.stdout.is_complete() && serde_json::from_str::<serde_json::Value>(&run.stdout.text()).is_ok())
+    {
         return Some(QemuDisagreement::InfoNotJson {
             stdout: run.stdout.text(),
         });
@@ -448,7 +449,11 @@ mod tests {
 
     #[test]
     fn another_message_is_an_info_disagreement_with_both_texts() {
-        let r = run(End::Exited(1), &[], &["qemu-img: Could not open 'a.hds': Something else"]);
+        let r = run(
+            End::Exited(1),
+            &[],
+            &["qemu-img: Could not open 'a.hds': Something else"],
+        );
         let d = info_disagreement(&rejects("Wrong checksum"), &r, "a.hds").unwrap();
         assert_eq!(
             d,
@@ -467,7 +472,11 @@ mod tests {
             "info: predicted exit 1 stderr [\"qemu-img: Could not open 'a.hds': Wrong checksum\"], QEMU exit 1 \
              stderr [\"qemu-img: Could not open 'a.hds': Something else\"]"
         );
-        let same = run(End::Exited(1), &[], &["qemu-img: Could not open 'a.hds': Wrong checksum"]);
+        let same = run(
+            End::Exited(1),
+            &[],
+            &["qemu-img: Could not open 'a.hds': Wrong checksum"],
+        );
         assert_eq!(info_disagreement(&rejects("Wrong checksum"), &same, "a.hds"), None);
     }
 
@@ -475,10 +484,7 @@ mod tests {
     fn a_crash_an_abort_and_a_timeout_are_told_apart_from_a_prediction() {
         let opens = QemuOutcome::Opens { bitmaps: vec![] };
         let segv = run(End::Signalled(11), &[], &[]);
-        assert_eq!(
-            info_disagreement(&opens, &segv, "a").map(|d| d.kind()),
-            Some("info")
-        );
+        assert_eq!(info_disagreement(&opens, &segv, "a").map(|d| d.kind()), Some("info"));
         let crash = QemuOutcome::Crashes {
             reason: QemuReason::OverRead,
             signal: 11,
@@ -502,7 +508,11 @@ mod tests {
         let abort = QemuCheck::Aborts {
             assertion: "x.c:1: f: Assertion `0' failed.".into(),
         };
-        let aborted = run(End::Signalled(6), &[], &["ERROR a", "qemu-img: x.c:1: f: Assertion `0' failed."]);
+        let aborted = run(
+            End::Signalled(6),
+            &[],
+            &["ERROR a", "qemu-img: x.c:1: f: Assertion `0' failed."],
+        );
         assert_eq!(check_disagreement(&abort, &aborted, "a"), None);
         assert_eq!(
             check_disagreement(&abort, &run(End::Exited(0), &["{}"], &[]), "a").map(|d| d.kind()),

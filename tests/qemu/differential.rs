@@ -12,9 +12,7 @@ use std::process::Command;
 use parallels_image::oracle::ploop::PloopDrivers;
 use parallels_image::qemu::{self, QemuCheck, QemuOutcome};
 use parallels_image::raw::header::INUSE_CLOSED_V21;
-use parallels_image::{
-    predict_ploop, BitmapSpec, CbtOutcome, Data, ImageBuilder, MountEffect, MutateOptions, Mutator,
-};
+use parallels_image::{predict_ploop, BitmapSpec, CbtOutcome, Data, ImageBuilder, MountEffect, MutateOptions, Mutator};
 use serde_json::Value;
 
 use crate::harness::{self, ci};
@@ -28,9 +26,23 @@ fn base() -> Vec<u8> {
         .cluster_size(64 << 10)
         .inuse(INUSE_CLOSED_V21)
         .data(0, Data::Fill { len: 4096, byte: 0xaa })
-        .data(disk / 2, Data::Fill { len: 70_000, byte: 0xbb })
-        .bitmap(BitmapSpec { id: [1; 16], granularity: 64 << 10, extents: vec![(0, 1), (disk / 4, 300_000)] })
-        .bitmap(BitmapSpec { id: [2; 16], granularity: 512, extents: vec![(0, disk)] })
+        .data(
+            disk / 2,
+            Data::Fill {
+                len: 70_000,
+                byte: 0xbb,
+            },
+        )
+        .bitmap(BitmapSpec {
+            id: [1; 16],
+            granularity: 64 << 10,
+            extents: vec![(0, 1), (disk / 4, 300_000)],
+        })
+        .bitmap(BitmapSpec {
+            id: [2; 16],
+            granularity: 512,
+            extents: vec![(0, disk)],
+        })
         .to_vec()
         .unwrap()
         .0
@@ -41,14 +53,20 @@ fn ploop_args(test: &str) -> Vec<String> {
     if PloopDrivers::find().is_some() {
         return vec!["--ploop".into()];
     }
-    assert!(!ci(), "{test}: the ploop drivers are not built (../shared/oracles/ploop/build.sh)");
+    assert!(
+        !ci(),
+        "{test}: the ploop drivers are not built (../shared/oracles/ploop/build.sh)"
+    );
     eprintln!("{test}: ploop drivers missing: QEMU only");
     Vec::new()
 }
 
 fn differential(args: &[&str]) -> (i32, String) {
     let out = Command::new(BIN).arg("differential").args(args).output().unwrap();
-    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn report(dir: &Path) -> Value {
@@ -81,7 +99,17 @@ fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
     std::fs::write(&base_path, &bytes).unwrap();
     let out = dir.path().join("out");
     let (seed, count) = (1u64, 60u64);
-    let mut args = vec!["--from", base_path.to_str().unwrap(), "--seed", "1", "--count", "60", "-j", "2", "--qemu"];
+    let mut args = vec![
+        "--from",
+        base_path.to_str().unwrap(),
+        "--seed",
+        "1",
+        "--count",
+        "60",
+        "-j",
+        "2",
+        "--qemu",
+    ];
     args.extend(with_ploop.iter().map(String::as_str));
     args.extend(["--out", out.to_str().unwrap()]);
     let (code, stderr) = differential(&args);
@@ -91,7 +119,12 @@ fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
     assert_eq!(r["cases"], count);
     assert_eq!(r["seeds"], serde_json::json!([seed]));
     assert_eq!(r["verdicts"], serde_json::json!({ "agrees": count }));
-    let info: u64 = r["outcomes"]["qemu-img info"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    let info: u64 = r["outcomes"]["qemu-img info"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(info, count, "{}", r["outcomes"]);
 
     // Which variants make a program die of a signal, by the predictions (which the campaign
@@ -107,7 +140,9 @@ fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
             || matches!(&p.check, QemuCheck::OpenFails(o) if dies(o));
         if !with_ploop.is_empty() {
             let pp = predict_ploop(&v.bytes.as_slice(), "x").unwrap();
-            crash |= pp.check.rc.is_none() || pp.cbt.outcome == CbtOutcome::Crashes || pp.mount.effect == MountEffect::Crashes;
+            crash |= pp.check.rc.is_none()
+                || pp.cbt.outcome == CbtOutcome::Crashes
+                || pp.mount.effect == MountEffect::Crashes;
         }
         if crash {
             must.insert(i);
@@ -115,7 +150,10 @@ fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
             may.insert(i);
         }
     }
-    assert!(!must.is_empty(), "no crash among the {count} variants: pick another seed");
+    assert!(
+        !must.is_empty(),
+        "no crash among the {count} variants: pick another seed"
+    );
     let kept = kept(&out);
     assert!(
         must.is_subset(&kept) && kept.difference(&must).all(|i| may.contains(i)),
@@ -125,11 +163,19 @@ fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
     assert_eq!(r["crashed"], kept.len() as u64);
     for i in &kept {
         let v = m.mutant(seed + i);
-        let json: Value = serde_json::from_str(&std::fs::read_to_string(out.join(format!("case-{i:06}.json"))).unwrap()).unwrap();
+        let json: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(format!("case-{i:06}.json"))).unwrap()).unwrap();
         assert_eq!(json["edits"], serde_json::to_value(&v.edits).unwrap(), "case {i}");
-        assert_eq!((json["verdict"].as_str(), json["crashed"].as_bool()), (Some("agrees"), Some(true)));
+        assert_eq!(
+            (json["verdict"].as_str(), json["crashed"].as_bool()),
+            (Some("agrees"), Some(true))
+        );
         assert_eq!(json["case"]["seed"], seed + i);
-        assert_eq!(std::fs::read(out.join(format!("case-{i:06}.hds"))).unwrap(), v.bytes, "case {i}");
+        assert_eq!(
+            std::fs::read(out.join(format!("case-{i:06}.hds"))).unwrap(),
+            v.bytes,
+            "case {i}"
+        );
     }
 
     // The same folder again: refused, nothing replaced.
@@ -149,7 +195,17 @@ fn runs_cut_short_by_the_timeout_are_kept_as_timeouts() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     // 1 ms: qemu-img cannot even load its libraries in that time.
-    let (code, stderr) = differential(&["--qemu", "--seed", "5", "--count", "4", "--timeout", "0.001", "--out", out.to_str().unwrap()]);
+    let (code, stderr) = differential(&[
+        "--qemu",
+        "--seed",
+        "5",
+        "--count",
+        "4",
+        "--timeout",
+        "0.001",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(code, 4, "{stderr}");
     let r = report(&out);
     assert_eq!(r["verdicts"], serde_json::json!({ "timed_out": 4 }));
@@ -157,10 +213,16 @@ fn runs_cut_short_by_the_timeout_are_kept_as_timeouts() {
     assert_eq!(r["outcomes"]["qemu-img check"], serde_json::json!({ "timeout": 4 }));
     assert_eq!(kept(&out), BTreeSet::from([0, 1, 2, 3]));
     for i in 0..4 {
-        let json: Value = serde_json::from_str(&std::fs::read_to_string(out.join(format!("case-{i:06}.json"))).unwrap()).unwrap();
+        let json: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join(format!("case-{i:06}.json"))).unwrap()).unwrap();
         assert_eq!(json["verdict"], "timed_out");
         assert_eq!(json["crashed"], false);
-        let kinds: Vec<&str> = json["qemu"]["disagreements"].as_array().unwrap().iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> = json["qemu"]["disagreements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["kind"].as_str().unwrap())
+            .collect();
         assert_eq!(kinds, ["timed_out", "timed_out"]);
         assert_eq!(json["qemu"]["info"]["end"], "timeout");
     }

@@ -153,7 +153,11 @@ pub fn run_on(images: &[&Img], prog: &str, args: &[&str]) -> Run {
         ..RunOptions::new(TIMEOUT)
     };
     let r = oracle::run(&program, &args, &options).unwrap_or_else(|e| panic!("{e}"));
-    assert!(r.stdout.is_complete() && r.stderr.is_complete(), "{}: output too long", r.command);
+    assert!(
+        r.stdout.is_complete() && r.stderr.is_complete(),
+        "{}: output too long",
+        r.command
+    );
     Run::from(finished(images, r))
 }
 

@@ -116,7 +116,13 @@ fn builtin_base() -> Result<Vec<u8>, Failure> {
         .cluster_size(64 << 10)
         .inuse(INUSE_CLOSED_V21)
         .data(0, Data::Fill { len: 4096, byte: 0xaa })
-        .data(disk / 2, Data::Fill { len: 70_000, byte: 0xbb })
+        .data(
+            disk / 2,
+            Data::Fill {
+                len: 70_000,
+                byte: 0xbb,
+            },
+        )
         .bitmap(bm(1, 64 << 10, vec![(0, 1), (disk / 4, 300_000)]))
         .bitmap(bm(2, 512, vec![(0, disk)]))
         .to_vec()
@@ -128,7 +134,10 @@ fn base(args: &Args) -> Result<(String, Vec<u8>), Failure> {
     if let Some(from) = &args.from {
         let size = std::fs::metadata(from).map_err(|e| Failure::io(from, &e))?.len();
         if size > MAX_BASE {
-            return Err(Failure::at(from, format!("is {size} bytes; at most {MAX_BASE} can be varied")));
+            return Err(Failure::at(
+                from,
+                format!("is {size} bytes; at most {MAX_BASE} can be varied"),
+            ));
         }
         let bytes = std::fs::read(from).map_err(|e| Failure::io(from, &e))?;
         return Ok((from.display().to_string(), bytes));
@@ -222,7 +231,9 @@ fn oracles(args: &Args) -> Result<Oracles, Failure> {
         false => None,
     };
     if qemu.is_none() && ploop.is_none() {
-        return Err(Failure::plain("differential: neither qemu-img nor the ploop drivers are available"));
+        return Err(Failure::plain(
+            "differential: neither qemu-img nor the ploop drivers are available",
+        ));
     }
     Ok(Oracles { qemu, ploop, timeout })
 }
@@ -369,7 +380,11 @@ fn one(index: usize, input: &Input, ctx: &Context) -> Done {
                 Some(m.edits),
             )
         }
-        Input::File(p) => (p.clone(), json!({ "index": index, "file": p.display().to_string() }), None),
+        Input::File(p) => (
+            p.clone(),
+            json!({ "index": index, "file": p.display().to_string() }),
+            None,
+        ),
     };
     let copy = ctx.scratch.join(format!("{name}.mount.hds"));
     let examined = ctx.oracles.examine(&path, &copy);
@@ -566,7 +581,12 @@ impl Summary {
         self.crashed += u64::from(d.crashed);
         self.kept += u64::from(d.kept);
         for (program, what) in &d.outcomes {
-            *self.outcomes.entry(program).or_default().entry(what.clone()).or_default() += 1;
+            *self
+                .outcomes
+                .entry(program)
+                .or_default()
+                .entry(what.clone())
+                .or_default() += 1;
         }
         for what in &d.disagreements {
             *self.disagreements.entry(what.clone()).or_default() += 1;
@@ -582,7 +602,9 @@ fn progress_bar(len: u64) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("differential [{bar:40}] {pos}/{len} cases ({per_sec}) {eta}") {
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("differential [{bar:40}] {pos}/{len} cases ({per_sec}) {eta}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
