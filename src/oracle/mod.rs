@@ -421,6 +421,35 @@ pub fn on_path(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
 }
 
+/// The image `prlimg differential` varies unless told otherwise: a v2 image of a 4 MiB disk
+/// with 64 KiB clusters (ploop opens 32 KiB to 64 MiB), data at its start and middle, two
+/// bitmaps of different granularities (64 KiB and 512 bytes), closed by ploop's version
+/// (`inuse` "v2.1"), so that QEMU opens it and ploop loads its bitmap.
+pub fn builtin_base() -> crate::Result<Vec<u8>> {
+    use crate::builder::{BitmapSpec, Data, ImageBuilder};
+    let disk = 4 << 20;
+    let bitmap = |id: u8, granularity: u64, extents: Vec<(u64, u64)>| BitmapSpec {
+        id: [id; 16],
+        granularity,
+        extents,
+    };
+    let (bytes, _) = ImageBuilder::new(disk)
+        .cluster_size(64 << 10)
+        .inuse(crate::raw::header::INUSE_CLOSED_V21)
+        .data(0, Data::Fill { len: 4096, byte: 0xaa })
+        .data(
+            disk / 2,
+            Data::Fill {
+                len: 70_000,
+                byte: 0xbb,
+            },
+        )
+        .bitmap(bitmap(1, 64 << 10, vec![(0, 1), (disk / 4, 300_000)]))
+        .bitmap(bitmap(2, 512, vec![(0, disk)]))
+        .to_vec()?;
+    Ok(bytes)
+}
+
 /// The programs a campaign runs, and the timeout of each run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Oracles {

@@ -9,44 +9,15 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+use parallels_image::oracle::builtin_base;
 use parallels_image::oracle::ploop::PloopDrivers;
 use parallels_image::qemu::{self, QemuCheck, QemuOutcome};
-use parallels_image::raw::header::INUSE_CLOSED_V21;
-use parallels_image::{predict_ploop, BitmapSpec, CbtOutcome, Data, ImageBuilder, MountEffect, MutateOptions, Mutator};
+use parallels_image::{predict_ploop, CbtOutcome, ImageBuilder, MountEffect, MutateOptions, Mutator};
 use serde_json::Value;
 
 use crate::harness::{self, ci};
 
 const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
-
-/// A base both programs read to the end: v2, 64 KiB clusters, data, two bitmaps, "v2.1".
-fn base() -> Vec<u8> {
-    let disk = 4 << 20;
-    ImageBuilder::new(disk)
-        .cluster_size(64 << 10)
-        .inuse(INUSE_CLOSED_V21)
-        .data(0, Data::Fill { len: 4096, byte: 0xaa })
-        .data(
-            disk / 2,
-            Data::Fill {
-                len: 70_000,
-                byte: 0xbb,
-            },
-        )
-        .bitmap(BitmapSpec {
-            id: [1; 16],
-            granularity: 64 << 10,
-            extents: vec![(0, 1), (disk / 4, 300_000)],
-        })
-        .bitmap(BitmapSpec {
-            id: [2; 16],
-            granularity: 512,
-            extents: vec![(0, disk)],
-        })
-        .to_vec()
-        .unwrap()
-        .0
-}
 
 /// `--ploop` when the drivers are built; under `CI=true` they must be.
 fn ploop_args(test: &str) -> Vec<String> {
@@ -94,22 +65,11 @@ fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
     }
     let with_ploop = ploop_args(test);
     let dir = tempfile::tempdir().unwrap();
-    let base_path = dir.path().join("base.hds");
-    let bytes = base();
-    std::fs::write(&base_path, &bytes).unwrap();
+    // The built-in base (no --from): the library's builtin_base.
+    let bytes = builtin_base().unwrap();
     let out = dir.path().join("out");
     let (seed, count) = (1u64, 60u64);
-    let mut args = vec![
-        "--from",
-        base_path.to_str().unwrap(),
-        "--seed",
-        "1",
-        "--count",
-        "60",
-        "-j",
-        "2",
-        "--qemu",
-    ];
+    let mut args = vec!["--seed", "1", "--count", "60", "-j", "2", "--qemu"];
     args.extend(with_ploop.iter().map(String::as_str));
     args.extend(["--out", out.to_str().unwrap()]);
     let (code, stderr) = differential(&args);
@@ -119,6 +79,7 @@ fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
     assert_eq!(r["cases"], count);
     assert_eq!(r["seeds"], serde_json::json!([seed]));
     assert_eq!(r["verdicts"], serde_json::json!({ "agrees": count }));
+    assert_eq!(r["base"], "built-in");
     let info: u64 = r["outcomes"]["qemu-img info"]
         .as_object()
         .unwrap()
@@ -194,8 +155,13 @@ fn runs_cut_short_by_the_timeout_are_kept_as_timeouts() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
+    let (base, _) = ImageBuilder::new(16 << 20).cluster_size(4096).to_vec().unwrap();
+    let from = dir.path().join("from.hds");
+    std::fs::write(&from, base).unwrap();
     // 1 ms: qemu-img cannot even load its libraries in that time.
     let (code, stderr) = differential(&[
+        "--from",
+        from.to_str().unwrap(),
         "--qemu",
         "--seed",
         "5",
@@ -209,6 +175,7 @@ fn runs_cut_short_by_the_timeout_are_kept_as_timeouts() {
     assert_eq!(code, 4, "{stderr}");
     let r = report(&out);
     assert_eq!(r["verdicts"], serde_json::json!({ "timed_out": 4 }));
+    assert_eq!(r["base"], from.display().to_string());
     assert_eq!(r["outcomes"]["qemu-img info"], serde_json::json!({ "timeout": 4 }));
     assert_eq!(r["outcomes"]["qemu-img check"], serde_json::json!({ "timeout": 4 }));
     assert_eq!(kept(&out), BTreeSet::from([0, 1, 2, 3]));
@@ -238,7 +205,7 @@ fn a_folder_of_images_runs_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
     std::fs::create_dir_all(images.join("sub")).unwrap();
-    std::fs::write(images.join("a.hds"), base()).unwrap();
+    std::fs::write(images.join("a.hds"), builtin_base().unwrap()).unwrap();
     let (plain, _) = ImageBuilder::new(8 << 20).cluster_size(1 << 20).to_vec().unwrap();
     std::fs::write(images.join("sub/b.hds"), plain).unwrap();
     let out = dir.path().join("out");

@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 
 use parallels_image::oracle::ploop::PloopDrivers;
 use parallels_image::oracle::qemu::QemuImg;
-use parallels_image::oracle::{Examination, OracleError, Oracles, Run, Verdict};
-use parallels_image::raw::header::INUSE_CLOSED_V21;
-use parallels_image::{write_file_atomically, BitmapSpec, Data, Edit, ImageBuilder, MutateOptions, Mutator, Recipe};
+use parallels_image::oracle::{builtin_base, Examination, OracleError, Oracles, Run, Verdict};
+use parallels_image::{write_file_atomically, Edit, MutateOptions, Mutator, Recipe};
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -40,7 +39,8 @@ const SCHEMA: u32 = 1;
 pub struct Args {
     /// Image files or folders (walked) to run as they are, instead of generated variants.
     paths: Vec<PathBuf>,
-    /// Vary this image (read only; at most 256 MiB) instead of the built-in base.
+    /// Vary this image (read only; at most 256 MiB) instead of the built-in base (a v2 image
+    /// of 4 MiB, 64 KiB clusters, data and two bitmaps, inuse "v2.1").
     #[arg(long, conflicts_with_all = ["paths", "recipe"])]
     from: Option<PathBuf>,
     /// Vary the image this recipe (.toml or .json, as for `create`) builds.
@@ -102,34 +102,6 @@ struct Done {
     run_time: Vec<(&'static str, Duration)>,
 }
 
-/// The built-in base: a v2 image with 64 KiB clusters (ploop takes 32 KiB to 64 MiB), data at
-/// its start and middle, two bitmaps of different granularities, closed by ploop's version
-/// ("v2.1"), so that QEMU opens it and ploop loads its bitmap.
-fn builtin_base() -> Result<Vec<u8>, Failure> {
-    let bm = |id: u8, granularity: u64, extents: Vec<(u64, u64)>| BitmapSpec {
-        id: [id; 16],
-        granularity,
-        extents,
-    };
-    let disk = 4 << 20;
-    ImageBuilder::new(disk)
-        .cluster_size(64 << 10)
-        .inuse(INUSE_CLOSED_V21)
-        .data(0, Data::Fill { len: 4096, byte: 0xaa })
-        .data(
-            disk / 2,
-            Data::Fill {
-                len: 70_000,
-                byte: 0xbb,
-            },
-        )
-        .bitmap(bm(1, 64 << 10, vec![(0, 1), (disk / 4, 300_000)]))
-        .bitmap(bm(2, 512, vec![(0, disk)]))
-        .to_vec()
-        .map(|(b, _)| b)
-        .map_err(|e| Failure::plain(format!("the built-in base: {e}")))
-}
-
 fn base(args: &Args) -> Result<(String, Vec<u8>), Failure> {
     if let Some(from) = &args.from {
         let size = std::fs::metadata(from).map_err(|e| Failure::io(from, &e))?.len();
@@ -155,7 +127,8 @@ fn base(args: &Args) -> Result<(String, Vec<u8>), Failure> {
             .map_err(|e| Failure::at(recipe, e.to_string()))?;
         return Ok((format!("recipe {}", recipe.display()), bytes));
     }
-    Ok(("built-in".into(), builtin_base()?))
+    let bytes = builtin_base().map_err(|e| Failure::plain(format!("the built-in base: {e}")))?;
+    Ok(("built-in".into(), bytes))
 }
 
 /// A seed nobody chose: the process's hash keys mixed with the clock.
