@@ -173,14 +173,16 @@ campaign() {
         --data 2M:70000:0xbb --bitmap 01010101-0101-0101-0101-010101010101:64K:0+1,1M+300000 \
         --bitmap 02020202-0202-0202-0202-020202020202:512:0+4M campaign-base.hds
     "$PRLIMG" mutate campaign-base.hds cases --count "$cases" --seed 1 >/dev/null
+    rm cases/manifest.json
     # One pair after another, wall and CPU (user + sys of the children) time.
     local t0 t1 c0 c1
     read -r c0 < <(awk '{ print $14 + $15 + $16 + $17 }' /proc/$$/stat)
     t0=$(date +%s.%N)
+    # (In a subshell: bash reports each abort of qemu-img on stderr.)
     for f in cases/*.hds; do
-        qemu-img info -f parallels --output=json "$f" >/dev/null 2>&1 || true
-        qemu-img check -f parallels --output=json "$f" >/dev/null 2>&1 || true
-    done
+        (qemu-img info -f parallels --output=json "$f" >/dev/null 2>&1 || true)
+        (qemu-img check -f parallels --output=json "$f" >/dev/null 2>&1 || true)
+    done 2>/dev/null
     t1=$(date +%s.%N)
     read -r c1 < <(awk '{ print $14 + $15 + $16 + $17 }' /proc/$$/stat)
     local tck
