@@ -115,12 +115,7 @@ fn base(args: &Args) -> Result<(String, Vec<u8>), Failure> {
         return Ok((from.display().to_string(), bytes));
     }
     if let Some(recipe) = &args.recipe {
-        let text = std::fs::read_to_string(recipe).map_err(|e| Failure::io(recipe, &e))?;
-        let parsed: Recipe = match recipe.extension().and_then(|e| e.to_str()) {
-            Some("toml") => toml::from_str(&text).map_err(|e| Failure::at(recipe, e.to_string()))?,
-            Some("json") => serde_json::from_str(&text).map_err(|e| Failure::at(recipe, e.to_string()))?,
-            _ => return Err(Failure::at(recipe, "a recipe file name must end in .json or .toml")),
-        };
+        let parsed: Recipe = crate::create::read_recipe(recipe)?;
         let (bytes, _) = parsed
             .to_builder()
             .and_then(|b| b.to_vec())
