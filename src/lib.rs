@@ -114,7 +114,7 @@ pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
 pub use mutate::{
     seed_corpus, BatTarget, BitmapField, ChecksumState, CorpusEntry, CorpusKind, Edit, EditKind, FeatureField,
-    HeaderField, Inserted, L1Target, MagicName, Mutant, MutateOptions, Mutator, CORPUS_MUTANTS,
+    HeaderField, Inserted, L1Target, MagicName, Mutant, MutantBuffer, MutateOptions, Mutator, CORPUS_MUTANTS,
 };
 pub use outfile::{abandon_outputs, write_atomically, write_file_atomically, OutputError, OutputOptions};
 pub use picture::{

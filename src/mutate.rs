@@ -617,16 +617,93 @@ impl<'a> Mutator<'a> {
 
     /// The variant for `seed`.
     pub fn mutant(&self, seed: u64) -> Mutant {
+        let mut buffer = self.buffer();
+        buffer.mutate(seed);
+        Mutant {
+            bytes: buffer.bytes,
+            edits: buffer.edits,
+            checksum: buffer.checksum,
+        }
+    }
+
+    /// A buffer that makes variant after variant of this input ([`MutantBuffer::mutate`])
+    /// without copying the whole input each time: the same variants as [`Mutator::mutant`].
+    pub fn buffer(&self) -> MutantBuffer<'_> {
+        MutantBuffer {
+            mutator: self,
+            bytes: Vec::new(),
+            touched: Vec::new(),
+            low: 0,
+            fresh: true,
+            edits: Vec::new(),
+            checksum: ChecksumState::NoExtension,
+        }
+    }
+}
+
+/// Variants of one [`Mutator`]'s input made one after another in one buffer
+/// ([`Mutator::buffer`]).
+///
+/// [`Mutator::mutant`] copies the whole input into a new vector for each variant; a campaign
+/// writing thousands of variants of an image of 1 MiB clusters would spend more time copying
+/// megabytes than editing them. The buffer instead remembers the byte ranges the last variant's
+/// edits wrote (and how short it was cut) and copies back only those from the input before
+/// making the next: a variant then costs its edits and the extension's MD5. Each variant is
+/// exactly what [`Mutator::mutant`] gives for the same seed.
+///
+/// ```
+/// use parallels_image::{BitmapSpec, ImageBuilder, MutateOptions, Mutator};
+///
+/// let (bytes, _) = ImageBuilder::new(1 << 20)
+///     .cluster_size(4096)
+///     .bitmap(BitmapSpec { id: [7; 16], granularity: 4096, extents: vec![(0, 8192)] })
+///     .to_vec()?;
+/// let mutator = Mutator::new(&bytes, MutateOptions::default())?;
+/// let mut buffer = mutator.buffer();
+/// for seed in 0..10 {
+///     let variant = buffer.mutate(seed).to_vec();
+///     assert_eq!(variant, mutator.mutant(seed).bytes);
+///     assert_eq!(buffer.edits(), &mutator.mutant(seed).edits[..]);
+/// }
+/// # Ok::<(), parallels_image::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct MutantBuffer<'m> {
+    mutator: &'m Mutator<'m>,
+    /// The last variant (empty before the first).
+    bytes: Vec<u8>,
+    /// Byte ranges the last variant's edits wrote (some may lie past the input's end).
+    touched: Vec<(usize, usize)>,
+    /// The shortest the last variant was while it was made: bytes from here on are the input's
+    /// again only after a copy.
+    low: usize,
+    /// No variant made yet: `bytes` does not hold the input.
+    fresh: bool,
+    edits: Vec<Edit>,
+    checksum: ChecksumState,
+}
+
+impl MutantBuffer<'_> {
+    /// Makes the variant for `seed` (the one [`Mutator::mutant`] makes) in place of the last
+    /// one, and returns its bytes.
+    pub fn mutate(&mut self, seed: u64) -> &[u8] {
+        self.restore();
+        let options = &self.mutator.options;
+        let input = self.mutator.input;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let (lo, hi) = (*self.options.edits.start(), *self.options.edits.end());
+        let (lo, hi) = (*options.edits.start(), *options.edits.end());
         let want = if lo >= hi { lo } else { rng.random_range(lo..=hi) };
+        self.edits.clear();
+        self.touched.clear();
         let mut m = Work {
-            bytes: self.input.to_vec(),
-            max_len: (self.options.max_len)
-                .unwrap_or(2 * self.input.len() as u64 + (1 << 20))
-                .max(self.input.len() as u64),
+            bytes: std::mem::take(&mut self.bytes),
+            touched: std::mem::take(&mut self.touched),
+            low: input.len(),
+            max_len: (options.max_len)
+                .unwrap_or(2 * input.len() as u64 + (1 << 20))
+                .max(input.len() as u64),
             rng,
-            edits: Vec::with_capacity(want),
+            edits: std::mem::take(&mut self.edits),
         };
         for _ in 0..want {
             // A drawn kind may find nothing to edit (a bitmap edit on a variant whose records
@@ -640,37 +717,53 @@ impl<'a> Mutator<'a> {
                 }
             }
         }
-        let checksum = if self.options.fix_checksum {
-            fix_checksum(&mut m.bytes)
+        self.checksum = if options.fix_checksum {
+            m.fix_checksum()
         } else {
             match ext_place(&m.bytes) {
                 Some(_) => ChecksumState::LeftAsIs,
                 None => ChecksumState::NoExtension,
             }
         };
-        Mutant {
-            bytes: m.bytes,
-            edits: m.edits,
-            checksum,
-        }
+        self.bytes = m.bytes;
+        self.touched = m.touched;
+        self.low = m.low;
+        self.edits = m.edits;
+        &self.bytes
     }
-}
 
-/// Recomputes the MD5 of the extension cluster the header points at, if the header passes
-/// R1–R6 and the cluster starts in the file.
-fn fix_checksum(bytes: &mut [u8]) -> ChecksumState {
-    let Some((off, cs)) = ext_place(bytes) else {
-        return ChecksumState::NoExtension;
-    };
-    if cs > MAX_REHASH {
-        return ChecksumState::LeftAsIs;
+    /// Puts the input's bytes back where the last variant changed them.
+    fn restore(&mut self) {
+        let input = self.mutator.input;
+        if std::mem::take(&mut self.fresh) {
+            self.bytes = input.to_vec();
+            return;
+        }
+        let keep = self.low.min(input.len());
+        self.bytes.truncate(keep);
+        for &(s, e) in &self.touched {
+            let e = e.min(keep);
+            if s < e {
+                self.bytes[s..e].copy_from_slice(&input[s..e]);
+            }
+        }
+        self.bytes.extend_from_slice(&input[keep..]);
     }
-    let len = bytes.len() as u64;
-    let end = (off + cs).min(len);
-    let (o, e) = (off as usize, end as usize);
-    let sum = checksum_padded(&bytes[o + EXT_HEADER_SIZE..e], off + cs - end);
-    bytes[o + 8..o + EXT_HEADER_SIZE].copy_from_slice(&sum);
-    ChecksumState::Fixed
+
+    /// The last variant's bytes (empty before the first [`MutantBuffer::mutate`]).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The last variant's edits, in the order made.
+    pub fn edits(&self) -> &[Edit] {
+        &self.edits
+    }
+
+    /// What became of the last variant's extension checksum.
+    pub fn checksum(&self) -> ChecksumState {
+        self.checksum
+    }
 }
 
 /// `(file offset, cluster size)` of the extension cluster, when the header passes R1–R6 and
@@ -797,6 +890,10 @@ fn l1_get(bytes: &[u8], b: &BitmapAt, index: u32) -> u64 {
 
 struct Work {
     bytes: Vec<u8>,
+    /// `(start, end)` of every byte range written ([`MutantBuffer`] copies them back).
+    touched: Vec<(usize, usize)>,
+    /// The shortest `bytes` has been.
+    low: usize,
     max_len: u64,
     rng: ChaCha8Rng,
     edits: Vec<Edit>,
@@ -807,6 +904,35 @@ fn pick<T: Copy>(rng: &mut ChaCha8Rng, v: &[T]) -> T {
 }
 
 impl Work {
+    /// Notes that `len` bytes from `at` are about to be written.
+    fn touch(&mut self, at: usize, len: usize) {
+        self.touched.push((at, at + len));
+    }
+
+    /// Cuts or extends (with zeros) the bytes to `len`.
+    fn resize(&mut self, len: usize) {
+        self.low = self.low.min(len);
+        self.bytes.resize(len, 0);
+    }
+
+    /// Recomputes the MD5 of the extension cluster the header points at, if the header passes
+    /// R1–R6 and the cluster starts in the file.
+    fn fix_checksum(&mut self) -> ChecksumState {
+        let Some((off, cs)) = ext_place(&self.bytes) else {
+            return ChecksumState::NoExtension;
+        };
+        if cs > MAX_REHASH {
+            return ChecksumState::LeftAsIs;
+        }
+        let len = self.bytes.len() as u64;
+        let end = (off + cs).min(len);
+        let (o, e) = (off as usize, end as usize);
+        let sum = checksum_padded(&self.bytes[o + EXT_HEADER_SIZE..e], off + cs - end);
+        self.touch(o + 8, EXT_HEADER_SIZE - 8);
+        self.bytes[o + 8..o + EXT_HEADER_SIZE].copy_from_slice(&sum);
+        ChecksumState::Fixed
+    }
+
     fn draw_kind(&mut self, view: &View) -> EditKind {
         let total: u32 = EditKind::ALL
             .iter()
@@ -853,8 +979,9 @@ impl Work {
 
     fn write_header(&mut self, raw: &RawHeader) {
         if self.bytes.len() < HEADER_SIZE {
-            self.bytes.resize(HEADER_SIZE, 0);
+            self.resize(HEADER_SIZE);
         }
+        self.touch(0, HEADER_SIZE);
         self.bytes[..HEADER_SIZE].copy_from_slice(raw.as_bytes());
     }
 
@@ -1029,6 +1156,7 @@ impl Work {
             return None;
         }
         let at = (BAT_OFFSET + BAT_ENTRY_SIZE * u64::from(index)) as usize;
+        self.touch(at, 4);
         self.bytes[at..at + 4].copy_from_slice(&to.to_le_bytes());
         Some(Edit::Bat {
             index,
@@ -1051,6 +1179,7 @@ impl Work {
                 EXT_MAGIC,
             ],
         )?;
+        self.touch(off, 8);
         self.bytes[off..off + 8].copy_from_slice(&to.to_le_bytes());
         Some(Edit::ExtensionMagic { from, to })
     }
@@ -1058,6 +1187,7 @@ impl Work {
     /// The feature header of `entry`, in the file, for editing.
     fn feature_header(&mut self, ext: &ExtAt, entry: &FeatureEntry) -> Option<&mut RawFeatureHeader> {
         let at = (ext.off + entry.offset) as usize;
+        self.touch(at, FEATURE_HEADER_SIZE);
         RawFeatureHeader::mut_at(&mut self.bytes, at)
     }
 
@@ -1175,7 +1305,7 @@ impl Work {
             if need > self.max_len {
                 return None;
             }
-            self.bytes.resize(need as usize, 0);
+            self.resize(need as usize);
         }
         let start = (ext.off as usize) + EXT_HEADER_SIZE;
         let stop = (ext.off + ext.cs).min(self.bytes.len() as u64) as usize;
@@ -1186,6 +1316,7 @@ impl Work {
         }
         region.fill(0);
         region[..list.len()].copy_from_slice(&list);
+        self.touch(start, stop - start);
         Some(())
     }
 
@@ -1308,6 +1439,7 @@ impl Work {
         );
         let at = b.data as usize;
         let nb = view.header.map_or(0, |h| h.nb_sectors);
+        self.touch(at, BITMAP_HEADER_SIZE);
         let h = RawBitmapHeader::mut_in(self.bytes.get_mut(at..)?)?;
         let (from, candidates) = match field {
             BitmapField::Size => {
@@ -1440,6 +1572,7 @@ impl Work {
             return None;
         }
         let at = (b.data + (BITMAP_HEADER_SIZE + L1_ENTRY_SIZE * index as usize) as u64) as usize;
+        self.touch(at, 8);
         self.bytes[at..at + 8].copy_from_slice(&to.to_le_bytes());
         Some(Edit::L1 {
             feature: b.feature,
@@ -1470,6 +1603,7 @@ impl Work {
         if to == from {
             return None;
         }
+        self.touch(offset as usize, 1);
         self.bytes[offset as usize] = to;
         Some(Edit::BitmapByte { offset, from, to })
     }
@@ -1495,7 +1629,7 @@ impl Work {
         }
         let c: Vec<u64> = c.into_iter().filter(|&v| v <= self.max_len).collect();
         let to = self.other(from, &c)?;
-        self.bytes.resize(usize::try_from(to).ok()?, 0);
+        self.resize(usize::try_from(to).ok()?);
         Some(Edit::FileLength { from, to })
     }
 }

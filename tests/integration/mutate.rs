@@ -224,6 +224,53 @@ fn variants_of_variants_never_panic_and_stay_within_max_len() {
     assert!(restarts < 150, "{restarts} restarts in 600 steps");
 }
 
+#[test]
+fn a_reused_buffer_makes_exactly_the_variants_of_mutant() {
+    // The buffer copies back only what the last variant's edits wrote: every kind of edit
+    // (records rewritten, the file cut and regrown, the checksum) must be undone exactly, so a
+    // buffer reused over many seeds gives, seed for seed, what a fresh copy gives.
+    let mut bases = vec![with_bitmaps()];
+    for e in parallels_image::seed_corpus(3).unwrap() {
+        if e.bytes.len() <= 1 << 20 && Mutator::new(&e.bytes, MutateOptions::default()).is_ok() {
+            bases.push(e.bytes);
+        }
+    }
+    assert!(bases.len() > 50, "{} bases", bases.len());
+    let mut kinds = BTreeSet::new();
+    for (b, bytes) in bases.iter().enumerate() {
+        for options in [
+            MutateOptions {
+                edits: 1..=5,
+                ..MutateOptions::default()
+            },
+            MutateOptions {
+                fix_checksum: false,
+                max_len: Some(bytes.len() as u64 + 4096),
+                ..MutateOptions::default()
+            },
+        ] {
+            let m = Mutator::new(bytes, options).unwrap();
+            let mut buffer = m.buffer();
+            assert_eq!(buffer.bytes(), &[] as &[u8]);
+            let seeds = if b == 0 { 400 } else { 25 };
+            for seed in 0..seeds {
+                let fresh = m.mutant(seed);
+                assert_eq!(
+                    buffer.mutate(seed),
+                    &fresh.bytes[..],
+                    "base {b} seed {seed}: {:?}",
+                    fresh.edits
+                );
+                assert_eq!(buffer.edits(), &fresh.edits[..], "base {b} seed {seed}");
+                assert_eq!(buffer.checksum(), fresh.checksum, "base {b} seed {seed}");
+                kinds.extend(fresh.edits.iter().map(Edit::kind));
+            }
+        }
+    }
+    // Every kind of edit was undone at least once.
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), EditKind::ALL.to_vec());
+}
+
 /// Whether QEMU's open got past its header checks and the extension's magic and checksum: it
 /// opens, or refuses at the feature walk or the bitmap loader, or aborts, or crashes, or reads
 /// past its buffer.

@@ -152,11 +152,13 @@ pub fn run(args: &Args) -> Outcome {
     let name = |i: u64| format!("mutant-{i:06}.hds");
     prepare(&args.outdir, (0..args.count).map(name), args.force)?;
     let mut made = Vec::new();
+    // One buffer for every variant: only the bytes the last one's edits wrote are copied back.
+    let mut buffer = m.buffer();
     for i in 0..args.count {
         let seed = args.seed.wrapping_add(i);
-        let v = m.mutant(seed);
-        write(&args.outdir.join(name(i)), &v.bytes, args.force)?;
-        made.push((name(i), seed, v.checksum, v.edits));
+        let bytes = buffer.mutate(seed);
+        write(&args.outdir.join(name(i)), bytes, args.force)?;
+        made.push((name(i), seed, buffer.checksum(), buffer.edits().to_vec()));
     }
     let record = MutateManifest {
         schema: SCHEMA,
