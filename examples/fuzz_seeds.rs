@@ -21,8 +21,12 @@ use parallels_image::{BitmapSpec, Data, ImageBuilder};
 use parallels_image::{Image, Variant};
 
 /// Largest seed of the whole-image targets (`image`, `check` and their `_mutator` variants),
-/// their `-max_len` in `fuzz/smoke.sh`.
-const MAX_WHOLE: usize = 256 << 10;
+/// their `-max_len` in `fuzz/smoke.sh` and `fuzz/oss-fuzz/build.sh`. libFuzzer's own work per
+/// run (copying, hashing and mutating the input) grows with the input, and so does the
+/// checker's per-entry work on the BAT. 128 KiB keeps the mutator's corpus images of 4 KiB and
+/// 64 KiB clusters (`seed_corpus`), which reach about 100 edges the smaller bases below do not;
+/// 256 KiB (the limit before) held no seed more.
+const MAX_WHOLE: usize = 128 << 10;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -74,7 +78,9 @@ fn main() -> Result<()> {
     );
     for (name, bytes) in &images {
         // The whole-image targets get small images only: one run of a seed with 1 MiB clusters
-        // hashes a megabyte, and their -max_len (fuzz/smoke.sh) is MAX_WHOLE.
+        // hashes a megabyte, and their -max_len (fuzz/smoke.sh) is MAX_WHOLE (a longer seed
+        // would be cut short, its extension cluster lost). The bases below have the shapes of
+        // the larger ones with smaller clusters and tables.
         if bytes.len() <= MAX_WHOLE {
             for d in [&d_image, &d_check, &d_image_m, &d_check_m] {
                 std::fs::write(d.join(name), bytes)?;
@@ -105,8 +111,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Small valid images of both variants, with data and bitmaps, clusters of 512 bytes to 4 KiB
-/// (1536: not a power of two).
+/// Small valid images of both variants, with data and bitmaps, clusters of 512 bytes to 16 KiB
+/// (1536: not a power of two), none longer than 64 KiB.
 fn bases() -> Result<Vec<(String, Vec<u8>)>> {
     let bm = |id: u8, granularity: u64, extents: Vec<(u64, u64)>| BitmapSpec {
         id: [id; 16],
@@ -117,6 +123,17 @@ fn bases() -> Result<Vec<(String, Vec<u8>)>> {
         b.data(0, Data::Fill { len: 4096, byte: 0x11 })
             .data(40 << 10, Data::Bytes((0..3000u32).map(|i| i as u8).collect()))
             .data(100 << 10, Data::Fill { len: 512, byte: 0x44 })
+    };
+    let two_bitmaps_4k = |b: ImageBuilder| {
+        b.data(0, Data::Fill { len: 8192, byte: 0x11 })
+            .data(1 << 20, Data::Fill { len: 4096, byte: 0x22 })
+            .data(19 << 20, Data::Fill { len: 4096, byte: 0x33 })
+            .bitmap(bm(
+                13,
+                512,
+                vec![(0, 512), (8 << 20, 512), (16 << 20, 512), (19 << 20, 512)],
+            ))
+            .bitmap(bm(14, 65536, vec![(65536, 65536), (10 << 20, 65536)]))
     };
     let list: Vec<(&str, ImageBuilder)> = vec![
         (
@@ -152,6 +169,57 @@ fn bases() -> Result<Vec<(String, Vec<u8>)>> {
         (
             "v1-512-empty",
             ImageBuilder::new(64 << 10).variant(Variant::V1).cluster_size(512),
+        ),
+        // The shapes of the mutator's larger corpus images (`seed_corpus`: 60 MiB of 4 KiB
+        // clusters, 64 KiB clusters) with clusters small enough for MAX_WHOLE: two bitmaps of
+        // two L1 entries each (one cluster of 1 KiB holds the bits of 4 MiB at 512 B), clean
+        // and all-dirty bitmaps, a compact v1 image.
+        (
+            "v2-1k-two-bitmaps-multi-l1",
+            ImageBuilder::new(7 << 20)
+                .cluster_size(1024)
+                .data(0, Data::Fill { len: 2048, byte: 0x11 })
+                .data(5 << 20, Data::Fill { len: 1024, byte: 0x33 })
+                .bitmap(bm(
+                    7,
+                    512,
+                    vec![(0, 512), (2 << 20, 512), (4 << 20, 512), (6 << 20, 4096)],
+                ))
+                .bitmap(bm(8, 65536, vec![(65536, 65536), (6 << 20, 65536)])),
+        ),
+        (
+            "v1-1k-two-bitmaps-multi-l1",
+            ImageBuilder::new(7 << 20)
+                .variant(Variant::V1)
+                .cluster_size(1024)
+                .data(1 << 20, Data::Fill { len: 1024, byte: 0x22 })
+                .bitmap(bm(9, 512, vec![(512, 512), (5 << 20, 1024)]))
+                .bitmap(bm(10, 2048, vec![(0, 7 << 20)])),
+        ),
+        // The corpus's two-bitmap shape itself (4 KiB clusters, a chunk of 16 MiB at 512 B),
+        // on 20 MiB instead of 60: two L1 entries, a BAT of 20 KiB.
+        (
+            "v2-4k-two-bitmaps-multi-l1",
+            two_bitmaps_4k(ImageBuilder::new(20 << 20).cluster_size(4096)),
+        ),
+        (
+            "v1-4k-two-bitmaps-multi-l1",
+            two_bitmaps_4k(ImageBuilder::new(20 << 20).variant(Variant::V1).cluster_size(4096)),
+        ),
+        (
+            "v2-16k-clean-and-all-dirty-bitmaps",
+            ImageBuilder::new(2 << 20)
+                .cluster_size(16384)
+                .bitmap(bm(11, 16384, vec![]))
+                .bitmap(bm(12, 16384, vec![(0, 2 << 20)])),
+        ),
+        (
+            "v1-compact-8k",
+            ImageBuilder::new(1 << 20)
+                .variant(Variant::V1)
+                .cluster_size(8192)
+                .compact_v1(true)
+                .data(0, Data::Fill { len: 4096, byte: 0x99 }),
         ),
         (
             "v2-4k-unknown-feature",

@@ -44,10 +44,10 @@ for t in "${targets[@]}"; do
     echo "smoke: $t for ${seconds}s"
     mkdir -p "fuzz/corpus/$t"
     log="fuzz/artifacts/$t.smoke.log"
-    # The whole-image targets take images up to 256 KiB (the seeds' limit, fuzz_seeds.rs's
-    # MAX_WHOLE): a run then costs at most a small cluster's hash, not a megabyte's.
+    # The whole-image targets take images up to 128 KiB (the seeds' limit, fuzz_seeds.rs's
+    # MAX_WHOLE): a run then costs a small cluster's hash and a short BAT, not a megabyte's.
     extra=()
-    case "$t" in image | check | image_mutator | check_mutator) extra=(-max_len=262144) ;; esac
+    case "$t" in image | check | image_mutator | check_mutator) extra=(-max_len=131072) ;; esac
     mkdir -p fuzz/artifacts
     # -timeout: one input taking longer than this is a hang. Output goes to a log (libFuzzer is
     # verbose); its summary lines are printed.

@@ -13,6 +13,10 @@ use parallels_image::raw::header::RawHeader;
 use parallels_image::Header;
 use parallels_image::{predict_ploop, CbtOutcome, Error, Image, Mode, MountEffect, Threads, MAX_PLOOP_MESSAGES};
 
+/// How far past the end of the file the extension cluster may reach (see `costly_checksum`):
+/// the checker hashes the cluster five times a run (predictions, both modes, the compact BAT).
+const MAX_PAST_END: u64 = 64 << 10;
+
 /// One run of the target on `data`.
 pub fn run(data: &[u8]) {
     if costly_checksum(data) {
@@ -80,12 +84,12 @@ pub fn run(data: &[u8]) {
 
 /// The extension checksum covers the whole cluster, the zeros past the end of the file included:
 /// up to 2 GiB of MD5 for a tiny file. That is the format's cost (QEMU pays it too), bounded but
-/// slow under instrumentation, so inputs whose extension reaches more than 4 MiB past the end are
-/// skipped.
+/// slow under instrumentation, so inputs whose extension reaches more than [`MAX_PAST_END`] past
+/// the end are skipped (the same code hashes the shorter zero tails of the inputs kept).
 fn costly_checksum(data: &[u8]) -> bool {
     let Ok(h) = Header::decode(&RawHeader::read_padded(data)) else {
         return false;
     };
     h.ext_offset()
-        .is_some_and(|off| off.saturating_add(h.cluster_size()) > data.len() as u64 + (4 << 20))
+        .is_some_and(|off| off.saturating_add(h.cluster_size()) > data.len() as u64 + MAX_PAST_END)
 }

@@ -49,14 +49,14 @@ built="$root/fuzz/target/x86_64-unknown-linux-gnu/release"
 
 # Longest input libFuzzer makes for each target. header reads 64 bytes; bat a 6-byte prefix and a
 # BAT (seeds up to 32 KiB); extension one cluster's body (4 KiB, or 64 KiB for longer inputs);
-# the whole-image targets (image, check and their _mutator variants) images up to 256 KiB, the
+# the whole-image targets (image, check and their _mutator variants) images up to 128 KiB, the
 # seeds' limit (MAX_WHOLE in examples/fuzz_seeds.rs, as fuzz/smoke.sh runs them); roundtrip an
 # `arbitrary` description of an image, a few hundred bytes.
 max_len() {
     case "$1" in
         header) echo 64 ;;
         bat | extension) echo 65536 ;;
-        image | check | image_mutator | check_mutator) echo 262144 ;;
+        image | check | image_mutator | check_mutator) echo 131072 ;;
         roundtrip) echo 4096 ;;
         *) echo "oss-fuzz: no max_len for target $1: add it to $0" >&2; return 1 ;;
     esac
