@@ -9,7 +9,9 @@
 # (default 2). `quick` skips the slow qemu-img check of the half-allocated 16 Mi-entry image
 # (about 200 s a run; the full script takes about 15 minutes). `data` runs only the guest-data
 # rows (convert to raw and back, against qemu-img convert and cp --sparse=always); DATA_MIB sets
-# their data size (default 4096: they need about 4 * DATA_MIB of disk at once, in BENCH_DIR).
+# their data size (default 4096: they need about 3 * DATA_MIB of space at once), DATA_RUNS the
+# interleaved rounds (default 5), DATA_DIR where their files go (default BENCH_DIR; /dev/shm
+# takes the disk out of the figures).
 # `campaign` runs only the differential campaign rows (CAMPAIGN_CASES variants, default 400;
 # CAMPAIGN_JOBS parallel cases, default the CPUs).
 set -euo pipefail
@@ -82,14 +84,20 @@ compare_sh() {
 }
 
 # Guest data out and in: DATA_MIB of random data, dense (a disk of exactly that) and sparse
-# (1 MiB of data every 4 MiB), converted to raw by prlimg and by qemu-img, against copying the
-# image's allocated bytes with cp --sparse=always; raw to .hds by both, compared with
-# qemu-img compare. Peak RSS of each.
+# (1 MiB of data every 4 MiB), converted to raw by prlimg (as stored: copy_file_range; and
+# --detect-zeros: read, holes for zero blocks) and by qemu-img, against copying the image's
+# allocated bytes with cp --sparse=always; raw to .hds by both, compared with qemu-img compare
+# and checked by both. The tools run interleaved (one run of each per round, DATA_RUNS rounds),
+# each as `sh -c 'CMD && sync'`; medians of wall time and of user + system CPU, and peak RSS.
+# DATA_DIR puts the files elsewhere (e.g. /dev/shm: no disk, the tools' own work only).
 guest_data() {
-    local mib=${DATA_MIB:-4096} runs=${DATA_RUNS:-3}
+    local mib=${DATA_MIB:-4096} runs=${DATA_RUNS:-5}
+    local ddir=${DATA_DIR:-$DIR}
+    mkdir -p "$ddir"
+    pushd "$ddir" >/dev/null
     echo
-    echo "== guest data ($mib MiB)"
-    python3 - "$mib" <<'PY'
+    echo "== guest data ($mib MiB in $ddir: $(df -T . | awk 'NR == 2 { print $2 }'))"
+    python3 - "$mib" <<'EOF'
 import os, sys
 mib = int(sys.argv[1])
 M = 1 << 20
@@ -101,50 +109,75 @@ with open('sparse.raw', 'wb') as f:
         f.seek(4 * i * M)
         f.write(os.urandom(M))
     f.truncate(4 * mib * M)
-PY
-    "$PRLIMG" convert dense.raw dense.hds
-    "$PRLIMG" convert sparse.raw sparse.hds
-    rm -f sparse.raw
-    ls -ls dense.raw dense.hds sparse.hds
-    for kind in dense sparse; do
-        compare_data "convert-raw-$kind" "$PRLIMG convert --force $kind.hds out.raw" \
-            "qemu-img convert -f parallels -O raw $kind.hds out.raw" "$runs"
-        echo "== cp --sparse=always of $kind.hds (its allocated bytes)"
-        hyperfine -N -i --style basic --warmup 0 --runs "$runs" --prepare "rm -f out.raw" \
-            --export-csv "cp-$kind.csv" "sh -c 'cp --sparse=always $kind.hds out.raw && sync'" | grep -E 'Time|Range'
-        awk -F, -v label="convert-raw-$kind" 'NR == 2 { printf "RESULT %s vs cp: cp %.1f ms\n", label, $2 * 1000 }' \
-            "cp-$kind.csv" | tee -a results.txt
-        rm -f out.raw
-    done
-    compare_data raw-to-hds "$PRLIMG convert --force -f raw dense.raw out.hds" \
-        "qemu-img convert -f raw -O parallels dense.raw out.hds" "$runs"
+EOF
+    "$PRLIMG" convert --force dense.raw dense.hds
+    "$PRLIMG" convert --force sparse.raw sparse.hds
+    ls -ls dense.raw sparse.raw dense.hds sparse.hds
+    # Agreement: every output is the guest (qemu-img compare) and every .hds is clean.
+    "$PRLIMG" convert --force dense.hds out.raw && cmp dense.raw out.raw
+    "$PRLIMG" convert --force --detect-zeros sparse.hds out.raw && cmp sparse.raw out.raw
     "$PRLIMG" convert --force -f raw dense.raw out.hds
-    qemu-img compare -f raw -F parallels dense.raw out.hds | tee -a results.txt
-    rm -f out.hds
-    printf '%-38s %8s %-34s %10s\n' command virtual data maxRSS | tee -a results.txt
-    row "prlimg convert IMG out.raw" "${mib}M" "dense" "$PRLIMG" convert --force dense.hds out.raw
-    rm -f out.raw
-    row "qemu-img convert -O raw" "${mib}M" "dense" qemu-img convert -f parallels -O raw dense.hds out.raw
-    rm -f out.raw
-    row "prlimg convert -f raw RAW out.hds" "${mib}M" "dense" "$PRLIMG" convert --force -f raw dense.raw out.hds
-    rm -f out.hds
-    row "qemu-img convert -O parallels" "${mib}M" "dense" qemu-img convert -f raw -O parallels dense.raw out.hds
-    rm -f out.hds dense.raw dense.hds sparse.hds
+    qemu-img compare -f raw -F parallels dense.raw out.hds | tee -a "$DIR/results.txt"
+    qemu-img check -f parallels out.hds | sed -n 1p
+    "$PRLIMG" check out.hds >/dev/null && echo "prlimg check: clean"
+    rm -f sparse.raw out.raw out.hds
+    sync
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$DIR/results.txt"
+    interleave data "$runs" \
+        prlimg-dense "$PRLIMG convert --force dense.hds out.raw" \
+        prlimg-z-dense "$PRLIMG convert --force --detect-zeros dense.hds out.raw" \
+        qemu-dense "qemu-img convert -f parallels -O raw dense.hds out.raw" \
+        cp-dense "cp --sparse=always dense.hds out.raw" \
+        prlimg-sparse "$PRLIMG convert --force sparse.hds out.raw" \
+        prlimg-z-sparse "$PRLIMG convert --force --detect-zeros sparse.hds out.raw" \
+        qemu-sparse "qemu-img convert -f parallels -O raw sparse.hds out.raw" \
+        cp-sparse "cp --sparse=always sparse.hds out.raw" \
+        prlimg-hds "$PRLIMG convert --force -f raw dense.raw out.hds" \
+        qemu-hds "qemu-img convert -f raw -O parallels dense.raw out.hds"
+    echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$DIR/results.txt"
+    python3 - data.tsv <<'EOF' | tee -a "$DIR/results.txt"
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, wall, user, sys_, rss = line.split()
+    r = rows.setdefault(name, {'wall': [], 'cpu': [], 'rss': []})
+    r['wall'].append(float(wall)); r['cpu'].append(float(user) + float(sys_)); r['rss'].append(int(rss))
+med = {n: (statistics.median(r['wall']), statistics.median(r['cpu']), max(r['rss'])) for n, r in rows.items()}
+print(f"{'command':16} {'runs':>4} {'wall med':>9} {'cpu med':>8} {'maxRSS KiB':>10}   wall of each run")
+for n, r in rows.items():
+    w, c, m = med[n]
+    print(f"{n:16} {len(r['wall']):4} {w:8.2f}s {c:7.2f}s {m:10}   {' '.join(f'{x:.2f}' for x in r['wall'])}")
+def ratio(label, a, b):
+    if a in med and b in med:
+        print(f"RESULT {label}: wall {med[a][0] / med[b][0]:.2f}, cpu {med[a][1] / med[b][1]:.2f}")
+for kind in ('dense', 'sparse'):
+    ratio(f"qemu-img / prlimg to raw, {kind}", f"qemu-{kind}", f"prlimg-{kind}")
+    ratio(f"prlimg / cp --sparse=always, {kind}", f"prlimg-{kind}", f"cp-{kind}")
+    ratio(f"qemu-img / prlimg --detect-zeros to raw, {kind}", f"qemu-{kind}", f"prlimg-z-{kind}")
+    ratio(f"prlimg --detect-zeros / cp --sparse=always, {kind}", f"prlimg-z-{kind}", f"cp-{kind}")
+ratio("qemu-img -O parallels / prlimg raw to .hds", "qemu-hds", "prlimg-hds")
+EOF
+    rm -f out.raw out.hds dense.raw dense.hds sparse.hds time.tmp
+    popd >/dev/null
 }
 
-# compare, with the output removed before each run (no warm-up: each run writes DATA_MIB). Every
-# command is followed by `sync`: prlimg fsyncs its output before renaming it into place, qemu-img
-# and cp leave theirs in the page cache, so without it the others' figures would omit the disk.
-compare_data() {
-    local label=$1 ours=$2 theirs=$3 runs=$4
-    echo
-    echo "== $label"
-    hyperfine -N -i --style basic --warmup 0 --runs "$runs" --prepare "rm -f out.raw out.hds" \
-        --export-csv "$label.csv" -n prlimg "sh -c '$ours && sync'" -n qemu "sh -c '$theirs && sync'" |
-        grep -E 'Benchmark|Time|Range'
-    awk -F, -v label="$label" 'NR == 2 { o = $2 } NR == 3 { t = $2 }
-        END { printf "RESULT %s: prlimg %.1f ms, qemu %.1f ms, qemu/prlimg = %.2f\n",
-              label, o * 1000, t * 1000, t / o }' "$label.csv" | tee -a results.txt
+# Runs commands interleaved: ROUNDS rounds, each running every NAME CMD pair once in order,
+# the outputs (out.raw, out.hds) removed and the page cache flushed to disk before each, each
+# timed as `sh -c 'CMD && sync'` by /usr/bin/time into LABEL.tsv (name, wall, user, sys, RSS).
+interleave() {
+    local label=$1 rounds=$2
+    shift 2
+    local args=("$@") r i
+    : >"$label.tsv"
+    for r in $(seq "$rounds"); do
+        for ((i = 0; i < ${#args[@]}; i += 2)); do
+            rm -f out.raw out.hds
+            sync
+            /usr/bin/time -f "${args[i]} %e %U %S %M" -o time.tmp sh -c "${args[i + 1]} >/dev/null && sync"
+            cat time.tmp >>"$label.tsv"
+        done
+        echo "round $r of $rounds done (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    done
 }
 
 rss() {

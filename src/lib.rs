@@ -100,11 +100,11 @@ mod validate;
 pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFormat};
 pub use builder::{BitmapSpec, Data, ImageBuilder, Layout};
 pub use bundle::{
-    format_guid, image_file_name, is_bundle, parse_guid, parse_guid_loose, write_bundle_dir, write_expanding, Bundle,
-    BundleBuilder, BundleDefect, BundleError, BundleFinding, BundleOptions, BundleRecipe, BundleReport, BundleRule,
-    BundleViolation, Descriptor, DiskParameters, Extent, GuestDisk, ImageEntry, ImageType, Mapping, Resolved, Shot,
-    SnapshotRecipe, SnapshotSpec, Snapshots, Storage, WriteStats, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID,
-    DESCRIPTOR_NAME, NULL_GUID,
+    file_data_ranges, format_guid, image_file_name, is_bundle, parse_guid, parse_guid_loose, write_bundle_dir,
+    write_expanding, write_expanding_ranges, write_raw, Bundle, BundleBuilder, BundleDefect, BundleError,
+    BundleFinding, BundleOptions, BundleRecipe, BundleReport, BundleRule, BundleViolation, Descriptor, DiskParameters,
+    Extent, GuestDisk, GuestReader, ImageEntry, ImageType, Mapping, Resolved, Shot, SnapshotRecipe, SnapshotSpec,
+    Snapshots, Storage, WriteStats, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, DESCRIPTOR_NAME, NULL_GUID,
 };
 pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
 pub use edit::{edit_bitmaps, edit_bitmaps_file, BitmapEdit, EditedLayout};

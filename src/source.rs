@@ -53,6 +53,11 @@ pub struct FileSource {
 }
 
 impl FileSource {
+    /// The file read.
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Opens `path` read-only.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
         let file = File::open(path)?;

@@ -2,6 +2,7 @@
 //! through its snapshot chain (a cluster comes from the newest image whose BAT has it, else
 //! from its parent, down to the root; a Plain image has every byte).
 
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -328,6 +329,47 @@ impl GuestDisk {
             out.push(e);
         }
         out
+    }
+
+    /// The guest byte ranges `(start, length)` that some image of the chain stores, in order,
+    /// neighbours joined whatever their origin: every other byte reads as zeros without being
+    /// stored anywhere.
+    pub fn data_ranges(&self) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for e in self.extents().into_iter().filter(|e| e.data.is_some()) {
+            match out.last_mut() {
+                Some((s, l)) if *s + *l == e.start => *l += e.length,
+                _ => out.push((e.start, e.length)),
+            }
+        }
+        out
+    }
+
+    /// Writes the guest as a raw file into the empty file `out`: its length is set first, then
+    /// every stored extent is copied to its guest offset (on Linux by `copy_file_range`, in the
+    /// kernel; elsewhere through a buffer), and everything else is left as holes. Stored data is
+    /// copied as it is, zeros included (to leave those as holes too, read with
+    /// [`GuestDisk::read_at`] and write with [`write_raw`](super::write_raw)). `progress` gets the
+    /// guest offset reached. Returns the bytes copied.
+    pub fn write_raw_to(&self, out: &File, progress: &mut dyn FnMut(u64)) -> io::Result<u64> {
+        out.set_len(self.size)?;
+        let mut sink = super::copy::Sink::new(out);
+        let mut buf = Vec::new();
+        let mut copied = 0;
+        for e in self.extents() {
+            let Some(m) = e.data else { continue };
+            let start = e.start;
+            sink.copy_from(
+                self.sources[m.file].file(),
+                m.offset,
+                start,
+                e.length,
+                &mut buf,
+                &mut |done| progress(start + done),
+            )?;
+            copied += e.length;
+        }
+        Ok(copied)
     }
 
     /// Reads guest bytes `[offset, offset + buf.len())`; past the end of the disk, and where

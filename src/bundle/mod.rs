@@ -15,8 +15,11 @@
 //! - [`GuestDisk`]: the guest's bytes through a chain of snapshots and split storages, with
 //!   the allocation map ([`GuestDisk::extents`]).
 //! - [`BundleBuilder`] and [`write_expanding`]: writing bundles and images from guest data.
+//! - [`write_raw`], [`write_expanding_ranges`], [`file_data_ranges`]: guest data in bulk (large
+//!   batched reads and writes, holes for zeros, early writeback).
 //! - [`BundleDefect`]: descriptor defects for test bundles.
 
+mod copy;
 mod defect;
 mod descriptor;
 mod disk;
@@ -33,6 +36,7 @@ use std::path::{Component, Path, PathBuf};
 
 use uuid::Uuid;
 
+pub use copy::{file_data_ranges, write_raw, GuestReader};
 pub use defect::BundleDefect;
 pub use descriptor::{
     format_guid, parse_guid, parse_guid_loose, Descriptor, DiskParameters, ImageEntry, ImageType, Shot, Snapshots,
@@ -43,7 +47,9 @@ pub use recipe::{BundleRecipe, SnapshotRecipe};
 pub use rule::BundleRule;
 pub use validate::{BundleFinding, BundleReport};
 pub use violation::BundleViolation;
-pub use write::{image_file_name, write_bundle_dir, write_expanding, BundleBuilder, SnapshotSpec, WriteStats};
+pub use write::{
+    image_file_name, write_bundle_dir, write_expanding, write_expanding_ranges, BundleBuilder, SnapshotSpec, WriteStats,
+};
 
 use crate::error::Error;
 

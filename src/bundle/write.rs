@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 use zerocopy::IntoBytes;
 
+use super::copy::GuestReader;
 use super::descriptor::{
     format_guid, Descriptor, DiskParameters, ImageEntry, ImageType, Shot, Snapshots, Storage, DEFAULT_TOP_GUID,
     NULL_GUID, VERSION,
@@ -32,9 +33,27 @@ pub struct WriteStats {
 
 /// Writes a v2 expanding image of `size` guest bytes into the empty file `out`, reading the
 /// guest through `read(offset, buf)`. Clusters that read as all zeros are left unallocated;
-/// the others are stored in guest order after the BAT. Memory: one cluster and the BAT.
+/// the others are stored in guest order after the BAT. Memory: the BAT and a buffer of 256 KiB.
 pub fn write_expanding(
     read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+    size: u64,
+    cluster_size: u64,
+    out: &File,
+) -> Result<WriteStats> {
+    write_expanding_ranges(GuestReader::Local(read), &[(0, size)], size, cluster_size, out)
+}
+
+/// [`write_expanding`] reading only the guest byte ranges `(start, length)` of `ranges` (in
+/// order, not overlapping; e.g. [`GuestDisk::data_ranges`](super::GuestDisk::data_ranges) or
+/// [`file_data_ranges`](super::file_data_ranges)): the clusters they do not touch are zeros,
+/// left unallocated without being read. The clusters they touch are read 256 KiB at a time (a
+/// second thread reads while this one writes, with [`GuestReader::Shared`]); a cluster takes the
+/// next free cluster of the file at its first non-zero 4 KiB block, only non-zero blocks are
+/// written (the zeros of a stored cluster are holes of the file), blocks that land one after
+/// another in the file are one write, and the header and BAT are written once at the end.
+pub fn write_expanding_ranges(
+    read: GuestReader<'_>,
+    ranges: &[(u64, u64)],
     size: u64,
     cluster_size: u64,
     out: &File,
@@ -56,26 +75,88 @@ pub fn write_expanding(
     }
     let data_start = (64 + 4 * clusters).next_multiple_of(cs);
     let mut bat = vec![0u32; clusters as usize];
-    let mut buf = vec![0u8; cs as usize];
     let mut next = data_start / cs;
-    for (i, entry) in bat.iter_mut().enumerate() {
-        let off = i as u64 * cs;
-        let n = (size - off).min(cs) as usize;
-        buf.fill(0);
-        read(off, &mut buf[..n])?;
-        if crate::raw::first_nonzero(&buf).is_none() {
+    let mut sink = super::copy::Sink::new(out);
+    // The guest is read in pieces of up to CHUNK bytes that never cross a cluster boundary
+    // (a cluster larger than CHUNK is several pieces), over the clusters the ranges touch.
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for &(start, len) in ranges {
+        let end = start.saturating_add(len).min(size);
+        if start >= end {
             continue;
         }
-        *entry = u32::try_from(next).map_err(|_| {
-            Error::Build(BuildError::Unaddressable {
-                what: "cluster",
-                offset: next * cs,
-                field: "BAT entry",
-            })
-        })?;
-        out.write_all_at(&buf, next * cs)?;
-        next += 1;
+        let (first, last) = (start / cs * cs, end.div_ceil(cs).saturating_mul(cs).min(size));
+        match spans.last_mut() {
+            Some((_, e)) if *e >= first => *e = (*e).max(last),
+            _ => spans.push((first, last)),
+        }
     }
+    let step = if cs >= super::copy::CHUNK {
+        super::copy::CHUNK
+    } else {
+        (super::copy::CHUNK / cs) * cs
+    };
+    let pieces = spans.into_iter().flat_map(move |(first, last)| {
+        let mut pos = first;
+        std::iter::from_fn(move || {
+            if pos >= last {
+                return None;
+            }
+            // Up to `step` bytes, ending on a step boundary of the cluster or its end.
+            let within = pos % cs;
+            let n = (step - within % step).min(cs - within).min(last - pos) as usize;
+            let piece = (pos, n, n);
+            pos += n as u64;
+            Some(piece)
+        })
+    });
+    // A cluster gets the next free cluster of the file at its first non-zero 4 KiB block;
+    // only non-zero blocks are written (the zeros of an allocated cluster are holes), and
+    // blocks that land one after another in the file are one write.
+    let buf_len = step as usize;
+    // Zero blocks never straddle two clusters (a cluster of 1.5 KiB has 512-byte blocks).
+    let grain = if cs.is_multiple_of(super::copy::ZERO_BLOCK) {
+        super::copy::ZERO_BLOCK
+    } else {
+        512
+    };
+    super::copy::pump(pieces, buf_len, grain, read, &mut |pos, data, runs| {
+        // The write being gathered: (file offset, start in data, length).
+        let mut pending: Option<(u64, usize, usize)> = None;
+        for &(at, len) in runs {
+            let mut k = at;
+            while k < at + len {
+                let g = pos + k as u64;
+                let c = (g / cs) as usize;
+                if bat[c] == 0 {
+                    bat[c] = u32::try_from(next).map_err(|_| {
+                        Error::Build(BuildError::Unaddressable {
+                            what: "cluster",
+                            offset: next * cs,
+                            field: "BAT entry",
+                        })
+                    })?;
+                    next += 1;
+                }
+                let piece = ((cs - g % cs) as usize).min(at + len - k);
+                let host = u64::from(bat[c]) * cs + g % cs;
+                match &mut pending {
+                    Some((h, s, l)) if *h + *l as u64 == host && *s + *l == k => *l += piece,
+                    _ => {
+                        if let Some((h, s, l)) = pending.take() {
+                            sink.write_at(&data[s..s + l], h)?;
+                        }
+                        pending = Some((host, k, piece));
+                    }
+                }
+                k += piece;
+            }
+        }
+        if let Some((h, s, l)) = pending {
+            sink.write_at(&data[s..s + l], h)?;
+        }
+        Ok(())
+    })?;
     let sectors = size.div_ceil(512);
     let header = RawHeader {
         magic: MAGIC_V2,
@@ -98,9 +179,10 @@ pub fn write_expanding(
         flags: 0.into(),
         ext_off: 0.into(),
     };
-    out.write_all_at(header.as_bytes(), 0)?;
-    let bat_bytes: Vec<u8> = bat.iter().flat_map(|e| e.to_le_bytes()).collect();
-    out.write_all_at(&bat_bytes, 64)?;
+    let mut head = Vec::with_capacity(64 + bat.len() * 4);
+    head.extend_from_slice(header.as_bytes());
+    head.extend(bat.iter().flat_map(|e| e.to_le_bytes()));
+    out.write_all_at(&head, 0)?;
     let file_len = next * cs;
     out.set_len(file_len)?;
     let allocated = next - data_start / cs;

@@ -7,6 +7,7 @@ mod fixtures;
 
 mod chains;
 mod cli;
+mod convert;
 mod hostile;
 mod oracles;
 mod picture;

@@ -1,7 +1,8 @@
 //! `prlimg convert SRC OUT`: the guest's bytes from an `.hds`, a bundle (folder or its
 //! `DiskDescriptor.xml`, at its top or `--snapshot GUID`) or a raw file, into a raw file
-//! (sparse: holes where nothing is allocated or the data is zeros), an expanding `.hds` image or
-//! a new bundle (all-zero clusters left unallocated). The output is written beside its final
+//! (sparse: holes where nothing is allocated; with `--detect-zeros`, or from a raw file, also
+//! where 4 KiB blocks of data are zeros), an expanding `.hds` image or a new bundle (all-zero
+//! clusters left unallocated). The output is written beside its final
 //! name and renamed; an existing output is replaced only with `--force`.
 
 use std::fs::File;
@@ -10,7 +11,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use parallels_image::{
-    is_bundle, parse_guid_loose, write_expanding, BundleBuilder, BundleError, BundleOptions, Error, GuestDisk,
+    is_bundle, parse_guid_loose, write_expanding_ranges, write_raw, BundleBuilder, BundleError, BundleOptions, Error,
+    GuestDisk, GuestReader,
 };
 use uuid::Uuid;
 
@@ -68,6 +70,11 @@ pub struct Args {
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     force: bool,
+    /// Into a raw file from an image or bundle: also leave the stored blocks of 4 KiB that are
+    /// all zeros as holes (reads every byte; by default stored clusters are copied as they are,
+    /// in the kernel where it can, and only what nothing stores is a hole).
+    #[arg(long)]
+    detect_zeros: bool,
 }
 
 pub fn parse_snapshot(text: &str) -> Result<Uuid, String> {
@@ -100,16 +107,12 @@ impl Guest {
         }
     }
 
-    /// Guest ranges that may hold data (the rest is known zeros).
-    fn data_ranges(&self) -> Vec<(u64, u64)> {
+    /// Guest ranges that may hold data (the rest is known zeros): what the chain stores, or a
+    /// raw file's data (not its holes).
+    fn data_ranges(&self) -> io::Result<Vec<(u64, u64)>> {
         match self {
-            Guest::Disk(d) => d
-                .extents()
-                .into_iter()
-                .filter(|e| e.data.is_some())
-                .map(|e| (e.start, e.length))
-                .collect(),
-            Guest::Raw { size, .. } => vec![(0, *size)],
+            Guest::Disk(d) => Ok(d.data_ranges()),
+            Guest::Raw { file, .. } => parallels_image::file_data_ranges(file),
         }
     }
 }
@@ -207,12 +210,17 @@ pub fn run(args: &Args) -> Outcome {
         bar.set_position(off);
         guest.read_at(off, buf)
     };
+    let ranges = guest.data_ranges().map_err(|e| Failure::io(&args.source, &e))?;
     let result = match out_format(args) {
-        OutFormat::Raw | OutFormat::Auto => {
-            parallels_image::write_file_atomically(out, args.force, |f| write_raw(&guest, f).map_err(Error::Io))
-        }
+        OutFormat::Raw | OutFormat::Auto => parallels_image::write_file_atomically(out, args.force, |f| match &guest {
+            Guest::Disk(d) if !args.detect_zeros => d
+                .write_raw_to(f, &mut |pos| bar.set_position(pos))
+                .map(|_| ())
+                .map_err(Error::Io),
+            _ => write_raw(GuestReader::Shared(&mut read), &ranges, size, f).map(|_| ()),
+        }),
         OutFormat::Parallels => parallels_image::write_file_atomically(out, args.force, |f| {
-            write_expanding(&mut read, size, args.cluster_size, f).map(|_| ())
+            write_expanding_ranges(GuestReader::Shared(&mut read), &ranges, size, args.cluster_size, f).map(|_| ())
         }),
         OutFormat::Bundle => {
             if size % 512 != 0 {
@@ -234,61 +242,5 @@ pub fn run(args: &Args) -> Outcome {
             Err(Failure::at(out, "already exists (use --force to replace it)"))
         }
         Err(e) => Err(Failure::lib(out, &e)),
-    }
-}
-
-/// Writes the guest as a raw file: only ranges that may hold data are read (runs of adjacent
-/// clusters in one read of up to 8 MiB), and 4 KiB blocks of zeros are left as holes (each run
-/// of non-zero blocks is one write); the length is set at the end.
-fn write_raw(guest: &Guest, out: &File) -> io::Result<()> {
-    const BLOCK: u64 = 8 << 20;
-    let mut buf = vec![0u8; BLOCK as usize];
-    for (start, len) in guest.data_ranges() {
-        let mut pos = start;
-        while pos < start + len {
-            let n = (start + len - pos).min(BLOCK) as usize;
-            guest.read_at(pos, &mut buf[..n])?;
-            for (at, run) in nonzero_runs(&buf[..n]) {
-                out.write_all_at(&buf[at..at + run], pos + at as u64)?;
-            }
-            pos += n as u64;
-        }
-    }
-    out.set_len(guest.size())
-}
-
-/// The runs `(start, length)` of `data` that are not all zeros, at a granularity of 4 KiB
-/// blocks (the last block may be shorter).
-fn nonzero_runs(data: &[u8]) -> Vec<(usize, usize)> {
-    const GRAIN: usize = 4096;
-    static ZEROS: [u8; GRAIN] = [0; GRAIN];
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for (i, block) in data.chunks(GRAIN).enumerate() {
-        // A slice comparison is a memcmp: many bytes per step, not one.
-        if block == &ZEROS[..block.len()] {
-            continue;
-        }
-        let at = i * GRAIN;
-        match runs.last_mut() {
-            Some((s, l)) if *s + *l == at => *l += block.len(),
-            _ => runs.push((at, block.len())),
-        }
-    }
-    runs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::nonzero_runs;
-
-    #[test]
-    fn nonzero_runs_skip_zero_blocks_and_join_neighbours() {
-        let mut data = vec![0u8; 5 * 4096 + 100];
-        data[4096 + 7] = 1; // block 1
-        data[2 * 4096] = 2; // block 2, joins block 1
-        data[5 * 4096 + 99] = 3; // the short last block
-        assert_eq!(nonzero_runs(&data), vec![(4096, 2 * 4096), (5 * 4096, 100)]);
-        assert_eq!(nonzero_runs(&vec![0u8; 3 * 4096]), Vec::<(usize, usize)>::new());
-        assert_eq!(nonzero_runs(&[9u8; 10]), vec![(0, 10)]);
     }
 }
