@@ -218,6 +218,9 @@ pub enum GuestReader<'r> {
 /// read are zeros (the short last cluster of a disk).
 pub(crate) type Piece = (u64, usize, usize);
 
+/// What takes each piece read: its guest offset, its bytes, its runs of non-zero blocks.
+pub(crate) type PieceWriter<'w> = dyn FnMut(u64, &[u8], &[(usize, usize)]) -> Result<()> + 'w;
+
 /// Buffers in flight between the reading and the writing thread.
 const BUFFERS: usize = 4;
 
@@ -230,7 +233,7 @@ pub(crate) fn pump(
     buf_len: usize,
     grain: u64,
     read: GuestReader<'_>,
-    write: &mut dyn FnMut(u64, &[u8], &[(usize, usize)]) -> Result<()>,
+    write: &mut PieceWriter<'_>,
 ) -> Result<()> {
     fn fill(
         read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
