@@ -88,7 +88,7 @@ compare_sh() {
 # --detect-zeros: read, holes for zero blocks) and by qemu-img, against copying the image's
 # allocated bytes with cp --sparse=always; raw to .hds by both, compared with qemu-img compare
 # and checked by both. The tools run interleaved (one run of each per round, DATA_RUNS rounds),
-# each as `sh -c 'CMD && sync'`; medians of wall time and of user + system CPU, and peak RSS.
+# each as `sh -c 'CMD && sync OUT'`; medians of wall time and of user + system CPU, peak RSS.
 # DATA_DIR puts the files elsewhere (e.g. /dev/shm: no disk, the tools' own work only).
 guest_data() {
     local mib=${DATA_MIB:-4096} runs=${DATA_RUNS:-5}
@@ -163,7 +163,8 @@ EOF
 
 # Runs commands interleaved: ROUNDS rounds, each running every NAME CMD pair once in order,
 # the outputs (out.raw, out.hds) removed and the page cache flushed to disk before each, each
-# timed as `sh -c 'CMD && sync'` by /usr/bin/time into LABEL.tsv (name, wall, user, sys, RSS).
+# timed as `sh -c 'CMD && sync OUT'` (OUT: the command's last word) by /usr/bin/time into
+# LABEL.tsv (name, wall, user, sys, RSS).
 interleave() {
     local label=$1 rounds=$2
     shift 2
@@ -173,7 +174,9 @@ interleave() {
         for ((i = 0; i < ${#args[@]}; i += 2)); do
             rm -f out.raw out.hds
             sync
-            /usr/bin/time -f "${args[i]} %e %U %S %M" -o time.tmp sh -c "${args[i + 1]} >/dev/null && sync"
+            # `sync FILE` flushes that file only (fsync): the same work for every tool, and not
+            # the dirty data of whatever else runs on the machine, as a bare `sync` would.
+            /usr/bin/time -f "${args[i]} %e %U %S %M" -o time.tmp sh -c "${args[i + 1]} >/dev/null && sync ${args[i + 1]##* }"
             cat time.tmp >>"$label.tsv"
         done
         echo "round $r of $rounds done (load $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -10,7 +10,8 @@ use parallels_image::{Bundle, BundleDefect, FileSource, Image, Mode};
 
 use crate::common::*;
 
-fn prlimg(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+/// Runs `prlimg ARGS` (paths or strings), capturing its output (also for `convert.rs`).
+pub(crate) fn prlimg(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_prlimg"));
     for a in args {
         c.arg(a);

@@ -13,15 +13,8 @@ use parallels_image::{
     GuestReader, Image, ImageBuilder, Mode,
 };
 
+use crate::cli::prlimg;
 use crate::common::*;
-
-fn prlimg(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_prlimg"));
-    for a in args {
-        c.arg(a);
-    }
-    c.output().unwrap()
-}
 
 fn ok(o: &Output) {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
