@@ -17,27 +17,6 @@ use runner::*;
 
 const UUID_B: &str = "e4f2eed0-37fe-4539-b50b-85d2e7fd235f";
 
-/// Image A: 64 MiB, 64 KiB clusters, v2. Data 0xaa over [0, 100 KiB) allocates guest clusters 0
-/// and 1 at 64 KiB and 128 KiB (BAT 1, 2); the extension cluster follows at 192 KiB (ext_off 384);
-/// bitmap A (granules 0, 1 and 16 dirty out of 1024) needs one bitmap cluster, at 256 KiB
-/// (L1[0] = 512 sectors). File length 320 KiB.
-fn image_a(dir: &Path) -> PathBuf {
-    let p = dir.join("a.hds");
-    prlimg_ok(&[
-        "create",
-        s(&p),
-        "--size",
-        "64M",
-        "--cluster-size",
-        "64K",
-        "--data",
-        "0:100K:0xaa",
-        "--bitmap",
-        &format!("{UUID_A}:64K:0+128K,1M+1"),
-    ]);
-    p
-}
-
 /// Whether `nbdinfo` and `qemu-nbd` run; panics when they are missing under CI=true.
 fn nbd_tools() -> bool {
     let ok = |tool: &str| {

@@ -52,32 +52,13 @@ fn listing(dir: &Path) -> Vec<(String, String, u64, u32)> {
     v
 }
 
-/// A small valid image with data and a bitmap.
-fn image(dir: &Path) -> PathBuf {
-    let p = dir.join("a.hds");
-    let out = prlimg(&[
-        "create",
-        s(&p),
-        "--size",
-        "64M",
-        "--cluster-size",
-        "64K",
-        "--data",
-        "0:100K:0xaa",
-        "--bitmap",
-        &format!("{UUID_A}:64K:0+128K,1M+1"),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    p
-}
-
 // ------------------------------------------------------------------------------------ outputs
 
 #[test]
 fn force_never_replaces_a_fifo_a_device_or_a_symlink() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let input = image(d);
+    let input = image_a(d);
     fs::write(d.join("target"), b"keep me").unwrap();
     std::os::unix::fs::symlink("target", d.join("link")).unwrap();
     std::os::unix::fs::symlink("nowhere", d.join("dangling")).unwrap();
@@ -213,7 +194,7 @@ fn outputs_follow_the_umask_and_corrupt_keeps_the_input_mode() {
             );
         }
     }
-    let input = image(d);
+    let input = image_a(d);
     for mode in [0o600, 0o640, 0o755] {
         fs::set_permissions(&input, fs::Permissions::from_mode(mode)).unwrap();
         let out = d.join(format!("c{mode:o}.hds"));
@@ -366,7 +347,7 @@ fn normalized(path: &str, out: Output) -> (Option<i32>, String, String) {
 fn an_image_reads_the_same_from_a_pipe_stdin_and_a_fifo() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let p = image(d);
+    let p = image_a(d);
     let bytes = fs::read(&p).unwrap();
     let from_file = reports(s(&p), None);
     assert_eq!(from_file[0].0, Some(0), "a clean image");
@@ -430,7 +411,7 @@ fn a_stream_whose_bat_passes_the_limit_is_refused_naming_it() {
 #[test]
 fn an_image_reads_the_same_from_a_loop_device() {
     let dir = tempfile::tempdir().unwrap();
-    let p = image(dir.path());
+    let p = image_a(dir.path());
     let setup = Command::new("losetup").args(["-r", "-f", "--show"]).arg(&p).output();
     let dev = match setup {
         Ok(o) if o.status.success() => String::from_utf8(o.stdout).unwrap().trim().to_string(),
