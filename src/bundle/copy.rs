@@ -245,25 +245,26 @@ pub(crate) fn pump(
         buf[n..span].fill(0);
         Ok(nonzero_runs(&buf[..span], pos, grain))
     }
+    /// Reading and writing in turns, with one buffer.
+    fn in_turns(
+        pieces: impl Iterator<Item = Piece>,
+        buf_len: usize,
+        grain: u64,
+        read: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+        write: &mut PieceWriter<'_>,
+    ) -> Result<()> {
+        let mut buf = vec![0u8; buf_len];
+        for piece in pieces {
+            let runs = fill(read, piece, &mut buf, grain)?;
+            write(piece.0, &buf[..piece.2], &runs)?;
+        }
+        Ok(())
+    }
     let parallel = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
     let read = match read {
         GuestReader::Shared(r) if parallel => r,
-        GuestReader::Shared(r) => {
-            let mut buf = vec![0u8; buf_len];
-            for piece in pieces {
-                let runs = fill(r, piece, &mut buf, grain)?;
-                write(piece.0, &buf[..piece.2], &runs)?;
-            }
-            return Ok(());
-        }
-        GuestReader::Local(r) => {
-            let mut buf = vec![0u8; buf_len];
-            for piece in pieces {
-                let runs = fill(r, piece, &mut buf, grain)?;
-                write(piece.0, &buf[..piece.2], &runs)?;
-            }
-            return Ok(());
-        }
+        GuestReader::Shared(r) => return in_turns(pieces, buf_len, grain, r, write),
+        GuestReader::Local(r) => return in_turns(pieces, buf_len, grain, r, write),
     };
     type Filled = io::Result<(Piece, Vec<u8>, Vec<(usize, usize)>)>;
     std::thread::scope(|scope| {
