@@ -3,8 +3,6 @@
 //! Findings come in the order a reader meets them: header, data area, BAT, extension cluster,
 //! features, bitmaps, and leaked space last.
 
-use std::collections::HashMap;
-
 use crate::bitmap::Bitmap;
 use crate::error::{Error, Region, Result, Violation};
 use crate::extension::{Extension, FeatureEntry, ListEnd};
@@ -186,8 +184,9 @@ struct DataClusters {
     /// `log2(cluster_size)` when it is a power of two.
     shift: Option<u32>,
     slots: Slots,
-    /// Slot to BAT index, built on the first overlap found (only messages need it).
-    owners: std::sync::OnceLock<HashMap<u64, u32>>,
+    /// Slot and the BAT index of its first entry, sorted by slot, built on the first overlap
+    /// found (only messages need it).
+    owners: std::sync::OnceLock<Vec<(u64, u32)>>,
     /// Whether the data area's start passed R12–R15 (so that R45 can speak of it).
     area_ok: bool,
 }
@@ -211,15 +210,16 @@ impl DataClusters {
         };
         let slot = (first..=last).find(|&s| hit(s))?;
         let owners = self.owners.get_or_init(|| {
-            let mut m = HashMap::new();
-            for (i, e) in image.allocated_entries() {
-                if let Some(s) = image.header().bat_entry_offset(e).and_then(|o| self.slot_of(o)) {
-                    m.entry(s).or_insert(i);
-                }
-            }
-            m
+            // (slot, index) sorted: the first of each slot is its lowest index, the owner.
+            let mut v: Vec<(u64, u32)> = image
+                .allocated_entries()
+                .filter_map(|(i, e)| Some((image.header().bat_entry_offset(e).and_then(|o| self.slot_of(o))?, i)))
+                .collect();
+            v.sort_unstable();
+            v.dedup_by_key(|x| x.0);
+            v
         });
-        Some(owners.get(&slot).copied().unwrap_or(0))
+        Some(owners.binary_search_by_key(&slot, |x| x.0).map_or(0, |k| owners[k].1))
     }
 }
 
@@ -567,21 +567,29 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings, end
     }
     if !dups.is_empty() {
         dups.sort_unstable();
-        let wanted: HashMap<u64, u32> = dups.iter().map(|d| (d.2, u32::MAX)).collect();
-        let mut first: HashMap<u64, u32> = HashMap::new();
+        // The offsets taken twice, sorted, and the index of the first entry that took each.
+        let mut wanted: Vec<u64> = dups.iter().map(|d| d.2).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut first: Vec<Option<u32>> = vec![None; wanted.len()];
         for (i, e) in image.allocated_entries() {
-            if let Some(off) = h.bat_entry_offset(e) {
-                if wanted.contains_key(&off) {
-                    first.entry(off).or_insert(i);
-                }
+            if let Some(k) = h.bat_entry_offset(e).and_then(|off| wanted.binary_search(&off).ok()) {
+                first[k].get_or_insert(i);
             }
         }
         for (index, entry, offset) in dups {
+            // Found unless the BAT, read again from its source, failed part-way: the report is
+            // then refused (`validate_with` asks `bat_status`) and this index never shown.
+            let first = wanted
+                .binary_search(&offset)
+                .ok()
+                .and_then(|k| first[k])
+                .unwrap_or(index);
             f.push(Violation::BatEntryDuplicate {
                 index,
                 entry,
                 offset,
-                first: first[&offset],
+                first,
             });
         }
     }
