@@ -175,7 +175,9 @@ impl serde::Serialize for Conformance {
             corruptions: counts.map(|c| c.corruptions),
             leaks: counts.map(|c| c.leaks),
             image_end_offset: counts.map(|c| c.image_end_offset),
-            errors: counts.map(|c| c.errors.clone()).unwrap_or_default(),
+            errors: counts
+                .map(|c| c.errors.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
             errors_omitted: counts.map_or(0, |c| c.errors_omitted),
             assertion: match &self.prediction.check {
                 QemuCheck::Aborts { assertion } => Some(assertion.clone()),

@@ -295,7 +295,7 @@ pub struct CheckCounts {
     /// `fragmented-clusters`.
     pub fragmented_clusters: u64,
     /// The first [`MAX_ERROR_LINES`] `ERROR …` lines, in order.
-    pub errors: Vec<String>,
+    pub errors: Vec<CheckLine>,
     /// How many more `ERROR …` lines QEMU prints.
     pub errors_omitted: u64,
 }
@@ -305,11 +305,52 @@ pub struct CheckCounts {
 pub const MAX_ERROR_LINES: usize = 1000;
 
 impl CheckCounts {
-    fn error(&mut self, line: impl FnOnce() -> String) {
+    fn error(&mut self, line: CheckLine) {
         if self.errors.len() < MAX_ERROR_LINES {
-            self.errors.push(line());
+            self.errors.push(line);
         } else {
             self.errors_omitted += 1;
+        }
+    }
+}
+
+/// One `ERROR …` line that `qemu-img check` prints on its standard error; its [`Display`] is
+/// the line's exact text (FORMAT-NOTES §5). Kept as a value, not as text: a hostile header makes
+/// QEMU print one per BAT entry, and only the lines shown need their text.
+///
+/// [`Display`]: std::fmt::Display
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckLine {
+    /// `ERROR image was not closed correctly`: the `inuse` field says the image is open.
+    NotClosed,
+    /// `ERROR data_off field has incorrect value`.
+    DataOff,
+    /// `ERROR cluster N is outside image`: BAT entry `index` points (partly) past the end of
+    /// the file.
+    Outside {
+        /// The BAT index.
+        index: u32,
+    },
+    /// `ERROR space leaked at the end of the image N`: `bytes` past the image end.
+    Leaked {
+        /// The leaked bytes.
+        bytes: u64,
+    },
+    /// `ERROR duplicate offset in BAT entry N`: entry `index` points where an earlier one does.
+    Duplicate {
+        /// The BAT index of the later entry.
+        index: u32,
+    },
+}
+
+impl std::fmt::Display for CheckLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckLine::NotClosed => f.write_str("ERROR image was not closed correctly"),
+            CheckLine::DataOff => f.write_str("ERROR data_off field has incorrect value"),
+            CheckLine::Outside { index } => write!(f, "ERROR cluster {index} is outside image"),
+            CheckLine::Leaked { bytes } => write!(f, "ERROR space leaked at the end of the image {bytes}"),
+            CheckLine::Duplicate { index } => write!(f, "ERROR duplicate offset in BAT entry {index}"),
         }
     }
 }
@@ -844,11 +885,11 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
     let mut max_entry = 0u64;
 
     if h.raw.inuse.get() == INUSE_OPEN {
-        c.error(|| "ERROR image was not closed correctly".into());
+        c.error(CheckLine::NotClosed);
         c.corruptions += 1;
     }
     if !data_off_ok {
-        c.error(|| "ERROR data_off field has incorrect value".into());
+        c.error(CheckLine::DataOff);
         c.corruptions += 1;
     }
     let mut high = 0u64;
@@ -863,7 +904,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
                 c.errors_omitted += u64::from(n - i);
                 break;
             }
-            c.error(|| format!("ERROR cluster {i} is outside image"));
+            c.error(CheckLine::Outside { index: i });
         }
         c.corruptions += u64::from(n);
     } else {
@@ -872,7 +913,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
             max_entry = max_entry.max(u64::from(e));
             let off = u64::from(e) * mult * 512;
             if off + cs > file_len {
-                c.error(|| format!("ERROR cluster {i} is outside image"));
+                c.error(CheckLine::Outside { index: i });
                 c.corruptions += 1;
             } else {
                 high = high.max(off);
@@ -890,7 +931,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
     c.image_end_offset = image_end;
     if file_len > image_end {
         let leaked = file_len - image_end;
-        c.error(|| format!("ERROR space leaked at the end of the image {leaked}"));
+        c.error(CheckLine::Leaked { bytes: leaked });
         c.leaks += leaked.div_ceil(cs);
     }
 
@@ -937,7 +978,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
                 last_dup = *w & bit != 0;
                 *w |= bit;
                 if last_dup {
-                    c.error(|| format!("ERROR duplicate offset in BAT entry {i}"));
+                    c.error(CheckLine::Duplicate { index: i });
                     c.corruptions += 1;
                 }
             }
@@ -962,7 +1003,7 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
             counted = true;
             dups.sort_unstable();
             for &i in &dups {
-                c.error(|| format!("ERROR duplicate offset in BAT entry {i}"));
+                c.error(CheckLine::Duplicate { index: i as u32 });
                 c.corruptions += 1;
             }
             last_dup = last.is_some() && dups.last() == last.as_ref();

@@ -397,9 +397,16 @@ pub fn check_disagreement(predicted: &QemuCheck, run: &Run, path: &str) -> Optio
                 });
             }
             // The head holds the first MAX_ERROR_LINES lines, as the prediction does.
-            if run.stderr.head != c.errors || run.stderr.omitted() != c.errors_omitted {
+            let same_lines = run.stderr.head.len() == c.errors.len()
+                && run
+                    .stderr
+                    .head
+                    .iter()
+                    .zip(&c.errors)
+                    .all(|(seen, line)| *seen == line.to_string());
+            if !same_lines || run.stderr.omitted() != c.errors_omitted {
                 return Some(QemuDisagreement::CheckErrors {
-                    predicted: c.errors.clone(),
+                    predicted: c.errors.iter().map(ToString::to_string).collect(),
                     predicted_omitted: c.errors_omitted,
                     seen: seen(),
                 });
@@ -422,7 +429,7 @@ pub fn disagreements(prediction: &Prediction, info: &Run, check: &Run, path: &st
 mod tests {
     use super::*;
     use crate::oracle::Output;
-    use crate::qemu::{CheckCounts, QemuReason};
+    use crate::qemu::{CheckCounts, CheckLine, QemuReason};
 
     fn run(end: End, stdout: &[&str], stderr: &[&str]) -> Run {
         let out = |l: &[&str]| Output {
@@ -527,22 +534,22 @@ mod tests {
             image_end_offset: 4096,
             total_clusters: 16,
             allocated_clusters: 1,
-            errors: vec!["ERROR cluster 3 is outside the image".into()],
+            errors: vec![CheckLine::Outside { index: 3 }],
             ..CheckCounts::default()
         };
         let pred = QemuCheck::Completes(counts);
         let json = r#"{"corruptions": 1, "image-end-offset": 4096, "total-clusters": 16, "allocated-clusters": 1}"#;
-        let good = run(End::Exited(2), &[json], &["ERROR cluster 3 is outside the image"]);
+        let good = run(End::Exited(2), &[json], &["ERROR cluster 3 is outside image"]);
         assert_eq!(check_disagreement(&pred, &good, "a"), None);
-        let other_line = run(End::Exited(2), &[json], &["ERROR cluster 4 is outside the image"]);
+        let other_line = run(End::Exited(2), &[json], &["ERROR cluster 4 is outside image"]);
         assert_eq!(
             check_disagreement(&pred, &other_line, "a"),
             Some(QemuDisagreement::CheckErrors {
-                predicted: vec!["ERROR cluster 3 is outside the image".into()],
+                predicted: vec!["ERROR cluster 3 is outside image".into()],
                 predicted_omitted: 0,
                 seen: Seen {
                     end: End::Exited(2),
-                    stderr: vec!["ERROR cluster 4 is outside the image".into()],
+                    stderr: vec!["ERROR cluster 4 is outside image".into()],
                     stderr_omitted: 0
                 }
             })

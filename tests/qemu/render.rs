@@ -2,7 +2,7 @@
 //! and 5): "undefined" is not "cannot open", and the predicted ERROR lines are shown, capped
 //! with the count of the rest.
 
-use parallels_image::qemu::{self, QemuCheck, SHOWN_ERROR_LINES};
+use parallels_image::qemu::{self, CheckLine, QemuCheck, SHOWN_ERROR_LINES};
 use parallels_image::{Data, ImageBuilder};
 
 use crate::catalogue::cases;
@@ -47,9 +47,8 @@ fn error_lines_are_shown_and_capped() {
     let QemuCheck::Completes(c) = &p.check else {
         panic!("{:?}", p.check)
     };
-    let all: Vec<String> = (1..=18)
-        .map(|i| format!("ERROR duplicate offset in BAT entry {i}"))
-        .collect();
+    let all: Vec<CheckLine> = (1..=18).map(|index| CheckLine::Duplicate { index }).collect();
+    assert_eq!(all[17].to_string(), "ERROR duplicate offset in BAT entry 18");
     assert_eq!((&c.errors, c.errors_omitted, c.corruptions), (&all, 0, 18));
     let mut want = vec![
         "QEMU 10: opens the image".to_string(),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use parallels_image::qemu::{self, QemuCheck, QemuOutcome};
+use parallels_image::qemu::{self, CheckLine, QemuCheck, QemuOutcome};
 
 use crate::catalogue::{cases, huge_bat_case, regressions};
 use crate::harness::{self, compare_with_qemu, Img};
@@ -23,14 +23,14 @@ pub fn check_steps(c: &QemuCheck) -> Vec<&'static str> {
         QemuCheck::Aborts { .. } => vec!["C5-abort"],
         QemuCheck::Completes(c) => {
             let mut out = vec![];
-            for (p, s) in [
-                ("ERROR image was not closed correctly", "C1"),
-                ("ERROR data_off field has incorrect value", "C2"),
-                ("is outside image", "C3"),
-                ("ERROR space leaked", "C4"),
-                ("ERROR duplicate offset", "C5"),
+            for (has, s) in [
+                (c.errors.contains(&CheckLine::NotClosed), "C1"),
+                (c.errors.contains(&CheckLine::DataOff), "C2"),
+                (c.errors.iter().any(|l| matches!(l, CheckLine::Outside { .. })), "C3"),
+                (c.errors.iter().any(|l| matches!(l, CheckLine::Leaked { .. })), "C4"),
+                (c.errors.iter().any(|l| matches!(l, CheckLine::Duplicate { .. })), "C5"),
             ] {
-                if c.errors.iter().any(|l| l.contains(p)) {
+                if has {
                     out.push(s);
                 }
             }
