@@ -3,7 +3,7 @@
 //!
 //! Oracles: the serialized bitmap has exactly the bits of the dirty runs for its granules; the
 //! dirty extents are those runs in bytes, clipped to the disk; `open` fails exactly when the
-//! report has corruption.
+//! report has corruption (on tables of at most [`MAX_CROSS_CHECKED`] entries, as lenient mode).
 //!
 //! Shared by the `image` target and its `image_mutator` variant.
 
@@ -14,6 +14,11 @@ use parallels_image::{Error, Image, Mode, Severity};
 const MAX_SERIALIZED: u64 = 256 << 10;
 /// How far past the end of the file the extension cluster may reach (see `costly_checksum`).
 const MAX_PAST_END: u64 = 64 << 10;
+
+/// The largest BAT (entries in the file) whose image is also parsed in lenient mode and opened
+/// with `open_with`: each walks the whole table again, and a longer table only repeats the
+/// entries' paths (fuzz/README.md, "Limits").
+const MAX_CROSS_CHECKED: u32 = 1024;
 
 /// One run of the target on `data`.
 pub fn run(data: &[u8]) {
@@ -39,6 +44,11 @@ pub fn run(data: &[u8]) {
             }
             Err(e) => panic!("parsing a slice failed with {e}"),
         };
+        // A long table only repeats the entries' paths: lenient mode, whose rules differ from
+        // strict mode's only on features, is run on tables of at most MAX_CROSS_CHECKED entries.
+        if mode == Mode::Lenient && image.bat_entries_in_file() > MAX_CROSS_CHECKED {
+            return;
+        }
         let _ = format!("{image:?}");
         let h = *image.header();
         assert_eq!(image.mode(), mode);
@@ -51,13 +61,16 @@ pub fn run(data: &[u8]) {
         }
         let _ = report.rules();
         let first_corruption = report.findings.iter().find(|f| f.severity == Severity::Corruption);
-        match (parallels_image::open_with(&data, mode), first_corruption) {
-            (Ok(_), None) => {}
-            (Err(Error::Invalid(v)), Some(f)) => assert_eq!(v, f.violation),
-            (got, want) => panic!(
-                "open gave {:?}, the report's first corruption is {want:?}",
-                got.map(|_| ())
-            ),
+        // `open_with` validates again: compared on tables of at most MAX_CROSS_CHECKED entries.
+        if image.bat_entries_in_file() <= MAX_CROSS_CHECKED {
+            match (parallels_image::open_with(&data, mode), first_corruption) {
+                (Ok(_), None) => {}
+                (Err(Error::Invalid(v)), Some(f)) => assert_eq!(v, f.violation),
+                (got, want) => panic!(
+                    "open gave {:?}, the report's first corruption is {want:?}",
+                    got.map(|_| ())
+                ),
+            }
         }
 
         // BAT entries in the file, and the first one past it. The allocated entries are listed
