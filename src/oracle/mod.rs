@@ -299,6 +299,44 @@ fn command_line(program: &Path, args: &[&OsStr]) -> String {
     s
 }
 
+/// The process groups (led by the programs [`run`] started) still running, for [`kill_running`].
+#[cfg(target_os = "linux")]
+static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills every program [`run`] has started and not yet seen end, each with its process group.
+/// For a signal handler about to end the process: the programs run in their own process groups,
+/// so the terminal's Ctrl-C does not reach them, and no one would kill them at their timeout.
+/// The runs cut short end as signalled (SIGKILL). A no-op on systems other than Linux.
+pub fn kill_running() {
+    #[cfg(target_os = "linux")]
+    for &pid in RUNNING.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        if let Some(group) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// Records a started program's process group in [`RUNNING`] until dropped.
+struct Running(#[cfg_attr(not(target_os = "linux"), allow(dead_code))] u32);
+
+impl Running {
+    fn new(child: &Child) -> Self {
+        #[cfg(target_os = "linux")]
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push(child.id());
+        Running(child.id())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        #[cfg(target_os = "linux")]
+        RUNNING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != self.0);
+    }
+}
+
 /// Kills the child's process group (it leads one), or the child alone where that is not possible.
 fn kill(child: &mut Child) {
     #[cfg(target_os = "linux")]
@@ -360,6 +398,8 @@ pub fn run(program: &Path, args: &[&OsStr], options: &RunOptions) -> Result<Run,
         program: program.to_path_buf(),
         source,
     })?;
+    // Until the child is reaped: its pid (and group id) cannot be reused before that.
+    let running = Running::new(&child);
     let keep = options.keep_lines;
     type Stream = Option<Box<dyn Read + Send>>;
     let reader = |r: Stream| {
@@ -399,6 +439,7 @@ pub fn run(program: &Path, args: &[&OsStr], options: &RunOptions) -> Result<Run,
         std::thread::sleep(nap.min(deadline - now));
         nap = (nap * 2).min(Duration::from_millis(1));
     };
+    drop(running);
     let elapsed = start.elapsed();
     let join = |h: std::thread::JoinHandle<io::Result<Output>>| {
         h.join()
@@ -622,7 +663,11 @@ impl Examination {
 mod tests {
     use super::*;
 
+    /// Held by every test that starts programs: `kill_running` kills whatever runs.
+    static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn sh(script: &str, timeout: Duration, merge: bool) -> Run {
+        let _alone = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
         let options = RunOptions {
             timeout,
             keep_lines: 3,
@@ -662,6 +707,27 @@ mod tests {
             ),
             (Some(134), None, "SIGSEGV".to_string())
         );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn kill_running_ends_every_program_started_with_its_group() {
+        let _alone = SPAWNING.lock().unwrap_or_else(|e| e.into_inner());
+        let t0 = Instant::now();
+        let running = std::thread::spawn(|| {
+            let script = [OsStr::new("-c"), OsStr::new("sleep 30 & echo started; wait")];
+            run(Path::new("/bin/sh"), &script, &RunOptions::new(Duration::from_secs(60)))
+        });
+        while RUNNING.lock().unwrap().is_empty() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "the program never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        kill_running();
+        let r = running.join().unwrap().unwrap();
+        // Killed, not timed out; and the sleeping grandchild, which holds the pipes, with it.
+        assert_eq!(r.end, End::Signalled(9));
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+        assert!(RUNNING.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! agrees with the predictions, its report counts what ran, and the output folder holds exactly
 //! the cases where a program crashed or aborted (with their edits and bytes); a timeout too
 //! short for any run keeps every case as a timeout; a folder of images runs as it is; an output
-//! folder holding a report is refused. The ploop drivers join in when they are built (and must
-//! be under `CI=true`).
+//! folder holding a report is refused; Ctrl-C ends the campaign, the programs it runs and its
+//! scratch folder. The ploop drivers join in when they are built (and must be under `CI=true`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -219,4 +219,75 @@ fn a_folder_of_images_runs_as_it_is() {
     assert_eq!(r["outcomes"]["qemu-img info"], serde_json::json!({ "exit 0": 2 }));
     assert_eq!(r["seeds"], serde_json::json!([]));
     assert!(kept(&out).is_empty());
+}
+
+/// The processes whose command line mentions `dir` (read from /proc).
+#[cfg(target_os = "linux")]
+fn processes_on(dir: &Path) -> Vec<String> {
+    let needle = dir.to_str().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn ctrl_c_ends_the_campaign_with_its_programs_and_scratch_folder() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+    let test = "ctrl_c_ends_the_campaign_with_its_programs_and_scratch_folder";
+    if !harness::have(test, &["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let out = dir.path().join("out");
+    let mut child = Command::new(BIN)
+        .args([
+            "differential",
+            "--qemu",
+            "--seed",
+            "9",
+            "--count",
+            "100000",
+            "-j",
+            "2",
+            "--out",
+        ])
+        .arg(&out)
+        .env("TMPDIR", &tmp)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until qemu-img runs on a case in the scratch folder (inside `tmp`).
+    let t0 = Instant::now();
+    while processes_on(&tmp).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no qemu-img started");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    // It dies of the signal, as if it had not caught it (a shell shows 130).
+    assert_eq!(status.signal(), Some(2), "{status:?}");
+    // The programs it ran were killed with it (SIGKILL is delivered at once), and its scratch
+    // folder is gone.
+    let t1 = Instant::now();
+    while !processes_on(&tmp).is_empty() {
+        assert!(
+            t1.elapsed() < Duration::from_secs(5),
+            "left running: {:?}",
+            processes_on(&tmp)
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in TMPDIR: {left:?}");
 }

@@ -423,6 +423,18 @@ struct Context {
     force: bool,
 }
 
+/// The scratch folder of the campaign running, for [`abandon`].
+static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// For the signal handler, before the process dies: kills the programs running (they run in
+/// their own process groups, out of the terminal's reach) and removes the scratch folder.
+pub fn abandon() {
+    parallels_image::oracle::kill_running();
+    if let Some(dir) = SCRATCH.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 pub fn run(args: &Args) -> Outcome {
     let oracles = oracles(args)?;
     let generated = args.paths.is_empty();
@@ -463,6 +475,7 @@ pub fn run(args: &Args) -> Outcome {
         .prefix("prlimg-differential")
         .tempdir()
         .map_err(|e| Failure::plain(format!("a scratch folder: {e}")))?;
+    *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()) = Some(scratch.path().to_path_buf());
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.jobs.unwrap_or(0))
         .build()

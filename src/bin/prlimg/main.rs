@@ -114,7 +114,8 @@ fn main() -> ExitCode {
 pub type Outcome = Result<u8, Failure>;
 
 /// On SIGINT, SIGTERM or SIGHUP: remove the named temporary file of an output being written
-/// (an unnamed one needs nothing), then die of the signal as if it had not been caught.
+/// (an unnamed one needs nothing), kill the programs a `differential` campaign runs and remove
+/// its scratch folder, then die of the signal as if it had not been caught.
 fn clean_up_on_signals() {
     #[cfg(unix)]
     {
@@ -125,6 +126,7 @@ fn clean_up_on_signals() {
         std::thread::spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 parallels_image::abandon_outputs();
+                differential::abandon();
                 let _ = signal_hook::low_level::emulate_default_handler(sig);
                 std::process::exit(128 + sig);
             }
