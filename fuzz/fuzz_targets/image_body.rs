@@ -55,9 +55,14 @@ pub fn run(data: &[u8]) {
         assert_eq!(image.file_len(), data.len() as u64);
 
         let report = parallels_image::validate(&image).expect("validating a slice does no failing I/O");
-        // Messages of the first findings (formatting thousands of them would dominate the run).
-        for f in report.findings.iter().take(100) {
-            let _ = (f.violation.to_string(), f.violation.rule(), f.violation.location());
+        // Messages of the first 16 findings and of the first of each rule after them (formatting
+        // thousands of the same kind would dominate the run).
+        let mut shown = [false; 64];
+        for (i, f) in report.findings.iter().enumerate() {
+            let rule = f.violation.rule();
+            if i < 16 || !std::mem::replace(&mut shown[rule as usize % 64], true) {
+                let _ = (f.violation.to_string(), rule, f.violation.location());
+            }
         }
         let _ = report.rules();
         let first_corruption = report.findings.iter().find(|f| f.severity == Severity::Corruption);
