@@ -112,8 +112,9 @@ pub fn run(data: &[u8]) {
         let allocated: Vec<(u32, u32)> = compact.allocated_entries().collect();
         assert_eq!(allocated, want);
         assert_eq!(compact.allocated_clusters(), allocated.len() as u64);
-        for (i, e) in bat.iter().enumerate().step_by((bat.len() / 64).max(1)) {
-            assert_eq!(compact.bat_entry(i as u32), e);
+        // By index: stepping an iterator walks every entry it skips.
+        for i in (0..bat.len()).step_by((bat.len() / 64).max(1)) {
+            assert_eq!(compact.bat_entry(i as u32), bat.get(i).expect("an index in the table"));
         }
 
         // A few guest reads: the first and last bytes of the disk.
