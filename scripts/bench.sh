@@ -13,7 +13,8 @@
 # interleaved rounds (default 5), DATA_DIR where their files go (default BENCH_DIR; /dev/shm
 # takes the disk out of the figures).
 # `campaign` runs only the differential campaign rows (CAMPAIGN_CASES variants, default 400;
-# CAMPAIGN_JOBS parallel cases, default the CPUs).
+# CAMPAIGN_JOBS parallel cases, default the CPUs). PRLIMG_BIN times another prlimg binary (an
+# older build, to compare) instead of the release build made here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -36,7 +37,7 @@ fi
 
 cargo build --release --quiet --bin prlimg --example bench_image
 TARGET=${CARGO_TARGET_DIR:-target}
-PRLIMG=$(realpath "$TARGET/release/prlimg")
+PRLIMG=$(realpath "${PRLIMG_BIN:-$TARGET/release/prlimg}")
 MKIMG=$(realpath "$TARGET/release/examples/bench_image")
 
 DIR=${BENCH_DIR:-$(mktemp -d /var/tmp/prlimg-bench.XXXXXX)}

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,6 @@ use parallels_image::oracle::ploop::PloopDrivers;
 use parallels_image::oracle::qemu::QemuImg;
 use parallels_image::oracle::{builtin_base, Examination, OracleError, Oracles, Run, Verdict};
 use parallels_image::{write_file_atomically, Edit, MutateOptions, Mutator, Recipe};
-use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -492,12 +492,21 @@ pub fn run(args: &Args) -> Outcome {
     let bar = progress_bar(inputs.len() as u64);
     let summary = Mutex::new(Summary::default());
     let start = Instant::now();
-    pool.install(|| {
-        inputs.par_iter().enumerate().for_each(|(i, input)| {
-            let done = one(i, input, &ctx);
-            summary.lock().unwrap_or_else(|e| e.into_inner()).add(&done);
-            bar.inc(1);
-        })
+    // Each worker takes the next case when it is done with one, in order: a long case (a 2 GiB
+    // extension cluster, hashed for seconds by every program) holds up its worker alone. (A
+    // parallel iterator hands out runs of cases, and a run that holds a long case can leave the
+    // other CPUs idle for seconds at the end.)
+    let next = AtomicUsize::new(0);
+    pool.scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|_| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(input) = inputs.get(i) else { break };
+                let done = one(i, input, &ctx);
+                summary.lock().unwrap_or_else(|e| e.into_inner()).add(&done);
+                bar.inc(1);
+            });
+        }
     });
     bar.finish_and_clear();
     let wall = start.elapsed();
