@@ -68,6 +68,34 @@ pub enum ListEnd {
     },
 }
 
+/// The MD5 of an extension cluster as one reader hashed it: bytes `[offset + 24, offset +
+/// cluster_size)` of a file of `file_len` bytes, those past its end counted as zeros (as QEMU and
+/// the validator count them).
+///
+/// Another reader of the same bytes that would hash the very same cluster may take it instead of
+/// hashing again: the mutator gives the digest it fixed a variant's checksum with
+/// ([`crate::Mutant::digest`]), and a differential campaign's predictions take it
+/// (`oracle::Oracles::examine_knowing`), so that each variant's cluster is hashed once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ExtensionDigest {
+    /// Byte offset of the cluster in the file.
+    pub offset: u64,
+    /// Cluster size in bytes.
+    pub cluster_size: u64,
+    /// The length of the file.
+    pub file_len: u64,
+    /// MD5 of the cluster's bytes `[24, cluster_size)`.
+    pub md5: [u8; 16],
+}
+
+impl ExtensionDigest {
+    /// Whether this is the digest of the cluster of `cluster_size` bytes at `offset` in a file of
+    /// `file_len` bytes.
+    pub fn covers(&self, offset: u64, cluster_size: u64, file_len: u64) -> bool {
+        (self.offset, self.cluster_size, self.file_len) == (offset, cluster_size, file_len)
+    }
+}
+
 /// The Format Extension cluster as found in the file.
 ///
 /// Building one only holds the bytes. The feature list is walked when it is first asked for, and
@@ -98,7 +126,8 @@ struct Walked {
 struct Hashed {
     /// MD5 of bytes `[24, cluster_size)`, missing bytes counted as zeros.
     sum: [u8; 16],
-    /// Every byte of the cluster from this offset on is zero.
+    /// Every byte of the cluster from this offset on is zero (`u64::MAX`: not known, the sum
+    /// was taken from an [`ExtensionDigest`]).
     zeros_from: u64,
 }
 
@@ -167,6 +196,34 @@ impl<'s> Extension<'s> {
                 zeros_from: EXT_HEADER_SIZE as u64 + nonzero as u64,
             }
         }))
+    }
+
+    /// The digest of this cluster, in a file of `file_len` bytes, if it has been hashed (or
+    /// taken, [`Extension::take_digest`]); nothing is hashed here.
+    pub(crate) fn digest(&self, file_len: u64) -> Option<ExtensionDigest> {
+        self.hashed.get().map(|h| ExtensionDigest {
+            offset: self.file_offset,
+            cluster_size: self.cluster_size,
+            file_len,
+            md5: h.sum,
+        })
+    }
+
+    /// Takes `known` as this cluster's MD5 instead of hashing it, if it covers this very cluster
+    /// of a file of `file_len` bytes (whose bytes these are) and the cluster was not hashed yet.
+    /// Whether it was taken. Where the zeros start is then not known: the padding rules read
+    /// every byte there is, as before a hash.
+    pub(crate) fn take_digest(&self, known: &ExtensionDigest, file_len: u64) -> bool {
+        let present = self.cluster_size.min(file_len.saturating_sub(self.file_offset));
+        if !known.covers(self.file_offset, self.cluster_size, file_len) || self.bytes.len() as u64 != present {
+            return false;
+        }
+        self.hashed
+            .set(Hashed {
+                sum: known.md5,
+                zeros_from: u64::MAX,
+            })
+            .is_ok()
     }
 
     /// The bytes of the cluster that are in the file (possibly fewer than `cluster_size`).

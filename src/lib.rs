@@ -109,7 +109,7 @@ pub use bundle::{
 pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
 pub use edit::{edit_bitmaps, edit_bitmaps_file, BitmapEdit, EditedLayout};
 pub use error::{BuildError, Error, Location, PlanError, Region, Requirement, Result, Violation};
-pub use extension::{Extension, FeatureEntry, ListEnd};
+pub use extension::{Extension, ExtensionDigest, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
 pub use mutate::{

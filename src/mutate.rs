@@ -22,7 +22,7 @@ use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::error::Result;
-use crate::extension::{Extension, FeatureEntry};
+use crate::extension::{Extension, ExtensionDigest, FeatureEntry};
 use crate::header::{Header, Variant};
 use crate::image::{Image, Mode};
 use crate::raw::bat::{BAT_ENTRY_SIZE, BAT_OFFSET};
@@ -580,6 +580,10 @@ pub struct Mutant {
     pub edits: Vec<Edit>,
     /// What became of the extension checksum.
     pub checksum: ChecksumState,
+    /// The MD5 the checksum was fixed to, with the cluster it covers in these bytes: `Some`
+    /// exactly when [`Mutant::checksum`] is [`ChecksumState::Fixed`]. A reader of the variant that
+    /// would hash the same cluster may take it instead ([`ExtensionDigest`]).
+    pub digest: Option<ExtensionDigest>,
 }
 
 /// Makes variants of one image ([`Mutator::mutant`]).
@@ -623,6 +627,7 @@ impl<'a> Mutator<'a> {
             bytes: buffer.bytes,
             edits: buffer.edits,
             checksum: buffer.checksum,
+            digest: buffer.digest,
         }
     }
 
@@ -637,6 +642,7 @@ impl<'a> Mutator<'a> {
             fresh: true,
             edits: Vec::new(),
             checksum: ChecksumState::NoExtension,
+            digest: None,
         }
     }
 }
@@ -681,6 +687,7 @@ pub struct MutantBuffer<'m> {
     fresh: bool,
     edits: Vec<Edit>,
     checksum: ChecksumState,
+    digest: Option<ExtensionDigest>,
 }
 
 impl MutantBuffer<'_> {
@@ -717,13 +724,14 @@ impl MutantBuffer<'_> {
                 }
             }
         }
-        self.checksum = if options.fix_checksum {
+        (self.checksum, self.digest) = if options.fix_checksum {
             m.fix_checksum()
         } else {
-            match ext_place(&m.bytes) {
+            let state = match ext_place(&m.bytes) {
                 Some(_) => ChecksumState::LeftAsIs,
                 None => ChecksumState::NoExtension,
-            }
+            };
+            (state, None)
         };
         self.bytes = m.bytes;
         self.touched = m.touched;
@@ -763,6 +771,12 @@ impl MutantBuffer<'_> {
     /// What became of the last variant's extension checksum.
     pub fn checksum(&self) -> ChecksumState {
         self.checksum
+    }
+
+    /// The MD5 the last variant's checksum was fixed to, with the cluster it covers
+    /// ([`Mutant::digest`]).
+    pub fn digest(&self) -> Option<ExtensionDigest> {
+        self.digest
     }
 }
 
@@ -916,13 +930,14 @@ impl Work {
     }
 
     /// Recomputes the MD5 of the extension cluster the header points at, if the header passes
-    /// R1–R6 and the cluster starts in the file.
-    fn fix_checksum(&mut self) -> ChecksumState {
+    /// R1–R6 and the cluster starts in the file; with the digest when it did. (The sum is
+    /// written outside the bytes it covers, and this is the last write to the variant.)
+    fn fix_checksum(&mut self) -> (ChecksumState, Option<ExtensionDigest>) {
         let Some((off, cs)) = ext_place(&self.bytes) else {
-            return ChecksumState::NoExtension;
+            return (ChecksumState::NoExtension, None);
         };
         if cs > MAX_REHASH {
-            return ChecksumState::LeftAsIs;
+            return (ChecksumState::LeftAsIs, None);
         }
         let len = self.bytes.len() as u64;
         let end = (off + cs).min(len);
@@ -930,7 +945,13 @@ impl Work {
         let sum = checksum_padded(&self.bytes[o + EXT_HEADER_SIZE..e], off + cs - end);
         self.touch(o + 8, EXT_HEADER_SIZE - 8);
         self.bytes[o + 8..o + EXT_HEADER_SIZE].copy_from_slice(&sum);
-        ChecksumState::Fixed
+        let digest = ExtensionDigest {
+            offset: off,
+            cluster_size: cs,
+            file_len: len,
+            md5: sum,
+        };
+        (ChecksumState::Fixed, Some(digest))
     }
 
     fn draw_kind(&mut self, view: &View) -> EditKind {

@@ -16,6 +16,7 @@ use std::io;
 
 use md5::{Digest, Md5};
 
+use crate::extension::ExtensionDigest;
 use crate::raw::bitmap::BITMAP_HEADER_SIZE;
 use crate::raw::extension::{EXT_HEADER_SIZE, EXT_MAGIC};
 use crate::raw::feature::{FEATURE_DIRTY_BITMAP, FEATURE_HEADER_SIZE};
@@ -184,10 +185,21 @@ pub struct PloopMount {
 /// Predicts what ploop does with the image in `source`; `path` is the image's path as it would
 /// be passed to ploop (its messages name it).
 pub fn predict_ploop(source: &dyn Source, path: &str) -> io::Result<PloopPrediction> {
+    predict_ploop_knowing(source, path, None)
+}
+
+/// [`predict_ploop`], taking `known` as the MD5 of the extension block if it covers the very
+/// block ploop would hash (the caller vouches that it is the digest of `source`'s bytes) instead
+/// of hashing it.
+pub(crate) fn predict_ploop_knowing(
+    source: &dyn Source,
+    path: &str,
+    known: Option<&ExtensionDigest>,
+) -> io::Result<PloopPrediction> {
     let check = predict_check(source, path)?;
     // One walk of the extension answers for both: the read-only load and the mount's load
     // differ only in what they do to the file afterwards.
-    let load = load_extension(source, path)?;
+    let load = load_extension(source, path, known)?;
     // A mount that changes nothing leaves the header as it is, also when the file is too short
     // for ploop to read it (missing bytes read as zeros, as for any short file).
     let first = source.read_at(0, 64)?;
@@ -458,7 +470,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// ploop's extension loader, as the read-only load of `ploop-cbt show` and the load a mount does
 /// before handing the delta to the kernel both run it.
-fn load_extension(source: &dyn Source, path: &str) -> io::Result<LoadRun> {
+fn load_extension(source: &dyn Source, path: &str, known: Option<&ExtensionDigest>) -> io::Result<LoadRun> {
     let mut run = LoadRun {
         end: LoadEnd::OpenFails,
         errors: Vec::new(),
@@ -517,7 +529,11 @@ fn load_extension(source: &dyn Source, path: &str) -> io::Result<LoadRun> {
         fail(&mut run, rc::PROTOCOL, true, "Wrong optional header magic".into());
         return Ok(run);
     }
-    let digest: [u8; 16] = Md5::digest(&block[EXT_HEADER_SIZE..]).into();
+    // The whole block is in the file (the read above would have failed otherwise).
+    let digest: [u8; 16] = match known.filter(|k| k.covers(ext_off.wrapping_mul(SECTOR_SIZE), bs, size)) {
+        Some(k) => k.md5,
+        None => Md5::digest(&block[EXT_HEADER_SIZE..]).into(),
+    };
     if block[8..24] != digest {
         fail(&mut run, rc::PROTOCOL, true, "Wrong optional header checksum".into());
         return Ok(run);

@@ -7,7 +7,7 @@
 //! past its own buffer the outcome is reported as [`QemuOutcome::Undefined`].
 
 use crate::error::{Error, Violation};
-use crate::extension::Extension;
+use crate::extension::{Extension, ExtensionDigest};
 use crate::header::Variant;
 use crate::image::{ClusterCounter, Image};
 use crate::raw::bitmap::BITMAP_HEADER_SIZE;
@@ -412,24 +412,38 @@ fn errno_suffix(total: u64) -> String {
 
 /// Predicts what QEMU 10.0.2 does with the image in `source`.
 pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
+    predict_knowing(source, None).map(|(prediction, _)| prediction)
+}
+
+/// [`predict`], taking `known` as the MD5 of the extension cluster if it covers the very cluster
+/// QEMU would hash (the caller vouches that it is the digest of `source`'s bytes) instead of
+/// hashing it; with the digest of the cluster when the prediction hashed it or took `known`.
+pub(crate) fn predict_knowing(
+    source: &dyn Source,
+    known: Option<&ExtensionDigest>,
+) -> std::io::Result<(Prediction, Option<ExtensionDigest>)> {
     // QEMU's header checks are rules R1-R6 of this crate, in the same order. The BAT is read
     // again through a small buffer at each walk (nothing of it is held).
     let image = match Image::parse_compact(source, crate::image::Mode::Strict) {
         Ok(image) => image,
         Err(Error::Io(e)) => return Err(e),
-        Err(Error::Invalid(v)) => return Ok(predict_unparsable(&v)),
+        Err(Error::Invalid(v)) => return Ok((predict_unparsable(&v), None)),
         // Not a Parallels image at all: QEMU's H1, as for a bad magic.
         Err(Error::EmptyFile | Error::NotParallels { .. }) => {
-            return Ok(predict_unparsable(&Violation::BadMagic { found: [0; 16] }))
+            return Ok((predict_unparsable(&Violation::BadMagic { found: [0; 16] }), None))
         }
         Err(e) => return Err(std::io::Error::other(e.to_string())),
     };
+    let extension = image.extension();
+    if let (Some(ext), Some(known)) = (extension, known) {
+        ext.take_digest(known, image.file_len());
+    }
     let prediction = predict_image(&image);
     image.bat_status().map_err(|e| match e {
         Error::Io(e) => e,
         e => std::io::Error::other(e.to_string()),
     })?;
-    Ok(prediction)
+    Ok((prediction, extension.and_then(|e| e.digest(image.file_len()))))
 }
 
 /// Predicts what QEMU 10.0.2 does with an image whose header failed `violation`, one of

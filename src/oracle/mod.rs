@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::extension::ExtensionDigest;
+
 pub mod ploop;
 pub mod qemu;
 
@@ -567,12 +569,41 @@ impl Oracles {
     /// read-only; ploop's mount on a copy at `mount_copy`, which must not exist), comparing.
     /// An I/O error reading the image for the predictions is the only `Err`.
     pub fn examine(&self, path: &Path, mount_copy: &Path) -> io::Result<Examination> {
+        self.examine_knowing(path, mount_copy, None)
+    }
+
+    /// [`Oracles::examine`] of a file whose extension cluster's MD5 the caller already has: a
+    /// variant's, from the digest its checksum was fixed with ([`crate::Mutant::digest`]), the
+    /// caller vouching that the file holds the bytes that were hashed (it wrote them). A
+    /// prediction takes `known` only if it covers the very cluster that prediction would hash
+    /// (same offset, cluster size and file length) and hashes the cluster itself otherwise.
+    ///
+    /// Both predictions are made before any program runs, and the digest of the one serves the
+    /// other: the cluster is hashed at most once per examination (QEMU's prediction hashes it
+    /// where QEMU would; ploop's takes that digest when its block is the same cluster).
+    pub fn examine_knowing(
+        &self,
+        path: &Path,
+        mount_copy: &Path,
+        known: Option<&ExtensionDigest>,
+    ) -> io::Result<Examination> {
         let source = crate::source::FileSource::open(path)?;
         let shown = path.display().to_string();
-        let qemu = match &self.qemu {
+        let mut known = known.copied();
+        let qemu_prediction = match &self.qemu {
             None => None,
-            Some(q) => {
-                let prediction = crate::qemu::predict(&source)?;
+            Some(_) => {
+                let (prediction, digest) = crate::qemu::predict_knowing(&source, known.as_ref())?;
+                known = digest.or(known);
+                Some(prediction)
+            }
+        };
+        let ploop_prediction = match &self.ploop {
+            None => None,
+            Some(_) => Some(crate::ploop::predict_ploop_knowing(&source, &shown, known.as_ref())?),
+        };
+        let qemu = match (&self.qemu, qemu_prediction) {
+            (Some(q), Some(prediction)) => {
                 let info = q.info(path, self.timeout);
                 let check = q.check(path, self.timeout);
                 let mut disagreements = Vec::new();
@@ -589,11 +620,10 @@ impl Oracles {
                     disagreements,
                 })
             }
+            _ => None,
         };
-        let ploop = match &self.ploop {
-            None => None,
-            Some(p) => {
-                let prediction = crate::ploop::predict_ploop(&source, &shown)?;
+        let ploop = match (&self.ploop, ploop_prediction) {
+            (Some(p), Some(prediction)) => {
                 let observation = p.observe_with_copy(path, mount_copy, self.timeout);
                 let disagreements = match &observation {
                     Ok(o) => ploop::differences(&prediction, o),
@@ -605,6 +635,7 @@ impl Oracles {
                     disagreements,
                 })
             }
+            _ => None,
         };
         Ok(Examination { qemu, ploop })
     }
@@ -768,5 +799,141 @@ mod tests {
             matches!(e, OracleError::Spawn { ref program, .. } if program == Path::new("/nonexistent/prog")),
             "{e}"
         );
+    }
+}
+
+#[cfg(test)]
+mod known_digest {
+    use crate::builder::{BitmapSpec, ImageBuilder};
+    use crate::extension::ExtensionDigest;
+    use crate::mutate::{ChecksumState, MutateOptions, Mutator};
+    use crate::qemu::{predict, predict_knowing, QemuOutcome, QemuReason};
+    use crate::{ploop::predict_ploop_knowing, predict_ploop, raw::extension::checksum_padded, Image};
+
+    fn bases() -> Vec<Vec<u8>> {
+        let one_mib = ImageBuilder::new(16 << 20)
+            .cluster_size(1 << 20)
+            .inuse(crate::raw::header::INUSE_CLOSED_V21)
+            .bitmap(BitmapSpec {
+                id: [3; 16],
+                granularity: 64 << 10,
+                extents: vec![(0, 1 << 20), (9 << 20, 70_000)],
+            })
+            .to_vec()
+            .unwrap()
+            .0;
+        vec![super::builtin_base().unwrap(), one_mib]
+    }
+
+    /// For each variant: the predictions that take the mutator's digest (and QEMU's, for ploop)
+    /// are the predictions that hash; the mutator's digest is the very MD5 QEMU's prediction
+    /// computes where both cover the same cluster. Most of them do (about 7 in 8), and most of
+    /// ploop's blocks are that cluster: the digests are used, not only offered.
+    #[test]
+    fn a_known_digest_gives_the_predictions_hashing_gives() {
+        for (b, base) in bases().iter().enumerate() {
+            let m = Mutator::new(base, MutateOptions::default()).unwrap();
+            let (mut same_cluster, mut ploop_takes) = (0, 0);
+            let count = if b == 0 { 200 } else { 40 };
+            for seed in 0..count {
+                let v = m.mutant(seed);
+                assert_eq!(v.digest.is_some(), v.checksum == ChecksumState::Fixed, "seed {seed}");
+                let bytes = v.bytes.as_slice();
+                let (honest, hashed) = predict_knowing(&bytes, None).unwrap();
+                let (taking, digest) = predict_knowing(&bytes, v.digest.as_ref()).unwrap();
+                assert_eq!(taking, honest, "base {b} seed {seed}: {:?}", v.edits);
+                if let (Some(h), Some(d)) = (hashed, v.digest) {
+                    if h.covers(d.offset, d.cluster_size, d.file_len) {
+                        assert_eq!(h, d, "base {b} seed {seed}: {:?}", v.edits);
+                        same_cluster += 1;
+                    }
+                }
+                // What the campaign hands to ploop's prediction: QEMU's digest, else the mutator's.
+                let known = digest.or(v.digest);
+                let ploop = predict_ploop(&bytes, "x").unwrap();
+                assert_eq!(
+                    predict_ploop_knowing(&bytes, "x", known.as_ref()).unwrap(),
+                    ploop,
+                    "base {b} seed {seed}: {:?}",
+                    v.edits
+                );
+                let h = crate::raw::header::RawHeader::read_padded(bytes);
+                let (off, bs) = (h.ext_off.get().wrapping_mul(512), u64::from(h.tracks.get()) * 512);
+                if known.is_some_and(|k| k.covers(off, bs, bytes.len() as u64)) && off + bs <= bytes.len() as u64 {
+                    ploop_takes += 1;
+                }
+            }
+            assert!(same_cluster >= count * 3 / 4, "base {b}: {same_cluster} of {count}");
+            assert!(ploop_takes >= count * 3 / 4, "base {b}: {ploop_takes} of {count}");
+        }
+    }
+
+    /// A digest is taken only when it covers the very cluster: one with the same offset, cluster
+    /// size and file length is taken as it is (a wrong MD5 there makes both predictions see a
+    /// wrong checksum, as for a file whose stored checksum is wrong); one that differs in any of
+    /// the three is not, and the predictions hash.
+    #[test]
+    fn a_digest_is_taken_only_for_the_very_cluster() {
+        let base = super::builtin_base().unwrap();
+        let image = Image::parse(&base).unwrap();
+        let ext = image.extension().unwrap();
+        let (off, cs, len) = (ext.file_offset, ext.cluster_size, base.len() as u64);
+        let right = ExtensionDigest {
+            offset: off,
+            cluster_size: cs,
+            file_len: len,
+            md5: checksum_padded(&base[off as usize + 24..(off + cs) as usize], 0),
+        };
+        assert_eq!(predict_knowing(&base.as_slice(), None).unwrap().1, Some(right));
+        let wrong = ExtensionDigest {
+            md5: [0x5a; 16],
+            ..right
+        };
+        let mut broken = base.clone();
+        broken[off as usize + 8..off as usize + 24].copy_from_slice(&[0x5a; 16]);
+        let (taken, digest) = predict_knowing(&base.as_slice(), Some(&wrong)).unwrap();
+        assert_eq!(digest, Some(wrong));
+        assert!(
+            matches!(
+                &taken.info,
+                QemuOutcome::Rejects {
+                    reason: QemuReason::ExtensionChecksum,
+                    ..
+                }
+            ),
+            "{:?}",
+            taken.info
+        );
+        assert_eq!(taken, predict(&broken.as_slice()).unwrap());
+        let ploop_taken = predict_ploop_knowing(&base.as_slice(), "x", Some(&wrong)).unwrap();
+        assert_ne!(ploop_taken, predict_ploop(&base.as_slice(), "x").unwrap());
+        assert_eq!(ploop_taken, predict_ploop(&broken.as_slice(), "x").unwrap());
+
+        let honest = (
+            predict(&base.as_slice()).unwrap(),
+            predict_ploop(&base.as_slice(), "x").unwrap(),
+        );
+        for other in [
+            ExtensionDigest {
+                offset: off + 512,
+                ..wrong
+            },
+            ExtensionDigest {
+                cluster_size: cs * 2,
+                ..wrong
+            },
+            ExtensionDigest {
+                file_len: len + 1,
+                ..wrong
+            },
+        ] {
+            let (p, digest) = predict_knowing(&base.as_slice(), Some(&other)).unwrap();
+            assert_eq!(digest, Some(right), "{other:?}");
+            assert_eq!(
+                (p, predict_ploop_knowing(&base.as_slice(), "x", Some(&other)).unwrap()),
+                honest,
+                "{other:?}"
+            );
+        }
     }
 }
