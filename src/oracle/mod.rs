@@ -14,6 +14,7 @@ use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::extension::ExtensionDigest;
@@ -404,10 +405,18 @@ pub fn run(program: &Path, args: &[&OsStr], options: &RunOptions) -> Result<Run,
     let running = Running::new(&child);
     let keep = options.keep_lines;
     type Stream = Option<Box<dyn Read + Send>>;
+    // Each reader says when its stream has ended: the program's end is then noticed at once,
+    // not at the next of a polling loop's naps.
+    let (ended, stream_ended) = mpsc::channel::<()>();
     let reader = |r: Stream| {
-        std::thread::spawn(move || match r {
-            Some(r) => Output::read(r, keep),
-            None => Ok(Output::default()),
+        let ended = ended.clone();
+        std::thread::spawn(move || {
+            let out = match r {
+                Some(r) => Output::read(r, keep),
+                None => Ok(Output::default()),
+            };
+            let _ = ended.send(());
+            out
         })
     };
     let (out, err): (Stream, Stream) = match merged {
@@ -418,7 +427,18 @@ pub fn run(program: &Path, args: &[&OsStr], options: &RunOptions) -> Result<Run,
         ),
     };
     let (out, err) = (reader(out), reader(err));
+    drop(ended);
     let deadline = start + options.timeout;
+    // Both streams end when the program exits (or closes them); until the deadline at most.
+    let mut open = 2;
+    while open > 0 {
+        match stream_ended.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(()) => open -= 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            // A reader panicked: the join below says so.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
     let mut nap = Duration::from_micros(50);
     let (status, killed) = loop {
         match child.try_wait() {
@@ -443,6 +463,11 @@ pub fn run(program: &Path, args: &[&OsStr], options: &RunOptions) -> Result<Run,
     };
     drop(running);
     let elapsed = start.elapsed();
+    if open > 0 && !killed && Instant::now() >= deadline {
+        // The program exited, but another process of its group still holds its output open at
+        // the deadline: that one is killed too, or the readers would wait for it.
+        kill(&mut child);
+    }
     let join = |h: std::thread::JoinHandle<io::Result<Output>>| {
         h.join()
             .unwrap_or_else(|_| Err(io::Error::other("the reading thread panicked")))
@@ -524,6 +549,8 @@ pub struct PloopExamination {
     pub prediction: crate::ploop::PloopPrediction,
     /// What the drivers did.
     pub observation: Result<ploop::PloopObservation, OracleError>,
+    /// How long each driver ran.
+    pub run_times: ploop::PloopRunTimes,
     /// Where that differs from the prediction.
     pub disagreements: Vec<ploop::PloopDisagreement>,
 }
@@ -624,7 +651,7 @@ impl Oracles {
         };
         let ploop = match (&self.ploop, ploop_prediction) {
             (Some(p), Some(prediction)) => {
-                let observation = p.observe_with_copy(path, mount_copy, self.timeout);
+                let (observation, run_times) = p.observe_timed(path, mount_copy, self.timeout);
                 let disagreements = match &observation {
                     Ok(o) => ploop::differences(&prediction, o),
                     Err(_) => Vec::new(),
@@ -632,6 +659,7 @@ impl Oracles {
                 Some(PloopExamination {
                     prediction,
                     observation,
+                    run_times,
                     disagreements,
                 })
             }
@@ -759,6 +787,17 @@ mod tests {
         assert_eq!(r.end, End::Signalled(9));
         assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
         assert!(RUNNING.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_program_that_leaves_its_output_to_a_background_process_ends_by_its_exit() {
+        // The shell exits at once; the sleep it leaves behind holds the pipes until the
+        // deadline, when it is killed with the group, so the run ends then, by the exit status.
+        let t0 = Instant::now();
+        let r = sh("sleep 30 & echo started; exit 5", Duration::from_millis(300), false);
+        assert_eq!(r.end, End::Exited(5));
+        assert_eq!((r.stdout.head, r.stderr.lines), (vec!["started".to_string()], 0));
+        assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     }
 
     #[test]

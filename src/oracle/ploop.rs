@@ -67,6 +67,29 @@ impl PloopDrivers {
         copy: &Path,
         timeout: Duration,
     ) -> Result<PloopObservation, OracleError> {
+        self.observe_timed(path, copy, timeout).0
+    }
+
+    /// [`PloopDrivers::observe_with_copy`], with how long each driver ran (those that ran: a
+    /// failed step ends the observation).
+    pub fn observe_timed(
+        &self,
+        path: &Path,
+        copy: &Path,
+        timeout: Duration,
+    ) -> (Result<PloopObservation, OracleError>, PloopRunTimes) {
+        let mut times = PloopRunTimes::default();
+        let observed = self.observe_into(path, copy, timeout, &mut times);
+        (observed, times)
+    }
+
+    fn observe_into(
+        &self,
+        path: &Path,
+        copy: &Path,
+        timeout: Duration,
+        times: &mut PloopRunTimes,
+    ) -> Result<PloopObservation, OracleError> {
         let read = |p: &Path| std::fs::read(p).map_err(|e| OracleError::io(format!("reading {}", p.display()), e));
         let before = read(path)?;
         let header = RawHeader::read_padded(&before);
@@ -107,6 +130,7 @@ impl PloopDrivers {
             merge: true,
         };
         let r = run(&pcheck, &[OsStr::new("--check-only"), path.as_os_str()], &options)?;
+        times.check = Some(r.elapsed);
         finished(&r)?;
         unchanged(&r)?;
         let summary = find_line(&r.stdout, "CHECK rc=");
@@ -144,6 +168,7 @@ impl PloopDrivers {
             merge: false,
         };
         let r = run(&pcheck, &[OsStr::new("--cbt-only"), path.as_os_str()], &options)?;
+        times.cbt = Some(r.elapsed);
         finished(&r)?;
         unchanged(&r)?;
         let last_err = r.stderr.last().map(|l| strip_prefix(l).to_string());
@@ -186,6 +211,7 @@ impl PloopDrivers {
         let after = std::fs::read(copy);
         let _ = std::fs::remove_file(copy);
         let r = r?;
+        times.mount = Some(r.elapsed);
         finished(&r)?;
         let after = after.map_err(|e| OracleError::io(format!("reading {}", copy.display()), e))?;
         let after_header = RawHeader::read_padded(&after);
@@ -303,6 +329,33 @@ fn parse_words(lines: &[String]) -> Option<Vec<(u32, Vec<u64>)>> {
         }
     }
     Some(chunks)
+}
+
+/// How long each driver ran on one image ([`Run::elapsed`]); `None` for a driver that did not
+/// run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PloopRunTimes {
+    /// `pcheck --check-only`.
+    pub check: Option<Duration>,
+    /// `pcheck --cbt-only`.
+    pub cbt: Option<Duration>,
+    /// `pmount_sim`.
+    pub mount: Option<Duration>,
+}
+
+impl PloopRunTimes {
+    /// `("ploop check", …)`, `("ploop cbt", …)`, `("ploop mount", …)` for the drivers that ran,
+    /// in that order (the names of a campaign's report).
+    pub fn named(&self) -> Vec<(&'static str, Duration)> {
+        [
+            ("ploop check", self.check),
+            ("ploop cbt", self.cbt),
+            ("ploop mount", self.mount),
+        ]
+        .into_iter()
+        .filter_map(|(name, t)| Some((name, t?)))
+        .collect()
+    }
 }
 
 /// What the drivers did with one image, in the prediction's terms.

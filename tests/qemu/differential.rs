@@ -87,6 +87,20 @@ fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(info, count, "{}", r["outcomes"]);
+    // Each program's total run time: QEMU's two runs, and ploop's three drivers when they ran.
+    let mut programs = vec!["qemu-img check", "qemu-img info"];
+    if !with_ploop.is_empty() {
+        programs.extend(["ploop cbt", "ploop check", "ploop mount"]);
+    }
+    programs.sort_unstable();
+    let run_seconds = r["run_seconds"].as_object().unwrap();
+    assert_eq!(run_seconds.keys().map(String::as_str).collect::<Vec<_>>(), programs);
+    let campaign = r["seconds"].as_f64().unwrap();
+    for (program, t) in run_seconds {
+        let t = t.as_f64().unwrap();
+        // Two cases at a time: no program ran longer, in all, than twice the campaign.
+        assert!(t > 0.0 && t < 2.0 * campaign, "{program}: {t} s of {campaign}");
+    }
 
     // Which variants make a program die of a signal, by the predictions (which the campaign
     // just showed right); where QEMU's outcome is undefined, either.
@@ -132,6 +146,16 @@ fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
             (Some("agrees"), Some(true))
         );
         assert_eq!(json["case"]["seed"], seed + i);
+        let seconds = |v: &Value| v.as_f64().is_some_and(|t| t > 0.0);
+        assert!(seconds(&json["qemu"]["info"]["seconds"]) && seconds(&json["qemu"]["check"]["seconds"]));
+        if !with_ploop.is_empty() {
+            let ploop = json["ploop"]["seconds"].as_object().unwrap();
+            assert_eq!(
+                ploop.keys().map(String::as_str).collect::<Vec<_>>(),
+                ["cbt", "check", "mount"]
+            );
+            assert!(ploop.values().all(seconds), "case {i}: {ploop:?}");
+        }
         assert_eq!(
             std::fs::read(out.join(format!("case-{i:06}.hds"))).unwrap(),
             v.bytes,

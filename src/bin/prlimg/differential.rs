@@ -268,6 +268,11 @@ fn case_json(label: &Value, edits: Option<&[Edit]>, e: &Examination, path: &str)
                 Ok(o) => serde_json::to_value(o).unwrap_or(Value::Null),
                 Err(err) => json!({ "error": err.to_string() }),
             },
+            "seconds": {
+                "check": p.run_times.check.map(|d| d.as_secs_f64()),
+                "cbt": p.run_times.cbt.map(|d| d.as_secs_f64()),
+                "mount": p.run_times.mount.map(|d| d.as_secs_f64()),
+            },
             "disagreements": p.disagreements,
             "disagreements_text": p.disagreements.iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
@@ -314,6 +319,9 @@ fn run_times(e: &Examination) -> Vec<(&'static str, Duration)> {
                 out.push((name, r.elapsed));
             }
         }
+    }
+    if let Some(p) = &e.ploop {
+        out.extend(p.run_times.named());
     }
     out
 }
