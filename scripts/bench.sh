@@ -2,7 +2,7 @@
 # Whole-process comparisons of prlimg with QEMU's tools, side by side in one run, and peak
 # memory at two scales. See BENCHMARKS.md for the figures and how to read them.
 #
-#   scripts/bench.sh [quick|data|campaign]
+#   scripts/bench.sh [quick|data|chain|campaign]
 #
 # Env: BENCH_DIR (scratch folder on a filesystem with sparse files; default a new folder in
 # /var/tmp, removed at the end unless KEEP=1), RUNS (hyperfine runs, default 10), WARMUP
@@ -11,7 +11,8 @@
 # rows (convert to raw and back, against qemu-img convert and cp --sparse=always); DATA_MIB sets
 # their data size (default 4096: they need about 3 * DATA_MIB of space at once), DATA_RUNS the
 # interleaved rounds (default 5), DATA_DIR where their files go (default BENCH_DIR; /dev/shm
-# takes the disk out of the figures).
+# takes the disk out of the figures). `chain` runs only the three-level chain against a single
+# image (CHAIN_MIB, default DATA_MIB; part of `data`).
 # `campaign` runs only the differential campaign rows (CAMPAIGN_CASES variants, default 400;
 # CAMPAIGN_JOBS parallel cases, default the CPUs). PRLIMG_BIN times another prlimg binary (an
 # older build, to compare) instead of the release build made here.
@@ -136,7 +137,59 @@ EOF
         prlimg-hds "$PRLIMG convert --force -f raw dense.raw out.hds" \
         qemu-hds "qemu-img convert -f raw -O parallels dense.raw out.hds"
     echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$DIR/results.txt"
-    python3 - data.tsv <<'EOF' | tee -a "$DIR/results.txt"
+    medians data.tsv | tee -a "$DIR/results.txt"
+    rm -f out.raw out.hds dense.raw dense.hds sparse.hds time.tmp
+    popd >/dev/null
+}
+
+# Guest data of a three-level snapshot chain against the same data in one image: a bundle of
+# CHAIN_MIB MiB (default DATA_MIB) of 1 MiB clusters whose root writes every cluster, the middle
+# snapshot every fourth and the top every eighth (the pattern of benches/chain.rs), and the
+# single image `prlimg convert` makes of it; each converted to raw by prlimg, interleaved as the
+# rows above (DATA_RUNS rounds, `&& sync OUT`, medians, peak RSS). Aim: chain at most 1.2x the
+# single image.
+chain_data() {
+    local mib=${CHAIN_MIB:-${DATA_MIB:-4096}} runs=${DATA_RUNS:-5}
+    local ddir=${DATA_DIR:-$DIR}
+    mkdir -p "$ddir"
+    pushd "$ddir" >/dev/null
+    echo
+    echo "== three-level chain vs single image ($mib MiB in $ddir: $(df -T . | awk 'NR == 2 { print $2 }'))"
+    python3 - "$mib" >chain.json <<'EOF2'
+import json, sys
+mib = int(sys.argv[1])
+M = 1 << 20
+guid = lambda n: "{11110000-0000-4000-8000-%012d}" % n
+def fills(every, byte):
+    return [{"offset": i * M, "len": M, "byte": byte} for i in range(mib) if i % every == 0]
+snaps = [{"guid": guid(1), "data": fills(1, 0x11)},
+         {"guid": guid(2), "parent": guid(1), "data": fills(4, 0x22)},
+         {"guid": guid(3), "parent": guid(2), "data": fills(8, 0x33)}]
+json.dump({"size": mib * M, "cluster_size": M, "snapshots": snaps}, sys.stdout)
+EOF2
+    rm -rf chain.hdd
+    "$PRLIMG" create --bundle --recipe chain.json chain.hdd
+    "$PRLIMG" convert --force chain.hdd single.hds
+    du -sh chain.hdd single.hds
+    # Agreement: both give the same guest bytes.
+    "$PRLIMG" convert --force chain.hdd out.raw && mv out.raw chain.raw
+    "$PRLIMG" convert --force single.hds out.raw && cmp chain.raw out.raw && echo "chain and single image: the same guest bytes"
+    rm -f chain.raw out.raw chain.json
+    sync
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$DIR/results.txt"
+    interleave chain "$runs" \
+        prlimg-chain "$PRLIMG convert --force chain.hdd out.raw" \
+        prlimg-single "$PRLIMG convert --force single.hds out.raw"
+    echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$DIR/results.txt"
+    medians chain.tsv | tee -a "$DIR/results.txt"
+    rm -rf chain.hdd single.hds out.raw time.tmp
+    popd >/dev/null
+}
+
+# Prints, from an interleave TSV, each command's runs, median wall and CPU and peak RSS, and
+# the RESULT ratios of the pairs it knows (a ratio whose commands did not run is left out).
+medians() {
+    python3 - "$1" <<'EOF2'
 import statistics, sys
 rows = {}
 for line in open(sys.argv[1]):
@@ -157,9 +210,8 @@ for kind in ('dense', 'sparse'):
     ratio(f"qemu-img / prlimg --detect-zeros to raw, {kind}", f"qemu-{kind}", f"prlimg-z-{kind}")
     ratio(f"prlimg --detect-zeros / cp --sparse=always, {kind}", f"prlimg-z-{kind}", f"cp-{kind}")
 ratio("qemu-img -O parallels / prlimg raw to .hds", "qemu-hds", "prlimg-hds")
-EOF
-    rm -f out.raw out.hds dense.raw dense.hds sparse.hds time.tmp
-    popd >/dev/null
+ratio("three-level chain / single image, prlimg convert to raw", "prlimg-chain", "prlimg-single")
+EOF2
 }
 
 # Runs commands interleaved: ROUNDS rounds, each running every NAME CMD pair once in order,
@@ -199,7 +251,8 @@ row() {
 # over the same files. "ideal" is N / (pair time): every CPU busy with QEMU and nothing else;
 # efficiency = cases per second / ideal (the aim: at least 0.8). On a machine others load, the
 # CPU-time figures say more: QEMU's CPU time per case against the campaign's (prlimg and its
-# children) per case.
+# children) per case; "CPUs used" (CPU time / wall time) shows how much of the machine the
+# serial pairs and the campaign each got.
 campaign() {
     local cases=${CAMPAIGN_CASES:-400} jobs=${CAMPAIGN_JOBS:-$(nproc)}
     echo
@@ -233,8 +286,9 @@ campaign() {
         -v wall="$wall" -v user="$user" -v sys="$sys" 'BEGIN {
         pair = (t1 - t0) / n; pair_cpu = (c1 - c0) / tck / n
         rate = n / wall; ideal = j / pair; case_cpu = (user + sys) / n
-        printf "RESULT campaign: pair %.1f ms wall (%.1f ms CPU); differential -j %d: %.1f cases/s, ideal %.1f/s, efficiency %.2f; CPU per case %.1f ms, QEMU share %.2f\n",
-            pair * 1000, pair_cpu * 1000, j, rate, ideal, rate / ideal, case_cpu * 1000, pair_cpu / case_cpu
+        printf "RESULT campaign: pair %.1f ms wall (%.1f ms CPU); differential -j %d: %.1f cases/s, ideal %.1f/s, efficiency %.2f; CPU per case %.1f ms, QEMU share %.2f; CPUs used: pairs %.2f, campaign %.2f\n",
+            pair * 1000, pair_cpu * 1000, j, rate, ideal, rate / ideal, case_cpu * 1000, pair_cpu / case_cpu,
+            pair_cpu / pair, (user + sys) / wall
     }' | tee -a results.txt
 }
 
@@ -247,9 +301,19 @@ if [ "$QUICK" = campaign ]; then
     exit 0
 fi
 
+if [ "$QUICK" = chain ]; then
+    : >results.txt
+    chain_data
+    echo
+    echo "== summary"
+    cat results.txt
+    exit 0
+fi
+
 if [ "$QUICK" = data ]; then
     : >results.txt
     guest_data
+    chain_data
     echo
     echo "== summary"
     cat results.txt
@@ -344,6 +408,8 @@ echo "== extension validation vs a bare MD5 of the cluster, interleaved rounds"
 (cd "$ROOT" && cargo run --release --quiet --example ext_ratio) | tee -a results.txt
 
 guest_data
+
+chain_data
 
 campaign
 
