@@ -1,6 +1,6 @@
 //! The checker on arbitrary bytes: the validator in both modes and the QEMU outcome predictor.
 //!
-//! Oracles (the first two on tables of at most [`MAX_CROSS_CHECKED`] entries): the two modes
+//! Oracles (the first two on tables of at most [`MAX_CROSS_CHECKED`](limits::MAX_CROSS_CHECKED) entries): the two modes
 //! report the same violations, lenient never more severely; a BAT read whole and one read as
 //! its allocated entries (and validated without the helper thread) give the same report and
 //! prediction; the predictor says QEMU refuses what the header rules refuse, and an outcome's
@@ -10,18 +10,11 @@
 //! Shared by the `check` target and its `check_mutator` variant.
 
 use parallels_image::qemu::{predict, predict_image, QemuCheck, QemuOutcome};
-use parallels_image::raw::header::RawHeader;
-use parallels_image::Header;
+#[path = "limits.rs"]
+mod limits;
+
+use limits::{costly_checksum, MAX_CROSS_CHECKED};
 use parallels_image::{predict_ploop, CbtOutcome, Error, Image, Mode, MountEffect, Threads, MAX_PLOOP_MESSAGES};
-
-/// How far past the end of the file the extension cluster may reach (see `costly_checksum`):
-/// the checker hashes the cluster five times a run (predictions, both modes, the compact BAT).
-const MAX_PAST_END: u64 = 64 << 10;
-
-/// The largest BAT (entries in the file) whose image is also parsed and validated the other
-/// ways (compact, lenient) and compared: each way walks the whole table again, and a longer
-/// table only repeats the entries' paths (fuzz/README.md, "Limits").
-const MAX_CROSS_CHECKED: u32 = 1024;
 
 /// One run of the target on `data`.
 pub fn run(data: &[u8]) {
@@ -89,16 +82,4 @@ pub fn run(data: &[u8]) {
         assert_eq!(s.violation, l.violation);
         assert!(l.severity <= s.severity);
     }
-}
-
-/// The extension checksum covers the whole cluster, the zeros past the end of the file included:
-/// up to 2 GiB of MD5 for a tiny file. That is the format's cost (QEMU pays it too), bounded but
-/// slow under instrumentation, so inputs whose extension reaches more than [`MAX_PAST_END`] past
-/// the end are skipped (the same code hashes the shorter zero tails of the inputs kept).
-fn costly_checksum(data: &[u8]) -> bool {
-    let Ok(h) = Header::decode(&RawHeader::read_padded(data)) else {
-        return false;
-    };
-    h.ext_offset()
-        .is_some_and(|off| off.saturating_add(h.cluster_size()) > data.len() as u64 + MAX_PAST_END)
 }

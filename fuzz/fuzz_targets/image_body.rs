@@ -3,22 +3,18 @@
 //!
 //! Oracles: the serialized bitmap has exactly the bits of the dirty runs for its granules; the
 //! dirty extents are those runs in bytes, clipped to the disk; `open` fails exactly when the
-//! report has corruption (on tables of at most [`MAX_CROSS_CHECKED`] entries, as lenient mode).
+//! report has corruption (on tables of at most [`MAX_CROSS_CHECKED`](limits::MAX_CROSS_CHECKED) entries, as lenient mode).
 //!
 //! Shared by the `image` target and its `image_mutator` variant.
 
-use parallels_image::raw::header::RawHeader;
-use parallels_image::Header;
+#[path = "limits.rs"]
+mod limits;
+
+use limits::{costly_checksum, MAX_CROSS_CHECKED};
 use parallels_image::{Error, Image, Mode, Severity};
+
 /// Largest serialized bitmap this target builds in memory (2 Mi granules; see fuzz/README.md).
 const MAX_SERIALIZED: u64 = 256 << 10;
-/// How far past the end of the file the extension cluster may reach (see `costly_checksum`).
-const MAX_PAST_END: u64 = 64 << 10;
-
-/// The largest BAT (entries in the file) whose image is also parsed in lenient mode and opened
-/// with `open_with`: each walks the whole table again, and a longer table only repeats the
-/// entries' paths (fuzz/README.md, "Limits").
-const MAX_CROSS_CHECKED: u32 = 1024;
 
 /// One run of the target on `data`.
 pub fn run(data: &[u8]) {
@@ -199,16 +195,4 @@ fn set_bits(bits: &mut [u8], s: u64, e: u64) {
             i += 1;
         }
     }
-}
-
-/// The extension checksum covers the whole cluster, the zeros past the end of the file included:
-/// up to 2 GiB of MD5 for a tiny file. That is the format's cost (QEMU pays it too), bounded but
-/// slow under instrumentation, so inputs whose extension reaches more than [`MAX_PAST_END`] past
-/// the end are skipped (the same code hashes the shorter zero tails of the inputs kept).
-fn costly_checksum(data: &[u8]) -> bool {
-    let Ok(h) = Header::decode(&RawHeader::read_padded(data)) else {
-        return false;
-    };
-    h.ext_offset()
-        .is_some_and(|off| off.saturating_add(h.cluster_size()) > data.len() as u64 + MAX_PAST_END)
 }
