@@ -461,13 +461,15 @@ pub fn run(program: &Path, args: &[&OsStr], options: &RunOptions) -> Result<Run,
         std::thread::sleep(nap.min(deadline - now));
         nap = (nap * 2).min(Duration::from_millis(1));
     };
-    drop(running);
     let elapsed = start.elapsed();
     if open > 0 && !killed && Instant::now() >= deadline {
         // The program exited, but another process of its group still holds its output open at
         // the deadline: that one is killed too, or the readers would wait for it.
         kill(&mut child);
     }
+    // Only now, after the last kill of the group: until here `kill_running` must reach a
+    // process of the group that outlives the program.
+    drop(running);
     let join = |h: std::thread::JoinHandle<io::Result<Output>>| {
         h.join()
             .unwrap_or_else(|_| Err(io::Error::other("the reading thread panicked")))
@@ -710,9 +712,9 @@ impl Examination {
                 .any(|r| matches!(r, Ok(r) if matches!(r.end, End::Signalled(_))))
         });
         let ploop = self.ploop.as_ref().is_some_and(|p| {
-            matches!(&p.observation, Ok(o) if o.check_rc.is_none()
-                || o.cbt_outcome == crate::ploop::CbtOutcome::Crashes
-                || o.mount_effect == crate::ploop::MountEffect::Crashes)
+            matches!(&p.observation, Ok(o) if o.check.rc.is_none()
+                || o.cbt.outcome == crate::ploop::CbtOutcome::Crashes
+                || o.mount.effect == crate::ploop::MountEffect::Crashes)
         });
         qemu || ploop
     }
