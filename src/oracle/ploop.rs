@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{run, signal_name, End, OracleError, Output, Run, RunOptions};
-use crate::ploop::{CbtOutcome, MountEffect, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES};
+use crate::ploop::{
+    CbtOutcome, MountEffect, PloopCbt, PloopCheck, PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES,
+};
 use crate::raw::header::RawHeader;
 
 /// The folder holding the built drivers `pcheck` and `pmount_sim`.
@@ -241,21 +243,27 @@ impl PloopDrivers {
             _ => return Err(unexpected(&r)),
         };
         Ok(PloopObservation {
-            check_rc,
-            check_messages,
-            check_messages_omitted,
+            check: PloopCheck {
+                rc: check_rc,
+                messages: check_messages,
+                messages_omitted: check_messages_omitted,
+            },
             check_last,
-            cbt_outcome,
-            cbt_bitmap,
-            cbt_rc,
-            cbt_message,
+            cbt: PloopCbt {
+                outcome: cbt_outcome,
+                bitmap: cbt_bitmap,
+                rc: cbt_rc,
+                message: cbt_message,
+            },
             cbt_words,
-            mount_rc,
-            mount_effect,
-            mount_file_size: after.len() as u64,
-            mount_ext_off: after_ext,
-            mount_inuse: after_inuse,
-            mount_message,
+            mount: PloopMount {
+                rc: mount_rc,
+                effect: mount_effect,
+                file_size: after.len() as u64,
+                ext_off: after_ext,
+                inuse: after_inuse,
+                message: mount_message,
+            },
         })
     }
 }
@@ -361,37 +369,21 @@ impl PloopRunTimes {
 /// What the drivers did with one image, in the prediction's terms.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PloopObservation {
-    /// The check's rc; `None` when it died of a signal (whose name is then its last message).
-    pub check_rc: Option<i32>,
-    /// The check's first [`MAX_PLOOP_MESSAGES`] messages (`Error in …: ` taken off).
-    pub check_messages: Vec<String>,
-    /// How many more messages it gave.
-    pub check_messages_omitted: u64,
-    /// Its last message.
+    /// The check: its rc (`None` when it died of a signal, whose name is then its last message),
+    /// its first [`MAX_PLOOP_MESSAGES`] messages (`Error in …: ` taken off) and how many more it
+    /// gave.
+    pub check: PloopCheck,
+    /// The check's last message (also when it is past the ones kept).
     pub check_last: Option<String>,
-    /// What the CBT loader did.
-    pub cbt_outcome: CbtOutcome,
-    /// The bitmap it kept.
-    pub cbt_bitmap: Option<String>,
-    /// Its rc (`None` for a signal).
-    pub cbt_rc: Option<i32>,
-    /// Its message (a refusal's last line, or the signal).
-    pub cbt_message: Option<String>,
+    /// What the CBT loader did: the outcome, the bitmap it kept, its rc (`None` for a signal)
+    /// and its message (a refusal's last line, or the signal).
+    pub cbt: PloopCbt,
     /// The 64-bit words of the bitmap the CBT loader printed, by L1 index (`1` chunks as the
     /// single word 1).
     pub cbt_words: Vec<(u32, Vec<u64>)>,
-    /// The mount's rc (`None` for a signal).
-    pub mount_rc: Option<i32>,
-    /// What it did to the file.
-    pub mount_effect: MountEffect,
-    /// The file's length after it.
-    pub mount_file_size: u64,
-    /// `ext_off` after it.
-    pub mount_ext_off: u64,
-    /// `inuse` after it.
-    pub mount_inuse: u32,
-    /// Its last message.
-    pub mount_message: Option<String>,
+    /// What the mount did: its rc (`None` for a signal), its effect on the file, the file's
+    /// length, `ext_off` and `inuse` after it, and its last message.
+    pub mount: PloopMount,
 }
 
 /// What a [`PloopDisagreement`] is about.
@@ -482,10 +474,10 @@ pub fn differences(p: &PloopPrediction, o: &PloopObservation) -> Vec<PloopDisagr
     same(
         PloopField::CheckRc,
         format!("{:?}", p.check.rc),
-        format!("{:?}", o.check_rc),
+        format!("{:?}", o.check.rc),
     );
     // A check that overruns its heap dies wherever glibc notices: only the crash is predicted.
-    let crashed = p.check.rc.is_none() && o.check_rc.is_none();
+    let crashed = p.check.rc.is_none() && o.check.rc.is_none();
     let heap = p.check.messages.last().is_some_and(|m| m == HEAP_OVERRUN)
         && o.check_last
             .as_deref()
@@ -494,54 +486,54 @@ pub fn differences(p: &PloopPrediction, o: &PloopObservation) -> Vec<PloopDisagr
         same(
             PloopField::CheckMessages,
             format!("{:?} +{}", p.check.messages, p.check.messages_omitted),
-            format!("{:?} +{}", o.check_messages, o.check_messages_omitted),
+            format!("{:?} +{}", o.check.messages, o.check.messages_omitted),
         );
     }
     same(
         PloopField::CbtOutcome,
         p.cbt.outcome.name().into(),
-        o.cbt_outcome.name().into(),
+        o.cbt.outcome.name().into(),
     );
     same(
         PloopField::CbtBitmap,
         format!("{:?}", p.cbt.bitmap),
-        format!("{:?}", o.cbt_bitmap),
+        format!("{:?}", o.cbt.bitmap),
     );
-    same(PloopField::CbtRc, format!("{:?}", p.cbt.rc), format!("{:?}", o.cbt_rc));
+    same(PloopField::CbtRc, format!("{:?}", p.cbt.rc), format!("{:?}", o.cbt.rc));
     same(
         PloopField::CbtMessage,
         format!("{:?}", p.cbt.message),
-        format!("{:?}", o.cbt_message),
+        format!("{:?}", o.cbt.message),
     );
     same(
         PloopField::MountRc,
         format!("{:?}", p.mount.rc),
-        format!("{:?}", o.mount_rc),
+        format!("{:?}", o.mount.rc),
     );
     same(
         PloopField::MountEffect,
         p.mount.effect.name().into(),
-        o.mount_effect.name().into(),
+        o.mount.effect.name().into(),
     );
     same(
         PloopField::MountFileSize,
         p.mount.file_size.to_string(),
-        o.mount_file_size.to_string(),
+        o.mount.file_size.to_string(),
     );
     same(
         PloopField::MountExtOff,
         p.mount.ext_off.to_string(),
-        o.mount_ext_off.to_string(),
+        o.mount.ext_off.to_string(),
     );
     same(
         PloopField::MountInuse,
         format!("{:#x}", p.mount.inuse),
-        format!("{:#x}", o.mount_inuse),
+        format!("{:#x}", o.mount.inuse),
     );
     same(
         PloopField::MountMessage,
         format!("{:?}", p.mount.message),
-        format!("{:?}", o.mount_message),
+        format!("{:?}", o.mount.message),
     );
     d
 }
@@ -549,7 +541,6 @@ pub fn differences(p: &PloopPrediction, o: &PloopObservation) -> Vec<PloopDisagr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ploop::{PloopCbt, PloopCheck, PloopMount};
 
     fn agreeing() -> (PloopPrediction, PloopObservation) {
         let p = PloopPrediction {
@@ -574,21 +565,11 @@ mod tests {
             },
         };
         let o = PloopObservation {
-            check_rc: Some(0),
-            check_messages: vec![],
-            check_messages_omitted: 0,
+            check: p.check.clone(),
             check_last: None,
-            cbt_outcome: CbtOutcome::Loads,
-            cbt_bitmap: p.cbt.bitmap.clone(),
-            cbt_rc: Some(0),
-            cbt_message: None,
+            cbt: p.cbt.clone(),
             cbt_words: vec![],
-            mount_rc: Some(0),
-            mount_effect: MountEffect::Truncates,
-            mount_file_size: 65536,
-            mount_ext_off: 128,
-            mount_inuse: 0x312e_3276,
-            mount_message: None,
+            mount: p.mount.clone(),
         };
         (p, o)
     }
@@ -598,8 +579,8 @@ mod tests {
         let (p, o) = agreeing();
         assert_eq!(differences(&p, &o), vec![]);
         let mut other = o.clone();
-        other.mount_message = Some("Drop optional header".into());
-        other.mount_inuse = 0;
+        other.mount.message = Some("Drop optional header".into());
+        other.mount.inuse = 0;
         let d = differences(&p, &other);
         assert_eq!(
             d,
@@ -627,11 +608,11 @@ mod tests {
             messages: vec!["BAT is too big".into(), HEAP_OVERRUN.into()],
             messages_omitted: 0,
         };
-        o.check_rc = None;
-        o.check_messages = vec!["something else".into(), "SIGSEGV".into()];
+        o.check.rc = None;
+        o.check.messages = vec!["something else".into(), "SIGSEGV".into()];
         o.check_last = Some("SIGSEGV".into());
         assert_eq!(differences(&p, &o), vec![]);
-        o.check_rc = Some(11);
+        o.check.rc = Some(11);
         o.check_last = Some("FATAL".into());
         let fields: Vec<PloopField> = differences(&p, &o).iter().map(|d| d.field).collect();
         assert_eq!(fields, [PloopField::CheckRc, PloopField::CheckMessages]);

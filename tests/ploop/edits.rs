@@ -141,9 +141,9 @@ fn bitmaps_added_to_qemu_images_read_back_in_qemu_and_ploop() {
         assert_eq!(dirty, vec![(0, 128 * KIB), (3 * MIB, MIB), (19 * MIB, 64 * KIB)]);
 
         let o = observe(&bin, &added);
-        assert_eq!(o.cbt_outcome, CbtOutcome::Loads);
-        assert_eq!(o.cbt_bitmap.as_deref(), Some(name.as_str()));
-        assert_eq!(o.check_rc, Some(0));
+        assert_eq!(o.cbt.outcome, CbtOutcome::Loads);
+        assert_eq!(o.cbt.bitmap.as_deref(), Some(name.as_str()));
+        assert_eq!(o.check.rc, Some(0));
         let src = FileSource::open(&added).unwrap();
         assert_eq!(o.cbt_words, expected_words(&open(&src).unwrap()));
 
@@ -205,7 +205,7 @@ fn remove_keeps_the_other_bitmaps_and_in_place_is_atomic() {
         assert_eq!(qemu_dirty(&out, &name(&b)), vec![(MIB, 4096)]);
         // ploop keeps the last one left.
         let o = observe(&bin, &out);
-        assert_eq!(o.cbt_bitmap, Some(name(&b)));
+        assert_eq!(o.cbt.bitmap, Some(name(&b)));
         assert_eq!(o.cbt_words, expected_words(&image));
 
         // Removing a bitmap that is not there, or writing over an existing file, is refused

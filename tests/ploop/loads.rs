@@ -151,11 +151,11 @@ fn created_images_load_in_ploop_with_our_bits() {
         assert_eq!(got_shape, shape, "{name}: the L1 shape the case is meant to have");
 
         let o = observe(&bin, &path);
-        assert_eq!(o.cbt_outcome, CbtOutcome::Loads, "{name}: {o:?}");
-        assert_eq!(o.cbt_bitmap, Some(last.name()), "{name}");
+        assert_eq!(o.cbt.outcome, CbtOutcome::Loads, "{name}: {o:?}");
+        assert_eq!(o.cbt.bitmap, Some(last.name()), "{name}");
         assert_eq!(o.cbt_words, expected_words(&image), "{name}: the words ploop loaded");
-        assert_eq!(o.check_rc, Some(0), "{name}: {:?}", o.check_messages);
+        assert_eq!(o.check.rc, Some(0), "{name}: {:?}", o.check.messages);
         let p = predict_ploop(&bytes, &path.display().to_string()).unwrap();
-        assert_eq!(p.cbt.bitmap, o.cbt_bitmap, "{name}");
+        assert_eq!(p.cbt.bitmap, o.cbt.bitmap, "{name}");
     }
 }

@@ -25,7 +25,7 @@ fn nonzero_slots_before_the_data_area_are_flagged_here_and_by_ploop() {
     let path = dir.path().join("slack.hds");
     std::fs::write(&path, &base).unwrap();
     let o = observe(&bin, &path);
-    assert_eq!((o.check_rc, o.check_messages.len()), (Some(0), 0), "the base");
+    assert_eq!((o.check.rc, o.check.messages.len()), (Some(0), 0), "the base");
 
     // (slot offset, value, ploop's check rc, its first messages): a copy of BAT[0] (ploop: a
     // block used twice), an entry past the end of the file, a value in the last slot before the
@@ -67,13 +67,13 @@ fn nonzero_slots_before_the_data_area_are_flagged_here_and_by_ploop() {
         let o = observe(&bin, &path);
         eprintln!(
             "slot {at} = {value}: ploop check {:?} {:?}",
-            o.check_rc, o.check_messages
+            o.check.rc, o.check.messages
         );
-        assert_eq!(o.check_rc, rc, "slot at {at}: {:?}", o.check_messages);
+        assert_eq!(o.check.rc, rc, "slot at {at}: {:?}", o.check.messages);
         assert!(
-            o.check_messages.iter().zip(first).all(|(m, f)| m == f),
+            o.check.messages.iter().zip(first).all(|(m, f)| m == f),
             "slot at {at}: {:?}",
-            o.check_messages
+            o.check.messages
         );
         let predicted = predict_ploop(&bytes, &path.display().to_string()).unwrap();
         assert_eq!(differences(&predicted, &o), Vec::<String>::new(), "slot at {at}");

@@ -298,11 +298,12 @@ fn outcomes(e: &Examination) -> Vec<(&'static str, String)> {
         match &p.observation {
             Ok(o) => {
                 let check = o
-                    .check_rc
+                    .check
+                    .rc
                     .map_or_else(|| o.check_last.clone().unwrap_or_default(), |rc| format!("rc {rc}"));
                 out.push(("ploop check", check));
-                out.push(("ploop cbt", o.cbt_outcome.name().to_string()));
-                out.push(("ploop mount", o.mount_effect.name().to_string()));
+                out.push(("ploop cbt", o.cbt.outcome.name().to_string()));
+                out.push(("ploop mount", o.mount.effect.name().to_string()));
             }
             Err(OracleError::TimedOut { .. }) => out.push(("ploop", "timeout".into())),
             Err(_) => out.push(("ploop", "error".into())),
