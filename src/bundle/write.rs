@@ -51,6 +51,9 @@ pub fn write_expanding(
 /// next free cluster of the file at its first non-zero 4 KiB block, only non-zero blocks are
 /// written (the zeros of a stored cluster are holes of the file), blocks that land one after
 /// another in the file are one write, and the header and BAT are written once at the end.
+/// With [`GuestReader::RawFile`] and an output on XFS or Btrfs, those writes are copies from
+/// that file by the kernel: the image's clusters share the raw file's blocks where the cluster
+/// size is a multiple of the file system's block.
 pub fn write_expanding_ranges(
     read: GuestReader<'_>,
     ranges: &[(u64, u64)],
@@ -77,6 +80,8 @@ pub fn write_expanding_ranges(
     let mut bat = vec![0u32; clusters as usize];
     let mut next = data_start / cs;
     let mut sink = super::copy::Sink::new(out);
+    // A raw file's bytes are copied file to file (shared blocks where the file system can).
+    let origin = read.origin(out);
     // The guest is read in pieces of up to CHUNK bytes that never cross a cluster boundary
     // (a cluster larger than CHUNK is several pieces), over the clusters the ranges touch.
     let mut spans: Vec<(u64, u64)> = Vec::new();
@@ -120,9 +125,13 @@ pub fn write_expanding_ranges(
     } else {
         512
     };
+    // The write being gathered: (file offset, guest offset, length). Written from memory, it
+    // ends with its piece; copied by the kernel from a raw source, it goes on across pieces
+    // (one call for a long run of clusters, not one per piece).
+    let mut pending: Option<(u64, u64, u64)> = None;
+    let mut kernel = origin.is_some();
+    let mut spare = Vec::new();
     super::copy::pump(pieces, buf_len, grain, read, &mut |pos, data, runs| {
-        // The write being gathered: (file offset, start in data, length).
-        let mut pending: Option<(u64, usize, usize)> = None;
         for &(at, len) in runs {
             let mut k = at;
             while k < at + len {
@@ -138,25 +147,30 @@ pub fn write_expanding_ranges(
                     })?;
                     next += 1;
                 }
-                let piece = ((cs - g % cs) as usize).min(at + len - k);
+                let piece = ((cs - g % cs) as usize).min(at + len - k) as u64;
                 let host = u64::from(bat[c]) * cs + g % cs;
                 match &mut pending {
-                    Some((h, s, l)) if *h + *l as u64 == host && *s + *l == k => *l += piece,
+                    Some((h, pg, l)) if *h + *l == host && *pg + *l == g => *l += piece,
                     _ => {
-                        if let Some((h, s, l)) = pending.take() {
-                            sink.write_at(&data[s..s + l], h)?;
+                        if let Some(p) = pending.take() {
+                            flush(&mut sink, origin, &mut kernel, &mut spare, p, pos, data)?;
                         }
-                        pending = Some((host, k, piece));
+                        pending = Some((host, g, piece));
                     }
                 }
-                k += piece;
+                k += piece as usize;
             }
         }
-        if let Some((h, s, l)) = pending {
-            sink.write_at(&data[s..s + l], h)?;
+        if !kernel {
+            if let Some(p) = pending.take() {
+                flush(&mut sink, origin, &mut kernel, &mut spare, p, pos, data)?;
+            }
         }
         Ok(())
     })?;
+    if let Some(p) = pending {
+        flush(&mut sink, origin, &mut kernel, &mut spare, p, 0, &[])?;
+    }
     let sectors = size.div_ceil(512);
     let header = RawHeader {
         magic: MAGIC_V2,
@@ -191,6 +205,35 @@ pub fn write_expanding_ranges(
         allocated,
         file_len,
     })
+}
+
+/// Writes the gathered run `(host, guest, len)` of [`write_expanding_ranges`]: copied by the
+/// kernel from `origin` while `kernel` holds (it is cleared when the kernel refuses, and the rest
+/// is read from `origin`), else from `data`, the piece at guest offset `pos` that holds the run.
+fn flush(
+    sink: &mut super::copy::Sink<'_>,
+    origin: Option<&File>,
+    kernel: &mut bool,
+    spare: &mut Vec<u8>,
+    (host, guest, len): (u64, u64, u64),
+    pos: u64,
+    data: &[u8],
+) -> io::Result<()> {
+    if let (Some(src), true) = (origin, *kernel) {
+        match sink.copy_in_kernel(src, guest, host, len, &mut |_| {})? {
+            super::copy::KernelCopy::Done(_) => return Ok(()),
+            super::copy::KernelCopy::Refused(done) => {
+                *kernel = false;
+                // The run may have begun in an earlier piece: its bytes are read again.
+                return sink.copy_from(src, guest + done, host + done, len - done, spare, &mut |_| {});
+            }
+        }
+    }
+    let start = guest.checked_sub(pos).and_then(|s| usize::try_from(s).ok());
+    match start.and_then(|s| data.get(s..s + len as usize)) {
+        Some(bytes) => sink.write_at(bytes, host),
+        None => Err(io::Error::other("a run of guest data outside the piece read")),
+    }
 }
 
 /// One snapshot of a bundle to build.

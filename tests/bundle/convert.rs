@@ -245,8 +245,9 @@ fn convert_every_cluster_shape_to_raw_and_back_byte_for_byte() {
     }
 }
 
-/// The library's writers: the pipelined reader (a second thread) and the local one write the
-/// same files, and reading only the data ranges equals reading everything.
+/// The library's writers: the pipelined reader (a second thread), the local one and a raw
+/// file read as itself (its bytes copied file to file by the kernel) write the same files, and
+/// reading only the data ranges equals reading everything.
 #[test]
 fn writers_agree_whichever_reader_and_ranges() {
     let tmp = tempfile::tempdir().unwrap();
@@ -256,35 +257,44 @@ fn writers_agree_whichever_reader_and_ranges() {
             buf.copy_from_slice(&guest[off as usize..off as usize + buf.len()]);
             Ok(())
         };
+        let source = tmp.path().join(format!("{}.guest", case.name));
+        fs::write(&source, &guest).unwrap();
+        let source = File::open(&source).unwrap();
+        let mut offsets = Vec::new();
+        let mut progress = |off: u64| offsets.push(off);
         let size = case.size;
         let all = [(0, size)];
         let mut outputs = Vec::new();
-        for (k, shared) in [false, true].into_iter().enumerate() {
+        for (k, how) in ["local", "shared", "file"].into_iter().enumerate() {
             let raw = tmp.path().join(format!("{}.{k}.raw", case.name));
             let f = File::create(&raw).unwrap();
-            let reader = if shared {
-                GuestReader::Shared(&mut read)
-            } else {
-                GuestReader::Local(&mut read)
+            let reader = match how {
+                "local" => GuestReader::Local(&mut read),
+                "shared" => GuestReader::Shared(&mut read),
+                _ => GuestReader::RawFile(&source, &mut progress),
             };
             let written = write_raw(reader, &all, size, &f).unwrap();
             drop(f);
             let bytes = fs::read(&raw).unwrap();
-            assert!(bytes == guest, "{}", case.name);
+            assert!(bytes == guest, "{} {how}", case.name);
             // Only non-zero 4 KiB blocks were written.
             let nonzero: u64 = guest
                 .chunks(4096)
                 .filter(|c| c.iter().any(|&b| b != 0))
                 .map(|c| c.len() as u64)
                 .sum();
-            assert_eq!(written, nonzero, "{}", case.name);
+            assert_eq!(written, nonzero, "{} {how}", case.name);
+            assert_eq!(
+                data_blocks(&raw),
+                data_blocks(&tmp.path().join(format!("{}.0.raw", case.name)))
+            );
 
             let hds = tmp.path().join(format!("{}.{k}.hds", case.name));
             let f = File::create(&hds).unwrap();
-            let reader = if shared {
-                GuestReader::Shared(&mut read)
-            } else {
-                GuestReader::Local(&mut read)
+            let reader = match how {
+                "local" => GuestReader::Local(&mut read),
+                "shared" => GuestReader::Shared(&mut read),
+                _ => GuestReader::RawFile(&source, &mut progress),
             };
             let ranges = file_data_ranges(&File::open(&raw).unwrap()).unwrap();
             let stats = write_expanding_ranges(reader, &ranges, size, case.cluster, &f).unwrap();
@@ -292,13 +302,21 @@ fn writers_agree_whichever_reader_and_ranges() {
             assert_eq!(stats.allocated, nonzero_clusters(&guest, case.cluster).len() as u64);
             outputs.push(fs::read(&hds).unwrap());
         }
+        // The raw file's reader told the progress of each of its reads, in order.
+        assert!(
+            !offsets.is_empty() && offsets.iter().all(|&o| o < size),
+            "{}",
+            case.name
+        );
         // write_expanding (everything read, on this thread) writes the same image.
         let hds = tmp.path().join(format!("{}.all.hds", case.name));
         let f = File::create(&hds).unwrap();
         write_expanding(&mut read, size, case.cluster, &f).unwrap();
         drop(f);
         outputs.push(fs::read(&hds).unwrap());
-        assert!(outputs[0] == outputs[1] && outputs[1] == outputs[2], "{}", case.name);
+        for (k, o) in outputs.iter().enumerate() {
+            assert!(*o == outputs[0], "{}: output {k} differs", case.name);
+        }
     }
 }
 

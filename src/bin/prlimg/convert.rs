@@ -161,6 +161,19 @@ pub fn open_guest(
         .map_err(|e| bundle_failure(&e))
 }
 
+/// How the writers read `guest`: a raw file as itself (its bytes are then copied file to file,
+/// shared where the file system can), a disk through `read`, on a second thread.
+fn reader<'r>(
+    guest: &'r Guest,
+    read: &'r mut (dyn FnMut(u64, &mut [u8]) -> io::Result<()> + Send),
+    progress: &'r mut (dyn FnMut(u64) + Send),
+) -> GuestReader<'r> {
+    match guest {
+        Guest::Raw { file, .. } => GuestReader::RawFile(file, progress),
+        Guest::Disk(_) => GuestReader::Shared(read),
+    }
+}
+
 fn out_format(args: &Args) -> OutFormat {
     if args.output_format != OutFormat::Auto {
         return args.output_format;
@@ -210,6 +223,7 @@ pub fn run(args: &Args) -> Outcome {
         bar.set_position(off);
         guest.read_at(off, buf)
     };
+    let mut progress = |off: u64| bar.set_position(off);
     let ranges = guest.data_ranges().map_err(|e| Failure::io(&args.source, &e))?;
     let result = match out_format(args) {
         OutFormat::Raw | OutFormat::Auto => parallels_image::write_file_atomically(out, args.force, |f| match &guest {
@@ -217,10 +231,17 @@ pub fn run(args: &Args) -> Outcome {
                 .write_raw_to(f, &mut |pos| bar.set_position(pos))
                 .map(|_| ())
                 .map_err(Error::Io),
-            _ => write_raw(GuestReader::Shared(&mut read), &ranges, size, f).map(|_| ()),
+            _ => write_raw(reader(&guest, &mut read, &mut progress), &ranges, size, f).map(|_| ()),
         }),
         OutFormat::Parallels => parallels_image::write_file_atomically(out, args.force, |f| {
-            write_expanding_ranges(GuestReader::Shared(&mut read), &ranges, size, args.cluster_size, f).map(|_| ())
+            write_expanding_ranges(
+                reader(&guest, &mut read, &mut progress),
+                &ranges,
+                size,
+                args.cluster_size,
+                f,
+            )
+            .map(|_| ())
         }),
         OutFormat::Bundle => {
             if size % 512 != 0 {
