@@ -2,14 +2,15 @@
 # Whole-process comparisons of prlimg with QEMU's tools, side by side in one run, and peak
 # memory at two scales. See BENCHMARKS.md for the figures and how to read them.
 #
-#   scripts/bench.sh [quick|data|chain|campaign]
+#   scripts/bench.sh [quick|data|xfs|chain|campaign]
 #
 # Env: BENCH_DIR (scratch folder on a filesystem with sparse files; default a new folder in
 # /var/tmp, removed at the end unless KEEP=1), RUNS (hyperfine runs, default 10), WARMUP
 # (default 2). `quick` skips the slow qemu-img check of the half-allocated 16 Mi-entry image
 # (about 200 s a run; the full script takes about 15 minutes). `data` runs only the guest-data
 # rows (convert to raw and back, against qemu-img convert and cp --sparse=always); DATA_MIB sets
-# their data size (default 4096: they need about 3 * DATA_MIB of space at once), DATA_RUNS the
+# their data size (default 4096: they need 5 * DATA_MIB of space at once while the images are
+# made, 4 * DATA_MIB during the rounds; in /dev/shm that is memory), DATA_RUNS the
 # interleaved rounds (default 5), DATA_DIR where their files go (default BENCH_DIR; /dev/shm
 # takes the disk out of the figures). `chain` runs only the three-level chain against a single
 # image (CHAIN_MIB, default DATA_MIB; part of `data`).
@@ -200,10 +201,13 @@ med = {n: (statistics.median(r['wall']), statistics.median(r['cpu']), max(r['rss
 print(f"{'command':16} {'runs':>4} {'wall med':>9} {'cpu med':>8} {'maxRSS KiB':>10}   wall of each run")
 for n, r in rows.items():
     w, c, m = med[n]
-    print(f"{n:16} {len(r['wall']):4} {w:8.2f}s {c:7.2f}s {m:10}   {' '.join(f'{x:.2f}' for x in r['wall'])}")
+    print(f"{n:16} {len(r['wall']):4} {w:8.3f}s {c:7.2f}s {m:10}   {' '.join(f'{x:.3f}' for x in r['wall'])}")
+def quotient(x, y):
+    # CPU times come in 10 ms steps: a tool that shares blocks instead of copying may use none.
+    return f"{x / y:.2f}" if y > 0 else ("1.00" if x == 0 else "inf")
 def ratio(label, a, b):
     if a in med and b in med:
-        print(f"RESULT {label}: wall {med[a][0] / med[b][0]:.2f}, cpu {med[a][1] / med[b][1]:.2f}")
+        print(f"RESULT {label}: wall {quotient(med[a][0], med[b][0])}, cpu {quotient(med[a][1], med[b][1])}")
 for kind in ('dense', 'sparse'):
     ratio(f"qemu-img / prlimg to raw, {kind}", f"qemu-{kind}", f"prlimg-{kind}")
     ratio(f"prlimg / cp --sparse=always, {kind}", f"prlimg-{kind}", f"cp-{kind}")
@@ -229,8 +233,14 @@ interleave() {
             sync
             # `sync FILE` flushes that file only (fsync): the same work for every tool, and not
             # the dirty data of whatever else runs on the machine, as a bare `sync` would.
-            /usr/bin/time -f "${args[i]} %e %U %S %M" -o time.tmp sh -c "${args[i + 1]} >/dev/null && sync ${args[i + 1]##* }"
-            cat time.tmp >>"$label.tsv"
+            # Wall time to the millisecond (time's %e has 10 ms steps: too coarse where the
+            # copy is the file system sharing blocks); CPU in time's 10 ms steps.
+            local t0 ms wall
+            t0=$(date +%s%N)
+            /usr/bin/time -f "%U %S %M" -o time.tmp sh -c "${args[i + 1]} >/dev/null && sync ${args[i + 1]##* }"
+            ms=$((($(date +%s%N) - t0) / 1000000))
+            printf -v wall '%d.%03d' $((ms / 1000)) $((ms % 1000))
+            echo "${args[i]} $wall $(cat time.tmp)" >>"$label.tsv"
         done
         echo "round $r of $rounds done (load $(cut -d' ' -f1-3 /proc/loadavg))"
     done
@@ -308,6 +318,22 @@ if [ "$QUICK" = chain ]; then
     echo "== summary"
     cat results.txt
     exit 0
+fi
+
+# `xfs`: the `data` rows on an XFS made for the run, where copy_file_range shares blocks (a
+# reflink) instead of copying: a sparse file of XFS_GIB GiB (default 24; the rows at DATA_MIB
+# write up to 5 * DATA_MIB into it) in the scratch folder, mounted on a loop device. Needs root
+# and loop devices; installs xfsprogs if missing; unmounts and removes the file at the end.
+if [ "$QUICK" = xfs ]; then
+    command -v mkfs.xfs >/dev/null 2>&1 || apt-get install -y -qq xfsprogs >/dev/null
+    XFS_IMG=$DIR/xfs.img XFS_MNT=$DIR/xfs
+    truncate -s "${XFS_GIB:-24}G" "$XFS_IMG"
+    mkfs.xfs -q -f "$XFS_IMG"
+    mkdir -p "$XFS_MNT"
+    mount -o loop "$XFS_IMG" "$XFS_MNT"
+    trap 'cd /; umount "$XFS_MNT"; rm -f "$XFS_IMG"; if [ "${KEEP:-0}" != 1 ] && [ -z "${BENCH_DIR:-}" ]; then rm -rf "$DIR"; fi' EXIT
+    DATA_DIR=$XFS_MNT/data
+    QUICK=data
 fi
 
 if [ "$QUICK" = data ]; then
