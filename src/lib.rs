@@ -41,6 +41,8 @@
 //!  bundle         disk bundles (NAME.hdd/ with DiskDescriptor.xml): the descriptor, the D rules
 //!                 (spec/bundles.md), guest data through snapshot chains and split storages,
 //!                 writing bundles, descriptor defects
+//!  readers        what libyal's libphdi and fox-it's dissect.hypervisor do with a bundle or an
+//!                 image: models of both, compared MiB by MiB with the guest's bytes
 //!  oracle         running the real programs (qemu-img info/check, the ploop oracle's drivers)
 //!                 with a timeout, their outcomes typed and compared with the predictions
 //!                 (feature `oracle`)
@@ -90,6 +92,7 @@ mod ploop;
 pub mod qemu;
 mod random;
 pub mod raw;
+pub mod readers;
 mod recipe;
 mod rule;
 mod size;

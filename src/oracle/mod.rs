@@ -21,6 +21,9 @@ use crate::extension::ExtensionDigest;
 
 pub mod ploop;
 pub mod qemu;
+pub mod readers;
+
+pub use readers::{Dissect, Libphdi, ReaderObservation};
 
 /// How a run of a program ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -1,0 +1,491 @@
+//! libyal's libphdi 20260902 (PyPI `libphdi-python`, module `pyphdi`), modelled from its C
+//! source and from runs of the real library (`scripts/readers/libphdi_driver.py`).
+//!
+//! What it does, in order (`spec/readers.md` has a reproducer for each):
+//! 1. Reads the descriptor; refuses a `Padding` other than 0, a `Blocksize` other than 2048, a
+//!    child of `StorageData` other than `Storage` and a child of `Snapshots` other than `Shot`
+//!    (so every descriptor with a `TopGUID`). The media size is `Disk_size` × 512.
+//! 2. Opens every image's file in the descriptor's folder, by the `File`'s last path component
+//!    cut to one byte less than the part before it (`../x.hds` opens `x`).
+//!    Each image's slot in its file pool is its index inside its storage, so a second storage
+//!    collides with the first ("value already set"): no split disk opens.
+//! 3. The disk's type is the type of the first image; an image of the other type is refused.
+//! 4. The top is the first `Shot`, whatever `TopGUID` says; parents are found by GUID (a missing
+//!    parent ends the chain). A cycle of parents recurses without end on a block no image of the
+//!    cycle holds: the process dies (SIGSEGV).
+//! 5. Reading: only the v1 magic `WithoutFreeSpace` is accepted (at the first read of an
+//!    image); a cluster not in the BAT comes from the parent, else zeros.
+//!
+//! The message kept is the cause libyal puts first in its chain (`function: text`, without the
+//! final period), the one after pyphdi's own.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::{classify, read_all, Failure, Input, Opened, ReaderPrediction, ReaderRun, Truth};
+
+/// The version modelled.
+pub const LIBPHDI_VERSION: &str = "20260902";
+
+const F_PARAMS: &str = "libphdi_disk_descriptor_xml_file_get_disk_parameters";
+const F_STORAGE: &str = "libphdi_disk_descriptor_xml_file_get_storage_data";
+const F_SNAPSHOTS: &str = "libphdi_disk_descriptor_xml_file_get_snapshots";
+
+/// What libphdi does with the disk at `path` (a bundle or a lone image), compared with the
+/// guest's bytes.
+pub fn predict_libphdi(path: &Path) -> ReaderPrediction {
+    predict_libphdi_with(path, Truth::of(path).as_ref(), super::READ_SIZE)
+}
+
+/// [`predict_libphdi`] with the guest's bytes already read, and a read size.
+pub fn predict_libphdi_with(path: &Path, truth: Option<&Truth>, read_size: u64) -> ReaderPrediction {
+    classify(&run(path, read_size), truth, read_size)
+}
+
+fn refuse(function: &str, text: impl std::fmt::Display) -> Failure {
+    Failure::Refuses(format!("{function}: {text}"))
+}
+
+struct Image {
+    guid: Option<[u8; 16]>,
+    kind: Kind,
+    file: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Compressed,
+    Unknown,
+}
+
+struct Storage {
+    start: u64,
+    end: u64,
+    images: Vec<Image>,
+}
+
+struct Shot {
+    guid: Option<[u8; 16]>,
+    parent: Option<[u8; 16]>,
+}
+
+fn guid_bytes(text: &str) -> Option<[u8; 16]> {
+    crate::bundle::parse_guid_loose(text.trim()).map(|u| *u.as_bytes())
+}
+
+fn number(text: &str) -> Option<u64> {
+    let t = text.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    t.parse().ok()
+}
+
+fn child_text<'a>(node: roxmltree::Node<'a, 'a>, name: &str) -> Option<&'a str> {
+    node.children()
+        .find(|c| c.is_element() && c.tag_name().name() == name)
+        .map(|c| c.text().unwrap_or(""))
+}
+
+/// A storage image opened for reading: its header read lazily, at the first read.
+struct Layer {
+    file: File,
+    /// Its slot in libphdi's file pool (its index inside its storage).
+    entry: usize,
+    header: Option<Result<(u64, u64, Vec<u32>), Failure>>,
+}
+
+impl Layer {
+    /// (block size, data offset unused, BAT) or the refusal.
+    fn header(&mut self) -> Result<&(u64, u64, Vec<u32>), Failure> {
+        if self.header.is_none() {
+            self.header = Some(read_header(&self.file, self.entry));
+        }
+        match self.header.as_ref().unwrap() {
+            Ok(h) => Ok(h),
+            Err(f) => Err(f.clone()),
+        }
+    }
+}
+
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+fn read_header(file: &File, entry: usize) -> Result<(u64, u64, Vec<u32>), Failure> {
+    const F_HEADER: &str = "libphdi_sparse_image_header_read_data";
+    const F_BAT: &str = "libphdi_storage_image_read_block_allocation_table";
+    let mut head = [0u8; 64];
+    let n = read_exact_at(file, &mut head, 0).map_err(|e| refuse("libbfio_file_io_handle_read_buffer", e))?;
+    if n < 64 {
+        return Err(refuse(
+            "libphdi_sparse_image_header_read_file_io_handle",
+            "unable to read file header data",
+        ));
+    }
+    if &head[..16] != b"WithoutFreeSpace" {
+        return Err(refuse(F_HEADER, "unsupported signature"));
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(head[o..o + 4].try_into().unwrap());
+    let version = u32_at(16);
+    if version != 2 {
+        return Err(refuse(F_HEADER, format!("unsupported format version: {version}")));
+    }
+    let tracks = u64::from(u32_at(28));
+    if tracks == 0 {
+        return Err(refuse(F_HEADER, "invalid block size value out of bounds"));
+    }
+    let entries = u64::from(u32_at(32));
+    if entries == 0 || entries > (128 << 20) / 4 {
+        return Err(refuse(
+            F_BAT,
+            "invalid storage image - invalid sparse image header value - number of allocation table entries value out of bounds",
+        ));
+    }
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < 64 + entries * 4 {
+        return Err(refuse(
+            F_BAT,
+            format!("unable to read block allocation table data from file IO pool entry: {entry}"),
+        ));
+    }
+    let mut raw = vec![0u8; entries as usize * 4];
+    read_exact_at(file, &mut raw, 64).map_err(|e| refuse("libbfio_file_io_handle_read_buffer", e))?;
+    let bat: Vec<u32> = raw
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    // Each allocated entry goes into a tree that covers the header's sectors only.
+    let sectors = u64::from_le_bytes(head[36..44].try_into().unwrap());
+    let block = tracks * 512;
+    if bat
+        .iter()
+        .enumerate()
+        .any(|(i, &e)| e != 0 && (i as u64).saturating_mul(block) >= sectors.saturating_mul(512))
+    {
+        return Err(refuse(
+            "libphdi_block_tree_node_get_leaf_value_at_offset",
+            "invalid offset value out of bounds",
+        ));
+    }
+    Ok((tracks * 512, 0, bat))
+}
+
+struct Model {
+    shots: Vec<Shot>,
+    /// Per shot: its parent's index.
+    parents: Vec<Option<usize>>,
+    /// Per shot: its image in the (single) storage: a file index or plain.
+    layer_of: Vec<Option<(usize, Kind)>>,
+    layers: Vec<Layer>,
+    storage_start: u64,
+}
+
+fn run(path: &Path, read_size: u64) -> ReaderRun {
+    let mut out = ReaderRun::default();
+    let opened = Opened::of(&Input::of(path));
+    let model = match open(&opened, &mut out) {
+        Ok(m) => m,
+        Err(f) => {
+            out.failure = Some(f);
+            return out;
+        }
+    };
+    let Some(mut model) = model else { return out };
+    let size = out.media_size.unwrap_or(0);
+    let top = if model.shots.is_empty() { None } else { Some(0) };
+    read_all(size, read_size, &mut out, |offset, len| {
+        let Some(top) = top else {
+            return Err(refuse(
+                "libphdi_internal_handle_read_buffer_from_file_io_pool",
+                "invalid handle - missing current snapshot values",
+            ));
+        };
+        let mut buf = Vec::with_capacity(len as usize);
+        let mut at = offset;
+        while at < offset + len {
+            let chunk = model.read_block(top, at, offset + len - at)?;
+            if chunk.is_empty() {
+                // Its read loop asks again at the same offset, for ever.
+                return Err(Failure::Hangs(format!(
+                    "a read at offset {at} returns no bytes (past the end of a file) and is retried without end"
+                )));
+            }
+            at += chunk.len() as u64;
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf)
+    });
+    out
+}
+
+impl Model {
+    /// One block's worth (at most `want` bytes) at `at`, from `shot` or the first ancestor that
+    /// holds it; a cycle of parents that holds it nowhere recurses until the stack overflows.
+    fn read_block(&mut self, shot: usize, at: u64, want: u64) -> Result<Vec<u8>, Failure> {
+        let inner = at - self.storage_start;
+        let (mut shot, mut want, mut steps) = (shot, want, 0usize);
+        loop {
+            let Some((file, kind)) = self.layer_of[shot] else {
+                return Ok(vec![0; want as usize]);
+            };
+            if kind == Kind::Plain {
+                let mut buf = vec![0u8; want as usize];
+                let n = read_exact_at(&self.layers[file].file, &mut buf, inner)
+                    .map_err(|e| refuse("libbfio_file_io_handle_read_buffer", e))?;
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            let (block, _, bat) = self.layers[file].header()?;
+            let block = *block;
+            if block == 0 {
+                return Err(refuse(
+                    "libphdi_storage_image_get_block_descriptor_at_offset",
+                    "invalid block size",
+                ));
+            }
+            let index = (inner / block) as usize;
+            let within = inner % block;
+            want = (block - within).min(want);
+            let entry = bat.get(index).copied().unwrap_or(0);
+            if entry != 0 {
+                let mut buf = vec![0u8; want as usize];
+                let got = read_exact_at(&self.layers[file].file, &mut buf, u64::from(entry) * 512 + within)
+                    .map_err(|e| refuse("libbfio_file_io_handle_read_buffer", e))?;
+                buf.truncate(got);
+                return Ok(buf);
+            }
+            match self.parents[shot] {
+                Some(p) => {
+                    steps += 1;
+                    if steps > self.shots.len() {
+                        return Err(Failure::Crashes("SIGSEGV".into()));
+                    }
+                    shot = p;
+                }
+                None => return Ok(vec![0; want as usize]),
+            }
+        }
+    }
+}
+
+/// Opens as libphdi opens: `Ok(None)` never happens (kept for symmetry with a reader that
+/// stops after the size).
+fn open(opened: &Opened, out: &mut ReaderRun) -> Result<Option<Model>, Failure> {
+    let text = opened.text.as_ref().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            refuse("libcfile_file_open_with_error_code", "no such file")
+        } else {
+            refuse("libcfile_file_open_with_error_code", e)
+        }
+    })?;
+    let text = std::str::from_utf8(text)
+        .map_err(|_| refuse("libphdi_disk_descriptor_xml_file_read_data", "unable to parse XML"))?;
+    let doc = roxmltree::Document::parse(text)
+        .map_err(|_| refuse("libphdi_disk_descriptor_xml_file_read_data", "unable to parse XML"))?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "Parallels_disk_image" {
+        return Err(refuse(
+            "libphdi_disk_descriptor_xml_file_read_data",
+            "unsupported root tag",
+        ));
+    }
+    let section = |name: &str| root.children().find(|c| c.is_element() && c.tag_name().name() == name);
+    // Disk parameters.
+    let mut media = 0u64;
+    if let Some(params) = section("Disk_Parameters") {
+        for e in params.children().filter(|c| c.is_element()) {
+            let value = e.text().unwrap_or("");
+            match e.tag_name().name() {
+                "Disk_size" => media = number(value).unwrap_or(0).saturating_mul(512),
+                "Padding" => {
+                    let v = number(value).unwrap_or(0);
+                    if v != 0 {
+                        return Err(refuse(F_PARAMS, format!("unsupported padding: {v}")));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // Storage data.
+    let mut storages = Vec::new();
+    let mut disk_kind = None;
+    if let Some(data) = section("StorageData") {
+        for (i, s) in data.children().filter(|c| c.is_element()).enumerate() {
+            if s.tag_name().name() != "Storage" {
+                return Err(refuse(F_STORAGE, format!("unsupported storage tag: {i}")));
+            }
+            let mut storage = Storage {
+                start: 0,
+                end: 0,
+                images: Vec::new(),
+            };
+            for e in s.children().filter(|c| c.is_element()) {
+                let value = e.text().unwrap_or("");
+                match e.tag_name().name() {
+                    "Blocksize" => {
+                        let v = number(value).unwrap_or(0);
+                        if v != 2048 {
+                            return Err(refuse(F_STORAGE, format!("unsupported block size: {v}")));
+                        }
+                    }
+                    "Start" => storage.start = number(value).unwrap_or(0),
+                    "End" => storage.end = number(value).unwrap_or(0),
+                    "Image" => {
+                        let kind = match child_text(e, "Type").map(str::trim) {
+                            Some("Plain") => Kind::Plain,
+                            Some("Compressed") => Kind::Compressed,
+                            _ => Kind::Unknown,
+                        };
+                        if disk_kind.is_none() && kind != Kind::Unknown {
+                            disk_kind = Some(kind);
+                        }
+                        let name = child_text(e, "File").unwrap_or("").trim().to_string();
+                        // libphdi keeps the name after the last '/', but as many bytes of it as
+                        // there are before it, less one (its size is taken from the wrong end).
+                        let base = match name.rfind('/') {
+                            Some(i) => {
+                                let rest = &name.as_bytes()[i + 1..];
+                                String::from_utf8_lossy(&rest[..i.min(rest.len())]).into_owned()
+                            }
+                            None => name.clone(),
+                        };
+                        let file = opened.file(|dir| std::path::absolute(dir).unwrap_or(dir.to_path_buf()).join(&base));
+                        storage.images.push(Image {
+                            guid: child_text(e, "GUID").and_then(guid_bytes),
+                            kind,
+                            file,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            if storage.end <= storage.start {
+                return Err(refuse(
+                    "libphdi_extent_values_set_range",
+                    "invalid end offset value out of bounds",
+                ));
+            }
+            storages.push(storage);
+        }
+    }
+    // Snapshots.
+    let mut shots = Vec::new();
+    if let Some(snaps) = section("Snapshots") {
+        for (i, s) in snaps.children().filter(|c| c.is_element()).enumerate() {
+            if s.tag_name().name() != "Shot" {
+                return Err(refuse(F_SNAPSHOTS, format!("unsupported snapshot tag: {i}")));
+            }
+            shots.push(Shot {
+                guid: child_text(s, "GUID").and_then(guid_bytes),
+                parent: child_text(s, "ParentGUID").and_then(guid_bytes),
+            });
+        }
+    }
+    // The extent data files: one pool slot per image index inside its storage.
+    let mut files = Vec::new();
+    let mut slots = std::collections::HashSet::new();
+    let mut file_of = Vec::new();
+    let mut entries = Vec::new();
+    for s in &storages {
+        let mut row = Vec::new();
+        for (k, im) in s.images.iter().enumerate() {
+            let f = File::open(&im.file).map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    refuse(
+                        "libcfile_file_open_with_error_code",
+                        format!("no such file: {}", im.file.display()),
+                    )
+                } else {
+                    refuse("libcfile_file_open_with_error_code", e)
+                }
+            })?;
+            if !slots.insert(k) {
+                return Err(refuse(
+                    "libbfio_pool_set_handle",
+                    format!("invalid handle entry: {k} value already set"),
+                ));
+            }
+            files.push(f);
+            entries.push(k);
+            row.push(files.len() - 1);
+        }
+        file_of.push(row);
+    }
+    // The snapshots' extent tables.
+    let disk_kind = disk_kind.unwrap_or(Kind::Unknown);
+    let mut layer_of = vec![None; shots.len()];
+    let mut parents = vec![None; shots.len()];
+    for (si, shot) in shots.iter().enumerate() {
+        parents[si] = shots.iter().position(|p| p.guid.is_some() && p.guid == shot.parent);
+        for (e, s) in storages.iter().enumerate() {
+            for (k, im) in s.images.iter().enumerate() {
+                if im.guid.is_none() || im.guid != shot.guid {
+                    continue;
+                }
+                let file = file_of[e][k];
+                if im.kind != Kind::Unknown && im.kind != disk_kind {
+                    return Err(refuse(
+                        "libphdi_extent_table_append_extent",
+                        "image type not supported for disk type",
+                    ));
+                }
+                if im.kind == Kind::Plain {
+                    let len = files[file].metadata().map(|m| m.len()).unwrap_or(0);
+                    let offset = s.start * 512;
+                    if offset >= len {
+                        return Err(refuse(
+                            "libphdi_extent_table_append_extent",
+                            "invalid extent offset value out of bounds",
+                        ));
+                    }
+                    if (s.end.saturating_sub(s.start)) * 512 > len - offset {
+                        return Err(refuse(
+                            "libphdi_extent_table_append_extent",
+                            "invalid extent size value out of bounds",
+                        ));
+                    }
+                }
+                if layer_of[si].is_none() {
+                    layer_of[si] = Some((file, im.kind));
+                }
+            }
+        }
+    }
+    // pyphdi's media size is asked for after the extent files are open (the drivers do so).
+    out.media_size = Some(media);
+    out.top = shots
+        .first()
+        .and_then(|s| s.guid)
+        .map(|g| crate::bundle::format_guid(uuid::Uuid::from_bytes(g)));
+    let storage_start = storages.first().map_or(0, |s| s.start * 512);
+    let layers = files
+        .into_iter()
+        .zip(entries)
+        .map(|(file, entry)| Layer {
+            file,
+            entry,
+            header: None,
+        })
+        .collect();
+    Ok(Some(Model {
+        shots,
+        parents,
+        layer_of,
+        layers,
+        storage_start,
+    }))
+}
