@@ -250,8 +250,14 @@ pub fn classify(run: &ReaderRun, truth: Option<&Truth>, read_size: u64) -> Reade
     }
     if !bad.is_empty() || !reasons.is_empty() {
         p.outcome = ReaderOutcome::Misreads;
-        if reasons.is_empty() {
-            reasons.push("reads other bytes".into());
+        let zeros = |len: u64| -> [u8; 16] { Md5::digest(vec![0u8; len as usize]).into() };
+        let read_bad: Vec<&(u64, [u8; 16])> = bad.iter().filter_map(|&i| run.mibs.get(i as usize)).collect();
+        if !read_bad.is_empty() {
+            if read_bad.iter().all(|(len, d)| *d == zeros(*len)) {
+                reasons.insert(0, "reads zeros there instead of the disk's bytes".into());
+            } else {
+                reasons.insert(0, "reads other bytes there than the disk's (not zeros)".into());
+            }
         }
         p.message = Some(reasons.join("; "));
         if bad.len() > MAX_LISTED_MIB {

@@ -207,6 +207,12 @@ pub struct BundleCheck {
     /// Every rule broken, `D` and `R` codes, in the order first found.
     pub rules: Vec<&'static str>,
     findings: Vec<JsonBundleFinding>,
+    /// What libphdi does with the bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    libphdi: Option<parallels_image::readers::ReaderPrediction>,
+    /// What dissect.hypervisor does with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dissect: Option<parallels_image::readers::ReaderPrediction>,
     #[serde(skip)]
     code: u8,
 }
@@ -257,6 +263,7 @@ pub fn check_report(path: &Path, lenient: bool) -> Result<BundleCheck, Failure> 
         Err(e) => return Err(bundle_failure(&e)),
     };
     let verdict = report.verdict();
+    let readers = crate::readers::Readers::of(path);
     Ok(BundleCheck {
         schema: parallels_image::JSON_SCHEMA,
         filename: path.display().to_string(),
@@ -269,6 +276,8 @@ pub fn check_report(path: &Path, lenient: bool) -> Result<BundleCheck, Failure> 
         notes: report.count(Severity::Note),
         rules: report.codes(),
         findings: report.findings.iter().map(json_finding).collect(),
+        libphdi: readers.as_ref().map(|r| r.libphdi.clone()),
+        dissect: readers.map(|r| r.dissect),
         code: verdict.exit_code(),
     })
 }
@@ -321,6 +330,13 @@ pub fn print_check(report: &BundleCheck, output: Format) -> Outcome {
                     report.non_canonical,
                     report.notes
                 );
+            }
+            if let (Some(libphdi), Some(dissect)) = (&report.libphdi, &report.dissect) {
+                let readers = crate::readers::Readers {
+                    libphdi: libphdi.clone(),
+                    dissect: dissect.clone(),
+                };
+                out.push_str(&readers.human());
             }
             emit(&out)?;
         }

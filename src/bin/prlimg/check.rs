@@ -77,7 +77,7 @@ impl Checked {
     /// The report as one line of JSON: the object `--output json` prints for this path alone.
     pub fn json_line(&self) -> Result<String, Failure> {
         match self {
-            Checked::Image(c) => serde_json::to_string(c),
+            Checked::Image(c) => image_json(c).and_then(|v| serde_json::to_string(&v)),
             Checked::Bundle(b) => serde_json::to_string(b),
         }
         .map_err(|e| Failure::plain(format!("JSON: {e}")))
@@ -163,18 +163,34 @@ pub fn run(args: &Args) -> Outcome {
         picture::write(out, args.force, &picture::layout(image, &checked.report))?;
     }
     match args.output {
-        Format::Json => print_json(&checked)?,
-        Format::Human => emit(&print_human(&checked))?,
+        Format::Json => print_json(&image_json(&checked).map_err(|e| Failure::plain(format!("JSON: {e}")))?)?,
+        Format::Human => emit(&(print_human(&checked) + &readers_human(&checked)))?,
         Format::Html => {
             let sections = [
                 ("summary", "Summary", print_summary(&checked)),
                 ("qemu", "QEMU 10", print_qemu(&checked)),
                 ("ploop", "ploop", print_ploop(&checked.ploop)),
+                ("readers", "libphdi and dissect.hypervisor", readers_human(&checked)),
             ];
             emit(&picture::html(&checked, &sections, image.as_ref()))?
         }
     }
     Ok(checked.verdict().exit_code())
+}
+
+/// The image's JSON report with the keys `libphdi` and `dissect` added (when the image is a
+/// file the readers can be handed).
+fn image_json(c: &Conformance) -> serde_json::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(c)?;
+    if let Some(r) = crate::readers::Readers::of(Path::new(&c.filename)) {
+        r.add_to(&mut value);
+    }
+    Ok(value)
+}
+
+/// The readers' lines of the human report (none for a stream).
+fn readers_human(c: &Conformance) -> String {
+    crate::readers::Readers::of(Path::new(&c.filename)).map_or_else(String::new, |r| r.human())
 }
 
 fn tag(severity: Severity) -> &'static str {

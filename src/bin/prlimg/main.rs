@@ -24,6 +24,7 @@ mod map;
 mod mutate;
 mod output;
 mod picture;
+mod readers;
 
 use output::Failure;
 

@@ -1,0 +1,89 @@
+//! The libphdi and dissect.hypervisor blocks of `prlimg check` (image and bundle): what each
+//! of those real readers does with the disk, predicted by `parallels_image::readers`.
+
+use std::path::Path;
+
+use parallels_image::readers::{
+    dissect::DISSECT_VERSION, libphdi::LIBPHDI_VERSION, predict_readers, ReaderOutcome, ReaderPrediction,
+};
+
+use crate::outln;
+
+/// Both readers' predictions, when `path` is a file or folder they can be handed (not a
+/// stream or a device read from standard input).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Readers {
+    /// libyal's libphdi.
+    pub libphdi: ReaderPrediction,
+    /// fox-it's dissect.hypervisor.
+    pub dissect: ReaderPrediction,
+}
+
+impl Readers {
+    /// Predicts both readers for the disk at `path`; `None` when `path` is not a regular file
+    /// or a folder.
+    pub fn of(path: &Path) -> Option<Readers> {
+        let meta = std::fs::metadata(path).ok()?;
+        if !(meta.is_file() || meta.is_dir()) {
+            return None;
+        }
+        let (libphdi, dissect) = predict_readers(path);
+        Some(Readers { libphdi, dissect })
+    }
+
+    /// Adds the keys `libphdi` and `dissect` to a JSON report (an object).
+    pub fn add_to(&self, value: &mut serde_json::Value) {
+        if let Some(m) = value.as_object_mut() {
+            m.insert(
+                "libphdi".into(),
+                serde_json::to_value(&self.libphdi).unwrap_or_default(),
+            );
+            m.insert(
+                "dissect".into(),
+                serde_json::to_value(&self.dissect).unwrap_or_default(),
+            );
+        }
+    }
+
+    /// Two lines for people, one per reader.
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        outln!(out, "{}", line(&format!("libphdi {LIBPHDI_VERSION}"), &self.libphdi));
+        outln!(
+            out,
+            "{}",
+            line(&format!("dissect.hypervisor {DISSECT_VERSION}"), &self.dissect)
+        );
+        out
+    }
+}
+
+/// `NAME: OUTCOME (detail); media size N bytes, top GUID`.
+fn line(name: &str, p: &ReaderPrediction) -> String {
+    let message = p.message.as_deref().unwrap_or("");
+    let mut s = match p.outcome {
+        ReaderOutcome::Opens => format!("{name}: opens and reads the disk's bytes"),
+        ReaderOutcome::Refuses => format!("{name}: refuses ({message})"),
+        ReaderOutcome::Misreads => {
+            let mut mib: Vec<String> = p.misread_mib.iter().take(8).map(u64::to_string).collect();
+            let more = p.misread_mib.len().saturating_sub(8) as u64 + p.misread_mib_omitted;
+            if more > 0 {
+                mib.push(format!("and {more} more"));
+            }
+            format!(
+                "{name}: misreads MiB {} in reads of {} bytes ({message})",
+                mib.join(", "),
+                p.read_size
+            )
+        }
+        ReaderOutcome::Crashes => format!("{name}: crashes ({message})"),
+        ReaderOutcome::Hangs => format!("{name}: hangs ({message})"),
+    };
+    if let Some(size) = p.media_size {
+        s.push_str(&format!("; media size {size} bytes"));
+    }
+    if let Some(top) = &p.top {
+        s.push_str(&format!(", top {top}"));
+    }
+    s
+}
