@@ -144,7 +144,11 @@ impl RealReader {
             match word {
                 "reader" => version = rest.split(' ').nth(1).map(str::to_string),
                 "wrapped" => wrapped = true,
-                "media_size" => out.media_size = rest.parse().ok(),
+                // Python's sizes have no bound: past u64 they are kept as u64::MAX, as the
+                // models keep them.
+                "media_size" => {
+                    out.media_size = rest.parse::<u128>().ok().map(|v| u64::try_from(v).unwrap_or(u64::MAX))
+                }
                 "mib" => {
                     let w: Vec<&str> = rest.split(' ').collect();
                     if let (Some(len), Some(hex)) = (w.get(1).and_then(|l| l.parse().ok()), w.get(2)) {

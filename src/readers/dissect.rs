@@ -31,6 +31,13 @@ use super::{classify, read_all, Failure, Input, Opened, ReaderPrediction, Reader
 pub const DISSECT_VERSION: &str = "3.21";
 /// dissect.util's stream buffer (io.DEFAULT_BUFFER_SIZE).
 const ALIGN: u64 = 8192;
+/// The largest offset a file on ext4 (4 KiB blocks) can be sought to: Python's `seek` past it
+/// fails with EINVAL. (The readers were verified on ext4; other file systems have other limits.)
+pub const EXT4_MAX_OFFSET: u64 = ((1 << 32) - 1) * 4096;
+
+fn einval() -> Failure {
+    err("OSError", "[Errno 22] Invalid argument")
+}
 
 /// What dissect.hypervisor does with the disk at `path` (a bundle or a lone image), compared
 /// with the guest's bytes.
@@ -243,6 +250,9 @@ impl Stream {
                 if pos < 0 {
                     return Err(err("ValueError", format!("negative seek value {pos}")));
                 }
+                if pos > i128::from(EXT4_MAX_OFFSET) {
+                    return Err(einval());
+                }
                 f.pos = pos;
             }
         }
@@ -356,7 +366,7 @@ impl Hds {
             let read_offset = if entry == 0 {
                 0
             } else {
-                u64::from(entry) * self.multiplier * 512 + within
+                (u64::from(entry).saturating_mul(self.multiplier).saturating_mul(512)).saturating_add(within)
             };
             run = Some(match run {
                 None => (read_offset, size),
@@ -382,6 +392,9 @@ impl Hds {
                     None => out.extend(std::iter::repeat_n(0u8, rs as usize)),
                 }
             } else {
+                if ro > EXT4_MAX_OFFSET {
+                    return Err(einval());
+                }
                 out.extend(pread(&self.file, ro, rs, self.file_len)?);
             }
             at += rs;
@@ -414,7 +427,7 @@ fn open_hds(file: File, parent: Option<Stream>) -> Result<Hds, Failure> {
         file_len,
         parent,
         size: size.saturating_mul(512),
-        cluster: tracks * 512,
+        cluster: tracks.saturating_mul(512),
         multiplier,
         entries: u32_at(32),
         bat: None,
@@ -592,7 +605,7 @@ fn open(opened: &Opened, given: &Path, out: &mut ReaderRun) -> Result<Disk, Fail
         }
     }
     streams.sort_by_key(|s| s.0);
-    let size = streams.last().map_or(0, |s| s.1).max(0) as u64 * 512;
+    let size = u64::try_from(streams.last().map_or(0, |s| s.1).max(0).saturating_mul(512)).unwrap_or(u64::MAX);
     Ok(Disk { streams, size })
 }
 

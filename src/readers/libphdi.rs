@@ -309,7 +309,13 @@ fn open(opened: &Opened, out: &mut ReaderRun) -> Result<Option<Model>, Failure> 
         for e in params.children().filter(|c| c.is_element()) {
             let value = e.text().unwrap_or("");
             match e.tag_name().name() {
-                "Disk_size" => media = number(value).unwrap_or(0).saturating_mul(512),
+                "Disk_size" => {
+                    let v = number(value).unwrap_or(0);
+                    if v > u64::MAX / 512 {
+                        return Err(refuse(F_PARAMS, "invalid media size value out of bounds"));
+                    }
+                    media = v * 512;
+                }
                 "Padding" => {
                     let v = number(value).unwrap_or(0);
                     if v != 0 {
@@ -445,14 +451,14 @@ fn open(opened: &Opened, out: &mut ReaderRun) -> Result<Option<Model>, Failure> 
                 }
                 if im.kind == Kind::Plain {
                     let len = files[file].metadata().map(|m| m.len()).unwrap_or(0);
-                    let offset = s.start * 512;
+                    let offset = s.start.saturating_mul(512);
                     if offset >= len {
                         return Err(refuse(
                             "libphdi_extent_table_append_extent",
                             "invalid extent offset value out of bounds",
                         ));
                     }
-                    if (s.end.saturating_sub(s.start)) * 512 > len - offset {
+                    if (s.end.saturating_sub(s.start)).saturating_mul(512) > len - offset {
                         return Err(refuse(
                             "libphdi_extent_table_append_extent",
                             "invalid extent size value out of bounds",
@@ -471,7 +477,7 @@ fn open(opened: &Opened, out: &mut ReaderRun) -> Result<Option<Model>, Failure> 
         .first()
         .and_then(|s| s.guid)
         .map(|g| crate::bundle::format_guid(uuid::Uuid::from_bytes(g)));
-    let storage_start = storages.first().map_or(0, |s| s.start * 512);
+    let storage_start = storages.first().map_or(0, |s| s.start.saturating_mul(512));
     let layers = files
         .into_iter()
         .zip(entries)

@@ -320,6 +320,7 @@ pub(crate) fn wrapper_descriptor(image: &Path) -> String {
         u64::from_le_bytes(head[36..44].try_into().unwrap())
     };
     let cylinders = sectors / (16 * 32);
+    let sectors = sectors as u128;
     format!(
         "<?xml version='1.0' encoding='UTF-8'?>\n<Parallels_disk_image Version=\"1.0\">\n  <Disk_Parameters>\n    \
          <Disk_size>{sectors}</Disk_size>\n    <Cylinders>{cylinders}</Cylinders>\n    <Heads>16</Heads>\n    \

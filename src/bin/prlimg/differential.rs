@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use parallels_image::oracle::ploop::PloopDrivers;
 use parallels_image::oracle::qemu::QemuImg;
+use parallels_image::oracle::readers::{differences as reader_differences, Reader, RealReader};
 use parallels_image::oracle::{builtin_base, Examination, OracleError, Oracles, Run, Verdict};
+use parallels_image::readers::{dissect::predict_dissect_with, libphdi::predict_libphdi_with, Truth, READ_SIZE};
 use parallels_image::{write_file_atomically, Edit, MutateOptions, Mutator, Recipe};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -69,6 +71,13 @@ pub struct Args {
     /// Run the ploop drivers from DIR (implies --ploop).
     #[arg(long, value_name = "DIR")]
     ploop_dir: Option<PathBuf>,
+    /// Also run libyal's libphdi (the venv of scripts/readers/venv.sh) on each case, wrapped
+    /// in a minimal bundle, and compare it with `parallels_image::readers`'s prediction.
+    #[arg(long)]
+    libphdi: bool,
+    /// Also run fox-it's dissect.hypervisor likewise.
+    #[arg(long)]
+    dissect: bool,
     /// Cases run at once (default: the CPUs).
     #[arg(short = 'j', long)]
     jobs: Option<usize>,
@@ -162,7 +171,7 @@ fn oracles(args: &Args) -> Result<Oracles, Failure> {
         .filter(|t| !t.is_zero())
         .ok_or_else(|| Failure::plain(format!("--timeout {}: not a positive number of seconds", args.timeout)))?;
     let want_ploop = args.ploop || args.ploop_dir.is_some();
-    let both = !args.qemu && !want_ploop;
+    let both = !args.qemu && !want_ploop && !args.libphdi && !args.dissect;
     let qemu = if args.qemu || both {
         match QemuImg::find() {
             Some(q) => Some(q),
@@ -198,7 +207,7 @@ fn oracles(args: &Args) -> Result<Oracles, Failure> {
         }
         false => None,
     };
-    if qemu.is_none() && ploop.is_none() {
+    if qemu.is_none() && ploop.is_none() && !args.libphdi && !args.dissect {
         return Err(Failure::plain(
             "differential: neither qemu-img nor the ploop drivers are available",
         ));
@@ -393,16 +402,58 @@ fn one(index: usize, input: &Input, ctx: &Context) -> Done {
                     Ok(_) => {}
                 }
             }
+            let (mut verdict, mut kept, mut outcomes, mut run_time) = (verdict, kept, outcomes(&e), run_times(&e));
+            let mut reader_records = Vec::new();
+            if !ctx.readers.is_empty() {
+                let truth = Truth::of(&path);
+                for real in &ctx.readers {
+                    let name = real.reader().name();
+                    let predicted = match real.reader() {
+                        Reader::Libphdi => predict_libphdi_with(&path, truth.as_ref(), READ_SIZE),
+                        Reader::Dissect => predict_dissect_with(&path, truth.as_ref(), READ_SIZE),
+                    };
+                    let started = Instant::now();
+                    let observed = real.observe(&path, truth.as_ref(), READ_SIZE, ctx.oracles.timeout);
+                    run_time.push((name, started.elapsed()));
+                    let record = match &observed {
+                        Ok(o) => {
+                            let diffs = reader_differences(&predicted, o);
+                            outcomes.push((name, o.outcome.outcome.name().to_string()));
+                            if !diffs.is_empty() {
+                                verdict = Verdict::Disagrees;
+                                kept = true;
+                                disagreements.extend(diffs.iter().map(|d| format!("{name} {}", d.field)));
+                            }
+                            json!({
+                                "predicted": predicted,
+                                "observed": o.outcome,
+                                "disagreements_text": diffs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                            })
+                        }
+                        Err(err) => {
+                            verdict = Verdict::Failed;
+                            kept = true;
+                            outcomes.push((name, "error".into()));
+                            disagreements.push(format!("{name} error"));
+                            json!({ "predicted": predicted, "observed": { "error": err.to_string() } })
+                        }
+                    };
+                    reader_records.push((name, record));
+                }
+            }
             let mut done = Done {
                 verdict,
                 crashed,
                 kept,
-                outcomes: outcomes(&e),
+                outcomes,
                 disagreements,
-                run_time: run_times(&e),
+                run_time,
             };
             if kept {
-                let record = case_json(&label, edits.as_deref(), &e, &path.display().to_string());
+                let mut record = case_json(&label, edits.as_deref(), &e, &path.display().to_string());
+                for (name, r) in reader_records {
+                    record[name] = r;
+                }
                 let mut text = serde_json::to_string_pretty(&record).unwrap_or_default();
                 text.push('\n');
                 let image = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()));
@@ -427,6 +478,8 @@ fn one(index: usize, input: &Input, ctx: &Context) -> Done {
 
 struct Context {
     oracles: Oracles,
+    /// The real libphdi and dissect.hypervisor asked for.
+    readers: Vec<RealReader>,
     /// The image varied (empty when files are run).
     base: Vec<u8>,
     options: MutateOptions,
@@ -493,8 +546,21 @@ pub fn run(args: &Args) -> Outcome {
         .build()
         .map_err(|e| Failure::plain(format!("threads: {e}")))?;
     let jobs = pool.current_num_threads();
+    let mut readers = Vec::new();
+    for (wanted, reader) in [(args.libphdi, Reader::Libphdi), (args.dissect, Reader::Dissect)] {
+        if wanted {
+            readers.push(RealReader::find(reader).ok_or_else(|| {
+                Failure::plain(format!(
+                    "--{}: no venv at {} (scripts/readers/venv.sh makes it)",
+                    reader.name(),
+                    parallels_image::oracle::readers::default_venv().display()
+                ))
+            })?);
+        }
+    }
     let ctx = Context {
         oracles,
+        readers,
         base: base_bytes,
         options,
         scratch: scratch.path().to_path_buf(),
