@@ -308,7 +308,7 @@ fn aligned_read(
     }
     let mut pos = pos;
     let mut out = Vec::new();
-    if pos % ALIGN != 0 {
+    if !pos.is_multiple_of(ALIGN) {
         let start = pos - pos % ALIGN;
         let buf = raw(start, ALIGN)?;
         let at = (pos - start) as usize;

@@ -89,12 +89,15 @@ fn child_text<'a>(node: roxmltree::Node<'a, 'a>, name: &str) -> Option<&'a str> 
         .map(|c| c.text().unwrap_or(""))
 }
 
+/// A v1 header as libphdi keeps it: (block size in bytes, unused, the BAT), or its refusal.
+type Header = Result<(u64, u64, Vec<u32>), Failure>;
+
 /// A storage image opened for reading: its header read lazily, at the first read.
 struct Layer {
     file: File,
     /// Its slot in libphdi's file pool (its index inside its storage).
     entry: usize,
-    header: Option<Result<(u64, u64, Vec<u32>), Failure>>,
+    header: Option<Header>,
 }
 
 impl Layer {
@@ -124,7 +127,7 @@ fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> 
     Ok(n)
 }
 
-fn read_header(file: &File, entry: usize) -> Result<(u64, u64, Vec<u32>), Failure> {
+fn read_header(file: &File, entry: usize) -> Header {
     const F_HEADER: &str = "libphdi_sparse_image_header_read_data";
     const F_BAT: &str = "libphdi_storage_image_read_block_allocation_table";
     let mut head = [0u8; 64];

@@ -379,3 +379,61 @@ fn libphdi_cause_is_the_first_cause_after_pyphdi() {
     );
     let _ = Reader::Libphdi;
 }
+
+/// `prlimg check` shows both readers: JSON keys `libphdi` and `dissect` (bundle and image), a
+/// line each in the human report, and what they say is what the real readers do.
+#[test]
+#[cfg_attr(
+    prlimg_no_readers,
+    ignore = "needs the readers' venv (~/.cache/prlimg-readers-venv; .ci/run makes it)"
+)]
+fn check_shows_both_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, json) = shapes().into_iter().find(|s| s.0 == "small-clusters").unwrap();
+    let bundle = recipe(dir.path(), "small", &json);
+    let image = dir.path().join("v1.hds");
+    ok(prlimg()
+        .args(["create", "--v1", "--size", "4M", "--data", "1M:1M:3"])
+        .arg(&image));
+    let (l, d) = readers();
+    for path in [&bundle, &image] {
+        let out = prlimg().args(["check", "--output", "json"]).arg(path).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let truth = Truth::of(path);
+        for real in [&l, &d] {
+            let block = &v[real.reader().name()];
+            let observed = real.observe(path, truth.as_ref(), READ_SIZE, TIMEOUT).unwrap().outcome;
+            assert_eq!(block["outcome"], observed.outcome.name(), "{}: {block}", path.display());
+            assert_eq!(block["message"], serde_json::json!(observed.message));
+            assert_eq!(block["media_size"], serde_json::json!(observed.media_size));
+            assert_eq!(block["misread_mib"], serde_json::json!(observed.misread_mib));
+        }
+    }
+    let out = prlimg()
+        .args(["check", "--output", "json"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dissect"]["outcome"], "misreads");
+    assert_eq!(v["dissect"]["misread_mib"], serde_json::json!([0]));
+    assert_eq!(
+        v["libphdi"]["message"],
+        "libphdi_disk_descriptor_xml_file_get_storage_data: unsupported block size: 128"
+    );
+    let human = prlimg().arg("check").arg(&bundle).output().unwrap();
+    let text = String::from_utf8(human.stdout).unwrap();
+    assert!(text.contains(
+        "libphdi 20260902: refuses (libphdi_disk_descriptor_xml_file_get_storage_data: unsupported block size: 128)\n"
+    ));
+    assert!(text.contains(
+        "dissect.hypervisor 3.21: misreads MiB 0 in reads of 1048576 bytes (reads zeros there instead of the disk's \
+         bytes); media size 3145728 bytes, top {5fbaabe3-6958-40ff-92a7-860e329aab41}\n"
+    ));
+    let human = prlimg().arg("check").arg(&image).output().unwrap();
+    let text = String::from_utf8(human.stdout).unwrap();
+    assert!(text.contains(
+        "libphdi 20260902: opens and reads the disk's bytes; media size 4194304 bytes, top \
+         {5fbaabe3-6958-40ff-92a7-860e329aab41}\n"
+    ));
+}

@@ -209,10 +209,10 @@ pub struct BundleCheck {
     findings: Vec<JsonBundleFinding>,
     /// What libphdi does with the bundle.
     #[serde(skip_serializing_if = "Option::is_none")]
-    libphdi: Option<parallels_image::readers::ReaderPrediction>,
+    libphdi: Option<Box<parallels_image::readers::ReaderPrediction>>,
     /// What dissect.hypervisor does with it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    dissect: Option<parallels_image::readers::ReaderPrediction>,
+    dissect: Option<Box<parallels_image::readers::ReaderPrediction>>,
     #[serde(skip)]
     code: u8,
 }
@@ -276,8 +276,8 @@ pub fn check_report(path: &Path, lenient: bool) -> Result<BundleCheck, Failure> 
         notes: report.count(Severity::Note),
         rules: report.codes(),
         findings: report.findings.iter().map(json_finding).collect(),
-        libphdi: readers.as_ref().map(|r| r.libphdi.clone()),
-        dissect: readers.map(|r| r.dissect),
+        libphdi: readers.as_ref().map(|r| Box::new(r.libphdi.clone())),
+        dissect: readers.map(|r| Box::new(r.dissect)),
         code: verdict.exit_code(),
     })
 }
@@ -333,8 +333,8 @@ pub fn print_check(report: &BundleCheck, output: Format) -> Outcome {
             }
             if let (Some(libphdi), Some(dissect)) = (&report.libphdi, &report.dissect) {
                 let readers = crate::readers::Readers {
-                    libphdi: libphdi.clone(),
-                    dissect: dissect.clone(),
+                    libphdi: (**libphdi).clone(),
+                    dissect: (**dissect).clone(),
                 };
                 out.push_str(&readers.human());
             }
