@@ -287,6 +287,70 @@ fn an_interrupted_create_leaves_the_folder_as_it_was() {
     }
 }
 
+/// Runs `prlimg ARGS` as a job in its own process group (as a shell runs a job: Ctrl-C goes to
+/// the whole group), waits until it has written more than 1 MiB into a file under `dir` (a
+/// bundle's temporary folder included), sends `signal` to the group and returns how it ended.
+fn interrupt_job(dir: &Path, args: &[&str], signal: &str) -> std::process::ExitStatus {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let fds = PathBuf::from(format!("/proc/{}/fd", child.id()));
+    let start = Instant::now();
+    let canon = dir.canonicalize().unwrap();
+    'wait: loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{args:?} never started writing"
+        );
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("{args:?} ended by itself ({st}) before it could be interrupted");
+        }
+        for fd in fs::read_dir(&fds).into_iter().flatten().flatten() {
+            let Ok(to) = fs::read_link(fd.path()) else { continue };
+            if to.starts_with(&canon) && fs::metadata(fd.path()).is_ok_and(|m| m.len() > 1 << 20) {
+                break 'wait;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let group = format!("-{}", child.id());
+    let st = Command::new("kill")
+        .args([&format!("-{signal}"), "--", &group])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    child.wait().unwrap()
+}
+
+#[test]
+fn an_interrupted_bundle_write_leaves_the_folder_as_it_was() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = src_dir.path().join("big.hds");
+    let made = prlimg(&["create", s(&src), "--size", "2G", "--data", "0:2G:0xaa"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("keep.txt"), b"already here").unwrap();
+    let before = listing(d);
+    let out = d.join("t.hdd");
+    let jobs: [Vec<&str>; 2] = [
+        vec!["convert", s(&src), s(&out)],
+        vec!["create", "--bundle", s(&out), "--size", "8G", "--data", "0:4G:0xaa"],
+    ];
+    for args in &jobs {
+        for (signal, number) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+            let st = interrupt_job(d, args, signal);
+            assert_eq!(st.signal(), Some(number), "{args:?} SIG{signal}: {st}");
+            assert_eq!(listing(d), before, "{args:?} SIG{signal}");
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------- inputs
 
 /// `prlimg ARGS` with `stdin` fed from `bytes` through a pipe.
