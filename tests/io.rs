@@ -486,3 +486,40 @@ fn an_image_reads_the_same_from_a_loop_device() {
     let _ = Command::new("losetup").args(["-d", &dev]).status();
     assert_eq!(from_device, reports(s(&p), None));
 }
+
+#[test]
+fn a_stream_that_is_not_an_image_is_refused_at_its_first_bytes() {
+    let zeros = "\"\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\" (hex 00000000000000000000000000000000)";
+    for path in ["/dev/urandom", "/dev/zero"] {
+        let start = Instant::now();
+        let out = prlimg(&["check", path]);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{path}: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(1), "{path}");
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(&format!("prlimg: {path}: not a Parallels image: bytes 0..16 are \"")),
+            "{path}: {err}"
+        );
+        if path == "/dev/zero" {
+            assert_eq!(
+                err,
+                format!(
+                    "prlimg: /dev/zero: not a Parallels image: bytes 0..16 are {zeros}, expected \
+                     \"WithoutFreeSpace\" or \"WithouFreSpacExt\", and the version at byte 16 is 0, not 2\n"
+                )
+            );
+        }
+    }
+    // Text on standard input: shown as text and hex.
+    let out = prlimg_piped(&["info", "-"], &b"hello world, this is not an image".repeat(1000));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "prlimg: -: not a Parallels image: bytes 0..16 are \"hello world, thi\" (hex 68656c6c6f20776f726c642c20746869), \
+         expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\", and the version at byte 16 is 1936269427, not 2\n"
+    );
+}
