@@ -523,3 +523,74 @@ fn a_stream_that_is_not_an_image_is_refused_at_its_first_bytes() {
          expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\", and the version at byte 16 is 1936269427, not 2\n"
     );
 }
+
+/// `prlimg ARGS` with standard input redirected from the file `from`.
+fn prlimg_from(args: &[&str], from: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(fs::File::open(from).unwrap())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_command_reads_stdin_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = image_a(d);
+    let bytes = fs::read(&p).unwrap();
+    // Read at offsets: stdin redirected from the file is the file.
+    let by_name = prlimg(&["map", "--output", "json", s(&p)]);
+    assert_eq!(by_name.status.code(), Some(0));
+    let from_stdin = prlimg_from(&["map", "--output", "json", "-"], &p);
+    assert_eq!(
+        (from_stdin.status.code(), stdout(&from_stdin)),
+        (Some(0), stdout(&by_name))
+    );
+    let (a, b) = (d.join("a.raw"), d.join("b.raw"));
+    assert_eq!(prlimg(&["convert", s(&p), s(&a)]).status.code(), Some(0));
+    let out = prlimg_from(&["convert", "-", s(&b)], &p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    let damaged = d.join("damaged.hds");
+    let out = prlimg_from(&["corrupt", "-", s(&damaged), "--defect", "bad-magic"], &p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(&fs::read(&damaged).unwrap()[16..], &bytes[16..]);
+    // ... and from a pipe they say why not, and write nothing.
+    for cmd in ["map", "convert", "corrupt"] {
+        let mut args = vec![cmd, "-"];
+        let target = d.join(format!("from-pipe-{cmd}"));
+        if cmd != "map" {
+            args.push(s(&target));
+        }
+        if cmd == "corrupt" {
+            args.extend(["--defect", "bad-magic"]);
+        }
+        let out = prlimg_piped(&args, &bytes);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "prlimg: -: standard input is a pipe or stream; `prlimg {cmd}` reads its source at offsets: \
+                 save it to a file first (or redirect stdin from the file)\n"
+            )
+        );
+        assert!(!target.exists());
+    }
+    // Held in memory: read whole from a pipe, as from the file.
+    let (m1, m2) = (d.join("m1"), d.join("m2"));
+    assert_eq!(
+        prlimg(&["mutate", s(&p), s(&m1), "--count", "3"]).status.code(),
+        Some(0)
+    );
+    let out = prlimg_piped(&["mutate", "-", s(&m2), "--count", "3"], &bytes);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for k in 0..3 {
+        let name = format!("mutant-{k:06}.hds");
+        assert_eq!(
+            fs::read(m1.join(&name)).unwrap(),
+            fs::read(m2.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
+}

@@ -275,7 +275,7 @@ fn print_ploop(p: &PloopPrediction) -> String {
     let c = &p.cbt;
     let message = c.message.as_deref().unwrap_or("");
     let cbt = match (c.outcome, &c.bitmap) {
-        (CbtOutcome::None, _) => "no extension to load".to_string(),
+        (CbtOutcome::None, _) => "has no extension to load".to_string(),
         (CbtOutcome::Ignores, _) => "ignores the extension (inuse is 0)".to_string(),
         (CbtOutcome::Loads, Some(id)) => format!("loads bitmap {id}"),
         (CbtOutcome::Loads, None) => "loads the extension (no bitmap)".to_string(),

@@ -58,6 +58,7 @@ pub fn run(args: &Args) -> Outcome {
     let (Some(input), Some(output), Some(defect)) = (&args.input, &args.output, &args.defect) else {
         return Err(Failure::plain("corrupt needs INPUT, OUTPUT and --defect (or --list)"));
     };
+    let input = &crate::input::seekable(input, "corrupt")?;
     if parallels_image::is_bundle(input) {
         return crate::corrupt_bundle::run(input, output, defect, args.force);
     }

@@ -75,3 +75,42 @@ fn is_block_device(meta: &std::fs::Metadata) -> bool {
 fn is_block_device(_: &std::fs::Metadata) -> bool {
     false
 }
+
+/// `path` for a command that reads its input at offsets by name (`convert`, `map`, `corrupt`):
+/// `-` is standard input when that is a file or block device (redirected from it: read through
+/// `/dev/stdin`); a pipe or other stream is refused, saying what to do.
+pub fn seekable(path: &Path, command: &str) -> Result<std::path::PathBuf, Failure> {
+    if path.as_os_str() != "-" {
+        return Ok(path.to_path_buf());
+    }
+    let meta = stdin_file().and_then(|f| f.metadata().ok());
+    match meta {
+        Some(m) if m.is_file() || is_block_device(&m) => Ok(Path::new("/dev/stdin").to_path_buf()),
+        _ => Err(Failure::at(
+            path,
+            format!(
+                "standard input is a pipe or stream; `prlimg {command}` reads its source at offsets: \
+                 save it to a file first (or redirect stdin from the file)"
+            ),
+        )),
+    }
+}
+
+/// All of standard input (what `-` names), refused past `max` bytes, for a command that holds
+/// its input in memory (`mutate`, `differential --from`).
+pub fn read_stdin(path: &Path, max: u64, command: &str) -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::io(path, &e))?;
+    if bytes.len() as u64 > max {
+        return Err(Failure::at(
+            path,
+            format!("is more than {max} bytes; {command} holds its input in memory and takes at most {max}"),
+        ));
+    }
+    Ok(bytes)
+}

@@ -28,8 +28,9 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Outcome {
+    let source = crate::input::seekable(&args.source, "map")?;
     let disk = GuestDisk::open(
-        &args.source,
+        &source,
         args.snapshot,
         BundleOptions {
             follow_outside: args.follow_outside,
