@@ -206,3 +206,149 @@ fn corpus_names_its_variants_as_mutate_does() {
         assert_eq!(n, &format!("mutant-{k:06}.hds"));
     }
 }
+
+/// A raw file of 4 MiB: 3 bytes at 1 MiB (one 4 KiB block of data), holes elsewhere.
+fn raw_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("r.raw");
+    let f = fs::File::create(&p).unwrap();
+    f.set_len(4 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"abc", 1 << 20).unwrap();
+    p
+}
+
+#[test]
+fn format_flag_is_taken_by_every_reader_and_raw_is_honoured() {
+    let dir = tmp();
+    let d = dir.path();
+    let a = image_a(d);
+    let r = raw_file(d);
+    // -f parallels (and auto) everywhere an image is read.
+    let corpus = d.join("m");
+    let damaged = d.join("damaged.hds");
+    for args in [
+        vec!["info", "-f", "parallels", s(&a)],
+        vec!["check", "-f", "parallels", s(&a)],
+        vec!["bitmaps", "-f", "parallels", s(&a)],
+        vec!["map", "-f", "auto", s(&a)],
+        vec!["mutate", "-f", "parallels", s(&a), s(&corpus), "--count", "1"],
+        vec![
+            "corrupt",
+            "-f",
+            "parallels",
+            s(&a),
+            s(&damaged),
+            "--defect",
+            "bad-magic",
+        ],
+        vec!["convert", "-f", "parallels", s(&a), s(&d.join("a.raw"))],
+    ] {
+        prlimg_ok(&args);
+    }
+    // -f raw: info and map read the file as the guest's bytes.
+    let out = prlimg_ok(&["info", "-f", "raw", s(&r)]);
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "image: {}\nfile format: raw\nvirtual size: 4 MiB (4194304 bytes)\ndata: 4 KiB (4096 bytes; the rest are holes)\n",
+            s(&r)
+        )
+    );
+    let out = prlimg_ok(&["map", "-f", "raw", "--output", "json", s(&r)]);
+    assert_eq!(
+        stdout(&out),
+        "[{ \"start\": 0, \"length\": 1048576, \"depth\": 0, \"present\": false, \"zero\": true, \"data\": false, \"compressed\": false},\n\
+         { \"start\": 1048576, \"length\": 4096, \"depth\": 0, \"present\": true, \"zero\": false, \"data\": true, \"compressed\": false, \"offset\": 1048576},\n\
+         { \"start\": 1052672, \"length\": 3141632, \"depth\": 0, \"present\": false, \"zero\": true, \"data\": false, \"compressed\": false}]\n"
+    );
+    // ... the commands that read Parallels structure say why not.
+    let out = prlimg(&["check", "-f", "raw", s(&r)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "prlimg: {}: -f raw: a raw file has no metadata to check; `prlimg check` reads Parallels images and bundles \
+             (info, map and convert read raw files)\n",
+            s(&r)
+        )
+    );
+    // A format this tool does not read is a usage error: exit 1.
+    let out = prlimg(&["info", "-f", "qcow2", s(&a)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(
+            "error: invalid value 'qcow2' for '--format <FORMAT>'\n  [possible values: auto, parallels, raw]\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn html_is_offered_only_where_it_is_made() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    for cmd in ["info", "map"] {
+        let out = prlimg(&[cmd, "--output", "html", s(&a)]);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert_eq!(
+            stderr(&out),
+            "error: invalid value 'html' for '--output <OUTPUT>'\n  [possible values: human, json]\n\n\
+             For more information, try '--help'.\n",
+            "{cmd}"
+        );
+    }
+}
+
+#[test]
+fn quiet_prints_nothing_but_errors_and_keeps_the_exit_status() {
+    let dir = tmp();
+    let d = dir.path();
+    let leaky = d.join("leaky.hds");
+    prlimg_ok(&["create", s(&leaky), "--size", "4M", "--cluster-size", "64K"]);
+    let mut f = fs::OpenOptions::new().append(true).open(&leaky).unwrap();
+    std::io::Write::write_all(&mut f, &[0x55; 65536]).unwrap();
+    drop(f);
+    for args in [vec!["-q", "check", s(&leaky)], vec!["check", "-q", s(&leaky)]] {
+        let out = prlimg(&args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert_eq!((stdout(&out), stderr(&out)), (String::new(), String::new()), "{args:?}");
+    }
+    let one = d.join("one.hds");
+    let out = prlimg(&["create", "-q", s(&one), "--size", "1"]);
+    assert_eq!((out.status.code(), stderr(&out)), (Some(0), String::new()));
+    // Errors are still said.
+    let out = prlimg(&["info", "-q", s(&d.join("absent.hds"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!("prlimg: {}: No such file or directory\n", s(&d.join("absent.hds")))
+    );
+}
+
+#[test]
+fn convert_p_shows_progress_as_qemu_img_does() {
+    let dir = tmp();
+    let d = dir.path();
+    let a = image_a(d);
+    let out = prlimg_ok(&["convert", "-p", s(&a), s(&d.join("a.raw"))]);
+    let err = stderr(&out);
+    assert!(err.ends_with('\n'), "{err:?}");
+    // Each drawing after a carriage return; the last says 100 %.
+    let drawings: Vec<&str> = err
+        .trim_end_matches('\n')
+        .split('\r')
+        .map(str::trim_end)
+        .filter(|d| !d.is_empty())
+        .collect();
+    assert_eq!(drawings.last(), Some(&"    (100/100%)"), "{err:?}");
+    for d in &drawings {
+        let p = d.strip_prefix("    (").and_then(|r| r.strip_suffix("/100%)"));
+        assert!(
+            p.is_some_and(|p| p.parse::<u32>().is_ok_and(|p| p <= 100)),
+            "{d:?} in {err:?}"
+        );
+    }
+    // Without -p, and stderr not a terminal: nothing.
+    let out = prlimg_ok(&["convert", s(&a), s(&d.join("b.raw"))]);
+    assert_eq!(stderr(&out), "");
+}

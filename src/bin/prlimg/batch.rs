@@ -184,6 +184,9 @@ impl<W: Write> Printer<'_, W> {
     }
 
     fn write_line(&mut self, line: &str) -> Result<(), Failure> {
+        if crate::output::quiet() {
+            return Ok(());
+        }
         let (out, bar) = (&mut self.out, self.bar);
         let mut write = || -> io::Result<()> {
             out.write_all(line.as_bytes())?;

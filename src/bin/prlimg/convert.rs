@@ -70,6 +70,10 @@ pub struct Args {
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     force: bool,
+    /// Show the progress whatever the size (on a terminal the bar; else `    (P/100%)` lines
+    /// after carriage returns, as `qemu-img convert -p` prints them).
+    #[arg(short = 'p', long)]
+    progress: bool,
     /// Into a raw file from an image or bundle: also leave the stored blocks of 4 KiB that are
     /// all zeros as holes (reads every byte; by default stored clusters are copied as they are,
     /// in the kernel where it can, and only what nothing stores is a hole).
@@ -230,7 +234,9 @@ pub fn run(args: &Args) -> Outcome {
         }
     }
     let size = guest.size();
-    let bar = if size >= 256 << 20 {
+    let bar = if args.progress {
+        crate::output::forced_progress(size, "converting")
+    } else if size >= 256 << 20 {
         progress(size, "converting")
     } else {
         indicatif::ProgressBar::hidden()
@@ -272,7 +278,15 @@ pub fn run(args: &Args) -> Outcome {
                 .map(|_| ())
         }
     };
-    bar.finish_and_clear();
+    if args.progress && result.is_ok() {
+        bar.set_position(size);
+        bar.finish();
+        if !bar.is_hidden() && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!();
+        }
+    } else {
+        bar.finish_and_clear();
+    }
     match result {
         Ok(()) => Ok(0),
         Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {

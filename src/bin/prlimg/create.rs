@@ -345,7 +345,7 @@ pub fn run(args: &Args) -> Outcome {
     bar.finish_and_clear();
     match result {
         Ok(_) => {
-            for note in notes(args) {
+            for note in notes(args).into_iter().filter(|_| !crate::output::quiet()) {
                 eprintln!("prlimg: {}: note: {note}", out.display());
             }
             Ok(0)

@@ -33,6 +33,9 @@ use output::Failure;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Quiet: print nothing but errors (no report, no progress, no notes), as `qemu-img -q`.
+    #[arg(short = 'q', long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    output::set_quiet(cli.quiet);
     if !matches!(cli.command, Command::Completions { .. } | Command::Man) {
         // Every other command may write an output (a file, a bundle folder, a report).
         clean_up_on_signals();

@@ -42,6 +42,9 @@ pub struct Args {
     /// Replace files of the same names (regular files only).
     #[arg(long)]
     force: bool,
+    /// The image's format, as `qemu-img -f` (`raw` is refused: a raw file has no structure to vary).
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = crate::input::ReadFormat::Auto)]
+    format: crate::input::ReadFormat,
 }
 
 #[derive(clap::Args, Debug)]
@@ -133,6 +136,12 @@ fn manifest(dir: &Path, value: &impl Serialize, force: bool) -> Result<(), Failu
 }
 
 pub fn run(args: &Args) -> Outcome {
+    crate::input::refuse_raw(
+        &args.input,
+        args.format,
+        "mutate",
+        "a raw file has no structure to vary",
+    )?;
     let bytes = if args.input.as_os_str() == "-" {
         crate::input::read_stdin(&args.input, MAX_INPUT, "mutate")?
     } else {
