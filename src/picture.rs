@@ -226,16 +226,16 @@ pub fn finding_offset(image: &Image<'_>, v: &Violation) -> Option<u64> {
         // placed here on purpose).
         BadMagic { .. }
         | BadVersion { .. }
-        | ZeroTracks { .. }
+        | ZeroTracks
         | ClusterTooBig { .. }
         | CatalogTooLarge { .. }
         | ExtOffTooBig { .. }
-        | Unclean { .. }
+        | Unclean
         | UnknownInuse { .. }
         | UnknownFlags { .. }
         | V1SizeHighBits { .. }
         | SizeBeyondBat { .. }
-        | DataOffZero { .. }
+        | DataOffZero
         | DataOffUnaligned { .. }
         | DataOffInsideBat { .. }
         | DataOffPastEof { .. }
