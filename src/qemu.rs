@@ -639,6 +639,14 @@ impl Prediction {
                     },
                     o.exit_code().map_or("?".into(), |c| c.to_string())
                 ));
+                if o.reason() == Some(QemuReason::NotParallels) {
+                    // Only with -f parallels: QEMU's probe takes the file for raw.
+                    out.push(
+                        "    (with -f parallels; without -f, qemu-img probes the file as raw: `qemu-img check` \
+                         exits 63, This image format does not support checks)"
+                            .into(),
+                    );
+                }
             }
             QemuCheck::Fails => out.push("qemu-img check: fails (Device or resource busy), exit 1".into()),
             QemuCheck::Aborts { assertion } => out.push(format!("qemu-img check: aborts (exit 134): {assertion}")),
