@@ -135,3 +135,40 @@ fn qemu_img_json_objects() {
     assert!(infos >= 90, "{infos} info objects compared");
     assert!(leaks >= 40 && corrupt >= 10 && fragmented >= 2, "{leaks} {corrupt} {fragmented}");
 }
+
+/// What the bad-magic prediction says of QEMU without `-f`: it probes the file as raw, `info`
+/// says so, and `check` exits 63 ("This image format does not support checks"); with
+/// `-f parallels` both exit 1 with "Image not in Parallels format".
+#[test]
+#[cfg_attr(
+    prlimg_no_qemu_tools,
+    ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
+)]
+fn bad_magic_without_format_is_raw() {
+    if !harness::have("bad_magic_without_format_is_raw", &["qemu-img"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, _) = ImageBuilder::new(1 << 20).to_vec().unwrap();
+    let src = bytes.as_slice();
+    let patch = corrupt::plan(&parallels_image::open(&src).unwrap(), DefectKind::BadMagic, 0).unwrap();
+    let mut bad = bytes.clone();
+    patch.apply_to_vec(&mut bad);
+    let img = Img::write(dir.path(), "bad.hds", bad);
+    let p = img.arg();
+    let check = harness::run_on(&[&img], "qemu-img", &["check", &p]);
+    assert_eq!(check.code, 63, "{check:?}");
+    assert_eq!(check.stderr, ["qemu-img: This image format does not support checks"]);
+    let info = harness::run_on(&[&img], "qemu-img", &["info", "--output=json", &p]);
+    assert_eq!(info.code, 0, "{info:?}");
+    assert_eq!(info.json()["format"], "raw");
+    let with_f = harness::check(&img);
+    assert_eq!(with_f.code, 1, "{with_f:?}");
+    assert_eq!(
+        with_f.stderr,
+        [format!("qemu-img: Could not open '{p}': Image not in Parallels format")]
+    );
+    let ours = prlimg_json(&["check", &p, "--output", "json"]).unwrap();
+    assert_eq!(ours["qemu"]["reason"], "H1");
+    assert_eq!(ours["qemu_check"]["exit_code"], 1);
+}

@@ -25,6 +25,7 @@ fn qemu(c: &Conformance) -> String {
         QemuOutcome::Opens { bitmaps } => bitmaps.len() as u64,
         QemuOutcome::Rejects { .. } | QemuOutcome::RejectsBatRead | QemuOutcome::NoImageSize { .. } => {
             let message = p.info.message(&c.filename).unwrap_or_default();
+            let message = message.trim_end_matches('.');
             let mut s = format!("QEMU 10: does not open it ({message})");
             if p.info.reason() == Some(QemuReason::NotParallels) {
                 s += ", with -f parallels; without -f, qemu-img probes the file as raw and \
@@ -37,29 +38,38 @@ fn qemu(c: &Conformance) -> String {
         QemuOutcome::Undefined { .. } => {
             return "QEMU 10: unpredictable: it reads past its own buffer as it opens the image.".into()
         }
-        _ => return "QEMU 10: does not open it.".into(),
     };
     let opens = match bitmaps {
         0 => "opens it".to_string(),
         n => format!("opens it with its {}", plural(n, "bitmap", "bitmaps")),
     };
-    let (drops, cuts) = match &p.read_write {
-        ReadWrite::Opens {
-            drops_extension,
-            truncates_to,
-            ..
-        } => (*drops_extension, truncates_to.is_some()),
-        ReadWrite::Refused { .. } => (false, false),
-    };
-    let read_write = match (drops, cuts) {
-        (true, _) => "; a read-write open drops the extension, losing the bitmaps",
-        (false, true) => "; a read-write open cuts the file short",
-        (false, false) => "",
+    // What a read-write open does to the file, as one clause.
+    let mut effects = Vec::new();
+    let mut drops = false;
+    if let ReadWrite::Opens {
+        drops_extension,
+        repairs,
+        truncates_to,
+    } = &p.read_write
+    {
+        drops = *drops_extension;
+        if *repairs {
+            effects.push("repairs it in place");
+        }
+        if drops {
+            effects.push("drops the extension, losing the bitmaps");
+        } else if truncates_to.is_some() {
+            effects.push("cuts the file short");
+        }
+    }
+    let read_write = if effects.is_empty() {
+        String::new()
+    } else {
+        format!("; a read-write open {}", effects.join(" and "))
     };
     match &p.check {
         QemuCheck::Completes(k) if k.corruptions > 0 => format!(
-            "QEMU 10: {opens}, but `qemu-img check` exits 2 with {} and a read-write open repairs \
-             the image in place{read_write}.",
+            "QEMU 10: {opens}, but `qemu-img check` exits 2 with {}{read_write}.",
             plural(k.corruptions, "corruption", "corruptions")
         ),
         QemuCheck::Completes(k) if k.leaks > 0 => {
