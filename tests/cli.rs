@@ -155,6 +155,17 @@ fn info_v1_image() {
 
 // --------------------------------------------------------------------------------------- check
 
+/// `prlimg check`'s human report after its first lines (a sentence each for QEMU 10 and ploop,
+/// then a blank line; `tests/headline.rs` holds them exactly).
+fn after_headline(text: &str) -> &str {
+    let lines: Vec<&str> = text.splitn(4, '\n').collect();
+    assert!(
+        lines[0].starts_with("QEMU 10: ") && lines[1].starts_with("ploop: ") && lines[2].is_empty(),
+        "{text}"
+    );
+    lines[3]
+}
+
 #[test]
 fn check_clean_image_exit_0_with_statistics_and_qemu_prediction() {
     let dir = tmp();
@@ -208,6 +219,7 @@ fn check_clean_image_exit_0_with_statistics_and_qemu_prediction() {
     );
 
     let text = stdout(&prlimg(&["check", s(&a)]));
+    let text = after_headline(&text);
     assert!(text.starts_with("No errors were found on the image.\n"), "{text}");
     assert!(text.contains("\n2/1024 = 0.20% allocated, 0.00% fragmented, 0.00% compressed clusters\n"));
     assert!(text.contains("\nImage end offset: 327680\n"));
@@ -246,6 +258,7 @@ fn check_leak_only_exit_3() {
         }])
     );
     let text = stdout(&prlimg(&["check", s(&a)]));
+    let text = after_headline(&text);
     assert!(
         text.starts_with(
             "Leaked R20 at file @327680: 4096 bytes at 327680 after the last referenced cluster are leaked\n\n\
@@ -278,6 +291,7 @@ fn check_corruption_exit_2() {
         })
     );
     let text = stdout(&prlimg(&["check", s(&a)]));
+    let text = after_headline(&text);
     assert!(
         text.starts_with("ERROR R7 at header.inuse @44: header inuse at byte 44"),
         "{text}"

@@ -9,12 +9,21 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
 
 fn prlimg(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN).current_dir(dir).args(args).output().expect("run prlimg")
+    Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run prlimg")
 }
 
 fn check(dir: &Path, image: &str, code: i32) -> String {
     let out = prlimg(dir, &["check", image]);
-    assert_eq!(out.status.code(), Some(code), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -26,9 +35,23 @@ fn readme_demo_says_what_qemu_and_ploop_do_first() {
     let out = prlimg(
         dir.path(),
         &[
-            "create", "demo.hds", "--force", "--size", "64G", "--cluster-size", "1M", "--data", "0:4M:0xaa", "--data",
-            "10G:1M:0x55", "--bitmap", "e4f2eed0-37fe-4539-b50b-85d2e7fd235f:64K:5M+2M,1G+64K", "--random-bitmap",
-            "0.01", "--seed", "7",
+            "create",
+            "demo.hds",
+            "--force",
+            "--size",
+            "64G",
+            "--cluster-size",
+            "1M",
+            "--data",
+            "0:4M:0xaa",
+            "--data",
+            "10G:1M:0x55",
+            "--bitmap",
+            "e4f2eed0-37fe-4539-b50b-85d2e7fd235f:64K:5M+2M,1G+64K",
+            "--random-bitmap",
+            "0.01",
+            "--seed",
+            "7",
         ],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -87,7 +110,11 @@ fn bad_magic_prediction_says_it_assumes_format_parallels() {
         &["corrupt", "good.hds", "bad.hds", "--defect", "bad-magic"],
     ] {
         let out = prlimg(dir.path(), args);
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let text = check(dir.path(), "bad.hds", 2);
     let lines: Vec<&str> = text.lines().collect();

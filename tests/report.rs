@@ -103,7 +103,10 @@ fn html_report_has_summary_predictions_findings_and_both_pictures() {
     let qemu = element(&html, "pre", "qemu");
     let ploop = element(&html, "pre", "ploop");
     assert_eq!(format!("{headline}{summary}{qemu}{ploop}"), human);
-    assert!(headline.starts_with("QEMU 10: opens it with its 1 bitmap, but `qemu-img check` exits 3"), "{headline}");
+    assert!(
+        headline.starts_with("QEMU 10: opens it with its 1 bitmap, but `qemu-img check` exits 3"),
+        "{headline}"
+    );
     let leak = bytes.len() as u64 - CS;
     assert!(
         summary.starts_with(&format!(
@@ -192,13 +195,19 @@ fn html_report_has_summary_predictions_findings_and_both_pictures() {
     let dirty = fills(&html, "bitmap-0-cells");
     assert_eq!(dirty.len(), 1024);
     for (k, fill) in dirty.iter().enumerate() {
-        let want = if [0, 1, 16].contains(&k) { DIRTY_SCALE[5].1 } else { DIRTY_SCALE[0].1 };
+        let want = if [0, 1, 16].contains(&k) {
+            DIRTY_SCALE[5].1
+        } else {
+            DIRTY_SCALE[0].1
+        };
         assert_eq!(fill, want, "cell {k}");
     }
     let key = element_raw(&html, "figure", "bitmap-0");
     for (label, colour) in DIRTY_SCALE {
         assert!(
-            key.contains(&format!("<li><span class=\"sw\" style=\"background:{colour}\"></span>{label}</li>")),
+            key.contains(&format!(
+                "<li><span class=\"sw\" style=\"background:{colour}\"></span>{label}</li>"
+            )),
             "{label}: {key}"
         );
     }
@@ -254,11 +263,17 @@ fn html_report_draws_the_past_eof_cell_only_when_something_is_there() {
         [CellState::Header, CellState::Data, CellState::PastEof].map(|s| s.colour().to_string())
     );
     assert!(
-        html.contains(&format!("<title>past EOF (from byte {}): past EOF; R18</title>", bytes.len())),
+        html.contains(&format!(
+            "<title>past EOF (from byte {}): past EOF; R18</title>",
+            bytes.len()
+        )),
         "{html}"
     );
     assert!(html.contains("; the last cell: past EOF</figcaption>"));
-    assert!(html.contains(&format!("<li><b>R18</b>: cell 2, past EOF (from byte {})</li>", bytes.len())));
+    assert!(html.contains(&format!(
+        "<li><b>R18</b>: cell 2, past EOF (from byte {})</li>",
+        bytes.len()
+    )));
 }
 
 /// Runs Chromium headless with `args` on `page`; its standard output. Fails after 120 s.
@@ -348,16 +363,33 @@ fn measure(chromium: &Path, report: &str, dir: &Path, width: u32) -> (u64, u64, 
     .unwrap();
     let dom = chromium_run(
         chromium,
-        &["--dump-dom".to_string(), format!("--window-size={},3100", width.max(500) + 40)],
+        &[
+            "--dump-dom".to_string(),
+            format!("--window-size={},3100", width.max(500) + 40),
+        ],
         &page,
     );
     let dom = String::from_utf8(dom).unwrap();
     let start = dom.find("<title>").expect("a title") + 7;
     let title = &dom[start..start + dom[start..].find("</title>").unwrap()];
-    let title = title.replace("&quot;", "\"").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">");
+    let title = title
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">");
     let v: Value = serde_json::from_str(&title).unwrap_or_else(|e| panic!("{e}: {title}"));
-    let outside = v[3].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
-    (v[0].as_u64().unwrap(), v[1].as_u64().unwrap(), v[2].as_u64().unwrap(), outside)
+    let outside = v[3]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    (
+        v[0].as_u64().unwrap(),
+        v[1].as_u64().unwrap(),
+        v[2].as_u64().unwrap(),
+        outside,
+    )
 }
 
 fn chromium() -> Option<PathBuf> {
@@ -397,7 +429,10 @@ fn html_report_in_chromium_fits_every_width() {
         let (client, scroll, items, outside) = measure(&chromium, &page, tmp.path(), width);
         assert_eq!(client, u64::from(width));
         assert_eq!(scroll, client, "{width} px: the page scrolls sideways");
-        assert!(items >= 25, "{width} px: {items} legend entries, captions and pictures measured");
+        assert!(
+            items >= 25,
+            "{width} px: {items} legend entries, captions and pictures measured"
+        );
         assert!(outside.is_empty(), "{width} px: outside the page: {outside:?}");
     }
     let html = tmp.path().join("report.html");

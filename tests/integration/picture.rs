@@ -1,8 +1,8 @@
 //! The pictures (issue 17): rendered with resvg, the colour at the cell of each known defect.
 
 use parallels_image::{
-    bitmaps_svg, dirty_step, layout_svg, open, validate, DIRTY_SCALE, BitmapSpec, CellState, Data, Grid, Image, ImageBuilder, Mode, Rule,
-    FINDING_OUTLINE, L1_COLOURS,
+    bitmaps_svg, dirty_step, layout_svg, open, validate, BitmapSpec, CellState, Data, Grid, Image, ImageBuilder, Mode,
+    Rule, DIRTY_SCALE, FINDING_OUTLINE, L1_COLOURS,
 };
 
 use crate::fixtures::{pixel_hex as hex, render_svg as render};
@@ -266,7 +266,9 @@ fn legends_state_the_scale_of_a_64_tib_image() {
     );
     let maps = bitmaps_svg(&image, &image.bitmaps());
     assert!(
-        maps.contains(">granularity 1048576 bytes; 1 cell = 17179869184 bytes; colour = dirty share (key below)</text>"),
+        maps.contains(
+            ">granularity 1048576 bytes; 1 cell = 17179869184 bytes; colour = dirty share (key below)</text>"
+        ),
         "{maps}"
     );
 }
@@ -343,7 +345,12 @@ fn dirty_shading_tells_a_few_dirty_granules_from_a_full_cell() {
     assert_eq!(dirty_cell(&p, &grid, 0, 0), CLEAN);
     assert_eq!(dirty_cell(&p, &grid, 0, 4 << 16), FULLY_DIRTY);
     for (label, colour) in DIRTY_SCALE {
-        assert!(svg.contains(&format!("fill=\"{colour}\" stroke=\"#888888\" stroke-width=\"0.5\"/><text x=")), "{colour}");
+        assert!(
+            svg.contains(&format!(
+                "fill=\"{colour}\" stroke=\"#888888\" stroke-width=\"0.5\"/><text x="
+            )),
+            "{colour}"
+        );
         assert!(svg.contains(&format!(">{label}</text>")), "{label}");
     }
     // Granules of 512 bytes, cells of 256 KiB: 1 KiB dirty (0.4 %) in the first, 1.6 % in the
@@ -363,6 +370,10 @@ fn dirty_shading_tells_a_few_dirty_granules_from_a_full_cell() {
     assert_eq!(grid.cell_bytes, 1 << 18);
     assert_eq!(dirty_cell(&p, &grid, 0, 0), DIRTY_SCALE[1].1, "1 KiB of 256 KiB: 0.4 %");
     assert_eq!(DIRTY_SCALE[1], ("under 1 %", "#fee0d2"));
-    assert_eq!(dirty_cell(&p, &grid, 0, 1 << 18), DIRTY_SCALE[2].1, "4 KiB of 256 KiB: 1.6 %");
+    assert_eq!(
+        dirty_cell(&p, &grid, 0, 1 << 18),
+        DIRTY_SCALE[2].1,
+        "4 KiB of 256 KiB: 1.6 %"
+    );
     assert_eq!(dirty_cell(&p, &grid, 0, 1 << 20), FULLY_DIRTY);
 }

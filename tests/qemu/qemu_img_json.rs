@@ -40,7 +40,13 @@ fn images(dir: &std::path::Path) -> Vec<Img> {
     // Guest clusters 0 and 1 swapped on disk: QEMU counts both as fragmented.
     let (mut bytes, _) = ImageBuilder::new(16 << 20)
         .cluster_size(64 << 10)
-        .data(0, Data::Fill { len: 3 << 16, byte: 0x5a })
+        .data(
+            0,
+            Data::Fill {
+                len: 3 << 16,
+                byte: 0x5a,
+            },
+        )
         .to_vec()
         .unwrap();
     let (a, b) = (bytes[64..68].to_vec(), bytes[68..72].to_vec());
@@ -67,7 +73,9 @@ fn qemu_keys_of(v: &Value) -> Value {
         .as_object()
         .unwrap()
         .iter()
-        .filter(|(k, _)| k.contains('-') || ["filename", "format", "leaks", "corruptions", "children"].contains(&k.as_str()))
+        .filter(|(k, _)| {
+            k.contains('-') || ["filename", "format", "leaks", "corruptions", "children"].contains(&k.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Value::Object(m)
@@ -99,7 +107,11 @@ fn qemu_img_json_objects() {
         if check.stdout.trim().is_empty() {
             // QEMU's check printed no object (the open failed, the check failed or aborted).
             assert_eq!(ours["qemu_img_check"], Value::Null, "{name}: {check:?}");
-            assert_eq!(qemu_keys_of(&ours), serde_json::json!({"filename": p, "format": "parallels"}), "{name}");
+            assert_eq!(
+                qemu_keys_of(&ours),
+                serde_json::json!({"filename": p, "format": "parallels"}),
+                "{name}"
+            );
         } else {
             let qemu = check.json();
             assert_eq!(ours["qemu_img_check"], qemu, "{name}: {:?}", check.stderr);
@@ -133,7 +145,10 @@ fn qemu_img_json_objects() {
     assert!(undefined <= 10, "{undefined} images of undefined outcome");
     assert!(checks >= 80, "{checks} completed checks compared");
     assert!(infos >= 90, "{infos} info objects compared");
-    assert!(leaks >= 40 && corrupt >= 10 && fragmented >= 2, "{leaks} {corrupt} {fragmented}");
+    assert!(
+        leaks >= 40 && corrupt >= 10 && fragmented >= 2,
+        "{leaks} {corrupt} {fragmented}"
+    );
 }
 
 /// What the bad-magic prediction says of QEMU without `-f`: it probes the file as raw, `info`

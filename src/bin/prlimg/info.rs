@@ -124,7 +124,10 @@ fn qemu_img_info(image: &Image<'_>, filename: &str, actual_size: Option<u64>) ->
         dirty_flag: false,
     };
     Some(QemuImgInfo {
-        children: vec![QemuImgChild { name: "file", info: file }],
+        children: vec![QemuImgChild {
+            name: "file",
+            info: file,
+        }],
         virtual_size: image.header().virtual_size(),
         filename: filename.to_string(),
         format: "parallels",

@@ -229,7 +229,9 @@ fn bitmaps_html(image: &Image<'_>) -> String {
             esc(&b.name()),
             b.granularity_bytes(),
             d.grid.cell_bytes,
-            d.error.as_ref().map_or(String::new(), |e| format!(" (not decodable: {})", esc(e))),
+            d.error
+                .as_ref()
+                .map_or(String::new(), |e| format!(" (not decodable: {})", esc(e))),
             grid_svg(&format!("bitmap-{n}-cells"), d.grid.columns, d.grid.rows(), cells)
         );
         for (label, colour) in DIRTY_SCALE {
@@ -274,7 +276,10 @@ pub fn html(c: &Conformance, sections: &[(&str, &str, String)], image: Option<&I
     match image {
         Some(image) => {
             out.push_str("<h2>Layout</h2>\n");
-            out.push_str(&layout_html(&layout_model(image, &c.report), image.header().virtual_size()));
+            out.push_str(&layout_html(
+                &layout_model(image, &c.report),
+                image.header().virtual_size(),
+            ));
             out.push_str("<h2>Bitmaps</h2>\n");
             out.push_str(&bitmaps_html(image));
         }
