@@ -118,8 +118,8 @@ pub use mutate::{
 };
 pub use outfile::{abandon_outputs, write_atomically, write_file_atomically, OutputError, OutputOptions};
 pub use picture::{
-    bitmaps_svg, finding_offset, layout_svg, CellState, Grid, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS,
-    UNALLOCATED,
+    bitmaps_svg, dirty_model, dirty_step, finding_offset, layout_model, layout_svg, CellState, DirtyModel, Grid,
+    LayoutModel, DIRTY_SCALE, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS, UNALLOCATED,
 };
 pub use ploop::{
     ploop_accepts_cluster_size, predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck,

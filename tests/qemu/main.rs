@@ -15,6 +15,7 @@ mod differential;
 mod mutants;
 mod ours_in_qemu;
 mod props;
+mod qemu_img_json;
 mod qemu_in_ours;
 mod refusals;
 mod render;

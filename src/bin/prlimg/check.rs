@@ -176,6 +176,7 @@ pub fn run(args: &Args) -> Outcome {
         Format::Human => emit(&print_human(&checked))?,
         Format::Html => {
             let sections = [
+                ("headline", "In QEMU and ploop", print_headline(&checked)),
                 ("summary", "Summary", print_summary(&checked)),
                 ("qemu", "QEMU 10", print_qemu(&checked)),
                 ("ploop", "ploop", print_ploop(&checked.ploop)),
@@ -199,9 +200,15 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// The human report: the summary, then the QEMU and the ploop predictions.
+/// The human report: whether QEMU and ploop take the image (a sentence each), the summary,
+/// then the QEMU and the ploop predictions.
 fn print_human(c: &Conformance) -> String {
-    print_summary(c) + &print_qemu(c) + &print_ploop(&c.ploop)
+    print_headline(c) + &print_summary(c) + &print_qemu(c) + &print_ploop(&c.ploop)
+}
+
+/// One sentence per other program, then a blank line.
+fn print_headline(c: &Conformance) -> String {
+    crate::headline::headline(c) + "\n"
 }
 
 /// The findings, their counts and `qemu-img check`'s statistics.

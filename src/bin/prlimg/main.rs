@@ -18,6 +18,7 @@ mod corrupt_bundle;
 mod create;
 mod create_bundle;
 mod differential;
+mod headline;
 mod info;
 mod input;
 mod map;
