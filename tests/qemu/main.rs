@@ -18,5 +18,6 @@ mod props;
 mod qemu_in_ours;
 mod refusals;
 mod render;
+mod repair;
 mod samples;
 mod verdicts;
