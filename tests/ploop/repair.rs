@@ -16,7 +16,9 @@ fn repaired_defects_pass_ploop_check() {
     let mut images = Vec::new();
     let mut zero = 0;
     for (name, d, bytes) in damaged() {
-        let Ok(plan) = plan_repair(&bytes, RepairLevel::All) else { continue };
+        let Ok(plan) = plan_repair(&bytes, RepairLevel::All) else {
+            continue;
+        };
         let out = plan.to_vec(&bytes).unwrap();
         let cs = Image::parse(&out).unwrap().header().cluster_size();
         if ploop_accepts_cluster_size(cs) {
