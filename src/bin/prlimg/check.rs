@@ -34,8 +34,12 @@ pub struct Args {
     force: bool,
     /// Walk folders: every file in them is checked, and every folder holding a
     /// DiskDescriptor.xml as one bundle (its images are not checked again on their own).
-    #[arg(long, short = 'r')]
+    #[arg(long, short = 'R')]
     recursive: bool,
+    /// Repair the image in place first, as `qemu-img check -r` does (written aside and renamed
+    /// over it; the extension and bitmaps kept: see `prlimg repair`), then check the result.
+    #[arg(short = 'r', long = "repair", value_enum, value_name = "leaks|all")]
+    repair: Option<crate::repair::Level>,
     /// Images checked at once in a batch [default: RAYON_NUM_THREADS, else the number of CPUs].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
@@ -124,6 +128,14 @@ pub fn run(args: &Args) -> Outcome {
         "check",
         "a raw file has no metadata to check",
     )?;
+    if let Some(level) = args.repair {
+        if args.images.len() > 1 || args.recursive {
+            return Err(Failure::plain(
+                "-r/--repair repairs one image: not with several paths or --recursive",
+            ));
+        }
+        crate::repair::in_place(&args.images[0], level, args.output == Format::Json)?;
+    }
     if args.images.len() > 1 || args.recursive {
         if args.picture.is_some() {
             return Err(Failure::plain(
