@@ -701,6 +701,11 @@ impl Prediction {
     pub fn render(&self, path: &str) -> Vec<String> {
         let mut out = Vec::new();
         let q = format!("QEMU {}", self.version.label());
+        // QEMU 10's lines say `qemu-img check`; another version's name it.
+        let ck = match self.version {
+            Version::V10_0 => "qemu-img check".to_string(),
+            v => format!("qemu-img {v} check"),
+        };
         let undefined = "the result depends on memory past QEMU's buffer; what it did on one machine is no promise";
         out.push(match &self.info {
             QemuOutcome::Opens { bitmaps } if bitmaps.is_empty() => format!("{q}: opens the image"),
@@ -726,7 +731,7 @@ impl Prediction {
         match &self.check {
             QemuCheck::Completes(c) => {
                 out.push(format!(
-                    "qemu-img check: exit {} ({} corruptions, {} leaked clusters)",
+                    "{ck}: exit {} ({} corruptions, {} leaked clusters)",
                     self.check.exit_code().unwrap_or(0),
                     c.corruptions,
                     c.leaks
@@ -740,11 +745,11 @@ impl Prediction {
                 }
             }
             QemuCheck::OpenFails(QemuOutcome::Undefined { .. }) => {
-                out.push(format!("qemu-img check: undefined, as the open ({undefined})"));
+                out.push(format!("{ck}: undefined, as the open ({undefined})"));
             }
             QemuCheck::OpenFails(o) => {
                 out.push(format!(
-                    "qemu-img check: {} as qemu-img info does (exit {})",
+                    "{ck}: {} as qemu-img info does (exit {})",
                     match o {
                         QemuOutcome::Crashes { .. } => "crashes",
                         QemuOutcome::Aborts { .. } => "aborts",
@@ -753,8 +758,8 @@ impl Prediction {
                     o.exit_code().map_or("?".into(), |c| c.to_string())
                 ));
             }
-            QemuCheck::Fails => out.push("qemu-img check: fails (Device or resource busy), exit 1".into()),
-            QemuCheck::Aborts { assertion } => out.push(format!("qemu-img check: aborts (exit 134): {assertion}")),
+            QemuCheck::Fails => out.push(format!("{ck}: fails (Device or resource busy), exit 1")),
+            QemuCheck::Aborts { assertion } => out.push(format!("{ck}: aborts (exit 134): {assertion}")),
         }
         out.push(match &self.read_write {
             ReadWrite::Refused { reason } => format!("{q} read-write: refuses the image [{reason}]"),
