@@ -42,8 +42,8 @@ pub struct Conformance {
     /// What QEMU does with the image (QEMU 10.0 unless [`check_versions`] was asked for
     /// another: `prediction.version`).
     pub prediction: Prediction,
-    /// Every version's prediction when [`check_versions`] was asked for more than one (in the
-    /// order asked), else empty.
+    /// Every version's prediction when [`check_versions`] was asked for more than one (oldest
+    /// first), else empty.
     pub qemu_versions: Vec<Prediction>,
     /// What ploop does with the image: its check, its CBT loader, a mount.
     pub ploop: PloopPrediction,
@@ -121,6 +121,7 @@ pub fn check_versions(
         Err(e) => return Err(e),
     };
     let ploop = predict_ploop(source, filename)?;
+    qemu_versions.sort_by_key(|p| p.version);
     Ok(Conformance {
         filename: filename.to_string(),
         mode,

@@ -20,3 +20,4 @@ mod refusals;
 mod render;
 mod samples;
 mod verdicts;
+mod versions;
