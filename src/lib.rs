@@ -109,7 +109,7 @@ pub use bundle::{
     Extent, GuestDisk, GuestReader, ImageEntry, ImageType, Mapping, Resolved, Shot, SnapshotRecipe, SnapshotSpec,
     Snapshots, Storage, WriteStats, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, DESCRIPTOR_NAME, NULL_GUID,
 };
-pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
+pub use check::{check, check_versions, ClusterStatistics, Conformance, JSON_SCHEMA};
 pub use edit::{edit_bitmaps, edit_bitmaps_file, BitmapEdit, EditedLayout};
 pub use error::{BuildError, Error, Location, PlanError, Region, RepairError, Requirement, Result, Violation};
 pub use extension::{Extension, ExtensionDigest, FeatureEntry, ListEnd};

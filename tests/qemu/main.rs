@@ -22,3 +22,4 @@ mod render;
 mod repair;
 mod samples;
 mod verdicts;
+mod versions;

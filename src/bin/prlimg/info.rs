@@ -45,7 +45,8 @@ pub struct Info {
     pub extension: bool,
     pub bitmaps: Vec<BitmapSummary>,
     /// What readers will refuse: QEMU 10 not opening the image, ploop not loading the bitmaps
-    /// (a wrong extension magic or checksum). Empty when both accept it.
+    /// (a wrong extension magic or checksum); where QEMU 7.2 opens or checks it otherwise than
+    /// QEMU 10. Empty when all accept it alike.
     pub warnings: Vec<String>,
     /// qemu-img's own keys beside ours (`children`, `virtual-size`, `actual-size`), when
     /// `qemu-img info` opens the image.
@@ -151,7 +152,8 @@ pub fn allocated_size(_: &std::path::Path) -> Option<u64> {
     None
 }
 
-/// Warnings for `info`: whether QEMU 10 opens the image and ploop loads its bitmaps.
+/// Warnings for `info`: whether QEMU 10 opens the image (and QEMU 7.2 alike, with the same
+/// `qemu-img check` exit) and ploop loads its bitmaps.
 fn warnings(image: &Image<'_>) -> Vec<String> {
     let p = qemu::predict_image(image);
     let mut w = Vec::new();
@@ -161,6 +163,27 @@ fn warnings(image: &Image<'_>) -> Vec<String> {
         QemuOutcome::Aborts { assertion, .. } => w.push(format!("QEMU 10 aborts on this image: {assertion}")),
         QemuOutcome::Crashes { signal, .. } => w.push(format!("QEMU 10 crashes on this image (signal {signal})")),
         _ => w.push("QEMU 10 cannot open this image (prlimg check says why)".to_string()),
+    }
+    // Where QEMU 7.2 (Debian 12's) does otherwise.
+    let old = qemu::predict_image_for(image, qemu::Version::V7_2);
+    if old.info != p.info {
+        let what = match &old.info {
+            QemuOutcome::Opens { .. } => "opens this image".to_string(),
+            QemuOutcome::Rejects { message, .. } => format!("refuses this image: {message}"),
+            QemuOutcome::Aborts { assertion, .. } => format!("aborts on this image: {assertion}"),
+            QemuOutcome::Crashes { signal, .. } => format!("crashes on this image (signal {signal})"),
+            _ => "cannot open this image".to_string(),
+        };
+        w.push(format!("QEMU 7.2 differs from QEMU 10: it {what}"));
+    }
+    let (exit, old_exit) = (p.check.exit_code(), old.check.exit_code());
+    if exit != old_exit && matches!(old.info, QemuOutcome::Opens { .. }) {
+        let code = |c: Option<i32>| c.map_or("?".to_string(), |c| c.to_string());
+        w.push(format!(
+            "qemu-img check exits {} with QEMU 7.2 and {} with QEMU 10 (prlimg check --qemu all says why)",
+            code(old_exit),
+            code(exit)
+        ));
     }
     if let Ok(ploop) = parallels_image::predict_ploop(image.source(), "") {
         if matches!(ploop.cbt.outcome, CbtOutcome::Refuses | CbtOutcome::Crashes) {
