@@ -26,6 +26,9 @@ pub enum Error {
     /// A defect cannot be planned on this image.
     #[error("{0}")]
     Plan(#[from] PlanError),
+    /// An image cannot be repaired (`crate::plan_repair`).
+    #[error("{0}")]
+    Repair(#[from] RepairError),
     /// An image read from a stream needs more memory than the limit allows.
     #[error(
         "reading the image from a stream: holding its metadata needs more than {limit} bytes of memory \
@@ -57,6 +60,23 @@ pub enum Error {
         found: [u8; 16],
         /// The version field (byte 16).
         version: u32,
+    },
+}
+
+/// Why an image cannot be repaired.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepairError {
+    /// The header cannot be interpreted and the field it needs cannot be inferred from the rest
+    /// of the image (a cluster size of 0 or too big, a magic close to neither).
+    #[error("cannot repair {rule}: {found}; no value of {field} can be inferred from the rest of the image")]
+    Unrepairable {
+        /// The rule broken.
+        rule: crate::rule::Rule,
+        /// The header field that would need a value.
+        field: &'static str,
+        /// What was found (the violation's message).
+        found: String,
     },
 }
 

@@ -67,12 +67,12 @@ fn stdin_file() -> Option<File> {
 }
 
 #[cfg(unix)]
-fn is_block_device(meta: &std::fs::Metadata) -> bool {
+pub fn is_block_device(meta: &std::fs::Metadata) -> bool {
     std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type())
 }
 
 #[cfg(not(unix))]
-fn is_block_device(_: &std::fs::Metadata) -> bool {
+pub fn is_block_device(_: &std::fs::Metadata) -> bool {
     false
 }
 

@@ -18,12 +18,14 @@ mod corrupt_bundle;
 mod create;
 mod create_bundle;
 mod differential;
+mod headline;
 mod info;
 mod input;
 mod map;
 mod mutate;
 mod output;
 mod picture;
+mod repair;
 
 use output::Failure;
 
@@ -50,6 +52,9 @@ enum Command {
     Create(create::Args),
     /// Copy an image and break one rule on purpose (test images for validators).
     Corrupt(corrupt::Args),
+    /// Repair an image, keeping its extension and dirty bitmaps: the plan (each action, the rule
+    /// it fixes, what is lost), then the repaired copy (or --in-place).
+    Repair(repair::Args),
     /// Copy the guest's data: .hds, bundle or raw in; raw (sparse), .hds or bundle out.
     Convert(convert::Args),
     /// Where each guest extent's data is (file, host offset) or that it is zeros.
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
         Command::Bitmaps(a) => bitmaps::run(&a),
         Command::Create(a) => create::run(&a),
         Command::Corrupt(a) => corrupt::run(&a),
+        Command::Repair(a) => repair::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Map(a) => map::run(&a),
         Command::Mutate(a) => mutate::run(&a),
