@@ -381,6 +381,7 @@ fn man_writes_every_subcommands_page() {
             "prlimg-man.1",
             "prlimg-map.1",
             "prlimg-mutate.1",
+            "prlimg-repair.1",
             "prlimg.1",
         ]
     );
