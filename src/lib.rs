@@ -33,6 +33,8 @@
 //!                 rewriting an image's bitmaps
 //!  qemu, ploop    what QEMU 10 and ploop 9 do with an image
 //!  check          a whole conformance check (rules + statistics + predictions)
+//!  repair         repair plans (typed actions: the rule, the bytes, what is lost) and
+//!                 writing the repaired image, the extension and bitmaps kept
 //!  picture        SVG pictures: the file's layout with its findings, the guest view, dirty maps
 //!  corrupt, mutate
 //!                 the defect catalogue: planned damage, one rule at a time; structure-aware
@@ -91,6 +93,7 @@ pub mod qemu;
 mod random;
 pub mod raw;
 mod recipe;
+mod repair;
 mod rule;
 mod size;
 mod source;
@@ -108,7 +111,7 @@ pub use bundle::{
 };
 pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
 pub use edit::{edit_bitmaps, edit_bitmaps_file, BitmapEdit, EditedLayout};
-pub use error::{BuildError, Error, Location, PlanError, Region, Requirement, Result, Violation};
+pub use error::{BuildError, Error, Location, PlanError, Region, RepairError, Requirement, Result, Violation};
 pub use extension::{Extension, ExtensionDigest, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
@@ -126,6 +129,7 @@ pub use ploop::{
     PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
 };
 pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
+pub use repair::{plan_repair, RepairAction, RepairKind, RepairLevel, RepairPlan};
 pub use rule::{Rule, Severity};
 pub use size::{parse_size, ParseSizeError};
 pub use source::{FileSource, Source};

@@ -222,7 +222,47 @@ pub fn finding_offset(image: &Image<'_>, v: &Violation) -> Option<u64> {
         | L1EntryPastEof { offset, .. }
         | L1EntryOverlap { offset, .. } => offset,
         BitmapTrailingBits { .. } => ext?,
-        _ => match v.location() {
+        // Every other rule: the place its location names (no `_` arm: a new rule must be
+        // placed here on purpose).
+        BadMagic { .. }
+        | BadVersion { .. }
+        | ZeroTracks
+        | ClusterTooBig { .. }
+        | CatalogTooLarge { .. }
+        | ExtOffTooBig { .. }
+        | Unclean
+        | UnknownInuse { .. }
+        | UnknownFlags { .. }
+        | V1SizeHighBits { .. }
+        | SizeBeyondBat { .. }
+        | DataOffZero
+        | DataOffUnaligned { .. }
+        | DataOffInsideBat { .. }
+        | DataOffPastEof { .. }
+        | ExtPastEof { .. }
+        | ExtOverlap { .. }
+        | ExtBadMagic { .. }
+        | ExtBadChecksum { .. }
+        | FeatureTruncated { .. }
+        | FeatureFlags { .. }
+        | FeatureDataOverflow { .. }
+        | UnknownFeature { .. }
+        | MissingEndRecord { .. }
+        | NonZeroPadding { .. }
+        | BitmapDataTooShort { .. }
+        | BitmapExtraData { .. }
+        | BitmapSizeMismatch { .. }
+        | BitmapGranularityInvalid { .. }
+        | BitmapGranularityTooBig { .. }
+        | BitmapL1Size { .. }
+        | DuplicateBitmapId { .. }
+        | BatEntryPastDisk { .. }
+        | BatSlackNonZero { .. }
+        | MetadataBeforeData { .. }
+        | Unreferenced { .. }
+        | V1DataOffUnset { .. }
+        | BatTooLargeToRead { .. }
+        | BitmapOnEmptyDisk { .. } => match v.location() {
             Location::Header { offset, .. }
             | Location::Bat { offset, .. }
             | Location::File { offset }

@@ -613,10 +613,12 @@ impl Prediction {
         match &self.check {
             QemuCheck::Completes(c) => {
                 out.push(format!(
-                    "qemu-img check: exit {} ({} corruptions, {} leaked clusters)",
+                    "qemu-img check: exit {} ({} corruption{}, {} leaked cluster{})",
                     self.check.exit_code().unwrap_or(0),
                     c.corruptions,
-                    c.leaks
+                    if c.corruptions == 1 { "" } else { "s" },
+                    c.leaks,
+                    if c.leaks == 1 { "" } else { "s" }
                 ));
                 for line in c.errors.iter().take(SHOWN_ERROR_LINES) {
                     out.push(format!("    {line}"));

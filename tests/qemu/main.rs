@@ -19,5 +19,6 @@ mod qemu_img_json;
 mod qemu_in_ours;
 mod refusals;
 mod render;
+mod repair;
 mod samples;
 mod verdicts;

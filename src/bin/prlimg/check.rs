@@ -34,11 +34,18 @@ pub struct Args {
     force: bool,
     /// Walk folders: every file in them is checked, and every folder holding a
     /// DiskDescriptor.xml as one bundle (its images are not checked again on their own).
-    #[arg(long, short = 'r')]
+    #[arg(long, short = 'R')]
     recursive: bool,
+    /// Repair the image in place first, as `qemu-img check -r` does (written aside and renamed
+    /// over it; the extension and bitmaps kept: see `prlimg repair`), then check the result.
+    #[arg(short = 'r', long = "repair", value_enum, value_name = "leaks|all")]
+    repair: Option<crate::repair::Level>,
     /// Images checked at once in a batch [default: RAYON_NUM_THREADS, else the number of CPUs].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
+    /// The image's format, as `qemu-img -f` (`raw` is refused: a raw file has no metadata to check).
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = crate::input::ReadFormat::Auto)]
+    format: crate::input::ReadFormat,
 }
 
 /// One image's or bundle's report.
@@ -115,6 +122,20 @@ pub fn check_one(path: &Path, lenient: bool) -> Result<Checked, Failure> {
 }
 
 pub fn run(args: &Args) -> Outcome {
+    crate::input::refuse_raw(
+        &args.images[0],
+        args.format,
+        "check",
+        "a raw file has no metadata to check",
+    )?;
+    if let Some(level) = args.repair {
+        if args.images.len() > 1 || args.recursive {
+            return Err(Failure::plain(
+                "-r/--repair repairs one image: not with several paths or --recursive",
+            ));
+        }
+        crate::repair::in_place(&args.images[0], level, args.output == Format::Json)?;
+    }
     if args.images.len() > 1 || args.recursive {
         if args.picture.is_some() {
             return Err(Failure::plain(
@@ -282,7 +303,7 @@ fn print_ploop(p: &PloopPrediction) -> String {
     let c = &p.cbt;
     let message = c.message.as_deref().unwrap_or("");
     let cbt = match (c.outcome, &c.bitmap) {
-        (CbtOutcome::None, _) => "no extension to load".to_string(),
+        (CbtOutcome::None, _) => "has no extension to load".to_string(),
         (CbtOutcome::Ignores, _) => "ignores the extension (inuse is 0)".to_string(),
         (CbtOutcome::Loads, Some(id)) => format!("loads bitmap {id}"),
         (CbtOutcome::Loads, None) => "loads the extension (no bitmap)".to_string(),

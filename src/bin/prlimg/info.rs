@@ -16,7 +16,7 @@ pub struct Args {
     /// The image.
     image: PathBuf,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Human)]
+    #[arg(long, value_parser = crate::output::text_format(), default_value = "human")]
     output: Format,
     /// Also draw the file's layout (with the validator's findings marked) and the guest view, as
     /// SVG, to this file (for a bundle: the guest view at the top snapshot, by snapshot).
@@ -25,6 +25,9 @@ pub struct Args {
     /// Overwrite the --picture file if it exists.
     #[arg(long)]
     force: bool,
+    /// The image's format (`raw`: the file is the guest's bytes).
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = crate::input::ReadFormat::Auto)]
+    format: crate::input::ReadFormat,
 }
 
 /// `info --output json`: the header's fields (see [`Header`]'s JSON), the file, the allocation
@@ -192,6 +195,9 @@ pub fn gather(image: &Image<'_>, filename: String, actual_size: Option<u64>) -> 
 
 pub fn run(args: &Args) -> Outcome {
     let path = &args.image;
+    if args.format == crate::input::ReadFormat::Raw {
+        return raw(args);
+    }
     if parallels_image::is_bundle(path) {
         let code = crate::bundle::info(path, args.output)?;
         if let Some(out) = &args.picture {
@@ -281,4 +287,39 @@ fn print_human(i: &Info) -> String {
         }
     }
     out
+}
+
+/// `info -f raw`: what `qemu-img info -f raw` says of a raw file: its size is the guest's, and
+/// how much of it is stored (its data ranges; the rest are holes).
+fn raw(args: &Args) -> Outcome {
+    let path = &args.image;
+    if args.picture.is_some() {
+        return Err(Failure::plain(
+            "--picture draws a Parallels image or bundle, not a raw file",
+        ));
+    }
+    let (size, ranges) = crate::input::raw_ranges(path, "info")?;
+    let stored: u64 = ranges.iter().map(|r| r.1).sum();
+    match args.output {
+        Format::Json => print_json(&serde_json::json!({
+            "schema": JSON_SCHEMA,
+            "filename": path.display().to_string(),
+            "format": "raw",
+            "virtual_size": size,
+            "data_bytes": stored,
+        }))?,
+        _ => {
+            let mut out = String::new();
+            outln!(out, "image: {}", path.display());
+            outln!(out, "file format: raw");
+            outln!(out, "virtual size: {} ({size} bytes)", human_bytes(size));
+            outln!(
+                out,
+                "data: {} ({stored} bytes; the rest are holes)",
+                human_bytes(stored)
+            );
+            emit(&out)?;
+        }
+    }
+    Ok(0)
 }
