@@ -18,6 +18,7 @@ mod corrupt_bundle;
 mod create;
 mod create_bundle;
 mod differential;
+mod headline;
 mod info;
 mod input;
 mod map;
@@ -25,6 +26,7 @@ mod mutate;
 mod output;
 mod picture;
 mod readers;
+mod repair;
 
 use output::Failure;
 
@@ -34,6 +36,9 @@ use output::Failure;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Quiet: print nothing but errors (no report, no progress, no notes), as `qemu-img -q`.
+    #[arg(short = 'q', long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -48,6 +53,9 @@ enum Command {
     Create(create::Args),
     /// Copy an image and break one rule on purpose (test images for validators).
     Corrupt(corrupt::Args),
+    /// Repair an image, keeping its extension and dirty bitmaps: the plan (each action, the rule
+    /// it fixes, what is lost), then the repaired copy (or --in-place).
+    Repair(repair::Args),
     /// Copy the guest's data: .hds, bundle or raw in; raw (sparse), .hds or bundle out.
     Convert(convert::Args),
     /// Where each guest extent's data is (file, host offset) or that it is zeros.
@@ -65,8 +73,17 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff): `prlimg man > prlimg.1; man ./prlimg.1`.
-    Man,
+    /// Print the manual pages (roff), prlimg(1) then every subcommand's (prlimg-check(1) ...):
+    /// `prlimg man > prlimg.1; man ./prlimg.1`; or write each to its own file in a folder:
+    /// `prlimg man --dir /usr/local/share/man/man1`.
+    Man {
+        /// Write prlimg.1, prlimg-check.1 ... into this folder (created if missing) instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        /// Replace pages of the same names in DIR.
+        #[arg(long, requires = "dir")]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,10 +97,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if matches!(
-        cli.command,
-        Command::Create(_) | Command::Corrupt(_) | Command::Mutate(_) | Command::Corpus(_) | Command::Differential(_)
-    ) {
+    output::set_quiet(cli.quiet);
+    if !matches!(cli.command, Command::Completions { .. }) {
+        // Every other command may write an output (a file, a bundle folder, a report).
         clean_up_on_signals();
     }
     let result = match cli.command {
@@ -92,13 +108,14 @@ fn main() -> ExitCode {
         Command::Bitmaps(a) => bitmaps::run(&a),
         Command::Create(a) => create::run(&a),
         Command::Corrupt(a) => corrupt::run(&a),
+        Command::Repair(a) => repair::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Map(a) => map::run(&a),
         Command::Mutate(a) => mutate::run(&a),
         Command::Corpus(a) => mutate::run_corpus(&a),
         Command::Differential(a) => differential::run(&a),
         Command::Completions { shell } => completions(shell),
-        Command::Man => man(),
+        Command::Man { dir, force } => man(dir.as_deref(), force),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -114,7 +131,7 @@ fn main() -> ExitCode {
 /// Exit status of a command that succeeded (`check` uses 2 and 3 for what it found).
 pub type Outcome = Result<u8, Failure>;
 
-/// On SIGINT, SIGTERM or SIGHUP: remove the named temporary file of an output being written
+/// On SIGINT, SIGTERM or SIGHUP: remove the named temporary file or folder of an output being written
 /// (an unnamed one needs nothing), kill the programs a `differential` campaign runs and remove
 /// its scratch folder, then die of the signal as if it had not been caught.
 fn clean_up_on_signals() {
@@ -143,12 +160,40 @@ fn completions(shell: clap_complete::Shell) -> Outcome {
     Ok(0)
 }
 
-/// `prlimg man`: the manual page, in roff, on stdout.
-fn man() -> Outcome {
-    let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut page)
-        .map_err(|e| Failure::plain(format!("man page: {e}")))?;
-    output::emit(&String::from_utf8_lossy(&page))?;
+/// Every manual page: `prlimg` first, then each subcommand's (and theirs), as (file name, roff).
+fn man_pages() -> Result<Vec<(String, Vec<u8>)>, Failure> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<(String, Vec<u8>)>) -> Result<(), Failure> {
+        let man = clap_mangen::Man::new(cmd.clone());
+        let mut page = Vec::new();
+        man.render(&mut page)
+            .map_err(|e| Failure::plain(format!("man page: {e}")))?;
+        out.push((man.get_filename(), page));
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            walk(sub, out)?;
+        }
+        Ok(())
+    }
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut out = Vec::new();
+    walk(&cmd, &mut out)?;
+    Ok(out)
+}
+
+/// `prlimg man`: every manual page, in roff, on stdout (one after another: `man` shows them
+/// in turn), or each in its own file in `dir`.
+fn man(dir: Option<&std::path::Path>, force: bool) -> Outcome {
+    let pages = man_pages()?;
+    let Some(dir) = dir else {
+        let all: Vec<u8> = pages.into_iter().flat_map(|(_, page)| page).collect();
+        output::emit(&String::from_utf8_lossy(&all))?;
+        return Ok(0);
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Failure::io(dir, &e))?;
+    for (name, page) in &pages {
+        let path = dir.join(name);
+        parallels_image::write_file_atomically(&path, force, |f| Ok(std::io::Write::write_all(f, page)?))
+            .map_err(|e| Failure::lib(&path, &e))?;
+    }
     Ok(0)
 }
