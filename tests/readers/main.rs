@@ -428,12 +428,12 @@ fn check_shows_both_readers() {
     ));
     assert!(text.contains(
         "dissect.hypervisor 3.21: misreads MiB 0 in reads of 1048576 bytes (reads zeros there instead of the disk's \
-         bytes); media size 3145728 bytes, top {5fbaabe3-6958-40ff-92a7-860e329aab41}\n"
+         bytes); media size 3145728 bytes; top {5fbaabe3-6958-40ff-92a7-860e329aab41}\n"
     ));
     let human = prlimg().arg("check").arg(&image).output().unwrap();
     let text = String::from_utf8(human.stdout).unwrap();
     assert!(text.contains(
-        "libphdi 20260902: opens and reads the disk's bytes; media size 4194304 bytes, top \
+        "libphdi 20260902: opens and reads the disk's bytes; media size 4194304 bytes; top \
          {5fbaabe3-6958-40ff-92a7-860e329aab41}\n"
     ));
 }

@@ -58,7 +58,7 @@ impl Readers {
     }
 }
 
-/// `NAME: OUTCOME (detail); media size N bytes, top GUID`.
+/// `NAME: OUTCOME (detail); media size N bytes; top GUID`.
 fn line(name: &str, p: &ReaderPrediction) -> String {
     let message = p.message.as_deref().unwrap_or("");
     let mut s = match p.outcome {
@@ -83,7 +83,7 @@ fn line(name: &str, p: &ReaderPrediction) -> String {
         s.push_str(&format!("; media size {size} bytes"));
     }
     if let Some(top) = &p.top {
-        s.push_str(&format!(", top {top}"));
+        s.push_str(&format!("; top {top}"));
     }
     s
 }
