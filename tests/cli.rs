@@ -224,7 +224,10 @@ fn check_clean_image_exit_0_with_statistics_and_qemu_prediction() {
     assert!(text.contains("\n2/1024 = 0.20% allocated, 0.00% fragmented, 0.00% compressed clusters\n"));
     assert!(text.contains("\nImage end offset: 327680\n"));
     let prediction = format!(
-        "\nQEMU 10: opens the image with bitmaps {UUID_A}\nqemu-img check: exit 3 (0 corruptions, 2 leaked clusters)\n    {leak_line}\nQEMU 10 read-write: {read_write}\nploop: check exit 0; CBT ignores the extension (inuse is 0)\n"
+        "\nQEMU 10: opens the image with bitmaps {UUID_A}\nqemu-img check: exit 3 (0 corruptions, 2 leaked clusters)\n    {leak_line}\nQEMU 10 read-write: {read_write}\nploop: check exit 0; CBT ignores the extension (inuse is 0)\n\
+         libphdi 20260902: refuses (libphdi_disk_descriptor_xml_file_get_storage_data: unsupported block size: 128)\n\
+         dissect.hypervisor 3.21: opens and reads the disk's bytes; media size 67108864 bytes; \
+         top {{5fbaabe3-6958-40ff-92a7-860e329aab41}}\n"
     );
     assert!(text.ends_with(&prediction), "{text}");
 }
