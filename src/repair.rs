@@ -869,7 +869,7 @@ fn plan_model(
         .any(|(_, e)| h.bat_entry_offset(e).is_some_and(|o| o < cur_start));
     let misplaced = if h.variant == Variant::V2 && data_off == 0 {
         Some(Rule::R12)
-    } else if h.variant == Variant::V2 && data_off % h.cluster_sectors != 0 {
+    } else if h.variant == Variant::V2 && !data_off.is_multiple_of(h.cluster_sectors) {
         Some(Rule::R13)
     } else if cur_start < min_start {
         Some(Rule::R14)
@@ -942,7 +942,7 @@ fn plan_model(
                 a.bytes = Some((off, file_len - off));
                 actions.push(a);
             }
-            let misplaced = ((off - data_start) % cs != 0).then_some(Rule::R17);
+            let misplaced = (!(off - data_start).is_multiple_of(cs)).then_some(Rule::R17);
             data_objs.push(Obj {
                 owner: Owner::Data(index),
                 src: off,
@@ -1214,7 +1214,7 @@ fn plan_model(
     if let Some(off) = ext_src {
         let misplaced = if off < data_start {
             Some(if off < bat_end { Rule::R23 } else { Rule::R45 })
-        } else if (off - data_start) % cs != 0 {
+        } else if !(off - data_start).is_multiple_of(cs) {
             Some(Rule::R21)
         } else {
             None
@@ -1245,7 +1245,7 @@ fn plan_model(
             let off = e * SECTOR_SIZE;
             let misplaced = if off < data_start {
                 Some(Rule::R45)
-            } else if (off - data_start) % cs != 0 {
+            } else if !(off - data_start).is_multiple_of(cs) {
                 Some(Rule::R38)
             } else {
                 None
@@ -1305,10 +1305,7 @@ fn plan_model(
         }
     }
     // Holes below the last cluster: the last one moves down.
-    loop {
-        let Some((&high, &n)) = taken.last_key_value() else {
-            break;
-        };
+    while let Some((&high, &n)) = taken.last_key_value() {
         let low = free(&taken, &mut cursor);
         if low >= high {
             break;
