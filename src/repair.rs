@@ -824,7 +824,8 @@ fn plan_model(
             },
         );
         a.bytes = Some((36, 8));
-        a.lost_guest.push((covered * SECTOR_SIZE, (nb - covered) * SECTOR_SIZE));
+        a.lost_guest
+            .push((covered * SECTOR_SIZE, (nb - covered).saturating_mul(SECTOR_SIZE)));
         actions.push(a);
         nb = covered;
         raw.nb_sectors = nb.into();
@@ -1087,7 +1088,15 @@ fn plan_model(
                     .collect();
                 let granules = nb.div_ceil(u64::from(gran));
                 let expected = granules.div_ceil(cs * 8);
-                let l1 = if l1.len() as u64 == expected {
+                // A table that cannot fit in the extension cluster is not this bitmap's.
+                let fits = expected
+                    .checked_mul(8)
+                    .is_some_and(|b| b + 32 + 2 * 24 + EXT_HEADER_SIZE as u64 <= cs);
+                let l1 = if !fits {
+                    drop(Rule::R37, &mut actions);
+                    ext_rewrite = true;
+                    continue;
+                } else if l1.len() as u64 == expected {
                     l1
                 } else if l1.len() as u64 > expected && l1[expected as usize..].iter().all(|&e| e == 0) {
                     let mut a = action(
@@ -1242,7 +1251,7 @@ fn plan_model(
             if e <= 1 {
                 continue;
             }
-            let off = e * SECTOR_SIZE;
+            let off = e.saturating_mul(SECTOR_SIZE);
             let misplaced = if off < data_start {
                 Some(Rule::R45)
             } else if !(off - data_start).is_multiple_of(cs) {

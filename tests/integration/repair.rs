@@ -156,3 +156,37 @@ fn plan_names_rules_and_losses() {
     let leaks = plan_repair(&v, RepairLevel::Leaks).unwrap();
     assert!(leaks.unrepaired.contains(&Rule::R18), "{:?}", leaks.unrepaired);
 }
+
+#[test]
+fn repair_all_of_mutants_is_clean() {
+    use parallels_image::{MutateOptions, Mutator};
+    let mut failures = Vec::new();
+    let mut repaired = 0;
+    for (name, base) in bases() {
+        let mutator = Mutator::new(&base, MutateOptions::default()).unwrap();
+        for seed in 0..60u64 {
+            let m = mutator.mutant(seed);
+            let plan = match plan_repair(&m.bytes.as_slice(), RepairLevel::All) {
+                Ok(p) => p,
+                // Not repairable (R3, R4), or no longer a Parallels image at all.
+                Err(Error::Repair(_) | Error::NotParallels { .. } | Error::EmptyFile) => continue,
+                Err(e) => {
+                    failures.push(format!("{name}/{seed}: {e}"));
+                    continue;
+                }
+            };
+            let out = plan.to_vec(&m.bytes.as_slice()).unwrap();
+            match Image::parse(&out).map(|i| validate(&i).map(|r| r.verdict())) {
+                Ok(Ok(Verdict::Clean)) => repaired += 1,
+                other => failures.push(format!("{name}/{seed} {:?}: {other:?}", m.edits)),
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(repaired > 200, "{repaired}");
+}
