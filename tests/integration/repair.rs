@@ -75,17 +75,25 @@ fn repair_leaks_loses_nothing() {
         if let Ok(image) = Image::parse(&out) {
             let after: Vec<String> = image.bitmaps().iter().map(|b| b.name()).collect();
             assert_eq!(after, before, "{name}/{d}");
-            let mut a = vec![0u8; 1 << 16];
-            let mut b = vec![0u8; 1 << 16];
+            // Clusters allocated in either image (the others read as zeros in both).
             let input = Image::parse(&bytes).unwrap();
+            let cs = input.header().cluster_size();
             let size = image.header().virtual_size();
-            let mut at = 0;
-            while at < size {
-                let n = (size - at).min(a.len() as u64) as usize;
+            let mut idx: Vec<u32> = input.allocated_entries().map(|(i, _)| i).collect();
+            idx.extend(image.allocated_entries().map(|(i, _)| i));
+            idx.sort_unstable();
+            idx.dedup();
+            let mut a = vec![0u8; cs as usize];
+            let mut b = vec![0u8; cs as usize];
+            for i in idx {
+                let at = u64::from(i) * cs;
+                if at >= size {
+                    continue;
+                }
+                let n = (size - at).min(cs) as usize;
                 input.read_guest(at, &mut a[..n]).unwrap();
                 image.read_guest(at, &mut b[..n]).unwrap();
                 assert!(a[..n] == b[..n], "{name}/{d}: guest bytes at {at} differ");
-                at += n as u64;
             }
         }
         if plan.before == Verdict::Leaks || d == DefectKind::InuseSet {
@@ -164,7 +172,7 @@ fn repair_all_of_mutants_is_clean() {
     let mut repaired = 0;
     for (name, base) in bases() {
         let mutator = Mutator::new(&base, MutateOptions::default()).unwrap();
-        for seed in 0..60u64 {
+        for seed in 0..30u64 {
             let m = mutator.mutant(seed);
             let plan = match plan_repair(&m.bytes.as_slice(), RepairLevel::All) {
                 Ok(p) => p,
@@ -188,5 +196,5 @@ fn repair_all_of_mutants_is_clean() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(repaired > 200, "{repaired}");
+    assert!(repaired > 90, "{repaired}");
 }
