@@ -109,7 +109,7 @@ pub use bundle::{
     Extent, GuestDisk, GuestReader, ImageEntry, ImageType, Mapping, Resolved, Shot, SnapshotRecipe, SnapshotSpec,
     Snapshots, Storage, WriteStats, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, DESCRIPTOR_NAME, NULL_GUID,
 };
-pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
+pub use check::{check, check_versions, ClusterStatistics, Conformance, JSON_SCHEMA};
 pub use edit::{edit_bitmaps, edit_bitmaps_file, BitmapEdit, EditedLayout};
 pub use error::{BuildError, Error, Location, PlanError, Region, RepairError, Requirement, Result, Violation};
 pub use extension::{Extension, ExtensionDigest, FeatureEntry, ListEnd};
@@ -121,8 +121,8 @@ pub use mutate::{
 };
 pub use outfile::{abandon_outputs, write_atomically, write_file_atomically, OutputError, OutputOptions};
 pub use picture::{
-    bitmaps_svg, finding_offset, layout_svg, CellState, Grid, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS,
-    UNALLOCATED,
+    bitmaps_svg, dirty_model, dirty_step, finding_offset, layout_model, layout_svg, CellState, DirtyModel, Grid,
+    LayoutModel, DIRTY_SCALE, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS, UNALLOCATED,
 };
 pub use ploop::{
     ploop_accepts_cluster_size, predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck,

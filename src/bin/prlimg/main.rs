@@ -18,6 +18,7 @@ mod corrupt_bundle;
 mod create;
 mod create_bundle;
 mod differential;
+mod headline;
 mod info;
 mod input;
 mod map;
@@ -34,6 +35,9 @@ use output::Failure;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Quiet: print nothing but errors (no report, no progress, no notes), as `qemu-img -q`.
+    #[arg(short = 'q', long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,16 +87,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if matches!(
-        cli.command,
-        Command::Create(_)
-            | Command::Corrupt(_)
-            | Command::Repair(_)
-            | Command::Check(_)
-            | Command::Mutate(_)
-            | Command::Corpus(_)
-            | Command::Differential(_)
-    ) {
+    output::set_quiet(cli.quiet);
+    if !matches!(cli.command, Command::Completions { .. } | Command::Man) {
+        // Every other command may write an output (a file, a bundle folder, a report).
         clean_up_on_signals();
     }
     let result = match cli.command {
@@ -124,7 +121,7 @@ fn main() -> ExitCode {
 /// Exit status of a command that succeeded (`check` uses 2 and 3 for what it found).
 pub type Outcome = Result<u8, Failure>;
 
-/// On SIGINT, SIGTERM or SIGHUP: remove the named temporary file of an output being written
+/// On SIGINT, SIGTERM or SIGHUP: remove the named temporary file or folder of an output being written
 /// (an unnamed one needs nothing), kill the programs a `differential` campaign runs and remove
 /// its scratch folder, then die of the signal as if it had not been caught.
 fn clean_up_on_signals() {
