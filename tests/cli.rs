@@ -199,7 +199,7 @@ fn check_clean_image_exit_0_with_statistics_and_qemu_prediction() {
     assert_eq!(v["file_size"], 327680);
     assert_eq!(
         v["qemu"],
-        json!({"outcome": "opens", "exit_code": 0, "message": null, "bitmaps": [UUID_A], "reason": null, "signal": null})
+        json!({"outcome": "opens", "exit_code": 0, "message": null, "bitmaps": [UUID_A], "reason": null, "signal": null, "version": "10.0"})
     );
     assert_eq!(v["qemu_check"]["outcome"], "completes");
     // QEMU counts the extension and bitmap clusters after the data as leaked.
@@ -1068,10 +1068,16 @@ fn example_recipes_build_clean_images() {
             .iter()
             .map(|p| p.file_name().unwrap().to_str().unwrap())
             .collect::<Vec<_>>(),
-        ["demo.json", "demo.toml", "v1-two-bitmaps.toml"]
+        [
+            "demo.json",
+            "demo.toml",
+            "v1-two-bitmaps.toml",
+            "with-snapshots.bundle.toml"
+        ]
     );
     let mut built = Vec::new();
-    for recipe in &names {
+    // The bundle recipe is built by tests/ux.rs (with --bundle).
+    for recipe in &names[..3] {
         let out = dir.path().join("out.hds");
         prlimg_ok(&["create", s(&out), "--recipe", s(recipe), "--force"]);
         let check = prlimg(&["check", s(&out)]);
