@@ -3,10 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::image::{Image, Mode};
-use crate::ploop::{predict_ploop, PloopPrediction};
+use crate::ploop::{self, PloopPrediction};
 use crate::qemu::{self, Prediction};
 use crate::source::Source;
-use crate::validate::{self, Finding, Report, Verdict};
+use crate::validate::{self, Finding, Report, Threads, Verdict};
 
 /// The version of the JSON layout of [`Conformance`] (and of `prlimg`'s other JSON reports):
 /// raised when a key changes meaning or goes away, not when one is added.
@@ -51,11 +51,31 @@ pub struct Conformance {
 /// finding, not an error; errors are I/O failures.
 pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conformance> {
     let file_size = source.size();
+    // ploop's check reads the header on its own terms; its walk of the index table is fed by the
+    // rules' walk of the BAT below when the image parses, and reads what that walk did not cover.
+    let mut ploop_walk = match ploop::start_check(source, filename)? {
+        ploop::CheckStart::Done(done) => Err(done),
+        ploop::CheckStart::Walk(walk) => Ok(walk),
+    };
+    let mut ploop_from = 0;
     let (report, statistics, prediction) = match Image::parse_compact(source, mode) {
         Ok(image) => {
-            let report = validate::validate(&image)?;
+            // One read of the BAT for every consumer: the rules walk it and hand each allocated
+            // entry to QEMU's predicted check and to ploop's check on the way.
+            let mut qemu_walk = qemu::CheckWalk::new(&image);
+            let report = {
+                let mut ploop = ploop_walk.as_mut().ok();
+                let mut feed = |i: u32, e: u32| {
+                    qemu_walk.entry(i, e);
+                    if let Some(p) = ploop.as_deref_mut() {
+                        p.entry(u64::from(i), e);
+                    }
+                };
+                validate::validate_feeding(&image, Threads::default(), &mut feed)?
+            };
+            ploop_from = u64::from(image.bat_entries_in_file());
             let end = report.leak_start().unwrap_or(image.file_len());
-            let prediction = qemu::predict_image(&image);
+            let prediction = qemu::predict_image_walked(&image, Some(&qemu_walk));
             // QEMU's check counts the same way up to its own end of the image: when the two
             // ends agree (they do unless the image is corrupt), its counts are these.
             let counts = match &prediction.check {
@@ -83,7 +103,11 @@ pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conforma
         }
         Err(e) => return Err(e),
     };
-    let ploop = predict_ploop(source, filename)?;
+    let ploop_check = match ploop_walk {
+        Err(done) => done,
+        Ok(walk) => walk.finish(source, ploop_from)?,
+    };
+    let ploop = ploop::predict_ploop_checked(source, filename, None, ploop_check)?;
     Ok(Conformance {
         filename: filename.to_string(),
         mode,

@@ -23,6 +23,16 @@ pub trait Source: Sync {
         buf[..got.len()].copy_from_slice(&got);
         Ok(got.len())
     }
+
+    /// The next run of bytes at or after `offset` that may hold something other than zeros,
+    /// as `[start, end)`: the bytes from `offset` to `start` are known to read as zeros (a hole
+    /// of a sparse file) without reading them. `start == end == size()` when nothing past
+    /// `offset` may hold data. For walks of a large table that skip its holes. The default
+    /// knows of no holes: `(offset, size())`.
+    fn next_data(&self, offset: u64) -> io::Result<(u64, u64)> {
+        let size = self.size();
+        Ok((offset.min(size), size))
+    }
 }
 
 /// Bytes in memory: `Vec<u8>`, `&[u8]`, arrays… Reads lend the bytes themselves (zero-copy).
@@ -86,6 +96,30 @@ impl FileSource {
         })
     }
 
+    /// The data run at or after `offset` by `SEEK_DATA` and `SEEK_HOLE`, clipped to the size
+    /// the source was opened with; `None` when the file system cannot tell. Only the file
+    /// position moves, and reads here are positional (`pread`), so nothing else depends on it.
+    #[cfg(target_os = "linux")]
+    fn seek_data(&self, offset: u64) -> Option<(u64, u64)> {
+        use rustix::fs::{seek, SeekFrom};
+        if offset >= self.size {
+            return Some((self.size, self.size));
+        }
+        let start = match seek(&self.file, SeekFrom::Data(offset)) {
+            Ok(start) => start,
+            // No data at or after `offset` (the rest is a hole, or the file shrank).
+            Err(rustix::io::Errno::NXIO) => return Some((self.size, self.size)),
+            Err(_) => return None,
+        };
+        let end = match seek(&self.file, SeekFrom::Hole(start)) {
+            Ok(end) => end,
+            Err(_) => return None,
+        };
+        // A file that grew since it was opened: what lies past its old size is not read.
+        let start = start.max(offset).min(self.size);
+        Some((start, end.max(start).min(self.size)))
+    }
+
     #[cfg(unix)]
     fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         std::os::unix::fs::FileExt::read_at(&self.file, buf, offset)
@@ -117,6 +151,16 @@ impl Source for FileSource {
         let got = self.read_into(offset, &mut buf)?;
         buf.truncate(got);
         Ok(Cow::Owned(buf))
+    }
+
+    /// On Linux, where the file system tells (`SEEK_DATA` and `SEEK_HOLE`); elsewhere, or where
+    /// it cannot tell (a block device, an old file system), every byte may be data.
+    fn next_data(&self, offset: u64) -> io::Result<(u64, u64)> {
+        #[cfg(target_os = "linux")]
+        if let Some(run) = self.seek_data(offset) {
+            return Ok(run);
+        }
+        Ok((offset.min(self.size), self.size))
     }
 
     fn read_into(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
