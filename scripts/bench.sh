@@ -2,7 +2,7 @@
 # Whole-process comparisons of prlimg with QEMU's tools, side by side in one run, and peak
 # memory at two scales. See BENCHMARKS.md for the figures and how to read them.
 #
-#   scripts/bench.sh [quick|data|xfs|chain|campaign]
+#   scripts/bench.sh [quick|data|xfs|chain|campaign|guard]
 #
 # Env: BENCH_DIR (scratch folder on a filesystem with sparse files; default a new folder in
 # /var/tmp, removed at the end unless KEEP=1), RUNS (hyperfine runs, default 10), WARMUP
@@ -17,6 +17,13 @@
 # `campaign` runs only the differential campaign rows (CAMPAIGN_CASES variants, default 400;
 # CAMPAIGN_JOBS parallel cases, default the CPUs). PRLIMG_BIN times another prlimg binary (an
 # older build, to compare) instead of the release build made here.
+# `guard` (about two minutes; CI runs it) times the headline rows side by side, interleaved,
+# and exits non-zero when a ratio falls below half its aim: check of the empty and of the
+# half-allocated 16 Mi-entry images against qemu-img check (aims 10x and 1000x), bitmaps against
+# nbdinfo (10x), convert to raw against qemu-img convert, each followed by `sync` of its output
+# (1x; GUARD_MIB of data, default 512), and peak RSS of check against qemu-img check's (1/10).
+# GUARD_RUNS sets the rounds (default 7). It is a benchmark with wide margins, not a timed
+# test: a machine twice as slow passes, a regression of several times does not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -26,7 +33,7 @@ WARMUP=${WARMUP:-2}
 QUICK=${1:-}
 
 need=()
-command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
+[ "$QUICK" = guard ] || command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
 [ -x /usr/bin/time ] || need+=(time)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
@@ -56,7 +63,7 @@ echo "== machine"
 echo "nproc: $(nproc)"
 grep -m1 'model name' /proc/cpuinfo | sed 's/.*: /cpu: /'
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
-hyperfine --version
+[ "$QUICK" = guard ] || hyperfine --version
 qemu-img --version | sed -n 1p
 nbdinfo --version | sed -n 1p
 
@@ -301,6 +308,106 @@ campaign() {
             pair_cpu / pair, (user + sys) / wall
     }' | tee -a results.txt
 }
+
+# The guard (see the top): each command timed by guard_run, interleaved round by round, then
+# guard_verdict prints every row's medians and ratio against its aim and fails below half of it.
+# guard_run NAME CMD: one run of CMD (split on spaces, no globbing; `sh FILE` for pipelines),
+# its wall time to the millisecond and peak RSS appended to guard.tsv; a non-zero exit fails
+# the guard, except 124 (timeout's) where ALLOW_TIMEOUT=1.
+guard_run() {
+    local name=$1 cmd=$2 t0 ms rc=0
+    set -f
+    t0=$(date +%s%N)
+    /usr/bin/time -f "%M" -o time.tmp $cmd >/dev/null 2>guard.err || rc=$?
+    ms=$((($(date +%s%N) - t0) / 1000000))
+    set +f
+    if [ "$rc" != 0 ] && ! { [ "$rc" = 124 ] && [ "${ALLOW_TIMEOUT:-0}" = 1 ]; }; then
+        cat guard.err >&2
+        echo "guard: $name exited $rc: $cmd" >&2
+        exit 1
+    fi
+    echo "$name $ms $(tail -1 time.tmp) $rc" >>guard.tsv
+}
+
+guard() {
+    local runs=${GUARD_RUNS:-7} mib=${GUARD_MIB:-512} r
+    : >guard.tsv
+    echo
+    echo "== guard images"
+    qemu-img create -q -f parallels -o cluster_size=64K empty.hds 1T
+    "$MKIMG" half half.hds 16777216 65536
+    "$MKIMG" bitmap bitmap64t.hds $((64 * T)) $((1 << 20)) 65536
+    head -c $((mib << 20)) /dev/urandom >dense.raw
+    "$PRLIMG" convert --force -f raw dense.raw dense.hds
+    rm dense.raw
+    echo "$PRLIMG convert --force dense.hds out.raw && sync out.raw" >conv-prlimg.sh
+    echo "qemu-img convert -f parallels -O raw dense.hds out.raw && sync out.raw" >conv-qemu.sh
+    # Agreement first: the same verdicts, extents and bytes as QEMU's tools.
+    "$PRLIMG" check empty.hds >/dev/null && qemu-img check -f parallels empty.hds >/dev/null
+    "$PRLIMG" check half.hds >/dev/null
+    "$PRLIMG" bitmaps bitmap64t.hds "$NAME" >ours.map
+    nbdinfo --map="qemu:dirty-bitmap:$NAME" -- [ qemu-nbd -r -f parallels -B "$NAME" bitmap64t.hds ] >qemu.map
+    cmp ours.map qemu.map
+    sh conv-prlimg.sh && mv out.raw ours.raw && sh conv-qemu.sh && cmp ours.raw out.raw
+    rm -f ours.raw out.raw ours.map qemu.map
+    ls -ls ./*.hds
+    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    for r in $(seq "$runs"); do
+        guard_run prlimg-check-empty "$PRLIMG check empty.hds"
+        guard_run qemu-check-empty "qemu-img check -f parallels empty.hds"
+        guard_run prlimg-check-half "$PRLIMG check half.hds"
+        guard_run prlimg-bitmaps "$PRLIMG bitmaps bitmap64t.hds $NAME"
+        guard_run nbdinfo-bitmaps "nbdinfo --map=qemu:dirty-bitmap:$NAME -- [ qemu-nbd -r -f parallels -B $NAME bitmap64t.hds ]"
+        rm -f out.raw && sync
+        guard_run prlimg-convert "sh conv-prlimg.sh"
+        rm -f out.raw && sync
+        guard_run qemu-convert "sh conv-qemu.sh"
+        rm -f out.raw
+        echo "round $r of $runs done (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    done
+    # qemu-img check of the half-allocated image takes minutes (quadratic): one run, stopped
+    # once it has taken 1000/2 times prlimg's median (then the ratio is at least that), and
+    # at GUARD_CAP seconds (default 180) whatever that median.
+    local limit
+    limit=$(awk '$1 == "prlimg-check-half" { print $2 }' guard.tsv | sort -n |
+        awk -v cap="${GUARD_CAP:-180}" '{ a[NR] = $1 } END { m = a[int((NR + 1) / 2)]; t = m * 500 / 1000; if (t > cap) t = cap; printf "%.3f", t }')
+    echo "qemu-img check of the half-allocated image, stopped after ${limit} s"
+    ALLOW_TIMEOUT=1 guard_run qemu-check-half "timeout $limit qemu-img check -f parallels half.hds"
+    echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    python3 - guard.tsv <<'EOF2'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    name, ms, rss, rc = line.split()
+    r = runs.setdefault(name, {'ms': [], 'rss': [], 'rc': []})
+    r['ms'].append(int(ms)); r['rss'].append(int(rss)); r['rc'].append(int(rc))
+print(f"{'command':20} {'runs':>4} {'wall med':>10} {'maxRSS KiB':>10}   wall of each run (ms)")
+for n, r in runs.items():
+    print(f"{n:20} {len(r['ms']):4} {statistics.median(r['ms']):8.0f}ms {max(r['rss']):10}   {' '.join(map(str, r['ms']))}")
+wall = {n: max(statistics.median(r['ms']), 1) for n, r in runs.items()}
+rss = {n: max(r['rss']) for n, r in runs.items()}
+failed = 0
+def row(label, ratio, aim, bound=False):
+    global failed
+    ok = ratio >= aim / 2
+    failed += not ok
+    print(f"GUARD {label}: {'>= ' if bound else ''}{ratio:.2f} (aim {aim:g}, floor {aim / 2:g}) {'ok' if ok else 'FAIL'}")
+row("check, empty 16 Mi entries: qemu-img / prlimg wall", wall['qemu-check-empty'] / wall['prlimg-check-empty'], 10)
+# A run stopped by the limit took at least the limit: the ratio is a lower bound.
+row("check, half-allocated 16 Mi entries: qemu-img / prlimg wall", wall['qemu-check-half'] / wall['prlimg-check-half'], 1000,
+    runs['qemu-check-half']['rc'][0] == 124)
+row("bitmaps, 64 TiB: nbdinfo / prlimg wall", wall['nbdinfo-bitmaps'] / wall['prlimg-bitmaps'], 10)
+row("convert to raw + sync: qemu-img / prlimg wall", wall['qemu-convert'] / wall['prlimg-convert'], 1)
+row("check, empty: qemu-img / prlimg peak RSS", rss['qemu-check-empty'] / rss['prlimg-check-empty'], 10)
+row("check, half-allocated: qemu-img / prlimg peak RSS", rss['qemu-check-half'] / rss['prlimg-check-half'], 10)
+sys.exit(1 if failed else 0)
+EOF2
+}
+
+if [ "$QUICK" = guard ]; then
+    guard
+    exit 0
+fi
 
 if [ "$QUICK" = campaign ]; then
     : >results.txt

@@ -1,7 +1,7 @@
 //! A whole conformance check of one image, as `prlimg check` reports it: every rule's findings,
 //! `qemu-img check`'s statistics, and what QEMU and ploop would do with the image.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Violation};
 use crate::image::{Image, Mode};
 use crate::ploop::{self, PloopPrediction};
 use crate::qemu::{self, Prediction};
@@ -75,7 +75,17 @@ pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conforma
             };
             ploop_from = u64::from(image.bat_entries_in_file());
             let end = report.leak_start().unwrap_or(image.file_len());
-            let prediction = qemu::predict_image_walked(&image, Some(&qemu_walk));
+            // The entries the rules found duplicated, in order: QEMU's, when every cluster is
+            // where both look for it.
+            let dups: Vec<u32> = report
+                .findings
+                .iter()
+                .filter_map(|f| match f.violation {
+                    Violation::BatEntryDuplicate { index, .. } => Some(index),
+                    _ => None,
+                })
+                .collect();
+            let prediction = qemu::predict_image_walked(&image, Some((&qemu_walk, Some(&dups))));
             // QEMU's check counts the same way up to its own end of the image: when the two
             // ends agree (they do unless the image is corrupt), its counts are these.
             let counts = match &prediction.check {

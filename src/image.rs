@@ -693,7 +693,10 @@ impl<'a> Stream<'a> {
                     // Whole entries only: the run's start rounded down, its end up.
                     let start = (start.saturating_sub(BAT_OFFSET) / BAT_ENTRY_SIZE * BAT_ENTRY_SIZE).max(self.done);
                     self.done = start.min(self.total);
-                    self.data_end = end.saturating_sub(BAT_OFFSET).next_multiple_of(BAT_ENTRY_SIZE).max(start + 1);
+                    self.data_end = end
+                        .saturating_sub(BAT_OFFSET)
+                        .next_multiple_of(BAT_ENTRY_SIZE)
+                        .max(start + 1);
                     if self.done >= self.total {
                         return false;
                     }

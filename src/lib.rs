@@ -122,8 +122,8 @@ pub use picture::{
     UNALLOCATED,
 };
 pub use ploop::{
-    ploop_accepts_cluster_size, predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck,
-    PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
+    ploop_accepts_cluster_size, predict_ploop, predict_ploop_cbt, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt,
+    PloopCheck, PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
 };
 pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
 pub use rule::{Rule, Severity};

@@ -188,6 +188,12 @@ pub fn predict_ploop(source: &dyn Source, path: &str) -> io::Result<PloopPredict
     predict_ploop_knowing(source, path, None)
 }
 
+/// What ploop's CBT loader does with the image in `source` ([`PloopPrediction::cbt`]) alone:
+/// its check's walk of the index table is not made.
+pub fn predict_ploop_cbt(source: &dyn Source, path: &str) -> io::Result<PloopCbt> {
+    Ok(cbt_of(&load_extension(source, path, None)?))
+}
+
 /// [`predict_ploop`], taking `known` as the MD5 of the extension block if it covers the very
 /// block ploop would hash (the caller vouches that it is the digest of `source`'s bytes) instead
 /// of hashing it.
@@ -472,7 +478,9 @@ impl CheckWalk {
                 slot = past;
                 continue;
             }
-            let n = ((self.slots - slot) * 4).min(buf.len() as u64).min(data_end.max(at + 4) - at);
+            let n = ((self.slots - slot) * 4)
+                .min(buf.len() as u64)
+                .min(data_end.max(at + 4) - at);
             let n = (n / 4 * 4).max(4) as usize;
             let got = source.read_into(at, &mut buf[..n])?;
             if got < n {

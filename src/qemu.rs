@@ -467,24 +467,14 @@ pub fn predict_image(image: &Image<'_>) -> Prediction {
 
 /// [`predict_image`], with what `qemu-img check` needs of the BAT already gathered by `walk`
 /// on a walk of every allocated entry of `image` (shared with other consumers of the table).
-pub(crate) fn predict_image_walked(image: &Image<'_>, walk: Option<&CheckWalk<'_>>) -> Prediction {
+/// `dups`: the rules' duplicated entries (R19) from the same walk, when they ran.
+pub(crate) fn predict_image_walked(image: &Image<'_>, walk: Option<(&CheckWalk<'_>, Option<&[u32]>)>) -> Prediction {
     let check_outcome = |image: &Image<'_>| match walk {
-        Some(w) => w.finish(image),
+        Some((w, dups)) => w.finish(image, dups),
         None => check_outcome(image),
     };
-    let total = image.header().nb_sectors;
     let open = open_outcome(image);
-    let info = match &open {
-        QemuOutcome::Opens { .. } if (total as i64) < 0 => QemuOutcome::NoImageSize {
-            suffix: errno_suffix(total),
-        },
-        // A size whose byte count wrapped past the block layer's check (e.g. 2^55 sectors):
-        // the length query refuses more than INT64_MAX / 512 sectors.
-        QemuOutcome::Opens { .. } if total > i64::MAX as u64 / 512 => QemuOutcome::NoImageSize {
-            suffix: ": File too large".into(),
-        },
-        o => o.clone(),
-    };
+    let info = info_of(image, &open);
     let check = match open {
         QemuOutcome::Opens { .. } => check_outcome(image),
         o => QemuCheck::OpenFails(o),
@@ -494,6 +484,28 @@ pub(crate) fn predict_image_walked(image: &Image<'_>, walk: Option<&CheckWalk<'_
         info,
         check,
         read_write,
+    }
+}
+
+/// What `qemu-img info` does with an image already parsed ([`Prediction::info`]) alone: the
+/// BAT is not walked (only `qemu-img check` needs it).
+pub fn predict_info(image: &Image<'_>) -> QemuOutcome {
+    info_of(image, &open_outcome(image))
+}
+
+/// `qemu-img info`'s outcome once the open gave `open`.
+fn info_of(image: &Image<'_>, open: &QemuOutcome) -> QemuOutcome {
+    let total = image.header().nb_sectors;
+    match open {
+        QemuOutcome::Opens { .. } if (total as i64) < 0 => QemuOutcome::NoImageSize {
+            suffix: errno_suffix(total),
+        },
+        // A size whose byte count wrapped past the block layer's check (e.g. 2^55 sectors):
+        // the length query refuses more than INT64_MAX / 512 sectors.
+        QemuOutcome::Opens { .. } if total > i64::MAX as u64 / 512 => QemuOutcome::NoImageSize {
+            suffix: ": File too large".into(),
+        },
+        o => o.clone(),
     }
 }
 
@@ -887,19 +899,24 @@ fn check_outcome(image: &Image<'_>) -> QemuCheck {
     for (i, e) in image.allocated_entries() {
         walk.entry(i, e);
     }
-    walk.finish(image)
+    walk.finish(image, None)
 }
 
 /// What `qemu-img check` needs of the BAT, gathered on a walk of its allocated entries that
 /// others share ([`crate::check`] reads the table once for the rules, this and ploop's check):
 /// QEMU's own first pass (the largest entry, the clusters outside the image, the highest one
-/// inside), and its duplicate scan and statistics as they come out when the image's end is where
-/// the highest cluster inside puts it (QEMU walks the table again once it knows that end; when
-/// the end turns out elsewhere, [`CheckWalk::finish`] walks it again as QEMU does).
+/// inside), and its statistics and duplicate scan as they come out when the image's end is where
+/// the highest cluster inside puts it. QEMU walks the table again once it knows that end; so
+/// does [`CheckWalk::finish`] when the end turns out elsewhere, or when the duplicates cannot be
+/// taken from the rules' (R19): they can when every cluster lies inside the file on the grid
+/// from the data area's start, which both QEMU and the rules take for the same, for then QEMU's
+/// cluster indexes are equal exactly when the clusters' offsets are.
 pub(crate) struct CheckWalk<'h> {
     header: &'h crate::header::Header,
     /// The file's length as the block layer sees it: rounded up to a whole sector.
     file_len: u64,
+    /// The file's length.
+    image_len: u64,
     cs: u64,
     mult: u64,
     /// The cluster is larger than the file: every entry is outside.
@@ -910,17 +927,14 @@ pub(crate) struct CheckWalk<'h> {
     /// The first indexes outside the image ([`MAX_ERROR_LINES`]), and how many in all.
     outside: Vec<u32>,
     outside_count: u64,
-    /// QEMU's duplicate scan, over indexes below `spec_count` (the end of the file's clusters);
-    /// `None` when those would take more bits than the scan is allowed, or one entry fell
-    /// past them.
-    seen: Option<Vec<u64>>,
+    /// QEMU's data area start in bytes (its cluster indexes count from there).
     base: i64,
     shift: Option<u32>,
-    spec_count: u64,
+    /// Every entry so far lies on the grid from `base`, at or after it, inside the file.
+    on_grid: bool,
     max_k: u64,
-    dups: Vec<u32>,
-    dup_count: u64,
-    last_dup: bool,
+    /// The last allocated index.
+    last: Option<u32>,
     /// The statistics with the end of the file for the image's end (the same counts when the
     /// highest cluster inside sets it).
     counter: ClusterCounter<'h>,
@@ -937,18 +951,10 @@ impl<'h> CheckWalk<'h> {
         let data_start = qemu_data_start(h, file_len);
         let base = (data_start * 512) as i64;
         let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
-        // Every cluster inside ends by the end of the file: its index is below this.
-        let spec_count = if (file_len as i64) >= base {
-            qemu_index(file_len, base, cs, shift) + 1
-        } else {
-            0
-        };
-        let words = spec_count.div_ceil(64);
-        let seen = (spec_count > 0 && words <= u64::from(image.bat_entries_in_file()) / 2 + (1 << 17))
-            .then(|| vec![0u64; words as usize]);
         CheckWalk {
             header: h,
             file_len,
+            image_len: image.file_len(),
             cs,
             mult,
             all_outside: cs > file_len,
@@ -957,14 +963,12 @@ impl<'h> CheckWalk<'h> {
             allocated: 0,
             outside: Vec::new(),
             outside_count: 0,
-            seen,
             base,
             shift,
-            spec_count,
+            // The rules' grid starts at byte 0 (v2) or at the data area (v1).
+            on_grid: base >= 0 && base as u64 == h.data_start() && (v1 || (base as u64).is_multiple_of(cs)),
             max_k: 0,
-            dups: Vec::new(),
-            dup_count: 0,
-            last_dup: false,
+            last: None,
             counter: ClusterCounter::new(h, file_len),
         }
     }
@@ -987,27 +991,22 @@ impl<'h> CheckWalk<'h> {
             }
         }
         self.counter.add(i, e);
-        let Some(seen) = &mut self.seen else { return };
-        let k = qemu_index(off, self.base, self.cs, self.shift);
-        self.max_k = self.max_k.max(k);
-        if k >= self.spec_count {
-            self.seen = None;
+        self.last = Some(i);
+        if !self.on_grid {
             return;
         }
-        let (w, bit) = (&mut seen[(k / 64) as usize], 1u64 << (k % 64));
-        self.last_dup = *w & bit != 0;
-        *w |= bit;
-        if self.last_dup {
-            if self.dups.len() < MAX_ERROR_LINES {
-                self.dups.push(i);
-            }
-            self.dup_count += 1;
+        let base = self.base as u64;
+        if off < base || off.saturating_add(self.cs) > self.image_len || (off - base) % self.cs != 0 {
+            self.on_grid = false;
+            return;
         }
+        self.max_k = self.max_k.max(qemu_index(off, self.base, self.cs, self.shift));
     }
 
-    /// QEMU's check from what the walk gathered; walks the BAT of `image` again only when the
-    /// image's end is not where the walk assumed.
-    pub(crate) fn finish(&self, image: &Image<'_>) -> QemuCheck {
+    /// QEMU's check from what the walk gathered, with `dups`, when given, the indexes of the
+    /// entries the rules found duplicated (R19), in order; walks the BAT of `image` again only
+    /// when the image's end is not where the walk assumed or those cannot stand for QEMU's.
+    pub(crate) fn finish(&self, image: &Image<'_>, dups: Option<&[u32]>) -> QemuCheck {
         let h = self.header;
         let file_len = self.file_len;
         let tracks = u64::from(h.cluster_sectors);
@@ -1094,18 +1093,18 @@ impl<'h> CheckWalk<'h> {
             let aborts = || QemuCheck::Aborts {
                 assertion: ABORT_CHECK_DUPLICATE.into(),
             };
-            // The walk's scan holds when the highest cluster inside set the end (so that
-            // the statistics' end is the file's for every entry) on the same grid.
-            if high != 0 && self.seen.is_some() && base == self.base {
+            // The walk's counts hold when the highest cluster inside set the end (so that the
+            // statistics' end is the file's for every entry), the rules' duplicates when every
+            // cluster was on the grid from the same data start.
+            if let (true, true, Some(dups)) = (high != 0 && base == self.base, self.on_grid, dups) {
                 if self.allocated > 0 && self.max_k >= count {
                     return aborts();
                 }
-                for &i in &self.dups {
+                for &i in dups {
                     c.error(CheckLine::Duplicate { index: i });
+                    c.corruptions += 1;
                 }
-                c.errors_omitted += self.dup_count - self.dups.len() as u64;
-                c.corruptions += self.dup_count;
-                if self.last_dup {
+                if dups.last().is_some() && dups.last() == self.last.as_ref() {
                     return QemuCheck::Fails;
                 }
                 (c.allocated_clusters, c.fragmented_clusters) = self.counter.counts();

@@ -48,17 +48,18 @@ pub struct Info {
 
 /// Warnings for `info`: whether QEMU 10 opens the image and ploop loads its bitmaps.
 fn warnings(image: &Image<'_>) -> Vec<String> {
-    let p = qemu::predict_image(image);
+    // Only the open's outcome and ploop's CBT loader: neither walks the BAT.
+    let info = qemu::predict_info(image);
     let mut w = Vec::new();
-    match &p.info {
+    match &info {
         QemuOutcome::Opens { .. } => {}
         QemuOutcome::Rejects { message, .. } => w.push(format!("QEMU 10 refuses this image: {message}")),
         QemuOutcome::Aborts { assertion, .. } => w.push(format!("QEMU 10 aborts on this image: {assertion}")),
         QemuOutcome::Crashes { signal, .. } => w.push(format!("QEMU 10 crashes on this image (signal {signal})")),
         _ => w.push("QEMU 10 cannot open this image (prlimg check says why)".to_string()),
     }
-    if let Ok(ploop) = parallels_image::predict_ploop(image.source(), "") {
-        if matches!(ploop.cbt.outcome, CbtOutcome::Refuses | CbtOutcome::Crashes) {
+    if let Ok(cbt) = parallels_image::predict_ploop_cbt(image.source(), "") {
+        if matches!(cbt.outcome, CbtOutcome::Refuses | CbtOutcome::Crashes) {
             w.push("ploop does not load the bitmaps of this extension (prlimg check says why)".to_string());
         }
     }
