@@ -309,29 +309,12 @@ campaign() {
     }' | tee -a results.txt
 }
 
-# The guard (see the top): each command timed by guard_run, interleaved round by round, then
-# guard_verdict prints every row's medians and ratio against its aim and fails below half of it.
-# guard_run NAME CMD: one run of CMD (split on spaces, no globbing; `sh FILE` for pipelines),
-# its wall time to the millisecond and peak RSS appended to guard.tsv; a non-zero exit fails
-# the guard, except 124 (timeout's) where ALLOW_TIMEOUT=1.
-guard_run() {
-    local name=$1 cmd=$2 t0 ms rc=0
-    set -f
-    t0=$(date +%s%N)
-    /usr/bin/time -f "%M" -o time.tmp $cmd >/dev/null 2>guard.err || rc=$?
-    ms=$((($(date +%s%N) - t0) / 1000000))
-    set +f
-    if [ "$rc" != 0 ] && ! { [ "$rc" = 124 ] && [ "${ALLOW_TIMEOUT:-0}" = 1 ]; }; then
-        cat guard.err >&2
-        echo "guard: $name exited $rc: $cmd" >&2
-        exit 1
-    fi
-    echo "$name $ms $(tail -1 time.tmp) $rc" >>guard.tsv
-}
-
+# The guard (see the top). Images made and agreement checked here; then scripts/guard.py runs
+# the commands interleaved round by round, timing each (wall, and user + system CPU time and peak
+# RSS from wait4, to the microsecond), prints every row's medians and its ratio against its aim,
+# and exits non-zero when one falls below half of it.
 guard() {
-    local runs=${GUARD_RUNS:-7} mib=${GUARD_MIB:-512} r
-    : >guard.tsv
+    local mib=${GUARD_MIB:-512}
     echo
     echo "== guard images"
     qemu-img create -q -f parallels -o cluster_size=64K empty.hds 1T
@@ -340,68 +323,17 @@ guard() {
     head -c $((mib << 20)) /dev/urandom >dense.raw
     "$PRLIMG" convert --force -f raw dense.raw dense.hds
     rm dense.raw
-    echo "$PRLIMG convert --force dense.hds out.raw && sync out.raw" >conv-prlimg.sh
-    echo "qemu-img convert -f parallels -O raw dense.hds out.raw && sync out.raw" >conv-qemu.sh
     # Agreement first: the same verdicts, extents and bytes as QEMU's tools.
     "$PRLIMG" check empty.hds >/dev/null && qemu-img check -f parallels empty.hds >/dev/null
     "$PRLIMG" check half.hds >/dev/null
     "$PRLIMG" bitmaps bitmap64t.hds "$NAME" >ours.map
     nbdinfo --map="qemu:dirty-bitmap:$NAME" -- [ qemu-nbd -r -f parallels -B "$NAME" bitmap64t.hds ] >qemu.map
     cmp ours.map qemu.map
-    sh conv-prlimg.sh && mv out.raw ours.raw && sh conv-qemu.sh && cmp ours.raw out.raw
+    "$PRLIMG" convert --force dense.hds ours.raw
+    qemu-img convert -f parallels -O raw dense.hds out.raw && cmp ours.raw out.raw
     rm -f ours.raw out.raw ours.map qemu.map
     ls -ls ./*.hds
-    echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    for r in $(seq "$runs"); do
-        guard_run prlimg-check-empty "$PRLIMG check empty.hds"
-        guard_run qemu-check-empty "qemu-img check -f parallels empty.hds"
-        guard_run prlimg-check-half "$PRLIMG check half.hds"
-        guard_run prlimg-bitmaps "$PRLIMG bitmaps bitmap64t.hds $NAME"
-        guard_run nbdinfo-bitmaps "nbdinfo --map=qemu:dirty-bitmap:$NAME -- [ qemu-nbd -r -f parallels -B $NAME bitmap64t.hds ]"
-        rm -f out.raw && sync
-        guard_run prlimg-convert "sh conv-prlimg.sh"
-        rm -f out.raw && sync
-        guard_run qemu-convert "sh conv-qemu.sh"
-        rm -f out.raw
-        echo "round $r of $runs done (load $(cut -d' ' -f1-3 /proc/loadavg))"
-    done
-    # qemu-img check of the half-allocated image takes minutes (quadratic): one run, stopped
-    # once it has taken 1000/2 times prlimg's median (then the ratio is at least that), and
-    # at GUARD_CAP seconds (default 180) whatever that median.
-    local limit
-    limit=$(awk '$1 == "prlimg-check-half" { print $2 }' guard.tsv | sort -n |
-        awk -v cap="${GUARD_CAP:-180}" '{ a[NR] = $1 } END { m = a[int((NR + 1) / 2)]; t = m * 500 / 1000; if (t > cap) t = cap; printf "%.3f", t }')
-    echo "qemu-img check of the half-allocated image, stopped after ${limit} s"
-    ALLOW_TIMEOUT=1 guard_run qemu-check-half "timeout $limit qemu-img check -f parallels half.hds"
-    echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
-    python3 - guard.tsv <<'EOF2'
-import statistics, sys
-runs = {}
-for line in open(sys.argv[1]):
-    name, ms, rss, rc = line.split()
-    r = runs.setdefault(name, {'ms': [], 'rss': [], 'rc': []})
-    r['ms'].append(int(ms)); r['rss'].append(int(rss)); r['rc'].append(int(rc))
-print(f"{'command':20} {'runs':>4} {'wall med':>10} {'maxRSS KiB':>10}   wall of each run (ms)")
-for n, r in runs.items():
-    print(f"{n:20} {len(r['ms']):4} {statistics.median(r['ms']):8.0f}ms {max(r['rss']):10}   {' '.join(map(str, r['ms']))}")
-wall = {n: max(statistics.median(r['ms']), 1) for n, r in runs.items()}
-rss = {n: max(r['rss']) for n, r in runs.items()}
-failed = 0
-def row(label, ratio, aim, bound=False):
-    global failed
-    ok = ratio >= aim / 2
-    failed += not ok
-    print(f"GUARD {label}: {'>= ' if bound else ''}{ratio:.2f} (aim {aim:g}, floor {aim / 2:g}) {'ok' if ok else 'FAIL'}")
-row("check, empty 16 Mi entries: qemu-img / prlimg wall", wall['qemu-check-empty'] / wall['prlimg-check-empty'], 10)
-# A run stopped by the limit took at least the limit: the ratio is a lower bound.
-row("check, half-allocated 16 Mi entries: qemu-img / prlimg wall", wall['qemu-check-half'] / wall['prlimg-check-half'], 1000,
-    runs['qemu-check-half']['rc'][0] == 124)
-row("bitmaps, 64 TiB: nbdinfo / prlimg wall", wall['nbdinfo-bitmaps'] / wall['prlimg-bitmaps'], 10)
-row("convert to raw + sync: qemu-img / prlimg wall", wall['qemu-convert'] / wall['prlimg-convert'], 1)
-row("check, empty: qemu-img / prlimg peak RSS", rss['qemu-check-empty'] / rss['prlimg-check-empty'], 10)
-row("check, half-allocated: qemu-img / prlimg peak RSS", rss['qemu-check-half'] / rss['prlimg-check-half'], 10)
-sys.exit(1 if failed else 0)
-EOF2
+    python3 "$ROOT/scripts/guard.py" "$PRLIMG" "$NAME"
 }
 
 if [ "$QUICK" = guard ]; then
