@@ -36,9 +36,10 @@ commands = [
 def run(cmd, limit_cpu=None):
     """(wall s, cpu s, maxrss KiB, stopped) of one run of `cmd` (a shell command line).
 
-    Peak RSS is /usr/bin/time's (a child of this Python process would carry the interpreter's
-    high-water mark through its exec into wait4's figure); CPU time is wait4's, which counts
-    every process of the run. A run with `limit_cpu` is polled in /proc instead and stopped there.
+    CPU time is wait4's, which counts every process of the run; the command runs directly
+    (through `sh -c` only when it is a list). Peak RSS comes from a run under /usr/bin/time
+    (`rss`): a child of this Python process carries the interpreter's high-water mark through its
+    exec into wait4's figure. A run with `limit_cpu` is polled in /proc and stopped there.
     """
     if os.path.exists("out.raw"):
         os.remove("out.raw")
@@ -55,16 +56,22 @@ def run(cmd, limit_cpu=None):
                 return time.monotonic() - t0, cpu, int(hwm), True
             time.sleep(0.2)
         sys.exit(f"guard: `{cmd}` ended before it was stopped (exit {p.returncode})")
-    p = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", "rss.tmp", "sh", "-c", cmd],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    argv = ["sh", "-c", cmd] if "&&" in cmd else shlex.split(cmd)
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, ru = os.wait4(p.pid, 0)
     wall = time.monotonic() - t0
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         sys.stderr.write(p.stderr.read().decode(errors="replace"))
         sys.exit(f"guard: `{cmd}` exited {code}")
-    rss = int(open("rss.tmp").read().split()[-1])
-    return wall, ru.ru_utime + ru.ru_stime, rss, False
+    return wall, ru.ru_utime + ru.ru_stime, None, False
+
+
+def rss(cmd):
+    """Peak RSS (KiB) of one run of `cmd` under /usr/bin/time."""
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", "rss.tmp", "sh", "-c", cmd],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return int(open("rss.tmp").read().split()[-1])
 
 
 def proc_cpu(pid):
@@ -101,13 +108,15 @@ limit = 500 * med_cpu["prlimg-check-half"]
 print(f"qemu-img check of the half-allocated image: stopped at {limit:.1f} s of CPU or {cap:.0f} s of wall", flush=True)
 res["qemu-check-half"] = [run("qemu-img check -f parallels half.hds", limit_cpu=limit)]
 med_cpu["qemu-check-half"] = res["qemu-check-half"][0][1]
+peak = {n: rss(cmd) for n, cmd in commands}
+peak["qemu-check-half"] = res["qemu-check-half"][0][2]
 print("load after:", *load())
 print(f"{'command':20} {'runs':>4} {'wall med':>9} {'CPU med':>9} {'maxRSS KiB':>10}   wall / CPU of each run (ms)")
 for n, v in res.items():
     each = " ".join(f"{w * 1000:.0f}/{c * 1000:.1f}" for w, c, _, _ in v)
     print(f"{n:20} {len(v):4} {statistics.median(x[0] for x in v) * 1000:7.1f}ms {med_cpu[n] * 1000:7.1f}ms "
-          f"{max(x[2] for x in v):10}   {each}")
-rss = {n: max(x[2] for x in v) for n, v in res.items()}
+          f"{peak[n]:10}   {each}")
+rss = peak
 failed = 0
 
 
