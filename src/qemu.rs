@@ -996,7 +996,7 @@ impl<'h> CheckWalk<'h> {
             return;
         }
         let base = self.base as u64;
-        if off < base || off.saturating_add(self.cs) > self.image_len || (off - base) % self.cs != 0 {
+        if off < base || off.saturating_add(self.cs) > self.image_len || !(off - base).is_multiple_of(self.cs) {
             self.on_grid = false;
             return;
         }
