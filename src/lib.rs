@@ -128,8 +128,8 @@ pub use picture::{
     LayoutModel, DIRTY_SCALE, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS, UNALLOCATED,
 };
 pub use ploop::{
-    ploop_accepts_cluster_size, predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck,
-    PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
+    ploop_accepts_cluster_size, predict_ploop, predict_ploop_cbt, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt,
+    PloopCheck, PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
 };
 pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
 pub use repair::{plan_repair, RepairAction, RepairKind, RepairLevel, RepairPlan};
