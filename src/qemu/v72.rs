@@ -312,7 +312,10 @@ mod tests {
             UnknownVersion("8.0".into()).to_string(),
             "QEMU version \"8.0\" is not predicted (expected 7.2 or 10.0)"
         );
-        assert_eq!((Version::V7_2.to_string(), Version::V10_0.to_string()), ("7.2".into(), "10.0".into()));
+        assert_eq!(
+            (Version::V7_2.to_string(), Version::V10_0.to_string()),
+            ("7.2".into(), "10.0".into())
+        );
         assert_eq!(Version::default(), Version::V10_0);
         assert_eq!(
             Version::from_banner("qemu-img version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"),
@@ -333,7 +336,10 @@ mod tests {
             ext_off: [0xee; 8],
         };
         assert_eq!(p.size(), 100);
-        assert_eq!(&p.read_at(50, 10).unwrap()[..], &[50, 51, 52, 53, 54, 55, 0xee, 0xee, 0xee, 0xee]);
+        assert_eq!(
+            &p.read_at(50, 10).unwrap()[..],
+            &[50, 51, 52, 53, 54, 55, 0xee, 0xee, 0xee, 0xee]
+        );
         assert_eq!(&p.read_at(62, 4).unwrap()[..], &[0xee, 0xee, 64, 65]);
         assert_eq!(&p.read_at(0, 8).unwrap()[..], &bytes[..8]);
         assert_eq!(&p.read_at(64, 4).unwrap()[..], &bytes[64..68]);
