@@ -10,7 +10,7 @@ use crate::validate::{self, Finding, Report, Verdict};
 
 /// The version of the JSON layout of [`Conformance`] (and of `prlimg`'s other JSON reports):
 /// raised when a key changes meaning or goes away, not when one is added.
-pub const JSON_SCHEMA: u32 = 2;
+pub const JSON_SCHEMA: u32 = 3;
 
 /// Counts as `qemu-img check` reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,6 +174,22 @@ struct QemuCheckJson {
     assertion: Option<String>,
 }
 
+/// `qemu-img check --output json`'s object, its keys in QEMU's order.
+#[cfg(feature = "serde")]
+struct QemuImgObject<'a>(Vec<(&'static str, crate::qemu::QemuJsonValue<'a>)>);
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for QemuImgObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            m.serialize_entry(key, value)?;
+        }
+        m.end()
+    }
+}
+
 #[cfg(feature = "serde")]
 impl serde::Serialize for Conformance {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -187,10 +203,22 @@ impl serde::Serialize for Conformance {
         m.serialize_entry("schema", &JSON_SCHEMA)?;
         m.serialize_entry("filename", &self.filename)?;
         m.serialize_entry("format", "parallels")?;
+        // qemu-img's own keys, with its meanings, when its check completes: a script written
+        // against `qemu-img check --output json` reads what it expects.
+        let counts = match &self.prediction.check {
+            qemu::QemuCheck::Completes(c) => Some(c),
+            _ => None,
+        };
+        let qemu_img = counts.map(|c| c.qemu_img_json(&self.filename));
+        for (key, value) in qemu_img.iter().flatten() {
+            if !matches!(*key, "filename" | "format") {
+                m.serialize_entry(key, value)?;
+            }
+        }
         m.serialize_entry("mode", &self.mode)?;
         m.serialize_entry("result", &self.verdict())?;
-        m.serialize_entry("corruptions", &r.count(Severity::Corruption))?;
-        m.serialize_entry("leaks", &r.count(Severity::Leak))?;
+        m.serialize_entry("corruption_findings", &r.count(Severity::Corruption))?;
+        m.serialize_entry("leak_findings", &r.count(Severity::Leak))?;
         m.serialize_entry("leaked_bytes", &r.leaked_bytes())?;
         m.serialize_entry("non_canonical", &r.count(Severity::NonCanonical))?;
         m.serialize_entry("notes", &r.count(Severity::Note))?;
@@ -203,6 +231,7 @@ impl serde::Serialize for Conformance {
         m.serialize_entry("file_size", &self.file_size)?;
         m.serialize_entry("qemu", &qemu)?;
         m.serialize_entry("qemu_check", &qemu_check)?;
+        m.serialize_entry("qemu_img_check", &qemu_img.map(QemuImgObject))?;
         m.serialize_entry("ploop", &self.ploop)?;
         m.serialize_entry("qemu_read_write", &read_write)?;
         if !self.qemu_versions.is_empty() {

@@ -418,6 +418,57 @@ impl CheckCounts {
     }
 }
 
+/// One value of qemu-img's JSON: a number or a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QemuJsonValue<'a> {
+    /// A number.
+    Number(u64),
+    /// A string.
+    Text(&'a str),
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for QemuJsonValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            QemuJsonValue::Number(n) => s.serialize_u64(*n),
+            QemuJsonValue::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+impl CheckCounts {
+    /// The object `qemu-img check -f parallels --output json PATH` prints (QEMU 10.0.2, without
+    /// `-r`), key by key in QEMU's order, for an image named `filename`: `check-errors` always
+    /// (0: a read-only check that completes counts none), `filename` and `format`, and each of
+    /// `image-end-offset`, `total-clusters`, `corruptions`, `leaks` (in clusters),
+    /// `allocated-clusters` and `fragmented-clusters` only when it is not 0, as QEMU leaves out
+    /// a zero counter. (`compressed-clusters`, `leaks-fixed` and `corruptions-fixed` are always
+    /// 0 for this format without `-r`, so never printed.)
+    pub fn qemu_img_json<'a>(&self, filename: &'a str) -> Vec<(&'static str, QemuJsonValue<'a>)> {
+        use QemuJsonValue::{Number, Text};
+        // QEMU's order is its dictionary's hash order, the same for every image.
+        let all = [
+            ("image-end-offset", Some(Number(self.image_end_offset))),
+            ("total-clusters", Some(Number(self.total_clusters))),
+            ("corruptions", Some(Number(self.corruptions))),
+            ("check-errors", None),
+            ("leaks", Some(Number(self.leaks))),
+            ("allocated-clusters", Some(Number(self.allocated_clusters))),
+            ("filename", Some(Text(filename))),
+            ("format", Some(Text("parallels"))),
+            ("fragmented-clusters", Some(Number(self.fragmented_clusters))),
+        ];
+        all.into_iter()
+            .filter_map(|(key, value)| match value {
+                None => Some((key, Number(0))),
+                Some(Number(0)) => None,
+                Some(v) => Some((key, v)),
+            })
+            .collect()
+    }
+}
+
 /// One `ERROR …` line that `qemu-img check` prints on its standard error; its [`Display`] is
 /// the line's exact text (FORMAT-NOTES §5). Kept as a value, not as text: a hostile header makes
 /// QEMU print one per BAT entry, and only the lines shown need their text.
@@ -731,10 +782,12 @@ impl Prediction {
         match &self.check {
             QemuCheck::Completes(c) => {
                 out.push(format!(
-                    "{ck}: exit {} ({} corruptions, {} leaked clusters)",
+                    "{ck}: exit {} ({} corruption{}, {} leaked cluster{})",
                     self.check.exit_code().unwrap_or(0),
                     c.corruptions,
-                    c.leaks
+                    if c.corruptions == 1 { "" } else { "s" },
+                    c.leaks,
+                    if c.leaks == 1 { "" } else { "s" }
                 ));
                 for line in c.errors.iter().take(SHOWN_ERROR_LINES) {
                     out.push(format!("    {line}"));
@@ -757,6 +810,14 @@ impl Prediction {
                     },
                     o.exit_code().map_or("?".into(), |c| c.to_string())
                 ));
+                if o.reason() == Some(QemuReason::NotParallels) {
+                    // Only with -f parallels: QEMU's probe takes the file for raw.
+                    out.push(
+                        "    (with -f parallels; without -f, qemu-img probes the file as raw: `qemu-img check` \
+                         exits 63, This image format does not support checks)"
+                            .into(),
+                    );
+                }
             }
             QemuCheck::Fails => out.push(format!("{ck}: fails (Device or resource busy), exit 1")),
             QemuCheck::Aborts { assertion } => out.push(format!("{ck}: aborts (exit 134): {assertion}")),

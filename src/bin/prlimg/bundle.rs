@@ -79,7 +79,7 @@ pub fn info(path: &Path, output: Format) -> Outcome {
                         (Some(p), ImageType::Compressed) => FileSource::open(p).ok().and_then(|src| {
                             Image::parse_compact(&src, Mode::Strict)
                                 .ok()
-                                .map(|image| gather(&image, p.display().to_string()))
+                                .map(|image| gather(&image, p.display().to_string(), crate::info::allocated_size(p)))
                         }),
                         _ => None,
                     };
@@ -212,6 +212,11 @@ pub struct BundleCheck {
 }
 
 impl BundleCheck {
+    /// Each finding's rule code and severity name, in the order found.
+    pub fn severities(&self) -> Vec<(&'static str, &'static str)> {
+        self.findings.iter().map(|f| (f.code, f.severity)).collect()
+    }
+
     /// `prlimg check`'s exit status: 0 clean, 2 corrupt, 3 leaks only.
     pub fn exit_code(&self) -> u8 {
         self.code

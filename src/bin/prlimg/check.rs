@@ -37,11 +37,18 @@ pub struct Args {
     force: bool,
     /// Walk folders: every file in them is checked, and every folder holding a
     /// DiskDescriptor.xml as one bundle (its images are not checked again on their own).
-    #[arg(long, short = 'r')]
+    #[arg(long, short = 'R')]
     recursive: bool,
+    /// Repair the image in place first, as `qemu-img check -r` does (written aside and renamed
+    /// over it; the extension and bitmaps kept: see `prlimg repair`), then check the result.
+    #[arg(short = 'r', long = "repair", value_enum, value_name = "leaks|all")]
+    repair: Option<crate::repair::Level>,
     /// Images checked at once in a batch [default: RAYON_NUM_THREADS, else the number of CPUs].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
+    /// The image's format, as `qemu-img -f` (`raw` is refused: a raw file has no metadata to check).
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = crate::input::ReadFormat::Auto)]
+    format: crate::input::ReadFormat,
     /// Which QEMU to predict: 10.0 (10.0.2), 7.2 (Debian 12's), or all (both: JSON adds
     /// "qemu_versions" with each one's "qemu", "qemu_check" and "qemu_read_write").
     #[arg(long, value_name = "VERSION", default_value = "10.0", value_parser = parse_qemu)]
@@ -159,6 +166,20 @@ pub fn check_one(path: &Path, lenient: bool) -> Result<Checked, Failure> {
 }
 
 pub fn run(args: &Args) -> Outcome {
+    crate::input::refuse_raw(
+        &args.images[0],
+        args.format,
+        "check",
+        "a raw file has no metadata to check",
+    )?;
+    if let Some(level) = args.repair {
+        if args.images.len() > 1 || args.recursive {
+            return Err(Failure::plain(
+                "-r/--repair repairs one image: not with several paths or --recursive",
+            ));
+        }
+        crate::repair::in_place(&args.images[0], level, args.output == Format::Json)?;
+    }
     if args.images.len() > 1 || args.recursive {
         if args.qemu != QemuChoice::One(Version::default()) {
             return Err(Failure::plain(
@@ -220,6 +241,7 @@ pub fn run(args: &Args) -> Outcome {
                 QemuChoice::All => "QEMU 10 and 7.2".to_string(),
             };
             let sections = [
+                ("headline", "In QEMU and ploop", print_headline(&checked)),
                 ("summary", "Summary", print_summary(&checked)),
                 ("qemu", qemu_title.as_str(), print_qemu(&checked)),
                 ("ploop", "ploop", print_ploop(&checked.ploop)),
@@ -243,9 +265,15 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// The human report: the summary, then the QEMU and the ploop predictions.
+/// The human report: whether QEMU and ploop take the image (a sentence each), the summary,
+/// then the QEMU and the ploop predictions.
 fn print_human(c: &Conformance) -> String {
-    print_summary(c) + &print_qemu(c) + &print_ploop(&c.ploop)
+    print_headline(c) + &print_summary(c) + &print_qemu(c) + &print_ploop(&c.ploop)
+}
+
+/// One sentence per other program, then a blank line.
+fn print_headline(c: &Conformance) -> String {
+    crate::headline::headline(c) + "\n"
 }
 
 /// The findings, their counts and `qemu-img check`'s statistics.
@@ -336,7 +364,7 @@ fn print_ploop(p: &PloopPrediction) -> String {
     let c = &p.cbt;
     let message = c.message.as_deref().unwrap_or("");
     let cbt = match (c.outcome, &c.bitmap) {
-        (CbtOutcome::None, _) => "no extension to load".to_string(),
+        (CbtOutcome::None, _) => "has no extension to load".to_string(),
         (CbtOutcome::Ignores, _) => "ignores the extension (inuse is 0)".to_string(),
         (CbtOutcome::Loads, Some(id)) => format!("loads bitmap {id}"),
         (CbtOutcome::Loads, None) => "loads the extension (no bitmap)".to_string(),

@@ -109,6 +109,10 @@ struct Done {
 
 fn base(args: &Args) -> Result<(String, Vec<u8>), Failure> {
     if let Some(from) = &args.from {
+        if from.as_os_str() == "-" {
+            let bytes = crate::input::read_stdin(from, MAX_BASE, "differential")?;
+            return Ok((from.display().to_string(), bytes));
+        }
         let size = std::fs::metadata(from).map_err(|e| Failure::io(from, &e))?.len();
         if size > MAX_BASE {
             return Err(Failure::at(
@@ -153,7 +157,7 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
         }
         for entry in walkdir::WalkDir::new(p).sort_by_file_name() {
             let entry = entry.map_err(|e| Failure::at(p, e.to_string()))?;
-            if entry.file_type().is_file() {
+            if entry.file_type().is_file() && !crate::batch::is_manifest(entry.path()) {
                 out.push(entry.into_path());
             }
         }
