@@ -45,6 +45,7 @@ __all__ = [
     "Defect",
     "DefectError",
     "Finding",
+    "Header",
     "GuestReader",
     "Image",
     "InvalidBundleError",
@@ -61,12 +62,25 @@ __all__ = [
     "check",
     "convert",
     "corrupt",
+    "corrupt_bytes",
     "create",
     "create_bundle",
     "defects",
     "mutate",
     "open_guest",
 ]
+
+for _error in (
+    BuildError,
+    BundleReadError,
+    DefectError,
+    InvalidBundleError,
+    InvalidImageError,
+    NotParallelsError,
+    OutputError,
+    ParallelsImageError,
+):
+    _error.__module__ = __name__
 
 __version__: str = _native.__version__
 JSON_SCHEMA: int = _native.JSON_SCHEMA
@@ -212,7 +226,7 @@ class Report:
     >>> r.verdict, r.exit_code, [(f.rule, f.severity) for f in r.findings]
     (<Verdict.CORRUPT: 'corrupt'>, 2, [(<Rule.R7: 'R7'>, <Severity.CORRUPTION: 'corruption'>)])
     >>> r.qemu["outcome"], r.to_dict()["result"]
-    ('fails', 'corrupt')
+    ('opens', 'corrupt')
     """
 
     __slots__ = ("_native", "_dict", "_findings")
@@ -482,6 +496,7 @@ def open_guest(path: StrPath, snapshot: Optional[str] = None) -> GuestReader:
     """The guest disk of an image, or of a bundle (folder or descriptor) at ``snapshot`` (a GUID;
     the top if ``None``), as a readable, seekable binary file.
 
+    >>> import os, tempfile
     >>> d = tempfile.mkdtemp()
     >>> _ = create(os.path.join(d, "g.hds"), size=1 << 20, cluster_size=4096, data=[(8192, 2, 7)])
     >>> with open_guest(os.path.join(d, "g.hds")) as g:
@@ -503,8 +518,10 @@ class Snapshot:
 class Bundle:
     """A disk bundle (``NAME.hdd/`` with ``DiskDescriptor.xml``).
 
+    >>> import os, tempfile
     >>> d = tempfile.mkdtemp()
-    >>> create_bundle(os.path.join(d, "b.hdd"), {"size": "4M", "snapshots": [{"data": [{"offset": 0, "len": 512, "byte": 9}]}]})
+    >>> create_bundle(os.path.join(d, "b.hdd"), {"size": "4M", "snapshots": [
+    ...     {"guid": "{5fbaabe3-6958-40ff-92a7-860e329aab41}", "data": [{"offset": 0, "len": 512, "byte": 9}]}]})
     >>> b = Bundle.open(os.path.join(d, "b.hdd"))
     >>> b.size, len(b.snapshots), b.open_guest().read(2), b.check().verdict
     (4194304, 1, b'\\t\\t', <Verdict.CLEAN: 'clean'>)
@@ -591,13 +608,14 @@ def create(
     ``granularity`` bytes) dirty (``density`` 0.5 if only ``seed`` is given). An existing file is
     replaced only with ``force``; the file is written aside and renamed.
 
+    >>> import os, tempfile
     >>> p = os.path.join(tempfile.mkdtemp(), "c.hds")
     >>> create(p, size=1 << 20, cluster_size=65536, v1=True)
     65536
     >>> create(p, size=1 << 20)
     Traceback (most recent call last):
     ...
-    parallels_image._native.OutputError: ... already exists ...
+    parallels_image.OutputError: ... already exists
     """
     return int(_native.create(os.fspath(path), *_args(size, cluster_size, data, bitmaps, v1, inuse, seed, density, granularity), force))
 
@@ -629,6 +647,7 @@ def create_bundle(path: StrPath, recipe: Dict[str, Any], *, force: bool = False)
     ``inuse``, ``snapshots`` with ``guid``, ``parent``, ``data``, ``bitmaps``); sizes may be
     numbers or strings with suffixes (``"64M"``).
 
+    >>> import os, tempfile
     >>> p = os.path.join(tempfile.mkdtemp(), "r.hdd")
     >>> create_bundle(p, {"size": "1M", "split_at": ["512K"]})
     >>> len(Bundle.open(p).storages())
@@ -651,7 +670,7 @@ def defects(*, bundle: bool = False) -> List[Defect]:
     ``bundle``).
 
     >>> [d for d in defects() if d.name == "inuse-set"]
-    [Defect(name='inuse-set', rule=<Rule.R7: 'R7'>, summary="sets inuse to 'Ynot' (0x746f6e59: not closed cleanly)")]
+    [Defect(name='inuse-set', rule=<Rule.R7: 'R7'>, summary='sets inuse to "Ynot": the image was not closed cleanly')]
     """
     return [Defect(n, Rule(r), s) for n, r, s in _native.defects(bundle)]
 
@@ -660,6 +679,7 @@ def corrupt(src: StrPath, dst: StrPath, defect: str, *, seed: int = 0, force: bo
     """Copies the valid image (or bundle) ``src`` to ``dst`` with one defect that breaks exactly
     one rule; ``seed`` picks among the places it can go. ``src`` is only read.
 
+    >>> import os, tempfile
     >>> d = tempfile.mkdtemp()
     >>> _ = create(os.path.join(d, "ok.hds"), size=1 << 20)
     >>> corrupt(os.path.join(d, "ok.hds"), os.path.join(d, "bad.hds"), "inuse-set")
@@ -713,6 +733,7 @@ def convert(
     (sparse), ``"parallels"`` (an expanding ``.hds``) or ``"bundle"``; by default from
     ``dst``'s name, as ``prlimg convert`` picks (``.hds``, ``.hdd``, else raw).
 
+    >>> import os, tempfile
     >>> d = tempfile.mkdtemp()
     >>> _ = create(os.path.join(d, "s.hds"), size=1 << 20, data=[(0, 3, 5)])
     >>> convert(os.path.join(d, "s.hds"), os.path.join(d, "s.raw"))
@@ -723,3 +744,13 @@ def convert(
         ext = os.path.splitext(os.fspath(dst))[1].lower()
         format = {".hds": "parallels", ".hdd": "bundle"}.get(ext, "raw")
     _native.convert(os.fspath(src), os.fspath(dst), format, snapshot, cluster_size, force)
+
+
+def corrupt_bytes(data: Buffer, defect: str, *, seed: int = 0) -> bytes:
+    """An image held in memory with one defect, as :func:`corrupt` makes it.
+
+    >>> bad = corrupt_bytes(build(size=1 << 20), "bad-magic")
+    >>> check(bad).rules, check(bad).qemu["outcome"]
+    ([<Rule.R1: 'R1'>], 'fails')
+    """
+    return bytes(_native.corrupt_bytes(bytes(data), defect, seed))

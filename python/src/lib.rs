@@ -141,7 +141,7 @@ fn violation_error(py: Python<'_>, path: Option<&Path>, v: &pi::Violation) -> Py
     set(&class, py, "severity", v.severity().name());
     set(&class, py, "location", location.to_string());
     if let Ok(w) = pythonize(py, &location) {
-        set(&class, py, "where_", w);
+        set(&class, py, "where", w);
     }
     set(&class, py, "message", v.to_string());
     set(&class, py, "path", path.map(|p| p.display().to_string()));
@@ -172,7 +172,13 @@ fn lib_error(py: Python<'_>, path: Option<&Path>, e: &pi::Error) -> PyErr {
         }
         pi::Error::Output(o) => with_path(OutputError::new_err(o.to_string())),
         pi::Error::EmptyFile => with_path(NotParallelsError::new_err(e.to_string())),
-        pi::Error::NotParallels { .. } => with_path(NotParallelsError::new_err(e.to_string())),
+        pi::Error::NotParallels { found, version } => {
+            let err = NotParallelsError::new_err(e.to_string());
+            set(&err, py, "found", PyBytes::new(py, found));
+            set(&err, py, "version", *version);
+            set(&err, py, "expected", (&b"WithoutFreeSpace"[..], &b"WithouFreSpacExt"[..]));
+            with_path(err)
+        }
         pi::Error::StreamTooLarge { limit, offset } => {
             let err = ParallelsImageError::new_err(e.to_string());
             set(&err, py, "limit", *limit);
@@ -828,6 +834,22 @@ fn corrupt(py: Python<'_>, src: PathBuf, dst: PathBuf, defect: &str, seed: u64, 
     result.map_err(|e| interrupt.take(lib_error(py, Some(&dst), &e)))
 }
 
+/// `data` with one defect, planned as `corrupt` plans it (for images held in memory).
+#[pyfunction]
+#[pyo3(signature = (data, defect, seed = 0))]
+fn corrupt_bytes(py: Python<'_>, data: &[u8], defect: &str, seed: u64) -> PyResult<Py<PyBytes>> {
+    let kind: pi::corrupt::DefectKind = defect
+        .parse()
+        .map_err(|e: pi::PlanError| lib_error(py, None, &pi::Error::Plan(e)))?;
+    let patch = {
+        let image = Image::parse(&data).map_err(|e| lib_error(py, None, &e))?;
+        pi::corrupt::plan(&image, kind, seed).map_err(|e| lib_error(py, None, &e))?
+    };
+    let mut out = data.to_vec();
+    patch.apply_to_vec(&mut out);
+    Ok(PyBytes::new(py, &out).unbind())
+}
+
 /// Variants of `input` for the seeds `first_seed ..= first_seed + count - 1`, made one after
 /// another in one buffer: `(bytes, [edit, ...])` each.
 #[pyfunction]
@@ -949,6 +971,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(defects, m)?)?;
     m.add_function(wrap_pyfunction!(corrupt, m)?)?;
     m.add_function(wrap_pyfunction!(mutate_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(corrupt_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(rules, m)?)?;
     Ok(())
