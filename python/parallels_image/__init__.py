@@ -737,7 +737,8 @@ def convert(
     >>> d = tempfile.mkdtemp()
     >>> _ = create(os.path.join(d, "s.hds"), size=1 << 20, data=[(0, 3, 5)])
     >>> convert(os.path.join(d, "s.hds"), os.path.join(d, "s.raw"))
-    >>> open(os.path.join(d, "s.raw"), "rb").read(4), os.path.getsize(os.path.join(d, "s.raw"))
+    >>> with open(os.path.join(d, "s.raw"), "rb") as f:
+    ...     f.read(4), os.path.getsize(os.path.join(d, "s.raw"))
     (b'\\x05\\x05\\x05\\x00', 1048576)
     """
     if format is None:
@@ -751,6 +752,6 @@ def corrupt_bytes(data: Buffer, defect: str, *, seed: int = 0) -> bytes:
 
     >>> bad = corrupt_bytes(build(size=1 << 20), "bad-magic")
     >>> check(bad).rules, check(bad).qemu["outcome"]
-    ([<Rule.R1: 'R1'>], 'fails')
+    ([<Rule.R1: 'R1'>], 'rejects')
     """
     return bytes(_native.corrupt_bytes(bytes(data), defect, seed))

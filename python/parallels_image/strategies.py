@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from . import DefectError, Rule, build, check, corrupt_bytes, defects
@@ -52,8 +53,8 @@ def _valid(draw: st.DrawFn, max_size: int) -> GeneratedImage:
     bitmaps: List[Tuple[str, int, List[Tuple[int, int]]]] = []
     for _ in range(draw(st.integers(min_value=0, max_value=2))):
         ident = str(draw(st.uuids(version=4)))
-        granularity = draw(st.sampled_from([512, 4096, 65536]))
-        granules = (size + granularity - 1) // granularity
+        granularity = draw(st.sampled_from([g for g in (512, 4096, 65536) if g <= size]))
+        granules = size // granularity
         start = draw(st.integers(min_value=0, max_value=granules - 1))
         count = draw(st.integers(min_value=1, max_value=granules - start))
         bitmaps.append((ident, granularity, [(start * granularity, count * granularity)]))
@@ -70,7 +71,7 @@ def _damaged(draw: st.DrawFn, max_size: int) -> GeneratedImage:
         data = corrupt_bytes(base.data, defect.name, seed=seed)
     except DefectError:
         # The drawn image lacks what this defect damages (a bitmap, a second cluster...).
-        st.assume(False)
+        assume(False)
         raise  # not reached: assume(False) stops the example
     return GeneratedImage(
         data, base.size, base.cluster_size, base.fills, base.bitmaps, defect.name, defect.rule

@@ -106,17 +106,13 @@ fn set<'py>(err: &PyErr, py: Python<'py>, name: &str, value: impl IntoPyObject<'
     let _ = err.value(py).setattr(name, value);
 }
 
-fn os_error(py: Python<'_>, path: Option<&Path>, e: &io::Error) -> PyErr {
+fn os_error(_py: Python<'_>, path: Option<&Path>, e: &io::Error) -> PyErr {
     let filename = path.map(|p| p.display().to_string());
     match (e.raw_os_error(), filename) {
         // OSError(errno, strerror, filename) picks the subclass (FileNotFoundError, ...).
         (Some(errno), Some(f)) => PyOSError::new_err((errno, strip_os(e), f)),
         (Some(errno), None) => PyOSError::new_err((errno, strip_os(e))),
-        (None, Some(f)) => {
-            let err = PyOSError::new_err(format!("{f}: {e}"));
-            set(&err, py, "filename", f);
-            err
-        }
+        (None, Some(f)) => PyOSError::new_err(format!("{f}: {e}")),
         (None, None) => PyOSError::new_err(e.to_string()),
     }
 }
@@ -155,6 +151,10 @@ fn lib_error(py: Python<'_>, path: Option<&Path>, e: &pi::Error) -> PyErr {
         err
     };
     match e {
+        pi::Error::Io(io) if io.kind() == io::ErrorKind::AlreadyExists => {
+            let name = path.map_or_else(String::new, |p| format!("{}: ", p.display()));
+            with_path(OutputError::new_err(format!("{name}already exists (force=True replaces it)")))
+        }
         pi::Error::Io(io) => os_error(py, path, io),
         pi::Error::Invalid(v) => violation_error(py, path, v),
         pi::Error::Build(b) => with_path(BuildError::new_err(b.to_string())),
@@ -338,7 +338,8 @@ impl PyChecked {
 #[pyfunction]
 #[pyo3(signature = (path, lenient = false))]
 fn check_path(py: Python<'_>, path: PathBuf, lenient: bool) -> PyResult<PyChecked> {
-    lib_check_path(&path, mode(lenient))
+    // Without the GIL: a FIFO's writer may be a Python thread of this process.
+    py.detach(|| lib_check_path(&path, mode(lenient)))
         .map(|inner| PyChecked { inner })
         .map_err(|e| check_error(py, &e))
 }
