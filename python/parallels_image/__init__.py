@@ -192,8 +192,8 @@ class Rule(str, Enum):
     D22 = "D22"
 
     @property
-    def title(self) -> str:
-        """The rule's title in the spec."""
+    def label(self) -> str:
+        """The rule's title in the spec (``str.title`` is taken)."""
         return _RULE_TABLE[self.value][0]
 
     @property
@@ -319,10 +319,6 @@ class Report:
         return f"<Report {self.filename!r} {self.verdict.value} rules={[r.value for r in self.rules]}>"
 
 
-def _is_buffer(source: object) -> bool:
-    return isinstance(source, (bytes, bytearray, memoryview))
-
-
 def check(source: Union[StrPath, Buffer], *, lenient: bool = False) -> Report:
     """Checks an image file, a bundle (its folder or ``DiskDescriptor.xml``), a device, or an
     image held in ``bytes``/a buffer: every rule, with what QEMU and ploop would do.
@@ -337,7 +333,7 @@ def check(source: Union[StrPath, Buffer], *, lenient: bool = False) -> Report:
     >>> [f.rule for f in check(bytes(data)).findings]
     [<Rule.R1: 'R1'>]
     """
-    if _is_buffer(source):
+    if isinstance(source, (bytes, bytearray, memoryview)):
         return Report(_native.check_buffer(source, lenient))
     return Report(_native.check_path(os.fspath(source), lenient))
 
@@ -617,7 +613,8 @@ def create(
     ...
     parallels_image.OutputError: ... already exists
     """
-    return int(_native.create(os.fspath(path), *_args(size, cluster_size, data, bitmaps, v1, inuse, seed, density, granularity), force))
+    a = _args(size, cluster_size, data, bitmaps, v1, inuse, seed, density, granularity)
+    return int(_native.create(os.fspath(path), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], force))
 
 
 def build(
@@ -638,7 +635,8 @@ def build(
     >>> len(data), data[:16]
     (4096, b'WithouFreSpacExt')
     """
-    return bytes(_native.build(*_args(size, cluster_size, data, bitmaps, v1, inuse, seed, density, granularity)))
+    a = _args(size, cluster_size, data, bitmaps, v1, inuse, seed, density, granularity)
+    return bytes(_native.build(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]))
 
 
 def create_bundle(path: StrPath, recipe: Dict[str, Any], *, force: bool = False) -> None:
@@ -706,10 +704,10 @@ def mutate(
     >>> len(variants), variants[0] == next(mutate(base, count=1, seed=7))
     (3, True)
     """
-    if _is_buffer(src):
-        data = bytes(src)  # type: ignore[arg-type]
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
     else:
-        with open(os.fspath(src), "rb") as f:  # type: ignore[arg-type]
+        with open(os.fspath(src), "rb") as f:
             data = f.read()
     batch = 256
     done = 0

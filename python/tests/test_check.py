@@ -38,7 +38,7 @@ def test_clean_image_report_equals_the_cli_json(tmp_path: Path, prlimg: str) -> 
     path = base(tmp_path)
     report = pi.check(path)
     cli = cli_json(prlimg, path)
-    assert report.verdict is pi.Verdict.CLEAN and report.verdict == "clean"
+    assert report.verdict is pi.Verdict.CLEAN and report.verdict.value == "clean"
     assert report.exit_code == 0 == cli.pop("_exit")
     assert report.findings == []
     assert report.to_dict() == cli
@@ -137,7 +137,7 @@ def test_damaged_bundle(tmp_path: Path, prlimg: str, defect: pi.Defect) -> None:
 def test_rule_enum_is_the_library_table() -> None:
     from parallels_image import _native
 
-    assert [(r.value, r.title, r.severity.value) for r in pi.Rule] == _native.rules()
+    assert [(r.value, r.label, r.severity.value) for r in pi.Rule] == _native.rules()
 
 
 def test_missing_path_is_oserror(tmp_path: Path) -> None:

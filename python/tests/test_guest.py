@@ -92,7 +92,7 @@ def test_readinto_fills_the_callers_buffer_in_place(tmp_path: Path) -> None:
     g.seek((1 << 20) - 10)
     assert g.readinto(bytearray(100)) == 10 and g.readinto(bytearray(100)) == 0
     with pytest.raises((TypeError, BufferError)):
-        g.readinto(b"immutable")  # type: ignore[arg-type]
+        g.readinto(b"immutable")
     g.close()
     with pytest.raises(ValueError):
         g.readinto(bytearray(1))

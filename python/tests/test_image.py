@@ -34,7 +34,7 @@ def test_header_bat_and_bitmaps(tmp_path: Path, prlimg: str) -> None:
     assert bat.tolist()[1] == 0 and bat.tolist()[3] == 0
     assert sorted(bat.tolist()) == sorted([bat[0], 0, bat[2], 0]) and bat[0] != 0 and bat[2] != 0
     with pytest.raises(TypeError):
-        bat[0] = 1  # type: ignore[index]
+        bat[0] = 1
     # the BAT view is the bytes of the file at offset 64
     raw = path.read_bytes()
     assert bat.tobytes() == raw[64 : 64 + 16]
