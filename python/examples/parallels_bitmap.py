@@ -32,28 +32,12 @@ DIRTY = [(1 << 20, 64 << 10), (3 << 20, 3 * (64 << 10)), (40 << 20, 1 << 20)]
 def qemu_map(image: str, workdir: str, bitmap: str) -> List[Tuple[int, int]]:
     """The dirty extents of ``bitmap`` as QEMU exports them: qemu-nbd -B, read by nbdinfo."""
     sock = os.path.join(workdir, "nbd.sock")
-    server = subprocess.Popen(
+    with subprocess.Popen(
         ["qemu-nbd", "-r", "-t", "-f", "parallels", "-B", bitmap, "-k", sock, image],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not os.path.exists(sock):
-            if server.poll() is not None or time.monotonic() > deadline:
-                err = server.stderr.read().decode() if server.stderr else ""
-                raise RuntimeError(f"qemu-nbd did not start: {err.strip()}")
-            time.sleep(0.02)
-        out = subprocess.run(
-            ["nbdinfo", f"--map=qemu:dirty-bitmap:{bitmap}", "--json", f"nbd+unix:///?socket={sock}"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    ) as server:
+        out = _map(server, sock, bitmap)
     dirty: List[Tuple[int, int]] = []
     for e in json.loads(out.stdout):
         if e["type"] != 1:
@@ -63,6 +47,26 @@ def qemu_map(image: str, workdir: str, bitmap: str) -> List[Tuple[int, int]]:
         else:
             dirty.append((e["offset"], e["length"]))
     return dirty
+
+
+def _map(server: "subprocess.Popen[bytes]", sock: str, bitmap: str) -> "subprocess.CompletedProcess[str]":
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            if server.poll() is not None or time.monotonic() > deadline:
+                err = server.stderr.read().decode() if server.stderr else ""
+                raise RuntimeError(f"qemu-nbd did not start: {err.strip()}")
+            time.sleep(0.02)
+        return subprocess.run(
+            ["nbdinfo", f"--map=qemu:dirty-bitmap:{bitmap}", "--json", f"nbd+unix:///?socket={sock}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
 
 
 def qemu_check(image: str) -> Tuple[int, str]:
