@@ -2,7 +2,7 @@
 # Whole-process comparisons of prlimg with QEMU's tools, side by side in one run, and peak
 # memory at two scales. See BENCHMARKS.md for the figures and how to read them.
 #
-#   scripts/bench.sh [quick|data|xfs|chain|campaign]
+#   scripts/bench.sh [quick|data|xfs|chain|campaign|python]
 #
 # Env: BENCH_DIR (scratch folder on a filesystem with sparse files; default a new folder in
 # /var/tmp, removed at the end unless KEEP=1), RUNS (hyperfine runs, default 10), WARMUP
@@ -17,6 +17,10 @@
 # `campaign` runs only the differential campaign rows (CAMPAIGN_CASES variants, default 400;
 # CAMPAIGN_JOBS parallel cases, default the CPUs). PRLIMG_BIN times another prlimg binary (an
 # older build, to compare) instead of the release build made here.
+# `python` runs only the Python package's rows (scripts/bench_python.py): guest data through
+# open_guest().readinto against pyphdi and dissect.hypervisor, and check of 1,000 images from
+# Python against a loop of `prlimg check` processes; in a venv of its own,
+# ~/.cache/prlimg-bench-venv (PY_BIG_MIB sets the big bundle's size, default 1024).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -308,6 +312,16 @@ if [ "$QUICK" = campaign ]; then
     echo
     echo "== summary"
     cat results.txt
+    exit 0
+fi
+
+if [ "$QUICK" = python ]; then
+    venv=${HOME}/.cache/prlimg-bench-venv
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check libphdi-python dissect.hypervisor
+    CARGO_TARGET_DIR=${HOME}/.cache/prlimg-python/target \
+        "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$ROOT/python"
+    "$venv/bin/python" "$ROOT/scripts/bench_python.py" "$PRLIMG" "$DIR" | tee results.txt
     exit 0
 fi
 
