@@ -67,8 +67,9 @@ impl Buffer {
         // `Py_buffer`-sized, writable block that stays put (boxed) until `PyBuffer_Release`.
         let rc = unsafe { PyObject_GetBuffer(obj.as_ptr(), &mut *raw, flags) };
         if rc != 0 {
-            return Err(PyErr::take(obj.py())
-                .unwrap_or_else(|| PyTypeError::new_err("the object does not export a buffer")));
+            return Err(
+                PyErr::take(obj.py()).unwrap_or_else(|| PyTypeError::new_err("the object does not export a buffer"))
+            );
         }
         let buffer = Buffer { raw };
         if writable && buffer.raw.readonly != 0 {

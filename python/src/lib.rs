@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 mod buffer;
 
 use parallels_image as pi;
-use pi::report::{check_path as lib_check_path, BundleCheck, Checked, CheckError};
+use pi::report::{check_path as lib_check_path, BundleCheck, CheckError, Checked};
 use pi::{Bundle, BundleError, Image, Mode};
 use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -153,7 +153,9 @@ fn lib_error(py: Python<'_>, path: Option<&Path>, e: &pi::Error) -> PyErr {
     match e {
         pi::Error::Io(io) if io.kind() == io::ErrorKind::AlreadyExists => {
             let name = path.map_or_else(String::new, |p| format!("{}: ", p.display()));
-            with_path(OutputError::new_err(format!("{name}already exists (force=True replaces it)")))
+            with_path(OutputError::new_err(format!(
+                "{name}already exists (force=True replaces it)"
+            )))
         }
         pi::Error::Io(io) => os_error(py, path, io),
         pi::Error::Invalid(v) => violation_error(py, path, v),
@@ -176,7 +178,12 @@ fn lib_error(py: Python<'_>, path: Option<&Path>, e: &pi::Error) -> PyErr {
             let err = NotParallelsError::new_err(e.to_string());
             set(&err, py, "found", PyBytes::new(py, found));
             set(&err, py, "version", *version);
-            set(&err, py, "expected", (&b"WithoutFreeSpace"[..], &b"WithouFreSpacExt"[..]));
+            set(
+                &err,
+                py,
+                "expected",
+                (&b"WithoutFreeSpace"[..], &b"WithouFreSpacExt"[..]),
+            );
             with_path(err)
         }
         pi::Error::StreamTooLarge { limit, offset } => {
@@ -710,8 +717,8 @@ fn builder(
                 "density {density} is not between 0.0 and 1.0"
             )));
         }
-        let spec = pi::BitmapSpec::random(seed, size, granularity, density)
-            .map_err(|e| BuildError::new_err(e.to_string()))?;
+        let spec =
+            pi::BitmapSpec::random(seed, size, granularity, density).map_err(|e| BuildError::new_err(e.to_string()))?;
         b = b.bitmap(spec);
     }
     if let Some(inuse) = inuse {
@@ -738,7 +745,17 @@ fn create(
     granularity: u64,
     force: bool,
 ) -> PyResult<u64> {
-    let b = builder(size, cluster_size, data, bitmaps, v1, inuse.as_ref(), density, seed, granularity)?;
+    let b = builder(
+        size,
+        cluster_size,
+        data,
+        bitmaps,
+        v1,
+        inuse.as_ref(),
+        density,
+        seed,
+        granularity,
+    )?;
     b.create_file(&path, force)
         .map(|layout| layout.file_len)
         .map_err(|e| lib_error(py, Some(&path), &e))
@@ -760,7 +777,17 @@ fn build(
     seed: u64,
     granularity: u64,
 ) -> PyResult<Py<PyBytes>> {
-    let b = builder(size, cluster_size, data, bitmaps, v1, inuse.as_ref(), density, seed, granularity)?;
+    let b = builder(
+        size,
+        cluster_size,
+        data,
+        bitmaps,
+        v1,
+        inuse.as_ref(),
+        density,
+        seed,
+        granularity,
+    )?;
     let (bytes, _) = b.to_vec().map_err(|e| lib_error(py, None, &e))?;
     Ok(PyBytes::new(py, &bytes).unbind())
 }
@@ -805,14 +832,16 @@ fn corrupt(py: Python<'_>, src: PathBuf, dst: PathBuf, defect: &str, seed: u64, 
             err
         })?;
         let bundle = Bundle::open(&src).map_err(|e| bundle_error(py, &e))?;
-        return kind.apply(&bundle, &dst, force).map_err(|e| lib_error(py, Some(&dst), &e));
+        return kind
+            .apply(&bundle, &dst, force)
+            .map_err(|e| lib_error(py, Some(&dst), &e));
     }
     let kind: pi::corrupt::DefectKind = defect
         .parse()
         .map_err(|e: pi::PlanError| lib_error(py, None, &pi::Error::Plan(e)))?;
     let file = File::open(&src).map_err(|e| os_error(py, Some(&src), &e))?;
-    let source =
-        pi::FileSource::new(file.try_clone().map_err(|e| os_error(py, Some(&src), &e))?).map_err(|e| os_error(py, Some(&src), &e))?;
+    let source = pi::FileSource::new(file.try_clone().map_err(|e| os_error(py, Some(&src), &e))?)
+        .map_err(|e| os_error(py, Some(&src), &e))?;
     let image = Image::parse(&source).map_err(|e| lib_error(py, Some(&src), &e))?;
     let patch = pi::corrupt::plan(&image, kind, seed).map_err(|e| lib_error(py, Some(&src), &e))?;
     let mut interrupt = Interrupt::new();
@@ -896,7 +925,10 @@ fn convert(
     let snapshot = snapshot.map(parse_snapshot).transpose()?;
     let disk = pi::GuestDisk::open(&src, snapshot, pi::BundleOptions::default()).map_err(|e| bundle_error(py, &e))?;
     if disk.files().iter().any(|f| same_file(f, &dst)) {
-        let err = OutputError::new_err(format!("{}: holds the source's data; write the copy elsewhere", dst.display()));
+        let err = OutputError::new_err(format!(
+            "{}: holds the source's data; write the copy elsewhere",
+            dst.display()
+        ));
         set(&err, py, "path", dst.display().to_string());
         return Err(err);
     }
@@ -913,7 +945,8 @@ fn convert(
                 pi::write_raw(pi::GuestReader::Local(&mut read), &ranges, size, f).map(|_| ())
             }),
             "parallels" => pi::write_file_atomically(&dst, force, |f| {
-                pi::write_expanding_ranges(pi::GuestReader::Local(&mut read), &ranges, size, cluster_size, f).map(|_| ())
+                pi::write_expanding_ranges(pi::GuestReader::Local(&mut read), &ranges, size, cluster_size, f)
+                    .map(|_| ())
             }),
             "bundle" => pi::BundleBuilder::new(size)
                 .cluster_size(cluster_size)

@@ -193,7 +193,14 @@ fn print_summary(c: &Conformance) -> String {
     let r = &c.report;
     for f in &r.findings {
         let v = &f.violation;
-        outln!(out, "{} {} at {}: {}", severity_tag(f.severity), v.rule(), v.location(), v);
+        outln!(
+            out,
+            "{} {} at {}: {}",
+            severity_tag(f.severity),
+            v.rule(),
+            v.location(),
+            v
+        );
     }
     let corruptions = r.count(Severity::Corruption);
     let leaks = r.count(Severity::Leak);
