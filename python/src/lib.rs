@@ -383,6 +383,9 @@ impl Held {
     }
 }
 
+/// A bitmap as a tuple: `(name, granularity in bytes, feature index, id)`.
+type BitmapTuple = (String, u64, usize, [u8; 16]);
+
 /// An opened image: its header, its BAT (bytes in the file's order, little-endian `u32`s), its
 /// bitmaps.
 #[pyclass(frozen, module = "parallels_image._native", name = "Image")]
@@ -465,7 +468,7 @@ impl PyImage {
     }
 
     /// The bitmaps: `(name, granularity in bytes, feature index, id as 16 bytes)`.
-    fn bitmaps(&self, py: Python<'_>) -> PyResult<Vec<(String, u64, usize, [u8; 16])>> {
+    fn bitmaps(&self, py: Python<'_>) -> PyResult<Vec<BitmapTuple>> {
         let image = self.parse().map_err(|e| self.err(py, &e))?;
         Ok(image
             .bitmaps()
