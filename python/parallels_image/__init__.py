@@ -426,6 +426,25 @@ class Image:
         """``length`` guest bytes from ``offset`` (zeros where nothing is allocated)."""
         return bytes(self._native.read(offset, length))
 
+    @property
+    def cluster_size(self) -> int:
+        return self.header.cluster_size
+
+    @property
+    def virtual_size(self) -> int:
+        """The guest's size in bytes."""
+        return self.header.virtual_size
+
+    @property
+    def bat_entries(self) -> int:
+        return self.header.bat_entries
+
+    def check(self, *, lenient: bool = False) -> "Report":
+        """This image's conformance report (read again from its file, or its bytes)."""
+        if self.path is not None:
+            return check(self.path, lenient=lenient)
+        raise ValueError("an image opened from bytes: use check(data)")
+
     def __repr__(self) -> str:
         h = self.header
         return f"<Image {self.path!r} {h.variant} size={h.virtual_size} cluster={h.cluster_size}>"
@@ -558,7 +577,10 @@ class Bundle:
         return list(self._native.chain(snapshot))
 
     def open_guest(self, snapshot: Optional[str] = None) -> GuestReader:
+        """The guest disk at ``snapshot`` (a GUID; the top if ``None``)."""
         return GuestReader(self._native.guest(snapshot))
+
+    guest = open_guest
 
     def check(self, *, lenient: bool = False) -> Report:
         return Report(self._native.check(lenient))
@@ -654,13 +676,26 @@ def create_bundle(path: StrPath, recipe: Dict[str, Any], *, force: bool = False)
     _native.create_bundle(os.fspath(path), recipe, force)
 
 
-@dataclass(frozen=True)
-class Defect:
-    """A defect of the catalogue: its name, the rule it breaks, what it does."""
+class Defect(str):
+    """A defect of the catalogue: its name (the string itself, as :func:`corrupt` takes it),
+    the rule it breaks, what it does."""
 
-    name: str
+    __slots__ = ("rule", "summary")
     rule: Rule
     summary: str
+
+    def __new__(cls, name: str, rule: Rule, summary: str) -> "Defect":
+        self = super().__new__(cls, name)
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "summary", summary)
+        return self
+
+    @property
+    def name(self) -> str:
+        return str.__str__(self)
+
+    def __repr__(self) -> str:
+        return f"Defect(name={self.name!r}, rule={self.rule!r}, summary={self.summary!r})"
 
 
 def defects(*, bundle: bool = False) -> List[Defect]:

@@ -180,3 +180,21 @@ def test_fifo_is_read_as_a_stream(tmp_path: Path) -> None:
     report = pi.check(fifo)
     t.join(timeout=10)
     assert [f.rule for f in report.findings] == [pi.Rule.R7]
+
+
+def test_images_made_by_qemu_img(tmp_path: Path, prlimg: str) -> None:
+    from conftest import tool
+
+    qemu_img = tool("qemu-img")
+    for opts in (["-o", "cluster_size=1M"], ["-o", "cluster_size=64K"]):
+        path = tmp_path / "q.hds"
+        out = run([qemu_img, "create", "-q", "-f", "parallels", *opts, str(path), "64M"])
+        assert out.returncode == 0, out.stderr
+        report = pi.check(path)
+        cli = cli_json(prlimg, path)
+        assert report.exit_code == cli.pop("_exit") == 0
+        assert report.to_dict() == cli
+        image = pi.Image.open(path)
+        assert image.virtual_size == 64 << 20 and image.bitmaps == []
+        assert set(image.bat.tolist()) == {0}
+        path.unlink()
