@@ -1,7 +1,8 @@
 //! Marks the tests that need what this machine lacks as ignored, so that `cargo test` counts
 //! them as "ignored" (with the reason) rather than as passed: the QEMU tools
-//! (`prlimg_no_qemu_tools`), the sample images beside the checkout (`prlimg_no_samples`) and
-//! Chromium for the HTML report's screenshot (`prlimg_no_chromium`).
+//! (`prlimg_no_qemu_tools`), the sample images beside the checkout (`prlimg_no_samples`),
+//! Chromium for the HTML report's screenshot (`prlimg_no_chromium`) and the ploop oracle's
+//! drivers (`prlimg_no_ploop_oracle`, looked for where `PloopDrivers::default_dir` looks).
 //! Under `CI=true` nothing is ignored: the tests run and fail on what is missing.
 //! Nothing here affects the library itself.
 
@@ -13,10 +14,30 @@ fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
+/// The drivers the ploop tests run (`PloopDrivers::at` wants them all).
+const PLOOP_DRIVERS: [&str; 2] = ["pcheck", "pmount_sim"];
+
+/// Where `PloopDrivers::default_dir` looks: `$PLOOP_ORACLE_DIR/bin`, else
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/ploop-oracle/bin`.
+fn ploop_oracle_dir() -> std::path::PathBuf {
+    use std::path::PathBuf;
+    match std::env::var_os("PLOOP_ORACLE_DIR") {
+        Some(d) => PathBuf::from(d).join("bin"),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from("/nonexistent"))
+            .join("ploop-oracle/bin"),
+    }
+}
+
 fn main() {
     println!("cargo:rustc-check-cfg=cfg(prlimg_no_qemu_tools)");
     println!("cargo:rustc-check-cfg=cfg(prlimg_no_samples)");
     println!("cargo:rustc-check-cfg=cfg(prlimg_no_chromium)");
+    println!("cargo:rustc-check-cfg=cfg(prlimg_no_ploop_oracle)");
+    println!("cargo:rerun-if-env-changed=PLOOP_ORACLE_DIR");
+    println!("cargo:rerun-if-env-changed=XDG_CACHE_HOME");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=CI");
     println!("cargo:rerun-if-env-changed=PATH");
@@ -28,6 +49,14 @@ fn main() {
     }
     if !on_path("chromium") {
         println!("cargo:rustc-cfg=prlimg_no_chromium");
+    }
+    let ploop = ploop_oracle_dir();
+    if PLOOP_DRIVERS.iter().all(|d| ploop.join(d).is_file()) {
+        for d in PLOOP_DRIVERS {
+            println!("cargo:rerun-if-changed={}", ploop.join(d).display());
+        }
+    } else {
+        println!("cargo:rustc-cfg=prlimg_no_ploop_oracle");
     }
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/qemu");
     if samples.is_dir() {

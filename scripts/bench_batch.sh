@@ -103,13 +103,13 @@ seconds() {
 cat "$IMAGES"/* >/dev/null
 
 echo "== prlimg check --recursive (summary of one run)"
-"$PRLIMG" check -r "$IMAGES" -j 2 | tail -n 3
+"$PRLIMG" check -R "$IMAGES" -j 2 | tail -n 3
 
 for jobs in 1 2; do
     best=
     all=()
     for _ in $(seq 1 "$RUNS"); do
-        t=$(seconds "$PRLIMG" check -r "$IMAGES" -j "$jobs")
+        t=$(seconds "$PRLIMG" check -R "$IMAGES" -j "$jobs")
         all+=("$t")
         if [ -z "$best" ] || [ "$(echo "$t < $best" | bc)" = 1 ]; then best=$t; fi
     done

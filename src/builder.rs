@@ -168,6 +168,95 @@ impl ImageBuilder {
     /// zeros): gaps, and blocks of the BAT that hold only unallocated entries, are skipped over
     /// rather than written, and the length is set at the end.
     pub fn write_to<W: Write + Seek>(&self, out: &mut W) -> Result<Layout> {
+        let Geometry {
+            cs,
+            nb_sectors,
+            bat_entries,
+            data_start,
+        } = self.geometry()?;
+        // Guest clusters to allocate, in guest order.
+        let mut touched: Vec<u64> = Vec::new();
+        for (off, d) in &self.data {
+            if d.len() == 0 {
+                continue;
+            }
+            touched.extend(off / cs..=(off + d.len() - 1) / cs);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+
+        let mut next = data_start;
+        let mut bat = vec![0u32; bat_entries as usize];
+        let mut placed: Vec<(u64, u64)> = Vec::with_capacity(touched.len());
+        for &g in &touched {
+            let host = alloc_cluster(&mut next, cs);
+            bat[g as usize] = self.bat_value(host)?;
+            placed.push((g, host));
+        }
+
+        // Bitmaps: L1 tables and the clusters of mixed chunks.
+        let ext_offset = if self.bitmaps.is_empty() && self.features.is_empty() {
+            None
+        } else {
+            Some(alloc_cluster(&mut next, cs))
+        };
+        let EncodedBitmaps {
+            mut features,
+            l1_tables,
+            chunk_clusters,
+        } = encode_bitmaps(&self.bitmaps, nb_sectors, cs, &mut next)?;
+        features.extend(self.features.iter().cloned());
+        let ext_cluster = match ext_offset {
+            None => None,
+            Some(_) => Some(
+                ExtensionCluster::new(features)
+                    .to_cluster(cs as usize)
+                    .map_err(|e| BuildError::Extension(e.to_string()))?,
+            ),
+        };
+        let file_len = next.max(data_start);
+
+        let header = RawHeader {
+            magic: self.variant.magic(),
+            version: VERSION.into(),
+            heads: 16.into(),
+            cylinders: ((nb_sectors / (16 * 32)) as u32).into(),
+            tracks: ((cs / SECTOR_SIZE) as u32).into(),
+            bat_entries: (bat_entries as u32).into(),
+            nb_sectors: nb_sectors.into(),
+            inuse: self.inuse.into(),
+            data_off: u32::try_from(data_start / SECTOR_SIZE)
+                .map_err(|_| BuildError::Unaddressable {
+                    what: "data area",
+                    offset: data_start,
+                    field: "data_off",
+                })?
+                .into(),
+            flags: self.flags.into(),
+            ext_off: ext_offset.map_or(0, |o| o / SECTOR_SIZE).into(),
+        };
+
+        self.emit(
+            out,
+            &header,
+            &bat,
+            &placed,
+            ext_offset.zip(ext_cluster.as_deref()),
+            &chunk_clusters,
+            file_len,
+        )?;
+        Ok(Layout {
+            header,
+            bat,
+            data_start,
+            ext_offset,
+            l1: l1_tables,
+            file_len,
+        })
+    }
+
+    /// The image's shape from the settings, and the settings checked against each other.
+    fn geometry(&self) -> Result<Geometry> {
         let cs = self.cluster_size;
         if cs == 0 || !cs.is_multiple_of(SECTOR_SIZE) || cs / SECTOR_SIZE > u64::from(MAX_TRACKS) {
             return Err(BuildError::ClusterSize {
@@ -234,70 +323,30 @@ impl ImageBuilder {
             }
         }
 
-        // Guest clusters to allocate, in guest order.
-        let mut touched: Vec<u64> = Vec::new();
-        for (off, d) in &self.data {
-            if d.len() == 0 {
-                continue;
-            }
-            touched.extend(off / cs..=(off + d.len() - 1) / cs);
-        }
-        touched.sort_unstable();
-        touched.dedup();
+        Ok(Geometry {
+            cs,
+            nb_sectors,
+            bat_entries,
+            data_start,
+        })
+    }
 
-        let mut next = data_start;
-        let mut bat = vec![0u32; bat_entries as usize];
-        let mut placed: Vec<(u64, u64)> = Vec::with_capacity(touched.len());
-        for &g in &touched {
-            let host = alloc_cluster(&mut next, cs);
-            bat[g as usize] = self.bat_value(host)?;
-            placed.push((g, host));
-        }
-
-        // Bitmaps: L1 tables and the clusters of mixed chunks.
-        let ext_offset = if self.bitmaps.is_empty() && self.features.is_empty() {
-            None
-        } else {
-            Some(alloc_cluster(&mut next, cs))
-        };
-        let EncodedBitmaps {
-            mut features,
-            l1_tables,
-            chunk_clusters,
-        } = encode_bitmaps(&self.bitmaps, nb_sectors, cs, &mut next)?;
-        features.extend(self.features.iter().cloned());
-        let ext_cluster = match ext_offset {
-            None => None,
-            Some(_) => Some(
-                ExtensionCluster::new(features)
-                    .to_cluster(cs as usize)
-                    .map_err(|e| BuildError::Extension(e.to_string()))?,
-            ),
-        };
-        let file_len = next.max(data_start);
-
-        let header = RawHeader {
-            magic: self.variant.magic(),
-            version: VERSION.into(),
-            heads: 16.into(),
-            cylinders: ((nb_sectors / (16 * 32)) as u32).into(),
-            tracks: ((cs / SECTOR_SIZE) as u32).into(),
-            bat_entries: (bat_entries as u32).into(),
-            nb_sectors: nb_sectors.into(),
-            inuse: self.inuse.into(),
-            data_off: u32::try_from(data_start / SECTOR_SIZE)
-                .map_err(|_| BuildError::Unaddressable {
-                    what: "data area",
-                    offset: data_start,
-                    field: "data_off",
-                })?
-                .into(),
-            flags: self.flags.into(),
-            ext_off: ext_offset.map_or(0, |o| o / SECTOR_SIZE).into(),
-        };
-
+    /// Writes the planned image: the header, the BAT's allocated blocks, the data clusters, the
+    /// extension cluster and the bitmap clusters; the length is set to `file_len`.
+    #[allow(clippy::too_many_arguments)]
+    fn emit<W: Write + Seek>(
+        &self,
+        out: &mut W,
+        header: &RawHeader,
+        bat: &[u32],
+        placed: &[(u64, u64)],
+        ext: Option<(u64, &[u8])>,
+        chunk_clusters: &[(u64, Vec<u8>)],
+        file_len: u64,
+    ) -> Result<()> {
+        let cs = self.cluster_size;
         out.seek(SeekFrom::Start(0))?;
-        out.write_all(zerocopy::IntoBytes::as_bytes(&header))?;
+        out.write_all(zerocopy::IntoBytes::as_bytes(header))?;
         // The BAT a block at a time, skipping blocks of unallocated entries: like every gap
         // here they are left to read as zeros (a hole in a file), so a large BAT with little
         // allocated costs neither its size in memory nor in writes.
@@ -316,18 +365,18 @@ impl ImageBuilder {
             end = at + block.len() as u64;
         }
         let mut buf = vec![0u8; cs as usize];
-        for &(g, host) in &placed {
+        for &(g, host) in placed {
             self.render(g * cs, &mut buf);
             out.seek(SeekFrom::Start(host))?;
             out.write_all(&buf)?;
             end = end.max(host + cs);
         }
-        if let (Some(off), Some(c)) = (ext_offset, &ext_cluster) {
+        if let Some((off, c)) = ext {
             out.seek(SeekFrom::Start(off))?;
             out.write_all(c)?;
             end = end.max(off + cs);
         }
-        for (host, bits) in &chunk_clusters {
+        for (host, bits) in chunk_clusters {
             out.seek(SeekFrom::Start(*host))?;
             out.write_all(bits)?;
             end = end.max(host + cs);
@@ -337,14 +386,7 @@ impl ImageBuilder {
             out.write_all(&[0])?;
         }
         out.flush()?;
-        Ok(Layout {
-            header,
-            bat,
-            data_start,
-            ext_offset,
-            l1: l1_tables,
-            file_len,
-        })
+        Ok(())
     }
 
     fn bat_value(&self, host: u64) -> Result<u32> {
@@ -415,6 +457,16 @@ fn alloc_bitmap_cluster(next: &mut u64, cs: u64) -> u64 {
         *next += cs;
     }
     alloc_cluster(next, cs)
+}
+
+/// An image's shape, from the builder's settings.
+struct Geometry {
+    /// The cluster size in bytes.
+    cs: u64,
+    nb_sectors: u64,
+    bat_entries: u64,
+    /// Where the data area starts, in bytes.
+    data_start: u64,
 }
 
 /// Bitmaps encoded for an image: their feature records, L1 tables and the clusters of their

@@ -10,7 +10,7 @@ use crate::validate::{self, Finding, Report, Verdict};
 
 /// The version of the JSON layout of [`Conformance`] (and of `prlimg`'s other JSON reports):
 /// raised when a key changes meaning or goes away, not when one is added.
-pub const JSON_SCHEMA: u32 = 2;
+pub const JSON_SCHEMA: u32 = 3;
 
 /// Counts as `qemu-img check` reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,8 +39,12 @@ pub struct Conformance {
     pub statistics: Option<ClusterStatistics>,
     /// The file's length in bytes.
     pub file_size: u64,
-    /// What QEMU does with the image.
+    /// What QEMU does with the image (QEMU 10.0 unless [`check_versions`] was asked for
+    /// another: `prediction.version`).
     pub prediction: Prediction,
+    /// Every version's prediction when [`check_versions`] was asked for more than one (oldest
+    /// first), else empty.
+    pub qemu_versions: Vec<Prediction>,
     /// What ploop does with the image: its check, its CBT loader, a mount.
     pub ploop: PloopPrediction,
 }
@@ -50,16 +54,38 @@ pub struct Conformance {
 /// prediction over that one parse. A header that cannot be interpreted is a report of its one
 /// finding, not an error; errors are I/O failures.
 pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conformance> {
+    check_versions(source, mode, filename, &[qemu::Version::V10_0])
+}
+
+/// [`check`], predicting QEMU `versions[0]` (which [`Conformance::prediction`] holds) and, when
+/// there are more, each of them ([`Conformance::qemu_versions`]). An empty list means 10.0.
+pub fn check_versions(
+    source: &dyn Source,
+    mode: Mode,
+    filename: &str,
+    versions: &[qemu::Version],
+) -> Result<Conformance> {
+    let versions = if versions.is_empty() {
+        &[qemu::Version::V10_0][..]
+    } else {
+        versions
+    };
+    let mut qemu_versions = Vec::new();
     let file_size = source.size();
     let (report, statistics, prediction) = match Image::parse_compact(source, mode) {
         Ok(image) => {
             let report = validate::validate(&image)?;
             let end = report.leak_start().unwrap_or(image.file_len());
-            let prediction = qemu::predict_image(&image);
-            // QEMU's check counts the same way up to its own end of the image: when the two
+            let prediction = qemu::predict_image_for(&image, versions[0]);
+            if versions.len() > 1 {
+                qemu_versions = versions.iter().map(|&v| qemu::predict_image_for(&image, v)).collect();
+            }
+            // QEMU 10's check counts the same way up to its own end of the image: when the two
             // ends agree (they do unless the image is corrupt), its counts are these.
             let counts = match &prediction.check {
-                qemu::QemuCheck::Completes(c) if c.image_end_offset == end => {
+                qemu::QemuCheck::Completes(c)
+                    if c.image_end_offset == end && prediction.version == qemu::Version::V10_0 =>
+                {
                     (c.allocated_clusters, c.fragmented_clusters)
                 }
                 _ => image.cluster_counts(end),
@@ -74,7 +100,18 @@ pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conforma
             (report, Some(statistics), prediction)
         }
         Err(Error::Invalid(violation)) => {
-            let prediction = qemu::predict_unparsable(&violation);
+            // QEMU 7.2 reads on where QEMU 10 stops at an ext_off past its bound.
+            let unparsable = |v: qemu::Version| match v {
+                qemu::Version::V7_2 => qemu::predict_for(source, v),
+                v => Ok(qemu::predict_unparsable_for(&violation, v)),
+            };
+            let prediction = unparsable(versions[0])?;
+            if versions.len() > 1 {
+                qemu_versions = versions
+                    .iter()
+                    .map(|&v| unparsable(v))
+                    .collect::<std::io::Result<_>>()?;
+            }
             let severity = violation.severity();
             let report = Report {
                 findings: vec![Finding { violation, severity }],
@@ -84,6 +121,7 @@ pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conforma
         Err(e) => return Err(e),
     };
     let ploop = predict_ploop(source, filename)?;
+    qemu_versions.sort_by_key(|p| p.version);
     Ok(Conformance {
         filename: filename.to_string(),
         mode,
@@ -91,6 +129,7 @@ pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conforma
         statistics,
         file_size,
         prediction,
+        qemu_versions,
         ploop,
     })
 }
@@ -107,6 +146,8 @@ impl Conformance {
 #[cfg(feature = "serde")]
 #[derive(serde::Serialize)]
 struct QemuInfoJson {
+    /// The QEMU predicted: `"7.2"` or `"10.0"`.
+    version: &'static str,
     outcome: &'static str,
     exit_code: Option<i32>,
     message: Option<String>,
@@ -133,71 +174,51 @@ struct QemuCheckJson {
     assertion: Option<String>,
 }
 
+/// `qemu-img check --output json`'s object, its keys in QEMU's order.
+#[cfg(feature = "serde")]
+struct QemuImgObject<'a>(Vec<(&'static str, crate::qemu::QemuJsonValue<'a>)>);
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for QemuImgObject<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (key, value) in &self.0 {
+            m.serialize_entry(key, value)?;
+        }
+        m.end()
+    }
+}
+
 #[cfg(feature = "serde")]
 impl serde::Serialize for Conformance {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use crate::qemu::{QemuCheck, QemuOutcome};
         use crate::rule::Severity;
         use serde::ser::SerializeMap;
 
         let r = &self.report;
         let stats = self.statistics.as_ref();
-        let info = &self.prediction.info;
-        let qemu = QemuInfoJson {
-            outcome: info.kind(),
-            exit_code: info.exit_code(),
-            message: info.message(&self.filename).or_else(|| match info {
-                QemuOutcome::Undefined { detail } => Some(detail.clone()),
-                _ => None,
-            }),
-            bitmaps: match info {
-                QemuOutcome::Opens { bitmaps } => bitmaps.clone(),
-                _ => Vec::new(),
-            },
-            reason: info.reason().map(|r| r.code()),
-            signal: match info {
-                QemuOutcome::Crashes { signal, .. } => Some(*signal),
-                _ => None,
-            },
-        };
-        let counts = match &self.prediction.check {
-            QemuCheck::Completes(c) => Some(c),
-            _ => None,
-        };
-        let qemu_check = QemuCheckJson {
-            outcome: match &self.prediction.check {
-                QemuCheck::OpenFails(_) => "open-fails",
-                QemuCheck::Completes(_) => "completes",
-                QemuCheck::Fails => "fails",
-                QemuCheck::Aborts { .. } => "aborts",
-            },
-            exit_code: self.prediction.check.exit_code(),
-            corruptions: counts.map(|c| c.corruptions),
-            leaks: counts.map(|c| c.leaks),
-            image_end_offset: counts.map(|c| c.image_end_offset),
-            errors: counts
-                .map(|c| c.errors.iter().map(ToString::to_string).collect())
-                .unwrap_or_default(),
-            errors_omitted: counts.map_or(0, |c| c.errors_omitted),
-            assertion: match &self.prediction.check {
-                QemuCheck::Aborts { assertion } => Some(assertion.clone()),
-                _ => None,
-            },
-        };
-        let read_write = self
-            .prediction
-            .render(&self.filename)
-            .iter()
-            .find_map(|l| l.strip_prefix("QEMU 10 read-write: ").map(str::to_string))
-            .unwrap_or_default();
+        let (qemu, qemu_check, read_write) = qemu_json(&self.prediction, &self.filename);
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("schema", &JSON_SCHEMA)?;
         m.serialize_entry("filename", &self.filename)?;
         m.serialize_entry("format", "parallels")?;
+        // qemu-img's own keys, with its meanings, when its check completes: a script written
+        // against `qemu-img check --output json` reads what it expects.
+        let counts = match &self.prediction.check {
+            qemu::QemuCheck::Completes(c) => Some(c),
+            _ => None,
+        };
+        let qemu_img = counts.map(|c| c.qemu_img_json(&self.filename));
+        for (key, value) in qemu_img.iter().flatten() {
+            if !matches!(*key, "filename" | "format") {
+                m.serialize_entry(key, value)?;
+            }
+        }
         m.serialize_entry("mode", &self.mode)?;
         m.serialize_entry("result", &self.verdict())?;
-        m.serialize_entry("corruptions", &r.count(Severity::Corruption))?;
-        m.serialize_entry("leaks", &r.count(Severity::Leak))?;
+        m.serialize_entry("corruption_findings", &r.count(Severity::Corruption))?;
+        m.serialize_entry("leak_findings", &r.count(Severity::Leak))?;
         m.serialize_entry("leaked_bytes", &r.leaked_bytes())?;
         m.serialize_entry("non_canonical", &r.count(Severity::NonCanonical))?;
         m.serialize_entry("notes", &r.count(Severity::Note))?;
@@ -210,8 +231,99 @@ impl serde::Serialize for Conformance {
         m.serialize_entry("file_size", &self.file_size)?;
         m.serialize_entry("qemu", &qemu)?;
         m.serialize_entry("qemu_check", &qemu_check)?;
+        m.serialize_entry("qemu_img_check", &qemu_img.map(QemuImgObject))?;
         m.serialize_entry("ploop", &self.ploop)?;
         m.serialize_entry("qemu_read_write", &read_write)?;
+        if !self.qemu_versions.is_empty() {
+            m.serialize_entry("qemu_versions", &QemuVersionsJson(&self.qemu_versions, &self.filename))?;
+        }
         m.end()
     }
+}
+
+/// `"qemu_versions"`: each prediction's `qemu`, `qemu_check` and `qemu_read_write`, by version.
+#[cfg(feature = "serde")]
+struct QemuVersionsJson<'a>(&'a [Prediction], &'a str);
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for QemuVersionsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+
+        #[derive(serde::Serialize)]
+        struct One {
+            qemu: QemuInfoJson,
+            qemu_check: QemuCheckJson,
+            qemu_read_write: String,
+        }
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for p in self.0 {
+            let (qemu, qemu_check, qemu_read_write) = qemu_json(p, self.1);
+            let one = One {
+                qemu,
+                qemu_check,
+                qemu_read_write,
+            };
+            m.serialize_entry(p.version.name(), &one)?;
+        }
+        m.end()
+    }
+}
+
+/// One prediction's `qemu`, `qemu_check` and `qemu_read_write` entries.
+#[cfg(feature = "serde")]
+fn qemu_json(prediction: &Prediction, filename: &str) -> (QemuInfoJson, QemuCheckJson, String) {
+    use crate::qemu::{QemuCheck, QemuOutcome};
+    let info = &prediction.info;
+    let qemu = QemuInfoJson {
+        version: prediction.version.name(),
+        outcome: info.kind(),
+        exit_code: info.exit_code(),
+        message: info.message(filename).or_else(|| match info {
+            QemuOutcome::Undefined { detail } => Some(detail.clone()),
+            _ => None,
+        }),
+        bitmaps: match info {
+            QemuOutcome::Opens { bitmaps } => bitmaps.clone(),
+            _ => Vec::new(),
+        },
+        reason: info.reason().map(|r| r.code()),
+        signal: match info {
+            QemuOutcome::Crashes { signal, .. } => Some(*signal),
+            _ => None,
+        },
+    };
+    let counts = match &prediction.check {
+        QemuCheck::Completes(c) => Some(c),
+        _ => None,
+    };
+    let qemu_check = QemuCheckJson {
+        outcome: match &prediction.check {
+            QemuCheck::OpenFails(_) => "open-fails",
+            QemuCheck::Completes(_) => "completes",
+            QemuCheck::Fails => "fails",
+            QemuCheck::Aborts { .. } => "aborts",
+        },
+        exit_code: prediction.check.exit_code(),
+        corruptions: counts.map(|c| c.corruptions),
+        leaks: counts.map(|c| c.leaks),
+        image_end_offset: counts.map(|c| c.image_end_offset),
+        errors: counts
+            .map(|c| c.errors.iter().map(ToString::to_string).collect())
+            .unwrap_or_default(),
+        errors_omitted: counts.map_or(0, |c| c.errors_omitted),
+        assertion: match &prediction.check {
+            QemuCheck::Aborts { assertion } => Some(assertion.clone()),
+            _ => None,
+        },
+    };
+    let read_write = prediction
+        .render(filename)
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix(&format!("QEMU {} read-write: ", prediction.version.label()))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    (qemu, qemu_check, read_write)
 }

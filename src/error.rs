@@ -26,6 +26,9 @@ pub enum Error {
     /// A defect cannot be planned on this image.
     #[error("{0}")]
     Plan(#[from] PlanError),
+    /// An image cannot be repaired (`crate::plan_repair`).
+    #[error("{0}")]
+    Repair(#[from] RepairError),
     /// An image read from a stream needs more memory than the limit allows.
     #[error(
         "reading the image from a stream: holding its metadata needs more than {limit} bytes of memory \
@@ -48,7 +51,8 @@ pub enum Error {
     /// is close to one magic, or whose version is 2, is a damaged Parallels image instead
     /// (rule R1, [`Violation::BadMagic`]).
     #[error(
-        "not a Parallels image: bytes 0..16 are {found:?} (hex {}), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\", and the version at byte 16 is {version}, not 2",
+        "not a Parallels image: bytes 0..16 are {} (hex {}), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\", and the version at byte 16 is {version}, not 2",
+        text16(found),
         hex16(found)
     )]
     NotParallels {
@@ -56,6 +60,23 @@ pub enum Error {
         found: [u8; 16],
         /// The version field (byte 16).
         version: u32,
+    },
+}
+
+/// Why an image cannot be repaired.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepairError {
+    /// The header cannot be interpreted and the field it needs cannot be inferred from the rest
+    /// of the image (a cluster size of 0 or too big, a magic close to neither).
+    #[error("cannot repair {rule}: {found}; no value of {field} can be inferred from the rest of the image")]
+    Unrepairable {
+        /// The rule broken.
+        rule: crate::rule::Rule,
+        /// The header field that would need a value.
+        field: &'static str,
+        /// What was found (the violation's message).
+        found: String,
     },
 }
 
@@ -476,6 +497,11 @@ fn hex16(b: &[u8; 16]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// 16 bytes as text in double quotes, what is not printable ASCII escaped (`"hello\n\x00..."`).
+fn text16(b: &[u8; 16]) -> String {
+    format!("\"{}\"", b.escape_ascii())
+}
+
 /// A broken rule of the format. The variant names the rule; [`Violation::rule`] gives its code
 /// in `spec/`. Field names follow the spec: `found`/`expected` values, `index` (BAT index,
 /// feature number or L1 index) and `offset` (byte offset in the file).
@@ -489,7 +515,8 @@ fn hex16(b: &[u8; 16]) -> String {
 pub enum Violation {
     /// R1: the magic is neither `WithoutFreeSpace` nor `WithouFreSpacExt`.
     #[error(
-        "header magic at byte 0 is {found:?} (hex {}), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\"",
+        "header magic at byte 0 is {} (hex {}), expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\"",
+        text16(found),
         hex16(found)
     )]
     BadMagic {

@@ -33,6 +33,8 @@
 //!                 rewriting an image's bitmaps
 //!  qemu, ploop    what QEMU 10 and ploop 9 do with an image
 //!  check          a whole conformance check (rules + statistics + predictions)
+//!  repair         repair plans (typed actions: the rule, the bytes, what is lost) and
+//!                 writing the repaired image, the extension and bitmaps kept
 //!  picture        SVG pictures: the file's layout with its findings, the guest view, dirty maps
 //!  corrupt, mutate
 //!                 the defect catalogue: planned damage, one rule at a time; structure-aware
@@ -93,6 +95,7 @@ pub mod qemu;
 mod random;
 pub mod raw;
 mod recipe;
+mod repair;
 pub mod report;
 mod rule;
 mod size;
@@ -109,9 +112,9 @@ pub use bundle::{
     Extent, GuestDisk, GuestReader, ImageEntry, ImageType, Mapping, Resolved, Shot, SnapshotRecipe, SnapshotSpec,
     Snapshots, Storage, WriteStats, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, DESCRIPTOR_NAME, NULL_GUID,
 };
-pub use check::{check, ClusterStatistics, Conformance, JSON_SCHEMA};
+pub use check::{check, check_versions, ClusterStatistics, Conformance, JSON_SCHEMA};
 pub use edit::{edit_bitmaps, edit_bitmaps_file, BitmapEdit, EditedLayout};
-pub use error::{BuildError, Error, Location, PlanError, Region, Requirement, Result, Violation};
+pub use error::{BuildError, Error, Location, PlanError, Region, RepairError, Requirement, Result, Violation};
 pub use extension::{Extension, ExtensionDigest, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
@@ -121,14 +124,15 @@ pub use mutate::{
 };
 pub use outfile::{abandon_outputs, write_atomically, write_file_atomically, OutputError, OutputOptions};
 pub use picture::{
-    bitmaps_svg, finding_offset, layout_svg, CellState, Grid, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS,
-    UNALLOCATED,
+    bitmaps_svg, dirty_model, dirty_step, finding_offset, layout_model, layout_svg, CellState, DirtyModel, Grid,
+    LayoutModel, DIRTY_SCALE, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS, UNALLOCATED,
 };
 pub use ploop::{
     ploop_accepts_cluster_size, predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck,
     PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
 };
 pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
+pub use repair::{plan_repair, RepairAction, RepairKind, RepairLevel, RepairPlan};
 pub use rule::{Rule, Severity};
 pub use size::{parse_size, ParseSizeError};
 pub use source::{FileSource, Source};

@@ -1689,7 +1689,7 @@ pub enum CorpusKind {
 /// One file of a seed corpus.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CorpusEntry {
-    /// A file name (`valid-v2-bitmaps.hds`, `defect-bat-entry-duplicate.hds`, `mutant-0007.hds`).
+    /// A file name (`valid-v2-bitmaps.hds`, `defect-bat-entry-duplicate.hds`, `mutant-000007.hds`).
     pub name: String,
     /// What it is.
     pub kind: CorpusKind,
@@ -1827,7 +1827,7 @@ pub fn seed_corpus(seed: u64) -> Result<Vec<CorpusEntry>> {
         let s = seed.wrapping_mul(1_000_003).wrapping_add(k as u64);
         let v = m.mutant(s);
         out.push(CorpusEntry {
-            name: format!("mutant-{k:04}.hds"),
+            name: format!("mutant-{k:06}.hds"),
             kind: CorpusKind::Mutant {
                 base: name.clone(),
                 seed: s,

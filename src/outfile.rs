@@ -34,14 +34,16 @@ pub struct OutputOptions {
     pub mode: Option<u32>,
 }
 
-/// Named temporary files being written, and whether outputs were abandoned.
+/// Named temporary files and folders being written, and whether outputs were abandoned.
 struct Pending {
     files: Vec<PathBuf>,
+    folders: Vec<PathBuf>,
     abandoned: bool,
 }
 
 static PENDING: Mutex<Pending> = Mutex::new(Pending {
     files: Vec::new(),
+    folders: Vec::new(),
     abandoned: false,
 });
 
@@ -49,15 +51,64 @@ fn pending() -> std::sync::MutexGuard<'static, Pending> {
     PENDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Removes every named temporary file an unfinished [`write_atomically`] holds and makes later
-/// attempts to put an output in place fail with [`OutputError::Interrupted`]. For a handler of
-/// `SIGINT`/`SIGTERM`/`SIGHUP` running on its own thread, before the process exits: unnamed
-/// temporary files need nothing, the kernel frees them. Returns how many files it removed.
+/// Removes every named temporary file an unfinished [`write_atomically`] holds, and every
+/// temporary folder an unfinished bundle write ([`write_bundle_dir`](crate::write_bundle_dir))
+/// holds, and makes later attempts to put an output in place fail with
+/// [`OutputError::Interrupted`]. For a handler of `SIGINT`/`SIGTERM`/`SIGHUP` running on its own
+/// thread, before the process exits: unnamed temporary files need nothing, the kernel frees
+/// them. Returns how many files and folders it removed.
 pub fn abandon_outputs() -> usize {
     let mut p = pending();
     p.abandoned = true;
     let files = std::mem::take(&mut p.files);
-    files.iter().filter(|f| fs::remove_file(f).is_ok()).count()
+    let folders = std::mem::take(&mut p.folders);
+    let mut removed = files.iter().filter(|f| fs::remove_file(f).is_ok()).count();
+    for dir in &folders {
+        // The writer may add a file while the folder is being emptied: try again until it is
+        // gone (once gone, the writer's next file fails to be created).
+        for _ in 0..8 {
+            if fs::remove_dir_all(dir).is_ok() || fs::symlink_metadata(dir).is_err() {
+                removed += 1;
+                break;
+            }
+        }
+    }
+    removed
+}
+
+/// Makes `dir`, a temporary folder about to be filled, one that [`abandon_outputs`] removes.
+/// Fails with [`OutputError::Interrupted`] (naming `target`) when outputs were abandoned.
+pub(crate) fn hold_folder(dir: &Path, target: &Path) -> Result<()> {
+    let mut p = pending();
+    if p.abandoned {
+        return Err(OutputError::Interrupted {
+            path: target.to_path_buf(),
+        }
+        .into());
+    }
+    p.folders.push(dir.to_path_buf());
+    Ok(())
+}
+
+/// Puts the held temporary folder `dir` in place by `place` (a rename), unless outputs were
+/// abandoned meanwhile ([`OutputError::Interrupted`], naming `target`); either way `dir` is
+/// no longer held. `place` runs under the lock [`abandon_outputs`] takes, so a folder is either
+/// removed by it or renamed, never half of each.
+pub(crate) fn place_folder<T>(dir: &Path, target: &Path, place: impl FnOnce() -> Result<T>) -> Result<T> {
+    let mut p = pending();
+    if p.abandoned {
+        return Err(OutputError::Interrupted {
+            path: target.to_path_buf(),
+        }
+        .into());
+    }
+    p.folders.retain(|f| f != dir);
+    place()
+}
+
+/// Forgets the held temporary folder `dir` (after a failure that removed it).
+pub(crate) fn release_folder(dir: &Path) {
+    pending().folders.retain(|f| f != dir);
 }
 
 /// The file a path names after following symbolic links (`follow`), or the refusal. A path

@@ -222,7 +222,47 @@ pub fn finding_offset(image: &Image<'_>, v: &Violation) -> Option<u64> {
         | L1EntryPastEof { offset, .. }
         | L1EntryOverlap { offset, .. } => offset,
         BitmapTrailingBits { .. } => ext?,
-        _ => match v.location() {
+        // Every other rule: the place its location names (no `_` arm: a new rule must be
+        // placed here on purpose).
+        BadMagic { .. }
+        | BadVersion { .. }
+        | ZeroTracks
+        | ClusterTooBig { .. }
+        | CatalogTooLarge { .. }
+        | ExtOffTooBig { .. }
+        | Unclean
+        | UnknownInuse { .. }
+        | UnknownFlags { .. }
+        | V1SizeHighBits { .. }
+        | SizeBeyondBat { .. }
+        | DataOffZero
+        | DataOffUnaligned { .. }
+        | DataOffInsideBat { .. }
+        | DataOffPastEof { .. }
+        | ExtPastEof { .. }
+        | ExtOverlap { .. }
+        | ExtBadMagic { .. }
+        | ExtBadChecksum { .. }
+        | FeatureTruncated { .. }
+        | FeatureFlags { .. }
+        | FeatureDataOverflow { .. }
+        | UnknownFeature { .. }
+        | MissingEndRecord { .. }
+        | NonZeroPadding { .. }
+        | BitmapDataTooShort { .. }
+        | BitmapExtraData { .. }
+        | BitmapSizeMismatch { .. }
+        | BitmapGranularityInvalid { .. }
+        | BitmapGranularityTooBig { .. }
+        | BitmapL1Size { .. }
+        | DuplicateBitmapId { .. }
+        | BatEntryPastDisk { .. }
+        | BatSlackNonZero { .. }
+        | MetadataBeforeData { .. }
+        | Unreferenced { .. }
+        | V1DataOffUnset { .. }
+        | BatTooLargeToRead { .. }
+        | BitmapOnEmptyDisk { .. } => match v.location() {
             Location::Header { offset, .. }
             | Location::Bat { offset, .. }
             | Location::File { offset }
@@ -245,11 +285,55 @@ fn finding_state(v: &Violation, cluster: u64) -> Option<(CellState, u64)> {
     })
 }
 
-/// The layout of the file from byte 0 to its end, one cell per group of clusters, with the
-/// findings of `report` outlined and labelled by rule; beside it the guest view (how much of
-/// each group of guest clusters is allocated). Anything referenced past the end of the file is
-/// drawn in one extra cell after the file's last.
-pub fn layout_svg(image: &Image<'_>, report: &Report) -> String {
+/// What [`layout_svg`] draws, for other renderers (the HTML report): the file grid's cells
+/// with their states and the rules found in each, and the guest view's allocation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutModel {
+    /// The file grid, with one extra cell after the file's last for what lies past EOF.
+    pub grid: Grid,
+    /// The file's length in bytes.
+    pub file_len: u64,
+    /// The cluster size in bytes.
+    pub cluster_size: u64,
+    /// The extra cell: anything referenced at or past the end of the file.
+    pub past_eof_cell: u64,
+    /// Each cell's state (the most alarming it contains).
+    pub states: Vec<CellState>,
+    /// The rules whose findings point into each cell, in rule order.
+    pub rules: Vec<Vec<Rule>>,
+    /// Rules of findings that name no byte of the file.
+    pub unplaced: Vec<Rule>,
+    /// The guest view's grid, in guest clusters.
+    pub guest: Grid,
+    /// The BAT's entries (guest clusters), at least 1.
+    pub guest_clusters: u64,
+    /// Allocated guest clusters per guest cell.
+    pub allocated: Vec<u64>,
+}
+
+impl LayoutModel {
+    /// Bytes `[lo, hi)` of cell `k` (`hi` is `None` for the past-EOF cell).
+    pub fn cell_range(&self, k: u64) -> (u64, Option<u64>) {
+        if k == self.past_eof_cell {
+            (self.file_len, None)
+        } else {
+            (
+                k * self.grid.cell_bytes,
+                Some(((k + 1) * self.grid.cell_bytes).min(self.file_len)),
+            )
+        }
+    }
+
+    /// Guest clusters `[lo, hi)` of guest cell `k`.
+    pub fn guest_range(&self, k: u64) -> (u64, u64) {
+        let per = self.guest.cell_bytes;
+        (k * per, (k * per + per).min(self.guest_clusters))
+    }
+}
+
+/// The model of [`layout_svg`]: every cell of the file's layout with its state and the rules of
+/// `report` found there, and the guest view.
+pub fn layout_model(image: &Image<'_>, report: &Report) -> LayoutModel {
     let h = image.header();
     let cs = h.cluster_size().max(SECTOR_SIZE);
     let file_len = image.file_len();
@@ -336,6 +420,40 @@ pub fn layout_svg(image: &Image<'_>, report: &Report) -> String {
         allocated[guest.cell_of(u64::from(i)) as usize] += 1;
     }
 
+    LayoutModel {
+        grid,
+        file_len,
+        cluster_size: cs,
+        past_eof_cell,
+        states: state,
+        rules: rules.into_iter().map(|set| set.into_iter().collect()).collect(),
+        unplaced: unplaced.into_iter().collect(),
+        guest,
+        guest_clusters: entries,
+        allocated,
+    }
+}
+
+/// The layout of the file from byte 0 to its end, one cell per group of clusters, with the
+/// findings of `report` outlined and labelled by rule; beside it the guest view (how much of
+/// each group of guest clusters is allocated). Anything referenced past the end of the file is
+/// drawn in one extra cell after the file's last.
+pub fn layout_svg(image: &Image<'_>, report: &Report) -> String {
+    let h = image.header();
+    let LayoutModel {
+        grid,
+        file_len,
+        cluster_size: cs,
+        past_eof_cell,
+        states: state,
+        rules,
+        unplaced,
+        guest,
+        guest_clusters: entries,
+        allocated,
+    } = layout_model(image, report);
+    // The extra cell is drawn only when something is referenced past the end of the file.
+    let past_eof = state[past_eof_cell as usize] != CellState::Empty;
     let guest_x = GRID_X + PANEL;
     let legend_x = guest_x + PANEL;
     let height = GRID_Y + grid.rows().max(guest.rows()).max(36) * CELL + 20;
@@ -344,17 +462,21 @@ pub fn layout_svg(image: &Image<'_>, report: &Report) -> String {
     let _ = write!(
         svg,
         "<text x=\"{GRID_X}\" y=\"16\" font-size=\"13\">file layout: {file_len} bytes, cluster {cs} bytes</text>\n\
-         <text x=\"{GRID_X}\" y=\"32\" id=\"scale\">1 cell = {} bytes ({} clusters); the last cell: past EOF</text>\n\
+         <text x=\"{GRID_X}\" y=\"32\" id=\"scale\">1 cell = {} bytes ({} clusters){}</text>\n\
          <text x=\"{guest_x}\" y=\"16\" font-size=\"13\">guest view: {} bytes</text>\n\
          <text x=\"{guest_x}\" y=\"32\" id=\"guest-scale\">1 cell = {} guest clusters, shade = allocated</text>\n",
         grid.cell_bytes,
         grid.cell_bytes / cs,
+        if past_eof { "; the last cell: past EOF" } else { "" },
         h.virtual_size(),
         guest.cell_bytes,
     );
     svg.push_str("<g id=\"layout\" stroke=\"#ffffff\" stroke-width=\"0.5\">\n");
     for (k, s) in state.iter().enumerate() {
         let k = k as u64;
+        if k == past_eof_cell && !past_eof {
+            continue;
+        }
         let (x, y) = grid.corner(GRID_X, k);
         let (lo, hi) = if k == past_eof_cell {
             (file_len, u64::MAX)
@@ -466,6 +588,39 @@ fn shade(frac: f64, full: (u8, u8, u8)) -> String {
     format!("#{:02x}{:02x}{:02x}", mix(full.0), mix(full.1), mix(full.2))
 }
 
+/// The dirty maps' colour scale, light to dark (a sequential palette, so that darker always
+/// reads as dirtier): the key's words and the colour, by the share of a cell's bytes that are
+/// dirty (see [`dirty_step`]). A cell with one dirty granule in hundreds stays pale, unlike a
+/// full one.
+pub const DIRTY_SCALE: [(&str, &str); 6] = [
+    ("clean", "#eeeeee"),
+    ("under 1 %", "#fee0d2"),
+    ("1-10 %", "#fcbba1"),
+    ("10-50 %", "#fb6a4a"),
+    ("50-99 %", "#cb181d"),
+    ("100 %", "#67000d"),
+];
+
+/// The step of [`DIRTY_SCALE`] for a cell of `total` bytes of which `dirty` are dirty: 0 clean,
+/// 1 under 1 %, 2 from 1 to under 10 %, 3 from 10 to under 50 %, 4 from 50 % to not all,
+/// 5 all dirty.
+pub fn dirty_step(dirty: u64, total: u64) -> usize {
+    let (d, t) = (u128::from(dirty), u128::from(total.max(1)));
+    if d == 0 {
+        0
+    } else if d >= t {
+        5
+    } else if d * 100 < t {
+        1
+    } else if d * 10 < t {
+        2
+    } else if d * 2 < t {
+        3
+    } else {
+        4
+    }
+}
+
 /// The L1 strip's colours: all clean, all dirty, data clusters, a mix.
 pub const L1_COLOURS: [(&str, &str); 4] = [
     ("0 (clean)", "#eeeeee"),
@@ -473,6 +628,49 @@ pub const L1_COLOURS: [(&str, &str); 4] = [
     ("data cluster", "#2f6fb3"),
     ("mixed", "#888888"),
 ];
+
+/// One bitmap's dirty map, for other renderers: its grid over the guest disk and the dirty
+/// bytes of each cell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirtyModel {
+    /// The grid over the disk, in granules.
+    pub grid: Grid,
+    /// Dirty bytes per cell.
+    pub dirty: Vec<u64>,
+    /// Why the bitmap could not be decoded (the cells then hold what was read before).
+    pub error: Option<String>,
+}
+
+impl DirtyModel {
+    /// Bytes of the disk (`size` bytes) in cell `k`.
+    pub fn cell_total(&self, k: u64, size: u64) -> u64 {
+        self.grid
+            .cell_bytes
+            .min(size.saturating_sub(k * self.grid.cell_bytes))
+            .max(1)
+    }
+}
+
+/// The dirty bytes of `bitmap` per cell of a grid over a disk of `size` bytes (streamed from
+/// [`Bitmap::for_each_dirty_extent`]).
+pub fn dirty_model(size: u64, bitmap: &Bitmap<'_>) -> DirtyModel {
+    let grid = Grid::new(size, bitmap.granularity_bytes().max(1));
+    let mut dirty = vec![0u64; grid.cells as usize];
+    let decoded = bitmap.for_each_dirty_extent(|off, len| {
+        let (first, last) = grid.span(off, len);
+        let end = off.saturating_add(len);
+        for c in first..=last {
+            let lo = (c * grid.cell_bytes).max(off);
+            let hi = ((c + 1).saturating_mul(grid.cell_bytes)).min(end);
+            dirty[c as usize] += hi.saturating_sub(lo);
+        }
+    });
+    DirtyModel {
+        grid,
+        dirty,
+        error: decoded.err().map(|e| e.to_string()),
+    }
+}
 
 /// Each bitmap's dirty map over the guest disk, side by side: one cell per group of granules,
 /// shaded by the dirty fraction (streamed from [`Bitmap::for_each_dirty_extent`]), and under it
@@ -482,7 +680,7 @@ pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
     let size = image.header().virtual_size();
     let width = GRID_X + PANEL * bitmaps.len().max(1) as u64;
     let strip_cells = 64u64;
-    let height = GRID_Y + MAX_ROWS * CELL + 90;
+    let height = GRID_Y + MAX_ROWS * CELL + 110;
     let mut svg = svg_start(width, height);
     if bitmaps.is_empty() {
         let _ = writeln!(svg, "<text x=\"{GRID_X}\" y=\"20\">no bitmaps</text>");
@@ -490,29 +688,15 @@ pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
     for (n, b) in bitmaps.iter().enumerate() {
         let x0 = GRID_X + PANEL * n as u64;
         let gb = b.granularity_bytes().max(1);
-        let grid = Grid::new(size, gb);
-        let mut dirty = vec![0u64; grid.cells as usize];
-        let decoded = b.for_each_dirty_extent(|off, len| {
-            let (first, last) = grid.span(off, len);
-            let end = off.saturating_add(len);
-            for c in first..=last {
-                let lo = (c * grid.cell_bytes).max(off);
-                let hi = ((c + 1).saturating_mul(grid.cell_bytes)).min(end);
-                dirty[c as usize] += hi.saturating_sub(lo);
-            }
-        });
+        let DirtyModel { grid, dirty, error } = dirty_model(size, b);
         let _ = writeln!(
             svg,
-            "<g id=\"bitmap-{n}\"><text x=\"{x0}\" y=\"16\" font-size=\"13\">{}</text>\n<text x=\"{x0}\" y=\"32\">granularity {gb} bytes; 1 cell = {} bytes; shade = dirty fraction</text>",
+            "<g id=\"bitmap-{n}\"><text x=\"{x0}\" y=\"16\" font-size=\"13\">{}</text>\n<text x=\"{x0}\" y=\"32\">granularity {gb} bytes; 1 cell = {} bytes; colour = dirty share (key below)</text>",
             esc(&b.name()),
             grid.cell_bytes
         );
-        if let Err(e) = &decoded {
-            let _ = writeln!(
-                svg,
-                "<text x=\"{x0}\" y=\"44\">not decodable: {}</text>",
-                esc(&e.to_string())
-            );
+        if let Some(e) = &error {
+            let _ = writeln!(svg, "<text x=\"{x0}\" y=\"44\">not decodable: {}</text>", esc(e));
         }
         for (k, d) in dirty.iter().enumerate() {
             let k = k as u64;
@@ -521,7 +705,7 @@ pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
             let _ = writeln!(
                 svg,
                 "<rect x=\"{x}\" y=\"{y}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{}\"><title>guest bytes {}..: {d} dirty</title></rect>",
-                shade(*d as f64 / total as f64, (214, 39, 40)),
+                DIRTY_SCALE[dirty_step(*d, total)].1,
                 k * grid.cell_bytes
             );
         }
@@ -562,6 +746,11 @@ pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
         for (label, colour) in L1_COLOURS {
             swatch(&mut svg, lx, sy + 20, colour, label);
             lx += 150;
+        }
+        let mut lx = x0;
+        for (label, colour) in DIRTY_SCALE {
+            swatch(&mut svg, lx, sy + 40, colour, label);
+            lx += 100;
         }
         svg.push_str("</g>\n");
     }
@@ -604,7 +793,15 @@ pub(crate) fn origin_svg(
     let legend_x = GRID_X + PANEL;
     let shown = layers.len().min(MAX_LABELS);
     let height = GRID_Y + (grid.rows() * CELL).max(16 * (shown as u64 + 2)) + 20;
-    let width = legend_x + 520;
+    // Wide enough for the longest legend line (about 7 pixels a character at 11 px).
+    let longest = layers[..shown]
+        .iter()
+        .enumerate()
+        .map(|(d, name)| format!("depth {d}: {name}").chars().count() as u64)
+        .max()
+        .unwrap_or(0)
+        .max(30);
+    let width = legend_x + 16 + 7 * longest + 20;
     let mut svg = svg_start(width, height);
     let _ = write!(
         svg,

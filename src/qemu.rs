@@ -1,5 +1,6 @@
-//! What QEMU 10.0.2 does with an image, predicted from its bytes: `qemu-img info` (a read-only
-//! open) and `qemu-img check`. (What ploop does is [`crate::predict_ploop`]'s answer.)
+//! What QEMU does with an image, predicted from its bytes: `qemu-img info` (a read-only
+//! open) and `qemu-img check`, for QEMU 10.0.2 (the default) or QEMU 7.2 ([`Version`]; Debian
+//! 12's `qemu-utils`). (What ploop does is [`crate::predict_ploop`]'s answer.)
 //!
 //! QEMU checks less than [`crate::validate`] does, in its own order, with 32- and 64-bit
 //! wrap-arounds of its own; this module follows what the QEMU 10.0.2 binary was seen to do on
@@ -16,6 +17,9 @@ use crate::raw::feature::{FEATURE_DIRTY_BITMAP, FEATURE_HEADER_SIZE};
 use crate::raw::header::INUSE_OPEN;
 use crate::raw::padded;
 use crate::source::Source;
+
+mod v72;
+pub use v72::{ABORT_EMPTY_DISK_7_2, ABORT_EXT_OFF_7_2, ABORT_GRANULARITY_7_2};
 
 /// QEMU's largest byte offset (`BDRV_MAX_LENGTH`).
 const MAX_LENGTH: u64 = (1 << 63) - (1 << 30);
@@ -93,10 +97,13 @@ pub enum QemuReason {
     ImageSize,
     /// UB: QEMU reads past its buffer.
     OverRead,
+    /// W1 (QEMU 7.2, a read-write open only): the image is marked open (`inuse` is "Ynot"),
+    /// and QEMU 7.2 opens such an image for writing only to repair it (`qemu-img check -r`).
+    Unclean,
 }
 
 impl QemuReason {
-    /// The rule of `spec/qemu.md`: `"H1"` … `"G2"`, or `"UB"`.
+    /// The rule of `spec/qemu.md`: `"H1"` … `"G2"`, `"UB"`, or `"W1"`.
     pub const fn code(self) -> &'static str {
         use QemuReason::*;
         match self {
@@ -123,6 +130,7 @@ impl QemuReason {
             RefreshSize => "G1",
             ImageSize => "G2",
             OverRead => "UB",
+            Unclean => "W1",
         }
     }
 }
@@ -135,6 +143,102 @@ impl std::fmt::Display for QemuReason {
 
 /// The signal that kills QEMU when it crashes (SIGSEGV).
 pub const SIGSEGV: i32 = 11;
+
+/// Which QEMU a prediction is of. The two differ in their `parallels` driver (`spec/qemu.md`,
+/// "QEMU 7.2 and 10.0"): 7.2 has no `ext_off` bound (H5), no `data_off` and duplicate checks
+/// in `qemu-img check`, other rules for "outside image" and the image end, and other assertion
+/// texts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum Version {
+    /// QEMU 7.2 (7.2.0's driver, as Debian 12 ships it: 7.2.22).
+    #[cfg_attr(feature = "serde", serde(rename = "7.2"))]
+    V7_2,
+    /// QEMU 10.0 (10.0.2).
+    #[default]
+    #[cfg_attr(feature = "serde", serde(rename = "10.0"))]
+    V10_0,
+}
+
+impl Version {
+    /// Every version predicted, oldest first.
+    pub const ALL: [Version; 2] = [Version::V7_2, Version::V10_0];
+
+    /// `"7.2"` or `"10.0"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Version::V7_2 => "7.2",
+            Version::V10_0 => "10.0",
+        }
+    }
+
+    /// How the human-readable prediction names this QEMU: `"7.2"` or `"10"`.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Version::V7_2 => "7.2",
+            Version::V10_0 => "10",
+        }
+    }
+
+    /// The version of a `qemu-img --version` banner's first line (`qemu-img version 7.2.22
+    /// (Debian …)`), or of a plain version (`7.2`, `10.0.2`): major and minor must be one
+    /// predicted.
+    pub fn from_banner(text: &str) -> Option<Version> {
+        let word = text
+            .split_whitespace()
+            .skip_while(|w| *w != "version")
+            .nth(1)
+            .or_else(|| text.split_whitespace().next())?;
+        let mut parts = word.split('.');
+        match (parts.next()?, parts.next().unwrap_or("0")) {
+            ("7", "2") => Some(Version::V7_2),
+            ("10", "0") => Some(Version::V10_0),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A QEMU version this crate does not predict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownVersion(pub String);
+
+impl std::fmt::Display for UnknownVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QEMU version {:?} is not predicted (expected 7.2 or 10.0)", self.0)
+    }
+}
+
+impl std::error::Error for UnknownVersion {}
+
+impl std::str::FromStr for Version {
+    type Err = UnknownVersion;
+
+    /// `"7.2"` or `"10.0"` (also `"10"` and a full version such as `"7.2.22"` or `"10.0.2"`).
+    fn from_str(s: &str) -> Result<Version, UnknownVersion> {
+        let t = s.trim();
+        if t == "10" {
+            return Ok(Version::V10_0);
+        }
+        let mut parts = t.split('.');
+        let v = match (parts.next(), parts.next()) {
+            (Some("7"), Some("2")) => Version::V7_2,
+            (Some("10"), Some("0")) => Version::V10_0,
+            _ => return Err(UnknownVersion(s.to_string())),
+        };
+        if parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+            Ok(v)
+        } else {
+            Err(UnknownVersion(s.to_string()))
+        }
+    }
+}
 
 /// What a read-only open (`qemu-img info`) does.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -314,6 +418,57 @@ impl CheckCounts {
     }
 }
 
+/// One value of qemu-img's JSON: a number or a string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QemuJsonValue<'a> {
+    /// A number.
+    Number(u64),
+    /// A string.
+    Text(&'a str),
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for QemuJsonValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            QemuJsonValue::Number(n) => s.serialize_u64(*n),
+            QemuJsonValue::Text(t) => s.serialize_str(t),
+        }
+    }
+}
+
+impl CheckCounts {
+    /// The object `qemu-img check -f parallels --output json PATH` prints (QEMU 10.0.2, without
+    /// `-r`), key by key in QEMU's order, for an image named `filename`: `check-errors` always
+    /// (0: a read-only check that completes counts none), `filename` and `format`, and each of
+    /// `image-end-offset`, `total-clusters`, `corruptions`, `leaks` (in clusters),
+    /// `allocated-clusters` and `fragmented-clusters` only when it is not 0, as QEMU leaves out
+    /// a zero counter. (`compressed-clusters`, `leaks-fixed` and `corruptions-fixed` are always
+    /// 0 for this format without `-r`, so never printed.)
+    pub fn qemu_img_json<'a>(&self, filename: &'a str) -> Vec<(&'static str, QemuJsonValue<'a>)> {
+        use QemuJsonValue::{Number, Text};
+        // QEMU's order is its dictionary's hash order, the same for every image.
+        let all = [
+            ("image-end-offset", Some(Number(self.image_end_offset))),
+            ("total-clusters", Some(Number(self.total_clusters))),
+            ("corruptions", Some(Number(self.corruptions))),
+            ("check-errors", None),
+            ("leaks", Some(Number(self.leaks))),
+            ("allocated-clusters", Some(Number(self.allocated_clusters))),
+            ("filename", Some(Text(filename))),
+            ("format", Some(Text("parallels"))),
+            ("fragmented-clusters", Some(Number(self.fragmented_clusters))),
+        ];
+        all.into_iter()
+            .filter_map(|(key, value)| match value {
+                None => Some((key, Number(0))),
+                Some(Number(0)) => None,
+                Some(v) => Some((key, v)),
+            })
+            .collect()
+    }
+}
+
 /// One `ERROR …` line that `qemu-img check` prints on its standard error; its [`Display`] is
 /// the line's exact text (FORMAT-NOTES §5). Kept as a value, not as text: a hostile header makes
 /// QEMU print one per BAT entry, and only the lines shown need their text.
@@ -386,8 +541,10 @@ pub struct Prediction {
     pub info: QemuOutcome,
     /// What `qemu-img check` does.
     pub check: QemuCheck,
-    /// What a read-write open by QEMU 10 would do to the file.
+    /// What a read-write open by this QEMU would do to the file.
     pub read_write: ReadWrite,
+    /// The QEMU predicted.
+    pub version: Version,
 }
 
 fn u32_at(b: &[u8], at: u64) -> u32 {
@@ -415,6 +572,11 @@ pub fn predict(source: &dyn Source) -> std::io::Result<Prediction> {
     predict_knowing(source, None).map(|(prediction, _)| prediction)
 }
 
+/// Predicts what QEMU `version` does with the image in `source`.
+pub fn predict_for(source: &dyn Source, version: Version) -> std::io::Result<Prediction> {
+    predict_knowing_for(source, None, version).map(|(prediction, _)| prediction)
+}
+
 /// [`predict`], taking `known` as the MD5 of the extension cluster if it covers the very cluster
 /// QEMU would hash (the caller vouches that it is the digest of `source`'s bytes) instead of
 /// hashing it; with the digest of the cluster when the prediction hashed it or took `known`.
@@ -422,15 +584,35 @@ pub(crate) fn predict_knowing(
     source: &dyn Source,
     known: Option<&ExtensionDigest>,
 ) -> std::io::Result<(Prediction, Option<ExtensionDigest>)> {
+    predict_knowing_for(source, known, Version::V10_0)
+}
+
+/// [`predict_knowing`] for QEMU `version`.
+pub(crate) fn predict_knowing_for(
+    source: &dyn Source,
+    known: Option<&ExtensionDigest>,
+    version: Version,
+) -> std::io::Result<(Prediction, Option<ExtensionDigest>)> {
+    if version == Version::V7_2 {
+        if let Some(patched) = v72::ext_off_source(source)? {
+            return match patched {
+                v72::ExtOff::Decided(prediction) => Ok((*prediction, None)),
+                v72::ExtOff::Wrapped(patched) => predict_knowing_for(&patched, known, version),
+            };
+        }
+    }
     // QEMU's header checks are rules R1-R6 of this crate, in the same order. The BAT is read
     // again through a small buffer at each walk (nothing of it is held).
     let image = match Image::parse_compact(source, crate::image::Mode::Strict) {
         Ok(image) => image,
         Err(Error::Io(e)) => return Err(e),
-        Err(Error::Invalid(v)) => return Ok((predict_unparsable(&v), None)),
+        Err(Error::Invalid(v)) => return Ok((predict_unparsable_for(&v, version), None)),
         // Not a Parallels image at all: QEMU's H1, as for a bad magic.
         Err(Error::EmptyFile | Error::NotParallels { .. }) => {
-            return Ok((predict_unparsable(&Violation::BadMagic { found: [0; 16] }), None))
+            return Ok((
+                predict_unparsable_for(&Violation::BadMagic { found: [0; 16] }, version),
+                None,
+            ))
         }
         Err(e) => return Err(std::io::Error::other(e.to_string())),
     };
@@ -438,7 +620,7 @@ pub(crate) fn predict_knowing(
     if let (Some(ext), Some(known)) = (extension, known) {
         ext.take_digest(known, image.file_len());
     }
-    let prediction = predict_image(&image);
+    let prediction = predict_image_for(&image, version);
     image.bat_status().map_err(|e| match e {
         Error::Io(e) => e,
         e => std::io::Error::other(e.to_string()),
@@ -449,6 +631,20 @@ pub(crate) fn predict_knowing(
 /// Predicts what QEMU 10.0.2 does with an image whose header failed `violation`, one of
 /// the checks every parse makes (rules R1–R6, which are QEMU's own header checks in its order).
 pub fn predict_unparsable(violation: &Violation) -> Prediction {
+    predict_unparsable_for(violation, Version::V10_0)
+}
+
+/// [`predict_unparsable`] for QEMU `version`. QEMU 7.2 has no `ext_off` bound (H5): for an
+/// `ext_off` past it, what 7.2 does depends on the rest of the file, which
+/// [`predict_for`] reads; here the answer is the outcome when the offset wraps to 0 or
+/// below (an abort) or past QEMU's largest offset (a failed read), else
+/// [`QemuOutcome::Undefined`].
+pub fn predict_unparsable_for(violation: &Violation, version: Version) -> Prediction {
+    if version == Version::V7_2 {
+        if let Violation::ExtOffTooBig { ext_off, .. } = violation {
+            return v72::unparsable_ext_off(*ext_off);
+        }
+    }
     let o = header_outcome(violation);
     Prediction {
         read_write: ReadWrite::Refused {
@@ -456,14 +652,26 @@ pub fn predict_unparsable(violation: &Violation) -> Prediction {
         },
         info: o.clone(),
         check: QemuCheck::OpenFails(o),
+        version,
     }
 }
 
 /// Predicts what QEMU 10.0.2 does with an image already parsed (its header passed
 /// rules R1–R6; in either [`crate::Mode`]): [`predict`] without reading the metadata again.
 pub fn predict_image(image: &Image<'_>) -> Prediction {
+    predict_image_for(image, Version::V10_0)
+}
+
+/// [`predict_image`] for QEMU `version`. (For QEMU 7.2 an `ext_off` past QEMU 10's bound makes
+/// the parse fail: [`predict_for`] handles that.)
+pub fn predict_image_for(image: &Image<'_>, version: Version) -> Prediction {
+    let v72 = version == Version::V7_2;
     let total = image.header().nb_sectors;
-    let open = open_outcome(image);
+    let open = if v72 {
+        v72::open_outcome(image)
+    } else {
+        open_outcome(image)
+    };
     let info = match &open {
         QemuOutcome::Opens { .. } if (total as i64) < 0 => QemuOutcome::NoImageSize {
             suffix: errno_suffix(total),
@@ -476,14 +684,20 @@ pub fn predict_image(image: &Image<'_>) -> Prediction {
         o => o.clone(),
     };
     let check = match open {
+        QemuOutcome::Opens { .. } if v72 => v72::check_outcome(image),
         QemuOutcome::Opens { .. } => check_outcome(image),
         o => QemuCheck::OpenFails(o),
     };
-    let read_write = read_write(image, &check);
+    let read_write = if v72 {
+        v72::read_write(image)
+    } else {
+        read_write(image, &check)
+    };
     Prediction {
         info,
         check,
         read_write,
+        version,
     }
 }
 
@@ -537,24 +751,30 @@ impl Prediction {
     /// the image's path as it would be typed to QEMU.
     pub fn render(&self, path: &str) -> Vec<String> {
         let mut out = Vec::new();
+        let q = format!("QEMU {}", self.version.label());
+        // QEMU 10's lines say `qemu-img check`; another version's name it.
+        let ck = match self.version {
+            Version::V10_0 => "qemu-img check".to_string(),
+            v => format!("qemu-img {v} check"),
+        };
         let undefined = "the result depends on memory past QEMU's buffer; what it did on one machine is no promise";
         out.push(match &self.info {
-            QemuOutcome::Opens { bitmaps } if bitmaps.is_empty() => "QEMU 10: opens the image".into(),
-            QemuOutcome::Opens { bitmaps } => format!("QEMU 10: opens the image with bitmaps {}", bitmaps.join(", ")),
+            QemuOutcome::Opens { bitmaps } if bitmaps.is_empty() => format!("{q}: opens the image"),
+            QemuOutcome::Opens { bitmaps } => format!("{q}: opens the image with bitmaps {}", bitmaps.join(", ")),
             QemuOutcome::Crashes { reason, signal } => format!(
-                "QEMU 10: crashes (signal {signal}{}, exit {}) [{reason}]",
+                "{q}: crashes (signal {signal}{}, exit {}) [{reason}]",
                 if *signal == SIGSEGV { ", SIGSEGV" } else { "" },
                 128 + signal
             ),
-            QemuOutcome::Undefined { detail } => format!("QEMU 10: undefined: {detail}; {undefined}"),
+            QemuOutcome::Undefined { detail } => format!("{q}: undefined: {detail}; {undefined}"),
             QemuOutcome::Aborts { reason, .. } => {
                 format!(
-                    "QEMU 10: aborts (exit 134) [{reason}]: {}",
+                    "{q}: aborts (exit 134) [{reason}]: {}",
                     self.info.message(path).unwrap_or_default()
                 )
             }
             o => format!(
-                "QEMU 10: rejects the image [{}]: {}",
+                "{q}: rejects the image [{}]: {}",
                 o.reason().map_or("", |r| r.code()),
                 o.message(path).unwrap_or_default()
             ),
@@ -562,10 +782,12 @@ impl Prediction {
         match &self.check {
             QemuCheck::Completes(c) => {
                 out.push(format!(
-                    "qemu-img check: exit {} ({} corruptions, {} leaked clusters)",
+                    "{ck}: exit {} ({} corruption{}, {} leaked cluster{})",
                     self.check.exit_code().unwrap_or(0),
                     c.corruptions,
-                    c.leaks
+                    if c.corruptions == 1 { "" } else { "s" },
+                    c.leaks,
+                    if c.leaks == 1 { "" } else { "s" }
                 ));
                 for line in c.errors.iter().take(SHOWN_ERROR_LINES) {
                     out.push(format!("    {line}"));
@@ -576,11 +798,11 @@ impl Prediction {
                 }
             }
             QemuCheck::OpenFails(QemuOutcome::Undefined { .. }) => {
-                out.push(format!("qemu-img check: undefined, as the open ({undefined})"));
+                out.push(format!("{ck}: undefined, as the open ({undefined})"));
             }
             QemuCheck::OpenFails(o) => {
                 out.push(format!(
-                    "qemu-img check: {} as qemu-img info does (exit {})",
+                    "{ck}: {} as qemu-img info does (exit {})",
                     match o {
                         QemuOutcome::Crashes { .. } => "crashes",
                         QemuOutcome::Aborts { .. } => "aborts",
@@ -588,12 +810,20 @@ impl Prediction {
                     },
                     o.exit_code().map_or("?".into(), |c| c.to_string())
                 ));
+                if o.reason() == Some(QemuReason::NotParallels) {
+                    // Only with -f parallels: QEMU's probe takes the file for raw.
+                    out.push(
+                        "    (with -f parallels; without -f, qemu-img probes the file as raw: `qemu-img check` \
+                         exits 63, This image format does not support checks)"
+                            .into(),
+                    );
+                }
             }
-            QemuCheck::Fails => out.push("qemu-img check: fails (Device or resource busy), exit 1".into()),
-            QemuCheck::Aborts { assertion } => out.push(format!("qemu-img check: aborts (exit 134): {assertion}")),
+            QemuCheck::Fails => out.push(format!("{ck}: fails (Device or resource busy), exit 1")),
+            QemuCheck::Aborts { assertion } => out.push(format!("{ck}: aborts (exit 134): {assertion}")),
         }
         out.push(match &self.read_write {
-            ReadWrite::Refused { reason } => format!("QEMU 10 read-write: refuses the image [{reason}]"),
+            ReadWrite::Refused { reason } => format!("{q} read-write: refuses the image [{reason}]"),
             ReadWrite::Opens {
                 drops_extension,
                 repairs,
@@ -610,9 +840,9 @@ impl Prediction {
                     what.push(format!("cuts the file at byte {len}"));
                 }
                 if what.is_empty() {
-                    "QEMU 10 read-write: opens it; the file keeps its length".into()
+                    format!("{q} read-write: opens it; the file keeps its length")
                 } else {
-                    format!("QEMU 10 read-write: {}", what.join("; "))
+                    format!("{q} read-write: {}", what.join("; "))
                 }
             }
         });

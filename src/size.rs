@@ -37,6 +37,11 @@ pub fn parse_size(text: &str) -> Result<u64, ParseSizeError> {
 fn parse(text: &str) -> Result<u64, String> {
     let bad = || format!("invalid size {text:?} (expected bytes or a number with K, M, G, T, P or E)");
     let t = text.trim();
+    if t.starts_with('-') {
+        return Err(format!(
+            "size {text:?} is negative (a size is a number of bytes, 0 or more)"
+        ));
+    }
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (number, suffix) = t.split_at(split);
     let shift = match suffix.to_ascii_uppercase().as_str() {

@@ -13,7 +13,7 @@ use std::io::{self, Read};
 
 use crate::error::{Error, Result};
 use crate::header::Header;
-use crate::raw::header::{RawHeader, HEADER_SIZE};
+use crate::raw::header::{RawHeader, HEADER_SIZE, MAGIC_V1, MAGIC_V2};
 use crate::source::Source;
 
 /// Bytes a stream is read in.
@@ -65,6 +65,9 @@ impl StreamSource {
                 };
                 held += me.take(&buf[done..upto], plan.as_deref().unwrap_or(&[]));
                 done = upto;
+                if plan.is_none() {
+                    me.refuse_foreign()?;
+                }
                 if held > limit {
                     return Err(Error::StreamTooLarge { limit, offset: me.size });
                 }
@@ -84,6 +87,25 @@ impl StreamSource {
             }
         }
         Ok(me)
+    }
+
+    /// Once the magic and version have gone by: [`Error::NotParallels`] when they say the
+    /// stream is something else (as [`Image::parse`](crate::Image::parse) would say of the
+    /// whole), so that a stream of random bytes or zeros is refused at once, not read to the limit.
+    fn refuse_foreign(&self) -> Result<()> {
+        let Some((0, head)) = self.kept.first() else {
+            return Ok(());
+        };
+        let (Some(magic), Some(version)) = (head.get(..16), head.get(16..20)) else {
+            return Ok(());
+        };
+        let found: [u8; 16] = magic.try_into().unwrap_or_default();
+        let version = u32::from_le_bytes(version.try_into().unwrap_or_default());
+        let known = [MAGIC_V1, MAGIC_V2].contains(&found);
+        if !known && !crate::error::parallels_shaped(&found, version) {
+            return Err(Error::NotParallels { found, version });
+        }
+        Ok(())
     }
 
     /// Bytes held in memory.

@@ -839,7 +839,10 @@ fn bitmap_rules(
 ) -> Result<ReferencedEnd> {
     let cs = h.cluster_size();
     let file_len = image.file_len();
-    let mut end = ReferencedEnd::none(h, file_len);
+    let mut clusters = BitmapClusters {
+        end: ReferencedEnd::none(h, file_len),
+        l1: Vec::new(),
+    };
     for e in ext
         .features()
         .iter()
@@ -863,8 +866,6 @@ fn bitmap_rules(
         .collect();
     // Each bitmap whose id an earlier one has, in order, with the position of the first.
     let mut dups = duplicate_ids(&ids, 4 * ids.len() + 64).into_iter().peekable();
-    // Bitmap clusters: (offset, feature, L1 index, entry).
-    let mut l1_clusters: Vec<(u64, usize, u32, u64)> = Vec::new();
     for (pos, e) in records.iter().enumerate() {
         let b = Bitmap::new(image.bitmap_geometry(), image.source(), ext, e);
         let index = b.feature;
@@ -872,60 +873,7 @@ fn bitmap_rules(
         if h.nb_sectors == 0 {
             f.push(Violation::BitmapOnEmptyDisk { index, offset });
         }
-        let hdr = &b.header;
-        let data_size = e.header.data_size.get();
-        let l1_size = hdr.l1_size.get();
-        let wanted = BITMAP_HEADER_SIZE as u64 + 8 * u64::from(l1_size);
-        if u64::from(data_size) < wanted {
-            f.push(Violation::BitmapDataTooShort {
-                index,
-                offset,
-                data_size,
-                expected: wanted,
-            });
-        } else if u64::from(data_size) > wanted {
-            f.push(Violation::BitmapExtraData {
-                index,
-                offset,
-                data_size,
-                expected: wanted,
-            });
-        }
-        if hdr.size.get() != h.nb_sectors {
-            f.push(Violation::BitmapSizeMismatch {
-                index,
-                offset,
-                found: hdr.size.get(),
-                expected: h.nb_sectors,
-            });
-        }
-        let g = hdr.granularity.get();
-        let gran_ok = g != 0 && g.is_power_of_two();
-        if !gran_ok {
-            f.push(Violation::BitmapGranularityInvalid {
-                index,
-                offset,
-                found: g,
-            });
-        } else if u64::from(g) * SECTOR_SIZE > u64::from(u32::MAX) {
-            f.push(Violation::BitmapGranularityTooBig {
-                index,
-                offset,
-                found: g,
-            });
-        }
-        let expected = gran_ok.then(|| b.expected_l1_size());
-        if let Some(expected) = expected {
-            if u64::from(l1_size) != expected {
-                f.push(Violation::BitmapL1Size {
-                    index,
-                    offset,
-                    found: l1_size,
-                    expected,
-                    cluster_bits: b.chunk_bits(),
-                });
-            }
-        }
+        let expected = bitmap_header_rules(h, &b, e, f);
         if let Some((_, first)) = dups.next_if(|d| d.0 == pos) {
             f.push(Violation::DuplicateBitmapId {
                 index,
@@ -935,73 +883,7 @@ fn bitmap_rules(
             });
         }
         let l1 = b.l1();
-        // Most entries are the clean and dirty markers (0 and 1): skip tables of markers only.
-        if l1.iter().fold(0, |acc, e| acc | e) > L1_DIRTY {
-            for (i, entry) in l1.iter().enumerate() {
-                if entry <= L1_DIRTY {
-                    continue;
-                }
-                let i = i as u32;
-                let Some(off) = entry.checked_mul(SECTOR_SIZE) else {
-                    f.push(Violation::L1EntryPastEof {
-                        feature: index,
-                        index: i,
-                        entry,
-                        offset: u64::MAX,
-                        file_len,
-                    });
-                    continue;
-                };
-                if data.slot_of(off).is_none() {
-                    f.push(Violation::L1EntryUnaligned {
-                        feature: index,
-                        index: i,
-                        entry,
-                        offset: off,
-                        cluster_size: cs,
-                    });
-                }
-                if off.saturating_add(cs) > file_len {
-                    f.push(Violation::L1EntryPastEof {
-                        feature: index,
-                        index: i,
-                        entry,
-                        offset: off,
-                        file_len,
-                    });
-                }
-                end.bitmap_cluster(off);
-                if data.area_ok && off >= h.bat_end() && off < h.data_start() {
-                    f.push(Violation::MetadataBeforeData {
-                        offset: off,
-                        what: Region::BitmapCluster {
-                            feature: index,
-                            l1_index: i,
-                        },
-                        bat_end: h.bat_end(),
-                        data_start: h.data_start(),
-                    });
-                }
-                let with = if off < h.bat_end() {
-                    Some(Region::HeaderAndBat)
-                } else if off < ext.file_offset + cs && ext.file_offset < off + cs {
-                    Some(Region::Extension)
-                } else {
-                    data.overlap(image, off)
-                        .map(|bat_index| Region::DataCluster { bat_index })
-                };
-                if let Some(with) = with {
-                    f.push(Violation::L1EntryOverlap {
-                        feature: index,
-                        index: i,
-                        entry,
-                        offset: off,
-                        with,
-                    });
-                }
-                l1_clusters.push((off, index, i, entry));
-            }
-        }
+        l1_entry_rules(image, h, ext, data, &b, f, &mut clusters);
         // Only a last chunk kept in a cluster can have bits past the last granule.
         let last_in_cluster = expected
             .and_then(|k| k.checked_sub(1))
@@ -1019,8 +901,8 @@ fn bitmap_rules(
         }
     }
     // Bitmap clusters must not share space with each other, within or across bitmaps.
-    l1_clusters.sort_unstable();
-    for w in l1_clusters.windows(2) {
+    clusters.l1.sort_unstable();
+    for w in clusters.l1.windows(2) {
         let (a, b) = (w[0], w[1]);
         if b.0 < a.0 + cs {
             f.push(Violation::L1EntryOverlap {
@@ -1035,7 +917,158 @@ fn bitmap_rules(
             });
         }
     }
-    Ok(end)
+    Ok(clusters.end)
+}
+
+/// The bitmap clusters an image's L1 tables name, as met.
+struct BitmapClusters {
+    /// How far they reach (for the leak rule).
+    end: ReferencedEnd,
+    /// Each one: (offset, feature, L1 index, entry).
+    l1: Vec<(u64, usize, u32, u64)>,
+}
+
+/// R32–R37 on one bitmap's header: its data size, disk size, granularity and L1 size.
+/// Returns the L1 size the granularity asks for, where the granularity is valid.
+fn bitmap_header_rules(h: &Header, b: &Bitmap<'_>, e: &FeatureEntry, f: &mut Findings) -> Option<u64> {
+    let (index, offset) = (b.feature, b.file_offset);
+    let hdr = &b.header;
+    let data_size = e.header.data_size.get();
+    let l1_size = hdr.l1_size.get();
+    let wanted = BITMAP_HEADER_SIZE as u64 + 8 * u64::from(l1_size);
+    if u64::from(data_size) < wanted {
+        f.push(Violation::BitmapDataTooShort {
+            index,
+            offset,
+            data_size,
+            expected: wanted,
+        });
+    } else if u64::from(data_size) > wanted {
+        f.push(Violation::BitmapExtraData {
+            index,
+            offset,
+            data_size,
+            expected: wanted,
+        });
+    }
+    if hdr.size.get() != h.nb_sectors {
+        f.push(Violation::BitmapSizeMismatch {
+            index,
+            offset,
+            found: hdr.size.get(),
+            expected: h.nb_sectors,
+        });
+    }
+    let g = hdr.granularity.get();
+    let gran_ok = g != 0 && g.is_power_of_two();
+    if !gran_ok {
+        f.push(Violation::BitmapGranularityInvalid {
+            index,
+            offset,
+            found: g,
+        });
+    } else if u64::from(g) * SECTOR_SIZE > u64::from(u32::MAX) {
+        f.push(Violation::BitmapGranularityTooBig {
+            index,
+            offset,
+            found: g,
+        });
+    }
+    let expected = gran_ok.then(|| b.expected_l1_size());
+    if let Some(expected) = expected {
+        if u64::from(l1_size) != expected {
+            f.push(Violation::BitmapL1Size {
+                index,
+                offset,
+                found: l1_size,
+                expected,
+                cluster_bits: b.chunk_bits(),
+            });
+        }
+    }
+    expected
+}
+
+/// R38–R40 and R45 on one bitmap's L1 entries: each cluster an entry names is aligned, in the
+/// file, after the BAT and apart from the header, the BAT, the extension and the data.
+fn l1_entry_rules(
+    image: &Image<'_>,
+    h: &Header,
+    ext: &Extension<'_>,
+    data: &DataClusters,
+    b: &Bitmap<'_>,
+    f: &mut Findings,
+    clusters: &mut BitmapClusters,
+) {
+    let (cs, file_len, index) = (h.cluster_size(), image.file_len(), b.feature);
+    let l1 = b.l1();
+    // Most entries are the clean and dirty markers (0 and 1): skip tables of markers only.
+    if l1.iter().fold(0, |acc, e| acc | e) > L1_DIRTY {
+        for (i, entry) in l1.iter().enumerate() {
+            if entry <= L1_DIRTY {
+                continue;
+            }
+            let i = i as u32;
+            let Some(off) = entry.checked_mul(SECTOR_SIZE) else {
+                f.push(Violation::L1EntryPastEof {
+                    feature: index,
+                    index: i,
+                    entry,
+                    offset: u64::MAX,
+                    file_len,
+                });
+                continue;
+            };
+            if data.slot_of(off).is_none() {
+                f.push(Violation::L1EntryUnaligned {
+                    feature: index,
+                    index: i,
+                    entry,
+                    offset: off,
+                    cluster_size: cs,
+                });
+            }
+            if off.saturating_add(cs) > file_len {
+                f.push(Violation::L1EntryPastEof {
+                    feature: index,
+                    index: i,
+                    entry,
+                    offset: off,
+                    file_len,
+                });
+            }
+            clusters.end.bitmap_cluster(off);
+            if data.area_ok && off >= h.bat_end() && off < h.data_start() {
+                f.push(Violation::MetadataBeforeData {
+                    offset: off,
+                    what: Region::BitmapCluster {
+                        feature: index,
+                        l1_index: i,
+                    },
+                    bat_end: h.bat_end(),
+                    data_start: h.data_start(),
+                });
+            }
+            let with = if off < h.bat_end() {
+                Some(Region::HeaderAndBat)
+            } else if off < ext.file_offset + cs && ext.file_offset < off + cs {
+                Some(Region::Extension)
+            } else {
+                data.overlap(image, off)
+                    .map(|bat_index| Region::DataCluster { bat_index })
+            };
+            if let Some(with) = with {
+                f.push(Violation::L1EntryOverlap {
+                    feature: index,
+                    index: i,
+                    entry,
+                    offset: off,
+                    with,
+                });
+            }
+            clusters.l1.push((off, index, i, entry));
+        }
+    }
 }
 
 /// R44: the bytes between the end of the BAT and the data area are zero. ploop takes every

@@ -203,7 +203,7 @@ fn recursive_json_lines_are_single_checks_plus_path_then_exact_summary() {
 fn human_lines_name_each_result_and_rules_then_the_summary() {
     let dir = tempfile::tempdir().unwrap();
     let root = corpus(dir.path());
-    let out = prlimg(&["check", "-r", s(&root), "--jobs", "2"]);
+    let out = prlimg(&["check", "-R", s(&root), "--jobs", "2"]);
     let text = stdout(&out);
     let lines: Vec<&str> = text.lines().collect();
     let order = walk_order(&root);
@@ -319,7 +319,7 @@ fn one_thread_and_two_give_the_same_lines_in_the_same_order() {
     let dir = tempfile::tempdir().unwrap();
     let root = corpus(dir.path());
     let per_image = |jobs: &str| {
-        let out = prlimg(&["check", "-r", s(&root), "-j", jobs, "--output", "json"]);
+        let out = prlimg(&["check", "-R", s(&root), "-j", jobs, "--output", "json"]);
         let mut records = json_lines(&out);
         records.pop();
         records

@@ -287,6 +287,70 @@ fn an_interrupted_create_leaves_the_folder_as_it_was() {
     }
 }
 
+/// Runs `prlimg ARGS` as a job in its own process group (as a shell runs a job: Ctrl-C goes to
+/// the whole group), waits until it has written more than 1 MiB into a file under `dir` (a
+/// bundle's temporary folder included), sends `signal` to the group and returns how it ended.
+fn interrupt_job(dir: &Path, args: &[&str], signal: &str) -> std::process::ExitStatus {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let fds = PathBuf::from(format!("/proc/{}/fd", child.id()));
+    let start = Instant::now();
+    let canon = dir.canonicalize().unwrap();
+    'wait: loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{args:?} never started writing"
+        );
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("{args:?} ended by itself ({st}) before it could be interrupted");
+        }
+        for fd in fs::read_dir(&fds).into_iter().flatten().flatten() {
+            let Ok(to) = fs::read_link(fd.path()) else { continue };
+            if to.starts_with(&canon) && fs::metadata(fd.path()).is_ok_and(|m| m.len() > 1 << 20) {
+                break 'wait;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let group = format!("-{}", child.id());
+    let st = Command::new("kill")
+        .args([&format!("-{signal}"), "--", &group])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    child.wait().unwrap()
+}
+
+#[test]
+fn an_interrupted_bundle_write_leaves_the_folder_as_it_was() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = src_dir.path().join("big.hds");
+    let made = prlimg(&["create", s(&src), "--size", "2G", "--data", "0:2G:0xaa"]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("keep.txt"), b"already here").unwrap();
+    let before = listing(d);
+    let out = d.join("t.hdd");
+    let jobs: [Vec<&str>; 2] = [
+        vec!["convert", s(&src), s(&out)],
+        vec!["create", "--bundle", s(&out), "--size", "8G", "--data", "0:4G:0xaa"],
+    ];
+    for args in &jobs {
+        for (signal, number) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+            let st = interrupt_job(d, args, signal);
+            assert_eq!(st.signal(), Some(number), "{args:?} SIG{signal}: {st}");
+            assert_eq!(listing(d), before, "{args:?} SIG{signal}");
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------- inputs
 
 /// `prlimg ARGS` with `stdin` fed from `bytes` through a pipe.
@@ -421,4 +485,112 @@ fn an_image_reads_the_same_from_a_loop_device() {
     let from_device = reports(&dev, None);
     let _ = Command::new("losetup").args(["-d", &dev]).status();
     assert_eq!(from_device, reports(s(&p), None));
+}
+
+#[test]
+fn a_stream_that_is_not_an_image_is_refused_at_its_first_bytes() {
+    let zeros = "\"\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x00\" (hex 00000000000000000000000000000000)";
+    for path in ["/dev/urandom", "/dev/zero"] {
+        let start = Instant::now();
+        let out = prlimg(&["check", path]);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{path}: {:?}",
+            start.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(1), "{path}");
+        let err = stderr(&out);
+        assert!(
+            err.starts_with(&format!("prlimg: {path}: not a Parallels image: bytes 0..16 are \"")),
+            "{path}: {err}"
+        );
+        if path == "/dev/zero" {
+            assert_eq!(
+                err,
+                format!(
+                    "prlimg: /dev/zero: not a Parallels image: bytes 0..16 are {zeros}, expected \
+                     \"WithoutFreeSpace\" or \"WithouFreSpacExt\", and the version at byte 16 is 0, not 2\n"
+                )
+            );
+        }
+    }
+    // Text on standard input: shown as text and hex.
+    let out = prlimg_piped(&["info", "-"], &b"hello world, this is not an image".repeat(1000));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "prlimg: -: not a Parallels image: bytes 0..16 are \"hello world, thi\" (hex 68656c6c6f20776f726c642c20746869), \
+         expected \"WithoutFreeSpace\" or \"WithouFreSpacExt\", and the version at byte 16 is 1936269427, not 2\n"
+    );
+}
+
+/// `prlimg ARGS` with standard input redirected from the file `from`.
+fn prlimg_from(args: &[&str], from: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(fs::File::open(from).unwrap())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn every_command_reads_stdin_or_says_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = image_a(d);
+    let bytes = fs::read(&p).unwrap();
+    // Read at offsets: stdin redirected from the file is the file.
+    let by_name = prlimg(&["map", "--output", "json", s(&p)]);
+    assert_eq!(by_name.status.code(), Some(0));
+    let from_stdin = prlimg_from(&["map", "--output", "json", "-"], &p);
+    assert_eq!(
+        (from_stdin.status.code(), stdout(&from_stdin)),
+        (Some(0), stdout(&by_name))
+    );
+    let (a, b) = (d.join("a.raw"), d.join("b.raw"));
+    assert_eq!(prlimg(&["convert", s(&p), s(&a)]).status.code(), Some(0));
+    let out = prlimg_from(&["convert", "-", s(&b)], &p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    let damaged = d.join("damaged.hds");
+    let out = prlimg_from(&["corrupt", "-", s(&damaged), "--defect", "bad-magic"], &p);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(&fs::read(&damaged).unwrap()[16..], &bytes[16..]);
+    // ... and from a pipe they say why not, and write nothing.
+    for cmd in ["map", "convert", "corrupt"] {
+        let mut args = vec![cmd, "-"];
+        let target = d.join(format!("from-pipe-{cmd}"));
+        if cmd != "map" {
+            args.push(s(&target));
+        }
+        if cmd == "corrupt" {
+            args.extend(["--defect", "bad-magic"]);
+        }
+        let out = prlimg_piped(&args, &bytes);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "prlimg: -: standard input is a pipe or stream; `prlimg {cmd}` reads its source at offsets: \
+                 save it to a file first (or redirect stdin from the file)\n"
+            )
+        );
+        assert!(!target.exists());
+    }
+    // Held in memory: read whole from a pipe, as from the file.
+    let (m1, m2) = (d.join("m1"), d.join("m2"));
+    assert_eq!(
+        prlimg(&["mutate", s(&p), s(&m1), "--count", "3"]).status.code(),
+        Some(0)
+    );
+    let out = prlimg_piped(&["mutate", "-", s(&m2), "--count", "3"], &bytes);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for k in 0..3 {
+        let name = format!("mutant-{k:06}.hds");
+        assert_eq!(
+            fs::read(m1.join(&name)).unwrap(),
+            fs::read(m2.join(&name)).unwrap(),
+            "{name}"
+        );
+    }
 }

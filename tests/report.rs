@@ -1,7 +1,9 @@
-//! `prlimg check IMAGE --output html` (issue 17): one self-contained page with the summary, the
-//! QEMU and ploop predictions, the findings table and both pictures; opened in headless
-//! Chromium (Debian's `chromium`), whose screenshot must show the pictures resvg draws, cell for
-//! cell, where the page places them.
+//! `prlimg check IMAGE --output html` (issues 17 and 29): one self-contained page with the
+//! verdicts, the summary, the QEMU and ploop predictions, the findings table and the pictures
+//! (the file grid with rule codes on its cells, the guest view, the dirty maps, each with a
+//! colour key that matches what is drawn); opened in headless Chromium (Debian's `chromium`)
+//! at 360, 1200 and 2560 px, where it never scrolls sideways and every legend entry is inside
+//! the page.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -9,20 +11,16 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use parallels_image::{
-    bitmaps_svg, check, layout_svg, BitmapSpec, CellState, Data, Grid, Image, ImageBuilder, Mode, Rule,
+    bitmaps_svg, check, layout_svg, BitmapSpec, CellState, Data, Grid, Image, ImageBuilder, Mode, Rule, DIRTY_SCALE,
 };
 use resvg::tiny_skia::Pixmap;
 use serde_json::Value;
 
 #[path = "fixtures/mod.rs"]
 mod fixtures;
-use fixtures::render_svg;
 
 const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
 const CS: u64 = 64 << 10;
-/// The browser window, in CSS pixels (one device pixel each): wide enough for the layout
-/// picture's three panels and its legend, tall enough for the whole page.
-const WINDOW: (u32, u32) = (1900, 2600);
 
 fn prlimg(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run prlimg")
@@ -76,17 +74,6 @@ fn report(image: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// The pictures the library draws for these bytes, as the page inlines them (without `xmlns`).
-fn pictures(bytes: &[u8]) -> (String, String) {
-    let c = check(&bytes, Mode::Strict, "").unwrap();
-    let image = Image::parse_compact(&bytes, Mode::Strict).unwrap();
-    let inline = |svg: String| svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1);
-    (
-        inline(layout_svg(&image, &c.report)),
-        inline(bitmaps_svg(&image, &image.bitmaps())),
-    )
-}
-
 #[test]
 fn html_report_references_nothing_outside_itself() {
     let tmp = tempfile::tempdir().unwrap();
@@ -111,10 +98,15 @@ fn html_report_has_summary_predictions_findings_and_both_pictures() {
     // The three text sections are the human report, split where its parts begin.
     let human = prlimg(&["check", p]);
     let human = String::from_utf8(human.stdout).unwrap();
+    let headline = element(&html, "pre", "headline");
     let summary = element(&html, "pre", "summary");
     let qemu = element(&html, "pre", "qemu");
     let ploop = element(&html, "pre", "ploop");
-    assert_eq!(format!("{summary}{qemu}{ploop}"), human);
+    assert_eq!(format!("{headline}{summary}{qemu}{ploop}"), human);
+    assert!(
+        headline.starts_with("QEMU 10: opens it with its 1 bitmap, but `qemu-img check` exits 3"),
+        "{headline}"
+    );
     let leak = bytes.len() as u64 - CS;
     assert!(
         summary.starts_with(&format!(
@@ -163,78 +155,129 @@ fn html_report_has_summary_predictions_findings_and_both_pictures() {
         )
     );
     assert!(html.contains("<h2>Findings (1)</h2>"));
-    // Both pictures, exactly as the library draws them.
-    let (layout, maps) = pictures(&bytes);
-    assert_eq!(element(&html, "div", "layout"), layout);
-    assert_eq!(element(&html, "div", "bitmaps"), maps);
-}
-
-/// A point of a picture and the colour resvg gives it.
-struct Probe {
-    x: u32,
-    y: u32,
-    rgb: [u8; 3],
-}
-
-fn rgb(p: &Pixmap, x: u32, y: u32) -> [u8; 3] {
-    let c = p.pixel(x, y).unwrap().demultiply();
-    [c.red(), c.green(), c.blue()]
-}
-
-/// The centre of every cell in the grid rows of `svg` from `x0` (inclusive) to `x1`
-/// (exclusive), `rows` rows down from the top of the grids, with resvg's colour there.
-fn probes(svg: &str, x0: u64, x1: u64, rows: u64) -> Vec<Probe> {
-    let pixmap = render_svg(svg);
-    let mut out = Vec::new();
-    for row in 0..rows {
-        for x in (x0..x1).step_by(Grid::CELL as usize) {
-            let (x, y) = (
-                (x + Grid::CELL / 2) as u32,
-                (Grid::TOP + row * Grid::CELL + Grid::CELL / 2) as u32,
-            );
-            out.push(Probe {
-                x,
-                y,
-                rgb: rgb(&pixmap, x, y),
-            });
-        }
+    // The file grid: one cell per cluster (header and BAT, 2 data, extension, bitmap, leak), no
+    // past-EOF cell (nothing is referenced there), the rule code on the leaked cell.
+    let cells = fills(&html, "file-cells");
+    let file = Grid::new(bytes.len() as u64, CS);
+    assert_eq!(cells.len() as u64, file.cells);
+    assert_eq!(
+        cells,
+        [
+            CellState::Header,
+            CellState::Data,
+            CellState::Data,
+            CellState::Extension,
+            CellState::BitmapCluster,
+            CellState::Leaked
+        ]
+        .map(|s| s.colour().to_string())
+    );
+    assert!(
+        html.contains(&format!(
+            "<title>bytes {leak}..{}: leaked; R20</title></rect><rect x=\"50.8\" y=\"0.8\" width=\"8.4\" height=\"8.4\" \
+             fill=\"none\" stroke=\"#ff00ff\"",
+            leak + CS
+        )),
+        "{html}"
+    );
+    assert!(html.contains(">R20</text></svg>"), "{html}");
+    assert!(html.contains(&format!("<li><b>R20</b>: cell 5, bytes {leak}..{}</li>", leak + CS)));
+    // The colour key holds exactly the colours drawn (and the finding outline).
+    let mut drawn = cells.clone();
+    drawn.sort();
+    drawn.dedup();
+    let mut keyed = key_colours(&element_raw(&html, "ul", "file-key"));
+    assert_eq!(keyed.pop().as_deref(), Some("none"), "the finding outline comes last");
+    keyed.sort();
+    assert_eq!(keyed, drawn);
+    // The dirty map: granules 0, 1 and 16 wholly dirty (the darkest step), the rest clean; its
+    // key gives every step with its numbers.
+    let dirty = fills(&html, "bitmap-0-cells");
+    assert_eq!(dirty.len(), 1024);
+    for (k, fill) in dirty.iter().enumerate() {
+        let want = if [0, 1, 16].contains(&k) {
+            DIRTY_SCALE[5].1
+        } else {
+            DIRTY_SCALE[0].1
+        };
+        assert_eq!(fill, want, "cell {k}");
     }
-    out
-}
-
-fn close(a: [u8; 3], b: [u8; 3]) -> bool {
-    a.iter().zip(b).all(|(a, b)| a.abs_diff(b) <= 2)
-}
-
-/// Where in `shot` the picture sampled by `probes` is (its top-left corner), searching from
-/// row `from` down: every probe must match.
-fn find(shot: &Pixmap, probes: &[Probe], from: u32) -> Option<(u32, u32)> {
-    let anchor = probes
-        .iter()
-        .find(|p| p.rgb != [255, 255, 255])
-        .expect("a non-white probe");
-    let (w, h) = (shot.width(), shot.height());
-    for dy in from..h {
-        for dx in 0..w {
-            let (ax, ay) = (dx + anchor.x, dy + anchor.y);
-            if ax >= w || ay >= h || !close(rgb(shot, ax, ay), anchor.rgb) {
-                continue;
-            }
-            let all = probes.iter().all(|p| {
-                let (x, y) = (dx + p.x, dy + p.y);
-                x < w && y < h && close(rgb(shot, x, y), p.rgb)
-            });
-            if all {
-                return Some((dx, dy));
-            }
-        }
+    let key = element_raw(&html, "figure", "bitmap-0");
+    for (label, colour) in DIRTY_SCALE {
+        assert!(
+            key.contains(&format!(
+                "<li><span class=\"sw\" style=\"background:{colour}\"></span>{label}</li>"
+            )),
+            "{label}: {key}"
+        );
     }
-    None
 }
 
-/// Runs Chromium headless on `html`, returning the screenshot. Fails after 120 seconds.
-fn screenshot(chromium: &Path, html: &Path, dir: &Path) -> Pixmap {
-    let png = dir.join("shot.png");
+/// The `fill`s of the cells of the SVG grid `id` of the page, in order.
+fn fills(html: &str, id: &str) -> Vec<String> {
+    let svg = element_raw(html, "svg", id);
+    svg.split("<rect ")
+        .skip(1)
+        .filter(|r| !r.contains("fill=\"none\""))
+        .map(|r| {
+            let at = r.find("fill=\"").unwrap() + 6;
+            r[at..at + 7].to_string()
+        })
+        .collect()
+}
+
+/// The colours of a key's swatches, in order.
+fn key_colours(list: &str) -> Vec<String> {
+    list.split("style=\"background:")
+        .skip(1)
+        .map(|r| r[..r.find('"').unwrap()].to_string())
+        .collect()
+}
+
+/// The raw text of the element `<tag id="id" …>…</tag>` (attributes after the id allowed).
+fn element_raw(html: &str, tag: &str, id: &str) -> String {
+    let open = format!("<{tag} id=\"{id}\"");
+    let start = html.find(&open).unwrap_or_else(|| panic!("no {open} in {html}"));
+    let end = start + html[start..].find(&format!("</{tag}>")).unwrap();
+    html[start..end].to_string()
+}
+
+/// A BAT entry past the end of the file (R18): the past-EOF cell is drawn, black, with R18.
+#[test]
+fn html_report_draws_the_past_eof_cell_only_when_something_is_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut bytes, _) = ImageBuilder::new(1 << 20)
+        .cluster_size(CS)
+        .data(0, Data::Fill { len: 512, byte: 1 })
+        .to_vec()
+        .unwrap();
+    bytes[68..72].copy_from_slice(&1000u32.to_le_bytes());
+    let path = tmp.path().join("eof.hds");
+    std::fs::write(&path, &bytes).unwrap();
+    let out = prlimg(&["check", path.to_str().unwrap(), "--output", "html"]);
+    assert_eq!(out.status.code(), Some(2));
+    let html = String::from_utf8(out.stdout).unwrap();
+    let cells = fills(&html, "file-cells");
+    assert_eq!(
+        cells,
+        [CellState::Header, CellState::Data, CellState::PastEof].map(|s| s.colour().to_string())
+    );
+    assert!(
+        html.contains(&format!(
+            "<title>past EOF (from byte {}): past EOF; R18</title>",
+            bytes.len()
+        )),
+        "{html}"
+    );
+    assert!(html.contains("; the last cell: past EOF</figcaption>"));
+    assert!(html.contains(&format!(
+        "<li><b>R18</b>: cell 2, past EOF (from byte {})</li>",
+        bytes.len()
+    )));
+}
+
+/// Runs Chromium headless with `args` on `page`; its standard output. Fails after 120 s.
+fn chromium_run(chromium: &Path, args: &[String], page: &Path) -> Vec<u8> {
     let profile = tempfile::tempdir().unwrap();
     let mut child = Command::new(chromium)
         .args([
@@ -250,14 +293,19 @@ fn screenshot(chromium: &Path, html: &Path, dir: &Path) -> Pixmap {
             "--force-device-scale-factor=1",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("--window-size={},{}", WINDOW.0, WINDOW.1))
-        .arg(format!("file://{}", html.display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start chromium");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut buf).unwrap();
+        buf
+    });
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -273,8 +321,75 @@ fn screenshot(chromium: &Path, html: &Path, dir: &Path) -> Pixmap {
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert!(status.success(), "chromium: {status}: {err}");
-    let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot ({e}): {err}"));
+    reader.join().unwrap()
+}
+
+/// The screenshot of `html` in a window `width` x `height`.
+fn screenshot(chromium: &Path, html: &Path, dir: &Path, (width, height): (u32, u32)) -> Pixmap {
+    let png = dir.join("shot.png");
+    chromium_run(
+        chromium,
+        &[
+            format!("--screenshot={}", png.display()),
+            format!("--window-size={width},{height}"),
+        ],
+        html,
+    );
+    let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot ({e})"));
     Pixmap::decode_png(&bytes).unwrap()
+}
+
+/// Measures the report laid out `width` CSS pixels wide: it is put in an iframe that wide (a
+/// headless window is at least 500 px), with a script (in this copy only: the report has none)
+/// that writes the document's scroll width and every legend entry outside the page into the
+/// outer page's title, which `--dump-dom` prints. Returns (client width, scroll width, legend
+/// entries, entries outside).
+fn measure(chromium: &Path, report: &str, dir: &Path, width: u32) -> (u64, u64, u64, Vec<String>) {
+    let script = "<script>(function(){var d=document.documentElement;var out=[];\
+        var items=document.querySelectorAll('ul.key li, #cell-findings li, figcaption, svg');\
+        for(var i=0;i<items.length;i++){var r=items[i].getBoundingClientRect();\
+        if(r.left<0||r.right>d.clientWidth+0.5)out.push(items[i].textContent||items[i].id);}\
+        parent.document.title=JSON.stringify([d.clientWidth,d.scrollWidth,items.length,out]);})();</script>";
+    let inner = report.replace("</body>", &format!("{script}</body>"));
+    let attr = inner.replace('&', "&amp;").replace('"', "&quot;");
+    let page = dir.join(format!("measure-{width}.html"));
+    std::fs::write(
+        &page,
+        format!(
+            "<!DOCTYPE html><html><head><title>none</title></head><body style=\"margin:0\">\
+             <iframe style=\"border:0;width:{width}px;height:3000px\" srcdoc=\"{attr}\"></iframe></body></html>"
+        ),
+    )
+    .unwrap();
+    let dom = chromium_run(
+        chromium,
+        &[
+            "--dump-dom".to_string(),
+            format!("--window-size={},3100", width.max(500) + 40),
+        ],
+        &page,
+    );
+    let dom = String::from_utf8(dom).unwrap();
+    let start = dom.find("<title>").expect("a title") + 7;
+    let title = &dom[start..start + dom[start..].find("</title>").unwrap()];
+    let title = title
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">");
+    let v: Value = serde_json::from_str(&title).unwrap_or_else(|e| panic!("{e}: {title}"));
+    let outside = v[3]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    (
+        v[0].as_u64().unwrap(),
+        v[1].as_u64().unwrap(),
+        v[2].as_u64().unwrap(),
+        outside,
+    )
 }
 
 fn chromium() -> Option<PathBuf> {
@@ -295,51 +410,51 @@ fn chromium() -> Option<PathBuf> {
     found
 }
 
+/// At 360, 1200 and 2560 px the page does not scroll sideways and every legend entry, caption
+/// and picture is inside it; at 1200 px the screenshot shows every state of the file grid and
+/// the dirty map's darkest step.
 #[test]
 #[cfg_attr(
     prlimg_no_chromium,
     ignore = "chromium is not installed (Debian's chromium; .ci/run installs it)"
 )]
-fn html_report_in_chromium_shows_both_pictures() {
+fn html_report_in_chromium_fits_every_width() {
     let Some(chromium) = chromium() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let (path, bytes) = leaky_image(tmp.path());
-    let html = tmp.path().join("report.html");
-    std::fs::write(&html, report(&path)).unwrap();
-    let shot = screenshot(&chromium, &html, tmp.path());
-    assert_eq!((shot.width(), shot.height()), WINDOW);
-
-    // The layout picture: the file grid (header and BAT, data, extension, bitmap cluster, leak)
-    // and the guest view beside it, every cell as resvg draws it.
-    let (layout, maps) = pictures(&bytes);
-    let file_grid = Grid::new(bytes.len() as u64, CS);
-    let guest = Grid::new(1024, 1);
-    let rows = (file_grid.cells + 1).div_ceil(64).max(guest.rows());
-    let layout_probes = probes(&layout, Grid::FILE_X, Grid::FILE_X + 2 * Grid::PANEL, rows);
-    let mut colours: Vec<[u8; 3]> = layout_probes.iter().map(|p| p.rgb).collect();
-    colours.sort_unstable();
-    colours.dedup();
-    for state in [
-        CellState::Header,
-        CellState::Data,
-        CellState::Extension,
-        CellState::BitmapCluster,
-        CellState::Leaked,
-    ] {
-        let c = state.colour();
-        let want = [1, 3, 5].map(|i| u8::from_str_radix(&c[i..i + 2], 16).unwrap());
-        assert!(colours.contains(&want), "{state:?} ({c}) is not drawn");
+    let (path, _) = leaky_image(tmp.path());
+    let page = report(&path);
+    for width in [360, 1200, 2560] {
+        let (client, scroll, items, outside) = measure(&chromium, &page, tmp.path(), width);
+        assert_eq!(client, u64::from(width));
+        assert_eq!(scroll, client, "{width} px: the page scrolls sideways");
+        assert!(
+            items >= 25,
+            "{width} px: {items} legend entries, captions and pictures measured"
+        );
+        assert!(outside.is_empty(), "{width} px: outside the page: {outside:?}");
     }
-    let (_, layout_y) = find(&shot, &layout_probes, 0).expect("the layout picture is not in the screenshot");
-
-    // The dirty map below it: granules 0, 1 and 16 dirty, the rest clean.
-    let map_grid = Grid::new(64 << 20, CS);
-    let map_probes = probes(&maps, Grid::FILE_X, Grid::FILE_X + Grid::PANEL, map_grid.rows());
-    assert!(map_probes.iter().filter(|p| p.rgb == [0xd6, 0x27, 0x28]).count() == 3);
-    let (_, maps_y) = find(&shot, &map_probes, layout_y + 1).expect("the dirty map is not in the screenshot");
-    assert!(maps_y > layout_y + (rows * Grid::CELL) as u32);
+    let html = tmp.path().join("report.html");
+    std::fs::write(&html, &page).unwrap();
+    let shot = screenshot(&chromium, &html, tmp.path(), (1200, 2400));
+    assert_eq!((shot.width(), shot.height()), (1200, 2400));
+    let mut seen = std::collections::BTreeSet::new();
+    for p in shot.pixels() {
+        let c = p.demultiply();
+        seen.insert(format!("#{:02x}{:02x}{:02x}", c.red(), c.green(), c.blue()));
+    }
+    for colour in [
+        CellState::Header.colour(),
+        CellState::Data.colour(),
+        CellState::Extension.colour(),
+        CellState::BitmapCluster.colour(),
+        CellState::Leaked.colour(),
+        DIRTY_SCALE[5].1,
+        DIRTY_SCALE[0].1,
+    ] {
+        assert!(seen.contains(colour), "{colour} is not on the screen");
+    }
 }
 
 #[test]

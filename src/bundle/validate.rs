@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 
-use super::descriptor::{format_guid, parse_guid, ImageType, BACKUP_GUID, DEFAULT_TOP_GUID, NULL_GUID};
+use super::descriptor::{format_guid, parse_guid, Descriptor, ImageType, BACKUP_GUID, DEFAULT_TOP_GUID, NULL_GUID};
 use super::violation::BundleViolation;
 use super::{Bundle, BundleRule, Resolved};
 use crate::error::Error;
@@ -129,7 +129,23 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
     let d = bundle.descriptor();
     let mut out: Vec<BundleFinding> = Vec::new();
     let mut push = |v: BundleViolation| out.push(BundleFinding::Descriptor(v));
+    disk_parameters(d, &mut push);
+    let shots = snapshots(d, &mut push);
+    let parent_of = snapshot_tree(d, &shots, &mut push);
+    let image_files = images(bundle, &shots, &parent_of, &mut push);
+    // D22
+    if let Some(name) = bundle.marker_name() {
+        if !bundle.dir().join(&name).is_file() {
+            push(BundleViolation::MissingMarker { name });
+        }
+    }
+    let image_findings = image_rules(bundle, image_files, mode, &mut push);
+    out.extend(image_findings);
+    BundleReport { findings: out }
+}
 
+/// D3 to D8: the version, the geometry, the padding and the storages' tiling.
+fn disk_parameters(d: &Descriptor, push: &mut impl FnMut(BundleViolation)) {
     // D3
     if d.version.as_deref() != Some(super::descriptor::VERSION) {
         push(BundleViolation::BadVersion {
@@ -183,9 +199,15 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
             push(BundleViolation::ZeroBlocksize { storage: i });
         }
     }
+}
 
+/// A snapshot's GUID and its parent's (`None` where the parent is not a GUID).
+type Shot = (Uuid, Option<Uuid>);
+
+/// D14, D15 on the snapshots: their GUIDs read, each snapshot once.
+fn snapshots(d: &Descriptor, push: &mut impl FnMut(BundleViolation)) -> Vec<Shot> {
     // D14, D15 on snapshots
-    let mut shots: Vec<(Uuid, Option<Uuid>)> = Vec::new();
+    let mut shots: Vec<Shot> = Vec::new();
     let mut seen: HashMap<Uuid, String> = HashMap::new();
     for (i, s) in d.snapshots.shots.iter().enumerate() {
         let path = format!("Snapshots/Shot[{i}]/GUID");
@@ -216,6 +238,16 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
             }
         }
     }
+    shots
+}
+
+/// D17 to D20: one root, every parent present, no cycle, a top that is a snapshot; the parent
+/// of each snapshot.
+fn snapshot_tree(
+    d: &Descriptor,
+    shots: &[Shot],
+    push: &mut impl FnMut(BundleViolation),
+) -> HashMap<Uuid, Option<Uuid>> {
     let top_guid = match &d.snapshots.top_guid {
         None => Some(DEFAULT_TOP_GUID),
         Some(t) => {
@@ -240,7 +272,7 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
     }
     // D18
     let parent_of: HashMap<Uuid, Option<Uuid>> = shots.iter().copied().collect();
-    for (g, p) in &shots {
+    for (g, p) in shots {
         if let Some(p) = p.filter(|p| *p != NULL_GUID) {
             if !parent_of.contains_key(&p) {
                 push(BundleViolation::MissingParent {
@@ -294,9 +326,23 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
         }
     }
 
+    parent_of
+}
+
+/// An image file to read: its storage, its number there, its path.
+type ImageFile = (usize, usize, PathBuf);
+
+/// D11 to D16 and D21 from the descriptor and the folder: each image's GUID, snapshot and file.
+fn images(
+    bundle: &Bundle,
+    shots: &[Shot],
+    parent_of: &HashMap<Uuid, Option<Uuid>>,
+    push: &mut impl FnMut(BundleViolation),
+) -> Vec<ImageFile> {
+    let d = bundle.descriptor();
     // Images: D14, D15, D16, D21 from the descriptor; D11, D12, D13 from the folder.
     let mut files: HashMap<PathBuf, (usize, usize)> = HashMap::new();
-    let mut image_files: Vec<(usize, usize, PathBuf)> = Vec::new();
+    let mut image_files: Vec<ImageFile> = Vec::new();
     for (si, s) in d.storages.iter().enumerate() {
         let mut in_storage: HashMap<Uuid, String> = HashMap::new();
         for (ii, im) in s.images.iter().enumerate() {
@@ -377,7 +423,7 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
                 }),
             }
         }
-        for (g, _) in &shots {
+        for (g, _) in shots {
             if !in_storage.contains_key(g) {
                 push(BundleViolation::NoImageForSnapshot {
                     storage: si,
@@ -386,14 +432,17 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
             }
         }
     }
-    // D22
-    if let Some(name) = bundle.marker_name() {
-        if !bundle.dir().join(&name).is_file() {
-            push(BundleViolation::MissingMarker { name });
-        }
-    }
+    image_files
+}
 
-    // Each file: D8, D9, D10 against its storage, then the R rules.
+/// Each file: D8, D9, D10 against its storage, then the R rules of an expanding image.
+fn image_rules(
+    bundle: &Bundle,
+    image_files: Vec<ImageFile>,
+    mode: Mode,
+    push: &mut impl FnMut(BundleViolation),
+) -> Vec<BundleFinding> {
+    let d = bundle.descriptor();
     let mut image_findings = Vec::new();
     for (si, ii, path) in image_files {
         let s = &d.storages[si];
@@ -430,11 +479,11 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
                         match crate::validate::validate(&image) {
                             Ok(report) => (report.findings.into_iter().map(Some).collect(), Some(header)),
                             Err(Error::Invalid(v)) => (vec![finding(v)], Some(header)),
-                            Err(e) => (vec![io_finding(e, &im.file, si, ii, &mut push)], Some(header)),
+                            Err(e) => (vec![io_finding(e, &im.file, si, ii, push)], Some(header)),
                         }
                     }
                     Err(Error::Invalid(v)) => (vec![finding(v)], None),
-                    Err(e) => (vec![io_finding(e, &im.file, si, ii, &mut push)], None),
+                    Err(e) => (vec![io_finding(e, &im.file, si, ii, push)], None),
                 };
                 if let Some(h) = header {
                     if s.blocksize != 0 && u64::from(h.raw.tracks.get()) != s.blocksize {
@@ -464,8 +513,7 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
             }
         }
     }
-    out.extend(image_findings);
-    BundleReport { findings: out }
+    image_findings
 }
 
 fn finding(v: crate::error::Violation) -> Option<Finding> {

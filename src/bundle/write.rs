@@ -18,6 +18,7 @@ use super::DESCRIPTOR_NAME;
 use crate::builder::{BitmapSpec, Data, ImageBuilder};
 use crate::error::{BuildError, Error, Result};
 use crate::header::Variant;
+use crate::outfile::{hold_folder, place_folder, release_folder};
 use crate::raw::header::{RawHeader, MAGIC_V2, MAX_BAT_ENTRIES, MAX_TRACKS, VERSION as IMAGE_VERSION};
 
 /// What [`write_expanding`] wrote.
@@ -579,35 +580,51 @@ pub fn write_bundle_dir(dir: &Path, overwrite: bool, fill: impl FnOnce(&Path) ->
         .prefix(".prlimg-")
         .suffix(".tmp")
         .tempdir_in(&parent)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))?;
-    }
-    fill(tmp.path())?;
+    // Held until renamed: a signal handler calling `abandon_outputs` removes it.
     let tmp = tmp.keep();
-    if exists {
-        let old = tempfile::Builder::new()
-            .prefix(".prlimg-old-")
-            .tempdir_in(&parent)?
-            .keep();
-        fs::remove_dir(&old)?;
-        fs::rename(dir, &old)?;
-        if let Err(e) = fs::rename(&tmp, dir) {
-            let _ = fs::rename(&old, dir);
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(e.into());
-        }
-        if old.is_dir() {
-            fs::remove_dir_all(&old)?;
-        } else {
-            fs::remove_file(&old)?;
-        }
-    } else if let Err(e) = rename_noclobber(&tmp, dir) {
+    if let Err(e) = hold_folder(&tmp, dir) {
         let _ = fs::remove_dir_all(&tmp);
-        return Err(e.into());
+        return Err(e);
     }
-    Ok(())
+    let filled = (|| {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))?;
+        }
+        fill(&tmp)
+    })();
+    if let Err(e) = filled {
+        release_folder(&tmp);
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let placed = place_folder(&tmp, dir, || {
+        if exists {
+            let old = tempfile::Builder::new()
+                .prefix(".prlimg-old-")
+                .tempdir_in(&parent)?
+                .keep();
+            fs::remove_dir(&old)?;
+            fs::rename(dir, &old)?;
+            if let Err(e) = fs::rename(&tmp, dir) {
+                let _ = fs::rename(&old, dir);
+                return Err(e.into());
+            }
+            if old.is_dir() {
+                fs::remove_dir_all(&old)?;
+            } else {
+                fs::remove_file(&old)?;
+            }
+            Ok(())
+        } else {
+            Ok(rename_noclobber(&tmp, dir)?)
+        }
+    });
+    if placed.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    placed
 }
 
 /// Renames `from` to `to` unless `to` appeared meanwhile (a folder is renamed over an empty

@@ -622,7 +622,11 @@ impl Oracles {
         let qemu_prediction = match &self.qemu {
             None => None,
             Some(_) => {
-                let (prediction, digest) = crate::qemu::predict_knowing(&source, known.as_ref())?;
+                let (prediction, digest) = crate::qemu::predict_knowing_for(
+                    &source,
+                    known.as_ref(),
+                    self.qemu.as_ref().map_or_else(Default::default, |q| q.version()),
+                )?;
                 known = digest.or(known);
                 Some(prediction)
             }

@@ -92,51 +92,71 @@ impl PloopDrivers {
         timeout: Duration,
         times: &mut PloopRunTimes,
     ) -> Result<PloopObservation, OracleError> {
-        let read = |p: &Path| std::fs::read(p).map_err(|e| OracleError::io(format!("reading {}", p.display()), e));
-        let before = read(path)?;
+        let before = read_file(path)?;
         let header = RawHeader::read_padded(&before);
-        let (ext_off, inuse) = (header.ext_off.get(), header.inuse.get());
+        let input = Input {
+            path,
+            before: &before,
+            ext_off: header.ext_off.get(),
+            inuse: header.inuse.get(),
+        };
         let pcheck = self.dir.join("pcheck");
-        let unchanged = |r: &Run| -> Result<(), OracleError> {
-            if read(path)? != before {
-                return Err(OracleError::ChangedInput {
-                    program: r.command.clone(),
-                    path: path.to_path_buf(),
-                });
-            }
-            Ok(())
-        };
-        let finished = |r: &Run| match r.end {
-            End::TimedOut => Err(OracleError::TimedOut {
-                program: r.command.clone(),
-                limit: r.elapsed,
-            }),
-            _ => Ok(()),
-        };
-        let unexpected = |r: &Run| OracleError::UnexpectedEnd {
-            program: r.command.clone(),
-            end: r.end,
-            text: format!("{}\n{}", r.stdout.text(), r.stderr.text()),
-        };
-        let unparsable = |r: &Run, what| OracleError::Unparsable {
-            program: r.command.clone(),
-            what,
-            text: format!("{}\n{}", r.stdout.text(), r.stderr.text()),
-        };
+        let (check, check_last) = input.check(&pcheck, timeout, times)?;
+        let (cbt, cbt_words) = input.cbt(&pcheck, timeout, times)?;
+        let mount = input.mount(&self.dir.join("pmount_sim"), copy, timeout, times)?;
+        Ok(PloopObservation {
+            check,
+            check_last,
+            cbt,
+            cbt_words,
+            mount,
+        })
+    }
+}
 
-        // The check: its messages are every line before the summary (stderr and stdout in the
-        // order written).
+fn read_file(p: &Path) -> Result<Vec<u8>, OracleError> {
+    std::fs::read(p).map_err(|e| OracleError::io(format!("reading {}", p.display()), e))
+}
+
+/// The image the drivers run on, as it was before the first of them.
+struct Input<'a> {
+    path: &'a Path,
+    before: &'a [u8],
+    ext_off: u64,
+    inuse: u32,
+}
+
+impl Input<'_> {
+    /// A read-only driver must leave the file as it was.
+    fn unchanged(&self, r: &Run) -> Result<(), OracleError> {
+        if read_file(self.path)? != self.before {
+            return Err(OracleError::ChangedInput {
+                program: r.command.clone(),
+                path: self.path.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `pcheck --check-only`: its messages are every line before the summary (stderr and stdout
+    /// in the order written).
+    fn check(
+        &self,
+        pcheck: &Path,
+        timeout: Duration,
+        times: &mut PloopRunTimes,
+    ) -> Result<(PloopCheck, Option<String>), OracleError> {
         let options = RunOptions {
             timeout,
             keep_lines: MAX_PLOOP_MESSAGES,
             merge: true,
         };
-        let r = run(&pcheck, &[OsStr::new("--check-only"), path.as_os_str()], &options)?;
+        let r = run(pcheck, &[OsStr::new("--check-only"), self.path.as_os_str()], &options)?;
         times.check = Some(r.elapsed);
         finished(&r)?;
-        unchanged(&r)?;
+        self.unchanged(&r)?;
         let summary = find_line(&r.stdout, "CHECK rc=");
-        let (check_rc, mut count) = match (r.end, summary) {
+        let (rc, mut count) = match (r.end, summary) {
             (End::Exited(0), Some((at, line))) => (
                 Some(summary_rc(line, "CHECK rc=").ok_or_else(|| unparsable(&r, "the CHECK rc= number"))?),
                 at,
@@ -145,34 +165,50 @@ impl PloopDrivers {
             (End::Signalled(_), _) => (None, r.stdout.lines),
             _ => return Err(unexpected(&r)),
         };
-        let mut check_messages: Vec<String> = r.stdout.head[..(count as usize).min(r.stdout.head.len())]
+        let mut messages: Vec<String> = r.stdout.head[..(count as usize).min(r.stdout.head.len())]
             .iter()
             .map(|l| strip_prefix(l).to_string())
             .collect();
-        let mut check_last = (count > 0)
+        let mut last = (count > 0)
             .then(|| line_at(&r.stdout, count - 1).map(|l| strip_prefix(l).to_string()))
             .flatten();
         if let End::Signalled(s) = r.end {
             // A check that dies of a signal: its name is the last message.
             let name = signal_name(s);
-            if check_messages.len() < MAX_PLOOP_MESSAGES {
-                check_messages.push(name.clone());
+            if messages.len() < MAX_PLOOP_MESSAGES {
+                messages.push(name.clone());
             }
             count += 1;
-            check_last = Some(name);
+            last = Some(name);
         }
-        let check_messages_omitted = count - check_messages.len() as u64;
+        let messages_omitted = count - messages.len() as u64;
+        Ok((
+            PloopCheck {
+                rc,
+                messages,
+                messages_omitted,
+            },
+            last,
+        ))
+    }
 
-        // The CBT loader.
+    /// `pcheck --cbt-only`: the loader's outcome and the words of the bitmap it kept.
+    #[allow(clippy::type_complexity)]
+    fn cbt(
+        &self,
+        pcheck: &Path,
+        timeout: Duration,
+        times: &mut PloopRunTimes,
+    ) -> Result<(PloopCbt, Vec<(u32, Vec<u64>)>), OracleError> {
         let options = RunOptions {
             timeout,
             keep_lines: 1 << 20,
             merge: false,
         };
-        let r = run(&pcheck, &[OsStr::new("--cbt-only"), path.as_os_str()], &options)?;
+        let r = run(pcheck, &[OsStr::new("--cbt-only"), self.path.as_os_str()], &options)?;
         times.cbt = Some(r.elapsed);
         finished(&r)?;
-        unchanged(&r)?;
+        self.unchanged(&r)?;
         let last_err = r.stderr.last().map(|l| strip_prefix(l).to_string());
         let uuid = r
             .stdout
@@ -181,7 +217,7 @@ impl PloopDrivers {
             .chain(&r.stdout.tail)
             .find_map(|l| l.strip_prefix("uuid: "))
             .map(str::to_string);
-        let (cbt_outcome, cbt_bitmap, cbt_rc, cbt_message) = match r.end {
+        let (outcome, bitmap, rc, message) = match r.end {
             End::Signalled(s) => (CbtOutcome::Crashes, None, None, Some(signal_name(s))),
             End::Exited(0) => {
                 let rc = find_line(&r.stdout, "CBTLOAD rc=")
@@ -189,8 +225,8 @@ impl PloopDrivers {
                     .ok_or_else(|| unparsable(&r, "the CBTLOAD rc= line"))?;
                 match rc {
                     0 if uuid.is_some() => (CbtOutcome::Loads, uuid, Some(0), None),
-                    0 if ext_off == 0 => (CbtOutcome::None, None, Some(0), None),
-                    0 if inuse == 0 => (CbtOutcome::Ignores, None, Some(0), None),
+                    0 if self.ext_off == 0 => (CbtOutcome::None, None, Some(0), None),
+                    0 if self.inuse == 0 => (CbtOutcome::Ignores, None, Some(0), None),
                     0 => (CbtOutcome::Loads, None, Some(0), None),
                     rc => (CbtOutcome::Refuses, None, Some(rc), last_err),
                 }
@@ -200,16 +236,33 @@ impl PloopDrivers {
         if !r.stdout.is_complete() {
             return Err(unparsable(&r, "the whole bitmap dump (too long)"));
         }
-        let cbt_words = parse_words(&r.stdout.head).ok_or_else(|| unparsable(&r, "a readable bitmap dump"))?;
+        let words = parse_words(&r.stdout.head).ok_or_else(|| unparsable(&r, "a readable bitmap dump"))?;
+        Ok((
+            PloopCbt {
+                outcome,
+                bitmap,
+                rc,
+                message,
+            },
+            words,
+        ))
+    }
 
-        // The mount, on a copy.
-        std::fs::write(copy, &before).map_err(|e| OracleError::io(format!("writing {}", copy.display()), e))?;
+    /// `pmount_sim` on a copy at `copy` (written, then removed): what a mount does to the file.
+    fn mount(
+        &self,
+        pmount_sim: &Path,
+        copy: &Path,
+        timeout: Duration,
+        times: &mut PloopRunTimes,
+    ) -> Result<PloopMount, OracleError> {
+        std::fs::write(copy, self.before).map_err(|e| OracleError::io(format!("writing {}", copy.display()), e))?;
         let options = RunOptions {
             timeout,
             keep_lines: 10_000,
             merge: false,
         };
-        let r = run(&self.dir.join("pmount_sim"), &[copy.as_os_str()], &options);
+        let r = run(pmount_sim, &[copy.as_os_str()], &options);
         let after = std::fs::read(copy);
         let _ = std::fs::remove_file(copy);
         let r = r?;
@@ -218,19 +271,19 @@ impl PloopDrivers {
         let after = after.map_err(|e| OracleError::io(format!("reading {}", copy.display()), e))?;
         let after_header = RawHeader::read_padded(&after);
         let (after_ext, after_inuse) = (after_header.ext_off.get(), after_header.inuse.get());
-        let (copy_name, name) = (copy.display().to_string(), path.display().to_string());
-        let mount_message = r.stderr.last().map(|l| strip_prefix(l).replace(&copy_name, &name));
-        let (mount_rc, mount_effect, mount_message) = match r.end {
+        let (copy_name, name) = (copy.display().to_string(), self.path.display().to_string());
+        let message = r.stderr.last().map(|l| strip_prefix(l).replace(&copy_name, &name));
+        let (rc, effect, message) = match r.end {
             End::Signalled(s) => (None, MountEffect::Crashes, Some(signal_name(s))),
             End::Exited(0) => {
                 let rc = find_line(&r.stdout, "MOUNTLOAD rc=")
                     .and_then(|(_, l)| summary_rc(l, "MOUNTLOAD rc="))
                     .ok_or_else(|| unparsable(&r, "the MOUNTLOAD rc= line"))?;
-                let effect = if after.len() < before.len() {
+                let effect = if after.len() < self.before.len() {
                     MountEffect::Truncates
-                } else if after_ext != ext_off && after_ext == 0 {
+                } else if after_ext != self.ext_off && after_ext == 0 {
                     MountEffect::DropsExtension
-                } else if after == before {
+                } else if after == self.before {
                     MountEffect::Unchanged
                 } else {
                     return Err(OracleError::OtherChange {
@@ -238,33 +291,45 @@ impl PloopDrivers {
                         path: copy.to_path_buf(),
                     });
                 };
-                (Some(rc), effect, mount_message)
+                (Some(rc), effect, message)
             }
             _ => return Err(unexpected(&r)),
         };
-        Ok(PloopObservation {
-            check: PloopCheck {
-                rc: check_rc,
-                messages: check_messages,
-                messages_omitted: check_messages_omitted,
-            },
-            check_last,
-            cbt: PloopCbt {
-                outcome: cbt_outcome,
-                bitmap: cbt_bitmap,
-                rc: cbt_rc,
-                message: cbt_message,
-            },
-            cbt_words,
-            mount: PloopMount {
-                rc: mount_rc,
-                effect: mount_effect,
-                file_size: after.len() as u64,
-                ext_off: after_ext,
-                inuse: after_inuse,
-                message: mount_message,
-            },
+        Ok(PloopMount {
+            rc,
+            effect,
+            file_size: after.len() as u64,
+            ext_off: after_ext,
+            inuse: after_inuse,
+            message,
         })
+    }
+}
+
+/// A driver killed at the deadline is an error of the oracle, not an outcome.
+fn finished(r: &Run) -> Result<(), OracleError> {
+    match r.end {
+        End::TimedOut => Err(OracleError::TimedOut {
+            program: r.command.clone(),
+            limit: r.elapsed,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn unexpected(r: &Run) -> OracleError {
+    OracleError::UnexpectedEnd {
+        program: r.command.clone(),
+        end: r.end,
+        text: format!("{}\n{}", r.stdout.text(), r.stderr.text()),
+    }
+}
+
+fn unparsable(r: &Run, what: &'static str) -> OracleError {
+    OracleError::Unparsable {
+        program: r.command.clone(),
+        what,
+        text: format!("{}\n{}", r.stdout.text(), r.stderr.text()),
     }
 }
 

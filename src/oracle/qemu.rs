@@ -6,12 +6,67 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{on_path, run, End, OracleError, Run, RunOptions};
-use crate::qemu::{Prediction, QemuCheck, QemuOutcome, MAX_ERROR_LINES};
+use crate::qemu::{Prediction, QemuCheck, QemuOutcome, Version, MAX_ERROR_LINES};
 
-/// The `qemu-img` program.
+/// The `qemu-img` program, and the QEMU version it is predicted as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QemuImg {
     program: PathBuf,
+    version: Version,
+}
+
+/// A folder of QEMU tools (`qemu-img` …) and their version, found by `qemu-img --version`: the
+/// 10.0.2 tools on `PATH`, or another build beside them, such as Debian 12's 7.2 package
+/// unpacked with `dpkg -x` (`.ci/run` puts it in `~/.cache/qemu-7.2/usr/bin`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuTools {
+    /// The folder holding `qemu-img`.
+    pub dir: PathBuf,
+    /// Its version.
+    pub version: Version,
+}
+
+/// Where `.ci/run` unpacks QEMU 7.2's tools: `$QEMU_7_2_DIR`, else `~/.cache/qemu-7.2/usr/bin`.
+pub fn qemu_7_2_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("QEMU_7_2_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/qemu-7.2/usr/bin"))
+}
+
+impl QemuTools {
+    /// The tools in `dir`, their version read from `qemu-img --version` (which must name a
+    /// [`Version`] this crate predicts).
+    pub fn detect(dir: impl Into<PathBuf>) -> Result<QemuTools, OracleError> {
+        let dir = dir.into();
+        let program = dir.join("qemu-img");
+        let run = run(
+            &program,
+            &[OsStr::new("--version")],
+            &RunOptions::new(Duration::from_secs(30)),
+        )?;
+        let first = run.stdout.head.first().cloned().unwrap_or_default();
+        match Version::from_banner(&first) {
+            Some(version) if run.end == End::Exited(0) => Ok(QemuTools { dir, version }),
+            _ => Err(OracleError::Unparsable {
+                program: run.command.clone(),
+                what: "a QEMU version this crate predicts (7.2 or 10.0)",
+                text: run.stdout.text(),
+            }),
+        }
+    }
+
+    /// The tools on `PATH` (the folder of the first `qemu-img` there), if any.
+    pub fn on_path() -> Option<Result<QemuTools, OracleError>> {
+        let program = on_path("qemu-img")?;
+        let dir = program.parent().map(Path::to_path_buf).unwrap_or_default();
+        Some(QemuTools::detect(dir))
+    }
+
+    /// Its `qemu-img`, predicted as this version.
+    pub fn qemu_img(&self) -> QemuImg {
+        QemuImg::new(self.dir.join("qemu-img")).with_version(self.version)
+    }
 }
 
 /// Which `qemu-img` command.
@@ -39,7 +94,19 @@ impl QemuImg {
     pub fn new(program: impl Into<PathBuf>) -> Self {
         QemuImg {
             program: program.into(),
+            version: Version::default(),
         }
+    }
+
+    /// The same program, predicted as QEMU `version` ([`QemuTools::detect`] reads it from the
+    /// program; [`QemuImg::new`] assumes 10.0).
+    pub fn with_version(self, version: Version) -> Self {
+        QemuImg { version, ..self }
+    }
+
+    /// The QEMU version its runs are compared with.
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// `qemu-img` from `PATH`, if it is there.

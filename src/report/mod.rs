@@ -71,6 +71,11 @@ pub struct BundleCheck {
 }
 
 impl BundleCheck {
+    /// Each finding's rule code and severity name, in the order found.
+    pub fn severities(&self) -> Vec<(&'static str, &'static str)> {
+        self.findings.iter().map(|f| (f.code, f.severity.name())).collect()
+    }
+
     /// `prlimg check`'s exit status: 0 clean, 2 corrupt, 3 leaks only.
     pub fn exit_code(&self) -> u8 {
         self.verdict.exit_code()

@@ -55,6 +55,13 @@ fn guest_view_colours_each_range_by_the_snapshot_it_comes_from() {
         let label = format!(">depth {d}: {} (c.hdd.0.{}.hds)</text>", g(n), g(n));
         assert!(svg.contains(&label), "{label} in {svg}");
     }
+    // The legend's longest line is not clipped: the picture's last columns stay white.
+    let (w, h) = (u64::from(p.width()), u64::from(p.height()));
+    for x in w - 6..w {
+        for y in 0..h {
+            assert_eq!(pixel_hex(&p, x, y), "#ffffff", "legend clipped at ({x}, {y})");
+        }
+    }
     assert!(svg.contains(&format!(">guest view at snapshot {}: 4194304 bytes</text>", g(3))));
     assert!(svg.contains(">1 cell = 1024 bytes; colour = the newest snapshot holding any of them</text>"));
 

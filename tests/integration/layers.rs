@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["validate"],
     &["builder", "random", "recipe", "stream", "edit"],
     &["qemu", "ploop"],
-    &["check"],
+    &["check", "repair"],
     &["picture"],
     &["corrupt", "mutate"],
     &["bundle"],

@@ -20,6 +20,7 @@ mod layout;
 mod mutate;
 mod picture;
 mod placement;
+mod repair;
 mod roundtrip;
 mod samples;
 mod spec;

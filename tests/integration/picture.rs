@@ -1,8 +1,8 @@
 //! The pictures (issue 17): rendered with resvg, the colour at the cell of each known defect.
 
 use parallels_image::{
-    bitmaps_svg, layout_svg, open, validate, BitmapSpec, CellState, Data, Grid, Image, ImageBuilder, Mode, Rule,
-    FINDING_OUTLINE, L1_COLOURS,
+    bitmaps_svg, dirty_step, layout_svg, open, validate, BitmapSpec, CellState, Data, Grid, Image, ImageBuilder, Mode,
+    Rule, DIRTY_SCALE, FINDING_OUTLINE, L1_COLOURS,
 };
 
 use crate::fixtures::{pixel_hex as hex, render_svg as render};
@@ -176,7 +176,7 @@ fn dirty_cell(p: &resvg::tiny_skia::Pixmap, grid: &Grid, panel: u64, offset: u64
     hex(p, x + 5, y + 5)
 }
 
-const FULLY_DIRTY: &str = "#d62728";
+const FULLY_DIRTY: &str = "#67000d";
 const CLEAN: &str = "#eeeeee";
 
 #[test]
@@ -210,7 +210,7 @@ fn several_bitmaps_side_by_side_with_their_l1_chunks() {
     let grid = Grid::new(48 * MIB, 512);
     assert_eq!(grid.cell_bytes, 12 << 10);
     assert!(
-        svg.contains("granularity 512 bytes; 1 cell = 12288 bytes; shade = dirty fraction"),
+        svg.contains("granularity 512 bytes; 1 cell = 12288 bytes; colour = dirty share (key below)"),
         "{svg}"
     );
     // Panel 0 is bitmap A, panel 1 beside it is bitmap B.
@@ -221,10 +221,10 @@ fn several_bitmaps_side_by_side_with_their_l1_chunks() {
     assert_eq!(dirty_cell(&p, &grid, 0, 40 * MIB), CLEAN);
     assert_eq!(dirty_cell(&p, &grid, 1, 0), FULLY_DIRTY);
     assert_eq!(dirty_cell(&p, &grid, 1, 20 * MIB), CLEAN);
-    // The cell [16 MiB - 4 KiB, 16 MiB + 8 KiB) is two thirds dirty: shaded 0.35 + 0.65 * 2/3 of
-    // the way from the clean grey (238, 238, 238) to full red (214, 39, 40).
+    // The cell [16 MiB - 4 KiB, 16 MiB + 8 KiB) is two thirds dirty: the 50-99 % step.
     assert_eq!(grid.cell_of(16 * MIB) * grid.cell_bytes, 16 * MIB - 4096);
-    assert_eq!(dirty_cell(&p, &grid, 0, 16 * MIB), "#db5253");
+    assert_eq!(dirty_cell(&p, &grid, 0, 16 * MIB), "#cb181d");
+    assert_eq!(DIRTY_SCALE[4], ("50-99 %", "#cb181d"));
     // The L1 strip under each map: one cell per entry, 0 / 1 / data cluster.
     let strip_y = Grid::TOP + grid.rows() * Grid::CELL + 20 + 5;
     let strip = |panel: u64, k: u64| hex(&p, Grid::FILE_X + panel * Grid::PANEL + k * Grid::CELL + 5, strip_y);
@@ -261,12 +261,14 @@ fn legends_state_the_scale_of_a_64_tib_image() {
         "{layout}"
     );
     assert!(
-        layout.contains(">1 cell = 16777216 bytes (1 clusters); the last cell: past EOF</text>"),
+        layout.contains(">1 cell = 16777216 bytes (1 clusters)</text>"),
         "{layout}"
     );
     let maps = bitmaps_svg(&image, &image.bitmaps());
     assert!(
-        maps.contains(">granularity 1048576 bytes; 1 cell = 17179869184 bytes; shade = dirty fraction</text>"),
+        maps.contains(
+            ">granularity 1048576 bytes; 1 cell = 17179869184 bytes; colour = dirty share (key below)</text>"
+        ),
         "{maps}"
     );
 }
@@ -310,4 +312,68 @@ fn entries_into_the_bat_and_past_eof_show_r16_and_r18() {
         svg.contains(&format!("<title>R18 at past EOF (from byte {})</title>", bytes.len())),
         "{svg}"
     );
+}
+
+/// The dirty maps' scale is stepped and sequential: one granule dirty in 256 (0.4 %) is the
+/// palest red, far from a full cell's dark red; the key under each map gives the numbers.
+#[test]
+fn dirty_shading_tells_a_few_dirty_granules_from_a_full_cell() {
+    assert_eq!(dirty_step(0, 1000), 0);
+    assert_eq!(dirty_step(4, 1000), 1);
+    assert_eq!(dirty_step(10, 1000), 2);
+    assert_eq!(dirty_step(99, 1000), 2);
+    assert_eq!(dirty_step(100, 1000), 3);
+    assert_eq!(dirty_step(500, 1000), 4);
+    assert_eq!(dirty_step(999, 1000), 4);
+    assert_eq!(dirty_step(1000, 1000), 5);
+    assert_eq!(dirty_step(u64::MAX, u64::MAX), 5);
+    // 1 GiB disk, 64 KiB granules: 16384 granules, 4 a cell; cell 1 wholly dirty, the rest clean.
+    let (bytes, _) = ImageBuilder::new(1 << 30)
+        .cluster_size(1 << 20)
+        .bitmap(BitmapSpec {
+            id: [7; 16],
+            granularity: 64 << 10,
+            extents: vec![(4 << 16, 4 << 16)],
+        })
+        .to_vec()
+        .unwrap();
+    let image = open(&bytes).unwrap();
+    let svg = bitmaps_svg(&image, &image.bitmaps());
+    let p = render(&svg);
+    let grid = Grid::new(1 << 30, 64 << 10);
+    assert_eq!(grid.cell_bytes, 4 << 16);
+    assert_eq!(dirty_cell(&p, &grid, 0, 0), CLEAN);
+    assert_eq!(dirty_cell(&p, &grid, 0, 4 << 16), FULLY_DIRTY);
+    for (label, colour) in DIRTY_SCALE {
+        assert!(
+            svg.contains(&format!(
+                "fill=\"{colour}\" stroke=\"#888888\" stroke-width=\"0.5\"/><text x="
+            )),
+            "{colour}"
+        );
+        assert!(svg.contains(&format!(">{label}</text>")), "{label}");
+    }
+    // Granules of 512 bytes, cells of 256 KiB: 1 KiB dirty (0.4 %) in the first, 1.6 % in the
+    // second, the fifth wholly dirty: far apart on the scale.
+    let (bytes, _) = ImageBuilder::new(1 << 30)
+        .cluster_size(1 << 20)
+        .bitmap(BitmapSpec {
+            id: [8; 16],
+            granularity: 512,
+            extents: vec![(0, 1024), (1 << 18, 4096), (1 << 20, 1 << 18)],
+        })
+        .to_vec()
+        .unwrap();
+    let image = open(&bytes).unwrap();
+    let p = render(&bitmaps_svg(&image, &image.bitmaps()));
+    let grid = Grid::new(1 << 30, 512);
+    assert_eq!(grid.cell_bytes, 1 << 18);
+    assert_eq!(dirty_cell(&p, &grid, 0, 0), DIRTY_SCALE[1].1, "1 KiB of 256 KiB: 0.4 %");
+    assert_eq!(DIRTY_SCALE[1], ("under 1 %", "#fee0d2"));
+    assert_eq!(
+        dirty_cell(&p, &grid, 0, 1 << 18),
+        DIRTY_SCALE[2].1,
+        "4 KiB of 256 KiB: 1.6 %"
+    );
+    assert_eq!(dirty_cell(&p, &grid, 0, 1 << 20), FULLY_DIRTY);
 }

@@ -82,14 +82,26 @@ pub fn compare_file(bin: &Path, path: &Path) -> Vec<String> {
 /// Compares every image (in parallel) and panics with every disagreement, naming the image.
 /// Returns how many images were compared.
 pub fn compare_all(bin: &Path, dir: &Path, images: Vec<(String, Vec<u8>)>) -> usize {
-    let n = images.len();
+    compare_stream(bin, dir, images.into_iter())
+}
+
+/// [`compare_all`] of images made one at a time as the workers take them (`par_bridge`): only
+/// the images being compared are in memory, not the whole campaign (the defects and mutations
+/// campaigns hold gigabytes otherwise).
+pub fn compare_stream(bin: &Path, dir: &Path, images: impl Iterator<Item = (String, Vec<u8>)> + Send) -> usize {
+    use rayon::iter::ParallelBridge;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = AtomicUsize::new(0);
     let mut failures: Vec<String> = images
-        .into_par_iter()
+        .par_bridge()
         .filter_map(|(name, bytes)| {
+            count.fetch_add(1, Ordering::Relaxed);
             let d = compare_bytes(bin, dir, &name, &bytes);
+            drop(bytes);
             (!d.is_empty()).then(|| format!("{name}:\n  {}", d.join("\n  ")))
         })
         .collect();
+    let n = count.into_inner();
     failures.sort();
     let shown: Vec<&String> = failures.iter().take(25).collect();
     assert!(

@@ -6,6 +6,8 @@
 //! drivers run on the image (its bytes checked unchanged), the mount driver on a copy.
 //! A missing oracle skips each test with a `SKIP:` line, or fails it under `CI=true`.
 
+#[path = "../fixtures/mod.rs"]
+mod fixtures;
 mod harness;
 
 mod corpus;
@@ -13,6 +15,7 @@ mod defects;
 mod edits;
 mod loads;
 mod mutations;
+mod repair;
 mod shapes;
 mod short;
 mod slack;

@@ -8,6 +8,10 @@ use crate::corpus::{KIB, MIB};
 use crate::harness::{differences, observe, oracle, scratch};
 
 #[test]
+#[cfg_attr(
+    prlimg_no_ploop_oracle,
+    ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
+)]
 fn nonzero_slots_before_the_data_area_are_flagged_here_and_by_ploop() {
     let Some(bin) = oracle("nonzero_slots_before_the_data_area_are_flagged_here_and_by_ploop") else {
         return;

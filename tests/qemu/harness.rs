@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use parallels_image::oracle::qemu::QemuImg;
+use parallels_image::oracle::qemu::{QemuImg, QemuTools};
 use parallels_image::oracle::{self, End, RunOptions};
-use parallels_image::qemu::{self, QemuCheck, QemuOutcome};
+use parallels_image::qemu::{self, QemuCheck, QemuOutcome, Version};
 use serde_json::Value;
 
 /// True when missing tools must fail the test instead of skipping it.
@@ -453,30 +453,86 @@ pub fn check_mismatch(pred: &QemuCheck, run: &Run, path: &str) -> Option<String>
     oracle::qemu::check_disagreement(pred, &run.raw, path).map(|d| d.to_string())
 }
 
-/// Runs `qemu-img info` and `check` on `img` and compares both with [`qemu::predict`];
-/// returns every difference (empty: QEMU did what was predicted).
+/// The `qemu-img` programs to compare with, each predicted as its version: 10.0 from `PATH`,
+/// and QEMU 7.2 from where `.ci/run` unpacks it (`oracle::qemu::qemu_7_2_dir`). A missing 7.2
+/// fails under `CI=true`, and otherwise is skipped with one visible `SKIP:` line per run.
+pub fn qemu_imgs() -> Vec<QemuImg> {
+    let mut out = vec![qemu_img()];
+    out.extend(qemu_7_2());
+    out
+}
+
+/// QEMU 7.2's `qemu-img` (see [`qemu_imgs`]).
+pub fn qemu_7_2() -> Option<QemuImg> {
+    static FOUND: std::sync::OnceLock<Result<QemuImg, String>> = std::sync::OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        let dir = oracle::qemu::qemu_7_2_dir().ok_or("no HOME or QEMU_7_2_DIR")?;
+        if !dir.join("qemu-img").is_file() {
+            return Err(format!(
+                "QEMU 7.2 is not unpacked in {} (.ci/run's step \"QEMU 7.2\" puts it there)",
+                dir.display()
+            ));
+        }
+        let tools = QemuTools::detect(&dir).map_err(|e| e.to_string())?;
+        if tools.version != Version::V7_2 {
+            return Err(format!("{} holds QEMU {}, not 7.2", dir.display(), tools.version));
+        }
+        Ok(tools.qemu_img())
+    });
+    match found {
+        Ok(q) => Some(q.clone()),
+        Err(why) if ci() => panic!("QEMU 7.2 is required under CI=true: {why}"),
+        Err(why) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| skip(&format!("the QEMU 7.2 comparisons: {why}")));
+            None
+        }
+    }
+}
+
+/// Runs `qemu-img info` and `check` on `img` and compares both with [`qemu::predict`], for
+/// QEMU 10.0 and (where it is installed, always under `CI=true`) QEMU 7.2 with
+/// [`qemu::predict_for`]; returns every difference, each naming the version (empty: both QEMUs
+/// did what was predicted).
 pub fn compare_with_qemu(img: &Img) -> Vec<String> {
-    let pred = qemu::predict(&img.bytes.as_slice()).expect("predict on a slice");
+    qemu_imgs()
+        .iter()
+        .flat_map(|q| {
+            compare_with(q, img)
+                .into_iter()
+                .map(move |p| format!("QEMU {}: {p}", q.version()))
+        })
+        .collect()
+}
+
+/// [`compare_with_qemu`] for one `qemu-img`, predicted as its version.
+pub fn compare_with(q: &QemuImg, img: &Img) -> Vec<String> {
+    let version = q.version();
+    let pred = qemu::predict_for(&img.bytes.as_slice(), version).expect("predict on a slice");
     let path = img.arg();
     let mut out = Vec::new();
     // The same prediction from the file (its BAT read through a buffer, as `prlimg check`
     // does) and from the whole BAT held in memory.
     let file = parallels_image::FileSource::open(&img.path).expect("open test image");
-    let from_file = qemu::predict(&file).expect("predict on the file");
+    let from_file = qemu::predict_for(&file, version).expect("predict on the file");
     if from_file != pred {
         out.push(format!(
             "{path}: predicted from the file {from_file:?}, from its bytes {pred:?}"
         ));
     }
     if let Ok(whole) = parallels_image::Image::parse(&img.bytes) {
-        let from_whole = qemu::predict_image(&whole);
+        let from_whole = qemu::predict_image_for(&whole, version);
         if from_whole != pred {
             out.push(format!(
                 "{path}: predicted from the whole BAT {from_whole:?}, compact {pred:?}"
             ));
         }
     }
-    out.extend(info_mismatch(&pred.info, &info(img), &path));
-    out.extend(check_mismatch(&pred.check, &check(img), &path));
+    let info = q.info(&img.path, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let info = Run::from(finished(&[img], info));
+    let check = q.check(&img.path, TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    let check = Run::from(finished(&[img], check));
+    out.extend(info_mismatch(&pred.info, &info, &path));
+    out.extend(check_mismatch(&pred.check, &check, &path));
     out
 }

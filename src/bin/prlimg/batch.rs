@@ -184,6 +184,9 @@ impl<W: Write> Printer<'_, W> {
     }
 
     fn write_line(&mut self, line: &str) -> Result<(), Failure> {
+        if crate::output::quiet() {
+            return Ok(());
+        }
         let (out, bar) = (&mut self.out, self.bar);
         let mut write = || -> io::Result<()> {
             out.write_all(line.as_bytes())?;
@@ -319,6 +322,10 @@ fn walk(root: &Path) -> impl Iterator<Item = Entry> {
             // A symbolic link to a folder: not followed (it may lead back up).
             continue;
         }
+        if is_manifest(&path) {
+            // What `mutate` and `corpus` write beside the images: not an image.
+            continue;
+        }
         return Some(classify(path, &meta));
     })
 }
@@ -350,17 +357,10 @@ fn check_entry(path: PathBuf, output: Format, lenient: bool) -> Done {
     }
 }
 
-/// `PATH: corrupt (R17, R20)`, or the JSON report with `"path"` first.
+/// `PATH: corrupt (R17, R20), notes: R42`, or the JSON report with `"path"` first.
 fn render(path: &Path, c: &Checked, output: Format) -> Result<String, Failure> {
     match output {
-        Format::Human | Format::Html => {
-            let rules = c.rules();
-            Ok(if rules.is_empty() {
-                format!("{}: {}", path.display(), c.result())
-            } else {
-                format!("{}: {} ({})", path.display(), c.result(), rules.join(", "))
-            })
-        }
+        Format::Human | Format::Html => Ok(format!("{}: {}", path.display(), verdict_line(c))),
         Format::Json => {
             let object = c.json_line()?;
             let key = json_string(&path.display().to_string())?;
@@ -551,4 +551,60 @@ impl Summary {
         };
         serde_json::to_string(&record).map_err(|e| Failure::plain(format!("JSON: {e}")))
     }
+}
+
+/// The verdict and the rules by severity: the verdict's own rules in parentheses (`corrupt
+/// (R17)`, `leaks (R9)`), the others after it by kind (`clean, non-canonical: R30, notes: R42`).
+fn verdict_line(c: &Checked) -> String {
+    let found: Vec<(&'static str, &'static str)> = match c {
+        Checked::Image(i) => i
+            .report
+            .findings
+            .iter()
+            .map(|f| (f.violation.rule().code(), f.severity.name()))
+            .collect(),
+        Checked::Bundle(b) => b.severities(),
+    };
+    let own = match c.result() {
+        "corrupt" => Some("corruption"),
+        "leaks" => Some("leak"),
+        _ => None,
+    };
+    let codes = |severity: &str| {
+        let mut v: Vec<&str> = Vec::new();
+        for &(code, s) in &found {
+            if s == severity && !v.contains(&code) {
+                v.push(code);
+            }
+        }
+        v
+    };
+    let mut line = c.result().to_string();
+    if let Some(own) = own {
+        let v = codes(own);
+        if !v.is_empty() {
+            line += &format!(" ({})", v.join(", "));
+        }
+    }
+    for (severity, label) in [
+        ("corruption", "corruptions"),
+        ("leak", "leaks"),
+        ("non-canonical", "non-canonical"),
+        ("note", "notes"),
+    ] {
+        if Some(severity) == own {
+            continue;
+        }
+        let v = codes(severity);
+        if !v.is_empty() {
+            line += &format!(", {label}: {}", v.join(", "));
+        }
+    }
+    line
+}
+
+/// `manifest.json`, the list `prlimg mutate` and `prlimg corpus` write into a folder of images:
+/// a walk of the folder (a batch, `differential`) skips it.
+pub fn is_manifest(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == "manifest.json")
 }

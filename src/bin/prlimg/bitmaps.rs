@@ -45,6 +45,9 @@ pub struct Args {
     /// Overwrite the --picture file if it exists.
     #[arg(long)]
     force: bool,
+    /// The image's format, as `qemu-img -f` (`raw` is refused: a raw file has no bitmaps).
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = crate::input::ReadFormat::Auto)]
+    format: crate::input::ReadFormat,
 }
 
 /// One line for people.
@@ -171,6 +174,7 @@ pub fn run(args: &Args) -> Outcome {
         return run_edit(edit);
     }
     let path = args.image.as_ref().expect("clap requires IMAGE without a subcommand");
+    crate::input::refuse_raw(path, args.format, "bitmaps", "a raw file has no bitmaps")?;
     let input = crate::input::open(path)?;
     // Bitmaps need the header and the extension only, not the BAT.
     let image = Image::parse_without_bat(input.source(), Mode::Strict).map_err(|e| Failure::lib(path, &e))?;

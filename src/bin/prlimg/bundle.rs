@@ -77,7 +77,7 @@ pub fn info(path: &Path, output: Format) -> Outcome {
                         (Some(p), ImageType::Compressed) => FileSource::open(p).ok().and_then(|src| {
                             Image::parse_compact(&src, Mode::Strict)
                                 .ok()
-                                .map(|image| gather(&image, p.display().to_string()))
+                                .map(|image| gather(&image, p.display().to_string(), crate::info::allocated_size(p)))
                         }),
                         _ => None,
                     };

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 
 use parallels_image::report::severity_tag;
-use parallels_image::{check, CbtOutcome, Conformance, Image, Mode, MountEffect, PloopPrediction, Severity, Source};
+use parallels_image::qemu::Version;
+use parallels_image::{
+    check_versions, CbtOutcome, Conformance, Image, Mode, MountEffect, PloopPrediction, Severity, Source,
+};
 
 use crate::outln;
 use crate::output::{emit, print_json, spinner, Failure, Format};
@@ -35,11 +38,52 @@ pub struct Args {
     force: bool,
     /// Walk folders: every file in them is checked, and every folder holding a
     /// DiskDescriptor.xml as one bundle (its images are not checked again on their own).
-    #[arg(long, short = 'r')]
+    #[arg(long, short = 'R')]
     recursive: bool,
+    /// Repair the image in place first, as `qemu-img check -r` does (written aside and renamed
+    /// over it; the extension and bitmaps kept: see `prlimg repair`), then check the result.
+    #[arg(short = 'r', long = "repair", value_enum, value_name = "leaks|all")]
+    repair: Option<crate::repair::Level>,
     /// Images checked at once in a batch [default: RAYON_NUM_THREADS, else the number of CPUs].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
+    /// The image's format, as `qemu-img -f` (`raw` is refused: a raw file has no metadata to check).
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = crate::input::ReadFormat::Auto)]
+    format: crate::input::ReadFormat,
+    /// Which QEMU to predict: 10.0 (10.0.2), 7.2 (Debian 12's), or all (both: JSON adds
+    /// "qemu_versions" with each one's "qemu", "qemu_check" and "qemu_read_write").
+    #[arg(long, value_name = "VERSION", default_value = "10.0", value_parser = parse_qemu)]
+    qemu: QemuChoice,
+}
+
+/// `--qemu`: one version, or all of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QemuChoice {
+    One(Version),
+    All,
+}
+
+impl QemuChoice {
+    /// The versions to predict, the one `prediction` holds first.
+    fn versions(self) -> Vec<Version> {
+        match self {
+            QemuChoice::One(v) => vec![v],
+            QemuChoice::All => {
+                let mut all = vec![Version::default()];
+                all.extend(Version::ALL.iter().copied().filter(|v| *v != Version::default()));
+                all
+            }
+        }
+    }
+}
+
+fn parse_qemu(s: &str) -> Result<QemuChoice, String> {
+    if s == "all" {
+        return Ok(QemuChoice::All);
+    }
+    s.parse::<Version>()
+        .map(QemuChoice::One)
+        .map_err(|e| format!("{e}, or all"))
 }
 
 /// One image's or bundle's report.
@@ -94,13 +138,20 @@ fn mode(lenient: bool) -> Mode {
 }
 
 /// Checks the image at `path`, read from `source`. `spin`: a spinner on a terminal meanwhile.
-fn check_image(path: &Path, source: &dyn Source, mode: Mode, spin: bool) -> Result<Conformance, Failure> {
+fn check_image(
+    path: &Path,
+    source: &dyn Source,
+    mode: Mode,
+    spin: bool,
+    qemu: &[Version],
+) -> Result<Conformance, Failure> {
     let busy = if spin {
         spinner("checking")
     } else {
         ProgressBar::hidden()
     };
-    let checked = check(source, mode, &path.display().to_string()).map_err(|e| Failure::lib(path, &e))?;
+    let checked =
+        check_versions(source, mode, &path.display().to_string(), qemu).map_err(|e| Failure::lib(path, &e))?;
     busy.finish_and_clear();
     Ok(checked)
 }
@@ -112,11 +163,30 @@ pub fn check_one(path: &Path, lenient: bool) -> Result<Checked, Failure> {
         return crate::bundle::check_report(path, lenient).map(Checked::Bundle);
     }
     let input = crate::input::open(path)?;
-    check_image(path, input.source(), mode(lenient), false).map(|c| Checked::Image(Box::new(c)))
+    check_image(path, input.source(), mode(lenient), false, &[Version::default()]).map(|c| Checked::Image(Box::new(c)))
 }
 
 pub fn run(args: &Args) -> Outcome {
+    crate::input::refuse_raw(
+        &args.images[0],
+        args.format,
+        "check",
+        "a raw file has no metadata to check",
+    )?;
+    if let Some(level) = args.repair {
+        if args.images.len() > 1 || args.recursive {
+            return Err(Failure::plain(
+                "-r/--repair repairs one image: not with several paths or --recursive",
+            ));
+        }
+        crate::repair::in_place(&args.images[0], level, args.output == Format::Json)?;
+    }
     if args.images.len() > 1 || args.recursive {
+        if args.qemu != QemuChoice::One(Version::default()) {
+            return Err(Failure::plain(
+                "--qemu 7.2 or all is for `prlimg check` of one image (a batch predicts QEMU 10.0)",
+            ));
+        }
         if args.picture.is_some() {
             return Err(Failure::plain(
                 "--picture draws one image: not with several paths or --recursive",
@@ -154,7 +224,7 @@ pub fn run(args: &Args) -> Outcome {
     let input = crate::input::open(path).map_err(json_failure)?;
     let source = input.source();
     let mode = mode(args.lenient);
-    let checked = check_image(path, source, mode, true).map_err(json_failure)?;
+    let checked = check_image(path, source, mode, true, &args.qemu.versions()).map_err(json_failure)?;
     // The pictures need the parsed image; an uninterpretable header has nothing to draw.
     let image = Image::parse_compact(source, mode).ok();
     if let Some(out) = &args.picture {
@@ -167,9 +237,14 @@ pub fn run(args: &Args) -> Outcome {
         Format::Json => print_json(&checked)?,
         Format::Human => emit(&print_human(&checked))?,
         Format::Html => {
+            let qemu_title = match args.qemu {
+                QemuChoice::One(v) => format!("QEMU {}", v.label()),
+                QemuChoice::All => "QEMU 10 and 7.2".to_string(),
+            };
             let sections = [
+                ("headline", "In QEMU and ploop", print_headline(&checked)),
                 ("summary", "Summary", print_summary(&checked)),
-                ("qemu", "QEMU 10", print_qemu(&checked)),
+                ("qemu", qemu_title.as_str(), print_qemu(&checked)),
                 ("ploop", "ploop", print_ploop(&checked.ploop)),
             ];
             emit(&picture::html(&checked, &sections, image.as_ref()))?
@@ -182,9 +257,15 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// The human report: the summary, then the QEMU and the ploop predictions.
+/// The human report: whether QEMU and ploop take the image (a sentence each), the summary,
+/// then the QEMU and the ploop predictions.
 fn print_human(c: &Conformance) -> String {
-    print_summary(c) + &print_qemu(c) + &print_ploop(&c.ploop)
+    print_headline(c) + &print_summary(c) + &print_qemu(c) + &print_ploop(&c.ploop)
+}
+
+/// One sentence per other program, then a blank line.
+fn print_headline(c: &Conformance) -> String {
+    crate::headline::headline(c) + "\n"
 }
 
 /// The findings, their counts and `qemu-img check`'s statistics.
@@ -248,12 +329,20 @@ fn print_summary(c: &Conformance) -> String {
     out
 }
 
-/// What QEMU 10 does (the library's whole prediction): `qemu-img info`, `qemu-img check` with
-/// its first ERROR lines, a read-write open.
+/// What QEMU does (the library's whole prediction, of each version asked): `qemu-img info`,
+/// `qemu-img check` with its first ERROR lines, a read-write open.
 fn print_qemu(c: &Conformance) -> String {
     let mut out = String::new();
-    for line in c.prediction.render(&c.filename) {
-        outln!(out, "{line}");
+    let all = std::slice::from_ref(&c.prediction);
+    let predictions = if c.qemu_versions.is_empty() {
+        all
+    } else {
+        &c.qemu_versions[..]
+    };
+    for p in predictions {
+        for line in p.render(&c.filename) {
+            outln!(out, "{line}");
+        }
     }
     out
 }
@@ -274,7 +363,7 @@ fn print_ploop(p: &PloopPrediction) -> String {
     let c = &p.cbt;
     let message = c.message.as_deref().unwrap_or("");
     let cbt = match (c.outcome, &c.bitmap) {
-        (CbtOutcome::None, _) => "no extension to load".to_string(),
+        (CbtOutcome::None, _) => "has no extension to load".to_string(),
         (CbtOutcome::Ignores, _) => "ignores the extension (inuse is 0)".to_string(),
         (CbtOutcome::Loads, Some(id)) => format!("loads bitmap {id}"),
         (CbtOutcome::Loads, None) => "loads the extension (no bitmap)".to_string(),

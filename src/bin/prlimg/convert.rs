@@ -62,7 +62,7 @@ pub struct Args {
     #[arg(short = 'O', long = "output-format", value_enum, default_value_t = OutFormat::Auto)]
     output_format: OutFormat,
     /// Cluster size of a Parallels output.
-    #[arg(long, value_parser = parse_size, default_value = "1M")]
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_size, default_value = "1M")]
     cluster_size: u64,
     /// Follow a bundle's image paths that leave its folder.
     #[arg(long)]
@@ -70,6 +70,10 @@ pub struct Args {
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     force: bool,
+    /// Show the progress whatever the size (on a terminal the bar; else `    (P/100%)` lines
+    /// after carriage returns, as `qemu-img convert -p` prints them).
+    #[arg(short = 'p', long)]
+    progress: bool,
     /// Into a raw file from an image or bundle: also leave the stored blocks of 4 KiB that are
     /// all zeros as holes (reads every byte; by default stored clusters are copied as they are,
     /// in the kernel where it can, and only what nothing stores is a hole).
@@ -120,6 +124,21 @@ impl Guest {
 /// A bundle failure as a CLI failure (its message names the file).
 pub fn bundle_failure(e: &BundleError) -> Failure {
     match e {
+        BundleError::Io { path, source }
+            if source.kind() == io::ErrorKind::NotFound
+                && path.file_name().is_some_and(|n| n == parallels_image::DESCRIPTOR_NAME)
+                && path.parent().is_some_and(Path::is_dir) =>
+        {
+            let dir = path.parent().unwrap_or(path);
+            Failure::at(
+                dir,
+                format!(
+                    "is a folder without {}: not a bundle (to check the images in it: prlimg check --recursive {})",
+                    parallels_image::DESCRIPTOR_NAME,
+                    dir.display()
+                ),
+            )
+        }
         BundleError::Io { path, source } => Failure::io(path, source),
         BundleError::Image { path, source } => Failure::lib(path, source),
         other => Failure::plain(other.to_string()),
@@ -200,13 +219,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 pub fn run(args: &Args) -> Outcome {
     let out = &args.output;
-    if same_file(&args.source, out) {
+    if args.source.as_os_str() != "-" && same_file(&args.source, out) {
         return Err(Failure::at(out, "is the source; write the copy elsewhere"));
     }
     if std::fs::symlink_metadata(out).is_ok() && !args.force {
         return Err(Failure::at(out, "already exists (use --force to replace it)"));
     }
-    let guest = open_guest(&args.source, args.format, args.snapshot, args.follow_outside)?;
+    let source = crate::input::seekable(&args.source, "convert")?;
+    let guest = open_guest(&source, args.format, args.snapshot, args.follow_outside)?;
     if let Guest::Disk(d) = &guest {
         if d.files().iter().any(|f| same_file(f, out)) || (out.is_dir() && d.files().iter().any(|f| f.starts_with(out)))
         {
@@ -214,7 +234,9 @@ pub fn run(args: &Args) -> Outcome {
         }
     }
     let size = guest.size();
-    let bar = if size >= 256 << 20 {
+    let bar = if args.progress {
+        crate::output::forced_progress(size, "converting")
+    } else if size >= 256 << 20 {
         progress(size, "converting")
     } else {
         indicatif::ProgressBar::hidden()
@@ -256,7 +278,15 @@ pub fn run(args: &Args) -> Outcome {
                 .map(|_| ())
         }
     };
-    bar.finish_and_clear();
+    if args.progress && result.is_ok() {
+        bar.set_position(size);
+        bar.finish();
+        if !bar.is_hidden() && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!();
+        }
+    } else {
+        bar.finish_and_clear();
+    }
     match result {
         Ok(()) => Ok(0),
         Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {

@@ -34,6 +34,9 @@ pub struct Args {
     /// If OUTPUT is a symbolic link, write the file it points to (else a link is refused).
     #[arg(long)]
     follow_symlink: bool,
+    /// The image's format, as `qemu-img -f` (`raw` is refused: a raw file has no structure to damage).
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = crate::input::ReadFormat::Auto)]
+    format: crate::input::ReadFormat,
     /// List the defects: name, rule, summary.
     #[arg(long, conflicts_with_all = ["input", "output", "defect"])]
     list: bool,
@@ -58,6 +61,8 @@ pub fn run(args: &Args) -> Outcome {
     let (Some(input), Some(output), Some(defect)) = (&args.input, &args.output, &args.defect) else {
         return Err(Failure::plain("corrupt needs INPUT, OUTPUT and --defect (or --list)"));
     };
+    crate::input::refuse_raw(input, args.format, "corrupt", "a raw file has no structure to damage")?;
+    let input = &crate::input::seekable(input, "corrupt")?;
     if parallels_image::is_bundle(input) {
         return crate::corrupt_bundle::run(input, output, defect, args.force);
     }

@@ -17,25 +17,25 @@ pub struct Args {
     /// The image to create (refused if it exists, unless --force).
     out: PathBuf,
     /// Virtual size: bytes or K, M, G, T, P, E (powers of 1024).
-    #[arg(long, value_parser = size, required_unless_present = "recipe")]
+    #[arg(long, allow_hyphen_values = true, value_parser = size, required_unless_present = "recipe")]
     size: Option<u64>,
     /// Cluster size (a multiple of 512).
-    #[arg(long, value_parser = size, default_value = "1M")]
+    #[arg(long, allow_hyphen_values = true, value_parser = size, default_value = "1M")]
     cluster_size: u64,
     /// Use the v1 magic `WithoutFreeSpace` (BAT in sectors).
     #[arg(long)]
     v1: bool,
     /// Guest data: LEN copies of BYTE at OFFSET (sizes with suffixes; BYTE decimal or 0x..).
-    #[arg(long, value_name = "OFFSET:LEN:BYTE", value_parser = parse_data)]
+    #[arg(long, allow_hyphen_values = true, value_name = "OFFSET:LEN:BYTE", value_parser = parse_data)]
     data: Vec<DataRecipe>,
     /// A bitmap: its UUID, its granularity and its dirty ranges (may be empty after the last colon).
     #[arg(long, value_name = "UUID:GRANULARITY:OFFSET+LEN,...", value_parser = parse_bitmap)]
     bitmap: Vec<BitmapSpec>,
     /// Add a bitmap with this fraction (0.0 to 1.0) of granules dirty, in random runs.
-    #[arg(long, value_name = "DENSITY", value_parser = parse_density)]
+    #[arg(long, allow_hyphen_values = true, value_name = "DENSITY", value_parser = parse_density)]
     random_bitmap: Option<f64>,
     /// Granularity of the --random-bitmap.
-    #[arg(long, value_parser = size, default_value = "64K", requires = "random_bitmap")]
+    #[arg(long, allow_hyphen_values = true, value_parser = size, default_value = "64K", requires = "random_bitmap")]
     random_granularity: u64,
     /// Seed of the --random-bitmap generator (ChaCha8).
     #[arg(long, default_value_t = 0)]
@@ -55,7 +55,8 @@ pub struct Args {
     /// Replace OUT if it is a regular file (a device, FIFO or folder is never replaced).
     #[arg(long)]
     force: bool,
-    /// Create a bundle folder (NAME.hdd); with --recipe, a bundle recipe (snapshots, splits).
+    /// Create a bundle folder (NAME.hdd; an OUT ending in .hdd is one without this flag); with
+    /// --recipe, a bundle recipe (snapshots, splits).
     #[arg(long, conflicts_with_all = ["v1", "random_bitmap"])]
     bundle: bool,
     /// If OUT is a symbolic link, write the file it points to (else a link is refused).
@@ -142,7 +143,16 @@ fn parse_density(s: &str) -> Result<f64, String> {
 
 fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
     if let Some(recipe) = &args.recipe {
-        let parsed: Recipe = read_recipe(recipe)?;
+        let parsed: Recipe = read_recipe(recipe).map_err(|f| {
+            if read_recipe::<parallels_image::BundleRecipe>(recipe).is_ok() {
+                Failure::at(
+                    recipe,
+                    "is a bundle recipe: add --bundle to create the bundle folder it describes",
+                )
+            } else {
+                f
+            }
+        })?;
         let b = parsed.to_builder().map_err(|e| Failure::at(recipe, e.to_string()))?;
         return Ok(apply_inuse(b, args));
     }
@@ -273,9 +283,45 @@ fn data_bytes(args: &Args, cluster_size: u64) -> u64 {
     total.saturating_mul(cluster_size)
 }
 
+/// What `create` did that the options did not say: a size rounded up to whole sectors, `--data`
+/// ranges that overlap (the later one wins where they do).
+fn notes(args: &Args) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(size) = args.size.filter(|s| !s.is_multiple_of(512)) {
+        notes.push(format!(
+            "--size {size} rounded up to {} bytes (whole 512-byte sectors, as qemu-img does)",
+            size.next_multiple_of(512)
+        ));
+    }
+    for (j, later) in args.data.iter().enumerate() {
+        let end = |d: &DataRecipe| d.offset.saturating_add(d.len);
+        if let Some(earlier) = args.data[..j]
+            .iter()
+            .find(|d| d.len > 0 && later.len > 0 && d.offset < end(later) && later.offset < end(d))
+        {
+            notes.push(format!(
+                "--data {}:{}:{:#04x} overlaps --data {}:{}:{:#04x}; the later one wins where they overlap",
+                later.offset, later.len, later.byte, earlier.offset, earlier.len, earlier.byte
+            ));
+        }
+    }
+    notes
+}
+
 pub fn run(args: &Args) -> Outcome {
     let out = &args.out;
-    if args.bundle {
+    let hdd = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("hdd"));
+    if hdd && !args.bundle {
+        // A .hdd name is a bundle, as for `convert`; what only a single image has is refused.
+        let single = [("--v1", args.v1), ("--random-bitmap", args.random_bitmap.is_some())];
+        if let Some((flag, _)) = single.iter().find(|(_, on)| *on) {
+            return Err(Failure::at(
+                out,
+                format!("a name ending in .hdd makes a bundle folder, which {flag} is not for; name the image .hds"),
+            ));
+        }
+    }
+    if args.bundle || hdd {
         let options = (args.size, args.cluster_size, &args.data[..], &args.bitmap[..]);
         return crate::create_bundle::run(out, args.recipe.as_deref(), options, args.force);
     }
@@ -298,7 +344,12 @@ pub fn run(args: &Args) -> Outcome {
     });
     bar.finish_and_clear();
     match result {
-        Ok(_) => Ok(0),
+        Ok(_) => {
+            for note in notes(args).into_iter().filter(|_| !crate::output::quiet()) {
+                eprintln!("prlimg: {}: note: {note}", out.display());
+            }
+            Ok(0)
+        }
         Err(Error::Build(e)) => Err(Failure::at(out, format!("cannot build this image: {e}"))),
         Err(e) => Err(Failure::lib(out, &e)),
     }

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use parallels_image::oracle::ploop::PloopDrivers;
-use parallels_image::oracle::qemu::QemuImg;
+use parallels_image::oracle::qemu::QemuTools;
 use parallels_image::oracle::{builtin_base, Examination, OracleError, Oracles, Run, Verdict};
 use parallels_image::{write_file_atomically, Edit, MutateOptions, Mutator, Recipe};
 use serde::Serialize;
@@ -62,6 +62,11 @@ pub struct Args {
     /// Run qemu-img (on PATH). Without --qemu or --ploop, both run when available.
     #[arg(long)]
     qemu: bool,
+    /// Run the QEMU tools in DIR instead (implies --qemu): another QEMU build, such as QEMU 7.2
+    /// unpacked into ~/.cache/qemu-7.2/usr/bin. Its version (`qemu-img --version`) picks the
+    /// prediction (7.2 or 10.0).
+    #[arg(long, value_name = "DIR")]
+    qemu_dir: Option<PathBuf>,
     /// Run the ploop oracle's drivers (from where ../shared/oracles/ploop/build.sh puts them:
     /// $PLOOP_ORACLE_DIR/bin, else ~/.cache/ploop-oracle/bin).
     #[arg(long)]
@@ -104,6 +109,10 @@ struct Done {
 
 fn base(args: &Args) -> Result<(String, Vec<u8>), Failure> {
     if let Some(from) = &args.from {
+        if from.as_os_str() == "-" {
+            let bytes = crate::input::read_stdin(from, MAX_BASE, "differential")?;
+            return Ok((from.display().to_string(), bytes));
+        }
         let size = std::fs::metadata(from).map_err(|e| Failure::io(from, &e))?.len();
         if size > MAX_BASE {
             return Err(Failure::at(
@@ -148,7 +157,7 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
         }
         for entry in walkdir::WalkDir::new(p).sort_by_file_name() {
             let entry = entry.map_err(|e| Failure::at(p, e.to_string()))?;
-            if entry.file_type().is_file() {
+            if entry.file_type().is_file() && !crate::batch::is_manifest(entry.path()) {
                 out.push(entry.into_path());
             }
         }
@@ -162,11 +171,16 @@ fn oracles(args: &Args) -> Result<Oracles, Failure> {
         .filter(|t| !t.is_zero())
         .ok_or_else(|| Failure::plain(format!("--timeout {}: not a positive number of seconds", args.timeout)))?;
     let want_ploop = args.ploop || args.ploop_dir.is_some();
-    let both = !args.qemu && !want_ploop;
-    let qemu = if args.qemu || both {
-        match QemuImg::find() {
-            Some(q) => Some(q),
-            None if args.qemu => return Err(Failure::plain("--qemu: qemu-img is not on PATH")),
+    let want_qemu = args.qemu || args.qemu_dir.is_some();
+    let both = !want_qemu && !want_ploop;
+    let qemu = if let Some(dir) = &args.qemu_dir {
+        let tools = QemuTools::detect(dir).map_err(|e| Failure::at(dir, format!("--qemu-dir: {e}")))?;
+        Some(tools.qemu_img())
+    } else if want_qemu || both {
+        match QemuTools::on_path() {
+            Some(Ok(tools)) => Some(tools.qemu_img()),
+            Some(Err(e)) => return Err(Failure::plain(format!("differential: qemu-img on PATH: {e}"))),
+            None if want_qemu => return Err(Failure::plain("--qemu: qemu-img is not on PATH")),
             None => {
                 eprintln!("prlimg: differential: qemu-img is not on PATH: QEMU is not run");
                 None
@@ -175,6 +189,14 @@ fn oracles(args: &Args) -> Result<Oracles, Failure> {
     } else {
         None
     };
+    if let Some(q) = &qemu {
+        eprintln!(
+            "prlimg: differential: QEMU {} ({}), predicted as QEMU {}",
+            q.version(),
+            q.program().display(),
+            q.version()
+        );
+    }
     let ploop = match want_ploop {
         true => {
             let dir = args.ploop_dir.clone().unwrap_or_else(PloopDrivers::default_dir);
@@ -534,6 +556,7 @@ pub fn run(args: &Args) -> Outcome {
         "edits": [args.edits.0, args.edits.1],
         "programs": {
             "qemu": ctx.oracles.qemu.as_ref().map(|q| q.program().display().to_string()),
+            "qemu_version": ctx.oracles.qemu.as_ref().map(|q| q.version().name()),
             "ploop": ctx.oracles.ploop.as_ref().map(|p| p.dir().display().to_string()),
         },
         "jobs": jobs,

@@ -18,12 +18,14 @@ mod corrupt_bundle;
 mod create;
 mod create_bundle;
 mod differential;
+mod headline;
 mod info;
 mod input;
 mod map;
 mod mutate;
 mod output;
 mod picture;
+mod repair;
 
 use output::Failure;
 
@@ -33,6 +35,9 @@ use output::Failure;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Quiet: print nothing but errors (no report, no progress, no notes), as `qemu-img -q`.
+    #[arg(short = 'q', long, global = true)]
+    quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,6 +52,9 @@ enum Command {
     Create(create::Args),
     /// Copy an image and break one rule on purpose (test images for validators).
     Corrupt(corrupt::Args),
+    /// Repair an image, keeping its extension and dirty bitmaps: the plan (each action, the rule
+    /// it fixes, what is lost), then the repaired copy (or --in-place).
+    Repair(repair::Args),
     /// Copy the guest's data: .hds, bundle or raw in; raw (sparse), .hds or bundle out.
     Convert(convert::Args),
     /// Where each guest extent's data is (file, host offset) or that it is zeros.
@@ -79,10 +87,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if matches!(
-        cli.command,
-        Command::Create(_) | Command::Corrupt(_) | Command::Mutate(_) | Command::Corpus(_) | Command::Differential(_)
-    ) {
+    output::set_quiet(cli.quiet);
+    if !matches!(cli.command, Command::Completions { .. } | Command::Man) {
+        // Every other command may write an output (a file, a bundle folder, a report).
         clean_up_on_signals();
     }
     let result = match cli.command {
@@ -91,6 +98,7 @@ fn main() -> ExitCode {
         Command::Bitmaps(a) => bitmaps::run(&a),
         Command::Create(a) => create::run(&a),
         Command::Corrupt(a) => corrupt::run(&a),
+        Command::Repair(a) => repair::run(&a),
         Command::Convert(a) => convert::run(&a),
         Command::Map(a) => map::run(&a),
         Command::Mutate(a) => mutate::run(&a),
@@ -113,7 +121,7 @@ fn main() -> ExitCode {
 /// Exit status of a command that succeeded (`check` uses 2 and 3 for what it found).
 pub type Outcome = Result<u8, Failure>;
 
-/// On SIGINT, SIGTERM or SIGHUP: remove the named temporary file of an output being written
+/// On SIGINT, SIGTERM or SIGHUP: remove the named temporary file or folder of an output being written
 /// (an unnamed one needs nothing), kill the programs a `differential` campaign runs and remove
 /// its scratch folder, then die of the signal as if it had not been caught.
 fn clean_up_on_signals() {

@@ -42,6 +42,9 @@ pub struct Args {
     /// Replace files of the same names (regular files only).
     #[arg(long)]
     force: bool,
+    /// The image's format, as `qemu-img -f` (`raw` is refused: a raw file has no structure to vary).
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = crate::input::ReadFormat::Auto)]
+    format: crate::input::ReadFormat,
 }
 
 #[derive(clap::Args, Debug)]
@@ -133,16 +136,17 @@ fn manifest(dir: &Path, value: &impl Serialize, force: bool) -> Result<(), Failu
 }
 
 pub fn run(args: &Args) -> Outcome {
-    let size = std::fs::metadata(&args.input)
-        .map_err(|e| Failure::io(&args.input, &e))?
-        .len();
-    if size > MAX_INPUT {
-        return Err(Failure::at(
-            &args.input,
-            format!("is {size} bytes; mutate holds its input in memory and takes at most {MAX_INPUT}"),
-        ));
-    }
-    let bytes = std::fs::read(&args.input).map_err(|e| Failure::io(&args.input, &e))?;
+    crate::input::refuse_raw(
+        &args.input,
+        args.format,
+        "mutate",
+        "a raw file has no structure to vary",
+    )?;
+    let bytes = if args.input.as_os_str() == "-" {
+        crate::input::read_stdin(&args.input, MAX_INPUT, "mutate")?
+    } else {
+        read_input(&args.input)?
+    };
     let options = MutateOptions {
         fix_checksum: !args.broken_checksum,
         edits: args.edits.0..=args.edits.1,
@@ -200,4 +204,16 @@ pub fn run_corpus(args: &CorpusArgs) -> Outcome {
     };
     manifest(&args.outdir, &record, args.force)?;
     Ok(0)
+}
+
+/// A file's bytes, refused past [`MAX_INPUT`].
+fn read_input(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
+    let size = std::fs::metadata(path).map_err(|e| Failure::io(path, &e))?.len();
+    if size > MAX_INPUT {
+        return Err(Failure::at(
+            path,
+            format!("is {size} bytes; mutate holds its input in memory and takes at most {MAX_INPUT}"),
+        ));
+    }
+    std::fs::read(path).map_err(|e| Failure::io(path, &e))
 }

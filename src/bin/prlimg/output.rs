@@ -153,6 +153,9 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
 /// Writes `text` to stdout. A closed pipe (`prlimg ... | head`) ends the program quietly
 /// with status 0 rather than with a panic.
 pub fn emit(text: &str) -> Result<(), Failure> {
+    if quiet() {
+        return Ok(());
+    }
     let mut out = io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
@@ -171,9 +174,86 @@ macro_rules! outln {
     }};
 }
 
-/// A progress bar of `len` units on stderr, or a hidden one when stderr is not a terminal.
+/// `-q`: print nothing but errors (no report on stdout, no progress, no notes).
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets `-q` for the whole run.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether `-q` was given.
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `--output` of the commands that print text or JSON but no HTML (`info`, `map`): `human` or
+/// `json` (`html` is not offered).
+pub fn text_format() -> impl clap::builder::TypedValueParser<Value = Format> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["human", "json"]).map(|s| match s.as_str() {
+        "json" => Format::Json,
+        _ => Format::Human,
+    })
+}
+
+/// `convert -p` where stderr is not a terminal: the bar's lines written as they are, each
+/// drawing starting with a carriage return (as `qemu-img convert -p` prints to a file or pipe).
+#[derive(Debug)]
+struct PlainStderr;
+
+impl indicatif::TermLike for PlainStderr {
+    fn width(&self) -> u16 {
+        80
+    }
+    fn move_cursor_up(&self, _: usize) -> io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> io::Result<()> {
+        io::stderr().write_all(s.as_bytes())
+    }
+    fn write_str(&self, s: &str) -> io::Result<()> {
+        io::stderr().write_all(s.as_bytes())
+    }
+    fn clear_line(&self) -> io::Result<()> {
+        io::stderr().write_all(b"\r")
+    }
+    fn flush(&self) -> io::Result<()> {
+        io::stderr().flush()
+    }
+}
+
+/// `convert -p`: the progress of `len` units shown whatever its size: the bar on a terminal,
+/// else `    (P/100%)` lines, each after a carriage return, the last one `    (100/100%)` and
+/// a newline once [`ProgressBar::finish`] is called. Hidden under `-q`.
+pub fn forced_progress(len: u64, what: &str) -> ProgressBar {
+    if quiet() {
+        return ProgressBar::hidden();
+    }
+    if io::stderr().is_terminal() {
+        return progress(len, what);
+    }
+    let target = indicatif::ProgressDrawTarget::term_like(Box::new(PlainStderr));
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    if let Ok(style) = ProgressStyle::with_template("    ({percent}/100%)") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// A progress bar of `len` units on stderr, or a hidden one when stderr is not a terminal (or
+/// under `-q`).
 pub fn progress(len: u64, what: &str) -> ProgressBar {
-    if !io::stderr().is_terminal() {
+    if !io::stderr().is_terminal() || quiet() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
@@ -186,7 +266,7 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
 
 /// A spinner on stderr for work of unknown length, hidden when stderr is not a terminal.
 pub fn spinner(what: &str) -> ProgressBar {
-    if !io::stderr().is_terminal() {
+    if !io::stderr().is_terminal() || quiet() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new_spinner();

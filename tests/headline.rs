@@ -1,0 +1,143 @@
+//! The first lines of `prlimg check` (issue 29, item 7): one sentence per other program saying
+//! whether the image works there and why not, before "No errors were found on the image." and
+//! the detail. Golden outputs of the README's demo, the v1 recipe of `examples/recipes/` and an
+//! image with a bad magic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
+
+fn prlimg(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run prlimg")
+}
+
+fn check(dir: &Path, image: &str, code: i32) -> String {
+    let out = prlimg(dir, &["check", image]);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The README's main job: clean by the format's rules, but qemu-img check exits 3 and a
+/// read-write open by QEMU loses the bitmaps; ploop takes it. The first lines say so.
+#[test]
+fn readme_demo_says_what_qemu_and_ploop_do_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = prlimg(
+        dir.path(),
+        &[
+            "create",
+            "demo.hds",
+            "--force",
+            "--size",
+            "64G",
+            "--cluster-size",
+            "1M",
+            "--data",
+            "0:4M:0xaa",
+            "--data",
+            "10G:1M:0x55",
+            "--bitmap",
+            "e4f2eed0-37fe-4539-b50b-85d2e7fd235f:64K:5M+2M,1G+64K",
+            "--random-bitmap",
+            "0.01",
+            "--seed",
+            "7",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        check(dir.path(), "demo.hds", 0),
+        "QEMU 10: opens it with its 2 bitmaps, but `qemu-img check` exits 3 with 3 leaked clusters (it counts \
+         the extension and bitmap clusters as leaked); a read-write open drops the extension, losing the bitmaps.
+ploop: works: `ploop check` passes, and its CBT loader skips the bitmaps (inuse is 0).
+
+No errors were found on the image.
+5/65536 = 0.01% allocated, 0.00% fragmented, 0.00% compressed clusters
+Image end offset: 9437184
+QEMU 10: opens the image with bitmaps e4f2eed0-37fe-4539-b50b-85d2e7fd235f, bb43d723-3453-4528-ba29-9b2ed359012b
+qemu-img check: exit 3 (0 corruptions, 3 leaked clusters)
+    ERROR space leaked at the end of the image 3145728
+QEMU 10 read-write: ignores the Format Extension, which is lost with its bitmaps; cuts the file at byte 6291456
+ploop: check exit 0; CBT ignores the extension (inuse is 0)
+"
+    );
+}
+
+/// The v1 recipe: 4 KiB clusters, which ploop does not open.
+#[test]
+fn v1_recipe_says_ploop_cannot_open_its_cluster_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recipes/v1-two-bitmaps.toml");
+    let out = prlimg(dir.path(), &["create", "v1.hds", "--recipe", recipe.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = check(dir.path(), "v1.hds", 0);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..4],
+        [
+            "QEMU 10: opens it with its 2 bitmaps, but `qemu-img check` exits 3 with 1 leaked cluster (it counts the \
+             extension and bitmap clusters as leaked); a read-write open drops the extension, losing the bitmaps.",
+            "ploop: does not take it: `ploop check` exits 11 (Wrong cluster size 8 in image v1.hds): a cluster size \
+             ploop cannot open: 4 KiB, where ploop takes a power of two from 32 KiB to 64 MiB.",
+            "",
+            "No errors were found on the image.",
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"ploop: check exit 11 (Wrong cluster size 8 in image v1.hds); CBT refuses the extension (rc 4: Invalid image header v1.hds)")
+    );
+}
+
+/// A bad magic: QEMU refuses it with -f parallels; without -f it probes the file as raw (the
+/// real tool's outcome is tests/qemu's `bad_magic_without_format_is_raw`).
+#[test]
+fn bad_magic_prediction_says_it_assumes_format_parallels() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["create", "good.hds", "--size", "1M"][..],
+        &["corrupt", "good.hds", "bad.hds", "--defect", "bad-magic"],
+    ] {
+        let out = prlimg(dir.path(), args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = check(dir.path(), "bad.hds", 2);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..3],
+        [
+            "QEMU 10: does not open it (Image not in Parallels format), with -f parallels; without -f, qemu-img \
+             probes the file as raw and `qemu-img check` exits 63 (This image format does not support checks).",
+            "ploop: does not take it: `ploop check` exits 11 (Wrong signature in image bad.hds): the magic is not a \
+             Parallels one.",
+            "",
+        ],
+        "{text}"
+    );
+    let qemu = lines.iter().position(|l| l.starts_with("QEMU 10: rejects")).unwrap();
+    assert_eq!(
+        lines[qemu..qemu + 4],
+        [
+            "QEMU 10: rejects the image [H1]: Image not in Parallels format",
+            "qemu-img check: cannot open the image, as qemu-img info does (exit 1)",
+            "    (with -f parallels; without -f, qemu-img probes the file as raw: `qemu-img check` exits 63, This \
+             image format does not support checks)",
+            "QEMU 10 read-write: refuses the image [H1]",
+        ]
+    );
+}

@@ -1,0 +1,354 @@
+//! What a `qemu-img` user trips over (issue 29): messages about the value given, notes on what
+//! `create` did that the options did not say, `.hdd` names and bundle recipes, batch lines and
+//! corpus folders.
+
+use std::fs;
+
+#[path = "fixtures/cli.rs"]
+mod runner;
+use runner::*;
+
+/// A usage error of clap for `--OPTION VALUE`: exit 1, its own message about the value.
+fn usage_error(args: &[&str], expected: &str) {
+    let out = prlimg(args);
+    assert_eq!(out.status.code(), Some(1), "{args:?}");
+    assert_eq!(stderr(&out), expected, "{args:?}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn negative_numbers_get_a_message_about_the_value() {
+    let dir = tmp();
+    let out = dir.path().join("x.hds");
+    usage_error(
+        &["create", s(&out), "--size", "-1G"],
+        "error: invalid value '-1G' for '--size <SIZE>': size \"-1G\" is negative (a size is a number of bytes, 0 or more)\n\n\
+         For more information, try '--help'.\n",
+    );
+    usage_error(
+        &["create", s(&out), "--size", "1M", "--random-bitmap", "-0.5"],
+        "error: invalid value '-0.5' for '--random-bitmap <DENSITY>': invalid density \"-0.5\" (expected a number from 0.0 to 1.0)\n\n\
+         For more information, try '--help'.\n",
+    );
+    usage_error(
+        &["create", s(&out), "--size", "1M", "--data", "-1:1:1"],
+        "error: invalid value '-1:1:1' for '--data <OFFSET:LEN:BYTE>': size \"-1\" is negative (a size is a number of bytes, 0 or more)\n\n\
+         For more information, try '--help'.\n",
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn create_says_what_it_rounded_and_which_data_overlap() {
+    let dir = tmp();
+    let one = dir.path().join("one.hds");
+    let out = prlimg_ok(&["create", s(&one), "--size", "1"]);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "prlimg: {}: note: --size 1 rounded up to 512 bytes (whole 512-byte sectors, as qemu-img does)\n",
+            s(&one)
+        )
+    );
+    let info = json_of(&prlimg_ok(&["info", "--output", "json", s(&one)]));
+    assert_eq!(info["virtual_size"], 512, "{info}");
+    let two = dir.path().join("two.hds");
+    let out = prlimg_ok(&[
+        "create",
+        s(&two),
+        "--size",
+        "4M",
+        "--data",
+        "0:1M:0xaa",
+        "--data",
+        "512K:1M:1",
+    ]);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "prlimg: {}: note: --data 524288:1048576:0x01 overlaps --data 0:1048576:0xaa; the later one wins where they overlap\n",
+            s(&two)
+        )
+    );
+    // Whole sectors and ranges apart: nothing to say.
+    let three = dir.path().join("three.hds");
+    let out = prlimg_ok(&[
+        "create",
+        s(&three),
+        "--size",
+        "4M",
+        "--data",
+        "0:1M:1",
+        "--data",
+        "1M:1M:2",
+    ]);
+    assert_eq!(stderr(&out), "");
+}
+
+#[test]
+fn a_folder_without_a_descriptor_is_named_as_such() {
+    let dir = tmp();
+    let adir = dir.path().join("adir");
+    fs::create_dir(&adir).unwrap();
+    for cmd in ["check", "info", "map"] {
+        let out = prlimg(&[cmd, s(&adir)]);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert_eq!(
+            stderr(&out),
+            format!(
+                "prlimg: {0}: is a folder without DiskDescriptor.xml: not a bundle (to check the images in it: prlimg check --recursive {0})\n",
+                s(&adir)
+            ),
+            "{cmd}"
+        );
+    }
+}
+
+#[test]
+fn create_of_an_hdd_name_makes_a_bundle_and_a_bundle_recipe_asks_for_bundle() {
+    let dir = tmp();
+    let d = dir.path();
+    let hdd = d.join("foo.hdd");
+    prlimg_ok(&["create", s(&hdd), "--size", "4M", "--data", "0:64K:0xaa"]);
+    assert!(hdd.join("DiskDescriptor.xml").is_file());
+    let out = prlimg_ok(&["check", s(&hdd)]);
+    assert!(stdout(&out).contains("No errors"), "{}", stdout(&out));
+    // What only a single image has: refused, saying why.
+    let v1 = d.join("v1.hdd");
+    let out = prlimg(&["create", s(&v1), "--size", "4M", "--v1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "prlimg: {}: a name ending in .hdd makes a bundle folder, which --v1 is not for; name the image .hds\n",
+            s(&v1)
+        )
+    );
+    assert!(!v1.exists());
+    // A bundle recipe given for a single image.
+    let recipe = d.join("bundle.toml");
+    fs::write(
+        &recipe,
+        "size = \"4M\"\nsplit_at = [\"2M\"]\n[[snapshots]]\nguid = \"5fbaabe3-6958-40ff-92a7-860e329aab41\"\n",
+    )
+    .unwrap();
+    let img = d.join("x.hds");
+    let out = prlimg(&["create", s(&img), "--recipe", s(&recipe)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "prlimg: {}: is a bundle recipe: add --bundle to create the bundle folder it describes\n",
+            s(&recipe)
+        )
+    );
+    assert!(!img.exists());
+}
+
+#[test]
+fn batch_lines_name_the_verdicts_rules_and_skip_manifests() {
+    let dir = tmp();
+    let d = dir.path();
+    let corpus = d.join("corpus");
+    prlimg_ok(&["mutate", s(&image_a(d)), s(&corpus), "--count", "2"]);
+    assert!(corpus.join("manifest.json").is_file());
+    let out = prlimg(&["check", "--recursive", s(&corpus)]);
+    let text = stdout(&out);
+    assert!(!text.contains("manifest.json"), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with(s(&corpus))).count(),
+        2,
+        "one line per variant: {text}"
+    );
+    // A clean image with a non-canonical finding: after the verdict, not in parentheses.
+    let odd = d.join("odd.hds");
+    prlimg_ok(&["create", s(&odd), "--size", "4M", "--inuse", "0x1234"]);
+    let leaky = d.join("leaky.hds");
+    prlimg_ok(&[
+        "create",
+        s(&leaky),
+        "--size",
+        "4M",
+        "--inuse",
+        "0x1234",
+        "--cluster-size",
+        "64K",
+    ]);
+    let mut f = fs::OpenOptions::new().append(true).open(&leaky).unwrap();
+    std::io::Write::write_all(&mut f, &[0x55; 65536]).unwrap();
+    drop(f);
+    let out = prlimg(&["check", s(&odd), s(&leaky)]);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().take(2).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{}: clean, non-canonical: R8", s(&odd)),
+            format!("{}: leaks (R20), non-canonical: R8", s(&leaky)),
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn corpus_names_its_variants_as_mutate_does() {
+    let dir = tmp();
+    let corpus = dir.path().join("c");
+    prlimg_ok(&["corpus", s(&corpus)]);
+    let mut names: Vec<String> = fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("mutant-"))
+        .collect();
+    names.sort();
+    assert!(!names.is_empty());
+    for (k, n) in names.iter().enumerate() {
+        assert_eq!(n, &format!("mutant-{k:06}.hds"));
+    }
+}
+
+/// A raw file of 4 MiB: 3 bytes at 1 MiB (one 4 KiB block of data), holes elsewhere.
+fn raw_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("r.raw");
+    let f = fs::File::create(&p).unwrap();
+    f.set_len(4 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"abc", 1 << 20).unwrap();
+    p
+}
+
+#[test]
+fn format_flag_is_taken_by_every_reader_and_raw_is_honoured() {
+    let dir = tmp();
+    let d = dir.path();
+    let a = image_a(d);
+    let r = raw_file(d);
+    // -f parallels (and auto) everywhere an image is read.
+    let corpus = d.join("m");
+    let damaged = d.join("damaged.hds");
+    for args in [
+        vec!["info", "-f", "parallels", s(&a)],
+        vec!["check", "-f", "parallels", s(&a)],
+        vec!["bitmaps", "-f", "parallels", s(&a)],
+        vec!["map", "-f", "auto", s(&a)],
+        vec!["mutate", "-f", "parallels", s(&a), s(&corpus), "--count", "1"],
+        vec![
+            "corrupt",
+            "-f",
+            "parallels",
+            s(&a),
+            s(&damaged),
+            "--defect",
+            "bad-magic",
+        ],
+        vec!["convert", "-f", "parallels", s(&a), s(&d.join("a.raw"))],
+    ] {
+        prlimg_ok(&args);
+    }
+    // -f raw: info and map read the file as the guest's bytes.
+    let out = prlimg_ok(&["info", "-f", "raw", s(&r)]);
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "image: {}\nfile format: raw\nvirtual size: 4 MiB (4194304 bytes)\ndata: 4 KiB (4096 bytes; the rest are holes)\n",
+            s(&r)
+        )
+    );
+    let out = prlimg_ok(&["map", "-f", "raw", "--output", "json", s(&r)]);
+    assert_eq!(
+        stdout(&out),
+        "[{ \"start\": 0, \"length\": 1048576, \"depth\": 0, \"present\": false, \"zero\": true, \"data\": false, \"compressed\": false},\n\
+         { \"start\": 1048576, \"length\": 4096, \"depth\": 0, \"present\": true, \"zero\": false, \"data\": true, \"compressed\": false, \"offset\": 1048576},\n\
+         { \"start\": 1052672, \"length\": 3141632, \"depth\": 0, \"present\": false, \"zero\": true, \"data\": false, \"compressed\": false}]\n"
+    );
+    // ... the commands that read Parallels structure say why not.
+    let out = prlimg(&["check", "-f", "raw", s(&r)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "prlimg: {}: -f raw: a raw file has no metadata to check; `prlimg check` reads Parallels images and bundles \
+             (info, map and convert read raw files)\n",
+            s(&r)
+        )
+    );
+    // A format this tool does not read is a usage error: exit 1.
+    let out = prlimg(&["info", "-f", "qcow2", s(&a)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with(
+            "error: invalid value 'qcow2' for '--format <FORMAT>'\n  [possible values: auto, parallels, raw]\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn html_is_offered_only_where_it_is_made() {
+    let dir = tmp();
+    let a = image_a(dir.path());
+    for cmd in ["info", "map"] {
+        let out = prlimg(&[cmd, "--output", "html", s(&a)]);
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert_eq!(
+            stderr(&out),
+            "error: invalid value 'html' for '--output <OUTPUT>'\n  [possible values: human, json]\n\n\
+             For more information, try '--help'.\n",
+            "{cmd}"
+        );
+    }
+}
+
+#[test]
+fn quiet_prints_nothing_but_errors_and_keeps_the_exit_status() {
+    let dir = tmp();
+    let d = dir.path();
+    let leaky = d.join("leaky.hds");
+    prlimg_ok(&["create", s(&leaky), "--size", "4M", "--cluster-size", "64K"]);
+    let mut f = fs::OpenOptions::new().append(true).open(&leaky).unwrap();
+    std::io::Write::write_all(&mut f, &[0x55; 65536]).unwrap();
+    drop(f);
+    for args in [vec!["-q", "check", s(&leaky)], vec!["check", "-q", s(&leaky)]] {
+        let out = prlimg(&args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert_eq!((stdout(&out), stderr(&out)), (String::new(), String::new()), "{args:?}");
+    }
+    let one = d.join("one.hds");
+    let out = prlimg(&["create", "-q", s(&one), "--size", "1"]);
+    assert_eq!((out.status.code(), stderr(&out)), (Some(0), String::new()));
+    // Errors are still said.
+    let out = prlimg(&["info", "-q", s(&d.join("absent.hds"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!("prlimg: {}: No such file or directory\n", s(&d.join("absent.hds")))
+    );
+}
+
+#[test]
+fn convert_p_shows_progress_as_qemu_img_does() {
+    let dir = tmp();
+    let d = dir.path();
+    let a = image_a(d);
+    let out = prlimg_ok(&["convert", "-p", s(&a), s(&d.join("a.raw"))]);
+    let err = stderr(&out);
+    assert!(err.ends_with('\n'), "{err:?}");
+    // Each drawing after a carriage return; the last says 100 %.
+    let drawings: Vec<&str> = err
+        .trim_end_matches('\n')
+        .split('\r')
+        .map(str::trim_end)
+        .filter(|d| !d.is_empty())
+        .collect();
+    assert_eq!(drawings.last(), Some(&"    (100/100%)"), "{err:?}");
+    for d in &drawings {
+        let p = d.strip_prefix("    (").and_then(|r| r.strip_suffix("/100%)"));
+        assert!(
+            p.is_some_and(|p| p.parse::<u32>().is_ok_and(|p| p <= 100)),
+            "{d:?} in {err:?}"
+        );
+    }
+    // Without -p, and stderr not a terminal: nothing.
+    let out = prlimg_ok(&["convert", s(&a), s(&d.join("b.raw"))]);
+    assert_eq!(stderr(&out), "");
+}
