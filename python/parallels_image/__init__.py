@@ -68,6 +68,7 @@ __all__ = [
     "defects",
     "mutate",
     "open_guest",
+    "repair",
 ]
 
 for _error in (
@@ -788,3 +789,30 @@ def corrupt_bytes(data: Buffer, defect: str, *, seed: int = 0) -> bytes:
     ([<Rule.R1: 'R1'>], 'rejects')
     """
     return bytes(_native.corrupt_bytes(bytes(data), defect, seed))
+
+
+def repair(
+    src: StrPath,
+    dst: Optional[StrPath] = None,
+    *,
+    all: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+    in_place: bool = False,
+) -> Dict[str, Any]:
+    """Repairs an image as ``prlimg repair`` does: into ``dst`` (refused if it exists, unless
+    ``force``), or the image itself with ``in_place``; ``dry_run`` plans only. Only what loses
+    no guest byte and no bitmap (leaks, an open ``inuse``), unless ``all`` (corruption too,
+    each fix losing the least). Returns the plan: ``actions`` (each with its ``rule``, what it
+    does, what it loses), ``before``/``after`` verdicts, ``unrepaired`` rules, ``written``.
+
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> _ = create(os.path.join(d, "open.hds"), size=1 << 20, inuse="Ynot")
+    >>> plan = repair(os.path.join(d, "open.hds"), os.path.join(d, "fixed.hds"))
+    >>> plan["before"], plan["after"], [a["rule"] for a in plan["actions"]]
+    ('corrupt', 'clean', ['R7'])
+    """
+    out = None if dst is None else os.fspath(dst)
+    plan: Dict[str, Any] = _native.repair(os.fspath(src), out, all, dry_run, force, in_place)
+    return plan

@@ -143,3 +143,11 @@ def convert(
     force: bool = ...,
 ) -> None: ...
 def rules() -> List[Tuple[str, str, str]]: ...
+def repair(
+    src: str,
+    dst: Optional[str] = ...,
+    all: bool = ...,
+    dry_run: bool = ...,
+    force: bool = ...,
+    in_place: bool = ...,
+) -> Dict[str, Any]: ...

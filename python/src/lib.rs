@@ -973,6 +973,67 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Repairs the image `src` into `dst` (or in place): the library's plan (`prlimg repair`),
+/// written aside and renamed; returns the plan as a dict, with `written` and the `after` verdict.
+#[pyfunction]
+#[pyo3(signature = (src, dst = None, all = false, dry_run = false, force = false, in_place = false))]
+fn repair<'py>(
+    py: Python<'py>,
+    src: PathBuf,
+    dst: Option<PathBuf>,
+    all: bool,
+    dry_run: bool,
+    force: bool,
+    in_place: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    use std::os::unix::fs::MetadataExt;
+    let target = match (&dst, in_place) {
+        (Some(_), true) => return Err(PyValueError::new_err("dst and in_place=True exclude each other")),
+        (Some(d), false) => Some(d.clone()),
+        (None, true) => Some(src.canonicalize().map_err(|e| os_error(py, Some(&src), &e))?),
+        (None, false) if dry_run => None,
+        (None, false) => return Err(PyValueError::new_err("repair needs dst, in_place=True or dry_run=True")),
+    };
+    if let (Some(d), false) = (&dst, in_place) {
+        if same_file(&src, d) {
+            let err = OutputError::new_err(format!(
+                "{}: is the input image; write the repaired copy elsewhere, or use in_place=True",
+                d.display()
+            ));
+            set(&err, py, "path", d.display().to_string());
+            return Err(err);
+        }
+    }
+    let file = File::open(&src).map_err(|e| os_error(py, Some(&src), &e))?;
+    let meta = file.metadata().map_err(|e| os_error(py, Some(&src), &e))?;
+    let source = pi::FileSource::new(file).map_err(|e| os_error(py, Some(&src), &e))?;
+    let level = if all { pi::RepairLevel::All } else { pi::RepairLevel::Leaks };
+    let plan = pi::plan_repair(&source, level).map_err(|e| lib_error(py, Some(&src), &e))?;
+    let write = !dry_run && !plan.is_empty();
+    let mut after = if dry_run { None } else { Some(plan.before) };
+    if let (true, Some(target)) = (write, &target) {
+        let options = pi::OutputOptions {
+            overwrite: force || in_place,
+            follow_symlink: false,
+            mode: Some(meta.mode() & 0o7777),
+        };
+        pi::write_atomically(target, &options, |f| plan.write(&source, f).map(|_| ()))
+            .map_err(|e| lib_error(py, Some(target), &e))?;
+        let checked = pi::report::check_path(target, Mode::Strict).map_err(|e| check_error(py, &e))?;
+        after = Some(checked.verdict());
+    }
+    let d = PyDict::new(py);
+    d.set_item("level", if all { "all" } else { "leaks" })?;
+    d.set_item("before", plan.before.name())?;
+    d.set_item("after", after.map(|v| v.name()))?;
+    d.set_item("written", write)?;
+    d.set_item("actions", pythonize(py, &plan.actions).map_err(PyErr::from)?)?;
+    d.set_item("unrepaired", plan.unrepaired.iter().map(|r| r.code()).collect::<Vec<_>>())?;
+    d.set_item("kept_bitmaps", plan.kept_bitmaps.clone())?;
+    d.set_item("output_len", plan.output_len)?;
+    Ok(d)
+}
+
 /// Every rule: `(code, title, severity)`, image rules (`R`) then bundle rules (`D`).
 #[pyfunction]
 fn rules() -> Vec<(&'static str, &'static str, &'static str)> {
@@ -1011,5 +1072,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(corrupt_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(rules, m)?)?;
+    m.add_function(wrap_pyfunction!(repair, m)?)?;
     Ok(())
 }
