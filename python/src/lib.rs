@@ -1007,7 +1007,11 @@ fn repair<'py>(
     let file = File::open(&src).map_err(|e| os_error(py, Some(&src), &e))?;
     let meta = file.metadata().map_err(|e| os_error(py, Some(&src), &e))?;
     let source = pi::FileSource::new(file).map_err(|e| os_error(py, Some(&src), &e))?;
-    let level = if all { pi::RepairLevel::All } else { pi::RepairLevel::Leaks };
+    let level = if all {
+        pi::RepairLevel::All
+    } else {
+        pi::RepairLevel::Leaks
+    };
     let plan = pi::plan_repair(&source, level).map_err(|e| lib_error(py, Some(&src), &e))?;
     let write = !dry_run && !plan.is_empty();
     let mut after = if dry_run { None } else { Some(plan.before) };
@@ -1028,7 +1032,10 @@ fn repair<'py>(
     d.set_item("after", after.map(|v| v.name()))?;
     d.set_item("written", write)?;
     d.set_item("actions", pythonize(py, &plan.actions).map_err(PyErr::from)?)?;
-    d.set_item("unrepaired", plan.unrepaired.iter().map(|r| r.code()).collect::<Vec<_>>())?;
+    d.set_item(
+        "unrepaired",
+        plan.unrepaired.iter().map(|r| r.code()).collect::<Vec<_>>(),
+    )?;
     d.set_item("kept_bitmaps", plan.kept_bitmaps.clone())?;
     d.set_item("output_len", plan.output_len)?;
     Ok(d)

@@ -198,3 +198,33 @@ def test_images_made_by_qemu_img(tmp_path: Path, prlimg: str) -> None:
         assert image.virtual_size == 64 << 20 and image.bitmaps == []
         assert set(image.bat.tolist()) == {0}
         path.unlink()
+
+
+def test_repair_as_the_cli_does(tmp_path: Path, prlimg: str) -> None:
+    src = base(tmp_path)
+    leaky = tmp_path / "leaky.hds"
+    pi.corrupt(src, leaky, "trailing-leak")
+    assert pi.check(leaky).verdict == "leaks"
+    dry = pi.repair(leaky, dry_run=True)
+    assert (dry["written"], dry["after"], dry["before"]) == (False, None, "leaks")
+    assert [a["rule"] for a in dry["actions"]] == ["R20"]
+    fixed = tmp_path / "fixed.hds"
+    plan = pi.repair(leaky, fixed)
+    assert (plan["written"], plan["before"], plan["after"]) == (True, "leaks", "clean")
+    assert pi.check(fixed).to_dict()["result"] == "clean"
+    cli_out = tmp_path / "cli.hds"
+    out = run([prlimg, "repair", str(leaky), str(cli_out)])
+    assert out.returncode == 0, out.stderr
+    assert cli_out.read_bytes() == fixed.read_bytes()
+    with pytest.raises(pi.OutputError, match="already exists"):
+        pi.repair(leaky, fixed)
+    with pytest.raises(pi.OutputError, match="is the input image"):
+        pi.repair(leaky, leaky)
+    with pytest.raises(ValueError):
+        pi.repair(leaky)
+    # corruption needs all=True
+    bad = tmp_path / "bad.hds"
+    pi.corrupt(src, bad, "bat-entry-past-eof")
+    assert pi.repair(bad, dry_run=True)["unrepaired"] == ["R18"]
+    plan = pi.repair(bad, in_place=True, all=True)
+    assert plan["after"] in ("clean", "leaks") and plan["unrepaired"] == []

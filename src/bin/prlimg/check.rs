@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
-use parallels_image::report::severity_tag;
 use parallels_image::qemu::Version;
+use parallels_image::report::severity_tag;
 use parallels_image::{
     check_versions, CbtOutcome, Conformance, Image, Mode, MountEffect, PloopPrediction, Severity, Source,
 };
