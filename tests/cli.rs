@@ -199,7 +199,7 @@ fn check_clean_image_exit_0_with_statistics_and_qemu_prediction() {
     assert_eq!(v["file_size"], 327680);
     assert_eq!(
         v["qemu"],
-        json!({"outcome": "opens", "exit_code": 0, "message": null, "bitmaps": [UUID_A], "reason": null, "signal": null})
+        json!({"outcome": "opens", "exit_code": 0, "message": null, "bitmaps": [UUID_A], "reason": null, "signal": null, "version": "10.0"})
     );
     assert_eq!(v["qemu_check"]["outcome"], "completes");
     // QEMU counts the extension and bitmap clusters after the data as leaked.

@@ -132,10 +132,10 @@ fn layout_html(m: &LayoutModel, virtual_size: u64) -> String {
         };
         (k, state.colour().to_string(), title, codes.join(" "))
     });
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<figure id=\"file-grid\" class=\"panel\"><figcaption>File layout: {} bytes, cluster {} bytes; 1 cell = {} bytes \
-         ({} clusters){}</figcaption>{}</figure>\n",
+         ({} clusters){}</figcaption>{}</figure>",
         m.file_len,
         m.cluster_size,
         m.grid.cell_bytes,
