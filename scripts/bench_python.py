@@ -49,6 +49,7 @@ def read_pyphdi(bundle: Path, digest: bool = False) -> str:
     h = hashlib.sha256()
     handle = pyphdi.handle()
     handle.open(str(bundle / "DiskDescriptor.xml"))
+    handle.open_extent_data_files()
     size = handle.get_media_size()
     off = 0
     while off < size:
@@ -123,17 +124,21 @@ def main() -> int:
             check=True,
         )
     for label, bundle in (("Parallels Desktop sample", sample), (f"{big_mib} MiB bundle", big)):
-        digests = {read_ours(bundle, True), read_pyphdi(bundle, True), read_dissect(bundle, True)}
-        assert len(digests) == 1, f"{label}: the readers disagree on the bytes"
+        runs: Dict[str, Callable[[], object]] = {
+            "parallels_image": lambda b=bundle: read_ours(b),
+            "pyphdi": lambda b=bundle: read_pyphdi(b),
+            "dissect.hypervisor": lambda b=bundle: read_dissect(b),
+        }
+        want = read_ours(bundle, True)
+        try:
+            assert read_pyphdi(bundle, True) == want, f"{label}: pyphdi reads other bytes"
+        except OSError as e:
+            # libphdi 20260902 refuses the v2 magic (WithouFreSpacExt) of the images prlimg writes
+            print(f"{label}: pyphdi cannot read it ({str(e).split('. ')[0]})")
+            del runs["pyphdi"]
+        assert read_dissect(bundle, True) == want, f"{label}: dissect reads other bytes"
         size = pi.Bundle.open(bundle).size
-        side_by_side(
-            f"guest data, {label} ({size >> 20} MiB)",
-            {
-                "parallels_image": lambda b=bundle: read_ours(b),
-                "pyphdi": lambda b=bundle: read_pyphdi(b),
-                "dissect.hypervisor": lambda b=bundle: read_dissect(b),
-            },
-        )
+        side_by_side(f"guest data, {label} ({size >> 20} MiB)", runs)
 
     images = work / "small"
     images.mkdir(exist_ok=True)

@@ -1245,7 +1245,7 @@ fn plan_model(
             let off = e * SECTOR_SIZE;
             let misplaced = if off < data_start {
                 Some(Rule::R45)
-            } else if (off - data_start) % cs != 0 {
+            } else if !(off - data_start).is_multiple_of(cs) {
                 Some(Rule::R38)
             } else {
                 None
@@ -1305,10 +1305,7 @@ fn plan_model(
         }
     }
     // Holes below the last cluster: the last one moves down.
-    loop {
-        let Some((&high, &n)) = taken.last_key_value() else {
-            break;
-        };
+    while let Some((&high, &n)) = taken.last_key_value() {
         let low = free(&taken, &mut cursor);
         if low >= high {
             break;
