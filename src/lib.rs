@@ -122,7 +122,10 @@ pub use mutate::{
     seed_corpus, BatTarget, BitmapField, ChecksumState, CorpusEntry, CorpusKind, Edit, EditKind, FeatureField,
     HeaderField, Inserted, L1Target, MagicName, Mutant, MutantBuffer, MutateOptions, Mutator, CORPUS_MUTANTS,
 };
-pub use outfile::{abandon_outputs, write_atomically, write_file_atomically, OutputError, OutputOptions};
+pub use outfile::{
+    abandon_outputs, hold_output_folder, release_output_folder, write_atomically, write_file_atomically, OutputError,
+    OutputOptions,
+};
 pub use picture::{
     bitmaps_svg, dirty_model, dirty_step, finding_offset, layout_model, layout_svg, CellState, DirtyModel, Grid,
     LayoutModel, DIRTY_SCALE, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS, UNALLOCATED,

@@ -111,6 +111,20 @@ pub(crate) fn release_folder(dir: &Path) {
     pending().folders.retain(|f| f != dir);
 }
 
+/// Makes `dir`, a folder this process has just created to fill with outputs (`prlimg mutate`'s
+/// and `corpus`'s), one that [`abandon_outputs`] removes with everything in it, until
+/// [`release_output_folder`] says it is complete.
+///
+/// Errors: [`OutputError::Interrupted`] when outputs were abandoned already.
+pub fn hold_output_folder(dir: &Path) -> Result<()> {
+    hold_folder(dir, dir)
+}
+
+/// The folder held by [`hold_output_folder`] is complete: [`abandon_outputs`] leaves it.
+pub fn release_output_folder(dir: &Path) {
+    release_folder(dir);
+}
+
 /// The file a path names after following symbolic links (`follow`), or the refusal. A path
 /// whose last component is absent is fine (it will be created).
 fn resolve(path: &Path, follow: bool) -> Result<PathBuf> {

@@ -319,8 +319,16 @@ mod tests {
             ),
             "{e:?}"
         );
-        // Not an image: everything is held, up to the limit.
+        // Not an image: refused at its 20th byte, whatever the limit.
         let junk = vec![0x5a; 3 << 20];
+        let e = StreamSource::read(Trickle(&junk, 7), 2 << 20).unwrap_err();
+        assert!(
+            matches!(e, Error::NotParallels { found, version: 0x5a5a_5a5a } if found == [0x5a; 16]),
+            "{e:?}"
+        );
+        // A damaged Parallels header (its version is 2) is read: everything is held, up to the limit.
+        let mut junk = junk;
+        junk[16..20].copy_from_slice(&2u32.to_le_bytes());
         let e = StreamSource::read(&junk[..], 2 << 20).unwrap_err();
         assert!(
             matches!(

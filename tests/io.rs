@@ -351,6 +351,46 @@ fn an_interrupted_bundle_write_leaves_the_folder_as_it_was() {
     }
 }
 
+#[test]
+fn an_interrupted_mutate_removes_the_folder_it_made() {
+    use std::os::unix::process::CommandExt;
+    let src_dir = tempfile::tempdir().unwrap();
+    let a = image_a(src_dir.path());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("keep.txt"), b"already here").unwrap();
+    let before = listing(d);
+    let out = d.join("variants");
+    for (signal, number) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+        let mut child = Command::new(BIN)
+            .args(["mutate", s(&a), s(&out), "--count", "1000000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while fs::read_dir(&out).map_or(0, |r| r.count()) < 3 {
+            assert!(start.elapsed() < Duration::from_secs(60), "mutate never wrote");
+            assert!(child.try_wait().unwrap().is_none(), "mutate ended by itself");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), "--", &format!("-{}", child.id())])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let st = child.wait().unwrap();
+        assert_eq!(st.signal(), Some(number), "SIG{signal}: {st}");
+        assert_eq!(listing(d), before, "SIG{signal}");
+    }
+    // Into a folder that was there: it stays, with what was complete (each file whole).
+    fs::create_dir(&out).unwrap();
+    let done = prlimg(&["mutate", s(&a), s(&out), "--count", "2"]);
+    assert_eq!(done.status.code(), Some(0));
+    assert_eq!(fs::read_dir(&out).unwrap().count(), 3);
+}
+
 // ------------------------------------------------------------------------------------- inputs
 
 /// `prlimg ARGS` with `stdin` fed from `bytes` through a pipe.

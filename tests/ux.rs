@@ -352,3 +352,99 @@ fn convert_p_shows_progress_as_qemu_img_does() {
     let out = prlimg_ok(&["convert", s(&a), s(&d.join("b.raw"))]);
     assert_eq!(stderr(&out), "");
 }
+
+#[test]
+fn man_writes_every_subcommands_page() {
+    let dir = tmp();
+    let pages = dir.path().join("man1");
+    prlimg_ok(&["man", "--dir", s(&pages)]);
+    let mut names: Vec<String> = fs::read_dir(&pages)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "prlimg-bitmaps-add.1",
+            "prlimg-bitmaps-clear.1",
+            "prlimg-bitmaps-remove.1",
+            "prlimg-bitmaps.1",
+            "prlimg-check.1",
+            "prlimg-completions.1",
+            "prlimg-convert.1",
+            "prlimg-corpus.1",
+            "prlimg-corrupt.1",
+            "prlimg-create.1",
+            "prlimg-differential.1",
+            "prlimg-info.1",
+            "prlimg-man.1",
+            "prlimg-map.1",
+            "prlimg-mutate.1",
+            "prlimg-repair.1",
+            "prlimg.1",
+        ]
+    );
+    let check = fs::read_to_string(pages.join("prlimg-check.1")).unwrap();
+    assert!(check.contains(".TH prlimg-check 1"), "{check}");
+    // The top page refers to the pages written.
+    let top = fs::read_to_string(pages.join("prlimg.1")).unwrap();
+    for sub in ["check", "convert", "map"] {
+        assert!(top.contains(&format!("prlimg\\-{sub}(1)")), "{sub}");
+    }
+    // Never replaced unless asked.
+    let out = prlimg(&["man", "--dir", s(&pages)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "prlimg: {}: already exists (use --force to replace it)\n",
+            s(&pages.join("prlimg.1"))
+        )
+    );
+    prlimg_ok(&["man", "--dir", s(&pages), "--force"]);
+    // On stdout: every page, one after another.
+    let all = stdout(&prlimg_ok(&["man"]));
+    assert_eq!(
+        all.matches("\n.TH ").count() + usize::from(all.starts_with(".TH ")),
+        names.len()
+    );
+    assert!(all.contains(".TH prlimg-check 1"));
+}
+
+#[test]
+fn the_example_bundle_recipe_builds_a_clean_bundle() {
+    let dir = tmp();
+    let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recipes/with-snapshots.bundle.toml");
+    let out = dir.path().join("disk.hdd");
+    prlimg_ok(&["create", s(&out), "--bundle", "--recipe", s(&recipe)]);
+    let check = prlimg(&["check", s(&out)]);
+    assert_eq!(check.status.code(), Some(0), "{}", stdout(&check));
+    let mut files: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "DiskDescriptor.xml",
+            "disk.hdd",
+            "disk.hdd.0.{11110000-0000-4000-8000-000000000001}.hds",
+            "disk.hdd.0.{5fbaabe3-6958-40ff-92a7-860e329aab41}.hds",
+            "disk.hdd.1.{11110000-0000-4000-8000-000000000001}.hds",
+            "disk.hdd.1.{5fbaabe3-6958-40ff-92a7-860e329aab41}.hds",
+        ]
+    );
+    // The top reads its own data over its parent's.
+    let raw = dir.path().join("disk.raw");
+    prlimg_ok(&["convert", s(&out), s(&raw)]);
+    let bytes = fs::read(&raw).unwrap();
+    assert_eq!(bytes.len(), 64 << 20);
+    assert!(bytes[..1 << 20].iter().all(|&b| b == 0xaa));
+    assert!(bytes[1 << 20..2 << 20].iter().all(|&b| b == 0x55));
+    assert!(bytes[2 << 20..4 << 20].iter().all(|&b| b == 0xaa));
+    assert!(bytes[4 << 20..40 << 20].iter().all(|&b| b == 0));
+    assert!(bytes[40 << 20..41 << 20].iter().all(|&b| b == 0x11));
+    assert!(bytes[41 << 20..].iter().all(|&b| b == 0));
+}

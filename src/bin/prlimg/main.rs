@@ -72,8 +72,17 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the manual page (roff): `prlimg man > prlimg.1; man ./prlimg.1`.
-    Man,
+    /// Print the manual pages (roff), prlimg(1) then every subcommand's (prlimg-check(1) ...):
+    /// `prlimg man > prlimg.1; man ./prlimg.1`; or write each to its own file in a folder:
+    /// `prlimg man --dir /usr/local/share/man/man1`.
+    Man {
+        /// Write prlimg.1, prlimg-check.1 ... into this folder (created if missing) instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        /// Replace pages of the same names in DIR.
+        #[arg(long, requires = "dir")]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,7 +97,7 @@ fn main() -> ExitCode {
         }
     };
     output::set_quiet(cli.quiet);
-    if !matches!(cli.command, Command::Completions { .. } | Command::Man) {
+    if !matches!(cli.command, Command::Completions { .. }) {
         // Every other command may write an output (a file, a bundle folder, a report).
         clean_up_on_signals();
     }
@@ -105,7 +114,7 @@ fn main() -> ExitCode {
         Command::Corpus(a) => mutate::run_corpus(&a),
         Command::Differential(a) => differential::run(&a),
         Command::Completions { shell } => completions(shell),
-        Command::Man => man(),
+        Command::Man { dir, force } => man(dir.as_deref(), force),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -150,12 +159,40 @@ fn completions(shell: clap_complete::Shell) -> Outcome {
     Ok(0)
 }
 
-/// `prlimg man`: the manual page, in roff, on stdout.
-fn man() -> Outcome {
-    let mut page = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut page)
-        .map_err(|e| Failure::plain(format!("man page: {e}")))?;
-    output::emit(&String::from_utf8_lossy(&page))?;
+/// Every manual page: `prlimg` first, then each subcommand's (and theirs), as (file name, roff).
+fn man_pages() -> Result<Vec<(String, Vec<u8>)>, Failure> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<(String, Vec<u8>)>) -> Result<(), Failure> {
+        let man = clap_mangen::Man::new(cmd.clone());
+        let mut page = Vec::new();
+        man.render(&mut page)
+            .map_err(|e| Failure::plain(format!("man page: {e}")))?;
+        out.push((man.get_filename(), page));
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            walk(sub, out)?;
+        }
+        Ok(())
+    }
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let mut out = Vec::new();
+    walk(&cmd, &mut out)?;
+    Ok(out)
+}
+
+/// `prlimg man`: every manual page, in roff, on stdout (one after another: `man` shows them
+/// in turn), or each in its own file in `dir`.
+fn man(dir: Option<&std::path::Path>, force: bool) -> Outcome {
+    let pages = man_pages()?;
+    let Some(dir) = dir else {
+        let all: Vec<u8> = pages.into_iter().flat_map(|(_, page)| page).collect();
+        output::emit(&String::from_utf8_lossy(&all))?;
+        return Ok(0);
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Failure::io(dir, &e))?;
+    for (name, page) in &pages {
+        let path = dir.join(name);
+        parallels_image::write_file_atomically(&path, force, |f| Ok(std::io::Write::write_all(f, page)?))
+            .map_err(|e| Failure::lib(&path, &e))?;
+    }
     Ok(0)
 }

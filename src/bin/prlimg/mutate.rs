@@ -109,6 +109,12 @@ struct CorpusManifest<'a> {
 /// Creates `dir` if missing, and refuses (without `force`) if any of `names` or the manifest
 /// exists in it.
 fn prepare(dir: &Path, names: impl Iterator<Item = String>, force: bool) -> Result<(), Failure> {
+    if std::fs::symlink_metadata(dir).is_err() {
+        // A folder made by this run: removed whole if the run is interrupted before its manifest.
+        std::fs::create_dir_all(dir).map_err(|e| Failure::io(dir, &e))?;
+        parallels_image::hold_output_folder(dir).map_err(|e| Failure::lib(dir, &e))?;
+        return Ok(());
+    }
     std::fs::create_dir_all(dir).map_err(|e| Failure::io(dir, &e))?;
     if force {
         return Ok(());
@@ -132,7 +138,9 @@ fn write(path: &Path, bytes: &[u8], force: bool) -> Result<(), Failure> {
 fn manifest(dir: &Path, value: &impl Serialize, force: bool) -> Result<(), Failure> {
     let mut text = serde_json::to_string_pretty(value).expect("the manifest serializes");
     text.push('\n');
-    write(&dir.join(MANIFEST), text.as_bytes(), force)
+    write(&dir.join(MANIFEST), text.as_bytes(), force)?;
+    parallels_image::release_output_folder(dir);
+    Ok(())
 }
 
 pub fn run(args: &Args) -> Outcome {

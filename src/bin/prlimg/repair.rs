@@ -65,6 +65,9 @@ pub struct Args {
     /// Replace OUTPUT if it is a regular file (a device, FIFO or folder is never replaced).
     #[arg(long)]
     force: bool,
+    /// The image's format, as `qemu-img -f` (`raw` is refused: a raw file has no structure to repair).
+    #[arg(short = 'f', long = "format", value_enum, default_value_t = crate::input::ReadFormat::Auto)]
+    format: crate::input::ReadFormat,
 }
 
 /// The plan and its outcome, as `--output json` prints them.
@@ -89,6 +92,13 @@ struct PlanJson<'a> {
 
 /// Opens `path` for repair: a regular file (or, read-only, a block device).
 fn open_input(path: &Path, in_place: bool) -> Result<(File, std::fs::Metadata), Failure> {
+    if in_place && path.as_os_str() == "-" {
+        return Err(Failure::at(
+            path,
+            "--in-place repairs a file by its name, not standard input (write a repaired copy instead)",
+        ));
+    }
+    let path = &crate::input::seekable(path, "repair")?;
     let file = File::open(path).map_err(|e| Failure::io(path, &e))?;
     let meta = file.metadata().map_err(|e| Failure::io(path, &e))?;
     let ft = meta.file_type();
@@ -142,6 +152,7 @@ fn repair(
     let write = !dry_run && !plan.is_empty();
     let target: PathBuf = match output {
         Some(o) => o.to_path_buf(),
+        None if input.as_os_str() == "-" => input.to_path_buf(),
         None => input.canonicalize().map_err(|e| Failure::io(input, &e))?,
     };
     if write {
@@ -247,6 +258,12 @@ fn print_plan(
 }
 
 pub fn run(args: &Args) -> Outcome {
+    crate::input::refuse_raw(
+        &args.input,
+        args.format,
+        "repair",
+        "a raw file has no structure to repair",
+    )?;
     let level = if args.all { RepairLevel::All } else { RepairLevel::Leaks };
     let output = if args.in_place {
         None
