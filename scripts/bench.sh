@@ -2,7 +2,7 @@
 # Whole-process comparisons of prlimg with QEMU's tools, side by side in one run, and peak
 # memory at two scales. See BENCHMARKS.md for the figures and how to read them.
 #
-#   scripts/bench.sh [quick|data|xfs|chain|campaign|guard]
+#   scripts/bench.sh [quick|data|xfs|chain|campaign|guard|python]
 #
 # Env: BENCH_DIR (scratch folder on a filesystem with sparse files; default a new folder in
 # /var/tmp, removed at the end unless KEEP=1), RUNS (hyperfine runs, default 10), WARMUP
@@ -24,6 +24,10 @@
 # (1x; GUARD_MIB of data, default 512), and peak RSS of check against qemu-img check's (1/10).
 # GUARD_RUNS sets the rounds (default 7). It is a benchmark with wide margins, not a timed
 # test: a machine twice as slow passes, a regression of several times does not.
+# `python` runs only the Python package's rows (scripts/bench_python.py): guest data through
+# open_guest().readinto against pyphdi and dissect.hypervisor, and check of 1,000 images from
+# Python against a loop of `prlimg check` processes; in a venv of its own,
+# ~/.cache/prlimg-bench-venv (PY_BIG_MIB sets the big bundle's size, default 1024).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -347,6 +351,16 @@ if [ "$QUICK" = campaign ]; then
     echo
     echo "== summary"
     cat results.txt
+    exit 0
+fi
+
+if [ "$QUICK" = python ]; then
+    venv=${HOME}/.cache/prlimg-bench-venv
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check libphdi-python dissect.hypervisor
+    CARGO_TARGET_DIR=${HOME}/.cache/prlimg-python/target \
+        "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$ROOT/python"
+    "$venv/bin/python" "$ROOT/scripts/bench_python.py" "$PRLIMG" "$DIR" | tee results.txt
     exit 0
 fi
 

@@ -43,6 +43,8 @@
 //!  bundle         disk bundles (NAME.hdd/ with DiskDescriptor.xml): the descriptor, the D rules
 //!                 (spec/bundles.md), guest data through snapshot chains and split storages,
 //!                 writing bundles, descriptor defects
+//!  report         a whole path checked, whatever it holds (image, device, stream, bundle):
+//!                 typed reports for `prlimg check` and the Python package
 //!  oracle         running the real programs (qemu-img info/check, the ploop oracle's drivers)
 //!                 with a timeout, their outcomes typed and compared with the predictions
 //!                 (feature `oracle`)
@@ -50,7 +52,7 @@
 //! ```
 //!
 //! Every public type has one path: the crate root, except the namespaces [`raw`], [`qemu`],
-//! [`corrupt`] and `oracle`.
+//! [`corrupt`], [`report`] and `oracle`.
 //!
 //! # Example
 //! ```
@@ -94,6 +96,7 @@ mod random;
 pub mod raw;
 mod recipe;
 mod repair;
+pub mod report;
 mod rule;
 mod size;
 mod source;

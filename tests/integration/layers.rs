@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["picture"],
     &["corrupt", "mutate"],
     &["bundle"],
+    &["report"],
     &["oracle"],
 ];
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 
 use parallels_image::qemu::Version;
+use parallels_image::report::severity_tag;
 use parallels_image::{
     check_versions, CbtOutcome, Conformance, Image, Mode, MountEffect, PloopPrediction, Severity, Source,
 };
@@ -90,7 +91,7 @@ pub enum Checked {
     /// An `.hds` file (or device, or stream).
     Image(Box<Conformance>),
     /// A bundle (a folder or its descriptor).
-    Bundle(crate::bundle::BundleCheck),
+    Bundle(parallels_image::report::BundleCheck),
 }
 
 impl Checked {
@@ -106,7 +107,7 @@ impl Checked {
     pub fn result(&self) -> &'static str {
         match self {
             Checked::Image(c) => c.verdict().name(),
-            Checked::Bundle(b) => b.result,
+            Checked::Bundle(b) => b.verdict.name(),
         }
     }
 
@@ -252,15 +253,6 @@ pub fn run(args: &Args) -> Outcome {
     Ok(checked.verdict().exit_code())
 }
 
-fn tag(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Corruption => "ERROR",
-        Severity::Leak => "Leaked",
-        Severity::NonCanonical => "Non-canonical",
-        Severity::Note => "Note",
-    }
-}
-
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -282,7 +274,14 @@ fn print_summary(c: &Conformance) -> String {
     let r = &c.report;
     for f in &r.findings {
         let v = &f.violation;
-        outln!(out, "{} {} at {}: {}", tag(f.severity), v.rule(), v.location(), v);
+        outln!(
+            out,
+            "{} {} at {}: {}",
+            severity_tag(f.severity),
+            v.rule(),
+            v.location(),
+            v
+        );
     }
     let corruptions = r.count(Severity::Corruption);
     let leaks = r.count(Severity::Leak);
