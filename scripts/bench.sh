@@ -2,7 +2,7 @@
 # Whole-process comparisons of prlimg with QEMU's tools, side by side in one run, and peak
 # memory at two scales. See BENCHMARKS.md for the figures and how to read them.
 #
-#   scripts/bench.sh [quick|data|xfs|chain|campaign]
+#   scripts/bench.sh [quick|data|xfs|chain|campaign|guard|python]
 #
 # Env: BENCH_DIR (scratch folder on a filesystem with sparse files; default a new folder in
 # /var/tmp, removed at the end unless KEEP=1), RUNS (hyperfine runs, default 10), WARMUP
@@ -17,6 +17,17 @@
 # `campaign` runs only the differential campaign rows (CAMPAIGN_CASES variants, default 400;
 # CAMPAIGN_JOBS parallel cases, default the CPUs). PRLIMG_BIN times another prlimg binary (an
 # older build, to compare) instead of the release build made here.
+# `guard` (about two minutes; CI runs it) times the headline rows side by side, interleaved,
+# and exits non-zero when a ratio falls below half its aim: check of the empty and of the
+# half-allocated 16 Mi-entry images against qemu-img check (aims 10x and 1000x), bitmaps against
+# nbdinfo (10x), convert to raw against qemu-img convert, each followed by `sync` of its output
+# (1x; GUARD_MIB of data, default 512), and peak RSS of check against qemu-img check's (1/10).
+# GUARD_RUNS sets the rounds (default 7). It is a benchmark with wide margins, not a timed
+# test: a machine twice as slow passes, a regression of several times does not.
+# `python` runs only the Python package's rows (scripts/bench_python.py): guest data through
+# open_guest().readinto against pyphdi and dissect.hypervisor, and check of 1,000 images from
+# Python against a loop of `prlimg check` processes; in a venv of its own,
+# ~/.cache/prlimg-bench-venv (PY_BIG_MIB sets the big bundle's size, default 1024).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -26,7 +37,7 @@ WARMUP=${WARMUP:-2}
 QUICK=${1:-}
 
 need=()
-command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
+[ "$QUICK" = guard ] || command -v hyperfine >/dev/null 2>&1 || need+=(hyperfine)
 [ -x /usr/bin/time ] || need+=(time)
 command -v qemu-img >/dev/null 2>&1 || need+=(qemu-utils)
 command -v nbdinfo >/dev/null 2>&1 || need+=(libnbd-bin)
@@ -56,7 +67,7 @@ echo "== machine"
 echo "nproc: $(nproc)"
 grep -m1 'model name' /proc/cpuinfo | sed 's/.*: /cpu: /'
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg)"
-hyperfine --version
+[ "$QUICK" = guard ] || hyperfine --version
 qemu-img --version | sed -n 1p
 nbdinfo --version | sed -n 1p
 
@@ -302,12 +313,54 @@ campaign() {
     }' | tee -a results.txt
 }
 
+# The guard (see the top). Images made and agreement checked here; then scripts/guard.py runs
+# the commands interleaved round by round, timing each (wall, and user + system CPU time and peak
+# RSS from wait4, to the microsecond), prints every row's medians and its ratio against its aim,
+# and exits non-zero when one falls below half of it.
+guard() {
+    local mib=${GUARD_MIB:-512}
+    echo
+    echo "== guard images"
+    qemu-img create -q -f parallels -o cluster_size=64K empty.hds 1T
+    "$MKIMG" half half.hds 16777216 65536
+    "$MKIMG" bitmap bitmap64t.hds $((64 * T)) $((1 << 20)) 65536
+    head -c $((mib << 20)) /dev/urandom >dense.raw
+    "$PRLIMG" convert --force -f raw dense.raw dense.hds
+    rm dense.raw
+    # Agreement first: the same verdicts, extents and bytes as QEMU's tools.
+    "$PRLIMG" check empty.hds >/dev/null && qemu-img check -f parallels empty.hds >/dev/null
+    "$PRLIMG" check half.hds >/dev/null
+    "$PRLIMG" bitmaps bitmap64t.hds "$NAME" >ours.map
+    nbdinfo --map="qemu:dirty-bitmap:$NAME" -- [ qemu-nbd -r -f parallels -B "$NAME" bitmap64t.hds ] >qemu.map
+    cmp ours.map qemu.map
+    "$PRLIMG" convert --force dense.hds ours.raw
+    qemu-img convert -f parallels -O raw dense.hds out.raw && cmp ours.raw out.raw
+    rm -f ours.raw out.raw ours.map qemu.map
+    ls -ls ./*.hds
+    python3 "$ROOT/scripts/guard.py" "$PRLIMG" "$NAME"
+}
+
+if [ "$QUICK" = guard ]; then
+    guard
+    exit 0
+fi
+
 if [ "$QUICK" = campaign ]; then
     : >results.txt
     campaign
     echo
     echo "== summary"
     cat results.txt
+    exit 0
+fi
+
+if [ "$QUICK" = python ]; then
+    venv=${HOME}/.cache/prlimg-bench-venv
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check libphdi-python dissect.hypervisor
+    CARGO_TARGET_DIR=${HOME}/.cache/prlimg-python/target \
+        "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$ROOT/python"
+    "$venv/bin/python" "$ROOT/scripts/bench_python.py" "$PRLIMG" "$DIR" | tee results.txt
     exit 0
 fi
 

@@ -1,12 +1,12 @@
 //! A whole conformance check of one image, as `prlimg check` reports it: every rule's findings,
 //! `qemu-img check`'s statistics, and what QEMU and ploop would do with the image.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Violation};
 use crate::image::{Image, Mode};
-use crate::ploop::{predict_ploop, PloopPrediction};
+use crate::ploop::{self, PloopPrediction};
 use crate::qemu::{self, Prediction};
 use crate::source::Source;
-use crate::validate::{self, Finding, Report, Verdict};
+use crate::validate::{self, Finding, Report, Threads, Verdict};
 
 /// The version of the JSON layout of [`Conformance`] (and of `prlimg`'s other JSON reports):
 /// raised when a key changes meaning or goes away, not when one is added.
@@ -72,13 +72,44 @@ pub fn check_versions(
     };
     let mut qemu_versions = Vec::new();
     let file_size = source.size();
+    // ploop's check reads the header on its own terms; its walk of the index table is fed by the
+    // rules' walk of the BAT below when the image parses, and reads what that walk did not cover.
+    let mut ploop_walk = match ploop::start_check(source, filename)? {
+        ploop::CheckStart::Done(done) => Err(done),
+        ploop::CheckStart::Walk(walk) => Ok(walk),
+    };
+    let mut ploop_from = 0;
     let (report, statistics, prediction) = match Image::parse_compact(source, mode) {
         Ok(image) => {
-            let report = validate::validate(&image)?;
+            // One read of the BAT for every consumer: the rules walk it and hand each allocated
+            // entry to QEMU's predicted check and to ploop's check on the way.
+            let mut qemu_walk = qemu::CheckWalk::new(&image);
+            let report = {
+                let mut ploop = ploop_walk.as_mut().ok();
+                let mut feed = |i: u32, e: u32| {
+                    qemu_walk.entry(i, e);
+                    if let Some(p) = ploop.as_deref_mut() {
+                        p.entry(u64::from(i), e);
+                    }
+                };
+                validate::validate_feeding(&image, Threads::default(), &mut feed)?
+            };
+            ploop_from = u64::from(image.bat_entries_in_file());
             let end = report.leak_start().unwrap_or(image.file_len());
-            let prediction = qemu::predict_image_for(&image, versions[0]);
+            // The entries the rules found duplicated, in order: QEMU's, when every cluster is
+            // where both look for it.
+            let dups: Vec<u32> = report
+                .findings
+                .iter()
+                .filter_map(|f| match f.violation {
+                    Violation::BatEntryDuplicate { index, .. } => Some(index),
+                    _ => None,
+                })
+                .collect();
+            let predict = |v| qemu::predict_image_walked(&image, v, Some((&qemu_walk, Some(&dups))));
+            let prediction = predict(versions[0]);
             if versions.len() > 1 {
-                qemu_versions = versions.iter().map(|&v| qemu::predict_image_for(&image, v)).collect();
+                qemu_versions = versions.iter().map(|&v| predict(v)).collect();
             }
             // QEMU 10's check counts the same way up to its own end of the image: when the two
             // ends agree (they do unless the image is corrupt), its counts are these.
@@ -120,7 +151,11 @@ pub fn check_versions(
         }
         Err(e) => return Err(e),
     };
-    let ploop = predict_ploop(source, filename)?;
+    let ploop_check = match ploop_walk {
+        Err(done) => done,
+        Ok(walk) => walk.finish(source, ploop_from)?,
+    };
+    let ploop = ploop::predict_ploop_checked(source, filename, None, ploop_check)?;
     qemu_versions.sort_by_key(|p| p.version);
     Ok(Conformance {
         filename: filename.to_string(),

@@ -638,6 +638,9 @@ struct Stream<'a> {
     done: u64,
     /// Bytes of the table in the file.
     total: u64,
+    /// Byte offset in the table up to which the source said it may hold data; past it, the
+    /// source is asked where its next data is before reading.
+    data_end: u64,
     scan: ScanState,
 }
 
@@ -658,6 +661,7 @@ impl Clone for Stream<'_> {
             filled: self.filled,
             done: self.done,
             total: self.total,
+            data_end: self.data_end,
             scan: self.scan.clone(),
         }
     }
@@ -672,14 +676,37 @@ impl<'a> Stream<'a> {
             filled: 0,
             done: 0,
             total,
+            data_end: 0,
             scan: ScanState::default(),
         }
     }
 
-    /// Reads the next block of the table; false at its end or on a failed read.
+    /// Reads the next block of the table; false at its end or on a failed read. Holes of the
+    /// source (entries known to be zeros: [`Source::next_data`]) are passed over unread.
     fn refill(&mut self) -> bool {
         if self.done >= self.total {
             return false;
+        }
+        if self.done >= self.data_end {
+            match self.image.source.next_data(BAT_OFFSET + self.done) {
+                Ok((start, end)) => {
+                    // Whole entries only: the run's start rounded down, its end up.
+                    let start = (start.saturating_sub(BAT_OFFSET) / BAT_ENTRY_SIZE * BAT_ENTRY_SIZE).max(self.done);
+                    self.done = start.min(self.total);
+                    self.data_end = end
+                        .saturating_sub(BAT_OFFSET)
+                        .next_multiple_of(BAT_ENTRY_SIZE)
+                        .max(start + 1);
+                    if self.done >= self.total {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    self.image.record_bat_error(e);
+                    self.done = self.total;
+                    return false;
+                }
+            }
         }
         let want = ((self.total - self.done) as usize).min(self.buf.len());
         match self

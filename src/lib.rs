@@ -45,6 +45,8 @@
 //!                 writing bundles, descriptor defects
 //!  readers        what libyal's libphdi and fox-it's dissect.hypervisor do with a bundle or an
 //!                 image: models of both, compared MiB by MiB with the guest's bytes
+//!  report         a whole path checked, whatever it holds (image, device, stream, bundle):
+//!                 typed reports for `prlimg check` and the Python package
 //!  oracle         running the real programs (qemu-img info/check, the ploop oracle's drivers)
 //!                 with a timeout, their outcomes typed and compared with the predictions
 //!                 (feature `oracle`)
@@ -52,7 +54,7 @@
 //! ```
 //!
 //! Every public type has one path: the crate root, except the namespaces [`raw`], [`qemu`],
-//! [`corrupt`] and `oracle`.
+//! [`corrupt`], [`report`] and `oracle`.
 //!
 //! # Example
 //! ```
@@ -97,6 +99,7 @@ pub mod raw;
 pub mod readers;
 mod recipe;
 mod repair;
+pub mod report;
 mod rule;
 mod size;
 mod source;
@@ -131,8 +134,8 @@ pub use picture::{
     LayoutModel, DIRTY_SCALE, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS, UNALLOCATED,
 };
 pub use ploop::{
-    ploop_accepts_cluster_size, predict_ploop, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt, PloopCheck,
-    PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
+    ploop_accepts_cluster_size, predict_ploop, predict_ploop_cbt, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt,
+    PloopCheck, PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
 };
 pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
 pub use repair::{plan_repair, RepairAction, RepairKind, RepairLevel, RepairPlan};

@@ -188,6 +188,12 @@ pub fn predict_ploop(source: &dyn Source, path: &str) -> io::Result<PloopPredict
     predict_ploop_knowing(source, path, None)
 }
 
+/// What ploop's CBT loader does with the image in `source` ([`PloopPrediction::cbt`]) alone:
+/// its check's walk of the index table is not made.
+pub fn predict_ploop_cbt(source: &dyn Source, path: &str) -> io::Result<PloopCbt> {
+    Ok(cbt_of(&load_extension(source, path, None)?))
+}
+
 /// [`predict_ploop`], taking `known` as the MD5 of the extension block if it covers the very
 /// block ploop would hash (the caller vouches that it is the digest of `source`'s bytes) instead
 /// of hashing it.
@@ -197,6 +203,17 @@ pub(crate) fn predict_ploop_knowing(
     known: Option<&ExtensionDigest>,
 ) -> io::Result<PloopPrediction> {
     let check = predict_check(source, path)?;
+    predict_ploop_checked(source, path, known, check)
+}
+
+/// [`predict_ploop_knowing`] with its check already made (by [`start_check`] and a
+/// [`CheckWalk`] fed by a walk of the BAT that others share).
+pub(crate) fn predict_ploop_checked(
+    source: &dyn Source,
+    path: &str,
+    known: Option<&ExtensionDigest>,
+    check: PloopCheck,
+) -> io::Result<PloopPrediction> {
     // One walk of the extension answers for both: the read-only load and the mount's load
     // differ only in what they do to the file afterwards.
     let load = load_extension(source, path, known)?;
@@ -262,35 +279,53 @@ impl Messages {
     }
 }
 
-/// `ploop check` with `-f` (forced), read-only, with duplicate detection.
+/// `ploop check` with `-f` (forced), read-only, with duplicate detection, reading the index
+/// table itself.
 fn predict_check(source: &dyn Source, path: &str) -> io::Result<PloopCheck> {
+    match start_check(source, path)? {
+        CheckStart::Done(check) => Ok(check),
+        CheckStart::Walk(walk) => walk.finish(source, 0),
+    }
+}
+
+/// [`start_check`]'s answer: the check's result when it stops before its walk of the index
+/// table, or the walk to feed.
+pub(crate) enum CheckStart {
+    Done(PloopCheck),
+    Walk(CheckWalk),
+}
+
+/// ploop's check of one image up to its walk of the index table: the header's tests and the
+/// bit map of used blocks.
+pub(crate) fn start_check(source: &dyn Source, path: &str) -> io::Result<CheckStart> {
     let mut m = Messages {
         kept: Vec::new(),
         omitted: 0,
     };
+    let done = |m: Messages, rc: i32| Ok(CheckStart::Done(m.done(rc)));
     let Some(h) = read_header(source)? else {
         m.push(|| "Short read PVD header".into());
-        return Ok(m.done(rc::READ));
+        return done(m, rc::READ);
     };
     let Some(fmt) = fmt_of(&h) else {
         m.push(|| format!("Wrong signature in image {path}"));
-        return Ok(m.done(rc::PLOOPFMT));
+        return done(m, rc::PLOOPFMT);
     };
     if h.version.get() != VERSION {
         m.push(|| format!("Wrong type in image {path}"));
-        return Ok(m.done(rc::PLOOPFMT));
+        return done(m, rc::PLOOPFMT);
     }
     let tracks = h.tracks.get();
     if !is_valid_blocksize(tracks) {
         m.push(|| format!("Wrong cluster size {} in image {path}", tracks as i32));
-        return Ok(m.done(rc::PLOOPFMT));
+        return done(m, rc::PLOOPFMT);
     }
     let log = tracks.trailing_zeros();
     let data_off = h.data_off.get();
     let l1_slots = data_off >> log;
     if data_off % tracks != 0 || l1_slots == 0 {
         m.push(|| format!("Wrong first block offset in image {path}"));
-        return Ok(m.done(rc::PLOOPFMT));
+        return done(m, rc::PLOOPFMT);
     }
     let cluster = u64::from(tracks) * SECTOR_SIZE;
     let size = source.size();
@@ -303,11 +338,11 @@ fn predict_check(source: &dyn Source, path: &str) -> io::Result<PloopCheck> {
     if !size.is_multiple_of(cluster) {
         // Read-only: reported, then the check stops there with success.
         m.push(|| format!("Image size {size} is not aligned to cluster {cluster}"));
-        return Ok(m.done(0));
+        return done(m, 0);
     }
     if in_use && h.flags.get() & FLAG_FORMAT_CONVERSION != 0 {
         m.push(|| format!("Image {path} is in the changing version state"));
-        return Ok(m.done(rc::EBUSY));
+        return done(m, rc::EBUSY);
     }
 
     // Blocks of the file already used: the header and BAT blocks, then each data block seen.
@@ -320,92 +355,167 @@ fn predict_check(source: &dyn Source, path: &str) -> io::Result<PloopCheck> {
     if touched > malloc_usable(map_bytes) {
         m.kept.clear();
         m.push(|| HEAP_OVERRUN.into());
-        return Ok(PloopCheck {
+        return Ok(CheckStart::Done(PloopCheck {
             rc: None,
             messages: m.kept,
             messages_omitted: 0,
-        });
+        }));
+    }
+    // The first BAT cluster is read before anything else: a file shorter than one cluster
+    // stops here.
+    if cluster > size {
+        m.push(|| "Short read index table".into());
+        return done(m, rc::READ);
     }
     let mut used = vec![0u64; blocks.div_ceil(64) as usize];
     for b in 0..u64::from(l1_slots).min(blocks) {
         used[(b / 64) as usize] |= 1 << (b % 64);
     }
-    let (mut clean, mut fatal) = (true, false);
-    let mut slot: u32 = 0;
-    // The first BAT cluster is read before anything else: a file shorter than one cluster
-    // stops here, and the buffer below never exceeds the file.
-    if cluster > size {
-        m.push(|| "Short read index table".into());
-        return Ok(m.done(rc::READ));
-    }
-    let mut buf = vec![0u8; cluster as usize];
-    for i in 0..u64::from(l1_slots) {
-        if (i + 1) * cluster > size {
-            m.push(|| "Short read index table".into());
-            return Ok(m.done(rc::READ));
-        }
-        let got = source.read_into(i * cluster, &mut buf)?;
-        if got as u64 != cluster {
-            m.push(|| "Short read index table".into());
-            return Ok(m.done(rc::READ));
-        }
-        let skip = if i == 0 { 16 } else { 0 };
-        for j in 0..(cluster / 4) as usize {
-            if j < skip {
-                continue;
-            }
-            let entry = u32::from_le_bytes(buf[j * 4..j * 4 + 4].try_into().expect("4 bytes"));
-            let clu = slot;
-            slot = slot.wrapping_add(1);
-            if entry == 0 {
-                continue;
-            }
-            // The slot's guest offset is computed in 32 bits.
-            if i64::from(clu.wrapping_shl(log)) > bd_size {
-                m.push(|| format!("Data cluster ({clu}) beyond block device size... "));
-                m.push(|| "Skipped".into());
-                clean = false;
-                continue;
-            }
-            let isec: u64 = match fmt {
-                Fmt::V1 => u64::from(entry),
-                Fmt::V2 => u64::from(entry) * u64::from(tracks),
-            };
-            if fmt == Fmt::V1 && !isec.is_multiple_of(u64::from(tracks)) {
-                m.push(|| format!("L2 slot ({clu}) corrupted... "));
-                m.push(|| "FATAL".into());
-                clean = false;
-                fatal = true;
-                continue;
-            }
-            let iblk = (isec >> log) as u32;
-            if u64::from(iblk) * cluster + cluster > size {
-                m.push(|| format!("Data cluster {iblk} is beyond EOF, image size={size} vsec={clu}... "));
-                m.push(|| "FATAL".into());
-                clean = false;
-                fatal = true;
-                continue;
-            }
-            let (w, bit) = ((iblk / 64) as usize, 1u64 << (iblk % 64));
-            if used[w] & bit != 0 {
-                m.push(|| format!("Block {iblk} is used more than once, vsec={clu}... "));
-                m.push(|| "FATAL".into());
-                clean = false;
-                fatal = true;
-            }
-            used[w] |= bit;
-        }
-    }
-    if fatal {
-        m.push(|| format!("Fatal errors were found, image {path} is not repaired"));
-        return Ok(m.done(rc::PLOOPFMT));
-    }
-    if in_use {
-        m.push(|| "Dirty flag is set".into());
-        return Ok(m.done(rc::PLOOPINUSE));
-    }
-    Ok(m.done(if clean { 0 } else { rc::PLOOPFMT }))
+    // ploop reads the table a cluster at a time, each after testing that it ends in the file:
+    // it sees the slots of the clusters in the file, then stops with a short read if the
+    // table goes on past the file. The first 16 slots are the header's.
+    let whole = u64::from(l1_slots).min(size / cluster);
+    Ok(CheckStart::Walk(CheckWalk {
+        m,
+        path: path.to_string(),
+        fmt,
+        tracks,
+        log,
+        cluster,
+        size,
+        bd_size,
+        in_use,
+        used,
+        clean: true,
+        fatal: false,
+        slots: whole * (cluster / 4) - 16,
+        short: u64::from(l1_slots) > whole,
+    }))
 }
+
+/// ploop's check's walk of its index table, fed the non-zero entries in slot order (slot `i` is
+/// BAT entry `i`): by [`CheckWalk::finish`] reading them itself, or by a walk of the BAT that
+/// others share, for the slots it covers, and [`CheckWalk::finish`] for the rest.
+pub(crate) struct CheckWalk {
+    m: Messages,
+    path: String,
+    fmt: Fmt,
+    tracks: u32,
+    log: u32,
+    cluster: u64,
+    size: u64,
+    bd_size: i64,
+    in_use: bool,
+    used: Vec<u64>,
+    clean: bool,
+    fatal: bool,
+    /// Slots ploop reads (those of the table's clusters in the file).
+    slots: u64,
+    /// The table goes on past the end of the file.
+    short: bool,
+}
+
+impl CheckWalk {
+    /// Non-zero entry `entry` in slot `slot` (after every lower one); slots past the table
+    /// ploop reads are not its own.
+    #[inline]
+    pub(crate) fn entry(&mut self, slot: u64, entry: u32) {
+        if slot >= self.slots {
+            return;
+        }
+        // ploop counts slots in 32 bits.
+        let clu = slot as u32;
+        let m = &mut self.m;
+        let log = self.log;
+        // The slot's guest offset is computed in 32 bits.
+        if i64::from(clu.wrapping_shl(log)) > self.bd_size {
+            m.push(|| format!("Data cluster ({clu}) beyond block device size... "));
+            m.push(|| "Skipped".into());
+            self.clean = false;
+            return;
+        }
+        let isec: u64 = match self.fmt {
+            Fmt::V1 => u64::from(entry),
+            Fmt::V2 => u64::from(entry) * u64::from(self.tracks),
+        };
+        if self.fmt == Fmt::V1 && !isec.is_multiple_of(u64::from(self.tracks)) {
+            m.push(|| format!("L2 slot ({clu}) corrupted... "));
+            m.push(|| "FATAL".into());
+            self.clean = false;
+            self.fatal = true;
+            return;
+        }
+        let iblk = (isec >> log) as u32;
+        let (cluster, size) = (self.cluster, self.size);
+        if u64::from(iblk) * cluster + cluster > size {
+            m.push(|| format!("Data cluster {iblk} is beyond EOF, image size={size} vsec={clu}... "));
+            m.push(|| "FATAL".into());
+            self.clean = false;
+            self.fatal = true;
+            return;
+        }
+        let (w, bit) = ((iblk / 64) as usize, 1u64 << (iblk % 64));
+        if self.used[w] & bit != 0 {
+            m.push(|| format!("Block {iblk} is used more than once, vsec={clu}... "));
+            m.push(|| "FATAL".into());
+            self.clean = false;
+            self.fatal = true;
+        }
+        self.used[w] |= bit;
+    }
+
+    /// Reads the slots from `from` on (those not fed) from `source`, passing over its holes,
+    /// and gives the check's result.
+    pub(crate) fn finish(mut self, source: &dyn Source, from: u64) -> io::Result<PloopCheck> {
+        let mut buf = vec![0u8; (self.slots.saturating_sub(from) * 4).min(TABLE_BLOCK) as usize];
+        let mut slot = from;
+        while slot < self.slots {
+            let at = 64 + 4 * slot;
+            let (data, data_end) = source.next_data(at)?;
+            let past = (data.saturating_sub(64) / 4).min(self.slots);
+            if past > slot {
+                // A hole: zeros, unallocated slots.
+                slot = past;
+                continue;
+            }
+            let n = ((self.slots - slot) * 4)
+                .min(buf.len() as u64)
+                .min(data_end.max(at + 4) - at);
+            let n = (n / 4 * 4).max(4) as usize;
+            let got = source.read_into(at, &mut buf[..n])?;
+            if got < n {
+                // The file shrank since ploop's size test: its read comes back short.
+                self.m.push(|| "Short read index table".into());
+                return Ok(self.m.done(rc::READ));
+            }
+            for (j, e) in buf[..n].chunks_exact(4).enumerate() {
+                let e = u32::from_le_bytes(e.try_into().expect("4 bytes"));
+                if e != 0 {
+                    self.entry(slot + j as u64, e);
+                }
+            }
+            slot += n as u64 / 4;
+        }
+        let mut m = self.m;
+        if self.short {
+            m.push(|| "Short read index table".into());
+            return Ok(m.done(rc::READ));
+        }
+        if self.fatal {
+            let path = &self.path;
+            m.push(|| format!("Fatal errors were found, image {path} is not repaired"));
+            return Ok(m.done(rc::PLOOPFMT));
+        }
+        if self.in_use {
+            m.push(|| "Dirty flag is set".into());
+            return Ok(m.done(rc::PLOOPINUSE));
+        }
+        Ok(m.done(if self.clean { 0 } else { rc::PLOOPFMT }))
+    }
+}
+
+/// How much of the index table [`CheckWalk::finish`] reads at a time.
+const TABLE_BLOCK: u64 = 128 << 10;
 
 /// The bytes glibc's `malloc(n)` lets the caller use (64-bit: 16-byte chunks with an 8-byte
 /// header, at least 32 bytes).

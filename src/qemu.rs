@@ -665,24 +665,29 @@ pub fn predict_image(image: &Image<'_>) -> Prediction {
 /// [`predict_image`] for QEMU `version`. (For QEMU 7.2 an `ext_off` past QEMU 10's bound makes
 /// the parse fail: [`predict_for`] handles that.)
 pub fn predict_image_for(image: &Image<'_>, version: Version) -> Prediction {
+    predict_image_walked(image, version, None)
+}
+
+/// [`predict_image_for`], with what QEMU 10's `qemu-img check` needs of the BAT already gathered
+/// by `walk` on a walk of every allocated entry of `image` (shared with other consumers of the
+/// table; QEMU 7.2's check walks the table itself). `dups`: the rules' duplicated entries (R19)
+/// from the same walk, when they ran.
+pub(crate) fn predict_image_walked(
+    image: &Image<'_>,
+    version: Version,
+    walk: Option<(&CheckWalk<'_>, Option<&[u32]>)>,
+) -> Prediction {
     let v72 = version == Version::V7_2;
-    let total = image.header().nb_sectors;
+    let check_outcome = |image: &Image<'_>| match walk {
+        Some((w, dups)) => w.finish(image, dups),
+        None => check_outcome(image),
+    };
     let open = if v72 {
         v72::open_outcome(image)
     } else {
         open_outcome(image)
     };
-    let info = match &open {
-        QemuOutcome::Opens { .. } if (total as i64) < 0 => QemuOutcome::NoImageSize {
-            suffix: errno_suffix(total),
-        },
-        // A size whose byte count wrapped past the block layer's check (e.g. 2^55 sectors):
-        // the length query refuses more than INT64_MAX / 512 sectors.
-        QemuOutcome::Opens { .. } if total > i64::MAX as u64 / 512 => QemuOutcome::NoImageSize {
-            suffix: ": File too large".into(),
-        },
-        o => o.clone(),
-    };
+    let info = info_of(image, &open);
     let check = match open {
         QemuOutcome::Opens { .. } if v72 => v72::check_outcome(image),
         QemuOutcome::Opens { .. } => check_outcome(image),
@@ -691,7 +696,7 @@ pub fn predict_image_for(image: &Image<'_>, version: Version) -> Prediction {
     let read_write = if v72 {
         v72::read_write(image)
     } else {
-        read_write(image, &check)
+        read_write(image, &check, &check_outcome)
     };
     Prediction {
         info,
@@ -701,9 +706,31 @@ pub fn predict_image_for(image: &Image<'_>, version: Version) -> Prediction {
     }
 }
 
+/// What QEMU 10's `qemu-img info` does with an image already parsed ([`Prediction::info`])
+/// alone: the BAT is not walked (only `qemu-img check` needs it).
+pub fn predict_info(image: &Image<'_>) -> QemuOutcome {
+    info_of(image, &open_outcome(image))
+}
+
+/// `qemu-img info`'s outcome once the open gave `open`.
+fn info_of(image: &Image<'_>, open: &QemuOutcome) -> QemuOutcome {
+    let total = image.header().nb_sectors;
+    match open {
+        QemuOutcome::Opens { .. } if (total as i64) < 0 => QemuOutcome::NoImageSize {
+            suffix: errno_suffix(total),
+        },
+        // A size whose byte count wrapped past the block layer's check (e.g. 2^55 sectors):
+        // the length query refuses more than INT64_MAX / 512 sectors.
+        QemuOutcome::Opens { .. } if total > i64::MAX as u64 / 512 => QemuOutcome::NoImageSize {
+            suffix: ": File too large".into(),
+        },
+        o => o.clone(),
+    }
+}
+
 /// A read-write open skips the extension, so only the header and the block layer can refuse
 /// it; the file is then cut where `qemu-img check` says the image ends.
-fn read_write(image: &Image<'_>, check: &QemuCheck) -> ReadWrite {
+fn read_write(image: &Image<'_>, check: &QemuCheck, check_outcome: &dyn Fn(&Image<'_>) -> QemuCheck) -> ReadWrite {
     let h = image.header();
     if (64 + 4 * u64::from(h.bat_entries)).next_multiple_of(MEM_ALIGN) > MAX_REQUEST {
         return ReadWrite::Refused {
@@ -1101,166 +1128,317 @@ fn undefined(detail: String) -> QemuOutcome {
     }
 }
 
-/// `qemu-img check` after a successful open.
+/// `qemu-img check` after a successful open, walking the BAT for it alone.
 fn check_outcome(image: &Image<'_>) -> QemuCheck {
-    let h = image.header();
-    // The block layer sees the file's length rounded up to a whole sector.
-    let file_len = image.file_len().div_ceil(512) * 512;
-    let tracks = u64::from(h.cluster_sectors);
-    let cs = h.cluster_size();
-    let v1 = h.variant == Variant::V1;
-    let mult = if v1 { 1 } else { tracks };
-    let n = h.bat_entries;
-    let mut c = CheckCounts {
-        total_clusters: u64::from(n),
-        ..Default::default()
-    };
+    let mut walk = CheckWalk::new(image);
+    for (i, e) in image.allocated_entries() {
+        walk.entry(i, e);
+    }
+    walk.finish(image, None)
+}
 
+/// What `qemu-img check` needs of the BAT, gathered on a walk of its allocated entries that
+/// others share ([`crate::check`] reads the table once for the rules, this and ploop's check):
+/// QEMU's own first pass (the largest entry, the clusters outside the image, the highest one
+/// inside), and its statistics and duplicate scan as they come out when the image's end is where
+/// the highest cluster inside puts it. QEMU walks the table again once it knows that end; so
+/// does [`CheckWalk::finish`] when the end turns out elsewhere, or when the duplicates cannot be
+/// taken from the rules' (R19): they can when every cluster lies inside the file on the grid
+/// from the data area's start, which both QEMU and the rules take for the same, for then QEMU's
+/// cluster indexes are equal exactly when the clusters' offsets are.
+pub(crate) struct CheckWalk<'h> {
+    header: &'h crate::header::Header,
+    /// The file's length as the block layer sees it: rounded up to a whole sector.
+    file_len: u64,
+    /// The file's length.
+    image_len: u64,
+    cs: u64,
+    mult: u64,
+    /// The cluster is larger than the file: every entry is outside.
+    all_outside: bool,
+    max_entry: u64,
+    high: u64,
+    allocated: u64,
+    /// The first indexes outside the image ([`MAX_ERROR_LINES`]), and how many in all.
+    outside: Vec<u32>,
+    outside_count: u64,
+    /// QEMU's data area start in bytes (its cluster indexes count from there).
+    base: i64,
+    shift: Option<u32>,
+    /// Every entry so far lies on the grid from `base`, at or after it, inside the file.
+    on_grid: bool,
+    max_k: u64,
+    /// The last allocated index.
+    last: Option<u32>,
+    /// The statistics with the end of the file for the image's end (the same counts when the
+    /// highest cluster inside sets it).
+    counter: ClusterCounter<'h>,
+}
+
+impl<'h> CheckWalk<'h> {
+    pub(crate) fn new(image: &'h Image<'_>) -> Self {
+        let h = image.header();
+        let file_len = image.file_len().div_ceil(512) * 512;
+        let tracks = u64::from(h.cluster_sectors);
+        let cs = h.cluster_size();
+        let v1 = h.variant == Variant::V1;
+        let mult = if v1 { 1 } else { tracks };
+        let data_start = qemu_data_start(h, file_len);
+        let base = (data_start * 512) as i64;
+        let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
+        CheckWalk {
+            header: h,
+            file_len,
+            image_len: image.file_len(),
+            cs,
+            mult,
+            all_outside: cs > file_len,
+            max_entry: 0,
+            high: 0,
+            allocated: 0,
+            outside: Vec::new(),
+            outside_count: 0,
+            base,
+            shift,
+            // The rules' grid starts at byte 0 (v2) or at the data area (v1).
+            on_grid: base >= 0 && base as u64 == h.data_start() && (v1 || (base as u64).is_multiple_of(cs)),
+            max_k: 0,
+            last: None,
+            counter: ClusterCounter::new(h, file_len),
+        }
+    }
+
+    /// Allocated entry `e` at index `i` (after every lower one).
+    #[inline]
+    pub(crate) fn entry(&mut self, i: u32, e: u32) {
+        self.max_entry = self.max_entry.max(u64::from(e));
+        self.allocated += 1;
+        let off = u64::from(e) * self.mult * 512;
+        if !self.all_outside {
+            // Unallocated entries (offset 0) are inside and do not move `high`.
+            if off + self.cs > self.file_len {
+                if self.outside.len() < MAX_ERROR_LINES {
+                    self.outside.push(i);
+                }
+                self.outside_count += 1;
+            } else {
+                self.high = self.high.max(off);
+            }
+        }
+        self.counter.add(i, e);
+        self.last = Some(i);
+        if !self.on_grid {
+            return;
+        }
+        let base = self.base as u64;
+        if off < base || off.saturating_add(self.cs) > self.image_len || !(off - base).is_multiple_of(self.cs) {
+            self.on_grid = false;
+            return;
+        }
+        self.max_k = self.max_k.max(qemu_index(off, self.base, self.cs, self.shift));
+    }
+
+    /// QEMU's check from what the walk gathered, with `dups`, when given, the indexes of the
+    /// entries the rules found duplicated (R19), in order; walks the BAT of `image` again only
+    /// when the image's end is not where the walk assumed or those cannot stand for QEMU's.
+    pub(crate) fn finish(&self, image: &Image<'_>, dups: Option<&[u32]>) -> QemuCheck {
+        let h = self.header;
+        let file_len = self.file_len;
+        let tracks = u64::from(h.cluster_sectors);
+        let cs = self.cs;
+        let v1 = h.variant == Variant::V1;
+        let mult = self.mult;
+        let n = h.bat_entries;
+        let mut c = CheckCounts {
+            total_clusters: u64::from(n),
+            ..Default::default()
+        };
+
+        let mut min_off = h.bat_end().div_ceil(512);
+        if !v1 {
+            // QEMU rounds with a bit mask, which is exact only for a power of two.
+            min_off = (min_off + tracks - 1) & tracks.wrapping_neg();
+        }
+        let data_off = u64::from(h.raw.data_off.get());
+        let v1_default = v1 && data_off == 0;
+        let data_off_ok = v1_default || (data_off >= min_off && data_off <= file_len / 512);
+        let data_start = if data_off_ok && !v1_default { data_off } else { min_off };
+        // Entries past the end of the file within the table read as 0 (unallocated).
+        let max_entry = self.max_entry;
+
+        if h.raw.inuse.get() == INUSE_OPEN {
+            c.error(CheckLine::NotClosed);
+            c.corruptions += 1;
+        }
+        if !data_off_ok {
+            c.error(CheckLine::DataOff);
+            c.corruptions += 1;
+        }
+        let high = self.high;
+        if self.all_outside {
+            // Every entry is outside, unallocated ones and those past the end of the file
+            // included (they read as 0). Counted, not walked: there may be half a billion.
+            for i in 0..n {
+                if c.errors.len() >= MAX_ERROR_LINES {
+                    c.errors_omitted += u64::from(n - i);
+                    break;
+                }
+                c.error(CheckLine::Outside { index: i });
+            }
+            c.corruptions += u64::from(n);
+        } else {
+            for &i in &self.outside {
+                c.error(CheckLine::Outside { index: i });
+            }
+            c.errors_omitted += self.outside_count - self.outside.len() as u64;
+            c.corruptions += self.outside_count;
+        }
+        // QEMU's open moves the data end past every entry, unallocated ones (sector 0) included;
+        // with no entries at all it stays at the data start.
+        let data_end = if n == 0 {
+            data_start
+        } else {
+            data_start.max(max_entry * mult + tracks)
+        };
+        let image_end = if high != 0 { high + cs } else { data_end * 512 };
+        c.image_end_offset = image_end;
+        if file_len > image_end {
+            let leaked = file_len - image_end;
+            c.error(CheckLine::Leaked { bytes: leaked });
+            c.leaks += leaked.div_ceil(cs);
+        }
+
+        // Duplicates, with QEMU's truncating division and 32-bit index.
+        let base = (data_start * 512) as i64;
+        let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
+        let idx = |o: u64| -> u64 { qemu_index(o, base, cs, shift) };
+        // The statistics are counted on the duplicates' walk of the BAT (one walk fewer).
+        let mut counter = ClusterCounter::new(h, image_end);
+        let mut counted = false;
+        // QEMU returns before the duplicate scan when the image end's index is 0, and only then
+        // counts a partial last cluster, in 32 bits: an index of 2^32 - 1 becomes a bitmap of
+        // 0 clusters, where every entry aborts.
+        let end_index = idx(image_end) as u32;
+        if end_index != 0 {
+            let count = u64::from(if image_end % cs != 0 {
+                end_index.wrapping_add(1)
+            } else {
+                end_index
+            });
+            let aborts = || QemuCheck::Aborts {
+                assertion: ABORT_CHECK_DUPLICATE.into(),
+            };
+            // The walk's counts hold when the highest cluster inside set the end (so that the
+            // statistics' end is the file's for every entry), the rules' duplicates when every
+            // cluster was on the grid from the same data start.
+            if let (true, true, Some(dups)) = (high != 0 && base == self.base, self.on_grid, dups) {
+                if self.allocated > 0 && self.max_k >= count {
+                    return aborts();
+                }
+                for &i in dups {
+                    c.error(CheckLine::Duplicate { index: i });
+                    c.corruptions += 1;
+                }
+                if dups.last().is_some() && dups.last() == self.last.as_ref() {
+                    return QemuCheck::Fails;
+                }
+                (c.allocated_clusters, c.fragmented_clusters) = self.counter.counts();
+                return QemuCheck::Completes(c);
+            }
+            let index_of = |e: u32| -> Option<u64> {
+                let k = idx(u64::from(e) * mult * 512);
+                (k < count).then_some(k)
+            };
+            // A bit set over QEMU's index range when it is no larger than the BAT (plus 1 MiB),
+            // else the (index, entry) pairs sorted: memory follows the metadata either way.
+            let words = count.div_ceil(64);
+            let mut last_dup = false;
+            if words <= u64::from(image.bat_entries_in_file()) / 2 + (1 << 17) {
+                let mut seen = vec![0u64; words as usize];
+                for (i, e) in image.allocated_entries() {
+                    counter.add(i, e);
+                    let Some(k) = index_of(e) else { return aborts() };
+                    let (w, bit) = (&mut seen[(k / 64) as usize], 1u64 << (k % 64));
+                    last_dup = *w & bit != 0;
+                    *w |= bit;
+                    if last_dup {
+                        c.error(CheckLine::Duplicate { index: i });
+                        c.corruptions += 1;
+                    }
+                }
+                counted = true;
+            } else {
+                // k < count <= 2^32 and i < 2^29: one u64 per allocated entry.
+                let mut pairs = Vec::new();
+                let mut last = None;
+                for (i, e) in image.allocated_entries() {
+                    counter.add(i, e);
+                    let Some(k) = index_of(e) else { return aborts() };
+                    pairs.push(k << 32 | i as u64);
+                    last = Some(i as u64);
+                }
+                pairs.sort_unstable();
+                let mut dups: Vec<u64> = pairs
+                    .windows(2)
+                    .filter(|w| w[0] >> 32 == w[1] >> 32)
+                    .map(|w| w[1] & 0xffff_ffff)
+                    .collect();
+                drop(pairs);
+                counted = true;
+                dups.sort_unstable();
+                for &i in &dups {
+                    c.error(CheckLine::Duplicate { index: i as u32 });
+                    c.corruptions += 1;
+                }
+                last_dup = last.is_some() && dups.last() == last.as_ref();
+            }
+            if last_dup {
+                return QemuCheck::Fails;
+            }
+        }
+
+        (c.allocated_clusters, c.fragmented_clusters) = if counted {
+            counter.counts()
+        } else if self.allocated == 0 {
+            // Nothing allocated: nothing to count, no walk needed.
+            (0, 0)
+        } else if high != 0 {
+            // The image ends with its highest cluster inside: the clusters that end by it are
+            // those that end by the end of the file, which the walk counted.
+            self.counter.counts()
+        } else {
+            image.cluster_counts(image_end)
+        };
+        QemuCheck::Completes(c)
+    }
+}
+
+/// QEMU's data start, in sectors: `data_off` when it is valid, else the end of the BAT rounded
+/// up to a cluster (v2) or a sector (v1).
+fn qemu_data_start(h: &crate::header::Header, file_len: u64) -> u64 {
+    let tracks = u64::from(h.cluster_sectors);
+    let v1 = h.variant == Variant::V1;
     let mut min_off = h.bat_end().div_ceil(512);
     if !v1 {
-        // QEMU rounds with a bit mask, which is exact only for a power of two.
         min_off = (min_off + tracks - 1) & tracks.wrapping_neg();
     }
     let data_off = u64::from(h.raw.data_off.get());
     let v1_default = v1 && data_off == 0;
     let data_off_ok = v1_default || (data_off >= min_off && data_off <= file_len / 512);
-    let data_start = if data_off_ok && !v1_default { data_off } else { min_off };
-    // Entries past the end of the file within the table read as 0 (unallocated).
-    let mut max_entry = 0u64;
-
-    if h.raw.inuse.get() == INUSE_OPEN {
-        c.error(CheckLine::NotClosed);
-        c.corruptions += 1;
-    }
-    if !data_off_ok {
-        c.error(CheckLine::DataOff);
-        c.corruptions += 1;
-    }
-    let mut high = 0u64;
-    if cs > file_len {
-        // Every entry is outside, unallocated ones and those past the end of the file included
-        // (they read as 0). Counted, not walked: there may be half a billion.
-        for (_, e) in image.allocated_entries() {
-            max_entry = max_entry.max(u64::from(e));
-        }
-        for i in 0..n {
-            if c.errors.len() >= MAX_ERROR_LINES {
-                c.errors_omitted += u64::from(n - i);
-                break;
-            }
-            c.error(CheckLine::Outside { index: i });
-        }
-        c.corruptions += u64::from(n);
+    if data_off_ok && !v1_default {
+        data_off
     } else {
-        // Unallocated entries (offset 0) are inside and do not move `high`.
-        for (i, e) in image.allocated_entries() {
-            max_entry = max_entry.max(u64::from(e));
-            let off = u64::from(e) * mult * 512;
-            if off + cs > file_len {
-                c.error(CheckLine::Outside { index: i });
-                c.corruptions += 1;
-            } else {
-                high = high.max(off);
-            }
-        }
+        min_off
     }
-    // QEMU's open moves the data end past every entry, unallocated ones (sector 0) included;
-    // with no entries at all it stays at the data start.
-    let data_end = if n == 0 {
-        data_start
-    } else {
-        data_start.max(max_entry * mult + tracks)
-    };
-    let image_end = if high != 0 { high + cs } else { data_end * 512 };
-    c.image_end_offset = image_end;
-    if file_len > image_end {
-        let leaked = file_len - image_end;
-        c.error(CheckLine::Leaked { bytes: leaked });
-        c.leaks += leaked.div_ceil(cs);
-    }
+}
 
-    // Duplicates, with QEMU's truncating division and 32-bit index.
-    let base = (data_start * 512) as i64;
-    let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
-    let div = |x: i64| -> i64 {
-        match shift {
-            Some(s) if x >= 0 => x >> s,
-            _ => x / cs as i64,
-        }
+/// QEMU's cluster index of byte `o` from `base`: a truncating division, cut to 32 bits.
+#[inline]
+fn qemu_index(o: u64, base: i64, cs: u64, shift: Option<u32>) -> u64 {
+    let x = o as i64 - base;
+    let q = match shift {
+        Some(s) if x >= 0 => x >> s,
+        _ => x / cs as i64,
     };
-    let idx = |o: u64| -> u64 { u64::from(div(o as i64 - base) as u32) };
-    // The statistics are counted on the duplicates' walk of the BAT (one walk fewer).
-    let mut counter = ClusterCounter::new(h, image_end);
-    let mut counted = false;
-    // QEMU returns before the duplicate scan when the image end's index is 0, and only then
-    // counts a partial last cluster, in 32 bits: an index of 2^32 - 1 becomes a bitmap of
-    // 0 clusters, where every entry aborts.
-    let end_index = idx(image_end) as u32;
-    if end_index != 0 {
-        let count = u64::from(if image_end % cs != 0 {
-            end_index.wrapping_add(1)
-        } else {
-            end_index
-        });
-        let index_of = |e: u32| -> Option<u64> {
-            let k = idx(u64::from(e) * mult * 512);
-            (k < count).then_some(k)
-        };
-        let aborts = || QemuCheck::Aborts {
-            assertion: ABORT_CHECK_DUPLICATE.into(),
-        };
-        // A bit set over QEMU's index range when it is no larger than the BAT (plus 1 MiB),
-        // else the (index, entry) pairs sorted: memory follows the metadata either way.
-        let words = count.div_ceil(64);
-        let mut last_dup = false;
-        if words <= u64::from(image.bat_entries_in_file()) / 2 + (1 << 17) {
-            let mut seen = vec![0u64; words as usize];
-            for (i, e) in image.allocated_entries() {
-                counter.add(i, e);
-                let Some(k) = index_of(e) else { return aborts() };
-                let (w, bit) = (&mut seen[(k / 64) as usize], 1u64 << (k % 64));
-                last_dup = *w & bit != 0;
-                *w |= bit;
-                if last_dup {
-                    c.error(CheckLine::Duplicate { index: i });
-                    c.corruptions += 1;
-                }
-            }
-            counted = true;
-        } else {
-            // k < count <= 2^32 and i < 2^29: one u64 per allocated entry.
-            let mut pairs = Vec::new();
-            let mut last = None;
-            for (i, e) in image.allocated_entries() {
-                counter.add(i, e);
-                let Some(k) = index_of(e) else { return aborts() };
-                pairs.push(k << 32 | i as u64);
-                last = Some(i as u64);
-            }
-            pairs.sort_unstable();
-            let mut dups: Vec<u64> = pairs
-                .windows(2)
-                .filter(|w| w[0] >> 32 == w[1] >> 32)
-                .map(|w| w[1] & 0xffff_ffff)
-                .collect();
-            drop(pairs);
-            counted = true;
-            dups.sort_unstable();
-            for &i in &dups {
-                c.error(CheckLine::Duplicate { index: i as u32 });
-                c.corruptions += 1;
-            }
-            last_dup = last.is_some() && dups.last() == last.as_ref();
-        }
-        if last_dup {
-            return QemuCheck::Fails;
-        }
-    }
-
-    (c.allocated_clusters, c.fragmented_clusters) = if counted {
-        counter.counts()
-    } else {
-        image.cluster_counts(image_end)
-    };
-    QemuCheck::Completes(c)
+    u64::from(q as u32)
 }

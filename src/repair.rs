@@ -824,7 +824,8 @@ fn plan_model(
             },
         );
         a.bytes = Some((36, 8));
-        a.lost_guest.push((covered * SECTOR_SIZE, (nb - covered) * SECTOR_SIZE));
+        a.lost_guest
+            .push((covered * SECTOR_SIZE, (nb - covered).saturating_mul(SECTOR_SIZE)));
         actions.push(a);
         nb = covered;
         raw.nb_sectors = nb.into();
@@ -869,7 +870,7 @@ fn plan_model(
         .any(|(_, e)| h.bat_entry_offset(e).is_some_and(|o| o < cur_start));
     let misplaced = if h.variant == Variant::V2 && data_off == 0 {
         Some(Rule::R12)
-    } else if h.variant == Variant::V2 && data_off % h.cluster_sectors != 0 {
+    } else if h.variant == Variant::V2 && !data_off.is_multiple_of(h.cluster_sectors) {
         Some(Rule::R13)
     } else if cur_start < min_start {
         Some(Rule::R14)
@@ -942,7 +943,7 @@ fn plan_model(
                 a.bytes = Some((off, file_len - off));
                 actions.push(a);
             }
-            let misplaced = ((off - data_start) % cs != 0).then_some(Rule::R17);
+            let misplaced = (!(off - data_start).is_multiple_of(cs)).then_some(Rule::R17);
             data_objs.push(Obj {
                 owner: Owner::Data(index),
                 src: off,
@@ -1087,7 +1088,15 @@ fn plan_model(
                     .collect();
                 let granules = nb.div_ceil(u64::from(gran));
                 let expected = granules.div_ceil(cs * 8);
-                let l1 = if l1.len() as u64 == expected {
+                // A table that cannot fit in the extension cluster is not this bitmap's.
+                let fits = expected
+                    .checked_mul(8)
+                    .is_some_and(|b| b + 32 + 2 * 24 + EXT_HEADER_SIZE as u64 <= cs);
+                let l1 = if !fits {
+                    drop(Rule::R37, &mut actions);
+                    ext_rewrite = true;
+                    continue;
+                } else if l1.len() as u64 == expected {
                     l1
                 } else if l1.len() as u64 > expected && l1[expected as usize..].iter().all(|&e| e == 0) {
                     let mut a = action(
@@ -1214,7 +1223,7 @@ fn plan_model(
     if let Some(off) = ext_src {
         let misplaced = if off < data_start {
             Some(if off < bat_end { Rule::R23 } else { Rule::R45 })
-        } else if (off - data_start) % cs != 0 {
+        } else if !(off - data_start).is_multiple_of(cs) {
             Some(Rule::R21)
         } else {
             None
@@ -1242,10 +1251,10 @@ fn plan_model(
             if e <= 1 {
                 continue;
             }
-            let off = e * SECTOR_SIZE;
+            let off = e.saturating_mul(SECTOR_SIZE);
             let misplaced = if off < data_start {
                 Some(Rule::R45)
-            } else if (off - data_start) % cs != 0 {
+            } else if !(off - data_start).is_multiple_of(cs) {
                 Some(Rule::R38)
             } else {
                 None
@@ -1305,10 +1314,7 @@ fn plan_model(
         }
     }
     // Holes below the last cluster: the last one moves down.
-    loop {
-        let Some((&high, &n)) = taken.last_key_value() else {
-            break;
-        };
+    while let Some((&high, &n)) = taken.last_key_value() {
         let low = free(&taken, &mut cursor);
         if low >= high {
             break;

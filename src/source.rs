@@ -23,6 +23,16 @@ pub trait Source: Sync {
         buf[..got.len()].copy_from_slice(&got);
         Ok(got.len())
     }
+
+    /// The next run of bytes at or after `offset` that may hold something other than zeros,
+    /// as `[start, end)`: the bytes from `offset` to `start` are known to read as zeros (a hole
+    /// of a sparse file) without reading them. `start == end == size()` when nothing past
+    /// `offset` may hold data. For walks of a large table that skip its holes. The default
+    /// knows of no holes: `(offset, size())`.
+    fn next_data(&self, offset: u64) -> io::Result<(u64, u64)> {
+        let size = self.size();
+        Ok((offset.min(size), size))
+    }
 }
 
 /// Bytes in memory: `Vec<u8>`, `&[u8]`, arrays… Reads lend the bytes themselves (zero-copy).
@@ -39,6 +49,10 @@ impl<T: AsRef<[u8]> + Sync + ?Sized> Source for T {
         Ok(Cow::Borrowed(&bytes[start..end]))
     }
 }
+
+/// The length of the data run [`FileSource::next_data`] reports from where the data starts.
+#[cfg(target_os = "linux")]
+const DATA_RUN: u64 = 4 << 20;
 
 /// A file opened read-only, read only where metadata is: a regular file or a block device
 /// (anything that can be read at an offset). For a pipe or a FIFO, see
@@ -86,6 +100,28 @@ impl FileSource {
         })
     }
 
+    /// The data run at or after `offset` by `SEEK_DATA` (taken to be [`DATA_RUN`] bytes),
+    /// clipped to the size the source was opened with; `None` when the file system cannot tell. Only the file
+    /// position moves, and reads here are positional (`pread`), so nothing else depends on it.
+    #[cfg(target_os = "linux")]
+    fn seek_data(&self, offset: u64) -> Option<(u64, u64)> {
+        use rustix::fs::{seek, SeekFrom};
+        if offset >= self.size {
+            return Some((self.size, self.size));
+        }
+        let start = match seek(&self.file, SeekFrom::Data(offset)) {
+            Ok(start) => start,
+            // No data at or after `offset` (the rest is a hole, or the file shrank).
+            Err(rustix::io::Errno::NXIO) => return Some((self.size, self.size)),
+            Err(_) => return None,
+        };
+        // Where the data ends is not asked (`SEEK_HOLE` walks every cached page of a long
+        // run to find it): the run is taken to be `DATA_RUN` bytes, and the caller asks again
+        // after it.
+        let start = start.max(offset).min(self.size);
+        Some((start, start.saturating_add(DATA_RUN).min(self.size)))
+    }
+
     #[cfg(unix)]
     fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         std::os::unix::fs::FileExt::read_at(&self.file, buf, offset)
@@ -117,6 +153,16 @@ impl Source for FileSource {
         let got = self.read_into(offset, &mut buf)?;
         buf.truncate(got);
         Ok(Cow::Owned(buf))
+    }
+
+    /// On Linux, where the file system tells (`SEEK_DATA`); elsewhere, or where
+    /// it cannot tell (a block device, an old file system), every byte may be data.
+    fn next_data(&self, offset: u64) -> io::Result<(u64, u64)> {
+        #[cfg(target_os = "linux")]
+        if let Some(run) = self.seek_data(offset) {
+            return Ok(run);
+        }
+        Ok((offset.min(self.size), self.size))
     }
 
     fn read_into(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {

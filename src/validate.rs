@@ -189,6 +189,8 @@ struct DataClusters {
     owners: std::sync::OnceLock<Vec<(u64, u32)>>,
     /// Whether the data area's start passed R12–R15 (so that R45 can speak of it).
     area_ok: bool,
+    /// The data clusters' ranges, when the walk kept them.
+    ranges: Option<Ranges>,
 }
 
 impl DataClusters {
@@ -279,6 +281,13 @@ pub fn validate(image: &Image<'_>) -> Result<Report> {
 /// `threads`. An image parsed without its BAT ([`Image::parse_without_bat`]) has the BAT's
 /// allocated entries read first.
 pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
+    validate_feeding(image, threads, &mut |_, _| {})
+}
+
+/// [`validate_with`], handing every allocated BAT entry `(index, entry)` to `feed` as the rules'
+/// walk of the table meets it, in index order: other consumers of the table (QEMU's predicted
+/// check, ploop's) take their share of the same read instead of reading it again.
+pub(crate) fn validate_feeding(image: &Image<'_>, threads: Threads, feed: &mut dyn FnMut(u32, u32)) -> Result<Report> {
     let image = &*image.with_bat()?;
     let h = *image.header();
     let file_len = image.file_len();
@@ -294,7 +303,7 @@ pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
         .iter()
         .any(|x| matches!(x.violation.rule(), Rule::R12 | Rule::R13 | Rule::R14 | Rule::R15));
     let mut end = ReferencedEnd::new(&h, file_len);
-    let mut data = bat_rules(image, &h, file_len, &mut f, &mut end);
+    let mut data = bat_rules(image, &h, file_len, &mut f, &mut end, feed);
     data.area_ok = area_ok;
     // An entry below the data area (R16) put its cluster there: those bytes are its data.
     if area_ok && !f.out.iter().any(|x| x.violation.rule() == Rule::R16) {
@@ -314,7 +323,7 @@ pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
         }
     }
     let high = end.end();
-    unreferenced_rule(image, &h, high, &mut f);
+    unreferenced_rule(image, &h, high, data.ranges.take(), &mut f);
     if file_len > high {
         f.push(Violation::Leak {
             offset: high,
@@ -485,7 +494,14 @@ fn header_rules(h: &Header, file_len: u64, f: &mut Findings) {
     }
 }
 
-fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings, end: &mut ReferencedEnd) -> DataClusters {
+fn bat_rules(
+    image: &Image<'_>,
+    h: &Header,
+    file_len: u64,
+    f: &mut Findings,
+    end: &mut ReferencedEnd,
+    feed: &mut dyn FnMut(u32, u32),
+) -> DataClusters {
     let cs = h.cluster_size();
     let data_start = h.data_start();
     let base = match h.variant {
@@ -504,8 +520,15 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings, end
     let mut dups: Vec<(u32, u32, u64)> = Vec::new();
     // Clusters of the disk: entries from this index on map no guest byte.
     let disk_clusters = h.nb_sectors.div_ceil(u64::from(h.cluster_sectors));
+    let mut ranges = Some(Ranges::default());
     for (index, entry) in image.allocated_entries() {
+        feed(index, entry);
         let Some(off) = h.bat_entry_offset(entry) else { continue };
+        if let Some(r) = &mut ranges {
+            if !r.add(off, cs, file_len) {
+                ranges = None;
+            }
+        }
         if u64::from(index) >= disk_clusters {
             f.push(Violation::BatEntryPastDisk {
                 index,
@@ -600,6 +623,38 @@ fn bat_rules(image: &Image<'_>, h: &Header, file_len: u64, f: &mut Findings, end
         slots,
         owners: Default::default(),
         area_ok: false,
+        ranges,
+    }
+}
+
+/// The file's ranges the data clusters take, merged as they come (a BAT in order gives one
+/// range), for the rule of unreferenced space (R46), gathered on the rules' walk of the BAT up to
+/// [`Ranges::MAX`] ranges; beyond, the rule walks the table again itself.
+#[derive(Default)]
+struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    /// 512 KiB of ranges.
+    const MAX: usize = 32 << 10;
+
+    /// Adds the cluster of `cs` bytes at `off` (nothing if it starts past the file); false when
+    /// that makes more ranges than kept.
+    #[inline]
+    fn add(&mut self, off: u64, cs: u64, file_len: u64) -> bool {
+        if off >= file_len {
+            return true;
+        }
+        let end = off.saturating_add(cs).min(file_len);
+        match self.0.last_mut() {
+            Some(last) if last.1 == off => last.1 = end,
+            _ => {
+                if self.0.len() >= Self::MAX {
+                    return false;
+                }
+                self.0.push((off, end));
+            }
+        }
+        true
     }
 }
 
@@ -1103,7 +1158,7 @@ const SLACK_BLOCK: u64 = 64 << 10;
 /// R46: the space between the data start and the end of the last referenced cluster is all
 /// referenced (data clusters, the extension cluster, bitmap clusters). QEMU's check only sees
 /// what is after the last cluster (R20); a hole in the middle is lost space as well.
-fn unreferenced_rule(image: &Image<'_>, h: &Header, high: u64, f: &mut Findings) {
+fn unreferenced_rule(image: &Image<'_>, h: &Header, high: u64, walked: Option<Ranges>, f: &mut Findings) {
     let cs = h.cluster_size();
     let file_len = image.file_len();
     let start = h.data_start();
@@ -1119,8 +1174,10 @@ fn unreferenced_rule(image: &Image<'_>, h: &Header, high: u64, f: &mut Findings)
     if start >= high || f.out.iter().any(placed) {
         return;
     }
-    // Referenced ranges, merged as they come (a BAT in order gives one range).
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    // Referenced ranges, merged as they come (a BAT in order gives one range): the data
+    // clusters' from the rules' walk of the BAT when it kept them.
+    let walk = walked.is_none();
+    let mut ranges: Vec<(u64, u64)> = walked.map(|r| r.0).unwrap_or_default();
     let mut add = |off: u64| {
         if off >= file_len {
             return;
@@ -1131,9 +1188,11 @@ fn unreferenced_rule(image: &Image<'_>, h: &Header, high: u64, f: &mut Findings)
             _ => ranges.push((off, end)),
         }
     };
-    for (_, e) in image.allocated_entries() {
-        if let Some(off) = h.bat_entry_offset(e) {
-            add(off);
+    if walk {
+        for (_, e) in image.allocated_entries() {
+            if let Some(off) = h.bat_entry_offset(e) {
+                add(off);
+            }
         }
     }
     if let Some(ext) = image.extension() {

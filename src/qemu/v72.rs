@@ -293,3 +293,81 @@ pub(super) fn read_write(image: &Image<'_>) -> ReadWrite {
         truncates_to: (end < image.file_len()).then_some(end),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_print_and_come_from_banners() {
+        assert_eq!("7.2".parse::<Version>(), Ok(Version::V7_2));
+        assert_eq!("7.2.22".parse::<Version>(), Ok(Version::V7_2));
+        assert_eq!("10.0".parse::<Version>(), Ok(Version::V10_0));
+        assert_eq!("10".parse::<Version>(), Ok(Version::V10_0));
+        assert_eq!("10.0.2".parse::<Version>(), Ok(Version::V10_0));
+        for bad in ["8.0", "7", "7.2.", "10.1", "", "all", "7.2.x"] {
+            assert_eq!(bad.parse::<Version>(), Err(UnknownVersion(bad.into())), "{bad:?}");
+        }
+        assert_eq!(
+            UnknownVersion("8.0".into()).to_string(),
+            "QEMU version \"8.0\" is not predicted (expected 7.2 or 10.0)"
+        );
+        assert_eq!(
+            (Version::V7_2.to_string(), Version::V10_0.to_string()),
+            ("7.2".into(), "10.0".into())
+        );
+        assert_eq!(Version::default(), Version::V10_0);
+        assert_eq!(
+            Version::from_banner("qemu-img version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)"),
+            Some(Version::V7_2)
+        );
+        assert_eq!(
+            Version::from_banner("qemu-img version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"),
+            Some(Version::V10_0)
+        );
+        assert_eq!(Version::from_banner("qemu-img version 8.2.2"), None);
+    }
+
+    #[test]
+    fn patched_source_reads_the_new_ext_off_only() {
+        let bytes: Vec<u8> = (0..100u8).collect();
+        let p = Patched {
+            inner: &bytes,
+            ext_off: [0xee; 8],
+        };
+        assert_eq!(p.size(), 100);
+        assert_eq!(
+            &p.read_at(50, 10).unwrap()[..],
+            &[50, 51, 52, 53, 54, 55, 0xee, 0xee, 0xee, 0xee]
+        );
+        assert_eq!(&p.read_at(62, 4).unwrap()[..], &[0xee, 0xee, 64, 65]);
+        assert_eq!(&p.read_at(0, 8).unwrap()[..], &bytes[..8]);
+        assert_eq!(&p.read_at(64, 4).unwrap()[..], &bytes[64..68]);
+    }
+
+    #[test]
+    fn the_bat_read_is_rounded_only_when_data_off_is_not_below_it() {
+        // 536869873 entries: 2147479556 bytes, 2147483648 rounded (over 2147483136).
+        assert!(!bat_read_fails(536_869_873, 0));
+        assert!(!bat_read_fails(536_869_873, 128));
+        assert!(bat_read_fails(536_869_873, u32::MAX));
+        // Over the request size even unrounded.
+        assert!(bat_read_fails(536_870_769, 0));
+        assert!(!bat_read_fails(536_870_768, 0));
+        assert!(!bat_read_fails(536_869_872, u32::MAX));
+    }
+
+    #[test]
+    fn an_ext_off_past_qemu_10s_bound_alone() {
+        let abort = unparsable_ext_off(1 << 54);
+        assert_eq!(abort.info.message("x").as_deref(), Some(ABORT_EXT_OFF_7_2));
+        assert_eq!(abort.check.exit_code(), Some(134));
+        let read = unparsable_ext_off(crate::raw::header::MAX_EXT_OFF);
+        assert_eq!(
+            read.info.message("x").as_deref(),
+            Some("Failed to read Format Extension cluster: Input/output error")
+        );
+        assert_eq!(unparsable_ext_off((1 << 55) + 8).info.kind(), "undefined");
+        assert_eq!(abort.version, Version::V7_2);
+    }
+}

@@ -275,3 +275,46 @@ impl WriteAt for std::fs::File {
         self.write_all(bytes)
     }
 }
+
+/// Writes `bytes` to a new file leaving every 4 KiB block of zeros as a hole.
+fn sparse_tempfile_with(bytes: &[u8]) -> tempfile::NamedTempFile {
+    use std::io::{Seek, SeekFrom};
+    let mut f = tempfile::NamedTempFile::new().expect("temp file");
+    for (k, block) in bytes.chunks(4096).enumerate() {
+        if block.iter().any(|&b| b != 0) {
+            f.seek(SeekFrom::Start(k as u64 * 4096)).unwrap();
+            f.write_all(block).unwrap();
+        }
+    }
+    f.as_file().set_len(bytes.len() as u64).unwrap();
+    f
+}
+
+#[test]
+fn holes_of_the_table_are_skipped_and_answer_as_zeros() {
+    let bytes = spread_image();
+    let f = sparse_tempfile_with(&bytes);
+    let file = FileSource::open(f.path()).unwrap();
+    use parallels_image::Source;
+    // Entries 2 to 32 766 are zeros: on Linux the file system says so (SEEK_DATA) and the next
+    // data is the block that holds entry 32 767; elsewhere every byte may be data.
+    let at = 64 + 4 * 2000;
+    let (start, end) = file.next_data(at).unwrap();
+    assert!(start >= at && end <= file.size());
+    if cfg!(target_os = "linux") {
+        assert_eq!(start, (64 + 4 * 32_767) / 4096 * 4096, "a hole from byte {at}");
+        assert!(end > start);
+    } else {
+        assert_eq!((start, end), (at, file.size()));
+    }
+    assert_eq!(bytes.as_slice().next_data(at).unwrap(), (at, bytes.len() as u64));
+    let whole = Image::parse(&bytes).unwrap();
+    let compact = Image::parse_compact(&file, Mode::Strict).unwrap();
+    assert_same(&whole, &compact);
+    // The whole check (rules, QEMU's and ploop's predictions on one read of the table) says
+    // the same of the sparse file as of the bytes in memory.
+    let from_file = parallels_image::check(&file, Mode::Strict, "x.hds").unwrap();
+    let from_bytes = parallels_image::check(&bytes, Mode::Strict, "x.hds").unwrap();
+    assert_eq!(from_file, from_bytes);
+    assert_eq!(from_file.statistics.unwrap().allocated, INDICES.len() as u64 + 1);
+}

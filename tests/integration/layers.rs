@@ -19,6 +19,7 @@ const LAYERS: &[&[&str]] = &[
     &["corrupt", "mutate"],
     &["bundle"],
     &["readers"],
+    &["report"],
     &["oracle"],
 ];
 

@@ -3,10 +3,8 @@
 
 use std::path::Path;
 
-use parallels_image::{
-    Bundle, BundleError, BundleFinding, BundleOptions, BundleReport, FileSource, Image, ImageType, Mode, Resolved,
-    Severity,
-};
+use parallels_image::report::{check_bundle, severity_tag, BundleCheck};
+use parallels_image::{Bundle, FileSource, Image, ImageType, Mode, Resolved};
 use serde::Serialize;
 
 use crate::convert::bundle_failure;
@@ -177,114 +175,10 @@ pub fn info(path: &Path, output: Format) -> Outcome {
     Ok(0)
 }
 
-#[derive(Serialize, Debug)]
-struct JsonBundleFinding {
-    /// `"D7"` or `"R17"`.
-    code: &'static str,
-    severity: &'static str,
-    /// The image file for an `R` finding, null for the descriptor.
-    file: Option<String>,
-    storage: Option<usize>,
-    image: Option<usize>,
-    /// The image location (`"BAT[3] @76"`) for an `R` finding, null for the descriptor.
-    location: Option<String>,
-    message: String,
-}
-
-/// `prlimg check` of one bundle, as `--output json` prints it.
-#[derive(Serialize, Debug)]
-pub struct BundleCheck {
-    schema: u32,
-    filename: String,
-    format: &'static str,
-    mode: &'static str,
-    /// `"clean"`, `"corrupt"` or `"leaks"` (exit status 0, 2, 3).
-    pub result: &'static str,
-    corruptions: usize,
-    leaks: usize,
-    non_canonical: usize,
-    notes: usize,
-    /// Every rule broken, `D` and `R` codes, in the order first found.
-    pub rules: Vec<&'static str>,
-    findings: Vec<JsonBundleFinding>,
-    /// What libphdi does with the bundle.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    libphdi: Option<Box<parallels_image::readers::ReaderPrediction>>,
-    /// What dissect.hypervisor does with it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dissect: Option<Box<parallels_image::readers::ReaderPrediction>>,
-    #[serde(skip)]
-    code: u8,
-}
-
-impl BundleCheck {
-    /// Each finding's rule code and severity name, in the order found.
-    pub fn severities(&self) -> Vec<(&'static str, &'static str)> {
-        self.findings.iter().map(|f| (f.code, f.severity)).collect()
-    }
-
-    /// `prlimg check`'s exit status: 0 clean, 2 corrupt, 3 leaks only.
-    pub fn exit_code(&self) -> u8 {
-        self.code
-    }
-}
-
-fn json_finding(f: &BundleFinding) -> JsonBundleFinding {
-    match f {
-        BundleFinding::Descriptor(v) => JsonBundleFinding {
-            code: v.rule().code(),
-            severity: v.rule().severity().name(),
-            file: None,
-            storage: None,
-            image: None,
-            location: None,
-            message: v.to_string(),
-        },
-        BundleFinding::Image {
-            file,
-            storage,
-            image,
-            finding,
-        } => JsonBundleFinding {
-            code: finding.violation.rule().code(),
-            severity: finding.severity.name(),
-            file: Some(file.display().to_string()),
-            storage: Some(*storage),
-            image: Some(*image),
-            location: Some(finding.violation.location().to_string()),
-            message: finding.violation.to_string(),
-        },
-    }
-}
-
 /// Checks the bundle at `path` (a folder or its descriptor): the `D` rules and every image's `R` rules.
 pub fn check_report(path: &Path, lenient: bool) -> Result<BundleCheck, Failure> {
     let mode = if lenient { Mode::Lenient } else { Mode::Strict };
-    let report = match Bundle::open_with(path, BundleOptions::default()) {
-        Ok(bundle) => bundle.validate_with(mode),
-        Err(BundleError::Invalid { violation, .. }) => BundleReport {
-            findings: vec![BundleFinding::Descriptor(violation)],
-        },
-        Err(e) => return Err(bundle_failure(&e)),
-    };
-    let verdict = report.verdict();
-    let readers = crate::readers::Readers::of(path);
-    Ok(BundleCheck {
-        schema: parallels_image::JSON_SCHEMA,
-        filename: path.display().to_string(),
-        format: "parallels-bundle",
-        mode: if lenient { "lenient" } else { "strict" },
-        result: verdict.name(),
-        corruptions: report.count(Severity::Corruption),
-        leaks: report.count(Severity::Leak),
-        non_canonical: report.count(Severity::NonCanonical),
-        notes: report.count(Severity::Note),
-        rules: report.codes(),
-        findings: report.findings.iter().map(json_finding).collect(),
-        libphdi: readers.as_ref().map(|r| Box::new(r.libphdi.clone())),
-        dissect: readers.map(|r| Box::new(r.dissect)),
-        code: verdict.exit_code(),
-    })
+    check_bundle(path, mode).map_err(|e| bundle_failure(&e))
 }
 
 /// `prlimg check` of one bundle: the report in `output`'s format on stdout, then its exit status.
@@ -300,12 +194,7 @@ pub fn print_check(report: &BundleCheck, output: Format) -> Outcome {
         Format::Human => {
             let mut out = String::new();
             for f in &report.findings {
-                let tag = match f.severity {
-                    "corruption" => "ERROR",
-                    "leak" => "Leaked",
-                    "non-canonical" => "Non-canonical",
-                    _ => "Note",
-                };
+                let tag = severity_tag(f.severity);
                 match (&f.file, &f.location) {
                     (Some(file), Some(loc)) => outln!(out, "{tag} {} in {file} at {loc}: {}", f.code, f.message),
                     _ => outln!(out, "{tag} {} in DiskDescriptor.xml: {}", f.code, f.message),
@@ -338,13 +227,13 @@ pub fn print_check(report: &BundleCheck, output: Format) -> Outcome {
             }
             if let (Some(libphdi), Some(dissect)) = (&report.libphdi, &report.dissect) {
                 let readers = crate::readers::Readers {
-                    libphdi: (**libphdi).clone(),
-                    dissect: (**dissect).clone(),
+                    libphdi: libphdi.clone(),
+                    dissect: dissect.clone(),
                 };
                 out.push_str(&readers.human());
             }
             emit(&out)?;
         }
     }
-    Ok(report.code)
+    Ok(report.exit_code())
 }

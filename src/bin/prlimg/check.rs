@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use indicatif::ProgressBar;
 
 use parallels_image::qemu::Version;
+use parallels_image::report::severity_tag;
 use parallels_image::{
     check_versions, CbtOutcome, Conformance, Image, Mode, MountEffect, PloopPrediction, Severity, Source,
 };
@@ -90,7 +91,7 @@ pub enum Checked {
     /// An `.hds` file (or device, or stream).
     Image(Box<Conformance>),
     /// A bundle (a folder or its descriptor).
-    Bundle(crate::bundle::BundleCheck),
+    Bundle(parallels_image::report::BundleCheck),
 }
 
 impl Checked {
@@ -106,7 +107,7 @@ impl Checked {
     pub fn result(&self) -> &'static str {
         match self {
             Checked::Image(c) => c.verdict().name(),
-            Checked::Bundle(b) => b.result,
+            Checked::Bundle(b) => b.verdict.name(),
         }
     }
 
@@ -268,15 +269,6 @@ fn readers_human(c: &Conformance) -> String {
     crate::readers::Readers::of(Path::new(&c.filename)).map_or_else(String::new, |r| r.human())
 }
 
-fn tag(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Corruption => "ERROR",
-        Severity::Leak => "Leaked",
-        Severity::NonCanonical => "Non-canonical",
-        Severity::Note => "Note",
-    }
-}
-
 fn plural(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
@@ -298,7 +290,14 @@ fn print_summary(c: &Conformance) -> String {
     let r = &c.report;
     for f in &r.findings {
         let v = &f.violation;
-        outln!(out, "{} {} at {}: {}", tag(f.severity), v.rule(), v.location(), v);
+        outln!(
+            out,
+            "{} {} at {}: {}",
+            severity_tag(f.severity),
+            v.rule(),
+            v.location(),
+            v
+        );
     }
     let corruptions = r.count(Severity::Corruption);
     let leaks = r.count(Severity::Leak);

@@ -185,8 +185,9 @@ fn warnings(image: &Image<'_>) -> Vec<String> {
             code(exit)
         ));
     }
-    if let Ok(ploop) = parallels_image::predict_ploop(image.source(), "") {
-        if matches!(ploop.cbt.outcome, CbtOutcome::Refuses | CbtOutcome::Crashes) {
+    // ploop's CBT loader alone: its check's walk of the table is not needed here.
+    if let Ok(cbt) = parallels_image::predict_ploop_cbt(image.source(), "") {
+        if matches!(cbt.outcome, CbtOutcome::Refuses | CbtOutcome::Crashes) {
             w.push("ploop does not load the bitmaps of this extension (prlimg check says why)".to_string());
         }
     }

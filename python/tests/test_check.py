@@ -1,0 +1,230 @@
+"""check(): verdicts, rules and whole reports as prlimg gives them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+import parallels_image as pi
+from conftest import run
+
+BITMAP = "7e4e1c2a-7c7b-4a63-9cf1-0a2b3c4d5e6f"
+
+
+def cli_json(prlimg: str, path: Path, *extra: str) -> Dict[str, Any]:
+    out = run([prlimg, "check", "--output", "json", *extra, str(path)])
+    parsed: Dict[str, Any] = json.loads(out.stdout)
+    parsed["_exit"] = out.returncode
+    return parsed
+
+
+def base(tmp_path: Path) -> Path:
+    path = tmp_path / "base.hds"
+    pi.create(
+        path,
+        size=8 << 20,
+        cluster_size=65536,
+        data=[(0, 70000, 0xAB), (3 << 20, 4096, 0x11)],
+        bitmaps=[(BITMAP, 65536, [(131072, 65536), (1 << 20, 1 << 20)])],
+    )
+    return path
+
+
+def test_clean_image_report_equals_the_cli_json(tmp_path: Path, prlimg: str) -> None:
+    path = base(tmp_path)
+    report = pi.check(path)
+    cli = cli_json(prlimg, path)
+    assert report.verdict is pi.Verdict.CLEAN and report.verdict.value == "clean"
+    assert report.exit_code == 0 == cli.pop("_exit")
+    assert report.findings == []
+    assert report.to_dict() == cli
+    assert report.statistics == (
+        cli["total_clusters"],
+        cli["allocated_clusters"],
+        cli["fragmented_clusters"],
+        cli["image_end_offset"],
+    )
+    assert report.qemu == cli["qemu"] and report.qemu is not None
+    assert report.qemu["bitmaps"] == [BITMAP]
+    assert report.ploop == cli["ploop"]
+    assert report.qemu_check == cli["qemu_check"]
+
+
+@pytest.mark.parametrize("defect", [d.name for d in pi.defects()])
+def test_every_defect_gives_its_rule_as_the_cli_does(tmp_path: Path, prlimg: str, defect: str) -> None:
+    src = base(tmp_path)
+    bad = tmp_path / "bad.hds"
+    try:
+        pi.corrupt(src, bad, defect)
+    except pi.DefectError as e:
+        # The catalogue says which structure is missing; the CLI refuses the same way.
+        assert e.defect == defect
+        out = run([prlimg, "corrupt", "--defect", defect, str(src), str(tmp_path / "cli.hds")])
+        assert out.returncode != 0 and e.needs in out.stderr
+        return
+    expected = next(d.rule for d in pi.defects() if d.name == defect)
+    report = pi.check(bad)
+    cli = cli_json(prlimg, bad)
+    assert expected in report.rules
+    assert [r.value for r in report.rules] == cli["rules"]
+    assert report.exit_code == cli.pop("_exit")
+    assert report.to_dict() == cli
+    for f, c in zip(report.findings, cli["findings"]):
+        assert (f.rule.value, f.severity.value, f.location, f.message) == (
+            c["code"],
+            c["severity"],
+            c["location"],
+            c["message"],
+        )
+        assert f.where == c["where"]
+    # bytes and buffers give the same findings as the file
+    data = bad.read_bytes()
+    for buf in (data, bytearray(data), memoryview(data)):
+        assert pi.check(buf).findings == report.findings
+
+
+def test_leaks_and_lenient(tmp_path: Path, prlimg: str) -> None:
+    path = base(tmp_path)
+    with open(path, "ab") as f:
+        f.write(b"\x01" * 65536)
+    report = pi.check(path)
+    assert report.verdict == "leaks" and report.exit_code == 3
+    assert [(f.rule, f.severity) for f in report.findings] == [(pi.Rule.R20, pi.Severity.LEAK)]
+    assert report.to_dict() == {k: v for k, v in cli_json(prlimg, path).items() if k != "_exit"}
+    lenient = pi.check(path, lenient=True)
+    assert lenient.lenient and lenient.to_dict()["mode"] == "lenient"
+
+
+def test_bundles_checked_as_the_cli_does(samples: Path, prlimg: str) -> None:
+    for bundle in sorted(samples.iterdir()):
+        for target in (bundle, bundle / "DiskDescriptor.xml"):
+            report = pi.check(target)
+            cli = cli_json(prlimg, target)
+            assert report.kind == "bundle"
+            assert report.exit_code == cli.pop("_exit") == 0
+            assert report.to_dict() == cli
+            assert report.verdict == "clean"
+            assert report.qemu is None
+
+
+@pytest.mark.parametrize("defect", [d for d in pi.defects(bundle=True)], ids=lambda d: d.name)
+def test_damaged_bundle(tmp_path: Path, prlimg: str, defect: pi.Defect) -> None:
+    src = tmp_path / "ok.hdd"
+    pi.create_bundle(src, {"size": "4M", "split_at": ["2M"], "snapshots": [
+        {"guid": "{5fbaabe3-6958-40ff-92a7-860e329aab41}", "data": [{"offset": 0, "len": 4096, "byte": 1}]},
+        {"guid": "{11111111-2222-4333-8444-555555555555}", "parent": "{5fbaabe3-6958-40ff-92a7-860e329aab41}"},
+    ]})
+    bad = tmp_path / "bad.hdd"
+    try:
+        pi.corrupt(src, bad, defect.name)
+    except (pi.DefectError, pi.BuildError) as e:
+        # Not applicable to this bundle: the CLI refuses it with the same reason.
+        out = run([prlimg, "corrupt", "--defect", defect.name, str(src), str(tmp_path / "cli.hdd")])
+        assert out.returncode != 0 and str(e) in out.stderr
+        return
+    report = pi.check(bad)
+    cli = cli_json(prlimg, bad)
+    assert report.exit_code == cli.pop("_exit")
+    assert report.to_dict() == cli
+    assert [r.value for r in report.rules] == cli["rules"]
+    assert defect.rule in report.rules
+
+
+def test_rule_enum_is_the_library_table() -> None:
+    from parallels_image import _native
+
+    assert [(r.value, r.label, r.severity.value) for r in pi.Rule] == _native.rules()
+
+
+def test_missing_path_is_oserror(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as e:
+        pi.check(tmp_path / "nope.hds")
+    assert e.value.filename == str(tmp_path / "nope.hds")
+
+
+def test_not_an_image_is_an_error_with_what_was_found(tmp_path: Path, prlimg: str) -> None:
+    with pytest.raises(pi.NotParallelsError) as e:
+        pi.check(b"hello, world" * 10)
+    assert e.value.found == b"hello, worldhell"
+    assert e.value.expected == (b"WithoutFreeSpace", b"WithouFreSpacExt")
+    path = tmp_path / "text.hds"
+    path.write_bytes(b"hello, world" * 10)
+    with pytest.raises(pi.NotParallelsError) as f:
+        pi.check(path)
+    out = run([prlimg, "check", str(path)])
+    assert out.returncode == 1 and str(f.value) in out.stderr
+    assert f.value.path == str(path)
+    # a damaged magic that is still recognisably Parallels is a report of R1
+    bad = bytearray(pi.build(size=1 << 20))
+    bad[0] = ord("w")
+    assert [x.rule for x in pi.check(bytes(bad)).findings] == [pi.Rule.R1]
+
+
+def test_fifo_is_read_as_a_stream(tmp_path: Path) -> None:
+    import threading
+
+    data = pi.build(size=1 << 20, inuse="Ynot")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    report = pi.check(fifo)
+    t.join(timeout=10)
+    assert [f.rule for f in report.findings] == [pi.Rule.R7]
+
+
+def test_images_made_by_qemu_img(tmp_path: Path, prlimg: str) -> None:
+    from conftest import tool
+
+    qemu_img = tool("qemu-img")
+    for opts in (["-o", "cluster_size=1M"], ["-o", "cluster_size=64K"]):
+        path = tmp_path / "q.hds"
+        out = run([qemu_img, "create", "-q", "-f", "parallels", *opts, str(path), "64M"])
+        assert out.returncode == 0, out.stderr
+        report = pi.check(path)
+        cli = cli_json(prlimg, path)
+        assert report.exit_code == cli.pop("_exit") == 0
+        assert report.to_dict() == cli
+        image = pi.Image.open(path)
+        assert image.virtual_size == 64 << 20 and image.bitmaps == []
+        assert set(image.bat.tolist()) == {0}
+        path.unlink()
+
+
+def test_repair_as_the_cli_does(tmp_path: Path, prlimg: str) -> None:
+    src = base(tmp_path)
+    leaky = tmp_path / "leaky.hds"
+    pi.corrupt(src, leaky, "trailing-leak")
+    assert pi.check(leaky).verdict == "leaks"
+    dry = pi.repair(leaky, dry_run=True)
+    assert (dry["written"], dry["after"], dry["before"]) == (False, None, "leaks")
+    assert [a["rule"] for a in dry["actions"]] == ["R20"]
+    fixed = tmp_path / "fixed.hds"
+    plan = pi.repair(leaky, fixed)
+    assert (plan["written"], plan["before"], plan["after"]) == (True, "leaks", "clean")
+    assert pi.check(fixed).to_dict()["result"] == "clean"
+    cli_out = tmp_path / "cli.hds"
+    out = run([prlimg, "repair", str(leaky), str(cli_out)])
+    assert out.returncode == 0, out.stderr
+    assert cli_out.read_bytes() == fixed.read_bytes()
+    with pytest.raises(pi.OutputError, match="already exists"):
+        pi.repair(leaky, fixed)
+    with pytest.raises(pi.OutputError, match="is the input image"):
+        pi.repair(leaky, leaky)
+    with pytest.raises(ValueError):
+        pi.repair(leaky)
+    # corruption needs all=True
+    bad = tmp_path / "bad.hds"
+    pi.corrupt(src, bad, "bat-entry-past-eof")
+    assert pi.repair(bad, dry_run=True)["unrepaired"] == ["R18"]
+    plan = pi.repair(bad, in_place=True, all=True)
+    assert plan["after"] in ("clean", "leaks") and plan["unrepaired"] == []

@@ -1,0 +1,288 @@
+//! Typed reports on a whole path, whatever it holds: an image file, a block device, a stream
+//! (a FIFO, a character device), a bundle folder or its `DiskDescriptor.xml`. `prlimg check` and
+//! the Python package both build on these.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::bundle::{Bundle, BundleError, BundleFinding, BundleOptions, BundleReport};
+use crate::check::{check, Conformance};
+use crate::error::Error;
+use crate::image::Mode;
+use crate::rule::Severity;
+use crate::source::{FileSource, Source};
+use crate::stream::StreamSource;
+use crate::validate::Verdict;
+
+/// One finding of a bundle check, as `prlimg check --output json` prints it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct BundleCheckFinding {
+    /// `"D7"` or `"R17"`.
+    pub code: &'static str,
+    /// The severity's name (`"corruption"`, `"leak"`, `"non-canonical"`, `"note"`).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "severity_name"))]
+    pub severity: Severity,
+    /// The image file for an `R` finding, `None` for the descriptor.
+    pub file: Option<String>,
+    /// The storage of the image, for an `R` finding.
+    pub storage: Option<usize>,
+    /// The image's index in its storage, for an `R` finding.
+    pub image: Option<usize>,
+    /// The image location (`"BAT[3] @76"`) for an `R` finding, `None` for the descriptor.
+    pub location: Option<String>,
+    /// What the rule says about this bundle.
+    pub message: String,
+}
+
+#[cfg(feature = "serde")]
+fn severity_name<S: serde::Serializer>(s: &Severity, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.name())
+}
+
+/// `prlimg check` of one bundle: the `D` rules and every image's `R` rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct BundleCheck {
+    /// The JSON layout's version ([`crate::JSON_SCHEMA`]).
+    pub schema: u32,
+    /// The path as given.
+    pub filename: String,
+    /// Always `"parallels-bundle"`.
+    pub format: &'static str,
+    /// The mode the rules ran in.
+    pub mode: Mode,
+    /// What the findings amount to.
+    #[cfg_attr(feature = "serde", serde(rename = "result"))]
+    pub verdict: Verdict,
+    /// Findings that are corruption.
+    pub corruptions: usize,
+    /// Findings that are leaks.
+    pub leaks: usize,
+    /// Non-canonical findings.
+    pub non_canonical: usize,
+    /// Notes.
+    pub notes: usize,
+    /// Every rule broken, `D` and `R` codes, in the order first found.
+    pub rules: Vec<&'static str>,
+    /// Every finding.
+    pub findings: Vec<BundleCheckFinding>,
+    /// What libphdi does with the bundle (`None` when it is not a file or folder).
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub libphdi: Option<crate::readers::ReaderPrediction>,
+    /// What dissect.hypervisor does with it.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub dissect: Option<crate::readers::ReaderPrediction>,
+}
+
+impl BundleCheck {
+    /// Each finding's rule code and severity name, in the order found.
+    pub fn severities(&self) -> Vec<(&'static str, &'static str)> {
+        self.findings.iter().map(|f| (f.code, f.severity.name())).collect()
+    }
+
+    /// `prlimg check`'s exit status: 0 clean, 2 corrupt, 3 leaks only.
+    pub fn exit_code(&self) -> u8 {
+        self.verdict.exit_code()
+    }
+}
+
+fn bundle_finding(f: &BundleFinding) -> BundleCheckFinding {
+    match f {
+        BundleFinding::Descriptor(v) => BundleCheckFinding {
+            code: v.rule().code(),
+            severity: v.rule().severity(),
+            file: None,
+            storage: None,
+            image: None,
+            location: None,
+            message: v.to_string(),
+        },
+        BundleFinding::Image {
+            file,
+            storage,
+            image,
+            finding,
+        } => BundleCheckFinding {
+            code: finding.violation.rule().code(),
+            severity: finding.severity,
+            file: Some(file.display().to_string()),
+            storage: Some(*storage),
+            image: Some(*image),
+            location: Some(finding.violation.location().to_string()),
+            message: finding.violation.to_string(),
+        },
+    }
+}
+
+/// Checks the bundle at `path` (a folder or its descriptor): the `D` rules and every image's `R`
+/// rules. A descriptor that breaks a rule before the bundle can be read is a report of that one
+/// finding; errors are I/O failures.
+pub fn check_bundle(path: &Path, mode: Mode) -> Result<BundleCheck, BundleError> {
+    let report = match Bundle::open_with(path, BundleOptions::default()) {
+        Ok(bundle) => bundle.validate_with(mode),
+        Err(BundleError::Invalid { violation, .. }) => BundleReport {
+            findings: vec![BundleFinding::Descriptor(violation)],
+        },
+        Err(e) => return Err(e),
+    };
+    let readers = std::fs::metadata(path)
+        .is_ok_and(|m| m.is_file() || m.is_dir())
+        .then(|| crate::readers::predict_readers(path));
+    Ok(BundleCheck {
+        schema: crate::check::JSON_SCHEMA,
+        filename: path.display().to_string(),
+        format: "parallels-bundle",
+        mode,
+        verdict: report.verdict(),
+        corruptions: report.count(Severity::Corruption),
+        leaks: report.count(Severity::Leak),
+        non_canonical: report.count(Severity::NonCanonical),
+        notes: report.count(Severity::Note),
+        rules: report.codes(),
+        findings: report.findings.iter().map(bundle_finding).collect(),
+        libphdi: readers.as_ref().map(|r| r.0.clone()),
+        dissect: readers.map(|r| r.1),
+    })
+}
+
+/// An opened image to read: a file or block device read at offsets, or a stream read once
+/// (its data left out).
+pub enum Input {
+    /// Read where metadata is.
+    File(FileSource),
+    /// Read once, metadata held.
+    Stream(StreamSource),
+}
+
+impl Input {
+    /// Opens `path`: a regular file or block device is read at offsets; a folder is refused
+    /// (`EISDIR`); anything else (a FIFO, a character device) is read once as a stream, up to
+    /// [`StreamSource::DEFAULT_LIMIT`] bytes of metadata held.
+    pub fn open(path: &Path) -> Result<Input, CheckError> {
+        let io_err = |source| CheckError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io_err)?;
+        let meta = file.metadata().map_err(io_err)?;
+        if meta.is_file() || is_block_device(&meta) {
+            return FileSource::new(file).map(Input::File).map_err(io_err);
+        }
+        if meta.is_dir() {
+            return Err(io_err(io::Error::from_raw_os_error(21)));
+        }
+        StreamSource::read(file, StreamSource::DEFAULT_LIMIT)
+            .map(Input::Stream)
+            .map_err(|source| CheckError::Image {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    /// The bytes, for the parser.
+    pub fn source(&self) -> &dyn Source {
+        match self {
+            Input::File(f) => f,
+            Input::Stream(s) => s,
+        }
+    }
+}
+
+#[cfg(unix)]
+fn is_block_device(meta: &std::fs::Metadata) -> bool {
+    std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type())
+}
+
+#[cfg(not(unix))]
+fn is_block_device(_: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// Why a path could not be checked (a path that breaks rules is a report, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The path could not be opened or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// Reading the image failed (an I/O error while parsing, a stream too large).
+    #[error("{}: {source}", path.display())]
+    Image {
+        /// The path.
+        path: PathBuf,
+        /// The library's error.
+        source: Error,
+    },
+    /// The bundle could not be read.
+    #[error("{0}")]
+    Bundle(#[from] BundleError),
+}
+
+/// One path's report: an image's or a bundle's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// An image (a file, a device, a stream).
+    Image(Box<Conformance>),
+    /// A bundle (a folder or its descriptor).
+    Bundle(BundleCheck),
+}
+
+impl Checked {
+    /// What the findings amount to.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Checked::Image(c) => c.verdict(),
+            Checked::Bundle(b) => b.verdict,
+        }
+    }
+
+    /// `prlimg check`'s exit status: 0 clean, 2 corrupt, 3 leaks only.
+    pub fn exit_code(&self) -> u8 {
+        self.verdict().exit_code()
+    }
+}
+
+/// Checks `path` as `prlimg check PATH` does, whatever it is: a bundle (by
+/// [`crate::is_bundle`]) or an image (a file, a device, a stream).
+///
+/// ```
+/// use parallels_image::report::{check_path, Checked};
+/// use parallels_image::{ImageBuilder, Mode, Verdict};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("a.hds");
+/// ImageBuilder::new(1 << 20).create_file(&path, false)?;
+/// let checked = check_path(&path, Mode::Strict)?;
+/// assert_eq!(checked.verdict(), Verdict::Clean);
+/// assert!(matches!(checked, Checked::Image(_)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn check_path(path: &Path, mode: Mode) -> Result<Checked, CheckError> {
+    if crate::bundle::is_bundle(path) {
+        return Ok(Checked::Bundle(check_bundle(path, mode)?));
+    }
+    let input = Input::open(path)?;
+    check(input.source(), mode, &path.display().to_string())
+        .map(|c| Checked::Image(Box::new(c)))
+        .map_err(|source| CheckError::Image {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The word a human report starts a finding's line with, as `qemu-img check` and `prlimg check`
+/// print it: `ERROR`, `Leaked`, `Non-canonical` or `Note`.
+pub fn severity_tag(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Corruption => "ERROR",
+        Severity::Leak => "Leaked",
+        Severity::NonCanonical => "Non-canonical",
+        Severity::Note => "Note",
+    }
+}
