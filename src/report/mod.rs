@@ -70,10 +70,10 @@ pub struct BundleCheck {
     pub findings: Vec<BundleCheckFinding>,
     /// What libphdi does with the bundle (`None` when it is not a file or folder).
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
-    pub libphdi: Option<crate::readers::ReaderPrediction>,
+    pub libphdi: Option<Box<crate::readers::ReaderPrediction>>,
     /// What dissect.hypervisor does with it.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
-    pub dissect: Option<crate::readers::ReaderPrediction>,
+    pub dissect: Option<Box<crate::readers::ReaderPrediction>>,
 }
 
 impl BundleCheck {
@@ -142,8 +142,8 @@ pub fn check_bundle(path: &Path, mode: Mode) -> Result<BundleCheck, BundleError>
         notes: report.count(Severity::Note),
         rules: report.codes(),
         findings: report.findings.iter().map(bundle_finding).collect(),
-        libphdi: readers.as_ref().map(|r| r.0.clone()),
-        dissect: readers.map(|r| r.1),
+        libphdi: readers.as_ref().map(|r| Box::new(r.0.clone())),
+        dissect: readers.map(|r| Box::new(r.1)),
     })
 }
 

@@ -227,8 +227,8 @@ pub fn print_check(report: &BundleCheck, output: Format) -> Outcome {
             }
             if let (Some(libphdi), Some(dissect)) = (&report.libphdi, &report.dissect) {
                 let readers = crate::readers::Readers {
-                    libphdi: libphdi.clone(),
-                    dissect: dissect.clone(),
+                    libphdi: (**libphdi).clone(),
+                    dissect: (**dissect).clone(),
                 };
                 out.push_str(&readers.human());
             }
