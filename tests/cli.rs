@@ -1613,3 +1613,48 @@ fn corpus_writes_the_library_corpus_every_defect_and_is_reproducible() {
         fs::read(b.join("manifest.json")).unwrap()
     );
 }
+
+#[test]
+fn readers_are_not_predicted_for_an_image_of_more_than_a_mebi_clusters() {
+    // An empty image of 2^20 + 1 clusters of 512 bytes: check names why the libphdi and
+    // dissect blocks are missing (their prediction reads the guest through a map of every
+    // allocated cluster), and the JSON has them as null.
+    let dir = tmp();
+    let path = dir.path().join("big.hds");
+    let clusters: u64 = (1 << 20) + 1;
+    prlimg_ok(&[
+        "create",
+        s(&path),
+        "--size",
+        &(clusters * 512).to_string(),
+        "--cluster-size",
+        "512",
+    ]);
+    let out = prlimg(&["check", s(&path)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "libphdi, dissect.hypervisor: not predicted for an image of {clusters} clusters (more than 1048576: the prediction reads the guest's first GiB through a map of every allocated cluster)\n"
+        )),
+        "{text}"
+    );
+    let out = prlimg(&["check", s(&path), "--output", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["libphdi"], Value::Null);
+    assert_eq!(v["dissect"], Value::Null);
+    assert!(v.as_object().unwrap().contains_key("libphdi"));
+    // One cluster fewer than the limit is predicted.
+    let small = dir.path().join("small.hds");
+    prlimg_ok(&[
+        "create",
+        s(&small),
+        "--size",
+        &((1u64 << 20) * 512).to_string(),
+        "--cluster-size",
+        "512",
+    ]);
+    let out = prlimg(&["check", s(&small), "--output", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dissect"]["outcome"], "opens", "{v}");
+}

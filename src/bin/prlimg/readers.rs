@@ -24,7 +24,7 @@ impl Readers {
     /// or a folder.
     pub fn of(path: &Path) -> Option<Readers> {
         let meta = std::fs::metadata(path).ok()?;
-        if !(meta.is_file() || meta.is_dir()) {
+        if !(meta.is_file() || meta.is_dir()) || too_many_clusters(path).is_some() {
             return None;
         }
         let (libphdi, dissect) = predict_readers(path);
@@ -56,6 +56,33 @@ impl Readers {
         );
         out
     }
+}
+
+/// A lone image of more clusters than this gets no reader prediction from `check`: the
+/// prediction reads the guest's first GiB through a map of every allocated cluster, so its
+/// memory and time would grow with the table and undo `check`'s bounds on a large image
+/// (BENCHMARKS.md, "The guard").
+pub const MAX_PREDICTED_CLUSTERS: u32 = 1 << 20;
+
+/// The image's number of clusters (its header's `bat_entries`), when `path` is a regular file
+/// whose header says more than [`MAX_PREDICTED_CLUSTERS`].
+pub fn too_many_clusters(path: &Path) -> Option<u32> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut header = [0u8; 36];
+    std::fs::File::open(path).ok()?.read_exact(&mut header).ok()?;
+    let n = u32::from_le_bytes(header[32..36].try_into().ok()?);
+    (n > MAX_PREDICTED_CLUSTERS).then_some(n)
+}
+
+/// The line `check` prints instead of the readers' when the image is too large to predict.
+pub fn not_predicted(clusters: u32) -> String {
+    format!(
+        "libphdi, dissect.hypervisor: not predicted for an image of {clusters} clusters (more than {MAX_PREDICTED_CLUSTERS}: the prediction reads the guest's first GiB through a map of every allocated cluster)\n"
+    )
 }
 
 /// `NAME: OUTCOME (detail); media size N bytes; top GUID`.
