@@ -202,7 +202,8 @@ impl<'a> Sink<'a> {
 }
 
 /// Reads what there is of `buf.len()` bytes at `offset` (fewer only at the end of the file).
-fn read_some(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+/// Reads at `offset` until `buf` is full or the file ends; the count read.
+pub(crate) fn read_some(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match pread(file, &mut buf[got..], offset + got as u64) {

@@ -20,6 +20,7 @@
 //! - [`BundleDefect`]: descriptor defects for test bundles.
 
 mod copy;
+pub(crate) use copy::read_some;
 mod defect;
 mod descriptor;
 mod disk;

@@ -221,18 +221,9 @@ struct Hds {
 }
 
 fn pread(file: &File, offset: u64, len: u64, file_len: u64) -> Result<Vec<u8>, Failure> {
-    use std::os::unix::fs::FileExt;
     let n = len.min(file_len.saturating_sub(offset));
     let mut buf = vec![0u8; n as usize];
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(err("OSError", e)),
-        }
-    }
+    let got = crate::bundle::read_some(file, &mut buf, offset).map_err(|e| err("OSError", e))?;
     buf.truncate(got);
     Ok(buf)
 }

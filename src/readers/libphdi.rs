@@ -114,17 +114,7 @@ impl Layer {
 }
 
 fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], offset + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
+    crate::bundle::read_some(file, buf, offset)
 }
 
 fn read_header(file: &File, entry: usize) -> Header {
