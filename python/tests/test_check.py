@@ -18,6 +18,20 @@ BITMAP = "7e4e1c2a-7c7b-4a63-9cf1-0a2b3c4d5e6f"
 def cli_json(prlimg: str, path: Path, *extra: str) -> Dict[str, Any]:
     out = run([prlimg, "check", "--output", "json", *extra, str(path)])
     parsed: Dict[str, Any] = json.loads(out.stdout)
+    if not (path.is_dir() or path.name == "DiskDescriptor.xml"):
+        # The CLI adds libphdi's and dissect.hypervisor's predictions to an image's report
+        # (bundles carry them in the library's report, which the package gives too); the
+        # package's image report does not have them yet: compared without them, and their
+        # presence asserted.
+        for key in ("libphdi", "dissect"):
+            block = parsed.pop(key)
+            assert block is None or block["outcome"] in (
+                "opens",
+                "refuses",
+                "misreads",
+                "crashes",
+                "hangs",
+            ), block
     parsed["_exit"] = out.returncode
     return parsed
 
