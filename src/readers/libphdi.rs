@@ -309,6 +309,13 @@ fn open(opened: &Opened, out: &mut ReaderRun) -> Result<Option<Model>, Failure> 
                     }
                     media = v * 512;
                 }
+                // Both are kept as 32-bit numbers (the geometry is never used to read).
+                "Cylinders" if number(value).unwrap_or(0) > u64::from(u32::MAX) => {
+                    return Err(refuse(F_PARAMS, "invalid number of cylinders value out of bounds"));
+                }
+                "Heads" if number(value).unwrap_or(0) > u64::from(u32::MAX) => {
+                    return Err(refuse(F_PARAMS, "invalid number of heads value out of bounds"));
+                }
                 "Padding" => {
                     let v = number(value).unwrap_or(0);
                     if v != 0 {

@@ -271,6 +271,32 @@ fn lone_images_agree() {
     }
 }
 
+/// A lone image whose disk size makes the wrapper's Cylinders pass 32 bits: libphdi refuses
+/// the descriptor's disk parameters before it looks at the storage (a campaign's case, seed
+/// 3463861807: nb_sectors set to 2^54).
+#[test]
+#[cfg_attr(
+    prlimg_no_readers,
+    ignore = "needs the readers' venv (~/.cache/prlimg-readers-venv; .ci/run makes it)"
+)]
+fn libphdi_refuses_cylinders_past_32_bits_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("huge.hds");
+    ok(prlimg()
+        .arg("create")
+        .args(["--size", "4M", "--cluster-size", "64K"])
+        .arg(&p));
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[36..44].copy_from_slice(&(1u64 << 54).to_le_bytes());
+    std::fs::write(&p, &bytes).unwrap();
+    let (l, _) = agree(&p);
+    assert_eq!(l.outcome, ReaderOutcome::Refuses);
+    assert_eq!(
+        l.message.as_deref(),
+        Some("libphdi_disk_descriptor_xml_file_get_disk_parameters: invalid number of cylinders value out of bounds")
+    );
+}
+
 /// Every defect of `prlimg corrupt --list-bundle`, applied to the first base bundle it fits.
 #[test]
 #[cfg_attr(
