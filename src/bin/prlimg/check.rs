@@ -258,13 +258,14 @@ pub fn run(args: &Args) -> Outcome {
 /// file the readers can be handed).
 fn image_json(c: &Conformance) -> serde_json::Result<serde_json::Value> {
     let mut value = serde_json::to_value(c)?;
-    if let Some(r) = crate::readers::Readers::of(Path::new(&c.filename)) {
-        r.add_to(&mut value);
-    } else if crate::readers::too_many_clusters(Path::new(&c.filename)).is_some() {
+    let path = Path::new(&c.filename);
+    if crate::readers::too_many_clusters(path).is_some() {
         if let Some(m) = value.as_object_mut() {
             m.insert("libphdi".into(), serde_json::Value::Null);
             m.insert("dissect".into(), serde_json::Value::Null);
         }
+    } else if let Some(r) = crate::readers::Readers::of(path) {
+        r.add_to(&mut value);
     }
     Ok(value)
 }

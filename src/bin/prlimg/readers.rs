@@ -21,10 +21,10 @@ pub struct Readers {
 
 impl Readers {
     /// Predicts both readers for the disk at `path`; `None` when `path` is not a regular file
-    /// or a folder.
+    /// or a folder. The caller asks `too_many_clusters` first.
     pub fn of(path: &Path) -> Option<Readers> {
         let meta = std::fs::metadata(path).ok()?;
-        if !(meta.is_file() || meta.is_dir()) || too_many_clusters(path).is_some() {
+        if !(meta.is_file() || meta.is_dir()) {
             return None;
         }
         let (libphdi, dissect) = predict_readers(path);
@@ -72,9 +72,11 @@ pub fn too_many_clusters(path: &Path) -> Option<u32> {
     if !meta.is_file() {
         return None;
     }
-    let mut header = [0u8; 36];
+    let mut header = [0u8; 64];
     std::fs::File::open(path).ok()?.read_exact(&mut header).ok()?;
-    let n = u32::from_le_bytes(header[32..36].try_into().ok()?);
+    let n = parallels_image::raw::header::RawHeader::read_padded(&header)
+        .bat_entries
+        .get();
     (n > MAX_PREDICTED_CLUSTERS).then_some(n)
 }
 
