@@ -2,12 +2,32 @@
 //! (a FIFO, a character device), a bundle folder or its `DiskDescriptor.xml`. `prlimg check` and
 //! the Python package both build on these.
 
+mod batch;
+mod bundle;
+mod headline;
+mod html;
+mod image;
+mod info;
+mod readers;
+mod repair;
+mod text;
+
+pub use batch::{
+    batch_entries, failure_record, is_manifest, verdict_line, BatchEntry, BatchLine, BatchStatus, BatchSummary,
+};
+pub use bundle::{BundleInfo, ImageInfo, ShotInfo, StorageInfo};
+pub use image::{check_image, CheckOptions, ImageCheck};
+pub use info::{allocated_size, bitmap_line, gather, Info, InfoWarning, QemuImgInfo, QemuImgTop};
+pub use readers::{not_predicted, too_many_clusters, Readers, ReadersBlock, MAX_PREDICTED_CLUSTERS};
+pub use repair::{repair_file, RepairFileError, RepairRequest, RepairRun};
+pub use text::{human_bytes, io_reason};
+
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::bundle::{Bundle, BundleError, BundleFinding, BundleOptions, BundleReport};
-use crate::check::{check, Conformance};
+use crate::check::Conformance;
 use crate::error::Error;
 use crate::image::Mode;
 use crate::rule::Severity;
@@ -264,16 +284,97 @@ impl Checked {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn check_path(path: &Path, mode: Mode) -> Result<Checked, CheckError> {
+    let options = CheckOptions {
+        readers: false,
+        ..CheckOptions::new(mode)
+    };
+    Ok(match check_path_with(path, &options)? {
+        PathReport::Image(c) => Checked::Image(Box::new(c.conformance)),
+        PathReport::Bundle(b) => Checked::Bundle(*b),
+    })
+}
+
+/// One path's full report: an image's (with the readers' block) or a bundle's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathReport {
+    /// An image (a file, a device, a stream).
+    Image(Box<ImageCheck>),
+    /// A bundle (a folder or its descriptor).
+    Bundle(Box<BundleCheck>),
+}
+
+/// The one entry point for a whole path, whatever it is: a bundle (by [`crate::is_bundle`],
+/// always with its readers' predictions) or an image (a file, a device, a stream), checked as
+/// `options` say. [`check_image`] checks an image already opened and keeps its parse.
+pub fn check_path_with(path: &Path, options: &CheckOptions) -> Result<PathReport, CheckError> {
     if crate::bundle::is_bundle(path) {
-        return Ok(Checked::Bundle(check_bundle(path, mode)?));
+        return Ok(PathReport::Bundle(Box::new(check_bundle(path, options.mode)?)));
     }
     let input = Input::open(path)?;
-    check(input.source(), mode, &path.display().to_string())
-        .map(|c| Checked::Image(Box::new(c)))
+    check_image(input.source(), path, options)
+        .map(|(c, _)| PathReport::Image(Box::new(c)))
         .map_err(|source| CheckError::Image {
             path: path.to_path_buf(),
             source,
         })
+}
+
+impl PathReport {
+    /// What the findings amount to.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            PathReport::Image(c) => c.conformance.verdict(),
+            PathReport::Bundle(b) => b.verdict,
+        }
+    }
+
+    /// The rules broken (`R` and `D` codes), in the order first found.
+    pub fn rules(&self) -> Vec<&'static str> {
+        match self {
+            PathReport::Image(c) => c.conformance.report.rules().iter().map(|r| r.code()).collect(),
+            PathReport::Bundle(b) => b.rules.clone(),
+        }
+    }
+
+    /// Each finding's rule code and severity, in the order found.
+    pub fn findings(&self) -> Vec<(&'static str, Severity)> {
+        match self {
+            PathReport::Image(c) => c
+                .conformance
+                .report
+                .findings
+                .iter()
+                .map(|f| (f.violation.rule().code(), f.severity))
+                .collect(),
+            PathReport::Bundle(b) => b.findings.iter().map(|f| (f.code, f.severity)).collect(),
+        }
+    }
+
+    /// The report as one line of JSON: the object `--output json` prints for this path alone.
+    #[cfg(feature = "json")]
+    pub fn json_line(&self) -> serde_json::Result<String> {
+        match self {
+            PathReport::Image(c) => serde_json::to_string(&c.json_value()?),
+            PathReport::Bundle(b) => serde_json::to_string(b),
+        }
+    }
+
+    /// The human report.
+    pub fn write_human(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        match self {
+            PathReport::Image(c) => c.write_human(out),
+            PathReport::Bundle(b) => b.write_human(out),
+        }
+    }
+
+    /// The JSON report, pretty, and a newline.
+    #[cfg(feature = "json")]
+    pub fn write_json(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        match self {
+            PathReport::Image(c) => c.write_json(out),
+            PathReport::Bundle(b) => b.write_json(out),
+        }
+    }
 }
 
 /// The word a human report starts a finding's line with, as `qemu-img check` and `prlimg check`
