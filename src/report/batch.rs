@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::text::io_reason;
-use super::{check_path_with, CheckError, CheckOptions, PathReport};
+use super::{check_path_with, CheckError, CheckOptions, PathReport, RuleCode};
 use crate::bundle::DESCRIPTOR_NAME;
 use crate::error::Error;
 use crate::rule::Severity;
@@ -100,7 +100,7 @@ pub struct BatchLine {
     /// What became of it.
     pub status: BatchStatus,
     /// The rules it breaks.
-    pub rules: Vec<&'static str>,
+    pub rules: Vec<RuleCode>,
     /// The human line or the JSON Lines record, without its newline.
     pub line: String,
     /// How long its check took.
@@ -205,8 +205,8 @@ pub fn verdict_line(c: &PathReport) -> String {
     let codes = |severity: Severity| {
         let mut v: Vec<&str> = Vec::new();
         for &(code, s) in &found {
-            if s == severity && !v.contains(&code) {
-                v.push(code);
+            if s == severity && !v.contains(&code.code()) {
+                v.push(code.code());
             }
         }
         v
@@ -377,7 +377,7 @@ pub struct BatchSummary {
     images: usize,
     by_outcome: HashMap<BatchStatus, usize>,
     /// Images in which each rule was found.
-    by_rule: HashMap<&'static str, usize>,
+    by_rule: HashMap<RuleCode, usize>,
     /// The slowest images, slowest first, at most [`SLOWEST`].
     slowest: Vec<(Duration, PathBuf)>,
     worst: Option<BatchStatus>,
@@ -385,7 +385,7 @@ pub struct BatchSummary {
 
 #[cfg_attr(feature = "json", derive(serde::Serialize))]
 struct RuleCount {
-    rule: &'static str,
+    rule: RuleCode,
     images: usize,
 }
 
@@ -447,7 +447,10 @@ impl BatchSummary {
             .iter()
             .map(|(&rule, &images)| RuleCount { rule, images })
             .collect();
-        rules.sort_by_key(|r| (r.rule.as_bytes()[0], r.rule[1..].parse::<u32>().unwrap_or(u32::MAX)));
+        rules.sort_by_key(|r| {
+            let code = r.rule.code();
+            (code.as_bytes()[0], code[1..].parse::<u32>().unwrap_or(u32::MAX))
+        });
         rules
     }
 
