@@ -8,12 +8,14 @@
 
 pub mod bat;
 pub mod bitmap;
+pub mod editor;
 pub mod extension;
 pub mod feature;
 pub mod header;
 
 pub use bat::BatEntry;
 pub use bitmap::{DirtyBitmapFeature, L1Entry, RawBitmapHeader};
+pub use editor::{ExtensionEditor, RecordBytes};
 pub use extension::{ExtensionCluster, RawExtHeader};
 pub use feature::{FeatureBody, FeatureRecord, RawFeatureHeader};
 pub use header::RawHeader;
