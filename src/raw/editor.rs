@@ -134,6 +134,13 @@ impl<'a> ExtensionEditor<'a> {
     }
 }
 
+impl RawExtHeader {
+    /// The extension header at byte `at` of `bytes`, zeros for what lies past their end.
+    pub fn read_padded(bytes: &[u8], at: u64) -> RawExtHeader {
+        zerocopy::transmute!(super::padded::<EXT_HEADER_SIZE>(bytes, at))
+    }
+}
+
 impl RawFeatureHeader {
     /// The feature header at byte `at` of `bytes`, zeros for what lies past their end (as readers
     /// of the format read a cluster cut short by the end of the file).
