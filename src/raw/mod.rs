@@ -17,6 +17,7 @@ pub mod editor;
 pub mod extension;
 pub mod feature;
 pub mod header;
+pub mod units;
 
 pub use bat::BatEntry;
 pub use bitmap::{DirtyBitmapFeature, L1Entry, RawBitmapHeader};
@@ -24,6 +25,7 @@ pub use editor::{ExtensionEditor, RecordBytes};
 pub use extension::{ExtensionCluster, RawExtHeader};
 pub use feature::{FeatureBody, FeatureRecord, RawFeatureHeader};
 pub use header::RawHeader;
+pub use units::{Bytes, ClusterIndex, Sectors};
 
 /// Bytes in a sector: the unit of `nb_sectors`, `data_off`, `ext_off`, v1 BAT entries, L1 entries
 /// and bitmap granularity.
