@@ -7,10 +7,9 @@ use parallels_image::report::{check_bundle, severity_tag, BundleCheck};
 use parallels_image::{Bundle, FileSource, Image, ImageType, Mode, Resolved};
 use serde::Serialize;
 
-use crate::convert::bundle_failure;
 use crate::info::{gather, Info};
 use crate::outln;
-use crate::output::{emit, human_bytes, print_json, Failure, Format};
+use crate::output::{bundle_failure, emit, human_bytes, print_json, Failure, Format};
 use crate::Outcome;
 
 #[derive(Serialize, Debug)]

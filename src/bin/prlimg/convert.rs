@@ -11,15 +11,12 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use parallels_image::{
-    is_bundle, parse_guid_loose, write_expanding_ranges, write_raw, BundleBuilder, BundleError, BundleOptions, Error,
-    GuestDisk, GuestReader,
+    is_bundle, write_expanding_ranges, write_raw, BundleBuilder, BundleOptions, Error, GuestDisk, GuestReader,
 };
 use uuid::Uuid;
 
-use crate::output::{progress, Failure};
-fn parse_size(text: &str) -> Result<u64, String> {
-    parallels_image::parse_size(text).map_err(|e| e.to_string())
-}
+use crate::args::{parse_snapshot, size};
+use crate::output::{bundle_failure, progress, Failure};
 use crate::Outcome;
 
 /// What a path holds, for `-f`.
@@ -62,7 +59,7 @@ pub struct Args {
     #[arg(short = 'O', long = "output-format", value_enum, default_value_t = OutFormat::Auto)]
     output_format: OutFormat,
     /// Cluster size of a Parallels output.
-    #[arg(long, allow_hyphen_values = true, value_parser = parse_size, default_value = "1M")]
+    #[arg(long, allow_hyphen_values = true, value_parser = size, default_value = "1M")]
     cluster_size: u64,
     /// Follow a bundle's image paths that leave its folder.
     #[arg(long)]
@@ -79,10 +76,6 @@ pub struct Args {
     /// in the kernel where it can, and only what nothing stores is a hole).
     #[arg(long)]
     detect_zeros: bool,
-}
-
-pub fn parse_snapshot(text: &str) -> Result<Uuid, String> {
-    parse_guid_loose(text).ok_or_else(|| format!("{text:?} is not a GUID"))
 }
 
 /// The guest's bytes, from wherever they are.
@@ -118,30 +111,6 @@ impl Guest {
             Guest::Disk(d) => Ok(d.data_ranges()),
             Guest::Raw { file, .. } => parallels_image::file_data_ranges(file),
         }
-    }
-}
-
-/// A bundle failure as a CLI failure (its message names the file).
-pub fn bundle_failure(e: &BundleError) -> Failure {
-    match e {
-        BundleError::Io { path, source }
-            if source.kind() == io::ErrorKind::NotFound
-                && path.file_name().is_some_and(|n| n == parallels_image::DESCRIPTOR_NAME)
-                && path.parent().is_some_and(Path::is_dir) =>
-        {
-            let dir = path.parent().unwrap_or(path);
-            Failure::at(
-                dir,
-                format!(
-                    "is a folder without {}: not a bundle (to check the images in it: prlimg check --recursive {})",
-                    parallels_image::DESCRIPTOR_NAME,
-                    dir.display()
-                ),
-            )
-        }
-        BundleError::Io { path, source } => Failure::io(path, source),
-        BundleError::Image { path, source } => Failure::lib(path, source),
-        other => Failure::plain(other.to_string()),
     }
 }
 

@@ -59,7 +59,7 @@ pub struct Args {
     #[arg(long)]
     fresh_seed: bool,
     /// Edits per variant: N or MIN-MAX.
-    #[arg(long, default_value = "1-3", value_parser = crate::mutate::parse_edits)]
+    #[arg(long, default_value = "1-3", value_parser = crate::args::parse_edits)]
     edits: (usize, usize),
     /// Run qemu-img (on PATH). Without --qemu or --ploop, both run when available.
     #[arg(long)]
@@ -133,7 +133,7 @@ fn base(args: &Args) -> Result<(String, Vec<u8>), Failure> {
         return Ok((from.display().to_string(), bytes));
     }
     if let Some(recipe) = &args.recipe {
-        let parsed: Recipe = crate::create::read_recipe(recipe)?;
+        let parsed: Recipe = crate::args::read_recipe(recipe)?;
         let (bytes, _) = parsed
             .to_builder()
             .and_then(|b| b.to_vec())

@@ -8,15 +8,14 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod args;
 mod batch;
 mod bitmaps;
 mod bundle;
 mod check;
 mod convert;
 mod corrupt;
-mod corrupt_bundle;
 mod create;
-mod create_bundle;
 mod differential;
 mod headline;
 mod info;

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use parallels_image::{BundleOptions, Extent, GuestDisk, Mapping};
 use uuid::Uuid;
 
-use crate::convert::{bundle_failure, parse_snapshot};
+use crate::args::parse_snapshot;
 use crate::input::ReadFormat;
 use crate::outln;
-use crate::output::{emit, Format};
+use crate::output::{bundle_failure, emit, Format};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]

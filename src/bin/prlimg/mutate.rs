@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Edits per variant: N or MIN-MAX.
-    #[arg(long, default_value = "1-3", value_parser = parse_edits)]
+    #[arg(long, default_value = "1-3", value_parser = crate::args::parse_edits)]
     edits: (usize, usize),
     /// Leave the extension's MD5 as the edits leave it (by default it is recomputed, so that
     /// readers get past it to the feature list).
@@ -57,20 +57,6 @@ pub struct CorpusArgs {
     /// Replace files of the same names (regular files only).
     #[arg(long)]
     force: bool,
-}
-
-pub fn parse_edits(s: &str) -> Result<(usize, usize), String> {
-    let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let n = |t: &str| {
-        t.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("{s:?} is not N or MIN-MAX"))
-    };
-    let (a, b) = (n(a)?, n(b)?);
-    if a > b || b > 64 {
-        return Err(format!("{s:?}: MIN must not exceed MAX, and MAX is at most 64"));
-    }
-    Ok((a, b))
 }
 
 #[derive(Serialize)]

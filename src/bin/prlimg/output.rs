@@ -291,6 +291,30 @@ pub fn human_bytes(n: u64) -> String {
     format!("{text} {}", UNITS[unit])
 }
 
+/// A bundle failure as a CLI failure (its message names the file).
+pub fn bundle_failure(e: &parallels_image::BundleError) -> Failure {
+    match e {
+        parallels_image::BundleError::Io { path, source }
+            if source.kind() == io::ErrorKind::NotFound
+                && path.file_name().is_some_and(|n| n == parallels_image::DESCRIPTOR_NAME)
+                && path.parent().is_some_and(Path::is_dir) =>
+        {
+            let dir = path.parent().unwrap_or(path);
+            Failure::at(
+                dir,
+                format!(
+                    "is a folder without {}: not a bundle (to check the images in it: prlimg check --recursive {})",
+                    parallels_image::DESCRIPTOR_NAME,
+                    dir.display()
+                ),
+            )
+        }
+        parallels_image::BundleError::Io { path, source } => Failure::io(path, source),
+        parallels_image::BundleError::Image { path, source } => Failure::lib(path, source),
+        other => Failure::plain(other.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

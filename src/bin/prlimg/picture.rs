@@ -19,8 +19,8 @@ pub fn write(path: &Path, force: bool, svg: &str) -> Result<(), Failure> {
 
 /// The guest view of the bundle at `path` (its top snapshot), by snapshot, written to `out`.
 pub fn bundle(path: &Path, out: &Path, force: bool) -> Result<(), Failure> {
-    let bundle = Bundle::open(path).map_err(|e| crate::convert::bundle_failure(&e))?;
-    let svg = bundle.guest_svg(None).map_err(|e| crate::convert::bundle_failure(&e))?;
+    let bundle = Bundle::open(path).map_err(|e| crate::output::bundle_failure(&e))?;
+    let svg = bundle.guest_svg(None).map_err(|e| crate::output::bundle_failure(&e))?;
     write(out, force, &svg)
 }
 
