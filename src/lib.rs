@@ -43,6 +43,7 @@
 //!  bundle         disk bundles (NAME.hdd/ with DiskDescriptor.xml): the descriptor, the D rules
 //!                 (spec/bundles.md), guest data through snapshot chains and split storages,
 //!                 writing bundles, descriptor defects
+//!  guest          the guest's bytes from an image, a bundle or a raw file: copied, mapped
 //!  readers        what libyal's libphdi and fox-it's dissect.hypervisor do with a bundle or an
 //!                 image: models of both, compared MiB by MiB with the guest's bytes
 //!  report         a whole path checked, whatever it holds (image, device, stream, bundle):
@@ -54,7 +55,7 @@
 //! ```
 //!
 //! Every public type has one path: the crate root, except the namespaces [`raw`], [`qemu`],
-//! [`corrupt`], [`report`] and `oracle`.
+//! [`corrupt`], [`guest`], [`report`] and `oracle`.
 //!
 //! # Example
 //! ```
@@ -83,6 +84,7 @@ pub mod corrupt;
 mod edit;
 mod error;
 mod extension;
+pub mod guest;
 mod header;
 mod helper;
 mod image;
