@@ -143,7 +143,7 @@ fn clean_up_on_signals() {
         std::thread::spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 parallels_image::abandon_outputs();
-                differential::abandon();
+                parallels_image::oracle::campaign::abandon();
                 let _ = signal_hook::low_level::emulate_default_handler(sig);
                 std::process::exit(128 + sig);
             }
