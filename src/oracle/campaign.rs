@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use super::ploop::PloopDrivers;
+use super::qemu::QemuTools;
 use super::readers::{differences as reader_differences, Reader, RealReader};
 use super::{Examination, OracleError, Oracles, Run, Verdict};
 use crate::mutate::{Edit, MutateOptions, Mutator};
@@ -248,6 +250,18 @@ pub fn abandon() {
     if let Some(dir) = SCRATCH.lock().unwrap_or_else(|e| e.into_inner()).take() {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// A seed nobody chose: the process's hash keys mixed with the clock.
+pub fn fresh_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 /// Creates `out` if missing and, without `force`, refuses it when it holds a file a campaign
@@ -591,4 +605,103 @@ fn run_times(e: &Examination) -> Vec<(&'static str, Duration)> {
         out.extend(p.run_times.named());
     }
     out
+}
+
+/// The programs a campaign is asked to run (`prlimg differential --qemu ...`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// `qemu-img` on `PATH`.
+    pub qemu: bool,
+    /// The QEMU tools in this folder instead (implies `qemu`).
+    pub qemu_dir: Option<PathBuf>,
+    /// The ploop drivers, from [`PloopDrivers::default_dir`].
+    pub ploop: bool,
+    /// The ploop drivers in this folder instead (implies `ploop`).
+    pub ploop_dir: Option<PathBuf>,
+    /// A reader (libphdi, dissect.hypervisor) is run. When nothing at all is asked for, QEMU and
+    /// ploop both run, each if found.
+    pub readers: bool,
+}
+
+/// Why the programs asked for cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ChoiceError {
+    /// The folder given holds no QEMU tools that run.
+    #[error("{}: --qemu-dir: {source}", dir.display())]
+    QemuDir {
+        /// The folder.
+        dir: PathBuf,
+        /// What running its `qemu-img --version` did.
+        #[source]
+        source: OracleError,
+    },
+    /// The `qemu-img` on `PATH` does not run.
+    #[error("differential: qemu-img on PATH: {0}")]
+    QemuOnPath(#[source] OracleError),
+    /// QEMU was asked for and `qemu-img` is not on `PATH`.
+    #[error("--qemu: qemu-img is not on PATH")]
+    NoQemu,
+    /// ploop was asked for and the folder lacks its drivers.
+    #[error("{}: holds no ploop drivers (pcheck, pmount_sim): ../shared/oracles/ploop/build.sh builds them", dir.display())]
+    NoPloop {
+        /// The folder.
+        dir: PathBuf,
+    },
+    /// Nothing was asked for, and neither QEMU nor ploop is there.
+    #[error("differential: neither qemu-img nor the ploop drivers are available")]
+    Nothing,
+}
+
+impl Wanted {
+    /// The oracles asked for, each run with `timeout`; `note` is told which QEMU runs and what is
+    /// not run for want of its program.
+    pub fn choose(&self, timeout: Duration, note: &dyn Fn(&str)) -> Result<Oracles, ChoiceError> {
+        let want_ploop = self.ploop || self.ploop_dir.is_some();
+        let want_qemu = self.qemu || self.qemu_dir.is_some();
+        let both = !want_qemu && !want_ploop && !self.readers;
+        let qemu = if let Some(dir) = &self.qemu_dir {
+            let tools = QemuTools::detect(dir).map_err(|source| ChoiceError::QemuDir {
+                dir: dir.clone(),
+                source,
+            })?;
+            Some(tools.qemu_img())
+        } else if want_qemu || both {
+            match QemuTools::on_path() {
+                Some(Ok(tools)) => Some(tools.qemu_img()),
+                Some(Err(e)) => return Err(ChoiceError::QemuOnPath(e)),
+                None if want_qemu => return Err(ChoiceError::NoQemu),
+                None => {
+                    note("qemu-img is not on PATH: QEMU is not run");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(q) = &qemu {
+            let v = q.version();
+            note(&format!("QEMU {v} ({}), predicted as QEMU {v}", q.program().display()));
+        }
+        let ploop = match (want_ploop, &self.ploop_dir) {
+            (true, dir) => {
+                let dir = dir.clone().unwrap_or_else(PloopDrivers::default_dir);
+                Some(PloopDrivers::at(&dir).ok_or(ChoiceError::NoPloop { dir })?)
+            }
+            (false, _) if both => {
+                let found = PloopDrivers::find();
+                if found.is_none() {
+                    note(&format!(
+                        "the ploop drivers are missing from {} (../shared/oracles/ploop/build.sh builds them): ploop is not run",
+                        PloopDrivers::default_dir().display()
+                    ));
+                }
+                found
+            }
+            (false, _) => None,
+        };
+        if qemu.is_none() && ploop.is_none() && !self.readers {
+            return Err(ChoiceError::Nothing);
+        }
+        Ok(Oracles { qemu, ploop, timeout })
+    }
 }

@@ -10,14 +10,11 @@
 //! when any case disagrees, timed out or could not be compared, 1 on an error of the campaign
 //! itself (bad arguments, an output folder that is not empty).
 
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use parallels_image::oracle::campaign::{prepare, Campaign, CampaignError};
-use parallels_image::oracle::ploop::PloopDrivers;
-use parallels_image::oracle::qemu::QemuTools;
+use parallels_image::oracle::campaign::{prepare, Campaign, CampaignError, Wanted};
 use parallels_image::oracle::readers::{Reader, RealReader};
 use parallels_image::oracle::{builtin_base, Oracles};
 use parallels_image::{write_file_atomically, MutateOptions, Mutator, Recipe};
@@ -119,17 +116,6 @@ fn base(args: &Args) -> Result<(String, Vec<u8>), Failure> {
     Ok(("built-in".into(), bytes))
 }
 
-/// A seed nobody chose: the process's hash keys mixed with the clock.
-fn fresh_seed() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    h.write_u128(now.as_nanos());
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 /// Every file under the paths given (folders walked, sorted by name, links not followed).
 fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
     let mut out = Vec::new();
@@ -154,62 +140,15 @@ fn oracles(args: &Args) -> Result<Oracles, Failure> {
         .ok()
         .filter(|t| !t.is_zero())
         .ok_or_else(|| Failure::plain(format!("--timeout {}: not a positive number of seconds", args.timeout)))?;
-    let want_ploop = args.ploop || args.ploop_dir.is_some();
-    let want_qemu = args.qemu || args.qemu_dir.is_some();
-    let both = !want_qemu && !want_ploop && !args.libphdi && !args.dissect;
-    let qemu = if let Some(dir) = &args.qemu_dir {
-        let tools = QemuTools::detect(dir).map_err(|e| Failure::at(dir, format!("--qemu-dir: {e}")))?;
-        Some(tools.qemu_img())
-    } else if want_qemu || both {
-        match QemuTools::on_path() {
-            Some(Ok(tools)) => Some(tools.qemu_img()),
-            Some(Err(e)) => return Err(Failure::plain(format!("differential: qemu-img on PATH: {e}"))),
-            None if want_qemu => return Err(Failure::plain("--qemu: qemu-img is not on PATH")),
-            None => {
-                eprintln!("prlimg: differential: qemu-img is not on PATH: QEMU is not run");
-                None
-            }
-        }
-    } else {
-        None
+    let wanted = Wanted {
+        qemu: args.qemu,
+        qemu_dir: args.qemu_dir.clone(),
+        ploop: args.ploop,
+        ploop_dir: args.ploop_dir.clone(),
+        readers: args.libphdi || args.dissect,
     };
-    if let Some(q) = &qemu {
-        eprintln!(
-            "prlimg: differential: QEMU {} ({}), predicted as QEMU {}",
-            q.version(),
-            q.program().display(),
-            q.version()
-        );
-    }
-    let ploop = match want_ploop {
-        true => {
-            let dir = args.ploop_dir.clone().unwrap_or_else(PloopDrivers::default_dir);
-            Some(PloopDrivers::at(&dir).ok_or_else(|| {
-                Failure::at(
-                    &dir,
-                    "holds no ploop drivers (pcheck, pmount_sim): ../shared/oracles/ploop/build.sh builds them",
-                )
-            })?)
-        }
-        false if both => {
-            let found = PloopDrivers::find();
-            if found.is_none() {
-                eprintln!(
-                    "prlimg: differential: the ploop drivers are missing from {} \
-                     (../shared/oracles/ploop/build.sh builds them): ploop is not run",
-                    PloopDrivers::default_dir().display()
-                );
-            }
-            found
-        }
-        false => None,
-    };
-    if qemu.is_none() && ploop.is_none() && !args.libphdi && !args.dissect {
-        return Err(Failure::plain(
-            "differential: neither qemu-img nor the ploop drivers are available",
-        ));
-    }
-    Ok(Oracles { qemu, ploop, timeout })
+    let note = |line: &str| eprintln!("prlimg: differential: {line}");
+    wanted.choose(timeout, &note).map_err(|e| Failure::plain(e.to_string()))
 }
 
 pub fn run(args: &Args) -> Outcome {
@@ -218,7 +157,7 @@ pub fn run(args: &Args) -> Outcome {
     let mut seeds = args.seed.clone();
     let mut fresh = None;
     if generated && (seeds.is_empty() || args.fresh_seed) {
-        let s = fresh_seed();
+        let s = parallels_image::oracle::campaign::fresh_seed();
         eprintln!("prlimg: differential: fresh seed {s} (--seed {s} runs these cases again)");
         seeds.push(s);
         fresh = Some(s);
