@@ -207,3 +207,47 @@ pub fn write_seed_corpus(dir: &Path, seed: u64, force: bool) -> Result<CorpusMan
         files,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builder::ImageBuilder;
+
+    #[test]
+    fn variants_are_written_with_their_records_and_nothing_is_replaced_unless_forced() {
+        let (image, _) = ImageBuilder::new(1 << 20).cluster_size(65536).to_vec().unwrap();
+        let options = MutateOptions::default();
+        let mutator = Mutator::new(&image, options.clone()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("variants");
+        let manifest = write_variants(&mutator, &options, "base.hds".into(), &out, 5, 3, false).unwrap();
+        assert_eq!(
+            (manifest.schema, manifest.input.as_str(), manifest.seed, manifest.count),
+            (1, "base.hds", 5, 3)
+        );
+        let files: Vec<(&str, u64)> = manifest.mutants.iter().map(|m| (m.file.as_str(), m.seed)).collect();
+        assert_eq!(
+            files,
+            [
+                ("mutant-000000.hds", 5),
+                ("mutant-000001.hds", 6),
+                ("mutant-000002.hds", 7)
+            ]
+        );
+        for m in &manifest.mutants {
+            let variant = mutator.mutant(m.seed);
+            assert_eq!(std::fs::read(out.join(&m.file)).unwrap(), variant.bytes);
+            assert_eq!(m.edits.len(), variant.edits.len());
+        }
+        write_manifest(&out, b"{}\n", false).unwrap();
+        match write_variants(&mutator, &options, "base.hds".into(), &out, 5, 1, false) {
+            Err(FolderError::Exists { path }) => assert_eq!(path, out.join("mutant-000000.hds")),
+            other => panic!("{other:?}"),
+        }
+        write_variants(&mutator, &options, "base.hds".into(), &out, 9, 1, true).unwrap();
+        assert_eq!(
+            std::fs::read(out.join("mutant-000000.hds")).unwrap(),
+            mutator.mutant(9).bytes
+        );
+    }
+}

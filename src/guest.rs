@@ -274,3 +274,51 @@ pub fn write_map_human(files: &[PathBuf], extents: &[Extent], w: &mut dyn Write)
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(write: impl Fn(&mut dyn Write) -> io::Result<()>) -> String {
+        let mut out = Vec::new();
+        write(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_raw_files_extents_are_its_data_ranges_and_holes_clipped_to_its_size() {
+        let mib = 1u64 << 20;
+        let extents = raw_extents(10 * mib, &[(mib, 65536), (9 * mib, 4 * mib)]);
+        let seen: Vec<_> = extents
+            .iter()
+            .map(|e| (e.start, e.length, e.depth, e.data.as_ref().map(|m| (m.file, m.offset))))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (0, mib, 0, None),
+                (mib, 65536, 0, Some((0, mib))),
+                (mib + 65536, 8 * mib - 65536, 0, None),
+                (9 * mib, mib, 0, Some((0, 9 * mib))),
+            ]
+        );
+        assert_eq!(raw_extents(0, &[]).len(), 0);
+    }
+
+    #[test]
+    fn maps_print_as_qemu_img_map_prints_them() {
+        let extents = raw_extents(3 << 20, &[(1 << 20, 1 << 20)]);
+        assert_eq!(
+            text(|w| write_map_json(&extents, w)),
+            "[{ \"start\": 0, \"length\": 1048576, \"depth\": 0, \"present\": false, \"zero\": true, \"data\": false, \"compressed\": false},\n\
+             { \"start\": 1048576, \"length\": 1048576, \"depth\": 0, \"present\": true, \"zero\": false, \"data\": true, \"compressed\": false, \"offset\": 1048576},\n\
+             { \"start\": 2097152, \"length\": 1048576, \"depth\": 0, \"present\": false, \"zero\": true, \"data\": false, \"compressed\": false}]\n"
+        );
+        assert_eq!(
+            text(|w| write_map_human(&[PathBuf::from("disk.raw")], &extents, w)),
+            "Offset          Length          Mapped to       File\n\
+             0x100000        0x100000        0x100000        disk.raw\n"
+        );
+        assert_eq!(text(|w| write_map_json(&[], w)), "[]\n");
+    }
+}

@@ -618,9 +618,9 @@ pub struct Wanted {
     pub ploop: bool,
     /// The ploop drivers in this folder instead (implies `ploop`).
     pub ploop_dir: Option<PathBuf>,
-    /// A reader (libphdi, dissect.hypervisor) is run. When nothing at all is asked for, QEMU and
-    /// ploop both run, each if found.
-    pub readers: bool,
+    /// The real libphdi and dissect.hypervisor (from [`super::readers::default_venv`]). When
+    /// nothing at all is asked for, QEMU and ploop both run, each if found.
+    pub readers: Vec<Reader>,
 }
 
 /// Why the programs asked for cannot run.
@@ -647,18 +647,26 @@ pub enum ChoiceError {
         /// The folder.
         dir: PathBuf,
     },
+    /// A reader was asked for and its venv is missing.
+    #[error("--{}: no venv at {} (scripts/readers/venv.sh makes it)", reader.name(), venv.display())]
+    NoVenv {
+        /// The reader.
+        reader: Reader,
+        /// Where its venv was looked for.
+        venv: PathBuf,
+    },
     /// Nothing was asked for, and neither QEMU nor ploop is there.
     #[error("differential: neither qemu-img nor the ploop drivers are available")]
     Nothing,
 }
 
 impl Wanted {
-    /// The oracles asked for, each run with `timeout`; `note` is told which QEMU runs and what is
-    /// not run for want of its program.
-    pub fn choose(&self, timeout: Duration, note: &dyn Fn(&str)) -> Result<Oracles, ChoiceError> {
+    /// The oracles asked for, each run with `timeout`, and the readers; `note` is told which QEMU
+    /// runs and what is not run for want of its program.
+    pub fn choose(&self, timeout: Duration, note: &dyn Fn(&str)) -> Result<(Oracles, Vec<RealReader>), ChoiceError> {
         let want_ploop = self.ploop || self.ploop_dir.is_some();
         let want_qemu = self.qemu || self.qemu_dir.is_some();
-        let both = !want_qemu && !want_ploop && !self.readers;
+        let both = !want_qemu && !want_ploop && self.readers.is_empty();
         let qemu = if let Some(dir) = &self.qemu_dir {
             let tools = QemuTools::detect(dir).map_err(|source| ChoiceError::QemuDir {
                 dir: dir.clone(),
@@ -699,9 +707,136 @@ impl Wanted {
             }
             (false, _) => None,
         };
-        if qemu.is_none() && ploop.is_none() && !self.readers {
+        if qemu.is_none() && ploop.is_none() && self.readers.is_empty() {
             return Err(ChoiceError::Nothing);
         }
-        Ok(Oracles { qemu, ploop, timeout })
+        let readers = self.readers.iter().map(|&reader| {
+            RealReader::find(reader).ok_or_else(|| ChoiceError::NoVenv {
+                reader,
+                venv: super::readers::default_venv(),
+            })
+        });
+        Ok((Oracles { qemu, ploop, timeout }, readers.collect::<Result<_, _>>()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(verdict: Verdict, crashed: bool, info: &str, why: &[&str], millis: u64) -> Done {
+        Done {
+            verdict,
+            crashed,
+            kept: verdict != Verdict::Agrees || crashed,
+            outcomes: vec![("qemu-img info", info.to_string())],
+            disagreements: why.iter().map(ToString::to_string).collect(),
+            run_time: vec![("qemu-img info", Duration::from_millis(millis))],
+        }
+    }
+
+    #[test]
+    fn a_campaigns_report_renders_for_people_and_as_report_json() {
+        let mut summary = Summary::default();
+        summary.add(&done(Verdict::Agrees, false, "exit 0", &[], 250));
+        summary.add(&done(Verdict::Disagrees, true, "signal 6", &["qemu check_leaks"], 750));
+        summary.add(&done(Verdict::Agrees, false, "exit 0", &[], 500));
+        let report = CampaignReport {
+            base: Some("built-in".into()),
+            paths: Vec::new(),
+            seeds: vec![7],
+            fresh_seed: None,
+            count_per_seed: Some(3),
+            edits: [1, 3],
+            programs: [Some("/usr/bin/qemu-img".into()), Some("10.0".into()), None],
+            jobs: 2,
+            timeout: Duration::from_secs(30),
+            cases: 3,
+            summary,
+            wall: Duration::from_secs(3),
+            out: PathBuf::from("out"),
+        };
+        assert!(!report.all_agree());
+        let mut human = Vec::new();
+        report.write_human(&mut human).unwrap();
+        assert_eq!(
+            String::from_utf8(human).unwrap(),
+            "3 cases in 3.0 s (1.0/s, 2 jobs): 2 agree, 1 disagree, 0 timed out, 0 failed; 1 crashed; 1 kept in out\n"
+        );
+        let expected = json!({
+            "schema": 1,
+            "base": "built-in",
+            "paths": [],
+            "seeds": [7],
+            "fresh_seed": null,
+            "count_per_seed": 3,
+            "edits": [1, 3],
+            "programs": { "qemu": "/usr/bin/qemu-img", "qemu_version": "10.0", "ploop": null },
+            "jobs": 2,
+            "timeout_seconds": 30.0,
+            "cases": 3,
+            "verdicts": { "agrees": 2, "disagrees": 1 },
+            "crashed": 1,
+            "kept": 1,
+            "outcomes": { "qemu-img info": { "exit 0": 2, "signal 6": 1 } },
+            "disagreements": { "qemu check_leaks": 1 },
+            "seconds": 3.0,
+            "cases_per_second": 1.0,
+            "run_seconds": { "qemu-img info": 1.5 },
+        });
+        assert_eq!(report.to_json(), expected);
+        let mut text = Vec::new();
+        report.write_json(&mut text).unwrap();
+        assert_eq!(text.last(), Some(&b'\n'));
+        assert_eq!(serde_json::from_slice::<Value>(&text).unwrap(), expected);
+    }
+
+    #[test]
+    fn variants_are_the_seeds_cases_in_order_and_files_are_run_as_given() {
+        let mut campaign = Campaign {
+            oracles: Oracles {
+                qemu: None,
+                ploop: None,
+                timeout: Duration::from_secs(1),
+            },
+            readers: Vec::new(),
+            base: Some(("built-in".into(), Vec::new())),
+            seeds: vec![10, u64::MAX],
+            fresh_seed: None,
+            count: 2,
+            options: MutateOptions::default(),
+            paths: Vec::new(),
+            files: vec![PathBuf::from("a.hds")],
+            jobs: None,
+            out: PathBuf::from("out"),
+            force: false,
+        };
+        let variant = |campaign, seed| Case::Variant { campaign, seed };
+        assert_eq!(
+            campaign.cases(),
+            vec![
+                variant(10, 10),
+                variant(10, 11),
+                variant(u64::MAX, u64::MAX),
+                variant(u64::MAX, 0)
+            ]
+        );
+        campaign.base = None;
+        assert_eq!(campaign.cases(), vec![Case::File(PathBuf::from("a.hds"))]);
+    }
+
+    #[test]
+    fn an_output_folder_holding_a_campaigns_file_is_refused_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("new");
+        prepare(&out, false).unwrap();
+        std::fs::write(out.join("notes.txt"), b"kept").unwrap();
+        prepare(&out, false).unwrap();
+        std::fs::write(out.join("case-000003.json"), b"{}").unwrap();
+        match prepare(&out, false) {
+            Err(CampaignError::Exists { path }) => assert_eq!(path, out.join("case-000003.json")),
+            other => panic!("{other:?}"),
+        }
+        prepare(&out, true).unwrap();
     }
 }

@@ -87,15 +87,9 @@ fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
         return Ok(apply_inuse(b, args));
     }
     let size = args.size.ok_or_else(|| Failure::plain("--size is required"))?;
-    // The options are a recipe whose bitmaps are already parsed.
-    let recipe = Recipe {
-        size,
-        cluster_size: args.cluster_size,
-        v1: args.v1,
-        data: args.data.clone(),
-        bitmaps: Vec::new(),
-    };
-    let mut b = recipe.to_builder().map_err(|e| Failure::plain(e.to_string()))?;
+    let mut b = options_recipe(args)
+        .to_builder()
+        .map_err(|e| Failure::plain(e.to_string()))?;
     for spec in &args.bitmap {
         b = b.bitmap(spec.clone());
     }
@@ -163,32 +157,15 @@ impl Seek for Counting<'_> {
     }
 }
 
-/// Bytes of data clusters the builder will write (each touched cluster once).
-fn data_bytes(args: &Args, cluster_size: u64) -> u64 {
-    if cluster_size == 0 {
-        return 0;
+/// The options as a recipe (the bitmaps apart: they are parsed already; size 0 with --recipe).
+fn options_recipe(args: &Args) -> Recipe {
+    Recipe {
+        size: args.size.unwrap_or(0),
+        cluster_size: args.cluster_size,
+        v1: args.v1,
+        data: args.data.clone(),
+        bitmaps: Vec::new(),
     }
-    let mut ranges: Vec<(u64, u64)> = args
-        .data
-        .iter()
-        .filter(|d| d.len > 0)
-        .map(|d| {
-            (
-                d.offset / cluster_size,
-                d.offset.saturating_add(d.len - 1) / cluster_size + 1,
-            )
-        })
-        .collect();
-    ranges.sort_unstable();
-    let (mut total, mut end) = (0u64, 0u64);
-    for (s, e) in ranges {
-        let s = s.max(end);
-        if e > s {
-            total += e - s;
-            end = e;
-        }
-    }
-    total.saturating_mul(cluster_size)
 }
 
 /// What `create` did that the options did not say: a size rounded up to whole sectors, `--data`
@@ -201,17 +178,11 @@ fn notes(args: &Args) -> Vec<String> {
             size.next_multiple_of(512)
         ));
     }
-    for (j, later) in args.data.iter().enumerate() {
-        let end = |d: &DataRecipe| d.offset.saturating_add(d.len);
-        if let Some(earlier) = args.data[..j]
-            .iter()
-            .find(|d| d.len > 0 && later.len > 0 && d.offset < end(later) && later.offset < end(d))
-        {
-            notes.push(format!(
-                "--data {}:{}:{:#04x} overlaps --data {}:{}:{:#04x}; the later one wins where they overlap",
-                later.offset, later.len, later.byte, earlier.offset, earlier.len, earlier.byte
-            ));
-        }
+    for (later, earlier) in options_recipe(args).overlapping_data() {
+        notes.push(format!(
+            "--data {}:{}:{:#04x} overlaps --data {}:{}:{:#04x}; the later one wins where they overlap",
+            later.offset, later.len, later.byte, earlier.offset, earlier.len, earlier.byte
+        ));
     }
     notes
 }
@@ -234,7 +205,7 @@ pub fn run(args: &Args) -> Outcome {
     }
     let builder = builder_from_args(args)?;
     check_preset(args, &builder)?;
-    let expected = data_bytes(args, args.cluster_size);
+    let expected = options_recipe(args).data_bytes();
     let bar = if expected >= 64 << 20 {
         progress(expected, "writing")
     } else {

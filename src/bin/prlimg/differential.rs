@@ -135,7 +135,8 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
     Ok(out)
 }
 
-fn oracles(args: &Args) -> Result<Oracles, Failure> {
+/// The programs to run and the readers.
+fn oracles(args: &Args) -> Result<(Oracles, Vec<RealReader>), Failure> {
     let timeout = Duration::try_from_secs_f64(args.timeout)
         .ok()
         .filter(|t| !t.is_zero())
@@ -145,14 +146,17 @@ fn oracles(args: &Args) -> Result<Oracles, Failure> {
         qemu_dir: args.qemu_dir.clone(),
         ploop: args.ploop,
         ploop_dir: args.ploop_dir.clone(),
-        readers: args.libphdi || args.dissect,
+        readers: [(args.libphdi, Reader::Libphdi), (args.dissect, Reader::Dissect)]
+            .into_iter()
+            .filter_map(|(wanted, reader)| wanted.then_some(reader))
+            .collect(),
     };
     let note = |line: &str| eprintln!("prlimg: differential: {line}");
     wanted.choose(timeout, &note).map_err(|e| Failure::plain(e.to_string()))
 }
 
 pub fn run(args: &Args) -> Outcome {
-    let oracles = oracles(args)?;
+    let (oracles, readers) = oracles(args)?;
     let generated = args.paths.is_empty();
     let mut seeds = args.seed.clone();
     let mut fresh = None;
@@ -179,18 +183,6 @@ pub fn run(args: &Args) -> Outcome {
         other => Failure::plain(other.to_string()),
     };
     prepare(&args.out, args.force).map_err(failure)?;
-    let mut readers = Vec::new();
-    for (wanted, reader) in [(args.libphdi, Reader::Libphdi), (args.dissect, Reader::Dissect)] {
-        if wanted {
-            readers.push(RealReader::find(reader).ok_or_else(|| {
-                Failure::plain(format!(
-                    "--{}: no venv at {} (scripts/readers/venv.sh makes it)",
-                    reader.name(),
-                    parallels_image::oracle::readers::default_venv().display()
-                ))
-            })?);
-        }
-    }
     let campaign = Campaign {
         oracles,
         readers,
