@@ -275,6 +275,42 @@ pub fn write_map_human(files: &[PathBuf], extents: &[Extent], w: &mut dyn Write)
     Ok(())
 }
 
+/// Copies `len` bytes of `from` to the empty file `to`, leaving all-zero blocks (of 64 KiB) as
+/// holes, so that a sparse file stays sparse; `progress` is told the offset reached.
+pub fn copy_sparse(from: &File, to: &File, len: u64, progress: &dyn Fn(u64)) -> io::Result<()> {
+    const BLOCK: usize = 64 << 10;
+    let mut buf = vec![0u8; BLOCK];
+    let mut pos = 0u64;
+    while pos < len {
+        let n = (len - pos).min(BLOCK as u64) as usize;
+        let piece = &mut buf[..n];
+        if read_some(from, piece, pos)? < n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "failed to fill whole buffer",
+            ));
+        }
+        if piece.iter().any(|&b| b != 0) {
+            write_all_at(to, piece, pos)?;
+        }
+        pos += n as u64;
+        progress(pos);
+    }
+    to.set_len(len)
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn write_all_at(mut file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    file.write_all(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +339,22 @@ mod tests {
             ]
         );
         assert_eq!(raw_extents(0, &[]).len(), 0);
+    }
+
+    #[test]
+    fn a_sparse_copy_has_the_same_bytes_and_tells_each_block_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = vec![0u8; 300 << 10];
+        bytes[70_000] = 1;
+        bytes[(300 << 10) - 1] = 2;
+        std::fs::write(dir.path().join("from"), &bytes).unwrap();
+        let from = File::open(dir.path().join("from")).unwrap();
+        let to = File::create(dir.path().join("to")).unwrap();
+        let reached = std::sync::Mutex::new(Vec::new());
+        copy_sparse(&from, &to, bytes.len() as u64, &|p| reached.lock().unwrap().push(p)).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("to")).unwrap(), bytes);
+        let blocks: Vec<u64> = (1..=5).map(|i| (i * 65536).min(300 << 10)).collect();
+        assert_eq!(reached.into_inner().unwrap(), blocks);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use parallels_image::corrupt::{plan, DefectKind};
@@ -121,29 +121,16 @@ fn annotate(e: io::Error, input: &Path) -> io::Error {
     )
 }
 
-/// Copies `len` bytes of `from` to the empty file `to`, leaving all-zero blocks as holes, so a
-/// sparse image stays sparse.
+/// Copies the input sparsely, with a bar for a large one.
 fn copy_sparse(from: &File, to: &File, len: u64) -> io::Result<()> {
-    const BLOCK: usize = 64 << 10;
     let bar = if len >= 64 << 20 {
         progress(len, "copying")
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut buf = vec![0u8; BLOCK];
-    let mut pos = 0u64;
-    while pos < len {
-        let n = (len - pos).min(BLOCK as u64) as usize;
-        let piece = &mut buf[..n];
-        from.read_exact_at(piece, pos)?;
-        if piece.iter().any(|&b| b != 0) {
-            to.write_all_at(piece, pos)?;
-        }
-        pos += n as u64;
-        bar.set_position(pos);
-    }
+    let copied = parallels_image::guest::copy_sparse(from, to, len, &|pos| bar.set_position(pos));
     bar.finish_and_clear();
-    to.set_len(len)
+    copied
 }
 
 /// `prlimg corrupt --list-bundle`: name, rule, summary.
