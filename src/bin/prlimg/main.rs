@@ -9,22 +9,17 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 mod args;
-mod batch;
 mod bitmaps;
-mod bundle;
 mod check;
 mod convert;
 mod corrupt;
 mod create;
 mod differential;
-mod headline;
 mod info;
 mod input;
 mod map;
 mod mutate;
 mod output;
-mod picture;
-mod readers;
 mod repair;
 
 use output::Failure;
