@@ -43,6 +43,8 @@
 //!  bundle         disk bundles (NAME.hdd/ with DiskDescriptor.xml): the descriptor, the D rules
 //!                 (spec/bundles.md), guest data through snapshot chains and split storages,
 //!                 writing bundles, descriptor defects
+//!  corpus, guest  folders of files for fuzzers (variants, the seed corpus) with their manifests;
+//!                 the guest's bytes from an image, a bundle or a raw file: copied, mapped
 //!  readers        what libyal's libphdi and fox-it's dissect.hypervisor do with a bundle or an
 //!                 image: models of both, compared MiB by MiB with the guest's bytes
 //!  report         a whole path checked, whatever it holds (image, device, stream, bundle):
@@ -56,7 +58,7 @@
 //! ```
 //!
 //! Every public type has one path: the crate root, except the namespaces [`raw`], [`qemu`],
-//! [`corrupt`], [`report`] and `oracle`.
+//! [`corpus`], [`corrupt`], [`guest`], [`report`] and `oracle`.
 //!
 //! # Example
 //! ```
@@ -81,10 +83,12 @@ mod bitmap;
 mod builder;
 mod bundle;
 mod check;
+pub mod corpus;
 pub mod corrupt;
 mod edit;
 mod error;
 mod extension;
+pub mod guest;
 mod header;
 mod helper;
 mod image;

@@ -164,4 +164,44 @@ impl Recipe {
         }
         Ok(b)
     }
+
+    /// Bytes of the data clusters the data writes fill (each cluster touched counted once).
+    pub fn data_bytes(&self) -> u64 {
+        let cluster_size = self.cluster_size;
+        if cluster_size == 0 {
+            return 0;
+        }
+        let mut ranges: Vec<(u64, u64)> = self
+            .data
+            .iter()
+            .filter(|d| d.len > 0)
+            .map(|d| {
+                (
+                    d.offset / cluster_size,
+                    d.offset.saturating_add(d.len - 1) / cluster_size + 1,
+                )
+            })
+            .collect();
+        ranges.sort_unstable();
+        let (mut total, mut end) = (0u64, 0u64);
+        for (s, e) in ranges {
+            let s = s.max(end);
+            if e > s {
+                total += e - s;
+                end = e;
+            }
+        }
+        total.saturating_mul(cluster_size)
+    }
+
+    /// Each data write that overlaps an earlier one, with the first earlier one it overlaps (the
+    /// later write wins where they do).
+    pub fn overlapping_data(&self) -> Vec<(&DataRecipe, &DataRecipe)> {
+        let end = |d: &DataRecipe| d.offset.saturating_add(d.len);
+        let overlap = |a: &DataRecipe, b: &DataRecipe| a.len > 0 && b.len > 0 && a.offset < end(b) && b.offset < end(a);
+        let earlier = |j: usize| self.data[..j].iter().find(|d| overlap(d, &self.data[j]));
+        (0..self.data.len())
+            .filter_map(|j| earlier(j).map(|e| (&self.data[j], e)))
+            .collect()
+    }
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::extension::ExtensionDigest;
 
+pub mod campaign;
 pub mod ploop;
 pub mod qemu;
 pub mod readers;

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["check", "repair"],
     &["picture"],
     &["corrupt", "mutate"],
-    &["bundle"],
+    &["bundle", "guest", "corpus"],
     &["readers"],
     &["report"],
     &["oracle"],

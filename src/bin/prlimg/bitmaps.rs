@@ -67,7 +67,7 @@ pub enum Edit {
         #[command(flatten)]
         io: EditIo,
         /// The bitmap: UUID:GRANULARITY:OFFSET+LEN,... (dirty ranges may be empty).
-        #[arg(long, value_name = "UUID:GRANULARITY:OFFSET+LEN,...", value_parser = crate::create::parse_bitmap)]
+        #[arg(long, value_name = "UUID:GRANULARITY:OFFSET+LEN,...", value_parser = crate::args::parse_bitmap)]
         bitmap: BitmapSpec,
     },
     /// Copy IN to OUT without the bitmap NAME: `remove IN OUT NAME`, or `remove IN NAME --in-place`.
@@ -82,7 +82,7 @@ pub enum Edit {
         #[arg(long)]
         force: bool,
         /// Also set the header's inuse (v2.1: ploop loads the bitmaps).
-        #[arg(long, value_parser = crate::create::parse_inuse)]
+        #[arg(long, value_parser = crate::args::parse_inuse)]
         inuse: Option<u32>,
     },
     /// Copy IN to OUT without any bitmap (and without the extension).
@@ -106,7 +106,7 @@ pub struct EditIo {
     #[arg(long)]
     force: bool,
     /// Also set the header's inuse (v2.1: ploop loads the bitmaps).
-    #[arg(long, value_parser = crate::create::parse_inuse)]
+    #[arg(long, value_parser = crate::args::parse_inuse)]
     inuse: Option<u32>,
 }
 

@@ -145,7 +145,7 @@ pub fn run(args: &Args) -> Outcome {
     };
     if parallels_image::is_bundle(path) {
         let report =
-            check_bundle(path, mode(args.lenient)).map_err(|e| json_failure(crate::convert::bundle_failure(&e)))?;
+            check_bundle(path, mode(args.lenient)).map_err(|e| json_failure(crate::output::bundle_failure(&e)))?;
         match args.output {
             Format::Html => return Err(Failure::plain("--output html is for `prlimg check` of an image")),
             Format::Json => emit_with(|w| report.write_json(w))?,

@@ -5,21 +5,16 @@
 //! clusters left unallocated). The output is written beside its final
 //! name and renamed; an existing output is replaced only with `--force`.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use parallels_image::{
-    is_bundle, parse_guid_loose, write_expanding_ranges, write_raw, BundleBuilder, BundleError, BundleOptions, Error,
-    GuestDisk, GuestReader,
-};
+use parallels_image::guest::{Guest, GuestError, SourceFormat, Target};
+use parallels_image::{BundleOptions, Error};
 use uuid::Uuid;
 
-use crate::output::{progress, Failure};
-fn parse_size(text: &str) -> Result<u64, String> {
-    parallels_image::parse_size(text).map_err(|e| e.to_string())
-}
+use crate::args::{parse_snapshot, size};
+use crate::output::{bundle_failure, progress, Failure};
 use crate::Outcome;
 
 /// What a path holds, for `-f`.
@@ -62,7 +57,7 @@ pub struct Args {
     #[arg(short = 'O', long = "output-format", value_enum, default_value_t = OutFormat::Auto)]
     output_format: OutFormat,
     /// Cluster size of a Parallels output.
-    #[arg(long, allow_hyphen_values = true, value_parser = parse_size, default_value = "1M")]
+    #[arg(long, allow_hyphen_values = true, value_parser = size, default_value = "1M")]
     cluster_size: u64,
     /// Follow a bundle's image paths that leave its folder.
     #[arg(long)]
@@ -79,118 +74,6 @@ pub struct Args {
     /// in the kernel where it can, and only what nothing stores is a hole).
     #[arg(long)]
     detect_zeros: bool,
-}
-
-pub fn parse_snapshot(text: &str) -> Result<Uuid, String> {
-    parse_guid_loose(text).ok_or_else(|| format!("{text:?} is not a GUID"))
-}
-
-/// The guest's bytes, from wherever they are.
-pub enum Guest {
-    Disk(GuestDisk),
-    Raw { file: File, size: u64 },
-}
-
-impl Guest {
-    pub fn size(&self) -> u64 {
-        match self {
-            Guest::Disk(d) => d.size(),
-            Guest::Raw { size, .. } => *size,
-        }
-    }
-
-    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        match self {
-            Guest::Disk(d) => d.read_at(offset, buf),
-            Guest::Raw { file, size } => {
-                let n = (size.saturating_sub(offset)).min(buf.len() as u64) as usize;
-                file.read_exact_at(&mut buf[..n], offset)?;
-                buf[n..].fill(0);
-                Ok(())
-            }
-        }
-    }
-
-    /// Guest ranges that may hold data (the rest is known zeros): what the chain stores, or a
-    /// raw file's data (not its holes).
-    fn data_ranges(&self) -> io::Result<Vec<(u64, u64)>> {
-        match self {
-            Guest::Disk(d) => Ok(d.data_ranges()),
-            Guest::Raw { file, .. } => parallels_image::file_data_ranges(file),
-        }
-    }
-}
-
-/// A bundle failure as a CLI failure (its message names the file).
-pub fn bundle_failure(e: &BundleError) -> Failure {
-    match e {
-        BundleError::Io { path, source }
-            if source.kind() == io::ErrorKind::NotFound
-                && path.file_name().is_some_and(|n| n == parallels_image::DESCRIPTOR_NAME)
-                && path.parent().is_some_and(Path::is_dir) =>
-        {
-            let dir = path.parent().unwrap_or(path);
-            Failure::at(
-                dir,
-                format!(
-                    "is a folder without {}: not a bundle (to check the images in it: prlimg check --recursive {})",
-                    parallels_image::DESCRIPTOR_NAME,
-                    dir.display()
-                ),
-            )
-        }
-        BundleError::Io { path, source } => Failure::io(path, source),
-        BundleError::Image { path, source } => Failure::lib(path, source),
-        other => Failure::plain(other.to_string()),
-    }
-}
-
-fn has_parallels_magic(path: &Path) -> io::Result<bool> {
-    let f = File::open(path)?;
-    let mut magic = [0u8; 16];
-    let n = f.read_at(&mut magic, 0)?;
-    Ok(n == 16 && (&magic == b"WithoutFreeSpace" || &magic == b"WithouFreSpacExt"))
-}
-
-/// Opens SRC as a guest disk.
-pub fn open_guest(
-    source: &Path,
-    format: InFormat,
-    snapshot: Option<Uuid>,
-    follow_outside: bool,
-) -> Result<Guest, Failure> {
-    let raw = match format {
-        InFormat::Raw => true,
-        InFormat::Parallels => false,
-        InFormat::Auto => !is_bundle(source) && !has_parallels_magic(source).map_err(|e| Failure::io(source, &e))?,
-    };
-    if raw {
-        if snapshot.is_some() {
-            return Err(Failure::at(
-                source,
-                "a raw file has no snapshots (--snapshot needs a bundle)",
-            ));
-        }
-        let file = File::open(source).map_err(|e| Failure::io(source, &e))?;
-        let size = file.metadata().map_err(|e| Failure::io(source, &e))?.len();
-        return Ok(Guest::Raw { file, size });
-    }
-    GuestDisk::open(source, snapshot, BundleOptions { follow_outside })
-        .map(Guest::Disk)
-        .map_err(|e| bundle_failure(&e))
-}
-
-/// How the writers read `guest`: a raw file as itself (its bytes are then copied file to file,
-/// shared where the file system can), a disk through `read`, on a second thread.
-fn reader<'r>(
-    guest: &'r Guest,
-    read: &'r mut (dyn FnMut(u64, &mut [u8]) -> io::Result<()> + Send),
-    progress: &'r mut (dyn FnMut(u64) + Send),
-) -> GuestReader<'r> {
-    match guest {
-        Guest::Raw { file, .. } => GuestReader::RawFile(file, progress),
-        Guest::Disk(_) => GuestReader::Shared(read),
-    }
 }
 
 fn out_format(args: &Args) -> OutFormat {
@@ -226,7 +109,21 @@ pub fn run(args: &Args) -> Outcome {
         return Err(Failure::at(out, "already exists (use --force to replace it)"));
     }
     let source = crate::input::seekable(&args.source, "convert")?;
-    let guest = open_guest(&source, args.format, args.snapshot, args.follow_outside)?;
+    let format = match args.format {
+        InFormat::Auto => SourceFormat::Auto,
+        InFormat::Raw => SourceFormat::Raw,
+        InFormat::Parallels => SourceFormat::Parallels,
+    };
+    let options = BundleOptions {
+        follow_outside: args.follow_outside,
+    };
+    let guest = Guest::open(&source, format, args.snapshot, options).map_err(|e| match e {
+        GuestError::Io { path, source } => Failure::io(&path, &source),
+        GuestError::RawSnapshot { path } => {
+            Failure::at(&path, "a raw file has no snapshots (--snapshot needs a bundle)")
+        }
+        GuestError::Bundle(e) => bundle_failure(&e),
+    })?;
     if let Guest::Disk(d) = &guest {
         if d.files().iter().any(|f| same_file(f, out)) || (out.is_dir() && d.files().iter().any(|f| f.starts_with(out)))
         {
@@ -241,43 +138,25 @@ pub fn run(args: &Args) -> Outcome {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut read = |off: u64, buf: &mut [u8]| {
-        bar.set_position(off);
-        guest.read_at(off, buf)
-    };
-    let mut progress = |off: u64| bar.set_position(off);
     let ranges = guest.data_ranges().map_err(|e| Failure::io(&args.source, &e))?;
-    let result = match out_format(args) {
-        OutFormat::Raw | OutFormat::Auto => parallels_image::write_file_atomically(out, args.force, |f| match &guest {
-            Guest::Disk(d) if !args.detect_zeros => d
-                .write_raw_to(f, &mut |pos| bar.set_position(pos))
-                .map(|_| ())
-                .map_err(Error::Io),
-            _ => write_raw(reader(&guest, &mut read, &mut progress), &ranges, size, f).map(|_| ()),
-        }),
-        OutFormat::Parallels => parallels_image::write_file_atomically(out, args.force, |f| {
-            write_expanding_ranges(
-                reader(&guest, &mut read, &mut progress),
-                &ranges,
-                size,
-                args.cluster_size,
-                f,
-            )
-            .map(|_| ())
-        }),
-        OutFormat::Bundle => {
-            if size % 512 != 0 {
-                return Err(Failure::at(
-                    &args.source,
-                    format!("a bundle holds whole sectors; the source is {size} bytes"),
-                ));
-            }
-            BundleBuilder::new(size)
-                .cluster_size(args.cluster_size)
-                .create_from(out, args.force, &mut read)
-                .map(|_| ())
+    let target = match out_format(args) {
+        OutFormat::Raw | OutFormat::Auto => Target::Raw {
+            detect_zeros: args.detect_zeros,
+        },
+        OutFormat::Parallels => Target::Parallels {
+            cluster_size: args.cluster_size,
+        },
+        OutFormat::Bundle if size % 512 != 0 => {
+            return Err(Failure::at(
+                &args.source,
+                format!("a bundle holds whole sectors; the source is {size} bytes"),
+            ));
         }
+        OutFormat::Bundle => Target::Bundle {
+            cluster_size: args.cluster_size,
+        },
     };
+    let result = guest.write(target, &ranges, out, args.force, &|pos| bar.set_position(pos));
     if args.progress && result.is_ok() {
         bar.set_position(size);
         bar.finish();

@@ -4,14 +4,14 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use parallels_image::corrupt::{plan, DefectKind};
-use parallels_image::{Error, FileSource, Image, PlanError};
+use parallels_image::{Bundle, BundleDefect, Error, FileSource, Image, PlanError};
 
 use crate::outln;
-use crate::output::{emit, output_options, progress, Failure};
+use crate::output::{bundle_failure, emit, output_options, progress, Failure};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -47,7 +47,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Outcome {
     if args.list_bundle {
-        return crate::corrupt_bundle::list();
+        return list_bundle();
     }
     if args.list {
         let width = DefectKind::ALL.iter().map(|d| d.name().len()).max().unwrap_or(0);
@@ -64,7 +64,7 @@ pub fn run(args: &Args) -> Outcome {
     crate::input::refuse_raw(input, args.format, "corrupt", "a raw file has no structure to damage")?;
     let input = &crate::input::seekable(input, "corrupt")?;
     if parallels_image::is_bundle(input) {
-        return crate::corrupt_bundle::run(input, output, defect, args.force);
+        return bundle(input, output, defect, args.force);
     }
     let defect = match defect.parse::<DefectKind>() {
         Ok(d) => d,
@@ -121,27 +121,51 @@ fn annotate(e: io::Error, input: &Path) -> io::Error {
     )
 }
 
-/// Copies `len` bytes of `from` to the empty file `to`, leaving all-zero blocks as holes, so a
-/// sparse image stays sparse.
+/// Copies the input sparsely, with a bar for a large one.
 fn copy_sparse(from: &File, to: &File, len: u64) -> io::Result<()> {
-    const BLOCK: usize = 64 << 10;
     let bar = if len >= 64 << 20 {
         progress(len, "copying")
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut buf = vec![0u8; BLOCK];
-    let mut pos = 0u64;
-    while pos < len {
-        let n = (len - pos).min(BLOCK as u64) as usize;
-        let piece = &mut buf[..n];
-        from.read_exact_at(piece, pos)?;
-        if piece.iter().any(|&b| b != 0) {
-            to.write_all_at(piece, pos)?;
-        }
-        pos += n as u64;
-        bar.set_position(pos);
-    }
+    let copied = parallels_image::guest::copy_sparse(from, to, len, &|pos| bar.set_position(pos));
     bar.finish_and_clear();
-    to.set_len(len)
+    copied
+}
+
+/// `prlimg corrupt --list-bundle`: name, rule, summary.
+fn list_bundle() -> Outcome {
+    let width = BundleDefect::ALL.iter().map(|d| d.name().len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for d in BundleDefect::ALL {
+        outln!(out, "{:width$}  {:<4}  {}", d.name(), d.rule(), d.summary());
+    }
+    emit(&out)?;
+    Ok(0)
+}
+
+/// `prlimg corrupt BUNDLE OUT --defect NAME`: a copy of the folder with one descriptor defect.
+fn bundle(input: &Path, output: &Path, defect: &str, force: bool) -> Outcome {
+    let Some(defect) = BundleDefect::from_name(defect) else {
+        return Err(Failure::plain(format!(
+            "unknown bundle defect {defect:?} (prlimg corrupt --list-bundle shows them)"
+        )));
+    };
+    let bundle = Bundle::open(input).map_err(|e| bundle_failure(&e))?;
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(bundle.dir()), std::fs::canonicalize(output)) {
+        if a == b {
+            return Err(Failure::at(
+                output,
+                "is the input bundle; write the damaged copy elsewhere",
+            ));
+        }
+    }
+    match defect.apply(&bundle, output, force) {
+        Ok(()) => Ok(0),
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(Failure::at(output, "already exists (use --force to replace it)"))
+        }
+        Err(Error::Build(e)) => Err(Failure::at(input, e.to_string())),
+        Err(e) => Err(Failure::lib(output, &e)),
+    }
 }

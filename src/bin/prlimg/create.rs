@@ -1,14 +1,15 @@
 //! `prlimg create`: build an image from options or a recipe, reproducibly.
 
 use std::io::{self, Seek, SeekFrom, Write};
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use parallels_image::raw::header::INUSE_CLOSED_V21;
-use parallels_image::Error;
-use parallels_image::{BitmapSpec, ImageBuilder};
-use parallels_image::{DataRecipe, Recipe};
+use parallels_image::{
+    BitmapSpec, BundleBuilder, BundleRecipe, Data, DataRecipe, Error, ImageBuilder, Recipe, SnapshotSpec,
+    DEFAULT_TOP_GUID,
+};
 
+use crate::args;
 use crate::output::{output_options, progress, Failure};
 use crate::Outcome;
 
@@ -17,25 +18,25 @@ pub struct Args {
     /// The image to create (refused if it exists, unless --force).
     out: PathBuf,
     /// Virtual size: bytes or K, M, G, T, P, E (powers of 1024).
-    #[arg(long, allow_hyphen_values = true, value_parser = size, required_unless_present = "recipe")]
+    #[arg(long, allow_hyphen_values = true, value_parser = args::size, required_unless_present = "recipe")]
     size: Option<u64>,
     /// Cluster size (a multiple of 512).
-    #[arg(long, allow_hyphen_values = true, value_parser = size, default_value = "1M")]
+    #[arg(long, allow_hyphen_values = true, value_parser = args::size, default_value = "1M")]
     cluster_size: u64,
     /// Use the v1 magic `WithoutFreeSpace` (BAT in sectors).
     #[arg(long)]
     v1: bool,
     /// Guest data: LEN copies of BYTE at OFFSET (sizes with suffixes; BYTE decimal or 0x..).
-    #[arg(long, allow_hyphen_values = true, value_name = "OFFSET:LEN:BYTE", value_parser = parse_data)]
+    #[arg(long, allow_hyphen_values = true, value_name = "OFFSET:LEN:BYTE", value_parser = args::parse_data)]
     data: Vec<DataRecipe>,
     /// A bitmap: its UUID, its granularity and its dirty ranges (may be empty after the last colon).
-    #[arg(long, value_name = "UUID:GRANULARITY:OFFSET+LEN,...", value_parser = parse_bitmap)]
+    #[arg(long, value_name = "UUID:GRANULARITY:OFFSET+LEN,...", value_parser = args::parse_bitmap)]
     bitmap: Vec<BitmapSpec>,
     /// Add a bitmap with this fraction (0.0 to 1.0) of granules dirty, in random runs.
-    #[arg(long, allow_hyphen_values = true, value_name = "DENSITY", value_parser = parse_density)]
+    #[arg(long, allow_hyphen_values = true, value_name = "DENSITY", value_parser = args::parse_density)]
     random_bitmap: Option<f64>,
     /// Granularity of the --random-bitmap.
-    #[arg(long, allow_hyphen_values = true, value_parser = size, default_value = "64K", requires = "random_bitmap")]
+    #[arg(long, allow_hyphen_values = true, value_parser = args::size, default_value = "64K", requires = "random_bitmap")]
     random_granularity: u64,
     /// Seed of the --random-bitmap generator (ChaCha8).
     #[arg(long, default_value_t = 0)]
@@ -46,7 +47,7 @@ pub struct Args {
     /// The header's inuse: 0 (closed, as QEMU writes it), v2.1 (closed, as ploop and Parallels
     /// write it: the only value whose bitmaps ploop loads), Ynot (not closed), another 4-letter
     /// tag, or a number (decimal or 0x..).
-    #[arg(long, value_name = "INUSE", value_parser = parse_inuse)]
+    #[arg(long, value_name = "INUSE", value_parser = args::parse_inuse)]
     inuse: Option<u32>,
     /// Make an image ploop loads: inuse v2.1 (unless --inuse says otherwise) and a cluster size
     /// ploop accepts (a power of two from 32K to 64M); warns that ploop keeps only the last bitmap.
@@ -64,87 +65,16 @@ pub struct Args {
     follow_symlink: bool,
 }
 
-/// A size with qemu-img's suffixes, for clap.
-fn size(text: &str) -> Result<u64, String> {
-    parallels_image::parse_size(text).map_err(|e| e.to_string())
-}
-
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Preset {
     /// Virtuozzo ploop: its CBT loader reads the bitmaps.
     Ploop,
 }
 
-pub(crate) fn parse_inuse(s: &str) -> Result<u32, String> {
-    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        return u32::from_str_radix(hex, 16).map_err(|_| format!("invalid inuse {s:?}"));
-    }
-    if let Ok(n) = s.parse::<u32>() {
-        return Ok(n);
-    }
-    match s.as_bytes() {
-        tag @ [_, _, _, _] if tag.iter().all(u8::is_ascii_graphic) => {
-            Ok(u32::from_le_bytes([tag[0], tag[1], tag[2], tag[3]]))
-        }
-        _ => Err(format!(
-            "invalid inuse {s:?} (expected 0, v2.1, Ynot, another 4-letter tag, or a number)"
-        )),
-    }
-}
-
-fn parse_byte(s: &str) -> Result<u8, String> {
-    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(hex) => u8::from_str_radix(hex, 16),
-        None => s.parse(),
-    };
-    r.map_err(|_| format!("invalid byte {s:?} (expected 0..255 or 0x00..0xff)"))
-}
-
-fn parse_data(s: &str) -> Result<DataRecipe, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let [offset, len, byte] = parts[..] else {
-        return Err(format!("invalid data {s:?} (expected OFFSET:LEN:BYTE)"));
-    };
-    Ok(DataRecipe {
-        offset: size(offset)?,
-        len: size(len)?,
-        byte: parse_byte(byte)?,
-    })
-}
-
-pub(crate) fn parse_bitmap(s: &str) -> Result<BitmapSpec, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let [id, granularity, extents] = parts[..] else {
-        return Err(format!(
-            "invalid bitmap {s:?} (expected UUID:GRANULARITY:OFFSET+LEN,...)"
-        ));
-    };
-    let id = uuid::Uuid::parse_str(id).map_err(|e| format!("invalid bitmap id {id:?}: {e}"))?;
-    let mut list = Vec::new();
-    for e in extents.split(',').filter(|e| !e.is_empty()) {
-        let (o, l) = e
-            .split_once('+')
-            .ok_or_else(|| format!("invalid dirty range {e:?} (expected OFFSET+LEN)"))?;
-        list.push((size(o)?, size(l)?));
-    }
-    Ok(BitmapSpec {
-        id: *id.as_bytes(),
-        granularity: size(granularity)?,
-        extents: list,
-    })
-}
-
-fn parse_density(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(d) if (0.0..=1.0).contains(&d) => Ok(d),
-        _ => Err(format!("invalid density {s:?} (expected a number from 0.0 to 1.0)")),
-    }
-}
-
 fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
     if let Some(recipe) = &args.recipe {
-        let parsed: Recipe = read_recipe(recipe).map_err(|f| {
-            if read_recipe::<parallels_image::BundleRecipe>(recipe).is_ok() {
+        let parsed: Recipe = args::read_recipe(recipe).map_err(|f| {
+            if args::read_recipe::<parallels_image::BundleRecipe>(recipe).is_ok() {
                 Failure::at(
                     recipe,
                     "is a bundle recipe: add --bundle to create the bundle folder it describes",
@@ -157,15 +87,9 @@ fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
         return Ok(apply_inuse(b, args));
     }
     let size = args.size.ok_or_else(|| Failure::plain("--size is required"))?;
-    // The options are a recipe whose bitmaps are already parsed.
-    let recipe = Recipe {
-        size,
-        cluster_size: args.cluster_size,
-        v1: args.v1,
-        data: args.data.clone(),
-        bitmaps: Vec::new(),
-    };
-    let mut b = recipe.to_builder().map_err(|e| Failure::plain(e.to_string()))?;
+    let mut b = options_recipe(args)
+        .to_builder()
+        .map_err(|e| Failure::plain(e.to_string()))?;
     for spec in &args.bitmap {
         b = b.bitmap(spec.clone());
     }
@@ -208,28 +132,6 @@ fn check_preset(args: &Args, builder: &ImageBuilder) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A TOML error on one line: where (line and column, from 1) and serde's reason.
-/// Reads an image or bundle recipe, TOML or JSON by the file name's extension.
-pub fn read_recipe<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| Failure::io(path, &e))?;
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("toml") => toml::from_str(&text).map_err(|e| Failure::at(path, toml_reason(&text, &e))),
-        Some("json") => serde_json::from_str(&text).map_err(|e| Failure::at(path, e.to_string())),
-        _ => Err(Failure::at(path, "a recipe file name must end in .json or .toml")),
-    }
-}
-
-fn toml_reason(text: &str, e: &toml::de::Error) -> String {
-    let reason = e.message().trim().replace('\n', "; ");
-    let Some(span) = e.span() else {
-        return format!("TOML: {reason}");
-    };
-    let before = &text[..span.start.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    format!("TOML at line {line}, column {column}: {reason}")
-}
-
 /// Counts bytes written, for the progress bar.
 struct Counting<'a> {
     file: &'a mut std::fs::File,
@@ -255,32 +157,15 @@ impl Seek for Counting<'_> {
     }
 }
 
-/// Bytes of data clusters the builder will write (each touched cluster once).
-fn data_bytes(args: &Args, cluster_size: u64) -> u64 {
-    if cluster_size == 0 {
-        return 0;
+/// The options as a recipe (the bitmaps apart: they are parsed already; size 0 with --recipe).
+fn options_recipe(args: &Args) -> Recipe {
+    Recipe {
+        size: args.size.unwrap_or(0),
+        cluster_size: args.cluster_size,
+        v1: args.v1,
+        data: args.data.clone(),
+        bitmaps: Vec::new(),
     }
-    let mut ranges: Vec<(u64, u64)> = args
-        .data
-        .iter()
-        .filter(|d| d.len > 0)
-        .map(|d| {
-            (
-                d.offset / cluster_size,
-                d.offset.saturating_add(d.len - 1) / cluster_size + 1,
-            )
-        })
-        .collect();
-    ranges.sort_unstable();
-    let (mut total, mut end) = (0u64, 0u64);
-    for (s, e) in ranges {
-        let s = s.max(end);
-        if e > s {
-            total += e - s;
-            end = e;
-        }
-    }
-    total.saturating_mul(cluster_size)
 }
 
 /// What `create` did that the options did not say: a size rounded up to whole sectors, `--data`
@@ -293,17 +178,11 @@ fn notes(args: &Args) -> Vec<String> {
             size.next_multiple_of(512)
         ));
     }
-    for (j, later) in args.data.iter().enumerate() {
-        let end = |d: &DataRecipe| d.offset.saturating_add(d.len);
-        if let Some(earlier) = args.data[..j]
-            .iter()
-            .find(|d| d.len > 0 && later.len > 0 && d.offset < end(later) && later.offset < end(d))
-        {
-            notes.push(format!(
-                "--data {}:{}:{:#04x} overlaps --data {}:{}:{:#04x}; the later one wins where they overlap",
-                later.offset, later.len, later.byte, earlier.offset, earlier.len, earlier.byte
-            ));
-        }
+    for (later, earlier) in options_recipe(args).overlapping_data() {
+        notes.push(format!(
+            "--data {}:{}:{:#04x} overlaps --data {}:{}:{:#04x}; the later one wins where they overlap",
+            later.offset, later.len, later.byte, earlier.offset, earlier.len, earlier.byte
+        ));
     }
     notes
 }
@@ -322,12 +201,11 @@ pub fn run(args: &Args) -> Outcome {
         }
     }
     if args.bundle || hdd {
-        let options = (args.size, args.cluster_size, &args.data[..], &args.bitmap[..]);
-        return crate::create_bundle::run(out, args.recipe.as_deref(), options, args.force);
+        return bundle(out, args);
     }
     let builder = builder_from_args(args)?;
     check_preset(args, &builder)?;
-    let expected = data_bytes(args, args.cluster_size);
+    let expected = options_recipe(args).data_bytes();
     let bar = if expected >= 64 << 20 {
         progress(expected, "writing")
     } else {
@@ -355,31 +233,40 @@ pub fn run(args: &Args) -> Outcome {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn option_parsers() {
-        let d = parse_data("1M:64K:0xaa").unwrap();
-        assert_eq!((d.offset, d.len, d.byte), (1 << 20, 65536, 0xaa));
-        assert_eq!(parse_data("0:1:255").unwrap().byte, 255);
-        assert!(parse_data("0:1:256").is_err());
-        assert!(parse_data("0:1").is_err());
-        let b = parse_bitmap("e4f2eed0-37fe-4539-b50b-85d2e7fd235f:64K:0+128K,1M+64K").unwrap();
-        assert_eq!(b.granularity, 65536);
-        assert_eq!(b.extents, vec![(0, 131072), (1 << 20, 65536)]);
-        assert_eq!(b.id[..4], [0xe4, 0xf2, 0xee, 0xd0]);
-        assert_eq!(
-            parse_bitmap("e4f2eed0-37fe-4539-b50b-85d2e7fd235f:512:")
-                .unwrap()
-                .extents,
-            vec![]
-        );
-        assert!(parse_bitmap("nope:64K:").is_err());
-        assert!(parse_bitmap("e4f2eed0-37fe-4539-b50b-85d2e7fd235f:64K:5").is_err());
-        assert_eq!(parse_density("0.25"), Ok(0.25));
-        assert!(parse_density("1.5").is_err());
-        assert!(parse_density("NaN").is_err());
+/// `create OUT.hdd` or `create --bundle`: a bundle folder from the options (one snapshot, the
+/// predefined top GUID) or from a bundle recipe (snapshots, split segments).
+fn bundle(out: &Path, args: &Args) -> Outcome {
+    let builder = match &args.recipe {
+        Some(path) => {
+            let parsed: BundleRecipe = args::read_recipe(path)?;
+            parsed.to_builder().map_err(|e| Failure::at(path, e.to_string()))?
+        }
+        None => {
+            let size = args.size.ok_or_else(|| Failure::plain("--size is required"))?;
+            let fill = |d: &DataRecipe| {
+                (
+                    d.offset,
+                    Data::Fill {
+                        len: d.len,
+                        byte: d.byte,
+                    },
+                )
+            };
+            BundleBuilder::new(size)
+                .cluster_size(args.cluster_size)
+                .snapshot(SnapshotSpec {
+                    guid: DEFAULT_TOP_GUID,
+                    parent: None,
+                    data: args.data.iter().map(fill).collect(),
+                    bitmaps: args.bitmap.clone(),
+                })
+        }
+    };
+    match builder.create(out, args.force) {
+        Ok(_) => Ok(0),
+        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(Failure::at(out, "already exists (use --force to replace it)"))
+        }
+        Err(e) => Err(Failure::lib(out, &e)),
     }
 }

@@ -10,22 +10,14 @@
 //! when any case disagrees, timed out or could not be compared, 1 on an error of the campaign
 //! itself (bad arguments, an output folder that is not empty).
 
-use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use parallels_image::oracle::ploop::PloopDrivers;
-use parallels_image::oracle::qemu::QemuTools;
-use parallels_image::oracle::readers::{differences as reader_differences, Reader, RealReader};
-use parallels_image::oracle::{builtin_base, Examination, OracleError, Oracles, Run, Verdict};
-use parallels_image::readers::{dissect::predict_dissect_with, libphdi::predict_libphdi_with, Truth, READ_SIZE};
-use parallels_image::{write_file_atomically, Edit, MutateOptions, Mutator, Recipe};
-use serde::Serialize;
-use serde_json::{json, Value};
+use parallels_image::oracle::campaign::{prepare, Campaign, CampaignError, Wanted};
+use parallels_image::oracle::readers::{Reader, RealReader};
+use parallels_image::oracle::{builtin_base, Oracles};
+use parallels_image::{write_file_atomically, MutateOptions, Mutator, Recipe};
 
 use crate::output::Failure;
 use crate::Outcome;
@@ -34,8 +26,6 @@ use crate::Outcome;
 pub const DISAGREES: u8 = 4;
 /// Inputs to vary are held in memory whole: larger ones are refused.
 const MAX_BASE: u64 = 256 << 20;
-/// The report's schema version.
-const SCHEMA: u32 = 1;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -59,7 +49,7 @@ pub struct Args {
     #[arg(long)]
     fresh_seed: bool,
     /// Edits per variant: N or MIN-MAX.
-    #[arg(long, default_value = "1-3", value_parser = crate::mutate::parse_edits)]
+    #[arg(long, default_value = "1-3", value_parser = crate::args::parse_edits)]
     edits: (usize, usize),
     /// Run qemu-img (on PATH). Without --qemu or --ploop, both run when available.
     #[arg(long)]
@@ -98,24 +88,6 @@ pub struct Args {
     force: bool,
 }
 
-/// One case to run.
-enum Input {
-    /// Variant of the base for `seed` (campaign seed `campaign`).
-    Variant { campaign: u64, seed: u64 },
-    /// An image file.
-    File(PathBuf),
-}
-
-/// What one case left for the report.
-struct Done {
-    verdict: Verdict,
-    crashed: bool,
-    kept: bool,
-    outcomes: Vec<(&'static str, String)>,
-    disagreements: Vec<String>,
-    run_time: Vec<(&'static str, Duration)>,
-}
-
 fn base(args: &Args) -> Result<(String, Vec<u8>), Failure> {
     if let Some(from) = &args.from {
         if from.as_os_str() == "-" {
@@ -133,7 +105,7 @@ fn base(args: &Args) -> Result<(String, Vec<u8>), Failure> {
         return Ok((from.display().to_string(), bytes));
     }
     if let Some(recipe) = &args.recipe {
-        let parsed: Recipe = crate::create::read_recipe(recipe)?;
+        let parsed: Recipe = crate::args::read_recipe(recipe)?;
         let (bytes, _) = parsed
             .to_builder()
             .and_then(|b| b.to_vec())
@@ -142,17 +114,6 @@ fn base(args: &Args) -> Result<(String, Vec<u8>), Failure> {
     }
     let bytes = builtin_base().map_err(|e| Failure::plain(format!("the built-in base: {e}")))?;
     Ok(("built-in".into(), bytes))
-}
-
-/// A seed nobody chose: the process's hash keys mixed with the clock.
-fn fresh_seed() -> u64 {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    h.write_u128(now.as_nanos());
-    h.write_u32(std::process::id());
-    h.finish()
 }
 
 /// Every file under the paths given (folders walked, sorted by name, links not followed).
@@ -174,361 +135,33 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
     Ok(out)
 }
 
-fn oracles(args: &Args) -> Result<Oracles, Failure> {
+/// The programs to run and the readers.
+fn oracles(args: &Args) -> Result<(Oracles, Vec<RealReader>), Failure> {
     let timeout = Duration::try_from_secs_f64(args.timeout)
         .ok()
         .filter(|t| !t.is_zero())
         .ok_or_else(|| Failure::plain(format!("--timeout {}: not a positive number of seconds", args.timeout)))?;
-    let want_ploop = args.ploop || args.ploop_dir.is_some();
-    let want_qemu = args.qemu || args.qemu_dir.is_some();
-    let both = !want_qemu && !want_ploop && !args.libphdi && !args.dissect;
-    let qemu = if let Some(dir) = &args.qemu_dir {
-        let tools = QemuTools::detect(dir).map_err(|e| Failure::at(dir, format!("--qemu-dir: {e}")))?;
-        Some(tools.qemu_img())
-    } else if want_qemu || both {
-        match QemuTools::on_path() {
-            Some(Ok(tools)) => Some(tools.qemu_img()),
-            Some(Err(e)) => return Err(Failure::plain(format!("differential: qemu-img on PATH: {e}"))),
-            None if want_qemu => return Err(Failure::plain("--qemu: qemu-img is not on PATH")),
-            None => {
-                eprintln!("prlimg: differential: qemu-img is not on PATH: QEMU is not run");
-                None
-            }
-        }
-    } else {
-        None
+    let wanted = Wanted {
+        qemu: args.qemu,
+        qemu_dir: args.qemu_dir.clone(),
+        ploop: args.ploop,
+        ploop_dir: args.ploop_dir.clone(),
+        readers: [(args.libphdi, Reader::Libphdi), (args.dissect, Reader::Dissect)]
+            .into_iter()
+            .filter_map(|(wanted, reader)| wanted.then_some(reader))
+            .collect(),
     };
-    if let Some(q) = &qemu {
-        eprintln!(
-            "prlimg: differential: QEMU {} ({}), predicted as QEMU {}",
-            q.version(),
-            q.program().display(),
-            q.version()
-        );
-    }
-    let ploop = match want_ploop {
-        true => {
-            let dir = args.ploop_dir.clone().unwrap_or_else(PloopDrivers::default_dir);
-            Some(PloopDrivers::at(&dir).ok_or_else(|| {
-                Failure::at(
-                    &dir,
-                    "holds no ploop drivers (pcheck, pmount_sim): ../shared/oracles/ploop/build.sh builds them",
-                )
-            })?)
-        }
-        false if both => {
-            let found = PloopDrivers::find();
-            if found.is_none() {
-                eprintln!(
-                    "prlimg: differential: the ploop drivers are missing from {} \
-                     (../shared/oracles/ploop/build.sh builds them): ploop is not run",
-                    PloopDrivers::default_dir().display()
-                );
-            }
-            found
-        }
-        false => None,
-    };
-    if qemu.is_none() && ploop.is_none() && !args.libphdi && !args.dissect {
-        return Err(Failure::plain(
-            "differential: neither qemu-img nor the ploop drivers are available",
-        ));
-    }
-    Ok(Oracles { qemu, ploop, timeout })
-}
-
-/// The file names a campaign may write: `case-*` and report.json. Without `force`, none may
-/// be there already.
-fn prepare(out: &Path, force: bool) -> Result<(), Failure> {
-    std::fs::create_dir_all(out).map_err(|e| Failure::io(out, &e))?;
-    if force {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(out).map_err(|e| Failure::io(out, &e))? {
-        let entry = entry.map_err(|e| Failure::io(out, &e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name == "report.json" || name.starts_with("case-") {
-            return Err(Failure::at(
-                &entry.path(),
-                "exists; nothing was run (use --force to replace, or another folder)",
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn write(path: &Path, bytes: &[u8], force: bool) -> Result<(), String> {
-    write_file_atomically(path, force, |f| Ok(f.write_all(bytes)?)).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn run_json(r: &Result<Run, OracleError>) -> Value {
-    match r {
-        Ok(r) => json!({
-            "command": r.command,
-            "end": r.end.label(),
-            "seconds": r.elapsed.as_secs_f64(),
-            "stdout": r.stdout.text(),
-            "stderr": r.stderr.text(),
-        }),
-        Err(e) => json!({ "error": e.to_string() }),
-    }
-}
-
-/// The record of a kept case.
-fn case_json(label: &Value, edits: Option<&[Edit]>, e: &Examination, path: &str) -> Value {
-    let mut v = json!({
-        "case": label,
-        "verdict": e.verdict().name(),
-        "crashed": e.crashed(),
-        "edits": edits,
-    });
-    if let Some(q) = &e.qemu {
-        v["qemu"] = json!({
-            "predicted": q.prediction.render(path),
-            "info": run_json(&q.info),
-            "check": run_json(&q.check),
-            "disagreements": q.disagreements,
-            "disagreements_text": q.disagreements.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        });
-    }
-    if let Some(p) = &e.ploop {
-        v["ploop"] = json!({
-            "predicted": p.prediction,
-            "observed": match &p.observation {
-                Ok(o) => serde_json::to_value(o).unwrap_or(Value::Null),
-                Err(err) => json!({ "error": err.to_string() }),
-            },
-            "seconds": {
-                "check": p.run_times.check.map(|d| d.as_secs_f64()),
-                "cbt": p.run_times.cbt.map(|d| d.as_secs_f64()),
-                "mount": p.run_times.mount.map(|d| d.as_secs_f64()),
-            },
-            "disagreements": p.disagreements,
-            "disagreements_text": p.disagreements.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        });
-    }
-    v
-}
-
-/// What each program did, in a few words, for the report's counts.
-fn outcomes(e: &Examination) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    let end = |r: &Result<Run, OracleError>| match r {
-        Ok(r) => r.end.label(),
-        Err(e) => match e {
-            OracleError::TimedOut { .. } => "timeout".into(),
-            _ => "error".into(),
-        },
-    };
-    if let Some(q) = &e.qemu {
-        out.push(("qemu-img info", end(&q.info)));
-        out.push(("qemu-img check", end(&q.check)));
-    }
-    if let Some(p) = &e.ploop {
-        match &p.observation {
-            Ok(o) => {
-                let check = o
-                    .check
-                    .rc
-                    .map_or_else(|| o.check_last.clone().unwrap_or_default(), |rc| format!("rc {rc}"));
-                out.push(("ploop check", check));
-                out.push(("ploop cbt", o.cbt.outcome.name().to_string()));
-                out.push(("ploop mount", o.mount.effect.name().to_string()));
-            }
-            Err(OracleError::TimedOut { .. }) => out.push(("ploop", "timeout".into())),
-            Err(_) => out.push(("ploop", "error".into())),
-        }
-    }
-    out
-}
-
-fn run_times(e: &Examination) -> Vec<(&'static str, Duration)> {
-    let mut out = Vec::new();
-    if let Some(q) = &e.qemu {
-        for (name, r) in [("qemu-img info", &q.info), ("qemu-img check", &q.check)] {
-            if let Ok(r) = r {
-                out.push((name, r.elapsed));
-            }
-        }
-    }
-    if let Some(p) = &e.ploop {
-        out.extend(p.run_times.named());
-    }
-    out
-}
-
-/// Runs one case in `scratch`: writes it (a variant), examines it, keeps it when it must be.
-fn one(index: usize, input: &Input, ctx: &Context) -> Done {
-    let name = format!("case-{index:06}");
-    let failed = |why: String| {
-        eprintln!("prlimg: differential: {name}: {why}");
-        Done {
-            verdict: Verdict::Failed,
-            crashed: false,
-            kept: false,
-            outcomes: Vec::new(),
-            disagreements: vec!["could not run".into()],
-            run_time: Vec::new(),
-        }
-    };
-    let (path, label, edits, digest) = match input {
-        Input::Variant { campaign, seed } => {
-            let m = match Mutator::new(&ctx.base, ctx.options.clone()) {
-                Ok(m) => m.mutant(*seed),
-                Err(e) => return failed(format!("the base: {e}")),
-            };
-            let path = ctx.scratch.join(format!("{name}.hds"));
-            if let Err(e) = std::fs::write(&path, &m.bytes) {
-                return failed(format!("{}: {e}", path.display()));
-            }
-            (
-                path,
-                json!({ "index": index, "campaign_seed": campaign, "seed": seed, "checksum": m.checksum }),
-                Some(m.edits),
-                // The file holds the bytes the mutator hashed: the predictions need not hash them again.
-                m.digest,
-            )
-        }
-        Input::File(p) => (
-            p.clone(),
-            json!({ "index": index, "file": p.display().to_string() }),
-            None,
-            None,
-        ),
-    };
-    let copy = ctx.scratch.join(format!("{name}.mount.hds"));
-    let examined = ctx.oracles.examine_knowing(&path, &copy, digest.as_ref());
-    let done = match examined {
-        Err(e) => failed(format!("{}: {e}", path.display())),
-        Ok(e) => {
-            let verdict = e.verdict();
-            let crashed = e.crashed();
-            let kept = verdict != Verdict::Agrees || crashed;
-            let mut disagreements: Vec<String> = Vec::new();
-            if let Some(q) = &e.qemu {
-                disagreements.extend(q.disagreements.iter().map(|d| format!("qemu {}", d.kind())));
-                for (tool, r) in [("info", &q.info), ("check", &q.check)] {
-                    match r {
-                        Err(OracleError::TimedOut { .. }) => disagreements.push(format!("qemu {tool} timed out")),
-                        Err(_) => disagreements.push(format!("qemu {tool} error")),
-                        Ok(_) => {}
-                    }
-                }
-            }
-            if let Some(p) = &e.ploop {
-                disagreements.extend(p.disagreements.iter().map(|d| format!("ploop {}", d.field.name())));
-                match &p.observation {
-                    Err(OracleError::TimedOut { .. }) => disagreements.push("ploop timed out".into()),
-                    Err(_) => disagreements.push("ploop error".into()),
-                    Ok(_) => {}
-                }
-            }
-            let (mut verdict, mut kept, mut outcomes, mut run_time) = (verdict, kept, outcomes(&e), run_times(&e));
-            let mut reader_records = Vec::new();
-            if !ctx.readers.is_empty() {
-                let truth = Truth::of(&path);
-                for real in &ctx.readers {
-                    let name = real.reader().name();
-                    let predicted = match real.reader() {
-                        Reader::Libphdi => predict_libphdi_with(&path, truth.as_ref(), READ_SIZE),
-                        Reader::Dissect => predict_dissect_with(&path, truth.as_ref(), READ_SIZE),
-                    };
-                    let started = Instant::now();
-                    let observed = real.observe(&path, truth.as_ref(), READ_SIZE, ctx.oracles.timeout);
-                    run_time.push((name, started.elapsed()));
-                    let record = match &observed {
-                        Ok(o) => {
-                            let diffs = reader_differences(&predicted, o);
-                            outcomes.push((name, o.outcome.outcome.name().to_string()));
-                            if !diffs.is_empty() {
-                                verdict = Verdict::Disagrees;
-                                kept = true;
-                                disagreements.extend(diffs.iter().map(|d| format!("{name} {}", d.field)));
-                            }
-                            json!({
-                                "predicted": predicted,
-                                "observed": o.outcome,
-                                "disagreements_text": diffs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                            })
-                        }
-                        Err(err) => {
-                            verdict = Verdict::Failed;
-                            kept = true;
-                            outcomes.push((name, "error".into()));
-                            disagreements.push(format!("{name} error"));
-                            json!({ "predicted": predicted, "observed": { "error": err.to_string() } })
-                        }
-                    };
-                    reader_records.push((name, record));
-                }
-            }
-            let mut done = Done {
-                verdict,
-                crashed,
-                kept,
-                outcomes,
-                disagreements,
-                run_time,
-            };
-            if kept {
-                let mut record = case_json(&label, edits.as_deref(), &e, &path.display().to_string());
-                for (name, r) in reader_records {
-                    record[name] = r;
-                }
-                let mut text = serde_json::to_string_pretty(&record).unwrap_or_default();
-                text.push('\n');
-                let image = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()));
-                let written = image.and_then(|bytes| {
-                    write(&ctx.out.join(format!("{name}.hds")), &bytes, ctx.force)?;
-                    write(&ctx.out.join(format!("{name}.json")), text.as_bytes(), ctx.force)
-                });
-                if let Err(why) = written {
-                    eprintln!("prlimg: differential: keeping {name}: {why}");
-                    done.verdict = Verdict::Failed;
-                    done.disagreements.push("keeping the case failed".into());
-                }
-            }
-            done
-        }
-    };
-    if let Input::Variant { .. } = input {
-        let _ = std::fs::remove_file(&path);
-    }
-    done
-}
-
-struct Context {
-    oracles: Oracles,
-    /// The real libphdi and dissect.hypervisor asked for.
-    readers: Vec<RealReader>,
-    /// The image varied (empty when files are run).
-    base: Vec<u8>,
-    options: MutateOptions,
-    scratch: PathBuf,
-    out: PathBuf,
-    force: bool,
-}
-
-/// The scratch folder of the campaign running, for [`abandon`].
-static SCRATCH: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// For the signal handler, before the process dies: kills the programs running (they run in
-/// their own process groups, out of the terminal's reach) and removes the scratch folder.
-pub fn abandon() {
-    parallels_image::oracle::kill_running();
-    if let Some(dir) = SCRATCH.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    let note = |line: &str| eprintln!("prlimg: differential: {line}");
+    wanted.choose(timeout, &note).map_err(|e| Failure::plain(e.to_string()))
 }
 
 pub fn run(args: &Args) -> Outcome {
-    let oracles = oracles(args)?;
+    let (oracles, readers) = oracles(args)?;
     let generated = args.paths.is_empty();
     let mut seeds = args.seed.clone();
     let mut fresh = None;
     if generated && (seeds.is_empty() || args.fresh_seed) {
-        let s = fresh_seed();
+        let s = parallels_image::oracle::campaign::fresh_seed();
         eprintln!("prlimg: differential: fresh seed {s} (--seed {s} runs these cases again)");
         seeds.push(s);
         fresh = Some(s);
@@ -537,155 +170,45 @@ pub fn run(args: &Args) -> Outcome {
         edits: args.edits.0..=args.edits.1,
         ..MutateOptions::default()
     };
-    let (base_name, base_bytes) = if generated {
+    let base = if generated {
         let (name, bytes) = base(args)?;
         Mutator::new(&bytes, options.clone()).map_err(|e| Failure::plain(format!("the base ({name}): {e}")))?;
-        (Some(name), bytes)
+        Some((name, bytes))
     } else {
-        (None, Vec::new())
+        None
     };
-    let inputs: Vec<Input> = if generated {
-        seeds
-            .iter()
-            .flat_map(|&campaign| {
-                (0..args.count).map(move |i| Input::Variant {
-                    campaign,
-                    seed: campaign.wrapping_add(i),
-                })
-            })
-            .collect()
-    } else {
-        files(&args.paths)?.into_iter().map(Input::File).collect()
+    let files = if generated { Vec::new() } else { files(&args.paths)? };
+    let failure = |e: CampaignError| match e {
+        CampaignError::Io { path, source } => Failure::io(&path, &source),
+        other => Failure::plain(other.to_string()),
     };
-    prepare(&args.out, args.force)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("prlimg-differential")
-        .tempdir()
-        .map_err(|e| Failure::plain(format!("a scratch folder: {e}")))?;
-    *SCRATCH.lock().unwrap_or_else(|e| e.into_inner()) = Some(scratch.path().to_path_buf());
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.jobs.unwrap_or(0))
-        .build()
-        .map_err(|e| Failure::plain(format!("threads: {e}")))?;
-    let jobs = pool.current_num_threads();
-    let mut readers = Vec::new();
-    for (wanted, reader) in [(args.libphdi, Reader::Libphdi), (args.dissect, Reader::Dissect)] {
-        if wanted {
-            readers.push(RealReader::find(reader).ok_or_else(|| {
-                Failure::plain(format!(
-                    "--{}: no venv at {} (scripts/readers/venv.sh makes it)",
-                    reader.name(),
-                    parallels_image::oracle::readers::default_venv().display()
-                ))
-            })?);
-        }
-    }
-    let ctx = Context {
+    prepare(&args.out, args.force).map_err(failure)?;
+    let campaign = Campaign {
         oracles,
         readers,
-        base: base_bytes,
+        base,
+        seeds,
+        fresh_seed: fresh,
+        count: args.count,
         options,
-        scratch: scratch.path().to_path_buf(),
+        paths: args.paths.clone(),
+        files,
+        jobs: args.jobs,
         out: args.out.clone(),
         force: args.force,
     };
-    let bar = progress_bar(inputs.len() as u64);
-    let summary = Mutex::new(Summary::default());
-    let start = Instant::now();
-    // Each worker takes the next case when it is done with one, in order: a long case (a 2 GiB
-    // extension cluster, hashed for seconds by every program) holds up its worker alone. (A
-    // parallel iterator hands out runs of cases, and a run that holds a long case can leave the
-    // other CPUs idle for seconds at the end.)
-    let next = AtomicUsize::new(0);
-    pool.scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|_| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(input) = inputs.get(i) else { break };
-                let done = one(i, input, &ctx);
-                summary.lock().unwrap_or_else(|e| e.into_inner()).add(&done);
-                bar.inc(1);
-            });
-        }
-    });
+    let cases = campaign.cases();
+    let bar = progress_bar(cases.len() as u64);
+    let note = |line: &str| eprintln!("prlimg: differential: {line}");
+    let report = campaign.run(&cases, &|| bar.inc(1), &note).map_err(failure)?;
     bar.finish_and_clear();
-    let wall = start.elapsed();
-    let s = summary.into_inner().unwrap_or_else(|e| e.into_inner());
-    let n = inputs.len() as u64;
-    let report = json!({
-        "schema": SCHEMA,
-        "base": base_name,
-        "paths": args.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        "seeds": if generated { seeds.clone() } else { Vec::new() },
-        "fresh_seed": fresh,
-        "count_per_seed": if generated { Some(args.count) } else { None },
-        "edits": [args.edits.0, args.edits.1],
-        "programs": {
-            "qemu": ctx.oracles.qemu.as_ref().map(|q| q.program().display().to_string()),
-            "qemu_version": ctx.oracles.qemu.as_ref().map(|q| q.version().name()),
-            "ploop": ctx.oracles.ploop.as_ref().map(|p| p.dir().display().to_string()),
-        },
-        "jobs": jobs,
-        "timeout_seconds": ctx.oracles.timeout.as_secs_f64(),
-        "cases": n,
-        "verdicts": s.verdicts,
-        "crashed": s.crashed,
-        "kept": s.kept,
-        "outcomes": s.outcomes,
-        "disagreements": s.disagreements,
-        "seconds": wall.as_secs_f64(),
-        "cases_per_second": if wall.is_zero() { 0.0 } else { n as f64 / wall.as_secs_f64() },
-        "run_seconds": s.run_time.iter().map(|(k, d)| (k.to_string(), d.as_secs_f64())).collect::<BTreeMap<_, _>>(),
-    });
-    let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
-    text.push('\n');
-    let report_path = args.out.join("report.json");
-    write(&report_path, text.as_bytes(), args.force).map_err(Failure::plain)?;
-    let agree = s.verdicts.get("agrees").copied().unwrap_or(0);
-    eprintln!(
-        "prlimg: differential: {n} cases in {:.1} s ({:.1}/s, {jobs} jobs): {agree} agree, {} disagree, {} timed out, {} failed; {} crashed; {} kept in {}",
-        wall.as_secs_f64(),
-        n as f64 / wall.as_secs_f64().max(1e-9),
-        s.verdicts.get("disagrees").copied().unwrap_or(0),
-        s.verdicts.get("timed_out").copied().unwrap_or(0),
-        s.verdicts.get("failed").copied().unwrap_or(0),
-        s.crashed,
-        s.kept,
-        args.out.display()
-    );
-    Ok(if agree == n { 0 } else { DISAGREES })
-}
-
-#[derive(Default, Serialize)]
-struct Summary {
-    verdicts: BTreeMap<&'static str, u64>,
-    crashed: u64,
-    kept: u64,
-    outcomes: BTreeMap<&'static str, BTreeMap<String, u64>>,
-    disagreements: BTreeMap<String, u64>,
-    run_time: BTreeMap<&'static str, Duration>,
-}
-
-impl Summary {
-    fn add(&mut self, d: &Done) {
-        *self.verdicts.entry(d.verdict.name()).or_default() += 1;
-        self.crashed += u64::from(d.crashed);
-        self.kept += u64::from(d.kept);
-        for (program, what) in &d.outcomes {
-            *self
-                .outcomes
-                .entry(program)
-                .or_default()
-                .entry(what.clone())
-                .or_default() += 1;
-        }
-        for what in &d.disagreements {
-            *self.disagreements.entry(what.clone()).or_default() += 1;
-        }
-        for (program, t) in &d.run_time {
-            *self.run_time.entry(program).or_default() += *t;
-        }
-    }
+    let path = args.out.join("report.json");
+    write_file_atomically(&path, args.force, |f| Ok(report.write_json(f)?))
+        .map_err(|e| Failure::plain(format!("{}: {e}", path.display())))?;
+    let mut line = b"prlimg: differential: ".to_vec();
+    let _ = report.write_human(&mut line);
+    let _ = io::stderr().write_all(&line);
+    Ok(if report.all_agree() { 0 } else { DISAGREES })
 }
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {

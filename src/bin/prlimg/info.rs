@@ -34,7 +34,7 @@ pub fn run(args: &Args) -> Outcome {
         return raw(args);
     }
     if parallels_image::is_bundle(path) {
-        let bundle = Bundle::open(path).map_err(|e| crate::convert::bundle_failure(&e))?;
+        let bundle = Bundle::open(path).map_err(|e| crate::output::bundle_failure(&e))?;
         let info = BundleInfo::of(&bundle, path);
         match args.output {
             Format::Html => return Err(Failure::plain("--output html is for `prlimg check` of an image")),

@@ -8,13 +8,12 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod args;
 mod bitmaps;
 mod check;
 mod convert;
 mod corrupt;
-mod corrupt_bundle;
 mod create;
-mod create_bundle;
 mod differential;
 mod info;
 mod input;
@@ -139,7 +138,7 @@ fn clean_up_on_signals() {
         std::thread::spawn(move || {
             if let Some(sig) = signals.forever().next() {
                 parallels_image::abandon_outputs();
-                differential::abandon();
+                parallels_image::oracle::campaign::abandon();
                 let _ = signal_hook::low_level::emulate_default_handler(sig);
                 std::process::exit(128 + sig);
             }

@@ -4,13 +4,13 @@
 
 use std::path::PathBuf;
 
-use parallels_image::{BundleOptions, Extent, GuestDisk, Mapping};
+use parallels_image::guest::{raw_extents, write_map_human, write_map_json};
+use parallels_image::{BundleOptions, GuestDisk};
 use uuid::Uuid;
 
-use crate::convert::{bundle_failure, parse_snapshot};
+use crate::args::parse_snapshot;
 use crate::input::ReadFormat;
-use crate::outln;
-use crate::output::{emit, Format};
+use crate::output::{bundle_failure, emit, Failure, Format};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -32,123 +32,31 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Outcome {
-    if args.format == ReadFormat::Raw {
-        return raw(args);
-    }
-    let source = crate::input::seekable(&args.source, "map")?;
-    let disk = GuestDisk::open(
-        &source,
-        args.snapshot,
-        BundleOptions {
-            follow_outside: args.follow_outside,
-        },
-    )
-    .map_err(|e| bundle_failure(&e))?;
-    let extents = disk.extents();
-    let text = match args.output {
-        Format::Json => json(&extents),
-        Format::Human => human(disk.files(), &extents),
-        Format::Html => {
-            return Err(crate::output::Failure::plain(
-                "--output html is for `prlimg check` of an image",
-            ))
+    let (files, extents) = if args.format == ReadFormat::Raw {
+        // The file's data ranges map to themselves, its holes read as zeros.
+        if args.snapshot.is_some() {
+            return Err(Failure::at(
+                &args.source,
+                "a raw file has no snapshots (--snapshot needs a bundle)",
+            ));
         }
-    };
-    emit(&text)?;
-    Ok(0)
-}
-
-/// `qemu-img map --output json`: one object per line, keys in its order, `offset` only for data.
-pub fn json(extents: &[Extent]) -> String {
-    let mut out = String::from("[");
-    for (i, e) in extents.iter().enumerate() {
-        if i > 0 {
-            out.push_str(",\n");
-        }
-        let data = e.data.is_some();
-        out.push_str(&format!(
-            "{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {data}, \"zero\": {}, \"data\": {data}, \"compressed\": false",
-            e.start, e.length, e.depth, !data
-        ));
-        if let Some(m) = &e.data {
-            out.push_str(&format!(", \"offset\": {}", m.offset));
-        }
-        out.push('}');
-    }
-    out.push_str("]\n");
-    out
-}
-
-fn hex(v: u64) -> String {
-    if v == 0 {
-        "0".into()
+        let (size, ranges) = crate::input::raw_ranges(&args.source, "map")?;
+        (vec![args.source.clone()], raw_extents(size, &ranges))
     } else {
-        format!("{v:#x}")
-    }
-}
-
-/// `qemu-img map`'s table: only extents with data, with the file holding them.
-fn human(files: &[PathBuf], extents: &[Extent]) -> String {
-    let mut out = String::new();
-    outln!(out, "{:<16}{:<16}{:<16}File", "Offset", "Length", "Mapped to");
-    for e in extents {
-        if let Some(m) = &e.data {
-            outln!(
-                out,
-                "{:<16}{:<16}{:<16}{}",
-                hex(e.start),
-                hex(e.length),
-                hex(m.offset),
-                files[m.file].display()
-            );
-        }
-    }
-    out
-}
-
-/// `map -f raw`: the file's data ranges map to themselves, its holes read as zeros.
-fn raw(args: &Args) -> Outcome {
-    if args.snapshot.is_some() {
-        return Err(crate::output::Failure::at(
-            &args.source,
-            "a raw file has no snapshots (--snapshot needs a bundle)",
-        ));
-    }
-    let (size, ranges) = crate::input::raw_ranges(&args.source, "map")?;
-    let mut extents = Vec::new();
-    let mut at = 0;
-    for (start, len) in ranges {
-        let (start, end) = (start.min(size), start.saturating_add(len).min(size));
-        if start > at {
-            extents.push(Extent {
-                start: at,
-                length: start - at,
-                depth: 0,
-                data: None,
-            });
-        }
-        if end > start {
-            extents.push(Extent {
-                start,
-                length: end - start,
-                depth: 0,
-                data: Some(Mapping { file: 0, offset: start }),
-            });
-        }
-        at = at.max(end);
-    }
-    if size > at {
-        extents.push(Extent {
-            start: at,
-            length: size - at,
-            depth: 0,
-            data: None,
-        });
-    }
-    let text = match args.output {
-        Format::Json => json(&extents),
-        _ => human(std::slice::from_ref(&args.source), &extents),
+        let source = crate::input::seekable(&args.source, "map")?;
+        let options = BundleOptions {
+            follow_outside: args.follow_outside,
+        };
+        let disk = GuestDisk::open(&source, args.snapshot, options).map_err(|e| bundle_failure(&e))?;
+        (disk.files().to_vec(), disk.extents())
     };
-    emit(&text)?;
+    // Text for a terminal or a pipe: written to memory first (writing to a Vec cannot fail).
+    let mut text = Vec::new();
+    let _ = match args.output {
+        Format::Json => write_map_json(&extents, &mut text),
+        Format::Human => write_map_human(&files, &extents, &mut text),
+        Format::Html => return Err(Failure::plain("--output html is for `prlimg check` of an image")),
+    };
+    emit(&String::from_utf8_lossy(&text))?;
     Ok(0)
 }

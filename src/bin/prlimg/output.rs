@@ -173,8 +173,8 @@ pub fn write_svg(path: &Path, force: bool, svg: &str) -> Result<(), Failure> {
 
 /// The guest view of the bundle at `path` (its top snapshot), by snapshot, written to `out`.
 pub fn bundle_picture(path: &Path, out: &Path, force: bool) -> Result<(), Failure> {
-    let bundle = parallels_image::Bundle::open(path).map_err(|e| crate::convert::bundle_failure(&e))?;
-    let svg = bundle.guest_svg(None).map_err(|e| crate::convert::bundle_failure(&e))?;
+    let bundle = parallels_image::Bundle::open(path).map_err(|e| bundle_failure(&e))?;
+    let svg = bundle.guest_svg(None).map_err(|e| bundle_failure(&e))?;
     write_svg(out, force, &svg)
 }
 
@@ -243,7 +243,7 @@ pub fn check_failure(e: &parallels_image::report::CheckError) -> Failure {
     match e {
         CheckError::Io { path, source } => Failure::io(path, source),
         CheckError::Image { path, source } => Failure::lib(path, source),
-        CheckError::Bundle(b) => crate::convert::bundle_failure(b),
+        CheckError::Bundle(b) => bundle_failure(b),
     }
 }
 
@@ -358,4 +358,28 @@ pub fn spinner(what: &str) -> ProgressBar {
     bar.set_message(what.to_string());
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
+}
+
+/// A bundle failure as a CLI failure (its message names the file).
+pub fn bundle_failure(e: &parallels_image::BundleError) -> Failure {
+    match e {
+        parallels_image::BundleError::Io { path, source }
+            if source.kind() == io::ErrorKind::NotFound
+                && path.file_name().is_some_and(|n| n == parallels_image::DESCRIPTOR_NAME)
+                && path.parent().is_some_and(Path::is_dir) =>
+        {
+            let dir = path.parent().unwrap_or(path);
+            Failure::at(
+                dir,
+                format!(
+                    "is a folder without {}: not a bundle (to check the images in it: prlimg check --recursive {})",
+                    parallels_image::DESCRIPTOR_NAME,
+                    dir.display()
+                ),
+            )
+        }
+        parallels_image::BundleError::Io { path, source } => Failure::io(path, source),
+        parallels_image::BundleError::Image { path, source } => Failure::lib(path, source),
+        other => Failure::plain(other.to_string()),
+    }
 }
