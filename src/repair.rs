@@ -43,6 +43,7 @@ use crate::raw::SECTOR_SIZE;
 use crate::rule::{Rule, Severity};
 use crate::source::Source;
 use crate::validate::{validate, Report, Verdict};
+use crate::violation::HeaderField;
 
 /// How much a repair may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -548,12 +549,12 @@ pub fn plan_repair(source: &dyn Source, level: RepairLevel) -> Result<RepairPlan
                 let mut a = action(
                     rule,
                     RepairKind::SetHeaderField {
-                        field: "magic",
+                        field: HeaderField::Magic.name(),
                         from: word(&found),
                         to: word(&magic),
                     },
                 );
-                a.bytes = Some((0, 16));
+                a.bytes = Some(HeaderField::Magic.span());
                 actions.push(a);
             }
             Violation::BadVersion { found } => {
@@ -561,12 +562,12 @@ pub fn plan_repair(source: &dyn Source, level: RepairLevel) -> Result<RepairPlan
                 let mut a = action(
                     rule,
                     RepairKind::SetHeaderField {
-                        field: "version",
+                        field: HeaderField::Version.name(),
                         from: found.into(),
                         to: VERSION.into(),
                     },
                 );
-                a.bytes = Some((16, 4));
+                a.bytes = Some(HeaderField::Version.span());
                 actions.push(a);
             }
             Violation::CatalogTooLarge { bat_entries, .. } => {
@@ -580,19 +581,19 @@ pub fn plan_repair(source: &dyn Source, level: RepairLevel) -> Result<RepairPlan
                 let mut a = action(
                     rule,
                     RepairKind::SetHeaderField {
-                        field: "bat_entries",
+                        field: HeaderField::BatEntries.name(),
                         from: bat_entries.into(),
                         to: needed,
                     },
                 );
-                a.bytes = Some((32, 4));
+                a.bytes = Some(HeaderField::BatEntries.span());
                 actions.push(a);
             }
             Violation::ExtOffTooBig { ext_off, .. } => {
                 raw.ext_off = 0.into();
                 dropped_ext_header = Some(ext_off);
                 let mut a = action(rule, RepairKind::DropExtension { offset: ext_off << 9 });
-                a.bytes = Some((56, 8));
+                a.bytes = Some(HeaderField::ExtOff.span());
                 a.lost_bitmaps
                     .push("(every bitmap of the extension: it is past any file)".into());
                 actions.push(a);
@@ -688,12 +689,12 @@ fn canonical_header(
         let mut a = action(
             rule,
             RepairKind::SetHeaderField {
-                field: "inuse",
+                field: HeaderField::Inuse.name(),
                 from: inuse.into(),
                 to: INUSE_CLOSED.into(),
             },
         );
-        a.bytes = Some((44, 4));
+        a.bytes = Some(HeaderField::Inuse.span());
         actions.push(a);
     }
     let flags = raw.flags.get();
@@ -702,12 +703,12 @@ fn canonical_header(
         let mut a = action(
             Rule::R9,
             RepairKind::SetHeaderField {
-                field: "flags",
+                field: HeaderField::Flags.name(),
                 from: flags.into(),
                 to: (flags & FLAGS_KNOWN).into(),
             },
         );
-        a.bytes = Some((52, 4));
+        a.bytes = Some(HeaderField::Flags.span());
         actions.push(a);
     }
     let nb = raw.nb_sectors.get();
@@ -716,12 +717,12 @@ fn canonical_header(
         let mut a = action(
             Rule::R10,
             RepairKind::SetHeaderField {
-                field: "nb_sectors",
+                field: HeaderField::NbSectors.name(),
                 from: nb,
                 to: nb & 0xffff_ffff,
             },
         );
-        a.bytes = Some((36, 8));
+        a.bytes = Some(HeaderField::NbSectors.span());
         actions.push(a);
     }
 }
@@ -921,12 +922,12 @@ fn plan_geometry(image: &Image<'_>, report: &Report, raw: &mut RawHeader, action
         let mut a = action(
             Rule::R11,
             RepairKind::SetHeaderField {
-                field: "nb_sectors",
+                field: HeaderField::NbSectors.name(),
                 from: nb,
                 to: covered,
             },
         );
-        a.bytes = Some((36, 8));
+        a.bytes = Some(HeaderField::NbSectors.span());
         a.lost_guest
             .push((covered * SECTOR_SIZE, (nb - covered).saturating_mul(SECTOR_SIZE)));
         actions.push(a);
@@ -945,12 +946,12 @@ fn plan_geometry(image: &Image<'_>, report: &Report, raw: &mut RawHeader, action
             let mut a = action(
                 rule,
                 RepairKind::SetHeaderField {
-                    field: "bat_entries",
+                    field: HeaderField::BatEntries.name(),
                     from: bat_entries,
                     to: needed,
                 },
             );
-            a.bytes = Some((32, 4));
+            a.bytes = Some(HeaderField::BatEntries.span());
             actions.push(a);
             bat_entries = needed;
             raw.bat_entries = (needed as u32).into();
@@ -1016,12 +1017,12 @@ fn plan_data_area(
         let mut a = action(
             rule,
             RepairKind::SetHeaderField {
-                field: "data_off",
+                field: HeaderField::DataOff.name(),
                 from: data_off.into(),
                 to: new_off,
             },
         );
-        a.bytes = Some((48, 4));
+        a.bytes = Some(HeaderField::DataOff.span());
         actions.push(a);
         raw.data_off = (new_off as u32).into();
     }
