@@ -39,7 +39,7 @@ use crate::raw::feature::{FeatureRecord, FEATURE_DIRTY_BITMAP};
 use crate::raw::header::{
     RawHeader, FLAGS_KNOWN, HEADER_SIZE, INUSE_CLOSED, INUSE_OPEN, MAGIC_V1, MAGIC_V2, MAX_BAT_ENTRIES, VERSION,
 };
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Bytes, Sectors, SECTOR_SIZE};
 use crate::rule::{Rule, Severity};
 use crate::source::Source;
 use crate::validate::{validate, Report, Verdict};
@@ -592,7 +592,12 @@ pub fn plan_repair(source: &dyn Source, level: RepairLevel) -> Result<RepairPlan
             Violation::ExtOffTooBig { ext_off, .. } => {
                 raw.ext_off = 0.into();
                 dropped_ext_header = Some(ext_off);
-                let mut a = action(rule, RepairKind::DropExtension { offset: ext_off << 9 });
+                let mut a = action(
+                    rule,
+                    RepairKind::DropExtension {
+                        offset: Sectors(ext_off).saturating_bytes().get(),
+                    },
+                );
                 a.bytes = Some(HeaderField::ExtOff.span());
                 a.lost_bitmaps
                     .push("(every bitmap of the extension: it is past any file)".into());
@@ -821,7 +826,7 @@ fn plan_model(
     let end = place_clusters(&mut objs, &g);
     let placed = lay_out(&objs, &mut ext, h.variant, &g, &mut actions);
     let extension = extension_bytes(&src, &ext, &placed, g.cs)?;
-    let new_ext_off = extension.as_ref().map_or(0, |(d, _)| d / SECTOR_SIZE);
+    let new_ext_off = extension.as_ref().map_or(0, |(d, _)| Bytes(*d).sectors_floor().get());
     if new_ext_off != raw.ext_off.get() {
         raw.ext_off = new_ext_off.into();
     }
@@ -928,13 +933,15 @@ fn plan_geometry(image: &Image<'_>, report: &Report, raw: &mut RawHeader, action
             },
         );
         a.bytes = Some(HeaderField::NbSectors.span());
-        a.lost_guest
-            .push((covered * SECTOR_SIZE, (nb - covered).saturating_mul(SECTOR_SIZE)));
+        a.lost_guest.push((
+            Sectors(covered).saturating_bytes().get(),
+            Sectors(nb - covered).saturating_bytes().get(),
+        ));
         actions.push(a);
         nb = covered;
         raw.nb_sectors = nb.into();
     }
-    let disk = nb * SECTOR_SIZE;
+    let disk = Sectors(nb).saturating_bytes().get();
     let needed = nb.div_ceil(u64::from(h.cluster_sectors));
 
     // R14, R48: a BAT longer than the disk, whose surplus entries are all 0, shrinks.
@@ -985,7 +992,7 @@ fn plan_data_area(
     let data_off = h.raw.data_off.get();
     let cur_start = match (h.variant, data_off) {
         (Variant::V1, 0) => bat_end.next_multiple_of(SECTOR_SIZE),
-        (_, d) => u64::from(d) * SECTOR_SIZE,
+        (_, d) => Sectors::bytes_of_u32(d).get(),
     };
     let min_start = match h.variant {
         Variant::V1 => bat_end.next_multiple_of(SECTOR_SIZE),
@@ -1011,7 +1018,7 @@ fn plan_data_area(
         Some(_) => bat_end.next_multiple_of(cs),
         None => cur_start,
     };
-    let new_off = data_start / SECTOR_SIZE;
+    let new_off = Bytes(data_start).sectors_floor().get();
     if new_off != u64::from(data_off) {
         let rule = misplaced.unwrap_or(Rule::R47);
         let mut a = action(
@@ -1248,7 +1255,7 @@ fn plan_record(
     if gran == 0 || !gran.is_power_of_two() {
         return drop(Rule::R35, actions);
     }
-    if u64::from(gran) * SECTOR_SIZE > 1 << 31 {
+    if Sectors::bytes_of_u32(gran) > Bytes(1 << 31) {
         return drop(Rule::R36, actions);
     }
     if kept.iter().any(|k| k.id == id) {
@@ -1321,7 +1328,8 @@ fn l1_outside(report: &Report, feature: usize, flags: u64, data: &[u8], l1_size:
             .then(|| {
                 (0..l1_size as usize).find_map(|i| {
                     let e = u64::from_le_bytes(crate::raw::padded::<8>(data, 32 + 8 * i as u64));
-                    (e > 1 && e.saturating_mul(SECTOR_SIZE).saturating_add(g.cs) > g.file_len).then_some(Rule::R39)
+                    (e > 1 && Sectors(e).saturating_bytes().get().saturating_add(g.cs) > g.file_len)
+                        .then_some(Rule::R39)
                 })
             })
             .flatten()
@@ -1410,7 +1418,7 @@ fn extension_objects(report: &Report, g: &Geometry, ext: &ExtPlan, actions: &mut
             if e <= 1 {
                 continue;
             }
-            let off = e.saturating_mul(SECTOR_SIZE);
+            let off = Sectors(e).saturating_bytes().get();
             let misplaced = if off < data_start {
                 Some(Rule::R45)
             } else if !(off - data_start).is_multiple_of(cs) {
@@ -1526,7 +1534,7 @@ fn lay_out(objs: &[Obj], ext: &mut ExtPlan, variant: Variant, g: &Geometry, acti
         match o.owner {
             Owner::Data(i) => {
                 let entry = match variant {
-                    Variant::V1 => dst / SECTOR_SIZE,
+                    Variant::V1 => Bytes(dst).sectors_floor().get(),
                     Variant::V2 => dst / cs,
                 };
                 placed.bat.insert(i, entry as u32);
@@ -1537,7 +1545,7 @@ fn lay_out(objs: &[Obj], ext: &mut ExtPlan, variant: Variant, g: &Geometry, acti
                 });
             }
             Owner::Chunk { bitmap, l1 } => {
-                placed.kept_l1[bitmap][l1] = dst / SECTOR_SIZE;
+                placed.kept_l1[bitmap][l1] = Bytes(dst).sectors_floor().get();
                 if dst != o.src {
                     ext.rewrite = true;
                 }

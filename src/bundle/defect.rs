@@ -14,6 +14,7 @@ use super::rule::BundleRule;
 use super::write::write_bundle_dir;
 use super::{Bundle, DESCRIPTOR_NAME};
 use crate::error::{BuildError, Error, Result};
+use crate::raw::{Bytes, Sectors};
 
 /// A GUID no bundle uses, for defects that need a fresh one.
 const STRAY_GUID: Uuid = Uuid::from_u128(0x0bad0bad_0bad_4bad_8bad_0bad0bad0bad);
@@ -130,7 +131,7 @@ impl BundleDefect {
                 Plan::Shorten(ref file) => {
                     let f = fs::OpenOptions::new().write(true).open(tmp.join(file))?;
                     let len = f.metadata()?.len();
-                    f.set_len(len.saturating_sub(512))?;
+                    f.set_len(len.saturating_sub(Sectors::SIZE.get()))?;
                 }
                 Plan::RemoveMarker => fs::remove_file(tmp.join(&name))?,
             }
@@ -342,8 +343,8 @@ enum Plan {
 /// Cylinders × Heads × Sectors = Disk_size again after the size changed.
 fn set_geometry(d: &mut Descriptor) {
     let n = d.disk.disk_size;
-    (d.disk.cylinders, d.disk.heads, d.disk.sectors) = if n.is_multiple_of(512) {
-        (n / 512, 16, 32)
+    (d.disk.cylinders, d.disk.heads, d.disk.sectors) = if let Some(sectors) = Bytes(n).exact_sectors() {
+        (sectors.get(), 16, 32)
     } else {
         (n, 1, 1)
     };

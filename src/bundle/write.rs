@@ -351,7 +351,7 @@ impl BundleBuilder {
 
     /// The storages as byte ranges.
     fn segments(&self) -> Result<Vec<(u64, u64)>> {
-        if self.size == 0 || !self.size.is_multiple_of(512) {
+        if self.size == 0 || !Bytes(self.size).is_sector_aligned() {
             return Err(Error::Build(BuildError::BundleSize { size: self.size }));
         }
         let mut cuts = self.splits.clone();
@@ -360,7 +360,7 @@ impl BundleBuilder {
         let mut out = Vec::new();
         let mut start = 0;
         for c in cuts {
-            if c == 0 || c >= self.size || c % 512 != 0 {
+            if c == 0 || c >= self.size || !Bytes(c).is_sector_aligned() {
                 return Err(Error::Build(BuildError::SplitOffset {
                     offset: c,
                     size: self.size,
@@ -376,7 +376,7 @@ impl BundleBuilder {
     /// The descriptor this builder writes for a folder named `name` (`NAME.hdd`).
     pub fn descriptor(&self, name: &str) -> Result<Descriptor> {
         let snaps = self.snapshots();
-        let sectors = self.size / 512;
+        let sectors = Bytes(self.size).sectors_floor().get();
         let (cylinders, heads, per_track) = if sectors.is_multiple_of(512) {
             (sectors / 512, 16, 32)
         } else {
@@ -388,9 +388,9 @@ impl BundleBuilder {
             .iter()
             .enumerate()
             .map(|(k, &(s, e))| Storage {
-                start: s / 512,
-                end: e / 512,
-                blocksize: self.cluster_size / 512,
+                start: Bytes(s).sectors_floor().get(),
+                end: Bytes(e).sectors_floor().get(),
+                blocksize: Bytes(self.cluster_size).sectors_floor().get(),
                 images: snaps
                     .iter()
                     .map(|sp| ImageEntry {

@@ -24,6 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{classify, read_all, Failure, Input, Opened, ReaderPrediction, ReaderRun, Truth};
+use crate::raw::Sectors;
 
 /// The version modelled.
 pub const LIBPHDI_VERSION: &str = "20260902";
@@ -162,18 +163,18 @@ fn read_header(file: &File, entry: usize) -> Header {
         .collect();
     // Each allocated entry goes into a tree that covers the header's sectors only.
     let sectors = u64::from_le_bytes(head[36..44].try_into().unwrap());
-    let block = tracks * 512;
+    let block = Sectors(tracks).saturating_bytes().get();
     if bat
         .iter()
         .enumerate()
-        .any(|(i, &e)| e != 0 && (i as u64).saturating_mul(block) >= sectors.saturating_mul(512))
+        .any(|(i, &e)| e != 0 && (i as u64).saturating_mul(block) >= Sectors(sectors).saturating_bytes().get())
     {
         return Err(refuse(
             "libphdi_block_tree_node_get_leaf_value_at_offset",
             "invalid offset value out of bounds",
         ));
     }
-    Ok((tracks * 512, 0, bat))
+    Ok((block, 0, bat))
 }
 
 struct Model {
@@ -255,8 +256,12 @@ impl Model {
             let entry = bat.get(index).copied().unwrap_or(0);
             if entry != 0 {
                 let mut buf = vec![0u8; want as usize];
-                let got = read_exact_at(&self.layers[file].file, &mut buf, u64::from(entry) * 512 + within)
-                    .map_err(|e| refuse("libbfio_file_io_handle_read_buffer", e))?;
+                let got = read_exact_at(
+                    &self.layers[file].file,
+                    &mut buf,
+                    Sectors::bytes_of_u32(entry).get() + within,
+                )
+                .map_err(|e| refuse("libbfio_file_io_handle_read_buffer", e))?;
                 buf.truncate(got);
                 return Ok(buf);
             }
@@ -308,7 +313,9 @@ fn open(opened: &Opened, out: &mut ReaderRun) -> Result<Option<Model>, Failure> 
         .first()
         .and_then(|s| s.guid)
         .map(|g| crate::bundle::format_guid(uuid::Uuid::from_bytes(g)));
-    let storage_start = storages.first().map_or(0, |s| s.start.saturating_mul(512));
+    let storage_start = storages
+        .first()
+        .map_or(0, |s| Sectors(s.start).saturating_bytes().get());
     let layers = files
         .into_iter()
         .zip(entries)
@@ -347,10 +354,10 @@ fn disk_parameters(params: roxmltree::Node<'_, '_>) -> Result<u64, Failure> {
         match e.tag_name().name() {
             "Disk_size" => {
                 let v = number(value).unwrap_or(0);
-                if v > u64::MAX / 512 {
-                    return Err(refuse(F_PARAMS, "invalid media size value out of bounds"));
-                }
-                media = v * 512;
+                media = Sectors(v)
+                    .checked_bytes()
+                    .ok_or_else(|| refuse(F_PARAMS, "invalid media size value out of bounds"))?
+                    .get();
             }
             // Both are kept as 32-bit numbers (the geometry is never used to read).
             "Cylinders" if number(value).unwrap_or(0) > u64::from(u32::MAX) => {
@@ -520,14 +527,14 @@ fn snapshot_layers(
                 }
                 if im.kind == Kind::Plain {
                     let len = files[file].metadata().map(|m| m.len()).unwrap_or(0);
-                    let offset = s.start.saturating_mul(512);
+                    let offset = Sectors(s.start).saturating_bytes().get();
                     if offset >= len {
                         return Err(refuse(
                             "libphdi_extent_table_append_extent",
                             "invalid extent offset value out of bounds",
                         ));
                     }
-                    if (s.end.saturating_sub(s.start)).saturating_mul(512) > len - offset {
+                    if Sectors(s.end.saturating_sub(s.start)).saturating_bytes().get() > len - offset {
                         return Err(refuse(
                             "libphdi_extent_table_append_extent",
                             "invalid extent size value out of bounds",

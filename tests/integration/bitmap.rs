@@ -106,7 +106,13 @@ fn clean_report_with_data_and_several_bitmaps() {
     let mut ser = vec![0u8; 32];
     ser[0] = 0x04;
     assert_eq!(b[0].serialized().unwrap(), ser);
-    assert_eq!(image.bitmap_named("cccccccc-cccc-cccc-cccc-cccccccccccc").unwrap().feature, 2);
+    assert_eq!(
+        image
+            .bitmap_named("cccccccc-cccc-cccc-cccc-cccccccccccc")
+            .unwrap()
+            .feature,
+        2
+    );
     let mut buf = vec![0u8; pattern.len()];
     image.read_guest(5 << 20, &mut buf).unwrap();
     assert_eq!(buf, pattern);
