@@ -534,6 +534,37 @@ pub enum ReadWrite {
     },
 }
 
+impl ReadWrite {
+    /// What a read-write open does, in words (`prlimg check`'s `QEMU 10 read-write:` line
+    /// after its prefix, and the JSON key `qemu_read_write`).
+    pub fn describe(&self) -> String {
+        match self {
+            ReadWrite::Refused { reason } => format!("refuses the image [{reason}]"),
+            ReadWrite::Opens {
+                drops_extension,
+                repairs,
+                truncates_to,
+            } => {
+                let mut what = Vec::new();
+                if *repairs {
+                    what.push("repairs it in place".to_string());
+                }
+                if *drops_extension {
+                    what.push("ignores the Format Extension, which is lost with its bitmaps".to_string());
+                }
+                if let Some(len) = truncates_to {
+                    what.push(format!("cuts the file at byte {len}"));
+                }
+                if what.is_empty() {
+                    "opens it; the file keeps its length".to_string()
+                } else {
+                    what.join("; ")
+                }
+            }
+        }
+    }
+}
+
 /// Predictions for the reference implementations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prediction {
@@ -849,30 +880,7 @@ impl Prediction {
             QemuCheck::Fails => out.push(format!("{ck}: fails (Device or resource busy), exit 1")),
             QemuCheck::Aborts { assertion } => out.push(format!("{ck}: aborts (exit 134): {assertion}")),
         }
-        out.push(match &self.read_write {
-            ReadWrite::Refused { reason } => format!("{q} read-write: refuses the image [{reason}]"),
-            ReadWrite::Opens {
-                drops_extension,
-                repairs,
-                truncates_to,
-            } => {
-                let mut what = Vec::new();
-                if *repairs {
-                    what.push("repairs it in place".to_string());
-                }
-                if *drops_extension {
-                    what.push("ignores the Format Extension, which is lost with its bitmaps".to_string());
-                }
-                if let Some(len) = truncates_to {
-                    what.push(format!("cuts the file at byte {len}"));
-                }
-                if what.is_empty() {
-                    format!("{q} read-write: opens it; the file keeps its length")
-                } else {
-                    format!("{q} read-write: {}", what.join("; "))
-                }
-            }
-        });
+        out.push(format!("{q} read-write: {}", self.read_write.describe()));
         out
     }
 }
