@@ -3,7 +3,7 @@
 use crate::error::Violation;
 use crate::raw::bat::{BAT_ENTRY_SIZE, BAT_OFFSET};
 use crate::raw::header::*;
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Sectors, SECTOR_SIZE};
 
 /// Which magic the image has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -161,12 +161,12 @@ impl Header {
 
     /// Cluster size in bytes.
     pub fn cluster_size(&self) -> u64 {
-        u64::from(self.cluster_sectors) * SECTOR_SIZE
+        Sectors::bytes_of_u32(self.cluster_sectors).get()
     }
 
     /// Virtual disk size in bytes.
     pub fn virtual_size(&self) -> u64 {
-        self.nb_sectors.saturating_mul(SECTOR_SIZE)
+        Sectors(self.nb_sectors).saturating_bytes().get()
     }
 
     /// Byte offset just past the last BAT entry.
@@ -188,7 +188,7 @@ impl Header {
     pub fn data_start(&self) -> u64 {
         match (self.variant, self.raw.data_off.get()) {
             (Variant::V1, 0) => self.min_data_start(),
-            (_, d) => u64::from(d) * SECTOR_SIZE,
+            (_, d) => Sectors::bytes_of_u32(d).get(),
         }
     }
 
@@ -196,14 +196,14 @@ impl Header {
     pub fn bat_entry_offset(&self, entry: u32) -> Option<u64> {
         match (entry, self.variant) {
             (0, _) => None,
-            (e, Variant::V1) => Some(u64::from(e) * SECTOR_SIZE),
+            (e, Variant::V1) => Some(Sectors::bytes_of_u32(e).get()),
             (e, Variant::V2) => Some(u64::from(e) * self.cluster_size()),
         }
     }
 
     /// Byte offset of the extension cluster, if any.
     pub fn ext_offset(&self) -> Option<u64> {
-        (self.ext_off != 0).then(|| self.ext_off * SECTOR_SIZE)
+        (self.ext_off != 0).then(|| Sectors(self.ext_off).saturating_bytes().get())
     }
 
     /// What `inuse` says.

@@ -402,9 +402,15 @@ impl<'s> Image<'s> {
         }
     }
 
-    /// The bitmap with this name (UUID string as QEMU prints it).
-    pub fn bitmap(&self, name: &str) -> Option<Bitmap<'_>> {
-        self.bitmaps().into_iter().find(|b| b.name() == name)
+    /// The bitmap with this id (the UUID QEMU names it by, its 16 bytes in stored order).
+    pub fn bitmap(&self, id: uuid::Uuid) -> Option<Bitmap<'_>> {
+        self.bitmaps().into_iter().find(|b| b.id() == *id.as_bytes())
+    }
+
+    /// The bitmap named `name`, a UUID (as QEMU prints it, `e4f2eed0-37fe-4539-…`, or in any other
+    /// spelling of a UUID); `None` when `name` is not a UUID or no bitmap has it.
+    pub fn bitmap_named(&self, name: &str) -> Option<Bitmap<'_>> {
+        self.bitmap(uuid::Uuid::try_parse(name).ok()?)
     }
 
     /// Reads guest bytes `[offset, offset + buf.len())` (unallocated clusters read as zeros).

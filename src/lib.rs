@@ -20,7 +20,9 @@
 //!
 //! ```text
 //!  raw            the on-disk grammar: zerocopy + binrw derive types (public, for fuzzers and tools)
-//!  rule, error    the numbered rules, their severities, and the typed errors
+//!  rule, violation, error
+//!                 the numbered rules, their severities, the violations (with the header's
+//!                 field table) and the typed errors
 //!  source, outfile, size
 //!                 where bytes come from (a slice, a Vec, a file read only where metadata is),
 //!                 where they go (careful output files), sizes with suffixes
@@ -111,6 +113,7 @@ mod size;
 mod source;
 mod stream;
 mod validate;
+mod violation;
 
 pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFormat};
 pub use builder::{BitmapSpec, Data, ImageBuilder, Layout};
@@ -123,7 +126,7 @@ pub use bundle::{
 };
 pub use check::{check, check_versions, ClusterStatistics, Conformance, JSON_SCHEMA};
 pub use edit::{edit_bitmaps, edit_bitmaps_file, BitmapEdit, EditedLayout};
-pub use error::{BuildError, Error, Location, PlanError, Region, RepairError, Requirement, Result, Violation};
+pub use error::{BuildError, Error, PlanError, RepairError, Requirement, Result};
 pub use extension::{Extension, ExtensionDigest, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
@@ -150,3 +153,4 @@ pub use size::{parse_size, ParseSizeError};
 pub use source::{FileSource, Source};
 pub use stream::StreamSource;
 pub use validate::{open, open_with, validate, validate_with, Finding, Report, Threads, Verdict};
+pub use violation::{Location, Region, Violation};

@@ -39,10 +39,11 @@ use crate::raw::feature::{FeatureRecord, FEATURE_DIRTY_BITMAP};
 use crate::raw::header::{
     RawHeader, FLAGS_KNOWN, HEADER_SIZE, INUSE_CLOSED, INUSE_OPEN, MAGIC_V1, MAGIC_V2, MAX_BAT_ENTRIES, VERSION,
 };
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Bytes, Sectors, SECTOR_SIZE};
 use crate::rule::{Rule, Severity};
 use crate::source::Source;
 use crate::validate::{validate, Report, Verdict};
+use crate::violation::HeaderField;
 
 /// How much a repair may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -548,12 +549,12 @@ pub fn plan_repair(source: &dyn Source, level: RepairLevel) -> Result<RepairPlan
                 let mut a = action(
                     rule,
                     RepairKind::SetHeaderField {
-                        field: "magic",
+                        field: HeaderField::Magic.name(),
                         from: word(&found),
                         to: word(&magic),
                     },
                 );
-                a.bytes = Some((0, 16));
+                a.bytes = Some(HeaderField::Magic.span());
                 actions.push(a);
             }
             Violation::BadVersion { found } => {
@@ -561,12 +562,12 @@ pub fn plan_repair(source: &dyn Source, level: RepairLevel) -> Result<RepairPlan
                 let mut a = action(
                     rule,
                     RepairKind::SetHeaderField {
-                        field: "version",
+                        field: HeaderField::Version.name(),
                         from: found.into(),
                         to: VERSION.into(),
                     },
                 );
-                a.bytes = Some((16, 4));
+                a.bytes = Some(HeaderField::Version.span());
                 actions.push(a);
             }
             Violation::CatalogTooLarge { bat_entries, .. } => {
@@ -580,19 +581,24 @@ pub fn plan_repair(source: &dyn Source, level: RepairLevel) -> Result<RepairPlan
                 let mut a = action(
                     rule,
                     RepairKind::SetHeaderField {
-                        field: "bat_entries",
+                        field: HeaderField::BatEntries.name(),
                         from: bat_entries.into(),
                         to: needed,
                     },
                 );
-                a.bytes = Some((32, 4));
+                a.bytes = Some(HeaderField::BatEntries.span());
                 actions.push(a);
             }
             Violation::ExtOffTooBig { ext_off, .. } => {
                 raw.ext_off = 0.into();
                 dropped_ext_header = Some(ext_off);
-                let mut a = action(rule, RepairKind::DropExtension { offset: ext_off << 9 });
-                a.bytes = Some((56, 8));
+                let mut a = action(
+                    rule,
+                    RepairKind::DropExtension {
+                        offset: Sectors(ext_off).saturating_bytes().get(),
+                    },
+                );
+                a.bytes = Some(HeaderField::ExtOff.span());
                 a.lost_bitmaps
                     .push("(every bitmap of the extension: it is past any file)".into());
                 actions.push(a);
@@ -688,12 +694,12 @@ fn canonical_header(
         let mut a = action(
             rule,
             RepairKind::SetHeaderField {
-                field: "inuse",
+                field: HeaderField::Inuse.name(),
                 from: inuse.into(),
                 to: INUSE_CLOSED.into(),
             },
         );
-        a.bytes = Some((44, 4));
+        a.bytes = Some(HeaderField::Inuse.span());
         actions.push(a);
     }
     let flags = raw.flags.get();
@@ -702,12 +708,12 @@ fn canonical_header(
         let mut a = action(
             Rule::R9,
             RepairKind::SetHeaderField {
-                field: "flags",
+                field: HeaderField::Flags.name(),
                 from: flags.into(),
                 to: (flags & FLAGS_KNOWN).into(),
             },
         );
-        a.bytes = Some((52, 4));
+        a.bytes = Some(HeaderField::Flags.span());
         actions.push(a);
     }
     let nb = raw.nb_sectors.get();
@@ -716,12 +722,12 @@ fn canonical_header(
         let mut a = action(
             Rule::R10,
             RepairKind::SetHeaderField {
-                field: "nb_sectors",
+                field: HeaderField::NbSectors.name(),
                 from: nb,
                 to: nb & 0xffff_ffff,
             },
         );
-        a.bytes = Some((36, 8));
+        a.bytes = Some(HeaderField::NbSectors.span());
         actions.push(a);
     }
 }
@@ -753,6 +759,47 @@ struct KeptBitmap {
     l1: Vec<u64>,
 }
 
+/// What the model plan settles about the input before it places clusters.
+struct Geometry {
+    /// Cluster size in bytes.
+    cs: u64,
+    /// The input's length.
+    file_len: u64,
+    /// `nb_sectors` of the output (R11 applied).
+    nb: u64,
+    /// The disk's size in bytes.
+    disk: u64,
+    /// The BAT entries the disk needs.
+    needed: u64,
+    /// Where the output's BAT ends.
+    bat_end: u64,
+    /// Where the output's data area starts.
+    data_start: u64,
+}
+
+/// What the plan does with the extension and its records.
+struct ExtPlan {
+    /// The bitmaps kept, in record order.
+    kept: Vec<KeptBitmap>,
+    /// Whether the extension cluster is written afresh.
+    rewrite: bool,
+    /// Where the kept extension is in the input (None: no extension in the output).
+    src: Option<u64>,
+}
+
+/// Where each cluster of the output goes and what the output's tables hold.
+struct Placed {
+    bat: BTreeMap<u32, u32>,
+    clusters: Vec<Copy>,
+    kept_l1: Vec<Vec<u64>>,
+    ext_dst: Option<u64>,
+}
+
+/// Whether the report has a finding of rule `r`.
+fn has(report: &Report, r: Rule) -> bool {
+    report.findings.iter().any(|f| f.violation.rule() == r)
+}
+
 fn plan_model(
     source: &dyn Source,
     level: RepairLevel,
@@ -761,43 +808,7 @@ fn plan_model(
     mut overlay: Vec<(u64, Vec<u8>)>,
     first: &Report,
 ) -> Result<RepairPlan> {
-    // The extension: its magic restored when the checksum proves the cluster, its checksum
-    // recomputed (provisionally: kept only if every record validates afterwards).
-    let mut drop_ext: Option<(Rule, u64)> = None;
-    let mut rechecksummed = false;
-    {
-        let src = Overlay {
-            inner: source,
-            patches: &overlay,
-        };
-        let image = Image::parse(&src)?;
-        if let Some(ext) = image.extension() {
-            let off = ext.file_offset;
-            let cs = ext.cluster_size;
-            let file_len = image.file_len();
-            if off >= file_len {
-                drop_ext = Some((Rule::R22, off));
-            } else {
-                let bytes = ext.bytes();
-                let covered = bytes.get(EXT_HEADER_SIZE.min(bytes.len())..).unwrap_or(&[]);
-                let tail = cs.saturating_sub(bytes.len().max(EXT_HEADER_SIZE) as u64);
-                let sum = checksum_padded(covered, tail);
-                let magic_ok = ext.magic() == EXT_MAGIC;
-                let sum_ok = ext.stored_checksum() == sum;
-                if !magic_ok && sum_ok && level == RepairLevel::All {
-                    overlay.push((off, EXT_MAGIC.to_le_bytes().to_vec()));
-                    let mut a = action(Rule::R24, RepairKind::RestoreExtMagic { offset: off });
-                    a.bytes = Some((off, 8));
-                    actions.push(a);
-                } else if !magic_ok {
-                    drop_ext = Some((Rule::R24, off));
-                } else if !sum_ok {
-                    overlay.push((off + 8, sum.to_vec()));
-                    rechecksummed = true;
-                }
-            }
-        }
-    }
+    let (drop_ext, rechecksummed) = settle_extension(source, level, &mut actions, &mut overlay)?;
     let src = Overlay {
         inner: source,
         patches: &overlay,
@@ -805,11 +816,109 @@ fn plan_model(
     let image = Image::parse(&src)?;
     let report = validate(&image)?;
     let h = *image.header();
-    let cs = h.cluster_size();
-    let file_len = image.file_len();
-    let has = |r: Rule| report.findings.iter().any(|f| f.violation.rule() == r);
     let mut raw = h.raw;
     canonical_header(&image, &report, &mut raw, &mut actions, true);
+    let g = plan_geometry(&image, &report, &mut raw, &mut actions);
+    let data_objs = plan_data_clusters(&image, &g, &mut actions);
+    let mut ext = plan_extension(&image, &report, level, &g, drop_ext, rechecksummed, &mut actions);
+    let mut objs = extension_objects(&report, &g, &ext, &mut actions);
+    objs.extend(data_objs);
+    let end = place_clusters(&mut objs, &g);
+    let placed = lay_out(&objs, &mut ext, h.variant, &g, &mut actions);
+    let extension = extension_bytes(&src, &ext, &placed, g.cs)?;
+    let new_ext_off = extension.as_ref().map_or(0, |(d, _)| Bytes(*d).sectors_floor().get());
+    if new_ext_off != raw.ext_off.get() {
+        raw.ext_off = new_ext_off.into();
+    }
+    let file_len = g.file_len;
+    let file_len_out = end.max(g.data_start);
+    if file_len_out < file_len && has(&report, Rule::R20) {
+        let mut a = action(
+            Rule::R20,
+            RepairKind::Truncate {
+                from: file_len,
+                to: file_len_out,
+            },
+        );
+        a.bytes = Some((file_len_out, file_len - file_len_out));
+        actions.push(a);
+    }
+    let unrepaired = first
+        .rules()
+        .into_iter()
+        .filter(|r| r.severity() == Severity::NonCanonical || r.severity() == Severity::Note)
+        .filter(|r| !actions.iter().any(|a| a.rule == *r))
+        .collect();
+    Ok(RepairPlan {
+        level,
+        before,
+        actions,
+        unrepaired,
+        kept_bitmaps: ext.kept.iter().map(|k| k.name.clone()).collect(),
+        output_len: file_len_out,
+        writing: Writing::Model(Box::new(Model {
+            header: raw,
+            cluster_size: g.cs,
+            bat: placed.bat,
+            clusters: placed.clusters,
+            extension,
+            file_len: file_len_out,
+            overlay,
+        })),
+    })
+}
+
+/// The extension before the plan: its magic restored when the checksum proves the cluster, its
+/// checksum recomputed (provisionally: kept only if every record validates afterwards). Returns
+/// why the extension is dropped, if it is, and whether it was re-checksummed.
+fn settle_extension(
+    source: &dyn Source,
+    level: RepairLevel,
+    actions: &mut Vec<RepairAction>,
+    overlay: &mut Vec<(u64, Vec<u8>)>,
+) -> Result<(Option<(Rule, u64)>, bool)> {
+    let src = Overlay {
+        inner: source,
+        patches: overlay,
+    };
+    let image = Image::parse(&src)?;
+    let Some(ext) = image.extension() else {
+        return Ok((None, false));
+    };
+    let off = ext.file_offset;
+    let cs = ext.cluster_size;
+    if off >= image.file_len() {
+        return Ok((Some((Rule::R22, off)), false));
+    }
+    let bytes = ext.bytes();
+    let covered = bytes.get(EXT_HEADER_SIZE.min(bytes.len())..).unwrap_or(&[]);
+    let tail = cs.saturating_sub(bytes.len().max(EXT_HEADER_SIZE) as u64);
+    let sum = checksum_padded(covered, tail);
+    let magic_ok = ext.magic() == EXT_MAGIC;
+    let sum_ok = ext.stored_checksum() == sum;
+    if !magic_ok && sum_ok && level == RepairLevel::All {
+        overlay.push((off, EXT_MAGIC.to_le_bytes().to_vec()));
+        let mut a = action(Rule::R24, RepairKind::RestoreExtMagic { offset: off });
+        a.bytes = Some((off, 8));
+        actions.push(a);
+        Ok((None, false))
+    } else if !magic_ok {
+        Ok((Some((Rule::R24, off)), false))
+    } else if !sum_ok {
+        overlay.push((off + 8, sum.to_vec()));
+        Ok((None, true))
+    } else {
+        Ok((None, false))
+    }
+}
+
+/// The header's geometry: the disk ends where the BAT does (R11), a BAT longer than the disk
+/// shrinks (R14, R48), the data area starts where it may (R12–R16, R47), the BAT's slack is
+/// zeroed (R44).
+fn plan_geometry(image: &Image<'_>, report: &Report, raw: &mut RawHeader, actions: &mut Vec<RepairAction>) -> Geometry {
+    let h = *image.header();
+    let cs = h.cluster_size();
+    let file_len = image.file_len();
 
     // R11: the disk ends where the BAT does.
     let mut nb = h.nb_sectors;
@@ -818,48 +927,72 @@ fn plan_model(
         let mut a = action(
             Rule::R11,
             RepairKind::SetHeaderField {
-                field: "nb_sectors",
+                field: HeaderField::NbSectors.name(),
                 from: nb,
                 to: covered,
             },
         );
-        a.bytes = Some((36, 8));
-        a.lost_guest
-            .push((covered * SECTOR_SIZE, (nb - covered).saturating_mul(SECTOR_SIZE)));
+        a.bytes = Some(HeaderField::NbSectors.span());
+        a.lost_guest.push((
+            Sectors(covered).saturating_bytes().get(),
+            Sectors(nb - covered).saturating_bytes().get(),
+        ));
         actions.push(a);
         nb = covered;
         raw.nb_sectors = nb.into();
     }
-    let disk = nb * SECTOR_SIZE;
+    let disk = Sectors(nb).saturating_bytes().get();
     let needed = nb.div_ceil(u64::from(h.cluster_sectors));
 
     // R14, R48: a BAT longer than the disk, whose surplus entries are all 0, shrinks.
     let mut bat_entries = u64::from(h.bat_entries);
-    if (has(Rule::R14) || has(Rule::R48)) && bat_entries > needed {
+    if (has(report, Rule::R14) || has(report, Rule::R48)) && bat_entries > needed {
         let surplus_zero = image.allocated_entries().all(|(i, _)| u64::from(i) < needed);
         if surplus_zero {
-            let rule = if has(Rule::R48) { Rule::R48 } else { Rule::R14 };
+            let rule = if has(report, Rule::R48) { Rule::R48 } else { Rule::R14 };
             let mut a = action(
                 rule,
                 RepairKind::SetHeaderField {
-                    field: "bat_entries",
+                    field: HeaderField::BatEntries.name(),
                     from: bat_entries,
                     to: needed,
                 },
             );
-            a.bytes = Some((32, 4));
+            a.bytes = Some(HeaderField::BatEntries.span());
             actions.push(a);
             bat_entries = needed;
             raw.bat_entries = (needed as u32).into();
         }
     }
     let bat_end = HEADER_SIZE as u64 + 4 * bat_entries;
+    let data_start = plan_data_area(image, report, raw, bat_end, actions);
+    Geometry {
+        cs,
+        file_len,
+        nb,
+        disk,
+        needed,
+        bat_end,
+        data_start,
+    }
+}
 
-    // The data area.
+/// Where the output's data area starts: where it is, unless it may not be there (R12–R16), then
+/// at the first cluster boundary after the BAT; `data_off` says so (R47); the BAT's slack is
+/// zeroed (R44).
+fn plan_data_area(
+    image: &Image<'_>,
+    report: &Report,
+    raw: &mut RawHeader,
+    bat_end: u64,
+    actions: &mut Vec<RepairAction>,
+) -> u64 {
+    let h = *image.header();
+    let cs = h.cluster_size();
     let data_off = h.raw.data_off.get();
     let cur_start = match (h.variant, data_off) {
         (Variant::V1, 0) => bat_end.next_multiple_of(SECTOR_SIZE),
-        (_, d) => u64::from(d) * SECTOR_SIZE,
+        (_, d) => Sectors::bytes_of_u32(d).get(),
     };
     let min_start = match h.variant {
         Variant::V1 => bat_end.next_multiple_of(SECTOR_SIZE),
@@ -874,7 +1007,7 @@ fn plan_model(
         Some(Rule::R13)
     } else if cur_start < min_start {
         Some(Rule::R14)
-    } else if cur_start > file_len {
+    } else if cur_start > image.file_len() {
         Some(Rule::R15)
     } else if below {
         Some(Rule::R16)
@@ -885,22 +1018,22 @@ fn plan_model(
         Some(_) => bat_end.next_multiple_of(cs),
         None => cur_start,
     };
-    let new_off = data_start / SECTOR_SIZE;
+    let new_off = Bytes(data_start).sectors_floor().get();
     if new_off != u64::from(data_off) {
         let rule = misplaced.unwrap_or(Rule::R47);
         let mut a = action(
             rule,
             RepairKind::SetHeaderField {
-                field: "data_off",
+                field: HeaderField::DataOff.name(),
                 from: data_off.into(),
                 to: new_off,
             },
         );
-        a.bytes = Some((48, 4));
+        a.bytes = Some(HeaderField::DataOff.span());
         actions.push(a);
         raw.data_off = (new_off as u32).into();
     }
-    if has(Rule::R44) {
+    if has(report, Rule::R44) {
         let mut a = action(
             Rule::R44,
             RepairKind::ZeroBatSlack {
@@ -911,21 +1044,26 @@ fn plan_model(
         a.bytes = Some((bat_end, data_start.saturating_sub(bat_end)));
         actions.push(a);
     }
+    data_start
+}
 
-    // Data clusters.
-    let mut objs: Vec<Obj> = Vec::new();
+/// The data clusters kept: entries past the disk (R43), below the data area (R16) or past the
+/// end of the file (R18) are cleared; a cluster cut short by the end is completed (R18).
+fn plan_data_clusters(image: &Image<'_>, g: &Geometry, actions: &mut Vec<RepairAction>) -> Vec<Obj> {
+    let h = image.header();
+    let (cs, file_len, data_start) = (g.cs, g.file_len, g.data_start);
     let mut data_objs: Vec<Obj> = Vec::new();
     for (index, entry) in image.allocated_entries() {
         let Some(off) = h.bat_entry_offset(entry) else { continue };
         let lost = |rule: Rule| {
             let mut a = action(rule, RepairKind::ClearBatEntry { index, entry });
             a.bytes = Some((HEADER_SIZE as u64 + 4 * u64::from(index), 4));
-            if u64::from(index) < needed {
-                a.lost_guest.push(guest_range(index, cs, disk));
+            if u64::from(index) < g.needed {
+                a.lost_guest.push(guest_range(index, cs, g.disk));
             }
             a
         };
-        if u64::from(index) >= needed {
+        if u64::from(index) >= g.needed {
             actions.push(lost(Rule::R43));
         } else if off < data_start {
             actions.push(lost(Rule::R16));
@@ -953,284 +1091,313 @@ fn plan_model(
             });
         }
     }
+    data_objs
+}
 
-    // The extension's records.
-    let mut kept: Vec<KeptBitmap> = Vec::new();
-    let mut ext_rewrite = false;
-    let mut ext_src: Option<u64> = None;
-    if let Some(ext) = image.extension() {
-        let off = ext.file_offset;
-        let feature_corrupt = report.findings.iter().any(|f| {
-            let r = f.violation.rule();
-            f.severity == Severity::Corruption && ((Rule::R26..=Rule::R42).contains(&r) || r == Rule::R49)
-        });
-        if drop_ext.is_none() && rechecksummed && feature_corrupt {
-            drop_ext = Some((Rule::R25, off));
+/// The extension and its records: the extension dropped (R22, R24, R25) or kept, each record
+/// kept with its fixes or dropped, the list rewritten when it must be (R26, R28–R31), trailing
+/// bits cleared (R42).
+fn plan_extension(
+    image: &Image<'_>,
+    report: &Report,
+    level: RepairLevel,
+    g: &Geometry,
+    mut drop_ext: Option<(Rule, u64)>,
+    rechecksummed: bool,
+    actions: &mut Vec<RepairAction>,
+) -> ExtPlan {
+    let mut plan = ExtPlan {
+        kept: Vec::new(),
+        rewrite: false,
+        src: None,
+    };
+    let Some(ext) = image.extension() else {
+        return plan;
+    };
+    let cs = g.cs;
+    let off = ext.file_offset;
+    let feature_corrupt = report.findings.iter().any(|f| {
+        let r = f.violation.rule();
+        f.severity == Severity::Corruption && ((Rule::R26..=Rule::R42).contains(&r) || r == Rule::R49)
+    });
+    if drop_ext.is_none() && rechecksummed && feature_corrupt {
+        drop_ext = Some((Rule::R25, off));
+    }
+    if let Some((rule, off)) = drop_ext {
+        let mut a = action(rule, RepairKind::DropExtension { offset: off });
+        a.bytes = Some((off, cs));
+        a.lost_bitmaps = image.bitmaps().iter().map(|b| b.name()).collect();
+        if a.lost_bitmaps.is_empty() && ext.magic() != EXT_MAGIC {
+            // The cluster is not an extension: whatever it held is not known.
+            a.lost_bitmaps
+                .push("(the bitmaps of the unreadable extension, if any)".into());
         }
-        if let Some((rule, off)) = drop_ext {
-            let mut a = action(rule, RepairKind::DropExtension { offset: off });
-            a.bytes = Some((off, cs));
-            a.lost_bitmaps = image.bitmaps().iter().map(|b| b.name()).collect();
-            if a.lost_bitmaps.is_empty() && ext.magic() != EXT_MAGIC {
-                // The cluster is not an extension: whatever it held is not known.
-                a.lost_bitmaps
-                    .push("(the bitmaps of the unreadable extension, if any)".into());
-            }
-            actions.push(a);
-        } else {
-            if rechecksummed {
-                let mut a = action(Rule::R25, RepairKind::Rechecksum { offset: off });
-                a.bytes = Some((off + 8, 16));
-                actions.push(a);
-            }
-            ext_src = Some(off);
-            let mut ids: Vec<[u8; 16]> = Vec::new();
-            let bitmaps = image.bitmaps();
-            let findings_of = |feature: usize| {
-                report
-                    .findings
-                    .iter()
-                    .filter(move |f| violation_feature(&f.violation) == Some(feature))
-            };
-            for f in ext.features() {
-                let magic = f.header.magic.get();
-                let flags = f.header.flags.get();
-                if magic != FEATURE_DIRTY_BITMAP {
-                    let mut a = action(Rule::R29, RepairKind::DropFeature { index: f.index, magic });
-                    a.bytes = Some((off + f.offset, 24 + u64::from(f.header.data_size.get())));
-                    actions.push(a);
-                    ext_rewrite = true;
-                    continue;
-                }
-                // The record's bitmap header and L1 table, read from the cluster.
-                let data = ext.slice(f.data_range());
-                let name = uuid::Uuid::from_bytes(crate::raw::padded::<16>(data, 8)).to_string();
-                let drop = |rule: Rule, actions: &mut Vec<RepairAction>| {
-                    let mut a = action(
-                        rule,
-                        RepairKind::DropBitmap {
-                            index: f.index,
-                            name: name.clone(),
-                        },
-                    );
-                    a.bytes = Some((off + f.offset, 24 + u64::from(f.header.data_size.get())));
-                    a.lost_bitmaps.push(name.clone());
-                    actions.push(a);
-                };
-                if nb == 0 {
-                    drop(Rule::R49, &mut actions);
-                    ext_rewrite = true;
-                    continue;
-                }
-                if flags != 0 {
-                    if level == RepairLevel::Leaks {
-                        continue;
-                    }
-                    let mut a = action(Rule::R27, RepairKind::ClearFeatureFlags { index: f.index, flags });
-                    a.bytes = Some((off + f.offset + 8, 8));
-                    actions.push(a);
-                    ext_rewrite = true;
-                }
-                let data_size = u64::from(f.header.data_size.get());
-                if data_size < 32 {
-                    drop(Rule::R32, &mut actions);
-                    ext_rewrite = true;
-                    continue;
-                }
-                let size = u64::from_le_bytes(crate::raw::padded::<8>(data, 0));
-                let id = crate::raw::padded::<16>(data, 8);
-                let gran = u32::from_le_bytes(crate::raw::padded::<4>(data, 24));
-                let l1_size = u32::from_le_bytes(crate::raw::padded::<4>(data, 28));
-                if data_size < 32 + 8 * u64::from(l1_size) {
-                    drop(Rule::R32, &mut actions);
-                    ext_rewrite = true;
-                    continue;
-                }
-                if gran == 0 || !gran.is_power_of_two() {
-                    drop(Rule::R35, &mut actions);
-                    ext_rewrite = true;
-                    continue;
-                }
-                if u64::from(gran) * SECTOR_SIZE > 1 << 31 {
-                    drop(Rule::R36, &mut actions);
-                    ext_rewrite = true;
-                    continue;
-                }
-                if ids.contains(&id) {
-                    drop(Rule::R41, &mut actions);
-                    ext_rewrite = true;
-                    continue;
-                }
-                // R39, R40: a chunk outside the file, or on someone else's cluster.
-                let l1_bad = findings_of(f.index).find_map(|x| match x.violation.rule() {
-                    r @ (Rule::R39 | Rule::R40) => Some(r),
-                    _ => None,
-                });
-                let l1_bad = l1_bad.or_else(|| {
-                    // A record with flags was not checked as a bitmap: check its chunks here.
-                    (flags != 0)
-                        .then(|| {
-                            (0..l1_size as usize).find_map(|i| {
-                                let e = u64::from_le_bytes(crate::raw::padded::<8>(data, 32 + 8 * i as u64));
-                                (e > 1 && e.saturating_mul(SECTOR_SIZE).saturating_add(cs) > file_len)
-                                    .then_some(Rule::R39)
-                            })
-                        })
-                        .flatten()
-                });
-                if let Some(rule) = l1_bad {
-                    drop(rule, &mut actions);
-                    ext_rewrite = true;
-                    continue;
-                }
-                let l1: Vec<u64> = (0..l1_size as u64)
-                    .map(|i| u64::from_le_bytes(crate::raw::padded::<8>(data, 32 + 8 * i)))
-                    .collect();
-                let granules = nb.div_ceil(u64::from(gran));
-                let expected = granules.div_ceil(cs * 8);
-                // A table that cannot fit in the extension cluster is not this bitmap's.
-                let fits = expected
-                    .checked_mul(8)
-                    .is_some_and(|b| b + 32 + 2 * 24 + EXT_HEADER_SIZE as u64 <= cs);
-                let l1 = if !fits {
-                    drop(Rule::R37, &mut actions);
-                    ext_rewrite = true;
-                    continue;
-                } else if l1.len() as u64 == expected {
-                    l1
-                } else if l1.len() as u64 > expected && l1[expected as usize..].iter().all(|&e| e == 0) {
-                    let mut a = action(
-                        Rule::R37,
-                        RepairKind::SetBitmapField {
-                            index: f.index,
-                            field: "l1_size",
-                            from: l1.len() as u64,
-                            to: expected,
-                        },
-                    );
-                    a.bytes = Some((off + f.offset + 24 + 28, 4));
-                    actions.push(a);
-                    l1[..expected as usize].to_vec()
-                } else if l1.is_empty() {
-                    let mut a = action(
-                        Rule::R37,
-                        RepairKind::SetBitmapField {
-                            index: f.index,
-                            field: "l1_size",
-                            from: 0,
-                            to: expected,
-                        },
-                    );
-                    a.bytes = Some((off + f.offset + 24 + 28, 4));
-                    actions.push(a);
-                    vec![0; expected as usize]
-                } else {
-                    drop(Rule::R37, &mut actions);
-                    ext_rewrite = true;
-                    continue;
-                };
-                if l1.len() as u64 != u64::from(l1_size) {
-                    ext_rewrite = true;
-                }
-                if size != nb {
-                    let mut a = action(
-                        Rule::R34,
-                        RepairKind::SetBitmapField {
-                            index: f.index,
-                            field: "size",
-                            from: size,
-                            to: nb,
-                        },
-                    );
-                    a.bytes = Some((off + f.offset + 24, 8));
-                    actions.push(a);
-                    ext_rewrite = true;
-                }
-                if data_size != 32 + 8 * u64::from(l1_size) {
-                    let mut a = action(
-                        Rule::R33,
-                        RepairKind::SetBitmapField {
-                            index: f.index,
-                            field: "data_size",
-                            from: data_size,
-                            to: 32 + 8 * l1.len() as u64,
-                        },
-                    );
-                    a.bytes = Some((off + f.offset + 16, 4));
-                    actions.push(a);
-                    ext_rewrite = true;
-                }
-                ids.push(id);
-                kept.push(KeptBitmap {
-                    feature: f.index,
-                    name,
-                    size: nb,
-                    id,
-                    granularity: gran,
-                    l1,
-                });
-            }
-            let _ = bitmaps;
-            // R28: the record whose data runs past the cluster is not among the features.
-            if let crate::extension::ListEnd::Overflow { entry, .. } = ext.end() {
-                let magic = entry.header.magic.get();
-                let mut a = action(
-                    Rule::R28,
-                    RepairKind::DropFeature {
-                        index: entry.index,
-                        magic,
-                    },
-                );
-                a.bytes = Some((off + entry.offset, cs - entry.offset));
-                if magic == FEATURE_DIRTY_BITMAP {
-                    let data = ext.slice(entry.offset + 24..cs);
-                    a.lost_bitmaps
-                        .push(uuid::Uuid::from_bytes(crate::raw::padded::<16>(data, 8)).to_string());
-                }
-                actions.push(a);
-                ext_rewrite = true;
-            }
-            if has(Rule::R26) || has(Rule::R30) || has(Rule::R31) {
-                let rule = [Rule::R26, Rule::R30, Rule::R31]
-                    .into_iter()
-                    .find(|r| has(*r))
-                    .unwrap_or(Rule::R31);
-                let mut a = action(rule, RepairKind::RewriteExtension { offset: off });
-                a.bytes = Some((off, cs));
-                actions.push(a);
-                ext_rewrite = true;
-            }
-            // R42: bits past the last granule.
-            for f in report.findings.iter() {
-                if let Violation::BitmapTrailingBits { feature, .. } = f.violation {
-                    if kept.iter().any(|k| k.feature == feature) {
-                        actions.push(action(Rule::R42, RepairKind::ClearTrailingBits { index: feature }));
-                    }
-                }
-            }
-            if kept.is_empty() && ext_rewrite {
-                // No record is left: no extension.
-                ext_src = None;
-                let mut a = action(Rule::R29, RepairKind::DropExtension { offset: off });
-                a.rule = actions.last().map_or(Rule::R29, |a| a.rule);
-                a.bytes = Some((off, cs));
-                actions.push(a);
+        actions.push(a);
+        return plan;
+    }
+    if rechecksummed {
+        let mut a = action(Rule::R25, RepairKind::Rechecksum { offset: off });
+        a.bytes = Some((off + 8, 16));
+        actions.push(a);
+    }
+    plan.src = Some(off);
+    for f in ext.features() {
+        let (kept, rewrite) = plan_record(ext, f, report, level, g, &plan.kept, actions);
+        plan.rewrite |= rewrite;
+        plan.kept.extend(kept);
+    }
+    // R28: the record whose data runs past the cluster is not among the features.
+    if let crate::extension::ListEnd::Overflow { entry, .. } = ext.end() {
+        let magic = entry.header.magic.get();
+        let mut a = action(
+            Rule::R28,
+            RepairKind::DropFeature {
+                index: entry.index,
+                magic,
+            },
+        );
+        a.bytes = Some((off + entry.offset, cs - entry.offset));
+        if magic == FEATURE_DIRTY_BITMAP {
+            let data = ext.slice(entry.offset + 24..cs);
+            a.lost_bitmaps
+                .push(uuid::Uuid::from_bytes(crate::raw::padded::<16>(data, 8)).to_string());
+        }
+        actions.push(a);
+        plan.rewrite = true;
+    }
+    if let Some(rule) = [Rule::R26, Rule::R30, Rule::R31].into_iter().find(|r| has(report, *r)) {
+        let mut a = action(rule, RepairKind::RewriteExtension { offset: off });
+        a.bytes = Some((off, cs));
+        actions.push(a);
+        plan.rewrite = true;
+    }
+    // R42: bits past the last granule.
+    for f in report.findings.iter() {
+        if let Violation::BitmapTrailingBits { feature, .. } = f.violation {
+            if plan.kept.iter().any(|k| k.feature == feature) {
+                actions.push(action(Rule::R42, RepairKind::ClearTrailingBits { index: feature }));
             }
         }
     }
+    if plan.kept.is_empty() && plan.rewrite {
+        // No record is left: no extension.
+        plan.src = None;
+        let mut a = action(Rule::R29, RepairKind::DropExtension { offset: off });
+        a.rule = actions.last().map_or(Rule::R29, |a| a.rule);
+        a.bytes = Some((off, cs));
+        actions.push(a);
+    }
+    plan
+}
 
-    // Every cluster of the output, the extension first, then bitmap clusters, then data.
-    if let Some(off) = ext_src {
+/// One feature record of a kept extension: dropped (R29, R32, R35–R37, R39–R41, R49), or kept
+/// as a bitmap with its fields fixed (R27, R33, R34, R37). Returns the bitmap kept, if any, and
+/// whether the extension must be rewritten for this record.
+fn plan_record(
+    ext: &crate::extension::Extension<'_>,
+    f: &crate::extension::FeatureEntry,
+    report: &Report,
+    level: RepairLevel,
+    g: &Geometry,
+    kept: &[KeptBitmap],
+    actions: &mut Vec<RepairAction>,
+) -> (Option<KeptBitmap>, bool) {
+    let (cs, nb, off) = (g.cs, g.nb, ext.file_offset);
+    let magic = f.header.magic.get();
+    let flags = f.header.flags.get();
+    let record_bytes = Some((off + f.offset, 24 + u64::from(f.header.data_size.get())));
+    if magic != FEATURE_DIRTY_BITMAP {
+        let mut a = action(Rule::R29, RepairKind::DropFeature { index: f.index, magic });
+        a.bytes = record_bytes;
+        actions.push(a);
+        return (None, true);
+    }
+    // The record's bitmap header and L1 table, read from the cluster.
+    let data = ext.slice(f.data_range());
+    let name = uuid::Uuid::from_bytes(crate::raw::padded::<16>(data, 8)).to_string();
+    let drop = |rule: Rule, actions: &mut Vec<RepairAction>| {
+        let mut a = action(
+            rule,
+            RepairKind::DropBitmap {
+                index: f.index,
+                name: name.clone(),
+            },
+        );
+        a.bytes = record_bytes;
+        a.lost_bitmaps.push(name.clone());
+        actions.push(a);
+        (None, true)
+    };
+    if nb == 0 {
+        return drop(Rule::R49, actions);
+    }
+    let mut rewrite = false;
+    if flags != 0 {
+        if level == RepairLevel::Leaks {
+            return (None, false);
+        }
+        let mut a = action(Rule::R27, RepairKind::ClearFeatureFlags { index: f.index, flags });
+        a.bytes = Some((off + f.offset + 8, 8));
+        actions.push(a);
+        rewrite = true;
+    }
+    let data_size = u64::from(f.header.data_size.get());
+    if data_size < 32 {
+        return drop(Rule::R32, actions);
+    }
+    let size = u64::from_le_bytes(crate::raw::padded::<8>(data, 0));
+    let id = crate::raw::padded::<16>(data, 8);
+    let gran = u32::from_le_bytes(crate::raw::padded::<4>(data, 24));
+    let l1_size = u32::from_le_bytes(crate::raw::padded::<4>(data, 28));
+    if data_size < 32 + 8 * u64::from(l1_size) {
+        return drop(Rule::R32, actions);
+    }
+    if gran == 0 || !gran.is_power_of_two() {
+        return drop(Rule::R35, actions);
+    }
+    if Sectors::bytes_of_u32(gran) > Bytes(1 << 31) {
+        return drop(Rule::R36, actions);
+    }
+    if kept.iter().any(|k| k.id == id) {
+        return drop(Rule::R41, actions);
+    }
+    if let Some(rule) = l1_outside(report, f.index, flags, data, l1_size, g) {
+        return drop(rule, actions);
+    }
+    let l1: Vec<u64> = (0..l1_size as u64)
+        .map(|i| u64::from_le_bytes(crate::raw::padded::<8>(data, 32 + 8 * i)))
+        .collect();
+    let Some(l1) = fit_l1(f.index, off + f.offset, l1, nb, gran, cs, actions) else {
+        return drop(Rule::R37, actions);
+    };
+    if l1.len() as u64 != u64::from(l1_size) {
+        rewrite = true;
+    }
+    if size != nb {
+        let mut a = action(
+            Rule::R34,
+            RepairKind::SetBitmapField {
+                index: f.index,
+                field: "size",
+                from: size,
+                to: nb,
+            },
+        );
+        a.bytes = Some((off + f.offset + 24, 8));
+        actions.push(a);
+        rewrite = true;
+    }
+    if data_size != 32 + 8 * u64::from(l1_size) {
+        let mut a = action(
+            Rule::R33,
+            RepairKind::SetBitmapField {
+                index: f.index,
+                field: "data_size",
+                from: data_size,
+                to: 32 + 8 * l1.len() as u64,
+            },
+        );
+        a.bytes = Some((off + f.offset + 16, 4));
+        actions.push(a);
+        rewrite = true;
+    }
+    let bitmap = KeptBitmap {
+        feature: f.index,
+        name,
+        size: nb,
+        id,
+        granularity: gran,
+        l1,
+    };
+    (Some(bitmap), rewrite)
+}
+
+/// R39, R40: the rule of a record's chunk outside the file or on someone else's cluster, if any.
+fn l1_outside(report: &Report, feature: usize, flags: u64, data: &[u8], l1_size: u32, g: &Geometry) -> Option<Rule> {
+    let found = report
+        .findings
+        .iter()
+        .filter(|x| violation_feature(&x.violation) == Some(feature))
+        .find_map(|x| match x.violation.rule() {
+            r @ (Rule::R39 | Rule::R40) => Some(r),
+            _ => None,
+        });
+    found.or_else(|| {
+        // A record with flags was not checked as a bitmap: check its chunks here.
+        (flags != 0)
+            .then(|| {
+                (0..l1_size as usize).find_map(|i| {
+                    let e = u64::from_le_bytes(crate::raw::padded::<8>(data, 32 + 8 * i as u64));
+                    (e > 1 && Sectors(e).saturating_bytes().get().saturating_add(g.cs) > g.file_len)
+                        .then_some(Rule::R39)
+                })
+            })
+            .flatten()
+    })
+}
+
+/// R37: the L1 table of the length the disk needs: kept, cut (its surplus all 0) or made (it was
+/// empty); `None` when the record must be dropped.
+fn fit_l1(
+    index: usize,
+    record: u64,
+    l1: Vec<u64>,
+    nb: u64,
+    gran: u32,
+    cs: u64,
+    actions: &mut Vec<RepairAction>,
+) -> Option<Vec<u64>> {
+    let granules = nb.div_ceil(u64::from(gran));
+    let expected = granules.div_ceil(cs * 8);
+    // A table that cannot fit in the extension cluster is not this bitmap's.
+    let fits = expected
+        .checked_mul(8)
+        .is_some_and(|b| b + 32 + 2 * 24 + EXT_HEADER_SIZE as u64 <= cs);
+    let resize = |from: u64, actions: &mut Vec<RepairAction>| {
+        let mut a = action(
+            Rule::R37,
+            RepairKind::SetBitmapField {
+                index,
+                field: "l1_size",
+                from,
+                to: expected,
+            },
+        );
+        a.bytes = Some((record + 24 + 28, 4));
+        actions.push(a);
+    };
+    if !fits {
+        None
+    } else if l1.len() as u64 == expected {
+        Some(l1)
+    } else if l1.len() as u64 > expected && l1[expected as usize..].iter().all(|&e| e == 0) {
+        resize(l1.len() as u64, actions);
+        Some(l1[..expected as usize].to_vec())
+    } else if l1.is_empty() {
+        resize(0, actions);
+        Some(vec![0; expected as usize])
+    } else {
+        None
+    }
+}
+
+/// The clusters of the kept extension and of its bitmaps, the extension first, then bitmap
+/// clusters in L1 order, each with why it cannot stay where it is (R21, R23, R38, R45); the
+/// extension cut short by the end of the file is rewritten (R22).
+fn extension_objects(report: &Report, g: &Geometry, ext: &ExtPlan, actions: &mut Vec<RepairAction>) -> Vec<Obj> {
+    let (cs, data_start) = (g.cs, g.data_start);
+    let mut objs = Vec::new();
+    if let Some(off) = ext.src {
         let misplaced = if off < data_start {
-            Some(if off < bat_end { Rule::R23 } else { Rule::R45 })
+            Some(if off < g.bat_end { Rule::R23 } else { Rule::R45 })
         } else if !(off - data_start).is_multiple_of(cs) {
             Some(Rule::R21)
         } else {
             None
         };
-        if off + cs > file_len {
+        if off + cs > g.file_len {
             let mut a = action(Rule::R22, RepairKind::RewriteExtension { offset: off });
-            a.bytes = Some((off, file_len - off));
+            a.bytes = Some((off, g.file_len - off));
             actions.push(a);
         }
         objs.push(Obj {
@@ -1241,8 +1408,8 @@ fn plan_model(
             clear_bits_from: None,
         });
     }
-    for (b, k) in kept.iter().enumerate() {
-        let granules = nb.div_ceil(u64::from(k.granularity));
+    for (b, k) in ext.kept.iter().enumerate() {
+        let granules = g.nb.div_ceil(u64::from(k.granularity));
         let trailing = report
             .findings
             .iter()
@@ -1251,7 +1418,7 @@ fn plan_model(
             if e <= 1 {
                 continue;
             }
-            let off = e.saturating_mul(SECTOR_SIZE);
+            let off = Sectors(e).saturating_bytes().get();
             let misplaced = if off < data_start {
                 Some(Rule::R45)
             } else if !(off - data_start).is_multiple_of(cs) {
@@ -1269,9 +1436,14 @@ fn plan_model(
             });
         }
     }
-    objs.extend(data_objs);
+    objs
+}
 
-    // Places: each keeps its own if it may and it is free; the others take the lowest free one.
+/// Places: each cluster keeps its own if it may and it is free (else R19, R40); the others take
+/// the lowest free one (R23 when the extension held it); holes below the last cluster are filled
+/// by moving the last one down (R46). Returns where the output's last cluster ends.
+fn place_clusters(objs: &mut [Obj], g: &Geometry) -> u64 {
+    let (cs, data_start) = (g.cs, g.data_start);
     let slot_of = |off: u64| (off - data_start) / cs;
     let mut taken: BTreeMap<u64, usize> = BTreeMap::new();
     for (n, o) in objs.iter_mut().enumerate() {
@@ -1281,8 +1453,6 @@ fn plan_model(
                 v.insert(n);
                 o.dst = Some(o.src);
             } else {
-                let holder = &taken[&s];
-                let _ = holder;
                 o.misplaced = Some(match o.owner {
                     Owner::Data(_) => Rule::R19,
                     _ => Rule::R40,
@@ -1326,22 +1496,28 @@ fn plan_model(
             objs[n].misplaced = Some(Rule::R46);
         }
     }
-    let end = taken
+    taken
         .last_key_value()
-        .map_or(data_start, |(&s, _)| data_start + (s + 1) * cs);
+        .map_or(data_start, |(&s, _)| data_start + (s + 1) * cs)
+}
 
-    // The output's BAT, bitmaps and extension.
-    let mut bat = BTreeMap::new();
-    let mut clusters = Vec::new();
-    let mut kept_l1 = kept.iter().map(|k| k.l1.clone()).collect::<Vec<_>>();
-    let mut ext_dst = None;
-    for o in &objs {
+/// The output's BAT, bitmap tables and clusters from the places given, with a move action for
+/// each cluster that moves; a bitmap cluster that moves makes the extension rewritten.
+fn lay_out(objs: &[Obj], ext: &mut ExtPlan, variant: Variant, g: &Geometry, actions: &mut Vec<RepairAction>) -> Placed {
+    let cs = g.cs;
+    let mut placed = Placed {
+        bat: BTreeMap::new(),
+        clusters: Vec::new(),
+        kept_l1: ext.kept.iter().map(|k| k.l1.clone()).collect(),
+        ext_dst: None,
+    };
+    for o in objs {
         let dst = o.dst.expect("every cluster has a place");
         if let Some(rule) = o.misplaced {
             let (what, copy) = match o.owner {
                 Owner::Data(i) => (format!("BAT[{i}]"), matches!(rule, Rule::R19 | Rule::R23)),
                 Owner::Extension => ("the extension".to_string(), false),
-                Owner::Chunk { bitmap, l1 } => (format!("bitmap {} L1[{l1}]", kept[bitmap].name), false),
+                Owner::Chunk { bitmap, l1 } => (format!("bitmap {} L1[{l1}]", ext.kept[bitmap].name), false),
             };
             let mut a = action(
                 rule,
@@ -1352,98 +1528,64 @@ fn plan_model(
                     copy,
                 },
             );
-            a.bytes = Some((o.src, cs.min(file_len.saturating_sub(o.src))));
+            a.bytes = Some((o.src, cs.min(g.file_len.saturating_sub(o.src))));
             actions.push(a);
         }
         match o.owner {
             Owner::Data(i) => {
-                let entry = match h.variant {
-                    Variant::V1 => dst / SECTOR_SIZE,
+                let entry = match variant {
+                    Variant::V1 => Bytes(dst).sectors_floor().get(),
                     Variant::V2 => dst / cs,
                 };
-                bat.insert(i, entry as u32);
-                clusters.push(Copy {
+                placed.bat.insert(i, entry as u32);
+                placed.clusters.push(Copy {
                     src: o.src,
                     dst,
                     clear_bits_from: None,
                 });
             }
             Owner::Chunk { bitmap, l1 } => {
-                kept_l1[bitmap][l1] = dst / SECTOR_SIZE;
+                placed.kept_l1[bitmap][l1] = Bytes(dst).sectors_floor().get();
                 if dst != o.src {
-                    ext_rewrite = true;
+                    ext.rewrite = true;
                 }
-                clusters.push(Copy {
+                placed.clusters.push(Copy {
                     src: o.src,
                     dst,
                     clear_bits_from: o.clear_bits_from,
                 });
             }
-            Owner::Extension => ext_dst = Some(dst),
+            Owner::Extension => placed.ext_dst = Some(dst),
         }
     }
-    let extension = match (ext_src, ext_dst) {
-        (Some(off), Some(dst)) => {
-            let bytes = if ext_rewrite {
-                let records = kept
-                    .iter()
-                    .zip(&kept_l1)
-                    .map(|(k, l1)| {
-                        FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(k.size, k.id, k.granularity, l1.clone()))
-                    })
-                    .collect();
-                ExtensionCluster::new(records)
-                    .to_cluster(cs as usize)
-                    .map_err(|e| crate::error::BuildError::Extension(e.to_string()))?
-            } else {
-                let mut v = vec![0u8; cs as usize];
-                let n = src.read_into(off, &mut v)?;
-                v[n..].fill(0);
-                v
-            };
-            Some((dst, bytes))
-        }
-        _ => None,
+    placed
+}
+
+/// The output's extension cluster and where it goes: written afresh from the kept bitmaps when
+/// it must be, else the input's cluster.
+fn extension_bytes(src: &dyn Source, ext: &ExtPlan, placed: &Placed, cs: u64) -> Result<Option<(u64, Vec<u8>)>> {
+    let (Some(off), Some(dst)) = (ext.src, placed.ext_dst) else {
+        return Ok(None);
     };
-    let new_ext_off = extension.as_ref().map_or(0, |(d, _)| d / SECTOR_SIZE);
-    if new_ext_off != raw.ext_off.get() {
-        raw.ext_off = new_ext_off.into();
-    }
-    let file_len_out = end.max(data_start);
-    if file_len_out < file_len && has(Rule::R20) {
-        let mut a = action(
-            Rule::R20,
-            RepairKind::Truncate {
-                from: file_len,
-                to: file_len_out,
-            },
-        );
-        a.bytes = Some((file_len_out, file_len - file_len_out));
-        actions.push(a);
-    }
-    let unrepaired = first
-        .rules()
-        .into_iter()
-        .filter(|r| r.severity() == Severity::NonCanonical || r.severity() == Severity::Note)
-        .filter(|r| !actions.iter().any(|a| a.rule == *r))
-        .collect();
-    Ok(RepairPlan {
-        level,
-        before,
-        actions,
-        unrepaired,
-        kept_bitmaps: kept.iter().map(|k| k.name.clone()).collect(),
-        output_len: file_len_out,
-        writing: Writing::Model(Box::new(Model {
-            header: raw,
-            cluster_size: cs,
-            bat,
-            clusters,
-            extension,
-            file_len: file_len_out,
-            overlay,
-        })),
-    })
+    let bytes = if ext.rewrite {
+        let records = ext
+            .kept
+            .iter()
+            .zip(&placed.kept_l1)
+            .map(|(k, l1)| {
+                FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(k.size, k.id, k.granularity, l1.clone()))
+            })
+            .collect();
+        ExtensionCluster::new(records)
+            .to_cluster(cs as usize)
+            .map_err(|e| crate::error::BuildError::Extension(e.to_string()))?
+    } else {
+        let mut v = vec![0u8; cs as usize];
+        let n = src.read_into(off, &mut v)?;
+        v[n..].fill(0);
+        v
+    };
+    Ok(Some((dst, bytes)))
 }
 
 /// The feature number a violation is about, if any.

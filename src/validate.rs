@@ -12,7 +12,7 @@ use crate::raw::bat::BAT_OFFSET;
 use crate::raw::bitmap::{BITMAP_HEADER_SIZE, L1_DIRTY};
 use crate::raw::feature::FEATURE_DIRTY_BITMAP;
 use crate::raw::header::{FLAGS_KNOWN, INUSE_CLOSED, INUSE_CLOSED_V21, INUSE_OPEN, INUSE_PD17, INUSE_PD22};
-use crate::raw::{padded, SECTOR_SIZE};
+use crate::raw::{padded, Bytes, Sectors};
 use crate::rule::{Rule, Severity};
 use crate::source::Source;
 
@@ -373,7 +373,7 @@ fn bitmap_cluster_offsets(image: &Image<'_>) -> Vec<u64> {
             .bitmaps()
             .iter()
             .flat_map(|b| b.l1().iter().filter(|&e| e > L1_DIRTY).collect::<Vec<_>>())
-            .filter_map(|e| e.checked_mul(SECTOR_SIZE))
+            .filter_map(|e| Sectors(e).checked_bytes().map(Bytes::get))
             .collect(),
         _ => Vec::new(),
     }
@@ -1022,7 +1022,7 @@ fn bitmap_header_rules(h: &Header, b: &Bitmap<'_>, e: &FeatureEntry, f: &mut Fin
             offset,
             found: g,
         });
-    } else if u64::from(g) * SECTOR_SIZE > u64::from(u32::MAX) {
+    } else if Sectors::bytes_of_u32(g) > Bytes(u64::from(u32::MAX)) {
         f.push(Violation::BitmapGranularityTooBig {
             index,
             offset,
@@ -1064,7 +1064,7 @@ fn l1_entry_rules(
                 continue;
             }
             let i = i as u32;
-            let Some(off) = entry.checked_mul(SECTOR_SIZE) else {
+            let Some(off) = Sectors(entry).checked_bytes().map(Bytes::get) else {
                 f.push(Violation::L1EntryPastEof {
                     feature: index,
                     index: i,

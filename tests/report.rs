@@ -473,7 +473,10 @@ fn picture_options_write_the_library_pictures_and_keep_existing_files() {
     let image = Image::parse_compact(&bytes, Mode::Strict).unwrap();
     let layout = layout_svg(&image, &c.report);
     let maps = bitmaps_svg(&image, &image.bitmaps());
-    let one = bitmaps_svg(&image, &[image.bitmap("11111111-2222-3333-4444-555555555555").unwrap()]);
+    let one = bitmaps_svg(
+        &image,
+        &[image.bitmap_named("11111111-2222-3333-4444-555555555555").unwrap()],
+    );
     for (args, code, want) in [
         (vec!["check", p, "--picture", s], 3, &layout),
         (vec!["info", p, "--picture", s], 0, &layout),

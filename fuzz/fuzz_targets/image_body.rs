@@ -125,7 +125,7 @@ pub fn run(data: &[u8]) {
             let _ = (format!("{b:?}"), b.name(), b.granularity_bytes(), b.expected_l1_size());
             // `bitmap(name)` walks every bitmap: only for the first few (quadratic otherwise).
             if i < 4 {
-                assert_eq!(image.bitmap(&b.name()).map(|x| x.feature <= b.feature), Some(true));
+                assert_eq!(image.bitmap_named(&b.name()).map(|x| x.feature <= b.feature), Some(true));
             }
             let _ = b.trailing_bits().expect("trailing bits");
             if b.decodable().is_err() {

@@ -14,6 +14,7 @@ use super::rule::BundleRule;
 use super::write::write_bundle_dir;
 use super::{Bundle, DESCRIPTOR_NAME};
 use crate::error::{BuildError, Error, Result};
+use crate::raw::{Bytes, Sectors};
 
 /// A GUID no bundle uses, for defects that need a fresh one.
 const STRAY_GUID: Uuid = Uuid::from_u128(0x0bad0bad_0bad_4bad_8bad_0bad0bad0bad);
@@ -130,7 +131,7 @@ impl BundleDefect {
                 Plan::Shorten(ref file) => {
                     let f = fs::OpenOptions::new().write(true).open(tmp.join(file))?;
                     let len = f.metadata()?.len();
-                    f.set_len(len.saturating_sub(512))?;
+                    f.set_len(len.saturating_sub(Sectors::SIZE.get()))?;
                 }
                 Plan::RemoveMarker => fs::remove_file(tmp.join(&name))?,
             }
@@ -141,30 +142,8 @@ impl BundleDefect {
 
     /// Edits the descriptor and says what else to do to the copy.
     fn plan(self, d: &mut Descriptor, top: Uuid, chain: &[Uuid]) -> Result<Plan> {
-        let need = |ok: bool, what: &'static str| {
-            if ok {
-                Ok(())
-            } else {
-                Err(Error::Build(BuildError::DefectNeeds {
-                    defect: self.name(),
-                    needs: what,
-                }))
-            }
-        };
-        let shot_of = |d: &Descriptor, g: Uuid| d.snapshots.shots.iter().position(|s| parse_guid(&s.guid) == Some(g));
-        let image_of = |d: &Descriptor, s: usize, g: Uuid| {
-            d.storages[s]
-                .images
-                .iter()
-                .position(|im| parse_guid(&im.guid) == Some(g))
-        };
         let last = d.storages.len() - 1;
-        let top_shot = shot_of(d, top).ok_or_else(|| {
-            Error::Build(BuildError::DefectNeeds {
-                defect: self.name(),
-                needs: "a top snapshot that is a Shot",
-            })
-        })?;
+        let top_shot = shot_of(d, top).ok_or_else(|| self.needs("a top snapshot that is a Shot"))?;
         Ok(match self {
             BundleDefect::NotXml => Plan::CutXml,
             BundleDefect::MissingElement => Plan::DropSectors,
@@ -180,91 +159,20 @@ impl BundleDefect {
                 d.disk.padding = Some(1);
                 Plan::Descriptor
             }
-            BundleDefect::StorageGap => {
-                need(d.storages.len() >= 2, "two storages (a split disk)")?;
-                d.storages[1].start += d.storages[1].blocksize.max(1);
-                need(
-                    d.storages[1].start < d.storages[1].end,
-                    "a second storage longer than a block",
-                )?;
-                Plan::Descriptor
-            }
+            BundleDefect::StorageGap => self.storage_gap(d)?,
             BundleDefect::SizeMismatch => {
                 d.disk.disk_size += d.storages[last].blocksize.max(1);
                 set_geometry(d);
                 Plan::Descriptor
             }
-            BundleDefect::WrongBlocksize => {
-                for s in &mut d.storages {
-                    s.blocksize *= 2;
-                }
-                need(
-                    d.storages
-                        .iter()
-                        .any(|s| s.images.iter().any(|im| im.kind == ImageType::Compressed)),
-                    "an expanding image",
-                )?;
-                Plan::Descriptor
-            }
-            BundleDefect::ImageTooSmall => {
-                need(
-                    d.storages[last]
-                        .images
-                        .iter()
-                        .any(|im| im.kind == ImageType::Compressed),
-                    "an expanding image in the last storage",
-                )?;
-                need(
-                    d.storages[last]
-                        .images
-                        .iter()
-                        .all(|im| im.kind == ImageType::Compressed),
-                    "no Plain image in the last storage",
-                )?;
-                let grow = d.storages[last].blocksize.max(1);
-                d.storages[last].end += grow;
-                d.disk.disk_size += grow;
-                set_geometry(d);
-                Plan::Descriptor
-            }
-            BundleDefect::PlainSizeMismatch => {
-                let file = d
-                    .storages
-                    .iter()
-                    .flat_map(|s| &s.images)
-                    .find(|im| im.kind == ImageType::Plain)
-                    .map(|im| im.file.clone());
-                need(file.is_some(), "a Plain image")?;
-                Plan::Shorten(file.expect("checked"))
-            }
+            BundleDefect::WrongBlocksize => self.wrong_blocksize(d)?,
+            BundleDefect::ImageTooSmall => self.image_too_small(d)?,
+            BundleDefect::PlainSizeMismatch => self.plain_size_mismatch(d)?,
             BundleDefect::MissingFile => {
-                let k = image_of(d, 0, top).ok_or_else(|| {
-                    Error::Build(BuildError::DefectNeeds {
-                        defect: self.name(),
-                        needs: "an image of the top in the first storage",
-                    })
-                })?;
+                let k = image_of(d, 0, top).ok_or_else(|| self.needs("an image of the top in the first storage"))?;
                 Plan::Remove(d.storages[0].images[k].file.clone())
             }
-            BundleDefect::SharedFile => {
-                need(chain.len() >= 2, "two snapshots")?;
-                let a = image_of(d, 0, chain[0]).ok_or_else(|| {
-                    Error::Build(BuildError::DefectNeeds {
-                        defect: self.name(),
-                        needs: "an image of the top in every storage",
-                    })
-                })?;
-                let b = image_of(d, 0, chain[1]).ok_or_else(|| {
-                    Error::Build(BuildError::DefectNeeds {
-                        defect: self.name(),
-                        needs: "an image of the top's parent in the first storage",
-                    })
-                })?;
-                let file = d.storages[0].images[a].file.clone();
-                let gone = std::mem::replace(&mut d.storages[0].images[b].file, file.clone());
-                d.storages[0].images[a].file = file;
-                Plan::Remove(gone)
-            }
+            BundleDefect::SharedFile => self.shared_file(d, chain)?,
             BundleDefect::FileOutside => {
                 let f = &mut d.storages[0].images[0].file;
                 *f = format!("../{f}");
@@ -280,48 +188,146 @@ impl BundleDefect {
                 Plan::Descriptor
             }
             BundleDefect::MissingImage => {
-                let k = image_of(d, last, top).ok_or_else(|| {
-                    Error::Build(BuildError::DefectNeeds {
-                        defect: self.name(),
-                        needs: "an image of the top in every storage",
-                    })
-                })?;
+                let k = image_of(d, last, top).ok_or_else(|| self.needs("an image of the top in every storage"))?;
                 let im = d.storages[last].images.remove(k);
                 Plan::Remove(im.file)
             }
             BundleDefect::TwoRoots => {
-                need(chain.len() >= 2, "two snapshots")?;
+                self.need(chain.len() >= 2, "two snapshots")?;
                 d.snapshots.shots[top_shot].parent = format_guid(NULL_GUID);
                 Plan::Descriptor
             }
             BundleDefect::MissingParent => {
-                need(chain.len() >= 2, "two snapshots")?;
+                self.need(chain.len() >= 2, "two snapshots")?;
                 d.snapshots.shots[top_shot].parent = format_guid(STRAY_GUID);
                 Plan::Descriptor
             }
-            BundleDefect::ParentCycle => {
-                need(chain.len() >= 3, "three snapshots in the top's chain")?;
-                // The top's parent takes the top as its parent: a cycle of two above the root.
-                let p = shot_of(d, chain[1]).expect("the chain is made of Shots");
-                d.snapshots.shots[p].parent = format_guid(top);
-                Plan::Descriptor
-            }
+            BundleDefect::ParentCycle => self.parent_cycle(d, top, chain)?,
             BundleDefect::MissingTop => {
                 d.snapshots.top_guid = Some(format_guid(STRAY_GUID));
                 Plan::Descriptor
             }
-            BundleDefect::PlainOverlay => {
-                need(chain.len() >= 2, "two snapshots")?;
-                for s in 0..d.storages.len() {
-                    if let Some(k) = image_of(d, s, top) {
-                        d.storages[s].images[k].kind = ImageType::Plain;
-                    }
-                }
-                Plan::Descriptor
-            }
+            BundleDefect::PlainOverlay => self.plain_overlay(d, top, chain)?,
             BundleDefect::MissingMarker => Plan::RemoveMarker,
         })
     }
+
+    /// The error saying this defect needs `what` of the source bundle.
+    fn needs(self, what: &'static str) -> Error {
+        Error::Build(BuildError::DefectNeeds {
+            defect: self.name(),
+            needs: what,
+        })
+    }
+
+    /// `Ok` when the source bundle has what this defect needs (`ok`), else the error.
+    fn need(self, ok: bool, what: &'static str) -> Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.needs(what))
+        }
+    }
+
+    /// D6: the second storage starts one block after the first ends.
+    fn storage_gap(self, d: &mut Descriptor) -> Result<Plan> {
+        self.need(d.storages.len() >= 2, "two storages (a split disk)")?;
+        d.storages[1].start += d.storages[1].blocksize.max(1);
+        self.need(
+            d.storages[1].start < d.storages[1].end,
+            "a second storage longer than a block",
+        )?;
+        Ok(Plan::Descriptor)
+    }
+
+    /// D8: every storage's block size doubled.
+    fn wrong_blocksize(self, d: &mut Descriptor) -> Result<Plan> {
+        for s in &mut d.storages {
+            s.blocksize *= 2;
+        }
+        self.need(
+            d.storages
+                .iter()
+                .any(|s| s.images.iter().any(|im| im.kind == ImageType::Compressed)),
+            "an expanding image",
+        )?;
+        Ok(Plan::Descriptor)
+    }
+
+    /// D9: the last storage and the disk one block larger than the images.
+    fn image_too_small(self, d: &mut Descriptor) -> Result<Plan> {
+        let last = d.storages.len() - 1;
+        let images = &d.storages[last].images;
+        self.need(
+            images.iter().any(|im| im.kind == ImageType::Compressed),
+            "an expanding image in the last storage",
+        )?;
+        self.need(
+            images.iter().all(|im| im.kind == ImageType::Compressed),
+            "no Plain image in the last storage",
+        )?;
+        let grow = d.storages[last].blocksize.max(1);
+        d.storages[last].end += grow;
+        d.disk.disk_size += grow;
+        set_geometry(d);
+        Ok(Plan::Descriptor)
+    }
+
+    /// D10: the first Plain file one sector short.
+    fn plain_size_mismatch(self, d: &Descriptor) -> Result<Plan> {
+        let file = d
+            .storages
+            .iter()
+            .flat_map(|s| &s.images)
+            .find(|im| im.kind == ImageType::Plain)
+            .map(|im| im.file.clone());
+        self.need(file.is_some(), "a Plain image")?;
+        Ok(Plan::Shorten(file.expect("checked")))
+    }
+
+    /// D12: the top's image and its parent's, in the first storage, name the same file.
+    fn shared_file(self, d: &mut Descriptor, chain: &[Uuid]) -> Result<Plan> {
+        self.need(chain.len() >= 2, "two snapshots")?;
+        let a = image_of(d, 0, chain[0]).ok_or_else(|| self.needs("an image of the top in every storage"))?;
+        let b =
+            image_of(d, 0, chain[1]).ok_or_else(|| self.needs("an image of the top's parent in the first storage"))?;
+        let file = d.storages[0].images[a].file.clone();
+        let gone = std::mem::replace(&mut d.storages[0].images[b].file, file.clone());
+        d.storages[0].images[a].file = file;
+        Ok(Plan::Remove(gone))
+    }
+
+    /// D19: the top's parent takes the top as its parent: a cycle of two above the root.
+    fn parent_cycle(self, d: &mut Descriptor, top: Uuid, chain: &[Uuid]) -> Result<Plan> {
+        self.need(chain.len() >= 3, "three snapshots in the top's chain")?;
+        let p = shot_of(d, chain[1]).expect("the chain is made of Shots");
+        d.snapshots.shots[p].parent = format_guid(top);
+        Ok(Plan::Descriptor)
+    }
+
+    /// D21: the top's images (not the root's) stored as Plain.
+    fn plain_overlay(self, d: &mut Descriptor, top: Uuid, chain: &[Uuid]) -> Result<Plan> {
+        self.need(chain.len() >= 2, "two snapshots")?;
+        for s in 0..d.storages.len() {
+            if let Some(k) = image_of(d, s, top) {
+                d.storages[s].images[k].kind = ImageType::Plain;
+            }
+        }
+        Ok(Plan::Descriptor)
+    }
+}
+
+/// The index of the Shot with GUID `g`.
+fn shot_of(d: &Descriptor, g: Uuid) -> Option<usize> {
+    d.snapshots.shots.iter().position(|s| parse_guid(&s.guid) == Some(g))
+}
+
+/// The index of the image of snapshot `g` in storage `s`.
+fn image_of(d: &Descriptor, s: usize, g: Uuid) -> Option<usize> {
+    d.storages[s]
+        .images
+        .iter()
+        .position(|im| parse_guid(&im.guid) == Some(g))
 }
 
 /// What a defect does besides editing the descriptor model.
@@ -337,8 +343,8 @@ enum Plan {
 /// Cylinders × Heads × Sectors = Disk_size again after the size changed.
 fn set_geometry(d: &mut Descriptor) {
     let n = d.disk.disk_size;
-    (d.disk.cylinders, d.disk.heads, d.disk.sectors) = if n.is_multiple_of(512) {
-        (n / 512, 16, 32)
+    (d.disk.cylinders, d.disk.heads, d.disk.sectors) = if let Some(sectors) = Bytes(n).exact_sectors() {
+        (sectors.get(), 16, 32)
     } else {
         (n, 1, 1)
     };

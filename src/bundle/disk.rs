@@ -12,6 +12,7 @@ use super::descriptor::{format_guid, parse_guid, ImageType};
 use super::violation::BundleViolation;
 use super::{Bundle, BundleError};
 use crate::image::{Image, Mode};
+use crate::raw::Sectors;
 use crate::source::{FileSource, Source};
 
 /// Where an extent's bytes are.
@@ -198,8 +199,8 @@ impl GuestDisk {
                 }
             }
             segments.push(Segment {
-                start: storage.start * 512,
-                end: storage.end * 512,
+                start: Sectors(storage.start).saturating_bytes().get(),
+                end: Sectors(storage.end).saturating_bytes().get(),
                 layers,
             });
         }

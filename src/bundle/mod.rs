@@ -53,6 +53,7 @@ pub use write::{
 };
 
 use crate::error::Error;
+use crate::raw::Sectors;
 
 /// The descriptor's file name inside a bundle.
 pub const DESCRIPTOR_NAME: &str = "DiskDescriptor.xml";
@@ -252,7 +253,7 @@ impl Bundle {
 
     /// The disk's size in bytes (`Disk_size` sectors).
     pub fn disk_size(&self) -> u64 {
-        self.descriptor.disk.disk_size * 512
+        Sectors(self.descriptor.disk.disk_size).saturating_bytes().get()
     }
 
     /// The top snapshot: `TopGUID` if present (and well-formed), else the predefined top GUID.

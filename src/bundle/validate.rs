@@ -11,6 +11,7 @@ use super::violation::BundleViolation;
 use super::{Bundle, BundleRule, Resolved};
 use crate::error::Error;
 use crate::image::{Image, Mode};
+use crate::raw::{Bytes, Sectors};
 use crate::rule::Severity;
 use crate::source::FileSource;
 use crate::validate::{Finding, Verdict};
@@ -463,12 +464,12 @@ fn image_rules(
         match im.kind {
             ImageType::Plain => {
                 let len = crate::source::Source::size(&source);
-                if len != needed * 512 {
+                if len != Sectors(needed).saturating_bytes().get() {
                     push(BundleViolation::PlainSizeMismatch {
                         storage: si,
                         file: im.file.clone(),
                         len,
-                        expected: needed * 512,
+                        expected: Sectors(needed).saturating_bytes().get(),
                     });
                 }
             }
@@ -494,7 +495,7 @@ fn image_rules(
                             blocksize: s.blocksize,
                         });
                     }
-                    let nb = h.virtual_size() / 512;
+                    let nb = Bytes(h.virtual_size()).sectors_floor().get();
                     if nb < needed {
                         push(BundleViolation::ImageTooSmall {
                             storage: si,

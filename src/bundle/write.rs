@@ -20,6 +20,7 @@ use crate::error::{BuildError, Error, Result};
 use crate::header::Variant;
 use crate::outfile::{hold_folder, place_folder, release_folder};
 use crate::raw::header::{RawHeader, MAGIC_V2, MAX_BAT_ENTRIES, MAX_TRACKS, VERSION as IMAGE_VERSION};
+use crate::raw::{Bytes, Sectors};
 
 /// What [`write_expanding`] wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,20 +64,7 @@ pub fn write_expanding_ranges(
     out: &File,
 ) -> Result<WriteStats> {
     let cs = cluster_size;
-    if cs == 0 || !cs.is_multiple_of(512) || cs / 512 > u64::from(MAX_TRACKS) {
-        return Err(Error::Build(BuildError::ClusterSize {
-            found: cs,
-            max: u64::from(MAX_TRACKS) * 512,
-        }));
-    }
-    let clusters = size.div_ceil(cs);
-    if clusters > u64::from(MAX_BAT_ENTRIES) {
-        return Err(Error::Build(BuildError::TooManyClusters {
-            clusters,
-            cluster_size: cs,
-            max: MAX_BAT_ENTRIES,
-        }));
-    }
+    let clusters = expanding_clusters(size, cs)?;
     let data_start = (64 + 4 * clusters).next_multiple_of(cs);
     let mut bat = vec![0u32; clusters as usize];
     let mut next = data_start / cs;
@@ -85,37 +73,12 @@ pub fn write_expanding_ranges(
     let origin = read.origin(out);
     // The guest is read in pieces of up to CHUNK bytes that never cross a cluster boundary
     // (a cluster larger than CHUNK is several pieces), over the clusters the ranges touch.
-    let mut spans: Vec<(u64, u64)> = Vec::new();
-    for &(start, len) in ranges {
-        let end = start.saturating_add(len).min(size);
-        if start >= end {
-            continue;
-        }
-        let (first, last) = (start / cs * cs, end.div_ceil(cs).saturating_mul(cs).min(size));
-        match spans.last_mut() {
-            Some((_, e)) if *e >= first => *e = (*e).max(last),
-            _ => spans.push((first, last)),
-        }
-    }
     let step = if cs >= super::copy::CHUNK {
         super::copy::CHUNK
     } else {
         (super::copy::CHUNK / cs) * cs
     };
-    let pieces = spans.into_iter().flat_map(move |(first, last)| {
-        let mut pos = first;
-        std::iter::from_fn(move || {
-            if pos >= last {
-                return None;
-            }
-            // Up to `step` bytes, ending on a step boundary of the cluster or its end.
-            let within = pos % cs;
-            let n = (step - within % step).min(cs - within).min(last - pos) as usize;
-            let piece = (pos, n, n);
-            pos += n as u64;
-            Some(piece)
-        })
-    });
+    let pieces = guest_pieces(ranges, size, cs, step);
     // A cluster gets the next free cluster of the file at its first non-zero 4 KiB block;
     // only non-zero blocks are written (the zeros of an allocated cluster are holes), and
     // blocks that land one after another in the file are one write.
@@ -172,28 +135,7 @@ pub fn write_expanding_ranges(
     if let Some(p) = pending {
         flush(&mut sink, origin, &mut kernel, &mut spare, p, 0, &[])?;
     }
-    let sectors = size.div_ceil(512);
-    let header = RawHeader {
-        magic: MAGIC_V2,
-        version: IMAGE_VERSION.into(),
-        heads: 16.into(),
-        cylinders: ((sectors / 16 / 32) as u32).into(),
-        tracks: ((cs / 512) as u32).into(),
-        bat_entries: (clusters as u32).into(),
-        nb_sectors: sectors.into(),
-        inuse: 0.into(),
-        data_off: u32::try_from(data_start / 512)
-            .map_err(|_| {
-                Error::Build(BuildError::Unaddressable {
-                    what: "data area",
-                    offset: data_start,
-                    field: "data_off",
-                })
-            })?
-            .into(),
-        flags: 0.into(),
-        ext_off: 0.into(),
-    };
+    let header = expanding_header(size, cs, clusters, data_start)?;
     let mut head = Vec::with_capacity(64 + bat.len() * 4);
     head.extend_from_slice(header.as_bytes());
     head.extend(bat.iter().flat_map(|e| e.to_le_bytes()));
@@ -205,6 +147,86 @@ pub fn write_expanding_ranges(
         clusters,
         allocated,
         file_len,
+    })
+}
+
+/// The number of clusters of a disk of `size` bytes in clusters of `cs` bytes, after checking
+/// that QEMU accepts the cluster size and the BAT.
+fn expanding_clusters(size: u64, cs: u64) -> Result<u64> {
+    let max = Sectors::from(MAX_TRACKS);
+    if cs == 0 || Bytes(cs).exact_sectors().is_none_or(|s| s > max) {
+        return Err(Error::Build(BuildError::ClusterSize {
+            found: cs,
+            max: Sectors::bytes_of_u32(MAX_TRACKS).get(),
+        }));
+    }
+    let clusters = size.div_ceil(cs);
+    if clusters > u64::from(MAX_BAT_ENTRIES) {
+        return Err(Error::Build(BuildError::TooManyClusters {
+            clusters,
+            cluster_size: cs,
+            max: MAX_BAT_ENTRIES,
+        }));
+    }
+    Ok(clusters)
+}
+
+/// The pieces `(guest offset, length, length)` the guest is read in: up to `step` bytes, never
+/// crossing a cluster boundary (a cluster larger than `step` is several pieces), over the
+/// clusters the `ranges` touch.
+fn guest_pieces(ranges: &[(u64, u64)], size: u64, cs: u64, step: u64) -> impl Iterator<Item = (u64, usize, usize)> {
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for &(start, len) in ranges {
+        let end = start.saturating_add(len).min(size);
+        if start >= end {
+            continue;
+        }
+        let (first, last) = (start / cs * cs, end.div_ceil(cs).saturating_mul(cs).min(size));
+        match spans.last_mut() {
+            Some((_, e)) if *e >= first => *e = (*e).max(last),
+            _ => spans.push((first, last)),
+        }
+    }
+    spans.into_iter().flat_map(move |(first, last)| {
+        let mut pos = first;
+        std::iter::from_fn(move || {
+            if pos >= last {
+                return None;
+            }
+            // Up to `step` bytes, ending on a step boundary of the cluster or its end.
+            let within = pos % cs;
+            let n = (step - within % step).min(cs - within).min(last - pos) as usize;
+            let piece = (pos, n, n);
+            pos += n as u64;
+            Some(piece)
+        })
+    })
+}
+
+/// The header of an expanding image of `size` bytes in `clusters` clusters of `cs` bytes, its
+/// data area at `data_start`.
+fn expanding_header(size: u64, cs: u64, clusters: u64, data_start: u64) -> Result<RawHeader> {
+    let sectors = Bytes(size).sectors_ceil().get();
+    Ok(RawHeader {
+        magic: MAGIC_V2,
+        version: IMAGE_VERSION.into(),
+        heads: 16.into(),
+        cylinders: ((sectors / 16 / 32) as u32).into(),
+        tracks: (Bytes(cs).sectors_floor().get() as u32).into(),
+        bat_entries: (clusters as u32).into(),
+        nb_sectors: sectors.into(),
+        inuse: 0.into(),
+        data_off: u32::try_from(Bytes(data_start).sectors_floor().get())
+            .map_err(|_| {
+                Error::Build(BuildError::Unaddressable {
+                    what: "data area",
+                    offset: data_start,
+                    field: "data_off",
+                })
+            })?
+            .into(),
+        flags: 0.into(),
+        ext_off: 0.into(),
     })
 }
 
@@ -329,7 +351,7 @@ impl BundleBuilder {
 
     /// The storages as byte ranges.
     fn segments(&self) -> Result<Vec<(u64, u64)>> {
-        if self.size == 0 || !self.size.is_multiple_of(512) {
+        if self.size == 0 || !Bytes(self.size).is_sector_aligned() {
             return Err(Error::Build(BuildError::BundleSize { size: self.size }));
         }
         let mut cuts = self.splits.clone();
@@ -338,7 +360,7 @@ impl BundleBuilder {
         let mut out = Vec::new();
         let mut start = 0;
         for c in cuts {
-            if c == 0 || c >= self.size || c % 512 != 0 {
+            if c == 0 || c >= self.size || !Bytes(c).is_sector_aligned() {
                 return Err(Error::Build(BuildError::SplitOffset {
                     offset: c,
                     size: self.size,
@@ -354,7 +376,7 @@ impl BundleBuilder {
     /// The descriptor this builder writes for a folder named `name` (`NAME.hdd`).
     pub fn descriptor(&self, name: &str) -> Result<Descriptor> {
         let snaps = self.snapshots();
-        let sectors = self.size / 512;
+        let sectors = Bytes(self.size).sectors_floor().get();
         let (cylinders, heads, per_track) = if sectors.is_multiple_of(512) {
             (sectors / 512, 16, 32)
         } else {
@@ -366,9 +388,9 @@ impl BundleBuilder {
             .iter()
             .enumerate()
             .map(|(k, &(s, e))| Storage {
-                start: s / 512,
-                end: e / 512,
-                blocksize: self.cluster_size / 512,
+                start: Bytes(s).sectors_floor().get(),
+                end: Bytes(e).sectors_floor().get(),
+                blocksize: Bytes(self.cluster_size).sectors_floor().get(),
                 images: snaps
                     .iter()
                     .map(|sp| ImageEntry {

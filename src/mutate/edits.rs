@@ -5,31 +5,8 @@ use std::fmt;
 
 use crate::raw::header::RawHeader;
 
-/// A header field [`Edit::Header`] sets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "snake_case"))]
-pub enum HeaderField {
-    /// `version`, the u32 at byte 16 (2 in every image readers accept).
-    Version,
-    /// `heads`, the u32 at byte 20 (geometry, not checked by readers).
-    Heads,
-    /// `cylinders`, the u32 at byte 24 (geometry).
-    Cylinders,
-    /// `tracks`, the u32 at byte 28: sectors per cluster.
-    Tracks,
-    /// `bat_entries`, the u32 at byte 32: the number of BAT entries.
-    BatEntries,
-    /// `nb_sectors`, the u64 at byte 36: the disk size in sectors.
-    NbSectors,
-    /// `inuse`, the u32 at byte 44: 0 closed, `0x746f6e59` open, `0x312e3276` closed with a CBT.
-    Inuse,
-    /// `data_off`, the u32 at byte 48: the first data sector.
-    DataOff,
-    /// `flags`, the u32 at byte 52 (bit 0: empty, bit 1: format conversion).
-    Flags,
-    /// `ext_off`, the u64 at byte 56: the extension cluster's sector (0: none).
-    ExtOff,
-}
+/// A header field [`Edit::Header`] sets: the format's table of header fields.
+pub use crate::violation::HeaderField;
 
 impl HeaderField {
     pub(super) const ALL: [HeaderField; 10] = [
@@ -45,24 +22,10 @@ impl HeaderField {
         HeaderField::ExtOff,
     ];
 
-    /// The field's name in the on-disk header (`tracks`, `nb_sectors`…).
-    pub fn name(self) -> &'static str {
-        match self {
-            HeaderField::Version => "version",
-            HeaderField::Heads => "heads",
-            HeaderField::Cylinders => "cylinders",
-            HeaderField::Tracks => "tracks",
-            HeaderField::BatEntries => "bat_entries",
-            HeaderField::NbSectors => "nb_sectors",
-            HeaderField::Inuse => "inuse",
-            HeaderField::DataOff => "data_off",
-            HeaderField::Flags => "flags",
-            HeaderField::ExtOff => "ext_off",
-        }
-    }
-
     pub(super) fn get(self, h: &RawHeader) -> u64 {
         match self {
+            // Not an integer: never among `ALL` (the magic is edited by name, `MagicName`).
+            HeaderField::Magic => 0,
             HeaderField::Version => h.version.get().into(),
             HeaderField::Heads => h.heads.get().into(),
             HeaderField::Cylinders => h.cylinders.get().into(),
@@ -80,6 +43,8 @@ impl HeaderField {
     pub(super) fn set(self, h: &mut RawHeader, v: u64) {
         let w = v as u32;
         match self {
+            // Not an integer: never among `ALL` (the magic is edited by name, `MagicName`).
+            HeaderField::Magic => {}
             HeaderField::Version => h.version.set(w),
             HeaderField::Heads => h.heads.set(w),
             HeaderField::Cylinders => h.cylinders.set(w),

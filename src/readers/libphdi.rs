@@ -24,6 +24,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{classify, read_all, Failure, Input, Opened, ReaderPrediction, ReaderRun, Truth};
+use crate::raw::Sectors;
 
 /// The version modelled.
 pub const LIBPHDI_VERSION: &str = "20260902";
@@ -162,18 +163,18 @@ fn read_header(file: &File, entry: usize) -> Header {
         .collect();
     // Each allocated entry goes into a tree that covers the header's sectors only.
     let sectors = u64::from_le_bytes(head[36..44].try_into().unwrap());
-    let block = tracks * 512;
+    let block = Sectors(tracks).saturating_bytes().get();
     if bat
         .iter()
         .enumerate()
-        .any(|(i, &e)| e != 0 && (i as u64).saturating_mul(block) >= sectors.saturating_mul(512))
+        .any(|(i, &e)| e != 0 && (i as u64).saturating_mul(block) >= Sectors(sectors).saturating_bytes().get())
     {
         return Err(refuse(
             "libphdi_block_tree_node_get_leaf_value_at_offset",
             "invalid offset value out of bounds",
         ));
     }
-    Ok((tracks * 512, 0, bat))
+    Ok((block, 0, bat))
 }
 
 struct Model {
@@ -255,8 +256,12 @@ impl Model {
             let entry = bat.get(index).copied().unwrap_or(0);
             if entry != 0 {
                 let mut buf = vec![0u8; want as usize];
-                let got = read_exact_at(&self.layers[file].file, &mut buf, u64::from(entry) * 512 + within)
-                    .map_err(|e| refuse("libbfio_file_io_handle_read_buffer", e))?;
+                let got = read_exact_at(
+                    &self.layers[file].file,
+                    &mut buf,
+                    Sectors::bytes_of_u32(entry).get() + within,
+                )
+                .map_err(|e| refuse("libbfio_file_io_handle_read_buffer", e))?;
                 buf.truncate(got);
                 return Ok(buf);
             }
@@ -277,15 +282,7 @@ impl Model {
 /// Opens as libphdi opens: `Ok(None)` never happens (kept for symmetry with a reader that
 /// stops after the size).
 fn open(opened: &Opened, out: &mut ReaderRun) -> Result<Option<Model>, Failure> {
-    let text = opened.text.as_ref().map_err(|e| {
-        if e.kind() == io::ErrorKind::NotFound {
-            refuse("libcfile_file_open_with_error_code", "no such file")
-        } else {
-            refuse("libcfile_file_open_with_error_code", e)
-        }
-    })?;
-    let text = std::str::from_utf8(text)
-        .map_err(|_| refuse("libphdi_disk_descriptor_xml_file_read_data", "unable to parse XML"))?;
+    let text = descriptor_text(opened)?;
     let doc = roxmltree::Document::parse(text)
         .map_err(|_| refuse("libphdi_disk_descriptor_xml_file_read_data", "unable to parse XML"))?;
     let root = doc.root_element();
@@ -296,117 +293,185 @@ fn open(opened: &Opened, out: &mut ReaderRun) -> Result<Option<Model>, Failure> 
         ));
     }
     let section = |name: &str| root.children().find(|c| c.is_element() && c.tag_name().name() == name);
-    // Disk parameters.
+    let media = match section("Disk_Parameters") {
+        Some(params) => disk_parameters(params)?,
+        None => 0,
+    };
+    let (storages, disk_kind) = match section("StorageData") {
+        Some(data) => storage_data(data, opened)?,
+        None => (Vec::new(), None),
+    };
+    let shots = match section("Snapshots") {
+        Some(snaps) => snapshots(snaps)?,
+        None => Vec::new(),
+    };
+    let (files, file_of, entries) = open_extents(&storages)?;
+    let (layer_of, parents) = snapshot_layers(&shots, &storages, &files, &file_of, disk_kind.unwrap_or(Kind::Unknown))?;
+    // pyphdi's media size is asked for after the extent files are open (the drivers do so).
+    out.media_size = Some(media);
+    out.top = shots
+        .first()
+        .and_then(|s| s.guid)
+        .map(|g| crate::bundle::format_guid(uuid::Uuid::from_bytes(g)));
+    let storage_start = storages
+        .first()
+        .map_or(0, |s| Sectors(s.start).saturating_bytes().get());
+    let layers = files
+        .into_iter()
+        .zip(entries)
+        .map(|(file, entry)| Layer {
+            file,
+            entry,
+            header: None,
+        })
+        .collect();
+    Ok(Some(Model {
+        shots,
+        parents,
+        layer_of,
+        layers,
+        storage_start,
+    }))
+}
+
+/// The descriptor's text, as UTF-8.
+fn descriptor_text(opened: &Opened) -> Result<&str, Failure> {
+    let text = opened.text.as_ref().map_err(|e| {
+        if e.kind() == io::ErrorKind::NotFound {
+            refuse("libcfile_file_open_with_error_code", "no such file")
+        } else {
+            refuse("libcfile_file_open_with_error_code", e)
+        }
+    })?;
+    std::str::from_utf8(text).map_err(|_| refuse("libphdi_disk_descriptor_xml_file_read_data", "unable to parse XML"))
+}
+
+/// `Disk_Parameters`: the media size in bytes, after the checks libphdi makes.
+fn disk_parameters(params: roxmltree::Node<'_, '_>) -> Result<u64, Failure> {
     let mut media = 0u64;
-    if let Some(params) = section("Disk_Parameters") {
-        for e in params.children().filter(|c| c.is_element()) {
+    for e in params.children().filter(|c| c.is_element()) {
+        let value = e.text().unwrap_or("");
+        match e.tag_name().name() {
+            "Disk_size" => {
+                let v = number(value).unwrap_or(0);
+                media = Sectors(v)
+                    .checked_bytes()
+                    .ok_or_else(|| refuse(F_PARAMS, "invalid media size value out of bounds"))?
+                    .get();
+            }
+            // Both are kept as 32-bit numbers (the geometry is never used to read).
+            "Cylinders" if number(value).unwrap_or(0) > u64::from(u32::MAX) => {
+                return Err(refuse(F_PARAMS, "invalid number of cylinders value out of bounds"));
+            }
+            "Heads" if number(value).unwrap_or(0) > u64::from(u32::MAX) => {
+                return Err(refuse(F_PARAMS, "invalid number of heads value out of bounds"));
+            }
+            "Padding" => {
+                let v = number(value).unwrap_or(0);
+                if v != 0 {
+                    return Err(refuse(F_PARAMS, format!("unsupported padding: {v}")));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(media)
+}
+
+/// `StorageData`: the storages, and the disk's kind (the first known image type).
+fn storage_data(data: roxmltree::Node<'_, '_>, opened: &Opened) -> Result<(Vec<Storage>, Option<Kind>), Failure> {
+    let mut storages = Vec::new();
+    let mut disk_kind = None;
+    for (i, s) in data.children().filter(|c| c.is_element()).enumerate() {
+        if s.tag_name().name() != "Storage" {
+            return Err(refuse(F_STORAGE, format!("unsupported storage tag: {i}")));
+        }
+        let mut storage = Storage {
+            start: 0,
+            end: 0,
+            images: Vec::new(),
+        };
+        for e in s.children().filter(|c| c.is_element()) {
             let value = e.text().unwrap_or("");
             match e.tag_name().name() {
-                "Disk_size" => {
+                "Blocksize" => {
                     let v = number(value).unwrap_or(0);
-                    if v > u64::MAX / 512 {
-                        return Err(refuse(F_PARAMS, "invalid media size value out of bounds"));
+                    if v != 2048 {
+                        return Err(refuse(F_STORAGE, format!("unsupported block size: {v}")));
                     }
-                    media = v * 512;
                 }
-                // Both are kept as 32-bit numbers (the geometry is never used to read).
-                "Cylinders" if number(value).unwrap_or(0) > u64::from(u32::MAX) => {
-                    return Err(refuse(F_PARAMS, "invalid number of cylinders value out of bounds"));
-                }
-                "Heads" if number(value).unwrap_or(0) > u64::from(u32::MAX) => {
-                    return Err(refuse(F_PARAMS, "invalid number of heads value out of bounds"));
-                }
-                "Padding" => {
-                    let v = number(value).unwrap_or(0);
-                    if v != 0 {
-                        return Err(refuse(F_PARAMS, format!("unsupported padding: {v}")));
+                "Start" => storage.start = number(value).unwrap_or(0),
+                "End" => storage.end = number(value).unwrap_or(0),
+                "Image" => {
+                    let image = storage_image(e, opened);
+                    if disk_kind.is_none() && image.kind != Kind::Unknown {
+                        disk_kind = Some(image.kind);
                     }
+                    storage.images.push(image);
                 }
                 _ => {}
             }
         }
-    }
-    // Storage data.
-    let mut storages = Vec::new();
-    let mut disk_kind = None;
-    if let Some(data) = section("StorageData") {
-        for (i, s) in data.children().filter(|c| c.is_element()).enumerate() {
-            if s.tag_name().name() != "Storage" {
-                return Err(refuse(F_STORAGE, format!("unsupported storage tag: {i}")));
-            }
-            let mut storage = Storage {
-                start: 0,
-                end: 0,
-                images: Vec::new(),
-            };
-            for e in s.children().filter(|c| c.is_element()) {
-                let value = e.text().unwrap_or("");
-                match e.tag_name().name() {
-                    "Blocksize" => {
-                        let v = number(value).unwrap_or(0);
-                        if v != 2048 {
-                            return Err(refuse(F_STORAGE, format!("unsupported block size: {v}")));
-                        }
-                    }
-                    "Start" => storage.start = number(value).unwrap_or(0),
-                    "End" => storage.end = number(value).unwrap_or(0),
-                    "Image" => {
-                        let kind = match child_text(e, "Type").map(str::trim) {
-                            Some("Plain") => Kind::Plain,
-                            Some("Compressed") => Kind::Compressed,
-                            _ => Kind::Unknown,
-                        };
-                        if disk_kind.is_none() && kind != Kind::Unknown {
-                            disk_kind = Some(kind);
-                        }
-                        let name = child_text(e, "File").unwrap_or("").trim().to_string();
-                        // libphdi keeps the name after the last '/', but as many bytes of it as
-                        // there are before it, less one (its size is taken from the wrong end).
-                        let base = match name.rfind('/') {
-                            Some(i) => {
-                                let rest = &name.as_bytes()[i + 1..];
-                                String::from_utf8_lossy(&rest[..i.min(rest.len())]).into_owned()
-                            }
-                            None => name.clone(),
-                        };
-                        let file = opened.file(|dir| std::path::absolute(dir).unwrap_or(dir.to_path_buf()).join(&base));
-                        storage.images.push(Image {
-                            guid: child_text(e, "GUID").and_then(guid_bytes),
-                            kind,
-                            file,
-                        });
-                    }
-                    _ => {}
-                }
-            }
-            if storage.end <= storage.start {
-                return Err(refuse(
-                    "libphdi_extent_values_set_range",
-                    "invalid end offset value out of bounds",
-                ));
-            }
-            storages.push(storage);
+        if storage.end <= storage.start {
+            return Err(refuse(
+                "libphdi_extent_values_set_range",
+                "invalid end offset value out of bounds",
+            ));
         }
+        storages.push(storage);
     }
-    // Snapshots.
+    Ok((storages, disk_kind))
+}
+
+/// One `Image` of a storage: its GUID, type and file, named as libphdi names it.
+fn storage_image(e: roxmltree::Node<'_, '_>, opened: &Opened) -> Image {
+    let kind = match child_text(e, "Type").map(str::trim) {
+        Some("Plain") => Kind::Plain,
+        Some("Compressed") => Kind::Compressed,
+        _ => Kind::Unknown,
+    };
+    let name = child_text(e, "File").unwrap_or("").trim().to_string();
+    // libphdi keeps the name after the last '/', but as many bytes of it as
+    // there are before it, less one (its size is taken from the wrong end).
+    let base = match name.rfind('/') {
+        Some(i) => {
+            let rest = &name.as_bytes()[i + 1..];
+            String::from_utf8_lossy(&rest[..i.min(rest.len())]).into_owned()
+        }
+        None => name.clone(),
+    };
+    let file = opened.file(|dir| std::path::absolute(dir).unwrap_or(dir.to_path_buf()).join(&base));
+    Image {
+        guid: child_text(e, "GUID").and_then(guid_bytes),
+        kind,
+        file,
+    }
+}
+
+/// `Snapshots`: each shot's GUID and parent's GUID.
+fn snapshots(snaps: roxmltree::Node<'_, '_>) -> Result<Vec<Shot>, Failure> {
     let mut shots = Vec::new();
-    if let Some(snaps) = section("Snapshots") {
-        for (i, s) in snaps.children().filter(|c| c.is_element()).enumerate() {
-            if s.tag_name().name() != "Shot" {
-                return Err(refuse(F_SNAPSHOTS, format!("unsupported snapshot tag: {i}")));
-            }
-            shots.push(Shot {
-                guid: child_text(s, "GUID").and_then(guid_bytes),
-                parent: child_text(s, "ParentGUID").and_then(guid_bytes),
-            });
+    for (i, s) in snaps.children().filter(|c| c.is_element()).enumerate() {
+        if s.tag_name().name() != "Shot" {
+            return Err(refuse(F_SNAPSHOTS, format!("unsupported snapshot tag: {i}")));
         }
+        shots.push(Shot {
+            guid: child_text(s, "GUID").and_then(guid_bytes),
+            parent: child_text(s, "ParentGUID").and_then(guid_bytes),
+        });
     }
-    // The extent data files: one pool slot per image index inside its storage.
+    Ok(shots)
+}
+
+/// The extent data files opened: one pool slot per image index inside its storage. Returns the
+/// files, per storage the file index of each image, and each file's pool slot.
+#[allow(clippy::type_complexity)]
+fn open_extents(storages: &[Storage]) -> Result<(Vec<File>, Vec<Vec<usize>>, Vec<usize>), Failure> {
     let mut files = Vec::new();
     let mut slots = std::collections::HashSet::new();
     let mut file_of = Vec::new();
     let mut entries = Vec::new();
-    for s in &storages {
+    for s in storages {
         let mut row = Vec::new();
         for (k, im) in s.images.iter().enumerate() {
             let f = File::open(&im.file).map_err(|e| {
@@ -431,8 +496,19 @@ fn open(opened: &Opened, out: &mut ReaderRun) -> Result<Option<Model>, Failure> 
         }
         file_of.push(row);
     }
-    // The snapshots' extent tables.
-    let disk_kind = disk_kind.unwrap_or(Kind::Unknown);
+    Ok((files, file_of, entries))
+}
+
+/// The snapshots' extent tables: per shot, its image (a file index and its kind) and its
+/// parent's index, after the checks libphdi makes of each extent.
+#[allow(clippy::type_complexity)]
+fn snapshot_layers(
+    shots: &[Shot],
+    storages: &[Storage],
+    files: &[File],
+    file_of: &[Vec<usize>],
+    disk_kind: Kind,
+) -> Result<(Vec<Option<(usize, Kind)>>, Vec<Option<usize>>), Failure> {
     let mut layer_of = vec![None; shots.len()];
     let mut parents = vec![None; shots.len()];
     for (si, shot) in shots.iter().enumerate() {
@@ -451,14 +527,14 @@ fn open(opened: &Opened, out: &mut ReaderRun) -> Result<Option<Model>, Failure> 
                 }
                 if im.kind == Kind::Plain {
                     let len = files[file].metadata().map(|m| m.len()).unwrap_or(0);
-                    let offset = s.start.saturating_mul(512);
+                    let offset = Sectors(s.start).saturating_bytes().get();
                     if offset >= len {
                         return Err(refuse(
                             "libphdi_extent_table_append_extent",
                             "invalid extent offset value out of bounds",
                         ));
                     }
-                    if (s.end.saturating_sub(s.start)).saturating_mul(512) > len - offset {
+                    if Sectors(s.end.saturating_sub(s.start)).saturating_bytes().get() > len - offset {
                         return Err(refuse(
                             "libphdi_extent_table_append_extent",
                             "invalid extent size value out of bounds",
@@ -471,27 +547,5 @@ fn open(opened: &Opened, out: &mut ReaderRun) -> Result<Option<Model>, Failure> 
             }
         }
     }
-    // pyphdi's media size is asked for after the extent files are open (the drivers do so).
-    out.media_size = Some(media);
-    out.top = shots
-        .first()
-        .and_then(|s| s.guid)
-        .map(|g| crate::bundle::format_guid(uuid::Uuid::from_bytes(g)));
-    let storage_start = storages.first().map_or(0, |s| s.start.saturating_mul(512));
-    let layers = files
-        .into_iter()
-        .zip(entries)
-        .map(|(file, entry)| Layer {
-            file,
-            entry,
-            header: None,
-        })
-        .collect();
-    Ok(Some(Model {
-        shots,
-        parents,
-        layer_of,
-        layers,
-        storage_start,
-    }))
+    Ok((layer_of, parents))
 }

@@ -106,7 +106,13 @@ fn clean_report_with_data_and_several_bitmaps() {
     let mut ser = vec![0u8; 32];
     ser[0] = 0x04;
     assert_eq!(b[0].serialized().unwrap(), ser);
-    assert_eq!(image.bitmap("cccccccc-cccc-cccc-cccc-cccccccccccc").unwrap().feature, 2);
+    assert_eq!(
+        image
+            .bitmap_named("cccccccc-cccc-cccc-cccc-cccccccccccc")
+            .unwrap()
+            .feature,
+        2
+    );
     let mut buf = vec![0u8; pattern.len()];
     image.read_guest(5 << 20, &mut buf).unwrap();
     assert_eq!(buf, pattern);
@@ -133,7 +139,7 @@ fn l1_markers_and_multi_chunk_bitmap() {
     assert_eq!(bits[0], 0b0000_0110);
     assert!(bits[1..].iter().all(|&b| b == 0));
     let image = parallels_image::open(&img).unwrap();
-    let b = image.bitmap("aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa").unwrap();
+    let b = image.bitmap_named("aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa").unwrap();
     assert_eq!(b.granules(), 131072);
     assert_eq!(b.expected_l1_size(), 4);
     assert_eq!(

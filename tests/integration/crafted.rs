@@ -119,7 +119,7 @@ fn crafted_v1_with_bitmap_is_valid() {
     assert!(buf[65536..196608].iter().all(|&b| b == 0));
     assert!(buf[196608..].iter().all(|&b| b == 0xa4));
     let b = image
-        .bitmap("01020304-0506-0708-090a-0b0c0d0e0f10")
+        .bitmap_named("01020304-0506-0708-090a-0b0c0d0e0f10")
         .expect("the bitmap");
     assert_eq!(b.granularity_bytes(), 65536);
     assert_eq!(
@@ -231,8 +231,8 @@ fn crafted_v2_unknown_feature_strict_and_lenient() {
     let mut buf = vec![0u8; 1536 * 3];
     image.read_guest(0, &mut buf).unwrap();
     assert!(buf[..3072].iter().all(|&b| b == 0) && buf[3072..].iter().all(|&b| b == 0x5c));
-    let a = image.bitmap("a0a0a0a0-a0a0-a0a0-a0a0-a0a0a0a0a0a0").unwrap();
-    let b = image.bitmap("b0b0b0b0-b0b0-b0b0-b0b0-b0b0b0b0b0b0").unwrap();
+    let a = image.bitmap_named("a0a0a0a0-a0a0-a0a0-a0a0-a0a0a0a0a0a0").unwrap();
+    let b = image.bitmap_named("b0b0b0b0-b0b0-b0b0-b0b0-b0b0b0b0b0b0").unwrap();
     assert_eq!(a.dirty_extents().unwrap(), vec![(0, 36864)]);
     assert_eq!(b.granules(), 18);
     assert_eq!(b.dirty_extents().unwrap(), vec![(2048, 2048), (34816, 2048)]);

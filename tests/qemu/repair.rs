@@ -65,7 +65,7 @@ fn differing(a: &[u8], b: &[u8], lost: &[(u64, u64)]) -> u64 {
 /// The dirty extents of bitmap `name` in `bytes` (our decoding), when it decodes there.
 fn extents_in(bytes: &[u8], name: &str) -> Option<Vec<(u64, u64)>> {
     let image = Image::parse(&bytes).ok()?;
-    image.bitmap(name)?.dirty_extents().ok()
+    image.bitmap_named(name)?.dirty_extents().ok()
 }
 
 /// One row of the side-by-side table.

@@ -72,7 +72,7 @@ fn sample_bitmap_in_qemu() {
     assert_eq!(l1, vec![vec![2048]]);
     let src = img.bytes.as_slice();
     let image = parallels_image::open(&src).unwrap();
-    let b = image.bitmap("e4f2eed0-37fe-4539-b50b-85d2e7fd235f").unwrap();
+    let b = image.bitmap_named("e4f2eed0-37fe-4539-b50b-85d2e7fd235f").unwrap();
     let k = 64 << 10;
     assert_eq!(
         b.dirty_extents().unwrap(),

@@ -166,7 +166,7 @@ pub fn run(args: &Args) -> Outcome {
     if let Some(out) = &args.picture {
         let chosen: Vec<Bitmap<'_>> = match &args.name {
             Some(name) => vec![image
-                .bitmap(name)
+                .bitmap_named(name)
                 .ok_or_else(|| Failure::at(path, format!("no bitmap named {name:?}")))?],
             None => image.bitmaps(),
         };
@@ -192,7 +192,7 @@ pub fn run(args: &Args) -> Outcome {
         return Ok(0);
     };
     let bitmap = image
-        .bitmap(name)
+        .bitmap_named(name)
         .ok_or_else(|| Failure::at(path, format!("no bitmap named {name:?}")))?;
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
