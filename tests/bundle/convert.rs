@@ -15,6 +15,7 @@ use parallels_image::{
 
 use crate::cli::prlimg;
 use crate::common::*;
+use crate::fixtures::needs;
 
 fn ok(o: &Output) {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -140,7 +141,9 @@ fn data_blocks(path: &Path) -> Vec<(u64, u64)> {
 }
 
 fn qemu_agrees(raw: &Path, hds: &Path, check: bool) {
-    let Some(qemu_img) = tool("qemu-img") else { return };
+    let Some(qemu_img) = needs::tool("qemu_agrees", "qemu-img") else {
+        return;
+    };
     let o = Command::new(&qemu_img)
         .args(["compare", "-f", "raw", "-F", "parallels"])
         .arg(raw)

@@ -5,7 +5,8 @@ use crate::fixtures::{bm, v2_plain};
 use parallels_image::corrupt::{self, DefectKind};
 use parallels_image::{Data, ImageBuilder, Variant};
 
-use crate::harness::{self, compare_with_qemu, Img};
+use crate::fixtures::needs;
+use crate::harness::{compare_with_qemu, Img};
 
 const MIB: u64 = 1 << 20;
 
@@ -57,7 +58,7 @@ pub(crate) fn bases() -> Vec<(&'static str, Vec<u8>)> {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn every_defect_predicted_exactly() {
-    if !harness::have("every_defect_predicted_exactly", &["qemu-img"]) {
+    if !needs::tools("every_defect_predicted_exactly", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

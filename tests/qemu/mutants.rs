@@ -4,12 +4,13 @@
 use parallels_image::qemu;
 use parallels_image::{MutateOptions, Mutator};
 
+use crate::fixtures::needs;
 use crate::fixtures::with_bitmaps;
-use crate::harness::{self, compare_with_qemu, Img};
+use crate::harness::{compare_with_qemu, Img};
 
 #[test]
 fn qemu_does_what_is_predicted_for_mutator_variants() {
-    if !harness::have("qemu_does_what_is_predicted_for_mutator_variants", &["qemu-img"]) {
+    if !needs::tools("qemu_does_what_is_predicted_for_mutator_variants", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,8 @@
 use parallels_image::{Data, ImageBuilder};
 use parallels_image::{FileSource, Severity};
 
-use crate::harness::{self, compare_with_qemu, run_on, Img};
+use crate::fixtures::needs;
+use crate::harness::{compare_with_qemu, run_on, Img};
 
 /// Runs a command that writes (only on images QEMU created for this test); must succeed.
 fn write_cmd(prog: &str, args: &[&str]) {
@@ -62,7 +63,7 @@ type Write = (u8, u64, u64);
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn qemu_created_and_written() {
-    if !harness::have("qemu_created_and_written", &["qemu-img", "qemu-io"]) {
+    if !needs::tools("qemu_created_and_written", &["qemu-img", "qemu-io"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -119,7 +120,7 @@ fn qemu_created_and_written() {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn qemu_converted_from_raw() {
-    if !harness::have("qemu_converted_from_raw", &["qemu-img"]) {
+    if !needs::tools("qemu_converted_from_raw", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -164,7 +165,7 @@ fn qemu_converted_from_raw() {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn builder_base_equals_qemu_base() {
-    if !harness::have("builder_base_equals_qemu_base", &["qemu-img", "qemu-io"]) {
+    if !needs::tools("builder_base_equals_qemu_base", &["qemu-img", "qemu-io"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

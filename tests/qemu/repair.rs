@@ -12,6 +12,7 @@ use std::path::Path;
 use parallels_image::corrupt::DefectKind;
 use parallels_image::{plan_repair, qemu, validate, Image, MutateOptions, Mutator, RepairLevel, Verdict};
 
+use crate::fixtures::needs;
 use crate::fixtures::repair::{bases, damaged};
 use crate::harness::{self, check_mismatch, nbd_dirty_map, nbd_server, run_on, with_gaps, Img};
 
@@ -202,7 +203,7 @@ fn reference_image(tag: &str) -> &'static [u8] {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn repair_of_every_defect_satisfies_qemu() {
-    if !harness::have(
+    if !needs::tools(
         "repair_of_every_defect_satisfies_qemu",
         &["qemu-img", "qemu-nbd", "nbdinfo"],
     ) {
@@ -264,7 +265,7 @@ fn table(rows: &[(DefectKind, Row)]) -> String {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn repair_of_mutants_satisfies_qemu() {
-    if !harness::have("repair_of_mutants_satisfies_qemu", &["qemu-img", "qemu-nbd", "nbdinfo"]) {
+    if !needs::tools("repair_of_mutants_satisfies_qemu", &["qemu-img", "qemu-nbd", "nbdinfo"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
