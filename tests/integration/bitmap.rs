@@ -341,83 +341,56 @@ fn r38_l1_entry_unaligned() {
     assert_eq!(image.bitmaps()[0].dirty_extents().unwrap(), vec![(0, 65536)]);
 }
 
+/// R39 alone: an L1 entry past the end of the file, whichever way it gets there. Where the
+/// bits can still be decoded, decoding reads them where the entry points (QEMU reads zeros past
+/// the end of the file: a truncated image looks clean to it).
 #[test]
-fn r39_l1_entry_past_eof_truncated() {
-    // QEMU reads zeros past the end of the file: a truncated image looks clean to it.
-    let mut img = partial();
-    img.truncate(131072);
-    assert_only(
-        &img,
-        Violation::L1EntryPastEof {
+fn r39_l1_entry_past_eof() {
+    let cut = |len: usize| {
+        let mut img = partial();
+        img.truncate(len);
+        img
+    };
+    let pointing = |entry: u64| {
+        let mut img = clean(65536);
+        set_l1(&mut img, F0_L1, entry);
+        img
+    };
+    type Case = (&'static str, Vec<u8>, u64, u64, u64, Option<Vec<(u64, u64)>>);
+    let cases: [Case; 4] = [
+        ("truncated", cut(131072), 256, 131072, 131072, Some(vec![])),
+        (
+            "cut short",
+            cut(131072 + 512),
+            256,
+            131072,
+            131584,
+            Some(vec![(0, 65536)]),
+        ),
+        ("far past eof", pointing(1 << 40), 1 << 40, 1 << 49, 131072, None),
+        // u64::MAX sectors have no byte offset.
+        ("offset overflows", pointing(u64::MAX), u64::MAX, u64::MAX, 131072, None),
+    ];
+    for (name, img, entry, offset, file_len, extents) in cases {
+        let v = Violation::L1EntryPastEof {
             feature: 0,
             index: 0,
-            entry: 256,
-            offset: 131072,
-            file_len: 131072,
-        },
-        Rule::R39,
-        Severity::Corruption,
-    );
-    let image = Image::parse(&img).unwrap();
-    assert_eq!(image.bitmaps()[0].dirty_extents().unwrap(), vec![]);
+            entry,
+            offset,
+            file_len,
+        };
+        assert_only_named(name, &img, v, Rule::R39, Severity::Corruption);
+        if let Some(extents) = extents {
+            let image = Image::parse(&img).unwrap();
+            assert_eq!(image.bitmaps()[0].dirty_extents().unwrap(), extents, "{name}");
+        }
+    }
 }
 
+/// The largest entry that has a byte offset (just below 2^64) is unaligned and past the end.
 #[test]
-fn r39_l1_entry_cut_short() {
-    let mut img = partial();
-    img.truncate(131072 + 512);
-    assert_only(
-        &img,
-        Violation::L1EntryPastEof {
-            feature: 0,
-            index: 0,
-            entry: 256,
-            offset: 131072,
-            file_len: 131584,
-        },
-        Rule::R39,
-        Severity::Corruption,
-    );
-    let image = Image::parse(&img).unwrap();
-    assert_eq!(image.bitmaps()[0].dirty_extents().unwrap(), vec![(0, 65536)]);
-}
-
-#[test]
-fn r39_l1_entry_far_past_eof() {
+fn r38_r39_largest_entry_with_a_byte_offset() {
     let mut img = clean(65536);
-    set_l1(&mut img, F0_L1, 1 << 40);
-    assert_only(
-        &img,
-        Violation::L1EntryPastEof {
-            feature: 0,
-            index: 0,
-            entry: 1 << 40,
-            offset: 1 << 49,
-            file_len: 131072,
-        },
-        Rule::R39,
-        Severity::Corruption,
-    );
-}
-
-#[test]
-fn r39_l1_entry_offset_overflows() {
-    // u64::MAX sectors have no byte offset.
-    let mut img = clean(65536);
-    set_l1(&mut img, F0_L1, u64::MAX);
-    assert_only(
-        &img,
-        Violation::L1EntryPastEof {
-            feature: 0,
-            index: 0,
-            entry: u64::MAX,
-            offset: u64::MAX,
-            file_len: 131072,
-        },
-        Rule::R39,
-        Severity::Corruption,
-    );
-    // The largest entry that has a byte offset (just below 2^64) is unaligned and past the end.
     let entry = u64::MAX / 512;
     set_l1(&mut img, F0_L1, entry);
     let offset = entry * 512;
