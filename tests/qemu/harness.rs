@@ -105,6 +105,17 @@ fn finished(images: &[&Img], run: oracle::Run) -> oracle::Run {
     run
 }
 
+/// `qemu-img convert -f parallels -O raw IMG OUT`: the guest's bytes as QEMU reads them,
+/// written to `out` (the image checked unchanged, as by [`run_on`]).
+pub fn to_raw(img: &Img, out: &Path) -> Run {
+    let out = out.to_str().expect("UTF-8 path");
+    run_on(
+        &[img],
+        "qemu-img",
+        &["convert", "-f", "parallels", "-O", "raw", &img.arg(), out],
+    )
+}
+
 /// Runs `prog args` (through the library's [`oracle::run`]), then checks that every image in
 /// `images` is unchanged.
 pub fn run_on(images: &[&Img], prog: &str, args: &[&str]) -> Run {

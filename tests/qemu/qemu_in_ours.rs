@@ -6,7 +6,7 @@ use parallels_image::{Data, ImageBuilder};
 use parallels_image::{FileSource, Severity};
 
 use crate::fixtures::needs;
-use crate::harness::{compare_with_qemu, run_on, Img};
+use crate::harness::{self, compare_with_qemu, Img};
 
 /// Runs a command that writes (only on images QEMU created for this test); must succeed.
 fn write_cmd(prog: &str, args: &[&str]) {
@@ -29,19 +29,7 @@ fn agree(name: &str, path: &std::path::Path, dir: &std::path::Path) {
     assert_eq!(report.count(Severity::Leak), 0, "{name}: {report:?}");
 
     let raw_path = dir.join(format!("{name}.raw"));
-    let r = run_on(
-        &[&img],
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "parallels",
-            "-O",
-            "raw",
-            &img.arg(),
-            raw_path.to_str().unwrap(),
-        ],
-    );
+    let r = harness::to_raw(&img, &raw_path);
     assert_eq!(r.code, 0, "{name}: {:?}", r.stderr);
     let raw = std::fs::read(&raw_path).unwrap();
     assert_eq!(raw.len() as u64, image.header().virtual_size(), "{name}: size");

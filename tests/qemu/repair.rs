@@ -20,19 +20,7 @@ use crate::harness::{self, check_mismatch, nbd_dirty_map, nbd_server, run_on, wi
 /// not open the image.
 fn qemu_raw(dir: &Path, img: &Img) -> Option<Vec<u8>> {
     let out = dir.join(format!("{}.raw", img.path.file_name().unwrap().to_string_lossy()));
-    let r = run_on(
-        &[img],
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "parallels",
-            "-O",
-            "raw",
-            &img.arg(),
-            out.to_str().unwrap(),
-        ],
-    );
+    let r = harness::to_raw(img, &out);
     if r.code != 0 {
         return None;
     }
