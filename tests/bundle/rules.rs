@@ -177,23 +177,30 @@ fn d5_padding() {
 
 #[test]
 fn d6_storages_contiguous() {
-    // A gap: the second storage starts one cluster late.
-    assert_eq!(
-        findings_after(|d| d.storages[1].start = 2176),
-        vec![BundleViolation::StorageNotContiguous {
-            storage: 1,
-            start: 2176,
-            expected: 2048
-        }]
-    );
-    assert_eq!(
-        findings_after(|d| d.storages[0].start = 128),
-        vec![BundleViolation::StorageNotContiguous {
-            storage: 0,
-            start: 128,
-            expected: 0
-        }]
-    );
+    // A gap (the second storage starts one cluster late), and a first storage not at 0.
+    let cases: [(&str, fn(&mut Descriptor), BundleViolation); 2] = [
+        (
+            "gap",
+            |d| d.storages[1].start = 2176,
+            BundleViolation::StorageNotContiguous {
+                storage: 1,
+                start: 2176,
+                expected: 2048,
+            },
+        ),
+        (
+            "first not at 0",
+            |d| d.storages[0].start = 128,
+            BundleViolation::StorageNotContiguous {
+                storage: 0,
+                start: 128,
+                expected: 0,
+            },
+        ),
+    ];
+    for (name, edit, want) in cases {
+        assert_eq!(findings_after(edit), vec![want], "{name}");
+    }
 }
 
 #[test]
