@@ -436,50 +436,28 @@ fn r13_v1_data_off_need_not_be_aligned() {
     );
 }
 
+/// R14 in both units: 64 MiB in 4 KiB clusters, data_off 8 (sectors) puts the data area at
+/// 4096, inside the BAT (16384 entries end at byte 65600), whose end rounds up to a sector (v1)
+/// or a cluster (v2).
 #[test]
-fn r14_data_off_inside_bat_v1() {
-    // 64 MiB in 4 KiB clusters: 16384 BAT entries end at byte 65600.
-    let (mut img, layout) = build(
-        &ImageBuilder::new(64 << 20)
-            .cluster_size(4096)
-            .variant(Variant::V1)
-            .data(0, Data::Fill { len: 4096, byte: 1 }),
-    );
-    assert_eq!(layout.data_start, 69632);
-    assert_eq!(layout.bat[0], 136);
-    put_u32(&mut img, 48, 8);
-    assert_only(
-        &img,
-        Violation::DataOffInsideBat {
+fn r14_data_off_inside_bat() {
+    for (variant, bat0, min_start) in [(Variant::V1, 136, 66048), (Variant::V2, 17, 69632)] {
+        let (mut img, layout) = build(
+            &ImageBuilder::new(64 << 20)
+                .cluster_size(4096)
+                .variant(variant)
+                .data(0, Data::Fill { len: 4096, byte: 1 }),
+        );
+        assert_eq!(layout.data_start, 69632, "{variant:?}");
+        assert_eq!(layout.bat[0], bat0, "{variant:?}");
+        put_u32(&mut img, 48, 8);
+        let v = Violation::DataOffInsideBat {
             data_off: 8,
             data_start: 4096,
-            min_start: 66048,
-        },
-        Rule::R14,
-        Severity::Corruption,
-    );
-}
-
-#[test]
-fn r14_data_off_inside_bat_v2() {
-    let (mut img, layout) = build(
-        &ImageBuilder::new(64 << 20)
-            .cluster_size(4096)
-            .data(0, Data::Fill { len: 4096, byte: 1 }),
-    );
-    assert_eq!(layout.data_start, 69632);
-    assert_eq!(layout.bat[0], 17);
-    put_u32(&mut img, 48, 8);
-    assert_only(
-        &img,
-        Violation::DataOffInsideBat {
-            data_off: 8,
-            data_start: 4096,
-            min_start: 69632,
-        },
-        Rule::R14,
-        Severity::Corruption,
-    );
+            min_start,
+        };
+        assert_only_named(&format!("{variant:?}"), &img, v, Rule::R14, Severity::Corruption);
+    }
 }
 
 #[test]
