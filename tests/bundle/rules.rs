@@ -178,7 +178,8 @@ fn d5_padding() {
 #[test]
 fn d6_storages_contiguous() {
     // A gap (the second storage starts one cluster late), and a first storage not at 0.
-    let cases: [(&str, fn(&mut Descriptor), BundleViolation); 2] = [
+    type Case = (&'static str, fn(&mut Descriptor), BundleViolation);
+    let cases: [Case; 2] = [
         (
             "gap",
             |d| d.storages[1].start = 2176,
