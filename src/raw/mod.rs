@@ -11,12 +11,14 @@ pub mod bitmap;
 pub mod extension;
 pub mod feature;
 pub mod header;
+pub mod units;
 
 pub use bat::BatEntry;
 pub use bitmap::{DirtyBitmapFeature, L1Entry, RawBitmapHeader};
 pub use extension::{ExtensionCluster, RawExtHeader};
 pub use feature::{FeatureBody, FeatureRecord, RawFeatureHeader};
 pub use header::RawHeader;
+pub use units::{Bytes, ClusterIndex, Sectors};
 
 /// Bytes in a sector: the unit of `nb_sectors`, `data_off`, `ext_off`, v1 BAT entries, L1 entries
 /// and bitmap granularity.

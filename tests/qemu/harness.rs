@@ -354,7 +354,15 @@ impl Qsd {
             msg["arguments"] = arguments;
         }
         writeln!(self.writer, "{msg}").expect("write QMP");
-        let reply = self.read();
+        // The daemon sometimes greets a client twice (a CI run once read a second greeting as
+        // the reply to `qmp_capabilities`): a greeting is never a command's reply, so it is
+        // passed over here.
+        let reply = loop {
+            let v = self.read();
+            if v.get("QMP").is_none() {
+                break v;
+            }
+        };
         match reply.get("return") {
             Some(r) => r.clone(),
             None => panic!("QMP {execute} failed: {reply}"),
