@@ -249,7 +249,7 @@ impl Checked {
 }
 
 /// Checks `path` as `prlimg check PATH` does, whatever it is: a bundle (by
-/// [`crate::is_bundle`]) or an image (a file, a device, a stream).
+/// [`crate::bundle::is_bundle`]) or an image (a file, a device, a stream).
 ///
 /// ```
 /// use parallels_image::report::{check_path, Checked};

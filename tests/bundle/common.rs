@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use parallels_image::{BundleBuilder, Data, SnapshotSpec};
+use parallels_image::{bundle::BundleBuilder, bundle::SnapshotSpec, Data};
 use uuid::Uuid;
 
 use crate::fixtures::needs;
@@ -101,7 +101,7 @@ pub fn chain_expected(upto: u32) -> Vec<u8> {
 }
 
 /// Reads a whole guest disk.
-pub fn read_all(disk: &parallels_image::GuestDisk) -> Vec<u8> {
+pub fn read_all(disk: &parallels_image::bundle::GuestDisk) -> Vec<u8> {
     let mut v = vec![0u8; disk.size() as usize];
     disk.read_at(0, &mut v).unwrap();
     v

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use parallels_image::{
-    check, file_data_ranges, write_expanding, write_expanding_ranges, write_raw, Data, FileSource, GuestDisk,
-    GuestReader, Image, ImageBuilder, Mode,
+    bundle::file_data_ranges, bundle::write_expanding, bundle::write_expanding_ranges, bundle::write_raw,
+    bundle::GuestDisk, bundle::GuestReader, check, Data, FileSource, Image, ImageBuilder, Mode,
 };
 
 use crate::cli::prlimg;
@@ -375,7 +375,7 @@ fn chain_to_raw_both_ways() {
             }
             runs
         } else {
-            let disk = parallels_image::Bundle::open(&dir).unwrap().disk(None).unwrap();
+            let disk = parallels_image::bundle::Bundle::open(&dir).unwrap().disk(None).unwrap();
             disk.data_ranges()
         };
         assert_eq!(data_blocks(&out), holes_for, "{extra:?}");

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use parallels_image::{Bundle, BundleBuilder, BundleDefect};
+use parallels_image::{bundle::Bundle, bundle::BundleBuilder, bundle::BundleDefect};
 
 use crate::common::*;
 use crate::fixtures::needs;

@@ -1,7 +1,7 @@
 //! The two Parallels Desktop bundles (`../shared/samples/parallels-desktop/`): they read back
 //! to their known contents (MiB i holds byte i) and check clean.
 
-use parallels_image::{Bundle, GuestDisk, ImageType, DEFAULT_TOP_GUID};
+use parallels_image::{bundle::Bundle, bundle::GuestDisk, bundle::ImageType, bundle::DEFAULT_TOP_GUID};
 
 use crate::common::*;
 
@@ -94,7 +94,7 @@ fn pd_descriptor_round_trips_with_unknown_elements() {
     };
     let bundle = Bundle::open(&dir).unwrap();
     let xml = bundle.descriptor().to_xml();
-    let again = parallels_image::Descriptor::parse(&xml).unwrap();
+    let again = parallels_image::bundle::Descriptor::parse(&xml).unwrap();
     assert_eq!(&again, bundle.descriptor());
     assert!(xml.contains("<CompatLevel>level2</CompatLevel>"), "{xml}");
     assert!(xml.contains("<Data/>"), "{xml}");

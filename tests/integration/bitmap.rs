@@ -742,9 +742,9 @@ fn builder_refuses_repeated_ids_and_dirty_ranges_past_the_disk() {
     let (empty, _) = ImageBuilder::new(0).to_vec().unwrap();
     let image = parallels_image::open(&empty).unwrap();
     let mut out = std::io::Cursor::new(Vec::new());
-    let e = parallels_image::edit_bitmaps(
+    let e = parallels_image::edit::edit_bitmaps(
         &image,
-        &parallels_image::BitmapEdit::Add(spec(3, vec![])),
+        &parallels_image::edit::BitmapEdit::Add(spec(3, vec![])),
         None,
         &mut out,
     )

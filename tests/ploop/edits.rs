@@ -10,8 +10,8 @@ use std::process::Command;
 
 use parallels_image::raw::header::{INUSE_CLOSED, INUSE_CLOSED_V21};
 use parallels_image::{
-    edit_bitmaps_file, open, validate, BitmapEdit, BuildError, CbtOutcome, Data, Error, FileSource, ImageBuilder,
-    OutputError, Severity, Variant,
+    edit::edit_bitmaps_file, edit::BitmapEdit, open, outfile::OutputError, ploop::CbtOutcome, validate, BuildError,
+    Data, Error, FileSource, ImageBuilder, Severity, Variant,
 };
 
 use crate::corpus::{bm, KIB, MIB};

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use parallels_image::oracle::ploop::{self, PloopDrivers, PloopObservation};
-use parallels_image::{predict_ploop, PloopPrediction};
+use parallels_image::{ploop::predict_ploop, ploop::PloopPrediction};
 use rayon::prelude::*;
 
 /// How long one driver may run in a test.

@@ -4,7 +4,7 @@
 //! (entry 1, printed as `1`) and chunks stored in a cluster (printed word by word).
 
 use parallels_image::raw::header::INUSE_CLOSED_V21;
-use parallels_image::{open, predict_ploop, BitmapSpec, CbtOutcome, Data, Image, ImageBuilder, Variant};
+use parallels_image::{open, ploop::predict_ploop, ploop::CbtOutcome, BitmapSpec, Data, Image, ImageBuilder, Variant};
 
 use crate::corpus::{bm, KIB, MIB};
 use crate::fixtures::needs;

@@ -2,7 +2,9 @@
 //! (`fixtures::repair`), run through ploop: its check, CBT loader and mount do what
 //! `predict_ploop` says, and on a base of a cluster size ploop opens its check returns 0.
 
-use parallels_image::{plan_repair, ploop_accepts_cluster_size, predict_ploop, Image, RepairLevel};
+use parallels_image::{
+    ploop::ploop_accepts_cluster_size, ploop::predict_ploop, repair::plan_repair, repair::RepairLevel, Image,
+};
 
 use crate::fixtures::needs;
 use crate::fixtures::repair::damaged;

@@ -2,7 +2,7 @@
 //! cannot read them and leaves them as they are, so the header fields after it are the file's
 //! own (the missing bytes read as zeros), not zeros.
 
-use parallels_image::predict_ploop;
+use parallels_image::ploop::predict_ploop;
 use parallels_image::raw::header::INUSE_CLOSED_V21;
 
 use crate::corpus::{base, INUSE};

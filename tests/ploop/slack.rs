@@ -2,7 +2,7 @@
 //! entry (issue 13, item 5). A non-zero slot there is reported by this crate's check (R44,
 //! `BatSlackNonZero`) and by ploop's, and the prediction says what ploop does.
 
-use parallels_image::{predict_ploop, validate, Data, Image, ImageBuilder, Violation};
+use parallels_image::{ploop::predict_ploop, validate, Data, Image, ImageBuilder, Violation};
 
 use crate::corpus::{KIB, MIB};
 use crate::fixtures::needs;

@@ -12,7 +12,9 @@ use std::process::Command;
 use parallels_image::oracle::builtin_base;
 use parallels_image::oracle::ploop::PloopDrivers;
 use parallels_image::qemu::{self, QemuCheck, QemuOutcome};
-use parallels_image::{predict_ploop, CbtOutcome, ImageBuilder, MountEffect, MutateOptions, Mutator};
+use parallels_image::{
+    mutate::MutateOptions, mutate::Mutator, ploop::predict_ploop, ploop::CbtOutcome, ploop::MountEffect, ImageBuilder,
+};
 use serde_json::Value;
 
 use crate::fixtures::needs;

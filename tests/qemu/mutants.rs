@@ -2,7 +2,7 @@
 //! of a valid image with bitmaps, `qemu-img info` and `check` do what `qemu::predict` says.
 
 use parallels_image::qemu;
-use parallels_image::{MutateOptions, Mutator};
+use parallels_image::{mutate::MutateOptions, mutate::Mutator};
 
 use crate::fixtures::needs;
 use crate::fixtures::with_bitmaps;

@@ -10,7 +10,9 @@
 use std::path::Path;
 
 use parallels_image::corrupt::DefectKind;
-use parallels_image::{plan_repair, qemu, validate, Image, MutateOptions, Mutator, RepairLevel, Verdict};
+use parallels_image::{
+    mutate::MutateOptions, mutate::Mutator, qemu, repair::plan_repair, repair::RepairLevel, validate, Image, Verdict,
+};
 
 use crate::fixtures::needs;
 use crate::fixtures::repair::{bases, damaged};

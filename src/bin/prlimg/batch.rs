@@ -247,7 +247,7 @@ fn one(entry: Entry) -> Box<dyn Iterator<Item = Entry>> {
 }
 
 fn is_bundle_folder(path: &Path) -> bool {
-    fs::symlink_metadata(path.join(parallels_image::DESCRIPTOR_NAME)).is_ok()
+    fs::symlink_metadata(path.join(parallels_image::bundle::DESCRIPTOR_NAME)).is_ok()
 }
 
 /// A path that exists: checked if a folder (a bundle), a regular file or a block device; any

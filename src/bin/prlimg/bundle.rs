@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use parallels_image::report::{check_bundle, severity_tag, BundleCheck};
-use parallels_image::{Bundle, FileSource, Image, ImageType, Mode, Resolved};
+use parallels_image::{bundle::Bundle, bundle::ImageType, bundle::Resolved, FileSource, Image, Mode};
 use serde::Serialize;
 
 use crate::convert::bundle_failure;
@@ -92,7 +92,7 @@ pub fn info(path: &Path, output: Format) -> Outcome {
                 .collect(),
         })
         .collect();
-    let top = bundle.top().ok().map(parallels_image::format_guid);
+    let top = bundle.top().ok().map(parallels_image::bundle::format_guid);
     let report = BundleInfo {
         schema: parallels_image::JSON_SCHEMA,
         filename: path.display().to_string(),

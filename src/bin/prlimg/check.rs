@@ -8,7 +8,8 @@ use indicatif::ProgressBar;
 use parallels_image::qemu::Version;
 use parallels_image::report::severity_tag;
 use parallels_image::{
-    check_versions, CbtOutcome, Conformance, Image, Mode, MountEffect, PloopPrediction, Severity, Source,
+    check_versions, ploop::CbtOutcome, ploop::MountEffect, ploop::PloopPrediction, Conformance, Image, Mode, Severity,
+    Source,
 };
 
 use crate::outln;
@@ -156,10 +157,10 @@ fn check_image(
     Ok(checked)
 }
 
-/// Checks one path as `prlimg check PATH` does: a bundle (by [`parallels_image::is_bundle`]) or
+/// Checks one path as `prlimg check PATH` does: a bundle (by [`parallels_image::bundle::is_bundle`]) or
 /// an image.
 pub fn check_one(path: &Path, lenient: bool) -> Result<Checked, Failure> {
-    if parallels_image::is_bundle(path) {
+    if parallels_image::bundle::is_bundle(path) {
         return crate::bundle::check_report(path, lenient).map(Checked::Bundle);
     }
     let input = crate::input::open(path)?;
@@ -213,7 +214,7 @@ pub fn run(args: &Args) -> Outcome {
         }
         f
     };
-    if parallels_image::is_bundle(path) {
+    if parallels_image::bundle::is_bundle(path) {
         let report = crate::bundle::check_report(path, args.lenient).map_err(json_failure)?;
         let code = crate::bundle::print_check(&report, args.output)?;
         if let Some(out) = &args.picture {

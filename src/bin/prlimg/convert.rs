@@ -11,8 +11,8 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use parallels_image::{
-    is_bundle, parse_guid_loose, write_expanding_ranges, write_raw, BundleBuilder, BundleError, BundleOptions, Error,
-    GuestDisk, GuestReader,
+    bundle::is_bundle, bundle::parse_guid_loose, bundle::write_expanding_ranges, bundle::write_raw,
+    bundle::BundleBuilder, bundle::BundleError, bundle::BundleOptions, bundle::GuestDisk, bundle::GuestReader, Error,
 };
 use uuid::Uuid;
 
@@ -116,7 +116,7 @@ impl Guest {
     fn data_ranges(&self) -> io::Result<Vec<(u64, u64)>> {
         match self {
             Guest::Disk(d) => Ok(d.data_ranges()),
-            Guest::Raw { file, .. } => parallels_image::file_data_ranges(file),
+            Guest::Raw { file, .. } => parallels_image::bundle::file_data_ranges(file),
         }
     }
 }
@@ -126,7 +126,9 @@ pub fn bundle_failure(e: &BundleError) -> Failure {
     match e {
         BundleError::Io { path, source }
             if source.kind() == io::ErrorKind::NotFound
-                && path.file_name().is_some_and(|n| n == parallels_image::DESCRIPTOR_NAME)
+                && path
+                    .file_name()
+                    .is_some_and(|n| n == parallels_image::bundle::DESCRIPTOR_NAME)
                 && path.parent().is_some_and(Path::is_dir) =>
         {
             let dir = path.parent().unwrap_or(path);
@@ -134,7 +136,7 @@ pub fn bundle_failure(e: &BundleError) -> Failure {
                 dir,
                 format!(
                     "is a folder without {}: not a bundle (to check the images in it: prlimg check --recursive {})",
-                    parallels_image::DESCRIPTOR_NAME,
+                    parallels_image::bundle::DESCRIPTOR_NAME,
                     dir.display()
                 ),
             )
@@ -248,14 +250,16 @@ pub fn run(args: &Args) -> Outcome {
     let mut progress = |off: u64| bar.set_position(off);
     let ranges = guest.data_ranges().map_err(|e| Failure::io(&args.source, &e))?;
     let result = match out_format(args) {
-        OutFormat::Raw | OutFormat::Auto => parallels_image::write_file_atomically(out, args.force, |f| match &guest {
-            Guest::Disk(d) if !args.detect_zeros => d
-                .write_raw_to(f, &mut |pos| bar.set_position(pos))
-                .map(|_| ())
-                .map_err(Error::Io),
-            _ => write_raw(reader(&guest, &mut read, &mut progress), &ranges, size, f).map(|_| ()),
-        }),
-        OutFormat::Parallels => parallels_image::write_file_atomically(out, args.force, |f| {
+        OutFormat::Raw | OutFormat::Auto => {
+            parallels_image::outfile::write_file_atomically(out, args.force, |f| match &guest {
+                Guest::Disk(d) if !args.detect_zeros => d
+                    .write_raw_to(f, &mut |pos| bar.set_position(pos))
+                    .map(|_| ())
+                    .map_err(Error::Io),
+                _ => write_raw(reader(&guest, &mut read, &mut progress), &ranges, size, f).map(|_| ()),
+            })
+        }
+        OutFormat::Parallels => parallels_image::outfile::write_file_atomically(out, args.force, |f| {
             write_expanding_ranges(
                 reader(&guest, &mut read, &mut progress),
                 &ranges,

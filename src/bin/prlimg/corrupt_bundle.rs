@@ -4,7 +4,7 @@
 use std::io;
 use std::path::Path;
 
-use parallels_image::{Bundle, BundleDefect, Error};
+use parallels_image::{bundle::Bundle, bundle::BundleDefect, Error};
 
 use crate::convert::bundle_failure;
 use crate::outln;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use parallels_image::raw::header::INUSE_CLOSED_V21;
 use parallels_image::Error;
+use parallels_image::{recipe::DataRecipe, recipe::Recipe};
 use parallels_image::{BitmapSpec, ImageBuilder};
-use parallels_image::{DataRecipe, Recipe};
 
 use crate::output::{output_options, progress, Failure};
 use crate::Outcome;
@@ -144,7 +144,7 @@ fn parse_density(s: &str) -> Result<f64, String> {
 fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
     if let Some(recipe) = &args.recipe {
         let parsed: Recipe = read_recipe(recipe).map_err(|f| {
-            if read_recipe::<parallels_image::BundleRecipe>(recipe).is_ok() {
+            if read_recipe::<parallels_image::bundle::BundleRecipe>(recipe).is_ok() {
                 Failure::at(
                     recipe,
                     "is a bundle recipe: add --bundle to create the bundle folder it describes",
@@ -192,7 +192,7 @@ fn check_preset(args: &Args, builder: &ImageBuilder) -> Result<(), Failure> {
         return Ok(());
     }
     let cluster = builder.cluster_size_bytes();
-    if !parallels_image::ploop_accepts_cluster_size(cluster) {
+    if !parallels_image::ploop::ploop_accepts_cluster_size(cluster) {
         return Err(Failure::plain(format!(
             "--preset ploop: ploop does not open images with {cluster}-byte clusters (it wants a power of two from 32K to 64M)"
         )));
@@ -334,7 +334,7 @@ pub fn run(args: &Args) -> Outcome {
         indicatif::ProgressBar::hidden()
     };
     let options = output_options(args.force, args.follow_symlink, None);
-    let result = parallels_image::write_atomically(out, &options, |file| {
+    let result = parallels_image::outfile::write_atomically(out, &options, |file| {
         let mut w = Counting {
             file,
             bar: bar.clone(),

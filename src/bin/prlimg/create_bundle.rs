@@ -5,7 +5,9 @@
 use std::io;
 use std::path::Path;
 
-use parallels_image::{BitmapSpec, BundleRecipe, Data, DataRecipe, Error, SnapshotSpec, DEFAULT_TOP_GUID};
+use parallels_image::{
+    bundle::BundleRecipe, bundle::SnapshotSpec, bundle::DEFAULT_TOP_GUID, recipe::DataRecipe, BitmapSpec, Data, Error,
+};
 
 use crate::output::Failure;
 use crate::Outcome;
@@ -22,7 +24,7 @@ pub fn run(out: &Path, recipe: Option<&Path>, options: Options<'_>, force: bool)
         None => {
             let (size, cluster_size, data, bitmaps) = options;
             let size = size.ok_or_else(|| Failure::plain("--size is required"))?;
-            parallels_image::BundleBuilder::new(size)
+            parallels_image::bundle::BundleBuilder::new(size)
                 .cluster_size(cluster_size)
                 .snapshot(SnapshotSpec {
                     guid: DEFAULT_TOP_GUID,

@@ -23,7 +23,9 @@ use parallels_image::oracle::qemu::QemuTools;
 use parallels_image::oracle::readers::{differences as reader_differences, Reader, RealReader};
 use parallels_image::oracle::{builtin_base, Examination, OracleError, Oracles, Run, Verdict};
 use parallels_image::readers::{dissect::predict_dissect_with, libphdi::predict_libphdi_with, Truth, READ_SIZE};
-use parallels_image::{write_file_atomically, Edit, MutateOptions, Mutator, Recipe};
+use parallels_image::{
+    mutate::Edit, mutate::MutateOptions, mutate::Mutator, outfile::write_file_atomically, recipe::Recipe,
+};
 use serde::Serialize;
 use serde_json::{json, Value};
 

@@ -4,7 +4,7 @@
 //! it".
 
 use parallels_image::qemu::{QemuCheck, QemuOutcome, QemuReason, ReadWrite};
-use parallels_image::{CbtOutcome, Conformance, MountEffect, PloopPrediction, Severity};
+use parallels_image::{ploop::CbtOutcome, ploop::MountEffect, ploop::PloopPrediction, Conformance, Severity};
 
 use crate::output::human_bytes;
 

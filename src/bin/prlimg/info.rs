@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use parallels_image::qemu::{self, QemuOutcome};
-use parallels_image::{Bitmap, BitmapSummary, CbtOutcome, Header, Image, Mode, Variant, JSON_SCHEMA};
+use parallels_image::{ploop::CbtOutcome, Bitmap, BitmapSummary, Header, Image, Mode, Variant, JSON_SCHEMA};
 use serde::Serialize;
 
 use crate::bitmaps::human;
@@ -186,7 +186,7 @@ fn warnings(image: &Image<'_>) -> Vec<String> {
         ));
     }
     // ploop's CBT loader alone: its check's walk of the table is not needed here.
-    if let Ok(cbt) = parallels_image::predict_ploop_cbt(image.source(), "") {
+    if let Ok(cbt) = parallels_image::ploop::predict_ploop_cbt(image.source(), "") {
         if matches!(cbt.outcome, CbtOutcome::Refuses | CbtOutcome::Crashes) {
             w.push("ploop does not load the bitmaps of this extension (prlimg check says why)".to_string());
         }
@@ -222,7 +222,7 @@ pub fn run(args: &Args) -> Outcome {
     if args.format == crate::input::ReadFormat::Raw {
         return raw(args);
     }
-    if parallels_image::is_bundle(path) {
+    if parallels_image::bundle::is_bundle(path) {
         let code = crate::bundle::info(path, args.output)?;
         if let Some(out) = &args.picture {
             crate::picture::bundle(path, out, args.force)?;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use parallels_image::{BundleOptions, Extent, GuestDisk, Mapping};
+use parallels_image::{bundle::BundleOptions, bundle::Extent, bundle::GuestDisk, bundle::Mapping};
 use uuid::Uuid;
 
 use crate::convert::{bundle_failure, parse_snapshot};

@@ -7,7 +7,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use parallels_image::{seed_corpus, write_file_atomically, ChecksumState, CorpusKind, Edit, MutateOptions, Mutator};
+use parallels_image::{
+    mutate::seed_corpus, mutate::ChecksumState, mutate::CorpusKind, mutate::Edit, mutate::MutateOptions,
+    mutate::Mutator, outfile::write_file_atomically,
+};
 use serde::Serialize;
 
 use crate::output::Failure;
@@ -112,7 +115,7 @@ fn prepare(dir: &Path, names: impl Iterator<Item = String>, force: bool) -> Resu
     if std::fs::symlink_metadata(dir).is_err() {
         // A folder made by this run: removed whole if the run is interrupted before its manifest.
         std::fs::create_dir_all(dir).map_err(|e| Failure::io(dir, &e))?;
-        parallels_image::hold_output_folder(dir).map_err(|e| Failure::lib(dir, &e))?;
+        parallels_image::outfile::hold_output_folder(dir).map_err(|e| Failure::lib(dir, &e))?;
         return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(|e| Failure::io(dir, &e))?;
@@ -139,7 +142,7 @@ fn manifest(dir: &Path, value: &impl Serialize, force: bool) -> Result<(), Failu
     let mut text = serde_json::to_string_pretty(value).expect("the manifest serializes");
     text.push('\n');
     write(&dir.join(MANIFEST), text.as_bytes(), force)?;
-    parallels_image::release_output_folder(dir);
+    parallels_image::outfile::release_output_folder(dir);
     Ok(())
 }
 

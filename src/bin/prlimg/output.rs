@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use parallels_image::{Error, OutputError, OutputOptions};
+use parallels_image::{outfile::OutputError, outfile::OutputOptions, Error};
 use serde::Serialize;
 
 /// `--output` for `info` and `check`.

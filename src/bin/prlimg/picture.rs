@@ -6,8 +6,9 @@ use std::io::Write;
 use std::path::Path;
 
 use parallels_image::{
-    dirty_model, dirty_step, layout_model, layout_svg, write_file_atomically, Bundle, CellState, Conformance, Image,
-    LayoutModel, Report, DIRTY_SCALE, FINDING_OUTLINE,
+    bundle::Bundle, outfile::write_file_atomically, picture::dirty_model, picture::dirty_step, picture::layout_model,
+    picture::layout_svg, picture::CellState, picture::LayoutModel, picture::DIRTY_SCALE, picture::FINDING_OUTLINE,
+    Conformance, Image, Report,
 };
 
 use crate::output::Failure;

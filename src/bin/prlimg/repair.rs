@@ -6,7 +6,7 @@ use std::fs::File;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use parallels_image::{plan_repair, FileSource, Image, RepairLevel, RepairPlan, Severity};
+use parallels_image::{repair::plan_repair, repair::RepairLevel, repair::RepairPlan, FileSource, Image, Severity};
 
 use crate::outln;
 use crate::output::{emit, output_options, print_json, Failure};
@@ -80,7 +80,7 @@ struct PlanJson<'a> {
     before: parallels_image::Verdict,
     dry_run: bool,
     written: bool,
-    actions: &'a [parallels_image::RepairAction],
+    actions: &'a [parallels_image::repair::RepairAction],
     unrepaired: &'a [parallels_image::Rule],
     kept_bitmaps: &'a [String],
     lost_bitmaps: Vec<String>,
@@ -157,7 +157,7 @@ fn repair(
     };
     if write {
         let options = output_options(force || in_place, false, Some(meta.mode() & 0o7777));
-        parallels_image::write_atomically(&target, &options, |f| plan.write(&source, f))
+        parallels_image::outfile::write_atomically(&target, &options, |f| plan.write(&source, f))
             .map_err(|e| Failure::lib(&target, &e))?;
     }
     let after = if write {
