@@ -65,6 +65,17 @@ pub fn check_versions(
     filename: &str,
     versions: &[qemu::Version],
 ) -> Result<Conformance> {
+    check_keeping(source, mode, filename, versions).map(|(c, _)| c)
+}
+
+/// [`check_versions`], giving back the image it parsed (`None` when the header cannot be
+/// interpreted), for pictures drawn without parsing it again.
+pub(crate) fn check_keeping<'a>(
+    source: &'a dyn Source,
+    mode: Mode,
+    filename: &str,
+    versions: &[qemu::Version],
+) -> Result<(Conformance, Option<Image<'a>>)> {
     let versions = if versions.is_empty() {
         &[qemu::Version::V10_0][..]
     } else {
@@ -79,7 +90,7 @@ pub fn check_versions(
         ploop::CheckStart::Walk(walk) => Ok(walk),
     };
     let mut ploop_from = 0;
-    let (report, statistics, prediction) = match Image::parse_compact(source, mode) {
+    let (report, statistics, prediction, image) = match Image::parse_compact(source, mode) {
         Ok(image) => {
             // One read of the BAT for every consumer: the rules walk it and hand each allocated
             // entry to QEMU's predicted check and to ploop's check on the way.
@@ -128,7 +139,7 @@ pub fn check_versions(
                 fragmented: counts.1,
                 image_end_offset: end,
             };
-            (report, Some(statistics), prediction)
+            (report, Some(statistics), prediction, Some(image))
         }
         Err(Error::Invalid(violation)) => {
             // QEMU 7.2 reads on where QEMU 10 stops at an ext_off past its bound.
@@ -147,7 +158,7 @@ pub fn check_versions(
             let report = Report {
                 findings: vec![Finding { violation, severity }],
             };
-            (report, None, prediction)
+            (report, None, prediction, None)
         }
         Err(e) => return Err(e),
     };
@@ -157,7 +168,7 @@ pub fn check_versions(
     };
     let ploop = ploop::predict_ploop_checked(source, filename, None, ploop_check)?;
     qemu_versions.sort_by_key(|p| p.version);
-    Ok(Conformance {
+    let conformance = Conformance {
         filename: filename.to_string(),
         mode,
         report,
@@ -166,7 +177,8 @@ pub fn check_versions(
         prediction,
         qemu_versions,
         ploop,
-    })
+    };
+    Ok((conformance, image))
 }
 
 impl Conformance {
@@ -352,13 +364,6 @@ fn qemu_json(prediction: &Prediction, filename: &str) -> (QemuInfoJson, QemuChec
             _ => None,
         },
     };
-    let read_write = prediction
-        .render(filename)
-        .iter()
-        .find_map(|l| {
-            l.strip_prefix(&format!("QEMU {} read-write: ", prediction.version.label()))
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
+    let read_write = prediction.read_write.describe();
     (qemu, qemu_check, read_write)
 }

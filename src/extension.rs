@@ -8,9 +8,8 @@ use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use crate::raw::extension::{checksum_and_nonzero_len, EXT_HEADER_SIZE, EXT_MAGIC};
+use crate::raw::extension::{checksum_and_nonzero_len, RawExtHeader, EXT_HEADER_SIZE, EXT_MAGIC};
 use crate::raw::feature::{RawFeatureHeader, FEATURE_ALIGN, FEATURE_END, FEATURE_HEADER_SIZE};
-use crate::raw::padded;
 
 /// Where a feature record is in the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,12 +232,12 @@ impl<'s> Extension<'s> {
 
     /// The stored magic.
     pub fn magic(&self) -> u64 {
-        read_u64(&self.bytes, 0)
+        RawExtHeader::read_padded(&self.bytes, 0).magic.get()
     }
 
     /// The stored checksum.
     pub fn stored_checksum(&self) -> [u8; 16] {
-        padded(&self.bytes, 8)
+        RawExtHeader::read_padded(&self.bytes, 0).checksum
     }
 
     /// The available bytes of a range of the cluster (cut at the end of the file).
@@ -259,7 +258,7 @@ impl<'s> Extension<'s> {
 
     /// The 24-byte feature header at byte `offset` of the cluster (zeros past the file).
     pub(crate) fn header_at(&self, offset: u64) -> RawFeatureHeader {
-        read_feature_header(&self.bytes, offset)
+        RawFeatureHeader::read_padded(&self.bytes, offset)
     }
 
     /// Byte offset where the list's records end (after the end record, or the cluster size).
@@ -284,7 +283,7 @@ fn walk(bytes: &[u8], cluster_size: u64, limit: usize) -> Option<Walked> {
         if remaining < FEATURE_HEADER_SIZE as u64 {
             break ListEnd::Truncated { offset: pos, remaining };
         }
-        let header = read_feature_header(bytes, pos);
+        let header = RawFeatureHeader::read_padded(bytes, pos);
         if header.magic.get() == FEATURE_END {
             break ListEnd::EndRecord { offset: pos };
         }
@@ -309,14 +308,6 @@ fn walk(bytes: &[u8], cluster_size: u64, limit: usize) -> Option<Walked> {
         pos = (pos + FEATURE_HEADER_SIZE as u64 + u64::from(data_size)).next_multiple_of(FEATURE_ALIGN);
     };
     Some(Walked { features, end })
-}
-
-fn read_u64(bytes: &[u8], at: u64) -> u64 {
-    u64::from_le_bytes(padded(bytes, at))
-}
-
-fn read_feature_header(bytes: &[u8], at: u64) -> RawFeatureHeader {
-    zerocopy::transmute!(padded::<FEATURE_HEADER_SIZE>(bytes, at))
 }
 
 #[cfg(test)]

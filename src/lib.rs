@@ -46,7 +46,9 @@
 //!  readers        what libyal's libphdi and fox-it's dissect.hypervisor do with a bundle or an
 //!                 image: models of both, compared MiB by MiB with the guest's bytes
 //!  report         a whole path checked, whatever it holds (image, device, stream, bundle):
-//!                 typed reports for `prlimg check` and the Python package
+//!                 typed reports (image and bundle checks, `info` of both, a batch's walk and
+//!                 summary, repair runs), each rendered for people and as JSON, for `prlimg`
+//!                 and the Python package
 //!  oracle         running the real programs (qemu-img info/check, the ploop oracle's drivers)
 //!                 with a timeout, their outcomes typed and compared with the predictions
 //!                 (feature `oracle`)

@@ -17,9 +17,9 @@ use std::io;
 use md5::{Digest, Md5};
 
 use crate::extension::ExtensionDigest;
-use crate::raw::bitmap::BITMAP_HEADER_SIZE;
-use crate::raw::extension::{EXT_HEADER_SIZE, EXT_MAGIC};
-use crate::raw::feature::{FEATURE_DIRTY_BITMAP, FEATURE_HEADER_SIZE};
+use crate::raw::bitmap::{RawBitmapHeader, BITMAP_HEADER_SIZE};
+use crate::raw::extension::{RawExtHeader, EXT_HEADER_SIZE, EXT_MAGIC};
+use crate::raw::feature::{RawFeatureHeader, FEATURE_DIRTY_BITMAP, FEATURE_HEADER_SIZE};
 use crate::raw::header::{
     RawHeader, FLAG_FORMAT_CONVERSION, INUSE_CLOSED, INUSE_CLOSED_V21, INUSE_OPEN, MAGIC_V1, MAGIC_V2, VERSION,
 };
@@ -569,13 +569,12 @@ fn pread_error(sectors: u64, len: u64, file_size: u64) -> Option<(u64, &'static 
     None
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    b.get(at..at + 4)
-        .map_or(0, |s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
-}
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    b.get(at..at + 8)
-        .map_or(0, |s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+impl LoadRun {
+    /// The load fails with `message` and the return code `rc`; `drop`: the extension is dropped.
+    fn fail(&mut self, rc: i32, drop: bool, message: String) {
+        self.errors.push(message);
+        self.end = LoadEnd::Fails { rc, drop };
+    }
 }
 
 /// ploop's extension loader, as the read-only load of `ploop-cbt show` and the load a mount does
@@ -587,30 +586,51 @@ fn load_extension(source: &dyn Source, path: &str, known: Option<&ExtensionDiges
         kept: None,
         header: None,
     };
+    let Some(h) = load_header(source, path, &mut run)? else {
+        return Ok(run);
+    };
+    let ext_off = h.ext_off.get();
+    let bs = u64::from(h.tracks.get()) * SECTOR_SIZE;
+    let size = source.size();
+    let Some(block) = load_block(source, &mut run, ext_off, bs, known)? else {
+        return Ok(run);
+    };
+    // Blocks the mount may cut off the end of the file: the extension and every bitmap cluster.
+    let mut ext_blocks = vec![ext_off.wrapping_mul(SECTOR_SIZE)];
+    if !load_features(&block, bs, (h.nb_sectors.get(), size), &mut run, &mut ext_blocks) {
+        return Ok(run);
+    }
+    run.end = LoadEnd::Done {
+        new_size: mount_size(size, bs, ext_blocks),
+    };
+    Ok(run)
+}
+
+/// The loader's checks of the header: `Some` with it when the extension is to be read, else
+/// `run` says how the load ended.
+fn load_header(source: &dyn Source, path: &str, run: &mut LoadRun) -> io::Result<Option<RawHeader>> {
     let Some(h) = read_header(source)? else {
         run.errors.push(format!("read 1st sector of {path}: {EIO_TEXT}"));
-        return Ok(run);
+        return Ok(None);
     };
     run.header = Some(h);
     if fmt_of(&h).is_none() {
         run.errors
             .push(format!("Unknown ploop image version in the header {path}"));
-        return Ok(run);
+        return Ok(None);
     }
-    let tracks = h.tracks.get();
-    if h.version.get() != VERSION || !is_valid_blocksize(tracks) {
+    if h.version.get() != VERSION || !is_valid_blocksize(h.tracks.get()) {
         run.errors.push(format!("Invalid image header {path}"));
-        return Ok(run);
+        return Ok(None);
     }
-    let ext_off = h.ext_off.get();
     let inuse = h.inuse.get();
-    if ext_off == 0 {
+    if h.ext_off.get() == 0 {
         run.end = LoadEnd::NoExtension;
-        return Ok(run);
+        return Ok(None);
     }
     if inuse == INUSE_CLOSED {
         run.end = LoadEnd::Ignored;
-        return Ok(run);
+        return Ok(None);
     }
     if inuse != INUSE_CLOSED_V21 {
         run.errors
@@ -619,77 +639,101 @@ fn load_extension(source: &dyn Source, path: &str, known: Option<&ExtensionDiges
             rc: rc::PROTOCOL,
             drop: false,
         };
-        return Ok(run);
+        return Ok(None);
     }
-    let bs = u64::from(tracks) * SECTOR_SIZE;
+    Ok(Some(h))
+}
+
+/// The extension block of `bs` bytes at sector `ext_off`: `Some` when it reads and its magic and
+/// checksum are right, else `run` says how the load failed.
+fn load_block<'s>(
+    source: &'s dyn Source,
+    run: &mut LoadRun,
+    ext_off: u64,
+    bs: u64,
+    known: Option<&ExtensionDigest>,
+) -> io::Result<Option<std::borrow::Cow<'s, [u8]>>> {
     let size = source.size();
-    let fail = |run: &mut LoadRun, rc: i32, drop: bool, message: String| {
-        run.errors.push(message);
-        run.end = LoadEnd::Fails { rc, drop };
-    };
     if let Some((off, err)) = pread_error(ext_off, bs, size) {
         run.errors
             .push(format!("pread off={off} size={}: {err}", bs as u32 as i32));
         let text = format!("Can't read optional header block, offset: 0x{ext_off:x}, size: 0x{bs:x}: {err}");
-        fail(&mut run, rc::READ, true, text);
-        return Ok(run);
+        run.fail(rc::READ, true, text);
+        return Ok(None);
     }
     let block = source.read_at(ext_off.wrapping_mul(SECTOR_SIZE), bs)?;
-    if u64_at(&block, 0) != EXT_MAGIC {
-        fail(&mut run, rc::PROTOCOL, true, "Wrong optional header magic".into());
-        return Ok(run);
+    let header = RawExtHeader::read_padded(&block, 0);
+    if header.magic.get() != EXT_MAGIC {
+        run.fail(rc::PROTOCOL, true, "Wrong optional header magic".into());
+        return Ok(None);
     }
     // The whole block is in the file (the read above would have failed otherwise).
     let digest: [u8; 16] = match known.filter(|k| k.covers(ext_off.wrapping_mul(SECTOR_SIZE), bs, size)) {
         Some(k) => k.md5,
         None => Md5::digest(&block[EXT_HEADER_SIZE..]).into(),
     };
-    if block[8..24] != digest {
-        fail(&mut run, rc::PROTOCOL, true, "Wrong optional header checksum".into());
-        return Ok(run);
+    if header.checksum != digest {
+        run.fail(rc::PROTOCOL, true, "Wrong optional header checksum".into());
+        return Ok(None);
     }
-    // Blocks the mount may cut off the end of the file: the extension and every bitmap cluster.
-    let mut ext_blocks = vec![ext_off.wrapping_mul(SECTOR_SIZE)];
-    let end = bs as usize;
-    let hdr = FEATURE_HEADER_SIZE;
-    let mut pos = EXT_HEADER_SIZE;
-    let nb_sectors = h.nb_sectors.get();
+    Ok(Some(block))
+}
+
+/// ploop's walk of the feature list of `block`, of `bs` bytes (records one after another, not
+/// aligned): each dirty bitmap's checks and the reads of its clusters (pushed onto `ext_blocks`),
+/// on a disk of `nb_sectors` in a file of `size` bytes. `false` when the load ends there (`run`
+/// says how).
+fn load_features(
+    block: &[u8],
+    bs: u64,
+    (nb_sectors, size): (u64, u64),
+    run: &mut LoadRun,
+    ext_blocks: &mut Vec<u64>,
+) -> bool {
+    let mut pos = EXT_HEADER_SIZE as u64;
     loop {
-        let data = pos + hdr;
-        let data_size = u32_at(&block, pos + 16) as usize;
-        if data > end || data + data_size > end {
-            fail(&mut run, rc::PROTOCOL, false, "Spoiled optional header".into());
-            return Ok(run);
+        let feature = RawFeatureHeader::read_padded(block, pos);
+        let data = pos + FEATURE_HEADER_SIZE as u64;
+        let data_size = u64::from(feature.data_size.get());
+        if data > bs || data + data_size > bs {
+            run.fail(rc::PROTOCOL, false, "Spoiled optional header".into());
+            return false;
         }
-        let magic = u64_at(&block, pos);
+        let magic = feature.magic.get();
         if magic == 0 {
-            break;
+            return true;
         }
         if magic == FEATURE_DIRTY_BITMAP {
-            // The bitmap's size is compared with the 64-bit field, whatever the magic.
-            if u64_at(&block, data) != nb_sectors {
-                fail(
-                    &mut run,
+            let bitmap = RawBitmapHeader::read_padded(block, data);
+            // The bitmap's size is compared with the 64-bit field, whatever the magic; a field
+            // past the block reads as 0.
+            let size_field = if data + 8 <= block.len() as u64 {
+                bitmap.size.get()
+            } else {
+                0
+            };
+            if size_field != nb_sectors {
+                run.fail(
                     rc::PROTOCOL,
                     false,
                     "Image size is not equal to dirty_bitmap size".into(),
                 );
-                return Ok(run);
+                return false;
             }
-            let l1_size = u32_at(&block, data + 28);
-            if (data_size as u64) < BITMAP_HEADER_SIZE as u64 + 8 * u64::from(l1_size) {
-                fail(&mut run, rc::PROTOCOL, false, "Spoiled bitmap extension data".into());
-                return Ok(run);
+            let l1_size = bitmap.l1_size.get();
+            if data_size < BITMAP_HEADER_SIZE as u64 + 8 * u64::from(l1_size) {
+                run.fail(rc::PROTOCOL, false, "Spoiled bitmap extension data".into());
+                return false;
             }
-            let granularity = u64::from(u32_at(&block, data + 24));
+            let granularity = u64::from(bitmap.granularity.get());
             if granularity == 0 {
                 run.end = LoadEnd::Crashes;
-                return Ok(run);
+                return false;
             }
             let bits = nb_sectors.wrapping_add(granularity - 1) / granularity;
             let mut bytes = bits.wrapping_add(7) >> 3;
-            for k in 0..l1_size as usize {
-                let entry = u64_at(&block, data + BITMAP_HEADER_SIZE + 8 * k);
+            for k in 0..u64::from(l1_size) {
+                let entry = RawBitmapHeader::l1_entry_padded(block, data, k);
                 let chunk = bs.min(bytes);
                 bytes -= chunk;
                 if entry > 1 {
@@ -697,29 +741,25 @@ fn load_extension(source: &dyn Source, path: &str, known: Option<&ExtensionDiges
                     if let Some((off, err)) = pread_error(entry, u64::from(chunk as u32), size) {
                         run.errors
                             .push(format!("pread off={off} size={}: {err}", chunk as u32 as i32));
-                        fail(
-                            &mut run,
-                            rc::READ,
-                            false,
-                            format!("Can't read dirty_bitmap block: {err}"),
-                        );
-                        return Ok(run);
+                        run.fail(rc::READ, false, format!("Can't read dirty_bitmap block: {err}"));
+                        return false;
                     }
                     ext_blocks.push(entry.wrapping_mul(SECTOR_SIZE));
                 }
             }
-            let mut id = [0u8; 16];
-            id.copy_from_slice(&block[data + 8..data + 24]);
-            run.kept = Some(id);
+            run.kept = Some(bitmap.id);
         }
         pos = data + data_size;
     }
+}
+
+/// The size a mount cuts a file of `size` bytes to: the extension and bitmap blocks that end the
+/// file are cut, as long as the block before the end is one of them. `None` when the size is not
+/// a multiple of the block size `bs`.
+fn mount_size(size: u64, bs: u64, mut ext_blocks: Vec<u64>) -> Option<u64> {
     if !size.is_multiple_of(bs) {
-        run.end = LoadEnd::Done { new_size: None };
-        return Ok(run);
+        return None;
     }
-    // Cut the extension and bitmap blocks that end the file, as long as the block before the
-    // end is one of them.
     let mut new_size = size;
     while new_size >= bs {
         let last = new_size - bs;
@@ -731,10 +771,7 @@ fn load_extension(source: &dyn Source, path: &str, known: Option<&ExtensionDiges
             None => break,
         }
     }
-    run.end = LoadEnd::Done {
-        new_size: Some(new_size),
-    };
-    Ok(run)
+    Some(new_size)
 }
 
 fn cbt_of(run: &LoadRun) -> PloopCbt {

@@ -11,11 +11,10 @@ use crate::error::{Error, Violation};
 use crate::extension::{Extension, ExtensionDigest};
 use crate::header::Variant;
 use crate::image::{ClusterCounter, Image};
-use crate::raw::bitmap::BITMAP_HEADER_SIZE;
+use crate::raw::bitmap::{RawBitmapHeader, BITMAP_HEADER_SIZE};
 use crate::raw::extension::EXT_MAGIC;
-use crate::raw::feature::{FEATURE_DIRTY_BITMAP, FEATURE_HEADER_SIZE};
+use crate::raw::feature::{RawFeatureHeader, FEATURE_DIRTY_BITMAP, FEATURE_HEADER_SIZE};
 use crate::raw::header::INUSE_OPEN;
-use crate::raw::padded;
 use crate::source::Source;
 
 mod v72;
@@ -534,6 +533,37 @@ pub enum ReadWrite {
     },
 }
 
+impl ReadWrite {
+    /// What a read-write open does, in words (`prlimg check`'s `QEMU 10 read-write:` line
+    /// after its prefix, and the JSON key `qemu_read_write`).
+    pub fn describe(&self) -> String {
+        match self {
+            ReadWrite::Refused { reason } => format!("refuses the image [{reason}]"),
+            ReadWrite::Opens {
+                drops_extension,
+                repairs,
+                truncates_to,
+            } => {
+                let mut what = Vec::new();
+                if *repairs {
+                    what.push("repairs it in place".to_string());
+                }
+                if *drops_extension {
+                    what.push("ignores the Format Extension, which is lost with its bitmaps".to_string());
+                }
+                if let Some(len) = truncates_to {
+                    what.push(format!("cuts the file at byte {len}"));
+                }
+                if what.is_empty() {
+                    "opens it; the file keeps its length".to_string()
+                } else {
+                    what.join("; ")
+                }
+            }
+        }
+    }
+}
+
 /// Predictions for the reference implementations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Prediction {
@@ -545,13 +575,6 @@ pub struct Prediction {
     pub read_write: ReadWrite,
     /// The QEMU predicted.
     pub version: Version,
-}
-
-fn u32_at(b: &[u8], at: u64) -> u32 {
-    u32::from_le_bytes(padded(b, at))
-}
-fn u64_at(b: &[u8], at: u64) -> u64 {
-    u64::from_le_bytes(padded(b, at))
 }
 
 fn errno_suffix(total: u64) -> String {
@@ -849,30 +872,7 @@ impl Prediction {
             QemuCheck::Fails => out.push(format!("{ck}: fails (Device or resource busy), exit 1")),
             QemuCheck::Aborts { assertion } => out.push(format!("{ck}: aborts (exit 134): {assertion}")),
         }
-        out.push(match &self.read_write {
-            ReadWrite::Refused { reason } => format!("{q} read-write: refuses the image [{reason}]"),
-            ReadWrite::Opens {
-                drops_extension,
-                repairs,
-                truncates_to,
-            } => {
-                let mut what = Vec::new();
-                if *repairs {
-                    what.push("repairs it in place".to_string());
-                }
-                if *drops_extension {
-                    what.push("ignores the Format Extension, which is lost with its bitmaps".to_string());
-                }
-                if let Some(len) = truncates_to {
-                    what.push(format!("cuts the file at byte {len}"));
-                }
-                if what.is_empty() {
-                    format!("{q} read-write: opens it; the file keeps its length")
-                } else {
-                    format!("{q} read-write: {}", what.join("; "))
-                }
-            }
-        });
+        out.push(format!("{q} read-write: {}", self.read_write.describe()));
         out
     }
 }
@@ -956,11 +956,10 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
             )));
         }
         if pos + hdr > cs {
-            return Some(undefined(format!(
-                "a feature header at byte {pos} of a {cs}-byte extension cluster"
-            )));
+            return Some(past_cluster("a feature header", pos, cs));
         }
-        let (magic, flags, ds) = (u64_at(c, pos), u64_at(c, pos + 8), u32_at(c, pos + 16));
+        let feature = RawFeatureHeader::read_padded(c, pos);
+        let (magic, flags, ds) = (feature.magic.get(), feature.flags.get(), feature.data_size.get());
         pos += hdr;
         rem -= hdr as i64;
         if flags != 0 {
@@ -991,14 +990,11 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
             )));
         }
         if pos + bh > cs {
-            return Some(undefined(format!(
-                "a bitmap header at byte {pos} of a {cs}-byte extension cluster"
-            )));
+            return Some(past_cluster("a bitmap header", pos, cs));
         }
-        let size = u64_at(c, pos);
-        let id: [u8; 16] = padded(c, pos + 8);
-        let gran = u32_at(c, pos + 24);
-        let l1 = u32_at(c, pos + 28);
+        let bitmap = RawBitmapHeader::read_padded(c, pos);
+        let (size, id) = (bitmap.size.get(), bitmap.id);
+        let (gran, l1) = (bitmap.granularity.get(), bitmap.l1_size.get());
         if size != total {
             return Some(reject(
                 QemuReason::BitmapSize,
@@ -1055,7 +1051,7 @@ fn extension_outcome(ext: &Extension<'_>, total: u64, names: &mut Vec<String>) -
                 "the L1 table of the bitmap at byte {pos} runs past the cluster"
             )));
         }
-        let entries = (0..u64::from(l1)).map(|i| u64_at(c, pos + bh + 8 * i));
+        let entries = (0..u64::from(l1)).map(|i| RawBitmapHeader::l1_entry_padded(c, pos, i));
         if let Some(failure) = load_bitmap_data(entries, cs, t as u64 * 512, u64::from(g)) {
             return Some(failure);
         }
@@ -1120,6 +1116,11 @@ fn load_bitmap_data(entries: impl Iterator<Item = u64>, cs: u64, bytes: u64, gra
         }
     }
     None
+}
+
+/// [`undefined`]: a structure at byte `pos` of a `cs`-byte extension cluster runs past it.
+fn past_cluster(what: &str, pos: u64, cs: u64) -> QemuOutcome {
+    undefined(format!("{what} at byte {pos} of a {cs}-byte extension cluster"))
 }
 
 fn undefined(detail: String) -> QemuOutcome {
@@ -1242,18 +1243,41 @@ impl<'h> CheckWalk<'h> {
     /// entries the rules found duplicated (R19), in order; walks the BAT of `image` again only
     /// when the image's end is not where the walk assumed or those cannot stand for QEMU's.
     pub(crate) fn finish(&self, image: &Image<'_>, dups: Option<&[u32]>) -> QemuCheck {
+        let mut c = CheckCounts {
+            total_clusters: u64::from(self.header.bat_entries),
+            ..Default::default()
+        };
+        let data_start = self.header_errors(&mut c);
+        self.outside_errors(&mut c);
+        let image_end = self.image_end(&mut c, data_start);
+        // The statistics are counted on the duplicates' walk of the BAT (one walk fewer).
+        let mut counter = ClusterCounter::new(self.header, image_end);
+        let counted = match self.duplicates(image, dups, &mut c, (data_start, image_end), &mut counter) {
+            Scan::Counted(counted) => counted,
+            Scan::Ends(outcome) => return outcome,
+        };
+        (c.allocated_clusters, c.fragmented_clusters) = if counted {
+            counter.counts()
+        } else if self.allocated == 0 {
+            // Nothing allocated: nothing to count, no walk needed.
+            (0, 0)
+        } else if self.high != 0 {
+            // The image ends with its highest cluster inside: the clusters that end by it are
+            // those that end by the end of the file, which the walk counted.
+            self.counter.counts()
+        } else {
+            image.cluster_counts(image_end)
+        };
+        QemuCheck::Completes(c)
+    }
+
+    /// The header's errors (an image not closed, a `data_off` QEMU refuses); QEMU's data start,
+    /// in sectors.
+    fn header_errors(&self, c: &mut CheckCounts) -> u64 {
         let h = self.header;
         let file_len = self.file_len;
         let tracks = u64::from(h.cluster_sectors);
-        let cs = self.cs;
         let v1 = h.variant == Variant::V1;
-        let mult = self.mult;
-        let n = h.bat_entries;
-        let mut c = CheckCounts {
-            total_clusters: u64::from(n),
-            ..Default::default()
-        };
-
         let mut min_off = h.bat_end().div_ceil(512);
         if !v1 {
             // QEMU rounds with a bit mask, which is exact only for a power of two.
@@ -1263,8 +1287,6 @@ impl<'h> CheckWalk<'h> {
         let v1_default = v1 && data_off == 0;
         let data_off_ok = v1_default || (data_off >= min_off && data_off <= file_len / 512);
         let data_start = if data_off_ok && !v1_default { data_off } else { min_off };
-        // Entries past the end of the file within the table read as 0 (unallocated).
-        let max_entry = self.max_entry;
 
         if h.raw.inuse.get() == INUSE_OPEN {
             c.error(CheckLine::NotClosed);
@@ -1274,7 +1296,12 @@ impl<'h> CheckWalk<'h> {
             c.error(CheckLine::DataOff);
             c.corruptions += 1;
         }
-        let high = self.high;
+        data_start
+    }
+
+    /// The entries whose cluster is outside the image.
+    fn outside_errors(&self, c: &mut CheckCounts) {
+        let n = self.header.bat_entries;
         if self.all_outside {
             // Every entry is outside, unallocated ones and those past the end of the file
             // included (they read as 0). Counted, not walked: there may be half a billion.
@@ -1293,6 +1320,14 @@ impl<'h> CheckWalk<'h> {
             c.errors_omitted += self.outside_count - self.outside.len() as u64;
             c.corruptions += self.outside_count;
         }
+    }
+
+    /// Where QEMU puts the image's end (in bytes), and the leak past it.
+    fn image_end(&self, c: &mut CheckCounts, data_start: u64) -> u64 {
+        let (n, tracks) = (self.header.bat_entries, u64::from(self.header.cluster_sectors));
+        let (cs, mult, high, file_len) = (self.cs, self.mult, self.high, self.file_len);
+        // Entries past the end of the file within the table read as 0 (unallocated).
+        let max_entry = self.max_entry;
         // QEMU's open moves the data end past every entry, unallocated ones (sector 0) included;
         // with no entries at all it stays at the data start.
         let data_end = if n == 0 {
@@ -1307,13 +1342,24 @@ impl<'h> CheckWalk<'h> {
             c.error(CheckLine::Leaked { bytes: leaked });
             c.leaks += leaked.div_ceil(cs);
         }
+        image_end
+    }
 
+    /// QEMU's duplicate scan over the image from `data_start` (sectors) to `image_end` (bytes),
+    /// counting the statistics on `counter` when it walks the BAT.
+    fn duplicates(
+        &self,
+        image: &Image<'_>,
+        dups: Option<&[u32]>,
+        c: &mut CheckCounts,
+        (data_start, image_end): (u64, u64),
+        counter: &mut ClusterCounter<'_>,
+    ) -> Scan {
+        let (cs, mult, high) = (self.cs, self.mult, self.high);
         // Duplicates, with QEMU's truncating division and 32-bit index.
         let base = (data_start * 512) as i64;
         let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
         let idx = |o: u64| -> u64 { qemu_index(o, base, cs, shift) };
-        // The statistics are counted on the duplicates' walk of the BAT (one walk fewer).
-        let mut counter = ClusterCounter::new(h, image_end);
         let mut counted = false;
         // QEMU returns before the duplicate scan when the image end's index is 0, and only then
         // counts a partial last cluster, in 32 bits: an index of 2^32 - 1 becomes a bitmap of
@@ -1333,17 +1379,17 @@ impl<'h> CheckWalk<'h> {
             // cluster was on the grid from the same data start.
             if let (true, true, Some(dups)) = (high != 0 && base == self.base, self.on_grid, dups) {
                 if self.allocated > 0 && self.max_k >= count {
-                    return aborts();
+                    return Scan::Ends(aborts());
                 }
                 for &i in dups {
                     c.error(CheckLine::Duplicate { index: i });
                     c.corruptions += 1;
                 }
                 if dups.last().is_some() && dups.last() == self.last.as_ref() {
-                    return QemuCheck::Fails;
+                    return Scan::Ends(QemuCheck::Fails);
                 }
                 (c.allocated_clusters, c.fragmented_clusters) = self.counter.counts();
-                return QemuCheck::Completes(c);
+                return Scan::Ends(QemuCheck::Completes(std::mem::take(c)));
             }
             let index_of = |e: u32| -> Option<u64> {
                 let k = idx(u64::from(e) * mult * 512);
@@ -1357,7 +1403,9 @@ impl<'h> CheckWalk<'h> {
                 let mut seen = vec![0u64; words as usize];
                 for (i, e) in image.allocated_entries() {
                     counter.add(i, e);
-                    let Some(k) = index_of(e) else { return aborts() };
+                    let Some(k) = index_of(e) else {
+                        return Scan::Ends(aborts());
+                    };
                     let (w, bit) = (&mut seen[(k / 64) as usize], 1u64 << (k % 64));
                     last_dup = *w & bit != 0;
                     *w |= bit;
@@ -1373,7 +1421,9 @@ impl<'h> CheckWalk<'h> {
                 let mut last = None;
                 for (i, e) in image.allocated_entries() {
                     counter.add(i, e);
-                    let Some(k) = index_of(e) else { return aborts() };
+                    let Some(k) = index_of(e) else {
+                        return Scan::Ends(aborts());
+                    };
                     pairs.push(k << 32 | i as u64);
                     last = Some(i as u64);
                 }
@@ -1393,24 +1443,20 @@ impl<'h> CheckWalk<'h> {
                 last_dup = last.is_some() && dups.last() == last.as_ref();
             }
             if last_dup {
-                return QemuCheck::Fails;
+                return Scan::Ends(QemuCheck::Fails);
             }
         }
-
-        (c.allocated_clusters, c.fragmented_clusters) = if counted {
-            counter.counts()
-        } else if self.allocated == 0 {
-            // Nothing allocated: nothing to count, no walk needed.
-            (0, 0)
-        } else if high != 0 {
-            // The image ends with its highest cluster inside: the clusters that end by it are
-            // those that end by the end of the file, which the walk counted.
-            self.counter.counts()
-        } else {
-            image.cluster_counts(image_end)
-        };
-        QemuCheck::Completes(c)
+        Scan::Counted(counted)
     }
+}
+
+/// How [`CheckWalk::duplicates`] ended.
+enum Scan {
+    /// The scan ran to its end; whether it counted the statistics.
+    Counted(bool),
+    /// The check ends with this outcome (an abort, a failure, or the rules' duplicates standing
+    /// for QEMU's).
+    Ends(QemuCheck),
 }
 
 /// QEMU's data start, in sectors: `data_off` when it is valid, else the end of the BAT rounded

@@ -318,7 +318,7 @@ impl PyChecked {
                 .iter()
                 .map(|f| {
                     (
-                        f.code,
+                        f.code.code(),
                         f.severity.name(),
                         f.message.clone(),
                         f.location.clone(),

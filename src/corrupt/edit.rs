@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::io;
 
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 use super::DefectKind;
 use crate::error::{Error, PlanError, Requirement, Result};
@@ -13,11 +13,11 @@ use crate::extension::Extension;
 use crate::header::{Header, Variant};
 use crate::image::{Image, Mode};
 use crate::raw::bitmap::L1_DIRTY;
-use crate::raw::extension::{checksum, RawExtHeader, EXT_HEADER_SIZE};
+use crate::raw::editor::{encode_records, list_layout, ExtensionEditor, RecordBytes};
 use crate::raw::feature::{RawFeatureHeader, FEATURE_HEADER_SIZE};
 use crate::raw::header::RawHeader;
+use crate::raw::RawBitmapHeader;
 use crate::raw::SECTOR_SIZE;
-use crate::raw::{L1Entry, RawBitmapHeader};
 use crate::source::Source;
 use crate::validate::referenced_end;
 
@@ -69,11 +69,7 @@ pub(super) struct ExtState {
 }
 
 /// A feature record of the extension, for re-encoding the list.
-#[derive(Clone)]
-pub(super) struct Rec {
-    pub(super) head: RawFeatureHeader,
-    pub(super) data: Vec<u8>,
-}
+pub(super) type Rec = RecordBytes;
 
 /// A dirty bitmap as found in the input.
 #[derive(Clone)]
@@ -253,6 +249,11 @@ impl<'i, 's> Work<'i, 's> {
         Ok(&mut self.ext()?.bytes)
     }
 
+    /// The extension cluster, through the one editor.
+    pub(super) fn editor(&mut self) -> Result<ExtensionEditor<'_>> {
+        Ok(ExtensionEditor::new(self.ext_bytes()?))
+    }
+
     /// The header of the feature record at byte `at` of the extension cluster, for editing.
     pub(super) fn feature_mut(&mut self, at: usize) -> Result<&mut RawFeatureHeader> {
         Ok(RawFeatureHeader::mut_at(self.ext_bytes()?, at).expect("a record of the input's walk"))
@@ -266,10 +267,11 @@ impl<'i, 's> Work<'i, 's> {
 
     /// Sets L1 entry `index` of a bitmap of the input.
     pub(super) fn set_l1(&mut self, bm: &Bm, index: usize, value: u64) -> Result<()> {
-        let data = bm.data();
-        let entry: &mut L1Entry =
-            RawBitmapHeader::l1_entry_mut(&mut self.ext_bytes()?[data..], index).expect("an entry of the input");
-        entry.set(value);
+        let rec = bm.rec;
+        self.editor()?
+            .l1_mut(rec, index)
+            .expect("an entry of the input")
+            .set(value);
         Ok(())
     }
 
@@ -296,7 +298,7 @@ impl<'i, 's> Work<'i, 's> {
             .map(|f| {
                 let r = f.data_range();
                 Rec {
-                    head: f.header,
+                    header: f.header,
                     data: bytes[r.start as usize..r.end as usize].to_vec(),
                 }
             })
@@ -305,42 +307,24 @@ impl<'i, 's> Work<'i, 's> {
 
     /// Start offsets of the records when encoded from byte 24.
     pub(super) fn positions(recs: &[Rec]) -> Vec<usize> {
-        let mut pos = EXT_HEADER_SIZE;
-        recs.iter()
-            .map(|r| {
-                let at = pos;
-                pos = (at + FEATURE_HEADER_SIZE + r.data.len()).next_multiple_of(8);
-                at
-            })
+        list_layout(recs.iter().map(|r| r.data.len() as u64))
+            .0
+            .into_iter()
+            .map(|at| at as usize)
             .collect()
     }
 
     /// Rewrites the feature list (from byte 24) with these records, `data_size` set to each
-    /// record's data length, and an end record if `end`.
-    pub(super) fn encode(&mut self, mut recs: Vec<Rec>, end: bool) -> Result<()> {
-        let cs = self.cs as usize;
-        let mut out = vec![0u8; cs];
-        let mut pos = EXT_HEADER_SIZE;
-        for r in &mut recs {
-            let Ok(size) = u32::try_from(r.data.len()) else {
-                return self.needs(Requirement::ExtensionRoom);
-            };
-            r.head.data_size = size.into();
-            let stop = pos + FEATURE_HEADER_SIZE + r.data.len();
-            if stop > cs {
-                return self.needs(Requirement::ExtensionRoom);
-            }
-            out[pos..pos + FEATURE_HEADER_SIZE].copy_from_slice(r.head.as_bytes());
-            out[pos + FEATURE_HEADER_SIZE..stop].copy_from_slice(&r.data);
-            pos = stop.next_multiple_of(8);
-        }
-        if end && pos + FEATURE_HEADER_SIZE > cs {
+    /// record's data length, and an end record if `end` (else the records may fill the cluster).
+    pub(super) fn encode(&mut self, recs: Vec<Rec>, end: bool) -> Result<()> {
+        let Some(recs) = recs.into_iter().map(Rec::sized).collect::<Option<Vec<_>>>() else {
             return self.needs(Requirement::ExtensionRoom);
+        };
+        let list = encode_records(&recs, end);
+        match self.editor()?.put_list(&list) {
+            Some(_) => Ok(()),
+            None => self.needs(Requirement::ExtensionRoom),
         }
-        let ext = self.ext()?;
-        out[..EXT_HEADER_SIZE].copy_from_slice(&ext.bytes[..EXT_HEADER_SIZE]);
-        ext.bytes = out;
-        Ok(())
     }
 
     /// The input's dirty bitmaps.
@@ -429,8 +413,7 @@ impl<'i, 's> Work<'i, 's> {
     pub(super) fn finish(mut self) -> Result<Patch> {
         if let Some(ext) = self.ext.as_mut() {
             if self.rehash {
-                let sum = checksum(&ext.bytes[EXT_HEADER_SIZE..]);
-                ext_header_mut(&mut ext.bytes).checksum = sum;
+                ExtensionEditor::new(&mut ext.bytes).rehash();
             }
         }
         if self.trim {
@@ -455,11 +438,6 @@ impl<'i, 's> Work<'i, 's> {
             .filter(|&o| o < self.len)
             .collect()
     }
-}
-
-/// The extension header of a whole cluster, for editing.
-pub(super) fn ext_header_mut(cluster: &mut [u8]) -> &mut RawExtHeader {
-    RawExtHeader::mut_from_prefix(cluster).expect("a whole cluster").0
 }
 
 /// The input with the edits so far, `len` bytes long, for asking the validator about it.

@@ -1,13 +1,13 @@
 //! Defects of the extension cluster and its feature list (R21–R31), edited through
 //! [`crate::raw::RawExtHeader`] and [`crate::raw::RawFeatureHeader`].
 
-use super::edit::{ext_header_mut, Work};
+use super::edit::Work;
 use super::pick;
 use crate::error::Requirement;
 use crate::error::Result;
 use crate::extension::ListEnd;
-use crate::raw::extension::{checksum, EXT_HEADER_SIZE};
 use crate::raw::feature::FEATURE_HEADER_SIZE;
+use crate::raw::ExtensionEditor;
 use crate::raw::SECTOR_SIZE;
 
 pub(super) fn off_unaligned(w: &mut Work<'_, '_>) -> Result<()> {
@@ -19,8 +19,7 @@ pub(super) fn past_eof(w: &mut Work<'_, '_>) -> Result<()> {
     w.move_ext(0)?;
     let cs = w.cs;
     let ext = w.ext.as_mut().expect("moved");
-    let sum = checksum(&ext.bytes[EXT_HEADER_SIZE..]);
-    ext_header_mut(&mut ext.bytes).checksum = sum;
+    ExtensionEditor::new(&mut ext.bytes).rehash();
     let last = ext.bytes.iter().rposition(|&b| b != 0).unwrap_or(0);
     let cut = (last as u64 + 1).next_multiple_of(SECTOR_SIZE);
     let off = ext.offset;
@@ -40,7 +39,8 @@ pub(super) fn overlap_data(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
 }
 
 pub(super) fn bad_magic(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
-    let ext = ext_header_mut(w.ext_bytes()?);
+    let mut editor = w.editor()?;
+    let ext = editor.header_mut().expect("a whole cluster");
     let mut magic = ext.magic.get().to_le_bytes();
     magic[(seed % 8) as usize] ^= 0xff;
     ext.magic = u64::from_le_bytes(magic).into();
@@ -48,7 +48,7 @@ pub(super) fn bad_magic(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
 }
 
 pub(super) fn bad_checksum(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
-    ext_header_mut(w.ext_bytes()?).checksum[(seed % 16) as usize] ^= 0x01;
+    w.editor()?.header_mut().expect("a whole cluster").checksum[(seed % 16) as usize] ^= 0x01;
     w.rehash = false;
     Ok(())
 }

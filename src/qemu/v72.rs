@@ -16,6 +16,7 @@
 //! - Its assertion texts carry other line numbers and a `../../` prefix.
 
 use super::*;
+use crate::raw::header::RawHeader;
 
 /// QEMU 7.2's assertion text when a bitmap granularity is not a power of two (B4).
 pub const ABORT_GRANULARITY_7_2: &str = "../../block/dirty-bitmap.c:105: bdrv_create_dirty_bitmap: Assertion `is_power_of_2(granularity) && granularity >= BDRV_SECTOR_SIZE' failed.";
@@ -35,7 +36,13 @@ pub(super) enum ExtOff<'a> {
     Wrapped(Patched<'a>),
 }
 
-/// A source whose `ext_off` field (bytes 56..64) reads as another value.
+/// Bytes `[EXT_OFF.start, EXT_OFF.end)` of the header: its `ext_off` field.
+const EXT_OFF: std::ops::Range<u64> = {
+    let at = std::mem::offset_of!(RawHeader, ext_off) as u64;
+    at..at + 8
+};
+
+/// A source whose `ext_off` field ([`EXT_OFF`]) reads as another value.
 pub(super) struct Patched<'a> {
     inner: &'a dyn Source,
     ext_off: [u8; 8],
@@ -49,12 +56,12 @@ impl Source for Patched<'_> {
     fn read_at(&self, offset: u64, len: u64) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
         let got = self.inner.read_at(offset, len)?;
         let end = offset.saturating_add(got.len() as u64);
-        if end <= 56 || offset >= 64 {
+        if end <= EXT_OFF.start || offset >= EXT_OFF.end {
             return Ok(got);
         }
         let mut bytes = got.into_owned();
         for (k, b) in self.ext_off.iter().enumerate() {
-            let at = 56 + k as u64;
+            let at = EXT_OFF.start + k as u64;
             if at >= offset && at < end {
                 bytes[(at - offset) as usize] = *b;
             }
@@ -84,12 +91,12 @@ pub(super) fn ext_off_source(source: &dyn Source) -> std::io::Result<Option<ExtO
     if head.is_empty() {
         return Ok(None);
     }
-    let ext_off = match crate::header::Header::decode(&crate::raw::header::RawHeader::read_padded(&head)) {
+    let raw = RawHeader::read_padded(&head);
+    let ext_off = match crate::header::Header::decode(&raw) {
         Err(Violation::ExtOffTooBig { ext_off, .. }) => ext_off,
         _ => return Ok(None),
     };
-    let bat_entries = u32_at(&head, 32);
-    let data_off = u32_at(&head, 48);
+    let (bat_entries, data_off) = (raw.bat_entries.get(), raw.data_off.get());
     let patched = |value: u64| Patched {
         inner: source,
         ext_off: value.to_le_bytes(),

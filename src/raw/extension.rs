@@ -12,6 +12,7 @@ use md5::{Digest, Md5};
 use zerocopy::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use super::editor::{encode_list, list_layout};
 use super::feature::{FeatureRecord, RawFeatureHeader};
 
 /// Magic of the Format Extension cluster.
@@ -48,12 +49,17 @@ pub struct ExtensionCluster {
     pub features: Vec<FeatureRecord>,
 }
 
+/// The list through the one encoder ([`super::editor::encode_list`]), end record included.
 #[binrw::writer(writer, endian)]
+#[allow(clippy::ptr_arg)] // binrw hands a writer the field as it is: `&Vec`
 fn write_features(features: &Vec<FeatureRecord>) -> BinResult<()> {
-    for f in features {
-        f.write_options(writer, endian, ())?;
-    }
-    FeatureRecord::opaque(0, 0, Vec::new()).write_options(writer, endian, ())
+    let bodies = features
+        .iter()
+        .map(|f| f.body_bytes(endian))
+        .collect::<BinResult<Vec<_>>>()?;
+    let list = encode_list(features.iter().zip(&bodies).map(|(f, b)| (&f.header, &b[..])), true);
+    writer.write_all(&list)?;
+    Ok(())
 }
 
 impl ExtensionCluster {
@@ -89,11 +95,8 @@ impl ExtensionCluster {
     /// The size in bytes of a feature list's encoding, end record and alignment included, header
     /// included.
     pub fn encoded_len(features: &[FeatureRecord]) -> u64 {
-        let mut pos = EXT_HEADER_SIZE as u64;
-        for f in features {
-            pos = pos.next_multiple_of(8) + f.encoded_len();
-        }
-        pos.next_multiple_of(8) + core::mem::size_of::<RawFeatureHeader>() as u64
+        let (_, end) = list_layout(features.iter().map(|f| u64::from(f.header.data_size.get())));
+        end + core::mem::size_of::<RawFeatureHeader>() as u64
     }
 }
 

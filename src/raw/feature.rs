@@ -107,6 +107,13 @@ impl FeatureRecord {
         }
     }
 
+    /// The record's data as written after its header.
+    pub fn body_bytes(&self, endian: binrw::Endian) -> BinResult<Vec<u8>> {
+        let mut out = binrw::io::Cursor::new(Vec::new());
+        self.body.write_options(&mut out, endian, ())?;
+        Ok(out.into_inner())
+    }
+
     /// Size of the record in bytes, header included, padding excluded.
     pub fn encoded_len(&self) -> u64 {
         FEATURE_HEADER_SIZE as u64 + u64::from(self.header.data_size.get())

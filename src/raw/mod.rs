@@ -4,10 +4,16 @@
 //! bytes on every host) so that a slice of the input can be viewed as a record or a table without
 //! copying. Each of them also derives `binrw` (through a struct-level byte-array map), so that the
 //! variable parts of the grammar — the feature list and the count-driven L1 table, in
-//! [`extension`] and [`bitmap`] — are described declaratively and written back by `binrw`.
+//! [`extension`] and [`bitmap`] — are described declaratively for `binrw` (which writes a
+//! record's data; the list itself goes through [`editor`]'s encoder).
+//!
+//! [`editor`] holds the feature list's one encoder and the in-place editor of an extension
+//! cluster that the builder, `edit`, repair, the defect catalogue and the mutator all write
+//! through, valid or, on request, not.
 
 pub mod bat;
 pub mod bitmap;
+pub mod editor;
 pub mod extension;
 pub mod feature;
 pub mod header;
@@ -15,6 +21,7 @@ pub mod units;
 
 pub use bat::BatEntry;
 pub use bitmap::{DirtyBitmapFeature, L1Entry, RawBitmapHeader};
+pub use editor::{ExtensionEditor, RecordBytes};
 pub use extension::{ExtensionCluster, RawExtHeader};
 pub use feature::{FeatureBody, FeatureRecord, RawFeatureHeader};
 pub use header::RawHeader;

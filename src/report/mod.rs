@@ -2,25 +2,86 @@
 //! (a FIFO, a character device), a bundle folder or its `DiskDescriptor.xml`. `prlimg check` and
 //! the Python package both build on these.
 
+mod batch;
+mod bundle;
+mod headline;
+mod html;
+mod image;
+mod info;
+mod readers;
+mod repair;
+mod text;
+
+pub use batch::{
+    batch_entries, failure_record, is_manifest, verdict_line, BatchEntry, BatchLine, BatchStatus, BatchSummary,
+};
+pub use bundle::{BundleInfo, ImageInfo, ShotInfo, StorageInfo};
+pub use image::{check_image, CheckOptions, ImageCheck};
+pub use info::{allocated_size, bitmap_line, gather, Info, InfoWarning, QemuImgInfo, QemuImgTop};
+pub use readers::{not_predicted, too_many_clusters, Readers, ReadersBlock, MAX_PREDICTED_CLUSTERS};
+pub use repair::{repair_file, RepairFileError, RepairRequest, RepairRun};
+pub use text::{human_bytes, io_reason};
+
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::bundle::{Bundle, BundleError, BundleFinding, BundleOptions, BundleReport};
-use crate::check::{check, Conformance};
+use crate::bundle::{Bundle, BundleError, BundleFinding, BundleOptions, BundleReport, BundleRule};
+use crate::check::Conformance;
 use crate::error::Error;
 use crate::image::Mode;
-use crate::rule::Severity;
+use crate::rule::{Rule, Severity};
 use crate::source::{FileSource, Source};
 use crate::stream::StreamSource;
 use crate::validate::Verdict;
+
+/// A rule of either catalogue: an image's `R` rule or a bundle's `D` rule. JSON and `Display`
+/// give its code (`"R17"`, `"D7"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RuleCode {
+    /// An image rule.
+    Image(Rule),
+    /// A bundle rule.
+    Bundle(BundleRule),
+}
+
+impl RuleCode {
+    /// `"R17"` or `"D7"`.
+    pub fn code(self) -> &'static str {
+        match self {
+            RuleCode::Image(r) => r.code(),
+            RuleCode::Bundle(r) => r.code(),
+        }
+    }
+
+    /// The rule's severity.
+    pub fn severity(self) -> Severity {
+        match self {
+            RuleCode::Image(r) => r.severity(),
+            RuleCode::Bundle(r) => r.severity(),
+        }
+    }
+}
+
+impl std::fmt::Display for RuleCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for RuleCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
 
 /// One finding of a bundle check, as `prlimg check --output json` prints it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct BundleCheckFinding {
-    /// `"D7"` or `"R17"`.
-    pub code: &'static str,
+    /// The rule (`"D7"` or `"R17"` in JSON).
+    pub code: RuleCode,
     /// The severity's name (`"corruption"`, `"leak"`, `"non-canonical"`, `"note"`).
     #[cfg_attr(feature = "serde", serde(serialize_with = "severity_name"))]
     pub severity: Severity,
@@ -65,7 +126,7 @@ pub struct BundleCheck {
     /// Notes.
     pub notes: usize,
     /// Every rule broken, `D` and `R` codes, in the order first found.
-    pub rules: Vec<&'static str>,
+    pub rules: Vec<RuleCode>,
     /// Every finding.
     pub findings: Vec<BundleCheckFinding>,
     /// What libphdi does with the bundle (`None` when it is not a file or folder).
@@ -77,11 +138,6 @@ pub struct BundleCheck {
 }
 
 impl BundleCheck {
-    /// Each finding's rule code and severity name, in the order found.
-    pub fn severities(&self) -> Vec<(&'static str, &'static str)> {
-        self.findings.iter().map(|f| (f.code, f.severity.name())).collect()
-    }
-
     /// `prlimg check`'s exit status: 0 clean, 2 corrupt, 3 leaks only.
     pub fn exit_code(&self) -> u8 {
         self.verdict.exit_code()
@@ -91,7 +147,7 @@ impl BundleCheck {
 fn bundle_finding(f: &BundleFinding) -> BundleCheckFinding {
     match f {
         BundleFinding::Descriptor(v) => BundleCheckFinding {
-            code: v.rule().code(),
+            code: RuleCode::Bundle(v.rule()),
             severity: v.rule().severity(),
             file: None,
             storage: None,
@@ -105,7 +161,7 @@ fn bundle_finding(f: &BundleFinding) -> BundleCheckFinding {
             image,
             finding,
         } => BundleCheckFinding {
-            code: finding.violation.rule().code(),
+            code: RuleCode::Image(finding.violation.rule()),
             severity: finding.severity,
             file: Some(file.display().to_string()),
             storage: Some(*storage),
@@ -130,7 +186,7 @@ pub fn check_bundle(path: &Path, mode: Mode) -> Result<BundleCheck, BundleError>
     let readers = std::fs::metadata(path)
         .is_ok_and(|m| m.is_file() || m.is_dir())
         .then(|| crate::readers::predict_readers(path));
-    Ok(BundleCheck {
+    let mut check = BundleCheck {
         schema: crate::check::JSON_SCHEMA,
         filename: path.display().to_string(),
         format: "parallels-bundle",
@@ -140,11 +196,17 @@ pub fn check_bundle(path: &Path, mode: Mode) -> Result<BundleCheck, BundleError>
         leaks: report.count(Severity::Leak),
         non_canonical: report.count(Severity::NonCanonical),
         notes: report.count(Severity::Note),
-        rules: report.codes(),
+        rules: Vec::new(),
         findings: report.findings.iter().map(bundle_finding).collect(),
         libphdi: readers.as_ref().map(|r| Box::new(r.0.clone())),
         dissect: readers.map(|r| Box::new(r.1)),
-    })
+    };
+    for f in &check.findings {
+        if !check.rules.contains(&f.code) {
+            check.rules.push(f.code);
+        }
+    }
+    Ok(check)
 }
 
 /// An opened image to read: a file or block device read at offsets, or a stream read once
@@ -264,16 +326,97 @@ impl Checked {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn check_path(path: &Path, mode: Mode) -> Result<Checked, CheckError> {
+    let options = CheckOptions {
+        readers: false,
+        ..CheckOptions::new(mode)
+    };
+    Ok(match check_path_with(path, &options)? {
+        PathReport::Image(c) => Checked::Image(Box::new(c.conformance)),
+        PathReport::Bundle(b) => Checked::Bundle(*b),
+    })
+}
+
+/// One path's full report: an image's (with the readers' block) or a bundle's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathReport {
+    /// An image (a file, a device, a stream).
+    Image(Box<ImageCheck>),
+    /// A bundle (a folder or its descriptor).
+    Bundle(Box<BundleCheck>),
+}
+
+/// The one entry point for a whole path, whatever it is: a bundle (by [`crate::bundle::is_bundle`],
+/// always with its readers' predictions) or an image (a file, a device, a stream), checked as
+/// `options` say. [`check_image`] checks an image already opened and keeps its parse.
+pub fn check_path_with(path: &Path, options: &CheckOptions) -> Result<PathReport, CheckError> {
     if crate::bundle::is_bundle(path) {
-        return Ok(Checked::Bundle(check_bundle(path, mode)?));
+        return Ok(PathReport::Bundle(Box::new(check_bundle(path, options.mode)?)));
     }
     let input = Input::open(path)?;
-    check(input.source(), mode, &path.display().to_string())
-        .map(|c| Checked::Image(Box::new(c)))
+    check_image(input.source(), path, options)
+        .map(|(c, _)| PathReport::Image(Box::new(c)))
         .map_err(|source| CheckError::Image {
             path: path.to_path_buf(),
             source,
         })
+}
+
+impl PathReport {
+    /// What the findings amount to.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            PathReport::Image(c) => c.conformance.verdict(),
+            PathReport::Bundle(b) => b.verdict,
+        }
+    }
+
+    /// The rules broken (`R` and `D` rules), in the order first found.
+    pub fn rules(&self) -> Vec<RuleCode> {
+        match self {
+            PathReport::Image(c) => c.conformance.report.rules().into_iter().map(RuleCode::Image).collect(),
+            PathReport::Bundle(b) => b.rules.clone(),
+        }
+    }
+
+    /// Each finding's rule and severity, in the order found.
+    pub fn findings(&self) -> Vec<(RuleCode, Severity)> {
+        match self {
+            PathReport::Image(c) => c
+                .conformance
+                .report
+                .findings
+                .iter()
+                .map(|f| (RuleCode::Image(f.violation.rule()), f.severity))
+                .collect(),
+            PathReport::Bundle(b) => b.findings.iter().map(|f| (f.code, f.severity)).collect(),
+        }
+    }
+
+    /// The report as one line of JSON: the object `--output json` prints for this path alone.
+    #[cfg(feature = "json")]
+    pub fn json_line(&self) -> serde_json::Result<String> {
+        match self {
+            PathReport::Image(c) => serde_json::to_string(&c.json_value()?),
+            PathReport::Bundle(b) => serde_json::to_string(b),
+        }
+    }
+
+    /// The human report.
+    pub fn write_human(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        match self {
+            PathReport::Image(c) => c.write_human(out),
+            PathReport::Bundle(b) => b.write_human(out),
+        }
+    }
+
+    /// The JSON report, pretty, and a newline.
+    #[cfg(feature = "json")]
+    pub fn write_json(&self, out: &mut dyn io::Write) -> io::Result<()> {
+        match self {
+            PathReport::Image(c) => c.write_json(out),
+            PathReport::Bundle(b) => b.write_json(out),
+        }
+    }
 }
 
 /// The word a human report starts a finding's line with, as `qemu-img check` and `prlimg check`

@@ -4,13 +4,14 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
+use parallels_image::report::bitmap_line;
 use parallels_image::{
     edit::edit_bitmaps_file, edit::BitmapEdit, Bitmap, BitmapSpec, BitmapSummary, Error, Image, MapError, MapFormat,
     Mode, JSON_SCHEMA,
 };
 use serde::Serialize;
 
-use crate::output::{emit, human_bytes, print_json, Failure};
+use crate::output::{emit, print_json, Failure};
 use crate::Outcome;
 
 /// `--output` for `bitmaps`.
@@ -48,22 +49,6 @@ pub struct Args {
     /// The image's format, as `qemu-img -f` (`raw` is refused: a raw file has no bitmaps).
     #[arg(short = 'f', long = "format", value_enum, default_value_t = crate::input::ReadFormat::Auto)]
     format: crate::input::ReadFormat,
-}
-
-/// One line for people.
-pub fn human(b: &BitmapSummary) -> String {
-    let dirty = match (b.dirty_bytes, &b.error) {
-        (Some(d), _) => format!("{d} dirty bytes ({})", human_bytes(d)),
-        (None, Some(e)) => format!("not decodable: {e}"),
-        (None, None) => "not decodable".to_string(),
-    };
-    format!(
-        "{}: granularity {} bytes ({}), {dirty}, l1_size {}",
-        b.name,
-        b.granularity,
-        human_bytes(b.granularity),
-        b.l1_size
-    )
 }
 
 #[derive(Serialize)]
@@ -185,7 +170,7 @@ pub fn run(args: &Args) -> Outcome {
                 .ok_or_else(|| Failure::at(path, format!("no bitmap named {name:?}")))?],
             None => image.bitmaps(),
         };
-        crate::picture::write(out, args.force, &parallels_image::picture::bitmaps_svg(&image, &chosen))?;
+        crate::output::write_svg(out, args.force, &parallels_image::picture::bitmaps_svg(&image, &chosen))?;
         return Ok(0);
     }
     let Some(name) = &args.name else {
@@ -201,7 +186,7 @@ pub fn run(args: &Args) -> Outcome {
             } else {
                 "no bitmaps (the image has no Format Extension)\n"
             })?,
-            BitmapFormat::Human => emit(&bitmaps.iter().map(|b| human(b) + "\n").collect::<String>())?,
+            BitmapFormat::Human => emit(&bitmaps.iter().map(|b| bitmap_line(b) + "\n").collect::<String>())?,
             BitmapFormat::Raw => return Err(Failure::plain("--output raw needs a bitmap NAME")),
         }
         return Ok(0);

@@ -1,20 +1,22 @@
 //! `prlimg check`: every rule, with `qemu-img check`'s counters and exit statuses, and what
 //! QEMU 10 and ploop would do with the image. Reads metadata only.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use parallels_image::qemu::Version;
-use parallels_image::report::severity_tag;
-use parallels_image::{
-    check_versions, ploop::CbtOutcome, ploop::MountEffect, ploop::PloopPrediction, Conformance, Image, Mode, Severity,
-    Source,
+use parallels_image::report::{
+    batch_entries, check_bundle, check_image, failure_record, BatchEntry, BatchLine, BatchStatus, BatchSummary,
+    CheckOptions,
 };
+use parallels_image::Mode;
 
-use crate::outln;
-use crate::output::{emit, print_json, spinner, Failure, Format};
-use crate::picture;
+use crate::output::{check_failure, emit, emit_with, spinner, Failure, Format};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -44,7 +46,7 @@ pub struct Args {
     /// Repair the image in place first, as `qemu-img check -r` does (written aside and renamed
     /// over it; the extension and bitmaps kept: see `prlimg repair`), then check the result.
     #[arg(short = 'r', long = "repair", value_enum, value_name = "leaks|all")]
-    repair: Option<crate::repair::Level>,
+    repair: Option<crate::output::RepairArg>,
     /// Images checked at once in a batch [default: RAYON_NUM_THREADS, else the number of CPUs].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
@@ -87,84 +89,12 @@ fn parse_qemu(s: &str) -> Result<QemuChoice, String> {
         .map_err(|e| format!("{e}, or all"))
 }
 
-/// One image's or bundle's report.
-pub enum Checked {
-    /// An `.hds` file (or device, or stream).
-    Image(Box<Conformance>),
-    /// A bundle (a folder or its descriptor).
-    Bundle(parallels_image::report::BundleCheck),
-}
-
-impl Checked {
-    /// `prlimg check`'s exit status for it: 0 clean, 2 corrupt, 3 leaks only.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Checked::Image(c) => c.verdict().exit_code(),
-            Checked::Bundle(b) => b.exit_code(),
-        }
-    }
-
-    /// `"clean"`, `"leaks"` or `"corrupt"`.
-    pub fn result(&self) -> &'static str {
-        match self {
-            Checked::Image(c) => c.verdict().name(),
-            Checked::Bundle(b) => b.verdict.name(),
-        }
-    }
-
-    /// The rules broken (`R` and `D` codes), in the order first found.
-    pub fn rules(&self) -> Vec<&'static str> {
-        match self {
-            Checked::Image(c) => c.report.rules().iter().map(|r| r.code()).collect(),
-            Checked::Bundle(b) => b.rules.clone(),
-        }
-    }
-
-    /// The report as one line of JSON: the object `--output json` prints for this path alone.
-    pub fn json_line(&self) -> Result<String, Failure> {
-        match self {
-            Checked::Image(c) => image_json(c).and_then(|v| serde_json::to_string(&v)),
-            Checked::Bundle(b) => serde_json::to_string(b),
-        }
-        .map_err(|e| Failure::plain(format!("JSON: {e}")))
-    }
-}
-
 fn mode(lenient: bool) -> Mode {
     if lenient {
         Mode::Lenient
     } else {
         Mode::Strict
     }
-}
-
-/// Checks the image at `path`, read from `source`. `spin`: a spinner on a terminal meanwhile.
-fn check_image(
-    path: &Path,
-    source: &dyn Source,
-    mode: Mode,
-    spin: bool,
-    qemu: &[Version],
-) -> Result<Conformance, Failure> {
-    let busy = if spin {
-        spinner("checking")
-    } else {
-        ProgressBar::hidden()
-    };
-    let checked =
-        check_versions(source, mode, &path.display().to_string(), qemu).map_err(|e| Failure::lib(path, &e))?;
-    busy.finish_and_clear();
-    Ok(checked)
-}
-
-/// Checks one path as `prlimg check PATH` does: a bundle (by [`parallels_image::bundle::is_bundle`]) or
-/// an image.
-pub fn check_one(path: &Path, lenient: bool) -> Result<Checked, Failure> {
-    if parallels_image::bundle::is_bundle(path) {
-        return crate::bundle::check_report(path, lenient).map(Checked::Bundle);
-    }
-    let input = crate::input::open(path)?;
-    check_image(path, input.source(), mode(lenient), false, &[Version::default()]).map(|c| Checked::Image(Box::new(c)))
 }
 
 pub fn run(args: &Args) -> Outcome {
@@ -180,7 +110,7 @@ pub fn run(args: &Args) -> Outcome {
                 "-r/--repair repairs one image: not with several paths or --recursive",
             ));
         }
-        crate::repair::in_place(&args.images[0], level, args.output == Format::Json)?;
+        crate::output::repair_in_place(&args.images[0], level, args.output == Format::Json)?;
     }
     if args.images.len() > 1 || args.recursive {
         if args.qemu != QemuChoice::One(Version::default()) {
@@ -196,221 +126,189 @@ pub fn run(args: &Args) -> Outcome {
         if args.output == Format::Html {
             return Err(Failure::plain("--output html is for `prlimg check` of one image"));
         }
-        let options = crate::batch::Options {
-            output: args.output,
-            lenient: args.lenient,
-            recursive: args.recursive,
-            jobs: args.jobs.map(usize::from),
-        };
-        return crate::batch::run(&args.images, &options);
+        return batch(args);
     }
     let path = &args.images[0];
     // With --output json, a path that cannot be checked still gets its JSON record on stdout.
     let json_failure = |f: Failure| {
         if args.output == Format::Json {
-            if let Err(out) = crate::batch::print_failure_json(path, &f) {
+            let status = if f.not_parallels {
+                BatchStatus::NotParallels
+            } else {
+                BatchStatus::Unreadable
+            };
+            if let Err(out) = emit(&(failure_record(path, status, &f.reason) + "\n")) {
                 return out;
             }
         }
         f
     };
     if parallels_image::bundle::is_bundle(path) {
-        let report = crate::bundle::check_report(path, args.lenient).map_err(json_failure)?;
-        let code = crate::bundle::print_check(&report, args.output)?;
-        if let Some(out) = &args.picture {
-            picture::bundle(path, out, args.force)?;
+        let report =
+            check_bundle(path, mode(args.lenient)).map_err(|e| json_failure(crate::convert::bundle_failure(&e)))?;
+        match args.output {
+            Format::Html => return Err(Failure::plain("--output html is for `prlimg check` of an image")),
+            Format::Json => emit_with(|w| report.write_json(w))?,
+            Format::Human => emit_with(|w| report.write_human(w))?,
         }
-        return Ok(code);
+        if let Some(out) = &args.picture {
+            crate::output::bundle_picture(path, out, args.force)?;
+        }
+        return Ok(report.exit_code());
     }
     let input = crate::input::open(path).map_err(json_failure)?;
-    let source = input.source();
-    let mode = mode(args.lenient);
-    let checked = check_image(path, source, mode, true, &args.qemu.versions()).map_err(json_failure)?;
-    // The pictures need the parsed image; an uninterpretable header has nothing to draw.
-    let image = Image::parse_compact(source, mode).ok();
+    let options = CheckOptions {
+        qemu: args.qemu.versions(),
+        ..CheckOptions::new(mode(args.lenient))
+    };
+    let busy = spinner("checking");
+    let (checked, image) =
+        check_image(input.source(), path, &options).map_err(|e| json_failure(Failure::lib(path, &e)))?;
+    busy.finish_and_clear();
     if let Some(out) = &args.picture {
+        // An uninterpretable header has nothing to draw.
         let image = image
             .as_ref()
             .ok_or_else(|| Failure::at(path, "no picture: the header cannot be interpreted"))?;
-        picture::write(out, args.force, &picture::layout(image, &checked.report))?;
+        crate::output::write_svg(
+            out,
+            args.force,
+            &parallels_image::picture::layout_svg(image, &checked.conformance.report),
+        )?;
     }
     match args.output {
-        Format::Json => print_json(&image_json(&checked).map_err(|e| Failure::plain(format!("JSON: {e}")))?)?,
-        Format::Human => emit(&(print_human(&checked) + &readers_human(&checked)))?,
+        Format::Json => emit_with(|w| checked.write_json(w))?,
+        Format::Human => emit_with(|w| checked.write_human(w))?,
         Format::Html => {
             let qemu_title = match args.qemu {
                 QemuChoice::One(v) => format!("QEMU {}", v.label()),
                 QemuChoice::All => "QEMU 10 and 7.2".to_string(),
             };
-            let sections = [
-                ("headline", "In QEMU and ploop", print_headline(&checked)),
-                ("summary", "Summary", print_summary(&checked)),
-                ("qemu", qemu_title.as_str(), print_qemu(&checked)),
-                ("ploop", "ploop", print_ploop(&checked.ploop)),
-                ("readers", "libphdi and dissect.hypervisor", readers_human(&checked)),
-            ];
-            emit(&picture::html(&checked, &sections, image.as_ref()))?
+            emit_with(|w| checked.write_html(w, &qemu_title, image.as_ref()))?
         }
     }
-    Ok(checked.verdict().exit_code())
+    Ok(checked.conformance.verdict().exit_code())
 }
 
-/// The image's JSON report with the keys `libphdi` and `dissect` added (when the image is a
-/// file the readers can be handed).
-fn image_json(c: &Conformance) -> serde_json::Result<serde_json::Value> {
-    let mut value = serde_json::to_value(c)?;
-    let path = Path::new(&c.filename);
-    if crate::readers::too_many_clusters(path).is_some() {
-        if let Some(m) = value.as_object_mut() {
-            m.insert("libphdi".into(), serde_json::Value::Null);
-            m.insert("dissect".into(), serde_json::Value::Null);
+/// Checks every path (walking folders with `--recursive`) on `--jobs` threads, at most a window
+/// of images in flight or waiting for an earlier one to be printed (memory stays bounded
+/// whatever the number of images); prints a line (or JSON Lines record) per image in the order
+/// found, then the summary. The exit status is the worst image's: corrupt (2) over could not
+/// check (1) over leaks (3) over clean (0).
+fn batch(args: &Args) -> Outcome {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.jobs.map_or(0, usize::from))
+        .build()
+        .map_err(|e| Failure::plain(format!("threads: {e}")))?;
+    let threads = pool.current_num_threads();
+    let window = 16 * threads.max(2);
+    let bar = progress_bar();
+    let start = Instant::now();
+    let mut printer = Printer {
+        out: BufWriter::new(io::stdout().lock()),
+        bar: &bar,
+        summary: BatchSummary::default(),
+        next: 0,
+        waiting: BTreeMap::new(),
+    };
+    let (tx, rx) = mpsc::channel::<(usize, BatchLine)>();
+    let json = args.output == Format::Json;
+    let mut in_flight = 0usize;
+    let result = (|| -> Result<(), Failure> {
+        for (index, entry) in batch_entries(&args.images, args.recursive).enumerate() {
+            bar.inc_length(1);
+            let tx = tx.clone();
+            let options = CheckOptions::new(mode(args.lenient));
+            match entry {
+                BatchEntry::Check(path) => pool.spawn(move || {
+                    let line = BatchLine::check(path, json, &options, |e| check_failure(e).reason);
+                    let _ = tx.send((index, line));
+                }),
+                BatchEntry::Refused(path, reason) => {
+                    let line = BatchLine::failed(path, BatchStatus::Unreadable, reason, json, Duration::ZERO);
+                    let _ = tx.send((index, line));
+                }
+            }
+            in_flight += 1;
+            while in_flight >= window {
+                let (i, done) = rx.recv().map_err(|_| Failure::plain("a checking thread died"))?;
+                in_flight -= 1;
+                printer.take(i, done)?;
+            }
         }
-    } else if let Some(r) = crate::readers::Readers::of(path) {
-        r.add_to(&mut value);
-    }
-    Ok(value)
-}
-
-/// The readers' lines of the human report (none for a stream).
-fn readers_human(c: &Conformance) -> String {
-    let path = Path::new(&c.filename);
-    match crate::readers::too_many_clusters(path) {
-        Some(n) => crate::readers::not_predicted(n),
-        None => crate::readers::Readers::of(path).map_or_else(String::new, |r| r.human()),
-    }
-}
-
-fn plural(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
-/// The human report: whether QEMU and ploop take the image (a sentence each), the summary,
-/// then the QEMU and the ploop predictions.
-fn print_human(c: &Conformance) -> String {
-    print_headline(c) + &print_summary(c) + &print_qemu(c) + &print_ploop(&c.ploop)
-}
-
-/// One sentence per other program, then a blank line.
-fn print_headline(c: &Conformance) -> String {
-    crate::headline::headline(c) + "\n"
-}
-
-/// The findings, their counts and `qemu-img check`'s statistics.
-fn print_summary(c: &Conformance) -> String {
-    let mut out = String::new();
-    let r = &c.report;
-    for f in &r.findings {
-        let v = &f.violation;
-        outln!(
-            out,
-            "{} {} at {}: {}",
-            severity_tag(f.severity),
-            v.rule(),
-            v.location(),
-            v
-        );
-    }
-    let corruptions = r.count(Severity::Corruption);
-    let leaks = r.count(Severity::Leak);
-    if corruptions > 0 {
-        outln!(
-            out,
-            "\n{} found on the image.\nData may be corrupted, or further writes to the image may corrupt it.",
-            plural(corruptions, "error was", "errors were")
-        );
-    }
-    if leaks > 0 {
-        outln!(
-            out,
-            "\n{} ({} bytes) {} found on the image.\nThis means waste of disk space, but no harm to data.",
-            plural(leaks, "leak", "leaks"),
-            r.leaked_bytes(),
-            if leaks == 1 { "was" } else { "were" }
-        );
-    }
-    if corruptions == 0 && leaks == 0 {
-        outln!(out, "No errors were found on the image.");
-    }
-    let (non_canonical, notes) = (r.count(Severity::NonCanonical), r.count(Severity::Note));
-    if non_canonical > 0 || notes > 0 {
-        outln!(
-            out,
-            "{} and {} (the image is still valid).",
-            plural(non_canonical, "non-canonical finding", "non-canonical findings"),
-            plural(notes, "note", "notes")
-        );
-    }
-    if let Some(s) = &c.statistics {
-        if s.total != 0 && s.allocated != 0 {
-            outln!(
-                out,
-                "{}/{} = {:.2}% allocated, {:.2}% fragmented, 0.00% compressed clusters",
-                s.allocated,
-                s.total,
-                s.allocated as f64 * 100.0 / s.total as f64,
-                s.fragmented as f64 * 100.0 / s.allocated as f64
-            );
+        while in_flight > 0 {
+            let (i, done) = rx.recv().map_err(|_| Failure::plain("a checking thread died"))?;
+            in_flight -= 1;
+            printer.take(i, done)?;
         }
-        outln!(out, "Image end offset: {}", s.image_end_offset);
-    }
-    out
-}
-
-/// What QEMU does (the library's whole prediction, of each version asked): `qemu-img info`,
-/// `qemu-img check` with its first ERROR lines, a read-write open.
-fn print_qemu(c: &Conformance) -> String {
-    let mut out = String::new();
-    let all = std::slice::from_ref(&c.prediction);
-    let predictions = if c.qemu_versions.is_empty() {
-        all
+        Ok(())
+    })();
+    bar.finish_and_clear();
+    result?;
+    let summary = std::mem::take(&mut printer.summary);
+    let elapsed = start.elapsed();
+    let text = if json {
+        summary
+            .json(elapsed, threads)
+            .map_err(|e| Failure::plain(format!("JSON: {e}")))?
     } else {
-        &c.qemu_versions[..]
+        summary.human(elapsed, threads)
     };
-    for p in predictions {
-        for line in p.render(&c.filename) {
-            outln!(out, "{line}");
-        }
-    }
-    out
+    printer.write_line(&text)?;
+    printer.out.flush().map_err(|e| Failure::stdout(&e))?;
+    Ok(summary.exit_code())
 }
 
-/// ploop in two lines: its check and CBT loader, then what a mount does to the file.
-fn print_ploop(p: &PloopPrediction) -> String {
-    let mut out = String::new();
-    let first = p
-        .check
-        .messages
-        .iter()
-        .find(|m| !matches!(m.as_str(), "Skipped" | "FATAL"));
-    let check = match (p.check.rc, first) {
-        (Some(rc), Some(first)) => format!("check exit {rc} ({first})"),
-        (Some(rc), None) => format!("check exit {rc}"),
-        (None, _) => format!("check crashes ({})", p.check.messages.last().map_or("", |m| m.as_str())),
-    };
-    let c = &p.cbt;
-    let message = c.message.as_deref().unwrap_or("");
-    let cbt = match (c.outcome, &c.bitmap) {
-        (CbtOutcome::None, _) => "has no extension to load".to_string(),
-        (CbtOutcome::Ignores, _) => "ignores the extension (inuse is 0)".to_string(),
-        (CbtOutcome::Loads, Some(id)) => format!("loads bitmap {id}"),
-        (CbtOutcome::Loads, None) => "loads the extension (no bitmap)".to_string(),
-        (CbtOutcome::Refuses, _) => format!("refuses the extension (rc {}: {message})", c.rc.unwrap_or(0)),
-        (CbtOutcome::Crashes, _) => format!("crashes ({message})"),
-    };
-    outln!(out, "ploop: {check}; CBT {cbt}");
-    let m = &p.mount;
-    let message = m.message.as_deref().unwrap_or("");
-    match m.effect {
-        MountEffect::Truncates => outln!(
-            out,
-            "ploop mount: cuts the file to {} bytes, ext_off left past the end",
-            m.file_size
-        ),
-        MountEffect::DropsExtension => {
-            outln!(out, "ploop mount: rewrites the header with ext_off = 0 ({message})")
+/// Prints results in input order and keeps the summary.
+struct Printer<'a, W: Write> {
+    out: W,
+    bar: &'a ProgressBar,
+    summary: BatchSummary,
+    /// The index of the next result to print.
+    next: usize,
+    /// Results that came before an earlier one.
+    waiting: BTreeMap<usize, BatchLine>,
+}
+
+impl<W: Write> Printer<'_, W> {
+    fn take(&mut self, index: usize, done: BatchLine) -> Result<(), Failure> {
+        self.waiting.insert(index, done);
+        while let Some(done) = self.waiting.remove(&self.next) {
+            self.next += 1;
+            self.write_line(&done.line)?;
+            self.bar.inc(1);
+            self.summary.add(done);
         }
-        MountEffect::Crashes => outln!(out, "ploop mount: crashes ({message})"),
-        MountEffect::Unchanged => {}
+        Ok(())
     }
-    out
+
+    fn write_line(&mut self, line: &str) -> Result<(), Failure> {
+        if crate::output::quiet() {
+            return Ok(());
+        }
+        let (out, bar) = (&mut self.out, self.bar);
+        let mut write = || -> io::Result<()> {
+            out.write_all(line.as_bytes())?;
+            out.write_all(b"\n")?;
+            if !bar.is_hidden() {
+                // Above the bar, at once.
+                out.flush()?;
+            }
+            Ok(())
+        };
+        if bar.is_hidden() { write() } else { bar.suspend(write) }.map_err(|e| Failure::stdout(&e))
+    }
+}
+
+/// A bar of images done out of images found (the count grows as the walk goes on), on a
+/// terminal only.
+fn progress_bar() -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("checking [{bar:40}] {pos}/{len} images ({per_sec}) {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }

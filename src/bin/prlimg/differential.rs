@@ -168,7 +168,7 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
         }
         for entry in walkdir::WalkDir::new(p).sort_by_file_name() {
             let entry = entry.map_err(|e| Failure::at(p, e.to_string()))?;
-            if entry.file_type().is_file() && !crate::batch::is_manifest(entry.path()) {
+            if entry.file_type().is_file() && !parallels_image::report::is_manifest(entry.path()) {
                 out.push(entry.into_path());
             }
         }

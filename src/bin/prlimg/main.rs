@@ -8,9 +8,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-mod batch;
 mod bitmaps;
-mod bundle;
 mod check;
 mod convert;
 mod corrupt;
@@ -18,14 +16,11 @@ mod corrupt_bundle;
 mod create;
 mod create_bundle;
 mod differential;
-mod headline;
 mod info;
 mod input;
 mod map;
 mod mutate;
 mod output;
-mod picture;
-mod readers;
 mod repair;
 
 use output::Failure;

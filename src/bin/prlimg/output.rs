@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use parallels_image::{outfile::OutputError, outfile::OutputOptions, Error};
+use parallels_image::{outfile::OutputError, outfile::OutputOptions, repair::RepairLevel, Error};
 use serde::Serialize;
 
 /// `--output` for `info` and `check`.
@@ -134,15 +134,7 @@ pub fn output_options(force: bool, follow_symlink: bool, mode: Option<u32>) -> O
     }
 }
 
-/// The message of an I/O error without Rust's " (os error N)" and what follows it (the
-/// temporary file's name, for a failure inside an output's folder).
-pub fn io_reason(e: &io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
+pub use parallels_image::report::{human_bytes, io_reason};
 
 /// Writes `value` as pretty JSON and a newline to stdout.
 pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
@@ -153,13 +145,106 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
 /// Writes `text` to stdout. A closed pipe (`prlimg ... | head`) ends the program quietly
 /// with status 0 rather than with a panic.
 pub fn emit(text: &str) -> Result<(), Failure> {
+    emit_bytes(text.as_bytes())
+}
+
+/// Writes what `render` writes to stdout, as [`emit`] does (nothing under `-q`).
+pub fn emit_with(render: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), Failure> {
+    let mut text = Vec::new();
+    render(&mut text).map_err(|e| Failure::plain(format!("report: {e}")))?;
+    emit_bytes(&text)
+}
+
+fn emit_bytes(text: &[u8]) -> Result<(), Failure> {
     if quiet() {
         return Ok(());
     }
     let mut out = io::stdout().lock();
-    out.write_all(text.as_bytes())
+    out.write_all(text)
         .and_then(|()| out.flush())
         .map_err(|e| Failure::stdout(&e))
+}
+
+/// Writes `svg` to `path` (aside, then renamed); refuses an existing file unless `force`.
+pub fn write_svg(path: &Path, force: bool, svg: &str) -> Result<(), Failure> {
+    parallels_image::outfile::write_file_atomically(path, force, |f| Ok(f.write_all(svg.as_bytes())?))
+        .map_err(|e| Failure::lib(path, &e))
+}
+
+/// The guest view of the bundle at `path` (its top snapshot), by snapshot, written to `out`.
+pub fn bundle_picture(path: &Path, out: &Path, force: bool) -> Result<(), Failure> {
+    let bundle = parallels_image::bundle::Bundle::open(path).map_err(|e| crate::convert::bundle_failure(&e))?;
+    let svg = bundle.guest_svg(None).map_err(|e| crate::convert::bundle_failure(&e))?;
+    write_svg(out, force, &svg)
+}
+
+/// What `check -r` and `repair` may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RepairArg {
+    /// Only what loses no guest byte and no bitmap.
+    Leaks,
+    /// Also corruption, each fix losing the least.
+    All,
+}
+
+/// Plans and (unless `dry_run`) writes the repair of `input` to `output` (`None`: in place);
+/// prints the plan (`json`: as JSON; `None`: not at all). Returns the exit status: `check`'s of
+/// the result (0, 2, 3).
+pub fn repair_path(
+    input: &Path,
+    output: Option<&Path>,
+    level: RepairLevel,
+    dry_run: bool,
+    force: bool,
+    json: Option<bool>,
+) -> Result<u8, Failure> {
+    use parallels_image::report::{repair_file, RepairFileError, RepairRequest};
+    if output.is_none() && !dry_run && input.as_os_str() == "-" {
+        return Err(Failure::at(
+            input,
+            "--in-place repairs a file by its name, not standard input (write a repaired copy instead)",
+        ));
+    }
+    let read = crate::input::seekable(input, "repair")?;
+    let request = RepairRequest {
+        input,
+        read: &read,
+        output,
+        level,
+        dry_run,
+        force,
+    };
+    let run = repair_file(&request).map_err(|e| match e {
+        RepairFileError::Refused { path, reason } => Failure::at(&path, reason),
+        RepairFileError::Io { path, source } => Failure::io(&path, &source),
+        RepairFileError::Image { path, source } => Failure::lib(&path, &source),
+    })?;
+    match json {
+        Some(true) => emit_with(|w| run.write_json(w))?,
+        Some(false) => emit_with(|w| run.write_human(w))?,
+        None => {}
+    }
+    Ok(run.exit_code())
+}
+
+/// `prlimg check -r LEVEL IMAGE`: repairs IMAGE in place and prints the plan (human output;
+/// nothing with JSON, where the check's report follows alone); the caller then checks the result.
+pub fn repair_in_place(path: &Path, level: RepairArg, json: bool) -> Result<(), Failure> {
+    let level = match level {
+        RepairArg::Leaks => RepairLevel::Leaks,
+        RepairArg::All => RepairLevel::All,
+    };
+    repair_path(path, None, level, false, true, (!json).then_some(false)).map(|_| ())
+}
+
+/// A path that could not be checked, as `prlimg check PATH` says it.
+pub fn check_failure(e: &parallels_image::report::CheckError) -> Failure {
+    use parallels_image::report::CheckError;
+    match e {
+        CheckError::Io { path, source } => Failure::io(path, source),
+        CheckError::Image { path, source } => Failure::lib(path, source),
+        CheckError::Bundle(b) => crate::convert::bundle_failure(b),
+    }
 }
 
 /// Appends a formatted line to a `String` (formatting into a `String` cannot fail).
@@ -273,45 +358,4 @@ pub fn spinner(what: &str) -> ProgressBar {
     bar.set_message(what.to_string());
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
-}
-
-/// `1048576` -> `"1 MiB"`, `1536` -> `"1.5 KiB"`, `100` -> `"100 B"`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut unit = 0;
-    while unit + 1 < UNITS.len() && n >= 1u64 << (10 * (unit + 1)) {
-        unit += 1;
-    }
-    if unit == 0 {
-        return format!("{n} B");
-    }
-    let value = n as f64 / (1u64 << (10 * unit)) as f64;
-    let text = format!("{value:.2}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    format!("{text} {}", UNITS[unit])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn human_bytes_units() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1024), "1 KiB");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(64 << 30), "64 GiB");
-        assert_eq!(human_bytes(u64::MAX), "16 EiB");
-    }
-
-    #[test]
-    fn io_reason_drops_os_error_suffix() {
-        let e = io::Error::from_raw_os_error(2);
-        assert_eq!(io_reason(&e), "No such file or directory");
-        let e = io::Error::other("plain");
-        assert_eq!(io_reason(&e), "plain");
-        let e = io::Error::other("No such file or directory (os error 2) at path \"/x/.prlimg-1.tmp\"");
-        assert_eq!(io_reason(&e), "No such file or directory");
-    }
 }

@@ -1,34 +1,11 @@
-//! `--picture OUT.svg` and `check --output html`: the library's pictures, written aside and
-//! renamed into place, or inlined into one self-contained HTML report.
+//! `prlimg check --output html`: one self-contained page, the report's text, the findings and
+//! the library's pictures inlined.
 
 use std::fmt::Write as _;
-use std::io::Write;
-use std::path::Path;
 
-use parallels_image::{
-    bundle::Bundle, outfile::write_file_atomically, picture::dirty_model, picture::dirty_step, picture::layout_model,
-    picture::layout_svg, picture::CellState, picture::LayoutModel, picture::DIRTY_SCALE, picture::FINDING_OUTLINE,
-    Conformance, Image, Report,
-};
-
-use crate::output::Failure;
-
-/// Writes `svg` to `path` (aside, then renamed); refuses an existing file unless `force`.
-pub fn write(path: &Path, force: bool, svg: &str) -> Result<(), Failure> {
-    write_file_atomically(path, force, |f| Ok(f.write_all(svg.as_bytes())?)).map_err(|e| Failure::lib(path, &e))
-}
-
-/// The guest view of the bundle at `path` (its top snapshot), by snapshot, written to `out`.
-pub fn bundle(path: &Path, out: &Path, force: bool) -> Result<(), Failure> {
-    let bundle = Bundle::open(path).map_err(|e| crate::convert::bundle_failure(&e))?;
-    let svg = bundle.guest_svg(None).map_err(|e| crate::convert::bundle_failure(&e))?;
-    write(out, force, &svg)
-}
-
-/// The layout picture of `image` with `report`'s findings.
-pub fn layout(image: &Image<'_>, report: &Report) -> String {
-    layout_svg(image, report)
-}
+use crate::check::Conformance;
+use crate::image::Image;
+use crate::picture::{dirty_model, dirty_step, layout_model, CellState, LayoutModel, DIRTY_SCALE, FINDING_OUTLINE};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
@@ -249,7 +226,7 @@ fn bitmaps_html(image: &Image<'_>) -> String {
 /// and the QEMU and ploop predictions), the findings table, and the pictures drawn for the
 /// page (`image` is `None` when the header could not be interpreted: then there is nothing to
 /// draw). It fits any screen from 360 px wide up without scrolling sideways.
-pub fn html(c: &Conformance, sections: &[(&str, &str, String)], image: Option<&Image<'_>>) -> String {
+pub(crate) fn html(c: &Conformance, sections: &[(&str, &str, String)], image: Option<&Image<'_>>) -> String {
     let mut out = String::new();
     out.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");

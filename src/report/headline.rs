@@ -3,17 +3,14 @@
 //! "No errors were found on the image" (the format's rules) is never read as "every tool takes
 //! it".
 
-use parallels_image::qemu::{QemuCheck, QemuOutcome, QemuReason, ReadWrite};
-use parallels_image::{ploop::CbtOutcome, ploop::MountEffect, ploop::PloopPrediction, Conformance, Severity};
-
-use crate::output::human_bytes;
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
+use super::text::{human_bytes, plural};
+use crate::check::Conformance;
+use crate::ploop::{CbtOutcome, MountEffect, PloopPrediction};
+use crate::qemu::{QemuCheck, QemuOutcome, QemuReason, ReadWrite};
+use crate::rule::Severity;
 
 /// The two sentences, one line each.
-pub fn headline(c: &Conformance) -> String {
+pub(crate) fn headline(c: &Conformance) -> String {
     format!("{}\n{}\n", qemu(c), ploop(&c.ploop))
 }
 

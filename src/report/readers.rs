@@ -3,15 +3,16 @@
 
 use std::path::Path;
 
-use parallels_image::readers::{
+use crate::readers::{
     dissect::DISSECT_VERSION, libphdi::LIBPHDI_VERSION, predict_readers, ReaderOutcome, ReaderPrediction,
 };
 
-use crate::outln;
+use super::text::line as outln;
 
 /// Both readers' predictions, when `path` is a file or folder they can be handed (not a
 /// stream or a device read from standard input).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Readers {
     /// libyal's libphdi.
     pub libphdi: ReaderPrediction,
@@ -32,6 +33,7 @@ impl Readers {
     }
 
     /// Adds the keys `libphdi` and `dissect` to a JSON report (an object).
+    #[cfg(feature = "json")]
     pub fn add_to(&self, value: &mut serde_json::Value) {
         if let Some(m) = value.as_object_mut() {
             m.insert(
@@ -74,9 +76,7 @@ pub fn too_many_clusters(path: &Path) -> Option<u32> {
     }
     let mut header = [0u8; 64];
     std::fs::File::open(path).ok()?.read_exact(&mut header).ok()?;
-    let n = parallels_image::raw::header::RawHeader::read_padded(&header)
-        .bat_entries
-        .get();
+    let n = crate::raw::header::RawHeader::read_padded(&header).bat_entries.get();
     (n > MAX_PREDICTED_CLUSTERS).then_some(n)
 }
 
@@ -115,4 +115,49 @@ fn line(name: &str, p: &ReaderPrediction) -> String {
         s.push_str(&format!("; top {top}"));
     }
     s
+}
+
+/// The readers' block of an image's report: both predictions, or why there are none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadersBlock {
+    /// Not a file or folder the readers can be handed (a stream, a device): no block.
+    Absent,
+    /// An image of more clusters than [`MAX_PREDICTED_CLUSTERS`]: not predicted.
+    TooLarge(u32),
+    /// Both predictions.
+    Predicted(Box<Readers>),
+}
+
+impl ReadersBlock {
+    /// The block for the disk at `path`.
+    pub fn of(path: &Path) -> ReadersBlock {
+        match too_many_clusters(path) {
+            Some(n) => ReadersBlock::TooLarge(n),
+            None => Readers::of(path).map_or(ReadersBlock::Absent, |r| ReadersBlock::Predicted(Box::new(r))),
+        }
+    }
+
+    /// The lines for people (none when absent).
+    pub fn human(&self) -> String {
+        match self {
+            ReadersBlock::Absent => String::new(),
+            ReadersBlock::TooLarge(n) => not_predicted(*n),
+            ReadersBlock::Predicted(r) => r.human(),
+        }
+    }
+
+    /// Adds the keys `libphdi` and `dissect` to a JSON report (null both when too large).
+    #[cfg(feature = "json")]
+    pub fn add_to(&self, value: &mut serde_json::Value) {
+        match self {
+            ReadersBlock::Absent => {}
+            ReadersBlock::TooLarge(_) => {
+                if let Some(m) = value.as_object_mut() {
+                    m.insert("libphdi".into(), serde_json::Value::Null);
+                    m.insert("dissect".into(), serde_json::Value::Null);
+                }
+            }
+            ReadersBlock::Predicted(r) => r.add_to(value),
+        }
+    }
 }

@@ -1,0 +1,285 @@
+//! `prlimg repair` and `prlimg check -r`: the plan made, the repaired image written aside and
+//! renamed into place, and the run's report (the plan, what is lost, the verdict after).
+
+use std::fs::File;
+use std::io::{self, Write};
+#[cfg(unix)]
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::text::line as outln;
+use crate::error::Error;
+use crate::image::Image;
+use crate::outfile::{write_atomically, OutputOptions};
+use crate::repair::{plan_repair, RepairLevel, RepairPlan};
+use crate::rule::Severity;
+use crate::source::FileSource;
+use crate::validate::{validate, Verdict};
+
+/// Why a repair could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RepairFileError {
+    /// The input or output may not be used so.
+    #[error("{}: {reason}", path.display())]
+    Refused {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The system refused a read or a write.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The library refused (an image that cannot be planned, an output that may not be written).
+    #[error("{}: {source}", path.display())]
+    Image {
+        /// The path.
+        path: PathBuf,
+        /// The library's error.
+        source: Error,
+    },
+}
+
+/// What to repair and how.
+#[derive(Clone, Debug)]
+pub struct RepairRequest<'a> {
+    /// The image as named (`-`: standard input).
+    pub input: &'a Path,
+    /// The file to read it from (`/dev/stdin` for a redirected `-`).
+    pub read: &'a Path,
+    /// The repaired copy (`None`: in place).
+    pub output: Option<&'a Path>,
+    /// What may be repaired.
+    pub level: RepairLevel,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Replace an existing output.
+    pub force: bool,
+}
+
+/// A repair's report.
+#[derive(Clone, Debug)]
+pub struct RepairRun {
+    /// The plan.
+    pub plan: RepairPlan,
+    /// The input as named.
+    pub input: PathBuf,
+    /// The output as named (`None`: in place).
+    pub output: Option<PathBuf>,
+    /// Planned only.
+    pub dry_run: bool,
+    /// Whether the repaired image was written.
+    pub written: bool,
+    /// `check`'s verdict of what was written (of the input when nothing was; `None` for a dry run).
+    pub after: Option<Verdict>,
+}
+
+/// The plan and its outcome, as `--output json` prints them.
+#[cfg(feature = "json")]
+#[derive(serde::Serialize)]
+struct PlanJson<'a> {
+    schema: u32,
+    input: String,
+    output: Option<String>,
+    level: RepairLevel,
+    before: Verdict,
+    dry_run: bool,
+    written: bool,
+    actions: &'a [crate::repair::RepairAction],
+    unrepaired: &'a [crate::rule::Rule],
+    kept_bitmaps: &'a [String],
+    lost_bitmaps: Vec<String>,
+    lost_guest: Vec<(u64, u64)>,
+    output_len: u64,
+    after: Option<Verdict>,
+}
+
+fn refused(path: &Path, reason: &'static str) -> RepairFileError {
+    RepairFileError::Refused {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+fn io_at(path: &Path) -> impl Fn(io::Error) -> RepairFileError + '_ {
+    move |source| RepairFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn lib_at(path: &Path) -> impl Fn(Error) -> RepairFileError + '_ {
+    move |source| RepairFileError::Image {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Opens `path` for repair: a regular file (or, read-only, a block device).
+fn open_input(path: &Path, in_place: bool) -> Result<(File, std::fs::Metadata), RepairFileError> {
+    let file = File::open(path).map_err(io_at(path))?;
+    let meta = file.metadata().map_err(io_at(path))?;
+    let ft = meta.file_type();
+    if in_place && !ft.is_file() {
+        return Err(refused(
+            path,
+            "is not a regular file: --in-place repairs only regular files (write a repaired copy instead)",
+        ));
+    }
+    if !ft.is_file() && !ft.is_block_device() {
+        return Err(refused(
+            path,
+            "repair reads its input at offsets: it must be a regular file or a block device, not a stream",
+        ));
+    }
+    Ok((file, meta))
+}
+
+/// The verdict of the image at `path` (after writing).
+fn verdict_of(path: &Path) -> Result<Verdict, RepairFileError> {
+    let source = FileSource::open(path).map_err(io_at(path))?;
+    let image = Image::parse(&source).map_err(lib_at(path))?;
+    Ok(validate(&image).map_err(lib_at(path))?.verdict())
+}
+
+/// Plans and (unless a dry run) writes the repair.
+pub fn repair_file(r: &RepairRequest<'_>) -> Result<RepairRun, RepairFileError> {
+    let (input, in_place) = (r.input, r.output.is_none());
+    let (file, meta) = open_input(r.read, in_place && !r.dry_run)?;
+    if let Some(out) = r.output {
+        if let Ok(out_meta) = std::fs::metadata(out) {
+            if out_meta.dev() == meta.dev() && out_meta.ino() == meta.ino() {
+                return Err(refused(
+                    out,
+                    "is the input image; write the repaired copy elsewhere, or use --in-place",
+                ));
+            }
+        }
+    }
+    let source = FileSource::new(file).map_err(io_at(input))?;
+    let plan = plan_repair(&source, r.level).map_err(lib_at(input))?;
+    let write = !r.dry_run && !plan.is_empty();
+    let target: PathBuf = match r.output {
+        Some(o) => o.to_path_buf(),
+        None if input.as_os_str() == "-" => input.to_path_buf(),
+        None => input.canonicalize().map_err(io_at(input))?,
+    };
+    if write {
+        let options = OutputOptions {
+            overwrite: r.force || in_place,
+            follow_symlink: false,
+            mode: Some(meta.mode() & 0o7777),
+        };
+        write_atomically(&target, &options, |f| plan.write(&source, f)).map_err(lib_at(&target))?;
+    }
+    let after = if write {
+        Some(verdict_of(&target)?)
+    } else if r.dry_run {
+        None
+    } else {
+        Some(plan.before)
+    };
+    Ok(RepairRun {
+        plan,
+        input: input.to_path_buf(),
+        output: r.output.map(Path::to_path_buf),
+        dry_run: r.dry_run,
+        written: write,
+        after,
+    })
+}
+
+impl RepairRun {
+    /// The status: the result's verdict; a dry run's, the plan's prediction.
+    pub fn exit_code(&self) -> u8 {
+        let unrepaired = &self.plan.unrepaired;
+        match self.after {
+            Some(v) => v.exit_code(),
+            None if unrepaired.iter().any(|r| r.severity() == Severity::Corruption) => 2,
+            None if unrepaired.iter().any(|r| r.severity() == Severity::Leak) => 3,
+            None => 0,
+        }
+    }
+
+    /// The plan as typed records, pretty, and a newline.
+    #[cfg(feature = "json")]
+    pub fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
+        let plan = &self.plan;
+        let json = PlanJson {
+            schema: crate::check::JSON_SCHEMA,
+            input: self.input.display().to_string(),
+            output: self.output.as_ref().map(|o| o.display().to_string()),
+            level: plan.level,
+            before: plan.before,
+            dry_run: self.dry_run,
+            written: self.written,
+            actions: &plan.actions,
+            unrepaired: &plan.unrepaired,
+            kept_bitmaps: &plan.kept_bitmaps,
+            lost_bitmaps: plan.lost_bitmaps(),
+            lost_guest: plan.lost_guest(),
+            output_len: plan.output_len,
+            after: self.after,
+        };
+        serde_json::to_writer_pretty(&mut *out, &json)?;
+        out.write_all(b"\n")
+    }
+
+    /// The plan for people: each action, what is lost and kept, what is left, the result.
+    pub fn write_human(&self, w: &mut dyn Write) -> io::Result<()> {
+        let mut out = String::new();
+        let name = self.input.display();
+        if self.plan.is_empty() {
+            if self.plan.before == Verdict::Clean {
+                outln!(out, "{name}: clean, nothing to repair; nothing written");
+            } else {
+                outln!(out, "{name}: nothing this level may repair; nothing written");
+            }
+        } else {
+            let verb = if self.dry_run { "would repair" } else { "repaired" };
+            outln!(out, "{name}: {} actions ({verb}):", self.plan.actions.len());
+            for a in &self.plan.actions {
+                outln!(out, "  {a}");
+            }
+            let lost_guest = self.plan.lost_guest();
+            let lost_bitmaps = self.plan.lost_bitmaps();
+            if lost_guest.is_empty() && lost_bitmaps.is_empty() {
+                outln!(out, "lost: nothing");
+            } else {
+                let total: u64 = lost_guest.iter().map(|(_, l)| l).sum();
+                outln!(
+                    out,
+                    "lost: {total} guest bytes in {} ranges; bitmaps: {}",
+                    lost_guest.len(),
+                    if lost_bitmaps.is_empty() {
+                        "none".to_string()
+                    } else {
+                        lost_bitmaps.join(", ")
+                    }
+                );
+            }
+            outln!(
+                out,
+                "kept bitmaps: {}",
+                if self.plan.kept_bitmaps.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.plan.kept_bitmaps.join(", ")
+                }
+            );
+        }
+        if !self.plan.unrepaired.is_empty() {
+            let codes: Vec<&str> = self.plan.unrepaired.iter().map(|r| r.code()).collect();
+            outln!(out, "left as they are: {}", codes.join(", "));
+        }
+        if let Some(v) = self.after {
+            outln!(out, "result: {}", v.name());
+        }
+        w.write_all(out.as_bytes())
+    }
+}
