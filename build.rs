@@ -1,10 +1,12 @@
 //! Marks the tests that need what this machine lacks as ignored, so that `cargo test` counts
 //! them as "ignored" (with the reason) rather than as passed: the QEMU tools
-//! (`prlimg_no_qemu_tools`), the sample images beside the checkout (`prlimg_no_samples`),
+//! (`prlimg_no_qemu_tools`), the sample images beside the checkout (`prlimg_no_samples`: QEMU's
+//! and Parallels Desktop's),
 //! Chromium for the HTML report's screenshot (`prlimg_no_chromium`), the ploop oracle's
 //! drivers (`prlimg_no_ploop_oracle`, looked for where `PloopDrivers::default_dir` looks) and
 //! the venv with libphdi and dissect.hypervisor (`prlimg_no_readers`).
-//! Under `CI=true` nothing is ignored: the tests run and fail on what is missing.
+//! Under `CI=true` nothing is ignored: the tests run and fail on what is missing (the run-time
+//! half of this guard is tests/fixtures/needs.rs).
 //! Nothing here affects the library itself.
 
 use std::path::Path;
@@ -70,9 +72,13 @@ fn main() {
     } else {
         println!("cargo:rustc-cfg=prlimg_no_readers");
     }
-    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/qemu");
-    if samples.is_dir() {
-        println!("cargo:rerun-if-changed={}", samples.display());
+    // QEMU's test-suite samples and the Parallels Desktop ones.
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
+    let dirs = ["qemu", "parallels-desktop"].map(|d| samples.join(d));
+    if dirs.iter().all(|d| d.is_dir()) {
+        for d in &dirs {
+            println!("cargo:rerun-if-changed={}", d.display());
+        }
     } else {
         println!("cargo:rustc-cfg=prlimg_no_samples");
     }

@@ -7,7 +7,9 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use parallels_image::{BundleBuilder, BundleOptions, Data, GuestDisk, ImageBuilder, SnapshotSpec};
+use parallels_image::{
+    bundle::BundleBuilder, bundle::BundleOptions, bundle::GuestDisk, bundle::SnapshotSpec, Data, ImageBuilder,
+};
 use uuid::Uuid;
 
 const DISK: u64 = 64 << 20;

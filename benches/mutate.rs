@@ -15,7 +15,9 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use md5::{Digest, Md5};
-use parallels_image::{BitmapSpec, ChecksumState, Data, Image, ImageBuilder, MutateOptions, Mutator};
+use parallels_image::{
+    mutate::ChecksumState, mutate::MutateOptions, mutate::Mutator, BitmapSpec, Data, Image, ImageBuilder,
+};
 
 const MIB: u64 = 1 << 20;
 

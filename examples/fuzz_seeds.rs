@@ -41,7 +41,7 @@ fn main() -> Result<()> {
     images.extend(samples()?);
     // The mutator's seed corpus: 8 valid shapes, every defect, variants; clusters of 512 B to
     // 64 KiB.
-    for e in parallels_image::seed_corpus(0)? {
+    for e in parallels_image::mutate::seed_corpus(0)? {
         images.push((format!("corpus-{}", e.name), e.bytes));
     }
     // Every defect, on every base it suits.

@@ -430,7 +430,7 @@ impl ImageBuilder {
         Ok((v, layout))
     }
 
-    /// Writes the image to `path` through [`write_atomically`](crate::write_atomically): aside,
+    /// Writes the image to `path` through [`write_atomically`](crate::outfile::write_atomically): aside,
     /// then put in place when complete. An existing regular file is replaced only if
     /// `overwrite` is true; nothing else is ever replaced.
     pub fn create_file(&self, path: &Path, overwrite: bool) -> Result<Layout> {

@@ -25,7 +25,7 @@ pub enum Error {
     /// A defect cannot be planned on this image.
     #[error("{0}")]
     Plan(#[from] PlanError),
-    /// An image cannot be repaired (`crate::plan_repair`).
+    /// An image cannot be repaired (`crate::repair::plan_repair`).
     #[error("{0}")]
     Repair(#[from] RepairError),
     /// An image read from a stream needs more memory than the limit allows.
@@ -169,7 +169,7 @@ impl fmt::Display for Requirement {
     }
 }
 
-/// Why an image cannot be built as asked ([`crate::ImageBuilder`], [`crate::Recipe`]).
+/// Why an image cannot be built as asked ([`crate::ImageBuilder`], [`crate::recipe::Recipe`]).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -371,7 +371,7 @@ pub enum OutputError {
         /// The first link.
         path: PathBuf,
     },
-    /// [`abandon_outputs`](crate::abandon_outputs) was called (the process is being interrupted).
+    /// [`abandon_outputs`](crate::outfile::abandon_outputs) was called (the process is being interrupted).
     #[error("{}: interrupted before the file was put in place", path.display())]
     Interrupted {
         /// The output path.

@@ -73,7 +73,7 @@ pub enum ListEnd {
 ///
 /// Another reader of the same bytes that would hash the very same cluster may take it instead of
 /// hashing again: the mutator gives the digest it fixed a variant's checksum with
-/// ([`crate::Mutant::digest`]), and a differential campaign's predictions take it
+/// ([`crate::mutate::Mutant::digest`]), and a differential campaign's predictions take it
 /// (`oracle::Oracles::examine_knowing`), so that each variant's cluster is hashed once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ExtensionDigest {

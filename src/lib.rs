@@ -59,8 +59,14 @@
 //!  (src/bin/prlimg)  the command-line tool, behind the `cli` feature
 //! ```
 //!
-//! Every public type has one path: the crate root, except the namespaces [`raw`], [`qemu`],
-//! [`corpus`], [`corrupt`], [`guest`], [`report`] and `oracle`.
+//! Every public type has one path. The crate root holds what a format user needs first: opening
+//! and checking an image ([`open`], [`validate`], [`check`]), the image and its views
+//! ([`Image`], [`Header`], [`Bitmap`], [`Extension`]), the builder ([`ImageBuilder`]), the errors
+//! and the rules ([`Violation`], [`Rule`]). The rest lives in namespaces: [`raw`] (the on-disk
+//! grammar), [`bundle`] (disk bundles), [`guest`] (a guest's bytes from an image, a bundle or a
+//! raw file), [`picture`], [`edit`] (rewriting an image's bitmaps), [`recipe`], [`repair`],
+//! [`outfile`], the predictions [`qemu`], [`ploop`] and [`readers`], the defect catalogue
+//! [`corrupt`], the fuzzing mutator [`mutate`] and its seed [`corpus`], [`report`] and `oracle`.
 //!
 //! # Example
 //! ```
@@ -83,30 +89,30 @@
 
 mod bitmap;
 mod builder;
-mod bundle;
+pub mod bundle;
 mod check;
 pub mod corpus;
 pub mod corrupt;
-mod edit;
+pub mod edit;
 mod error;
 mod extension;
 pub mod guest;
 mod header;
 mod helper;
 mod image;
-mod mutate;
+pub mod mutate;
 #[cfg(feature = "oracle")]
 #[cfg_attr(docsrs, doc(cfg(feature = "oracle")))]
 pub mod oracle;
-mod outfile;
-mod picture;
-mod ploop;
+pub mod outfile;
+pub mod picture;
+pub mod ploop;
 pub mod qemu;
 mod random;
 pub mod raw;
 pub mod readers;
-mod recipe;
-mod repair;
+pub mod recipe;
+pub mod repair;
 pub mod report;
 mod rule;
 mod size;
@@ -117,37 +123,11 @@ mod violation;
 
 pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFormat};
 pub use builder::{BitmapSpec, Data, ImageBuilder, Layout};
-pub use bundle::{
-    file_data_ranges, format_guid, image_file_name, is_bundle, parse_guid, parse_guid_loose, write_bundle_dir,
-    write_expanding, write_expanding_ranges, write_raw, Bundle, BundleBuilder, BundleDefect, BundleError,
-    BundleFinding, BundleOptions, BundleRecipe, BundleReport, BundleRule, BundleViolation, Descriptor, DiskParameters,
-    Extent, GuestDisk, GuestReader, ImageEntry, ImageType, Mapping, Resolved, Shot, SnapshotRecipe, SnapshotSpec,
-    Snapshots, Storage, WriteStats, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, DESCRIPTOR_NAME, NULL_GUID,
-};
 pub use check::{check, check_versions, ClusterStatistics, Conformance, JSON_SCHEMA};
-pub use edit::{edit_bitmaps, edit_bitmaps_file, BitmapEdit, EditedLayout};
 pub use error::{BuildError, Error, PlanError, RepairError, Requirement, Result};
 pub use extension::{Extension, ExtensionDigest, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
 pub use image::{AllocatedEntries, BatTable, Image, Mode};
-pub use mutate::{
-    seed_corpus, BatTarget, BitmapField, ChecksumState, CorpusEntry, CorpusKind, Edit, EditKind, FeatureField,
-    HeaderField, Inserted, L1Target, MagicName, Mutant, MutantBuffer, MutateOptions, Mutator, CORPUS_MUTANTS,
-};
-pub use outfile::{
-    abandon_outputs, hold_output_folder, release_output_folder, write_atomically, write_file_atomically, OutputError,
-    OutputOptions,
-};
-pub use picture::{
-    bitmaps_svg, dirty_model, dirty_step, finding_offset, layout_model, layout_svg, CellState, DirtyModel, Grid,
-    LayoutModel, DIRTY_SCALE, FINDING_OUTLINE, L1_COLOURS, SNAPSHOT_COLOURS, UNALLOCATED,
-};
-pub use ploop::{
-    ploop_accepts_cluster_size, predict_ploop, predict_ploop_cbt, rc as ploop_rc, CbtOutcome, MountEffect, PloopCbt,
-    PloopCheck, PloopMount, PloopPrediction, HEAP_OVERRUN, MAX_PLOOP_MESSAGES, PLOOP_MAX_CLUSTER, PLOOP_MIN_CLUSTER,
-};
-pub use recipe::{BitmapRecipe, DataRecipe, Recipe};
-pub use repair::{plan_repair, RepairAction, RepairKind, RepairLevel, RepairPlan};
 pub use rule::{Rule, Severity};
 pub use size::{parse_size, ParseSizeError};
 pub use source::{FileSource, Source};

@@ -52,7 +52,7 @@ fn pending() -> std::sync::MutexGuard<'static, Pending> {
 }
 
 /// Removes every named temporary file an unfinished [`write_atomically`] holds, and every
-/// temporary folder an unfinished bundle write ([`write_bundle_dir`](crate::write_bundle_dir))
+/// temporary folder an unfinished bundle write ([`write_bundle_dir`](crate::bundle::write_bundle_dir))
 /// holds, and makes later attempts to put an output in place fail with
 /// [`OutputError::Interrupted`]. For a handler of `SIGINT`/`SIGTERM`/`SIGHUP` running on its own
 /// thread, before the process exits: unnamed temporary files need nothing, the kernel frees

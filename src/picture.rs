@@ -1,7 +1,7 @@
 //! Pictures of an image as plain SVG text: the file's layout with each finding marked where it
 //! is, the guest view of the allocation, and the dirty maps of bitmaps.
 //!
-//! Every picture is a bounded grid: at most [`MAX_COLUMNS`] x [`MAX_ROWS`] cells, each cell a
+//! Every picture is a bounded grid: at most `MAX_COLUMNS` x `MAX_ROWS` cells, each cell a
 //! whole number of clusters (or granules), so the work and the output size follow the metadata
 //! (allocated BAT entries, dirty extents, findings) and never the disk's apparent size.
 //!

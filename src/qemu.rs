@@ -1,6 +1,6 @@
 //! What QEMU does with an image, predicted from its bytes: `qemu-img info` (a read-only
 //! open) and `qemu-img check`, for QEMU 10.0.2 (the default) or QEMU 7.2 ([`Version`]; Debian
-//! 12's `qemu-utils`). (What ploop does is [`crate::predict_ploop`]'s answer.)
+//! 12's `qemu-utils`). (What ploop does is [`crate::ploop::predict_ploop`]'s answer.)
 //!
 //! QEMU checks less than [`crate::validate`] does, in its own order, with 32- and 64-bit
 //! wrap-arounds of its own; this module follows what the QEMU 10.0.2 binary was seen to do on

@@ -485,7 +485,7 @@ fn distance(a: &[u8; 16], b: &[u8; 16]) -> usize {
 /// [`Error::EmptyFile`], I/O errors.
 ///
 /// ```
-/// use parallels_image::{plan_repair, corrupt, Data, Image, ImageBuilder, RepairLevel, validate};
+/// use parallels_image::{repair::plan_repair, corrupt, Data, Image, ImageBuilder, repair::RepairLevel, validate};
 ///
 /// let (bytes, _) = ImageBuilder::new(1 << 20).cluster_size(64 << 10)
 ///     .data(0, Data::Fill { len: 4096, byte: 0xaa }).to_vec()?;

@@ -1132,7 +1132,7 @@ fn files_of(dir: &Path) -> Vec<String> {
 
 #[test]
 fn mutate_writes_the_variants_the_library_makes_and_a_manifest_of_their_edits() {
-    use parallels_image::{MutateOptions, Mutator};
+    use parallels_image::{mutate::MutateOptions, mutate::Mutator};
     let dir = tmp();
     let a = image_a(dir.path());
     let input = fs::read(&a).unwrap();
@@ -1199,7 +1199,7 @@ fn mutate_writes_the_variants_the_library_makes_and_a_manifest_of_their_edits() 
 
 #[test]
 fn mutate_can_leave_the_checksum_broken_and_takes_the_edit_count() {
-    use parallels_image::{ChecksumState, MutateOptions, Mutator};
+    use parallels_image::{mutate::ChecksumState, mutate::MutateOptions, mutate::Mutator};
     let dir = tmp();
     let a = image_a(dir.path());
     let input = fs::read(&a).unwrap();
@@ -1264,7 +1264,7 @@ fn mutate_refuses_a_file_that_is_not_an_image_and_writes_nothing() {
 
 #[test]
 fn corpus_writes_the_library_corpus_every_defect_and_is_reproducible() {
-    use parallels_image::{seed_corpus, CORPUS_MUTANTS};
+    use parallels_image::{mutate::seed_corpus, mutate::CORPUS_MUTANTS};
     let dir = tmp();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     prlimg_ok(&["corpus", s(&a), "--seed", "5"]);

@@ -11,7 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use parallels_image::{
-    bitmaps_svg, check, layout_svg, BitmapSpec, CellState, Data, Grid, Image, ImageBuilder, Mode, Rule, DIRTY_SCALE,
+    check, picture::bitmaps_svg, picture::layout_svg, picture::CellState, picture::Grid, picture::DIRTY_SCALE,
+    BitmapSpec, Data, Image, ImageBuilder, Mode, Rule,
 };
 use resvg::tiny_skia::Pixmap;
 use serde_json::Value;

@@ -15,7 +15,7 @@
 
 use std::sync::OnceLock;
 
-use parallels_image::{BitmapSpec, Data, ImageBuilder, MutateOptions, Mutator};
+use parallels_image::{mutate::MutateOptions, mutate::Mutator, BitmapSpec, Data, ImageBuilder};
 
 mod shim;
 

@@ -14,7 +14,7 @@ use parallels_image::qemu::{predict, predict_image, QemuCheck, QemuOutcome};
 mod limits;
 
 use limits::{costly_checksum, MAX_CROSS_CHECKED};
-use parallels_image::{predict_ploop, CbtOutcome, Error, Image, Mode, MountEffect, Threads, MAX_PLOOP_MESSAGES};
+use parallels_image::{ploop::predict_ploop, ploop::CbtOutcome, Error, Image, Mode, ploop::MountEffect, Threads, ploop::MAX_PLOOP_MESSAGES};
 
 /// One run of the target on `data`.
 pub fn run(data: &[u8]) {

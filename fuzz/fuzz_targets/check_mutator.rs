@@ -1,4 +1,4 @@
-//! The `check` target with the structure-aware mutator (`parallels_image::Mutator`): most
+//! The `check` target with the structure-aware mutator (`parallels_image::mutate::Mutator`): most
 //! mutations edit the image's structures and put the extension checksum right, so that runs
 //! reach the feature walk and the bitmap loader; one in four is libFuzzer's own byte-level
 //! mutation (which also turns non-images into images' neighbours). See `check_body.rs`.

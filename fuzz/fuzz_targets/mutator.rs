@@ -1,7 +1,7 @@
 //! The custom mutator of the `_mutator` targets.
 
 use libfuzzer_sys::fuzzer_mutate;
-use parallels_image::{MutateOptions, Mutator};
+use parallels_image::{mutate::MutateOptions, mutate::Mutator};
 
 /// Replaces `data[..size]` with a variant of at most `max_size` bytes and returns its length:
 /// a structure-aware one (1–3 edits, checksum put right) three times in four when the input's

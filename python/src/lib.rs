@@ -14,7 +14,7 @@ mod buffer;
 
 use parallels_image as pi;
 use pi::report::{check_path as lib_check_path, BundleCheck, CheckError, Checked};
-use pi::{Bundle, BundleError, Image, Mode};
+use pi::{bundle::Bundle, bundle::BundleError, Image, Mode};
 use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
@@ -500,7 +500,7 @@ impl PyImage {
 /// A guest disk: an image's or a bundle's bytes as the guest sees them.
 #[pyclass(frozen, module = "parallels_image._native", name = "Guest")]
 struct PyGuest {
-    disk: pi::GuestDisk,
+    disk: pi::bundle::GuestDisk,
 }
 
 /// Bytes read between two looks at the signal handlers.
@@ -512,7 +512,7 @@ impl PyGuest {
     #[pyo3(signature = (path, snapshot = None))]
     fn open(py: Python<'_>, path: PathBuf, snapshot: Option<&str>) -> PyResult<PyGuest> {
         let snapshot = snapshot.map(parse_snapshot).transpose()?;
-        pi::GuestDisk::open(&path, snapshot, pi::BundleOptions::default())
+        pi::bundle::GuestDisk::open(&path, snapshot, pi::bundle::BundleOptions::default())
             .map(|disk| PyGuest { disk })
             .map_err(|e| bundle_error(py, &e))
     }
@@ -555,7 +555,7 @@ impl PyGuest {
 }
 
 fn parse_snapshot(text: &str) -> PyResult<uuid::Uuid> {
-    pi::parse_guid_loose(text).ok_or_else(|| PyValueError::new_err(format!("snapshot {text:?} is not a GUID")))
+    pi::bundle::parse_guid_loose(text).ok_or_else(|| PyValueError::new_err(format!("snapshot {text:?} is not a GUID")))
 }
 
 /// An opened bundle.
@@ -592,7 +592,7 @@ impl PyBundle {
     /// The top snapshot's GUID (`{...}`), or `None` when the TopGUID is not valid.
     #[getter]
     fn top(&self) -> Option<String> {
-        self.bundle.top().ok().map(pi::format_guid)
+        self.bundle.top().ok().map(pi::bundle::format_guid)
     }
 
     /// `(guid, parent)` of each snapshot, as the descriptor lists them.
@@ -630,7 +630,7 @@ impl PyBundle {
         let snapshot = snapshot.map(parse_snapshot).transpose()?;
         self.bundle
             .chain(snapshot)
-            .map(|c| c.into_iter().map(pi::format_guid).collect())
+            .map(|c| c.into_iter().map(pi::bundle::format_guid).collect())
             .map_err(|e| bundle_error(py, &e))
     }
 
@@ -695,13 +695,13 @@ fn builder(
     seed: u64,
     granularity: u64,
 ) -> PyResult<pi::ImageBuilder> {
-    let recipe = pi::Recipe {
+    let recipe = pi::recipe::Recipe {
         size,
         cluster_size,
         v1,
         data: data
             .into_iter()
-            .map(|(offset, len, byte)| pi::DataRecipe { offset, len, byte })
+            .map(|(offset, len, byte)| pi::recipe::DataRecipe { offset, len, byte })
             .collect(),
         bitmaps: Vec::new(),
     };
@@ -799,7 +799,7 @@ fn build(
 #[pyfunction]
 #[pyo3(signature = (path, recipe, force = false))]
 fn create_bundle(py: Python<'_>, path: PathBuf, recipe: &Bound<'_, PyAny>, force: bool) -> PyResult<()> {
-    let recipe: pi::BundleRecipe =
+    let recipe: pi::bundle::BundleRecipe =
         depythonize(recipe).map_err(|e| PyValueError::new_err(format!("bundle recipe: {e}")))?;
     let b = recipe.to_builder().map_err(|e| lib_error(py, Some(&path), &e))?;
     b.create(&path, force)
@@ -812,7 +812,7 @@ fn create_bundle(py: Python<'_>, path: PathBuf, recipe: &Bound<'_, PyAny>, force
 #[pyo3(signature = (bundle = false))]
 fn defects(bundle: bool) -> Vec<(&'static str, &'static str, &'static str)> {
     if bundle {
-        pi::BundleDefect::ALL
+        pi::bundle::BundleDefect::ALL
             .iter()
             .map(|d| (d.name(), d.rule().code(), d.summary()))
             .collect()
@@ -828,8 +828,8 @@ fn defects(bundle: bool) -> Vec<(&'static str, &'static str, &'static str)> {
 #[pyfunction]
 #[pyo3(signature = (src, dst, defect, seed = 0, force = false))]
 fn corrupt(py: Python<'_>, src: PathBuf, dst: PathBuf, defect: &str, seed: u64, force: bool) -> PyResult<()> {
-    if pi::is_bundle(&src) {
-        let kind = pi::BundleDefect::from_name(defect).ok_or_else(|| {
+    if pi::bundle::is_bundle(&src) {
+        let kind = pi::bundle::BundleDefect::from_name(defect).ok_or_else(|| {
             let err = DefectError::new_err(format!("unknown bundle defect {defect:?}"));
             set(&err, py, "defect", defect.to_string());
             err
@@ -848,7 +848,7 @@ fn corrupt(py: Python<'_>, src: PathBuf, dst: PathBuf, defect: &str, seed: u64, 
     let image = Image::parse(&source).map_err(|e| lib_error(py, Some(&src), &e))?;
     let patch = pi::corrupt::plan(&image, kind, seed).map_err(|e| lib_error(py, Some(&src), &e))?;
     let mut interrupt = Interrupt::new();
-    let result = pi::write_file_atomically(&dst, force, |out| {
+    let result = pi::outfile::write_file_atomically(&dst, force, |out| {
         let mut from = &file;
         let mut pos = 0u64;
         let mut buf = vec![0u8; 1 << 20];
@@ -895,12 +895,12 @@ fn mutate_batch(
     max_edits: usize,
     fix_checksum: bool,
 ) -> PyResult<Vec<(Py<PyBytes>, Vec<String>)>> {
-    let options = pi::MutateOptions {
+    let options = pi::mutate::MutateOptions {
         fix_checksum,
         edits: 1..=max_edits.max(1),
-        ..pi::MutateOptions::default()
+        ..pi::mutate::MutateOptions::default()
     };
-    let mutator = pi::Mutator::new(input, options).map_err(|e| lib_error(py, None, &e))?;
+    let mutator = pi::mutate::Mutator::new(input, options).map_err(|e| lib_error(py, None, &e))?;
     let mut buffer = mutator.buffer();
     let mut out = Vec::with_capacity(count);
     for i in 0..count as u64 {
@@ -926,7 +926,7 @@ fn convert(
     force: bool,
 ) -> PyResult<()> {
     let snapshot = snapshot.map(parse_snapshot).transpose()?;
-    let disk = pi::GuestDisk::open(&src, snapshot, pi::BundleOptions::default()).map_err(|e| bundle_error(py, &e))?;
+    let disk = pi::bundle::GuestDisk::open(&src, snapshot, pi::bundle::BundleOptions::default()).map_err(|e| bundle_error(py, &e))?;
     if disk.files().iter().any(|f| same_file(f, &dst)) {
         let err = OutputError::new_err(format!(
             "{}: holds the source's data; write the copy elsewhere",
@@ -944,14 +944,14 @@ fn convert(
             disk.read_at(off, buf)
         };
         match format {
-            "raw" => pi::write_file_atomically(&dst, force, |f| {
-                pi::write_raw(pi::GuestReader::Local(&mut read), &ranges, size, f).map(|_| ())
+            "raw" => pi::outfile::write_file_atomically(&dst, force, |f| {
+                pi::bundle::write_raw(pi::bundle::GuestReader::Local(&mut read), &ranges, size, f).map(|_| ())
             }),
-            "parallels" => pi::write_file_atomically(&dst, force, |f| {
-                pi::write_expanding_ranges(pi::GuestReader::Local(&mut read), &ranges, size, cluster_size, f)
+            "parallels" => pi::outfile::write_file_atomically(&dst, force, |f| {
+                pi::bundle::write_expanding_ranges(pi::bundle::GuestReader::Local(&mut read), &ranges, size, cluster_size, f)
                     .map(|_| ())
             }),
-            "bundle" => pi::BundleBuilder::new(size)
+            "bundle" => pi::bundle::BundleBuilder::new(size)
                 .cluster_size(cluster_size)
                 .create_from(&dst, force, &mut read)
                 .map(|_| ()),
@@ -1008,20 +1008,20 @@ fn repair<'py>(
     let meta = file.metadata().map_err(|e| os_error(py, Some(&src), &e))?;
     let source = pi::FileSource::new(file).map_err(|e| os_error(py, Some(&src), &e))?;
     let level = if all {
-        pi::RepairLevel::All
+        pi::repair::RepairLevel::All
     } else {
-        pi::RepairLevel::Leaks
+        pi::repair::RepairLevel::Leaks
     };
-    let plan = pi::plan_repair(&source, level).map_err(|e| lib_error(py, Some(&src), &e))?;
+    let plan = pi::repair::plan_repair(&source, level).map_err(|e| lib_error(py, Some(&src), &e))?;
     let write = !dry_run && !plan.is_empty();
     let mut after = if dry_run { None } else { Some(plan.before) };
     if let (true, Some(target)) = (write, &target) {
-        let options = pi::OutputOptions {
+        let options = pi::outfile::OutputOptions {
             overwrite: force || in_place,
             follow_symlink: false,
             mode: Some(meta.mode() & 0o7777),
         };
-        pi::write_atomically(target, &options, |f| plan.write(&source, f).map(|_| ()))
+        pi::outfile::write_atomically(target, &options, |f| plan.write(&source, f).map(|_| ()))
             .map_err(|e| lib_error(py, Some(target), &e))?;
         let checked = pi::report::check_path(target, Mode::Strict).map_err(|e| check_error(py, &e))?;
         after = Some(checked.verdict());
@@ -1045,7 +1045,7 @@ fn repair<'py>(
 #[pyfunction]
 fn rules() -> Vec<(&'static str, &'static str, &'static str)> {
     let image = pi::Rule::ALL.iter().map(|r| (r.code(), r.title(), r.severity().name()));
-    let bundle = pi::BundleRule::ALL
+    let bundle = pi::bundle::BundleRule::ALL
         .iter()
         .map(|r| (r.code(), r.title(), r.severity().name()));
     image.chain(bundle).collect()

@@ -94,7 +94,7 @@ pub struct Mutant {
 /// Makes variants of one image ([`Mutator::mutant`]).
 ///
 /// ```
-/// use parallels_image::{BitmapSpec, ImageBuilder, MutateOptions, Mutator};
+/// use parallels_image::{BitmapSpec, ImageBuilder, mutate::MutateOptions, mutate::Mutator};
 ///
 /// let (bytes, _) = ImageBuilder::new(1 << 20)
 ///     .cluster_size(4096)
@@ -163,7 +163,7 @@ impl<'a> Mutator<'a> {
 /// exactly what [`Mutator::mutant`] gives for the same seed.
 ///
 /// ```
-/// use parallels_image::{BitmapSpec, ImageBuilder, MutateOptions, Mutator};
+/// use parallels_image::{BitmapSpec, ImageBuilder, mutate::MutateOptions, mutate::Mutator};
 ///
 /// let (bytes, _) = ImageBuilder::new(1 << 20)
 ///     .cluster_size(4096)

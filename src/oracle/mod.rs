@@ -1,7 +1,7 @@
 //! Running the real programs — `qemu-img info` / `check` ([`qemu`]) and the ploop oracle's
 //! drivers ([`ploop`]) — with a timeout, reading what they did into typed observations, and
 //! comparing those with this crate's predictions ([`crate::qemu::predict`],
-//! [`crate::predict_ploop`]) into typed disagreements. `prlimg differential` and the tests that
+//! [`crate::ploop::predict_ploop`]) into typed disagreements. `prlimg differential` and the tests that
 //! hold the predictions to the real programs both use it (behind the `oracle` feature).
 //!
 //! A run ends in one of three ways ([`End`]): an exit status, a signal (an abort is SIGABRT,
@@ -105,7 +105,7 @@ pub enum OracleError {
         /// The file.
         path: PathBuf,
     },
-    /// The mount driver changed its copy in a way none of [`crate::MountEffect`]'s names.
+    /// The mount driver changed its copy in a way none of [`crate::ploop::MountEffect`]'s names.
     #[error("{program} changed {} in an unforeseen way", path.display())]
     OtherChange {
         /// The program and its arguments.
@@ -606,7 +606,7 @@ impl Oracles {
     }
 
     /// [`Oracles::examine`] of a file whose extension cluster's MD5 the caller already has: a
-    /// variant's, from the digest its checksum was fixed with ([`crate::Mutant::digest`]), the
+    /// variant's, from the digest its checksum was fixed with ([`crate::mutate::Mutant::digest`]), the
     /// caller vouching that the file holds the bytes that were hashed (it wrote them). A
     /// prediction takes `known` only if it covers the very cluster that prediction would hash
     /// (same offset, cluster size and file length) and hashes the cluster itself otherwise.
@@ -857,7 +857,7 @@ mod known_digest {
     use crate::extension::ExtensionDigest;
     use crate::mutate::{ChecksumState, MutateOptions, Mutator};
     use crate::qemu::{predict, predict_knowing, QemuOutcome, QemuReason};
-    use crate::{ploop::predict_ploop_knowing, predict_ploop, raw::extension::checksum_padded, Image};
+    use crate::{ploop::predict_ploop, ploop::predict_ploop_knowing, raw::extension::checksum_padded, Image};
 
     fn bases() -> Vec<Vec<u8>> {
         let one_mib = ImageBuilder::new(16 << 20)

@@ -1,6 +1,6 @@
 //! The ploop oracle's drivers (`shared/oracles/ploop/`: `pcheck --check-only`, `pcheck
 //! --cbt-only`, both read-only, and `pmount_sim` on a copy), what they did as a
-//! [`PloopObservation`], and how that compares with [`crate::predict_ploop`].
+//! [`PloopObservation`], and how that compares with [`crate::ploop::predict_ploop`].
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

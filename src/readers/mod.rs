@@ -8,7 +8,7 @@
 //! ([`libphdi`], [`dissect`]) opens the descriptor and the storage files as that reader does and
 //! reads the whole disk in reads of [`READ_SIZE`] bytes (the drivers in `scripts/readers/` do
 //! the same with the real readers), and the bytes are compared, MiB by MiB, with the guest's
-//! bytes as this crate reads them ([`crate::GuestDisk`]). The outcome is one of
+//! bytes as this crate reads them ([`crate::bundle::GuestDisk`]). The outcome is one of
 //! [`ReaderOutcome`]'s five words.
 //!
 //! A lone image is read as the drivers read it: put in a minimal bundle (one storage over the

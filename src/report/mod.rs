@@ -311,7 +311,7 @@ impl Checked {
 }
 
 /// Checks `path` as `prlimg check PATH` does, whatever it is: a bundle (by
-/// [`crate::is_bundle`]) or an image (a file, a device, a stream).
+/// [`crate::bundle::is_bundle`]) or an image (a file, a device, a stream).
 ///
 /// ```
 /// use parallels_image::report::{check_path, Checked};
@@ -345,7 +345,7 @@ pub enum PathReport {
     Bundle(Box<BundleCheck>),
 }
 
-/// The one entry point for a whole path, whatever it is: a bundle (by [`crate::is_bundle`],
+/// The one entry point for a whole path, whatever it is: a bundle (by [`crate::bundle::is_bundle`],
 /// always with its readers' predictions) or an image (a file, a device, a stream), checked as
 /// `options` say. [`check_image`] checks an image already opened and keeps its parse.
 pub fn check_path_with(path: &Path, options: &CheckOptions) -> Result<PathReport, CheckError> {

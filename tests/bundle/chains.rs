@@ -1,6 +1,8 @@
 //! Guest data through snapshot chains and split storages, built by `BundleBuilder`.
 
-use parallels_image::{Bundle, BundleError, BundleViolation, GuestDisk, Mapping};
+use parallels_image::{
+    bundle::Bundle, bundle::BundleError, bundle::BundleViolation, bundle::GuestDisk, bundle::Mapping,
+};
 
 use crate::common::*;
 
@@ -156,7 +158,7 @@ fn outside_path_is_reported_not_followed_unless_asked() {
         ),
         other => panic!("{other:?}"),
     }
-    let followed = Bundle::open_with(&dir, parallels_image::BundleOptions { follow_outside: true }).unwrap();
+    let followed = Bundle::open_with(&dir, parallels_image::bundle::BundleOptions { follow_outside: true }).unwrap();
     assert!(read_all(&followed.disk(None).unwrap()) == chain_expected(3));
     // A symbolic link out of the folder is outside too.
     std::os::unix::fs::symlink(tmp.path().join(&name), dir.join(&name)).unwrap();

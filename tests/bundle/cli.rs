@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use parallels_image::{Bundle, BundleDefect, FileSource, Image, Mode};
+use parallels_image::{bundle::Bundle, bundle::BundleDefect, FileSource, Image, Mode};
 
 use crate::common::*;
 

@@ -1,5 +1,5 @@
-//! Shared fixtures: the Parallels Desktop samples unpacked into a temporary folder, bundles
-//! built by the crate, and tool lookups.
+//! Shared fixtures: the Parallels Desktop samples unpacked into a temporary folder, and bundles
+//! built by the crate.
 
 #![allow(dead_code)]
 
@@ -7,29 +7,17 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use parallels_image::{BundleBuilder, Data, SnapshotSpec};
+use parallels_image::{bundle::BundleBuilder, bundle::SnapshotSpec, Data};
 use uuid::Uuid;
+
+use crate::fixtures::needs;
 
 pub const MIB: u64 = 1 << 20;
 
-/// Skips (or fails under CI=true) when something a test needs is not there.
-pub fn missing(what: &str) -> Option<()> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is missing under CI");
-    }
-    eprintln!("SKIPPED: {what} not found");
-    None
-}
-
 /// Copies the Parallels Desktop sample `name` (`expanding.hdd`, `plain.hdd`) into `into`,
 /// decompressing its `.hds.gz`; returns the bundle folder, or `None` when the samples are absent.
-pub fn pd_sample(name: &str, into: &Path) -> Option<PathBuf> {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/samples/parallels-desktop")
-        .join(name);
-    if !src.is_dir() {
-        return missing(&format!("sample {}", src.display())).map(|_| PathBuf::new());
-    }
+pub fn pd_sample(test: &str, name: &str, into: &Path) -> Option<PathBuf> {
+    let src = needs::pd_samples(test)?.join(name);
     let dst = into.join(name);
     fs::create_dir_all(&dst).unwrap();
     for entry in fs::read_dir(&src).unwrap() {
@@ -113,21 +101,8 @@ pub fn chain_expected(upto: u32) -> Vec<u8> {
 }
 
 /// Reads a whole guest disk.
-pub fn read_all(disk: &parallels_image::GuestDisk) -> Vec<u8> {
+pub fn read_all(disk: &parallels_image::bundle::GuestDisk) -> Vec<u8> {
     let mut v = vec![0u8; disk.size() as usize];
     disk.read_at(0, &mut v).unwrap();
     v
-}
-
-/// Where a tool is, or `None` (skipped; a failure under CI=true).
-pub fn tool(name: &str) -> Option<PathBuf> {
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .ok()?;
-    if out.status.success() {
-        return Some(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
-    }
-    missing(name).map(|_| PathBuf::new())
 }

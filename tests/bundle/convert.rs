@@ -9,12 +9,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use parallels_image::{
-    check, file_data_ranges, write_expanding, write_expanding_ranges, write_raw, Data, FileSource, GuestDisk,
-    GuestReader, Image, ImageBuilder, Mode,
+    bundle::file_data_ranges, bundle::write_expanding, bundle::write_expanding_ranges, bundle::write_raw,
+    bundle::GuestDisk, bundle::GuestReader, check, Data, FileSource, Image, ImageBuilder, Mode,
 };
 
 use crate::cli::prlimg;
 use crate::common::*;
+use crate::fixtures::needs;
 
 fn ok(o: &Output) {
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -140,7 +141,9 @@ fn data_blocks(path: &Path) -> Vec<(u64, u64)> {
 }
 
 fn qemu_agrees(raw: &Path, hds: &Path, check: bool) {
-    let Some(qemu_img) = tool("qemu-img") else { return };
+    let Some(qemu_img) = needs::tool("qemu_agrees", "qemu-img") else {
+        return;
+    };
     let o = Command::new(&qemu_img)
         .args(["compare", "-f", "raw", "-F", "parallels"])
         .arg(raw)
@@ -372,7 +375,7 @@ fn chain_to_raw_both_ways() {
             }
             runs
         } else {
-            let disk = parallels_image::Bundle::open(&dir).unwrap().disk(None).unwrap();
+            let disk = parallels_image::bundle::Bundle::open(&dir).unwrap().disk(None).unwrap();
             disk.data_ranges()
         };
         assert_eq!(data_blocks(&out), holes_for, "{extra:?}");

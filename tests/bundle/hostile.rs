@@ -4,7 +4,7 @@
 use std::fs;
 use std::time::Instant;
 
-use parallels_image::{Bundle, BundleError, BundleViolation, Descriptor};
+use parallels_image::{bundle::Bundle, bundle::BundleError, bundle::BundleViolation, bundle::Descriptor};
 use proptest::prelude::*;
 
 use crate::common::*;
@@ -67,7 +67,7 @@ fn long_chains_and_cycles_are_linear() {
         .findings
         .iter()
         .filter_map(|f| match f {
-            parallels_image::BundleFinding::Descriptor(BundleViolation::Cycle { cycle }) => Some(cycle.len()),
+            parallels_image::bundle::BundleFinding::Descriptor(BundleViolation::Cycle { cycle }) => Some(cycle.len()),
             _ => None,
         })
         .collect();
@@ -149,7 +149,7 @@ proptest! {
                 }
             }
             Err(BundleError::Invalid { violation, .. }) => {
-                prop_assert!(matches!(violation.rule(), parallels_image::BundleRule::D1 | parallels_image::BundleRule::D2));
+                prop_assert!(matches!(violation.rule(), parallels_image::bundle::BundleRule::D1 | parallels_image::bundle::BundleRule::D2));
             }
             Err(other) => prop_assert!(false, "unexpected {other:?}"),
         }

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use parallels_image::{Bundle, Grid, SNAPSHOT_COLOURS, UNALLOCATED};
+use parallels_image::{bundle::Bundle, picture::Grid, picture::SNAPSHOT_COLOURS, picture::UNALLOCATED};
 
 use crate::common::*;
 use crate::fixtures::{pixel_hex, render_svg as render};

@@ -5,7 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use parallels_image::{
-    Bundle, BundleError, BundleFinding, BundleRule, BundleViolation, Descriptor, ImageType, Severity, Verdict,
+    bundle::Bundle, bundle::BundleError, bundle::BundleFinding, bundle::BundleRule, bundle::BundleViolation,
+    bundle::Descriptor, bundle::ImageType, Severity, Verdict,
 };
 
 use crate::common::*;
@@ -14,7 +15,7 @@ use crate::common::*;
 /// 2 MiB disk, 64 KiB clusters.
 fn valid(tmp: &Path) -> PathBuf {
     let dir = tmp.join("v.hdd");
-    parallels_image::BundleBuilder::new(2 * MIB)
+    parallels_image::bundle::BundleBuilder::new(2 * MIB)
         .cluster_size(64 << 10)
         .split_at(vec![MIB])
         .snapshot(snap(guid(1), None, vec![fill(0, 2 * MIB, 0x11)]))
@@ -177,23 +178,31 @@ fn d5_padding() {
 
 #[test]
 fn d6_storages_contiguous() {
-    // A gap: the second storage starts one cluster late.
-    assert_eq!(
-        findings_after(|d| d.storages[1].start = 2176),
-        vec![BundleViolation::StorageNotContiguous {
-            storage: 1,
-            start: 2176,
-            expected: 2048
-        }]
-    );
-    assert_eq!(
-        findings_after(|d| d.storages[0].start = 128),
-        vec![BundleViolation::StorageNotContiguous {
-            storage: 0,
-            start: 128,
-            expected: 0
-        }]
-    );
+    // A gap (the second storage starts one cluster late), and a first storage not at 0.
+    type Case = (&'static str, fn(&mut Descriptor), BundleViolation);
+    let cases: [Case; 2] = [
+        (
+            "gap",
+            |d| d.storages[1].start = 2176,
+            BundleViolation::StorageNotContiguous {
+                storage: 1,
+                start: 2176,
+                expected: 2048,
+            },
+        ),
+        (
+            "first not at 0",
+            |d| d.storages[0].start = 128,
+            BundleViolation::StorageNotContiguous {
+                storage: 0,
+                start: 128,
+                expected: 0,
+            },
+        ),
+    ];
+    for (name, edit, want) in cases {
+        assert_eq!(findings_after(edit), vec![want], "{name}");
+    }
 }
 
 #[test]
@@ -269,13 +278,13 @@ fn d9_expanding_image_covers_storage() {
 fn d10_plain_image_size() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("p.hdd");
-    parallels_image::BundleBuilder::new(2 * MIB)
+    parallels_image::bundle::BundleBuilder::new(2 * MIB)
         .plain_root(true)
         .create(&dir, false)
         .unwrap();
     let raw = dir.join(format!(
         "p.hdd.0.{{{}}}.hds",
-        parallels_image::DEFAULT_TOP_GUID.hyphenated()
+        parallels_image::bundle::DEFAULT_TOP_GUID.hyphenated()
     ));
     fs::OpenOptions::new()
         .write(true)
@@ -419,7 +428,7 @@ fn d19_no_cycles() {
     // Root -> 2, and 2's parent is 3, 3's parent is 2: a cycle beside the root.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("v.hdd");
-    parallels_image::BundleBuilder::new(MIB)
+    parallels_image::bundle::BundleBuilder::new(MIB)
         .cluster_size(64 << 10)
         .snapshot(snap(guid(1), None, vec![]))
         .snapshot(snap(guid(2), Some(guid(3)), vec![]))

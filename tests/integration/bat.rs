@@ -148,17 +148,35 @@ fn r16_to_r19_one_entry_in_either_unit() {
                 first: 0,
             },
         },
+        // The largest v2 entry.
+        Case {
+            variant: Variant::V2,
+            clusters: 2,
+            entry_at: 64,
+            value: u32::MAX,
+            want: Violation::BatEntryPastEof {
+                index: 0,
+                entry: u32::MAX,
+                offset: u64::from(u32::MAX) * 65536,
+                end: (u64::from(u32::MAX) + 1) * 65536,
+                file_len: 196608,
+            },
+        },
     ];
     for c in cases {
+        let name = format!(
+            "{:?} of {} clusters, u32 at {} = {}",
+            c.variant, c.clusters, c.entry_at, c.value
+        );
         let mut img = with_clusters(c.variant, c.clusters, false);
         put_u32(&mut img, c.entry_at, c.value);
         let rule = c.want.rule();
         assert!(
             matches!(rule, Rule::R16 | Rule::R17 | Rule::R18 | Rule::R19),
-            "{:?}",
+            "{name}: {:?}",
             c.want
         );
-        assert_only(&img, c.want, rule, Severity::Corruption);
+        assert_only_named(&name, &img, c.want, rule, Severity::Corruption);
     }
 }
 
@@ -255,24 +273,6 @@ fn r18_truncated_last_cluster() {
             offset: 131072,
             end: 196608,
             file_len: 196096,
-        },
-        Rule::R18,
-        Severity::Corruption,
-    );
-}
-
-#[test]
-fn r18_largest_v2_entry() {
-    let mut img = with_clusters(Variant::V2, 2, false);
-    put_u32(&mut img, 64, u32::MAX);
-    assert_only(
-        &img,
-        Violation::BatEntryPastEof {
-            index: 0,
-            entry: u32::MAX,
-            offset: u64::from(u32::MAX) * 65536,
-            end: (u64::from(u32::MAX) + 1) * 65536,
-            file_len: 196608,
         },
         Rule::R18,
         Severity::Corruption,

@@ -112,28 +112,32 @@ fn v2_rich() -> Base {
     }
 }
 
+/// The builder of [`v1_rich`] (`compact`: false) and [`v1_compact_bitmaps`] (true).
+fn v1_rich_builder(compact: bool) -> ImageBuilder {
+    let size = 300 * MIB + 512;
+    ImageBuilder::new(size)
+        .variant(Variant::V1)
+        .cluster_size(CS)
+        .compact_v1(compact)
+        .data(0, Data::Fill { len: 512, byte: 0x44 })
+        .data(7 * CS, Data::Fill { len: CS, byte: 0x55 })
+        .data(size - 512, Data::Fill { len: 512, byte: 0x66 })
+        .bitmap(BitmapSpec {
+            id: [0xc3; 16],
+            granularity: 512,
+            extents: vec![(MIB, 4096), (280 * MIB, 8192)],
+        })
+        .bitmap(BitmapSpec {
+            id: [0xd4; 16],
+            granularity: 4096,
+            extents: vec![(0, 4096), (299 * MIB, MIB)],
+        })
+}
+
 /// v1, 64 KiB clusters (data area at one cluster), two bitmaps: C (512-byte granules, a mixed
 /// chunk and a partial mixed chunk) and D (4 KiB granules, one partial mixed chunk).
 fn v1_rich() -> Base {
-    let size = 300 * MIB + 512;
-    let bytes = check(
-        ImageBuilder::new(size)
-            .variant(Variant::V1)
-            .cluster_size(CS)
-            .data(0, Data::Fill { len: 512, byte: 0x44 })
-            .data(7 * CS, Data::Fill { len: CS, byte: 0x55 })
-            .data(size - 512, Data::Fill { len: 512, byte: 0x66 })
-            .bitmap(BitmapSpec {
-                id: [0xc3; 16],
-                granularity: 512,
-                extents: vec![(MIB, 4096), (280 * MIB, 8192)],
-            })
-            .bitmap(BitmapSpec {
-                id: [0xd4; 16],
-                granularity: 4096,
-                extents: vec![(0, 4096), (299 * MIB, MIB)],
-            }),
-    );
+    let bytes = check(v1_rich_builder(false));
     Base {
         name: "v1-rich",
         bytes,
@@ -150,26 +154,7 @@ fn v1_rich() -> Base {
 /// v1 with the data area right after the BAT (byte 19456, so the cluster grid is off the
 /// multiples of the cluster size), data in three clusters, the bitmaps of [`v1_rich`].
 fn v1_compact_bitmaps() -> Base {
-    let size = 300 * MIB + 512;
-    let bytes = check(
-        ImageBuilder::new(size)
-            .variant(Variant::V1)
-            .cluster_size(CS)
-            .compact_v1(true)
-            .data(0, Data::Fill { len: 512, byte: 0x44 })
-            .data(7 * CS, Data::Fill { len: CS, byte: 0x55 })
-            .data(size - 512, Data::Fill { len: 512, byte: 0x66 })
-            .bitmap(BitmapSpec {
-                id: [0xc3; 16],
-                granularity: 512,
-                extents: vec![(MIB, 4096), (280 * MIB, 8192)],
-            })
-            .bitmap(BitmapSpec {
-                id: [0xd4; 16],
-                granularity: 4096,
-                extents: vec![(0, 4096), (299 * MIB, MIB)],
-            }),
-    );
+    let bytes = check(v1_rich_builder(true));
     assert_eq!(Image::parse(&bytes).unwrap().header().data_start(), 19456);
     Base {
         name: "v1-compact-bitmaps",

@@ -162,6 +162,11 @@ pub fn parse_err(bytes: &[u8]) -> Violation {
 /// Asserts the exact findings (violation and severity, in order) of `bytes` in `mode`, and that
 /// `Image::open_with` fails with the first corruption among them, or succeeds if there is none.
 pub fn assert_findings(bytes: &[u8], mode: Mode, expected: &[(Violation, Severity)]) {
+    assert_findings_named("", bytes, mode, expected);
+}
+
+/// [`assert_findings`] for the case `case` of a table, which a failure names.
+pub fn assert_findings_named(case: &str, bytes: &[u8], mode: Mode, expected: &[(Violation, Severity)]) {
     let got = findings(bytes, mode);
     let want: Vec<Finding> = expected
         .iter()
@@ -170,23 +175,28 @@ pub fn assert_findings(bytes: &[u8], mode: Mode, expected: &[(Violation, Severit
             severity: *s,
         })
         .collect();
-    assert_eq!(got, want);
+    assert_eq!(got, want, "{case}");
     let first = expected.iter().find(|(_, s)| *s == Severity::Corruption);
     match (parallels_image::open_with(&bytes, mode), first) {
         (Ok(_), None) => {}
-        (Err(Error::Invalid(v)), Some((w, _))) => assert_eq!(&v, w),
-        (Ok(_), Some((w, _))) => panic!("open succeeded, expected it to fail with {w:?}"),
-        (Err(e), None) => panic!("open failed with {e:?}, expected it to succeed"),
-        (Err(e), Some((w, _))) => panic!("open failed with {e:?}, expected {w:?}"),
+        (Err(Error::Invalid(v)), Some((w, _))) => assert_eq!(&v, w, "{case}"),
+        (Ok(_), Some((w, _))) => panic!("{case}: open succeeded, expected it to fail with {w:?}"),
+        (Err(e), None) => panic!("{case}: open failed with {e:?}, expected it to succeed"),
+        (Err(e), Some((w, _))) => panic!("{case}: open failed with {e:?}, expected {w:?}"),
     }
 }
 
 /// Asserts that `bytes` (strict mode) break exactly one rule: `v`, with code `rule` and
 /// severity `severity`.
 pub fn assert_only(bytes: &[u8], v: Violation, rule: Rule, severity: Severity) {
-    assert_eq!(v.rule(), rule, "{v:?}");
-    assert_eq!(v.severity(), severity, "{v:?}");
-    assert_findings(bytes, Mode::Strict, &[(v, severity)]);
+    assert_only_named("", bytes, v, rule, severity);
+}
+
+/// [`assert_only`] for the case `case` of a table, which a failure names.
+pub fn assert_only_named(case: &str, bytes: &[u8], v: Violation, rule: Rule, severity: Severity) {
+    assert_eq!(v.rule(), rule, "{case}: {v:?}");
+    assert_eq!(v.severity(), severity, "{case}: {v:?}");
+    assert_findings_named(case, bytes, Mode::Strict, &[(v, severity)]);
 }
 
 /// Asserts that `bytes` are valid: no finding at all, and `Image::open` succeeds.

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use parallels_image::qemu::{self, QemuOutcome, QemuReason};
 use parallels_image::{
-    open, validate, ChecksumState, Edit, EditKind, Error, FeatureField, HeaderField, Image, MutateOptions, Mutator,
-    Rule, Violation,
+    mutate::ChecksumState, mutate::Edit, mutate::EditKind, mutate::FeatureField, mutate::HeaderField,
+    mutate::MutateOptions, mutate::Mutator, open, validate, Error, Image, Rule, Violation,
 };
 
 use crate::fixtures::with_bitmaps;
@@ -230,7 +230,7 @@ fn a_reused_buffer_makes_exactly_the_variants_of_mutant() {
     // (records rewritten, the file cut and regrown, the checksum) must be undone exactly, so a
     // buffer reused over many seeds gives, seed for seed, what a fresh copy gives.
     let mut bases = vec![with_bitmaps()];
-    for e in parallels_image::seed_corpus(3).unwrap() {
+    for e in parallels_image::mutate::seed_corpus(3).unwrap() {
         if e.bytes.len() <= 1 << 20 && Mutator::new(&e.bytes, MutateOptions::default()).is_ok() {
             bases.push(e.bytes);
         }

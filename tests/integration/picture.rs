@@ -1,8 +1,9 @@
 //! The pictures (issue 17): rendered with resvg, the colour at the cell of each known defect.
 
 use parallels_image::{
-    bitmaps_svg, dirty_step, layout_svg, open, validate, BitmapSpec, CellState, Data, Grid, Image, ImageBuilder, Mode,
-    Rule, DIRTY_SCALE, FINDING_OUTLINE, L1_COLOURS,
+    open, picture::bitmaps_svg, picture::dirty_step, picture::layout_svg, picture::CellState, picture::Grid,
+    picture::DIRTY_SCALE, picture::FINDING_OUTLINE, picture::L1_COLOURS, validate, BitmapSpec, Data, Image,
+    ImageBuilder, Mode, Rule,
 };
 
 use crate::fixtures::{pixel_hex as hex, render_svg as render};

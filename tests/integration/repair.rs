@@ -4,7 +4,9 @@
 //! destroyed what the original held (the list below says why for each).
 
 use parallels_image::corrupt::{self, DefectKind};
-use parallels_image::{plan_repair, validate, Error, Image, RepairError, RepairKind, RepairLevel, Rule, Verdict};
+use parallels_image::{
+    repair::plan_repair, repair::RepairKind, repair::RepairLevel, validate, Error, Image, RepairError, Rule, Verdict,
+};
 
 use crate::fixtures::repair::{bases, damaged, not_invertible};
 
@@ -167,7 +169,7 @@ fn plan_names_rules_and_losses() {
 
 #[test]
 fn repair_all_of_mutants_is_clean() {
-    use parallels_image::{MutateOptions, Mutator};
+    use parallels_image::{mutate::MutateOptions, mutate::Mutator};
     let mut failures = Vec::new();
     let mut repaired = 0;
     for (name, base) in bases() {

@@ -1,27 +1,17 @@
 //! The three sample images from QEMU's test suite (`../shared/samples/qemu/*.bz2`), read from
 //! the shared folder beside the repository and decompressed here; never copied into the repo.
 
-use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::io::Read;
 
 use parallels_image::{Image, Variant};
+
+use crate::fixtures::needs;
 
 /// The decompressed sample, or `None` (with a message) when the samples are not there. Under
 /// CI=true a missing sample fails the test.
 fn sample(name: &str) -> Option<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/qemu");
-    let path = dir.join(format!("{name}.bz2"));
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("sample {} is missing under CI: {e}", path.display());
-            }
-            // Straight to stderr: the harness would swallow `eprintln!` of a passing test.
-            let _ = writeln!(std::io::stderr(), "SKIPPED: sample {} not found ({e})", path.display());
-            return None;
-        }
-    };
+    let path = needs::qemu_samples(name)?.join(format!("{name}.bz2"));
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut out = Vec::new();
     bzip2::read::BzDecoder::new(file)
         .read_to_end(&mut out)

@@ -8,7 +8,8 @@ use parallels_image::open;
 use parallels_image::raw::header::INUSE_CLOSED;
 
 use crate::corpus::{bases_with_inuse, set_inuse, INUSE};
-use crate::harness::{compare_stream, oracle, scratch};
+use crate::fixtures::needs;
+use crate::harness::{compare_stream, scratch};
 
 #[test]
 #[cfg_attr(
@@ -16,7 +17,7 @@ use crate::harness::{compare_stream, oracle, scratch};
     ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
 )]
 fn every_defect_over_every_base_agrees_with_ploop() {
-    let Some(bin) = oracle("every_defect_over_every_base_agrees_with_ploop") else {
+    let Some(bin) = needs::ploop_drivers("every_defect_over_every_base_agrees_with_ploop") else {
         return;
     };
     let dir = scratch();

@@ -10,24 +10,14 @@ use std::process::Command;
 
 use parallels_image::raw::header::{INUSE_CLOSED, INUSE_CLOSED_V21};
 use parallels_image::{
-    edit_bitmaps_file, open, validate, BitmapEdit, BuildError, CbtOutcome, Data, Error, FileSource, ImageBuilder,
-    OutputError, Severity, Variant,
+    edit::edit_bitmaps_file, edit::BitmapEdit, open, outfile::OutputError, ploop::CbtOutcome, validate, BuildError,
+    Data, Error, FileSource, ImageBuilder, Severity, Variant,
 };
 
 use crate::corpus::{bm, KIB, MIB};
-use crate::harness::{ci, observe, oracle, scratch};
+use crate::fixtures::needs;
+use crate::harness::{observe, scratch};
 use crate::loads::expected_words;
-
-fn have_tools(test: &str) -> bool {
-    let ok = ["qemu-img", "qemu-io", "qemu-nbd", "nbdinfo"]
-        .iter()
-        .all(|t| Command::new(t).arg("--version").output().is_ok());
-    if !ok {
-        assert!(!ci(), "{test}: qemu-img, qemu-io, qemu-nbd or nbdinfo is not installed");
-        eprintln!("SKIP: {test}: qemu-img, qemu-io, qemu-nbd or nbdinfo is not installed");
-    }
-    ok
-}
 
 /// The dirty extents QEMU serves for bitmap `name` (read-only).
 fn qemu_dirty(path: &Path, name: &str) -> Vec<(u64, u64)> {
@@ -72,13 +62,13 @@ fn assert_clean(path: &Path) {
 
 #[test]
 #[cfg_attr(
-    prlimg_no_ploop_oracle,
-    ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
+    any(prlimg_no_ploop_oracle, prlimg_no_qemu_tools),
+    ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh) and the QEMU tools; with CI=true it runs and fails"
 )]
 fn bitmaps_added_to_qemu_images_read_back_in_qemu_and_ploop() {
     let test = "bitmaps_added_to_qemu_images_read_back_in_qemu_and_ploop";
-    let Some(bin) = oracle(test) else { return };
-    if !have_tools(test) {
+    let Some(bin) = needs::ploop_drivers(test) else { return };
+    if !needs::tools(test, &["qemu-img", "qemu-io", "qemu-nbd", "nbdinfo"]) {
         return;
     }
     let dir = scratch();
@@ -160,13 +150,13 @@ fn bitmaps_added_to_qemu_images_read_back_in_qemu_and_ploop() {
 
 #[test]
 #[cfg_attr(
-    prlimg_no_ploop_oracle,
-    ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
+    any(prlimg_no_ploop_oracle, prlimg_no_qemu_tools),
+    ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh) and the QEMU tools; with CI=true it runs and fails"
 )]
 fn remove_keeps_the_other_bitmaps_and_in_place_is_atomic() {
     let test = "remove_keeps_the_other_bitmaps_and_in_place_is_atomic";
-    let Some(bin) = oracle(test) else { return };
-    if !have_tools(test) {
+    let Some(bin) = needs::ploop_drivers(test) else { return };
+    if !needs::tools(test, &["qemu-img", "qemu-io", "qemu-nbd", "nbdinfo"]) {
         return;
     }
     let dir = scratch();

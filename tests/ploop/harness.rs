@@ -4,41 +4,12 @@
 
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use parallels_image::oracle::ploop::{self, PloopDrivers, PloopObservation};
-use parallels_image::{predict_ploop, PloopPrediction};
+use parallels_image::{ploop::predict_ploop, ploop::PloopPrediction};
 use rayon::prelude::*;
-
-/// True when a missing oracle must fail the test instead of skipping it.
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// The folder of the oracle's drivers ([`PloopDrivers::default_dir`]: `$PLOOP_ORACLE_DIR/bin`,
-/// else `${XDG_CACHE_HOME:-$HOME/.cache}/ploop-oracle/bin`, where `shared/oracles/ploop/build.sh`
-/// puts them). Panics under `CI=true` when they are missing; otherwise prints a visible SKIP
-/// line and returns `None`.
-pub fn oracle(test: &str) -> Option<PathBuf> {
-    let dir = PloopDrivers::default_dir();
-    if PloopDrivers::at(&dir).is_some() {
-        return Some(dir);
-    }
-    if ci() {
-        panic!(
-            "{test}: the ploop oracle is not built in {} (run ../shared/oracles/ploop/build.sh)",
-            dir.display()
-        );
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIP: {test}: the ploop oracle is not built in {} (../shared/oracles/ploop/build.sh builds it)",
-        dir.display()
-    );
-    None
-}
 
 /// How long one driver may run in a test.
 pub const TIMEOUT: Duration = Duration::from_secs(30);

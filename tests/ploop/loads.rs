@@ -4,10 +4,11 @@
 //! (entry 1, printed as `1`) and chunks stored in a cluster (printed word by word).
 
 use parallels_image::raw::header::INUSE_CLOSED_V21;
-use parallels_image::{open, predict_ploop, BitmapSpec, CbtOutcome, Data, Image, ImageBuilder, Variant};
+use parallels_image::{open, ploop::predict_ploop, ploop::CbtOutcome, BitmapSpec, Data, Image, ImageBuilder, Variant};
 
 use crate::corpus::{bm, KIB, MIB};
-use crate::harness::{observe, oracle, scratch};
+use crate::fixtures::needs;
+use crate::harness::{observe, scratch};
 
 const GIB: u64 = 1 << 30;
 
@@ -68,7 +69,7 @@ fn case(
     ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
 )]
 fn created_images_load_in_ploop_with_our_bits() {
-    let Some(bin) = oracle("created_images_load_in_ploop_with_our_bits") else {
+    let Some(bin) = needs::ploop_drivers("created_images_load_in_ploop_with_our_bits") else {
         return;
     };
     let dir = scratch();

@@ -1,4 +1,4 @@
-//! Conformance of `parallels-image`'s ploop prediction ([`parallels_image::predict_ploop`])
+//! Conformance of `parallels-image`'s ploop prediction ([`parallels_image::ploop::predict_ploop`])
 //! with the real ploop library, run through the oracle drivers that
 //! `../shared/oracles/ploop/build.sh` builds (`pcheck`, `pmount_sim`): on built images of many
 //! shapes and `inuse` values, on every defect of the corrupt catalogue over several bases, on

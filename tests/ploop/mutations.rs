@@ -7,7 +7,8 @@
 use parallels_image::raw::extension::checksum;
 
 use crate::corpus::bases;
-use crate::harness::{compare_stream, oracle, scratch};
+use crate::fixtures::needs;
+use crate::harness::{compare_stream, scratch};
 
 /// SplitMix64: small, good enough to pick fields and values.
 struct Rng(u64);
@@ -107,7 +108,7 @@ fn value(rng: &mut Rng, old: u64, width: usize) -> u64 {
     ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
 )]
 fn random_field_mutations_agree_with_ploop() {
-    let Some(bin) = oracle("random_field_mutations_agree_with_ploop") else {
+    let Some(bin) = needs::ploop_drivers("random_field_mutations_agree_with_ploop") else {
         return;
     };
     let seed: u64 = std::env::var("PLOOP_MUTATION_SEED")

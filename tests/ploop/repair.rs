@@ -2,10 +2,13 @@
 //! (`fixtures::repair`), run through ploop: its check, CBT loader and mount do what
 //! `predict_ploop` says, and on a base of a cluster size ploop opens its check returns 0.
 
-use parallels_image::{plan_repair, ploop_accepts_cluster_size, predict_ploop, Image, RepairLevel};
+use parallels_image::{
+    ploop::ploop_accepts_cluster_size, ploop::predict_ploop, repair::plan_repair, repair::RepairLevel, Image,
+};
 
+use crate::fixtures::needs;
 use crate::fixtures::repair::damaged;
-use crate::harness::{compare_all, oracle, scratch};
+use crate::harness::{compare_all, scratch};
 
 #[test]
 #[cfg_attr(
@@ -13,7 +16,7 @@ use crate::harness::{compare_all, oracle, scratch};
     ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
 )]
 fn repaired_defects_pass_ploop_check() {
-    let Some(bin) = oracle("repaired_defects_pass_ploop_check") else {
+    let Some(bin) = needs::ploop_drivers("repaired_defects_pass_ploop_check") else {
         return;
     };
     let dir = scratch();

@@ -4,7 +4,8 @@
 use parallels_image::{Data, ImageBuilder, Variant};
 
 use crate::corpus::{bm, INUSE, KIB, MIB};
-use crate::harness::{compare_all, compare_file, oracle, scratch};
+use crate::fixtures::needs;
+use crate::harness::{compare_all, compare_file, scratch};
 
 #[test]
 #[cfg_attr(
@@ -12,7 +13,7 @@ use crate::harness::{compare_all, compare_file, oracle, scratch};
     ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
 )]
 fn built_images_of_many_shapes_agree_with_ploop() {
-    let Some(bin) = oracle("built_images_of_many_shapes_agree_with_ploop") else {
+    let Some(bin) = needs::ploop_drivers("built_images_of_many_shapes_agree_with_ploop") else {
         return;
     };
     let dir = scratch();
@@ -46,27 +47,15 @@ fn built_images_of_many_shapes_agree_with_ploop() {
     assert_eq!(n, 4 * 2 * 6 * 3);
 }
 
-fn have_qemu(test: &str) -> bool {
-    let ok = std::process::Command::new("qemu-img").arg("--version").output().is_ok()
-        && std::process::Command::new("qemu-io").arg("--version").output().is_ok();
-    if !ok {
-        if crate::harness::ci() {
-            panic!("{test}: qemu-img/qemu-io are not installed");
-        }
-        eprintln!("SKIP: {test}: qemu-img/qemu-io are not installed");
-    }
-    ok
-}
-
 #[test]
 #[cfg_attr(
-    prlimg_no_ploop_oracle,
-    ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
+    any(prlimg_no_ploop_oracle, prlimg_no_qemu_tools),
+    ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh) and the QEMU tools; with CI=true it runs and fails"
 )]
 fn qemu_written_images_agree_with_ploop() {
     let test = "qemu_written_images_agree_with_ploop";
-    let Some(bin) = oracle(test) else { return };
-    if !have_qemu(test) {
+    let Some(bin) = needs::ploop_drivers(test) else { return };
+    if !needs::tools(test, &["qemu-img", "qemu-io"]) {
         return;
     }
     let dir = scratch();
@@ -109,18 +98,13 @@ fn qemu_written_images_agree_with_ploop() {
 /// bitmap) and the Parallels Desktop bundles' images ("pd17").
 #[test]
 #[cfg_attr(
-    prlimg_no_ploop_oracle,
-    ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
+    any(prlimg_no_ploop_oracle, prlimg_no_samples),
+    ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh) and the sample images in ../shared/samples; with CI=true it runs and fails"
 )]
 fn samples_agree_with_ploop() {
     let test = "samples_agree_with_ploop";
-    let Some(bin) = oracle(test) else { return };
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples");
-    if !root.is_dir() {
-        assert!(!crate::harness::ci(), "{test}: {} is missing", root.display());
-        eprintln!("SKIP: {test}: {} is missing", root.display());
-        return;
-    }
+    let Some(bin) = needs::ploop_drivers(test) else { return };
+    let Some(root) = needs::samples(test) else { return };
     let dir = scratch();
     // Decompressed one at a time, as the workers take them: a plain bundle's image is large.
     let mut sources: Vec<(String, std::path::PathBuf)> = ["parallels-v1", "parallels-v2", "parallels-with-bitmap"]

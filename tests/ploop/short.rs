@@ -2,11 +2,12 @@
 //! cannot read them and leaves them as they are, so the header fields after it are the file's
 //! own (the missing bytes read as zeros), not zeros.
 
-use parallels_image::predict_ploop;
+use parallels_image::ploop::predict_ploop;
 use parallels_image::raw::header::INUSE_CLOSED_V21;
 
 use crate::corpus::{base, INUSE};
-use crate::harness::{compare_file, oracle, scratch};
+use crate::fixtures::needs;
+use crate::harness::{compare_file, scratch};
 
 #[test]
 #[cfg_attr(
@@ -14,7 +15,8 @@ use crate::harness::{compare_file, oracle, scratch};
     ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
 )]
 fn a_file_shorter_than_the_header_block_keeps_its_header_through_a_mount() {
-    let Some(bin) = oracle("a_file_shorter_than_the_header_block_keeps_its_header_through_a_mount") else {
+    let Some(bin) = needs::ploop_drivers("a_file_shorter_than_the_header_block_keeps_its_header_through_a_mount")
+    else {
         return;
     };
     let dir = scratch();

@@ -2,10 +2,11 @@
 //! entry (issue 13, item 5). A non-zero slot there is reported by this crate's check (R44,
 //! `BatSlackNonZero`) and by ploop's, and the prediction says what ploop does.
 
-use parallels_image::{predict_ploop, validate, Data, Image, ImageBuilder, Violation};
+use parallels_image::{ploop::predict_ploop, validate, Data, Image, ImageBuilder, Violation};
 
 use crate::corpus::{KIB, MIB};
-use crate::harness::{differences, observe, oracle, scratch};
+use crate::fixtures::needs;
+use crate::harness::{differences, observe, scratch};
 
 #[test]
 #[cfg_attr(
@@ -13,7 +14,7 @@ use crate::harness::{differences, observe, oracle, scratch};
     ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
 )]
 fn nonzero_slots_before_the_data_area_are_flagged_here_and_by_ploop() {
-    let Some(bin) = oracle("nonzero_slots_before_the_data_area_are_flagged_here_and_by_ploop") else {
+    let Some(bin) = needs::ploop_drivers("nonzero_slots_before_the_data_area_are_flagged_here_and_by_ploop") else {
         return;
     };
     let dir = scratch();

@@ -9,7 +9,8 @@ use parallels_image::Variant;
 use parallels_image::{Data, ImageBuilder};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{self, hex, nbd_dirty_map, nbd_server, with_gaps, Img, Qsd};
+use crate::fixtures::needs;
+use crate::harness::{hex, nbd_dirty_map, nbd_server, with_gaps, Img, Qsd};
 
 const MIB: u64 = 1 << 20;
 
@@ -74,7 +75,7 @@ fn kinds(l1: &[u64]) -> (bool, bool, bool) {
 }
 
 fn tools(test: &str) -> bool {
-    harness::have(test, &["qemu-nbd", "nbdinfo", "qemu-storage-daemon"])
+    needs::tools(test, &["qemu-nbd", "nbdinfo", "qemu-storage-daemon"])
 }
 
 /// One bitmap, 64 KiB granules, one L1 entry pointing at a bitmap cluster.

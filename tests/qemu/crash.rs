@@ -13,7 +13,8 @@ use parallels_image::{FileSource, Image, Mode, Severity};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
-use crate::harness::{self, run_on};
+use crate::fixtures::needs;
+use crate::harness::run_on;
 
 const MIB: u64 = 1 << 20;
 const TIB: u64 = 1 << 40;
@@ -160,7 +161,7 @@ fn two_tib_bitmap_of_256_mib_clusters_crashes_qemu() {
         assert_eq!(p.info == crashes(), crash, "{cs} {l1:?}: {p:?}");
         assert_eq!(p.check.exit_code(), Some(if crash { 139 } else { 3 }), "{cs} {l1:?}");
     }
-    if !harness::have("two_tib_bitmap_of_256_mib_clusters_crashes_qemu", &["qemu-img"]) {
+    if !needs::tools("two_tib_bitmap_of_256_mib_clusters_crashes_qemu", &["qemu-img"]) {
         return;
     }
     // QEMU runs on two of them, the crash and its 128 MiB relative (each run takes seconds: a
@@ -177,7 +178,7 @@ fn two_tib_bitmap_of_256_mib_clusters_crashes_qemu() {
 /// one open).
 #[test]
 fn large_cluster_bitmaps_predicted_exactly() {
-    if !harness::have("large_cluster_bitmaps_predicted_exactly", &["qemu-img"]) {
+    if !needs::tools("large_cluster_bitmaps_predicted_exactly", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -1,32 +1,19 @@
 //! Every defect of `DefectKind::ALL` applied to built images: `qemu::predict` says what
 //! `qemu-img info` and `check` do with the damaged image.
 
-use crate::fixtures::{bm, v2_plain};
+use crate::fixtures::{bm, v2_plain, v2_two_bitmaps};
 use parallels_image::corrupt::{self, DefectKind};
 use parallels_image::{Data, ImageBuilder, Variant};
 
-use crate::harness::{self, compare_with_qemu, Img};
+use crate::fixtures::needs;
+use crate::harness::{compare_with_qemu, Img};
 
 const MIB: u64 = 1 << 20;
 
 pub(crate) fn bases() -> Vec<(&'static str, Vec<u8>)> {
     let b = |name, builder: ImageBuilder| (name, builder.to_vec().unwrap().0);
     vec![
-        b(
-            "v2_ext",
-            ImageBuilder::new(10 * MIB + 512)
-                .cluster_size(64 << 10)
-                .data(0, Data::Fill { len: 4096, byte: 0xaa })
-                .data(
-                    3 * MIB,
-                    Data::Fill {
-                        len: 200_000,
-                        byte: 0xbb,
-                    },
-                )
-                .bitmap(bm(1, 64 << 10, &[(0, 1), (5 * MIB, 300_000)]))
-                .bitmap(bm(2, 512, &[(0, 10 * MIB + 512)])),
-        ),
+        b("v2_ext", v2_two_bitmaps(&[])),
         b(
             "v1_ext_small_clusters",
             ImageBuilder::new(5 * MIB + 1536)
@@ -57,7 +44,7 @@ pub(crate) fn bases() -> Vec<(&'static str, Vec<u8>)> {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn every_defect_predicted_exactly() {
-    if !harness::have("every_defect_predicted_exactly", &["qemu-img"]) {
+    if !needs::tools("every_defect_predicted_exactly", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -12,10 +12,12 @@ use std::process::Command;
 use parallels_image::oracle::builtin_base;
 use parallels_image::oracle::ploop::PloopDrivers;
 use parallels_image::qemu::{self, QemuCheck, QemuOutcome};
-use parallels_image::{predict_ploop, CbtOutcome, ImageBuilder, MountEffect, MutateOptions, Mutator};
+use parallels_image::{
+    mutate::MutateOptions, mutate::Mutator, ploop::predict_ploop, ploop::CbtOutcome, ploop::MountEffect, ImageBuilder,
+};
 use serde_json::Value;
 
-use crate::harness::{self, ci};
+use crate::fixtures::needs;
 
 const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
 
@@ -25,7 +27,7 @@ fn ploop_args(test: &str) -> Vec<String> {
         return vec!["--ploop".into()];
     }
     assert!(
-        !ci(),
+        !needs::ci(),
         "{test}: the ploop drivers are not built (../shared/oracles/ploop/build.sh)"
     );
     eprintln!("{test}: ploop drivers missing: QEMU only");
@@ -60,7 +62,7 @@ fn kept(dir: &Path) -> BTreeSet<u64> {
 #[test]
 fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
     let test = "a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits";
-    if !harness::have(test, &["qemu-img"]) {
+    if !needs::tools(test, &["qemu-img"]) {
         return;
     }
     let with_ploop = ploop_args(test);
@@ -174,7 +176,7 @@ fn a_small_campaign_agrees_and_keeps_exactly_its_crashes_with_their_edits() {
 #[test]
 fn runs_cut_short_by_the_timeout_are_kept_as_timeouts() {
     let test = "runs_cut_short_by_the_timeout_are_kept_as_timeouts";
-    if !harness::have(test, &["qemu-img"]) {
+    if !needs::tools(test, &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -222,7 +224,7 @@ fn runs_cut_short_by_the_timeout_are_kept_as_timeouts() {
 #[test]
 fn a_folder_of_images_runs_as_it_is() {
     let test = "a_folder_of_images_runs_as_it_is";
-    if !harness::have(test, &["qemu-img"]) {
+    if !needs::tools(test, &["qemu-img"]) {
         return;
     }
     let with_ploop = ploop_args(test);
@@ -263,7 +265,7 @@ fn ctrl_c_ends_the_campaign_with_its_programs_and_scratch_folder() {
     use std::os::unix::process::ExitStatusExt;
     use std::time::{Duration, Instant};
     let test = "ctrl_c_ends_the_campaign_with_its_programs_and_scratch_folder";
-    if !harness::have(test, &["qemu-img"]) {
+    if !needs::tools(test, &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

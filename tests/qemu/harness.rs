@@ -16,45 +16,7 @@ use parallels_image::oracle::{self, End, RunOptions};
 use parallels_image::qemu::{self, QemuCheck, QemuOutcome, Version};
 use serde_json::Value;
 
-/// True when missing tools must fail the test instead of skipping it.
-pub fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Prints `SKIP: why` on the real stderr (`eprintln!` output is captured by the test harness
-/// for passing tests, so it would not be seen).
-fn skip(why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIP: {why}");
-}
-
-/// Whether all `tools` are installed. When one is missing this panics under `CI=true`, and
-/// otherwise prints a visible SKIP line (the caller then returns).
-#[must_use]
-pub fn have(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| oracle::on_path(t).is_none()).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if ci() {
-        panic!("{test}: required tool(s) not installed: {}", missing.join(", "));
-    }
-    skip(&format!("{test}: not installed: {}", missing.join(", ")));
-    false
-}
-
-/// The samples directory (`../shared/samples/qemu/` from the crate root), if present; panics
-/// under `CI=true` when it is missing.
-pub fn samples_dir(test: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/qemu");
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if ci() {
-        panic!("{test}: samples directory {} is missing", dir.display());
-    }
-    skip(&format!("{test}: samples directory {} is missing", dir.display()));
-    None
-}
+use crate::fixtures::needs;
 
 /// An image file written for a test, with its bytes kept to prove that QEMU left it alone.
 pub struct Img {
@@ -141,6 +103,17 @@ fn finished(images: &[&Img], run: oracle::Run) -> oracle::Run {
     }
     assert_ne!(run.end, End::TimedOut, "{} did not finish in {TIMEOUT:?}", run.command);
     run
+}
+
+/// `qemu-img convert -f parallels -O raw IMG OUT`: the guest's bytes as QEMU reads them,
+/// written to `out` (the image checked unchanged, as by [`run_on`]).
+pub fn to_raw(img: &Img, out: &Path) -> Run {
+    let out = out.to_str().expect("UTF-8 path");
+    run_on(
+        &[img],
+        "qemu-img",
+        &["convert", "-f", "parallels", "-O", "raw", &img.arg(), out],
+    )
 }
 
 /// Runs `prog args` (through the library's [`oracle::run`]), then checks that every image in
@@ -489,11 +462,11 @@ pub fn qemu_7_2() -> Option<QemuImg> {
     });
     match found {
         Ok(q) => Some(q.clone()),
-        Err(why) if ci() => panic!("QEMU 7.2 is required under CI=true: {why}"),
         Err(why) => {
             static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| skip(&format!("the QEMU 7.2 comparisons: {why}")));
-            None
+            let mut skipped = None;
+            SAID.call_once(|| skipped = needs::missing("the QEMU 7.2 comparisons", why));
+            skipped
         }
     }
 }

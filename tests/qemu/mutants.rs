@@ -2,14 +2,15 @@
 //! of a valid image with bitmaps, `qemu-img info` and `check` do what `qemu::predict` says.
 
 use parallels_image::qemu;
-use parallels_image::{MutateOptions, Mutator};
+use parallels_image::{mutate::MutateOptions, mutate::Mutator};
 
+use crate::fixtures::needs;
 use crate::fixtures::with_bitmaps;
-use crate::harness::{self, compare_with_qemu, Img};
+use crate::harness::{compare_with_qemu, Img};
 
 #[test]
 fn qemu_does_what_is_predicted_for_mutator_variants() {
-    if !harness::have("qemu_does_what_is_predicted_for_mutator_variants", &["qemu-img"]) {
+    if !needs::tools("qemu_does_what_is_predicted_for_mutator_variants", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,8 @@ use parallels_image::raw::bitmap::{L1_CLEAN, L1_DIRTY};
 use parallels_image::{BitmapSpec, Data, ImageBuilder, Layout};
 use parallels_image::{FileSource, Image, Variant};
 
-use crate::harness::{self, check, compare_with_qemu, map, run_on, virtual_size, Img};
+use crate::fixtures::needs;
+use crate::harness::{check, compare_with_qemu, map, run_on, virtual_size, Img};
 
 const TIB: u64 = 1 << 40;
 
@@ -176,7 +177,7 @@ fn bitmap_clusters(layout: &Layout) -> u64 {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn builder_images_in_qemu() {
-    if !harness::have("builder_images_in_qemu", &["qemu-img", "qemu-io"]) {
+    if !needs::tools("builder_images_in_qemu", &["qemu-img", "qemu-io"]) {
         return;
     }
     for case in cases() {

@@ -12,7 +12,8 @@ use parallels_image::{Data, ImageBuilder};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
-use crate::harness::{self, check, check_mismatch, info, info_mismatch, Img};
+use crate::fixtures::needs;
+use crate::harness::{check, check_mismatch, info, info_mismatch, Img};
 
 const MIB: u64 = 1 << 20;
 
@@ -148,7 +149,7 @@ fn too_heavy(bytes: &[u8], pred: &QemuOutcome) -> bool {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn mutated_images_predicted_exactly() {
-    if !harness::have("mutated_images_predicted_exactly", &["qemu-img"]) {
+    if !needs::tools("mutated_images_predicted_exactly", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -11,6 +11,7 @@ use parallels_image::{Data, ImageBuilder};
 use serde_json::{Map, Value};
 
 use crate::defects::bases;
+use crate::fixtures::needs;
 use crate::harness::{self, Img};
 
 const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
@@ -56,7 +57,7 @@ fn images(dir: &std::path::Path) -> Vec<Img> {
     // Two bytes more: the file node's size is rounded up to a sector, the tail leaks.
     bytes.extend([1, 2]);
     out.push(Img::write(dir, "fragmented-odd-length.hds", bytes));
-    if let Some(samples) = harness::samples_dir("qemu_img_json_objects") {
+    if let Some(samples) = needs::qemu_samples("qemu_img_json_objects") {
         for name in ["parallels-v1", "parallels-v2", "parallels-with-bitmap"] {
             let f = std::fs::File::open(samples.join(format!("{name}.bz2"))).unwrap();
             let mut bytes = Vec::new();
@@ -87,7 +88,7 @@ fn qemu_keys_of(v: &Value) -> Value {
     ignore = "needs the QEMU tools and the sample images in ../shared/samples/qemu; with CI=true it runs and fails"
 )]
 fn qemu_img_json_objects() {
-    if !harness::have("qemu_img_json_objects", &["qemu-img"]) {
+    if !needs::tools("qemu_img_json_objects", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -160,7 +161,7 @@ fn qemu_img_json_objects() {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn bad_magic_without_format_is_raw() {
-    if !harness::have("bad_magic_without_format_is_raw", &["qemu-img"]) {
+    if !needs::tools("bad_magic_without_format_is_raw", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,8 @@
 use parallels_image::{Data, ImageBuilder};
 use parallels_image::{FileSource, Severity};
 
-use crate::harness::{self, compare_with_qemu, run_on, Img};
+use crate::fixtures::needs;
+use crate::harness::{self, compare_with_qemu, Img};
 
 /// Runs a command that writes (only on images QEMU created for this test); must succeed.
 fn write_cmd(prog: &str, args: &[&str]) {
@@ -28,19 +29,7 @@ fn agree(name: &str, path: &std::path::Path, dir: &std::path::Path) {
     assert_eq!(report.count(Severity::Leak), 0, "{name}: {report:?}");
 
     let raw_path = dir.join(format!("{name}.raw"));
-    let r = run_on(
-        &[&img],
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "parallels",
-            "-O",
-            "raw",
-            &img.arg(),
-            raw_path.to_str().unwrap(),
-        ],
-    );
+    let r = harness::to_raw(&img, &raw_path);
     assert_eq!(r.code, 0, "{name}: {:?}", r.stderr);
     let raw = std::fs::read(&raw_path).unwrap();
     assert_eq!(raw.len() as u64, image.header().virtual_size(), "{name}: size");
@@ -62,7 +51,7 @@ type Write = (u8, u64, u64);
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn qemu_created_and_written() {
-    if !harness::have("qemu_created_and_written", &["qemu-img", "qemu-io"]) {
+    if !needs::tools("qemu_created_and_written", &["qemu-img", "qemu-io"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -119,7 +108,7 @@ fn qemu_created_and_written() {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn qemu_converted_from_raw() {
-    if !harness::have("qemu_converted_from_raw", &["qemu-img"]) {
+    if !needs::tools("qemu_converted_from_raw", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -164,7 +153,7 @@ fn qemu_converted_from_raw() {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn builder_base_equals_qemu_base() {
-    if !harness::have("builder_base_equals_qemu_base", &["qemu-img", "qemu-io"]) {
+    if !needs::tools("builder_base_equals_qemu_base", &["qemu-img", "qemu-io"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

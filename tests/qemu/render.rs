@@ -6,7 +6,8 @@ use parallels_image::qemu::{self, CheckLine, QemuCheck, SHOWN_ERROR_LINES};
 use parallels_image::{Data, ImageBuilder};
 
 use crate::catalogue::cases;
-use crate::harness::{self, compare_with_qemu, Img};
+use crate::fixtures::needs;
+use crate::harness::{compare_with_qemu, Img};
 
 const NOT_A_PROMISE: &str = "the result depends on memory past QEMU's buffer; what it did on one machine is no promise";
 
@@ -59,7 +60,7 @@ fn error_lines_are_shown_and_capped() {
     want.push("QEMU 10 read-write: repairs it in place".into());
     assert_eq!(p.render("x.hds"), want);
 
-    if !harness::have("error_lines_are_shown_and_capped", &["qemu-img"]) {
+    if !needs::tools("error_lines_are_shown_and_capped", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -10,8 +10,11 @@
 use std::path::Path;
 
 use parallels_image::corrupt::DefectKind;
-use parallels_image::{plan_repair, qemu, validate, Image, MutateOptions, Mutator, RepairLevel, Verdict};
+use parallels_image::{
+    mutate::MutateOptions, mutate::Mutator, qemu, repair::plan_repair, repair::RepairLevel, validate, Image, Verdict,
+};
 
+use crate::fixtures::needs;
 use crate::fixtures::repair::{bases, damaged};
 use crate::harness::{self, check_mismatch, nbd_dirty_map, nbd_server, run_on, with_gaps, Img};
 
@@ -19,19 +22,7 @@ use crate::harness::{self, check_mismatch, nbd_dirty_map, nbd_server, run_on, wi
 /// not open the image.
 fn qemu_raw(dir: &Path, img: &Img) -> Option<Vec<u8>> {
     let out = dir.join(format!("{}.raw", img.path.file_name().unwrap().to_string_lossy()));
-    let r = run_on(
-        &[img],
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "parallels",
-            "-O",
-            "raw",
-            &img.arg(),
-            out.to_str().unwrap(),
-        ],
-    );
+    let r = harness::to_raw(img, &out);
     if r.code != 0 {
         return None;
     }
@@ -202,7 +193,7 @@ fn reference_image(tag: &str) -> &'static [u8] {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn repair_of_every_defect_satisfies_qemu() {
-    if !harness::have(
+    if !needs::tools(
         "repair_of_every_defect_satisfies_qemu",
         &["qemu-img", "qemu-nbd", "nbdinfo"],
     ) {
@@ -264,7 +255,7 @@ fn table(rows: &[(DefectKind, Row)]) -> String {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn repair_of_mutants_satisfies_qemu() {
-    if !harness::have("repair_of_mutants_satisfies_qemu", &["qemu-img", "qemu-nbd", "nbdinfo"]) {
+    if !needs::tools("repair_of_mutants_satisfies_qemu", &["qemu-img", "qemu-nbd", "nbdinfo"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,8 @@ use std::io::Read;
 use parallels_image::qemu::{self, QemuCheck, QemuOutcome};
 
 use crate::bitmaps::bitmaps_agree_at;
-use crate::harness::{self, compare_with_qemu, Img};
+use crate::fixtures::needs;
+use crate::harness::{compare_with_qemu, Img};
 
 /// Decompresses sample `name` into `dir`.
 fn sample(dir: &std::path::Path, samples: &std::path::Path, name: &str) -> Img {
@@ -23,10 +24,10 @@ fn sample(dir: &std::path::Path, samples: &std::path::Path, name: &str) -> Img {
     ignore = "needs the QEMU tools and the sample images in ../shared/samples/qemu; with CI=true it runs and fails"
 )]
 fn samples_predicted_exactly() {
-    let Some(samples) = harness::samples_dir("samples_predicted_exactly") else {
+    let Some(samples) = needs::qemu_samples("samples_predicted_exactly") else {
         return;
     };
-    if !harness::have("samples_predicted_exactly", &["qemu-img"]) {
+    if !needs::tools("samples_predicted_exactly", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -60,10 +61,10 @@ fn samples_predicted_exactly() {
     ignore = "needs the QEMU tools and the sample images in ../shared/samples/qemu; with CI=true it runs and fails"
 )]
 fn sample_bitmap_in_qemu() {
-    let Some(samples) = harness::samples_dir("sample_bitmap_in_qemu") else {
+    let Some(samples) = needs::qemu_samples("sample_bitmap_in_qemu") else {
         return;
     };
-    if !harness::have("sample_bitmap_in_qemu", &["qemu-nbd", "nbdinfo", "qemu-storage-daemon"]) {
+    if !needs::tools("sample_bitmap_in_qemu", &["qemu-nbd", "nbdinfo", "qemu-storage-daemon"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use parallels_image::qemu::{self, CheckLine, QemuCheck, QemuOutcome};
 
 use crate::catalogue::{cases, huge_bat_case, regressions};
-use crate::harness::{self, compare_with_qemu, Img};
+use crate::fixtures::needs;
+use crate::harness::{compare_with_qemu, Img};
 
 /// The open rule of spec/qemu.md that a predicted `info` outcome comes from (`ok` for an
 /// image that opens, `UB` for undefined behaviour): the outcome's typed reason.
@@ -41,7 +42,7 @@ pub fn check_steps(c: &QemuCheck) -> Vec<&'static str> {
 
 /// Runs the cases of `groups` through QEMU and the predictor; panics with every mismatch.
 fn run_groups(test: &str, groups: &[&str]) {
-    if !harness::have(test, &["qemu-img"]) {
+    if !needs::tools(test, &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -190,7 +191,7 @@ fn catalogue_undefined() {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn catalogue_largest_bat_read() {
-    if !harness::have("catalogue_largest_bat_read", &["qemu-img"]) {
+    if !needs::tools("catalogue_largest_bat_read", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -248,7 +249,7 @@ fn regressions_found_by_props() {
         };
         assert_eq!((p.info, p.check.exit_code()), (too_large, Some(0)));
     }
-    if !harness::have("regressions_found_by_props", &["qemu-img"]) {
+    if !needs::tools("regressions_found_by_props", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -302,7 +303,7 @@ fn check_regressions_found_by_mutation() {
         assert_eq!(p.info, QemuOutcome::Opens { bitmaps: vec![] }, "{name}");
         assert_eq!(p.check.exit_code(), *code, "{name}: {:?}", p.check);
     }
-    if !harness::have("check_regressions_found_by_mutation", &["qemu-img"]) {
+    if !needs::tools("check_regressions_found_by_mutation", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -10,6 +10,7 @@ use parallels_image::qemu::{self, QemuCheck, QemuOutcome, Version};
 use parallels_image::ImageBuilder;
 use serde_json::Value;
 
+use crate::fixtures::needs;
 use crate::harness::{self, Img};
 
 const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
@@ -218,7 +219,7 @@ fn version_differences_reproduced_in_both_qemus() {
     };
     assert_eq!(bitmaps.len(), 2);
 
-    if !harness::have("version_differences_reproduced_in_both_qemus", &["qemu-img"]) {
+    if !needs::tools("version_differences_reproduced_in_both_qemus", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -283,7 +284,7 @@ fn prlimg(args: &[&str]) -> (i32, String, String) {
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
 fn check_qemu_flag_predicts_each_real_version() {
-    if !harness::have("check_qemu_flag_predicts_each_real_version", &["qemu-img"]) {
+    if !needs::tools("check_qemu_flag_predicts_each_real_version", &["qemu-img"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

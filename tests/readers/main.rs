@@ -297,6 +297,16 @@ fn libphdi_refuses_cylinders_past_32_bits_first() {
     );
 }
 
+/// The defect names `prlimg corrupt LIST_FLAG` lists (the first word of each line).
+fn defect_names(list_flag: &str) -> Vec<String> {
+    let list = prlimg().args(["corrupt", list_flag]).output().unwrap();
+    String::from_utf8(list.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
 /// Every defect of `prlimg corrupt --list-bundle`, applied to the first base bundle it fits.
 #[test]
 #[cfg_attr(
@@ -310,12 +320,7 @@ fn every_bundle_defect_agrees() {
         .filter(|s| ["chain", "plainroot", "split"].contains(&s.0))
         .map(|(n, j)| recipe(dir.path(), n, &j))
         .collect();
-    let list = prlimg().args(["corrupt", "--list-bundle"]).output().unwrap();
-    let names: Vec<String> = String::from_utf8(list.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
+    let names = defect_names("--list-bundle");
     assert!(names.len() >= 22);
     let mut done = 0;
     for name in &names {
@@ -359,12 +364,7 @@ fn every_image_defect_agrees() {
         p
     })
     .collect();
-    let list = prlimg().args(["corrupt", "--list"]).output().unwrap();
-    let names: Vec<String> = String::from_utf8(list.stdout)
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
-        .collect();
+    let names = defect_names("--list");
     assert!(names.len() >= 10);
     let mut done = 0;
     for name in &names {

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use parallels_image::{parse_guid_loose, BitmapSpec, DataRecipe};
+use parallels_image::{bundle::parse_guid_loose, BitmapSpec, recipe::DataRecipe};
 use uuid::Uuid;
 
 use crate::output::Failure;

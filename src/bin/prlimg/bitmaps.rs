@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use parallels_image::report::bitmap_line;
 use parallels_image::{
-    edit_bitmaps_file, Bitmap, BitmapEdit, BitmapSpec, BitmapSummary, Error, Image, MapError, MapFormat, Mode,
-    JSON_SCHEMA,
+    edit::edit_bitmaps_file, edit::BitmapEdit, Bitmap, BitmapSpec, BitmapSummary, Error, Image, MapError, MapFormat,
+    Mode, JSON_SCHEMA,
 };
 use serde::Serialize;
 
@@ -170,7 +170,7 @@ pub fn run(args: &Args) -> Outcome {
                 .ok_or_else(|| Failure::at(path, format!("no bitmap named {name:?}")))?],
             None => image.bitmaps(),
         };
-        crate::output::write_svg(out, args.force, &parallels_image::bitmaps_svg(&image, &chosen))?;
+        crate::output::write_svg(out, args.force, &parallels_image::picture::bitmaps_svg(&image, &chosen))?;
         return Ok(0);
     }
     let Some(name) = &args.name else {

@@ -143,7 +143,7 @@ pub fn run(args: &Args) -> Outcome {
         }
         f
     };
-    if parallels_image::is_bundle(path) {
+    if parallels_image::bundle::is_bundle(path) {
         let report =
             check_bundle(path, mode(args.lenient)).map_err(|e| json_failure(crate::output::bundle_failure(&e)))?;
         match args.output {
@@ -173,7 +173,7 @@ pub fn run(args: &Args) -> Outcome {
         crate::output::write_svg(
             out,
             args.force,
-            &parallels_image::layout_svg(image, &checked.conformance.report),
+            &parallels_image::picture::layout_svg(image, &checked.conformance.report),
         )?;
     }
     match args.output {

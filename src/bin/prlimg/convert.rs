@@ -10,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use parallels_image::guest::{Guest, GuestError, SourceFormat, Target};
-use parallels_image::{BundleOptions, Error};
+use parallels_image::{bundle::BundleOptions, Error};
 use uuid::Uuid;
 
 use crate::args::{parse_snapshot, size};

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use parallels_image::corrupt::{plan, DefectKind};
-use parallels_image::{Bundle, BundleDefect, Error, FileSource, Image, PlanError};
+use parallels_image::{bundle::Bundle, bundle::BundleDefect, Error, FileSource, Image, PlanError};
 
 use crate::outln;
 use crate::output::{bundle_failure, emit, output_options, progress, Failure};
@@ -63,7 +63,7 @@ pub fn run(args: &Args) -> Outcome {
     };
     crate::input::refuse_raw(input, args.format, "corrupt", "a raw file has no structure to damage")?;
     let input = &crate::input::seekable(input, "corrupt")?;
-    if parallels_image::is_bundle(input) {
+    if parallels_image::bundle::is_bundle(input) {
         return bundle(input, output, defect, args.force);
     }
     let defect = match defect.parse::<DefectKind>() {
@@ -102,7 +102,7 @@ pub fn run(args: &Args) -> Outcome {
     let len = parallels_image::Source::size(&source);
     // The copy keeps the input's permissions.
     let options = output_options(args.force, args.follow_symlink, Some(in_meta.mode() & 0o777));
-    let result = parallels_image::write_atomically(output, &options, |tmp| {
+    let result = parallels_image::outfile::write_atomically(output, &options, |tmp| {
         copy_sparse(&file, tmp, len).map_err(|e| Error::Io(annotate(e, input)))?;
         patch.apply_to_file(tmp)?;
         Ok(())

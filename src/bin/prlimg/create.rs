@@ -4,10 +4,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use parallels_image::raw::header::INUSE_CLOSED_V21;
-use parallels_image::{
-    BitmapSpec, BundleBuilder, BundleRecipe, Data, DataRecipe, Error, ImageBuilder, Recipe, SnapshotSpec,
-    DEFAULT_TOP_GUID,
-};
+use parallels_image::{BitmapSpec, bundle::BundleBuilder, bundle::BundleRecipe, Data, recipe::DataRecipe, Error, ImageBuilder, recipe::Recipe, bundle::SnapshotSpec, bundle::DEFAULT_TOP_GUID,};
 
 use crate::args;
 use crate::output::{output_options, progress, Failure};
@@ -74,7 +71,7 @@ pub enum Preset {
 fn builder_from_args(args: &Args) -> Result<ImageBuilder, Failure> {
     if let Some(recipe) = &args.recipe {
         let parsed: Recipe = args::read_recipe(recipe).map_err(|f| {
-            if args::read_recipe::<parallels_image::BundleRecipe>(recipe).is_ok() {
+            if args::read_recipe::<parallels_image::bundle::BundleRecipe>(recipe).is_ok() {
                 Failure::at(
                     recipe,
                     "is a bundle recipe: add --bundle to create the bundle folder it describes",
@@ -116,7 +113,7 @@ fn check_preset(args: &Args, builder: &ImageBuilder) -> Result<(), Failure> {
         return Ok(());
     }
     let cluster = builder.cluster_size_bytes();
-    if !parallels_image::ploop_accepts_cluster_size(cluster) {
+    if !parallels_image::ploop::ploop_accepts_cluster_size(cluster) {
         return Err(Failure::plain(format!(
             "--preset ploop: ploop does not open images with {cluster}-byte clusters (it wants a power of two from 32K to 64M)"
         )));
@@ -212,7 +209,7 @@ pub fn run(args: &Args) -> Outcome {
         indicatif::ProgressBar::hidden()
     };
     let options = output_options(args.force, args.follow_symlink, None);
-    let result = parallels_image::write_atomically(out, &options, |file| {
+    let result = parallels_image::outfile::write_atomically(out, &options, |file| {
         let mut w = Counting {
             file,
             bar: bar.clone(),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use parallels_image::oracle::campaign::{prepare, Campaign, CampaignError, Wanted};
 use parallels_image::oracle::readers::{Reader, RealReader};
 use parallels_image::oracle::{builtin_base, Oracles};
-use parallels_image::{write_file_atomically, MutateOptions, Mutator, Recipe};
+use parallels_image::{outfile::write_file_atomically, mutate::MutateOptions, mutate::Mutator, recipe::Recipe};
 
 use crate::output::Failure;
 use crate::Outcome;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use parallels_image::report::{allocated_size, gather, BundleInfo};
-use parallels_image::{Bundle, Image, Mode, JSON_SCHEMA};
+use parallels_image::{bundle::Bundle, Image, Mode, JSON_SCHEMA};
 
 use crate::outln;
 use crate::output::{emit, emit_with, human_bytes, print_json, Failure, Format};
@@ -33,7 +33,7 @@ pub fn run(args: &Args) -> Outcome {
     if args.format == crate::input::ReadFormat::Raw {
         return raw(args);
     }
-    if parallels_image::is_bundle(path) {
+    if parallels_image::bundle::is_bundle(path) {
         let bundle = Bundle::open(path).map_err(|e| crate::output::bundle_failure(&e))?;
         let info = BundleInfo::of(&bundle, path);
         match args.output {
@@ -56,7 +56,7 @@ pub fn run(args: &Args) -> Outcome {
     let info = gather(&image, path.display().to_string(), actual_size);
     if let Some(out) = &args.picture {
         let report = parallels_image::validate(&image).map_err(|e| Failure::lib(path, &e))?;
-        crate::output::write_svg(out, args.force, &parallels_image::layout_svg(&image, &report))?;
+        crate::output::write_svg(out, args.force, &parallels_image::picture::layout_svg(&image, &report))?;
     }
     match args.output {
         Format::Json => emit_with(|w| info.write_json(w))?,

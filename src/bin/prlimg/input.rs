@@ -148,6 +148,6 @@ pub fn raw_ranges(path: &Path, command: &str) -> Result<(u64, Vec<(u64, u64)>), 
     if meta.is_dir() {
         return Err(Failure::at(path, "Is a directory"));
     }
-    let ranges = parallels_image::file_data_ranges(&file).map_err(|e| Failure::io(path, &e))?;
+    let ranges = parallels_image::bundle::file_data_ranges(&file).map_err(|e| Failure::io(path, &e))?;
     Ok((meta.len(), ranges))
 }

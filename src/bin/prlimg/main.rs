@@ -137,7 +137,7 @@ fn clean_up_on_signals() {
         };
         std::thread::spawn(move || {
             if let Some(sig) = signals.forever().next() {
-                parallels_image::abandon_outputs();
+                parallels_image::outfile::abandon_outputs();
                 parallels_image::oracle::campaign::abandon();
                 let _ = signal_hook::low_level::emulate_default_handler(sig);
                 std::process::exit(128 + sig);
@@ -186,7 +186,7 @@ fn man(dir: Option<&std::path::Path>, force: bool) -> Outcome {
     std::fs::create_dir_all(dir).map_err(|e| Failure::io(dir, &e))?;
     for (name, page) in &pages {
         let path = dir.join(name);
-        parallels_image::write_file_atomically(&path, force, |f| Ok(std::io::Write::write_all(f, page)?))
+        parallels_image::outfile::write_file_atomically(&path, force, |f| Ok(std::io::Write::write_all(f, page)?))
             .map_err(|e| Failure::lib(&path, &e))?;
     }
     Ok(0)

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use parallels_image::guest::{raw_extents, write_map_human, write_map_json};
-use parallels_image::{BundleOptions, GuestDisk};
+use parallels_image::{bundle::BundleOptions, bundle::GuestDisk};
 use uuid::Uuid;
 
 use crate::args::parse_snapshot;

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use parallels_image::corpus::{self, FolderError};
-use parallels_image::{MutateOptions, Mutator};
+use parallels_image::{mutate::MutateOptions, mutate::Mutator};
 use serde::Serialize;
 
 use crate::output::Failure;

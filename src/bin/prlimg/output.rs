@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use parallels_image::{Error, OutputError, OutputOptions, RepairLevel};
+use parallels_image::{Error, outfile::OutputError, outfile::OutputOptions, repair::RepairLevel};
 use serde::Serialize;
 
 /// `--output` for `info` and `check`.
@@ -167,13 +167,13 @@ fn emit_bytes(text: &[u8]) -> Result<(), Failure> {
 
 /// Writes `svg` to `path` (aside, then renamed); refuses an existing file unless `force`.
 pub fn write_svg(path: &Path, force: bool, svg: &str) -> Result<(), Failure> {
-    parallels_image::write_file_atomically(path, force, |f| Ok(f.write_all(svg.as_bytes())?))
+    parallels_image::outfile::write_file_atomically(path, force, |f| Ok(f.write_all(svg.as_bytes())?))
         .map_err(|e| Failure::lib(path, &e))
 }
 
 /// The guest view of the bundle at `path` (its top snapshot), by snapshot, written to `out`.
 pub fn bundle_picture(path: &Path, out: &Path, force: bool) -> Result<(), Failure> {
-    let bundle = parallels_image::Bundle::open(path).map_err(|e| bundle_failure(&e))?;
+    let bundle = parallels_image::bundle::Bundle::open(path).map_err(|e| bundle_failure(&e))?;
     let svg = bundle.guest_svg(None).map_err(|e| bundle_failure(&e))?;
     write_svg(out, force, &svg)
 }
@@ -361,11 +361,11 @@ pub fn spinner(what: &str) -> ProgressBar {
 }
 
 /// A bundle failure as a CLI failure (its message names the file).
-pub fn bundle_failure(e: &parallels_image::BundleError) -> Failure {
+pub fn bundle_failure(e: &parallels_image::bundle::BundleError) -> Failure {
     match e {
-        parallels_image::BundleError::Io { path, source }
+        parallels_image::bundle::BundleError::Io { path, source }
             if source.kind() == io::ErrorKind::NotFound
-                && path.file_name().is_some_and(|n| n == parallels_image::DESCRIPTOR_NAME)
+                && path.file_name().is_some_and(|n| n == parallels_image::bundle::DESCRIPTOR_NAME)
                 && path.parent().is_some_and(Path::is_dir) =>
         {
             let dir = path.parent().unwrap_or(path);
@@ -373,13 +373,13 @@ pub fn bundle_failure(e: &parallels_image::BundleError) -> Failure {
                 dir,
                 format!(
                     "is a folder without {}: not a bundle (to check the images in it: prlimg check --recursive {})",
-                    parallels_image::DESCRIPTOR_NAME,
+                    parallels_image::bundle::DESCRIPTOR_NAME,
                     dir.display()
                 ),
             )
         }
-        parallels_image::BundleError::Io { path, source } => Failure::io(path, source),
-        parallels_image::BundleError::Image { path, source } => Failure::lib(path, source),
+        parallels_image::bundle::BundleError::Io { path, source } => Failure::io(path, source),
+        parallels_image::bundle::BundleError::Image { path, source } => Failure::lib(path, source),
         other => Failure::plain(other.to_string()),
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use parallels_image::RepairLevel;
+use parallels_image::repair::RepairLevel;
 
 use crate::output::{repair_path, Failure};
 use crate::Outcome;
