@@ -523,3 +523,93 @@ impl BatchSummary {
         serde_json::to_string(&record)
     }
 }
+
+/// How [`run_batch`] checks: the paths, `--recursive`, the threads (`None`: one per core), the
+/// records (`json`: JSON Lines) and the check's options.
+pub struct BatchRun<'a> {
+    /// The paths given (files, devices, bundles, folders).
+    pub paths: &'a [PathBuf],
+    /// Walk folders (that are not bundles).
+    pub recursive: bool,
+    /// How many threads check (`None`: one per core).
+    pub jobs: Option<usize>,
+    /// JSON Lines records instead of human lines.
+    pub json: bool,
+    /// The options of each check.
+    pub options: CheckOptions,
+}
+
+/// What went wrong in [`run_batch`] itself (a check that fails is a line, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The thread pool could not be built.
+    #[error("threads: {0}")]
+    Threads(String),
+    /// A checking thread ended without sending its result.
+    #[error("a checking thread died")]
+    ThreadDied,
+    /// Writing a line failed (`line`'s error, as it was).
+    #[error(transparent)]
+    Write(#[from] io::Error),
+}
+
+/// Checks every path of `run` (walking folders with `recursive`) on its threads, with at most a
+/// window of images in flight or waiting for an earlier one to be written, so memory stays
+/// bounded whatever the number of images. `found` is told of each path as the walk finds it;
+/// `line` gets each result in the order found. Returns the summary and the number of threads.
+/// `reason` words a path that cannot be checked, as [`BatchLine::check`] says.
+pub fn run_batch(
+    run: &BatchRun<'_>,
+    reason: fn(&CheckError) -> String,
+    mut found: impl FnMut(),
+    mut line: impl FnMut(&BatchLine) -> io::Result<()>,
+) -> Result<(BatchSummary, usize), BatchError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(run.jobs.unwrap_or(0))
+        .build()
+        .map_err(|e| BatchError::Threads(e.to_string()))?;
+    let threads = pool.current_num_threads();
+    let window = 16 * threads.max(2);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, BatchLine)>();
+    let mut summary = BatchSummary::default();
+    let mut next = 0usize;
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut in_flight = 0usize;
+    let mut take = |in_flight: &mut usize| -> Result<(), BatchError> {
+        let (index, done) = rx.recv().map_err(|_| BatchError::ThreadDied)?;
+        *in_flight -= 1;
+        waiting.insert(index, done);
+        while let Some(done) = waiting.remove(&next) {
+            next += 1;
+            line(&done)?;
+            summary.add(done);
+        }
+        Ok(())
+    };
+    for (index, entry) in batch_entries(run.paths, run.recursive).enumerate() {
+        found();
+        let tx = tx.clone();
+        let json = run.json;
+        match entry {
+            BatchEntry::Check(path) => {
+                let options = run.options.clone();
+                pool.spawn(move || {
+                    let _ = tx.send((index, BatchLine::check(path, json, &options, reason)));
+                })
+            }
+            BatchEntry::Refused(path, why) => {
+                let done = BatchLine::failed(path, BatchStatus::Unreadable, why, json, Duration::ZERO);
+                let _ = tx.send((index, done));
+            }
+        }
+        in_flight += 1;
+        while in_flight >= window {
+            take(&mut in_flight)?;
+        }
+    }
+    while in_flight > 0 {
+        take(&mut in_flight)?;
+    }
+    drop(take);
+    Ok((summary, threads))
+}

@@ -13,7 +13,8 @@ mod repair;
 mod text;
 
 pub use batch::{
-    batch_entries, failure_record, is_manifest, verdict_line, BatchEntry, BatchLine, BatchStatus, BatchSummary,
+    batch_entries, failure_record, is_manifest, run_batch, verdict_line, BatchEntry, BatchError, BatchLine, BatchRun,
+    BatchStatus, BatchSummary,
 };
 pub use bundle::{BundleInfo, ImageInfo, ShotInfo, StorageInfo};
 pub use image::{check_image, CheckOptions, ImageCheck};

@@ -1,18 +1,15 @@
 //! `prlimg check`: every rule, with `qemu-img check`'s counters and exit statuses, and what
 //! QEMU 10 and ploop would do with the image. Reads metadata only.
 
-use std::collections::BTreeMap;
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use parallels_image::qemu::Version;
 use parallels_image::report::{
-    batch_entries, check_bundle, check_image, failure_record, BatchEntry, BatchLine, BatchStatus, BatchSummary,
-    CheckOptions,
+    check_bundle, check_image, failure_record, run_batch, BatchError, BatchRun, BatchStatus, CheckError, CheckOptions,
 };
 use parallels_image::Mode;
 
@@ -190,113 +187,66 @@ pub fn run(args: &Args) -> Outcome {
     Ok(checked.conformance.verdict().exit_code())
 }
 
-/// Checks every path (walking folders with `--recursive`) on `--jobs` threads, at most a window
-/// of images in flight or waiting for an earlier one to be printed (memory stays bounded
-/// whatever the number of images); prints a line (or JSON Lines record) per image in the order
-/// found, then the summary. The exit status is the worst image's: corrupt (2) over could not
-/// check (1) over leaks (3) over clean (0).
+/// Checks every path (walking folders with `--recursive`) on `--jobs` threads, in bounded
+/// memory ([`run_batch`]); prints a line (or JSON Lines record) per image in the order found,
+/// then the summary. The exit status is the worst image's: corrupt (2) over could not check (1)
+/// over leaks (3) over clean (0).
 fn batch(args: &Args) -> Outcome {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.jobs.map_or(0, usize::from))
-        .build()
-        .map_err(|e| Failure::plain(format!("threads: {e}")))?;
-    let threads = pool.current_num_threads();
-    let window = 16 * threads.max(2);
+    let run = BatchRun {
+        paths: &args.images,
+        recursive: args.recursive,
+        jobs: args.jobs.map(usize::from),
+        json: args.output == Format::Json,
+        options: CheckOptions::new(mode(args.lenient)),
+    };
     let bar = progress_bar();
     let start = Instant::now();
-    let mut printer = Printer {
-        out: BufWriter::new(io::stdout().lock()),
-        bar: &bar,
-        summary: BatchSummary::default(),
-        next: 0,
-        waiting: BTreeMap::new(),
-    };
-    let (tx, rx) = mpsc::channel::<(usize, BatchLine)>();
-    let json = args.output == Format::Json;
-    let mut in_flight = 0usize;
-    let result = (|| -> Result<(), Failure> {
-        for (index, entry) in batch_entries(&args.images, args.recursive).enumerate() {
-            bar.inc_length(1);
-            let tx = tx.clone();
-            let options = CheckOptions::new(mode(args.lenient));
-            match entry {
-                BatchEntry::Check(path) => pool.spawn(move || {
-                    let line = BatchLine::check(path, json, &options, |e| check_failure(e).reason);
-                    let _ = tx.send((index, line));
-                }),
-                BatchEntry::Refused(path, reason) => {
-                    let line = BatchLine::failed(path, BatchStatus::Unreadable, reason, json, Duration::ZERO);
-                    let _ = tx.send((index, line));
-                }
-            }
-            in_flight += 1;
-            while in_flight >= window {
-                let (i, done) = rx.recv().map_err(|_| Failure::plain("a checking thread died"))?;
-                in_flight -= 1;
-                printer.take(i, done)?;
-            }
-        }
-        while in_flight > 0 {
-            let (i, done) = rx.recv().map_err(|_| Failure::plain("a checking thread died"))?;
-            in_flight -= 1;
-            printer.take(i, done)?;
-        }
-        Ok(())
-    })();
+    let mut out = BufWriter::new(io::stdout().lock());
+    let reason = |e: &CheckError| check_failure(e).reason;
+    let result = run_batch(
+        &run,
+        reason,
+        || bar.inc_length(1),
+        |done| {
+            bar.inc(1);
+            write_line(&mut out, &bar, &done.line)
+        },
+    );
     bar.finish_and_clear();
-    result?;
-    let summary = std::mem::take(&mut printer.summary);
+    let (summary, threads) = result.map_err(|e| match e {
+        BatchError::Write(e) => Failure::stdout(&e),
+        other => Failure::plain(other.to_string()),
+    })?;
     let elapsed = start.elapsed();
-    let text = if json {
+    let text = if run.json {
         summary
             .json(elapsed, threads)
             .map_err(|e| Failure::plain(format!("JSON: {e}")))?
     } else {
         summary.human(elapsed, threads)
     };
-    printer.write_line(&text)?;
-    printer.out.flush().map_err(|e| Failure::stdout(&e))?;
+    write_line(&mut out, &bar, &text).map_err(|e| Failure::stdout(&e))?;
+    out.flush().map_err(|e| Failure::stdout(&e))?;
     Ok(summary.exit_code())
 }
 
-/// Prints results in input order and keeps the summary.
-struct Printer<'a, W: Write> {
-    out: W,
-    bar: &'a ProgressBar,
-    summary: BatchSummary,
-    /// The index of the next result to print.
-    next: usize,
-    /// Results that came before an earlier one.
-    waiting: BTreeMap<usize, BatchLine>,
-}
-
-impl<W: Write> Printer<'_, W> {
-    fn take(&mut self, index: usize, done: BatchLine) -> Result<(), Failure> {
-        self.waiting.insert(index, done);
-        while let Some(done) = self.waiting.remove(&self.next) {
-            self.next += 1;
-            self.write_line(&done.line)?;
-            self.bar.inc(1);
-            self.summary.add(done);
+/// Writes a line, above the bar at once when there is one (nothing with `-q`).
+fn write_line(out: &mut impl Write, bar: &ProgressBar, line: &str) -> io::Result<()> {
+    if crate::output::quiet() {
+        return Ok(());
+    }
+    let mut write = || -> io::Result<()> {
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
+        if !bar.is_hidden() {
+            out.flush()?;
         }
         Ok(())
-    }
-
-    fn write_line(&mut self, line: &str) -> Result<(), Failure> {
-        if crate::output::quiet() {
-            return Ok(());
-        }
-        let (out, bar) = (&mut self.out, self.bar);
-        let mut write = || -> io::Result<()> {
-            out.write_all(line.as_bytes())?;
-            out.write_all(b"\n")?;
-            if !bar.is_hidden() {
-                // Above the bar, at once.
-                out.flush()?;
-            }
-            Ok(())
-        };
-        if bar.is_hidden() { write() } else { bar.suspend(write) }.map_err(|e| Failure::stdout(&e))
+    };
+    if bar.is_hidden() {
+        write()
+    } else {
+        bar.suspend(write)
     }
 }
 
