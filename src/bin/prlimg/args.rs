@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use parallels_image::{bundle::parse_guid_loose, BitmapSpec, recipe::DataRecipe};
+use parallels_image::{bundle::parse_guid_loose, recipe::DataRecipe, BitmapSpec};
 use uuid::Uuid;
 
 use crate::output::Failure;

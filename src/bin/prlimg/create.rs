@@ -4,7 +4,10 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use parallels_image::raw::header::INUSE_CLOSED_V21;
-use parallels_image::{BitmapSpec, bundle::BundleBuilder, bundle::BundleRecipe, Data, recipe::DataRecipe, Error, ImageBuilder, recipe::Recipe, bundle::SnapshotSpec, bundle::DEFAULT_TOP_GUID,};
+use parallels_image::{
+    bundle::BundleBuilder, bundle::BundleRecipe, bundle::SnapshotSpec, bundle::DEFAULT_TOP_GUID, recipe::DataRecipe,
+    recipe::Recipe, BitmapSpec, Data, Error, ImageBuilder,
+};
 
 use crate::args;
 use crate::output::{output_options, progress, Failure};

@@ -17,7 +17,7 @@ use std::time::Duration;
 use parallels_image::oracle::campaign::{prepare, Campaign, CampaignError, Wanted};
 use parallels_image::oracle::readers::{Reader, RealReader};
 use parallels_image::oracle::{builtin_base, Oracles};
-use parallels_image::{outfile::write_file_atomically, mutate::MutateOptions, mutate::Mutator, recipe::Recipe};
+use parallels_image::{mutate::MutateOptions, mutate::Mutator, outfile::write_file_atomically, recipe::Recipe};
 
 use crate::output::Failure;
 use crate::Outcome;

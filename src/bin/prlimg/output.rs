@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use parallels_image::{Error, outfile::OutputError, outfile::OutputOptions, repair::RepairLevel};
+use parallels_image::{outfile::OutputError, outfile::OutputOptions, repair::RepairLevel, Error};
 use serde::Serialize;
 
 /// `--output` for `info` and `check`.
@@ -365,7 +365,9 @@ pub fn bundle_failure(e: &parallels_image::bundle::BundleError) -> Failure {
     match e {
         parallels_image::bundle::BundleError::Io { path, source }
             if source.kind() == io::ErrorKind::NotFound
-                && path.file_name().is_some_and(|n| n == parallels_image::bundle::DESCRIPTOR_NAME)
+                && path
+                    .file_name()
+                    .is_some_and(|n| n == parallels_image::bundle::DESCRIPTOR_NAME)
                 && path.parent().is_some_and(Path::is_dir) =>
         {
             let dir = path.parent().unwrap_or(path);
