@@ -239,6 +239,57 @@ impl std::str::FromStr for Version {
     }
 }
 
+/// Which QEMU versions to predict: one, or all of them (`prlimg check --qemu 7.2|10.0|all`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Versions {
+    /// This one.
+    One(Version),
+    /// Every version predicted, 10.0 first.
+    All,
+}
+
+impl Default for Versions {
+    fn default() -> Self {
+        Versions::One(Version::default())
+    }
+}
+
+impl Versions {
+    /// The versions, the one a report holds first (the default, 10.0, first for `All`).
+    pub fn list(self) -> Vec<Version> {
+        match self {
+            Versions::One(v) => vec![v],
+            Versions::All => {
+                let mut all = vec![Version::default()];
+                all.extend(Version::ALL.iter().copied().filter(|v| *v != Version::default()));
+                all
+            }
+        }
+    }
+
+    /// How a report's title names them: `QEMU 10.0.2`, `QEMU 10 and 7.2`.
+    pub fn title(self) -> String {
+        match self {
+            Versions::One(v) => format!("QEMU {}", v.label()),
+            Versions::All => "QEMU 10 and 7.2".to_string(),
+        }
+    }
+}
+
+impl std::str::FromStr for Versions {
+    type Err = String;
+
+    /// `"all"`, or one version as [`Version`] reads it; the error says both.
+    fn from_str(s: &str) -> Result<Versions, String> {
+        if s == "all" {
+            return Ok(Versions::All);
+        }
+        s.parse::<Version>()
+            .map(Versions::One)
+            .map_err(|e| format!("{e}, or all"))
+    }
+}
+
 /// What a read-only open (`qemu-img info`) does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QemuOutcome {
@@ -1487,4 +1538,22 @@ fn qemu_index(o: u64, base: i64, cs: u64, shift: Option<u32>) -> u64 {
         _ => x / cs as i64,
     };
     u64::from(q as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Version, Versions};
+
+    #[test]
+    fn versions_read_all_or_one_and_say_both_when_wrong() {
+        assert_eq!("all".parse::<Versions>(), Ok(Versions::All));
+        assert_eq!("7.2".parse::<Versions>(), Ok(Versions::One(Version::V7_2)));
+        assert_eq!(Versions::All.list(), vec![Version::V10_0, Version::V7_2]);
+        assert_eq!(Versions::default().list(), vec![Version::V10_0]);
+        assert_eq!(Versions::All.title(), "QEMU 10 and 7.2");
+        assert_eq!(
+            "8".parse::<Versions>(),
+            Err("QEMU version \"8\" is not predicted (expected 7.2 or 10.0), or all".to_string())
+        );
+    }
 }

@@ -360,3 +360,52 @@ impl Info {
         out
     }
 }
+
+/// `prlimg bitmaps IMAGE`: the image's dirty bitmaps, one summary each, in the extension's order.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct BitmapList {
+    /// The JSON layout's version.
+    pub schema: u32,
+    /// The path as given.
+    pub filename: String,
+    /// Each bitmap's summary.
+    pub bitmaps: Vec<BitmapSummary>,
+    /// Whether the image has a Format Extension (the human text says why there is no bitmap).
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub has_extension: bool,
+}
+
+impl BitmapList {
+    /// The bitmaps of `image`, named `filename`.
+    pub fn of(image: &Image<'_>, filename: String) -> BitmapList {
+        BitmapList {
+            schema: JSON_SCHEMA,
+            filename,
+            bitmaps: image.bitmaps().iter().map(Bitmap::summary).collect(),
+            has_extension: image.extension().is_some(),
+        }
+    }
+
+    /// A line per bitmap ([`bitmap_line`]), or why there is none.
+    pub fn write_human(&self, out: &mut dyn Write) -> io::Result<()> {
+        if self.bitmaps.is_empty() {
+            let why = if self.has_extension {
+                "the Format Extension holds none"
+            } else {
+                "the image has no Format Extension"
+            };
+            return writeln!(out, "no bitmaps ({why})");
+        }
+        self.bitmaps
+            .iter()
+            .try_for_each(|b| writeln!(out, "{}", bitmap_line(b)))
+    }
+
+    /// Pretty JSON and a newline.
+    #[cfg(feature = "json")]
+    pub fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self)?;
+        out.write_all(b"\n")
+    }
+}

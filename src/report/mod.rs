@@ -18,7 +18,7 @@ pub use batch::{
 };
 pub use bundle::{BundleInfo, ImageInfo, ShotInfo, StorageInfo};
 pub use image::{check_image, CheckOptions, ImageCheck};
-pub use info::{allocated_size, bitmap_line, gather, Info, InfoWarning, QemuImgInfo, QemuImgTop};
+pub use info::{allocated_size, bitmap_line, gather, BitmapList, Info, InfoWarning, QemuImgInfo, QemuImgTop};
 pub use readers::{not_predicted, too_many_clusters, Readers, ReadersBlock, MAX_PREDICTED_CLUSTERS};
 pub use repair::{repair_file, RepairFileError, RepairRequest, RepairRun};
 pub use text::{human_bytes, io_reason};
@@ -224,11 +224,19 @@ impl Input {
     /// (`EISDIR`); anything else (a FIFO, a character device) is read once as a stream, up to
     /// [`StreamSource::DEFAULT_LIMIT`] bytes of metadata held.
     pub fn open(path: &Path) -> Result<Input, CheckError> {
+        let file = File::open(path).map_err(|source| CheckError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Input::from_file(file, path)
+    }
+
+    /// An opened `file` (named `path` in errors), read as [`Input::open`] says.
+    pub fn from_file(file: File, path: &Path) -> Result<Input, CheckError> {
         let io_err = |source| CheckError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io_err)?;
         let meta = file.metadata().map_err(io_err)?;
         if meta.is_file() || is_block_device(&meta) {
             return FileSource::new(file).map(Input::File).map_err(io_err);
@@ -236,7 +244,13 @@ impl Input {
         if meta.is_dir() {
             return Err(io_err(io::Error::from_raw_os_error(21)));
         }
-        StreamSource::read(file, StreamSource::DEFAULT_LIMIT)
+        Input::from_stream(file, path)
+    }
+
+    /// A stream (named `path` in errors) read once, up to [`StreamSource::DEFAULT_LIMIT`]
+    /// bytes of metadata held.
+    pub fn from_stream(reader: impl io::Read, path: &Path) -> Result<Input, CheckError> {
+        StreamSource::read(reader, StreamSource::DEFAULT_LIMIT)
             .map(Input::Stream)
             .map_err(|source| CheckError::Image {
                 path: path.to_path_buf(),

@@ -4,14 +4,12 @@
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use parallels_image::report::bitmap_line;
+use parallels_image::report::BitmapList;
 use parallels_image::{
-    edit::edit_bitmaps_file, edit::BitmapEdit, Bitmap, BitmapSpec, BitmapSummary, Error, Image, MapError, MapFormat,
-    Mode, JSON_SCHEMA,
+    edit::edit_bitmaps_file, edit::BitmapEdit, Bitmap, BitmapSpec, Error, Image, MapError, MapFormat, Mode,
 };
-use serde::Serialize;
 
-use crate::output::{emit, print_json, Failure};
+use crate::output::{emit_with, Failure};
 use crate::Outcome;
 
 /// `--output` for `bitmaps`.
@@ -49,13 +47,6 @@ pub struct Args {
     /// The image's format, as `qemu-img -f` (`raw` is refused: a raw file has no bitmaps).
     #[arg(short = 'f', long = "format", value_enum, default_value_t = crate::input::ReadFormat::Auto)]
     format: crate::input::ReadFormat,
-}
-
-#[derive(Serialize)]
-struct List {
-    schema: u32,
-    filename: String,
-    bitmaps: Vec<BitmapSummary>,
 }
 
 /// `bitmaps add|remove|clear`: the data clusters are copied as they are, the new extension and
@@ -174,19 +165,10 @@ pub fn run(args: &Args) -> Outcome {
         return Ok(0);
     }
     let Some(name) = &args.name else {
-        let bitmaps: Vec<BitmapSummary> = image.bitmaps().iter().map(Bitmap::summary).collect();
+        let list = BitmapList::of(&image, path.display().to_string());
         match args.output {
-            BitmapFormat::Json => print_json(&List {
-                schema: JSON_SCHEMA,
-                filename: path.display().to_string(),
-                bitmaps,
-            })?,
-            BitmapFormat::Human if bitmaps.is_empty() => emit(if image.extension().is_some() {
-                "no bitmaps (the Format Extension holds none)\n"
-            } else {
-                "no bitmaps (the image has no Format Extension)\n"
-            })?,
-            BitmapFormat::Human => emit(&bitmaps.iter().map(|b| bitmap_line(b) + "\n").collect::<String>())?,
+            BitmapFormat::Json => emit_with(|w| list.write_json(w))?,
+            BitmapFormat::Human => emit_with(|w| list.write_human(w))?,
             BitmapFormat::Raw => return Err(Failure::plain("--output raw needs a bitmap NAME")),
         }
         return Ok(0);

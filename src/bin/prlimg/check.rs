@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use parallels_image::qemu::Version;
+use parallels_image::qemu::Versions;
 use parallels_image::report::{
     check_bundle, check_image, failure_record, run_batch, BatchError, BatchRun, BatchStatus, CheckError, CheckOptions,
 };
@@ -52,38 +52,8 @@ pub struct Args {
     format: crate::input::ReadFormat,
     /// Which QEMU to predict: 10.0 (10.0.2), 7.2 (Debian 12's), or all (both: JSON adds
     /// "qemu_versions" with each one's "qemu", "qemu_check" and "qemu_read_write").
-    #[arg(long, value_name = "VERSION", default_value = "10.0", value_parser = parse_qemu)]
-    qemu: QemuChoice,
-}
-
-/// `--qemu`: one version, or all of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QemuChoice {
-    One(Version),
-    All,
-}
-
-impl QemuChoice {
-    /// The versions to predict, the one `prediction` holds first.
-    fn versions(self) -> Vec<Version> {
-        match self {
-            QemuChoice::One(v) => vec![v],
-            QemuChoice::All => {
-                let mut all = vec![Version::default()];
-                all.extend(Version::ALL.iter().copied().filter(|v| *v != Version::default()));
-                all
-            }
-        }
-    }
-}
-
-fn parse_qemu(s: &str) -> Result<QemuChoice, String> {
-    if s == "all" {
-        return Ok(QemuChoice::All);
-    }
-    s.parse::<Version>()
-        .map(QemuChoice::One)
-        .map_err(|e| format!("{e}, or all"))
+    #[arg(long, value_name = "VERSION", default_value = "10.0", value_parser = clap::value_parser!(Versions))]
+    qemu: Versions,
 }
 
 fn mode(lenient: bool) -> Mode {
@@ -110,7 +80,7 @@ pub fn run(args: &Args) -> Outcome {
         crate::output::repair_in_place(&args.images[0], level, args.output == Format::Json)?;
     }
     if args.images.len() > 1 || args.recursive {
-        if args.qemu != QemuChoice::One(Version::default()) {
+        if args.qemu != Versions::default() {
             return Err(Failure::plain(
                 "--qemu 7.2 or all is for `prlimg check` of one image (a batch predicts QEMU 10.0)",
             ));
@@ -155,7 +125,7 @@ pub fn run(args: &Args) -> Outcome {
     }
     let input = crate::input::open(path).map_err(json_failure)?;
     let options = CheckOptions {
-        qemu: args.qemu.versions(),
+        qemu: args.qemu.list(),
         ..CheckOptions::new(mode(args.lenient))
     };
     let busy = spinner("checking");
@@ -176,13 +146,7 @@ pub fn run(args: &Args) -> Outcome {
     match args.output {
         Format::Json => emit_with(|w| checked.write_json(w))?,
         Format::Human => emit_with(|w| checked.write_human(w))?,
-        Format::Html => {
-            let qemu_title = match args.qemu {
-                QemuChoice::One(v) => format!("QEMU {}", v.label()),
-                QemuChoice::All => "QEMU 10 and 7.2".to_string(),
-            };
-            emit_with(|w| checked.write_html(w, &qemu_title, image.as_ref()))?
-        }
+        Format::Html => emit_with(|w| checked.write_html(w, &args.qemu.title(), image.as_ref()))?,
     }
     Ok(checked.conformance.verdict().exit_code())
 }

@@ -4,54 +4,21 @@
 use std::fs::File;
 use std::path::Path;
 
-use parallels_image::{FileSource, Source, StreamSource};
-
 use crate::output::Failure;
 
-/// An opened input.
-pub enum Input {
-    /// Read where metadata is.
-    File(FileSource),
-    /// Read once, metadata held.
-    Stream(StreamSource),
-}
-
-impl Input {
-    /// The bytes, for the parser.
-    pub fn source(&self) -> &dyn Source {
-        match self {
-            Input::File(f) => f,
-            Input::Stream(s) => s,
-        }
-    }
-}
+pub use parallels_image::report::Input;
 
 /// Opens `path` (`-`: standard input) for reading.
 pub fn open(path: &Path) -> Result<Input, Failure> {
-    let file = if path.as_os_str() == "-" {
+    let opened = if path.as_os_str() == "-" {
         match stdin_file() {
-            Some(f) => f,
-            None => return stream(std::io::stdin().lock(), path),
+            Some(f) => Input::from_file(f, path),
+            None => Input::from_stream(std::io::stdin().lock(), path),
         }
     } else {
-        File::open(path).map_err(|e| Failure::io(path, &e))?
+        Input::open(path)
     };
-    let meta = file.metadata().map_err(|e| Failure::io(path, &e))?;
-    if meta.is_file() || is_block_device(&meta) {
-        return FileSource::new(file)
-            .map(Input::File)
-            .map_err(|e| Failure::io(path, &e));
-    }
-    if meta.is_dir() {
-        return Err(Failure::at(path, "Is a directory"));
-    }
-    stream(file, path)
-}
-
-fn stream(reader: impl std::io::Read, path: &Path) -> Result<Input, Failure> {
-    StreamSource::read(reader, StreamSource::DEFAULT_LIMIT)
-        .map(Input::Stream)
-        .map_err(|e| Failure::lib(path, &e))
+    opened.map_err(|e| crate::output::check_failure(&e))
 }
 
 /// Standard input as a file of its own (a duplicate of descriptor 0), to learn what it is.
