@@ -610,6 +610,5 @@ pub fn run_batch(
     while in_flight > 0 {
         take(&mut in_flight)?;
     }
-    drop(take);
     Ok((summary, threads))
 }
