@@ -462,14 +462,14 @@ pub fn layout_svg(image: &Image<'_>, report: &Report) -> String {
     let _ = write!(
         svg,
         "<text x=\"{GRID_X}\" y=\"16\" font-size=\"13\">file layout: {file_len} bytes, cluster {cs} bytes</text>\n\
-         <text x=\"{GRID_X}\" y=\"32\" id=\"scale\">1 cell = {} bytes ({} clusters){}</text>\n\
+         <text x=\"{GRID_X}\" y=\"32\" id=\"scale\">1 cell = {} bytes ({}){}</text>\n\
          <text x=\"{guest_x}\" y=\"16\" font-size=\"13\">guest view: {} bytes</text>\n\
-         <text x=\"{guest_x}\" y=\"32\" id=\"guest-scale\">1 cell = {} guest clusters, shade = allocated</text>\n",
+         <text x=\"{guest_x}\" y=\"32\" id=\"guest-scale\">1 cell = {}, shade = allocated</text>\n",
         grid.cell_bytes,
-        grid.cell_bytes / cs,
+        count(grid.cell_bytes / cs, "cluster", "clusters"),
         if past_eof { "; the last cell: past EOF" } else { "" },
         h.virtual_size(),
-        guest.cell_bytes,
+        count(guest.cell_bytes, "guest cluster", "guest clusters"),
     );
     svg.push_str("<g id=\"layout\" stroke=\"#ffffff\" stroke-width=\"0.5\">\n");
     for (k, s) in state.iter().enumerate() {
@@ -713,7 +713,12 @@ pub fn bitmaps_svg(image: &Image<'_>, bitmaps: &[Bitmap<'_>]) -> String {
         let l1 = b.l1();
         let chunks = l1.len() as u64;
         let sy = GRID_Y + grid.rows() * CELL + 20;
-        let _ = writeln!(svg, "<text x=\"{x0}\" y=\"{}\">L1: {chunks} entries</text>", sy - 4);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{x0}\" y=\"{}\">L1: {}</text>",
+            sy - 4,
+            count(chunks, "entry", "entries")
+        );
         if chunks > 0 {
             let per = chunks.div_ceil(strip_cells);
             let cells = chunks.div_ceil(per);
@@ -851,4 +856,9 @@ pub(crate) fn origin_svg(
     }
     svg.push_str("</g>\n</svg>\n");
     svg
+}
+
+/// `1 entry`, `2 entries`: a count and its noun, singular for one.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

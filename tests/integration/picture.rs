@@ -87,7 +87,7 @@ fn clean_image_shows_header_and_data_and_no_finding() {
         "{}",
         d.svg
     );
-    assert!(d.svg.contains("1 cell = 65536 bytes (1 clusters)"));
+    assert!(d.svg.contains("1 cell = 65536 bytes (1 cluster)"));
 }
 
 #[test]
@@ -216,6 +216,7 @@ fn several_bitmaps_side_by_side_with_their_l1_chunks() {
     );
     // Panel 0 is bitmap A, panel 1 beside it is bitmap B.
     assert!(svg.contains(&format!("<text x=\"{}\" y=\"16\"", Grid::FILE_X + Grid::PANEL)));
+    assert_eq!(svg.matches(">L1: 3 entries</text>").count(), 2, "{svg}");
     assert_eq!(dirty_cell(&p, &grid, 0, 0), CLEAN);
     assert_eq!(dirty_cell(&p, &grid, 0, 20 * MIB), FULLY_DIRTY);
     assert_eq!(dirty_cell(&p, &grid, 0, 32 * MIB), FULLY_DIRTY);
@@ -262,7 +263,7 @@ fn legends_state_the_scale_of_a_64_tib_image() {
         "{layout}"
     );
     assert!(
-        layout.contains(">1 cell = 16777216 bytes (1 clusters)</text>"),
+        layout.contains(">1 cell = 16777216 bytes (1 cluster)</text>"),
         "{layout}"
     );
     let maps = bitmaps_svg(&image, &image.bitmaps());
@@ -272,6 +273,30 @@ fn legends_state_the_scale_of_a_64_tib_image() {
         ),
         "{maps}"
     );
+}
+
+#[test]
+fn legends_say_one_entry_and_one_guest_cluster_in_the_singular() {
+    // 1 MiB of disk in clusters of 1 MiB: one guest cluster a cell; granules of 64 KiB put the
+    // whole disk under one L1 entry.
+    let (bytes, _) = ImageBuilder::new(1 << 20)
+        .cluster_size(1 << 20)
+        .bitmap(BitmapSpec {
+            id: [3; 16],
+            granularity: 64 << 10,
+            extents: vec![(0, 64 << 10)],
+        })
+        .to_vec()
+        .unwrap();
+    let image = open(&bytes).unwrap();
+    assert_eq!(image.bitmaps()[0].l1().len(), 1);
+    let layout = layout_svg(&image, &validate(&image).unwrap());
+    assert!(
+        layout.contains(">1 cell = 1 guest cluster, shade = allocated</text>"),
+        "{layout}"
+    );
+    let maps = bitmaps_svg(&image, &image.bitmaps());
+    assert!(maps.contains(">L1: 1 entry</text>"), "{maps}");
 }
 
 #[test]
