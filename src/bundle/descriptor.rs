@@ -580,4 +580,21 @@ mod tests {
         assert_eq!(parse_guid_loose(g), Some(DEFAULT_TOP_GUID));
         assert_eq!(format_guid(DEFAULT_TOP_GUID), g);
     }
+
+    #[test]
+    fn guids_read_once_none_where_malformed() {
+        let mut d = Descriptor::default();
+        assert_eq!(d.guids(), Guids::default());
+        d.snapshots.top_guid = Some("5fbaabe3-6958-40ff-92a7-860e329aab41".into());
+        d.snapshots.shots.push(Shot {
+            guid: format_guid(DEFAULT_TOP_GUID),
+            parent: format_guid(NULL_GUID),
+            extra: Vec::new(),
+        });
+        let g = d.guids();
+        assert_eq!(g.top, Some(None));
+        assert_eq!(g.shots, vec![(Some(DEFAULT_TOP_GUID), Some(NULL_GUID))]);
+        assert_eq!(g.shot_of(DEFAULT_TOP_GUID), Some(0));
+        assert_eq!(g.shot_of(BACKUP_GUID), None);
+    }
 }
