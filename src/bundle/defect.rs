@@ -9,7 +9,7 @@ use std::path::Path;
 
 use uuid::Uuid;
 
-use super::descriptor::{format_guid, parse_guid, Descriptor, ImageType, NULL_GUID};
+use super::descriptor::{format_guid, Descriptor, Guids, ImageType, NULL_GUID};
 use super::rule::BundleRule;
 use super::write::write_bundle_dir;
 use super::{Bundle, DESCRIPTOR_NAME};
@@ -106,7 +106,7 @@ impl BundleDefect {
         };
         let top = source.top().map_err(unreadable)?;
         let chain = source.chain(None).map_err(unreadable)?;
-        let plan = self.plan(&mut d, top, &chain)?;
+        let plan = self.plan(&mut d, source.guids(), top, &chain)?;
         write_bundle_dir(out, overwrite, |tmp| {
             for entry in fs::read_dir(source.dir())? {
                 let entry = entry?;
@@ -140,10 +140,12 @@ impl BundleDefect {
         })
     }
 
-    /// Edits the descriptor and says what else to do to the copy.
-    fn plan(self, d: &mut Descriptor, top: Uuid, chain: &[Uuid]) -> Result<Plan> {
+    /// Edits the descriptor (whose GUIDs as read are `g`) and says what else to do to the copy.
+    fn plan(self, d: &mut Descriptor, g: &Guids, top: Uuid, chain: &[Uuid]) -> Result<Plan> {
         let last = d.storages.len() - 1;
-        let top_shot = shot_of(d, top).ok_or_else(|| self.needs("a top snapshot that is a Shot"))?;
+        let top_shot = g
+            .shot_of(top)
+            .ok_or_else(|| self.needs("a top snapshot that is a Shot"))?;
         Ok(match self {
             BundleDefect::NotXml => Plan::CutXml,
             BundleDefect::MissingElement => Plan::DropSectors,
@@ -169,10 +171,12 @@ impl BundleDefect {
             BundleDefect::ImageTooSmall => self.image_too_small(d)?,
             BundleDefect::PlainSizeMismatch => self.plain_size_mismatch(d)?,
             BundleDefect::MissingFile => {
-                let k = image_of(d, 0, top).ok_or_else(|| self.needs("an image of the top in the first storage"))?;
+                let k = g
+                    .image_of(0, top)
+                    .ok_or_else(|| self.needs("an image of the top in the first storage"))?;
                 Plan::Remove(d.storages[0].images[k].file.clone())
             }
-            BundleDefect::SharedFile => self.shared_file(d, chain)?,
+            BundleDefect::SharedFile => self.shared_file(d, g, chain)?,
             BundleDefect::FileOutside => {
                 let f = &mut d.storages[0].images[0].file;
                 *f = format!("../{f}");
@@ -188,7 +192,9 @@ impl BundleDefect {
                 Plan::Descriptor
             }
             BundleDefect::MissingImage => {
-                let k = image_of(d, last, top).ok_or_else(|| self.needs("an image of the top in every storage"))?;
+                let k = g
+                    .image_of(last, top)
+                    .ok_or_else(|| self.needs("an image of the top in every storage"))?;
                 let im = d.storages[last].images.remove(k);
                 Plan::Remove(im.file)
             }
@@ -202,12 +208,12 @@ impl BundleDefect {
                 d.snapshots.shots[top_shot].parent = format_guid(STRAY_GUID);
                 Plan::Descriptor
             }
-            BundleDefect::ParentCycle => self.parent_cycle(d, top, chain)?,
+            BundleDefect::ParentCycle => self.parent_cycle(d, g, top, chain)?,
             BundleDefect::MissingTop => {
                 d.snapshots.top_guid = Some(format_guid(STRAY_GUID));
                 Plan::Descriptor
             }
-            BundleDefect::PlainOverlay => self.plain_overlay(d, top, chain)?,
+            BundleDefect::PlainOverlay => self.plain_overlay(d, g, top, chain)?,
             BundleDefect::MissingMarker => Plan::RemoveMarker,
         })
     }
@@ -286,11 +292,14 @@ impl BundleDefect {
     }
 
     /// D12: the top's image and its parent's, in the first storage, name the same file.
-    fn shared_file(self, d: &mut Descriptor, chain: &[Uuid]) -> Result<Plan> {
+    fn shared_file(self, d: &mut Descriptor, g: &Guids, chain: &[Uuid]) -> Result<Plan> {
         self.need(chain.len() >= 2, "two snapshots")?;
-        let a = image_of(d, 0, chain[0]).ok_or_else(|| self.needs("an image of the top in every storage"))?;
-        let b =
-            image_of(d, 0, chain[1]).ok_or_else(|| self.needs("an image of the top's parent in the first storage"))?;
+        let a = g
+            .image_of(0, chain[0])
+            .ok_or_else(|| self.needs("an image of the top in every storage"))?;
+        let b = g
+            .image_of(0, chain[1])
+            .ok_or_else(|| self.needs("an image of the top's parent in the first storage"))?;
         let file = d.storages[0].images[a].file.clone();
         let gone = std::mem::replace(&mut d.storages[0].images[b].file, file.clone());
         d.storages[0].images[a].file = file;
@@ -298,36 +307,23 @@ impl BundleDefect {
     }
 
     /// D19: the top's parent takes the top as its parent: a cycle of two above the root.
-    fn parent_cycle(self, d: &mut Descriptor, top: Uuid, chain: &[Uuid]) -> Result<Plan> {
+    fn parent_cycle(self, d: &mut Descriptor, g: &Guids, top: Uuid, chain: &[Uuid]) -> Result<Plan> {
         self.need(chain.len() >= 3, "three snapshots in the top's chain")?;
-        let p = shot_of(d, chain[1]).expect("the chain is made of Shots");
+        let p = g.shot_of(chain[1]).expect("the chain is made of Shots");
         d.snapshots.shots[p].parent = format_guid(top);
         Ok(Plan::Descriptor)
     }
 
     /// D21: the top's images (not the root's) stored as Plain.
-    fn plain_overlay(self, d: &mut Descriptor, top: Uuid, chain: &[Uuid]) -> Result<Plan> {
+    fn plain_overlay(self, d: &mut Descriptor, g: &Guids, top: Uuid, chain: &[Uuid]) -> Result<Plan> {
         self.need(chain.len() >= 2, "two snapshots")?;
         for s in 0..d.storages.len() {
-            if let Some(k) = image_of(d, s, top) {
+            if let Some(k) = g.image_of(s, top) {
                 d.storages[s].images[k].kind = ImageType::Plain;
             }
         }
         Ok(Plan::Descriptor)
     }
-}
-
-/// The index of the Shot with GUID `g`.
-fn shot_of(d: &Descriptor, g: Uuid) -> Option<usize> {
-    d.snapshots.shots.iter().position(|s| parse_guid(&s.guid) == Some(g))
-}
-
-/// The index of the image of snapshot `g` in storage `s`.
-fn image_of(d: &Descriptor, s: usize, g: Uuid) -> Option<usize> {
-    d.storages[s]
-        .images
-        .iter()
-        .position(|im| parse_guid(&im.guid) == Some(g))
 }
 
 /// What a defect does besides editing the descriptor model.

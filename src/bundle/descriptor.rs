@@ -181,6 +181,50 @@ pub struct Descriptor {
     pub extra: Vec<XmlElement>,
 }
 
+/// The descriptor's GUIDs read once: each text parsed with [`parse_guid`], `None` where it is
+/// not a well-formed GUID (the text itself stays in the [`Descriptor`], for messages and XML).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Guids {
+    /// `TopGUID`: `None` if absent, `Some(None)` if not a GUID.
+    pub top: Option<Option<Uuid>>,
+    /// Each Shot's `GUID` and `ParentGUID`, in order.
+    pub shots: Vec<(Option<Uuid>, Option<Uuid>)>,
+    /// Each storage's images' `GUID`s, in order.
+    pub images: Vec<Vec<Option<Uuid>>>,
+}
+
+impl Guids {
+    /// The index of the Shot with GUID `g`.
+    pub fn shot_of(&self, g: Uuid) -> Option<usize> {
+        self.shots.iter().position(|(s, _)| *s == Some(g))
+    }
+
+    /// The index of the image of snapshot `g` in storage `s`.
+    pub fn image_of(&self, s: usize, g: Uuid) -> Option<usize> {
+        self.images[s].iter().position(|im| *im == Some(g))
+    }
+}
+
+impl Descriptor {
+    /// Its GUIDs, each text parsed once.
+    pub(crate) fn guids(&self) -> Guids {
+        Guids {
+            top: self.snapshots.top_guid.as_deref().map(parse_guid),
+            shots: self
+                .snapshots
+                .shots
+                .iter()
+                .map(|s| (parse_guid(&s.guid), parse_guid(&s.parent)))
+                .collect(),
+            images: self
+                .storages
+                .iter()
+                .map(|st| st.images.iter().map(|im| parse_guid(&im.guid)).collect())
+                .collect(),
+        }
+    }
+}
+
 /// Parses a GUID as a descriptor writes it: a hyphenated UUID in braces, any case.
 pub fn parse_guid(text: &str) -> Option<Uuid> {
     let inner = text.strip_prefix('{')?.strip_suffix('}')?;
@@ -535,5 +579,22 @@ mod tests {
         );
         assert_eq!(parse_guid_loose(g), Some(DEFAULT_TOP_GUID));
         assert_eq!(format_guid(DEFAULT_TOP_GUID), g);
+    }
+
+    #[test]
+    fn guids_read_once_none_where_malformed() {
+        let mut d = Descriptor::default();
+        assert_eq!(d.guids(), Guids::default());
+        d.snapshots.top_guid = Some("5fbaabe3-6958-40ff-92a7-860e329aab41".into());
+        d.snapshots.shots.push(Shot {
+            guid: format_guid(DEFAULT_TOP_GUID),
+            parent: format_guid(NULL_GUID),
+            extra: Vec::new(),
+        });
+        let g = d.guids();
+        assert_eq!(g.top, Some(None));
+        assert_eq!(g.shots, vec![(Some(DEFAULT_TOP_GUID), Some(NULL_GUID))]);
+        assert_eq!(g.shot_of(DEFAULT_TOP_GUID), Some(0));
+        assert_eq!(g.shot_of(BACKUP_GUID), None);
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::descriptor::{format_guid, parse_guid, ImageType};
+use super::descriptor::{format_guid, ImageType};
 use super::violation::BundleViolation;
 use super::{Bundle, BundleError};
 use crate::image::{Image, Mode};
@@ -172,8 +172,8 @@ impl GuestDisk {
             }
             // The first image of a GUID counts (a second one is D15).
             let mut by_guid = std::collections::HashMap::with_capacity(storage.images.len());
-            for (k, im) in storage.images.iter().enumerate() {
-                if let Some(g) = parse_guid(&im.guid) {
+            for (k, g) in bundle.guids().images[s].iter().enumerate() {
+                if let Some(g) = *g {
                     by_guid.entry(g).or_insert(k);
                 }
             }

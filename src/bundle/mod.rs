@@ -37,6 +37,8 @@ use std::path::{Component, Path, PathBuf};
 
 use uuid::Uuid;
 
+use descriptor::Guids;
+
 pub use copy::{file_data_ranges, write_raw, GuestReader};
 pub use defect::BundleDefect;
 pub use descriptor::{
@@ -129,6 +131,8 @@ pub struct Bundle {
     dir: PathBuf,
     descriptor_path: PathBuf,
     descriptor: Descriptor,
+    /// The descriptor's GUIDs, read once.
+    guids: Guids,
     options: BundleOptions,
 }
 
@@ -215,6 +219,7 @@ impl Bundle {
         Ok(Bundle {
             dir,
             descriptor_path,
+            guids: descriptor.guids(),
             descriptor,
             options,
         })
@@ -226,6 +231,7 @@ impl Bundle {
         Bundle {
             descriptor_path: dir.join(DESCRIPTOR_NAME),
             dir,
+            guids: descriptor.guids(),
             descriptor,
             options: BundleOptions::default(),
         }
@@ -234,6 +240,11 @@ impl Bundle {
     /// The descriptor.
     pub fn descriptor(&self) -> &Descriptor {
         &self.descriptor
+    }
+
+    /// The descriptor's GUIDs, parsed when it was read.
+    pub(crate) fn guids(&self) -> &Guids {
+        &self.guids
     }
 
     /// The bundle's folder.
@@ -258,14 +269,13 @@ impl Bundle {
 
     /// The top snapshot: `TopGUID` if present (and well-formed), else the predefined top GUID.
     pub fn top(&self) -> Result<Uuid, BundleError> {
-        match &self.descriptor.snapshots.top_guid {
-            None => Ok(DEFAULT_TOP_GUID),
-            Some(t) => parse_guid(t).ok_or_else(|| {
-                self.invalid(BundleViolation::BadGuid {
-                    path: "Snapshots/TopGUID".into(),
-                    found: t.clone(),
-                })
-            }),
+        match (&self.descriptor.snapshots.top_guid, self.guids.top) {
+            (Some(t), Some(None)) => Err(self.invalid(BundleViolation::BadGuid {
+                path: "Snapshots/TopGUID".into(),
+                found: t.clone(),
+            })),
+            (_, Some(Some(g))) => Ok(g),
+            _ => Ok(DEFAULT_TOP_GUID),
         }
     }
 
@@ -313,14 +323,14 @@ impl Bundle {
     pub fn chain(&self, snapshot: Option<Uuid>) -> Result<Vec<Uuid>, BundleError> {
         let shots = &self.descriptor.snapshots.shots;
         let mut parsed = Vec::with_capacity(shots.len());
-        for (i, s) in shots.iter().enumerate() {
-            let g = parse_guid(&s.guid).ok_or_else(|| {
+        for (i, (s, &(g, p))) in shots.iter().zip(&self.guids.shots).enumerate() {
+            let g = g.ok_or_else(|| {
                 self.invalid(BundleViolation::BadGuid {
                     path: format!("Snapshots/Shot[{i}]/GUID"),
                     found: s.guid.clone(),
                 })
             })?;
-            let p = parse_guid(&s.parent).ok_or_else(|| {
+            let p = p.ok_or_else(|| {
                 self.invalid(BundleViolation::BadGuid {
                     path: format!("Snapshots/Shot[{i}]/ParentGUID"),
                     found: s.parent.clone(),

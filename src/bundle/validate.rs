@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use uuid::Uuid;
 
-use super::descriptor::{format_guid, parse_guid, Descriptor, ImageType, BACKUP_GUID, DEFAULT_TOP_GUID, NULL_GUID};
+use super::descriptor::{format_guid, Descriptor, Guids, ImageType, BACKUP_GUID, DEFAULT_TOP_GUID, NULL_GUID};
 use super::violation::BundleViolation;
 use super::{Bundle, BundleRule, Resolved};
 use crate::error::Error;
@@ -131,8 +131,9 @@ pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
     let mut out: Vec<BundleFinding> = Vec::new();
     let mut push = |v: BundleViolation| out.push(BundleFinding::Descriptor(v));
     disk_parameters(d, &mut push);
-    let shots = snapshots(d, &mut push);
-    let parent_of = snapshot_tree(d, &shots, &mut push);
+    let guids = bundle.guids();
+    let shots = snapshots(d, guids, &mut push);
+    let parent_of = snapshot_tree(d, guids, &shots, &mut push);
     let image_files = images(bundle, &shots, &parent_of, &mut push);
     // D22
     if let Some(name) = bundle.marker_name() {
@@ -206,20 +207,18 @@ fn disk_parameters(d: &Descriptor, push: &mut impl FnMut(BundleViolation)) {
 type Shot = (Uuid, Option<Uuid>);
 
 /// D14, D15 on the snapshots: their GUIDs read, each snapshot once.
-fn snapshots(d: &Descriptor, push: &mut impl FnMut(BundleViolation)) -> Vec<Shot> {
+fn snapshots(d: &Descriptor, guids: &Guids, push: &mut impl FnMut(BundleViolation)) -> Vec<Shot> {
     // D14, D15 on snapshots
     let mut shots: Vec<Shot> = Vec::new();
     let mut seen: HashMap<Uuid, String> = HashMap::new();
-    for (i, s) in d.snapshots.shots.iter().enumerate() {
+    for (i, (s, &(g, parent))) in d.snapshots.shots.iter().zip(&guids.shots).enumerate() {
         let path = format!("Snapshots/Shot[{i}]/GUID");
-        let g = parse_guid(&s.guid);
         if g.is_none() {
             push(BundleViolation::BadGuid {
                 path: path.clone(),
                 found: s.guid.clone(),
             });
         }
-        let parent = parse_guid(&s.parent);
         if parent.is_none() {
             push(BundleViolation::BadGuid {
                 path: format!("Snapshots/Shot[{i}]/ParentGUID"),
@@ -246,13 +245,12 @@ fn snapshots(d: &Descriptor, push: &mut impl FnMut(BundleViolation)) -> Vec<Shot
 /// of each snapshot.
 fn snapshot_tree(
     d: &Descriptor,
+    guids: &Guids,
     shots: &[Shot],
     push: &mut impl FnMut(BundleViolation),
 ) -> HashMap<Uuid, Option<Uuid>> {
-    let top_guid = match &d.snapshots.top_guid {
-        None => Some(DEFAULT_TOP_GUID),
-        Some(t) => {
-            let g = parse_guid(t);
+    let top_guid = match (&d.snapshots.top_guid, guids.top) {
+        (Some(t), Some(g)) => {
             if g.is_none() {
                 push(BundleViolation::BadGuid {
                     path: "Snapshots/TopGUID".into(),
@@ -261,6 +259,7 @@ fn snapshot_tree(
             }
             g
         }
+        _ => Some(DEFAULT_TOP_GUID),
     };
     // D17
     let roots: Vec<String> = shots
@@ -346,9 +345,9 @@ fn images(
     let mut image_files: Vec<ImageFile> = Vec::new();
     for (si, s) in d.storages.iter().enumerate() {
         let mut in_storage: HashMap<Uuid, String> = HashMap::new();
-        for (ii, im) in s.images.iter().enumerate() {
+        for (ii, (im, &guid)) in s.images.iter().zip(&bundle.guids().images[si]).enumerate() {
             let path = format!("StorageData/Storage[{si}]/Image[{ii}]/GUID");
-            match parse_guid(&im.guid) {
+            match guid {
                 None => push(BundleViolation::BadGuid {
                     path,
                     found: im.guid.clone(),
