@@ -140,9 +140,9 @@ pub struct Storage {
     pub extra: Vec<XmlElement>,
 }
 
-/// One `Shot`.
+/// One `Shot` of `Snapshots`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shot {
+pub struct SnapshotEntry {
     /// `GUID` as written.
     pub guid: String,
     /// `ParentGUID` as written (the null GUID for the root).
@@ -157,7 +157,7 @@ pub struct Snapshots {
     /// `TopGUID` as written, if present.
     pub top_guid: Option<String>,
     /// The snapshots, in order.
-    pub shots: Vec<Shot>,
+    pub shots: Vec<SnapshotEntry>,
     /// Other children, kept.
     pub extra: Vec<XmlElement>,
 }
@@ -373,7 +373,7 @@ impl Descriptor {
         }
         let mut shots = Vec::with_capacity(shot_nodes.len());
         for s in &shot_nodes {
-            shots.push(Shot {
+            shots.push(SnapshotEntry {
                 guid: s.text_of("GUID")?,
                 parent: s.text_of("ParentGUID")?,
                 extra: s.extra(&["GUID", "ParentGUID"]),
