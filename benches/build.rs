@@ -6,7 +6,7 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use parallels_image::{Data, ImageBuilder};
+use parallels_image::{GuestData, ImageBuilder};
 
 use common::{realistic_extents, spec, NullSink};
 
@@ -21,7 +21,7 @@ fn builder() -> ImageBuilder {
     for i in 0..64u64 {
         b = b.data(
             i * (DISK / 64),
-            Data::Fill {
+            GuestData::Fill {
                 len: CLUSTER,
                 byte: 0xaa,
             },

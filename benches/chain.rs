@@ -8,17 +8,17 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use parallels_image::{
-    bundle::BundleBuilder, bundle::BundleOptions, bundle::GuestDisk, bundle::SnapshotSpec, Data, ImageBuilder,
+    bundle::BundleBuilder, bundle::BundleOptions, bundle::GuestDisk, bundle::SnapshotSpec, GuestData, ImageBuilder,
 };
 use uuid::Uuid;
 
 const DISK: u64 = 64 << 20;
 const CLUSTER: u64 = 64 << 10;
 
-fn fills(every: u64, byte: u8) -> Vec<(u64, Data)> {
+fn fills(every: u64, byte: u8) -> Vec<(u64, GuestData)> {
     (0..DISK / CLUSTER)
         .filter(|i| i % every == 0)
-        .map(|i| (i * CLUSTER, Data::Fill { len: CLUSTER, byte }))
+        .map(|i| (i * CLUSTER, GuestData::Fill { len: CLUSTER, byte }))
         .collect()
 }
 
@@ -52,7 +52,7 @@ fn single(dir: &Path) -> GuestDisk {
         } else {
             0x11
         };
-        b = b.data(i * CLUSTER, Data::Fill { len: CLUSTER, byte });
+        b = b.data(i * CLUSTER, GuestData::Fill { len: CLUSTER, byte });
     }
     b.create_file(&path, false).expect("the image is written");
     GuestDisk::open_image(&path).expect("the image opens")

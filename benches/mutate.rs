@@ -16,7 +16,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use md5::{Digest, Md5};
 use parallels_image::{
-    mutate::ChecksumState, mutate::MutateOptions, mutate::Mutator, BitmapSpec, Data, Image, ImageBuilder,
+    mutate::ChecksumState, mutate::MutateOptions, mutate::Mutator, BitmapSpec, GuestData, Image, ImageBuilder,
 };
 
 const MIB: u64 = 1 << 20;
@@ -27,8 +27,8 @@ const MIB: u64 = 1 << 20;
 fn image() -> Vec<u8> {
     let extents: Vec<(u64, u64)> = (0..64).map(|i| (i * 256 * MIB, 65536 * (i % 5 + 1))).collect();
     let (bytes, _) = ImageBuilder::new(16 << 30)
-        .data(0, Data::Fill { len: 4096, byte: 0x11 })
-        .data(8 << 30, Data::Fill { len: MIB, byte: 0x22 })
+        .data(0, GuestData::Fill { len: 4096, byte: 0x11 })
+        .data(8 << 30, GuestData::Fill { len: MIB, byte: 0x22 })
         .bitmap(BitmapSpec {
             id: [0xa1; 16],
             granularity: 65536,

@@ -45,7 +45,7 @@ fn header_bat(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("parse_compact_validate", entries), |b| {
             let src = source();
             b.iter(|| {
-                let image = Image::parse_compact(src, parallels_image::Mode::Strict).unwrap();
+                let image = Image::parse_compact(src, parallels_image::RuleMode::Strict).unwrap();
                 black_box(parallels_image::validate(&image).unwrap())
             })
         });

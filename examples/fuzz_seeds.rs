@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use parallels_image::corrupt::{self, DefectKind};
 use parallels_image::raw::feature::FeatureRecord;
 use parallels_image::raw::header::INUSE_CLOSED_V21;
-use parallels_image::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::{BitmapSpec, GuestData, ImageBuilder};
 use parallels_image::{Image, Variant};
 
 /// Largest seed of the whole-image targets (`image`, `check` and their `_mutator` variants),
@@ -120,14 +120,14 @@ fn bases() -> Result<Vec<(String, Vec<u8>)>> {
         extents,
     };
     let data = |b: ImageBuilder| {
-        b.data(0, Data::Fill { len: 4096, byte: 0x11 })
-            .data(40 << 10, Data::Bytes((0..3000u32).map(|i| i as u8).collect()))
-            .data(100 << 10, Data::Fill { len: 512, byte: 0x44 })
+        b.data(0, GuestData::Fill { len: 4096, byte: 0x11 })
+            .data(40 << 10, GuestData::Bytes((0..3000u32).map(|i| i as u8).collect()))
+            .data(100 << 10, GuestData::Fill { len: 512, byte: 0x44 })
     };
     let two_bitmaps_4k = |b: ImageBuilder| {
-        b.data(0, Data::Fill { len: 8192, byte: 0x11 })
-            .data(1 << 20, Data::Fill { len: 4096, byte: 0x22 })
-            .data(19 << 20, Data::Fill { len: 4096, byte: 0x33 })
+        b.data(0, GuestData::Fill { len: 8192, byte: 0x11 })
+            .data(1 << 20, GuestData::Fill { len: 4096, byte: 0x22 })
+            .data(19 << 20, GuestData::Fill { len: 4096, byte: 0x33 })
             .bitmap(bm(
                 13,
                 512,
@@ -162,7 +162,7 @@ fn bases() -> Result<Vec<(String, Vec<u8>)>> {
             "v2-512-multichunk",
             ImageBuilder::new(3 << 20)
                 .cluster_size(512)
-                .data(1 << 20, Data::Fill { len: 1024, byte: 0x22 })
+                .data(1 << 20, GuestData::Fill { len: 1024, byte: 0x22 })
                 .bitmap(bm(5, 512, vec![(0, 2 << 20), (2 << 20, 4096), (3 << 20, 0)])),
         ),
         ("v2-4k-data", data(ImageBuilder::new(256 << 10).cluster_size(4096))),
@@ -178,8 +178,8 @@ fn bases() -> Result<Vec<(String, Vec<u8>)>> {
             "v2-1k-two-bitmaps-multi-l1",
             ImageBuilder::new(7 << 20)
                 .cluster_size(1024)
-                .data(0, Data::Fill { len: 2048, byte: 0x11 })
-                .data(5 << 20, Data::Fill { len: 1024, byte: 0x33 })
+                .data(0, GuestData::Fill { len: 2048, byte: 0x11 })
+                .data(5 << 20, GuestData::Fill { len: 1024, byte: 0x33 })
                 .bitmap(bm(
                     7,
                     512,
@@ -192,7 +192,7 @@ fn bases() -> Result<Vec<(String, Vec<u8>)>> {
             ImageBuilder::new(7 << 20)
                 .variant(Variant::V1)
                 .cluster_size(1024)
-                .data(1 << 20, Data::Fill { len: 1024, byte: 0x22 })
+                .data(1 << 20, GuestData::Fill { len: 1024, byte: 0x22 })
                 .bitmap(bm(9, 512, vec![(512, 512), (5 << 20, 1024)]))
                 .bitmap(bm(10, 2048, vec![(0, 7 << 20)])),
         ),
@@ -219,7 +219,7 @@ fn bases() -> Result<Vec<(String, Vec<u8>)>> {
                 .variant(Variant::V1)
                 .cluster_size(8192)
                 .compact_v1(true)
-                .data(0, Data::Fill { len: 4096, byte: 0x99 }),
+                .data(0, GuestData::Fill { len: 4096, byte: 0x99 }),
         ),
         (
             "v2-4k-unknown-feature",

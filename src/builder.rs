@@ -23,7 +23,7 @@ const BAT_BLOCK: usize = 64 << 10;
 
 /// What to write at a guest offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Data {
+pub enum GuestData {
     /// These bytes.
     Bytes(Vec<u8>),
     /// `len` copies of one byte (without holding them in memory).
@@ -35,11 +35,11 @@ pub enum Data {
     },
 }
 
-impl Data {
+impl GuestData {
     fn len(&self) -> u64 {
         match self {
-            Data::Bytes(b) => b.len() as u64,
-            Data::Fill { len, .. } => *len,
+            GuestData::Bytes(b) => b.len() as u64,
+            GuestData::Fill { len, .. } => *len,
         }
     }
 }
@@ -58,7 +58,7 @@ pub struct BitmapSpec {
 
 /// Where the builder put things.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Layout {
+pub struct BuiltLayout {
     /// The header written.
     pub header: RawHeader,
     /// The BAT written.
@@ -79,7 +79,7 @@ pub struct ImageBuilder {
     variant: Variant,
     cluster_size: u64,
     virtual_size: u64,
-    data: Vec<(u64, Data)>,
+    data: Vec<(u64, GuestData)>,
     bitmaps: Vec<BitmapSpec>,
     features: Vec<FeatureRecord>,
     inuse: u32,
@@ -127,7 +127,7 @@ impl ImageBuilder {
     }
 
     /// Writes `data` at guest offset `offset`; later writes win where they overlap.
-    pub fn data(mut self, offset: u64, data: Data) -> Self {
+    pub fn data(mut self, offset: u64, data: GuestData) -> Self {
         self.data.push((offset, data));
         self
     }
@@ -167,7 +167,7 @@ impl ImageBuilder {
     /// Writes the image to `out` and returns where everything went. `out` must be empty (or
     /// zeros): gaps, and blocks of the BAT that hold only unallocated entries, are skipped over
     /// rather than written, and the length is set at the end.
-    pub fn write_to<W: Write + Seek>(&self, out: &mut W) -> Result<Layout> {
+    pub fn write_to<W: Write + Seek>(&self, out: &mut W) -> Result<BuiltLayout> {
         let Geometry {
             cs,
             nb_sectors,
@@ -245,7 +245,7 @@ impl ImageBuilder {
             &chunk_clusters,
             file_len,
         )?;
-        Ok(Layout {
+        Ok(BuiltLayout {
             header,
             bat,
             data_start,
@@ -415,14 +415,14 @@ impl ImageBuilder {
             }
             let dst = &mut buf[(s - at) as usize..(e - at) as usize];
             match d {
-                Data::Bytes(b) => dst.copy_from_slice(&b[(s - off) as usize..(e - off) as usize]),
-                Data::Fill { byte, .. } => dst.fill(*byte),
+                GuestData::Bytes(b) => dst.copy_from_slice(&b[(s - off) as usize..(e - off) as usize]),
+                GuestData::Fill { byte, .. } => dst.fill(*byte),
             }
         }
     }
 
     /// Builds the image in memory.
-    pub fn to_vec(&self) -> Result<(Vec<u8>, Layout)> {
+    pub fn to_vec(&self) -> Result<(Vec<u8>, BuiltLayout)> {
         let mut cur = std::io::Cursor::new(Vec::new());
         let layout = self.write_to(&mut cur)?;
         let mut v = cur.into_inner();
@@ -433,7 +433,7 @@ impl ImageBuilder {
     /// Writes the image to `path` through [`write_atomically`](crate::outfile::write_atomically): aside,
     /// then put in place when complete. An existing regular file is replaced only if
     /// `overwrite` is true; nothing else is ever replaced.
-    pub fn create_file(&self, path: &Path, overwrite: bool) -> Result<Layout> {
+    pub fn create_file(&self, path: &Path, overwrite: bool) -> Result<BuiltLayout> {
         let options = OutputOptions {
             overwrite,
             ..Default::default()

@@ -2,7 +2,7 @@
 //! `qemu-img check`'s statistics, and what QEMU and ploop would do with the image.
 
 use crate::error::{Error, Result, Violation};
-use crate::image::{Image, Mode};
+use crate::image::{Image, RuleMode};
 use crate::ploop::{self, PloopPrediction};
 use crate::qemu::{self, Prediction};
 use crate::source::Source;
@@ -32,7 +32,7 @@ pub struct Conformance {
     /// The image's name as given (QEMU's messages quote it).
     pub filename: String,
     /// The mode the rules ran in.
-    pub mode: Mode,
+    pub mode: RuleMode,
     /// Every finding. When the header could not be interpreted (R1–R6), its one finding.
     pub report: Report,
     /// `None` when the header could not be interpreted.
@@ -53,7 +53,7 @@ pub struct Conformance {
 /// reading the BAT again through a small buffer at each walk, and runs the rules, the statistics and the QEMU
 /// prediction over that one parse. A header that cannot be interpreted is a report of its one
 /// finding, not an error; errors are I/O failures.
-pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conformance> {
+pub fn check(source: &dyn Source, mode: RuleMode, filename: &str) -> Result<Conformance> {
     check_versions(source, mode, filename, &[qemu::Version::V10_0])
 }
 
@@ -61,7 +61,7 @@ pub fn check(source: &dyn Source, mode: Mode, filename: &str) -> Result<Conforma
 /// there are more, each of them ([`Conformance::qemu_versions`]). An empty list means 10.0.
 pub fn check_versions(
     source: &dyn Source,
-    mode: Mode,
+    mode: RuleMode,
     filename: &str,
     versions: &[qemu::Version],
 ) -> Result<Conformance> {
@@ -72,7 +72,7 @@ pub fn check_versions(
 /// interpreted), for pictures drawn without parsing it again.
 pub(crate) fn check_keeping<'a>(
     source: &'a dyn Source,
-    mode: Mode,
+    mode: RuleMode,
     filename: &str,
     versions: &[qemu::Version],
 ) -> Result<(Conformance, Option<Image<'a>>)> {

@@ -17,7 +17,7 @@ use crate::source::Source;
 /// How strictly to treat what the format allows but this crate does not interpret.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize), serde(rename_all = "lowercase"))]
-pub enum Mode {
+pub enum RuleMode {
     /// Unknown features and feature flags are corruption (QEMU's behaviour).
     #[default]
     Strict,
@@ -82,7 +82,7 @@ pub struct Image<'s> {
     header: Header,
     bat: Bat<'s>,
     extension: Option<Extension<'s>>,
-    mode: Mode,
+    mode: RuleMode,
     /// The allocated entries, counted on first use.
     allocated: std::sync::Arc<std::sync::OnceLock<u64>>,
     /// The first read of a streamed BAT that failed (the walk stopped there); see
@@ -107,11 +107,11 @@ impl std::fmt::Debug for Image<'_> {
 impl<'s> Image<'s> {
     /// Parses without validating beyond R1–R6, in strict mode.
     pub fn parse(source: &'s (dyn Source + 's)) -> Result<Image<'s>> {
-        Self::parse_with(source, Mode::Strict)
+        Self::parse_with(source, RuleMode::Strict)
     }
 
     /// Parses without validating beyond R1–R6.
-    pub fn parse_with(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
+    pub fn parse_with(source: &'s (dyn Source + 's), mode: RuleMode) -> Result<Image<'s>> {
         Self::parse_inner(source, mode, Reading::Whole)
     }
 
@@ -126,15 +126,15 @@ impl<'s> Image<'s> {
     /// `prlimg check` and `prlimg info` use.
     ///
     /// ```
-    /// use parallels_image::{Data, ImageBuilder};
-    /// use parallels_image::{qemu, Image, Mode};
+    /// use parallels_image::{GuestData, ImageBuilder};
+    /// use parallels_image::{qemu, Image, RuleMode};
     ///
     /// let (bytes, _) = ImageBuilder::new(1 << 30)
     ///     .cluster_size(64 << 10)
-    ///     .data(3 << 16, Data::Fill { len: 512, byte: 0xaa })
+    ///     .data(3 << 16, GuestData::Fill { len: 512, byte: 0xaa })
     ///     .to_vec()?;
     /// let whole = Image::parse(&bytes)?;
-    /// let compact = Image::parse_compact(&bytes, Mode::Strict)?;
+    /// let compact = Image::parse_compact(&bytes, RuleMode::Strict)?;
     /// assert_eq!((whole.bat().len(), compact.bat().len()), (16384, 0));
     /// // Header and BAT take 64 + 16384 * 4 bytes: the first data cluster is cluster 2.
     /// assert_eq!(compact.allocated_entries().collect::<Vec<_>>(), [(3, 2)]);
@@ -143,7 +143,7 @@ impl<'s> Image<'s> {
     /// assert_eq!(qemu::predict_image(&compact), qemu::predict_image(&whole));
     /// # Ok::<(), parallels_image::Error>(())
     /// ```
-    pub fn parse_compact(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
+    pub fn parse_compact(source: &'s (dyn Source + 's), mode: RuleMode) -> Result<Image<'s>> {
         Self::parse_inner(source, mode, Reading::Allocated)
     }
 
@@ -154,16 +154,16 @@ impl<'s> Image<'s> {
     /// [`Image::read_guest`] still read the BAT they need from the source.
     ///
     /// ```
-    /// use parallels_image::{BitmapSpec, Data, ImageBuilder};
-    /// use parallels_image::{Image, Mode};
+    /// use parallels_image::{BitmapSpec, GuestData, ImageBuilder};
+    /// use parallels_image::{Image, RuleMode};
     ///
     /// let (bytes, _) = ImageBuilder::new(16 << 20)
     ///     .cluster_size(64 << 10)
-    ///     .data(65536, Data::Fill { len: 512, byte: 0xaa })
+    ///     .data(65536, GuestData::Fill { len: 512, byte: 0xaa })
     ///     .bitmap(BitmapSpec { id: [7; 16], granularity: 65536, extents: vec![(131072, 65536)] })
     ///     .to_vec()?;
     /// let full = Image::parse(&bytes)?;
-    /// let lean = Image::parse_without_bat(&bytes, Mode::Strict)?;
+    /// let lean = Image::parse_without_bat(&bytes, RuleMode::Strict)?;
     /// assert_eq!((full.bat().len(), lean.bat().len()), (256, 0));
     /// assert_eq!(lean.bitmaps()[0].dirty_extents()?, vec![(131072, 65536)]);
     /// let mut buf = [0u8; 2];
@@ -172,11 +172,11 @@ impl<'s> Image<'s> {
     /// assert_eq!(parallels_image::validate(&lean)?, parallels_image::validate(&full)?);
     /// # Ok::<(), parallels_image::Error>(())
     /// ```
-    pub fn parse_without_bat(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
+    pub fn parse_without_bat(source: &'s (dyn Source + 's), mode: RuleMode) -> Result<Image<'s>> {
         Self::parse_inner(source, mode, Reading::None)
     }
 
-    fn parse_inner(source: &'s (dyn Source + 's), mode: Mode, reading: Reading) -> Result<Image<'s>> {
+    fn parse_inner(source: &'s (dyn Source + 's), mode: RuleMode, reading: Reading) -> Result<Image<'s>> {
         let file_len = source.size();
         let head = source.read_at(0, HEADER_SIZE as u64)?;
         let raw = RawHeader::read_padded(&head);
@@ -286,7 +286,7 @@ impl<'s> Image<'s> {
     }
 
     /// The mode the image was parsed in.
-    pub fn mode(&self) -> Mode {
+    pub fn mode(&self) -> RuleMode {
         self.mode
     }
 

@@ -70,11 +70,11 @@
 //!
 //! # Example
 //! ```
-//! use parallels_image::{BitmapSpec, Data, ImageBuilder};
+//! use parallels_image::{BitmapSpec, GuestData, ImageBuilder};
 //!
 //! let (bytes, _) = ImageBuilder::new(16 << 20)
 //!     .cluster_size(64 << 10)
-//!     .data(0, Data::Fill { len: 4096, byte: 0xaa })
+//!     .data(0, GuestData::Fill { len: 4096, byte: 0xaa })
 //!     .bitmap(BitmapSpec { id: [7; 16], granularity: 65536, extents: vec![(131072, 65536)] })
 //!     .to_vec()?;
 //! let image = parallels_image::open(&bytes)?;
@@ -122,12 +122,12 @@ mod validate;
 mod violation;
 
 pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFormat};
-pub use builder::{BitmapSpec, Data, ImageBuilder, Layout};
+pub use builder::{BitmapSpec, BuiltLayout, GuestData, ImageBuilder};
 pub use check::{check, check_versions, ClusterStatistics, Conformance, JSON_SCHEMA};
 pub use error::{BuildError, Error, PlanError, RepairError, Requirement, Result};
 pub use extension::{Extension, ExtensionDigest, FeatureEntry, ListEnd};
 pub use header::{Header, Inuse, Variant};
-pub use image::{AllocatedEntries, BatTable, Image, Mode};
+pub use image::{AllocatedEntries, BatTable, Image, RuleMode};
 pub use rule::{Rule, Severity};
 pub use size::{parse_size, ParseSizeError};
 pub use source::{FileSource, Source};

@@ -5,10 +5,10 @@
 //! whole number of clusters (or granules), so the work and the output size follow the metadata
 //! (allocated BAT entries, dirty extents, findings) and never the disk's apparent size.
 //!
-//! Geometry (for readers and tests): cells are [`Grid::CELL`] pixels square; the file grid's cell
-//! `k` has its top-left corner at `(Grid::FILE_X + (k % columns) * CELL, Grid::TOP + (k / columns)
-//! * CELL)`; every grid (file, guest view, each bitmap) sits in a panel [`Grid::PANEL`] pixels
-//! wide, so the guest view starts at `Grid::FILE_X + Grid::PANEL` and the legend one panel
+//! Geometry (for readers and tests): cells are [`CellGrid::CELL`] pixels square; the file grid's cell
+//! `k` has its top-left corner at `(CellGrid::FILE_X + (k % columns) * CELL, CellGrid::TOP + (k / columns)
+//! * CELL)`; every grid (file, guest view, each bitmap) sits in a panel [`CellGrid::PANEL`] pixels
+//! wide, so the guest view starts at `CellGrid::FILE_X + CellGrid::PANEL` and the legend one panel
 //! further; the legend text `1 cell = N bytes` gives N.
 
 use std::collections::BTreeSet;
@@ -125,7 +125,7 @@ pub const FINDING_OUTLINE: &str = "#ff00ff";
 
 /// How a byte range maps onto a bounded grid of cells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Grid {
+pub struct CellGrid {
     /// Bytes per cell (a whole number of units).
     pub cell_bytes: u64,
     /// Cells used.
@@ -134,7 +134,7 @@ pub struct Grid {
     pub columns: u64,
 }
 
-impl Grid {
+impl CellGrid {
     /// Side of a cell in pixels.
     pub const CELL: u64 = CELL;
     /// Left edge of the file grid in [`layout_svg`] and of the first dirty map in [`bitmaps_svg`].
@@ -146,13 +146,13 @@ impl Grid {
     pub const PANEL: u64 = PANEL;
 
     /// A grid over `len` bytes in units of `unit` bytes (`unit` > 0).
-    pub fn new(len: u64, unit: u64) -> Grid {
+    pub fn new(len: u64, unit: u64) -> CellGrid {
         let unit = unit.max(1);
         let units = len.div_ceil(unit).max(1);
         let per_cell = units.div_ceil(MAX_COLUMNS * MAX_ROWS);
         let cell_bytes = per_cell.saturating_mul(unit);
         let cells = units.div_ceil(per_cell);
-        Grid {
+        CellGrid {
             cell_bytes,
             cells,
             columns: cells.min(MAX_COLUMNS),
@@ -290,7 +290,7 @@ fn finding_state(v: &Violation, cluster: u64) -> Option<(CellState, u64)> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayoutModel {
     /// The file grid, with one extra cell after the file's last for what lies past EOF.
-    pub grid: Grid,
+    pub grid: CellGrid,
     /// The file's length in bytes.
     pub file_len: u64,
     /// The cluster size in bytes.
@@ -304,7 +304,7 @@ pub struct LayoutModel {
     /// Rules of findings that name no byte of the file.
     pub unplaced: Vec<Rule>,
     /// The guest view's grid, in guest clusters.
-    pub guest: Grid,
+    pub guest: CellGrid,
     /// The BAT's entries (guest clusters), at least 1.
     pub guest_clusters: u64,
     /// Allocated guest clusters per guest cell.
@@ -337,9 +337,9 @@ pub fn layout_model(image: &Image<'_>, report: &Report) -> LayoutModel {
     let h = image.header();
     let cs = h.cluster_size().max(SECTOR_SIZE);
     let file_len = image.file_len();
-    let file_grid = Grid::new(file_len, cs);
+    let file_grid = CellGrid::new(file_len, cs);
     let past_eof_cell = file_grid.cells; // the extra cell
-    let grid = Grid {
+    let grid = CellGrid {
         cells: file_grid.cells + 1,
         columns: (file_grid.cells + 1).min(MAX_COLUMNS),
         ..file_grid
@@ -414,7 +414,7 @@ pub fn layout_model(image: &Image<'_>, report: &Report) -> LayoutModel {
 
     // Guest view: allocated clusters per group of guest clusters.
     let entries = u64::from(h.bat_entries).max(1);
-    let guest = Grid::new(entries, 1);
+    let guest = CellGrid::new(entries, 1);
     let mut allocated = vec![0u64; guest.cells as usize];
     for (i, _) in image.allocated_entries() {
         allocated[guest.cell_of(u64::from(i)) as usize] += 1;
@@ -634,7 +634,7 @@ pub const L1_COLOURS: [(&str, &str); 4] = [
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirtyModel {
     /// The grid over the disk, in granules.
-    pub grid: Grid,
+    pub grid: CellGrid,
     /// Dirty bytes per cell.
     pub dirty: Vec<u64>,
     /// Why the bitmap could not be decoded (the cells then hold what was read before).
@@ -654,7 +654,7 @@ impl DirtyModel {
 /// The dirty bytes of `bitmap` per cell of a grid over a disk of `size` bytes (streamed from
 /// [`Bitmap::for_each_dirty_extent`]).
 pub fn dirty_model(size: u64, bitmap: &Bitmap<'_>) -> DirtyModel {
-    let grid = Grid::new(size, bitmap.granularity_bytes().max(1));
+    let grid = CellGrid::new(size, bitmap.granularity_bytes().max(1));
     let mut dirty = vec![0u64; grid.cells as usize];
     let decoded = bitmap.for_each_dirty_extent(|off, len| {
         let (first, last) = grid.span(off, len);
@@ -783,7 +783,7 @@ pub(crate) fn origin_svg(
     layers: &[String],
     runs: impl IntoIterator<Item = (u64, u64, Option<usize>)>,
 ) -> String {
-    let grid = Grid::new(size, SECTOR_SIZE);
+    let grid = CellGrid::new(size, SECTOR_SIZE);
     let mut newest: Vec<Option<usize>> = vec![None; grid.cells as usize];
     for (start, len, depth) in runs {
         let (Some(depth), true) = (depth, len > 0 && start < size) else {

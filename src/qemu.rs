@@ -677,7 +677,7 @@ pub(crate) fn predict_knowing_for(
     }
     // QEMU's header checks are rules R1-R6 of this crate, in the same order. The BAT is read
     // again through a small buffer at each walk (nothing of it is held).
-    let image = match Image::parse_compact(source, crate::image::Mode::Strict) {
+    let image = match Image::parse_compact(source, crate::image::RuleMode::Strict) {
         Ok(image) => image,
         Err(Error::Io(e)) => return Err(e),
         Err(Error::Invalid(v)) => return Ok((predict_unparsable_for(&v, version), None)),
@@ -731,7 +731,7 @@ pub fn predict_unparsable_for(violation: &Violation, version: Version) -> Predic
 }
 
 /// Predicts what QEMU 10.0.2 does with an image already parsed (its header passed
-/// rules R1–R6; in either [`crate::Mode`]): [`predict`] without reading the metadata again.
+/// rules R1–R6; in either [`crate::RuleMode`]): [`predict`] without reading the metadata again.
 pub fn predict_image(image: &Image<'_>) -> Prediction {
     predict_image_for(image, Version::V10_0)
 }

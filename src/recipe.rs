@@ -21,7 +21,7 @@
 //! dirty = [["5M", "2M"], ["1G", "64K"]]   # (offset, length) ranges within the disk
 //! ```
 
-use crate::builder::{BitmapSpec, Data, ImageBuilder};
+use crate::builder::{BitmapSpec, GuestData, ImageBuilder};
 use crate::error::BuildError;
 use crate::header::Variant;
 
@@ -145,7 +145,7 @@ impl Recipe {
         for d in &self.data {
             b = b.data(
                 d.offset,
-                Data::Fill {
+                GuestData::Fill {
                     len: d.len,
                     byte: d.byte,
                 },

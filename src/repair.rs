@@ -32,7 +32,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 
 use crate::error::{Error, RepairError, Result, Violation};
 use crate::header::Variant;
-use crate::image::{Image, Mode};
+use crate::image::{Image, RuleMode};
 use crate::raw::bitmap::DirtyBitmapFeature;
 use crate::raw::extension::{checksum_padded, ExtensionCluster, EXT_HEADER_SIZE, EXT_MAGIC};
 use crate::raw::feature::{FeatureRecord, FEATURE_DIRTY_BITMAP};
@@ -485,10 +485,10 @@ fn distance(a: &[u8; 16], b: &[u8; 16]) -> usize {
 /// [`Error::EmptyFile`], I/O errors.
 ///
 /// ```
-/// use parallels_image::{repair::plan_repair, corrupt, Data, Image, ImageBuilder, repair::RepairLevel, validate};
+/// use parallels_image::{repair::plan_repair, corrupt, GuestData, Image, ImageBuilder, repair::RepairLevel, validate};
 ///
 /// let (bytes, _) = ImageBuilder::new(1 << 20).cluster_size(64 << 10)
-///     .data(0, Data::Fill { len: 4096, byte: 0xaa }).to_vec()?;
+///     .data(0, GuestData::Fill { len: 4096, byte: 0xaa }).to_vec()?;
 /// assert!(plan_repair(&bytes, RepairLevel::All)?.is_empty());
 /// let patch = corrupt::plan(&Image::parse(&bytes)?, corrupt::DefectKind::InuseSet, 0)?;
 /// let mut damaged = bytes.clone();
@@ -511,7 +511,7 @@ pub fn plan_repair(source: &dyn Source, level: RepairLevel) -> Result<RepairPlan
             inner: source,
             patches: &overlay,
         };
-        let violation = match Image::parse_with(&src, Mode::Strict) {
+        let violation = match Image::parse_with(&src, RuleMode::Strict) {
             Ok(image) => break validate(&image)?,
             Err(Error::Invalid(v)) => v,
             Err(e) => return Err(e),

@@ -99,7 +99,7 @@ rule_family! {
     ///
     #[doc = include_str!("../spec/rules.md")]
     pub enum Rule in "spec/rules.md";
-    #[doc = "How serious a breach is, in strict mode (`Mode::Strict`); lenient mode lowers R27 and R29 to notes."]
+    #[doc = "How serious a breach is, in strict mode (`RuleMode::Strict`); lenient mode lowers R27 and R29 to notes."]
 
     R1 "R1" Corruption "magic";
     R2 "R2" Corruption "version";

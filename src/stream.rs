@@ -239,7 +239,7 @@ impl Source for StreamSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::builder::{BitmapSpec, Data, ImageBuilder};
+    use crate::builder::{BitmapSpec, GuestData, ImageBuilder};
 
     /// Hands out at most `n` bytes per read, like a pipe.
     struct Trickle<'a>(&'a [u8], usize);
@@ -257,12 +257,12 @@ mod tests {
             .cluster_size(64 << 10)
             .data(
                 0,
-                Data::Fill {
+                GuestData::Fill {
                     len: 300 << 10,
                     byte: 0xaa,
                 },
             )
-            .data(10 << 20, Data::Fill { len: 1, byte: 1 })
+            .data(10 << 20, GuestData::Fill { len: 1, byte: 1 })
             .bitmap(BitmapSpec {
                 id: [7; 16],
                 granularity: 65536,

@@ -7,7 +7,7 @@ use crate::bitmap::Bitmap;
 use crate::error::{Error, Region, Result, Violation};
 use crate::extension::{Extension, FeatureEntry, ListEnd};
 use crate::header::{Header, Variant};
-use crate::image::{Image, Mode};
+use crate::image::{Image, RuleMode};
 use crate::raw::bat::BAT_OFFSET;
 use crate::raw::bitmap::{BITMAP_HEADER_SIZE, L1_DIRTY};
 use crate::raw::feature::FEATURE_DIRTY_BITMAP;
@@ -149,13 +149,13 @@ impl serde::Serialize for Finding {
 }
 
 struct Findings {
-    mode: Mode,
+    mode: RuleMode,
     out: Vec<Finding>,
 }
 
 impl Findings {
     fn push(&mut self, violation: Violation) {
-        let lenient_note = self.mode == Mode::Lenient
+        let lenient_note = self.mode == RuleMode::Lenient
             && matches!(
                 violation,
                 Violation::UnknownFeature { .. } | Violation::FeatureFlags { .. }
@@ -258,11 +258,11 @@ pub enum Threads {
 
 /// Parses and validates in strict mode; fails with the first corruption found.
 pub fn open<'s>(source: &'s (dyn Source + 's)) -> Result<Image<'s>> {
-    open_with(source, Mode::Strict)
+    open_with(source, RuleMode::Strict)
 }
 
 /// Parses and validates; fails with the first corruption found.
-pub fn open_with<'s>(source: &'s (dyn Source + 's), mode: Mode) -> Result<Image<'s>> {
+pub fn open_with<'s>(source: &'s (dyn Source + 's), mode: RuleMode) -> Result<Image<'s>> {
     let image = Image::parse_with(source, mode)?;
     let report = validate(&image)?;
     if let Some(f) = report.findings.into_iter().find(|f| f.severity == Severity::Corruption) {

@@ -524,7 +524,7 @@ fn defect_bases(dir: &Path) -> Vec<PathBuf> {
         .variant(parallels_image::Variant::V1)
         .cluster_size(64 << 10)
         .compact_v1(true)
-        .data(0, parallels_image::Data::Fill { len: 4096, byte: 0x99 })
+        .data(0, parallels_image::GuestData::Fill { len: 4096, byte: 0x99 })
         .create_file(&compact, false)
         .unwrap();
     out.push(compact);

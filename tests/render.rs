@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use parallels_image::report::{allocated_size, check_path_with, gather, CheckOptions, PathReport};
-use parallels_image::{BitmapSpec, Data, FileSource, Image, ImageBuilder, Mode};
+use parallels_image::{BitmapSpec, FileSource, GuestData, Image, ImageBuilder, RuleMode};
 use serde_json::{json, Value};
 
 const UUID_A: &str = "11111111-2222-3333-4444-555555555555";
@@ -31,7 +31,7 @@ fn image_a(dir: &Path) -> PathBuf {
         .cluster_size(64 << 10)
         .data(
             0,
-            Data::Fill {
+            GuestData::Fill {
                 len: 100 << 10,
                 byte: 0xaa,
             },
@@ -57,14 +57,14 @@ fn md5_of(bytes: &[u8]) -> [u8; 16] {
     md5::Md5::digest(bytes).into()
 }
 
-/// `prlimg check PATH` (with `--lenient` for `Mode::Lenient`): the report and its exit status.
-fn checked(path: &Path, mode: Mode) -> (u8, PathReport) {
+/// `prlimg check PATH` (with `--lenient` for `RuleMode::Lenient`): the report and its exit status.
+fn checked(path: &Path, mode: RuleMode) -> (u8, PathReport) {
     let report = check_path_with(path, &CheckOptions::new(mode)).unwrap();
     (report.verdict().exit_code(), report)
 }
 
 /// `prlimg check PATH --output json`: the exit status and the JSON.
-fn check_json(path: &Path, mode: Mode) -> (u8, Value) {
+fn check_json(path: &Path, mode: RuleMode) -> (u8, Value) {
     let (code, report) = checked(path, mode);
     let mut out = Vec::new();
     report.write_json(&mut out).unwrap();
@@ -73,7 +73,7 @@ fn check_json(path: &Path, mode: Mode) -> (u8, Value) {
 
 /// `prlimg check PATH`: the exit status and the text.
 fn check_human_code(path: &Path) -> (u8, String) {
-    let (code, report) = checked(path, Mode::Strict);
+    let (code, report) = checked(path, RuleMode::Strict);
     let mut out = Vec::new();
     report.write_human(&mut out).unwrap();
     (code, String::from_utf8(out).unwrap())
@@ -86,7 +86,7 @@ fn check_human(path: &Path) -> String {
 /// `prlimg info PATH`'s report.
 fn info(path: &Path) -> parallels_image::report::Info {
     let source = FileSource::open(path).unwrap();
-    let image = Image::parse_compact(&source, Mode::Strict).unwrap();
+    let image = Image::parse_compact(&source, RuleMode::Strict).unwrap();
     gather(&image, s(path).to_string(), allocated_size(path))
 }
 
@@ -199,7 +199,7 @@ fn info_human_shows_units() {
 fn check_clean_image_exit_0_with_statistics_and_qemu_prediction() {
     let dir = tmp();
     let a = image_a(dir.path());
-    let (code, v) = check_json(&a, Mode::Strict);
+    let (code, v) = check_json(&a, RuleMode::Strict);
     assert_eq!(code, 0);
     assert_eq!(v["schema"], 3);
     assert_eq!(v["filename"], s(&a));
@@ -267,7 +267,7 @@ fn check_leak_only_exit_3() {
     let mut bytes = fs::read(&a).unwrap();
     bytes.extend_from_slice(&[0x55; 4096]);
     fs::write(&a, bytes).unwrap();
-    let (code, v) = check_json(&a, Mode::Strict);
+    let (code, v) = check_json(&a, RuleMode::Strict);
     assert_eq!(code, 3);
     assert_eq!(v["result"], "leaks");
     assert_eq!(v["leak_findings"], 1);
@@ -303,7 +303,7 @@ fn check_corruption_exit_2() {
     let dir = tmp();
     let a = image_a(dir.path());
     patch(&a, 44, b"Ynot");
-    let (code, v) = check_json(&a, Mode::Strict);
+    let (code, v) = check_json(&a, RuleMode::Strict);
     assert_eq!(code, 2);
     assert_eq!(v["result"], "corrupt");
     assert_eq!(v["corruption_findings"], 1);
@@ -333,7 +333,7 @@ fn check_unparsable_header_is_the_single_finding() {
     let dir = tmp();
     let a = image_a(dir.path());
     patch(&a, 0, b"NotParallelsDisk");
-    let (code, v) = check_json(&a, Mode::Strict);
+    let (code, v) = check_json(&a, RuleMode::Strict);
     assert_eq!(code, 2);
     assert_eq!(v["rules"], json!(["R1"]));
     assert_eq!(v["findings"].as_array().unwrap().len(), 1);
@@ -359,11 +359,11 @@ fn check_lenient_lowers_unknown_features_to_notes() {
     let digest = md5_of(&bytes[ext + 24..ext + 65536]);
     bytes[ext + 8..ext + 24].copy_from_slice(&digest);
     fs::write(&a, &bytes).unwrap();
-    let (code, strict) = check_json(&a, Mode::Strict);
+    let (code, strict) = check_json(&a, RuleMode::Strict);
     assert_eq!(code, 2);
     // The bitmap cluster is no longer referenced by a bitmap: it is leaked space too.
     assert_eq!(strict["rules"], json!(["R29", "R20"]));
-    let (lenient, v) = check_json(&a, Mode::Lenient);
+    let (lenient, v) = check_json(&a, RuleMode::Lenient);
     assert_eq!(v["mode"], "lenient");
     assert_eq!(v["findings"][0]["severity"], "note");
     assert_eq!(v["notes"], 1);
@@ -427,7 +427,7 @@ fn readers_are_not_predicted_for_an_image_of_more_than_a_mebi_clusters() {
         )),
         "{text}"
     );
-    let (_, v) = check_json(&path, Mode::Strict);
+    let (_, v) = check_json(&path, RuleMode::Strict);
     assert_eq!(v["libphdi"], Value::Null);
     assert_eq!(v["dissect"], Value::Null);
     assert!(v.as_object().unwrap().contains_key("libphdi"));
@@ -437,6 +437,6 @@ fn readers_are_not_predicted_for_an_image_of_more_than_a_mebi_clusters() {
         .cluster_size(512)
         .create_file(&small, false)
         .unwrap();
-    let (_, v) = check_json(&small, Mode::Strict);
+    let (_, v) = check_json(&small, RuleMode::Strict);
     assert_eq!(v["dissect"]["outcome"], "opens", "{v}");
 }

@@ -11,8 +11,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use parallels_image::{
-    check, picture::bitmaps_svg, picture::layout_svg, picture::CellState, picture::Grid, picture::DIRTY_SCALE,
-    BitmapSpec, Data, Image, ImageBuilder, Mode, Rule,
+    check, picture::bitmaps_svg, picture::layout_svg, picture::CellGrid, picture::CellState, picture::DIRTY_SCALE,
+    BitmapSpec, GuestData, Image, ImageBuilder, Rule, RuleMode,
 };
 use resvg::tiny_skia::Pixmap;
 use serde_json::Value;
@@ -38,7 +38,7 @@ fn leaky_image(dir: &Path) -> (PathBuf, Vec<u8>) {
         .cluster_size(CS)
         .data(
             0,
-            Data::Fill {
+            GuestData::Fill {
                 len: 100 << 10,
                 byte: 0xaa,
             },
@@ -121,7 +121,7 @@ fn html_report_has_summary_predictions_findings_and_both_pictures() {
         "{summary}"
     );
     // The QEMU section is the library's whole prediction, line for line.
-    let predicted = check(&bytes, Mode::Strict, p).unwrap().prediction.render(p);
+    let predicted = check(&bytes, RuleMode::Strict, p).unwrap().prediction.render(p);
     assert_eq!(qemu, predicted.iter().map(|l| format!("{l}\n")).collect::<String>());
     assert!(
         qemu.starts_with(
@@ -164,7 +164,7 @@ fn html_report_has_summary_predictions_findings_and_both_pictures() {
     // The file grid: one cell per cluster (header and BAT, 2 data, extension, bitmap, leak), no
     // past-EOF cell (nothing is referenced there), the rule code on the leaked cell.
     let cells = fills(&html, "file-cells");
-    let file = Grid::new(bytes.len() as u64, CS);
+    let file = CellGrid::new(bytes.len() as u64, CS);
     assert_eq!(cells.len() as u64, file.cells);
     assert_eq!(
         cells,
@@ -254,7 +254,7 @@ fn html_report_draws_the_past_eof_cell_only_when_something_is_there() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut bytes, _) = ImageBuilder::new(1 << 20)
         .cluster_size(CS)
-        .data(0, Data::Fill { len: 512, byte: 1 })
+        .data(0, GuestData::Fill { len: 512, byte: 1 })
         .to_vec()
         .unwrap();
     bytes[68..72].copy_from_slice(&1000u32.to_le_bytes());
@@ -470,8 +470,8 @@ fn picture_options_write_the_library_pictures_and_keep_existing_files() {
     let p = path.to_str().unwrap();
     let svg = tmp.path().join("out.svg");
     let s = svg.to_str().unwrap();
-    let c = check(&bytes, Mode::Strict, "").unwrap();
-    let image = Image::parse_compact(&bytes, Mode::Strict).unwrap();
+    let c = check(&bytes, RuleMode::Strict, "").unwrap();
+    let image = Image::parse_compact(&bytes, RuleMode::Strict).unwrap();
     let layout = layout_svg(&image, &c.report);
     let maps = bitmaps_svg(&image, &image.bitmaps());
     let one = bitmaps_svg(

@@ -15,7 +15,7 @@
 
 use std::sync::OnceLock;
 
-use parallels_image::{mutate::MutateOptions, mutate::Mutator, BitmapSpec, Data, ImageBuilder};
+use parallels_image::{mutate::MutateOptions, mutate::Mutator, BitmapSpec, GuestData, ImageBuilder};
 
 mod shim;
 
@@ -27,8 +27,8 @@ pub fn fallback() -> &'static [u8] {
     BASE.get_or_init(|| {
         ImageBuilder::new(32 << 20)
             .cluster_size(4096)
-            .data(0, Data::Fill { len: 8192, byte: 0xaa })
-            .data(20 << 20, Data::Fill { len: 4096, byte: 0x55 })
+            .data(0, GuestData::Fill { len: 8192, byte: 0xaa })
+            .data(20 << 20, GuestData::Fill { len: 4096, byte: 0x55 })
             .bitmap(BitmapSpec {
                 id: *b"prlimg-mutator\0\x01",
                 granularity: 512,

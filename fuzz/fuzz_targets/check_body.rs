@@ -14,7 +14,10 @@ use parallels_image::qemu::{predict, predict_image, QemuCheck, QemuOutcome};
 mod limits;
 
 use limits::{costly_checksum, MAX_CROSS_CHECKED};
-use parallels_image::{ploop::predict_ploop, ploop::CbtOutcome, Error, Image, Mode, ploop::MountEffect, Threads, ploop::MAX_PLOOP_MESSAGES};
+use parallels_image::{
+    ploop::predict_ploop, ploop::CbtOutcome, ploop::MountEffect, ploop::MAX_PLOOP_MESSAGES, Error, Image, RuleMode,
+    Threads,
+};
 
 /// One run of the target on `data`.
 pub fn run(data: &[u8]) {
@@ -50,7 +53,7 @@ pub fn run(data: &[u8]) {
     }
     let _ = prediction.check.exit_code();
 
-    let strict = match Image::parse_with(&data, Mode::Strict) {
+    let strict = match Image::parse_with(&data, RuleMode::Strict) {
         Ok(image) => image,
         // Not a Parallels image at all (empty, another format) or a damaged header: refused.
         Err(Error::Invalid(_) | Error::EmptyFile | Error::NotParallels { .. }) => {
@@ -68,13 +71,13 @@ pub fn run(data: &[u8]) {
         return;
     }
     // Reading only the allocated BAT entries, on the calling thread alone, changes nothing.
-    let compact = Image::parse_compact(&data, Mode::Strict).expect("compact parses what strict parses");
+    let compact = Image::parse_compact(&data, RuleMode::Strict).expect("compact parses what strict parses");
     assert_eq!(
         parallels_image::validate_with(&compact, Threads::Caller).expect("validate compact"),
         report
     );
     assert_eq!(predict_image(&strict), prediction);
-    let lenient = Image::parse_with(&data, Mode::Lenient).expect("lenient parses what strict parses");
+    let lenient = Image::parse_with(&data, RuleMode::Lenient).expect("lenient parses what strict parses");
     let lenient_report = parallels_image::validate(&lenient).expect("validate");
     // The modes differ only in the severity of unknown features and feature flags.
     assert_eq!(report.findings.len(), lenient_report.findings.len());

@@ -11,7 +11,7 @@
 mod limits;
 
 use limits::{costly_checksum, MAX_CROSS_CHECKED};
-use parallels_image::{Error, Image, Mode, Severity};
+use parallels_image::{Error, Image, RuleMode, Severity};
 
 /// Largest serialized bitmap this target builds in memory (2 Mi granules; see fuzz/README.md).
 const MAX_SERIALIZED: u64 = 256 << 10;
@@ -21,7 +21,7 @@ pub fn run(data: &[u8]) {
     if costly_checksum(data) {
         return;
     }
-    for mode in [Mode::Strict, Mode::Lenient] {
+    for mode in [RuleMode::Strict, RuleMode::Lenient] {
         let image = match Image::parse_with(&data, mode) {
             Ok(image) => image,
             Err(Error::Invalid(v)) => {
@@ -42,7 +42,7 @@ pub fn run(data: &[u8]) {
         };
         // A long table only repeats the entries' paths: lenient mode, whose rules differ from
         // strict mode's only on features, is run on tables of at most MAX_CROSS_CHECKED entries.
-        if mode == Mode::Lenient && image.bat_entries_in_file() > MAX_CROSS_CHECKED {
+        if mode == RuleMode::Lenient && image.bat_entries_in_file() > MAX_CROSS_CHECKED {
             return;
         }
         let _ = format!("{image:?}");
@@ -125,7 +125,10 @@ pub fn run(data: &[u8]) {
             let _ = (format!("{b:?}"), b.name(), b.granularity_bytes(), b.expected_l1_size());
             // `bitmap(name)` walks every bitmap: only for the first few (quadratic otherwise).
             if i < 4 {
-                assert_eq!(image.bitmap_named(&b.name()).map(|x| x.feature <= b.feature), Some(true));
+                assert_eq!(
+                    image.bitmap_named(&b.name()).map(|x| x.feature <= b.feature),
+                    Some(true)
+                );
             }
             let _ = b.trailing_bits().expect("trailing bits");
             if b.decodable().is_err() {

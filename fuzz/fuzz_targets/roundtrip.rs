@@ -10,8 +10,8 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use parallels_image::raw::header::{INUSE_CLOSED, INUSE_CLOSED_V21};
-use parallels_image::{BitmapSpec, BuildError, Data, Error, ImageBuilder};
-use parallels_image::{Mode, Variant, Violation};
+use parallels_image::{BitmapSpec, BuildError, Error, GuestData, ImageBuilder};
+use parallels_image::{RuleMode, Variant, Violation};
 
 /// Largest virtual size built.
 const MAX_SIZE: u64 = 4 << 20;
@@ -66,9 +66,9 @@ fuzz_target!(|desc: Desc| {
         let range = offset as usize..(offset + len) as usize;
         guest[range.clone()].fill(w.byte);
         let data = if w.literal {
-            Data::Bytes(vec![w.byte; len as usize])
+            GuestData::Bytes(vec![w.byte; len as usize])
         } else {
-            Data::Fill { len, byte: w.byte }
+            GuestData::Fill { len, byte: w.byte }
         };
         b = b.data(offset, data);
     }
@@ -131,7 +131,7 @@ fuzz_target!(|desc: Desc| {
     );
     assert_eq!(bytes.len() as u64, layout.file_len);
 
-    for mode in [Mode::Strict, Mode::Lenient] {
+    for mode in [RuleMode::Strict, RuleMode::Lenient] {
         let image = parallels_image::open_with(&bytes, mode).expect("a built image opens");
         let report = parallels_image::validate(&image).unwrap();
         assert!(report.is_clean());

@@ -14,7 +14,7 @@ mod buffer;
 
 use parallels_image as pi;
 use pi::report::{check_path as lib_check_path, BundleCheck, CheckError, Checked};
-use pi::{bundle::Bundle, bundle::BundleError, Image, Mode};
+use pi::{bundle::Bundle, bundle::BundleError, Image, RuleMode};
 use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
@@ -220,11 +220,11 @@ fn check_error(py: Python<'_>, e: &CheckError) -> PyErr {
     }
 }
 
-fn mode(lenient: bool) -> Mode {
+fn mode(lenient: bool) -> RuleMode {
     if lenient {
-        Mode::Lenient
+        RuleMode::Lenient
     } else {
-        Mode::Strict
+        RuleMode::Strict
     }
 }
 
@@ -279,7 +279,7 @@ impl PyChecked {
             Checked::Image(c) => c.mode,
             Checked::Bundle(b) => b.mode,
         };
-        m == Mode::Lenient
+        m == RuleMode::Lenient
     }
 
     /// `(total, allocated, fragmented, image_end_offset)` as `qemu-img check` counts them, or
@@ -392,7 +392,7 @@ type BitmapTuple = (String, u64, usize, [u8; 16]);
 struct PyImage {
     held: Held,
     path: Option<PathBuf>,
-    mode: Mode,
+    mode: RuleMode,
     #[pyo3(get)]
     bat: Py<PyBytes>,
 }
@@ -1023,7 +1023,7 @@ fn repair<'py>(
         };
         pi::outfile::write_atomically(target, &options, |f| plan.write(&source, f).map(|_| ()))
             .map_err(|e| lib_error(py, Some(target), &e))?;
-        let checked = pi::report::check_path(target, Mode::Strict).map_err(|e| check_error(py, &e))?;
+        let checked = pi::report::check_path(target, RuleMode::Strict).map_err(|e| check_error(py, &e))?;
         after = Some(checked.verdict());
     }
     let d = PyDict::new(py);

@@ -140,9 +140,9 @@ pub struct Storage {
     pub extra: Vec<XmlElement>,
 }
 
-/// One `Shot`.
+/// One `Shot` of `Snapshots`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shot {
+pub struct SnapshotEntry {
     /// `GUID` as written.
     pub guid: String,
     /// `ParentGUID` as written (the null GUID for the root).
@@ -157,7 +157,7 @@ pub struct Snapshots {
     /// `TopGUID` as written, if present.
     pub top_guid: Option<String>,
     /// The snapshots, in order.
-    pub shots: Vec<Shot>,
+    pub shots: Vec<SnapshotEntry>,
     /// Other children, kept.
     pub extra: Vec<XmlElement>,
 }
@@ -417,7 +417,7 @@ impl Descriptor {
         }
         let mut shots = Vec::with_capacity(shot_nodes.len());
         for s in &shot_nodes {
-            shots.push(Shot {
+            shots.push(SnapshotEntry {
                 guid: s.text_of("GUID")?,
                 parent: s.text_of("ParentGUID")?,
                 extra: s.extra(&["GUID", "ParentGUID"]),
@@ -586,7 +586,7 @@ mod tests {
         let mut d = Descriptor::default();
         assert_eq!(d.guids(), Guids::default());
         d.snapshots.top_guid = Some("5fbaabe3-6958-40ff-92a7-860e329aab41".into());
-        d.snapshots.shots.push(Shot {
+        d.snapshots.shots.push(SnapshotEntry {
             guid: format_guid(DEFAULT_TOP_GUID),
             parent: format_guid(NULL_GUID),
             extra: Vec::new(),

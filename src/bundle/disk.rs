@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::descriptor::{format_guid, ImageType};
 use super::violation::BundleViolation;
 use super::{Bundle, BundleError};
-use crate::image::{Image, Mode};
+use crate::image::{Image, RuleMode};
 use crate::raw::Sectors;
 use crate::source::{FileSource, Source};
 
@@ -88,7 +88,7 @@ fn open_layer(path: &Path, kind: ImageType) -> Result<(FileSource, Kind), Bundle
         ImageType::Plain => Kind::Plain { len: source.size() },
         ImageType::Compressed => {
             // Reading data needs the header and BAT only; unknown features do not matter.
-            let image = Image::parse_compact(&source, Mode::Lenient).map_err(|source| BundleError::Image {
+            let image = Image::parse_compact(&source, RuleMode::Lenient).map_err(|source| BundleError::Image {
                 path: path.to_path_buf(),
                 source,
             })?;
@@ -116,7 +116,7 @@ impl GuestDisk {
         let path = path.as_ref();
         let (source, kind) = open_layer(path, ImageType::Compressed)?;
         let size = {
-            let image = Image::parse_without_bat(&source, Mode::Lenient).map_err(|source| BundleError::Image {
+            let image = Image::parse_without_bat(&source, RuleMode::Lenient).map_err(|source| BundleError::Image {
                 path: path.to_path_buf(),
                 source,
             })?;

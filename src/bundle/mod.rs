@@ -42,8 +42,8 @@ use descriptor::Guids;
 pub use copy::{file_data_ranges, write_raw, GuestReader};
 pub use defect::BundleDefect;
 pub use descriptor::{
-    format_guid, parse_guid, parse_guid_loose, Descriptor, DiskParameters, ImageEntry, ImageType, Shot, Snapshots,
-    Storage, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, NULL_GUID,
+    format_guid, parse_guid, parse_guid_loose, Descriptor, DiskParameters, ImageEntry, ImageType, SnapshotEntry,
+    Snapshots, Storage, XmlElement, BACKUP_GUID, DEFAULT_TOP_GUID, NULL_GUID,
 };
 pub use disk::{Extent, GuestDisk, Mapping};
 pub use recipe::{BundleRecipe, SnapshotRecipe};
@@ -138,7 +138,7 @@ pub struct Bundle {
 
 /// Where an image's `File` leads.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Resolved {
+pub enum ResolvedPath {
     /// A path inside the bundle's folder.
     Inside(PathBuf),
     /// A path that leaves it (through `..`, an absolute path or a symbolic link).
@@ -289,7 +289,7 @@ impl Bundle {
     /// Where an image's `File` leads: relative paths are taken from the bundle's folder. A path
     /// is inside when it stays under the folder both as written (after `.` and `..`) and, if it
     /// exists, after symbolic links are followed.
-    pub fn resolve(&self, file: &str) -> Resolved {
+    pub fn resolve(&self, file: &str) -> ResolvedPath {
         let dir = normalize(&std::path::absolute(&self.dir).unwrap_or_else(|_| self.dir.clone()));
         let joined = normalize(&dir.join(file));
         let lexical_inside = joined.starts_with(&dir) && joined != dir;
@@ -298,9 +298,9 @@ impl Bundle {
             _ => true,
         };
         if lexical_inside && real_inside {
-            Resolved::Inside(joined)
+            ResolvedPath::Inside(joined)
         } else {
-            Resolved::Outside(joined)
+            ResolvedPath::Outside(joined)
         }
     }
 
@@ -309,9 +309,9 @@ impl Bundle {
     pub fn image_path(&self, storage: usize, image: usize) -> Result<PathBuf, BundleError> {
         let entry = &self.descriptor.storages[storage].images[image];
         match self.resolve(&entry.file) {
-            Resolved::Inside(p) => Ok(p),
-            Resolved::Outside(p) if self.options.follow_outside => Ok(p),
-            Resolved::Outside(_) => Err(self.invalid(BundleViolation::OutsideBundle {
+            ResolvedPath::Inside(p) => Ok(p),
+            ResolvedPath::Outside(p) if self.options.follow_outside => Ok(p),
+            ResolvedPath::Outside(_) => Err(self.invalid(BundleViolation::OutsideBundle {
                 storage,
                 image,
                 file: entry.file.clone(),
@@ -433,11 +433,11 @@ impl Bundle {
 
     /// Runs every `D` rule, and the `R` rules on each expanding image.
     pub fn validate(&self) -> BundleReport {
-        validate::validate(self, crate::image::Mode::Strict)
+        validate::validate(self, crate::image::RuleMode::Strict)
     }
 
     /// [`Bundle::validate`], reading the images in `mode` (lenient: unknown features are notes).
-    pub fn validate_with(&self, mode: crate::image::Mode) -> BundleReport {
+    pub fn validate_with(&self, mode: crate::image::RuleMode) -> BundleReport {
         validate::validate(self, mode)
     }
 

@@ -10,7 +10,7 @@
 
 use super::descriptor::parse_guid_loose;
 use super::write::{BundleBuilder, SnapshotSpec};
-use crate::builder::{BitmapSpec, Data};
+use crate::builder::{BitmapSpec, GuestData};
 use crate::error::{BuildError, Error, Result};
 use crate::recipe::{BitmapRecipe, DataRecipe};
 
@@ -113,7 +113,7 @@ impl BundleRecipe {
                     .map(|d| {
                         (
                             d.offset,
-                            Data::Fill {
+                            GuestData::Fill {
                                 len: d.len,
                                 byte: d.byte,
                             },

@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use super::descriptor::{format_guid, Descriptor, Guids, ImageType, BACKUP_GUID, DEFAULT_TOP_GUID, NULL_GUID};
 use super::violation::BundleViolation;
-use super::{Bundle, BundleRule, Resolved};
+use super::{Bundle, BundleRule, ResolvedPath};
 use crate::error::Error;
-use crate::image::{Image, Mode};
+use crate::image::{Image, RuleMode};
 use crate::raw::{Bytes, Sectors};
 use crate::rule::Severity;
 use crate::source::FileSource;
@@ -126,7 +126,7 @@ impl BundleReport {
     }
 }
 
-pub(super) fn validate(bundle: &Bundle, mode: Mode) -> BundleReport {
+pub(super) fn validate(bundle: &Bundle, mode: RuleMode) -> BundleReport {
     let d = bundle.descriptor();
     let mut out: Vec<BundleFinding> = Vec::new();
     let mut push = |v: BundleViolation| out.push(BundleFinding::Descriptor(v));
@@ -382,8 +382,8 @@ fn images(
             }
             let resolved = bundle.resolve(&im.file);
             let path = match resolved {
-                Resolved::Inside(p) => p,
-                Resolved::Outside(p) => {
+                ResolvedPath::Inside(p) => p,
+                ResolvedPath::Outside(p) => {
                     push(BundleViolation::OutsideBundle {
                         storage: si,
                         image: ii,
@@ -439,7 +439,7 @@ fn images(
 fn image_rules(
     bundle: &Bundle,
     image_files: Vec<ImageFile>,
-    mode: Mode,
+    mode: RuleMode,
     push: &mut impl FnMut(BundleViolation),
 ) -> Vec<BundleFinding> {
     let d = bundle.descriptor();

@@ -11,11 +11,11 @@ use zerocopy::IntoBytes;
 
 use super::copy::GuestReader;
 use super::descriptor::{
-    format_guid, Descriptor, DiskParameters, ImageEntry, ImageType, Shot, Snapshots, Storage, DEFAULT_TOP_GUID,
-    NULL_GUID, VERSION,
+    format_guid, Descriptor, DiskParameters, ImageEntry, ImageType, SnapshotEntry, Snapshots, Storage,
+    DEFAULT_TOP_GUID, NULL_GUID, VERSION,
 };
 use super::DESCRIPTOR_NAME;
-use crate::builder::{BitmapSpec, Data, ImageBuilder};
+use crate::builder::{BitmapSpec, GuestData, ImageBuilder};
 use crate::error::{BuildError, Error, Result};
 use crate::header::Variant;
 use crate::outfile::{hold_folder, place_folder, release_folder};
@@ -267,7 +267,7 @@ pub struct SnapshotSpec {
     /// Its parent, `None` for the root.
     pub parent: Option<Uuid>,
     /// Guest data this snapshot writes (over its parent's), at guest offsets.
-    pub data: Vec<(u64, Data)>,
+    pub data: Vec<(u64, GuestData)>,
     /// Dirty bitmaps of its images, in guest offsets (each segment gets its part).
     pub bitmaps: Vec<BitmapSpec>,
 }
@@ -426,7 +426,7 @@ impl BundleBuilder {
                 top_guid: (top != DEFAULT_TOP_GUID).then(|| format_guid(top)),
                 shots: snaps
                     .iter()
-                    .map(|sp| Shot {
+                    .map(|sp| SnapshotEntry {
                         guid: format_guid(sp.guid),
                         parent: format_guid(sp.parent.unwrap_or(NULL_GUID)),
                         extra: Vec::new(),
@@ -468,8 +468,8 @@ impl BundleBuilder {
                     let f = File::create(&path)?;
                     for (off, d) in &data {
                         match d {
-                            Data::Bytes(b) => f.write_all_at(b, *off)?,
-                            Data::Fill { len, byte } => {
+                            GuestData::Bytes(b) => f.write_all_at(b, *off)?,
+                            GuestData::Fill { len, byte } => {
                                 let chunk = vec![*byte; (*len).min(1 << 20) as usize];
                                 let mut done = 0;
                                 while done < *len {
@@ -560,20 +560,20 @@ pub fn image_file_name(name: &str, segment: usize, guid: Uuid) -> String {
 }
 
 /// The parts of `data` inside guest bytes `[s, e)`, shifted to start at 0.
-fn clip_data(data: &[(u64, Data)], s: u64, e: u64) -> Vec<(u64, Data)> {
+fn clip_data(data: &[(u64, GuestData)], s: u64, e: u64) -> Vec<(u64, GuestData)> {
     let mut out = Vec::new();
     for (off, d) in data {
         let len = match d {
-            Data::Bytes(b) => b.len() as u64,
-            Data::Fill { len, .. } => *len,
+            GuestData::Bytes(b) => b.len() as u64,
+            GuestData::Fill { len, .. } => *len,
         };
         let (a, z) = ((*off).max(s), off.saturating_add(len).min(e));
         if a >= z {
             continue;
         }
         let piece = match d {
-            Data::Bytes(b) => Data::Bytes(b[(a - off) as usize..(z - off) as usize].to_vec()),
-            Data::Fill { byte, .. } => Data::Fill {
+            GuestData::Bytes(b) => GuestData::Bytes(b[(a - off) as usize..(z - off) as usize].to_vec()),
+            GuestData::Fill { byte, .. } => GuestData::Fill {
                 len: z - a,
                 byte: *byte,
             },

@@ -11,7 +11,7 @@ use super::DefectKind;
 use crate::error::{Error, PlanError, Requirement, Result};
 use crate::extension::Extension;
 use crate::header::{Header, Variant};
-use crate::image::{Image, Mode};
+use crate::image::{Image, RuleMode};
 use crate::raw::bitmap::L1_DIRTY;
 use crate::raw::editor::{encode_records, list_layout, ExtensionEditor, RecordBytes};
 use crate::raw::feature::{RawFeatureHeader, FEATURE_HEADER_SIZE};
@@ -404,7 +404,7 @@ impl<'i, 's> Work<'i, 's> {
             writes: &writes,
             len: self.len,
         };
-        let Ok(image) = Image::parse_compact(&edited, Mode::Strict) else {
+        let Ok(image) = Image::parse_compact(&edited, RuleMode::Strict) else {
             return Ok(None);
         };
         Ok(Some(referenced_end(&image)))

@@ -57,12 +57,12 @@ pub const CORPUS_MUTANTS: usize = 48;
 /// [`CORPUS_MUTANTS`] variants. Clusters are small so that a fuzzer's run stays cheap; no file
 /// is larger than 1 MiB. The same `seed` gives the same files.
 pub fn seed_corpus(seed: u64) -> Result<Vec<CorpusEntry>> {
-    use crate::builder::{BitmapSpec, Data, ImageBuilder};
+    use crate::builder::{BitmapSpec, GuestData, ImageBuilder};
     use crate::corrupt::{plan, DefectKind};
 
     const MIB: u64 = 1 << 20;
     let random = |k: u64, size: u64, g: u64, d: f64| BitmapSpec::random(seed.wrapping_add(k), size, g, d);
-    let fill = |len, byte| Data::Fill { len, byte };
+    let fill = |len, byte| GuestData::Fill { len, byte };
     // 60 MiB of 4 KiB clusters, three data clusters, two bitmaps of several L1 entries each.
     let two_bitmaps = |variant| {
         ImageBuilder::new(60 * MIB)

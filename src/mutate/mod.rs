@@ -30,7 +30,7 @@ pub use edits::{BatTarget, BitmapField, Edit, EditKind, FeatureField, HeaderFiel
 
 use crate::error::Result;
 use crate::extension::ExtensionDigest;
-use crate::image::{Image, Mode};
+use crate::image::{Image, RuleMode};
 use view::{ext_place, View};
 use work::Work;
 
@@ -120,7 +120,7 @@ impl<'a> Mutator<'a> {
     /// gives ([`crate::Error::EmptyFile`], [`crate::Error::NotParallels`], [`crate::Error::Invalid`] with the
     /// violation). Nothing else need be valid: variants of variants are made the same way.
     pub fn new(input: &'a [u8], options: MutateOptions) -> Result<Mutator<'a>> {
-        Image::parse_without_bat(&input, Mode::Lenient)?;
+        Image::parse_without_bat(&input, RuleMode::Lenient)?;
         Ok(Mutator { input, options })
     }
 

@@ -500,7 +500,7 @@ pub fn on_path(tool: &str) -> Option<PathBuf> {
 /// bitmaps of different granularities (64 KiB and 512 bytes), closed by ploop's version
 /// (`inuse` "v2.1"), so that QEMU opens it and ploop loads its bitmap.
 pub fn builtin_base() -> crate::Result<Vec<u8>> {
-    use crate::builder::{BitmapSpec, Data, ImageBuilder};
+    use crate::builder::{BitmapSpec, GuestData, ImageBuilder};
     let disk = 4 << 20;
     let bitmap = |id: u8, granularity: u64, extents: Vec<(u64, u64)>| BitmapSpec {
         id: [id; 16],
@@ -510,10 +510,10 @@ pub fn builtin_base() -> crate::Result<Vec<u8>> {
     let (bytes, _) = ImageBuilder::new(disk)
         .cluster_size(64 << 10)
         .inuse(crate::raw::header::INUSE_CLOSED_V21)
-        .data(0, Data::Fill { len: 4096, byte: 0xaa })
+        .data(0, GuestData::Fill { len: 4096, byte: 0xaa })
         .data(
             disk / 2,
-            Data::Fill {
+            GuestData::Fill {
                 len: 70_000,
                 byte: 0xbb,
             },

@@ -120,7 +120,7 @@ pub(super) fn ext_off_source(source: &dyn Source) -> std::io::Result<Option<ExtO
     };
     // A read-write open skips the extension: the file as it would be without one.
     let without = patched(0);
-    let read_write = match Image::parse_compact(&without, crate::image::Mode::Strict) {
+    let read_write = match Image::parse_compact(&without, crate::image::RuleMode::Strict) {
         Ok(image) => match read_write(&image) {
             ReadWrite::Opens {
                 repairs, truncates_to, ..

@@ -9,9 +9,9 @@ use super::readers::Readers;
 use super::severity_tag;
 use super::text::{human_bytes, line as outln};
 use super::BundleCheck;
-use crate::bundle::{format_guid, Bundle, ImageType, Resolved};
+use crate::bundle::{format_guid, Bundle, ImageType, ResolvedPath};
 use crate::check::JSON_SCHEMA;
-use crate::image::{Image, Mode};
+use crate::image::{Image, RuleMode};
 use crate::source::FileSource;
 
 /// One image of a storage, as the descriptor lists it.
@@ -100,12 +100,12 @@ impl BundleInfo {
                     .iter()
                     .map(|im| {
                         let resolved = match bundle.resolve(&im.file) {
-                            Resolved::Inside(p) => Some(p),
-                            Resolved::Outside(_) => None,
+                            ResolvedPath::Inside(p) => Some(p),
+                            ResolvedPath::Outside(_) => None,
                         };
                         let info = match (&resolved, im.kind) {
                             (Some(p), ImageType::Compressed) => FileSource::open(p).ok().and_then(|src| {
-                                Image::parse_compact(&src, Mode::Strict)
+                                Image::parse_compact(&src, RuleMode::Strict)
                                     .ok()
                                     .map(|image| gather(&image, p.display().to_string(), allocated_size(p)))
                             }),

@@ -11,7 +11,7 @@ use super::severity_tag;
 use super::text::{line as outln, plural};
 use crate::check::{check_keeping, Conformance};
 use crate::error::Result;
-use crate::image::{Image, Mode};
+use crate::image::{Image, RuleMode};
 use crate::ploop::{CbtOutcome, MountEffect, PloopPrediction};
 use crate::qemu::Version;
 use crate::rule::Severity;
@@ -21,7 +21,7 @@ use crate::source::Source;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckOptions {
     /// The mode the rules run in.
-    pub mode: Mode,
+    pub mode: RuleMode,
     /// The QEMU versions to predict, the one [`Conformance::prediction`] holds first (empty:
     /// 10.0).
     pub qemu: Vec<Version>,
@@ -31,7 +31,7 @@ pub struct CheckOptions {
 
 impl CheckOptions {
     /// The rules in `mode`, QEMU 10.0 predicted, the readers too: `prlimg check PATH`.
-    pub fn new(mode: Mode) -> CheckOptions {
+    pub fn new(mode: RuleMode) -> CheckOptions {
         CheckOptions {
             mode,
             qemu: vec![Version::default()],

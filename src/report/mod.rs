@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use crate::bundle::{Bundle, BundleError, BundleFinding, BundleOptions, BundleReport, BundleRule};
 use crate::check::Conformance;
 use crate::error::Error;
-use crate::image::Mode;
+use crate::image::RuleMode;
 use crate::rule::{Rule, Severity};
 use crate::source::{FileSource, Source};
 use crate::stream::StreamSource;
@@ -114,7 +114,7 @@ pub struct BundleCheck {
     /// Always `"parallels-bundle"`.
     pub format: &'static str,
     /// The mode the rules ran in.
-    pub mode: Mode,
+    pub mode: RuleMode,
     /// What the findings amount to.
     #[cfg_attr(feature = "serde", serde(rename = "result"))]
     pub verdict: Verdict,
@@ -176,7 +176,7 @@ fn bundle_finding(f: &BundleFinding) -> BundleCheckFinding {
 /// Checks the bundle at `path` (a folder or its descriptor): the `D` rules and every image's `R`
 /// rules. A descriptor that breaks a rule before the bundle can be read is a report of that one
 /// finding; errors are I/O failures.
-pub fn check_bundle(path: &Path, mode: Mode) -> Result<BundleCheck, BundleError> {
+pub fn check_bundle(path: &Path, mode: RuleMode) -> Result<BundleCheck, BundleError> {
     let report = match Bundle::open_with(path, BundleOptions::default()) {
         Ok(bundle) => bundle.validate_with(mode),
         Err(BundleError::Invalid { violation, .. }) => BundleReport {
@@ -330,17 +330,17 @@ impl Checked {
 ///
 /// ```
 /// use parallels_image::report::{check_path, Checked};
-/// use parallels_image::{ImageBuilder, Mode, Verdict};
+/// use parallels_image::{ImageBuilder, RuleMode, Verdict};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let path = dir.path().join("a.hds");
 /// ImageBuilder::new(1 << 20).create_file(&path, false)?;
-/// let checked = check_path(&path, Mode::Strict)?;
+/// let checked = check_path(&path, RuleMode::Strict)?;
 /// assert_eq!(checked.verdict(), Verdict::Clean);
 /// assert!(matches!(checked, Checked::Image(_)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn check_path(path: &Path, mode: Mode) -> Result<Checked, CheckError> {
+pub fn check_path(path: &Path, mode: RuleMode) -> Result<Checked, CheckError> {
     let options = CheckOptions {
         readers: false,
         ..CheckOptions::new(mode)

@@ -188,7 +188,7 @@ fn chain_reads_across_run_boundaries_equal_the_single_image() {
     let single_path = tmp.path().join("single.hds");
     parallels_image::ImageBuilder::new(4 * MIB)
         .cluster_size(64 << 10)
-        .data(0, parallels_image::Data::Bytes(expected.clone()))
+        .data(0, parallels_image::GuestData::Bytes(expected.clone()))
         .create_file(&single_path, false)
         .unwrap();
     let single = GuestDisk::open_image(&single_path).unwrap();

@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use parallels_image::{bundle::Bundle, bundle::BundleDefect, FileSource, Image, Mode};
+use parallels_image::{bundle::Bundle, bundle::BundleDefect, FileSource, Image, RuleMode};
 
 use crate::common::*;
 
@@ -120,7 +120,7 @@ fn convert_raw_to_hds_and_bundle_keeps_zero_clusters_unallocated() {
     let allocated: Vec<u32> = image.allocated_entries().map(|(i, _)| i).collect();
     assert_eq!(allocated, [0, 3, 4]);
     assert_eq!(fs::metadata(&hds).unwrap().len(), 4 * MIB);
-    let _ = Image::parse_compact(&src, Mode::Strict).unwrap();
+    let _ = Image::parse_compact(&src, RuleMode::Strict).unwrap();
     // Back to raw: the same bytes (the size rounds up to whole sectors, here already whole).
     let back = tmp.path().join("back.raw");
     assert_eq!(prlimg(&[&"convert", &hds, &back]).status.code(), Some(0));

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use parallels_image::{bundle::BundleBuilder, bundle::SnapshotSpec, Data};
+use parallels_image::{bundle::BundleBuilder, bundle::SnapshotSpec, GuestData};
 use uuid::Uuid;
 
 use crate::fixtures::needs;
@@ -49,11 +49,11 @@ pub fn guid(n: u128) -> Uuid {
     Uuid::from_u128(0x1111_0000_0000_4000_8000_0000_0000_0000 | n)
 }
 
-pub fn fill(off: u64, len: u64, byte: u8) -> (u64, Data) {
-    (off, Data::Fill { len, byte })
+pub fn fill(off: u64, len: u64, byte: u8) -> (u64, GuestData) {
+    (off, GuestData::Fill { len, byte })
 }
 
-pub fn snap(g: Uuid, parent: Option<Uuid>, data: Vec<(u64, Data)>) -> SnapshotSpec {
+pub fn snap(g: Uuid, parent: Option<Uuid>, data: Vec<(u64, GuestData)>) -> SnapshotSpec {
     SnapshotSpec {
         guid: g,
         parent,

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use parallels_image::{
     bundle::file_data_ranges, bundle::write_expanding, bundle::write_expanding_ranges, bundle::write_raw,
-    bundle::GuestDisk, bundle::GuestReader, check, Data, FileSource, Image, ImageBuilder, Mode,
+    bundle::GuestDisk, bundle::GuestReader, check, FileSource, GuestData, Image, ImageBuilder, RuleMode,
 };
 
 use crate::cli::prlimg;
@@ -54,7 +54,7 @@ impl Case {
     fn build(&self, path: &Path) {
         let mut b = ImageBuilder::new(self.size).cluster_size(self.cluster);
         for (off, bytes) in &self.pieces {
-            b = b.data(*off, Data::Bytes(bytes.clone()));
+            b = b.data(*off, GuestData::Bytes(bytes.clone()));
         }
         let mut f = File::create(path).unwrap();
         b.write_to(&mut f).unwrap();
@@ -229,9 +229,9 @@ fn convert_every_cluster_shape_to_raw_and_back_byte_for_byte() {
             &back,
         ]));
         let src = FileSource::open(&back).unwrap();
-        let conf = check(&src, Mode::Strict, "back.hds").unwrap();
+        let conf = check(&src, RuleMode::Strict, "back.hds").unwrap();
         assert!(conf.report.findings.is_empty(), "{name}: {:?}", conf.report.findings);
-        let image = Image::parse_compact(&src, Mode::Strict).unwrap();
+        let image = Image::parse_compact(&src, RuleMode::Strict).unwrap();
         let allocated: Vec<u32> = image.allocated_entries().map(|(i, _)| i).collect();
         assert_eq!(allocated, nonzero_clusters(&guest, case.cluster), "{name}");
         let hosts: Vec<u64> = image

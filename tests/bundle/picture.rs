@@ -3,16 +3,16 @@
 
 use std::process::Command;
 
-use parallels_image::{bundle::Bundle, picture::Grid, picture::SNAPSHOT_COLOURS, picture::UNALLOCATED};
+use parallels_image::{bundle::Bundle, picture::CellGrid, picture::SNAPSHOT_COLOURS, picture::UNALLOCATED};
 
 use crate::common::*;
 use crate::fixtures::{pixel_hex, render_svg as render};
 
 /// The colour at the centre of the cell holding guest byte `offset`.
-fn at(p: &resvg::tiny_skia::Pixmap, grid: &Grid, offset: u64) -> String {
+fn at(p: &resvg::tiny_skia::Pixmap, grid: &CellGrid, offset: u64) -> String {
     let k = grid.cell_of(offset);
-    let x = Grid::FILE_X + (k % grid.columns) * Grid::CELL + 5;
-    let y = Grid::TOP + (k / grid.columns) * Grid::CELL + 5;
+    let x = CellGrid::FILE_X + (k % grid.columns) * CellGrid::CELL + 5;
+    let y = CellGrid::TOP + (k / grid.columns) * CellGrid::CELL + 5;
     pixel_hex(p, x, y)
 }
 
@@ -25,7 +25,7 @@ fn guest_view_colours_each_range_by_the_snapshot_it_comes_from() {
     chain_builder().create(&dir, false).unwrap();
     let bundle = Bundle::open(&dir).unwrap();
     // 4 MiB in 512-byte units: 1 KiB a cell, 64 x 64 cells.
-    let grid = Grid::new(4 * MIB, 512);
+    let grid = CellGrid::new(4 * MIB, 512);
     assert_eq!((grid.cell_bytes, grid.cells, grid.columns), (1024, 4096, 64));
     let depth = |d: usize| SNAPSHOT_COLOURS[d].to_string();
     let zeros = UNALLOCATED.to_string();

@@ -1,8 +1,8 @@
 //! BAT rules R16–R20, in v1 (sectors) and v2 (clusters) units.
 
 use parallels_image::Rule;
-use parallels_image::{BitmapSpec, Data, ImageBuilder};
-use parallels_image::{Mode, Severity, Variant, Violation};
+use parallels_image::{BitmapSpec, GuestData, ImageBuilder};
+use parallels_image::{RuleMode, Severity, Variant, Violation};
 
 use crate::helpers::*;
 
@@ -16,7 +16,7 @@ fn with_clusters(variant: Variant, n: u64, compact: bool) -> Vec<u8> {
     for i in 0..n {
         b = b.data(
             i * CS,
-            Data::Fill {
+            GuestData::Fill {
                 len: CS,
                 byte: i as u8 + 1,
             },
@@ -26,7 +26,7 @@ fn with_clusters(variant: Variant, n: u64, compact: bool) -> Vec<u8> {
     if compact {
         // Data at sector 1: valid, but ploop refuses a v1 data_off of 1 (R47, a note).
         let note = (Violation::V1DataOffUnset { data_off: 1 }, Severity::Note);
-        assert_findings(&img, Mode::Strict, &[note]);
+        assert_findings(&img, RuleMode::Strict, &[note]);
     } else {
         assert_clean(&img);
     }
@@ -186,7 +186,7 @@ fn r16_v2_bat_entry_below_data() {
     let (mut img, layout) = build(
         &ImageBuilder::new(64 << 20)
             .cluster_size(4096)
-            .data(0, Data::Fill { len: 4096, byte: 1 }),
+            .data(0, GuestData::Fill { len: 4096, byte: 1 }),
     );
     assert_eq!(layout.bat[0], 17);
     assert_clean(&img);
@@ -211,7 +211,7 @@ fn r17_v1_compact_alignment_is_relative_to_data_start() {
     put_u32(&mut img, 68, 256);
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             // data_off 1: valid, but ploop refuses it.
             (Violation::V1DataOffUnset { data_off: 1 }, Severity::Note),
@@ -237,7 +237,7 @@ fn r17_v1_data_off_zero_moves_the_data_area() {
     put_u32(&mut img, 48, 0);
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (Violation::V1DataOffUnset { data_off: 0 }, Severity::Note),
             (
@@ -285,7 +285,7 @@ fn r19_every_repeat_is_reported() {
     for i in 4..16 {
         put_u32(&mut img, 64 + 4 * i, 3);
     }
-    let f = findings(&img, Mode::Strict);
+    let f = findings(&img, RuleMode::Strict);
     let want: Vec<Violation> = (4..16)
         .map(|index| Violation::BatEntryDuplicate {
             index,
@@ -333,7 +333,7 @@ fn r20_extension_and_bitmap_clusters_are_not_leaks() {
     let (img, layout) = build(
         &ImageBuilder::new(1 << 20)
             .cluster_size(CS)
-            .data(0, Data::Fill { len: 10, byte: 9 })
+            .data(0, GuestData::Fill { len: 10, byte: 9 })
             .bitmap(BitmapSpec {
                 id: ID_A,
                 granularity: 65536,

@@ -4,8 +4,8 @@ use parallels_image::raw::bitmap::DirtyBitmapFeature;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
 use parallels_image::raw::FeatureRecord;
 use parallels_image::Rule;
-use parallels_image::{Data, ImageBuilder};
-use parallels_image::{Error, Image, Mode, Region, Severity, Violation};
+use parallels_image::{Error, Image, Region, RuleMode, Severity, Violation};
+use parallels_image::{GuestData, ImageBuilder};
 
 use crate::helpers::*;
 
@@ -70,8 +70,8 @@ fn clean_report_with_data_and_several_bitmaps() {
     let (img, layout) = build(
         &ImageBuilder::new(16 << 20)
             .cluster_size(CS)
-            .data(0, Data::Fill { len: 4096, byte: 0xaa })
-            .data(5 << 20, Data::Bytes(pattern.clone()))
+            .data(0, GuestData::Fill { len: 4096, byte: 0xaa })
+            .data(5 << 20, GuestData::Bytes(pattern.clone()))
             .bitmap(spec(ID_A, 65536, &[(131072, 65536)]))
             .bitmap(spec(ID_B, 512, &[(0, 1), (1 << 20, 1 << 20), ((16 << 20) - 512, 512)]))
             .bitmap(spec(ID_C, 1 << 20, &[(0, 16 << 20)]))
@@ -385,7 +385,7 @@ fn r38_r39_largest_entry_with_a_byte_offset() {
     let offset = entry * 512;
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (
                 Violation::L1EntryUnaligned {
@@ -422,7 +422,7 @@ fn r39_l1_entry_wraps_like_qemu() {
     // For the rules nothing references the bits cluster any more: it is leaked.
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (
                 Violation::L1EntryPastEof {
@@ -474,7 +474,7 @@ fn r40_l1_entry_overlaps_data_cluster() {
     let (mut img, layout) = build(
         &ImageBuilder::new(1 << 20)
             .cluster_size(CS)
-            .data(0, Data::Bytes(vec![0xff, 0xff]))
+            .data(0, GuestData::Bytes(vec![0xff, 0xff]))
             .bitmap(spec(ID_A, 65536, &[])),
     );
     assert_eq!(layout.ext_offset, Some(131072));
@@ -579,7 +579,7 @@ fn r40_l1_entries_of_one_bitmap_share_a_cluster() {
     };
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (v.clone(), Severity::Corruption),
             (

@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use parallels_image::{qemu, FileSource, Image, Mode, Violation};
-use parallels_image::{Data, ImageBuilder};
+use parallels_image::{qemu, FileSource, Image, RuleMode, Violation};
+use parallels_image::{GuestData, ImageBuilder};
 
 use crate::helpers::{build, put_u32, CS};
 
@@ -18,13 +18,13 @@ fn spread_image() -> Vec<u8> {
     for (k, &i) in INDICES.iter().enumerate() {
         b = b.data(
             u64::from(i) * CS,
-            Data::Fill {
+            GuestData::Fill {
                 len: 512,
                 byte: k as u8 + 1,
             },
         );
     }
-    b = b.data(131_071 * CS, Data::Fill { len: 512, byte: 0xee });
+    b = b.data(131_071 * CS, GuestData::Fill { len: 512, byte: 0xee });
     build(&b).0
 }
 
@@ -81,14 +81,14 @@ fn compact_bat_across_read_blocks() {
         .zip(9..)
         .map(|(&i, e)| (i, e))
         .collect();
-    let compact = Image::parse_compact(&bytes, Mode::Strict).unwrap();
+    let compact = Image::parse_compact(&bytes, RuleMode::Strict).unwrap();
     assert_eq!(compact.allocated_entries().collect::<Vec<_>>(), want);
     assert_same(&whole, &compact);
     assert!(parallels_image::validate(&whole).unwrap().is_clean());
 
     let file = tempfile_with(&bytes);
     let source = FileSource::open(file.path()).unwrap();
-    let from_file = Image::parse_compact(&source, Mode::Strict).unwrap();
+    let from_file = Image::parse_compact(&source, RuleMode::Strict).unwrap();
     assert_eq!(from_file.allocated_entries().collect::<Vec<_>>(), want);
     assert_same(&whole, &from_file);
 }
@@ -118,8 +118,8 @@ fn compact_bat_with_duplicates_and_entries_past_eof() {
     }));
     let file = tempfile_with(&bytes);
     let source = FileSource::open(file.path()).unwrap();
-    assert_same(&whole, &Image::parse_compact(&source, Mode::Strict).unwrap());
-    assert_same(&whole, &Image::parse_compact(&bytes, Mode::Strict).unwrap());
+    assert_same(&whole, &Image::parse_compact(&source, RuleMode::Strict).unwrap());
+    assert_same(&whole, &Image::parse_compact(&bytes, RuleMode::Strict).unwrap());
 }
 
 #[test]
@@ -131,7 +131,7 @@ fn compact_bat_cut_short_by_the_end_of_the_file() {
     assert_eq!(whole.bat().len(), 65_535);
     let file = tempfile_with(cut);
     let source = FileSource::open(file.path()).unwrap();
-    let compact = Image::parse_compact(&source, Mode::Strict).unwrap();
+    let compact = Image::parse_compact(&source, RuleMode::Strict).unwrap();
     assert_eq!(compact.bat_entries_in_file(), 65_535);
     assert_eq!(
         compact.allocated_entries().map(|p| p.0).collect::<Vec<_>>(),
@@ -147,7 +147,7 @@ fn compact_bat_of_a_hostile_header_reads_only_the_file() {
     let (built, _) = build(&ImageBuilder::new(CS).cluster_size(CS));
     bytes.copy_from_slice(&built[..64]);
     put_u32(&mut bytes, 32, 536_870_911); // bat_entries
-    let compact = Image::parse_compact(&bytes, Mode::Strict).unwrap();
+    let compact = Image::parse_compact(&bytes, RuleMode::Strict).unwrap();
     assert_eq!(compact.bat_entries_in_file(), 0);
     assert_eq!(compact.allocated_clusters(), 0);
     assert_eq!(compact.bat_entry(536_870_910), 0);
@@ -185,7 +185,7 @@ fn compact_bat_read_again_that_fails_is_an_error_not_a_short_walk() {
         bytes: spread_image(),
         fail: false.into(),
     };
-    let image = Image::parse_compact(&source, Mode::Strict).unwrap();
+    let image = Image::parse_compact(&source, RuleMode::Strict).unwrap();
     assert_eq!(image.allocated_clusters(), 8);
     assert!(image.bat_status().is_ok());
     source.fail.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -203,7 +203,7 @@ fn compact_bat_read_again_that_fails_is_an_error_not_a_short_walk() {
         panic!("validate fails")
     };
     assert_eq!(e.to_string(), "the disk went away");
-    let Err(parallels_image::Error::Io(e)) = parallels_image::check(&source, Mode::Strict, "x.hds") else {
+    let Err(parallels_image::Error::Io(e)) = parallels_image::check(&source, RuleMode::Strict, "x.hds") else {
         panic!("check fails")
     };
     assert_eq!(e.to_string(), "the disk went away");
@@ -232,7 +232,7 @@ fn duplicates_in_a_file_too_sparse_for_a_bit_set_are_found_as_in_a_dense_one() {
         }
         f.as_file().set_len(file_len).unwrap();
         let source = FileSource::open(f.path()).unwrap();
-        let image = Image::parse_compact(&source, Mode::Strict).unwrap();
+        let image = Image::parse_compact(&source, RuleMode::Strict).unwrap();
         let dups: Vec<Violation> = parallels_image::validate(&image)
             .unwrap()
             .findings
@@ -309,12 +309,12 @@ fn holes_of_the_table_are_skipped_and_answer_as_zeros() {
     }
     assert_eq!(bytes.as_slice().next_data(at).unwrap(), (at, bytes.len() as u64));
     let whole = Image::parse(&bytes).unwrap();
-    let compact = Image::parse_compact(&file, Mode::Strict).unwrap();
+    let compact = Image::parse_compact(&file, RuleMode::Strict).unwrap();
     assert_same(&whole, &compact);
     // The whole check (rules, QEMU's and ploop's predictions on one read of the table) says
     // the same of the sparse file as of the bytes in memory.
-    let from_file = parallels_image::check(&file, Mode::Strict, "x.hds").unwrap();
-    let from_bytes = parallels_image::check(&bytes, Mode::Strict, "x.hds").unwrap();
+    let from_file = parallels_image::check(&file, RuleMode::Strict, "x.hds").unwrap();
+    let from_bytes = parallels_image::check(&bytes, RuleMode::Strict, "x.hds").unwrap();
     assert_eq!(from_file, from_bytes);
     assert_eq!(from_file.statistics.unwrap().allocated, INDICES.len() as u64 + 1);
 }

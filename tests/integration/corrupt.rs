@@ -4,7 +4,8 @@
 use parallels_image::corrupt::{plan, DefectKind, Patch};
 use parallels_image::raw::{RawFeatureHeader, RawHeader};
 use parallels_image::{
-    BitmapSpec, Data, Error, Image, ImageBuilder, Mode, PlanError, Requirement, Rule, Severity, Threads, Variant,
+    BitmapSpec, Error, GuestData, Image, ImageBuilder, PlanError, Requirement, Rule, RuleMode, Severity, Threads,
+    Variant,
 };
 
 const KIB: u64 = 1 << 10;
@@ -74,16 +75,16 @@ fn v2_rich() -> Base {
     let bytes = check(
         ImageBuilder::new(size)
             .cluster_size(CS)
-            .data(0, Data::Fill { len: 4096, byte: 0x11 })
-            .data(3 * CS + 100, Data::Bytes((0..=255).collect()))
+            .data(0, GuestData::Fill { len: 4096, byte: 0x11 })
+            .data(3 * CS + 100, GuestData::Bytes((0..=255).collect()))
             .data(
                 200 * MIB,
-                Data::Fill {
+                GuestData::Fill {
                     len: 2 * CS,
                     byte: 0x22,
                 },
             )
-            .data(size - 1000, Data::Fill { len: 1000, byte: 0x33 })
+            .data(size - 1000, GuestData::Fill { len: 1000, byte: 0x33 })
             .bitmap(BitmapSpec {
                 id: [0xa1; 16],
                 granularity: 512,
@@ -119,9 +120,9 @@ fn v1_rich_builder(compact: bool) -> ImageBuilder {
         .variant(Variant::V1)
         .cluster_size(CS)
         .compact_v1(compact)
-        .data(0, Data::Fill { len: 512, byte: 0x44 })
-        .data(7 * CS, Data::Fill { len: CS, byte: 0x55 })
-        .data(size - 512, Data::Fill { len: 512, byte: 0x66 })
+        .data(0, GuestData::Fill { len: 512, byte: 0x44 })
+        .data(7 * CS, GuestData::Fill { len: CS, byte: 0x55 })
+        .data(size - 512, GuestData::Fill { len: 512, byte: 0x66 })
         .bitmap(BitmapSpec {
             id: [0xc3; 16],
             granularity: 512,
@@ -176,15 +177,15 @@ fn v2_small_clusters() -> Base {
     let bytes = check(
         ImageBuilder::new(size)
             .cluster_size(4 * KIB)
-            .data(0, Data::Fill { len: 100, byte: 0x12 })
+            .data(0, GuestData::Fill { len: 100, byte: 0x12 })
             .data(
                 MIB,
-                Data::Fill {
+                GuestData::Fill {
                     len: 8 * KIB,
                     byte: 0x34,
                 },
             )
-            .data(size - 512, Data::Fill { len: 512, byte: 0x56 })
+            .data(size - 512, GuestData::Fill { len: 512, byte: 0x56 })
             .bitmap(BitmapSpec {
                 id: [0x0f; 16],
                 granularity: 512,
@@ -208,8 +209,8 @@ fn v2_small() -> Base {
     let bytes = check(
         ImageBuilder::new(16 * MIB)
             .cluster_size(CS)
-            .data(0, Data::Fill { len: 4096, byte: 0x77 })
-            .data(5 * MIB, Data::Fill { len: 4096, byte: 0x88 })
+            .data(0, GuestData::Fill { len: 4096, byte: 0x77 })
+            .data(5 * MIB, GuestData::Fill { len: 4096, byte: 0x88 })
             .bitmap(BitmapSpec {
                 id: [0xe5; 16],
                 granularity: 64 * KIB,
@@ -242,15 +243,15 @@ fn v2_one_mib_clusters() -> Base {
     let bytes = check(
         ImageBuilder::new(size)
             .cluster_size(MIB)
-            .data(0, Data::Fill { len: 4096, byte: 0x13 })
+            .data(0, GuestData::Fill { len: 4096, byte: 0x13 })
             .data(
                 700 * MIB,
-                Data::Fill {
+                GuestData::Fill {
                     len: 2 * MIB,
                     byte: 0x24,
                 },
             )
-            .data(size - 512, Data::Fill { len: 512, byte: 0x35 })
+            .data(size - 512, GuestData::Fill { len: 512, byte: 0x35 })
             .bitmap(BitmapSpec {
                 id: [0xe6; 16],
                 granularity: 512,
@@ -284,8 +285,8 @@ fn v1_compact() -> Base {
             .variant(Variant::V1)
             .cluster_size(CS)
             .compact_v1(true)
-            .data(0, Data::Fill { len: 4096, byte: 0x99 })
-            .data(8 * CS, Data::Fill { len: 4096, byte: 0xaa }),
+            .data(0, GuestData::Fill { len: 4096, byte: 0x99 })
+            .data(8 * CS, GuestData::Fill { len: 4096, byte: 0xaa }),
     );
     static UNSUITABLE: [DefectKind; 33] = {
         let mut out = [D::BadMagic; 33];
@@ -587,7 +588,7 @@ fn unsuitable_images_are_refused_with_what_they_lack() {
 fn compact_images_plan_the_same_patches() {
     for base in bases() {
         let whole = Image::parse(&base.bytes).unwrap();
-        let compact = Image::parse_compact(&base.bytes, Mode::Strict).unwrap();
+        let compact = Image::parse_compact(&base.bytes, RuleMode::Strict).unwrap();
         for &defect in DefectKind::ALL {
             for seed in 0..4 {
                 let what = format!("{defect} on {} (seed {seed})", base.name);
@@ -602,7 +603,7 @@ fn compact_images_plan_the_same_patches() {
     // Once, a compact image's plan started from an empty BAT: marking it open also cut off its
     // data clusters.
     let base = v2_rich();
-    let compact = Image::parse_compact(&base.bytes, Mode::Strict).unwrap();
+    let compact = Image::parse_compact(&base.bytes, RuleMode::Strict).unwrap();
     assert_eq!(
         plan(&compact, D::InuseSet, 0).unwrap(),
         Patch {

@@ -4,7 +4,7 @@
 //! more than the input justifies.
 
 use md5::{Digest, Md5};
-use parallels_image::{Error, Image, Mode, Region, Severity, Violation};
+use parallels_image::{Error, Image, Region, RuleMode, Severity, Violation};
 
 use crate::helpers::assert_findings;
 
@@ -109,7 +109,7 @@ fn v1_image() -> Raw {
 #[test]
 fn crafted_v1_with_bitmap_is_valid() {
     let r = v1_image();
-    assert_findings(&r.0, Mode::Strict, &[]);
+    assert_findings(&r.0, RuleMode::Strict, &[]);
     let image = parallels_image::open(&r.0).unwrap();
     assert_eq!(image.cluster_offset(0), Some(65536));
     assert_eq!(image.cluster_offset(3), Some(131072));
@@ -134,7 +134,7 @@ fn crafted_v1_duplicate_bat_entry() {
     r.le32(64 + 12, 128);
     assert_findings(
         &r.0,
-        Mode::Strict,
+        RuleMode::Strict,
         &[(
             Violation::BatEntryDuplicate {
                 index: 3,
@@ -153,7 +153,7 @@ fn crafted_v1_truncated_before_the_bitmap_cluster() {
     r.0.truncate(262144);
     assert_findings(
         &r.0,
-        Mode::Strict,
+        RuleMode::Strict,
         &[(
             Violation::L1EntryPastEof {
                 feature: 0,
@@ -180,7 +180,7 @@ fn crafted_v1_md5_over_the_wrong_range() {
     let right: [u8; 16] = Md5::digest(&r.0[196608 + 24..262144]).into();
     assert_findings(
         &r.0,
-        Mode::Strict,
+        RuleMode::Strict,
         &[(
             Violation::ExtBadChecksum {
                 offset: 196608,
@@ -224,9 +224,9 @@ fn crafted_v2_unknown_feature_strict_and_lenient() {
         offset: 3072 + 152,
         magic: UNKNOWN,
     };
-    assert_findings(&r.0, Mode::Strict, &[(v.clone(), Severity::Corruption)]);
-    assert_findings(&r.0, Mode::Lenient, &[(v, Severity::Note)]);
-    let image = parallels_image::open_with(&r.0, Mode::Lenient).unwrap();
+    assert_findings(&r.0, RuleMode::Strict, &[(v.clone(), Severity::Corruption)]);
+    assert_findings(&r.0, RuleMode::Lenient, &[(v, Severity::Note)]);
+    let image = parallels_image::open_with(&r.0, RuleMode::Lenient).unwrap();
     assert_eq!(image.header().cluster_size(), 1536);
     let mut buf = vec![0u8; 1536 * 3];
     image.read_guest(0, &mut buf).unwrap();
@@ -242,7 +242,7 @@ fn crafted_v2_unknown_feature_strict_and_lenient() {
 fn crafted_v2_without_the_unknown_feature_is_valid() {
     let mut r = v2_image();
     r.fill(3072 + 152, 24 + 5, 0).seal(3072, 1536);
-    assert_findings(&r.0, Mode::Strict, &[]);
+    assert_findings(&r.0, RuleMode::Strict, &[]);
 }
 
 #[test]
@@ -252,7 +252,7 @@ fn crafted_v2_granularity_zero() {
     r.fill(3072 + 152, 24 + 5, 0).le32(3072 + 112 + 24, 0).seal(3072, 1536);
     assert_findings(
         &r.0,
-        Mode::Strict,
+        RuleMode::Strict,
         &[(
             Violation::BitmapGranularityInvalid {
                 index: 1,
@@ -282,10 +282,17 @@ fn crafted_v2_feature_flags() {
         },
         Severity::Leak,
     );
-    assert_findings(&r.0, Mode::Strict, &[(v.clone(), Severity::Corruption), leak.clone()]);
-    assert_findings(&r.0, Mode::Lenient, &[(v, Severity::Note), leak]);
+    assert_findings(
+        &r.0,
+        RuleMode::Strict,
+        &[(v.clone(), Severity::Corruption), leak.clone()],
+    );
+    assert_findings(&r.0, RuleMode::Lenient, &[(v, Severity::Note), leak]);
     assert_eq!(
-        parallels_image::open_with(&r.0, Mode::Lenient).unwrap().bitmaps().len(),
+        parallels_image::open_with(&r.0, RuleMode::Lenient)
+            .unwrap()
+            .bitmaps()
+            .len(),
         1
     );
 }
@@ -307,7 +314,7 @@ fn hostile_huge_bat_in_a_64_byte_file() {
     };
     assert_findings(
         &r.0,
-        Mode::Strict,
+        RuleMode::Strict,
         &[(too_large, Severity::Corruption), (v, Severity::Corruption)],
     );
     let image = Image::parse(&r.0).unwrap();
@@ -325,7 +332,7 @@ fn hostile_huge_cluster_and_extension_past_eof() {
     r.header(V2, 4_186_127, 1, 4_186_127, 4_186_127, 2 * 4_186_127);
     assert_findings(
         &r.0,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (
                 Violation::DataOffPastEof {
@@ -360,7 +367,7 @@ fn hostile_largest_ext_off() {
     r.header(V2, 1, 0, 0, 1, ext_off);
     assert_findings(
         &r.0,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (
                 Violation::ExtPastEof {
@@ -409,7 +416,7 @@ fn hostile_l1_entries_all_pointing_at_one_cluster() {
             )
         })
         .collect();
-    assert_findings(&r.0, Mode::Strict, &want);
+    assert_findings(&r.0, RuleMode::Strict, &want);
     // Decoding refuses rather than reading the one cluster 50 times.
     let image = Image::parse(&r.0).unwrap();
     match image.bitmaps()[0].dirty_extents() {
@@ -424,7 +431,7 @@ fn hostile_l1_size_far_beyond_the_record() {
     r.le32(196608 + 48 + 28, u32::MAX).seal(196608, 65536);
     assert_findings(
         &r.0,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (
                 Violation::BitmapDataTooShort {
@@ -486,7 +493,7 @@ fn hostile_cluster_full_of_empty_features() {
         },
         Severity::Leak,
     ));
-    assert_findings(&r.0, Mode::Lenient, &want);
+    assert_findings(&r.0, RuleMode::Lenient, &want);
 }
 
 #[test]
@@ -495,7 +502,7 @@ fn hostile_feature_data_size_max() {
     r.le32(196608 + 24 + 16, u32::MAX).seal(196608, 65536);
     assert_findings(
         &r.0,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (
                 Violation::FeatureDataOverflow {

@@ -4,8 +4,8 @@ use parallels_image::raw::extension::EXT_MAGIC;
 use parallels_image::raw::feature::{FEATURE_DIRTY_BITMAP, FEATURE_FLAG_NECESSARY, FEATURE_FLAG_TRANSIT};
 use parallels_image::raw::FeatureRecord;
 use parallels_image::Rule;
-use parallels_image::{Data, ImageBuilder};
-use parallels_image::{Image, Mode, Region, Severity, Violation};
+use parallels_image::{GuestData, ImageBuilder};
+use parallels_image::{Image, Region, RuleMode, Severity, Violation};
 
 use crate::helpers::*;
 
@@ -75,7 +75,7 @@ fn r22_ext_wholly_past_eof_has_no_magic() {
     img.truncate(EXT as usize);
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (
                 Violation::ExtPastEof {
@@ -95,7 +95,7 @@ fn r23_ext_overlaps_data_cluster() {
     let (mut img, layout) = build(
         &ImageBuilder::new(1 << 20)
             .cluster_size(CS)
-            .data(0, Data::Fill { len: 100, byte: 7 })
+            .data(0, GuestData::Fill { len: 100, byte: 7 })
             .bitmap(spec(ID_A, 65536, &[])),
     );
     assert_eq!(layout.bat[0], 1);
@@ -128,7 +128,7 @@ fn r23_ext_overlaps_header_and_bat() {
     let cluster = img[ext as usize..(ext + 512) as usize].to_vec();
     img[2048..2560].copy_from_slice(&cluster);
     put_u64(&mut img, 56, 4);
-    let f = findings(&img, Mode::Strict);
+    let f = findings(&img, RuleMode::Strict);
     let overlap = Violation::ExtOverlap {
         offset: 2048,
         with: Region::HeaderAndBat,
@@ -236,7 +236,7 @@ fn r25_checksum_covers_the_padding() {
     let mut img = base();
     let expected: [u8; 16] = img[(EXT + 8) as usize..(EXT + 24) as usize].try_into().unwrap();
     img[(EXT + 65535) as usize] = 1;
-    let f = findings(&img, Mode::Strict);
+    let f = findings(&img, RuleMode::Strict);
     assert_eq!(f.len(), 2, "{f:?}");
     assert!(matches!(
         f[0].violation,
@@ -300,8 +300,8 @@ fn r27_feature_flags() {
         };
         assert_only(&img, v.clone(), Rule::R27, Severity::Corruption);
         // Lenient mode keeps the record as opaque; a feature with flags is not a bitmap.
-        assert_findings(&img, Mode::Lenient, &[(v, Severity::Note)]);
-        let image = parallels_image::open_with(&img, Mode::Lenient).unwrap();
+        assert_findings(&img, RuleMode::Lenient, &[(v, Severity::Note)]);
+        let image = parallels_image::open_with(&img, RuleMode::Lenient).unwrap();
         assert!(image.bitmaps().is_empty());
     }
 }
@@ -319,7 +319,7 @@ fn r28_data_that_ends_at_the_cluster_end_fits() {
     assert_eq!(ext, EXT);
     assert_findings(
         &img,
-        Mode::Lenient,
+        RuleMode::Lenient,
         &[
             (
                 Violation::UnknownFeature {
@@ -351,7 +351,7 @@ fn r28_flags_are_reported_before_the_overflow() {
     let (img, _) = image_with_ext(1 << 20, CS, &[rec]);
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (
                 Violation::FeatureFlags {
@@ -391,8 +391,8 @@ fn r29_unknown_feature() {
     };
     assert_only(&img, v.clone(), Rule::R29, Severity::Corruption);
     // Lenient: a note, the image opens and its bitmap is still there.
-    assert_findings(&img, Mode::Lenient, &[(v, Severity::Note)]);
-    let image = parallels_image::open_with(&img, Mode::Lenient).unwrap();
+    assert_findings(&img, RuleMode::Lenient, &[(v, Severity::Note)]);
+    let image = parallels_image::open_with(&img, RuleMode::Lenient).unwrap();
     let b = image.bitmaps();
     assert_eq!(b.len(), 1);
     assert_eq!(b[0].dirty_extents().unwrap(), vec![(0, 65536)]);
@@ -418,7 +418,7 @@ fn r29_unknown_feature_with_flags_lenient() {
     };
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (flags.clone(), Severity::Corruption),
             (unknown.clone(), Severity::Corruption),
@@ -426,7 +426,7 @@ fn r29_unknown_feature_with_flags_lenient() {
     );
     assert_findings(
         &img,
-        Mode::Lenient,
+        RuleMode::Lenient,
         &[(flags, Severity::Note), (unknown, Severity::Note)],
     );
 }
@@ -465,7 +465,7 @@ fn r27_r28_end_record_is_a_feature_header() {
     };
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (
                 Violation::NonZeroPadding {
@@ -482,7 +482,7 @@ fn r27_r28_end_record_is_a_feature_header() {
     refresh_md5(&mut img, EXT, CS);
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (padding(F1 + 16), Severity::NonCanonical),
             (
@@ -510,7 +510,7 @@ fn r31_non_zero_alignment_gap() {
     refresh_md5(&mut img, EXT, CS);
     assert_findings(
         &img,
-        Mode::Lenient,
+        RuleMode::Lenient,
         &[
             (
                 Violation::UnknownFeature {
@@ -536,5 +536,5 @@ fn lenient_mode_changes_only_feature_findings() {
     // Header problems keep their severity in lenient mode.
     let mut img = base();
     put_u32(&mut img, 44, 0x746f_6e59);
-    assert_findings(&img, Mode::Lenient, &[(Violation::Unclean, Severity::Corruption)]);
+    assert_findings(&img, RuleMode::Lenient, &[(Violation::Unclean, Severity::Corruption)]);
 }

@@ -3,8 +3,8 @@
 
 use parallels_image::raw::header::{INUSE_CLOSED_V21, INUSE_OPEN, MAX_BAT_ENTRIES, MAX_EXT_OFF, MAX_TRACKS};
 use parallels_image::Rule;
-use parallels_image::{Data, ImageBuilder};
-use parallels_image::{Image, Mode, Severity, Variant, Violation};
+use parallels_image::{GuestData, ImageBuilder};
+use parallels_image::{Image, RuleMode, Severity, Variant, Violation};
 
 use crate::helpers::*;
 
@@ -13,7 +13,7 @@ fn base() -> Vec<u8> {
     let (img, layout) = build(
         &ImageBuilder::new(1 << 20)
             .cluster_size(CS)
-            .data(0, Data::Fill { len: 4096, byte: 0x5a }),
+            .data(0, GuestData::Fill { len: 4096, byte: 0x5a }),
     );
     assert_eq!(layout.bat, [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(img.len(), 128 << 10);
@@ -26,7 +26,7 @@ fn base_v1() -> Vec<u8> {
         &ImageBuilder::new(1 << 20)
             .cluster_size(CS)
             .variant(Variant::V1)
-            .data(0, Data::Fill { len: 4096, byte: 0x5a }),
+            .data(0, GuestData::Fill { len: 4096, byte: 0x5a }),
     );
     assert_eq!(layout.bat[0], 128);
     assert_eq!(img.len(), 128 << 10);
@@ -361,7 +361,7 @@ fn r12_v2_data_off_zero_untruncated_leaks_the_padding() {
     put_u32(&mut img, 48, 0);
     assert_findings(
         &img,
-        parallels_image::Mode::Strict,
+        parallels_image::RuleMode::Strict,
         &[
             (Violation::DataOffZero, Severity::Corruption),
             (
@@ -384,15 +384,15 @@ fn r12_v1_data_off_zero_means_end_of_bat() {
             .cluster_size(CS)
             .variant(Variant::V1)
             .compact_v1(true)
-            .data(0, Data::Fill { len: 4096, byte: 0x5a }),
+            .data(0, GuestData::Fill { len: 4096, byte: 0x5a }),
     );
     assert_eq!(layout.data_start, 512);
     assert_eq!(get_u32(&img, 48), 1);
     // Valid; ploop refuses data_off 0 and 1 in v1, so each is a note (R47).
     let note = |data_off| [(Violation::V1DataOffUnset { data_off }, Severity::Note)];
-    assert_findings(&img, Mode::Strict, &note(1));
+    assert_findings(&img, RuleMode::Strict, &note(1));
     put_u32(&mut img, 48, 0);
-    assert_findings(&img, Mode::Strict, &note(0));
+    assert_findings(&img, RuleMode::Strict, &note(0));
     let image = parallels_image::open(&img).unwrap();
     assert_eq!(image.header().data_start(), 512);
 }
@@ -431,7 +431,7 @@ fn r13_v1_data_off_need_not_be_aligned() {
     assert_eq!(layout.file_len, 512);
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[(Violation::V1DataOffUnset { data_off: 1 }, Severity::Note)],
     );
 }
@@ -446,7 +446,7 @@ fn r14_data_off_inside_bat() {
             &ImageBuilder::new(64 << 20)
                 .cluster_size(4096)
                 .variant(variant)
-                .data(0, Data::Fill { len: 4096, byte: 1 }),
+                .data(0, GuestData::Fill { len: 4096, byte: 1 }),
         );
         assert_eq!(layout.data_start, 69632, "{variant:?}");
         assert_eq!(layout.bat[0], bat0, "{variant:?}");

@@ -5,8 +5,8 @@
 use parallels_image::raw::extension::checksum;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
 use parallels_image::Rule;
-use parallels_image::{Error, Finding, Image, Mode, Severity, Threads, Violation};
-use parallels_image::{ImageBuilder, Layout};
+use parallels_image::{BuiltLayout, ImageBuilder};
+use parallels_image::{Error, Finding, Image, RuleMode, Severity, Threads, Violation};
 
 /// 64 KiB, the cluster size most tests use.
 pub const CS: u64 = 64 << 10;
@@ -20,7 +20,7 @@ pub const ID_C: [u8; 16] = [0xcc; 16];
 pub use crate::fixtures::spec;
 
 /// Builds an image, failing the test if the builder refuses.
-pub fn build(b: &ImageBuilder) -> (Vec<u8>, Layout) {
+pub fn build(b: &ImageBuilder) -> (Vec<u8>, BuiltLayout) {
     b.to_vec().expect("the builder accepts this image")
 }
 
@@ -119,7 +119,7 @@ pub fn image_with_ext(virtual_size: u64, cs: u64, recs: &[Rec]) -> (Vec<u8>, u64
 /// The findings of the validator, in order.
 /// Every way of reading the BAT (whole, read again at each walk, not at all until
 /// validation) must find the same, with or without the helper thread.
-pub fn findings(bytes: &[u8], mode: Mode) -> Vec<Finding> {
+pub fn findings(bytes: &[u8], mode: RuleMode) -> Vec<Finding> {
     let image = Image::parse_with(&bytes, mode).expect("the header parses");
     let got = parallels_image::validate(&image)
         .expect("validation does not fail on I/O")
@@ -161,12 +161,12 @@ pub fn parse_err(bytes: &[u8]) -> Violation {
 
 /// Asserts the exact findings (violation and severity, in order) of `bytes` in `mode`, and that
 /// `Image::open_with` fails with the first corruption among them, or succeeds if there is none.
-pub fn assert_findings(bytes: &[u8], mode: Mode, expected: &[(Violation, Severity)]) {
+pub fn assert_findings(bytes: &[u8], mode: RuleMode, expected: &[(Violation, Severity)]) {
     assert_findings_named("", bytes, mode, expected);
 }
 
 /// [`assert_findings`] for the case `case` of a table, which a failure names.
-pub fn assert_findings_named(case: &str, bytes: &[u8], mode: Mode, expected: &[(Violation, Severity)]) {
+pub fn assert_findings_named(case: &str, bytes: &[u8], mode: RuleMode, expected: &[(Violation, Severity)]) {
     let got = findings(bytes, mode);
     let want: Vec<Finding> = expected
         .iter()
@@ -196,10 +196,10 @@ pub fn assert_only(bytes: &[u8], v: Violation, rule: Rule, severity: Severity) {
 pub fn assert_only_named(case: &str, bytes: &[u8], v: Violation, rule: Rule, severity: Severity) {
     assert_eq!(v.rule(), rule, "{case}: {v:?}");
     assert_eq!(v.severity(), severity, "{case}: {v:?}");
-    assert_findings_named(case, bytes, Mode::Strict, &[(v, severity)]);
+    assert_findings_named(case, bytes, RuleMode::Strict, &[(v, severity)]);
 }
 
 /// Asserts that `bytes` are valid: no finding at all, and `Image::open` succeeds.
 pub fn assert_clean(bytes: &[u8]) {
-    assert_findings(bytes, Mode::Strict, &[]);
+    assert_findings(bytes, RuleMode::Strict, &[]);
 }

@@ -1,9 +1,9 @@
 //! The pictures (issue 17): rendered with resvg, the colour at the cell of each known defect.
 
 use parallels_image::{
-    open, picture::bitmaps_svg, picture::dirty_step, picture::layout_svg, picture::CellState, picture::Grid,
-    picture::DIRTY_SCALE, picture::FINDING_OUTLINE, picture::L1_COLOURS, validate, BitmapSpec, Data, Image,
-    ImageBuilder, Mode, Rule,
+    open, picture::bitmaps_svg, picture::dirty_step, picture::layout_svg, picture::CellGrid, picture::CellState,
+    picture::DIRTY_SCALE, picture::FINDING_OUTLINE, picture::L1_COLOURS, validate, BitmapSpec, GuestData, Image,
+    ImageBuilder, Rule, RuleMode,
 };
 
 use crate::fixtures::{pixel_hex as hex, render_svg as render};
@@ -14,17 +14,17 @@ const CS: u64 = 64 << 10;
 struct Drawn {
     pixmap: resvg::tiny_skia::Pixmap,
     svg: String,
-    grid: Grid,
+    grid: CellGrid,
     columns: u64,
     rules: Vec<Rule>,
 }
 
 fn draw(bytes: &[u8]) -> Drawn {
     let source: Vec<u8> = bytes.to_vec();
-    let image = Image::parse_with(&source, Mode::Strict).unwrap();
+    let image = Image::parse_with(&source, RuleMode::Strict).unwrap();
     let report = validate(&image).unwrap();
     let svg = layout_svg(&image, &report);
-    let grid = Grid::new(bytes.len() as u64, CS);
+    let grid = CellGrid::new(bytes.len() as u64, CS);
     Drawn {
         pixmap: render(&svg),
         svg,
@@ -38,8 +38,8 @@ impl Drawn {
     fn corner(&self, offset: u64) -> (u64, u64) {
         let k = offset / self.grid.cell_bytes;
         (
-            Grid::FILE_X + (k % self.columns) * Grid::CELL,
-            Grid::TOP + (k / self.columns) * Grid::CELL,
+            CellGrid::FILE_X + (k % self.columns) * CellGrid::CELL,
+            CellGrid::TOP + (k / self.columns) * CellGrid::CELL,
         )
     }
     fn fill(&self, offset: u64) -> String {
@@ -58,7 +58,7 @@ fn two_clusters() -> Vec<u8> {
         .cluster_size(CS)
         .data(
             0,
-            Data::Fill {
+            GuestData::Fill {
                 len: 2 * CS,
                 byte: 0xaa,
             },
@@ -126,7 +126,7 @@ fn duplicate_bat_entry_shows_where_it_points_with_r19() {
 fn overlap_of_the_extension_and_a_data_cluster_shows_r23() {
     let (mut bytes, _) = ImageBuilder::new(16 << 20)
         .cluster_size(CS)
-        .data(0, Data::Fill { len: CS, byte: 0xaa })
+        .data(0, GuestData::Fill { len: CS, byte: 0xaa })
         .bitmap(BitmapSpec {
             id: [7; 16],
             granularity: CS,
@@ -148,8 +148,8 @@ fn a_64_tib_image_draws_a_bounded_picture() {
     let size = 64u64 << 40;
     let (bytes, _) = ImageBuilder::new(size)
         .cluster_size(16 << 20)
-        .data(0, Data::Fill { len: 4096, byte: 1 })
-        .data(size - 4096, Data::Fill { len: 4096, byte: 2 })
+        .data(0, GuestData::Fill { len: 4096, byte: 1 })
+        .data(size - 4096, GuestData::Fill { len: 4096, byte: 2 })
         .bitmap(BitmapSpec {
             id: [9; 16],
             granularity: 1 << 20,
@@ -170,10 +170,10 @@ fn a_64_tib_image_draws_a_bounded_picture() {
 }
 
 /// The pixel at the centre of the dirty-map cell holding guest byte `offset`, in panel `panel`.
-fn dirty_cell(p: &resvg::tiny_skia::Pixmap, grid: &Grid, panel: u64, offset: u64) -> String {
+fn dirty_cell(p: &resvg::tiny_skia::Pixmap, grid: &CellGrid, panel: u64, offset: u64) -> String {
     let k = grid.cell_of(offset);
-    let x = Grid::FILE_X + panel * Grid::PANEL + (k % grid.columns) * Grid::CELL;
-    let y = Grid::TOP + (k / grid.columns) * Grid::CELL;
+    let x = CellGrid::FILE_X + panel * CellGrid::PANEL + (k % grid.columns) * CellGrid::CELL;
+    let y = CellGrid::TOP + (k / grid.columns) * CellGrid::CELL;
     hex(p, x + 5, y + 5)
 }
 
@@ -208,14 +208,14 @@ fn several_bitmaps_side_by_side_with_their_l1_chunks() {
     assert_eq!(l1[1][..], [l1[1][0], 0, 0]);
     let svg = bitmaps_svg(&image, &bitmaps);
     let p = render(&svg);
-    let grid = Grid::new(48 * MIB, 512);
+    let grid = CellGrid::new(48 * MIB, 512);
     assert_eq!(grid.cell_bytes, 12 << 10);
     assert!(
         svg.contains("granularity 512 bytes; 1 cell = 12288 bytes; colour = dirty share (key below)"),
         "{svg}"
     );
     // Panel 0 is bitmap A, panel 1 beside it is bitmap B.
-    assert!(svg.contains(&format!("<text x=\"{}\" y=\"16\"", Grid::FILE_X + Grid::PANEL)));
+    assert!(svg.contains(&format!("<text x=\"{}\" y=\"16\"", CellGrid::FILE_X + CellGrid::PANEL)));
     assert_eq!(svg.matches(">L1: 3 entries</text>").count(), 2, "{svg}");
     assert_eq!(dirty_cell(&p, &grid, 0, 0), CLEAN);
     assert_eq!(dirty_cell(&p, &grid, 0, 20 * MIB), FULLY_DIRTY);
@@ -228,8 +228,14 @@ fn several_bitmaps_side_by_side_with_their_l1_chunks() {
     assert_eq!(dirty_cell(&p, &grid, 0, 16 * MIB), "#cb181d");
     assert_eq!(DIRTY_SCALE[4], ("50-99 %", "#cb181d"));
     // The L1 strip under each map: one cell per entry, 0 / 1 / data cluster.
-    let strip_y = Grid::TOP + grid.rows() * Grid::CELL + 20 + 5;
-    let strip = |panel: u64, k: u64| hex(&p, Grid::FILE_X + panel * Grid::PANEL + k * Grid::CELL + 5, strip_y);
+    let strip_y = CellGrid::TOP + grid.rows() * CellGrid::CELL + 20 + 5;
+    let strip = |panel: u64, k: u64| {
+        hex(
+            &p,
+            CellGrid::FILE_X + panel * CellGrid::PANEL + k * CellGrid::CELL + 5,
+            strip_y,
+        )
+    };
     assert_eq!(
         [strip(0, 0), strip(0, 1), strip(0, 2)],
         [L1_COLOURS[0].1, L1_COLOURS[1].1, L1_COLOURS[2].1].map(String::from)
@@ -245,7 +251,7 @@ fn legends_state_the_scale_of_a_64_tib_image() {
     let size = 64u64 << 40;
     let (bytes, _) = ImageBuilder::new(size)
         .cluster_size(16 << 20)
-        .data(size - 4096, Data::Fill { len: 4096, byte: 2 })
+        .data(size - 4096, GuestData::Fill { len: 4096, byte: 2 })
         .bitmap(BitmapSpec {
             id: [9; 16],
             granularity: 1 << 20,
@@ -307,21 +313,21 @@ fn entries_into_the_bat_and_past_eof_show_r16_and_r18() {
     let cs = 4096u64;
     let (mut bytes, _) = ImageBuilder::new(16 << 20)
         .cluster_size(cs)
-        .data(0, Data::Fill { len: cs, byte: 0xaa })
+        .data(0, GuestData::Fill { len: cs, byte: 0xaa })
         .to_vec()
         .unwrap();
     assert_eq!(bat(&bytes, 0), 5);
     bytes[68..72].copy_from_slice(&2u32.to_le_bytes());
     bytes[72..76].copy_from_slice(&10_000u32.to_le_bytes());
     let source = bytes.clone();
-    let image = Image::parse_with(&source, Mode::Strict).unwrap();
+    let image = Image::parse_with(&source, RuleMode::Strict).unwrap();
     let report = validate(&image).unwrap();
     assert_eq!(report.rules(), vec![Rule::R16, Rule::R18]);
     let svg = layout_svg(&image, &report);
     let p = render(&svg);
-    let grid = Grid::new(bytes.len() as u64, cs);
+    let grid = CellGrid::new(bytes.len() as u64, cs);
     assert_eq!((grid.cell_bytes, grid.cells), (cs, 6));
-    let centre = |k: u64| (Grid::FILE_X + k * Grid::CELL + 5, Grid::TOP + 5);
+    let centre = |k: u64| (CellGrid::FILE_X + k * CellGrid::CELL + 5, CellGrid::TOP + 5);
     let fill = |k: u64| hex(&p, centre(k).0, centre(k).1);
     let outline = |k: u64| hex(&p, centre(k).0 - 4, centre(k).1);
     assert_eq!(fill(0), CellState::Header.colour());
@@ -366,7 +372,7 @@ fn dirty_shading_tells_a_few_dirty_granules_from_a_full_cell() {
     let image = open(&bytes).unwrap();
     let svg = bitmaps_svg(&image, &image.bitmaps());
     let p = render(&svg);
-    let grid = Grid::new(1 << 30, 64 << 10);
+    let grid = CellGrid::new(1 << 30, 64 << 10);
     assert_eq!(grid.cell_bytes, 4 << 16);
     assert_eq!(dirty_cell(&p, &grid, 0, 0), CLEAN);
     assert_eq!(dirty_cell(&p, &grid, 0, 4 << 16), FULLY_DIRTY);
@@ -392,7 +398,7 @@ fn dirty_shading_tells_a_few_dirty_granules_from_a_full_cell() {
         .unwrap();
     let image = open(&bytes).unwrap();
     let p = render(&bitmaps_svg(&image, &image.bitmaps()));
-    let grid = Grid::new(1 << 30, 512);
+    let grid = CellGrid::new(1 << 30, 512);
     assert_eq!(grid.cell_bytes, 1 << 18);
     assert_eq!(dirty_cell(&p, &grid, 0, 0), DIRTY_SCALE[1].1, "1 KiB of 256 KiB: 0.4 %");
     assert_eq!(DIRTY_SCALE[1], ("under 1 %", "#fee0d2"));

@@ -1,8 +1,8 @@
 //! Rules R43–R49: what QEMU or ploop read differently from the header, BAT and data area, and
 //! space the image does not use.
 
-use parallels_image::{Data, ImageBuilder};
-use parallels_image::{Mode, Region, Rule, Severity, Violation};
+use parallels_image::{GuestData, ImageBuilder};
+use parallels_image::{Region, Rule, RuleMode, Severity, Violation};
 
 use crate::helpers::*;
 
@@ -15,7 +15,7 @@ fn three() -> Vec<u8> {
     for i in 0..3 {
         b = b.data(
             i * CS,
-            Data::Fill {
+            GuestData::Fill {
                 len: 512,
                 byte: 0x10 + i as u8,
             },
@@ -72,7 +72,7 @@ fn r45_extension_before_the_data_area() {
     let slots = ext.chunks(4).filter(|s| s.iter().any(|&b| b != 0)).count() as u64;
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (
                 Violation::BatSlackNonZero {
@@ -123,7 +123,7 @@ fn r48_bat_too_large_for_one_read() {
         put_u32(&mut r, 28, 1);
         put_u32(&mut r, 32, bat);
         put_u32(&mut r, 48, 0x7fff_ffff);
-        let got = findings(&r, Mode::Strict);
+        let got = findings(&r, RuleMode::Strict);
         let too_large = Violation::BatTooLargeToRead {
             bat_entries: bat,
             max: 536_869_872,
@@ -165,7 +165,7 @@ fn r46_not_raised_for_the_clusters_of_a_record_lenient_mode_skips() {
         let mut img = crate::fixtures::with_bitmaps();
         let image = parallels_image::open(&img).unwrap();
         plan(&image, defect, 0).unwrap().apply_to_vec(&mut img);
-        for mode in [Mode::Strict, Mode::Lenient] {
+        for mode in [RuleMode::Strict, RuleMode::Lenient] {
             let got = findings(&img, mode);
             let rules: Vec<Rule> = got.iter().map(|f| f.violation.rule()).collect();
             assert_eq!(rules, vec![defect.rule()], "{defect:?} {mode:?}: {got:?}");

@@ -8,7 +8,7 @@ use parallels_image::raw::bitmap::DirtyBitmapFeature;
 use parallels_image::raw::extension::{checksum, ExtensionCluster, EXT_MAGIC};
 use parallels_image::raw::feature::{FeatureBody, FeatureRecord, FEATURE_DIRTY_BITMAP};
 use parallels_image::raw::RawHeader;
-use parallels_image::{BitmapSpec, Data, ImageBuilder};
+use parallels_image::{BitmapSpec, GuestData, ImageBuilder};
 use parallels_image::{Extension, ListEnd};
 use parallels_image::{Variant, Violation};
 use proptest::prelude::*;
@@ -244,7 +244,7 @@ proptest! {
             .variant(if case.v1 { Variant::V1 } else { Variant::V2 })
             .compact_v1(case.compact);
         for &(o, l, byte) in &case.writes {
-            b = b.data(o, Data::Fill { len: l, byte });
+            b = b.data(o, GuestData::Fill { len: l, byte });
         }
         for (id, gran, ext) in &case.bitmaps {
             b = b.bitmap(BitmapSpec { id: *id, granularity: *gran, extents: ext.clone() });
@@ -326,7 +326,7 @@ fn skipped_bat_blocks_read_as_zeros_and_the_length_is_whole() {
     // allocated, in block 40 (guest cluster 655 360 + 7). Through a file, as `prlimg create` writes.
     let b = ImageBuilder::new(64 << 30)
         .cluster_size(65536)
-        .data((40 << 30) + 7 * 65536, Data::Fill { len: 512, byte: 0x5a });
+        .data((40 << 30) + 7 * 65536, GuestData::Fill { len: 512, byte: 0x5a });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.hds");
     let layout = b.create_file(&path, false).unwrap();

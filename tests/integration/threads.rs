@@ -10,8 +10,8 @@ use parallels_image::raw::extension::checksum;
 use parallels_image::raw::feature::FEATURE_DIRTY_BITMAP;
 use parallels_image::raw::FeatureRecord;
 use parallels_image::Rule;
-use parallels_image::{Data, ImageBuilder};
-use parallels_image::{Finding, Image, Mode, Report, Severity, Source, Threads, Violation};
+use parallels_image::{Finding, Image, Report, RuleMode, Severity, Source, Threads, Violation};
+use parallels_image::{GuestData, ImageBuilder};
 
 use crate::helpers::*;
 
@@ -28,7 +28,7 @@ fn base() -> (Vec<u8>, u64, Vec<u64>) {
     let (img, layout) = build(
         &ImageBuilder::new(SIZE)
             .cluster_size(MIB)
-            .data(0, Data::Fill { len: 4096, byte: 0x42 })
+            .data(0, GuestData::Fill { len: 4096, byte: 0x42 })
             .bitmap(spec(ID_A, 512, &[(4096, 4096), (4 << 30, 512)]))
             .feature(FeatureRecord::opaque(0x5eed, 0, Vec::new())),
     );
@@ -139,7 +139,7 @@ fn findings_after_the_checksum_keep_their_order() {
     img.extend_from_slice(&[0x77; 512]);
     assert_findings(
         &img,
-        Mode::Strict,
+        RuleMode::Strict,
         &[
             (
                 Violation::ExtBadChecksum {
@@ -215,7 +215,7 @@ fn callers_side_by_side_share_the_helper_and_find_the_same() {
     // on its own thread, and all find the same.
     let (img, _, l1) = base();
     let last = l1[1] * 512;
-    let want = findings(&img, Mode::Strict);
+    let want = findings(&img, RuleMode::Strict);
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..8)
             .map(|k| {

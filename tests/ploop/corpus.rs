@@ -1,7 +1,7 @@
 //! The base images the suite damages and mutates.
 
 use parallels_image::raw::header::{INUSE_CLOSED, INUSE_CLOSED_V21, INUSE_OPEN};
-use parallels_image::{BitmapSpec, Data, ImageBuilder, Variant};
+use parallels_image::{BitmapSpec, GuestData, ImageBuilder, Variant};
 
 pub const MIB: u64 = 1 << 20;
 pub const KIB: u64 = 1 << 10;
@@ -43,10 +43,10 @@ pub fn base(shape: usize, inuse: u32, bitmaps: usize) -> Vec<u8> {
         .variant(variant)
         .cluster_size(cluster)
         .inuse(inuse)
-        .data(0, Data::Fill { len: 4096, byte: 0xaa })
+        .data(0, GuestData::Fill { len: 4096, byte: 0xaa })
         .data(
             disk / 2,
-            Data::Fill {
+            GuestData::Fill {
                 len: 70_000,
                 byte: 0xbb,
             },

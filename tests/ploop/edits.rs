@@ -11,7 +11,7 @@ use std::process::Command;
 use parallels_image::raw::header::{INUSE_CLOSED, INUSE_CLOSED_V21};
 use parallels_image::{
     edit::edit_bitmaps_file, edit::BitmapEdit, open, outfile::OutputError, ploop::CbtOutcome, validate, BuildError,
-    Data, Error, FileSource, ImageBuilder, Severity, Variant,
+    Error, FileSource, GuestData, ImageBuilder, Severity, Variant,
 };
 
 use crate::corpus::{bm, KIB, MIB};
@@ -170,10 +170,10 @@ fn remove_keeps_the_other_bitmaps_and_in_place_is_atomic() {
             .variant(variant)
             .cluster_size(64 * KIB)
             .inuse(INUSE_CLOSED_V21)
-            .data(0, Data::Fill { len: 4096, byte: 0xaa })
+            .data(0, GuestData::Fill { len: 4096, byte: 0xaa })
             .data(
                 6 * MIB,
-                Data::Fill {
+                GuestData::Fill {
                     len: 70_000,
                     byte: 0xbb,
                 },

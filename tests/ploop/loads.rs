@@ -4,7 +4,9 @@
 //! (entry 1, printed as `1`) and chunks stored in a cluster (printed word by word).
 
 use parallels_image::raw::header::INUSE_CLOSED_V21;
-use parallels_image::{open, ploop::predict_ploop, ploop::CbtOutcome, BitmapSpec, Data, Image, ImageBuilder, Variant};
+use parallels_image::{
+    open, ploop::predict_ploop, ploop::CbtOutcome, BitmapSpec, GuestData, Image, ImageBuilder, Variant,
+};
 
 use crate::corpus::{bm, KIB, MIB};
 use crate::fixtures::needs;
@@ -55,7 +57,7 @@ fn case(
         .variant(variant)
         .cluster_size(cluster)
         .inuse(INUSE_CLOSED_V21)
-        .data(disk / 3, Data::Fill { len: 3000, byte: 0x77 });
+        .data(disk / 3, GuestData::Fill { len: 3000, byte: 0x77 });
     for s in bitmaps {
         b = b.bitmap(s.clone());
     }

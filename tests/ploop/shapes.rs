@@ -1,7 +1,7 @@
 //! Valid images of many shapes: every `inuse`, both magics, cluster sizes ploop accepts and
 //! some it refuses, no/one/several bitmaps, data or none; QEMU-written images; the samples.
 
-use parallels_image::{Data, ImageBuilder, Variant};
+use parallels_image::{GuestData, ImageBuilder, Variant};
 
 use crate::corpus::{bm, INUSE, KIB, MIB};
 use crate::fixtures::needs;
@@ -30,7 +30,7 @@ fn built_images_of_many_shapes_agree_with_ploop() {
                         .cluster_size(cluster)
                         .inuse(inuse);
                     if bitmaps != 1 {
-                        b = b.data(cluster + 100, Data::Fill { len: 5000, byte: 0x5a });
+                        b = b.data(cluster + 100, GuestData::Fill { len: 5000, byte: 0x5a });
                     }
                     for k in 0..bitmaps {
                         let g = [512, 64 * KIB][k % 2];

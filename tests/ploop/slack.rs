@@ -2,7 +2,7 @@
 //! entry (issue 13, item 5). A non-zero slot there is reported by this crate's check (R44,
 //! `BatSlackNonZero`) and by ploop's, and the prediction says what ploop does.
 
-use parallels_image::{ploop::predict_ploop, validate, Data, Image, ImageBuilder, Violation};
+use parallels_image::{ploop::predict_ploop, validate, GuestData, Image, ImageBuilder, Violation};
 
 use crate::corpus::{KIB, MIB};
 use crate::fixtures::needs;
@@ -22,7 +22,7 @@ fn nonzero_slots_before_the_data_area_are_flagged_here_and_by_ploop() {
     // 64 KiB; BAT[0] = 1 (the first data cluster).
     let (base, _) = ImageBuilder::new(MIB)
         .cluster_size(64 * KIB)
-        .data(0, Data::Fill { len: 4096, byte: 0x5a })
+        .data(0, GuestData::Fill { len: 4096, byte: 0x5a })
         .to_vec()
         .unwrap();
     let findings = |bytes: &[u8]| validate(&Image::parse(&bytes).unwrap()).unwrap().findings;

@@ -6,7 +6,7 @@ use crate::fixtures::bm;
 use parallels_image::qemu::{self, QemuOutcome};
 use parallels_image::raw::bitmap::{L1_CLEAN, L1_DIRTY};
 use parallels_image::Variant;
-use parallels_image::{Data, ImageBuilder};
+use parallels_image::{GuestData, ImageBuilder};
 use sha2::{Digest, Sha256};
 
 use crate::fixtures::needs;
@@ -90,7 +90,7 @@ fn one_bitmap_64k_granules() {
     }
     let (bytes, _) = ImageBuilder::new(10 * MIB)
         .cluster_size(64 << 10)
-        .data(0, Data::Fill { len: 4096, byte: 0xaa })
+        .data(0, GuestData::Fill { len: 4096, byte: 0xaa })
         .bitmap(bm(0x01, 64 << 10, &[(0, 1), (327_680, 131_072), (983_040, 65_536)]))
         .to_vec()
         .unwrap();
@@ -115,7 +115,7 @@ fn several_bitmaps_several_chunks() {
     let (bytes, _) = ImageBuilder::new(64 * MIB)
         .variant(Variant::V2)
         .cluster_size(4096)
-        .data(MIB, Data::Fill { len: 8192, byte: 0x42 })
+        .data(MIB, GuestData::Fill { len: 8192, byte: 0x42 })
         .bitmap(bm(
             0xa1,
             512,
@@ -153,7 +153,7 @@ fn last_partial_chunk() {
     let (bytes, _) = ImageBuilder::new(size)
         .variant(Variant::V1)
         .cluster_size(512)
-        .data(0, Data::Fill { len: 512, byte: 1 })
+        .data(0, GuestData::Fill { len: 512, byte: 1 })
         .bitmap(bm(0xb1, 512, &[(tail, size - tail)]))
         .bitmap(bm(0xb2, 512, &[(0, 512), (tail + 512, 1024), (size - 512, 512)]))
         .bitmap(bm(0xb3, 4096, &[(size - 1, 1)]))

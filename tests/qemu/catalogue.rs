@@ -11,7 +11,7 @@
 //!   128 sectors, L1 = [384], bits 0x61 0x80.
 
 use crate::fixtures::{bitmap_data, ext_cluster_with};
-use parallels_image::{Data, ImageBuilder};
+use parallels_image::{GuestData, ImageBuilder};
 
 pub const CL: u64 = 65536;
 const EXT_MAGIC: u64 = 0xAB23_4CEF_23DC_EA87;
@@ -98,7 +98,7 @@ impl B {
 pub fn v2() -> B {
     let (bytes, _) = ImageBuilder::new(10 << 20)
         .cluster_size(CL)
-        .data(0, Data::Fill { len: 4096, byte: 0xaa })
+        .data(0, GuestData::Fill { len: 4096, byte: 0xaa })
         .to_vec()
         .expect("base");
     assert_eq!(bytes.len() as u64, 2 * CL);

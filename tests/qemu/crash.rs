@@ -9,7 +9,7 @@ use std::path::Path;
 
 use parallels_image::qemu::{self, QemuCheck, QemuOutcome, QemuReason, SIGSEGV};
 use parallels_image::raw::extension::checksum_padded;
-use parallels_image::{FileSource, Image, Mode, Severity};
+use parallels_image::{FileSource, Image, RuleMode, Severity};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
@@ -106,7 +106,7 @@ fn compare(dir: &Path, cs: u64, gran: u64, disk: u64, l1: &[L1]) -> QemuOutcome 
     let path = dir.join("big.hds");
     write_image(&path, cs, gran, disk, l1);
     let src = FileSource::open(&path).unwrap();
-    let image = Image::parse_compact(&src, Mode::Strict).unwrap();
+    let image = Image::parse_compact(&src, RuleMode::Strict).unwrap();
     // Valid in this crate's rules: QEMU is the one that is wrong.
     let report = parallels_image::validate(&image).unwrap();
     assert_eq!(report.count(Severity::Corruption), 0, "{:?}", report.findings);

@@ -3,7 +3,7 @@
 
 use crate::fixtures::{bm, v2_plain, v2_two_bitmaps};
 use parallels_image::corrupt::{self, DefectKind};
-use parallels_image::{Data, ImageBuilder, Variant};
+use parallels_image::{GuestData, ImageBuilder, Variant};
 
 use crate::fixtures::needs;
 use crate::harness::{compare_with_qemu, Img};
@@ -19,7 +19,7 @@ pub(crate) fn bases() -> Vec<(&'static str, Vec<u8>)> {
             ImageBuilder::new(5 * MIB + 1536)
                 .variant(Variant::V1)
                 .cluster_size(512)
-                .data(MIB, Data::Fill { len: 2048, byte: 0x11 })
+                .data(MIB, GuestData::Fill { len: 2048, byte: 0x11 })
                 .bitmap(bm(3, 512, &[(0, 512), (4 * MIB + 512, 1024)])),
         ),
         b("v2_plain", v2_plain()),
@@ -29,7 +29,7 @@ pub(crate) fn bases() -> Vec<(&'static str, Vec<u8>)> {
             "v1_plain",
             ImageBuilder::new(2 * MIB).variant(Variant::V1).cluster_size(4096).data(
                 8192,
-                Data::Fill {
+                GuestData::Fill {
                     len: 10_000,
                     byte: 0x22,
                 },

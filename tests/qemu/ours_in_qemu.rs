@@ -5,7 +5,7 @@
 use crate::fixtures::bm;
 use parallels_image::qemu::{self, QemuCheck};
 use parallels_image::raw::bitmap::{L1_CLEAN, L1_DIRTY};
-use parallels_image::{BitmapSpec, Data, ImageBuilder, Layout};
+use parallels_image::{BitmapSpec, BuiltLayout, GuestData, ImageBuilder};
 use parallels_image::{FileSource, Image, Variant};
 
 use crate::fixtures::needs;
@@ -19,7 +19,7 @@ struct Case {
     variant: Variant,
     cluster: u64,
     size: u64,
-    data: Vec<(u64, Data)>,
+    data: Vec<(u64, GuestData)>,
     bitmaps: Vec<BitmapSpec>,
 }
 
@@ -46,7 +46,7 @@ fn cases() -> Vec<Case> {
             V2,
             512,
             512,
-            vec![(0, Data::Bytes(pattern(512, 1)))],
+            vec![(0, GuestData::Bytes(pattern(512, 1)))],
             vec![],
         ),
         c("v1_c512_one_sector_sparse", V1, 512, 512, vec![], vec![]),
@@ -55,7 +55,7 @@ fn cases() -> Vec<Case> {
             V1,
             512,
             70_001,
-            vec![(0, Data::Bytes(pattern(70_001, 2)))],
+            vec![(0, GuestData::Bytes(pattern(70_001, 2)))],
             vec![bm(0x11, 512, &[(1000, 3000), (60_000, 10_001)])],
         ),
         c(
@@ -63,7 +63,7 @@ fn cases() -> Vec<Case> {
             V2,
             1536,
             100_003,
-            vec![(0, Data::Bytes(pattern(100_003, 3)))],
+            vec![(0, GuestData::Bytes(pattern(100_003, 3)))],
             vec![],
         ),
         c(
@@ -72,8 +72,8 @@ fn cases() -> Vec<Case> {
             1536,
             (1 << 20) + 512,
             vec![
-                (5000, Data::Fill { len: 7000, byte: 0x5a }),
-                ((1 << 20) - 100, Data::Bytes(pattern(612, 4))),
+                (5000, GuestData::Fill { len: 7000, byte: 0x5a }),
+                ((1 << 20) - 100, GuestData::Bytes(pattern(612, 4))),
             ],
             vec![bm(0x21, 512, &[(0, 4096)]), bm(0x22, 4096, &[(1 << 19, 1 << 19)])],
         ),
@@ -83,8 +83,8 @@ fn cases() -> Vec<Case> {
             64 << 10,
             10 << 20,
             vec![
-                (0, Data::Fill { len: 4096, byte: 0xaa }),
-                (3 << 20, Data::Bytes(pattern(70_000, 5))),
+                (0, GuestData::Fill { len: 4096, byte: 0xaa }),
+                (3 << 20, GuestData::Bytes(pattern(70_000, 5))),
             ],
             vec![bm(0x31, 64 << 10, &[(0, 1), (5 << 20, 200 << 10)])],
         ),
@@ -93,7 +93,7 @@ fn cases() -> Vec<Case> {
             V1,
             64 << 10,
             1 << 20,
-            vec![(0, Data::Bytes(pattern(1 << 20, 6)))],
+            vec![(0, GuestData::Bytes(pattern(1 << 20, 6)))],
             vec![],
         ),
         c(
@@ -102,8 +102,8 @@ fn cases() -> Vec<Case> {
             1 << 20,
             (3 << 20) + 1,
             vec![
-                ((1 << 20) - 10, Data::Bytes(pattern(20, 7))),
-                (3 << 20, Data::Fill { len: 1, byte: 0xff }),
+                ((1 << 20) - 10, GuestData::Bytes(pattern(20, 7))),
+                (3 << 20, GuestData::Fill { len: 1, byte: 0xff }),
             ],
             vec![bm(0x41, 1 << 20, &[(0, 3 << 20)]), bm(0x42, 4096, &[(12_345, 1)])],
         ),
@@ -114,7 +114,7 @@ fn cases() -> Vec<Case> {
             100 << 20,
             vec![(
                 77 << 20,
-                Data::Fill {
+                GuestData::Fill {
                     len: 3 << 20,
                     byte: 0x77,
                 },
@@ -126,7 +126,7 @@ fn cases() -> Vec<Case> {
             V2,
             64 << 20,
             16 * TIB,
-            vec![(16 * TIB - 8192, Data::Fill { len: 4096, byte: 0x6b })],
+            vec![(16 * TIB - 8192, GuestData::Fill { len: 4096, byte: 0x6b })],
             // No bitmap: a 64 MiB extension cluster means two MD5s of 64 MiB in a debug build.
             vec![],
         ),
@@ -139,8 +139,8 @@ fn guest(case: &Case) -> Vec<u8> {
     for (off, d) in &case.data {
         let off = *off as usize;
         match d {
-            Data::Bytes(b) => g[off..off + b.len()].copy_from_slice(b),
-            Data::Fill { len, byte } => g[off..off + *len as usize].fill(*byte),
+            GuestData::Bytes(b) => g[off..off + b.len()].copy_from_slice(b),
+            GuestData::Fill { len, byte } => g[off..off + *len as usize].fill(*byte),
         }
     }
     g
@@ -152,7 +152,7 @@ fn big_reads(case: &Case) -> Vec<(u64, u64, u8)> {
     let disk = case.size.div_ceil(512) * 512;
     let mut out = vec![(0, 65536, 0), (disk / 2, 65536, 0), (disk - 4096, 4096, 0)];
     for (off, d) in &case.data {
-        let Data::Fill { len, byte } = d else {
+        let GuestData::Fill { len, byte } = d else {
             panic!("huge cases use fills")
         };
         out.push((off - 512, 512, 0));
@@ -162,7 +162,7 @@ fn big_reads(case: &Case) -> Vec<(u64, u64, u8)> {
 }
 
 /// Clusters holding bitmap bits (L1 entries other than 0 and 1).
-fn bitmap_clusters(layout: &Layout) -> u64 {
+fn bitmap_clusters(layout: &BuiltLayout) -> u64 {
     layout
         .l1
         .iter()

@@ -8,7 +8,7 @@ use crate::fixtures::{bm, v2_plain};
 use parallels_image::qemu::{self, QemuOutcome, QemuReason};
 use parallels_image::raw::extension::checksum;
 use parallels_image::Variant;
-use parallels_image::{Data, ImageBuilder};
+use parallels_image::{GuestData, ImageBuilder};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
@@ -47,8 +47,8 @@ pub(crate) fn bases() -> &'static [Base] {
             base(
                 ImageBuilder::new(32 * MIB)
                     .cluster_size(4096)
-                    .data(0, Data::Fill { len: 5000, byte: 0xaa })
-                    .data(20 * MIB, Data::Fill { len: 4096, byte: 0xbb })
+                    .data(0, GuestData::Fill { len: 5000, byte: 0xaa })
+                    .data(20 * MIB, GuestData::Fill { len: 4096, byte: 0xbb })
                     .bitmap(bm(1, 512, &[(4096, 8192), (16 * MIB, 16 * MIB)]))
                     .bitmap(bm(2, 64 << 10, &[(MIB, MIB)])),
             ),
@@ -57,7 +57,7 @@ pub(crate) fn bases() -> &'static [Base] {
                 ImageBuilder::new(3 * MIB + 1536)
                     .variant(Variant::V1)
                     .cluster_size(512)
-                    .data(MIB, Data::Fill { len: 1024, byte: 0x11 })
+                    .data(MIB, GuestData::Fill { len: 1024, byte: 0x11 })
                     .bitmap(bm(3, 512, &[(3 * MIB, 1024)])),
             ),
             // v2 without an extension.

@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use parallels_image::corrupt::{self, DefectKind};
-use parallels_image::{Data, ImageBuilder};
+use parallels_image::{GuestData, ImageBuilder};
 use serde_json::{Map, Value};
 
 use crate::defects::bases;
@@ -43,7 +43,7 @@ fn images(dir: &std::path::Path) -> Vec<Img> {
         .cluster_size(64 << 10)
         .data(
             0,
-            Data::Fill {
+            GuestData::Fill {
                 len: 3 << 16,
                 byte: 0x5a,
             },

@@ -2,8 +2,8 @@
 //! read by the crate: they parse, validate without corruption or leaks, and read the same guest
 //! as `qemu-img convert -O raw`. QEMU writes only to images it created here (no extension).
 
-use parallels_image::{Data, ImageBuilder};
 use parallels_image::{FileSource, Severity};
+use parallels_image::{GuestData, ImageBuilder};
 
 use crate::fixtures::needs;
 use crate::harness::{self, compare_with_qemu, Img};
@@ -166,7 +166,7 @@ fn builder_base_equals_qemu_base() {
     write_cmd("qemu-io", &["-f", "parallels", "-c", "write -P 0xaa 0 4k", p]);
     let (ours, _) = ImageBuilder::new(10 << 20)
         .cluster_size(64 << 10)
-        .data(0, Data::Fill { len: 4096, byte: 0xaa })
+        .data(0, GuestData::Fill { len: 4096, byte: 0xaa })
         .to_vec()
         .unwrap();
     assert!(std::fs::read(&path).unwrap() == ours, "builder and QEMU differ");

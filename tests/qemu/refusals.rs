@@ -5,7 +5,7 @@
 
 use parallels_image::corrupt::{self, DefectKind};
 use parallels_image::qemu::{self, QemuOutcome};
-use parallels_image::{Error, Image, Mode, Severity};
+use parallels_image::{Error, Image, RuleMode, Severity};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestRunner};
 
@@ -25,7 +25,7 @@ fn contradiction(bytes: &[u8]) -> Option<String> {
     if !refused {
         return None;
     }
-    let report = match Image::parse_with(&bytes, Mode::Strict) {
+    let report = match Image::parse_with(&bytes, RuleMode::Strict) {
         // Refused by this crate too: a broken header, or not a Parallels image at all.
         Err(Error::Invalid(_) | Error::EmptyFile | Error::NotParallels { .. }) => return None,
         Err(e) => panic!("parse failed with {e}"),

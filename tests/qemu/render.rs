@@ -3,7 +3,7 @@
 //! with the count of the rest.
 
 use parallels_image::qemu::{self, CheckLine, QemuCheck, SHOWN_ERROR_LINES};
-use parallels_image::{Data, ImageBuilder};
+use parallels_image::{GuestData, ImageBuilder};
 
 use crate::catalogue::cases;
 use crate::fixtures::needs;
@@ -34,8 +34,8 @@ fn error_lines_are_shown_and_capped() {
     // v2, 64 KiB clusters, 2 MiB: data in guest clusters 0 and 1 (host clusters 1 and 2).
     let (mut bytes, _) = ImageBuilder::new(2 << 20)
         .cluster_size(64 << 10)
-        .data(0, Data::Fill { len: 512, byte: 1 })
-        .data(64 << 10, Data::Fill { len: 512, byte: 2 })
+        .data(0, GuestData::Fill { len: 512, byte: 1 })
+        .data(64 << 10, GuestData::Fill { len: 512, byte: 2 })
         .to_vec()
         .unwrap();
     // Entries 1..=18 point at host cluster 1 too; entry 19, the last, at host cluster 2.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use parallels_image::report::BitmapList;
 use parallels_image::{
-    edit::edit_bitmaps_file, edit::BitmapEdit, Bitmap, BitmapSpec, Error, Image, MapError, MapFormat, Mode,
+    edit::edit_bitmaps_file, edit::BitmapEdit, Bitmap, BitmapSpec, Error, Image, MapError, MapFormat, RuleMode,
 };
 
 use crate::output::{emit_with, Failure};
@@ -153,7 +153,7 @@ pub fn run(args: &Args) -> Outcome {
     crate::input::refuse_raw(path, args.format, "bitmaps", "a raw file has no bitmaps")?;
     let input = crate::input::open(path)?;
     // Bitmaps need the header and the extension only, not the BAT.
-    let image = Image::parse_without_bat(input.source(), Mode::Strict).map_err(|e| Failure::lib(path, &e))?;
+    let image = Image::parse_without_bat(input.source(), RuleMode::Strict).map_err(|e| Failure::lib(path, &e))?;
     if let Some(out) = &args.picture {
         let chosen: Vec<Bitmap<'_>> = match &args.name {
             Some(name) => vec![image

@@ -11,7 +11,7 @@ use parallels_image::qemu::Versions;
 use parallels_image::report::{
     check_bundle, check_image, failure_record, run_batch, BatchError, BatchRun, BatchStatus, CheckError, CheckOptions,
 };
-use parallels_image::Mode;
+use parallels_image::RuleMode;
 
 use crate::output::{check_failure, emit, emit_with, spinner, Failure, Format};
 use crate::Outcome;
@@ -56,11 +56,11 @@ pub struct Args {
     qemu: Versions,
 }
 
-fn mode(lenient: bool) -> Mode {
+fn mode(lenient: bool) -> RuleMode {
     if lenient {
-        Mode::Lenient
+        RuleMode::Lenient
     } else {
-        Mode::Strict
+        RuleMode::Strict
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use parallels_image::raw::header::INUSE_CLOSED_V21;
 use parallels_image::{
     bundle::BundleBuilder, bundle::BundleRecipe, bundle::SnapshotSpec, bundle::DEFAULT_TOP_GUID, recipe::DataRecipe,
-    recipe::Recipe, BitmapSpec, Data, Error, ImageBuilder,
+    recipe::Recipe, BitmapSpec, Error, GuestData, ImageBuilder,
 };
 
 use crate::args;
@@ -246,7 +246,7 @@ fn bundle(out: &Path, args: &Args) -> Outcome {
             let fill = |d: &DataRecipe| {
                 (
                     d.offset,
-                    Data::Fill {
+                    GuestData::Fill {
                         len: d.len,
                         byte: d.byte,
                     },

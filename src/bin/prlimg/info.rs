@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use parallels_image::report::{allocated_size, gather, BundleInfo};
-use parallels_image::{bundle::Bundle, Image, Mode, JSON_SCHEMA};
+use parallels_image::{bundle::Bundle, Image, RuleMode, JSON_SCHEMA};
 
 use crate::outln;
 use crate::output::{emit, emit_with, human_bytes, print_json, Failure, Format};
@@ -47,7 +47,7 @@ pub fn run(args: &Args) -> Outcome {
         return Ok(0);
     }
     let input = crate::input::open(path)?;
-    let image = Image::parse_compact(input.source(), Mode::Strict).map_err(|e| Failure::lib(path, &e))?;
+    let image = Image::parse_compact(input.source(), RuleMode::Strict).map_err(|e| Failure::lib(path, &e))?;
     let actual_size = if path.as_os_str() == "-" {
         None
     } else {
