@@ -152,6 +152,7 @@ pub fn allocated_size(path: &std::path::Path) -> Option<u64> {
     (meta.is_file() || meta.file_type().is_block_device()).then(|| meta.blocks() * 512)
 }
 
+/// The space a file takes: not known elsewhere than unix (`None`).
 #[cfg(not(unix))]
 pub fn allocated_size(_: &std::path::Path) -> Option<u64> {
     None

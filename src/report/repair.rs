@@ -3,8 +3,6 @@
 
 use std::fs::File;
 use std::io::{self, Write};
-#[cfg(unix)]
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::text::line as outln;
@@ -131,13 +129,48 @@ fn open_input(path: &Path, in_place: bool) -> Result<(File, std::fs::Metadata), 
             "is not a regular file: --in-place repairs only regular files (write a repaired copy instead)",
         ));
     }
-    if !ft.is_file() && !ft.is_block_device() {
+    if !ft.is_file() && !is_block_device(&ft) {
         return Err(refused(
             path,
             "repair reads its input at offsets: it must be a regular file or a block device, not a stream",
         ));
     }
     Ok((file, meta))
+}
+
+#[cfg(unix)]
+fn is_block_device(ft: &std::fs::FileType) -> bool {
+    std::os::unix::fs::FileTypeExt::is_block_device(ft)
+}
+
+#[cfg(not(unix))]
+fn is_block_device(_: &std::fs::FileType) -> bool {
+    false
+}
+
+/// Whether `a` and `b` are one file: the same device and inode (elsewhere than unix, the same
+/// canonical path).
+#[cfg(unix)]
+fn same_file(_: &Path, a: &std::fs::Metadata, _: &Path, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &Path, _: &std::fs::Metadata, b: &Path, _: &std::fs::Metadata) -> bool {
+    matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// The input's permission bits, for the repaired file (elsewhere than unix: the default).
+#[cfg(unix)]
+fn permissions(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    Some(meta.mode() & 0o7777)
+}
+
+#[cfg(not(unix))]
+fn permissions(_: &std::fs::Metadata) -> Option<u32> {
+    None
 }
 
 /// The verdict of the image at `path` (after writing).
@@ -153,7 +186,7 @@ pub fn repair_file(r: &RepairRequest<'_>) -> Result<RepairRun, RepairFileError> 
     let (file, meta) = open_input(r.read, in_place && !r.dry_run)?;
     if let Some(out) = r.output {
         if let Ok(out_meta) = std::fs::metadata(out) {
-            if out_meta.dev() == meta.dev() && out_meta.ino() == meta.ino() {
+            if same_file(out, &out_meta, r.read, &meta) {
                 return Err(refused(
                     out,
                     "is the input image; write the repaired copy elsewhere, or use --in-place",
@@ -173,7 +206,7 @@ pub fn repair_file(r: &RepairRequest<'_>) -> Result<RepairRun, RepairFileError> 
         let options = OutputOptions {
             overwrite: r.force || in_place,
             follow_symlink: false,
-            mode: Some(meta.mode() & 0o7777),
+            mode: permissions(&meta),
         };
         write_atomically(&target, &options, |f| plan.write(&source, f)).map_err(lib_at(&target))?;
     }
