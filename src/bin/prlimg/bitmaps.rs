@@ -137,11 +137,8 @@ fn run_edit(edit: &Edit) -> Outcome {
     let target = output.clone().unwrap_or_else(|| input.clone());
     match edit_bitmaps_file(&input, &target, &what, inuse, force) {
         Ok(_) => Ok(0),
-        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(Failure::at(&target, "already exists (use --force to replace it)"))
-        }
         Err(Error::Build(e)) => Err(Failure::at(&input, e.to_string())),
-        Err(e) => Err(Failure::lib(&input, &e)),
+        Err(e) => Err(Failure::lib_writing(&input, &target, &e)),
     }
 }
 

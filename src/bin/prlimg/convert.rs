@@ -5,12 +5,11 @@
 //! clusters left unallocated). The output is written beside its final
 //! name and renamed; an existing output is replaced only with `--force`.
 
-use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use parallels_image::bundle::BundleOptions;
 use parallels_image::guest::{Guest, GuestError, SourceFormat, Target};
-use parallels_image::{bundle::BundleOptions, Error};
 use uuid::Uuid;
 
 use crate::args::{parse_snapshot, size};
@@ -168,9 +167,6 @@ pub fn run(args: &Args) -> Outcome {
     }
     match result {
         Ok(()) => Ok(0),
-        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(Failure::at(out, "already exists (use --force to replace it)"))
-        }
         Err(e) => Err(Failure::lib(out, &e)),
     }
 }

@@ -162,9 +162,6 @@ fn bundle(input: &Path, output: &Path, defect: &str, force: bool) -> Outcome {
     }
     match defect.apply(&bundle, output, force) {
         Ok(()) => Ok(0),
-        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(Failure::at(output, "already exists (use --force to replace it)"))
-        }
         Err(Error::Build(e)) => Err(Failure::at(input, e.to_string())),
         Err(e) => Err(Failure::lib(output, &e)),
     }

@@ -262,11 +262,6 @@ fn bundle(out: &Path, args: &Args) -> Outcome {
                 })
         }
     };
-    match builder.create(out, args.force) {
-        Ok(_) => Ok(0),
-        Err(Error::Io(e)) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(Failure::at(out, "already exists (use --force to replace it)"))
-        }
-        Err(e) => Err(Failure::lib(out, &e)),
-    }
+    builder.create(out, args.force).map_err(|e| Failure::lib(out, &e))?;
+    Ok(0)
 }

@@ -20,6 +20,9 @@ pub enum Format {
     Html,
 }
 
+/// Why an output that exists is not written: what [`Failure::lib`] and [`Failure::output`] say.
+const EXISTS: &str = "already exists (use --force to replace it)";
+
 /// A failure: printed as `prlimg: <path>: <reason>`, exit status `code`.
 #[derive(Debug)]
 pub struct Failure {
@@ -84,9 +87,12 @@ impl Failure {
         }
     }
 
-    /// A library error on `path`.
+    /// A library error on `path`. An `Error::Io` of kind `AlreadyExists` is an output the
+    /// library created with `create_new` and found there: `path` is the path the write was to,
+    /// and the reason says that `--force` replaces it.
     pub fn lib(path: &Path, e: &Error) -> Self {
         match e {
+            Error::Io(io) if io.kind() == io::ErrorKind::AlreadyExists => Self::at(path, EXISTS),
             Error::Io(io) => Self::io(path, io),
             Error::Output(o) => Self::output(path, o),
             Error::NotParallels { .. } | Error::EmptyFile => Failure {
@@ -97,10 +103,19 @@ impl Failure {
         }
     }
 
+    /// A library error from a command that reads `input` and writes `output`: an output that
+    /// exists is named at `output` (as [`Failure::lib`] names it); any other error at `input`.
+    pub fn lib_writing(input: &Path, output: &Path, e: &Error) -> Self {
+        match e {
+            Error::Io(io) if io.kind() == io::ErrorKind::AlreadyExists => Self::lib(output, e),
+            _ => Self::lib(input, e),
+        }
+    }
+
     /// An output path that may not be written.
     pub fn output(path: &Path, e: &OutputError) -> Self {
         match e {
-            OutputError::Exists { .. } => Self::at(path, "already exists (use --force to replace it)"),
+            OutputError::Exists { .. } => Self::at(path, EXISTS),
             OutputError::NotRegular { path: at, kind } if at == path => Self::at(
                 path,
                 format!("is a {kind}, not a regular file; refusing to replace it, even with --force"),
