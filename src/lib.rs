@@ -20,9 +20,9 @@
 //!
 //! ```text
 //!  raw            the on-disk grammar: zerocopy + binrw derive types (public, for fuzzers and tools)
-//!  rule, violation, error
+//!  rule, violation, defect, error
 //!                 the numbered rules, their severities, the violations (with the header's
-//!                 field table) and the typed errors
+//!                 field table), the defect catalogue's kinds and the typed errors
 //!  source, outfile, size
 //!                 where bytes come from (a slice, a Vec, a file read only where metadata is),
 //!                 where they go (careful output files), sizes with suffixes
@@ -93,6 +93,7 @@ pub mod bundle;
 mod check;
 pub mod corpus;
 pub mod corrupt;
+mod defect;
 pub mod edit;
 mod error;
 mod extension;
@@ -133,4 +134,4 @@ pub use size::{parse_size, ParseSizeError};
 pub use source::{FileSource, Source};
 pub use stream::StreamSource;
 pub use validate::{open, open_with, validate, validate_with, Finding, Report, Threads, Verdict};
-pub use violation::{Location, Region, Violation};
+pub use violation::{HeaderField, Location, Region, Violation};

@@ -5,8 +5,7 @@ use std::fmt;
 
 use crate::raw::header::RawHeader;
 
-/// A header field [`Edit::Header`] sets: the format's table of header fields.
-pub use crate::violation::HeaderField;
+use crate::violation::HeaderField;
 
 impl HeaderField {
     pub(super) const ALL: [HeaderField; 10] = [

@@ -3,7 +3,7 @@
 use rand::Rng;
 use zerocopy::FromBytes;
 
-use super::edits::{BatTarget, Edit, HeaderField, MagicName};
+use super::edits::{BatTarget, Edit, MagicName};
 use super::view::View;
 use super::work::{pick, Work};
 use crate::header::Variant;
@@ -12,6 +12,7 @@ use crate::raw::header::{
     FLAG_EMPTY, FLAG_FORMAT_CONVERSION, INUSE_CLOSED_V21, INUSE_OPEN, MAX_BAT_ENTRIES, MAX_EXT_OFF, MAX_TRACKS,
 };
 use crate::raw::SECTOR_SIZE;
+use crate::violation::HeaderField;
 
 impl Work {
     pub(super) fn header(&mut self, view: &View) -> Option<Edit> {

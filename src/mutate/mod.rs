@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 pub use corpus::{seed_corpus, CorpusEntry, CorpusKind, CORPUS_MUTANTS};
-pub use edits::{BatTarget, BitmapField, Edit, EditKind, FeatureField, HeaderField, Inserted, L1Target, MagicName};
+pub use edits::{BatTarget, BitmapField, Edit, EditKind, FeatureField, Inserted, L1Target, MagicName};
 
 use crate::error::Result;
 use crate::extension::ExtensionDigest;

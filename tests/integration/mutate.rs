@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use parallels_image::qemu::{self, QemuOutcome, QemuReason};
 use parallels_image::{
-    mutate::ChecksumState, mutate::Edit, mutate::EditKind, mutate::FeatureField, mutate::HeaderField,
-    mutate::MutateOptions, mutate::Mutator, open, validate, Error, Image, Rule, Violation,
+    mutate::ChecksumState, mutate::Edit, mutate::EditKind, mutate::FeatureField, mutate::MutateOptions,
+    mutate::Mutator, open, validate, Error, HeaderField, Image, Rule, Violation,
 };
 
 use crate::fixtures::with_bitmaps;

@@ -11,7 +11,7 @@
 //!   128 sectors, L1 = [384], bits 0x61 0x80.
 
 use crate::fixtures::{bitmap_data, ext_cluster_with};
-use parallels_image::{GuestData, ImageBuilder};
+use parallels_image::{GuestData, HeaderField as F, ImageBuilder};
 
 pub const CL: u64 = 65536;
 const EXT_MAGIC: u64 = 0xAB23_4CEF_23DC_EA87;
@@ -27,41 +27,13 @@ const BM_BITS: [u8; 2] = [0x61, 0x80];
 /// `(2^63 - 2^30 - 64 KiB) / 512`: the last extension / L1 sector QEMU can read.
 const READ_LIMIT: u64 = ((1u64 << 63) - (1 << 30) - CL) / 512;
 
-/// Header fields: `(offset, width)`.
-#[derive(Clone, Copy)]
-pub enum F {
-    Version,
-    Tracks,
-    BatEntries,
-    NbSectors,
-    Inuse,
-    DataOff,
-    Flags,
-    ExtOff,
-}
-
-impl F {
-    fn at(self) -> (usize, usize) {
-        match self {
-            F::Version => (16, 4),
-            F::Tracks => (28, 4),
-            F::BatEntries => (32, 4),
-            F::NbSectors => (36, 8),
-            F::Inuse => (44, 4),
-            F::DataOff => (48, 4),
-            F::Flags => (52, 4),
-            F::ExtOff => (56, 8),
-        }
-    }
-}
-
 /// An image being mutated.
 #[derive(Clone)]
 pub struct B(pub Vec<u8>);
 
 impl B {
     pub fn set(mut self, f: F, v: u64) -> B {
-        let (o, w) = f.at();
+        let (o, w) = (f.offset() as usize, f.width() as usize);
         self.0[o..o + w].copy_from_slice(&v.to_le_bytes()[..w]);
         self
     }
