@@ -40,40 +40,30 @@ pub struct Info {
     #[cfg_attr(feature = "serde", serde(serialize_with = "sentences"))]
     pub warnings: Vec<InfoWarning>,
     /// qemu-img's own keys beside ours (`children`, `virtual-size`, `actual-size`), when
-    /// `qemu-img info` opens the image.
+    /// `qemu-img info` opens the image: [`QemuImgInfo::without_names`] of `qemu_img_info`.
     #[cfg_attr(feature = "serde", serde(flatten))]
-    pub qemu_img: Option<QemuImgTop>,
+    pub qemu_img: Option<QemuImgInfo>,
     /// The whole object `qemu-img info -f parallels --output json` prints, or null when it
     /// cannot open the image.
     pub qemu_img_info: Option<QemuImgInfo>,
-}
-
-/// The keys of `qemu-img info --output json` that ours do not already hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct QemuImgTop {
-    children: Vec<QemuImgChild>,
-    #[cfg_attr(feature = "serde", serde(rename = "virtual-size"))]
-    virtual_size: u64,
-    #[cfg_attr(
-        feature = "serde",
-        serde(rename = "actual-size", skip_serializing_if = "Option::is_none")
-    )]
-    actual_size: Option<u64>,
 }
 
 /// `qemu-img info -f parallels --output json` (QEMU 10.0.2), keys in its order: the format
 /// node (the guest's size, no cluster size or dirty flag: the driver reports neither) and its
 /// one child, the file (its length, `format-specific` of type `file`, `dirty-flag` false).
 /// `actual-size` is the space the file takes on its file system (`st_blocks` × 512).
+/// [`QemuImgInfo::without_names`] drops `filename` and `format`: the keys our `info` holds
+/// already, the rest printed beside them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct QemuImgInfo {
     children: Vec<QemuImgChild>,
     #[cfg_attr(feature = "serde", serde(rename = "virtual-size"))]
     virtual_size: u64,
-    filename: String,
-    format: &'static str,
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    filename: Option<String>,
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    format: Option<&'static str>,
     #[cfg_attr(
         feature = "serde",
         serde(rename = "actual-size", skip_serializing_if = "Option::is_none")
@@ -138,10 +128,21 @@ fn qemu_img_info(image: &Image<'_>, filename: &str, actual_size: Option<u64>) ->
             info: file,
         }],
         virtual_size: image.header().virtual_size(),
-        filename: filename.to_string(),
-        format: "parallels",
+        filename: Some(filename.to_string()),
+        format: Some("parallels"),
         actual_size,
     })
+}
+
+impl QemuImgInfo {
+    /// The same keys without `filename` and `format`, in the same order.
+    pub fn without_names(&self) -> QemuImgInfo {
+        QemuImgInfo {
+            filename: None,
+            format: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// The space a regular file or block device takes (`st_blocks` × 512, as QEMU's `actual-size`).
@@ -265,11 +266,7 @@ pub fn bitmap_line(b: &BitmapSummary) -> String {
 pub fn gather(image: &Image<'_>, filename: String, actual_size: Option<u64>) -> Info {
     let qemu_img_info = qemu_img_info(image, &filename, actual_size);
     Info {
-        qemu_img: qemu_img_info.as_ref().map(|q| QemuImgTop {
-            children: q.children.clone(),
-            virtual_size: q.virtual_size,
-            actual_size: q.actual_size,
-        }),
+        qemu_img: qemu_img_info.as_ref().map(QemuImgInfo::without_names),
         qemu_img_info,
         schema: JSON_SCHEMA,
         filename,
