@@ -92,8 +92,8 @@ pub enum PlanError {
     /// The image lacks what the defect damages.
     #[error("defect {defect} needs an image with {needs}")]
     NotApplicable {
-        /// The defect's name (`crate::corrupt::DefectKind::name`).
-        defect: &'static str,
+        /// The defect.
+        defect: crate::defect::DefectKind,
         /// What the image would need.
         needs: Requirement,
     },

@@ -165,7 +165,7 @@ fn lib_error(py: Python<'_>, path: Option<&Path>, e: &pi::Error) -> PyErr {
             match p {
                 pi::PlanError::UnknownDefect { name } => set(&err, py, "defect", name.clone()),
                 pi::PlanError::NotApplicable { defect, needs } => {
-                    set(&err, py, "defect", *defect);
+                    set(&err, py, "defect", defect.name());
                     set(&err, py, "needs", needs.to_string());
                 }
                 _ => {}

@@ -134,7 +134,7 @@ impl<'i, 's> Work<'i, 's> {
 
     pub(super) fn needs<T>(&self, needs: Requirement) -> Result<T> {
         Err(Error::Plan(PlanError::NotApplicable {
-            defect: self.defect.name(),
+            defect: self.defect,
             needs,
         }))
     }

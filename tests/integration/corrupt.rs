@@ -394,7 +394,7 @@ fn every_defect_breaks_exactly_its_rule() {
                 if base.unsuitable.contains(&defect) {
                     match result {
                         Err(Error::Plan(e @ PlanError::NotApplicable { defect: d, .. })) => {
-                            assert_eq!(d, defect.name(), "{what}");
+                            assert_eq!(d, defect, "{what}");
                             let msg = e.to_string();
                             assert!(
                                 msg.starts_with(&format!("defect {} needs an image with ", defect.name())),
@@ -563,7 +563,7 @@ fn unsuitable_images_are_refused_with_what_they_lack() {
             assert_eq!(
                 e,
                 PlanError::NotApplicable {
-                    defect: "granularity-zero",
+                    defect: D::GranularityZero,
                     needs: Requirement::Bitmap
                 }
             );
@@ -576,7 +576,7 @@ fn unsuitable_images_are_refused_with_what_they_lack() {
     }
     match plan(&image, D::DataOffZero, 0) {
         Err(Error::Plan(PlanError::NotApplicable { defect, needs })) => {
-            assert_eq!((defect, needs), ("data-off-zero", Requirement::V2Magic));
+            assert_eq!((defect, needs), (D::DataOffZero, Requirement::V2Magic));
         }
         other => panic!("expected PlanError::NotApplicable, got {other:?}"),
     }

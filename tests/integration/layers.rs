@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// The layers, top (used by all) to bottom (uses all), as `src/lib.rs` describes them.
 const LAYERS: &[&[&str]] = &[
     &["raw"],
-    &["rule", "violation", "error"],
+    &["rule", "violation", "defect", "error"],
     &["source", "helper", "outfile", "size"],
     &["header", "extension", "bitmap", "image"],
     &["validate"],
