@@ -66,6 +66,21 @@ fn open_error(text: &str) -> BundleViolation {
     }
 }
 
+/// A labelled case of a descriptor rule: an edit of a valid bundle's descriptor and the exact
+/// findings it leads to.
+type Case = (&'static str, fn(&mut Descriptor), Vec<BundleViolation>);
+
+/// Each case's edit gives exactly its findings, every one breaking `rule`.
+fn assert_cases(rule: BundleRule, cases: Vec<Case>) {
+    for (name, edit, want) in cases {
+        let got = findings_after(edit);
+        assert_eq!(got, want, "{rule} {name}");
+        for v in &got {
+            assert_eq!(v.rule(), rule, "{rule} {name}: {v:?}");
+        }
+    }
+}
+
 #[test]
 fn valid_bundle_has_no_findings() {
     let tmp = tempfile::tempdir().unwrap();
@@ -143,134 +158,145 @@ fn d2_required_elements() {
 
 #[test]
 fn d3_version() {
-    assert_eq!(
-        findings_after(|d| d.version = Some("2.0".into())),
-        vec![BundleViolation::BadVersion {
-            found: Some("2.0".into())
-        }]
-    );
-    assert_eq!(
-        findings_after(|d| d.version = None),
-        vec![BundleViolation::BadVersion { found: None }]
+    assert_cases(
+        BundleRule::D3,
+        vec![
+            (
+                "version 2.0",
+                |d| d.version = Some("2.0".into()),
+                vec![BundleViolation::BadVersion {
+                    found: Some("2.0".into()),
+                }],
+            ),
+            (
+                "no version",
+                |d| d.version = None,
+                vec![BundleViolation::BadVersion { found: None }],
+            ),
+        ],
     );
 }
 
 #[test]
 fn d4_geometry() {
-    assert_eq!(
-        findings_after(|d| d.disk.heads = 15),
-        vec![BundleViolation::GeometryMismatch {
-            cylinders: 8,
-            heads: 15,
-            sectors: 32,
-            product: 3840,
-            disk_size: 4096
-        }]
+    assert_cases(
+        BundleRule::D4,
+        vec![(
+            "heads 15",
+            |d| d.disk.heads = 15,
+            vec![BundleViolation::GeometryMismatch {
+                cylinders: 8,
+                heads: 15,
+                sectors: 32,
+                product: 3840,
+                disk_size: 4096,
+            }],
+        )],
     );
 }
 
 #[test]
 fn d5_padding() {
-    let v = findings_after(|d| d.disk.padding = Some(1));
-    assert_eq!(v, vec![BundleViolation::Padding { found: 1 }]);
-    assert_eq!(v[0].rule().severity(), Severity::NonCanonical);
+    assert_eq!(BundleRule::D5.severity(), Severity::NonCanonical);
+    assert_cases(
+        BundleRule::D5,
+        vec![(
+            "padding 1",
+            |d| d.disk.padding = Some(1),
+            vec![BundleViolation::Padding { found: 1 }],
+        )],
+    );
 }
 
 #[test]
 fn d6_storages_contiguous() {
-    // A gap (the second storage starts one cluster late), and a first storage not at 0.
-    type Case = (&'static str, fn(&mut Descriptor), BundleViolation);
-    let cases: [Case; 2] = [
-        (
-            "gap",
-            |d| d.storages[1].start = 2176,
-            BundleViolation::StorageNotContiguous {
-                storage: 1,
-                start: 2176,
-                expected: 2048,
-            },
-        ),
-        (
-            "first not at 0",
-            |d| d.storages[0].start = 128,
-            BundleViolation::StorageNotContiguous {
-                storage: 0,
-                start: 128,
-                expected: 0,
-            },
-        ),
-    ];
-    for (name, edit, want) in cases {
-        assert_eq!(findings_after(edit), vec![want], "{name}");
-    }
+    assert_cases(
+        BundleRule::D6,
+        vec![
+            (
+                "gap (the second storage starts one cluster late)",
+                |d| d.storages[1].start = 2176,
+                vec![BundleViolation::StorageNotContiguous {
+                    storage: 1,
+                    start: 2176,
+                    expected: 2048,
+                }],
+            ),
+            (
+                "first not at 0",
+                |d| d.storages[0].start = 128,
+                vec![BundleViolation::StorageNotContiguous {
+                    storage: 0,
+                    start: 128,
+                    expected: 0,
+                }],
+            ),
+        ],
+    );
 }
 
 #[test]
 fn d7_storages_end_at_disk_size() {
-    // A disk_size mismatch (geometry kept consistent so only D7 breaks).
-    assert_eq!(
-        findings_after(|d| {
-            d.disk.disk_size = 8192;
-            d.disk.cylinders = 16;
-        }),
-        vec![BundleViolation::StoragesEnd {
-            end: 4096,
-            disk_size: 8192
-        }]
+    assert_cases(
+        BundleRule::D7,
+        vec![(
+            "disk_size 8192 (geometry kept consistent so only D7 breaks)",
+            |d| {
+                d.disk.disk_size = 8192;
+                d.disk.cylinders = 16;
+            },
+            vec![BundleViolation::StoragesEnd {
+                end: 4096,
+                disk_size: 8192,
+            }],
+        )],
     );
 }
 
 #[test]
 fn d8_blocksize() {
-    let v = findings_after(|d| d.storages[0].blocksize = 256);
-    assert_eq!(
-        v,
+    let mismatch = |file| BundleViolation::BlocksizeMismatch {
+        storage: 0,
+        file,
+        tracks: 128,
+        blocksize: 256,
+    };
+    assert_cases(
+        BundleRule::D8,
         vec![
-            BundleViolation::BlocksizeMismatch {
-                storage: 0,
-                file: file(1, 0),
-                tracks: 128,
-                blocksize: 256
-            },
-            BundleViolation::BlocksizeMismatch {
-                storage: 0,
-                file: file(2, 0),
-                tracks: 128,
-                blocksize: 256
-            },
-        ]
-    );
-    assert_eq!(v[0].rule(), BundleRule::D8);
-    assert_eq!(
-        findings_after(|d| d.storages[1].blocksize = 0),
-        vec![BundleViolation::ZeroBlocksize { storage: 1 }]
+            (
+                "blocksize 256 against tracks 128",
+                |d| d.storages[0].blocksize = 256,
+                vec![mismatch(file(1, 0)), mismatch(file(2, 0))],
+            ),
+            (
+                "blocksize 0",
+                |d| d.storages[1].blocksize = 0,
+                vec![BundleViolation::ZeroBlocksize { storage: 1 }],
+            ),
+        ],
     );
 }
 
 #[test]
 fn d9_expanding_image_covers_storage() {
-    // Grow storage 1 and the disk by 1 MiB: its images hold only 1 MiB.
-    let v = findings_after(|d| {
-        d.storages[1].end = 6144;
-        d.disk.disk_size = 6144;
-        d.disk.cylinders = 12;
-    });
-    assert_eq!(
-        v,
-        vec![
-            BundleViolation::ImageTooSmall {
-                storage: 1,
-                file: file(1, 1),
-                nb_sectors: 2048,
-                needed: 4096
+    let too_small = |file| BundleViolation::ImageTooSmall {
+        storage: 1,
+        file,
+        nb_sectors: 2048,
+        needed: 4096,
+    };
+    assert_cases(
+        BundleRule::D9,
+        vec![(
+            "storage 1 and the disk grown by 1 MiB: its images hold only 1 MiB",
+            |d| {
+                d.storages[1].end = 6144;
+                d.disk.disk_size = 6144;
+                d.disk.cylinders = 12;
             },
-            BundleViolation::ImageTooSmall {
-                storage: 1,
-                file: file(2, 1),
-                nb_sectors: 2048,
-                needed: 4096
-            },
-        ]
+            vec![too_small(file(1, 1)), too_small(file(2, 1))],
+        )],
     );
 }
 
@@ -321,28 +347,35 @@ fn d11_missing_file() {
 
 #[test]
 fn d12_shared_file() {
-    assert_eq!(
-        findings_after(|d| d.storages[1].images[0].file = file(1, 0)),
-        vec![BundleViolation::SharedFile {
-            storage: 1,
-            image: 0,
-            file: file(1, 0),
-            first_storage: 0,
-            first_image: 0
-        }]
+    assert_cases(
+        BundleRule::D12,
+        vec![(
+            "storage 1 names storage 0's file",
+            |d| d.storages[1].images[0].file = file(1, 0),
+            vec![BundleViolation::SharedFile {
+                storage: 1,
+                image: 0,
+                file: file(1, 0),
+                first_storage: 0,
+                first_image: 0,
+            }],
+        )],
     );
 }
 
 #[test]
 fn d13_outside_bundle() {
-    let v = findings_after(|d| d.storages[1].images[0].file = "/etc/hostname".into());
-    assert_eq!(
-        v,
-        vec![BundleViolation::OutsideBundle {
-            storage: 1,
-            image: 0,
-            file: "/etc/hostname".into()
-        }]
+    assert_cases(
+        BundleRule::D13,
+        vec![(
+            "an absolute path",
+            |d| d.storages[1].images[0].file = "/etc/hostname".into(),
+            vec![BundleViolation::OutsideBundle {
+                storage: 1,
+                image: 0,
+                file: "/etc/hostname".into(),
+            }],
+        )],
     );
 }
 

@@ -78,41 +78,97 @@ fn tools(test: &str) -> bool {
     needs::tools(test, &["qemu-nbd", "nbdinfo", "qemu-storage-daemon"])
 }
 
-/// One bitmap, 64 KiB granules, one L1 entry pointing at a bitmap cluster.
+/// A labelled case: the image, and what its L1 tables hold (the entry kinds the case covers).
+struct Case {
+    name: &'static str,
+    image: fn() -> Vec<u8>,
+    l1: fn(&str, &[Vec<u64>]),
+}
+
+fn cases() -> [Case; 5] {
+    [
+        Case {
+            name: "one_bitmap_64k_granules",
+            image: one_bitmap_64k_granules,
+            l1: |name, l1| {
+                assert_eq!(l1.len(), 1, "{name}");
+                assert!(l1[0][0] > L1_DIRTY, "{name}: a bitmap cluster");
+            },
+        },
+        Case {
+            name: "several_bitmaps_several_chunks",
+            image: several_bitmaps_several_chunks,
+            l1: |name, l1| {
+                assert_eq!(l1[0].len(), 4, "{name}: four chunks");
+                assert_eq!(
+                    kinds(&l1[0]),
+                    (true, true, true),
+                    "{name}: L1 0, 1 and clusters: {:?}",
+                    l1[0]
+                );
+                assert_eq!(l1[2], vec![L1_DIRTY], "{name}");
+            },
+        },
+        Case {
+            name: "last_partial_chunk",
+            image: last_partial_chunk,
+            l1: |name, l1| {
+                assert_eq!(l1[0].len(), 3, "{name}");
+                assert_eq!(l1[0][2], L1_DIRTY, "{name}: last partial chunk all dirty");
+                assert_eq!(l1[0][..2], [L1_CLEAN, L1_CLEAN], "{name}");
+                assert!(
+                    l1[1][2] > L1_DIRTY && l1[1][0] > L1_DIRTY && l1[1][1] == L1_CLEAN,
+                    "{name}: {:?}",
+                    l1[1]
+                );
+            },
+        },
+        Case {
+            name: "cluster_1536_bitmap",
+            image: cluster_1536_bitmap,
+            l1: |name, l1| assert_eq!(l1[0].len(), 2, "{name}"),
+        },
+        Case {
+            name: "garbage_tail_bits_in_last_chunk",
+            image: garbage_tail_bits_in_last_chunk,
+            l1: |_, _| {},
+        },
+    ]
+}
+
+/// Every case's bitmaps as QEMU loads them ([`bitmaps_agree`]), then its L1 tables.
 #[test]
 #[cfg_attr(
     prlimg_no_qemu_tools,
     ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
 )]
-fn one_bitmap_64k_granules() {
-    if !tools("one_bitmap_64k_granules") {
+fn bitmaps_agree_with_qemu() {
+    if !tools("bitmaps_agree_with_qemu") {
         return;
     }
-    let (bytes, _) = ImageBuilder::new(10 * MIB)
+    for case in cases() {
+        let l1 = bitmaps_agree(case.name, (case.image)());
+        (case.l1)(case.name, &l1);
+    }
+}
+
+/// One bitmap, 64 KiB granules, one L1 entry pointing at a bitmap cluster.
+fn one_bitmap_64k_granules() -> Vec<u8> {
+    ImageBuilder::new(10 * MIB)
         .cluster_size(64 << 10)
         .data(0, GuestData::Fill { len: 4096, byte: 0xaa })
         .bitmap(bm(0x01, 64 << 10, &[(0, 1), (327_680, 131_072), (983_040, 65_536)]))
         .to_vec()
-        .unwrap();
-    let l1 = bitmaps_agree("one_bitmap_64k_granules", bytes);
-    assert_eq!(l1.len(), 1);
-    assert!(l1[0][0] > L1_DIRTY, "a bitmap cluster");
+        .unwrap()
+        .0
 }
 
 /// Several bitmaps in one image with 4 KiB clusters (a chunk covers 32768 granules): 512-byte
 /// granules spread over four chunks holding all three L1 kinds (0, 1, a cluster), and
 /// bitmaps of 4 KiB, 64 KiB and 1 MiB granules.
-#[test]
-#[cfg_attr(
-    prlimg_no_qemu_tools,
-    ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
-)]
-fn several_bitmaps_several_chunks() {
-    if !tools("several_bitmaps_several_chunks") {
-        return;
-    }
+fn several_bitmaps_several_chunks() -> Vec<u8> {
     let chunk = 32_768 * 512; // bytes covered by one L1 entry at 512-byte granules
-    let (bytes, _) = ImageBuilder::new(64 * MIB)
+    ImageBuilder::new(64 * MIB)
         .variant(Variant::V2)
         .cluster_size(4096)
         .data(MIB, GuestData::Fill { len: 8192, byte: 0x42 })
@@ -130,27 +186,16 @@ fn several_bitmaps_several_chunks() {
         .bitmap(bm(0xa3, 64 << 10, &[(0, 64 * MIB)]))
         .bitmap(bm(0xa4, MIB, &[(MIB - 1, 2), (63 * MIB, MIB)]))
         .to_vec()
-        .unwrap();
-    let l1 = bitmaps_agree("several_bitmaps_several_chunks", bytes);
-    assert_eq!(l1[0].len(), 4, "four chunks");
-    assert_eq!(kinds(&l1[0]), (true, true, true), "L1 0, 1 and clusters: {:?}", l1[0]);
-    assert_eq!(l1[2], vec![L1_DIRTY]);
+        .unwrap()
+        .0
 }
 
 /// 512-byte clusters (4096 granules per chunk) on an odd-sized v1 disk: the last chunk is
 /// partial, once all dirty (L1 = 1) and once mixed.
-#[test]
-#[cfg_attr(
-    prlimg_no_qemu_tools,
-    ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
-)]
-fn last_partial_chunk() {
-    if !tools("last_partial_chunk") {
-        return;
-    }
+fn last_partial_chunk() -> Vec<u8> {
     let size = 5 * MIB + 1536; // 10243 sectors: chunks of 4096, 4096, 2051 granules
     let tail = 2 * 4096 * 512;
-    let (bytes, _) = ImageBuilder::new(size)
+    ImageBuilder::new(size)
         .variant(Variant::V1)
         .cluster_size(512)
         .data(0, GuestData::Fill { len: 512, byte: 1 })
@@ -158,50 +203,25 @@ fn last_partial_chunk() {
         .bitmap(bm(0xb2, 512, &[(0, 512), (tail + 512, 1024), (size - 512, 512)]))
         .bitmap(bm(0xb3, 4096, &[(size - 1, 1)]))
         .to_vec()
-        .unwrap();
-    let l1 = bitmaps_agree("last_partial_chunk", bytes);
-    assert_eq!(l1[0].len(), 3);
-    assert_eq!(l1[0][2], L1_DIRTY, "last partial chunk all dirty");
-    assert_eq!(l1[0][..2], [L1_CLEAN, L1_CLEAN]);
-    assert!(
-        l1[1][2] > L1_DIRTY && l1[1][0] > L1_DIRTY && l1[1][1] == L1_CLEAN,
-        "{:?}",
-        l1[1]
-    );
+        .unwrap()
+        .0
 }
 
 /// A non-power-of-two cluster size (1536 bytes) with a bitmap whose chunks are 12288 granules.
-#[test]
-#[cfg_attr(
-    prlimg_no_qemu_tools,
-    ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
-)]
-fn cluster_1536_bitmap() {
-    if !tools("cluster_1536_bitmap") {
-        return;
-    }
-    let (bytes, _) = ImageBuilder::new(8 * MIB)
+fn cluster_1536_bitmap() -> Vec<u8> {
+    ImageBuilder::new(8 * MIB)
         .variant(Variant::V2)
         .cluster_size(1536)
         .bitmap(bm(0xc1, 512, &[(0, 3 * MIB), (6 * MIB + 7, 1000)]))
         .to_vec()
-        .unwrap();
-    let l1 = bitmaps_agree("cluster_1536_bitmap", bytes);
-    assert_eq!(l1[0].len(), 2);
+        .unwrap()
+        .0
 }
 
 /// Bits past the last granule in a bitmap cluster (ploop may leave them): QEMU's dirty count
 /// and extents ignore them; its debug hash, like `Bitmap::serialized`, includes the rest of
-/// their 64-bit word.
-#[test]
-#[cfg_attr(
-    prlimg_no_qemu_tools,
-    ignore = "needs the QEMU tools (apt-get install qemu-utils libnbd-bin); with CI=true it runs and fails"
-)]
-fn garbage_tail_bits_in_last_chunk() {
-    if !tools("garbage_tail_bits_in_last_chunk") {
-        return;
-    }
+/// their 64-bit word. The image is asserted to hold them before QEMU sees it.
+fn garbage_tail_bits_in_last_chunk() -> Vec<u8> {
     let size = 5 * MIB + 1536; // 10243 granules of 512 bytes: the last chunk holds 2051
     let (mut bytes, layout) = ImageBuilder::new(size)
         .variant(Variant::V2)
@@ -223,5 +243,5 @@ fn garbage_tail_bits_in_last_chunk() {
     let ser = b.serialized().unwrap();
     assert_eq!(ser.len() as u64, 10243u64.div_ceil(64) * 8);
     assert_eq!(&ser[ser.len() - 8..], &[0xf8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
-    bitmaps_agree("garbage_tail_bits_in_last_chunk", bytes.clone());
+    bytes
 }
