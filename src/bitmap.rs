@@ -12,7 +12,7 @@ use zerocopy::FromBytes;
 use crate::error::{Region, Result, Violation};
 use crate::extension::{Extension, FeatureEntry};
 use crate::raw::bitmap::{RawBitmapHeader, BITMAP_HEADER_SIZE, L1_CLEAN, L1_DIRTY, L1_ENTRY_SIZE};
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Sectors, SECTOR_SIZE};
 use crate::source::Source;
 
 /// What a bitmap needs to know of the image it belongs to.
@@ -133,7 +133,7 @@ impl<'a> Bitmap<'a> {
 
     /// Granularity in bytes.
     pub fn granularity_bytes(&self) -> u64 {
-        u64::from(self.granularity_sectors()) * SECTOR_SIZE
+        Sectors::bytes_of_u32(self.granularity_sectors()).get()
     }
 
     /// Number of granules: the disk size in sectors divided by the granularity, rounded up
@@ -243,7 +243,7 @@ impl<'a> Bitmap<'a> {
     /// order, without holding the extents in memory.
     pub fn for_each_dirty_extent(&self, mut f: impl FnMut(u64, u64)) -> Result<()> {
         let gb = self.granularity_bytes();
-        let size = self.nb_sectors.saturating_mul(SECTOR_SIZE);
+        let size = Sectors(self.nb_sectors).saturating_bytes().get();
         self.for_each_dirty_run(|s, l| {
             let start = s.saturating_mul(gb).min(size);
             let end = s.saturating_add(l).saturating_mul(gb).min(size);
@@ -289,7 +289,7 @@ impl<'a> Bitmap<'a> {
     /// the `qemu:dirty-bitmap:NAME` context of `qemu-nbd -B NAME`. Streams: a bitmap of
     /// millions of extents is never held in memory.
     pub fn write_map(&self, format: MapFormat, out: &mut dyn Write) -> Result<(), MapError> {
-        let size = self.nb_sectors.saturating_mul(SECTOR_SIZE);
+        let size = Sectors(self.nb_sectors).saturating_bytes().get();
         let mut printer = MapPrinter {
             out,
             json: format == MapFormat::Json,

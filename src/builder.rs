@@ -16,7 +16,7 @@ use crate::raw::bitmap::{DirtyBitmapFeature, L1_CLEAN, L1_DIRTY};
 use crate::raw::extension::ExtensionCluster;
 use crate::raw::feature::FeatureRecord;
 use crate::raw::header::{RawHeader, MAX_BAT_ENTRIES, MAX_TRACKS, VERSION};
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Bytes, Sectors, SECTOR_SIZE};
 
 /// The BAT is written in blocks of this many bytes, all-zero blocks skipped.
 const BAT_BLOCK: usize = 64 << 10;
@@ -221,11 +221,11 @@ impl ImageBuilder {
             version: VERSION.into(),
             heads: 16.into(),
             cylinders: ((nb_sectors / (16 * 32)) as u32).into(),
-            tracks: ((cs / SECTOR_SIZE) as u32).into(),
+            tracks: (Bytes(cs).sectors_floor().get() as u32).into(),
             bat_entries: (bat_entries as u32).into(),
             nb_sectors: nb_sectors.into(),
             inuse: self.inuse.into(),
-            data_off: u32::try_from(data_start / SECTOR_SIZE)
+            data_off: u32::try_from(Bytes(data_start).sectors_floor().get())
                 .map_err(|_| BuildError::Unaddressable {
                     what: "data area",
                     offset: data_start,
@@ -233,7 +233,7 @@ impl ImageBuilder {
                 })?
                 .into(),
             flags: self.flags.into(),
-            ext_off: ext_offset.map_or(0, |o| o / SECTOR_SIZE).into(),
+            ext_off: ext_offset.map_or(0, |o| Bytes(o).sectors_floor().get()).into(),
         };
 
         self.emit(
@@ -258,14 +258,14 @@ impl ImageBuilder {
     /// The image's shape from the settings, and the settings checked against each other.
     fn geometry(&self) -> Result<Geometry> {
         let cs = self.cluster_size;
-        if cs == 0 || !cs.is_multiple_of(SECTOR_SIZE) || cs / SECTOR_SIZE > u64::from(MAX_TRACKS) {
+        if cs == 0 || !Bytes(cs).is_sector_aligned() || Bytes(cs).sectors_floor() > Sectors::from(MAX_TRACKS) {
             return Err(BuildError::ClusterSize {
                 found: cs,
-                max: u64::from(MAX_TRACKS) * 512,
+                max: Sectors::bytes_of_u32(MAX_TRACKS).get(),
             }
             .into());
         }
-        let nb_sectors = self.virtual_size.div_ceil(SECTOR_SIZE);
+        let nb_sectors = Bytes(self.virtual_size).sectors_ceil().get();
         let bat_entries = self.virtual_size.div_ceil(cs);
         if bat_entries > u64::from(MAX_BAT_ENTRIES) {
             return Err(BuildError::TooManyClusters {
@@ -295,7 +295,7 @@ impl ImageBuilder {
             }
         }
 
-        let disk_size = nb_sectors * SECTOR_SIZE;
+        let disk_size = Sectors(nb_sectors).saturating_bytes().get();
         let mut seen = std::collections::HashMap::with_capacity(self.bitmaps.len());
         for (i, spec) in self.bitmaps.iter().enumerate() {
             if let Some(&first) = seen.get(&spec.id) {
@@ -391,7 +391,7 @@ impl ImageBuilder {
 
     fn bat_value(&self, host: u64) -> Result<u32> {
         let v = match self.variant {
-            Variant::V1 => host / SECTOR_SIZE,
+            Variant::V1 => Bytes(host).sectors_floor().get(),
             Variant::V2 => host / self.cluster_size,
         };
         u32::try_from(v).map_err(|_| {
@@ -491,7 +491,7 @@ pub(crate) fn encode_bitmaps(specs: &[BitmapSpec], nb_sectors: u64, cs: u64, nex
         if gb < SECTOR_SIZE || !gb.is_power_of_two() || gb > 1 << 31 {
             return Err(BuildError::Granularity { found: gb }.into());
         }
-        let gs = gb / SECTOR_SIZE;
+        let gs = Bytes(gb).sectors_floor().get();
         let granules = nb_sectors.div_ceil(gs);
         let chunk_bits = cs * 8;
         let l1_size = granules.div_ceil(chunk_bits);
@@ -535,7 +535,7 @@ pub(crate) fn encode_bitmaps(specs: &[BitmapSpec], nb_sectors: u64, cs: u64, nex
                 set_bits(&mut bits, s, e);
             }
             let host = alloc_bitmap_cluster(next, cs);
-            *slot = host / SECTOR_SIZE;
+            *slot = Bytes(host).sectors_floor().get();
             chunk_clusters.push((host, bits));
         }
         features.push(FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(

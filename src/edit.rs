@@ -12,7 +12,7 @@ use crate::image::Image;
 use crate::outfile::write_file_atomically;
 use crate::raw::extension::ExtensionCluster;
 use crate::raw::header::{RawHeader, HEADER_SIZE};
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Bytes, SECTOR_SIZE};
 use crate::rule::Severity;
 use crate::source::FileSource;
 
@@ -169,7 +169,7 @@ pub fn edit_bitmaps<W: Write + Seek>(
     }
     let file_len = next.max(data_end);
     let mut header: RawHeader = h.raw;
-    header.ext_off = ext_offset.map_or(0, |o| o / SECTOR_SIZE).into();
+    header.ext_off = ext_offset.map_or(0, |o| Bytes(o).sectors_floor().get()).into();
     if let Some(v) = inuse {
         header.inuse = v.into();
     }

@@ -18,7 +18,7 @@ use crate::bitmap::Bitmap;
 use crate::error::{Location, Violation};
 use crate::image::Image;
 use crate::raw::bitmap::{L1_CLEAN, L1_DIRTY};
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Sectors, SECTOR_SIZE};
 use crate::rule::Rule;
 use crate::validate::Report;
 
@@ -389,7 +389,12 @@ pub fn layout_model(image: &Image<'_>, report: &Report) -> LayoutModel {
     for b in image.bitmaps() {
         for e in b.l1().iter() {
             if e != L1_CLEAN && e != L1_DIRTY {
-                mark(&mut state, e.saturating_mul(SECTOR_SIZE), cs, CellState::BitmapCluster);
+                mark(
+                    &mut state,
+                    Sectors(e).saturating_bytes().get(),
+                    cs,
+                    CellState::BitmapCluster,
+                );
             }
         }
     }

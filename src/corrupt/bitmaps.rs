@@ -6,7 +6,7 @@ use super::pick;
 use crate::error::Requirement;
 use crate::error::Result;
 use crate::raw::bitmap::{BITMAP_HEADER_SIZE, L1_CLEAN, L1_DIRTY, L1_ENTRY_SIZE};
-use crate::raw::{RawBitmapHeader, SECTOR_SIZE};
+use crate::raw::{Bytes, RawBitmapHeader, Sectors, SECTOR_SIZE};
 
 pub(super) fn data_too_short(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
     let bm = pick(&w.some_bitmaps()?, seed);
@@ -103,12 +103,12 @@ pub(super) fn l1_entry_unaligned(w: &mut Work<'_, '_>, seed: u64) -> Result<()> 
         return w.needs(Requirement::BitmapCluster);
     }
     let (b, i) = pick(&ptrs, seed);
-    let Some(off) = bms[b].l1[i].checked_mul(SECTOR_SIZE) else {
+    let Some(off) = Sectors(bms[b].l1[i]).checked_bytes().map(Bytes::get) else {
         return w.needs(Requirement::BitmapClusterInFile);
     };
     let bytes = w.image.source().read_at(off, cs)?.into_owned();
     let to = w.append(bytes, SECTOR_SIZE);
-    w.set_l1(&bms[b], i, to / SECTOR_SIZE)
+    w.set_l1(&bms[b], i, Bytes(to).sectors_floor().get())
 }
 
 pub(super) fn l1_entry_past_eof(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
@@ -123,7 +123,7 @@ pub(super) fn l1_entry_past_eof(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
     }
     let (b, i) = pick(&all, seed);
     let off = w.next_slot(w.len);
-    w.set_l1(&bms[b], i, off / SECTOR_SIZE)
+    w.set_l1(&bms[b], i, Bytes(off).sectors_floor().get())
 }
 
 /// What [`l1_overlap`] points an L1 entry at.
@@ -180,17 +180,19 @@ pub(super) fn l1_overlap(w: &mut Work<'_, '_>, seed: u64, target: Target) -> Res
                         .map(|(_, &e)| e)
                 })
                 .filter(|&e| {
-                    e.checked_mul(SECTOR_SIZE)
+                    Sectors(e)
+                        .checked_bytes()
+                        .map(Bytes::get)
                         .is_some_and(|o| w.on_grid(o) && o + cs <= w.len)
                 })
                 .collect();
             if others.is_empty() {
                 return w.needs(Requirement::OtherBitmapCluster);
             }
-            pick(&others, seed) * SECTOR_SIZE
+            Sectors(pick(&others, seed)).saturating_bytes().get()
         }
     };
-    w.set_l1(&bms[b], i, off / SECTOR_SIZE)
+    w.set_l1(&bms[b], i, Bytes(off).sectors_floor().get())
 }
 
 pub(super) fn duplicate_id(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
@@ -226,10 +228,10 @@ pub(super) fn trailing_bits(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
             }
             bits[byte] |= 1 << bit;
             let to = w.append(bits, 0);
-            w.set_l1(&bm, k, to / SECTOR_SIZE)?;
+            w.set_l1(&bm, k, Bytes(to).sectors_floor().get())?;
         }
         e => {
-            let Some(off) = e.checked_mul(SECTOR_SIZE).filter(|o| o + cs <= w.len) else {
+            let Some(off) = Sectors(e).checked_bytes().map(Bytes::get).filter(|o| o + cs <= w.len) else {
                 return w.needs(Requirement::BitmapClusterInFile);
             };
             let at = off + byte as u64;

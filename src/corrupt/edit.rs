@@ -17,7 +17,7 @@ use crate::raw::editor::{encode_records, list_layout, ExtensionEditor, RecordByt
 use crate::raw::feature::{RawFeatureHeader, FEATURE_HEADER_SIZE};
 use crate::raw::header::RawHeader;
 use crate::raw::RawBitmapHeader;
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Bytes, Sectors};
 use crate::source::Source;
 use crate::validate::referenced_end;
 
@@ -173,7 +173,7 @@ impl<'i, 's> Work<'i, 's> {
     /// BAT value for a cluster at byte `off`, if it fits.
     pub(super) fn bat_value(&self, off: u64) -> Result<u32> {
         let v = match self.h.variant {
-            Variant::V1 => off / SECTOR_SIZE,
+            Variant::V1 => Bytes(off).sectors_floor().get(),
             Variant::V2 => off / self.cs,
         };
         match u32::try_from(v) {
@@ -213,7 +213,7 @@ impl<'i, 's> Work<'i, 's> {
 
     /// Sets `data_off` to the sector of byte `ds`, if it fits.
     pub(super) fn set_data_start(&mut self, ds: u64) -> Result<()> {
-        match u32::try_from(ds / SECTOR_SIZE) {
+        match u32::try_from(Bytes(ds).sectors_floor().get()) {
             Ok(v) => {
                 self.head.data_off = v.into();
                 Ok(())
@@ -284,7 +284,7 @@ impl<'i, 's> Work<'i, 's> {
         let ext = self.ext.as_mut().expect("checked");
         ext.offset = to;
         ext.bytes = bytes;
-        self.head.ext_off = (to / SECTOR_SIZE).into();
+        self.head.ext_off = Bytes(to).sectors_floor().get().into();
         Ok(())
     }
 
@@ -434,7 +434,7 @@ impl<'i, 's> Work<'i, 's> {
             .filter(|b| b.rec == rec)
             .flat_map(|b| b.l1)
             .filter(|&e| e > L1_DIRTY)
-            .filter_map(|e| e.checked_mul(SECTOR_SIZE))
+            .filter_map(|e| Sectors(e).checked_bytes().map(Bytes::get))
             .filter(|&o| o < self.len)
             .collect()
     }

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::header::Variant;
 use crate::raw::bitmap::L1_DIRTY;
 use crate::raw::header::{INUSE_CLOSED_V21, INUSE_OPEN, MAX_BAT_ENTRIES, MAX_EXT_OFF, MAX_TRACKS};
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Bytes, Sectors, SECTOR_SIZE};
 
 pub(super) fn bad_magic(w: &mut Work<'_, '_>, seed: u64) -> Result<()> {
     w.head.magic[(seed % 16) as usize] ^= 0x20;
@@ -125,7 +125,7 @@ pub(super) fn data_off_inside_bat(w: &mut Work<'_, '_>) -> Result<()> {
     let ext_there = w.image.extension().is_some_and(|e| e.file_offset == ds);
     let l1_there = w.bitmaps().iter().any(|b| {
         b.l1.iter()
-            .any(|&e| e > L1_DIRTY && e.checked_mul(SECTOR_SIZE) == Some(ds))
+            .any(|&e| e > L1_DIRTY && Sectors(e).checked_bytes() == Some(Bytes(ds)))
     });
     w.require(!ext_there && !l1_there, Requirement::PlainFirstDataCluster)?;
     w.head.bat_entries = (entries as u32).into();

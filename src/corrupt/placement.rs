@@ -7,7 +7,7 @@ use super::pick;
 use crate::error::{Requirement, Result};
 use crate::header::Variant;
 use crate::raw::bitmap::BITMAP_HEADER_SIZE;
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Bytes, Sectors, SECTOR_SIZE};
 use crate::validate::referenced_end;
 
 /// The 4-byte slots between the end of the BAT and the data area (in the file), by offset.
@@ -51,11 +51,11 @@ pub(super) fn ext_before_data(w: &mut Work<'_, '_>) -> Result<()> {
     let ds = w.data_start();
     w.require(ds + cs <= w.len, Requirement::DataAreaInFile)?;
     // A bitmap cluster in the cluster the data area leaves would be before the data area too.
-    let bitmap_there = w
-        .bitmaps()
-        .iter()
-        .flat_map(|b| b.l1.clone())
-        .any(|e| e.checked_mul(SECTOR_SIZE).is_some_and(|o| o >= ds && o < ds + cs));
+    let bitmap_there = w.bitmaps().iter().flat_map(|b| b.l1.clone()).any(|e| {
+        Sectors(e)
+            .checked_bytes()
+            .is_some_and(|o| o.get() >= ds && o.get() < ds + cs)
+    });
     w.require(!bitmap_there, Requirement::PlainFirstDataCluster)?;
     w.set_data_start(ds + cs)?;
     for (i, off) in w.allocated() {
@@ -67,7 +67,7 @@ pub(super) fn ext_before_data(w: &mut Work<'_, '_>) -> Result<()> {
     }
     if ext != ds {
         w.ext()?.offset = ds;
-        w.head.ext_off = (ds / SECTOR_SIZE).into();
+        w.head.ext_off = Bytes(ds).sectors_floor().get().into();
     }
     Ok(())
 }

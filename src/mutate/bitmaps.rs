@@ -6,7 +6,7 @@ use super::edits::{BitmapField, Edit, L1Target};
 use super::view::{l1_get, BitmapAt, View};
 use super::work::{pick, Work};
 use crate::raw::bitmap::{RawBitmapHeader, BITMAP_HEADER_SIZE, L1_ENTRY_SIZE};
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Bytes, Sectors};
 
 impl Work {
     pub(super) fn bitmap_field(&mut self, view: &View) -> Option<Edit> {
@@ -113,15 +113,16 @@ impl Work {
                 if from > 1 {
                     from.wrapping_add(1)
                 } else {
-                    view.len.div_ceil(SECTOR_SIZE).saturating_sub(cs_sectors).max(2) | 1
+                    Bytes(view.len).sectors_ceil().get().saturating_sub(cs_sectors).max(2) | 1
                 }
             }
             L1Target::PastEof => {
-                view.len.div_ceil(SECTOR_SIZE).next_multiple_of(cs_sectors) + cs_sectors * self.rng.random_range(0..3)
+                Bytes(view.len).sectors_ceil().get().next_multiple_of(cs_sectors)
+                    + cs_sectors * self.rng.random_range(0..3)
             }
             // Sector 2 or the first cluster: inside the header and BAT.
             L1Target::Bat => pick(&mut self.rng, &[2, cs_sectors.max(2)]),
-            L1Target::Extension => ext.off / SECTOR_SIZE,
+            L1Target::Extension => Bytes(ext.off).sectors_floor().get(),
             L1Target::Data => {
                 let allocated: Vec<u64> = (0..view.bat_len)
                     .map(|i| self.bat_get(i))
@@ -130,7 +131,7 @@ impl Work {
                 if allocated.is_empty() {
                     return None;
                 }
-                pick(&mut self.rng, &allocated) / SECTOR_SIZE
+                Bytes(pick(&mut self.rng, &allocated)).sectors_floor().get()
             }
             L1Target::OtherL1 => {
                 let others: Vec<u64> = view
@@ -145,7 +146,15 @@ impl Work {
                 }
                 pick(&mut self.rng, &others)
             }
-            L1Target::Huge => pick(&mut self.rng, &[u64::MAX, 1 << 55, (i64::MAX as u64 >> 9) + 1, 1 << 63]),
+            L1Target::Huge => pick(
+                &mut self.rng,
+                &[
+                    u64::MAX,
+                    1 << 55,
+                    Bytes(i64::MAX as u64).sectors_floor().get() + 1,
+                    1 << 63,
+                ],
+            ),
         };
         if to == from {
             return None;
@@ -169,7 +178,7 @@ impl Work {
         }
         let cs = view.header?.cluster_size();
         let (_, _, e) = pick(&mut self.rng, clusters);
-        let start = e * SECTOR_SIZE;
+        let start = Sectors(e).saturating_bytes().get();
         let end = (start + cs).min(view.len);
         let offset = self.rng.random_range(start..end);
         let from = self.bytes[offset as usize];

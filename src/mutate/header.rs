@@ -11,7 +11,7 @@ use crate::raw::bat::{BatEntry, BAT_ENTRY_SIZE, BAT_OFFSET};
 use crate::raw::header::{
     FLAG_EMPTY, FLAG_FORMAT_CONVERSION, INUSE_CLOSED_V21, INUSE_OPEN, MAX_BAT_ENTRIES, MAX_EXT_OFF, MAX_TRACKS,
 };
-use crate::raw::SECTOR_SIZE;
+use crate::raw::{Bytes, SECTOR_SIZE};
 use crate::violation::HeaderField;
 
 impl Work {
@@ -20,15 +20,15 @@ impl Work {
         let raw = view.raw;
         let cur = field.get(&raw);
         let tracks = u64::from(raw.tracks.get()).max(1);
-        let len_sectors = view.len.div_ceil(SECTOR_SIZE);
+        let len_sectors = Bytes(view.len).sectors_ceil().get();
         let mut c = vec![0, 1, field.max(), cur.wrapping_add(1), cur.wrapping_sub(1)];
         // The value the other fields call for, off by one, and values in the other magic's unit.
         let right = match field {
             HeaderField::BatEntries => raw.nb_sectors.get().div_ceil(tracks),
             HeaderField::NbSectors => u64::from(raw.bat_entries.get()).wrapping_mul(tracks),
-            HeaderField::DataOff => {
-                (BAT_OFFSET + BAT_ENTRY_SIZE * u64::from(raw.bat_entries.get())).div_ceil(SECTOR_SIZE)
-            }
+            HeaderField::DataOff => Bytes(BAT_OFFSET + BAT_ENTRY_SIZE * u64::from(raw.bat_entries.get()))
+                .sectors_ceil()
+                .get(),
             HeaderField::ExtOff => len_sectors,
             _ => cur,
         };
@@ -152,7 +152,10 @@ impl Work {
             BatTarget::Free => 0,
             BatTarget::PastEof => in_units(view.len.next_multiple_of(unit) + unit * self.rng.random_range(0..4))?,
             BatTarget::IntoHeader => match h.variant {
-                Variant::V1 => self.rng.random_range(1..=h.data_start().div_ceil(SECTOR_SIZE).max(1)) as u32,
+                Variant::V1 => {
+                    self.rng
+                        .random_range(1..=Bytes(h.data_start()).sectors_ceil().get().max(1)) as u32
+                }
                 Variant::V2 => 1,
             },
             BatTarget::Duplicate => {

@@ -10,7 +10,7 @@ use crate::raw::bitmap::{RawBitmapHeader, BITMAP_HEADER_SIZE};
 use crate::raw::extension::EXT_HEADER_SIZE;
 use crate::raw::feature::FEATURE_HEADER_SIZE;
 use crate::raw::header::RawHeader;
-use crate::raw::SECTOR_SIZE;
+use crate::raw::Sectors;
 
 /// `(file offset, cluster size)` of the extension cluster, when the header passes R1–R6 and
 /// points at a cluster whose 24-byte header is in the file.
@@ -93,7 +93,7 @@ impl View {
         for b in ext.iter().flat_map(|e| &e.bitmaps) {
             for i in 0..b.l1_len {
                 let e = l1_get(bytes, b, i);
-                if e > 1 && e.checked_mul(SECTOR_SIZE).is_some_and(|o| o < len) {
+                if e > 1 && Sectors(e).checked_bytes().is_some_and(|o| o.get() < len) {
                     l1_clusters.push((*b, i, e));
                 }
             }
