@@ -18,6 +18,7 @@ mod header;
 mod layers;
 mod layout;
 mod mutate;
+mod outputs;
 mod picture;
 mod placement;
 mod repair;
