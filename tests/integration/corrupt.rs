@@ -55,6 +55,23 @@ const NEEDS_EXTENSION: [DefectKind; 30] = [
     D::BitmapOnEmptyDisk,
 ];
 
+/// The defects a base without an extension does not suit: [`NEEDS_EXTENSION`], then `extra`
+/// (`N` is their count: a wrong one does not compile).
+const fn without_extension<const N: usize>(extra: &[DefectKind]) -> [DefectKind; N] {
+    assert!(N == NEEDS_EXTENSION.len() + extra.len());
+    let mut out = [D::BadMagic; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < NEEDS_EXTENSION.len() {
+            NEEDS_EXTENSION[i]
+        } else {
+            extra[i - NEEDS_EXTENSION.len()]
+        };
+        i += 1;
+    }
+    out
+}
+
 fn check(b: ImageBuilder) -> Vec<u8> {
     let (bytes, _) = b.to_vec().expect("builds");
     let image = Image::parse(&bytes).expect("parses");
@@ -288,18 +305,8 @@ fn v1_compact() -> Base {
             .data(0, GuestData::Fill { len: 4096, byte: 0x99 })
             .data(8 * CS, GuestData::Fill { len: 4096, byte: 0xaa }),
     );
-    static UNSUITABLE: [DefectKind; 33] = {
-        let mut out = [D::BadMagic; 33];
-        let mut i = 0;
-        while i < NEEDS_EXTENSION.len() {
-            out[i] = NEEDS_EXTENSION[i];
-            i += 1;
-        }
-        out[30] = D::DataOffZero;
-        out[31] = D::DataOffUnaligned;
-        out[32] = D::BatTooLargeToRead;
-        out
-    };
+    static UNSUITABLE: [DefectKind; 33] =
+        without_extension(&[D::DataOffZero, D::DataOffUnaligned, D::BatTooLargeToRead]);
     Base {
         name: "v1-compact",
         bytes,
@@ -310,21 +317,14 @@ fn v1_compact() -> Base {
 /// v2, 1 MiB, nothing allocated, no extension.
 fn v2_empty() -> Base {
     let bytes = check(ImageBuilder::new(MIB).cluster_size(CS));
-    static UNSUITABLE: [DefectKind; 36] = {
-        let mut out = [D::BadMagic; 36];
-        let mut i = 0;
-        while i < NEEDS_EXTENSION.len() {
-            out[i] = NEEDS_EXTENSION[i];
-            i += 1;
-        }
-        out[30] = D::V1SizeHighBits;
-        out[31] = D::BatEntryUnaligned;
-        out[32] = D::BatEntryInsideHeader;
-        out[33] = D::BatEntryDuplicate;
-        out[34] = D::UnreferencedCluster;
-        out[35] = D::V1DataOffUnset;
-        out
-    };
+    static UNSUITABLE: [DefectKind; 36] = without_extension(&[
+        D::V1SizeHighBits,
+        D::BatEntryUnaligned,
+        D::BatEntryInsideHeader,
+        D::BatEntryDuplicate,
+        D::UnreferencedCluster,
+        D::V1DataOffUnset,
+    ]);
     Base {
         name: "v2-empty",
         bytes,
