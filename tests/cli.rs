@@ -254,38 +254,6 @@ fn bitmaps_match_nbdinfo_line_for_line() {
 // -------------------------------------------------------------------------------------- create
 
 #[test]
-fn create_is_reproducible_by_seed() {
-    let dir = tmp();
-    let make = |name: &str, seed: &str| {
-        let p = dir.path().join(name);
-        prlimg_ok(&[
-            "create",
-            s(&p),
-            "--size",
-            "1G",
-            "--data",
-            "3M:5K:0x5a",
-            "--random-bitmap",
-            "0.2",
-            "--seed",
-            seed,
-        ]);
-        fs::read(p).unwrap()
-    };
-    let (one, again, other) = (make("1.hds", "17"), make("2.hds", "17"), make("3.hds", "18"));
-    assert_eq!(one, again);
-    assert_ne!(one, other);
-    // Density 0.2 of 16384 granules of 64 KiB: round(3276.8) = 3277 dirty granules.
-    let v = json_of(&prlimg_ok(&[
-        "bitmaps",
-        s(&dir.path().join("1.hds")),
-        "--output",
-        "json",
-    ]));
-    assert_eq!(v["bitmaps"][0]["dirty_bytes"], 3277 * 65536);
-}
-
-#[test]
 fn no_progress_bar_when_stderr_is_piped() {
     // 64 MiB of data is enough for a progress bar on a terminal.
     let dir = tmp();

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use parallels_image::recipe::{BitmapRecipe, DataRecipe, Recipe};
 use parallels_image::report::{gather, BitmapList};
-use parallels_image::{parse_size, Bitmap, Image, MapFormat, RuleMode};
+use parallels_image::{parse_size, Bitmap, BitmapSpec, Image, MapFormat, RuleMode};
 use serde_json::{json, Value};
 
 const UUID_A: &str = "11111111-2222-3333-4444-555555555555";
@@ -191,4 +191,33 @@ fn create_size_suffixes() {
         assert_eq!(v["virtual_size"], virtual_size, "{size}");
         assert_eq!(v["bat_entries"], bat_entries, "{size}");
     }
+}
+
+/// `create --size 1G --data 3M:5K:0x5a --random-bitmap 0.2 --seed SEED` (the random bitmap's
+/// granularity 64K, `--random-granularity`'s default).
+#[test]
+fn create_is_reproducible_by_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let make = |name: &str, seed: u64| {
+        let builder = Recipe {
+            data: vec![DataRecipe {
+                offset: 3 << 20,
+                len: 5 << 10,
+                byte: 0x5a,
+            }],
+            ..recipe(1 << 30)
+        }
+        .to_builder()
+        .unwrap()
+        .bitmap(BitmapSpec::random(seed, 1 << 30, 64 << 10, 0.2).unwrap());
+        let p = dir.path().join(name);
+        builder.create_file(&p, false).unwrap();
+        std::fs::read(p).unwrap()
+    };
+    let (one, again, other) = (make("1.hds", 17), make("2.hds", 17), make("3.hds", 18));
+    assert_eq!(one, again);
+    assert_ne!(one, other);
+    // Density 0.2 of 16384 granules of 64 KiB: round(3276.8) = 3277 dirty granules.
+    let v: Value = serde_json::from_str(&bitmaps_list(&dir.path().join("1.hds"), true)).unwrap();
+    assert_eq!(v["bitmaps"][0]["dirty_bytes"], 3277 * 65536);
 }
