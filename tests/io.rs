@@ -662,3 +662,77 @@ fn every_command_reads_stdin_or_says_why_not() {
         );
     }
 }
+
+/// The library's one entry point takes `-`: `report::check_path_with(Path::new("-"), …)` checks
+/// standard input, whether it is a file (read at offsets) or a pipe (read once), with the same
+/// report as the file by name less the readers (they need a path). The test runs itself again
+/// as a child with standard input redirected; the child prints the human report.
+#[test]
+fn check_path_with_takes_standard_input() {
+    use parallels_image::report::{check_path_with, CheckOptions, PathReport};
+    use parallels_image::RuleMode;
+    const CHILD: &str = "PRLIMG_TEST_CHECK_STDIN";
+    let human = |r: &PathReport| {
+        let mut out = Vec::new();
+        r.write_human(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    if std::env::var_os(CHILD).is_some() {
+        let report = check_path_with(Path::new("-"), &CheckOptions::new(RuleMode::Strict)).unwrap();
+        let PathReport::Image(c) = &report else {
+            panic!("standard input is an image")
+        };
+        println!("FILENAME {}", c.conformance.filename);
+        println!("EXIT {}", c.conformance.verdict().exit_code());
+        print!("{}", human(&report));
+        println!("END");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = image_a(d);
+    let leaky = d.join("leaky.hds");
+    prlimg_ok(&["corrupt", s(&a), s(&leaky), "--defect", "trailing-leak"]);
+    for (image, code) in [(&a, 0), (&leaky, 3)] {
+        let by_name = check_path_with(
+            image,
+            &CheckOptions {
+                readers: false,
+                ..CheckOptions::new(RuleMode::Strict)
+            },
+        )
+        .unwrap();
+        let expected = format!("FILENAME -\nEXIT {code}\n{}END\n", human(&by_name));
+        let child = || {
+            let mut cmd = Command::new(std::env::current_exe().unwrap());
+            cmd.args([
+                "--exact",
+                "check_path_with_takes_standard_input",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .stderr(Stdio::null());
+            cmd
+        };
+        // Redirected from the file.
+        let out = child().stdin(fs::File::open(image).unwrap()).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let report = &text[text.find("FILENAME").unwrap()..text.find("END\n").unwrap() + 4];
+        assert_eq!(report, expected, "{} from a file", image.display());
+        // Through a pipe.
+        let mut c = child().stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let bytes = fs::read(image).unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
+        let out = c.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let report = &text[text.find("FILENAME").unwrap()..text.find("END\n").unwrap() + 4];
+        assert_eq!(report, expected, "{} from a pipe", image.display());
+    }
+}
