@@ -736,3 +736,103 @@ fn check_path_with_takes_standard_input() {
         assert_eq!(report, expected, "{} from a pipe", image.display());
     }
 }
+
+/// Starts `prlimg ARGS` as a job in its own process group, waits until `out` exists (and holds
+/// at least `files` entries), sends `signal` to the group and returns how it ended, or `None`
+/// when it ended by itself first.
+fn interrupt_when(args: &[&str], out: &Path, files: usize, signal: &str) -> Option<std::process::ExitStatus> {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while fs::read_dir(out).map_or(true, |r| r.count() < files) {
+        assert!(start.elapsed() < Duration::from_secs(60), "{args:?} never wrote");
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let st = Command::new("kill")
+        .args([&format!("-{signal}"), "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    Some(child.wait().unwrap())
+}
+
+/// `man --dir` into a folder it makes: interrupted, the folder goes whole (as `mutate`'s and
+/// `corpus`'s); run to its end, every page is there. Each signal is tried until one run is
+/// caught writing (the pages take a few milliseconds).
+#[test]
+fn an_interrupted_man_dir_removes_the_folder_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("keep.txt"), b"already here").unwrap();
+    let before = listing(d);
+    let pages = d.join("man");
+    let all = {
+        let whole = tempfile::tempdir().unwrap();
+        prlimg_ok(&["man", "--dir", s(&whole.path().join("m"))]);
+        fs::read_dir(whole.path().join("m")).unwrap().count()
+    };
+    for (signal, number) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+        let mut caught = false;
+        for _ in 0..50 {
+            match interrupt_when(&["man", "--dir", s(&pages)], &pages, 0, signal) {
+                Some(st) => {
+                    assert_eq!(st.signal(), Some(number), "SIG{signal}: {st}");
+                    assert_eq!(listing(d), before, "SIG{signal}");
+                    caught = true;
+                    break;
+                }
+                None => {
+                    assert_eq!(
+                        fs::read_dir(&pages).unwrap().count(),
+                        all,
+                        "a finished run writes every page"
+                    );
+                    fs::remove_dir_all(&pages).unwrap();
+                }
+            }
+        }
+        assert!(caught, "SIG{signal}: `man --dir` always finished before the signal");
+    }
+}
+
+/// `differential --out DIR` into a folder it makes: interrupted before `report.json`, the
+/// folder goes whole, kept cases with it (and the campaign's scratch folder).
+#[test]
+fn an_interrupted_differential_removes_the_folder_it_made() {
+    if Command::new("qemu-img").arg("--version").output().is_err() {
+        return skip(
+            "an_interrupted_differential_removes_the_folder_it_made",
+            "qemu-img is not on PATH",
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("keep.txt"), b"already here").unwrap();
+    let before = listing(d);
+    let out = d.join("campaign");
+    let args = [
+        "differential",
+        "--out",
+        s(&out),
+        "--qemu",
+        "--count",
+        "100000",
+        "--seed",
+        "1",
+    ];
+    for (signal, number) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+        // Once it has kept a case (a disagreement or crash of the built-in base's variants).
+        let st = interrupt_when(&args, &out, 1, signal).expect("a campaign of 100000 cases is interrupted");
+        assert_eq!(st.signal(), Some(number), "SIG{signal}: {st}");
+        assert_eq!(listing(d), before, "SIG{signal}");
+    }
+}
