@@ -288,9 +288,13 @@ fn an_interrupted_create_leaves_the_folder_as_it_was() {
 }
 
 /// Runs `prlimg ARGS` as a job in its own process group (as a shell runs a job: Ctrl-C goes to
-/// the whole group), waits until it has written more than 1 MiB into a file under `dir` (a
-/// bundle's temporary folder included), sends `signal` to the group and returns how it ended.
-fn interrupt_job(dir: &Path, args: &[&str], signal: &str) -> std::process::ExitStatus {
+/// the whole group), waits until `ready(pid)` (at most 60 s), sends `signal` to the group and
+/// returns how it ended, or `None` when it ended by itself first.
+fn interrupt_job_when(
+    args: &[&str],
+    signal: &str,
+    mut ready: impl FnMut(u32) -> bool,
+) -> Option<std::process::ExitStatus> {
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(BIN)
         .args(args)
@@ -299,32 +303,35 @@ fn interrupt_job(dir: &Path, args: &[&str], signal: &str) -> std::process::ExitS
         .process_group(0)
         .spawn()
         .unwrap();
-    let fds = PathBuf::from(format!("/proc/{}/fd", child.id()));
     let start = Instant::now();
-    let canon = dir.canonicalize().unwrap();
-    'wait: loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{args:?} never started writing"
-        );
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("{args:?} ended by itself ({st}) before it could be interrupted");
+    while !ready(child.id()) {
+        assert!(start.elapsed() < Duration::from_secs(60), "{args:?} never got ready");
+        if child.try_wait().unwrap().is_some() {
+            return None;
         }
-        for fd in fs::read_dir(&fds).into_iter().flatten().flatten() {
-            let Ok(to) = fs::read_link(fd.path()) else { continue };
-            if to.starts_with(&canon) && fs::metadata(fd.path()).is_ok_and(|m| m.len() > 1 << 20) {
-                break 'wait;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let group = format!("-{}", child.id());
     let st = Command::new("kill")
-        .args([&format!("-{signal}"), "--", &group])
+        .args([&format!("-{signal}"), "--", &format!("-{}", child.id())])
         .status()
         .unwrap();
     assert!(st.success());
-    child.wait().unwrap()
+    Some(child.wait().unwrap())
+}
+
+/// [`interrupt_job_when`] it has written more than 1 MiB into a file under `dir` (a bundle's
+/// temporary folder included).
+fn interrupt_job(dir: &Path, args: &[&str], signal: &str) -> std::process::ExitStatus {
+    let canon = dir.canonicalize().unwrap();
+    let writing = |pid: u32| {
+        let fds = PathBuf::from(format!("/proc/{pid}/fd"));
+        fs::read_dir(&fds).into_iter().flatten().flatten().any(|fd| {
+            fs::read_link(fd.path()).is_ok_and(|to| to.starts_with(&canon))
+                && fs::metadata(fd.path()).is_ok_and(|m| m.len() > 1 << 20)
+        })
+    };
+    interrupt_job_when(args, signal, writing)
+        .unwrap_or_else(|| panic!("{args:?} ended by itself before it could be interrupted"))
 }
 
 #[test]
@@ -737,32 +744,9 @@ fn check_path_with_takes_standard_input() {
     }
 }
 
-/// Starts `prlimg ARGS` as a job in its own process group, waits until `out` exists (and holds
-/// at least `files` entries), sends `signal` to the group and returns how it ended, or `None`
-/// when it ended by itself first.
+/// [`interrupt_job_when`] `out` holds more than `files` entries.
 fn interrupt_when(args: &[&str], out: &Path, files: usize, signal: &str) -> Option<std::process::ExitStatus> {
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while fs::read_dir(out).map_or(true, |r| r.count() < files) {
-        assert!(start.elapsed() < Duration::from_secs(60), "{args:?} never wrote");
-        if child.try_wait().unwrap().is_some() {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let st = Command::new("kill")
-        .args([&format!("-{signal}"), "--", &format!("-{}", child.id())])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    Some(child.wait().unwrap())
+    interrupt_job_when(args, signal, |_| fs::read_dir(out).is_ok_and(|r| r.count() >= files))
 }
 
 /// `man --dir` into a folder it makes: interrupted, the folder goes whole (as `mutate`'s and
