@@ -150,3 +150,98 @@ fn bad_magic_prediction_says_it_assumes_format_parallels() {
         ]
     );
 }
+
+/// A bundle's first lines: what QEMU 10 does with it (it opens no bundle), then one sentence
+/// per reader the report predicts, libphdi and dissect.hypervisor, with why it refuses; then a
+/// blank line and the findings. On a clean bundle, one with a descriptor defect libphdi refuses
+/// (a non-zero Padding), one both readers refuse (a descriptor that is not XML) and one missing
+/// its image file.
+#[test]
+fn a_bundle_check_says_what_qemu_and_the_readers_do_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = prlimg(
+        d,
+        &["create", "b.hdd", "--bundle", "--size", "8M", "--data", "0:1M:0xaa"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for defect in ["padding-nonzero", "descriptor-not-xml", "missing-file"] {
+        let out = prlimg(d, &["corrupt", "b.hdd", &format!("{defect}.hdd"), "--defect", defect]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    const QEMU: &str = "QEMU 10: does not open a bundle: with -f parallels it refuses DiskDescriptor.xml (Image not \
+                        in Parallels format), and without -f it reads the XML as a raw disk.";
+    const DISSECT_WORKS: &str = "dissect.hypervisor 3.21: works: it opens the bundle and reads the guest's bytes.";
+    const IMAGE: &str = "b.hdd.0.{5fbaabe3-6958-40ff-92a7-860e329aab41}.hds";
+    let abs = d.canonicalize().unwrap();
+    let cases: [(&str, i32, [String; 5]); 4] = [
+        (
+            "b.hdd",
+            0,
+            [
+                QEMU.into(),
+                "libphdi 20260902: does not open it (libphdi_sparse_image_header_read_data: unsupported signature): \
+                 it reads only images whose magic is \"WithoutFreeSpace\" (a v1 header)."
+                    .into(),
+                DISSECT_WORKS.into(),
+                String::new(),
+                "No errors were found in the bundle.".into(),
+            ],
+        ),
+        (
+            "padding-nonzero.hdd",
+            0,
+            [
+                QEMU.into(),
+                "libphdi 20260902: does not open it (libphdi_disk_descriptor_xml_file_get_disk_parameters: \
+                 unsupported padding: 1): it takes only Padding 0."
+                    .into(),
+                DISSECT_WORKS.into(),
+                String::new(),
+                "Non-canonical D5 in DiskDescriptor.xml: Disk_Parameters/Padding is 1, expected 0".into(),
+            ],
+        ),
+        (
+            "descriptor-not-xml.hdd",
+            2,
+            [
+                QEMU.into(),
+                "libphdi 20260902: does not open it (libphdi_disk_descriptor_xml_file_read_data: unable to parse \
+                 XML): the descriptor is not XML it can parse."
+                    .into(),
+                "dissect.hypervisor 3.21: does not open it (ParseError): the descriptor is not XML it can parse."
+                    .into(),
+                String::new(),
+                "ERROR D1 in DiskDescriptor.xml: DiskDescriptor.xml is not well-formed XML at line 1, column 1: the \
+                 root node was opened but never closed"
+                    .into(),
+            ],
+        ),
+        (
+            "missing-file.hdd",
+            2,
+            [
+                QEMU.into(),
+                format!(
+                    "libphdi 20260902: does not open it (libcfile_file_open_with_error_code: no such file: \
+                     {}/missing-file.hdd/{IMAGE}): an image's file is missing.",
+                    abs.display()
+                ),
+                format!(
+                    "dissect.hypervisor 3.21: does not open it (FileNotFoundError: [Errno 2] No such file or \
+                     directory: 'missing-file.hdd/{IMAGE}'): an image's file is missing."
+                ),
+                String::new(),
+                format!(
+                    "ERROR D11 in DiskDescriptor.xml: Storage[0]/Image[0]/File \"{IMAGE}\": No such file or \
+                     directory, expected a regular file"
+                ),
+            ],
+        ),
+    ];
+    for (bundle, code, expected) in cases {
+        let text = check(d, bundle, code);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[..5], expected, "{bundle}:\n{text}");
+    }
+}

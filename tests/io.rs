@@ -288,9 +288,13 @@ fn an_interrupted_create_leaves_the_folder_as_it_was() {
 }
 
 /// Runs `prlimg ARGS` as a job in its own process group (as a shell runs a job: Ctrl-C goes to
-/// the whole group), waits until it has written more than 1 MiB into a file under `dir` (a
-/// bundle's temporary folder included), sends `signal` to the group and returns how it ended.
-fn interrupt_job(dir: &Path, args: &[&str], signal: &str) -> std::process::ExitStatus {
+/// the whole group), waits until `ready(pid)` (at most 60 s), sends `signal` to the group and
+/// returns how it ended, or `None` when it ended by itself first.
+fn interrupt_job_when(
+    args: &[&str],
+    signal: &str,
+    mut ready: impl FnMut(u32) -> bool,
+) -> Option<std::process::ExitStatus> {
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(BIN)
         .args(args)
@@ -299,32 +303,35 @@ fn interrupt_job(dir: &Path, args: &[&str], signal: &str) -> std::process::ExitS
         .process_group(0)
         .spawn()
         .unwrap();
-    let fds = PathBuf::from(format!("/proc/{}/fd", child.id()));
     let start = Instant::now();
-    let canon = dir.canonicalize().unwrap();
-    'wait: loop {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{args:?} never started writing"
-        );
-        if let Some(st) = child.try_wait().unwrap() {
-            panic!("{args:?} ended by itself ({st}) before it could be interrupted");
+    while !ready(child.id()) {
+        assert!(start.elapsed() < Duration::from_secs(60), "{args:?} never got ready");
+        if child.try_wait().unwrap().is_some() {
+            return None;
         }
-        for fd in fs::read_dir(&fds).into_iter().flatten().flatten() {
-            let Ok(to) = fs::read_link(fd.path()) else { continue };
-            if to.starts_with(&canon) && fs::metadata(fd.path()).is_ok_and(|m| m.len() > 1 << 20) {
-                break 'wait;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let group = format!("-{}", child.id());
     let st = Command::new("kill")
-        .args([&format!("-{signal}"), "--", &group])
+        .args([&format!("-{signal}"), "--", &format!("-{}", child.id())])
         .status()
         .unwrap();
     assert!(st.success());
-    child.wait().unwrap()
+    Some(child.wait().unwrap())
+}
+
+/// [`interrupt_job_when`] it has written more than 1 MiB into a file under `dir` (a bundle's
+/// temporary folder included).
+fn interrupt_job(dir: &Path, args: &[&str], signal: &str) -> std::process::ExitStatus {
+    let canon = dir.canonicalize().unwrap();
+    let writing = |pid: u32| {
+        let fds = PathBuf::from(format!("/proc/{pid}/fd"));
+        fs::read_dir(&fds).into_iter().flatten().flatten().any(|fd| {
+            fs::read_link(fd.path()).is_ok_and(|to| to.starts_with(&canon))
+                && fs::metadata(fd.path()).is_ok_and(|m| m.len() > 1 << 20)
+        })
+    };
+    interrupt_job_when(args, signal, writing)
+        .unwrap_or_else(|| panic!("{args:?} ended by itself before it could be interrupted"))
 }
 
 #[test]
@@ -660,5 +667,156 @@ fn every_command_reads_stdin_or_says_why_not() {
             fs::read(m2.join(&name)).unwrap(),
             "{name}"
         );
+    }
+}
+
+/// The library's one entry point takes `-`: `report::check_path_with(Path::new("-"), …)` checks
+/// standard input, whether it is a file (read at offsets) or a pipe (read once), with the same
+/// report as the file by name less the readers (they need a path). The test runs itself again
+/// as a child with standard input redirected; the child prints the human report.
+#[test]
+fn check_path_with_takes_standard_input() {
+    use parallels_image::report::{check_path_with, CheckOptions, PathReport};
+    use parallels_image::RuleMode;
+    const CHILD: &str = "PRLIMG_TEST_CHECK_STDIN";
+    let human = |r: &PathReport| {
+        let mut out = Vec::new();
+        r.write_human(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    if std::env::var_os(CHILD).is_some() {
+        let report = check_path_with(Path::new("-"), &CheckOptions::new(RuleMode::Strict)).unwrap();
+        let PathReport::Image(c) = &report else {
+            panic!("standard input is an image")
+        };
+        println!("FILENAME {}", c.conformance.filename);
+        println!("EXIT {}", c.conformance.verdict().exit_code());
+        print!("{}", human(&report));
+        println!("END");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let a = image_a(d);
+    let leaky = d.join("leaky.hds");
+    prlimg_ok(&["corrupt", s(&a), s(&leaky), "--defect", "trailing-leak"]);
+    for (image, code) in [(&a, 0), (&leaky, 3)] {
+        let by_name = check_path_with(
+            image,
+            &CheckOptions {
+                readers: false,
+                ..CheckOptions::new(RuleMode::Strict)
+            },
+        )
+        .unwrap();
+        let expected = format!("FILENAME -\nEXIT {code}\n{}END\n", human(&by_name));
+        let child = || {
+            let mut cmd = Command::new(std::env::current_exe().unwrap());
+            cmd.args([
+                "--exact",
+                "check_path_with_takes_standard_input",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .stderr(Stdio::null());
+            cmd
+        };
+        // Redirected from the file.
+        let out = child().stdin(fs::File::open(image).unwrap()).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let report = &text[text.find("FILENAME").unwrap()..text.find("END\n").unwrap() + 4];
+        assert_eq!(report, expected, "{} from a file", image.display());
+        // Through a pipe.
+        let mut c = child().stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let bytes = fs::read(image).unwrap();
+        let mut stdin = c.stdin.take().unwrap();
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
+        let out = c.wait_with_output().unwrap();
+        feeder.join().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8(out.stdout).unwrap();
+        let report = &text[text.find("FILENAME").unwrap()..text.find("END\n").unwrap() + 4];
+        assert_eq!(report, expected, "{} from a pipe", image.display());
+    }
+}
+
+/// [`interrupt_job_when`] `out` holds more than `files` entries.
+fn interrupt_when(args: &[&str], out: &Path, files: usize, signal: &str) -> Option<std::process::ExitStatus> {
+    interrupt_job_when(args, signal, |_| fs::read_dir(out).is_ok_and(|r| r.count() >= files))
+}
+
+/// `man --dir` into a folder it makes: interrupted, the folder goes whole (as `mutate`'s and
+/// `corpus`'s); run to its end, every page is there. Each signal is tried until one run is
+/// caught writing (the pages take a few milliseconds).
+#[test]
+fn an_interrupted_man_dir_removes_the_folder_it_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("keep.txt"), b"already here").unwrap();
+    let before = listing(d);
+    let pages = d.join("man");
+    let all = {
+        let whole = tempfile::tempdir().unwrap();
+        prlimg_ok(&["man", "--dir", s(&whole.path().join("m"))]);
+        fs::read_dir(whole.path().join("m")).unwrap().count()
+    };
+    for (signal, number) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+        let mut caught = false;
+        for _ in 0..50 {
+            match interrupt_when(&["man", "--dir", s(&pages)], &pages, 0, signal) {
+                Some(st) => {
+                    assert_eq!(st.signal(), Some(number), "SIG{signal}: {st}");
+                    assert_eq!(listing(d), before, "SIG{signal}");
+                    caught = true;
+                    break;
+                }
+                None => {
+                    assert_eq!(
+                        fs::read_dir(&pages).unwrap().count(),
+                        all,
+                        "a finished run writes every page"
+                    );
+                    fs::remove_dir_all(&pages).unwrap();
+                }
+            }
+        }
+        assert!(caught, "SIG{signal}: `man --dir` always finished before the signal");
+    }
+}
+
+/// `differential --out DIR` into a folder it makes: interrupted before `report.json`, the
+/// folder goes whole, kept cases with it (and the campaign's scratch folder).
+#[test]
+fn an_interrupted_differential_removes_the_folder_it_made() {
+    if Command::new("qemu-img").arg("--version").output().is_err() {
+        return skip(
+            "an_interrupted_differential_removes_the_folder_it_made",
+            "qemu-img is not on PATH",
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::write(d.join("keep.txt"), b"already here").unwrap();
+    let before = listing(d);
+    let out = d.join("campaign");
+    let args = [
+        "differential",
+        "--out",
+        s(&out),
+        "--qemu",
+        "--count",
+        "100000",
+        "--seed",
+        "1",
+    ];
+    for (signal, number) in [("INT", 2), ("TERM", 15), ("HUP", 1)] {
+        // Once it has kept a case (a disagreement or crash of the built-in base's variants).
+        let st = interrupt_when(&args, &out, 1, signal).expect("a campaign of 100000 cases is interrupted");
+        assert_eq!(st.signal(), Some(number), "SIG{signal}: {st}");
+        assert_eq!(listing(d), before, "SIG{signal}");
     }
 }

@@ -440,3 +440,47 @@ fn readers_are_not_predicted_for_an_image_of_more_than_a_mebi_clusters() {
     let (_, v) = check_json(&small, RuleMode::Strict);
     assert_eq!(v["dissect"]["outcome"], "opens", "{v}");
 }
+
+/// Issue 29 item 6: one of a thing reads in the singular ("1 leaked cluster", "1 leak", "1
+/// corruption"), and ploop's CBT line of an image without an extension is a sentence ("CBT has
+/// no extension to load").
+#[test]
+fn one_of_a_thing_is_singular_and_the_cbt_line_reads() {
+    let dir = tmp();
+    let path = dir.path().join("leak.hds");
+    ImageBuilder::new(1 << 20).create_file(&path, false).unwrap();
+    // One cluster (1 MiB) after the last referenced one: one leak.
+    let len = fs::metadata(&path).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(len + (1 << 20))
+        .unwrap();
+    let (code, text) = check_human_code(&path);
+    assert_eq!(code, 3, "{text}");
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("libphdi") && !l.starts_with("dissect"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "QEMU 10: opens it, but `qemu-img check` exits 3 with 1 leaked cluster (unreferenced space); a read-write \
+             open cuts the file short.",
+            "ploop: works: `ploop check` passes.",
+            "",
+            &format!("Leaked R20 at file @{len}: 1048576 bytes at {len} after the last referenced cluster are leaked"),
+            "",
+            "1 leak (1048576 bytes) was found on the image.",
+            "This means waste of disk space, but no harm to data.",
+            &format!("Image end offset: {len}"),
+            "QEMU 10: opens the image",
+            "qemu-img check: exit 3 (0 corruptions, 1 leaked cluster)",
+            &format!("    ERROR space leaked at the end of the image {len}"),
+            &format!("QEMU 10 read-write: cuts the file at byte {len}"),
+            "ploop: check exit 0; CBT has no extension to load",
+        ],
+        "{text}"
+    );
+}

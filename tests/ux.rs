@@ -448,3 +448,79 @@ fn the_example_bundle_recipe_builds_a_clean_bundle() {
     assert!(bytes[40 << 20..41 << 20].iter().all(|&b| b == 0x11));
     assert!(bytes[41 << 20..].iter().all(|&b| b == 0));
 }
+
+/// README item 10: what `check` says about ploop's mount is where README says it is. The
+/// README's demo has ploop's check and CBT loader on one line and no `ploop mount:` line (a
+/// mount leaves it as it is); the `--preset ploop` image the README names gets the mount line it
+/// quotes, and the first lines say it too; JSON always has `ploop.mount`.
+#[test]
+fn readme_says_where_check_puts_ploops_mount() {
+    let readme = fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
+    let dir = tmp();
+    let demo = dir.path().join("demo.hds");
+    prlimg_ok(&[
+        "create",
+        s(&demo),
+        "--size",
+        "64G",
+        "--cluster-size",
+        "1M",
+        "--data",
+        "0:4M:0xaa",
+        "--data",
+        "10G:1M:0x55",
+        "--bitmap",
+        "e4f2eed0-37fe-4539-b50b-85d2e7fd235f:64K:5M+2M,1G+64K",
+        "--random-bitmap",
+        "0.01",
+        "--seed",
+        "7",
+    ]);
+    let text = stdout(&prlimg_ok(&["check", s(&demo)]));
+    let ploop: Vec<&str> = text.lines().filter(|l| l.starts_with("ploop")).collect();
+    let detail = "ploop: check exit 0; CBT ignores the extension (inuse is 0)";
+    assert_eq!(
+        ploop,
+        [
+            "ploop: works: `ploop check` passes, and its CBT loader skips the bitmaps (inuse is 0).",
+            detail
+        ],
+        "{text}"
+    );
+    assert!(readme.contains(&format!(
+        "(`{detail}`). A mount leaves this image as it is, so no `ploop mount:` line follows"
+    )));
+    let json = json_of(&prlimg_ok(&["check", s(&demo), "--output", "json"]));
+    assert_eq!(json["ploop"]["mount"]["effect"], "unchanged");
+    assert!(readme.contains(
+        "`--output json` always has the mount, as `ploop.mount` (`spec/ploop.md`, \"`prlimg check`'s ploop block\")"
+    ));
+    let spec = fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("spec/ploop.md")).unwrap();
+    assert!(spec.contains("## `prlimg check`'s ploop block"));
+
+    // The image the README names, whose mount cuts the file.
+    let args = "create pl.hds --size 64M --preset ploop --data 0:1M:0xaa --bitmap e4f2eed0-37fe-4539-b50b-85d2e7fd235f:64K:0+2M";
+    assert!(readme.contains(&format!("for `{args}`, whose file ends with the bitmap cluster")));
+    let pl = dir.path().join("pl.hds");
+    let mut argv: Vec<&str> = args.split(' ').collect();
+    argv[1] = s(&pl);
+    prlimg_ok(&argv);
+    let text = stdout(&prlimg_ok(&["check", s(&pl)]));
+    let ploop: Vec<&str> = text.lines().filter(|l| l.starts_with("ploop")).collect();
+    let first = "ploop: `ploop check` passes, but a mount cuts the file to 2097152 bytes.";
+    let mount = "ploop mount: cuts the file to 2097152 bytes, ext_off left past the end";
+    assert_eq!(
+        ploop,
+        [
+            first,
+            "ploop: check exit 0; CBT loads bitmap e4f2eed0-37fe-4539-b50b-85d2e7fd235f",
+            mount
+        ],
+        "{text}"
+    );
+    assert!(readme.contains(&format!("`{mount}`")));
+    assert!(readme.contains(&format!("``{first}``")));
+    let json = json_of(&prlimg_ok(&["check", s(&pl), "--output", "json"]));
+    assert_eq!(json["ploop"]["mount"]["effect"], "truncates");
+}

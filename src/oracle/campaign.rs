@@ -264,13 +264,18 @@ pub fn fresh_seed() -> u64 {
     h.finish()
 }
 
-/// Creates `out` if missing and, without `force`, refuses it when it holds a file a campaign
+/// Creates `out` if missing (held: [`crate::outfile::abandon_outputs`] removes it whole if the
+/// run is interrupted before the caller's [`crate::outfile::release_output_folder`], once
+/// `report.json` is written) and, without `force`, refuses it when it holds a file a campaign
 /// writes (`case-*`, `report.json`).
 pub fn prepare(out: &Path, force: bool) -> Result<(), CampaignError> {
     let io = |source| CampaignError::Io {
         path: out.to_path_buf(),
         source,
     };
+    if std::fs::symlink_metadata(out).is_err() {
+        crate::outfile::hold_output_folder(out).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+    }
     std::fs::create_dir_all(out).map_err(io)?;
     if force {
         return Ok(());

@@ -208,11 +208,12 @@ impl BundleInfo {
 }
 
 impl BundleCheck {
-    /// The findings (each naming its file), their counts and the readers' lines.
+    /// The headline (one sentence per other program: QEMU 10, libphdi, dissect.hypervisor),
+    /// the findings (each naming its file), their counts and the readers' lines.
     pub fn write_human(&self, w: &mut dyn Write) -> io::Result<()> {
         let report = self;
         let (corruptions, leaks) = (report.corruptions, report.leaks);
-        let mut out = String::new();
+        let mut out = self.headline();
         for f in &report.findings {
             let tag = severity_tag(f.severity);
             match (&f.file, &f.location) {
@@ -253,6 +254,12 @@ impl BundleCheck {
             out.push_str(&readers.human());
         }
         w.write_all(out.as_bytes())
+    }
+
+    /// One sentence per other program (QEMU 10, then libphdi and dissect.hypervisor when
+    /// predicted), then a blank line: the first lines of the human report.
+    pub fn headline(&self) -> String {
+        super::headline::bundle_headline(self)
     }
 
     /// The JSON report, pretty, and a newline.

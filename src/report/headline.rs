@@ -1,5 +1,6 @@
-//! The first lines of `prlimg check`: one sentence per other program (QEMU 10, ploop) saying
-//! whether the image works there and, if not, why, before the findings and the detail, so that
+//! The first lines of `prlimg check`: one sentence per other program (QEMU 10, ploop; for a
+//! bundle QEMU 10, libphdi and dissect.hypervisor) saying whether the disk works there and, if
+//! not, why, before the findings and the detail, so that
 //! "No errors were found on the image" (the format's rules) is never read as "every tool takes
 //! it".
 
@@ -7,6 +8,7 @@ use super::text::{human_bytes, plural};
 use crate::check::Conformance;
 use crate::ploop::{CbtOutcome, MountEffect, PloopPrediction};
 use crate::qemu::{QemuCheck, QemuOutcome, QemuReason, ReadWrite};
+use crate::readers::{ReaderOutcome, ReaderPrediction};
 use crate::rule::Severity;
 
 /// The two sentences, one line each.
@@ -168,4 +170,71 @@ fn ploop(p: &PloopPrediction) -> String {
         _ => String::new(),
     };
     format!("ploop: works: `ploop check` passes{cbt}.")
+}
+
+/// The first lines of `prlimg check` of a bundle: what QEMU 10 does with it, then one sentence
+/// per reader the report predicts (libphdi, dissect.hypervisor), then a blank line.
+pub(crate) fn bundle_headline(b: &super::BundleCheck) -> String {
+    use crate::readers::{dissect::DISSECT_VERSION, libphdi::LIBPHDI_VERSION};
+    let mut out = String::from(
+        "QEMU 10: does not open a bundle: with -f parallels it refuses DiskDescriptor.xml (Image not in \
+         Parallels format), and without -f it reads the XML as a raw disk.\n",
+    );
+    if let Some(p) = &b.libphdi {
+        out += &reader(&format!("libphdi {LIBPHDI_VERSION}"), p, libphdi_why);
+    }
+    if let Some(p) = &b.dissect {
+        out += &reader(&format!("dissect.hypervisor {DISSECT_VERSION}"), p, dissect_why);
+    }
+    out + "\n"
+}
+
+/// One reader in one sentence: whether it reads the guest's bytes and, if not, why.
+fn reader(name: &str, p: &ReaderPrediction, why: fn(&str) -> Option<&'static str>) -> String {
+    let message = p.message.as_deref().unwrap_or("");
+    let because = |m: &str| why(m).map_or(String::new(), |w| format!(": {w}"));
+    match p.outcome {
+        ReaderOutcome::Opens => format!("{name}: works: it opens the bundle and reads the guest's bytes.\n"),
+        ReaderOutcome::Refuses => format!("{name}: does not open it ({message}){}.\n", because(message)),
+        ReaderOutcome::Misreads => {
+            let n = p.misread_mib.len() as u64 + p.misread_mib_omitted;
+            let mib = match p.misread_mib.first() {
+                Some(first) => format!(" in {} from MiB {first}", plural(n, "MiB", "MiB")),
+                None => String::new(),
+            };
+            format!("{name}: opens it but misreads the guest's bytes{mib} ({message}).\n")
+        }
+        ReaderOutcome::Crashes => format!("{name}: crashes on it ({message}).\n"),
+        ReaderOutcome::Hangs => format!("{name}: hangs on it ({message}).\n"),
+    }
+}
+
+/// Why libphdi refuses a bundle, in words, from its message.
+fn libphdi_why(message: &str) -> Option<&'static str> {
+    let text = message.split_once(": ").map_or(message, |(_, t)| t);
+    Some(match text {
+        "unsupported signature" => "it reads only images whose magic is \"WithoutFreeSpace\" (a v1 header)",
+        t if t.starts_with("unsupported block size") => "it takes only Blocksize 2048 (1 MiB clusters)",
+        t if t.starts_with("unsupported padding") => "it takes only Padding 0",
+        t if t.starts_with("unsupported snapshot tag") => {
+            "it takes no element but Shot in Snapshots, so no descriptor with a TopGUID"
+        }
+        t if t.contains("value already set") => "a second storage collides with the first: it opens no split disk",
+        t if t.starts_with("no such file") => "an image's file is missing",
+        "unable to parse XML" => "the descriptor is not XML it can parse",
+        _ => return None,
+    })
+}
+
+/// Why dissect.hypervisor refuses a bundle, in words, from its message.
+fn dissect_why(message: &str) -> Option<&'static str> {
+    Some(match message {
+        m if m.starts_with("KeyError: 'Shot GUID not found") => {
+            "it always takes {5fbaabe3-6958-40ff-92a7-860e329aab41} as the top, whatever TopGUID says"
+        }
+        m if m.starts_with("KeyError: 'Image GUID not found") => "a snapshot has no image in a storage",
+        "ParseError" => "the descriptor is not XML it can parse",
+        m if m.starts_with("FileNotFoundError") => "an image's file is missing",
+        _ => return None,
+    })
 }

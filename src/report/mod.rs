@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use crate::bundle::{Bundle, BundleError, BundleFinding, BundleOptions, BundleReport, BundleRule};
 use crate::check::Conformance;
 use crate::error::Error;
-use crate::image::RuleMode;
+use crate::image::{Image, RuleMode};
 use crate::rule::{Rule, Severity};
 use crate::source::{FileSource, Source};
 use crate::stream::StreamSource;
@@ -231,6 +231,19 @@ impl Input {
         Input::from_file(file, path)
     }
 
+    /// Opens `path` as `prlimg` names an input: `-` is standard input (a file or block device
+    /// redirected to it is read at offsets, a pipe once as a stream), anything else as
+    /// [`Input::open`] does.
+    pub fn open_or_stdin(path: &Path) -> Result<Input, CheckError> {
+        if !is_stdin(path) {
+            return Input::open(path);
+        }
+        match stdin_file() {
+            Some(f) => Input::from_file(f, path),
+            None => Input::from_stream(io::stdin().lock(), path),
+        }
+    }
+
     /// An opened `file` (named `path` in errors), read as [`Input::open`] says.
     pub fn from_file(file: File, path: &Path) -> Result<Input, CheckError> {
         let io_err = |source| CheckError::Io {
@@ -265,6 +278,23 @@ impl Input {
             Input::Stream(s) => s,
         }
     }
+}
+
+/// Whether `path` is `-`, standard input.
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Standard input as a file of its own (a duplicate of descriptor 0), to learn what it is.
+#[cfg(unix)]
+fn stdin_file() -> Option<File> {
+    use std::os::fd::AsFd;
+    io::stdin().as_fd().try_clone_to_owned().ok().map(File::from)
+}
+
+#[cfg(not(unix))]
+fn stdin_file() -> Option<File> {
+    None
 }
 
 #[cfg(unix)]
@@ -360,20 +390,62 @@ pub enum PathReport {
     Bundle(Box<BundleCheck>),
 }
 
-/// The one entry point for a whole path, whatever it is: a bundle (by [`crate::bundle::is_bundle`],
-/// always with its readers' predictions) or an image (a file, a device, a stream), checked as
-/// `options` say. [`check_image`] checks an image already opened and keeps its parse.
-pub fn check_path_with(path: &Path, options: &CheckOptions) -> Result<PathReport, CheckError> {
-    if crate::bundle::is_bundle(path) {
-        return Ok(PathReport::Bundle(Box::new(check_bundle(path, options.mode)?)));
-    }
-    let input = Input::open(path)?;
-    check_image(input.source(), path, options)
-        .map(|(c, _)| PathReport::Image(Box::new(c)))
-        .map_err(|source| CheckError::Image {
+/// A path ready to be checked: a bundle (by [`crate::bundle::is_bundle`]), or an image opened
+/// for reading (a file, a device, a stream; `-` is standard input).
+pub enum CheckTarget {
+    /// A bundle: a folder or its descriptor.
+    Bundle(PathBuf),
+    /// An image and its opened bytes.
+    Image {
+        /// The path as given (`-` for standard input).
+        path: PathBuf,
+        /// Its bytes.
+        input: Input,
+    },
+}
+
+impl CheckTarget {
+    /// Opens `path` for [`CheckTarget::check`]: `-` is standard input (an image), a bundle is
+    /// found by [`crate::bundle::is_bundle`], anything else is opened as [`Input::open`] says.
+    pub fn open(path: &Path) -> Result<CheckTarget, CheckError> {
+        if !is_stdin(path) && crate::bundle::is_bundle(path) {
+            return Ok(CheckTarget::Bundle(path.to_path_buf()));
+        }
+        Ok(CheckTarget::Image {
             path: path.to_path_buf(),
-            source,
+            input: Input::open_or_stdin(path)?,
         })
+    }
+
+    /// Checks it as `options` say (a bundle always with its readers' predictions; standard
+    /// input never, the readers needing a file), and gives back an image's parse (`None` for a
+    /// bundle, or when the header cannot be interpreted) so pictures need no second parse.
+    pub fn check(&self, options: &CheckOptions) -> Result<(PathReport, Option<Image<'_>>), CheckError> {
+        match self {
+            CheckTarget::Bundle(path) => Ok((PathReport::Bundle(Box::new(check_bundle(path, options.mode)?)), None)),
+            CheckTarget::Image { path, input } => {
+                let options = CheckOptions {
+                    readers: options.readers && !is_stdin(path),
+                    ..options.clone()
+                };
+                check_image(input.source(), path, &options)
+                    .map(|(c, image)| (PathReport::Image(Box::new(c)), image))
+                    .map_err(|source| CheckError::Image {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+            }
+        }
+    }
+}
+
+/// The one entry point for a whole path, whatever it is: a bundle (by [`crate::bundle::is_bundle`],
+/// always with its readers' predictions) or an image (a file, a device, a stream, `-` for
+/// standard input), checked as `options` say: [`CheckTarget::open`] then
+/// [`CheckTarget::check`], which also keeps an image's parse. [`check_image`] checks an image
+/// already opened.
+pub fn check_path_with(path: &Path, options: &CheckOptions) -> Result<PathReport, CheckError> {
+    CheckTarget::open(path)?.check(options).map(|(report, _)| report)
 }
 
 impl PathReport {

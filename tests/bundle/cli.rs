@@ -202,7 +202,15 @@ fn info_and_check_take_a_folder_or_its_xml() {
     let o = prlimg(&[&"check", &dir]);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "No errors were found in the bundle.\n\
+        "QEMU 10: does not open a bundle: with -f parallels it refuses DiskDescriptor.xml (Image not in Parallels \
+         format), and without -f it reads the XML as a raw disk.\n\
+         libphdi 20260902: does not open it (libphdi_disk_descriptor_xml_file_get_storage_data: unsupported block \
+         size: 128): it takes only Blocksize 2048 (1 MiB clusters).\n\
+         dissect.hypervisor 3.21: does not open it (KeyError: 'Shot GUID not found: \
+         5fbaabe3-6958-40ff-92a7-860e329aab41'): it always takes {5fbaabe3-6958-40ff-92a7-860e329aab41} as the top, \
+         whatever TopGUID says.\n\
+         \n\
+         No errors were found in the bundle.\n\
          libphdi 20260902: refuses (libphdi_disk_descriptor_xml_file_get_storage_data: unsupported block size: 128)\n\
          dissect.hypervisor 3.21: refuses (KeyError: 'Shot GUID not found: 5fbaabe3-6958-40ff-92a7-860e329aab41'); \
          top {5fbaabe3-6958-40ff-92a7-860e329aab41}\n"

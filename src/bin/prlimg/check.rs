@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use parallels_image::qemu::Versions;
 use parallels_image::report::{
-    check_bundle, check_image, failure_record, run_batch, BatchError, BatchRun, BatchStatus, CheckError, CheckOptions,
+    failure_record, run_batch, BatchError, BatchRun, BatchStatus, CheckError, CheckOptions, CheckTarget, PathReport,
 };
 use parallels_image::RuleMode;
 
@@ -110,28 +110,29 @@ pub fn run(args: &Args) -> Outcome {
         }
         f
     };
-    if parallels_image::bundle::is_bundle(path) {
-        let report =
-            check_bundle(path, mode(args.lenient)).map_err(|e| json_failure(crate::output::bundle_failure(&e)))?;
-        match args.output {
-            Format::Html => return Err(Failure::plain("--output html is for `prlimg check` of an image")),
-            Format::Json => emit_with(|w| report.write_json(w))?,
-            Format::Human => emit_with(|w| report.write_human(w))?,
-        }
-        if let Some(out) = &args.picture {
-            crate::output::bundle_picture(path, out, args.force)?;
-        }
-        return Ok(report.exit_code());
-    }
-    let input = crate::input::open(path).map_err(json_failure)?;
     let options = CheckOptions {
         qemu: args.qemu.list(),
         ..CheckOptions::new(mode(args.lenient))
     };
+    // The library's one entry point for a path: a bundle or an image (`-`: standard input).
+    let target = CheckTarget::open(path).map_err(|e| json_failure(check_failure(&e)))?;
     let busy = spinner("checking");
-    let (checked, image) =
-        check_image(input.source(), path, &options).map_err(|e| json_failure(Failure::lib(path, &e)))?;
+    let (report, image) = target.check(&options).map_err(|e| json_failure(check_failure(&e)))?;
     busy.finish_and_clear();
+    let checked = match report {
+        PathReport::Bundle(report) => {
+            match args.output {
+                Format::Html => return Err(Failure::plain("--output html is for `prlimg check` of an image")),
+                Format::Json => emit_with(|w| report.write_json(w))?,
+                Format::Human => emit_with(|w| report.write_human(w))?,
+            }
+            if let Some(out) = &args.picture {
+                crate::output::bundle_picture(path, out, args.force)?;
+            }
+            return Ok(report.exit_code());
+        }
+        PathReport::Image(checked) => checked,
+    };
     if let Some(out) = &args.picture {
         // An uninterpretable header has nothing to draw.
         let image = image

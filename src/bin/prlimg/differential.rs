@@ -205,6 +205,7 @@ pub fn run(args: &Args) -> Outcome {
     let path = args.out.join("report.json");
     write_file_atomically(&path, args.force, |f| Ok(report.write_json(f)?))
         .map_err(|e| Failure::plain(format!("{}: {e}", path.display())))?;
+    parallels_image::outfile::release_output_folder(&args.out);
     let mut line = b"prlimg: differential: ".to_vec();
     let _ = report.write_human(&mut line);
     let _ = io::stderr().write_all(&line);

@@ -10,15 +10,7 @@ pub use parallels_image::report::Input;
 
 /// Opens `path` (`-`: standard input) for reading.
 pub fn open(path: &Path) -> Result<Input, Failure> {
-    let opened = if path.as_os_str() == "-" {
-        match stdin_file() {
-            Some(f) => Input::from_file(f, path),
-            None => Input::from_stream(std::io::stdin().lock(), path),
-        }
-    } else {
-        Input::open(path)
-    };
-    opened.map_err(|e| crate::output::check_failure(&e))
+    Input::open_or_stdin(path).map_err(|e| crate::output::check_failure(&e))
 }
 
 /// Standard input as a file of its own (a duplicate of descriptor 0), to learn what it is.

@@ -183,11 +183,20 @@ fn man(dir: Option<&std::path::Path>, force: bool) -> Outcome {
         output::emit(&String::from_utf8_lossy(&all))?;
         return Ok(0);
     };
+    // A folder made here is removed whole if the run is interrupted before its last page (as
+    // `mutate` and `corpus` do); into a folder that was there, each page is whole or absent.
+    let made = std::fs::symlink_metadata(dir).is_err();
+    if made {
+        parallels_image::outfile::hold_output_folder(dir).map_err(|e| Failure::lib(dir, &e))?;
+    }
     std::fs::create_dir_all(dir).map_err(|e| Failure::io(dir, &e))?;
     for (name, page) in &pages {
         let path = dir.join(name);
         parallels_image::outfile::write_file_atomically(&path, force, |f| Ok(std::io::Write::write_all(f, page)?))
             .map_err(|e| Failure::lib(&path, &e))?;
+    }
+    if made {
+        parallels_image::outfile::release_output_folder(dir);
     }
     Ok(0)
 }
