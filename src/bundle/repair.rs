@@ -542,6 +542,21 @@ fn fix(b: &Bundle, d: &mut Descriptor, v: &BundleViolation) -> Option<Fix> {
                 name,
             ))
         }
+        V::BadGuid { path, found } if path == "Snapshots/TopGUID" => {
+            let g = parse_guid_loose(found)?;
+            // The default top is named by no TopGUID, as Parallels Desktop writes it (libphdi
+            // refuses a descriptor with a TopGUID).
+            let to = (g != DEFAULT_TOP_GUID).then(|| format_guid(g));
+            d.snapshots.top_guid = to.clone();
+            one(act(
+                BundleRule::D14,
+                BundleRepairKind::SetValue {
+                    path: path.clone(),
+                    from: Some(found.clone()),
+                    to,
+                },
+            ))
+        }
         V::BadGuid { path, found } => {
             let g = parse_guid_loose(found)?;
             let text = format_guid(g);
@@ -569,7 +584,7 @@ fn fix(b: &Bundle, d: &mut Descriptor, v: &BundleViolation) -> Option<Fix> {
         V::MissingTop { .. } | V::BackupTop => {
             let leaf = only_leaf(d)?;
             let from = d.snapshots.top_guid.clone();
-            // The default top is named by no TopGUID (as Parallels Desktop writes it).
+            // The default top is named by no TopGUID, as above.
             let to = (leaf != DEFAULT_TOP_GUID).then(|| format_guid(leaf));
             d.snapshots.top_guid = to.clone();
             one(act(
