@@ -719,7 +719,11 @@ fn fix_geometry(d: &mut Descriptor, size_changed: bool) -> Option<Vec<BundleRepa
     if u128::from(c) * u128::from(h) * u128::from(s) == u128::from(n) {
         return None;
     }
-    let div = |a: u64, b: u64| a.checked_mul(b).filter(|&m| m != 0 && n % m == 0).map(|m| n / m);
+    let div = |a: u64, b: u64| {
+        a.checked_mul(b)
+            .filter(|&m| m != 0 && n.is_multiple_of(m))
+            .map(|m| n / m)
+    };
     let canonical = match Bytes(n).exact_sectors() {
         Some(k) => (k.get(), 16, 32),
         None => (n, 1, 1),

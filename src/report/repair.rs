@@ -35,7 +35,7 @@ pub enum RepairFileError {
     Path(#[from] PathError),
     /// The bundle's repair would have to guess (or one of its images cannot be repaired).
     #[error(transparent)]
-    Bundle(BundleRepairError),
+    Bundle(Box<BundleRepairError>),
 }
 
 /// What to repair and how.
@@ -372,7 +372,7 @@ pub fn repair_bundle(r: &RepairRequest<'_>) -> Result<BundleRepairRun, RepairFil
     let input = r.input;
     let plan = plan_bundle_repair(input, r.level).map_err(|e| match e {
         BundleRepairError::Bundle(b) => RepairFileError::Path(PathError::Bundle(b)),
-        other => RepairFileError::Bundle(other),
+        other => RepairFileError::Bundle(Box::new(other)),
     })?;
     let dir = Bundle::open(input).map_or_else(|_| folder_of(input), |b| b.dir().to_path_buf());
     if let Some(out) = r.output {

@@ -893,6 +893,10 @@ fn plan_model(
     })
 }
 
+/// [`settle_extension`]'s answer: why the extension is dropped (if it is), whether it was
+/// re-checksummed, and the cluster's MD5.
+type Settled = (Option<(Rule, u64)>, bool, Option<ExtensionDigest>);
+
 /// The extension before the plan: its magic restored when the checksum proves the cluster, its
 /// checksum recomputed (provisionally: kept only if every record validates afterwards). Returns
 /// why the extension is dropped, if it is, whether it was re-checksummed, and the cluster's MD5
@@ -903,7 +907,7 @@ fn settle_extension(
     actions: &mut Vec<RepairAction>,
     overlay: &mut Vec<(u64, Vec<u8>)>,
     digest: Option<ExtensionDigest>,
-) -> Result<(Option<(Rule, u64)>, bool, Option<ExtensionDigest>)> {
+) -> Result<Settled> {
     let src = Overlay {
         inner: source,
         patches: overlay,
