@@ -454,74 +454,11 @@ fn fix(b: &Bundle, d: &mut Descriptor, v: &BundleViolation) -> Option<Fix> {
             d.disk.padding = Some(0);
             one(set(BundleRule::D5, "Disk_Parameters/Padding", found, 0))
         }
-        V::StorageNotContiguous {
-            storage,
-            start,
-            expected,
-        } => {
-            // The images must cover the storage from where it should start.
-            let s = &d.storages[*storage];
-            let cover = images_cover(b, *storage)?;
-            if *expected >= s.end || s.end - expected > cover {
-                return None;
-            }
-            d.storages[*storage].start = *expected;
-            one(set(
-                BundleRule::D6,
-                &format!("StorageData/Storage[{storage}]/Start"),
-                start,
-                expected,
-            ))
-        }
-        V::StoragesEnd { end, .. } => {
-            // The last storage's images must be exactly its size: then they prove the disk's.
-            let last = d.storages.len() - 1;
-            let s = &d.storages[last];
-            let cover = images_exact(b, last)?;
-            if cover != s.end - s.start {
-                return None;
-            }
-            let a = set(BundleRule::D7, "Disk_Parameters/Disk_size", d.disk.disk_size, end);
-            d.disk.disk_size = *end;
-            Some(Fix::Sized(vec![a]))
-        }
-        V::ZeroBlocksize { storage } | V::BlocksizeMismatch { storage, .. } => {
-            let tracks = images_tracks(b, *storage)?;
-            let s = &mut d.storages[*storage];
-            if s.blocksize == tracks {
-                return Some(Fix::Done(Vec::new()));
-            }
-            let a = set(
-                BundleRule::D8,
-                &format!("StorageData/Storage[{storage}]/Blocksize"),
-                s.blocksize,
-                tracks,
-            );
-            s.blocksize = tracks;
-            one(a)
-        }
-        V::ImageTooSmall { storage, .. } => {
-            if *storage + 1 != d.storages.len() {
-                return None;
-            }
-            let cover = images_cover(b, *storage)?;
-            let s = &mut d.storages[*storage];
-            if s.end - s.start <= cover {
-                return Some(Fix::Done(Vec::new()));
-            }
-            let end = s.start + cover;
-            if end <= s.start {
-                return None;
-            }
-            let a = set(
-                BundleRule::D9,
-                &format!("StorageData/Storage[{storage}]/End"),
-                s.end,
-                end,
-            );
-            s.end = end;
-            Some(Fix::Sized(vec![a]))
-        }
+        V::StorageNotContiguous { .. }
+        | V::StoragesEnd { .. }
+        | V::ZeroBlocksize { .. }
+        | V::BlocksizeMismatch { .. }
+        | V::ImageTooSmall { .. } => fix_storage(b, d, v),
         V::OutsideBundle { storage, image, file } => {
             let name = Path::new(file).file_name()?.to_string_lossy().into_owned();
             let outside = b.dir().join(file);
@@ -607,6 +544,83 @@ fn fix(b: &Bundle, d: &mut Descriptor, v: &BundleViolation) -> Option<Fix> {
                 ImageType::Plain,
                 ImageType::Compressed,
             ))
+        }
+        _ => None,
+    }
+}
+
+/// The fix of a storage's violation (D6 to D9), applied to `d`: the values its images prove.
+fn fix_storage(b: &Bundle, d: &mut Descriptor, v: &BundleViolation) -> Option<Fix> {
+    use BundleViolation as V;
+    let one = |a: BundleRepairAction| Some(Fix::Done(vec![a]));
+    match v {
+        V::StorageNotContiguous {
+            storage,
+            start,
+            expected,
+        } => {
+            // The images must cover the storage from where it should start.
+            let s = &d.storages[*storage];
+            let cover = images_cover(b, *storage)?;
+            if *expected >= s.end || s.end - expected > cover {
+                return None;
+            }
+            d.storages[*storage].start = *expected;
+            one(set(
+                BundleRule::D6,
+                &format!("StorageData/Storage[{storage}]/Start"),
+                start,
+                expected,
+            ))
+        }
+        V::StoragesEnd { end, .. } => {
+            // The last storage's images must be exactly its size: then they prove the disk's.
+            let last = d.storages.len() - 1;
+            let s = &d.storages[last];
+            let cover = images_exact(b, last)?;
+            if cover != s.end - s.start {
+                return None;
+            }
+            let a = set(BundleRule::D7, "Disk_Parameters/Disk_size", d.disk.disk_size, end);
+            d.disk.disk_size = *end;
+            Some(Fix::Sized(vec![a]))
+        }
+        V::ZeroBlocksize { storage } | V::BlocksizeMismatch { storage, .. } => {
+            let tracks = images_tracks(b, *storage)?;
+            let s = &mut d.storages[*storage];
+            if s.blocksize == tracks {
+                return Some(Fix::Done(Vec::new()));
+            }
+            let a = set(
+                BundleRule::D8,
+                &format!("StorageData/Storage[{storage}]/Blocksize"),
+                s.blocksize,
+                tracks,
+            );
+            s.blocksize = tracks;
+            one(a)
+        }
+        V::ImageTooSmall { storage, .. } => {
+            if *storage + 1 != d.storages.len() {
+                return None;
+            }
+            let cover = images_cover(b, *storage)?;
+            let s = &mut d.storages[*storage];
+            if s.end - s.start <= cover {
+                return Some(Fix::Done(Vec::new()));
+            }
+            let end = s.start + cover;
+            if end <= s.start {
+                return None;
+            }
+            let a = set(
+                BundleRule::D9,
+                &format!("StorageData/Storage[{storage}]/End"),
+                s.end,
+                end,
+            );
+            s.end = end;
+            Some(Fix::Sized(vec![a]))
         }
         _ => None,
     }
