@@ -136,3 +136,104 @@ fn in_place_refuses_a_stream() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not a regular file"), "{}", stderr(&o));
 }
+
+/// A bundle with snapshots (the example recipe), its marker deleted and its Version made 2.0.
+fn damaged_bundle(dir: &Path) -> (PathBuf, PathBuf) {
+    let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recipes/with-snapshots.bundle.toml");
+    let base = dir.join("base.hdd");
+    prlimg_ok(&["create", s(&base), "--bundle", "--recipe", s(&recipe)]);
+    let bad = dir.join("bad.hdd");
+    prlimg_ok(&["corrupt", s(&base), s(&bad), "--defect", "descriptor-bad-version"]);
+    fs::remove_file(bad.join("bad.hdd")).unwrap();
+    (base, bad)
+}
+
+/// Every file of a folder: name and bytes.
+fn folder(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn repair_of_a_bundle_writes_a_new_folder_and_leaves_the_input() {
+    let t = tmp();
+    let (base, bad) = damaged_bundle(t.path());
+    let before = folder(&bad);
+    // The dry run: the plan as typed records, nothing written.
+    // Its status is the result's predicted: everything broken is planned, 0.
+    let o = prlimg(&["repair", s(&bad), "--all", "--dry-run", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = json_of(&o);
+    assert_eq!(j["format"], "parallels-bundle");
+    assert_eq!(j["before"], "corrupt");
+    assert_eq!(j["written"], false);
+    let rules: Vec<&str> = j["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["D3", "D22"]);
+    assert_eq!(j["actions"][0]["kind"], "set-value");
+    assert_eq!(j["actions"][0]["from"], "2.0");
+    assert_eq!(j["actions"][0]["to"], "1.0");
+    assert_eq!(j["actions"][1]["kind"], "create-marker");
+    assert_eq!(j["images"], serde_json::json!([]));
+    // The repair: a new folder, clean, the original descriptor back; the input unchanged.
+    let out = t.path().join("fixed.hdd");
+    let o = prlimg(&["repair", s(&bad), s(&out), "--all"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "{}: 2 descriptor actions, 0 images (repaired):\n  D3: Parallels_disk_image/@Version \"2.0\" -> \"1.0\"\n  \
+             D22: marker file \"bad.hdd\" created\nresult: clean\n",
+            bad.display()
+        )
+    );
+    assert_eq!(folder(&bad), before);
+    assert_eq!(
+        fs::read(out.join("DiskDescriptor.xml")).unwrap(),
+        fs::read(base.join("DiskDescriptor.xml")).unwrap()
+    );
+    assert!(out.join("fixed.hdd").is_file());
+    prlimg_ok(&["check", s(&out)]);
+    // An existing output is refused without --force; the input as output always.
+    let o = prlimg(&["repair", s(&bad), s(&out), "--all"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = prlimg(&["repair", s(&bad), s(&bad), "--all", "--force"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is the input bundle"), "{}", stderr(&o));
+    assert_eq!(folder(&bad), before);
+    // --leaks creates the marker only and leaves D3, listed; in place.
+    let o = prlimg(&["repair", s(&bad), "--in-place"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stdout(&o).ends_with("left as they are: D3\nresult: corrupt\n"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(bad.join("bad.hdd").is_file());
+    // A refusal names the rule and why.
+    let cyc = t.path().join("roots.hdd");
+    prlimg_ok(&["corrupt", s(&base), s(&cyc), "--defect", "two-roots"]);
+    let o = prlimg(&["repair", s(&cyc), s(&t.path().join("c2.hdd")), "--all"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o)
+            .contains("[D17]; not repaired: not one root: which snapshot is the parent of which would be a guess"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!t.path().join("c2.hdd").exists());
+}

@@ -26,6 +26,7 @@ mod descriptor;
 mod disk;
 mod pio;
 mod recipe;
+mod repair;
 mod rule;
 mod validate;
 mod violation;
@@ -47,6 +48,9 @@ pub use descriptor::{
 };
 pub use disk::{Extent, GuestDisk, Mapping};
 pub use recipe::{BundleRecipe, SnapshotRecipe};
+pub use repair::{
+    plan_bundle_repair, BundleRepairAction, BundleRepairError, BundleRepairKind, BundleRepairPlan, ImageRepair,
+};
 pub use rule::BundleRule;
 pub use validate::{BundleFinding, BundleReport};
 pub use violation::BundleViolation;

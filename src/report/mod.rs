@@ -20,7 +20,7 @@ pub use bundle::{BundleInfo, ImageInfo, ShotInfo, StorageInfo};
 pub use image::{check_image, CheckOptions, ImageCheck};
 pub use info::{allocated_size, bitmap_line, gather, BitmapList, Info, InfoWarning, QemuImgInfo};
 pub use readers::{not_predicted, too_many_clusters, Readers, ReadersBlock, MAX_PREDICTED_CLUSTERS};
-pub use repair::{repair_file, RepairFileError, RepairRequest, RepairRun};
+pub use repair::{repair_bundle, repair_file, BundleRepairRun, RepairFileError, RepairRequest, RepairRun};
 pub use text::{human_bytes, io_reason};
 
 use std::fs::File;
@@ -307,7 +307,9 @@ fn is_block_device(_: &std::fs::Metadata) -> bool {
     false
 }
 
-/// Why a path could not be checked (a path that breaks rules is a report, not an error).
+/// A path that could not be read or written: why `check` could not check it (a path that
+/// breaks rules is a report, not an error), and why `repair` could not read or write it
+/// ([`RepairFileError::Path`]).
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     /// The path could not be opened or read.
@@ -330,6 +332,10 @@ pub enum CheckError {
     #[error("{0}")]
     Bundle(#[from] BundleError),
 }
+
+/// [`CheckError`] by what it is: a path that could not be read or written, for `check` and
+/// `repair` alike.
+pub type PathError = CheckError;
 
 /// One path's report: an image's or a bundle's.
 #[derive(Clone, Debug, PartialEq, Eq)]

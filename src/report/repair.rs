@@ -6,6 +6,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::text::line as outln;
+use super::PathError;
+use crate::bundle::{plan_bundle_repair, Bundle, BundleRepairError, BundleRepairPlan};
 use crate::error::Error;
 use crate::image::Image;
 use crate::outfile::{write_atomically, OutputOptions};
@@ -16,6 +18,7 @@ use crate::validate::{validate, Verdict};
 
 /// Why a repair could not be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RepairFileError {
     /// The input or output may not be used so.
     #[error("{}: {reason}", path.display())]
@@ -25,22 +28,14 @@ pub enum RepairFileError {
         /// Why.
         reason: &'static str,
     },
-    /// The system refused a read or a write.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// What the system said.
-        source: io::Error,
-    },
-    /// The library refused (an image that cannot be planned, an output that may not be written).
-    #[error("{}: {source}", path.display())]
-    Image {
-        /// The path.
-        path: PathBuf,
-        /// The library's error.
-        source: Error,
-    },
+    /// A path could not be read or written: the system refused, or the library did (an image
+    /// that cannot be planned, an output that may not be written, a bundle that cannot be
+    /// read). The same error as `check`'s.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The bundle's repair would have to guess (or one of its images cannot be repaired).
+    #[error(transparent)]
+    Bundle(Box<BundleRepairError>),
 }
 
 /// What to repair and how.
@@ -105,16 +100,20 @@ fn refused(path: &Path, reason: &'static str) -> RepairFileError {
 }
 
 fn io_at(path: &Path) -> impl Fn(io::Error) -> RepairFileError + '_ {
-    move |source| RepairFileError::Io {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        RepairFileError::Path(PathError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
 fn lib_at(path: &Path) -> impl Fn(Error) -> RepairFileError + '_ {
-    move |source| RepairFileError::Image {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        RepairFileError::Path(PathError::Image {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 }
 
@@ -309,6 +308,224 @@ impl RepairRun {
         if !self.plan.unrepaired.is_empty() {
             let codes: Vec<&str> = self.plan.unrepaired.iter().map(|r| r.code()).collect();
             outln!(out, "left as they are: {}", codes.join(", "));
+        }
+        if let Some(v) = self.after {
+            outln!(out, "result: {}", v.name());
+        }
+        w.write_all(out.as_bytes())
+    }
+}
+
+/// A bundle repair's report.
+#[derive(Clone, Debug)]
+pub struct BundleRepairRun {
+    /// The plan.
+    pub plan: BundleRepairPlan,
+    /// The bundle as named.
+    pub input: PathBuf,
+    /// The new bundle folder as named (`None`: in place).
+    pub output: Option<PathBuf>,
+    /// Planned only.
+    pub dry_run: bool,
+    /// Whether anything was written.
+    pub written: bool,
+    /// `check`'s verdict of what was written (of the input when nothing was; `None` for a dry run).
+    pub after: Option<Verdict>,
+}
+
+/// The image plan of one image of a bundle, as `--output json` prints it.
+#[cfg(feature = "json")]
+#[derive(serde::Serialize)]
+struct ImagePlanJson<'a> {
+    storage: usize,
+    image: usize,
+    file: &'a str,
+    actions: &'a [crate::repair::RepairAction],
+    unrepaired: &'a [crate::rule::Rule],
+    kept_bitmaps: &'a [String],
+    lost_bitmaps: Vec<String>,
+    lost_guest: Vec<(u64, u64)>,
+}
+
+/// A bundle repair's plan and outcome, as `--output json` prints them.
+#[cfg(feature = "json")]
+#[derive(serde::Serialize)]
+struct BundlePlanJson<'a> {
+    schema: u32,
+    format: &'static str,
+    input: String,
+    output: Option<String>,
+    level: RepairLevel,
+    before: Verdict,
+    dry_run: bool,
+    written: bool,
+    actions: &'a [crate::bundle::BundleRepairAction],
+    images: Vec<ImagePlanJson<'a>>,
+    unrepaired: &'a [String],
+    after: Option<Verdict>,
+}
+
+/// Plans and (unless a dry run) writes the repair of the bundle `r.input` (its folder or its
+/// descriptor): a new bundle folder `r.output`, or the bundle itself (`None`). The descriptor is
+/// repaired where the storage is intact, and each image by the image repair at the same level.
+pub fn repair_bundle(r: &RepairRequest<'_>) -> Result<BundleRepairRun, RepairFileError> {
+    let input = r.input;
+    let plan = plan_bundle_repair(input, r.level).map_err(|e| match e {
+        BundleRepairError::Bundle(b) => RepairFileError::Path(PathError::Bundle(b)),
+        other => RepairFileError::Bundle(Box::new(other)),
+    })?;
+    let dir = Bundle::open(input).map_or_else(|_| folder_of(input), |b| b.dir().to_path_buf());
+    if let Some(out) = r.output {
+        if matches!((out.canonicalize(), dir.canonicalize()), (Ok(a), Ok(b)) if a == b) {
+            return Err(refused(
+                out,
+                "is the input bundle; write the repaired copy elsewhere, or use --in-place",
+            ));
+        }
+    }
+    let write = !r.dry_run && !plan.is_empty();
+    if write {
+        match r.output {
+            Some(out) => plan.write_to(out, r.force).map_err(lib_at(out))?,
+            None => plan.write_in_place().map_err(lib_at(input))?,
+        }
+    }
+    let after = if write {
+        let target = r.output.unwrap_or(input);
+        let bundle = Bundle::open(target).map_err(|b| RepairFileError::Path(PathError::Bundle(b)))?;
+        Some(bundle.validate().verdict())
+    } else if r.dry_run {
+        None
+    } else {
+        Some(plan.before)
+    };
+    Ok(BundleRepairRun {
+        plan,
+        input: input.to_path_buf(),
+        output: r.output.map(Path::to_path_buf),
+        dry_run: r.dry_run,
+        written: write,
+        after,
+    })
+}
+
+/// The folder of a bundle named by its descriptor (or the folder itself).
+fn folder_of(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        return path.to_path_buf();
+    }
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+impl BundleRepairRun {
+    /// The status: the result's verdict; a dry run's, 2 when corruption is left, 3 when leaks
+    /// are, else 0.
+    pub fn exit_code(&self) -> u8 {
+        match self.after {
+            Some(v) => v.exit_code(),
+            None => {
+                let severity = |code: &String| {
+                    crate::bundle::BundleRule::from_code(code)
+                        .map(|r| r.severity())
+                        .or_else(|| crate::rule::Rule::from_code(code).map(|r| r.severity()))
+                };
+                let left: Vec<Option<Severity>> = self.plan.unrepaired.iter().map(severity).collect();
+                if left.contains(&Some(Severity::Corruption)) {
+                    2
+                } else if left.contains(&Some(Severity::Leak)) {
+                    3
+                } else {
+                    0
+                }
+            }
+        }
+    }
+
+    /// The plan as typed records, pretty, and a newline.
+    #[cfg(feature = "json")]
+    pub fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
+        let plan = &self.plan;
+        let json = BundlePlanJson {
+            schema: crate::check::JSON_SCHEMA,
+            format: "parallels-bundle",
+            input: self.input.display().to_string(),
+            output: self.output.as_ref().map(|o| o.display().to_string()),
+            level: plan.level,
+            before: plan.before,
+            dry_run: self.dry_run,
+            written: self.written,
+            actions: &plan.actions,
+            images: plan
+                .images
+                .iter()
+                .map(|i| ImagePlanJson {
+                    storage: i.storage,
+                    image: i.image,
+                    file: &i.file,
+                    actions: &i.plan.actions,
+                    unrepaired: &i.plan.unrepaired,
+                    kept_bitmaps: &i.plan.kept_bitmaps,
+                    lost_bitmaps: i.plan.lost_bitmaps(),
+                    lost_guest: i.plan.lost_guest(),
+                })
+                .collect(),
+            unrepaired: &plan.unrepaired,
+            after: self.after,
+        };
+        serde_json::to_writer_pretty(&mut *out, &json)?;
+        out.write_all(b"\n")
+    }
+
+    /// The plan for people: the descriptor's actions, then each image's, what is lost, what is
+    /// left, the result.
+    pub fn write_human(&self, w: &mut dyn Write) -> io::Result<()> {
+        let mut out = String::new();
+        let name = self.input.display();
+        let plan = &self.plan;
+        if plan.is_empty() {
+            if plan.before == Verdict::Clean {
+                outln!(out, "{name}: clean, nothing to repair; nothing written");
+            } else {
+                outln!(out, "{name}: nothing this level may repair; nothing written");
+            }
+        } else {
+            let verb = if self.dry_run { "would repair" } else { "repaired" };
+            outln!(
+                out,
+                "{name}: {} descriptor actions, {} images ({verb}):",
+                plan.actions.len(),
+                plan.images.len()
+            );
+            for a in &plan.actions {
+                outln!(out, "  {a}");
+            }
+            for i in &plan.images {
+                outln!(out, "  image {}: {} actions", i.file, i.plan.actions.len());
+                for a in &i.plan.actions {
+                    outln!(out, "    {a}");
+                }
+                let lost = i.plan.lost_guest();
+                let bitmaps = i.plan.lost_bitmaps();
+                if !lost.is_empty() || !bitmaps.is_empty() {
+                    let total: u64 = lost.iter().map(|(_, l)| l).sum();
+                    outln!(
+                        out,
+                        "    lost: {total} guest bytes in {} ranges; bitmaps: {}",
+                        lost.len(),
+                        if bitmaps.is_empty() {
+                            "none".to_string()
+                        } else {
+                            bitmaps.join(", ")
+                        }
+                    );
+                }
+            }
+        }
+        if !plan.unrepaired.is_empty() {
+            outln!(out, "left as they are: {}", plan.unrepaired.join(", "));
         }
         if let Some(v) = self.after {
             outln!(out, "result: {}", v.name());

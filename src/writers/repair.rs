@@ -31,6 +31,7 @@ use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 
 use crate::error::{Error, RepairError, Result, Violation};
+use crate::extension::ExtensionDigest;
 use crate::header::Variant;
 use crate::image::{Image, RuleMode};
 use crate::raw::bitmap::DirtyBitmapFeature;
@@ -359,6 +360,9 @@ fn copy_range(
     out: &mut File,
 ) -> Result<()> {
     const PIECE: u64 = 1 << 20;
+    // Past the source's end there are only zeros: holes of the output, neither read nor scanned
+    // (a cluster is up to 2 GiB whatever the input's length).
+    let len = len.min(source.size().saturating_sub(from));
     let mut buf = vec![0u8; PIECE.min(len) as usize];
     let mut done = 0u64;
     while done < len {
@@ -512,7 +516,10 @@ pub fn plan_repair(source: &dyn Source, level: RepairLevel) -> Result<RepairPlan
             patches: &overlay,
         };
         let violation = match Image::parse_with(&src, RuleMode::Strict) {
-            Ok(image) => break validate(&image)?,
+            Ok(image) => {
+                let report = validate(&image)?;
+                break (report, digest_of(&image));
+            }
             Err(Error::Invalid(v)) => v,
             Err(e) => return Err(e),
         };
@@ -613,6 +620,7 @@ pub fn plan_repair(source: &dyn Source, level: RepairLevel) -> Result<RepairPlan
         }
     };
     let _ = dropped_ext_header;
+    let (first, digest) = first;
     let before = if actions.is_empty() {
         first.verdict()
     } else {
@@ -639,7 +647,22 @@ pub fn plan_repair(source: &dyn Source, level: RepairLevel) -> Result<RepairPlan
     if level == RepairLevel::Leaks && corrupt_besides_r7 {
         return plan_patch(source, level, &first);
     }
-    plan_model(source, level, before, actions, overlay, &first)
+    plan_model(source, level, before, actions, overlay, &first, digest)
+}
+
+/// The MD5 of the image's extension cluster, if it was hashed (validating hashes it): a later
+/// parse of the same cluster takes it instead of hashing again ([`reuse_digest`]). A cluster
+/// is up to 2 GiB (the largest `tracks`), whatever the file's length: hashing it once per
+/// plan, not once per parse, keeps a hostile header from making repair slow.
+fn digest_of(image: &Image<'_>) -> Option<ExtensionDigest> {
+    image.extension().and_then(|e| e.digest(image.file_len()))
+}
+
+/// Gives `image`'s extension the MD5 `known`, if it is that cluster's (see [`digest_of`]).
+fn reuse_digest(image: &Image<'_>, known: Option<&ExtensionDigest>) {
+    if let (Some(ext), Some(known)) = (image.extension(), known) {
+        ext.take_digest(known, image.file_len());
+    }
 }
 
 /// The leaks level on a corrupt image: canonical header values and the tail cut.
@@ -807,13 +830,15 @@ fn plan_model(
     mut actions: Vec<RepairAction>,
     mut overlay: Vec<(u64, Vec<u8>)>,
     first: &Report,
+    digest: Option<ExtensionDigest>,
 ) -> Result<RepairPlan> {
-    let (drop_ext, rechecksummed) = settle_extension(source, level, &mut actions, &mut overlay)?;
+    let (drop_ext, rechecksummed, digest) = settle_extension(source, level, &mut actions, &mut overlay, digest)?;
     let src = Overlay {
         inner: source,
         patches: &overlay,
     };
     let image = Image::parse(&src)?;
+    reuse_digest(&image, digest.as_ref());
     let report = validate(&image)?;
     let h = *image.header();
     let mut raw = h.raw;
@@ -868,47 +893,66 @@ fn plan_model(
     })
 }
 
+/// [`settle_extension`]'s answer: why the extension is dropped (if it is), whether it was
+/// re-checksummed, and the cluster's MD5.
+type Settled = (Option<(Rule, u64)>, bool, Option<ExtensionDigest>);
+
 /// The extension before the plan: its magic restored when the checksum proves the cluster, its
 /// checksum recomputed (provisionally: kept only if every record validates afterwards). Returns
-/// why the extension is dropped, if it is, and whether it was re-checksummed.
+/// why the extension is dropped, if it is, whether it was re-checksummed, and the cluster's MD5
+/// (the bytes it covers are never changed here: the magic and the checksum are not covered).
 fn settle_extension(
     source: &dyn Source,
     level: RepairLevel,
     actions: &mut Vec<RepairAction>,
     overlay: &mut Vec<(u64, Vec<u8>)>,
-) -> Result<(Option<(Rule, u64)>, bool)> {
+    digest: Option<ExtensionDigest>,
+) -> Result<Settled> {
     let src = Overlay {
         inner: source,
         patches: overlay,
     };
     let image = Image::parse(&src)?;
     let Some(ext) = image.extension() else {
-        return Ok((None, false));
+        return Ok((None, false, digest));
     };
     let off = ext.file_offset;
     let cs = ext.cluster_size;
     if off >= image.file_len() {
-        return Ok((Some((Rule::R22, off)), false));
+        return Ok((Some((Rule::R22, off)), false, digest));
     }
-    let bytes = ext.bytes();
-    let covered = bytes.get(EXT_HEADER_SIZE.min(bytes.len())..).unwrap_or(&[]);
-    let tail = cs.saturating_sub(bytes.len().max(EXT_HEADER_SIZE) as u64);
-    let sum = checksum_padded(covered, tail);
+    reuse_digest(&image, digest.as_ref());
     let magic_ok = ext.magic() == EXT_MAGIC;
+    let sum = if magic_ok {
+        ext.computed_checksum()
+    } else {
+        // The parser hashes only a cluster with the magic: whether the checksum proves the
+        // cluster is an extension anyway is asked here.
+        let bytes = ext.bytes();
+        let covered = bytes.get(EXT_HEADER_SIZE.min(bytes.len())..).unwrap_or(&[]);
+        let tail = cs.saturating_sub(bytes.len().max(EXT_HEADER_SIZE) as u64);
+        checksum_padded(covered, tail)
+    };
+    let digest = Some(ExtensionDigest {
+        offset: off,
+        cluster_size: cs,
+        file_len: image.file_len(),
+        md5: sum,
+    });
     let sum_ok = ext.stored_checksum() == sum;
     if !magic_ok && sum_ok && level == RepairLevel::All {
         overlay.push((off, EXT_MAGIC.to_le_bytes().to_vec()));
         let mut a = action(Rule::R24, RepairKind::RestoreExtMagic { offset: off });
         a.bytes = Some((off, 8));
         actions.push(a);
-        Ok((None, false))
+        Ok((None, false, digest))
     } else if !magic_ok {
-        Ok((Some((Rule::R24, off)), false))
+        Ok((Some((Rule::R24, off)), false, digest))
     } else if !sum_ok {
         overlay.push((off + 8, sum.to_vec()));
-        Ok((None, true))
+        Ok((None, true, digest))
     } else {
-        Ok((None, false))
+        Ok((None, false, digest))
     }
 }
 
@@ -1567,8 +1611,10 @@ fn extension_bytes(src: &dyn Source, ext: &ExtPlan, placed: &Placed, cs: u64) ->
     let (Some(off), Some(dst)) = (ext.src, placed.ext_dst) else {
         return Ok(None);
     };
+    // Only the cluster's leading bytes are held (the rest of it is zeros, left a hole of the
+    // output): a cluster is up to 2 GiB whatever the input's length.
     let bytes = if ext.rewrite {
-        let records = ext
+        let records: Vec<FeatureRecord> = ext
             .kept
             .iter()
             .zip(&placed.kept_l1)
@@ -1576,11 +1622,18 @@ fn extension_bytes(src: &dyn Source, ext: &ExtPlan, placed: &Placed, cs: u64) ->
                 FeatureRecord::dirty_bitmap(DirtyBitmapFeature::new(k.size, k.id, k.granularity, l1.clone()))
             })
             .collect();
-        ExtensionCluster::new(records)
-            .to_cluster(cs as usize)
-            .map_err(|e| crate::error::BuildError::Extension(e.to_string()))?
+        let len = ExtensionCluster::encoded_len(&records).min(cs);
+        let mut v = ExtensionCluster::new(records)
+            .to_cluster(len as usize)
+            .map_err(|e| crate::error::BuildError::Extension(e.to_string()))?;
+        if len < cs {
+            let sum = checksum_padded(&v[EXT_HEADER_SIZE..], cs - len);
+            v[8..EXT_HEADER_SIZE].copy_from_slice(&sum);
+        }
+        v
     } else {
-        let mut v = vec![0u8; cs as usize];
+        let present = cs.min(src.size().saturating_sub(off));
+        let mut v = vec![0u8; present as usize];
         let n = src.read_into(off, &mut v)?;
         v[n..].fill(0);
         v

@@ -11,5 +11,6 @@ mod convert;
 mod hostile;
 mod oracles;
 mod picture;
+mod repair;
 mod rules;
 mod samples;

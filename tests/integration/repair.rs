@@ -167,6 +167,13 @@ fn plan_names_rules_and_losses() {
     assert!(leaks.unrepaired.contains(&Rule::R18), "{:?}", leaks.unrepaired);
 }
 
+/// Mutants repaired per base. Each repair hashes a kept extension cluster once (as `check`
+/// does), however often the plan parses the image, and neither holds nor scans the zeros past the
+/// input's end: the mutants whose `tracks` becomes the largest (a 2 GiB cluster over a file of
+/// less than 1 MiB, seeds 43 and 125) took 35 s each when every parse hashed the cluster again
+/// and each copy scanned its 2 GiB, and capped this sweep at 30.
+const MUTANTS_PER_BASE: u64 = 150;
+
 #[test]
 fn repair_all_of_mutants_is_clean() {
     use parallels_image::{mutate::MutateOptions, mutate::Mutator};
@@ -174,7 +181,7 @@ fn repair_all_of_mutants_is_clean() {
     let mut repaired = 0;
     for (name, base) in bases() {
         let mutator = Mutator::new(&base, MutateOptions::default()).unwrap();
-        for seed in 0..30u64 {
+        for seed in 0..MUTANTS_PER_BASE {
             let m = mutator.mutant(seed);
             let plan = match plan_repair(&m.bytes.as_slice(), RepairLevel::All) {
                 Ok(p) => p,
@@ -185,8 +192,17 @@ fn repair_all_of_mutants_is_clean() {
                     continue;
                 }
             };
-            let out = plan.to_vec(&m.bytes.as_slice()).unwrap();
-            match Image::parse(&out).map(|i| validate(&i).map(|r| r.verdict())) {
+            // Written to a file, not a vector: a mutant with `tracks` at its largest repairs to
+            // a 2 GiB image (sparse: its clusters are holes).
+            // An empty plan writes nothing: the input is the result.
+            let out: Box<dyn parallels_image::Source> = if plan.is_empty() {
+                Box::new(m.bytes.clone())
+            } else {
+                let mut out = tempfile::tempfile().unwrap();
+                assert_eq!(plan.write(&m.bytes.as_slice(), &mut out).unwrap(), plan.output_len);
+                Box::new(parallels_image::FileSource::new(out).unwrap())
+            };
+            match Image::parse(&*out).map(|i| validate(&i).map(|r| r.verdict())) {
                 Ok(Ok(Verdict::Clean)) => repaired += 1,
                 other => failures.push(format!("{name}/{seed} {:?}: {other:?}", m.edits)),
             }
@@ -198,5 +214,5 @@ fn repair_all_of_mutants_is_clean() {
         failures.len(),
         failures.join("\n")
     );
-    assert!(repaired > 90, "{repaired}");
+    assert!(repaired > 550, "{repaired}");
 }

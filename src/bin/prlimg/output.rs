@@ -213,7 +213,7 @@ pub fn repair_path(
     force: bool,
     json: Option<bool>,
 ) -> Result<u8, Failure> {
-    use parallels_image::report::{repair_file, RepairFileError, RepairRequest};
+    use parallels_image::report::{repair_file, RepairRequest};
     if output.is_none() && !dry_run && input.as_os_str() == "-" {
         return Err(Failure::at(
             input,
@@ -229,11 +229,7 @@ pub fn repair_path(
         dry_run,
         force,
     };
-    let run = repair_file(&request).map_err(|e| match e {
-        RepairFileError::Refused { path, reason } => Failure::at(&path, reason),
-        RepairFileError::Io { path, source } => Failure::io(&path, &source),
-        RepairFileError::Image { path, source } => Failure::lib(&path, &source),
-    })?;
+    let run = repair_file(&request).map_err(|e| repair_failure(&e))?;
     match json {
         Some(true) => emit_with(|w| run.write_json(w))?,
         Some(false) => emit_with(|w| run.write_human(w))?,
@@ -250,6 +246,16 @@ pub fn repair_in_place(path: &Path, level: RepairArg, json: bool) -> Result<(), 
         RepairArg::All => RepairLevel::All,
     };
     repair_path(path, None, level, false, true, (!json).then_some(false)).map(|_| ())
+}
+
+/// A repair that could not be made: a path that could not be read or written as `check` says it.
+pub fn repair_failure(e: &parallels_image::report::RepairFileError) -> Failure {
+    use parallels_image::report::RepairFileError;
+    match e {
+        RepairFileError::Refused { path, reason } => Failure::at(path, *reason),
+        RepairFileError::Path(p) => check_failure(p),
+        other => Failure::plain(other.to_string()),
+    }
 }
 
 /// A path that could not be checked, as `prlimg check PATH` says it.

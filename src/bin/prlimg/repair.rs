@@ -1,12 +1,13 @@
 //! `prlimg repair IN OUT`: a plan of typed actions (the rule each fixes, the bytes it touches,
 //! what is lost), then the repaired copy; the extension and its bitmaps are kept. Also
-//! `prlimg check -r leaks|all IMAGE` (in place, as `qemu-img check -r` is spelled).
+//! `prlimg check -r leaks|all IMAGE` (in place, as `qemu-img check -r` is spelled). On a bundle:
+//! the descriptor repaired where the storage is intact, and each image by the image repair.
 
 use std::path::PathBuf;
 
 use parallels_image::repair::RepairLevel;
 
-use crate::output::{repair_path, Failure};
+use crate::output::{emit_with, repair_failure, repair_path, Failure};
 use crate::Outcome;
 
 /// `--output` for `repair`.
@@ -20,9 +21,15 @@ pub enum Format {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The damaged image (read only, unless --in-place).
+    /// The damaged image, or bundle (`NAME.hdd` folder or its DiskDescriptor.xml) (read only,
+    /// unless --in-place). A bundle's descriptor is repaired where its storage is intact (the
+    /// images prove the sizes, the block size, the top; GUIDs without braces, repeated Shots,
+    /// geometry, version, padding, marker) and each of its images by the image repair at the
+    /// same level; a missing image, two candidate parents or a cycle is refused, never guessed.
     input: PathBuf,
     /// The repaired copy to write (refused if it exists, unless --force; not with --in-place).
+    /// For a bundle, a new bundle folder; --in-place replaces each repaired image, then
+    /// DiskDescriptor.xml, each written aside and renamed over.
     #[arg(required_unless_present_any = ["in_place", "dry_run"], conflicts_with = "in_place")]
     output: Option<PathBuf>,
     /// Repair only what loses no guest byte and no bitmap (the default).
@@ -66,6 +73,9 @@ pub fn run(args: &Args) -> Outcome {
             None => return Err(Failure::plain("repair needs OUTPUT, or --in-place")),
         }
     };
+    if parallels_image::bundle::is_bundle(&args.input) {
+        return repair_bundle_path(args, output, level);
+    }
     repair_path(
         &args.input,
         output,
@@ -74,4 +84,24 @@ pub fn run(args: &Args) -> Outcome {
         args.force,
         Some(args.output_format == Format::Json),
     )
+}
+
+/// `prlimg repair BUNDLE [OUT]`: the descriptor repaired where the storage is intact, each image
+/// by the image repair at the same level; OUT is a new bundle folder.
+fn repair_bundle_path(args: &Args, output: Option<&std::path::Path>, level: RepairLevel) -> Outcome {
+    use parallels_image::report::{repair_bundle, RepairRequest};
+    let request = RepairRequest {
+        input: &args.input,
+        read: &args.input,
+        output,
+        level,
+        dry_run: args.dry_run,
+        force: args.force,
+    };
+    let run = repair_bundle(&request).map_err(|e| repair_failure(&e))?;
+    match args.output_format {
+        Format::Json => emit_with(|w| run.write_json(w))?,
+        Format::Human => emit_with(|w| run.write_human(w))?,
+    }
+    Ok(run.exit_code())
 }
