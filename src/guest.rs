@@ -147,7 +147,7 @@ impl Guest {
     /// raw file's data (not its holes).
     pub fn data_ranges(&self) -> io::Result<Vec<(u64, u64)>> {
         match self {
-            Guest::Disk(d) => Ok(d.data_ranges()),
+            Guest::Disk(d) => d.try_data_ranges(),
             Guest::Raw { file, .. } => file_data_ranges(file),
         }
     }

@@ -48,7 +48,8 @@ pub fn run(args: &Args) -> Outcome {
             follow_outside: args.follow_outside,
         };
         let disk = GuestDisk::open(&source, args.snapshot, options).map_err(|e| bundle_failure(&e))?;
-        (disk.files().to_vec(), disk.extents())
+        let extents = disk.try_extents().map_err(|e| Failure::io(&args.source, &e))?;
+        (disk.files().to_vec(), extents)
     };
     // Text for a terminal or a pipe: written to memory first (writing to a Vec cannot fail).
     let mut text = Vec::new();
