@@ -73,8 +73,9 @@ struct Window {
 
 /// What a table says of one guest cluster.
 enum Lookup {
-    /// Allocated at this host byte offset.
-    At(u64),
+    /// Allocated at this host byte offset, and `run` clusters from it are stored one after
+    /// another from there.
+    At { offset: u64, run: u64 },
     /// Unallocated, and so is every cluster before `next` (which may be allocated).
     Zeros { next: u64 },
 }
@@ -111,13 +112,23 @@ impl Table {
             w.first = first;
         }
         let at = (index - w.first) as usize;
-        if let Some(off) = self.header.bat_entry_offset(w.block[at]) {
-            return Ok(Lookup::At(off));
+        let h = &self.header;
+        if let Some(off) = h.bat_entry_offset(w.block[at]) {
+            // The clusters stored one after another from here (within the block).
+            let cs = h.cluster_size();
+            let run = 1 + w.block[at + 1..]
+                .iter()
+                .zip(1u64..)
+                .take_while(|&(&e, k)| h.bat_entry_offset(e) == Some(off + k * cs))
+                .count() as u64;
+            return Ok(Lookup::At { offset: off, run });
         }
         let next = w.block[at..]
             .iter()
-            .position(|&e| self.header.bat_entry_offset(e).is_some())
+            .position(|&e| h.bat_entry_offset(e).is_some())
             .map_or(w.first + w.block.len() as u64, |k| index + k as u64);
+        // Kept as a hole: the next lookups in this run are answered without a scan.
+        w.hole = (index, next);
         Ok(Lookup::Zeros {
             next: if next >= self.entries { u64::MAX } else { next },
         })
@@ -380,10 +391,10 @@ impl GuestDisk {
                     let index = local / cs;
                     let within = local % cs;
                     match table.lookup(&self.sources[layer.file], index)? {
-                        Lookup::At(offset) => {
+                        Lookup::At { offset, run } => {
                             return Ok(Extent {
                                 start: pos,
-                                length: limit.min(cs - within),
+                                length: limit.min(run * cs - within),
                                 depth,
                                 data: Some(Mapping {
                                     file: layer.file,
