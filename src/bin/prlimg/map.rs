@@ -47,7 +47,7 @@ pub fn run(args: &Args) -> Outcome {
         }
         let (size, ranges) = crate::input::raw_ranges(&args.source, "map")?;
         let extents = raw_extents(size, &ranges);
-        return print(args, &[args.source.clone()], extents.into_iter().map(Ok));
+        return print(args, std::slice::from_ref(&args.source), extents.into_iter().map(Ok));
     }
     let source = crate::input::seekable(&args.source, "map")?;
     let options = BundleOptions {
