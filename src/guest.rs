@@ -147,7 +147,7 @@ impl Guest {
     /// raw file's data (not its holes).
     pub fn data_ranges(&self) -> io::Result<Vec<(u64, u64)>> {
         match self {
-            Guest::Disk(d) => Ok(d.data_ranges()),
+            Guest::Disk(d) => d.try_data_ranges(),
             Guest::Raw { file, .. } => file_data_ranges(file),
         }
     }
@@ -235,8 +235,15 @@ pub fn raw_extents(size: u64, ranges: &[(u64, u64)]) -> Vec<Extent> {
 /// `qemu-img map --output json`, byte for byte: one object per line, keys in its order,
 /// `offset` only for data.
 pub fn write_map_json(extents: &[Extent], w: &mut dyn Write) -> io::Result<()> {
+    write_map_json_from(extents.iter().cloned().map(Ok), w)
+}
+
+/// [`write_map_json`] of extents as they come (e.g. [`GuestDisk::extent_iter`]): memory stays
+/// the same whatever their number; the first error ends the output and is returned.
+pub fn write_map_json_from(extents: impl Iterator<Item = io::Result<Extent>>, w: &mut dyn Write) -> io::Result<()> {
     w.write_all(b"[")?;
-    for (i, e) in extents.iter().enumerate() {
+    for (i, e) in extents.enumerate() {
+        let e = e?;
         if i > 0 {
             w.write_all(b",\n")?;
         }
@@ -256,9 +263,19 @@ pub fn write_map_json(extents: &[Extent], w: &mut dyn Write) -> io::Result<()> {
 
 /// `qemu-img map`'s table: only extents with data, with the file (of `files`) holding them.
 pub fn write_map_human(files: &[PathBuf], extents: &[Extent], w: &mut dyn Write) -> io::Result<()> {
+    write_map_human_from(files, extents.iter().cloned().map(Ok), w)
+}
+
+/// [`write_map_human`] of extents as they come, as [`write_map_json_from`].
+pub fn write_map_human_from(
+    files: &[PathBuf],
+    extents: impl Iterator<Item = io::Result<Extent>>,
+    w: &mut dyn Write,
+) -> io::Result<()> {
     let hex = |v: u64| if v == 0 { "0".into() } else { format!("{v:#x}") };
     writeln!(w, "{:<16}{:<16}{:<16}File", "Offset", "Length", "Mapped to")?;
     for e in extents {
+        let e = e?;
         if let Some(m) = &e.data {
             let file = files
                 .get(m.file)

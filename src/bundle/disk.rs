@@ -43,10 +43,100 @@ enum Kind {
     Plain { len: u64 },
     Expanding {
         cluster_size: u64,
-        /// Allocated clusters as (guest cluster index, host byte offset), by index.
-        map: Vec<(u64, u64)>,
+        /// Its BAT, read a block at a time as the guest offset moves.
+        table: Table,
     },
 }
+
+/// Entries of the BAT read at once (128 KiB): the only memory a layer's table takes.
+const TABLE_BLOCK: u64 = 32 << 10;
+
+/// An image's BAT, resolved a block of entries at a time: the last block read is kept, and a
+/// hole of the file in the table (entries known to be zeros) is passed over unread. Memory stays
+/// one block per image, whatever the number of allocated clusters; walking the guest in order
+/// reads each block of the table once.
+struct Table {
+    header: crate::header::Header,
+    /// Entries in the file (the rest read as 0).
+    entries: u64,
+    window: std::sync::Mutex<Window>,
+}
+
+#[derive(Default)]
+struct Window {
+    /// The index of `block[0]`.
+    first: u64,
+    block: Vec<u32>,
+    /// Entries `[hole.0, hole.1)` are known to be zeros (a hole of the file).
+    hole: (u64, u64),
+}
+
+/// What a table says of one guest cluster.
+enum Lookup {
+    /// Allocated at this host byte offset, and `run` clusters from it are stored one after
+    /// another from there.
+    At { offset: u64, run: u64 },
+    /// Unallocated, and so is every cluster before `next` (which may be allocated).
+    Zeros { next: u64 },
+}
+
+impl Table {
+    fn lookup(&self, source: &dyn Source, index: u64) -> io::Result<Lookup> {
+        if index >= self.entries {
+            return Ok(Lookup::Zeros { next: u64::MAX });
+        }
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.hole.0 <= index && index < w.hole.1 {
+            return Ok(Lookup::Zeros { next: w.hole.1 });
+        }
+        if !(w.first <= index && index < w.first + w.block.len() as u64) {
+            // Where the file holds data from this entry on: a hole before it reads as zeros.
+            let (start, _) = source.next_data(BAT_OFFSET + 4 * index)?;
+            let data = (start.saturating_sub(BAT_OFFSET) / 4).min(self.entries);
+            if data > index {
+                w.hole = (index, data);
+                return Ok(Lookup::Zeros {
+                    next: if data >= self.entries { u64::MAX } else { data },
+                });
+            }
+            let first = index / TABLE_BLOCK * TABLE_BLOCK;
+            let n = (self.entries - first).min(TABLE_BLOCK) as usize;
+            let mut bytes = vec![0u8; n * 4];
+            let got = source.read_into(BAT_OFFSET + 4 * first, &mut bytes)?;
+            // A table cut short (the file shrank) reads as zeros past its end.
+            bytes[got..].fill(0);
+            w.block = bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            w.first = first;
+        }
+        let at = (index - w.first) as usize;
+        let h = &self.header;
+        if let Some(off) = h.bat_entry_offset(w.block[at]) {
+            // The clusters stored one after another from here (within the block).
+            let cs = h.cluster_size();
+            let run = 1 + w.block[at + 1..]
+                .iter()
+                .zip(1u64..)
+                .take_while(|&(&e, k)| h.bat_entry_offset(e) == Some(off + k * cs))
+                .count() as u64;
+            return Ok(Lookup::At { offset: off, run });
+        }
+        let next = w.block[at..]
+            .iter()
+            .position(|&e| h.bat_entry_offset(e).is_some())
+            .map_or(w.first + w.block.len() as u64, |k| index + k as u64);
+        // Kept as a hole: the next lookups in this run are answered without a scan.
+        w.hole = (index, next);
+        Ok(Lookup::Zeros {
+            next: if next >= self.entries { u64::MAX } else { next },
+        })
+    }
+}
+
+/// Where the BAT starts in an image file.
+const BAT_OFFSET: u64 = 64;
 
 struct Layer {
     file: usize,
@@ -93,21 +183,44 @@ fn open_layer(path: &Path, kind: ImageType) -> Result<(FileSource, Kind), Bundle
                 source,
             })?;
             let h = image.header();
-            let map = image
-                .allocated_entries()
-                .filter_map(|(i, e)| h.bat_entry_offset(e).map(|off| (u64::from(i), off)))
-                .collect();
-            image.bat_status().map_err(|source| BundleError::Image {
-                path: path.to_path_buf(),
-                source,
-            })?;
             Kind::Expanding {
                 cluster_size: h.cluster_size(),
-                map,
+                table: Table {
+                    header: *h,
+                    entries: u64::from(image.bat_entries_in_file()),
+                    window: Default::default(),
+                },
             }
         }
     };
     Ok((source, kind))
+}
+
+/// Whether extent `e` continues `last` (the same depth, and zeros both or the next bytes of the
+/// same file).
+fn joins(last: &Extent, e: &Extent) -> bool {
+    last.depth == e.depth
+        && match (&last.data, &e.data) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.file == b.file && a.offset + last.length == b.offset,
+            _ => false,
+        }
+}
+
+/// The stored extents of `extents` as ranges, neighbours joined.
+fn data_ranges_of(extents: impl Iterator<Item = io::Result<Extent>>) -> io::Result<Vec<(u64, u64)>> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for e in extents {
+        let e = e?;
+        if e.data.is_none() {
+            continue;
+        }
+        match out.last_mut() {
+            Some((s, l)) if *s + *l == e.start => *l += e.length,
+            _ => out.push((e.start, e.length)),
+        }
+    }
+    Ok(out)
 }
 
 impl GuestDisk {
@@ -228,7 +341,7 @@ impl GuestDisk {
     }
 
     /// What guest byte `pos` comes from, and for how many bytes from there the answer holds.
-    fn locate(&self, pos: u64) -> Extent {
+    fn locate(&self, pos: u64) -> io::Result<Extent> {
         let zero_depth = self.chain_len().saturating_sub(1);
         // Segments overlap only in a broken bundle (D6); the first one holding `pos` wins.
         let seg = self.segments.iter().find(|s| s.start <= pos && pos < s.end);
@@ -242,12 +355,12 @@ impl GuestDisk {
                 .min()
                 .unwrap_or(self.size)
                 .min(self.size);
-            return Extent {
+            return Ok(Extent {
                 start: pos,
                 length: next.saturating_sub(pos).max(1),
                 depth: zero_depth,
                 data: None,
-            };
+            });
         };
         let local = pos - seg.start;
         let mut limit = seg.end.min(self.size).saturating_sub(pos).max(1);
@@ -256,14 +369,14 @@ impl GuestDisk {
                 Kind::Plain { len } => {
                     // Past the file's end (a short file, D10) the storage reads as zeros.
                     if local >= *len {
-                        return Extent {
+                        return Ok(Extent {
                             start: pos,
                             length: limit,
                             depth,
                             data: None,
-                        };
+                        });
                     }
-                    return Extent {
+                    return Ok(Extent {
                         start: pos,
                         length: limit.min(len - local),
                         depth,
@@ -271,79 +384,97 @@ impl GuestDisk {
                             file: layer.file,
                             offset: local,
                         }),
-                    };
+                    });
                 }
-                Kind::Expanding { cluster_size, map } => {
+                Kind::Expanding { cluster_size, table } => {
                     let cs = *cluster_size;
                     let index = local / cs;
                     let within = local % cs;
-                    match map.binary_search_by_key(&index, |p| p.0) {
-                        Ok(k) => {
-                            return Extent {
+                    match table.lookup(&self.sources[layer.file], index)? {
+                        Lookup::At { offset, run } => {
+                            return Ok(Extent {
                                 start: pos,
-                                length: limit.min(cs - within),
+                                length: limit.min(run * cs - within),
                                 depth,
                                 data: Some(Mapping {
                                     file: layer.file,
-                                    offset: map[k].1 + within,
+                                    offset: offset + within,
                                 }),
-                            }
+                            })
                         }
-                        Err(k) => {
-                            if let Some(&(next, _)) = map.get(k) {
-                                limit = limit.min(next * cs - local);
+                        Lookup::Zeros { next } => {
+                            if let Some(end) = next.checked_mul(cs) {
+                                limit = limit.min(end - local);
                             }
                         }
                     }
                 }
             }
         }
-        Extent {
+        Ok(Extent {
             start: pos,
             length: limit,
             depth: zero_depth,
             data: None,
-        }
+        })
     }
 
     /// The allocation map: every guest byte once, adjacent extents of one origin merged (as
-    /// `qemu-img map` merges them).
+    /// `qemu-img map` merges them). The tables are read as the map goes; a read of one that
+    /// fails ends the map there (see [`GuestDisk::try_extents`] for the error).
     pub fn extents(&self) -> Vec<Extent> {
-        let mut out: Vec<Extent> = Vec::new();
+        self.extent_iter().map_while(Result::ok).collect()
+    }
+
+    /// [`GuestDisk::extents`], or the failure to read a table.
+    pub fn try_extents(&self) -> io::Result<Vec<Extent>> {
+        self.extent_iter().collect()
+    }
+
+    /// The allocation map one extent at a time, as [`GuestDisk::extents`] gives it: memory
+    /// stays one block of each table, whatever the number of extents.
+    pub fn extent_iter(&self) -> impl Iterator<Item = io::Result<Extent>> + '_ {
         let mut pos = 0;
-        while pos < self.size {
-            let mut e = self.locate(pos);
-            e.length = e.length.min(self.size - pos);
-            pos += e.length;
-            if let Some(last) = out.last_mut() {
-                let joins = last.depth == e.depth
-                    && match (&last.data, &e.data) {
-                        (None, None) => true,
-                        (Some(a), Some(b)) => a.file == b.file && a.offset + last.length == b.offset,
-                        _ => false,
-                    };
-                if joins {
-                    last.length += e.length;
-                    continue;
+        let mut pending: Option<Extent> = None;
+        let mut failed = false;
+        std::iter::from_fn(move || {
+            if failed {
+                return None;
+            }
+            while pos < self.size {
+                let mut e = match self.locate(pos) {
+                    Ok(e) => e,
+                    Err(err) => {
+                        failed = true;
+                        return Some(Err(err));
+                    }
+                };
+                e.length = e.length.min(self.size - pos);
+                pos += e.length;
+                match &mut pending {
+                    Some(last) if joins(last, &e) => last.length += e.length,
+                    _ => {
+                        if let Some(done) = pending.replace(e) {
+                            return Some(Ok(done));
+                        }
+                    }
                 }
             }
-            out.push(e);
-        }
-        out
+            pending.take().map(Ok)
+        })
     }
 
     /// The guest byte ranges `(start, length)` that some image of the chain stores, in order,
     /// neighbours joined whatever their origin: every other byte reads as zeros without being
-    /// stored anywhere.
+    /// stored anywhere. A table whose read fails ends the ranges there (see
+    /// [`GuestDisk::try_data_ranges`]).
     pub fn data_ranges(&self) -> Vec<(u64, u64)> {
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        for e in self.extents().into_iter().filter(|e| e.data.is_some()) {
-            match out.last_mut() {
-                Some((s, l)) if *s + *l == e.start => *l += e.length,
-                _ => out.push((e.start, e.length)),
-            }
-        }
-        out
+        data_ranges_of(self.extent_iter().map_while(Result::ok).map(Ok)).unwrap_or_default()
+    }
+
+    /// [`GuestDisk::data_ranges`], or the failure to read a table.
+    pub fn try_data_ranges(&self) -> io::Result<Vec<(u64, u64)>> {
+        data_ranges_of(self.extent_iter())
     }
 
     /// Writes the guest as a raw file into the empty file `out`: its length is set first, then
@@ -357,7 +488,8 @@ impl GuestDisk {
         let mut sink = super::copy::Sink::new(out);
         let mut buf = Vec::new();
         let mut copied = 0;
-        for e in self.extents() {
+        for e in self.extent_iter() {
+            let e = e?;
             let Some(m) = e.data else { continue };
             let start = e.start;
             sink.copy_from(
@@ -383,13 +515,13 @@ impl GuestDisk {
                 buf[done..].fill(0);
                 break;
             }
-            let e = self.locate(pos);
+            let e = self.locate(pos)?;
             let mut len = e.length.min(self.size - pos);
             // Adjacent extents stored one after another in the same file (a run of clusters) are
             // read with one call.
             if let Some(m) = &e.data {
                 while len < (buf.len() - done) as u64 && pos + len < self.size {
-                    let next = self.locate(pos + len);
+                    let next = self.locate(pos + len)?;
                     match next.data {
                         Some(nm) if nm.file == m.file && nm.offset == m.offset + len => {
                             len += next.length.min(self.size - pos - len);

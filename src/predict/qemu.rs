@@ -18,6 +18,7 @@ use crate::raw::header::INUSE_OPEN;
 use crate::source::Source;
 
 mod v72;
+pub(crate) use v72::CheckWalk72;
 pub use v72::{ABORT_EMPTY_DISK_7_2, ABORT_EXT_OFF_7_2, ABORT_GRANULARITY_7_2};
 
 /// QEMU's largest byte offset (`BDRV_MAX_LENGTH`).
@@ -786,8 +787,16 @@ pub fn predict_info(image: &Image<'_>) -> QemuOutcome {
     info_of(image, &open_outcome(image))
 }
 
+/// QEMU `version`'s read-only open of an image already parsed (the BAT is not walked).
+pub(crate) fn open_outcome_for(image: &Image<'_>, version: Version) -> QemuOutcome {
+    match version {
+        Version::V7_2 => v72::open_outcome(image),
+        _ => open_outcome(image),
+    }
+}
+
 /// `qemu-img info`'s outcome once the open gave `open`.
-fn info_of(image: &Image<'_>, open: &QemuOutcome) -> QemuOutcome {
+pub(crate) fn info_of(image: &Image<'_>, open: &QemuOutcome) -> QemuOutcome {
     let total = image.header().nb_sectors;
     match open {
         QemuOutcome::Opens { .. } if (total as i64) < 0 => QemuOutcome::NoImageSize {
@@ -1225,6 +1234,18 @@ pub(crate) struct CheckWalk<'h> {
     /// The statistics with the end of the file for the image's end (the same counts when the
     /// highest cluster inside sets it).
     counter: ClusterCounter<'h>,
+    /// QEMU's duplicate scan run on the way ([`CheckWalk::new_scanning`]), while every entry is
+    /// on the grid and the bit set stays within the bound of [`CheckWalk::duplicates`].
+    scan: Option<DupScan>,
+}
+
+/// QEMU's duplicate scan over the clusters on the grid, on the first walk: a bit per cluster
+/// index seen, and the indexes of the entries whose cluster was seen before, in order.
+struct DupScan {
+    seen: Vec<u64>,
+    /// The most words `seen` may take (the bound of the scan's own bit set).
+    max_words: u64,
+    dups: Vec<u32>,
 }
 
 impl<'h> CheckWalk<'h> {
@@ -1257,7 +1278,28 @@ impl<'h> CheckWalk<'h> {
             max_k: 0,
             last: None,
             counter: ClusterCounter::new(h, file_len),
+            scan: None,
         }
+    }
+
+    /// [`CheckWalk::new`] that also runs QEMU's duplicate scan on the walk, for callers that
+    /// have no rules' duplicates (R19) to give [`CheckWalk::finish`]: the table is then read
+    /// once unless an entry lies off the grid or the image ends elsewhere than the walk
+    /// assumed (a corrupt image), where QEMU's own second walk is followed.
+    pub(crate) fn new_scanning(image: &'h Image<'_>) -> Self {
+        let mut walk = CheckWalk::new(image);
+        walk.scan = Some(DupScan {
+            seen: Vec::new(),
+            max_words: u64::from(image.bat_entries_in_file()) / 2 + (1 << 17),
+            dups: Vec::new(),
+        });
+        walk
+    }
+
+    /// [`CheckWalk::finish`] with the duplicates of the walk's own scan, when it ran to the end.
+    pub(crate) fn finish_scanned(&self, image: &Image<'_>) -> QemuCheck {
+        let dups = self.scan.as_ref().filter(|_| self.on_grid).map(|s| s.dups.as_slice());
+        self.finish(image, dups)
     }
 
     /// Allocated entry `e` at index `i` (after every lower one).
@@ -1285,9 +1327,26 @@ impl<'h> CheckWalk<'h> {
         let base = self.base as u64;
         if off < base || off.saturating_add(self.cs) > self.image_len || !(off - base).is_multiple_of(self.cs) {
             self.on_grid = false;
+            self.scan = None;
             return;
         }
-        self.max_k = self.max_k.max(qemu_index(off, self.base, self.cs, self.shift));
+        let k = qemu_index(off, self.base, self.cs, self.shift);
+        self.max_k = self.max_k.max(k);
+        if let Some(scan) = &mut self.scan {
+            let w = k / 64;
+            if w >= scan.max_words {
+                self.scan = None;
+                return;
+            }
+            if w as usize >= scan.seen.len() {
+                scan.seen.resize(w as usize + 1, 0);
+            }
+            let (word, bit) = (&mut scan.seen[w as usize], 1u64 << (k % 64));
+            if *word & bit != 0 {
+                scan.dups.push(i);
+            }
+            *word |= bit;
+        }
     }
 
     /// QEMU's check from what the walk gathered, with `dups`, when given, the indexes of the

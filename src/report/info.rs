@@ -10,7 +10,7 @@ use crate::check::JSON_SCHEMA;
 use crate::header::{Header, Variant};
 use crate::image::Image;
 use crate::ploop::CbtOutcome;
-use crate::qemu::{self, QemuOutcome};
+use crate::qemu::{self, QemuCheck, QemuOutcome};
 
 /// `info --output json`: the header's fields (see [`Header`]'s JSON), the file, the allocation
 /// and the bitmaps. Sizes are bytes unless the key says sectors.
@@ -105,9 +105,14 @@ struct FileSpecific {
 }
 
 /// What `qemu-img info` prints for the image at `filename` (`actual_size`: the file's
-/// allocated bytes, when known), or `None` when QEMU 10 does not open it.
-fn qemu_img_info(image: &Image<'_>, filename: &str, actual_size: Option<u64>) -> Option<QemuImgInfo> {
-    if !matches!(crate::qemu::predict_image(image).info, QemuOutcome::Opens { .. }) {
+/// allocated bytes, when known), or `None` when QEMU 10 does not open it (`info`: its outcome).
+fn qemu_img_info(
+    image: &Image<'_>,
+    info: &QemuOutcome,
+    filename: &str,
+    actual_size: Option<u64>,
+) -> Option<QemuImgInfo> {
+    if !matches!(info, QemuOutcome::Opens { .. }) {
         return None;
     }
     let file = QemuImgFile {
@@ -179,20 +184,59 @@ pub enum InfoWarning {
 
 impl InfoWarning {
     /// Warnings for `info`: whether QEMU 10 opens the image (and QEMU 7.2 alike, with the
-    /// same `qemu-img check` exit) and ploop loads its bitmaps.
+    /// same `qemu-img check` exit) and ploop loads its bitmaps. The table is read once.
     pub fn of(image: &Image<'_>) -> Vec<InfoWarning> {
-        let p = qemu::predict_image(image);
+        InfoWalk::of(image).warnings(image)
+    }
+}
+
+/// What `info` needs of the table, gathered on one walk of it: the allocated entries, and
+/// both QEMU versions' checks (each only when that version opens the image).
+struct InfoWalk {
+    allocated: u64,
+    info: QemuOutcome,
+    check: QemuCheck,
+    old_info: QemuOutcome,
+    old_check: QemuCheck,
+}
+
+impl InfoWalk {
+    fn of(image: &Image<'_>) -> InfoWalk {
+        let opens = |o: &QemuOutcome| matches!(o, QemuOutcome::Opens { .. });
+        let open = qemu::open_outcome_for(image, qemu::Version::V10_0);
+        let old_open = qemu::open_outcome_for(image, qemu::Version::V7_2);
+        let mut new = opens(&open).then(|| qemu::CheckWalk::new_scanning(image));
+        let mut old = opens(&old_open).then(|| qemu::CheckWalk72::new(image));
+        let mut allocated = 0;
+        for (i, e) in image.allocated_entries() {
+            allocated += 1;
+            if let Some(w) = &mut new {
+                w.entry(i, e);
+            }
+            if let Some(w) = &mut old {
+                w.entry(i, e);
+            }
+        }
+        InfoWalk {
+            allocated,
+            info: qemu::info_of(image, &open),
+            check: new.map_or_else(|| QemuCheck::OpenFails(open), |w| w.finish_scanned(image)),
+            old_info: qemu::info_of(image, &old_open),
+            old_check: old.map_or_else(|| QemuCheck::OpenFails(old_open), qemu::CheckWalk72::finish),
+        }
+    }
+
+    fn warnings(&self, image: &Image<'_>) -> Vec<InfoWarning> {
         let mut w = Vec::new();
-        if !matches!(p.info, QemuOutcome::Opens { .. }) {
-            w.push(InfoWarning::Qemu10(p.info.clone()));
+        if !matches!(self.info, QemuOutcome::Opens { .. }) {
+            w.push(InfoWarning::Qemu10(self.info.clone()));
         }
         // Where QEMU 7.2 (Debian 12's) does otherwise.
-        let old = qemu::predict_image_for(image, qemu::Version::V7_2);
-        if old.info != p.info {
-            w.push(InfoWarning::Qemu72Differs(old.info.clone()));
+        if self.old_info != self.info {
+            w.push(InfoWarning::Qemu72Differs(self.old_info.clone()));
         }
-        let (new, old_exit) = (p.check.exit_code(), old.check.exit_code());
-        if new != old_exit && matches!(old.info, QemuOutcome::Opens { .. }) {
+        let (new, old_exit) = (self.check.exit_code(), self.old_check.exit_code());
+        if new != old_exit && matches!(self.old_info, QemuOutcome::Opens { .. }) {
             w.push(InfoWarning::CheckExitDiffers { old: old_exit, new });
         }
         // ploop's CBT loader alone: its check's walk of the table is not needed here.
@@ -264,7 +308,9 @@ pub fn bitmap_line(b: &BitmapSummary) -> String {
 /// [`Info`] of `image`, named `filename`; `actual_size` as qemu-img's (`None`: not a file QEMU
 /// opens by name).
 pub fn gather(image: &Image<'_>, filename: String, actual_size: Option<u64>) -> Info {
-    let qemu_img_info = qemu_img_info(image, &filename, actual_size);
+    // One walk of the table for the allocation and both QEMU versions' checks.
+    let walk = InfoWalk::of(image);
+    let qemu_img_info = qemu_img_info(image, &walk.info, &filename, actual_size);
     Info {
         qemu_img: qemu_img_info.as_ref().map(QemuImgInfo::without_names),
         qemu_img_info,
@@ -273,10 +319,10 @@ pub fn gather(image: &Image<'_>, filename: String, actual_size: Option<u64>) -> 
         format: "parallels",
         file_size: image.file_len(),
         header: *image.header(),
-        allocated_clusters: image.allocated_clusters(),
+        allocated_clusters: walk.allocated,
         extension: image.extension().is_some(),
         bitmaps: image.bitmaps().iter().map(Bitmap::summary).collect(),
-        warnings: InfoWarning::of(image),
+        warnings: walk.warnings(image),
     }
 }
 

@@ -559,6 +559,8 @@ struct ScanState {
 
 /// Bytes of the blocks [`Scan`] tests at once: 16 entries.
 const SCAN_BLOCK: usize = 64;
+/// Bytes of zeros [`Scan`] passes over at once before it tests blocks: 256 entries.
+const ZERO_RUN: usize = 1024;
 
 impl<'a> Scan<'a> {
     fn new(bytes: &'a [u8], first: u32) -> Self {
@@ -597,6 +599,13 @@ impl ScanState {
     /// Loads the next block of `bytes` with a non-zero entry; false when there is none.
     fn load(&mut self, bytes: &[u8]) -> bool {
         loop {
+            // Runs of zeros (most of a sparse table) are passed over a KiB at a time.
+            while let Some(run) = bytes.get(self.next..self.next + ZERO_RUN) {
+                if !crate::raw::all_zero::<ZERO_RUN>(run.try_into().expect("a whole run")) {
+                    break;
+                }
+                self.next += ZERO_RUN;
+            }
             let start = self.next;
             let Some(block) = bytes.get(start..(start + SCAN_BLOCK).min(bytes.len())) else {
                 return false;

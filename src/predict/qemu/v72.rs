@@ -211,52 +211,86 @@ pub(super) fn open_outcome(image: &Image<'_>) -> QemuOutcome {
 }
 
 /// `qemu-img check` after a successful open, as QEMU 7.2 does it: C1, "outside" for a cluster
-/// that starts past the file, the leak after the highest allocated cluster; no C2, no C5.
+/// that starts past the end of the file, the leak after the highest allocated cluster; no C2, no C5.
 pub(super) fn check_outcome(image: &Image<'_>) -> QemuCheck {
-    let h = image.header();
-    let size = image.file_len().div_ceil(512) * 512;
-    let cs = h.cluster_size();
-    let mult = if h.variant == Variant::V1 {
-        1
-    } else {
-        u64::from(h.cluster_sectors)
-    };
-    let mut c = CheckCounts {
-        total_clusters: u64::from(h.bat_entries),
-        ..Default::default()
-    };
-    if h.raw.inuse.get() == INUSE_OPEN {
-        c.error(CheckLine::NotClosed);
-        c.corruptions += 1;
-    }
-    // Offsets are below 2^32 * 2^22 * 512 = 2^63: no wrap-around.
-    let (mut high, mut prev) = (0u64, 0u64);
-    let mut next_index = 0u32;
+    let mut walk = CheckWalk72::new(image);
     for (i, e) in image.allocated_entries() {
-        if i != next_index {
-            // An unallocated entry between: the run breaks.
-            prev = 0;
-        }
-        next_index = i.wrapping_add(1);
-        let off = u64::from(e) * mult * 512;
-        if off > size {
-            c.error(CheckLine::Outside { index: i });
+        walk.entry(i, e);
+    }
+    walk.finish()
+}
+
+/// [`check_outcome`] fed one allocated entry at a time, in index order, by a walk of the table
+/// that others share (`prlimg info` reads the table once for both versions' checks).
+pub(crate) struct CheckWalk72 {
+    size: u64,
+    cs: u64,
+    mult: u64,
+    c: CheckCounts,
+    high: u64,
+    prev: u64,
+    next_index: u32,
+}
+
+impl CheckWalk72 {
+    pub(crate) fn new(image: &Image<'_>) -> Self {
+        let h = image.header();
+        let mut c = CheckCounts {
+            total_clusters: u64::from(h.bat_entries),
+            ..Default::default()
+        };
+        if h.raw.inuse.get() == INUSE_OPEN {
+            c.error(CheckLine::NotClosed);
             c.corruptions += 1;
         }
-        c.allocated_clusters += 1;
-        high = high.max(off);
-        if prev != 0 && prev + cs != off {
-            c.fragmented_clusters += 1;
+        CheckWalk72 {
+            size: image.file_len().div_ceil(512) * 512,
+            cs: h.cluster_size(),
+            mult: if h.variant == Variant::V1 {
+                1
+            } else {
+                u64::from(h.cluster_sectors)
+            },
+            c,
+            high: 0,
+            prev: 0,
+            next_index: 0,
         }
-        prev = off;
     }
-    c.image_end_offset = high + cs;
-    if size > c.image_end_offset {
-        let leaked = size - c.image_end_offset;
-        c.error(CheckLine::Leaked { bytes: leaked });
-        c.leaks += leaked.div_ceil(cs);
+
+    /// Allocated entry `e` at index `i` (after every lower one).
+    #[inline]
+    pub(crate) fn entry(&mut self, i: u32, e: u32) {
+        if i != self.next_index {
+            // An unallocated entry between: the run breaks.
+            self.prev = 0;
+        }
+        self.next_index = i.wrapping_add(1);
+        // Offsets are below 2^32 * 2^22 * 512 = 2^63: no wrap-around.
+        let off = u64::from(e) * self.mult * 512;
+        if off > self.size {
+            self.c.error(CheckLine::Outside { index: i });
+            self.c.corruptions += 1;
+        }
+        self.c.allocated_clusters += 1;
+        self.high = self.high.max(off);
+        if self.prev != 0 && self.prev + self.cs != off {
+            self.c.fragmented_clusters += 1;
+        }
+        self.prev = off;
     }
-    QemuCheck::Completes(c)
+
+    /// The check's outcome once every allocated entry was seen.
+    pub(crate) fn finish(mut self) -> QemuCheck {
+        let c = &mut self.c;
+        c.image_end_offset = self.high + self.cs;
+        if self.size > c.image_end_offset {
+            let leaked = self.size - c.image_end_offset;
+            c.error(CheckLine::Leaked { bytes: leaked });
+            c.leaks += leaked.div_ceil(self.cs);
+        }
+        QemuCheck::Completes(self.c)
+    }
 }
 
 /// What a read-write open by QEMU 7.2 does: it refuses an unclean image (only `qemu-img check
