@@ -23,7 +23,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, TypedDict, Union
 
 from . import _native
 from ._native import (
@@ -53,6 +53,7 @@ __all__ = [
     "NotParallelsError",
     "OutputError",
     "ParallelsImageError",
+    "ReaderPrediction",
     "Report",
     "Rule",
     "Severity",
@@ -220,6 +221,27 @@ class Finding:
     where: Optional[Dict[str, Any]] = None
 
 
+class ReaderPrediction(TypedDict):
+    """What another real reader of Parallels disks does with the disk (``Report.libphdi``,
+    ``Report.dissect``): the keys of ``prlimg check --output json``'s ``libphdi`` and
+    ``dissect`` blocks, predicted by the library (``parallels_image::readers``), not run."""
+
+    outcome: Literal["opens", "refuses", "misreads", "crashes", "hangs"]
+    """What it does: reads the guest's bytes, raises an error, reads other bytes, dies, loops."""
+    message: Optional[str]
+    """Its error (``refuses``), signal (``crashes``), loop (``hangs``), or what it misreads."""
+    media_size: Optional[int]
+    """The media size it reports, in bytes, when it gets that far."""
+    top: Optional[str]
+    """The snapshot it takes as the top (a braced GUID), when it gets that far."""
+    misread_mib: List[int]
+    """The MiBs whose bytes differ from the guest's (``misreads`` only; at most 4,096)."""
+    misread_mib_omitted: int
+    """Misread MiBs past those listed."""
+    read_size: int
+    """The size of the reads the disk is read with."""
+
+
 class Report:
     """A conformance check of one image or bundle, as ``prlimg check`` makes it.
 
@@ -314,6 +336,31 @@ class Report:
     def ploop(self) -> Optional[Dict[str, Any]]:
         """What ploop does: its check, its CBT loader, a mount; ``None`` for a bundle."""
         value: Optional[Dict[str, Any]] = self._part("ploop")
+        return value
+
+    @property
+    def libphdi(self) -> Optional[ReaderPrediction]:
+        """What libyal's libphdi (``pyphdi``) does with the image or bundle, as ``prlimg check``
+        predicts it; ``None`` where the CLI has none: an image checked from a buffer or a
+        stream, an image of more than 2**20 clusters (the CLI's ``null``), a bundle whose
+        storages cannot be read.
+
+        >>> import os, tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "r.hds")
+        >>> _ = create(p, size=1 << 20, v1=True)
+        >>> r = check(p)
+        >>> r.libphdi["outcome"], r.dissect["outcome"], r.libphdi["media_size"]
+        ('opens', 'opens', 1048576)
+        >>> check(build(size=1 << 20)).libphdi is None
+        True
+        """
+        value: Optional[ReaderPrediction] = self.to_dict().get("libphdi")
+        return value
+
+    @property
+    def dissect(self) -> Optional[ReaderPrediction]:
+        """What fox-it's dissect.hypervisor does with it, as :attr:`libphdi` says."""
+        value: Optional[ReaderPrediction] = self.to_dict().get("dissect")
         return value
 
     def __repr__(self) -> str:

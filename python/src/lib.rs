@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 mod buffer;
 
 use parallels_image as pi;
-use pi::report::{check_path as lib_check_path, BundleCheck, CheckError, Checked};
+use pi::report::{check_path_with, BundleCheck, CheckError, CheckOptions, Checked, PathReport, ReadersBlock};
 use pi::{bundle::Bundle, bundle::BundleError, Image, RuleMode};
 use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -228,10 +228,21 @@ fn mode(lenient: bool) -> RuleMode {
     }
 }
 
-/// One path's or buffer's check, as the library types it.
+/// One path's or buffer's check, as the library types it, with an image's readers' block (a
+/// bundle's report holds its own).
 #[pyclass(frozen, module = "parallels_image._native", name = "Checked")]
 struct PyChecked {
     inner: Checked,
+    readers: ReadersBlock,
+}
+
+impl PyChecked {
+    fn bundle(b: BundleCheck) -> PyChecked {
+        PyChecked {
+            inner: Checked::Bundle(b),
+            readers: ReadersBlock::Absent,
+        }
+    }
 }
 
 /// One finding as a tuple: `(rule, severity, message, location, file, where)`.
@@ -332,12 +343,27 @@ impl PyChecked {
 
     /// The report as `prlimg check --output json` prints it, as Python objects (built from the
     /// typed report through serde, with no JSON text in between).
+    /// An image's report gets the keys `libphdi` and `dissect` as the CLI adds them: both
+    /// predictions, both `None` for an image of too many clusters to predict, neither for an
+    /// image that is not a file (a buffer, a stream).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let value = match &self.inner {
-            Checked::Image(c) => pythonize(py, c.as_ref()),
-            Checked::Bundle(b) => pythonize(py, b),
+            Checked::Image(c) => pythonize(py, c.as_ref())?,
+            Checked::Bundle(b) => return pythonize(py, b).map_err(PyErr::from),
         };
-        value.map_err(PyErr::from)
+        let dict = value.cast::<PyDict>()?;
+        match &self.readers {
+            ReadersBlock::Absent => {}
+            ReadersBlock::TooLarge(_) => {
+                dict.set_item("libphdi", py.None())?;
+                dict.set_item("dissect", py.None())?;
+            }
+            ReadersBlock::Predicted(r) => {
+                dict.set_item("libphdi", pythonize(py, &r.libphdi)?)?;
+                dict.set_item("dissect", pythonize(py, &r.dissect)?)?;
+            }
+        }
+        Ok(value)
     }
 }
 
@@ -345,9 +371,16 @@ impl PyChecked {
 #[pyfunction]
 #[pyo3(signature = (path, lenient = false))]
 fn check_path(py: Python<'_>, path: PathBuf, lenient: bool) -> PyResult<PyChecked> {
-    // Without the GIL: a FIFO's writer may be a Python thread of this process.
-    py.detach(|| lib_check_path(&path, mode(lenient)))
-        .map(|inner| PyChecked { inner })
+    // Without the GIL: a FIFO's writer may be a Python thread of this process. With the
+    // readers' predictions, as `prlimg check` makes them (and with its limit on their size).
+    py.detach(|| check_path_with(&path, &CheckOptions::new(mode(lenient))))
+        .map(|report| match report {
+            PathReport::Image(c) => PyChecked {
+                inner: Checked::Image(Box::new(c.conformance)),
+                readers: c.readers,
+            },
+            PathReport::Bundle(b) => PyChecked::bundle(*b),
+        })
         .map_err(|e| check_error(py, &e))
 }
 
@@ -364,6 +397,7 @@ fn check_buffer(py: Python<'_>, data: &Bound<'_, PyAny>, lenient: bool, filename
     checked
         .map(|c| PyChecked {
             inner: Checked::Image(Box::new(c)),
+            readers: ReadersBlock::Absent,
         })
         .map_err(|e| lib_error(py, None, &e))
 }
@@ -646,9 +680,7 @@ impl PyBundle {
     #[pyo3(signature = (lenient = false))]
     fn check(&self, py: Python<'_>, lenient: bool) -> PyResult<PyChecked> {
         pi::report::check_bundle(self.bundle.descriptor_path(), mode(lenient))
-            .map(|b: BundleCheck| PyChecked {
-                inner: Checked::Bundle(b),
-            })
+            .map(PyChecked::bundle)
             .map_err(|e| bundle_error(py, &e))
     }
 }
@@ -926,7 +958,8 @@ fn convert(
     force: bool,
 ) -> PyResult<()> {
     let snapshot = snapshot.map(parse_snapshot).transpose()?;
-    let disk = pi::bundle::GuestDisk::open(&src, snapshot, pi::bundle::BundleOptions::default()).map_err(|e| bundle_error(py, &e))?;
+    let disk = pi::bundle::GuestDisk::open(&src, snapshot, pi::bundle::BundleOptions::default())
+        .map_err(|e| bundle_error(py, &e))?;
     if disk.files().iter().any(|f| same_file(f, &dst)) {
         let err = OutputError::new_err(format!(
             "{}: holds the source's data; write the copy elsewhere",
@@ -948,8 +981,14 @@ fn convert(
                 pi::bundle::write_raw(pi::bundle::GuestReader::Local(&mut read), &ranges, size, f).map(|_| ())
             }),
             "parallels" => pi::outfile::write_file_atomically(&dst, force, |f| {
-                pi::bundle::write_expanding_ranges(pi::bundle::GuestReader::Local(&mut read), &ranges, size, cluster_size, f)
-                    .map(|_| ())
+                pi::bundle::write_expanding_ranges(
+                    pi::bundle::GuestReader::Local(&mut read),
+                    &ranges,
+                    size,
+                    cluster_size,
+                    f,
+                )
+                .map(|_| ())
             }),
             "bundle" => pi::bundle::BundleBuilder::new(size)
                 .cluster_size(cluster_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any, Dict
 
@@ -18,20 +19,6 @@ BITMAP = "7e4e1c2a-7c7b-4a63-9cf1-0a2b3c4d5e6f"
 def cli_json(prlimg: str, path: Path, *extra: str) -> Dict[str, Any]:
     out = run([prlimg, "check", "--output", "json", *extra, str(path)])
     parsed: Dict[str, Any] = json.loads(out.stdout)
-    if not (path.is_dir() or path.name == "DiskDescriptor.xml"):
-        # The CLI adds libphdi's and dissect.hypervisor's predictions to an image's report
-        # (bundles carry them in the library's report, which the package gives too); the
-        # package's image report does not have them yet: compared without them, and their
-        # presence asserted.
-        for key in ("libphdi", "dissect"):
-            block = parsed.pop(key)
-            assert block is None or block["outcome"] in (
-                "opens",
-                "refuses",
-                "misreads",
-                "crashes",
-                "hangs",
-            ), block
     parsed["_exit"] = out.returncode
     return parsed
 
@@ -66,6 +53,60 @@ def test_clean_image_report_equals_the_cli_json(tmp_path: Path, prlimg: str) -> 
     assert report.qemu["bitmaps"] == [BITMAP]
     assert report.ploop == cli["ploop"]
     assert report.qemu_check == cli["qemu_check"]
+    assert report.libphdi == cli["libphdi"] and report.dissect == cli["dissect"]
+
+
+def test_image_report_has_the_readers_blocks_of_the_cli(tmp_path: Path, prlimg: str) -> None:
+    # libphdi 20260902 refuses the v2 magic (WithouFreSpacExt) and reads the v1 one (of 1 MiB
+    # clusters: it refuses a block size of 128 sectors);
+    # dissect.hypervisor reads both.
+    v2, v1 = tmp_path / "v2.hds", tmp_path / "v1.hds"
+    pi.create(v2, size=4 << 20, cluster_size=1 << 20, data=[(0, 4096, 1)])
+    pi.create(v1, size=4 << 20, cluster_size=1 << 20, data=[(0, 4096, 1)], v1=True)
+    for path, libphdi in ((v2, "refuses"), (v1, "opens")):
+        report = pi.check(path)
+        cli = cli_json(prlimg, path)
+        assert report.libphdi is not None and report.dissect is not None
+        assert (report.libphdi["outcome"], report.dissect["outcome"]) == (libphdi, "opens")
+        assert report.libphdi == cli["libphdi"] and report.dissect == cli["dissect"]
+        assert report.dissect == {
+            "outcome": "opens",
+            "message": None,
+            "media_size": 4 << 20,
+            "top": "{5fbaabe3-6958-40ff-92a7-860e329aab41}",
+            "misread_mib": [],
+            "misread_mib_omitted": 0,
+            "read_size": 1 << 20,
+        }
+    assert pi.check(v2).libphdi == {
+        "outcome": "refuses",
+        "message": "libphdi_sparse_image_header_read_data: unsupported signature",
+        "media_size": 4 << 20,
+        "top": "{5fbaabe3-6958-40ff-92a7-860e329aab41}",
+        "misread_mib": [],
+        "misread_mib_omitted": 0,
+        "read_size": 1 << 20,
+    }
+    # An image held in memory has no file to hand the readers: no blocks, as `prlimg check -`.
+    from_bytes = pi.check(v2.read_bytes())
+    assert "libphdi" not in from_bytes.to_dict() and from_bytes.libphdi is None and from_bytes.dissect is None
+    stdin = subprocess.run([prlimg, "check", "--output", "json", "-"], input=v2.read_bytes(), capture_output=True)
+    assert "libphdi" not in json.loads(stdin.stdout)
+
+
+def test_image_too_large_to_predict_has_null_readers_as_the_cli(tmp_path: Path, prlimg: str) -> None:
+    # More than 2**20 clusters: the CLI writes "libphdi": null, "dissect": null.
+    path = tmp_path / "many.hds"
+    pi.create(path, size=((1 << 20) + 1) * 4096, cluster_size=4096)
+    assert pi.Image.open(path).bat_entries == (1 << 20) + 1
+    report = pi.check(path)
+    cli = cli_json(prlimg, path)
+    assert cli["libphdi"] is None and cli["dissect"] is None
+    d = report.to_dict()
+    assert "libphdi" in d and "dissect" in d and d["libphdi"] is None and d["dissect"] is None
+    assert report.libphdi is None and report.dissect is None
+    assert report.exit_code == cli.pop("_exit") == 0
+    assert d == cli
 
 
 @pytest.mark.parametrize("defect", [d.name for d in pi.defects()])
@@ -123,6 +164,8 @@ def test_bundles_checked_as_the_cli_does(samples: Path, prlimg: str) -> None:
             assert report.to_dict() == cli
             assert report.verdict == "clean"
             assert report.qemu is None
+            assert report.libphdi is not None and report.libphdi == cli["libphdi"]
+            assert report.dissect is not None and report.dissect == cli["dissect"]
 
 
 @pytest.mark.parametrize("defect", [d for d in pi.defects(bundle=True)], ids=lambda d: d.name)
