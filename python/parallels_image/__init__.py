@@ -498,15 +498,31 @@ class Image:
         return f"<Image {self.path!r} {h.variant} size={h.virtual_size} cluster={h.cluster_size}>"
 
 
+_NATIVE_METHODS = ("readinto", "read", "readall", "seek", "tell")
+
+
+def _closed(*args: Any) -> Any:
+    raise ValueError("I/O operation on closed file")
+
+
 class GuestReader(io.RawIOBase):
-    """The guest's bytes of an image or a bundle (at a snapshot): readable, seekable; ``readinto``
-    fills the caller's buffer in place."""
+    """The guest's bytes of an image or a bundle (at a snapshot): readable, seekable.
+
+    ``readinto`` fills the caller's buffer in place: reads of 16 KiB or more straight from
+    the image files (one ``pread`` per run of contiguous clusters, without the GIL); smaller
+    ones from a read-ahead block that grows while the reads are sequential (up to 1 MiB), so
+    that a parser reading sectors makes one system call per block, not one per sector.
+    ``read`` reads into the new ``bytes`` object itself. The position, the reads and ``seek``
+    are the native reader's (``readinto``, ``read``, ``readall``, ``seek`` and ``tell`` are its
+    methods, bound to the instance: no Python frame per call)."""
 
     def __init__(self, native: Any) -> None:
         super().__init__()
         self._native = native
-        self._pos = 0
         self.size: int = int(native.size)
+        # The native methods themselves, as instance attributes: they take the place of the
+        # methods below (which say what they do and type them) without a Python call between.
+        self.__dict__.update({name: getattr(native, name) for name in _NATIVE_METHODS})
 
     def readable(self) -> bool:
         return True
@@ -515,35 +531,27 @@ class GuestReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        n = int(self._native.readinto_at(buffer, self._pos))
-        self._pos += n
-        return n
+        """Fills ``buffer`` (a writable contiguous buffer) from the position; the bytes filled."""
+        return int(self._native.readinto(buffer))
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        """Up to ``size`` bytes from the position (to the end if negative or ``None``)."""
+        return bytes(self._native.read(size))
 
     def readall(self) -> bytes:
-        out = bytearray(max(0, self.size - self._pos))
-        n = self.readinto(out)
-        return bytes(out[:n])
+        return bytes(self._native.readall())
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self.size + offset
-        else:
-            raise ValueError(f"invalid whence ({whence})")
-        if pos < 0:
-            raise ValueError(f"negative seek position {pos}")
-        self._pos = pos
-        return pos
+        return int(self._native.seek(offset, whence))
 
     def tell(self) -> int:
-        return self._pos
+        return int(self._native.tell())
+
+    def close(self) -> None:
+        # The native reader stays open for the methods already taken from this one (``open_guest
+        # (p).read()`` closes the reader when it is collected, before its ``read`` runs).
+        self.__dict__.update({name: _closed for name in _NATIVE_METHODS})
+        super().close()
 
     @property
     def files(self) -> List[str]:

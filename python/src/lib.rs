@@ -11,6 +11,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 mod buffer;
+mod guest;
+
+use guest::PyGuest;
 
 use parallels_image as pi;
 use pi::report::{check_path_with, BundleCheck, CheckError, CheckOptions, Checked, PathReport, ReadersBlock};
@@ -531,63 +534,6 @@ impl PyImage {
     }
 }
 
-/// A guest disk: an image's or a bundle's bytes as the guest sees them.
-#[pyclass(frozen, module = "parallels_image._native", name = "Guest")]
-struct PyGuest {
-    disk: pi::bundle::GuestDisk,
-}
-
-/// Bytes read between two looks at the signal handlers.
-const PIECE: usize = 32 << 20;
-
-#[pymethods]
-impl PyGuest {
-    #[staticmethod]
-    #[pyo3(signature = (path, snapshot = None))]
-    fn open(py: Python<'_>, path: PathBuf, snapshot: Option<&str>) -> PyResult<PyGuest> {
-        let snapshot = snapshot.map(parse_snapshot).transpose()?;
-        pi::bundle::GuestDisk::open(&path, snapshot, pi::bundle::BundleOptions::default())
-            .map(|disk| PyGuest { disk })
-            .map_err(|e| bundle_error(py, &e))
-    }
-
-    #[getter]
-    fn size(&self) -> u64 {
-        self.disk.size()
-    }
-
-    /// The files read, top layer first.
-    #[getter]
-    fn files(&self) -> Vec<String> {
-        self.disk.files().iter().map(|p| p.display().to_string()).collect()
-    }
-
-    /// Guest byte ranges `(offset, length)` that may hold data (the rest reads as zeros).
-    fn data_ranges(&self) -> Vec<(u64, u64)> {
-        self.disk.data_ranges()
-    }
-
-    /// Fills `buffer` (any writable contiguous buffer) with the guest's bytes from `offset`,
-    /// in place; returns how many bytes it filled (fewer at the end of the disk).
-    fn readinto_at(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, offset: u64) -> PyResult<usize> {
-        let mut view = buffer::Buffer::get(buffer, true)?;
-        let out = view.as_mut_slice();
-        let available = self.disk.size().saturating_sub(offset);
-        let n = out.len().min(usize::try_from(available).unwrap_or(usize::MAX));
-        let mut done = 0;
-        while done < n {
-            py.check_signals()?;
-            let piece = (n - done).min(PIECE);
-            self.disk
-                .read_at(offset + done as u64, &mut out[done..done + piece])
-                .map_err(|e| os_error(py, self.disk.files().first().map(PathBuf::as_path), &e))?;
-            done += piece;
-        }
-        drop(view);
-        Ok(n)
-    }
-}
-
 fn parse_snapshot(text: &str) -> PyResult<uuid::Uuid> {
     pi::bundle::parse_guid_loose(text).ok_or_else(|| PyValueError::new_err(format!("snapshot {text:?} is not a GUID")))
 }
@@ -673,7 +619,7 @@ impl PyBundle {
         let snapshot = snapshot.map(parse_snapshot).transpose()?;
         self.bundle
             .disk(snapshot)
-            .map(|disk| PyGuest { disk })
+            .map(PyGuest::new)
             .map_err(|e| bundle_error(py, &e))
     }
 
