@@ -370,13 +370,44 @@ impl PyChecked {
     }
 }
 
+/// Runs `work` (which only reads) on a thread of its own and waits for it without the GIL,
+/// looking at the signal handlers every 20 ms: a `KeyboardInterrupt` raised meanwhile is
+/// raised at once, and the thread's result, when it comes, is dropped.
+fn interruptible<T: Send + 'static>(py: Python<'_>, work: impl FnOnce() -> T + Send + 'static) -> PyResult<T> {
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    let (tx, rx) = channel();
+    std::thread::Builder::new()
+        .name("parallels-image".into())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .map_err(|e| os_error(py, None, &e))?;
+    let mut rx = rx;
+    loop {
+        // The receiver goes into the closure and back (it may be sent, not shared).
+        let (got, back) = py.detach(move || (rx.recv_timeout(std::time::Duration::from_millis(20)), rx));
+        rx = back;
+        match got {
+            Ok(value) => return Ok(value),
+            Err(RecvTimeoutError::Timeout) => py.check_signals()?,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(ParallelsImageError::new_err(
+                    "the check stopped without a result (a bug)",
+                ))
+            }
+        }
+    }
+}
+
 /// Checks the image, bundle folder, descriptor or device at `path`.
 #[pyfunction]
 #[pyo3(signature = (path, lenient = false))]
 fn check_path(py: Python<'_>, path: PathBuf, lenient: bool) -> PyResult<PyChecked> {
-    // Without the GIL: a FIFO's writer may be a Python thread of this process. With the
-    // readers' predictions, as `prlimg check` makes them (and with its limit on their size).
-    py.detach(|| check_path_with(&path, &CheckOptions::new(mode(lenient))))
+    // Without the GIL (a FIFO's writer may be a Python thread of this process), on a thread
+    // of its own so that Ctrl-C stops the wait (the readers' predictions read up to 1 GiB).
+    // With the readers' predictions, as `prlimg check` makes them (and with its limit).
+    let at = path.clone();
+    interruptible(py, move || check_path_with(&at, &CheckOptions::new(mode(lenient))))?
         .map(|report| match report {
             PathReport::Image(c) => PyChecked {
                 inner: Checked::Image(Box::new(c.conformance)),
@@ -625,7 +656,8 @@ impl PyBundle {
 
     #[pyo3(signature = (lenient = false))]
     fn check(&self, py: Python<'_>, lenient: bool) -> PyResult<PyChecked> {
-        pi::report::check_bundle(self.bundle.descriptor_path(), mode(lenient))
+        let path = self.bundle.descriptor_path().to_path_buf();
+        interruptible(py, move || pi::report::check_bundle(&path, mode(lenient)))?
             .map(PyChecked::bundle)
             .map_err(|e| bundle_error(py, &e))
     }

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
+from enum import Enum
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
 import parallels_image as pi
+import parallels_image.strategies
 from conftest import run
 
 BITMAP = "7e4e1c2a-7c7b-4a63-9cf1-0a2b3c4d5e6f"
@@ -285,3 +288,69 @@ def test_repair_as_the_cli_does(tmp_path: Path, prlimg: str) -> None:
     assert pi.repair(bad, dry_run=True)["unrepaired"] == ["R18"]
     plan = pi.repair(bad, in_place=True, all=True)
     assert plan["after"] in ("clean", "leaks") and plan["unrepaired"] == []
+
+
+def test_keyboard_interrupt_stops_a_long_check(tmp_path: Path) -> None:
+    # The readers' predictions read every allocated MiB (up to 1 GiB) three times: seconds
+    # for 256 MiB of data, and Ctrl-C stops the wait at once.
+    import signal
+    import types
+    from typing import Optional
+
+    path = tmp_path / "big.hds"
+    pi.create(path, size=256 << 20, data=[(0, 256 << 20, 0x01)])
+
+    def interrupt(signum: int, frame: Optional[types.FrameType]) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(KeyboardInterrupt):
+            pi.check(path)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    # the next check runs as usual
+    assert pi.check(path).verdict == "clean"
+
+
+def test_the_issues_names_have_their_signatures() -> None:
+    import inspect
+
+    def params(fn: Any) -> List[Tuple[str, str, Any]]:
+        return [(p.name, p.kind.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    empty = inspect.Parameter.empty
+    assert params(pi.check) == [("source", "POSITIONAL_OR_KEYWORD", empty), ("lenient", "KEYWORD_ONLY", False)]
+    assert params(pi.open_guest) == [("path", "POSITIONAL_OR_KEYWORD", empty), ("snapshot", "POSITIONAL_OR_KEYWORD", None)]
+    create = params(pi.create)
+    assert create[:2] == [("path", "POSITIONAL_OR_KEYWORD", empty), ("size", "KEYWORD_ONLY", empty)]
+    named = {n: (k, d) for n, k, d in create}
+    assert named["cluster_size"] == ("KEYWORD_ONLY", 1 << 20)
+    assert named["data"] == ("KEYWORD_ONLY", ()) and named["bitmaps"] == ("KEYWORD_ONLY", ())
+    assert named["v1"] == ("KEYWORD_ONLY", False)
+    assert named["inuse"] == ("KEYWORD_ONLY", None) and named["seed"] == ("KEYWORD_ONLY", None)
+    assert params(pi.create_bundle)[:2] == [
+        ("path", "POSITIONAL_OR_KEYWORD", empty),
+        ("recipe", "POSITIONAL_OR_KEYWORD", empty),
+    ]
+    assert params(pi.corrupt)[:3] == [(n, "POSITIONAL_OR_KEYWORD", empty) for n in ("src", "dst", "defect")]
+    assert params(pi.defects) == [("bundle", "KEYWORD_ONLY", False)]
+    mutate = params(pi.mutate)
+    assert mutate[:3] == [
+        ("src", "POSITIONAL_OR_KEYWORD", empty),
+        ("count", "KEYWORD_ONLY", empty),
+        ("seed", "KEYWORD_ONLY", 0),
+    ]
+    assert params(pi.Image.open)[0][0] == "path" and params(pi.Bundle.open)[0][0] == "path"
+    assert issubclass(pi.Rule, Enum) and issubclass(pi.Severity, Enum)
+    assert issubclass(pi.GuestReader, io.RawIOBase)
+    for name in ("verdict", "findings", "qemu", "ploop", "libphdi", "dissect", "exit_code"):
+        assert isinstance(getattr(pi.Report, name), property), name
+    assert callable(pi.Report.to_dict)
+    assert [f for f in pi.Finding.__dataclass_fields__][:4] == ["rule", "severity", "message", "location"]
+    for name in ("name", "granularity"):
+        assert name in pi.Bitmap.__init__.__code__.co_varnames
+    assert callable(pi.Bitmap.dirty_extents) and callable(pi.repair) and callable(pi.convert)
+    assert pi.strategies.images is not None
