@@ -252,11 +252,12 @@ class Report:
     ('opens', 'corrupt')
     """
 
-    __slots__ = ("_native", "_dict", "_findings")
+    __slots__ = ("_native", "_dict", "_base", "_findings")
 
     def __init__(self, native: Any) -> None:
         self._native = native
         self._dict: Optional[Dict[str, Any]] = None
+        self._base: Optional[Dict[str, Any]] = None
         self._findings: Optional[List[Finding]] = None
 
     @property
@@ -306,13 +307,19 @@ class Report:
         return None if s is None else (int(s[0]), int(s[1]), int(s[2]), int(s[3]))
 
     def to_dict(self) -> Dict[str, Any]:
-        """The report as ``prlimg check --output json`` prints it."""
+        """The report as ``prlimg check --output json`` prints it, the readers' blocks
+        (``libphdi``, ``dissect``) included: for an image they are predicted on the first call
+        (reading the guest, up to 1 GiB), the rest of the report is made by :func:`check`."""
         if self._dict is None:
-            self._dict = dict(self._native.to_dict())
+            self._dict = dict(self._native.to_dict(True))
         return dict(self._dict)
 
     def _part(self, key: str) -> Any:
-        return self.to_dict().get(key) if self.kind == "image" else None
+        if self.kind != "image":
+            return None
+        if self._base is None:
+            self._base = dict(self._native.to_dict(False))
+        return self._base.get(key)
 
     @property
     def qemu(self) -> Optional[Dict[str, Any]]:

@@ -232,19 +232,43 @@ fn mode(lenient: bool) -> RuleMode {
 }
 
 /// One path's or buffer's check, as the library types it, with an image's readers' block (a
-/// bundle's report holds its own).
+/// bundle's report holds its own), predicted when first asked for: the predictions read the
+/// guest (up to 1 GiB, an MD5 per MiB per reader), which costs far more than the check.
 #[pyclass(frozen, module = "parallels_image._native", name = "Checked")]
 struct PyChecked {
     inner: Checked,
-    readers: ReadersBlock,
+    /// The image file the readers are handed (`None`: a buffer, a bundle).
+    path: Option<PathBuf>,
+    readers: std::sync::OnceLock<ReadersBlock>,
 }
 
 impl PyChecked {
-    fn bundle(b: BundleCheck) -> PyChecked {
+    fn new(inner: Checked, path: Option<PathBuf>) -> PyChecked {
         PyChecked {
-            inner: Checked::Bundle(b),
-            readers: ReadersBlock::Absent,
+            inner,
+            path,
+            readers: std::sync::OnceLock::new(),
         }
+    }
+
+    fn bundle(b: BundleCheck) -> PyChecked {
+        PyChecked::new(Checked::Bundle(b), None)
+    }
+
+    /// The readers' block of an image's report, as `prlimg check` makes it (same limits):
+    /// predicted on the first call (interruptible), kept.
+    fn readers_block(&self, py: Python<'_>) -> PyResult<&ReadersBlock> {
+        if let Some(block) = self.readers.get() {
+            return Ok(block);
+        }
+        let block = match &self.path {
+            Some(path) => {
+                let path = path.clone();
+                interruptible(py, move || ReadersBlock::of(&path))?
+            }
+            None => ReadersBlock::Absent,
+        };
+        Ok(self.readers.get_or_init(|| block))
     }
 }
 
@@ -346,16 +370,20 @@ impl PyChecked {
 
     /// The report as `prlimg check --output json` prints it, as Python objects (built from the
     /// typed report through serde, with no JSON text in between).
-    /// An image's report gets the keys `libphdi` and `dissect` as the CLI adds them: both
-    /// predictions, both `None` for an image of too many clusters to predict, neither for an
-    /// image that is not a file (a buffer, a stream).
-    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// With `readers`, an image's report gets the keys `libphdi` and `dissect` as the CLI adds
+    /// them: both predictions, both `None` for an image of too many clusters to predict,
+    /// neither for an image that is not a file (a buffer, a stream).
+    #[pyo3(signature = (readers = true))]
+    fn to_dict<'py>(&self, py: Python<'py>, readers: bool) -> PyResult<Bound<'py, PyAny>> {
         let value = match &self.inner {
             Checked::Image(c) => pythonize(py, c.as_ref())?,
             Checked::Bundle(b) => return pythonize(py, b).map_err(PyErr::from),
         };
+        if !readers {
+            return Ok(value);
+        }
         let dict = value.cast::<PyDict>()?;
-        match &self.readers {
+        match self.readers_block(py)? {
             ReadersBlock::Absent => {}
             ReadersBlock::TooLarge(_) => {
                 dict.set_item("libphdi", py.None())?;
@@ -404,15 +432,16 @@ fn interruptible<T: Send + 'static>(py: Python<'_>, work: impl FnOnce() -> T + S
 #[pyo3(signature = (path, lenient = false))]
 fn check_path(py: Python<'_>, path: PathBuf, lenient: bool) -> PyResult<PyChecked> {
     // Without the GIL (a FIFO's writer may be a Python thread of this process), on a thread
-    // of its own so that Ctrl-C stops the wait (the readers' predictions read up to 1 GiB).
-    // With the readers' predictions, as `prlimg check` makes them (and with its limit).
+    // of its own so that Ctrl-C stops the wait. The readers' predictions are made when the
+    // report is first asked for them (`to_dict`, `Report.libphdi`).
     let at = path.clone();
-    interruptible(py, move || check_path_with(&at, &CheckOptions::new(mode(lenient))))?
+    let options = CheckOptions {
+        readers: false,
+        ..CheckOptions::new(mode(lenient))
+    };
+    interruptible(py, move || check_path_with(&at, &options))?
         .map(|report| match report {
-            PathReport::Image(c) => PyChecked {
-                inner: Checked::Image(Box::new(c.conformance)),
-                readers: c.readers,
-            },
+            PathReport::Image(c) => PyChecked::new(Checked::Image(Box::new(c.conformance)), Some(path)),
             PathReport::Bundle(b) => PyChecked::bundle(*b),
         })
         .map_err(|e| check_error(py, &e))
@@ -429,10 +458,7 @@ fn check_buffer(py: Python<'_>, data: &Bound<'_, PyAny>, lenient: bool, filename
         pi::check(&view.as_slice(), mode(lenient), filename)
     };
     checked
-        .map(|c| PyChecked {
-            inner: Checked::Image(Box::new(c)),
-            readers: ReadersBlock::Absent,
-        })
+        .map(|c| PyChecked::new(Checked::Image(Box::new(c)), None))
         .map_err(|e| lib_error(py, None, &e))
 }
 
