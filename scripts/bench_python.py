@@ -13,6 +13,8 @@
    cache about twice as fast into a 32-byte-aligned buffer, and a ``bytearray`` of 1 MiB is not;
 2. ``check`` of 1,000 small images (a third of them damaged) from Python, against a loop of
    ``subprocess.run(["prlimg", "check", ...])``; the exit statuses are checked to be the same.
+   Then the whole report of the first 100, ``to_dict()`` (the readers' predictions, made when
+   first asked for, included) against ``prlimg check --output json``, checked equal first.
 
 Small reads cover the first BYTES_SMALL bytes (16 MiB at 512 B, 64 MiB at 4 KiB), larger ones the
 whole disk. Each figure is the best of ROUNDS (default 3) interleaved rounds, in seconds.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import mmap
 import os
 import shutil
@@ -239,11 +242,27 @@ def main() -> int:
     assert ours == theirs, "exit statuses differ"
     print(f"1,000 images: {ours.count(0)} clean, {ours.count(2)} corrupt, {ours.count(3)} leaks")
     side_by_side(
-        "check of 1,000 small images",
+        "check of 1,000 small images (verdict and exit status)",
         {
             "parallels_image": lambda: [pi.check(p).exit_code for p in paths],
             "subprocess prlimg": lambda: [
                 subprocess.run([prlimg, "check", str(p)], capture_output=True).returncode for p in paths
+            ],
+        },
+    )
+    # The whole report, the readers' predictions included (each reads the guest, an MD5 per MiB
+    # per reader): to_dict() against `prlimg check --output json`, on the first 100 images.
+    first = paths[:100]
+    for p in first[:10]:
+        out = subprocess.run([prlimg, "check", "--output", "json", str(p)], capture_output=True, text=True)
+        assert pi.check(p).to_dict() == json.loads(out.stdout), p
+    side_by_side(
+        "check of 100 small images with the readers' predictions (to_dict() = the CLI's JSON)",
+        {
+            "parallels_image": lambda: [pi.check(p).to_dict() for p in first],
+            "subprocess prlimg": lambda: [
+                json.loads(subprocess.run([prlimg, "check", "--output", "json", str(p)], capture_output=True).stdout)
+                for p in first
             ],
         },
     )
