@@ -75,7 +75,7 @@ def test_every_public_function_has_an_example_that_runs() -> None:
 
     functions = [getattr(pi, n) for n in pi.__all__ if inspect.isfunction(getattr(pi, n))]
     functions.append(strategies.images)
-    assert len(functions) == 13
+    assert len(functions) == 12
     missing = [f.__name__ for f in functions if ">>>" not in (f.__doc__ or "")]
     assert missing == []
     finder = doctest.DocTestFinder()
