@@ -16,47 +16,60 @@
 //!
 //! # Layers
 //! Each layer uses only the ones above it (a test, `layers::modules_depend_only_on_lower_layers`,
-//! reads the sources and fails on an arrow back up):
+//! reads the sources and fails on an arrow back up). The right-hand column is the folder of
+//! `src/` a module's file is in: a change to the views goes in `views/`, a new rule in `rules/`,
+//! anything that writes in `writers/`, a model of another program in `predict/`. Every module
+//! keeps its path at the crate root (`parallels_image::qemu`, not `predict::qemu`).
 //!
 //! ```text
-//!  raw            the on-disk grammar: zerocopy + binrw derive types (public, for fuzzers and tools)
+//!  raw            the on-disk grammar: zerocopy + binrw derive types        raw/
+//!                 (public, for fuzzers and tools)
 //!  rule, violation, error
-//!                 the numbered rules, their severities, the violations (with the header's
-//!                 field table) and the typed errors
+//!                 the numbered rules, their severities, the violations      rules/, error.rs
+//!                 (with the header's field table) and the typed errors
 //!  source, outfile, size
-//!                 where bytes come from (a slice, a Vec, a file read only where metadata is),
-//!                 where they go (careful output files), sizes with suffixes
+//!                 where bytes come from (a slice, a Vec, a file read only   views/, writers/,
+//!                 where metadata is), where they go (careful output         size.rs
+//!                 files), sizes with suffixes
 //!  header, extension, bitmap, image
-//!                 zero-copy views over a Source
+//!                 zero-copy views over a Source                             views/
 //!  helper, validate
-//!                 every rule, as typed Violations; open/validate entry points
+//!                 every rule, as typed Violations; open/validate            rules/
 //!  builder, random, recipe, stream, edit
-//!                 writing whole images (random bitmaps, recipes); images read from a stream;
-//!                 rewriting an image's bitmaps
-//!  qemu, ploop    what QEMU 10 and ploop 9 do with an image
-//!  check          a whole conformance check (rules + statistics + predictions)
-//!  repair         repair plans (typed actions: the rule, the bytes, what is lost) and
-//!                 writing the repaired image, the extension and bitmaps kept
-//!  picture        SVG pictures: the file's layout with its findings, the guest view, dirty maps
+//!                 writing whole images (random bitmaps, recipes); images    writers/, views/
+//!                 read from a stream; rewriting an image's bitmaps          (stream)
+//!  qemu, ploop    what QEMU 10 and ploop 9 do with an image                 predict/
+//!  check          a whole conformance check (rules + statistics +           rules/
+//!                 predictions)
+//!  repair         repair plans (typed actions: the rule, the bytes, what    writers/
+//!                 is lost) and writing the repaired image, the extension
+//!                 and bitmaps kept
+//!  picture        SVG pictures: the file's layout with its findings, the    picture.rs
+//!                 guest view, dirty maps
 //!  corrupt, mutate
-//!                 the defect catalogue: planned damage, one rule at a time; structure-aware
-//!                 variants by seed for fuzzers (header fields, BAT and L1 entries, feature
-//!                 records, bitmap headers, the checksum put right)
-//!  bundle         disk bundles (NAME.hdd/ with DiskDescriptor.xml): the descriptor, the D rules
-//!                 (spec/bundles.md), guest data through snapshot chains and split storages,
-//!                 writing bundles, descriptor defects
-//!  corpus, guest  folders of files for fuzzers (variants, the seed corpus) with their manifests;
-//!                 the guest's bytes from an image, a bundle or a raw file: copied, mapped
-//!  readers        what libyal's libphdi and fox-it's dissect.hypervisor do with a bundle or an
-//!                 image: models of both, compared MiB by MiB with the guest's bytes
-//!  report         a whole path checked, whatever it holds (image, device, stream, bundle):
-//!                 typed reports (image and bundle checks, `info` of both, a batch's walk and
-//!                 summary, repair runs), each rendered for people and as JSON, for `prlimg`
-//!                 and the Python package
-//!  oracle         running the real programs (qemu-img info/check, the ploop oracle's drivers)
-//!                 with a timeout, their outcomes typed and compared with the predictions
-//!                 (feature `oracle`)
-//!  (src/bin/prlimg)  the command-line tool, behind the `cli` feature
+//!                 the defect catalogue: planned damage, one rule at a       writers/
+//!                 time; structure-aware variants by seed for fuzzers
+//!                 (header fields, BAT and L1 entries, feature records,
+//!                 bitmap headers, the checksum put right)
+//!  bundle         disk bundles (NAME.hdd/ with DiskDescriptor.xml): the     bundle/
+//!                 descriptor, the D rules (spec/bundles.md), guest data
+//!                 through snapshot chains and split storages, writing
+//!                 bundles, descriptor defects
+//!  corpus, guest  folders of files for fuzzers (variants, the seed corpus)  writers/, guest.rs
+//!                 with their manifests; the guest's bytes from an image, a
+//!                 bundle or a raw file: copied, mapped
+//!  readers        what libyal's libphdi and fox-it's dissect.hypervisor do  predict/
+//!                 with a bundle or an image: models of both, compared MiB
+//!                 by MiB with the guest's bytes
+//!  report         a whole path checked, whatever it holds (image, device,   report/
+//!                 stream, bundle): typed reports (image and bundle checks,
+//!                 `info` of both, a batch's walk and summary, repair runs),
+//!                 each rendered for people and as JSON, for `prlimg` and
+//!                 the Python package
+//!  oracle         running the real programs (qemu-img info/check, the       oracle/
+//!                 ploop oracle's drivers) with a timeout, their outcomes
+//!                 typed and compared with the predictions (feature `oracle`)
+//!  (the CLI)      the command-line tool, behind the `cli` feature           bin/prlimg/
 //! ```
 //!
 //! Every public type has one path. The crate root holds what a format user needs first: opening
@@ -87,39 +100,29 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod bitmap;
-mod builder;
+// The folders are the layers (see "Layers" above); the modules keep their paths at the root.
+mod predict;
+mod rules;
+mod views;
+mod writers;
+
 pub mod bundle;
-mod check;
-pub mod corpus;
-pub mod corrupt;
-pub mod edit;
 mod error;
-mod extension;
 pub mod guest;
-mod header;
-mod helper;
-mod image;
-pub mod mutate;
 #[cfg(feature = "oracle")]
 #[cfg_attr(docsrs, doc(cfg(feature = "oracle")))]
 pub mod oracle;
-pub mod outfile;
 pub mod picture;
-pub mod ploop;
-pub mod qemu;
-mod random;
 pub mod raw;
-pub mod readers;
-pub mod recipe;
-pub mod repair;
 pub mod report;
-mod rule;
 mod size;
-mod source;
-mod stream;
-mod validate;
-mod violation;
+
+pub use predict::{ploop, qemu, readers};
+pub use writers::{corpus, corrupt, edit, mutate, outfile, recipe, repair};
+
+use rules::{check, helper, rule, validate, violation};
+use views::{bitmap, extension, header, image, source, stream};
+use writers::builder;
 
 pub use bitmap::{Bitmap, BitmapGeometry, BitmapSummary, L1Table, MapError, MapFormat};
 pub use builder::{BitmapSpec, BuiltLayout, GuestData, ImageBuilder};

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes (or reuses) the virtual environment with the two real readers that tests/readers and
 # `prlimg differential --libphdi --dissect` run: libyal's libphdi (PyPI libphdi-python, module
-# pyphdi) and fox-it's dissect.hypervisor, at the versions src/readers models. Prints the
+# pyphdi) and fox-it's dissect.hypervisor, at the versions src/predict/readers models. Prints the
 # versions installed. The folder: $PRLIMG_READERS_VENV, else ~/.cache/prlimg-readers-venv.
 set -euo pipefail
 venv=${PRLIMG_READERS_VENV:-$HOME/.cache/prlimg-readers-venv}

@@ -41,14 +41,24 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The library's top-level module of a file under `src/` (`None` for `lib.rs` and the CLI).
+/// The folders that group modules by layer (`src/lib.rs` keeps each module's path at the root).
+const FOLDERS: &[&str] = &["views", "rules", "writers", "predict"];
+
+/// The library's top-level module of a file under `src/` (`None` for `lib.rs`, the CLI and a
+/// folder's `mod.rs`, which only declares its modules).
 fn module_of(src: &Path, file: &Path) -> Option<String> {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel.components().next()?.as_os_str().to_str()?;
-    match first {
-        "lib.rs" | "bin" => None,
-        f => Some(f.trim_end_matches(".rs").to_string()),
-    }
+    let mut parts = rel.components().map(|c| c.as_os_str().to_str().unwrap());
+    let first = parts.next()?;
+    let name = match first {
+        "lib.rs" | "bin" => return None,
+        f if FOLDERS.contains(&f) => match parts.next()? {
+            "mod.rs" => return None,
+            m => m,
+        },
+        f => f,
+    };
+    Some(name.trim_end_matches(".rs").to_string())
 }
 
 /// The modules `text` names as `crate::NAME`, in code before its unit tests (comments and doc

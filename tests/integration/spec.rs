@@ -65,7 +65,7 @@ fn severity_word(s: Severity) -> &'static str {
 #[test]
 fn every_rule_has_its_entry_title_severity_and_variant() {
     let text = fs::read_to_string(root().join("spec/rules.md")).unwrap();
-    let errors = fs::read_to_string(root().join("src/violation.rs")).unwrap();
+    let errors = fs::read_to_string(root().join("src/rules/violation.rs")).unwrap();
     let entries = entries(&text);
     let codes: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
     let expected: Vec<&str> = Rule::ALL.iter().map(|r| r.code()).collect();
@@ -96,7 +96,7 @@ fn every_rule_has_its_entry_title_severity_and_variant() {
         let variant = variant.unwrap_or_else(|| panic!("{rule}: no Violation variant named in {line:?}"));
         assert!(
             errors.contains(&format!("\n    {variant} {{")) || errors.contains(&format!("\n    {variant},")),
-            "{rule}: Violation::{variant} is not in src/violation.rs"
+            "{rule}: Violation::{variant} is not in src/rules/violation.rs"
         );
     }
 }

@@ -1016,7 +1016,7 @@ pub fn huge_bat_case() -> Vec<u8> {
 }
 
 /// Cases found by `props::mutated_images_predicted_exactly` where the prediction was wrong,
-/// kept after `src/qemu.rs` was fixed: `(name, image)`.
+/// kept after `src/predict/qemu.rs` was fixed: `(name, image)`.
 pub fn regressions() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         // QEMU counts fragmentation only between neighbouring allocated entries: the gap at

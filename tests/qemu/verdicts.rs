@@ -228,7 +228,7 @@ fn catalogue_covers_every_rule() {
     assert_eq!(steps, all_steps);
 }
 
-/// Mismatches the property test found, fixed in `src/qemu.rs` and kept.
+/// Mismatches the property test found, fixed in `src/predict/qemu.rs` and kept.
 #[test]
 #[cfg_attr(
     prlimg_no_qemu_tools,
@@ -277,7 +277,7 @@ fn raw_image(v1: bool, tracks: u32, bat: u32, nb: u64, data_off: u32, entries: &
 }
 
 /// `qemu-img check` cases a loop of random header + BAT mutations against the real binary
-/// found mispredicted (1 in about 200 of its images), fixed in `src/qemu.rs`:
+/// found mispredicted (1 in about 200 of its images), fixed in `src/predict/qemu.rs`:
 /// - the duplicate scan does not run when the image end's cluster index is 0 (QEMU returns
 ///   before adding the partial last cluster), so nothing aborts;
 /// - an image end index of 2^32 - 1 plus the partial cluster wraps QEMU's 32-bit bitmap size

@@ -97,7 +97,7 @@ rule_family! {
     /// What follows is `spec/rules.md`: every rule, the error it raises and the tests that
     /// prove it.
     ///
-    #[doc = include_str!("../spec/rules.md")]
+    #[doc = include_str!("../../spec/rules.md")]
     pub enum Rule in "spec/rules.md";
     #[doc = "How serious a breach is, in strict mode (`RuleMode::Strict`); lenient mode lowers R27 and R29 to notes."]
 
