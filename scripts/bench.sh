@@ -25,9 +25,11 @@
 # GUARD_RUNS sets the rounds (default 7). It is a benchmark with wide margins, not a timed
 # test: a machine twice as slow passes, a regression of several times does not.
 # `python` runs only the Python package's rows (scripts/bench_python.py): guest data through
-# open_guest().readinto against pyphdi and dissect.hypervisor, and check of 1,000 images from
-# Python against a loop of `prlimg check` processes; in a venv of its own,
-# ~/.cache/prlimg-bench-venv (PY_BIG_MIB sets the big bundle's size, default 1024).
+# open_guest().readinto against pyphdi and dissect.hypervisor in reads of 512 B, 4 KiB, 64 KiB
+# and 1 MiB, beside the floors (readinto of a raw file of the same bytes, copies in Python), and
+# check of 1,000 images from Python against a loop of `prlimg check` processes; in a venv of its
+# own, ~/.cache/prlimg-bench-venv (PY_BIG_MIB sets the big bundle's size, default 1024;
+# PY_PARTS=guest or check runs one part).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -23,7 +23,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple, TypedDict, Union
 
 from . import _native
 from ._native import (
@@ -53,6 +53,7 @@ __all__ = [
     "NotParallelsError",
     "OutputError",
     "ParallelsImageError",
+    "ReaderPrediction",
     "Report",
     "Rule",
     "Severity",
@@ -220,6 +221,27 @@ class Finding:
     where: Optional[Dict[str, Any]] = None
 
 
+class ReaderPrediction(TypedDict):
+    """What another real reader of Parallels disks does with the disk (``Report.libphdi``,
+    ``Report.dissect``): the keys of ``prlimg check --output json``'s ``libphdi`` and
+    ``dissect`` blocks, predicted by the library (``parallels_image::readers``), not run."""
+
+    outcome: Literal["opens", "refuses", "misreads", "crashes", "hangs"]
+    """What it does: reads the guest's bytes, raises an error, reads other bytes, dies, loops."""
+    message: Optional[str]
+    """Its error (``refuses``), signal (``crashes``), loop (``hangs``), or what it misreads."""
+    media_size: Optional[int]
+    """The media size it reports, in bytes, when it gets that far."""
+    top: Optional[str]
+    """The snapshot it takes as the top (a braced GUID), when it gets that far."""
+    misread_mib: List[int]
+    """The MiBs whose bytes differ from the guest's (``misreads`` only; at most 4,096)."""
+    misread_mib_omitted: int
+    """Misread MiBs past those listed."""
+    read_size: int
+    """The size of the reads the disk is read with."""
+
+
 class Report:
     """A conformance check of one image or bundle, as ``prlimg check`` makes it.
 
@@ -230,11 +252,12 @@ class Report:
     ('opens', 'corrupt')
     """
 
-    __slots__ = ("_native", "_dict", "_findings")
+    __slots__ = ("_native", "_dict", "_base", "_findings")
 
     def __init__(self, native: Any) -> None:
         self._native = native
         self._dict: Optional[Dict[str, Any]] = None
+        self._base: Optional[Dict[str, Any]] = None
         self._findings: Optional[List[Finding]] = None
 
     @property
@@ -284,13 +307,19 @@ class Report:
         return None if s is None else (int(s[0]), int(s[1]), int(s[2]), int(s[3]))
 
     def to_dict(self) -> Dict[str, Any]:
-        """The report as ``prlimg check --output json`` prints it."""
+        """The report as ``prlimg check --output json`` prints it, the readers' blocks
+        (``libphdi``, ``dissect``) included: for an image they are predicted on the first call
+        (reading the guest, up to 1 GiB), the rest of the report is made by :func:`check`."""
         if self._dict is None:
-            self._dict = dict(self._native.to_dict())
+            self._dict = dict(self._native.to_dict(True))
         return dict(self._dict)
 
     def _part(self, key: str) -> Any:
-        return self.to_dict().get(key) if self.kind == "image" else None
+        if self.kind != "image":
+            return None
+        if self._base is None:
+            self._base = dict(self._native.to_dict(False))
+        return self._base.get(key)
 
     @property
     def qemu(self) -> Optional[Dict[str, Any]]:
@@ -314,6 +343,31 @@ class Report:
     def ploop(self) -> Optional[Dict[str, Any]]:
         """What ploop does: its check, its CBT loader, a mount; ``None`` for a bundle."""
         value: Optional[Dict[str, Any]] = self._part("ploop")
+        return value
+
+    @property
+    def libphdi(self) -> Optional[ReaderPrediction]:
+        """What libyal's libphdi (``pyphdi``) does with the image or bundle, as ``prlimg check``
+        predicts it; ``None`` where the CLI has none: an image checked from a buffer or a
+        stream, an image of more than 2**20 clusters (the CLI's ``null``), a bundle whose
+        storages cannot be read.
+
+        >>> import os, tempfile
+        >>> p = os.path.join(tempfile.mkdtemp(), "r.hds")
+        >>> _ = create(p, size=1 << 20, v1=True)
+        >>> r = check(p)
+        >>> r.libphdi["outcome"], r.dissect["outcome"], r.libphdi["media_size"]
+        ('opens', 'opens', 1048576)
+        >>> check(build(size=1 << 20)).libphdi is None
+        True
+        """
+        value: Optional[ReaderPrediction] = self.to_dict().get("libphdi")
+        return value
+
+    @property
+    def dissect(self) -> Optional[ReaderPrediction]:
+        """What fox-it's dissect.hypervisor does with it, as :attr:`libphdi` says."""
+        value: Optional[ReaderPrediction] = self.to_dict().get("dissect")
         return value
 
     def __repr__(self) -> str:
@@ -451,15 +505,31 @@ class Image:
         return f"<Image {self.path!r} {h.variant} size={h.virtual_size} cluster={h.cluster_size}>"
 
 
+_NATIVE_METHODS = ("readinto", "read", "readall", "seek", "tell")
+
+
+def _closed(*args: Any) -> Any:
+    raise ValueError("I/O operation on closed file")
+
+
 class GuestReader(io.RawIOBase):
-    """The guest's bytes of an image or a bundle (at a snapshot): readable, seekable; ``readinto``
-    fills the caller's buffer in place."""
+    """The guest's bytes of an image or a bundle (at a snapshot): readable, seekable.
+
+    ``readinto`` fills the caller's buffer in place: reads of 16 KiB or more straight from
+    the image files (one ``pread`` per run of contiguous clusters, without the GIL); smaller
+    ones from a read-ahead block that grows while the reads are sequential (up to 1 MiB), so
+    that a parser reading sectors makes one system call per block, not one per sector.
+    ``read`` reads into the new ``bytes`` object itself. The position, the reads and ``seek``
+    are the native reader's (``readinto``, ``read``, ``readall``, ``seek`` and ``tell`` are its
+    methods, bound to the instance: no Python frame per call)."""
 
     def __init__(self, native: Any) -> None:
         super().__init__()
         self._native = native
-        self._pos = 0
         self.size: int = int(native.size)
+        # The native methods themselves, as instance attributes: they take the place of the
+        # methods below (which say what they do and type them) without a Python call between.
+        self.__dict__.update({name: getattr(native, name) for name in _NATIVE_METHODS})
 
     def readable(self) -> bool:
         return True
@@ -468,35 +538,27 @@ class GuestReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        n = int(self._native.readinto_at(buffer, self._pos))
-        self._pos += n
-        return n
+        """Fills ``buffer`` (a writable contiguous buffer) from the position; the bytes filled."""
+        return int(self._native.readinto(buffer))
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        """Up to ``size`` bytes from the position (to the end if negative or ``None``)."""
+        return bytes(self._native.read(size))
 
     def readall(self) -> bytes:
-        out = bytearray(max(0, self.size - self._pos))
-        n = self.readinto(out)
-        return bytes(out[:n])
+        return bytes(self._native.readall())
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        if whence == io.SEEK_SET:
-            pos = offset
-        elif whence == io.SEEK_CUR:
-            pos = self._pos + offset
-        elif whence == io.SEEK_END:
-            pos = self.size + offset
-        else:
-            raise ValueError(f"invalid whence ({whence})")
-        if pos < 0:
-            raise ValueError(f"negative seek position {pos}")
-        self._pos = pos
-        return pos
+        return int(self._native.seek(offset, whence))
 
     def tell(self) -> int:
-        return self._pos
+        return int(self._native.tell())
+
+    def close(self) -> None:
+        # The native reader stays open for the methods already taken from this one (``open_guest
+        # (p).read()`` closes the reader when it is collected, before its ``read`` runs).
+        self.__dict__.update({name: _closed for name in _NATIVE_METHODS})
+        super().close()
 
     @property
     def files(self) -> List[str]:

@@ -80,7 +80,22 @@ def _damaged(draw: st.DrawFn, max_size: int) -> GeneratedImage:
 
 def images(*, damaged: Optional[bool] = None, max_size: int = 4 << 20) -> st.SearchStrategy[GeneratedImage]:
     """Images of at most ``max_size`` guest bytes: valid ones (``damaged=False``), ones with one
-    defect each (``damaged=True``), or both (``None``)."""
+    defect each (``damaged=True``), or both (``None``).
+
+    >>> import warnings
+    >>> from hypothesis import HealthCheck, find, settings
+    >>> from hypothesis.errors import HypothesisWarning
+    >>> from parallels_image import check
+    >>> once = settings(database=None, max_examples=50, suppress_health_check=list(HealthCheck))
+    >>> with warnings.catch_warnings():  # find() reprs every image it draws: long bytes
+    ...     warnings.simplefilter("ignore", HypothesisWarning)
+    ...     valid = find(images(damaged=False), lambda i: len(i.fills) > 0, settings=once)
+    ...     bad = find(images(damaged=True), lambda i: i.rule is not None, settings=once)
+    >>> check(valid.data).verdict
+    <Verdict.CLEAN: 'clean'>
+    >>> bad.rule in check(bad.data).rules
+    True
+    """
     if damaged is None:
         return st.one_of(_valid(max_size), _damaged(max_size))
     return _damaged(max_size) if damaged else _valid(max_size)

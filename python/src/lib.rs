@@ -11,9 +11,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 mod buffer;
+mod guest;
+
+use guest::PyGuest;
 
 use parallels_image as pi;
-use pi::report::{check_path as lib_check_path, BundleCheck, CheckError, Checked};
+use pi::report::{check_path_with, BundleCheck, CheckError, CheckOptions, Checked, PathReport, ReadersBlock};
 use pi::{bundle::Bundle, bundle::BundleError, Image, RuleMode};
 use pyo3::exceptions::{PyException, PyOSError, PyValueError};
 use pyo3::prelude::*;
@@ -228,10 +231,45 @@ fn mode(lenient: bool) -> RuleMode {
     }
 }
 
-/// One path's or buffer's check, as the library types it.
+/// One path's or buffer's check, as the library types it, with an image's readers' block (a
+/// bundle's report holds its own), predicted when first asked for: the predictions read the
+/// guest (up to 1 GiB, an MD5 per MiB per reader), which costs far more than the check.
 #[pyclass(frozen, module = "parallels_image._native", name = "Checked")]
 struct PyChecked {
     inner: Checked,
+    /// The image file the readers are handed (`None`: a buffer, a bundle).
+    path: Option<PathBuf>,
+    readers: std::sync::OnceLock<ReadersBlock>,
+}
+
+impl PyChecked {
+    fn new(inner: Checked, path: Option<PathBuf>) -> PyChecked {
+        PyChecked {
+            inner,
+            path,
+            readers: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn bundle(b: BundleCheck) -> PyChecked {
+        PyChecked::new(Checked::Bundle(b), None)
+    }
+
+    /// The readers' block of an image's report, as `prlimg check` makes it (same limits):
+    /// predicted on the first call (interruptible), kept.
+    fn readers_block(&self, py: Python<'_>) -> PyResult<&ReadersBlock> {
+        if let Some(block) = self.readers.get() {
+            return Ok(block);
+        }
+        let block = match &self.path {
+            Some(path) => {
+                let path = path.clone();
+                interruptible(py, move || ReadersBlock::of(&path))?
+            }
+            None => ReadersBlock::Absent,
+        };
+        Ok(self.readers.get_or_init(|| block))
+    }
 }
 
 /// One finding as a tuple: `(rule, severity, message, location, file, where)`.
@@ -332,12 +370,60 @@ impl PyChecked {
 
     /// The report as `prlimg check --output json` prints it, as Python objects (built from the
     /// typed report through serde, with no JSON text in between).
-    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// With `readers`, an image's report gets the keys `libphdi` and `dissect` as the CLI adds
+    /// them: both predictions, both `None` for an image of too many clusters to predict,
+    /// neither for an image that is not a file (a buffer, a stream).
+    #[pyo3(signature = (readers = true))]
+    fn to_dict<'py>(&self, py: Python<'py>, readers: bool) -> PyResult<Bound<'py, PyAny>> {
         let value = match &self.inner {
-            Checked::Image(c) => pythonize(py, c.as_ref()),
-            Checked::Bundle(b) => pythonize(py, b),
+            Checked::Image(c) => pythonize(py, c.as_ref())?,
+            Checked::Bundle(b) => return pythonize(py, b).map_err(PyErr::from),
         };
-        value.map_err(PyErr::from)
+        if !readers {
+            return Ok(value);
+        }
+        let dict = value.cast::<PyDict>()?;
+        match self.readers_block(py)? {
+            ReadersBlock::Absent => {}
+            ReadersBlock::TooLarge(_) => {
+                dict.set_item("libphdi", py.None())?;
+                dict.set_item("dissect", py.None())?;
+            }
+            ReadersBlock::Predicted(r) => {
+                dict.set_item("libphdi", pythonize(py, &r.libphdi)?)?;
+                dict.set_item("dissect", pythonize(py, &r.dissect)?)?;
+            }
+        }
+        Ok(value)
+    }
+}
+
+/// Runs `work` (which only reads) on a thread of its own and waits for it without the GIL,
+/// looking at the signal handlers every 20 ms: a `KeyboardInterrupt` raised meanwhile is
+/// raised at once, and the thread's result, when it comes, is dropped.
+fn interruptible<T: Send + 'static>(py: Python<'_>, work: impl FnOnce() -> T + Send + 'static) -> PyResult<T> {
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    let (tx, rx) = channel();
+    std::thread::Builder::new()
+        .name("parallels-image".into())
+        .spawn(move || {
+            let _ = tx.send(work());
+        })
+        .map_err(|e| os_error(py, None, &e))?;
+    let mut rx = rx;
+    loop {
+        // The receiver goes into the closure and back (it may be sent, not shared).
+        let (got, back) = py.detach(move || (rx.recv_timeout(std::time::Duration::from_millis(20)), rx));
+        rx = back;
+        match got {
+            Ok(value) => return Ok(value),
+            Err(RecvTimeoutError::Timeout) => py.check_signals()?,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(ParallelsImageError::new_err(
+                    "the check stopped without a result (a bug)",
+                ))
+            }
+        }
     }
 }
 
@@ -345,9 +431,19 @@ impl PyChecked {
 #[pyfunction]
 #[pyo3(signature = (path, lenient = false))]
 fn check_path(py: Python<'_>, path: PathBuf, lenient: bool) -> PyResult<PyChecked> {
-    // Without the GIL: a FIFO's writer may be a Python thread of this process.
-    py.detach(|| lib_check_path(&path, mode(lenient)))
-        .map(|inner| PyChecked { inner })
+    // Without the GIL (a FIFO's writer may be a Python thread of this process), on a thread
+    // of its own so that Ctrl-C stops the wait. The readers' predictions are made when the
+    // report is first asked for them (`to_dict`, `Report.libphdi`).
+    let at = path.clone();
+    let options = CheckOptions {
+        readers: false,
+        ..CheckOptions::new(mode(lenient))
+    };
+    interruptible(py, move || check_path_with(&at, &options))?
+        .map(|report| match report {
+            PathReport::Image(c) => PyChecked::new(Checked::Image(Box::new(c.conformance)), Some(path)),
+            PathReport::Bundle(b) => PyChecked::bundle(*b),
+        })
         .map_err(|e| check_error(py, &e))
 }
 
@@ -362,9 +458,7 @@ fn check_buffer(py: Python<'_>, data: &Bound<'_, PyAny>, lenient: bool, filename
         pi::check(&view.as_slice(), mode(lenient), filename)
     };
     checked
-        .map(|c| PyChecked {
-            inner: Checked::Image(Box::new(c)),
-        })
+        .map(|c| PyChecked::new(Checked::Image(Box::new(c)), None))
         .map_err(|e| lib_error(py, None, &e))
 }
 
@@ -497,63 +591,6 @@ impl PyImage {
     }
 }
 
-/// A guest disk: an image's or a bundle's bytes as the guest sees them.
-#[pyclass(frozen, module = "parallels_image._native", name = "Guest")]
-struct PyGuest {
-    disk: pi::bundle::GuestDisk,
-}
-
-/// Bytes read between two looks at the signal handlers.
-const PIECE: usize = 32 << 20;
-
-#[pymethods]
-impl PyGuest {
-    #[staticmethod]
-    #[pyo3(signature = (path, snapshot = None))]
-    fn open(py: Python<'_>, path: PathBuf, snapshot: Option<&str>) -> PyResult<PyGuest> {
-        let snapshot = snapshot.map(parse_snapshot).transpose()?;
-        pi::bundle::GuestDisk::open(&path, snapshot, pi::bundle::BundleOptions::default())
-            .map(|disk| PyGuest { disk })
-            .map_err(|e| bundle_error(py, &e))
-    }
-
-    #[getter]
-    fn size(&self) -> u64 {
-        self.disk.size()
-    }
-
-    /// The files read, top layer first.
-    #[getter]
-    fn files(&self) -> Vec<String> {
-        self.disk.files().iter().map(|p| p.display().to_string()).collect()
-    }
-
-    /// Guest byte ranges `(offset, length)` that may hold data (the rest reads as zeros).
-    fn data_ranges(&self) -> Vec<(u64, u64)> {
-        self.disk.data_ranges()
-    }
-
-    /// Fills `buffer` (any writable contiguous buffer) with the guest's bytes from `offset`,
-    /// in place; returns how many bytes it filled (fewer at the end of the disk).
-    fn readinto_at(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, offset: u64) -> PyResult<usize> {
-        let mut view = buffer::Buffer::get(buffer, true)?;
-        let out = view.as_mut_slice();
-        let available = self.disk.size().saturating_sub(offset);
-        let n = out.len().min(usize::try_from(available).unwrap_or(usize::MAX));
-        let mut done = 0;
-        while done < n {
-            py.check_signals()?;
-            let piece = (n - done).min(PIECE);
-            self.disk
-                .read_at(offset + done as u64, &mut out[done..done + piece])
-                .map_err(|e| os_error(py, self.disk.files().first().map(PathBuf::as_path), &e))?;
-            done += piece;
-        }
-        drop(view);
-        Ok(n)
-    }
-}
-
 fn parse_snapshot(text: &str) -> PyResult<uuid::Uuid> {
     pi::bundle::parse_guid_loose(text).ok_or_else(|| PyValueError::new_err(format!("snapshot {text:?} is not a GUID")))
 }
@@ -639,16 +676,15 @@ impl PyBundle {
         let snapshot = snapshot.map(parse_snapshot).transpose()?;
         self.bundle
             .disk(snapshot)
-            .map(|disk| PyGuest { disk })
+            .map(PyGuest::new)
             .map_err(|e| bundle_error(py, &e))
     }
 
     #[pyo3(signature = (lenient = false))]
     fn check(&self, py: Python<'_>, lenient: bool) -> PyResult<PyChecked> {
-        pi::report::check_bundle(self.bundle.descriptor_path(), mode(lenient))
-            .map(|b: BundleCheck| PyChecked {
-                inner: Checked::Bundle(b),
-            })
+        let path = self.bundle.descriptor_path().to_path_buf();
+        interruptible(py, move || pi::report::check_bundle(&path, mode(lenient)))?
+            .map(PyChecked::bundle)
             .map_err(|e| bundle_error(py, &e))
     }
 }
@@ -926,7 +962,8 @@ fn convert(
     force: bool,
 ) -> PyResult<()> {
     let snapshot = snapshot.map(parse_snapshot).transpose()?;
-    let disk = pi::bundle::GuestDisk::open(&src, snapshot, pi::bundle::BundleOptions::default()).map_err(|e| bundle_error(py, &e))?;
+    let disk = pi::bundle::GuestDisk::open(&src, snapshot, pi::bundle::BundleOptions::default())
+        .map_err(|e| bundle_error(py, &e))?;
     if disk.files().iter().any(|f| same_file(f, &dst)) {
         let err = OutputError::new_err(format!(
             "{}: holds the source's data; write the copy elsewhere",
@@ -948,8 +985,14 @@ fn convert(
                 pi::bundle::write_raw(pi::bundle::GuestReader::Local(&mut read), &ranges, size, f).map(|_| ())
             }),
             "parallels" => pi::outfile::write_file_atomically(&dst, force, |f| {
-                pi::bundle::write_expanding_ranges(pi::bundle::GuestReader::Local(&mut read), &ranges, size, cluster_size, f)
-                    .map(|_| ())
+                pi::bundle::write_expanding_ranges(
+                    pi::bundle::GuestReader::Local(&mut read),
+                    &ranges,
+                    size,
+                    cluster_size,
+                    f,
+                )
+                .map(|_| ())
             }),
             "bundle" => pi::bundle::BundleBuilder::new(size)
                 .cluster_size(cluster_size)

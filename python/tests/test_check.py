@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import subprocess
+from enum import Enum
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
 import parallels_image as pi
+import parallels_image.strategies
 from conftest import run
 
 BITMAP = "7e4e1c2a-7c7b-4a63-9cf1-0a2b3c4d5e6f"
@@ -18,20 +22,6 @@ BITMAP = "7e4e1c2a-7c7b-4a63-9cf1-0a2b3c4d5e6f"
 def cli_json(prlimg: str, path: Path, *extra: str) -> Dict[str, Any]:
     out = run([prlimg, "check", "--output", "json", *extra, str(path)])
     parsed: Dict[str, Any] = json.loads(out.stdout)
-    if not (path.is_dir() or path.name == "DiskDescriptor.xml"):
-        # The CLI adds libphdi's and dissect.hypervisor's predictions to an image's report
-        # (bundles carry them in the library's report, which the package gives too); the
-        # package's image report does not have them yet: compared without them, and their
-        # presence asserted.
-        for key in ("libphdi", "dissect"):
-            block = parsed.pop(key)
-            assert block is None or block["outcome"] in (
-                "opens",
-                "refuses",
-                "misreads",
-                "crashes",
-                "hangs",
-            ), block
     parsed["_exit"] = out.returncode
     return parsed
 
@@ -66,6 +56,60 @@ def test_clean_image_report_equals_the_cli_json(tmp_path: Path, prlimg: str) -> 
     assert report.qemu["bitmaps"] == [BITMAP]
     assert report.ploop == cli["ploop"]
     assert report.qemu_check == cli["qemu_check"]
+    assert report.libphdi == cli["libphdi"] and report.dissect == cli["dissect"]
+
+
+def test_image_report_has_the_readers_blocks_of_the_cli(tmp_path: Path, prlimg: str) -> None:
+    # libphdi 20260902 refuses the v2 magic (WithouFreSpacExt) and reads the v1 one (of 1 MiB
+    # clusters: it refuses a block size of 128 sectors);
+    # dissect.hypervisor reads both.
+    v2, v1 = tmp_path / "v2.hds", tmp_path / "v1.hds"
+    pi.create(v2, size=4 << 20, cluster_size=1 << 20, data=[(0, 4096, 1)])
+    pi.create(v1, size=4 << 20, cluster_size=1 << 20, data=[(0, 4096, 1)], v1=True)
+    for path, libphdi in ((v2, "refuses"), (v1, "opens")):
+        report = pi.check(path)
+        cli = cli_json(prlimg, path)
+        assert report.libphdi is not None and report.dissect is not None
+        assert (report.libphdi["outcome"], report.dissect["outcome"]) == (libphdi, "opens")
+        assert report.libphdi == cli["libphdi"] and report.dissect == cli["dissect"]
+        assert report.dissect == {
+            "outcome": "opens",
+            "message": None,
+            "media_size": 4 << 20,
+            "top": "{5fbaabe3-6958-40ff-92a7-860e329aab41}",
+            "misread_mib": [],
+            "misread_mib_omitted": 0,
+            "read_size": 1 << 20,
+        }
+    assert pi.check(v2).libphdi == {
+        "outcome": "refuses",
+        "message": "libphdi_sparse_image_header_read_data: unsupported signature",
+        "media_size": 4 << 20,
+        "top": "{5fbaabe3-6958-40ff-92a7-860e329aab41}",
+        "misread_mib": [],
+        "misread_mib_omitted": 0,
+        "read_size": 1 << 20,
+    }
+    # An image held in memory has no file to hand the readers: no blocks, as `prlimg check -`.
+    from_bytes = pi.check(v2.read_bytes())
+    assert "libphdi" not in from_bytes.to_dict() and from_bytes.libphdi is None and from_bytes.dissect is None
+    stdin = subprocess.run([prlimg, "check", "--output", "json", "-"], input=v2.read_bytes(), capture_output=True)
+    assert "libphdi" not in json.loads(stdin.stdout)
+
+
+def test_image_too_large_to_predict_has_null_readers_as_the_cli(tmp_path: Path, prlimg: str) -> None:
+    # More than 2**20 clusters: the CLI writes "libphdi": null, "dissect": null.
+    path = tmp_path / "many.hds"
+    pi.create(path, size=((1 << 20) + 1) * 4096, cluster_size=4096)
+    assert pi.Image.open(path).bat_entries == (1 << 20) + 1
+    report = pi.check(path)
+    cli = cli_json(prlimg, path)
+    assert cli["libphdi"] is None and cli["dissect"] is None
+    d = report.to_dict()
+    assert "libphdi" in d and "dissect" in d and d["libphdi"] is None and d["dissect"] is None
+    assert report.libphdi is None and report.dissect is None
+    assert report.exit_code == cli.pop("_exit") == 0
+    assert d == cli
 
 
 @pytest.mark.parametrize("defect", [d.name for d in pi.defects()])
@@ -123,6 +167,8 @@ def test_bundles_checked_as_the_cli_does(samples: Path, prlimg: str) -> None:
             assert report.to_dict() == cli
             assert report.verdict == "clean"
             assert report.qemu is None
+            assert report.libphdi is not None and report.libphdi == cli["libphdi"]
+            assert report.dissect is not None and report.dissect == cli["dissect"]
 
 
 @pytest.mark.parametrize("defect", [d for d in pi.defects(bundle=True)], ids=lambda d: d.name)
@@ -242,3 +288,73 @@ def test_repair_as_the_cli_does(tmp_path: Path, prlimg: str) -> None:
     assert pi.repair(bad, dry_run=True)["unrepaired"] == ["R18"]
     plan = pi.repair(bad, in_place=True, all=True)
     assert plan["after"] in ("clean", "leaks") and plan["unrepaired"] == []
+
+
+def test_keyboard_interrupt_stops_the_readers_predictions(tmp_path: Path) -> None:
+    # The readers' predictions (made when the report is first asked for them) read every
+    # allocated MiB, up to 1 GiB, three times: seconds for 256 MiB of data, and Ctrl-C stops
+    # the wait at once.
+    import signal
+    import types
+    from typing import Optional
+
+    path = tmp_path / "big.hds"
+    pi.create(path, size=256 << 20, data=[(0, 256 << 20, 0x01)])
+    report = pi.check(path)
+    assert report.verdict == "clean" and report.qemu is not None
+
+    def interrupt(signum: int, frame: Optional[types.FrameType]) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(KeyboardInterrupt):
+            report.to_dict()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    # asked again, the predictions are made
+    assert report.libphdi is not None and report.libphdi["outcome"] == "refuses"
+    assert report.dissect is not None and report.dissect["outcome"] == "opens"
+
+
+def test_the_issues_names_have_their_signatures() -> None:
+    import inspect
+
+    def params(fn: Any) -> List[Tuple[str, str, Any]]:
+        return [(p.name, p.kind.name, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    empty = inspect.Parameter.empty
+    assert params(pi.check) == [("source", "POSITIONAL_OR_KEYWORD", empty), ("lenient", "KEYWORD_ONLY", False)]
+    assert params(pi.open_guest) == [("path", "POSITIONAL_OR_KEYWORD", empty), ("snapshot", "POSITIONAL_OR_KEYWORD", None)]
+    create = params(pi.create)
+    assert create[:2] == [("path", "POSITIONAL_OR_KEYWORD", empty), ("size", "KEYWORD_ONLY", empty)]
+    named = {n: (k, d) for n, k, d in create}
+    assert named["cluster_size"] == ("KEYWORD_ONLY", 1 << 20)
+    assert named["data"] == ("KEYWORD_ONLY", ()) and named["bitmaps"] == ("KEYWORD_ONLY", ())
+    assert named["v1"] == ("KEYWORD_ONLY", False)
+    assert named["inuse"] == ("KEYWORD_ONLY", None) and named["seed"] == ("KEYWORD_ONLY", None)
+    assert params(pi.create_bundle)[:2] == [
+        ("path", "POSITIONAL_OR_KEYWORD", empty),
+        ("recipe", "POSITIONAL_OR_KEYWORD", empty),
+    ]
+    assert params(pi.corrupt)[:3] == [(n, "POSITIONAL_OR_KEYWORD", empty) for n in ("src", "dst", "defect")]
+    assert params(pi.defects) == [("bundle", "KEYWORD_ONLY", False)]
+    mutate = params(pi.mutate)
+    assert mutate[:3] == [
+        ("src", "POSITIONAL_OR_KEYWORD", empty),
+        ("count", "KEYWORD_ONLY", empty),
+        ("seed", "KEYWORD_ONLY", 0),
+    ]
+    assert params(pi.Image.open)[0][0] == "path" and params(pi.Bundle.open)[0][0] == "path"
+    assert issubclass(pi.Rule, Enum) and issubclass(pi.Severity, Enum)
+    assert issubclass(pi.GuestReader, io.RawIOBase)
+    for name in ("verdict", "findings", "qemu", "ploop", "libphdi", "dissect", "exit_code"):
+        assert isinstance(getattr(pi.Report, name), property), name
+    assert callable(pi.Report.to_dict)
+    assert [f for f in pi.Finding.__dataclass_fields__][:4] == ["rule", "severity", "message", "location"]
+    for name in ("name", "granularity"):
+        assert name in pi.Bitmap.__init__.__code__.co_varnames
+    assert callable(pi.Bitmap.dirty_extents) and callable(pi.repair) and callable(pi.convert)
+    assert pi.strategies.images is not None

@@ -136,3 +136,59 @@ def test_convert_to_every_format(tmp_path: Path, prlimg: str) -> None:
         pi.convert(src, src, force=True)
     with pytest.raises(ValueError, match="format"):
         pi.convert(src, tmp_path / "x", format="qcow2")
+
+
+def test_small_reads_in_any_order_give_the_guest_bytes(tmp_path: Path) -> None:
+    # Reads smaller than 16 KiB come from a read-ahead block that grows while they are
+    # sequential: sequential, backward and random reads of every small size, across cluster
+    # and block edges, unallocated clusters and the end of the disk, give the guest's bytes.
+    import random
+
+    path = tmp_path / "r.hds"
+    size = 3 << 20
+    pi.create(
+        path,
+        size=size,
+        cluster_size=65536,
+        data=[(i * 65536 + 7, 65536 - 9, 1 + i % 250) for i in range(0, 48, 3)] + [(size - 100, 100, 0xEE)],
+    )
+    expected = pi.Image.open(path).read(0, size)
+    g = pi.open_guest(path)
+    for chunk in (512, 4096, 5000, (16 << 10) - 1, 16 << 10):
+        assert read_all(g, chunk) == expected and g.tell() == size
+        g.seek(0)
+    rng = random.Random(32)
+    for _ in range(2000):
+        offset = rng.randrange(size + 10)
+        length = rng.choice((1, 512, 4096, 7000, 20000))
+        g.seek(offset)
+        buf = bytearray(length)
+        n = g.readinto(buf)
+        assert n == max(0, min(length, size - offset)) and g.tell() == offset + n
+        assert bytes(buf[:n]) == expected[offset : offset + n]
+    # backwards, sector by sector, over the last 64 KiB
+    for offset in range(size - 512, size - 65536, -512):
+        assert g.seek(offset) == offset and g.read(512) == expected[offset : offset + 512]
+    assert g.seek(-10, io.SEEK_END) == size - 10 and g.read() == b"\xee" * 10 and g.read() == b""
+    assert g.seek(5, io.SEEK_CUR) == size + 5 and g.readinto(bytearray(10)) == 0
+    with pytest.raises(ValueError, match="negative seek position"):
+        g.seek(-1)
+    with pytest.raises(ValueError, match="invalid whence"):
+        g.seek(0, 3)
+    # pread-like reads leave the position alone
+    g.seek(100)
+    buf = bytearray(4096)
+    assert g._native.readinto_at(buf, 65536) == 4096 and bytes(buf) == expected[65536 : 65536 + 4096]
+    assert g.tell() == 100
+
+
+def test_a_reader_dropped_early_keeps_its_bound_read(tmp_path: Path) -> None:
+    path = tmp_path / "d.hds"
+    pi.create(path, size=1 << 20, cluster_size=4096, data=[(0, 3, 9)])
+    # the reader is collected (and closed) before its read runs
+    assert pi.open_guest(path).read(4) == b"\t\t\t\x00"
+    g = pi.open_guest(path)
+    g.close()
+    for call in (lambda: g.read(1), lambda: g.seek(0), g.tell, g.readall):
+        with pytest.raises(ValueError, match="closed file"):
+            call()

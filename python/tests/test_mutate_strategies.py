@@ -66,3 +66,18 @@ def test_doctests_of_the_package_run() -> None:
     for module in (pi, strategies):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, raise_on_error=False)
         assert result.failed == 0 and result.attempted > 0, (module.__name__, result)
+
+
+def test_every_public_function_has_an_example_that_runs() -> None:
+    # The issue: the docs of each function give an example that the test suite runs (the
+    # doctests above run every one of them).
+    import inspect
+
+    functions = [getattr(pi, n) for n in pi.__all__ if inspect.isfunction(getattr(pi, n))]
+    functions.append(strategies.images)
+    assert len(functions) == 12
+    missing = [f.__name__ for f in functions if ">>>" not in (f.__doc__ or "")]
+    assert missing == []
+    finder = doctest.DocTestFinder()
+    found = {t.name.rsplit(".", 1)[-1] for m in (pi, strategies) for t in finder.find(m) if t.examples}
+    assert {f.__name__ for f in functions} <= found
