@@ -261,6 +261,38 @@ pub fn write_map_json_from(extents: impl Iterator<Item = io::Result<Extent>>, w:
     w.write_all(b"]\n")
 }
 
+/// Why a map could not be printed: its source could not be read, or its output not written.
+#[derive(Debug)]
+pub enum MapOutputError {
+    /// Reading the source (an image's table) failed; the output ends where it failed.
+    Read(io::Error),
+    /// Writing or flushing the output failed.
+    Write(io::Error),
+}
+
+/// Prints the map of extents as they come ([`write_map_json_from`] when `json`, else
+/// [`write_map_human_from`]) and flushes `w`, telling a failure to read the source from one to
+/// write `w`.
+pub fn write_map(
+    files: &[PathBuf],
+    extents: impl Iterator<Item = io::Result<Extent>>,
+    json: bool,
+    w: &mut dyn Write,
+) -> Result<(), MapOutputError> {
+    let mut read_error = None;
+    let extents = extents.map_while(|e| e.map_err(|e| read_error = Some(e)).ok().map(Ok));
+    let written = if json {
+        write_map_json_from(extents, w)
+    } else {
+        write_map_human_from(files, extents, w)
+    };
+    let written = written.and_then(|()| w.flush());
+    match read_error {
+        Some(e) => Err(MapOutputError::Read(e)),
+        None => written.map_err(MapOutputError::Write),
+    }
+}
+
 /// `qemu-img map`'s table: only extents with data, with the file (of `files`) holding them.
 pub fn write_map_human(files: &[PathBuf], extents: &[Extent], w: &mut dyn Write) -> io::Result<()> {
     write_map_human_from(files, extents.iter().cloned().map(Ok), w)

@@ -453,3 +453,56 @@ impl BitmapList {
         out.write_all(b"\n")
     }
 }
+
+/// `info -f raw`: what `qemu-img info -f raw` says of a raw file. Its size is the guest's, and
+/// how much of it is stored is the sum of its data ranges (the rest are holes). The fields are
+/// in the JSON's key order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct RawInfo {
+    /// How many of its bytes are stored (not holes).
+    pub data_bytes: u64,
+    /// The file as named.
+    pub filename: String,
+    /// Always `raw`.
+    pub format: &'static str,
+    /// [`JSON_SCHEMA`].
+    pub schema: u32,
+    /// The file's size: the guest's.
+    pub virtual_size: u64,
+}
+
+impl RawInfo {
+    /// The raw file `filename` of `size` bytes whose data ranges are `(offset, length)` pairs.
+    pub fn new(filename: String, size: u64, ranges: &[(u64, u64)]) -> Self {
+        let data_bytes = ranges.iter().map(|r| r.1).sum();
+        let (format, schema, virtual_size) = ("raw", JSON_SCHEMA, size);
+        Self {
+            data_bytes,
+            filename,
+            format,
+            schema,
+            virtual_size,
+        }
+    }
+
+    /// Pretty JSON and a newline.
+    #[cfg(feature = "json")]
+    pub fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
+        serde_json::to_writer_pretty(&mut *out, self)?;
+        out.write_all(b"\n")
+    }
+
+    /// The name, the format, the size and what is stored.
+    pub fn write_human(&self, out: &mut dyn Write) -> io::Result<()> {
+        let (size, stored) = (self.virtual_size, self.data_bytes);
+        writeln!(out, "image: {}", self.filename)?;
+        writeln!(out, "file format: raw")?;
+        writeln!(out, "virtual size: {} ({size} bytes)", human_bytes(size))?;
+        writeln!(
+            out,
+            "data: {} ({stored} bytes; the rest are holes)",
+            human_bytes(stored)
+        )
+    }
+}

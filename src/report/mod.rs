@@ -18,9 +18,11 @@ pub use batch::{
 };
 pub use bundle::{BundleInfo, ImageInfo, ShotInfo, StorageInfo};
 pub use image::{check_image, CheckOptions, ImageCheck};
-pub use info::{allocated_size, bitmap_line, gather, BitmapList, Info, InfoWarning, QemuImgInfo};
+pub use info::{allocated_size, bitmap_line, gather, BitmapList, Info, InfoWarning, QemuImgInfo, RawInfo};
 pub use readers::{not_predicted, too_many_clusters, Readers, ReadersBlock, MAX_PREDICTED_CLUSTERS};
-pub use repair::{repair_bundle, repair_file, BundleRepairRun, RepairFileError, RepairRequest, RepairRun};
+pub use repair::{
+    repair_bundle, repair_file, repair_path, AnyRepairRun, BundleRepairRun, RepairFileError, RepairRequest, RepairRun,
+};
 pub use text::{human_bytes, io_reason};
 
 use std::fs::File;

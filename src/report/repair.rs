@@ -533,3 +533,48 @@ impl BundleRepairRun {
         w.write_all(out.as_bytes())
     }
 }
+
+/// A repair of whatever the request names: an image file (or standard input), or a bundle.
+#[derive(Debug)]
+pub enum AnyRepairRun {
+    /// An image's repair ([`repair_file`]).
+    Image(RepairRun),
+    /// A bundle's repair ([`repair_bundle`]).
+    Bundle(BundleRepairRun),
+}
+
+impl AnyRepairRun {
+    /// The status, as [`RepairRun::exit_code`] or [`BundleRepairRun::exit_code`].
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Image(r) => r.exit_code(),
+            Self::Bundle(r) => r.exit_code(),
+        }
+    }
+
+    /// The plan and its result as JSON records.
+    pub fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
+        match self {
+            Self::Image(r) => r.write_json(out),
+            Self::Bundle(r) => r.write_json(out),
+        }
+    }
+
+    /// The plan and its result for people.
+    pub fn write_human(&self, out: &mut dyn Write) -> io::Result<()> {
+        match self {
+            Self::Image(r) => r.write_human(out),
+            Self::Bundle(r) => r.write_human(out),
+        }
+    }
+}
+
+/// Repairs what `r.input` is: a bundle (a `NAME.hdd` folder or its descriptor) through
+/// [`repair_bundle`], anything else as an image through [`repair_file`].
+pub fn repair_path(r: &RepairRequest<'_>) -> Result<AnyRepairRun, RepairFileError> {
+    if crate::bundle::is_bundle(r.input) {
+        repair_bundle(r).map(AnyRepairRun::Bundle)
+    } else {
+        repair_file(r).map(AnyRepairRun::Image)
+    }
+}

@@ -2,11 +2,10 @@
 
 use std::path::PathBuf;
 
-use parallels_image::report::{allocated_size, gather, BundleInfo};
-use parallels_image::{bundle::Bundle, Image, RuleMode, JSON_SCHEMA};
+use parallels_image::report::{allocated_size, gather, BundleInfo, RawInfo};
+use parallels_image::{bundle::Bundle, Image, RuleMode};
 
-use crate::outln;
-use crate::output::{emit, emit_with, human_bytes, print_json, Failure, Format};
+use crate::output::{emit_with, Failure, Format};
 use crate::Outcome;
 
 #[derive(clap::Args, Debug)]
@@ -76,27 +75,10 @@ fn raw(args: &Args) -> Outcome {
         ));
     }
     let (size, ranges) = crate::input::raw_ranges(path, "info")?;
-    let stored: u64 = ranges.iter().map(|r| r.1).sum();
+    let info = RawInfo::new(path.display().to_string(), size, &ranges);
     match args.output {
-        Format::Json => print_json(&serde_json::json!({
-            "schema": JSON_SCHEMA,
-            "filename": path.display().to_string(),
-            "format": "raw",
-            "virtual_size": size,
-            "data_bytes": stored,
-        }))?,
-        _ => {
-            let mut out = String::new();
-            outln!(out, "image: {}", path.display());
-            outln!(out, "file format: raw");
-            outln!(out, "virtual size: {} ({size} bytes)", human_bytes(size));
-            outln!(
-                out,
-                "data: {} ({stored} bytes; the rest are holes)",
-                human_bytes(stored)
-            );
-            emit(&out)?;
-        }
+        Format::Json => emit_with(|w| info.write_json(w))?,
+        _ => emit_with(|w| info.write_human(w))?,
     }
     Ok(0)
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use parallels_image::bundle::Extent;
-use parallels_image::guest::{raw_extents, write_map_human_from, write_map_json_from};
+use parallels_image::guest::{raw_extents, write_map, MapOutputError};
 use parallels_image::{bundle::BundleOptions, bundle::GuestDisk};
 use uuid::Uuid;
 
@@ -58,33 +58,16 @@ pub fn run(args: &Args) -> Outcome {
 }
 
 /// Prints the map as the extents come (the tables are read as it goes): memory stays the same
-/// whatever the number of extents. A table that cannot be read ends it with the error.
+/// whatever the number of extents. A table that cannot be read ends it with the error; with
+/// `-q` nothing is printed, but the map is still made (and a failure to make it reported).
 fn print(args: &Args, files: &[PathBuf], extents: impl Iterator<Item = std::io::Result<Extent>>) -> Outcome {
-    if crate::output::quiet() {
-        // Nothing printed, but the map is still made (and a failure to make it reported).
-        for e in extents {
-            e.map_err(|e| Failure::io(&args.source, &e))?;
-        }
-        return Ok(0);
-    }
-    // A failure to read the source is told apart from one to write stdout.
-    let mut read_error = None;
-    let extents = extents.map_while(|e| match e {
-        Ok(e) => Some(Ok(e)),
-        Err(e) => {
-            read_error = Some(e);
-            None
-        }
-    });
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let written = match args.output {
-        Format::Json => write_map_json_from(extents, &mut out),
-        _ => write_map_human_from(files, extents, &mut out),
+    let mut out: Box<dyn Write> = match crate::output::quiet() {
+        true => Box::new(std::io::sink()),
+        false => Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())),
     };
-    let written = written.and_then(|()| out.flush());
-    if let Some(e) = read_error {
-        return Err(Failure::io(&args.source, &e));
-    }
-    written.map_err(|e| Failure::stdout(&e))?;
+    write_map(files, extents, args.output == Format::Json, &mut out).map_err(|e| match e {
+        MapOutputError::Read(e) => Failure::io(&args.source, &e),
+        MapOutputError::Write(e) => Failure::stdout(&e),
+    })?;
     Ok(0)
 }

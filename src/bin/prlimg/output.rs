@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use parallels_image::{outfile::OutputError, outfile::OutputOptions, repair::RepairLevel, Error};
-use serde::Serialize;
 
 /// `--output` for `info` and `check`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -149,13 +148,7 @@ pub fn output_options(force: bool, follow_symlink: bool, mode: Option<u32>) -> O
     }
 }
 
-pub use parallels_image::report::{human_bytes, io_reason};
-
-/// Writes `value` as pretty JSON and a newline to stdout.
-pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(value).map_err(|e| Failure::plain(format!("JSON: {e}")))?;
-    emit(&(text + "\n"))
-}
+pub use parallels_image::report::io_reason;
 
 /// Writes `text` to stdout. A closed pipe (`prlimg ... | head`) ends the program quietly
 /// with status 0 rather than with a panic.
@@ -213,7 +206,7 @@ pub fn repair_path(
     force: bool,
     json: Option<bool>,
 ) -> Result<u8, Failure> {
-    use parallels_image::report::{repair_file, RepairRequest};
+    use parallels_image::report::{repair_path as repair, RepairRequest};
     if output.is_none() && !dry_run && input.as_os_str() == "-" {
         return Err(Failure::at(
             input,
@@ -229,7 +222,7 @@ pub fn repair_path(
         dry_run,
         force,
     };
-    let run = repair_file(&request).map_err(|e| repair_failure(&e))?;
+    let run = repair(&request).map_err(|e| repair_failure(&e))?;
     match json {
         Some(true) => emit_with(|w| run.write_json(w))?,
         Some(false) => emit_with(|w| run.write_human(w))?,

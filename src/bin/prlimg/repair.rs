@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use parallels_image::repair::RepairLevel;
 
-use crate::output::{emit_with, repair_failure, repair_path, Failure};
+use crate::output::{repair_path, Failure};
 use crate::Outcome;
 
 /// `--output` for `repair`.
@@ -73,9 +73,6 @@ pub fn run(args: &Args) -> Outcome {
             None => return Err(Failure::plain("repair needs OUTPUT, or --in-place")),
         }
     };
-    if parallels_image::bundle::is_bundle(&args.input) {
-        return repair_bundle_path(args, output, level);
-    }
     repair_path(
         &args.input,
         output,
@@ -84,24 +81,4 @@ pub fn run(args: &Args) -> Outcome {
         args.force,
         Some(args.output_format == Format::Json),
     )
-}
-
-/// `prlimg repair BUNDLE [OUT]`: the descriptor repaired where the storage is intact, each image
-/// by the image repair at the same level; OUT is a new bundle folder.
-fn repair_bundle_path(args: &Args, output: Option<&std::path::Path>, level: RepairLevel) -> Outcome {
-    use parallels_image::report::{repair_bundle, RepairRequest};
-    let request = RepairRequest {
-        input: &args.input,
-        read: &args.input,
-        output,
-        level,
-        dry_run: args.dry_run,
-        force: args.force,
-    };
-    let run = repair_bundle(&request).map_err(|e| repair_failure(&e))?;
-    match args.output_format {
-        Format::Json => emit_with(|w| run.write_json(w))?,
-        Format::Human => emit_with(|w| run.write_human(w))?,
-    }
-    Ok(run.exit_code())
 }
