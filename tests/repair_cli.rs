@@ -237,3 +237,29 @@ fn repair_of_a_bundle_writes_a_new_folder_and_leaves_the_input() {
     );
     assert!(!t.path().join("c2.hdd").exists());
 }
+
+#[test]
+fn check_r_all_repairs_a_bundle_in_place() {
+    let t = tmp();
+    let (base, bad) = damaged_bundle(t.path());
+    // As for an image: the plan, then the check of the result (clean: 0).
+    let o = prlimg(&["check", "-r", "all", s(&bad)]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let plan = format!(
+        "{}: 2 descriptor actions, 0 images (repaired):\n  D3: Parallels_disk_image/@Version \"2.0\" -> \"1.0\"\n  \
+         D22: marker file \"bad.hdd\" created\nresult: clean\n",
+        bad.display()
+    );
+    assert!(stdout(&o).starts_with(&plan), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("No errors were found in the bundle."),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        fs::read(bad.join("DiskDescriptor.xml")).unwrap(),
+        fs::read(base.join("DiskDescriptor.xml")).unwrap()
+    );
+    assert!(bad.join("bad.hdd").is_file());
+    prlimg_ok(&["check", s(&bad)]);
+}

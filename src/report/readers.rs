@@ -61,7 +61,7 @@ impl Readers {
 }
 
 /// A lone image of more clusters than this gets no reader prediction from `check`: the
-/// prediction reads the guest's first GiB through a map of every allocated cluster, so its
+/// models hold the image's whole table, as libphdi and dissect.hypervisor do, so its
 /// memory and time would grow with the table and undo `check`'s bounds on a large image
 /// (BENCHMARKS.md, "The guard").
 pub const MAX_PREDICTED_CLUSTERS: u32 = 1 << 20;
@@ -83,7 +83,7 @@ pub fn too_many_clusters(path: &Path) -> Option<u32> {
 /// The line `check` prints instead of the readers' when the image is too large to predict.
 pub fn not_predicted(clusters: u32) -> String {
     format!(
-        "libphdi, dissect.hypervisor: not predicted for an image of {clusters} clusters (more than {MAX_PREDICTED_CLUSTERS}: the prediction reads the guest's first GiB through a map of every allocated cluster)\n"
+        "libphdi, dissect.hypervisor: not predicted for an image of {clusters} clusters (more than {MAX_PREDICTED_CLUSTERS}: the readers' models hold the whole table, as the readers do)\n"
     )
 }
 
