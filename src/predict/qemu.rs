@@ -1385,18 +1385,7 @@ impl<'h> CheckWalk<'h> {
     /// in sectors.
     fn header_errors(&self, c: &mut CheckCounts) -> u64 {
         let h = self.header;
-        let file_len = self.file_len;
-        let tracks = u64::from(h.cluster_sectors);
-        let v1 = h.variant == Variant::V1;
-        let mut min_off = h.bat_end().div_ceil(512);
-        if !v1 {
-            // QEMU rounds with a bit mask, which is exact only for a power of two.
-            min_off = (min_off + tracks - 1) & tracks.wrapping_neg();
-        }
-        let data_off = u64::from(h.raw.data_off.get());
-        let v1_default = v1 && data_off == 0;
-        let data_off_ok = v1_default || (data_off >= min_off && data_off <= file_len / 512);
-        let data_start = if data_off_ok && !v1_default { data_off } else { min_off };
+        let (data_start, data_off_ok) = qemu_data_off(h, self.file_len);
 
         if h.raw.inuse.get() == INUSE_OPEN {
             c.error(CheckLine::NotClosed);
@@ -1572,20 +1561,24 @@ enum Scan {
 /// QEMU's data start, in sectors: `data_off` when it is valid, else the end of the BAT rounded
 /// up to a cluster (v2) or a sector (v1).
 fn qemu_data_start(h: &crate::header::Header, file_len: u64) -> u64 {
+    qemu_data_off(h, file_len).0
+}
+
+/// QEMU's data start ([`qemu_data_start`]) and whether it takes `data_off` as valid (a v1
+/// image's 0 is: it means the default); an invalid one is a corruption of its check.
+fn qemu_data_off(h: &crate::header::Header, file_len: u64) -> (u64, bool) {
     let tracks = u64::from(h.cluster_sectors);
     let v1 = h.variant == Variant::V1;
     let mut min_off = h.bat_end().div_ceil(512);
     if !v1 {
+        // QEMU rounds with a bit mask, which is exact only for a power of two.
         min_off = (min_off + tracks - 1) & tracks.wrapping_neg();
     }
     let data_off = u64::from(h.raw.data_off.get());
     let v1_default = v1 && data_off == 0;
     let data_off_ok = v1_default || (data_off >= min_off && data_off <= file_len / 512);
-    if data_off_ok && !v1_default {
-        data_off
-    } else {
-        min_off
-    }
+    let data_start = if data_off_ok && !v1_default { data_off } else { min_off };
+    (data_start, data_off_ok)
 }
 
 /// QEMU's cluster index of byte `o` from `base`: a truncating division, cut to 32 bits.
