@@ -553,6 +553,7 @@ impl AnyRepairRun {
     }
 
     /// The plan and its result as JSON records.
+    #[cfg(feature = "json")]
     pub fn write_json(&self, out: &mut dyn Write) -> io::Result<()> {
         match self {
             Self::Image(r) => r.write_json(out),
