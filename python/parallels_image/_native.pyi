@@ -1,4 +1,5 @@
-# Hand-written stubs of the native module (src/lib.rs); tests/test_stubs.py keeps them in step.
+# Hand-written stubs of the native module (src/lib.rs); tests/test_stubs.py holds them against it
+# (names, parameters and defaults, and each exception's attributes on a raised instance).
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, final
 
 
@@ -17,7 +18,7 @@ class InvalidImageError(ParallelsImageError):
 
 class NotParallelsError(InvalidImageError):
     found: bytes
-    version: int
+    version: Optional[int]
     expected: Tuple[bytes, bytes]
 
 class InvalidBundleError(ParallelsImageError):
@@ -31,7 +32,7 @@ class BuildError(ParallelsImageError):
 
 class DefectError(ParallelsImageError):
     defect: str
-    needs: str
+    needs: Optional[str]
     path: Optional[str]
 
 class OutputError(ParallelsImageError):

@@ -39,7 +39,7 @@ pyo3::create_exception!(
     _native,
     NotParallelsError,
     InvalidImageError,
-    "The file is empty or not a Parallels image at all."
+    "The file is empty or not a Parallels image at all (rule R1): also `found`, `version` (None when not read), `expected`."
 );
 pyo3::create_exception!(
     _native,
@@ -57,7 +57,7 @@ pyo3::create_exception!(
     _native,
     DefectError,
     ParallelsImageError,
-    "A defect is unknown or cannot be planned on this image: `defect`, `needs`."
+    "A defect is unknown or cannot be planned on this image: `defect`, `needs` (None for an unknown defect), `path`."
 );
 pyo3::create_exception!(
     _native,
@@ -130,11 +130,22 @@ fn strip_os(e: &io::Error) -> String {
 }
 
 fn violation_error(py: Python<'_>, path: Option<&Path>, v: &pi::Violation) -> PyErr {
+    let err = invalid_error(py, path, v, v.to_string());
+    if let pi::Violation::BadMagic { found } = v {
+        // The header was not read past its magic: no version.
+        set_not_parallels(py, &err, found, None);
+    }
+    err
+}
+
+/// An `InvalidImageError` (`NotParallelsError` for R1) with the violation's attributes and
+/// `message`.
+fn invalid_error(py: Python<'_>, path: Option<&Path>, v: &pi::Violation, message: String) -> PyErr {
     let location = v.location();
     let class = if matches!(v.rule(), pi::Rule::R1) {
-        NotParallelsError::new_err(v.to_string())
+        NotParallelsError::new_err(message.clone())
     } else {
-        InvalidImageError::new_err(v.to_string())
+        InvalidImageError::new_err(message.clone())
     };
     set(&class, py, "rule", v.rule().code());
     set(&class, py, "severity", v.severity().name());
@@ -142,9 +153,22 @@ fn violation_error(py: Python<'_>, path: Option<&Path>, v: &pi::Violation) -> Py
     if let Ok(w) = pythonize(py, &location) {
         set(&class, py, "where", w);
     }
-    set(&class, py, "message", v.to_string());
+    set(&class, py, "message", message);
     set(&class, py, "path", path.map(|p| p.display().to_string()));
     class
+}
+
+/// A `NotParallelsError`'s own attributes: the bytes where the magic should be, the version
+/// (None where it was not read) and the two magics.
+fn set_not_parallels(py: Python<'_>, err: &PyErr, found: &[u8], version: Option<u32>) {
+    set(err, py, "found", PyBytes::new(py, found));
+    set(err, py, "version", version);
+    set(
+        err,
+        py,
+        "expected",
+        (&b"WithoutFreeSpace"[..], &b"WithouFreSpacExt"[..]),
+    );
 }
 
 /// A library error as a Python exception; `path` is the file it concerns.
@@ -166,28 +190,37 @@ fn lib_error(py: Python<'_>, path: Option<&Path>, e: &pi::Error) -> PyErr {
         pi::Error::Plan(p) => {
             let err = DefectError::new_err(p.to_string());
             match p {
-                pi::PlanError::UnknownDefect { name } => set(&err, py, "defect", name.clone()),
+                // Every DefectError has both attributes (the stubs promise them).
+                pi::PlanError::UnknownDefect { name } => {
+                    set(&err, py, "defect", name.clone());
+                    set(&err, py, "needs", None::<String>);
+                }
                 pi::PlanError::NotApplicable { defect, needs } => {
                     set(&err, py, "defect", defect.name());
                     set(&err, py, "needs", needs.to_string());
                 }
-                _ => {}
+                _ => {
+                    set(&err, py, "defect", None::<String>);
+                    set(&err, py, "needs", None::<String>);
+                }
             }
             with_path(err)
         }
         pi::Error::Output(o) => with_path(OutputError::new_err(o.to_string())),
-        pi::Error::EmptyFile => with_path(NotParallelsError::new_err(e.to_string())),
-        pi::Error::NotParallels { found, version } => {
-            let err = NotParallelsError::new_err(e.to_string());
-            set(&err, py, "found", PyBytes::new(py, found));
-            set(&err, py, "version", *version);
-            set(
-                &err,
-                py,
-                "expected",
-                (&b"WithoutFreeSpace"[..], &b"WithouFreSpacExt"[..]),
-            );
-            with_path(err)
+        pi::Error::EmptyFile | pi::Error::NotParallels { .. } => {
+            // The same attributes as a header whose magic is wrong (R1), with this message and
+            // what was found (b"" and no version for an empty file).
+            let (found, version) = match e {
+                pi::Error::NotParallels { found, version } => (&found[..], Some(*version)),
+                _ => (&b""[..], None),
+            };
+            let mut magic = [0u8; 16];
+            let n = found.len().min(16);
+            magic[..n].copy_from_slice(&found[..n]);
+            let v = pi::Violation::BadMagic { found: magic };
+            let err = invalid_error(py, path, &v, e.to_string());
+            set_not_parallels(py, &err, found, version);
+            err
         }
         pi::Error::StreamTooLarge { limit, offset } => {
             let err = ParallelsImageError::new_err(e.to_string());
@@ -868,6 +901,8 @@ fn corrupt(py: Python<'_>, src: PathBuf, dst: PathBuf, defect: &str, seed: u64, 
         let kind = pi::bundle::BundleDefect::from_name(defect).ok_or_else(|| {
             let err = DefectError::new_err(format!("unknown bundle defect {defect:?}"));
             set(&err, py, "defect", defect.to_string());
+            set(&err, py, "needs", None::<String>);
+            set(&err, py, "path", Some(src.display().to_string()));
             err
         })?;
         let bundle = Bundle::open(&src).map_err(|e| bundle_error(py, &e))?;
