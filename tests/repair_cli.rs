@@ -11,6 +11,9 @@ use serde_json::Value;
 #[path = "fixtures/cli.rs"]
 mod runner;
 use runner::*;
+#[path = "fixtures/files.rs"]
+mod files;
+use files::folder_files;
 
 /// A v2 image of 64 KiB clusters with data and two bitmaps.
 fn base(dir: &Path) -> PathBuf {
@@ -148,27 +151,11 @@ fn damaged_bundle(dir: &Path) -> (PathBuf, PathBuf) {
     (base, bad)
 }
 
-/// Every file of a folder: name and bytes.
-fn folder(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn repair_of_a_bundle_writes_a_new_folder_and_leaves_the_input() {
     let t = tmp();
     let (base, bad) = damaged_bundle(t.path());
-    let before = folder(&bad);
+    let before = folder_files(&bad);
     // The dry run: the plan as typed records, nothing written.
     // Its status is the result's predicted: everything broken is planned, 0.
     let o = prlimg(&["repair", s(&bad), "--all", "--dry-run", "--output", "json"]);
@@ -201,7 +188,7 @@ fn repair_of_a_bundle_writes_a_new_folder_and_leaves_the_input() {
             bad.display()
         )
     );
-    assert_eq!(folder(&bad), before);
+    assert_eq!(folder_files(&bad), before);
     assert_eq!(
         fs::read(out.join("DiskDescriptor.xml")).unwrap(),
         fs::read(base.join("DiskDescriptor.xml")).unwrap()
@@ -214,7 +201,7 @@ fn repair_of_a_bundle_writes_a_new_folder_and_leaves_the_input() {
     let o = prlimg(&["repair", s(&bad), s(&bad), "--all", "--force"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("is the input bundle"), "{}", stderr(&o));
-    assert_eq!(folder(&bad), before);
+    assert_eq!(folder_files(&bad), before);
     // --leaks creates the marker only and leaves D3, listed; in place.
     let o = prlimg(&["repair", s(&bad), "--in-place"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -14,6 +14,7 @@ use parallels_image::repair::RepairLevel;
 use parallels_image::Verdict;
 
 use crate::common::{chain_builder, pd_sample, read_all, MIB};
+use crate::fixtures::files::folder_files;
 
 /// The bases: (name, folder).
 fn bases(tmp: &Path) -> Vec<(String, PathBuf)> {
@@ -73,7 +74,7 @@ fn repair_all_inverts_or_refuses_every_defect() {
             if d.apply(&original, &bad, false).is_err() {
                 continue; // the base lacks what the defect needs (two snapshots, a Plain image)
             }
-            let before = snapshot(&bad);
+            let before = folder_files(&bad);
             let out = tmp.path().join(format!("{base}-{}-fixed.hdd", d.name()));
             match plan_bundle_repair(&bad, RepairLevel::All) {
                 Err(e) => {
@@ -117,7 +118,7 @@ fn repair_all_inverts_or_refuses_every_defect() {
                 }
             }
             // The input is never changed.
-            assert_eq!(snapshot(&bad), before, "{base}/{}", d.name());
+            assert_eq!(folder_files(&bad), before, "{base}/{}", d.name());
         }
     }
     // A base with one storage and one snapshot loses the storage's only Image to the
@@ -151,22 +152,6 @@ fn fixes_with(d: BundleDefect, rule: BundleRule) -> bool {
     )
 }
 
-/// Every file of a folder: name and bytes.
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn clean_bundle_is_a_no_op_that_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
@@ -178,9 +163,9 @@ fn clean_bundle_is_a_no_op_that_writes_nothing() {
             let out = tmp.path().join(format!("{base}-out.hdd"));
             plan.write_to(&out, false).unwrap();
             assert!(!out.exists(), "{base}");
-            let before = snapshot(&dir);
+            let before = folder_files(&dir);
             plan.write_in_place().unwrap();
-            assert_eq!(snapshot(&dir), before, "{base}");
+            assert_eq!(folder_files(&dir), before, "{base}");
         }
     }
 }
