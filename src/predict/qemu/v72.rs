@@ -101,22 +101,13 @@ pub(super) fn ext_off_source(source: &dyn Source) -> std::io::Result<Option<ExtO
         inner: source,
         ext_off: value.to_le_bytes(),
     };
-    let offset = ext_off.wrapping_shl(9) as i64;
     let info = if bat_read_fails(bat_entries, data_off) {
         QemuOutcome::RejectsBatRead
-    } else if offset <= 0 {
-        QemuOutcome::Aborts {
-            reason: QemuReason::OffsetTooBig,
-            assertion: ABORT_EXT_OFF_7_2.into(),
-        }
-    } else if offset as u64 / 512 >= crate::raw::header::MAX_EXT_OFF {
-        // 2^63 - 512: no cluster fits below QEMU's largest offset.
-        reject(
-            QemuReason::ExtensionRead,
-            "Failed to read Format Extension cluster: Input/output error",
-        )
     } else {
-        return Ok(Some(ExtOff::Wrapped(patched(offset as u64 / 512))));
+        match ext_off_fate(ext_off) {
+            Ok(sector) => return Ok(Some(ExtOff::Wrapped(patched(sector)))),
+            Err(fails) => fails,
+        }
     };
     // A read-write open skips the extension: the file as it would be without one.
     let without = patched(0);
@@ -142,24 +133,36 @@ pub(super) fn ext_off_source(source: &dyn Source) -> std::io::Result<Option<ExtO
     }))))
 }
 
+/// What QEMU 7.2, which does not bound `ext_off`, makes of one: the sector it reads the
+/// extension at (the byte offset `ext_off * 512` taken in 64 bits, wrapped), or how the open
+/// fails: an assertion when that offset is 0 or negative, a failed read when no cluster fits
+/// below QEMU's largest offset (2^63 - 512).
+fn ext_off_fate(ext_off: u64) -> Result<u64, QemuOutcome> {
+    let offset = ext_off.wrapping_shl(9) as i64;
+    if offset <= 0 {
+        Err(QemuOutcome::Aborts {
+            reason: QemuReason::OffsetTooBig,
+            assertion: ABORT_EXT_OFF_7_2.into(),
+        })
+    } else if offset as u64 / 512 >= crate::raw::header::MAX_EXT_OFF {
+        Err(reject(
+            QemuReason::ExtensionRead,
+            "Failed to read Format Extension cluster: Input/output error",
+        ))
+    } else {
+        Ok(offset as u64 / 512)
+    }
+}
+
 /// [`super::predict_unparsable_for`] of an `ext_off` past QEMU 10's bound, knowing nothing else
 /// of the file.
 pub(super) fn unparsable_ext_off(ext_off: u64) -> Prediction {
-    let offset = ext_off.wrapping_shl(9) as i64;
-    let info = if offset <= 0 {
-        QemuOutcome::Aborts {
-            reason: QemuReason::OffsetTooBig,
-            assertion: ABORT_EXT_OFF_7_2.into(),
-        }
-    } else if offset as u64 / 512 >= crate::raw::header::MAX_EXT_OFF {
-        reject(
-            QemuReason::ExtensionRead,
-            "Failed to read Format Extension cluster: Input/output error",
-        )
-    } else {
-        undefined(format!(
-            "QEMU 7.2 reads the extension at byte {offset}, which only the whole file predicts"
-        ))
+    let info = match ext_off_fate(ext_off) {
+        Ok(sector) => undefined(format!(
+            "QEMU 7.2 reads the extension at byte {}, which only the whole file predicts",
+            sector * 512
+        )),
+        Err(fails) => fails,
     };
     Prediction {
         check: QemuCheck::OpenFails(info.clone()),
