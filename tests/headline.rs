@@ -6,6 +6,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+#[path = "fixtures/readme.rs"]
+mod readme;
+
 const BIN: &str = env!("CARGO_BIN_EXE_prlimg");
 
 fn prlimg(dir: &Path, args: &[&str]) -> Output {
@@ -32,28 +35,8 @@ fn check(dir: &Path, image: &str, code: i32) -> String {
 #[test]
 fn readme_demo_says_what_qemu_and_ploop_do_first() {
     let dir = tempfile::tempdir().unwrap();
-    let out = prlimg(
-        dir.path(),
-        &[
-            "create",
-            "demo.hds",
-            "--force",
-            "--size",
-            "64G",
-            "--cluster-size",
-            "1M",
-            "--data",
-            "0:4M:0xaa",
-            "--data",
-            "10G:1M:0x55",
-            "--bitmap",
-            "e4f2eed0-37fe-4539-b50b-85d2e7fd235f:64K:5M+2M,1G+64K",
-            "--random-bitmap",
-            "0.01",
-            "--seed",
-            "7",
-        ],
-    );
+    let args = readme::demo_create_args();
+    let out = prlimg(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         check(dir.path(), "demo.hds", 0),

@@ -4,6 +4,8 @@
 
 use std::fs;
 
+#[path = "fixtures/readme.rs"]
+mod readme;
 #[path = "fixtures/cli.rs"]
 mod runner;
 use runner::*;
@@ -459,24 +461,10 @@ fn readme_says_where_check_puts_ploops_mount() {
     let readme = readme.split_whitespace().collect::<Vec<_>>().join(" ");
     let dir = tmp();
     let demo = dir.path().join("demo.hds");
-    prlimg_ok(&[
-        "create",
-        s(&demo),
-        "--size",
-        "64G",
-        "--cluster-size",
-        "1M",
-        "--data",
-        "0:4M:0xaa",
-        "--data",
-        "10G:1M:0x55",
-        "--bitmap",
-        "e4f2eed0-37fe-4539-b50b-85d2e7fd235f:64K:5M+2M,1G+64K",
-        "--random-bitmap",
-        "0.01",
-        "--seed",
-        "7",
-    ]);
+    // README's own command, run in `dir`.
+    let mut args = readme::demo_create_args();
+    args[1] = s(&demo).to_string();
+    prlimg_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let text = stdout(&prlimg_ok(&["check", s(&demo)]));
     let ploop: Vec<&str> = text.lines().filter(|l| l.starts_with("ploop")).collect();
     let detail = "ploop: check exit 0; CBT ignores the extension (inuse is 0)";
