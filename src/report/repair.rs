@@ -226,16 +226,27 @@ pub fn repair_file(r: &RepairRequest<'_>) -> Result<RepairRun, RepairFileError> 
     })
 }
 
+/// A repair's status: the verdict of what was written (or of the input when nothing was);
+/// for a dry run, from what the plan leaves: 2 with corruption, 3 with leaks only, else 0.
+fn run_status(after: Option<Verdict>, left: impl Iterator<Item = Severity>) -> u8 {
+    if let Some(v) = after {
+        return v.exit_code();
+    }
+    let mut status = 0;
+    for severity in left {
+        match severity {
+            Severity::Corruption => return 2,
+            Severity::Leak => status = 3,
+            _ => {}
+        }
+    }
+    status
+}
+
 impl RepairRun {
     /// The status: the result's verdict; a dry run's, the plan's prediction.
     pub fn exit_code(&self) -> u8 {
-        let unrepaired = &self.plan.unrepaired;
-        match self.after {
-            Some(v) => v.exit_code(),
-            None if unrepaired.iter().any(|r| r.severity() == Severity::Corruption) => 2,
-            None if unrepaired.iter().any(|r| r.severity() == Severity::Leak) => 3,
-            None => 0,
-        }
+        run_status(self.after, self.plan.unrepaired.iter().map(|r| r.severity()))
     }
 
     /// The plan as typed records, pretty, and a newline.
@@ -424,24 +435,12 @@ impl BundleRepairRun {
     /// The status: the result's verdict; a dry run's, 2 when corruption is left, 3 when leaks
     /// are, else 0.
     pub fn exit_code(&self) -> u8 {
-        match self.after {
-            Some(v) => v.exit_code(),
-            None => {
-                let severity = |code: &String| {
-                    crate::bundle::BundleRule::from_code(code)
-                        .map(|r| r.severity())
-                        .or_else(|| crate::rule::Rule::from_code(code).map(|r| r.severity()))
-                };
-                let left: Vec<Option<Severity>> = self.plan.unrepaired.iter().map(severity).collect();
-                if left.contains(&Some(Severity::Corruption)) {
-                    2
-                } else if left.contains(&Some(Severity::Leak)) {
-                    3
-                } else {
-                    0
-                }
-            }
-        }
+        let severity = |code: &String| {
+            crate::bundle::BundleRule::from_code(code)
+                .map(|r| r.severity())
+                .or_else(|| crate::rule::Rule::from_code(code).map(|r| r.severity()))
+        };
+        run_status(self.after, self.plan.unrepaired.iter().filter_map(severity))
     }
 
     /// The plan as typed records, pretty, and a newline.
