@@ -12,6 +12,7 @@
 //!
 //! The prediction reads the raw bytes, so it answers for images this crate's parser refuses.
 
+use std::collections::BTreeSet;
 use std::io;
 
 use md5::{Digest, Md5};
@@ -25,6 +26,7 @@ use crate::raw::header::{
 };
 use crate::raw::SECTOR_SIZE;
 use crate::source::Source;
+use crate::validate::SlotView;
 
 /// ploop's return codes (`SYSEXIT_*`) that an image can cause.
 pub mod rc {
@@ -367,10 +369,6 @@ pub(crate) fn start_check(source: &dyn Source, path: &str) -> io::Result<CheckSt
         m.push(|| "Short read index table".into());
         return done(m, rc::READ);
     }
-    let mut used = vec![0u64; blocks.div_ceil(64) as usize];
-    for b in 0..u64::from(l1_slots).min(blocks) {
-        used[(b / 64) as usize] |= 1 << (b % 64);
-    }
     // ploop reads the table a cluster at a time, each after testing that it ends in the file:
     // it sees the slots of the clusters in the file, then stops with a short read if the
     // table goes on past the file. The first 16 slots are the header's.
@@ -385,7 +383,9 @@ pub(crate) fn start_check(source: &dyn Source, path: &str) -> io::Result<CheckSt
         size,
         bd_size,
         in_use,
-        used,
+        blocks,
+        l1: u64::from(l1_slots),
+        used: Used::Unset,
         clean: true,
         fatal: false,
         slots: whole * (cluster / 4) - 16,
@@ -406,7 +406,11 @@ pub(crate) struct CheckWalk {
     size: u64,
     bd_size: i64,
     in_use: bool,
-    used: Vec<u64>,
+    /// Blocks of the file (the bit map's length).
+    blocks: u64,
+    /// The header and BAT blocks, marked used from the start.
+    l1: u64,
+    used: Used,
     clean: bool,
     fatal: bool,
     /// Slots ploop reads (those of the table's clusters in the file).
@@ -415,12 +419,45 @@ pub(crate) struct CheckWalk {
     short: bool,
 }
 
+/// How many blocks may be marked in the rules' bit set by entries ploop passes over alone
+/// ([`Used::Shared`]) before ploop's walk takes a bit map of its own.
+const GHOST_BOUND: usize = 4096;
+
+/// ploop's bit map of used blocks, or what stands in for it.
+enum Used {
+    /// No entry tested yet: nothing allocated.
+    Unset,
+    /// ploop's own bit map: the header and BAT blocks, then each data block seen.
+    Own(Vec<u64>),
+    /// The rules' bit set ([`SlotView`]) stands in for it while their walk of the BAT feeds
+    /// ploop's (v2: slot `s` is block `s`, the data area starts past the header and BAT blocks):
+    /// ploop's map is the header and BAT blocks, and the rules' bits but these blocks, which only
+    /// entries ploop passes over (its "ghosts": past its table, beyond the block device size)
+    /// marked there.
+    Shared(BTreeSet<u32>),
+}
+
 impl CheckWalk {
     /// Non-zero entry `entry` in slot `slot` (after every lower one); slots past the table
     /// ploop reads are not its own.
     #[inline]
     pub(crate) fn entry(&mut self, slot: u64, entry: u32) {
+        self.entry_beside(slot, entry, None);
+    }
+
+    /// [`CheckWalk::entry`], fed by the rules' walk of the BAT with their bit set as it stands
+    /// before they mark this entry (`rules`; `None` when they keep none): when it can stand in
+    /// for ploop's bit map exactly, ploop's walk allocates none.
+    #[inline]
+    pub(crate) fn entry_beside(&mut self, slot: u64, entry: u32, rules: Option<SlotView<'_>>) {
+        if let Used::Unset = self.used {
+            self.used = match rules.filter(|r| self.shares(r)) {
+                Some(_) => Used::Shared(BTreeSet::new()),
+                None => Used::Own(self.fresh()),
+            };
+        }
         if slot >= self.slots {
+            self.ghost(entry, rules);
             return;
         }
         // ploop counts slots in 32 bits.
@@ -432,6 +469,7 @@ impl CheckWalk {
             m.push(|| format!("Data cluster ({clu}) beyond block device size... "));
             m.push(|| "Skipped".into());
             self.clean = false;
+            self.ghost(entry, rules);
             return;
         }
         let isec: u64 = match self.fmt {
@@ -454,14 +492,93 @@ impl CheckWalk {
             self.fatal = true;
             return;
         }
-        let (w, bit) = ((iblk / 64) as usize, 1u64 << (iblk % 64));
-        if self.used[w] & bit != 0 {
+        if self.seen(iblk, rules) {
+            let m = &mut self.m;
             m.push(|| format!("Block {iblk} is used more than once, vsec={clu}... "));
             m.push(|| "FATAL".into());
             self.clean = false;
             self.fatal = true;
         }
-        self.used[w] |= bit;
+    }
+
+    /// Whether block `iblk` (in the file) is marked used; marks it.
+    #[inline]
+    fn seen(&mut self, iblk: u32, rules: Option<SlotView<'_>>) -> bool {
+        match (&mut self.used, rules) {
+            (Used::Own(used), _) => {
+                let (w, bit) = ((iblk / 64) as usize, 1u64 << (iblk % 64));
+                let seen = used[w] & bit != 0;
+                used[w] |= bit;
+                seen
+            }
+            // The rules mark the block next (it is in their data area and ends in the file):
+            // a ghost's mark becomes ploop's own.
+            (Used::Shared(ghosts), Some(r)) => {
+                u64::from(iblk) < self.l1 || (r.get(u64::from(iblk)) && !ghosts.remove(&iblk))
+            }
+            (Used::Shared(_), None) | (Used::Unset, _) => {
+                unreachable!("ploop's walk shares the rules' bit set only while they show it")
+            }
+        }
+    }
+
+    /// Entry `entry`, which ploop passes over: when the rules mark its cluster and nothing
+    /// had, the mark is not ploop's. Past [`GHOST_BOUND`] such blocks, ploop's walk takes its
+    /// own bit map.
+    fn ghost(&mut self, entry: u32, rules: Option<SlotView<'_>>) {
+        let (Used::Shared(ghosts), Some(r)) = (&mut self.used, rules) else {
+            return;
+        };
+        // v2: the entry is its block; the rules mark it in their data area, ending in the file.
+        let b = u64::from(entry);
+        if b < self.l1 || (b + 1) * self.cluster > self.size || r.get(b) {
+            return;
+        }
+        ghosts.insert(entry);
+        if ghosts.len() > GHOST_BOUND {
+            let ghosts = std::mem::take(ghosts);
+            self.used = Used::Own(self.own_from(r.bits.to_vec(), &ghosts));
+        }
+    }
+
+    /// Whether the rules' bit set `r` can stand for ploop's bit map: v2, the cluster grid from
+    /// byte 0 in ploop's cluster size, the data area from the end of ploop's header and BAT
+    /// blocks, the same file, a bit for each of ploop's blocks.
+    fn shares(&self, r: &SlotView<'_>) -> bool {
+        self.fmt == Fmt::V2
+            && r.base == 0
+            && r.cluster_size == self.cluster
+            && r.data_start == self.l1 * self.cluster
+            && r.file_len == self.size
+            && r.bits.len() as u64 >= self.blocks.div_ceil(64)
+    }
+
+    /// ploop's bit map with the header and BAT blocks alone marked.
+    fn fresh(&self) -> Vec<u64> {
+        self.own_from(Vec::new(), &BTreeSet::new())
+    }
+
+    /// ploop's bit map made of the rules' `bits` (in place): without the blocks only `ghosts`
+    /// marked, with the header and BAT blocks.
+    fn own_from(&self, mut bits: Vec<u64>, ghosts: &BTreeSet<u32>) -> Vec<u64> {
+        bits.resize(self.blocks.div_ceil(64) as usize, 0);
+        for &g in ghosts {
+            bits[(g / 64) as usize] &= !(1u64 << (g % 64));
+        }
+        for b in 0..self.l1.min(self.blocks) {
+            bits[(b / 64) as usize] |= 1 << (b % 64);
+        }
+        bits
+    }
+
+    /// The rules' walk of the BAT is over and gives back its bit set (`rules`, `None` when it
+    /// kept none): if it stood for ploop's bit map, it becomes it; otherwise it is dropped.
+    pub(crate) fn adopt(&mut self, rules: Option<Vec<u64>>) {
+        match (std::mem::replace(&mut self.used, Used::Unset), rules) {
+            (Used::Shared(ghosts), Some(bits)) => self.used = Used::Own(self.own_from(bits, &ghosts)),
+            (Used::Shared(_), None) => unreachable!("the rules give back the bit set they showed"),
+            (used, _) => self.used = used,
+        }
     }
 
     /// Reads the slots from `from` on (those not fed) from `source`, passing over its holes,

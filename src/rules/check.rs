@@ -95,15 +95,21 @@ pub(crate) fn check_keeping<'a>(
             // One read of the BAT for every consumer: the rules walk it and hand each allocated
             // entry to QEMU's predicted check and to ploop's check on the way.
             let mut qemu_walk = qemu::CheckWalk::new(&image);
+            // ploop's test of blocks used twice reads the rules' bit set of data clusters
+            // instead of keeping its own (when that is exact), and takes it over at the end.
             let report = {
                 let mut ploop = ploop_walk.as_mut().ok();
-                let mut feed = |i: u32, e: u32| {
+                let mut feed = |i: u32, e: u32, rules: Option<validate::SlotView<'_>>| {
                     qemu_walk.entry(i, e);
                     if let Some(p) = ploop.as_deref_mut() {
-                        p.entry(u64::from(i), e);
+                        p.entry_beside(u64::from(i), e, rules);
                     }
                 };
-                validate::validate_feeding(&image, Threads::default(), &mut feed)?
+                let (report, bits) = validate::validate_feeding(&image, Threads::default(), &mut feed)?;
+                if let Ok(p) = ploop_walk.as_mut() {
+                    p.adopt(bits);
+                }
+                report
             };
             ploop_from = u64::from(image.bat_entries_in_file());
             let end = report.leak_start().unwrap_or(image.file_len());

@@ -281,13 +281,44 @@ pub fn validate(image: &Image<'_>) -> Result<Report> {
 /// `threads`. An image parsed without its BAT ([`Image::parse_without_bat`]) has the BAT's
 /// allocated entries read first.
 pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
-    validate_feeding(image, threads, &mut |_, _| {})
+    validate_feeding(image, threads, &mut |_, _, _| {}).map(|(report, _)| report)
+}
+
+/// The rules' bit set of data clusters as it stands when an entry is fed to the other
+/// consumers of the walk (marked for the entries before it, not yet for it): bit `s` of
+/// `bits` is set when an earlier entry's cluster `[base + s * cluster_size, + cluster_size)`
+/// passed R16–R18 (at or past `data_start`, ending in a file of `file_len` bytes, and, for v1,
+/// on the data area's grid).
+#[derive(Clone, Copy)]
+pub(crate) struct SlotView<'a> {
+    pub bits: &'a [u64],
+    pub base: u64,
+    pub cluster_size: u64,
+    pub data_start: u64,
+    pub file_len: u64,
+}
+
+impl SlotView<'_> {
+    /// Whether slot `slot` is marked.
+    #[inline]
+    pub fn get(&self, slot: u64) -> bool {
+        self.bits
+            .get((slot / 64) as usize)
+            .is_some_and(|w| w >> (slot % 64) & 1 == 1)
+    }
 }
 
 /// [`validate_with`], handing every allocated BAT entry `(index, entry)` to `feed` as the rules'
-/// walk of the table meets it, in index order: other consumers of the table (QEMU's predicted
-/// check, ploop's) take their share of the same read instead of reading it again.
-pub(crate) fn validate_feeding(image: &Image<'_>, threads: Threads, feed: &mut dyn FnMut(u32, u32)) -> Result<Report> {
+/// walk of the table meets it, in index order, with the rules' bit set of data clusters as it
+/// stands before that entry is marked (`None` when the rules keep a sorted list instead): other
+/// consumers of the table (QEMU's predicted check, ploop's) take their share of the same read
+/// instead of reading it again. Gives back, beside the report, that bit set as the walk left it
+/// (`None` for a sorted list), for a consumer to take over.
+pub(crate) fn validate_feeding(
+    image: &Image<'_>,
+    threads: Threads,
+    feed: &mut dyn FnMut(u32, u32, Option<SlotView<'_>>),
+) -> Result<(Report, Option<Vec<u64>>)> {
     let image = &*image.with_bat()?;
     let h = *image.header();
     let file_len = image.file_len();
@@ -332,7 +363,11 @@ pub(crate) fn validate_feeding(image: &Image<'_>, threads: Threads, feed: &mut d
     }
     // A walk of a BAT read again from the source that failed to read saw only part of it.
     image.bat_status()?;
-    Ok(Report { findings: f.out })
+    let bits = match data.slots {
+        Slots::Bits(b) => Some(b),
+        Slots::Sorted(_) => None,
+    };
+    Ok((Report { findings: f.out }, bits))
 }
 
 /// The end of the referenced data, as the leak rule (R20) measures it: the furthest byte,
@@ -500,7 +535,7 @@ fn bat_rules(
     file_len: u64,
     f: &mut Findings,
     end: &mut ReferencedEnd,
-    feed: &mut dyn FnMut(u32, u32),
+    feed: &mut dyn FnMut(u32, u32, Option<SlotView<'_>>),
 ) -> DataClusters {
     let cs = h.cluster_size();
     let data_start = h.data_start();
@@ -522,7 +557,17 @@ fn bat_rules(
     let disk_clusters = h.nb_sectors.div_ceil(u64::from(h.cluster_sectors));
     let mut ranges = Some(Ranges::default());
     for (index, entry) in image.allocated_entries() {
-        feed(index, entry);
+        let view = match &slots {
+            Slots::Bits(bits) => Some(SlotView {
+                bits,
+                base,
+                cluster_size: cs,
+                data_start,
+                file_len,
+            }),
+            Slots::Sorted(_) => None,
+        };
+        feed(index, entry, view);
         let Some(off) = h.bat_entry_offset(entry) else { continue };
         if let Some(r) = &mut ranges {
             if !r.add(off, cs, file_len) {
