@@ -17,5 +17,6 @@ mod loads;
 mod mutations;
 mod repair;
 mod shapes;
+mod shared;
 mod short;
 mod slack;
