@@ -957,3 +957,90 @@ fn mount_of(source: &dyn Source, run: &LoadRun, header: &RawHeader) -> PloopMoun
     }
     mount
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{GuestData, Image, ImageBuilder, RuleMode, Threads, Variant};
+
+    const KIB: u64 = 1 << 10;
+
+    /// ploop's walk of `bytes` fed by the rules' walk, as it stands when that walk gives back
+    /// its bit set (before taking it over), and that bit set.
+    fn fed(bytes: &[u8]) -> (CheckWalk, Option<Vec<u64>>) {
+        let CheckStart::Walk(mut walk) = start_check(&bytes, "x.hds").unwrap() else {
+            panic!("ploop's check stops before its walk")
+        };
+        let image = Image::parse_compact(&bytes, RuleMode::Strict).unwrap();
+        let mut feed = |i: u32, e: u32, r: Option<SlotView<'_>>| walk.entry_beside(u64::from(i), e, r);
+        let (_, bits) = crate::validate::validate_feeding(&image, Threads::Caller, &mut feed).unwrap();
+        (walk, bits)
+    }
+
+    /// ploop's bit map after its own walk of the rules' slots of `bytes`.
+    fn own_map(bytes: &[u8]) -> Vec<u64> {
+        let CheckStart::Walk(mut walk) = start_check(&bytes, "x.hds").unwrap() else {
+            panic!("ploop's check stops before its walk")
+        };
+        let image = Image::parse_compact(&bytes, RuleMode::Strict).unwrap();
+        for (i, e) in image.allocated_entries() {
+            walk.entry(u64::from(i), e);
+        }
+        match walk.used {
+            Used::Own(v) => v,
+            _ => panic!("ploop's own walk keeps its own bit map"),
+        }
+    }
+
+    /// v2 (or v1), 64 KiB clusters, 16 entries, guest clusters 0–7 written (blocks 1–8).
+    fn image(variant: Variant) -> Vec<u8> {
+        let mut b = ImageBuilder::new(1 << 20).variant(variant).cluster_size(64 * KIB);
+        for c in 0..8 {
+            b = b.data(c * 64 * KIB, GuestData::Fill { len: 512, byte: 1 });
+        }
+        b.to_vec().unwrap().0
+    }
+
+    /// The map ploop's walk ends the rules' walk with, taken over from the rules' bit set.
+    fn adopted(bytes: &[u8]) -> Vec<u64> {
+        let (mut walk, bits) = fed(bytes);
+        walk.adopt(bits);
+        match walk.used {
+            Used::Own(v) => v,
+            _ => panic!("the walk takes a bit map over"),
+        }
+    }
+
+    #[test]
+    fn a_v2_walk_fed_by_the_rules_allocates_no_bit_map_of_its_own() {
+        let bytes = image(Variant::V2);
+        let (walk, bits) = fed(&bytes);
+        assert!(matches!(&walk.used, Used::Shared(g) if g.is_empty()));
+        assert!(bits.is_some());
+        // Blocks 0 (the header and BAT) and 1–8.
+        assert_eq!(adopted(&bytes), vec![0x1ff]);
+        assert_eq!(own_map(&bytes), vec![0x1ff]);
+    }
+
+    #[test]
+    fn blocks_only_skipped_entries_mark_are_kept_apart_then_cleared() {
+        let mut bytes = image(Variant::V2);
+        // A disk of two clusters: ploop skips slots 3 on (blocks 4–8); the rules mark them.
+        bytes[36..44].copy_from_slice(&256u64.to_le_bytes());
+        let (walk, _) = fed(&bytes);
+        match &walk.used {
+            Used::Shared(g) => assert_eq!(g.iter().copied().collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]),
+            _ => panic!("the walk shares the rules' bit set"),
+        }
+        assert_eq!(adopted(&bytes), vec![0b1111]);
+        assert_eq!(own_map(&bytes), vec![0b1111]);
+    }
+
+    #[test]
+    fn a_v1_walk_keeps_its_own_bit_map() {
+        let bytes = image(Variant::V1);
+        let (walk, _) = fed(&bytes);
+        assert!(matches!(&walk.used, Used::Own(_)));
+        assert_eq!(adopted(&bytes), own_map(&bytes));
+    }
+}

@@ -45,11 +45,17 @@ fn shared_and_own(source: &dyn Source, name: &str) -> PloopCheck {
 }
 
 fn dup(block: u32, slot: u64) -> [String; 2] {
-    [format!("Block {block} is used more than once, vsec={slot}... "), "FATAL".into()]
+    [
+        format!("Block {block} is used more than once, vsec={slot}... "),
+        "FATAL".into(),
+    ]
 }
 
 fn skipped(slot: u64) -> [String; 2] {
-    [format!("Data cluster ({slot}) beyond block device size... "), "Skipped".into()]
+    [
+        format!("Data cluster ({slot}) beyond block device size... "),
+        "Skipped".into(),
+    ]
 }
 
 fn fatal_end(name: &str) -> String {
@@ -65,7 +71,11 @@ fn into_the_bat() -> Vec<u8> {
         .data(64 * KIB, GuestData::Fill { len: 4096, byte: 2 })
         .to_vec()
         .unwrap();
-    assert_eq!((get(&bytes, 0), get(&bytes, 1)), (2, 3), "the data blocks follow the BAT's two");
+    assert_eq!(
+        (get(&bytes, 0), get(&bytes, 1)),
+        (2, 3),
+        "the data blocks follow the BAT's two"
+    );
     set(&mut bytes, 5, 1);
     set(&mut bytes, 6, 1);
     set(&mut bytes, 7, 2);
@@ -83,10 +93,20 @@ const WRAP: u64 = 1 << 21;
 fn wrapped(data: &[u64]) -> Vec<u8> {
     let mut b = ImageBuilder::new((WRAP + 2) * MIB).cluster_size(MIB);
     for &c in data {
-        b = b.data(c * MIB, GuestData::Fill { len: 4096, byte: c as u8 });
+        b = b.data(
+            c * MIB,
+            GuestData::Fill {
+                len: 4096,
+                byte: c as u8,
+            },
+        );
     }
     let (mut bytes, _) = b.to_vec().unwrap();
-    assert_eq!(u32::from_le_bytes(bytes[48..52].try_into().unwrap()), 9 * 2048, "data_off");
+    assert_eq!(
+        u32::from_le_bytes(bytes[48..52].try_into().unwrap()),
+        9 * 2048,
+        "data_off"
+    );
     set_nb_sectors(&mut bytes, 4 * 2048);
     bytes
 }
