@@ -291,3 +291,57 @@ fn the_edges_of_the_shared_bit_set_agree_with_ploop() {
         assert!(d.is_empty(), "{name}: {d:?}");
     }
 }
+
+/// `pcheck --check-only` (the check driver alone: the mount driver works on a copy in memory,
+/// and [`many_ghosts`] is a sparse file of 4 GiB) on `path`: its return code and its messages,
+/// every line before its summary, without ploop's `Error in FUNCTION (FILE:LINE): ` prefix.
+fn pcheck(bin: &Path, path: &Path) -> (i32, Vec<String>) {
+    let out = std::process::Command::new(bin.join("pcheck"))
+        .arg("--check-only")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let summary = lines.pop().unwrap();
+    let rc = summary
+        .strip_prefix("CHECK rc=")
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("no summary: {summary}"))
+        .parse()
+        .unwrap();
+    let bare = |l: String| match (l.strip_prefix("Error in "), l.find("): ")) {
+        (Some(_), Some(at)) => l[at + 3..].to_string(),
+        _ => l,
+    };
+    (rc, lines.into_iter().map(bare).collect())
+}
+
+#[test]
+#[cfg_attr(
+    prlimg_no_ploop_oracle,
+    ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
+)]
+fn more_ghosts_than_ploops_walk_keeps_apart_agree_with_ploop() {
+    let Some(bin) = needs::ploop_drivers("more_ghosts_than_ploops_walk_keeps_apart_agree_with_ploop") else {
+        return;
+    };
+    let dir = scratch();
+    let path = dir.path().join("many.hds");
+    many_ghosts(&path);
+    let name = path.display().to_string();
+    let c = shared_and_own(&FileSource::open(&path).unwrap(), &name);
+    let (rc, lines) = pcheck(&bin, &path);
+    assert_eq!(Some(rc), c.rc);
+    assert_eq!(lines.len() as u64, c.messages.len() as u64 + c.messages_omitted);
+    assert_eq!(lines[..c.messages.len()], c.messages[..]);
+    // The lines past those kept: the ghosts' and the two duplicates.
+    let first = 9;
+    let fresh = first + GHOSTS as u32;
+    let mut tail: Vec<String> = (105..5 + GHOSTS).flat_map(skipped).collect();
+    tail.extend(dup(first, WRAP + 3));
+    tail.extend(dup(fresh, WRAP + 4));
+    tail.push(fatal_end(&name));
+    assert_eq!(lines[c.messages.len()..], tail[..]);
+}
