@@ -324,6 +324,8 @@ guard() {
     echo
     echo "== guard images"
     qemu-img create -q -f parallels -o cluster_size=64K empty.hds 1T
+    # The same bytes with the table written out (qemu-img leaves it allocated but unwritten).
+    rm -f written.hds && cp --sparse=never empty.hds written.hds
     "$MKIMG" half half.hds 16777216 65536
     "$MKIMG" bitmap bitmap64t.hds $((64 * T)) $((1 << 20)) 65536
     head -c $((mib << 20)) /dev/urandom >dense.raw
@@ -331,6 +333,7 @@ guard() {
     rm dense.raw
     # Agreement first: the same verdicts, extents and bytes as QEMU's tools.
     "$PRLIMG" check empty.hds >/dev/null && qemu-img check -f parallels empty.hds >/dev/null
+    "$PRLIMG" check written.hds >/dev/null && qemu-img check -f parallels written.hds >/dev/null
     "$PRLIMG" check half.hds >/dev/null
     "$PRLIMG" bitmaps bitmap64t.hds "$NAME" >ours.map
     nbdinfo --map="qemu:dirty-bitmap:$NAME" -- [ qemu-nbd -r -f parallels -B "$NAME" bitmap64t.hds ] >qemu.map

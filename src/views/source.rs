@@ -61,6 +61,9 @@ const DATA_RUN: u64 = 4 << 20;
 pub struct FileSource {
     file: File,
     size: u64,
+    /// The file's unwritten extents, asked of the file system on first need.
+    #[cfg(target_os = "linux")]
+    unwritten: Unwritten,
     /// Serialises seek-and-read where there is no positional read.
     #[cfg(not(any(unix, windows)))]
     lock: std::sync::Mutex<()>,
@@ -95,6 +98,8 @@ impl FileSource {
         Ok(FileSource {
             file,
             size,
+            #[cfg(target_os = "linux")]
+            unwritten: Unwritten::default(),
             #[cfg(not(any(unix, windows)))]
             lock: std::sync::Mutex::new(()),
         })
@@ -157,12 +162,26 @@ impl Source for FileSource {
 
     /// On Linux, where the file system tells (`SEEK_DATA`); elsewhere, or where
     /// it cannot tell (a block device, an old file system), every byte may be data.
+    ///
+    /// `SEEK_DATA` calls data whatever the page cache holds, zeros included: an extent allocated
+    /// but never written (`fallocate`, as `qemu-img create` leaves a table) that somebody has
+    /// read is data to it. Such an extent of at least [`DATA_RUN`] bytes is passed over too when
+    /// FIEMAP calls it unwritten after the file's pending writes are flushed ([`Unwritten`]).
     fn next_data(&self, offset: u64) -> io::Result<(u64, u64)> {
+        #[allow(unused_mut)]
+        let mut at = offset;
         #[cfg(target_os = "linux")]
-        if let Some(run) = self.seek_data(offset) {
-            return Ok(run);
+        while let Some((start, end)) = self.seek_data(at) {
+            if start >= self.size {
+                return Ok((start, end));
+            }
+            match self.unwritten.run_at(&self.file, start) {
+                // Zeros up to `zeros_end` (past `start`): ask again from there.
+                Some(zeros_end) => at = zeros_end.min(self.size),
+                None => return Ok((start, self.unwritten.clip(start, end))),
+            }
         }
-        Ok((offset.min(self.size), self.size))
+        Ok((at.min(self.size), self.size))
     }
 
     fn read_into(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
@@ -177,4 +196,76 @@ impl Source for FileSource {
         }
         Ok(done)
     }
+}
+
+/// Extents of a file that FIEMAP reports unwritten (allocated, never written: they read as
+/// zeros), of at least [`DATA_RUN`] bytes each, sorted, from the first [`MAX_EXTENTS`] extents
+/// of the file (so a file of many small extents costs a bounded number of calls).
+///
+/// Two maps, each taken once: a `hint` without flushing anything, and, only when a run of zeros
+/// would be taken from the hint, a `synced` one taken with `FIEMAP_FLAG_SYNC`. Data written but
+/// not yet flushed may sit in the page cache over an extent still marked unwritten; the flush
+/// writes it and marks the extent written, so only the synced map is trusted. A file with no
+/// such extent (every image written in full, every file system without FIEMAP) is never flushed.
+#[cfg(target_os = "linux")]
+#[derive(Debug, Default)]
+struct Unwritten {
+    hint: std::sync::OnceLock<Vec<(u64, u64)>>,
+    synced: std::sync::OnceLock<Vec<(u64, u64)>>,
+}
+
+/// How many extents of a file [`Unwritten`] looks at (a FIEMAP call returns 8).
+#[cfg(target_os = "linux")]
+const MAX_EXTENTS: usize = 1024;
+
+#[cfg(target_os = "linux")]
+impl Unwritten {
+    /// Where the unwritten extent holding `at` ends, if the synced map has one there.
+    fn run_at(&self, file: &File, at: u64) -> Option<u64> {
+        let hint = self.hint.get_or_init(|| unwritten_extents(file, false));
+        containing(hint, at)?;
+        let synced = self.synced.get_or_init(|| unwritten_extents(file, true));
+        containing(synced, at)
+    }
+
+    /// `end` cut at the first unwritten extent after `start` in the maps taken so far (a run of
+    /// data reported to a caller then stops where zeros begin; the caller asks again there).
+    fn clip(&self, start: u64, end: u64) -> u64 {
+        let map = self.synced.get().or(self.hint.get());
+        let next = map.and_then(|m| m.iter().map(|r| r.0).find(|&s| s > start));
+        next.map_or(end, |s| end.min(s))
+    }
+}
+
+/// The end of the range of `map` (sorted, disjoint) that holds `at`.
+#[cfg(target_os = "linux")]
+fn containing(map: &[(u64, u64)], at: u64) -> Option<u64> {
+    let k = map.partition_point(|r| r.0 <= at).checked_sub(1)?;
+    (at < map[k].1).then_some(map[k].1)
+}
+
+/// The unwritten extents of `file` (see [`Unwritten`]); empty where FIEMAP fails or is not
+/// supported (a block device, tmpfs, NFS), so nothing is passed over there.
+#[cfg(target_os = "linux")]
+fn unwritten_extents(file: &File, sync: bool) -> Vec<(u64, u64)> {
+    use fiemap::{Fiemap, FiemapExtentFlags as E, FiemapFlags};
+    let flags = if sync { FiemapFlags::SYNC } else { FiemapFlags::empty() };
+    // Flags that make "unwritten" mean less than "reads as zeros".
+    let unsure = E::UNKNOWN | E::DELALLOC | E::ENCODED | E::DATA_ENCRYPTED | E::DATA_INLINE | E::DATA_TAIL;
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for extent in Fiemap::with_flags(file, flags).take(MAX_EXTENTS) {
+        let Ok(e) = extent else { break };
+        let end = e.fe_logical.saturating_add(e.fe_length);
+        if !e.fe_flags.contains(E::UNWRITTEN) || e.fe_flags.intersects(unsure) {
+            continue;
+        }
+        // File systems cut long extents in pieces: adjacent ones make one run.
+        match out.last_mut() {
+            Some(last) if last.1 == e.fe_logical => last.1 = end,
+            Some(last) if last.1 > e.fe_logical => break,
+            _ => out.push((e.fe_logical, end)),
+        }
+    }
+    out.retain(|r| r.1 - r.0 >= DATA_RUN);
+    out
 }

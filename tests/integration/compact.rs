@@ -318,3 +318,98 @@ fn holes_of_the_table_are_skipped_and_answer_as_zeros() {
     assert_eq!(from_file, from_bytes);
     assert_eq!(from_file.statistics.unwrap().allocated, INDICES.len() as u64 + 1);
 }
+
+/// 2 Mi entries of 4 KiB clusters: an 8 MiB table, data in guest clusters 0 and 2 Mi - 1, so
+/// the table's blocks between its first and its last are zeros.
+#[cfg(target_os = "linux")]
+const BIG_TABLE: u64 = 2 << 20;
+
+/// The image of [`BIG_TABLE`] entries and a file holding it whose zero blocks of the table are
+/// one extent allocated but never written (`fallocate`, as `qemu-img create` leaves a table),
+/// read once so that the page cache holds them: `SEEK_DATA` then calls them data. `None` (after
+/// [`crate::fixtures::needs::missing`]) where the file system has no unwritten extents.
+#[cfg(target_os = "linux")]
+fn fallocated_table(test: &str) -> Option<(Vec<u8>, tempfile::NamedTempFile, std::ops::Range<u64>)> {
+    use rustix::fs::{fallocate, seek, FallocateFlags, SeekFrom};
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let cs = 4096;
+    let b = ImageBuilder::new(BIG_TABLE * cs)
+        .cluster_size(cs)
+        .data(0, GuestData::Fill { len: 512, byte: 1 })
+        .data((BIG_TABLE - 1) * cs, GuestData::Fill { len: 512, byte: 2 });
+    let bytes = build(&b).0;
+    // The zero blocks of the table: from the second block to the one holding the last entry.
+    let zeros = 4096..(64 + 4 * (BIG_TABLE - 1)) / 4096 * 4096;
+    assert!(bytes[zeros.start as usize..zeros.end as usize].iter().all(|&b| b == 0));
+    let f = tempfile::NamedTempFile::new().expect("temp file");
+    let file = f.as_file();
+    file.write_all_at(&bytes[..zeros.start as usize], 0).unwrap();
+    file.write_all_at(&bytes[zeros.end as usize..], zeros.end).unwrap();
+    if let Err(e) = fallocate(file, FallocateFlags::empty(), zeros.start, zeros.end - zeros.start) {
+        return crate::fixtures::needs::missing(test, &format!("fallocate of the temp folder's file system: {e}"));
+    }
+    let unwritten = fiemap::Fiemap::new(file)
+        .filter_map(Result::ok)
+        .any(|e| e.fe_flags.contains(fiemap::FiemapExtentFlags::UNWRITTEN) && e.fe_logical <= zeros.start);
+    if !unwritten {
+        return crate::fixtures::needs::missing(test, "FIEMAP reports no unwritten extent for a fallocated range");
+    }
+    let mut all = Vec::new();
+    f.reopen().unwrap().read_to_end(&mut all).unwrap();
+    assert_eq!(all, bytes);
+    // Cached, the zeros are data to SEEK_DATA (the case next_data must see past).
+    let at = seek(file, SeekFrom::Data(zeros.start)).unwrap();
+    assert_eq!(at, zeros.start, "SEEK_DATA over cached unwritten pages");
+    Some((bytes, f, zeros))
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_table_allocated_but_never_written_is_passed_over_even_in_the_page_cache() {
+    use parallels_image::Source;
+    let test = "a_table_allocated_but_never_written_is_passed_over_even_in_the_page_cache";
+    let Some((bytes, f, zeros)) = fallocated_table(test) else {
+        return;
+    };
+    let file = FileSource::open(f.path()).unwrap();
+    // From the first entry of the zeros on, the next data is the table's last block.
+    let (start, end) = file.next_data(zeros.start + 64).unwrap();
+    assert_eq!(start, zeros.end);
+    assert_eq!(end, (zeros.end + (4 << 20)).min(file.size()));
+    // And the whole check says of the file what it says of the bytes.
+    let from_file = parallels_image::check(&file, RuleMode::Strict, "x.hds").unwrap();
+    let from_bytes = parallels_image::check(&bytes, RuleMode::Strict, "x.hds").unwrap();
+    assert_eq!(from_file, from_bytes);
+    assert_eq!(from_file.statistics.unwrap().allocated, 2);
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn an_entry_written_into_the_unwritten_table_and_not_yet_flushed_is_read() {
+    use parallels_image::Source;
+    use std::os::unix::fs::FileExt;
+    let test = "an_entry_written_into_the_unwritten_table_and_not_yet_flushed_is_read";
+    let Some((mut bytes, f, zeros)) = fallocated_table(test) else {
+        return;
+    };
+    // Entry 1.5 Mi (byte 6 MiB + 64), in the unwritten extent, names the cluster entry 0 names:
+    // a duplicate (R19). Written, not flushed: the extent is still marked unwritten on disk.
+    // Flushed, it splits the extent; the 6 MiB before it are long enough to be passed over.
+    let index = 3u32 << 19;
+    let at = 64 + 4 * u64::from(index);
+    let entry = bytes[64..68].to_vec();
+    bytes[at as usize..at as usize + 4].copy_from_slice(&entry);
+    f.as_file().write_all_at(&entry, at).unwrap();
+    let file = FileSource::open(f.path()).unwrap();
+    let (start, _) = file.next_data(zeros.start + 64).unwrap();
+    assert_eq!(start, at / 4096 * 4096, "the written block is data");
+    let from_file = parallels_image::check(&file, RuleMode::Strict, "x.hds").unwrap();
+    let from_bytes = parallels_image::check(&bytes, RuleMode::Strict, "x.hds").unwrap();
+    assert_eq!(from_file, from_bytes);
+    let dup = from_file.report.findings.iter().find_map(|f| match f.violation {
+        Violation::BatEntryDuplicate { index, .. } => Some(index),
+        _ => None,
+    });
+    assert_eq!(dup, Some(index));
+}
