@@ -296,8 +296,10 @@ fn the_edges_of_the_shared_bit_set_agree_with_ploop() {
 /// and [`many_ghosts`] is a sparse file of 4 GiB) on `path`: its return code and its messages,
 /// every line before its summary, without ploop's `Error in FUNCTION (FILE:LINE): ` prefix.
 fn pcheck(bin: &Path, path: &Path) -> (i32, Vec<String>) {
-    let out = std::process::Command::new(bin.join("pcheck"))
-        .arg("--check-only")
+    // Its errors go to stderr, the rest to stdout: one pipe keeps their order.
+    let out = std::process::Command::new("sh")
+        .args(["-c", "exec \"$0\" --check-only \"$1\" 2>&1"])
+        .arg(bin.join("pcheck"))
         .arg(path)
         .output()
         .unwrap();
