@@ -292,8 +292,42 @@ fn the_edges_of_the_shared_bit_set_agree_with_ploop() {
     }
 }
 
+/// v2, 64 KiB clusters, a BAT of 16 entries in a sparse file of 1 TiB: more clusters than the
+/// rules keep a bit set for (they keep a sorted list), so ploop's walk keeps its own bit map.
+fn sparse_and_large(path: &Path) {
+    let (mut bytes, _) = ImageBuilder::new(MIB)
+        .cluster_size(64 * KIB)
+        .data(0, GuestData::Fill { len: 4096, byte: 1 })
+        .data(64 * KIB, GuestData::Fill { len: 4096, byte: 2 })
+        .to_vec()
+        .unwrap();
+    assert_eq!((get(&bytes, 0), get(&bytes, 1)), (1, 2));
+    set(&mut bytes, 5, 1);
+    set(&mut bytes, 6, 1 << 20);
+    set(&mut bytes, 7, 1 << 20);
+    std::fs::write(path, &bytes).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+}
+
+#[test]
+fn a_file_too_large_for_the_rules_bit_set_keeps_ploops_own() {
+    let dir = scratch();
+    let path = dir.path().join("large.hds");
+    sparse_and_large(&path);
+    let name = "large.hds";
+    let c = shared_and_own(&FileSource::open(&path).unwrap(), name);
+    let mut want: Vec<String> = [dup(1, 5), dup(1 << 20, 7)].concat();
+    want.push(fatal_end(name));
+    assert_eq!((c.rc, c.messages, c.messages_omitted), (Some(11), want, 0));
+}
+
 /// `pcheck --check-only` (the check driver alone: the mount driver works on a copy in memory,
-/// and [`many_ghosts`] is a sparse file of 4 GiB) on `path`: its return code and its messages,
+/// and [`many_ghosts`] and [`sparse_and_large`] are sparse files of 4 GiB and 1 TiB) on `path`: its return code and its messages,
 /// every line before its summary, without ploop's `Error in FUNCTION (FILE:LINE): ` prefix.
 fn pcheck(bin: &Path, path: &Path) -> (i32, Vec<String>) {
     // Its errors go to stderr, the rest to stdout: one pipe keeps their order.
@@ -325,8 +359,8 @@ fn pcheck(bin: &Path, path: &Path) -> (i32, Vec<String>) {
     prlimg_no_ploop_oracle,
     ignore = "needs the ploop oracle (bash ../shared/oracles/ploop/build.sh); with CI=true it runs and fails"
 )]
-fn more_ghosts_than_ploops_walk_keeps_apart_agree_with_ploop() {
-    let Some(bin) = needs::ploop_drivers("more_ghosts_than_ploops_walk_keeps_apart_agree_with_ploop") else {
+fn more_ghosts_and_a_large_file_agree_with_ploop() {
+    let Some(bin) = needs::ploop_drivers("more_ghosts_and_a_large_file_agree_with_ploop") else {
         return;
     };
     let dir = scratch();
@@ -346,4 +380,10 @@ fn more_ghosts_than_ploops_walk_keeps_apart_agree_with_ploop() {
     tail.extend(dup(fresh, WRAP + 4));
     tail.push(fatal_end(&name));
     assert_eq!(lines[c.messages.len()..], tail[..]);
+
+    let path = dir.path().join("large.hds");
+    sparse_and_large(&path);
+    let name = path.display().to_string();
+    let c = shared_and_own(&FileSource::open(&path).unwrap(), &name);
+    assert_eq!(pcheck(&bin, &path), (c.rc.unwrap(), c.messages));
 }
