@@ -26,7 +26,7 @@ use crate::raw::header::{
 };
 use crate::raw::SECTOR_SIZE;
 use crate::source::Source;
-use crate::validate::SlotView;
+use crate::validate::{SlotGrid, SlotView};
 
 /// ploop's return codes (`SYSEXIT_*`) that an image can cause.
 pub mod rc {
@@ -386,6 +386,7 @@ pub(crate) fn start_check(source: &dyn Source, path: &str) -> io::Result<CheckSt
         blocks,
         l1: u64::from(l1_slots),
         used: Used::Unset,
+        grid_shared: false,
         clean: true,
         fatal: false,
         slots: whole * (cluster / 4) - 16,
@@ -411,6 +412,9 @@ pub(crate) struct CheckWalk {
     /// The header and BAT blocks, marked used from the start.
     l1: u64,
     used: Used,
+    /// The rules' bit set of data clusters, on the grid [`CheckWalk::share_grid`] was given,
+    /// can stand for this bit map.
+    grid_shared: bool,
     clean: bool,
     fatal: bool,
     /// Slots ploop reads (those of the table's clusters in the file).
@@ -451,7 +455,7 @@ impl CheckWalk {
     #[inline]
     pub(crate) fn entry_beside(&mut self, slot: u64, entry: u32, rules: Option<SlotView<'_>>) {
         if let Used::Unset = self.used {
-            self.used = match rules.filter(|r| self.shares(r)) {
+            self.used = match rules.filter(|r| self.grid_shared && r.bits.len() as u64 >= self.blocks.div_ceil(64)) {
                 Some(_) => Used::Shared(BTreeSet::new()),
                 None => Used::Own(self.fresh()),
             };
@@ -541,16 +545,16 @@ impl CheckWalk {
         }
     }
 
-    /// Whether the rules' bit set `r` can stand for ploop's bit map: v2, the cluster grid from
-    /// byte 0 in ploop's cluster size, the data area from the end of ploop's header and BAT
-    /// blocks, the same file, a bit for each of ploop's blocks.
-    fn shares(&self, r: &SlotView<'_>) -> bool {
-        self.fmt == Fmt::V2
-            && r.base == 0
-            && r.cluster_size == self.cluster
-            && r.data_start == self.l1 * self.cluster
-            && r.file_len == self.size
-            && r.bits.len() as u64 >= self.blocks.div_ceil(64)
+    /// The rules' walk of the BAT that feeds this one keeps its bit set of data clusters on
+    /// `grid`: it can stand for ploop's bit map (with a bit for each of ploop's blocks, tested
+    /// at the first entry) when the image is v2 and the grid starts at byte 0 in ploop's cluster
+    /// size, its data area at the end of ploop's header and BAT blocks, in the same file.
+    pub(crate) fn share_grid(&mut self, grid: &SlotGrid) {
+        self.grid_shared = self.fmt == Fmt::V2
+            && grid.base == 0
+            && grid.cluster_size == self.cluster
+            && grid.data_start == self.l1 * self.cluster
+            && grid.file_len == self.size;
     }
 
     /// ploop's bit map with the header and BAT blocks alone marked.
@@ -972,6 +976,7 @@ mod tests {
             panic!("ploop's check stops before its walk")
         };
         let image = Image::parse_compact(&bytes, RuleMode::Strict).unwrap();
+        walk.share_grid(&crate::validate::slot_grid(&image));
         let mut feed = |i: u32, e: u32, r: Option<SlotView<'_>>| walk.entry_beside(u64::from(i), e, r);
         let (_, bits) = crate::validate::validate_feeding(&image, Threads::Caller, &mut feed).unwrap();
         (walk, bits)

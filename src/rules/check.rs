@@ -98,6 +98,9 @@ pub(crate) fn check_keeping<'a>(
             // ploop's test of blocks used twice reads the rules' bit set of data clusters
             // instead of keeping its own (when that is exact), and takes it over at the end.
             let report = {
+                if let Ok(p) = ploop_walk.as_mut() {
+                    p.share_grid(&validate::slot_grid(&image));
+                }
                 let mut ploop = ploop_walk.as_mut().ok();
                 let mut feed = |i: u32, e: u32, rules: Option<validate::SlotView<'_>>| {
                     qemu_walk.entry(i, e);

@@ -284,18 +284,39 @@ pub fn validate_with(image: &Image<'_>, threads: Threads) -> Result<Report> {
     validate_feeding(image, threads, &mut |_, _, _| {}).map(|(report, _)| report)
 }
 
-/// The rules' bit set of data clusters as it stands when an entry is fed to the other
-/// consumers of the walk (marked for the entries before it, not yet for it): bit `s` of
-/// `bits` is set when an earlier entry's cluster `[base + s * cluster_size, + cluster_size)`
-/// passed R16–R18 (at or past `data_start`, ending in a file of `file_len` bytes, and, for v1,
-/// on the data area's grid).
-#[derive(Clone, Copy)]
-pub(crate) struct SlotView<'a> {
-    pub bits: &'a [u64],
+/// Where the rules' bit set of data clusters ([`SlotView`]) puts its slots: slot `s` is the
+/// cluster `[base + s * cluster_size, + cluster_size)`; it is marked once an entry's cluster
+/// there passed R16–R18 (at or past `data_start`, ending in a file of `file_len` bytes, and,
+/// for v1, on the data area's grid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlotGrid {
     pub base: u64,
     pub cluster_size: u64,
     pub data_start: u64,
     pub file_len: u64,
+}
+
+/// The grid of the rules' bit set of data clusters of `image`.
+pub(crate) fn slot_grid(image: &Image<'_>) -> SlotGrid {
+    let h = image.header();
+    let (cluster_size, data_start) = (h.cluster_size(), h.data_start());
+    SlotGrid {
+        base: match h.variant {
+            Variant::V1 => data_start % cluster_size,
+            Variant::V2 => 0,
+        },
+        cluster_size,
+        data_start,
+        file_len: image.file_len(),
+    }
+}
+
+/// The rules' bit set of data clusters (on the grid [`slot_grid`] gives) as it stands when an
+/// entry is fed to the other consumers of the walk: marked for the entries before it, not yet
+/// for it.
+#[derive(Clone, Copy)]
+pub(crate) struct SlotView<'a> {
+    pub bits: &'a [u64],
 }
 
 impl SlotView<'_> {
@@ -310,7 +331,8 @@ impl SlotView<'_> {
 
 /// [`validate_with`], handing every allocated BAT entry `(index, entry)` to `feed` as the rules'
 /// walk of the table meets it, in index order, with the rules' bit set of data clusters as it
-/// stands before that entry is marked (`None` when the rules keep a sorted list instead): other
+/// stands before that entry is marked (on the grid of [`slot_grid`]; `None` when the rules keep
+/// a sorted list instead): other
 /// consumers of the table (QEMU's predicted check, ploop's) take their share of the same read
 /// instead of reading it again. Gives back, beside the report, that bit set as the walk left it
 /// (`None` for a sorted list), for a consumer to take over.
@@ -537,12 +559,12 @@ fn bat_rules(
     end: &mut ReferencedEnd,
     feed: &mut dyn FnMut(u32, u32, Option<SlotView<'_>>),
 ) -> DataClusters {
-    let cs = h.cluster_size();
-    let data_start = h.data_start();
-    let base = match h.variant {
-        Variant::V1 => data_start % cs,
-        Variant::V2 => 0,
-    };
+    let SlotGrid {
+        base,
+        cluster_size: cs,
+        data_start,
+        ..
+    } = slot_grid(image);
     let shift = cs.is_power_of_two().then(|| cs.trailing_zeros());
     // A cluster that passes the tests below ends in the file: its slot is below this.
     let slot_count = file_len / cs + 1;
@@ -558,13 +580,7 @@ fn bat_rules(
     let mut ranges = Some(Ranges::default());
     for (index, entry) in image.allocated_entries() {
         let view = match &slots {
-            Slots::Bits(bits) => Some(SlotView {
-                bits,
-                base,
-                cluster_size: cs,
-                data_start,
-                file_len,
-            }),
+            Slots::Bits(bits) => Some(SlotView { bits }),
             Slots::Sorted(_) => None,
         };
         feed(index, entry, view);
