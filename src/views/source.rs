@@ -165,8 +165,9 @@ impl Source for FileSource {
     ///
     /// `SEEK_DATA` calls data whatever the page cache holds, zeros included: an extent allocated
     /// but never written (`fallocate`, as `qemu-img create` leaves a table) that somebody has
-    /// read is data to it. Such an extent of at least [`DATA_RUN`] bytes is passed over too when
-    /// FIEMAP calls it unwritten after the file's pending writes are flushed ([`Unwritten`]).
+    /// read is data to it. Such an extent of at least 4 MiB is passed over too when FIEMAP calls
+    /// it unwritten after the file's pending writes are flushed (the flush only when one would
+    /// be passed over).
     fn next_data(&self, offset: u64) -> io::Result<(u64, u64)> {
         #[allow(unused_mut)]
         let mut at = offset;
