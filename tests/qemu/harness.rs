@@ -230,6 +230,34 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Waits until the server accepts a connection on its socket (the socket's file appears
+    /// before the server listens on it; a connection in between is refused), probing with a
+    /// connection closed at once (`qemu-nbd -t` serves on). `Err` carries the server's stderr
+    /// if it exits first.
+    pub fn wait_accepting(&mut self) -> Result<(), String> {
+        let t0 = Instant::now();
+        loop {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait().expect("poll server") {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return Err(format!("{} exited with {status}: {err}", self.label));
+            }
+            assert!(
+                t0.elapsed() < START_TIMEOUT,
+                "{} does not accept connections",
+                self.label
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -246,7 +274,9 @@ pub fn nbd_server(dir: &Path, img: &Img, bitmaps: &[String]) -> Server {
         args.push(b.clone());
     }
     args.extend(["-k".into(), socket.to_str().unwrap().into(), img.arg()]);
-    Server::start("qemu-nbd", &args, &socket).unwrap_or_else(|e| panic!("{e}"))
+    let mut server = Server::start("qemu-nbd", &args, &socket).unwrap_or_else(|e| panic!("{e}"));
+    server.wait_accepting().unwrap_or_else(|e| panic!("{e}"));
+    server
 }
 
 /// `nbdinfo --map=qemu:dirty-bitmap:NAME --json` against a server: `(offset, length, dirty)`
