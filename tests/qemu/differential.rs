@@ -181,7 +181,11 @@ fn runs_cut_short_by_the_timeout_are_kept_as_timeouts() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (base, _) = ImageBuilder::new(16 << 20).cluster_size(4096).to_vec().unwrap();
+    // 16 Mi entries of 64 KiB clusters: qemu-img reads the 64 MiB table to open each of the
+    // four variants of seed 5 (60-100 ms a run here), so each is still running at the 1 ms
+    // timeout even when the runner's thread waits that long for a CPU (a 16 MiB image, opened
+    // in a few ms, once finished before a loaded machine's runner looked at it).
+    let (base, _) = ImageBuilder::new(1 << 40).cluster_size(64 << 10).to_vec().unwrap();
     let from = dir.path().join("from.hds");
     std::fs::write(&from, base).unwrap();
     // 1 ms: qemu-img cannot even load its libraries in that time.
