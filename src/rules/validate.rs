@@ -206,7 +206,7 @@ impl DataClusters {
         let last = rel.div_ceil(self.cluster_size);
         let hit = |slot: u64| -> bool {
             match &self.slots {
-                Slots::Bits(b) => b.get((slot / 64) as usize).is_some_and(|w| w >> (slot % 64) & 1 == 1),
+                Slots::Bits(bits) => SlotView { bits }.get(slot),
                 Slots::Sorted(v) => v.binary_search_by_key(&slot, |e| e.0).is_ok(),
             }
         };

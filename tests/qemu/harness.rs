@@ -211,12 +211,8 @@ impl Server {
         };
         let t0 = Instant::now();
         while !socket.exists() {
-            if let Some(status) = server.child.try_wait().expect("poll server") {
-                let mut err = String::new();
-                if let Some(mut e) = server.child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                return Err(format!("{} exited with {status}: {err}", server.label));
+            if let Some(err) = server.exited() {
+                return Err(err);
             }
             assert!(
                 t0.elapsed() < START_TIMEOUT,
@@ -231,22 +227,17 @@ impl Server {
 }
 
 impl Server {
-    /// Waits until the server accepts a connection on its socket (the socket's file appears
-    /// before the server listens on it; a connection in between is refused), probing with a
-    /// connection closed at once (`qemu-nbd -t` serves on). `Err` carries the server's stderr
-    /// if it exits first.
-    pub fn wait_accepting(&mut self) -> Result<(), String> {
+    /// Connects to the server's socket, once it accepts connections (the socket's file appears
+    /// before the server listens on it; a connection in between is refused). `Err` carries the
+    /// server's stderr if it exits first.
+    pub fn connect(&mut self) -> Result<UnixStream, String> {
         let t0 = Instant::now();
         loop {
-            if UnixStream::connect(&self.socket).is_ok() {
-                return Ok(());
+            if let Ok(stream) = UnixStream::connect(&self.socket) {
+                return Ok(stream);
             }
-            if let Some(status) = self.child.try_wait().expect("poll server") {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
-                }
-                return Err(format!("{} exited with {status}: {err}", self.label));
+            if let Some(err) = self.exited() {
+                return Err(err);
             }
             assert!(
                 t0.elapsed() < START_TIMEOUT,
@@ -255,6 +246,16 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// If the server has exited: what it wrote to stderr, with its status.
+    fn exited(&mut self) -> Option<String> {
+        let status = self.child.try_wait().expect("poll server")?;
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        Some(format!("{} exited with {status}: {err}", self.label))
     }
 }
 
@@ -275,7 +276,8 @@ pub fn nbd_server(dir: &Path, img: &Img, bitmaps: &[String]) -> Server {
     }
     args.extend(["-k".into(), socket.to_str().unwrap().into(), img.arg()]);
     let mut server = Server::start("qemu-nbd", &args, &socket).unwrap_or_else(|e| panic!("{e}"));
-    server.wait_accepting().unwrap_or_else(|e| panic!("{e}"));
+    // A connection closed at once: `qemu-nbd -t` serves on.
+    drop(server.connect().unwrap_or_else(|e| panic!("{e}")));
     server
 }
 
@@ -344,15 +346,8 @@ impl Qsd {
             "--monitor".into(),
             "chardev=m,mode=control".into(),
         ];
-        let server = Server::start("qemu-storage-daemon", &args, &socket)?;
-        let t0 = Instant::now();
-        let stream = loop {
-            match UnixStream::connect(&socket) {
-                Ok(s) => break s,
-                Err(e) if t0.elapsed() > START_TIMEOUT => panic!("cannot connect to QMP: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        };
+        let mut server = Server::start("qemu-storage-daemon", &args, &socket)?;
+        let stream = server.connect()?;
         stream.set_read_timeout(Some(START_TIMEOUT)).unwrap();
         let mut q = Qsd {
             server,
