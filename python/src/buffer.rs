@@ -39,32 +39,37 @@ extern "C" {
 }
 
 /// A contiguous byte buffer exported by a Python object, held until dropped (the exporter
-/// cannot resize or free it meanwhile).
-pub struct Buffer {
-    raw: Box<PyBufferRaw>,
+/// cannot resize or free it meanwhile). The view lives on the caller's stack: [`with_bytes`]
+/// and [`with_bytes_mut`] lend it to a closure, so no call allocates.
+struct Buffer<'v> {
+    raw: &'v mut PyBufferRaw,
 }
 
-impl Buffer {
+fn empty_view() -> PyBufferRaw {
+    PyBufferRaw {
+        buf: ptr::null_mut(),
+        obj: ptr::null_mut(),
+        len: 0,
+        itemsize: 0,
+        readonly: 0,
+        ndim: 0,
+        format: ptr::null_mut(),
+        shape: ptr::null_mut(),
+        strides: ptr::null_mut(),
+        suboffsets: ptr::null_mut(),
+        internal: ptr::null_mut(),
+    }
+}
+
+impl<'v> Buffer<'v> {
     /// Asks `obj` for its bytes as one contiguous block (`PyBUF_SIMPLE`), writable if
-    /// `writable`. Objects that cannot give that (a non-contiguous view, a read-only buffer
-    /// when writing) raise the exporter's `BufferError`/`TypeError`.
-    pub fn get(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<Buffer> {
-        let mut raw = Box::new(PyBufferRaw {
-            buf: ptr::null_mut(),
-            obj: ptr::null_mut(),
-            len: 0,
-            itemsize: 0,
-            readonly: 0,
-            ndim: 0,
-            format: ptr::null_mut(),
-            shape: ptr::null_mut(),
-            strides: ptr::null_mut(),
-            suboffsets: ptr::null_mut(),
-            internal: ptr::null_mut(),
-        });
+    /// `writable`, into `raw`. Objects that cannot give that (a non-contiguous view, a
+    /// read-only buffer when writing) raise the exporter's `BufferError`/`TypeError`.
+    fn get(obj: &Bound<'_, PyAny>, raw: &'v mut PyBufferRaw, writable: bool) -> PyResult<Buffer<'v>> {
         let flags = PYBUF_SIMPLE | if writable { PYBUF_WRITABLE } else { 0 };
-        // SAFETY: `obj` is a live object (we hold a reference and the GIL); `raw` points to a
-        // `Py_buffer`-sized, writable block that stays put (boxed) until `PyBuffer_Release`.
+        // SAFETY: `obj` is a live object (we hold a reference and the GIL); `raw` is a
+        // `Py_buffer`-sized, writable block that stays put (borrowed mutably for `'v`) until
+        // `PyBuffer_Release` in `drop`.
         let rc = unsafe { PyObject_GetBuffer(obj.as_ptr(), &mut *raw, flags) };
         if rc != 0 {
             return Err(
@@ -86,7 +91,7 @@ impl Buffer {
     }
 
     /// The bytes.
-    pub fn as_slice(&self) -> &[u8] {
+    fn as_slice(&self) -> &[u8] {
         if self.len() == 0 {
             return &[];
         }
@@ -96,7 +101,7 @@ impl Buffer {
     }
 
     /// The bytes, to write (only for a buffer got `writable`, which `get` checked).
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+    fn as_mut_slice(&mut self) -> &mut [u8] {
         if self.len() == 0 {
             return &mut [];
         }
@@ -106,10 +111,25 @@ impl Buffer {
     }
 }
 
-impl Drop for Buffer {
+impl Drop for Buffer<'_> {
     fn drop(&mut self) {
         // SAFETY: the view was filled by a successful PyObject_GetBuffer and is released once.
         // Buffers are dropped with the GIL held: they live only inside a call from Python.
         unsafe { PyBuffer_Release(&mut *self.raw) };
     }
+}
+
+/// Calls `f` with the bytes of `obj` (any object exporting a contiguous buffer).
+pub fn with_bytes<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[u8]) -> PyResult<R>) -> PyResult<R> {
+    let mut raw = empty_view();
+    let view = Buffer::get(obj, &mut raw, false)?;
+    f(view.as_slice())
+}
+
+/// Calls `f` with the bytes of `obj` to write into (a writable contiguous buffer: a
+/// `bytearray`, a `memoryview` such as the one `io.BufferedReader` passes, an `mmap`, an array).
+pub fn with_bytes_mut<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&mut [u8]) -> PyResult<R>) -> PyResult<R> {
+    let mut raw = empty_view();
+    let mut view = Buffer::get(obj, &mut raw, true)?;
+    f(view.as_mut_slice())
 }

@@ -19,7 +19,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::buffer::Buffer;
+use crate::buffer;
 
 /// Reads of this size or more skip the read-ahead block.
 pub const DIRECT: usize = 16 << 10;
@@ -98,15 +98,13 @@ impl PyGuest {
     /// Fills `out` (shorter than [`DIRECT`]) with the guest's bytes from `pos`, from the
     /// read-ahead block, refilled if it does not hold them.
     fn read_small(&self, py: Python<'_>, pos: u64, out: &mut [u8]) -> PyResult<()> {
-        let n = out.len() as u64;
         let (mut block, window) = {
             let mut s = self.lock();
-            let end = s.start + s.len as u64;
-            if pos >= s.start && pos + n <= end {
-                let at = s.skip + (pos - s.start) as usize;
+            if let Some(at) = s.holding(pos, out.len()) {
                 out.copy_from_slice(&s.block[at..at + out.len()]);
                 return Ok(());
             }
+            let end = s.start + s.len as u64;
             // Sequential (the read starts in or right after the block): twice the block;
             // else the smallest block.
             let window = if pos >= s.start && pos <= end && s.len > 0 {
@@ -138,8 +136,19 @@ impl PyGuest {
 
     /// Reads into `out` from the position and moves it; the bytes read.
     fn read_here(&self, py: Python<'_>, out: &mut [u8]) -> PyResult<usize> {
-        let pos = self.lock().pos;
-        let n = self.clip(pos, out.len());
+        // A read the block holds takes the lock once, and nothing else (4 KiB reads are
+        // mostly this).
+        let (pos, n) = {
+            let mut s = self.lock();
+            let pos = s.pos;
+            let n = self.clip(pos, out.len());
+            if let Some(at) = s.holding(pos, n) {
+                out[..n].copy_from_slice(&s.block[at..at + n]);
+                s.pos = pos + n as u64;
+                return Ok(n);
+            }
+            (pos, n)
+        };
         let out = &mut out[..n];
         if n >= DIRECT {
             self.read_direct(py, pos, out)?;
@@ -148,6 +157,16 @@ impl PyGuest {
         }
         self.lock().pos = pos + n as u64;
         Ok(n)
+    }
+}
+
+impl State {
+    /// Where in `block` the guest bytes `[pos, pos + n)` are, if the block holds them all and
+    /// `n` is a small read (from 1 to [`DIRECT`] bytes).
+    fn holding(&self, pos: u64, n: usize) -> Option<usize> {
+        let end = self.start + self.len as u64;
+        (n > 0 && n < DIRECT && pos >= self.start && pos + n as u64 <= end)
+            .then(|| self.skip + (pos - self.start) as usize)
     }
 }
 
@@ -182,8 +201,7 @@ impl PyGuest {
     /// position, in place, and moves the position; returns how many bytes it filled (fewer at
     /// the end of the disk, 0 there).
     fn readinto(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>) -> PyResult<usize> {
-        let mut view = Buffer::get(buffer, true)?;
-        self.read_here(py, view.as_mut_slice())
+        buffer::with_bytes_mut(buffer, |out| self.read_here(py, out))
     }
 
     /// Up to `size` bytes from the position (all to the end if `size` is negative or `None`),
@@ -235,10 +253,10 @@ impl PyGuest {
     /// Fills `buffer` with the guest's bytes from `offset`, in place, without moving the
     /// position or using the read-ahead block; returns how many bytes it filled.
     fn readinto_at(&self, py: Python<'_>, buffer: &Bound<'_, PyAny>, offset: u64) -> PyResult<usize> {
-        let mut view = Buffer::get(buffer, true)?;
-        let out = view.as_mut_slice();
-        let n = self.clip(offset, out.len());
-        self.read_direct(py, offset, &mut out[..n])?;
-        Ok(n)
+        buffer::with_bytes_mut(buffer, |out| {
+            let n = self.clip(offset, out.len());
+            self.read_direct(py, offset, &mut out[..n])?;
+            Ok(n)
+        })
     }
 }

@@ -487,8 +487,7 @@ fn check_buffer(py: Python<'_>, data: &Bound<'_, PyAny>, lenient: bool, filename
     let checked = if let Ok(bytes) = data.cast::<PyBytes>() {
         pi::check(&bytes.as_bytes(), mode(lenient), filename)
     } else {
-        let view = buffer::Buffer::get(data, false)?;
-        pi::check(&view.as_slice(), mode(lenient), filename)
+        buffer::with_bytes(data, |bytes| Ok(pi::check(&bytes, mode(lenient), filename)))?
     };
     checked
         .map(|c| PyChecked::new(Checked::Image(Box::new(c)), None))
