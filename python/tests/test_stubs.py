@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Set, Tuple
 
@@ -111,29 +112,29 @@ def empty_image() -> bytes:
     return native.build(1 << 20, 1 << 20, [], [], False, None, None, 0, 0)
 
 
-def bad_bundle() -> None:
-    import tempfile
+# The raisers below work in a scratch folder that is removed when they raise.
 
-    d = Path(tempfile.mkdtemp()) / "a.hdd"
-    d.mkdir()
-    (d / "DiskDescriptor.xml").write_text("<x/>")
-    native.Bundle.open(str(d))
+
+def bad_bundle() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        d = Path(scratch) / "a.hdd"
+        d.mkdir()
+        (d / "DiskDescriptor.xml").write_text("<x/>")
+        native.Bundle.open(str(d))
 
 
 def existing_output() -> None:
-    import tempfile
-
-    f = Path(tempfile.mkdtemp()) / "x.hds"
-    f.write_bytes(b"")
-    native.create(str(f), 1 << 20, 1 << 20, [], [], False, None, None, 0, 0, False)
+    with tempfile.TemporaryDirectory() as scratch:
+        f = Path(scratch) / "x.hds"
+        f.write_bytes(b"")
+        native.create(str(f), 1 << 20, 1 << 20, [], [], False, None, None, 0, 0, False)
 
 
 def unknown_bundle_defect() -> None:
-    import tempfile
-
-    d = Path(tempfile.mkdtemp())
-    native.create_bundle(str(d / "a.hdd"), {"size": "4M"})
-    native.corrupt(str(d / "a.hdd"), str(d / "b.hdd"), "no-such-defect")
+    with tempfile.TemporaryDirectory() as scratch:
+        d = Path(scratch)
+        native.create_bundle(str(d / "a.hdd"), {"size": "4M"})
+        native.corrupt(str(d / "a.hdd"), str(d / "b.hdd"), "no-such-defect")
 
 
 # Each exception the module raises, by a call that raises it, and the class it must be.
