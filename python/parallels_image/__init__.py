@@ -661,8 +661,6 @@ def _args(
     granularity: int,
 ) -> Tuple[Any, ...]:
     bms = [(str(i) if isinstance(i, uuid.UUID) else i, g, list(e)) for i, g, e in bitmaps]
-    if seed is not None and density is None:
-        density = 0.5
     return (size, cluster_size, list(data), bms, v1, inuse, density, seed or 0, granularity)
 
 
@@ -685,9 +683,10 @@ def create(
     ``data``: ``(offset, length, byte)`` fills of guest bytes. ``bitmaps``: ``(uuid,
     granularity, [(offset, length), ...])`` dirty ranges in guest bytes. ``v1``: the v1 magic.
     ``inuse``: the header's inuse, a number or a 4-letter tag (``"v2.1"``, ``"Ynot"``).
-    ``seed``/``density``: also a random bitmap with this fraction of granules (of
-    ``granularity`` bytes) dirty (``density`` 0.5 if only ``seed`` is given). An existing file is
-    replaced only with ``force``; the file is written aside and renamed.
+    ``density``: also a random bitmap with this fraction of granules (of ``granularity`` bytes)
+    dirty, drawn from ``seed`` (0 if ``None``), as ``--random-bitmap``/``--seed``: ``seed``
+    alone draws nothing, so it changes no byte. An existing file is replaced only with
+    ``force``; the file is written aside and renamed.
 
     >>> import os, tempfile
     >>> p = os.path.join(tempfile.mkdtemp(), "c.hds")

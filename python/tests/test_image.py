@@ -79,6 +79,27 @@ def test_random_bitmap_by_seed_is_reproducible() -> None:
     assert c.bitmaps[0].dirty_extents() != ea
 
 
+def test_seed_alone_draws_nothing_as_in_the_cli(tmp_path: Path, prlimg: str) -> None:
+    # `--seed` only seeds `--random-bitmap`: alone it changes no byte, in the CLI and here.
+    u = "e4f2eed0-37fe-4539-b50b-85d2e7fd235f"
+    plain, seeded = (
+        pi.build(size=8 << 20, cluster_size=65536, data=[(0, 4096, 7)], bitmaps=[(u, 65536, [(0, 131072)])], seed=s)
+        for s in (None, 5)
+    )
+    assert seeded == plain
+    assert [b.dirty_extents() for b in pi.Image.from_bytes(seeded).bitmaps] == [[(0, 131072)]]
+    out = tmp_path / "cli.hds"
+    cli = ["create", "--size", "8M", "--cluster-size", "64K", "--data", "0:4096:7"]
+    r = run([prlimg, *cli, "--bitmap", f"{u}:64K:0+128K", "--seed", "5", str(out)])
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == plain
+    # with a density, the same seed draws the same random bitmap in both
+    dense = tmp_path / "dense.hds"
+    r = run([prlimg, "create", "--size", "8M", "--cluster-size", "64K", "--random-bitmap", "0.25", "--seed", "3", str(dense)])
+    assert r.returncode == 0, r.stderr
+    assert dense.read_bytes() == pi.build(size=8 << 20, cluster_size=65536, seed=3, density=0.25)
+
+
 def test_build_errors_are_typed() -> None:
     with pytest.raises(pi.BuildError, match="cluster size 1000"):
         pi.build(size=1 << 20, cluster_size=1000)
