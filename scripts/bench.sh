@@ -26,7 +26,9 @@
 # test: a machine twice as slow passes, a regression of several times does not.
 # `python` runs only the Python package's rows (scripts/bench_python.py): guest data through
 # open_guest().readinto against pyphdi and dissect.hypervisor in reads of 512 B, 4 KiB, 64 KiB
-# and 1 MiB, beside the floors (readinto of a raw file of the same bytes, copies in Python), and
+# and 1 MiB, on the Parallels Desktop sample and a 1 GiB bundle of v1 images (which pyphdi reads),
+# beside the floors (readinto of a raw file of the same bytes, one copy out of an mmap of it,
+# copies in Python), and
 # check of 1,000 images from Python against a loop of `prlimg check` processes; in a venv of its
 # own, ~/.cache/prlimg-bench-venv (PY_BIG_MIB sets the big bundle's size, default 1024;
 # PY_PARTS=guest or check runs one part).
