@@ -181,7 +181,7 @@ pub fn virtual_size(img: &Img) -> u64 {
     r.json()["virtual-size"].as_u64().expect("virtual-size")
 }
 
-/// How long to wait for a server to create its socket.
+/// How long to wait for a server to accept connections on its socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A server process, killed (and reaped) when dropped, also when the test panics.
@@ -189,14 +189,16 @@ pub struct Server {
     child: Child,
     /// The unix socket it listens on.
     pub socket: PathBuf,
-    /// The images it serves, checked unchanged when it is dropped.
+    /// What it runs, for messages.
     label: String,
 }
 
 impl Server {
-    /// Starts `prog args` and waits until `socket` exists. Returns the server's stderr if it
-    /// exits first.
-    pub fn start(prog: &str, args: &[String], socket: &Path) -> Result<Server, String> {
+    /// Starts `prog args` and waits until it accepts a connection on `socket` (the socket's
+    /// file appears before the server listens on it; a connection in between is refused).
+    /// Gives that connection beside the server; `Err` carries the server's stderr if it exits
+    /// first.
+    pub fn start(prog: &str, args: &[String], socket: &Path) -> Result<(Server, UnixStream), String> {
         let child = Command::new(prog)
             .args(args)
             .stdin(Stdio::null())
@@ -210,39 +212,18 @@ impl Server {
             label: format!("{prog} {}", args.join(" ")),
         };
         let t0 = Instant::now();
-        while !socket.exists() {
+        loop {
+            if let Ok(stream) = UnixStream::connect(socket) {
+                return Ok((server, stream));
+            }
             if let Some(err) = server.exited() {
                 return Err(err);
             }
             assert!(
                 t0.elapsed() < START_TIMEOUT,
-                "{} did not create {}",
+                "{} does not accept connections on {}",
                 server.label,
                 socket.display()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(server)
-    }
-}
-
-impl Server {
-    /// Connects to the server's socket, once it accepts connections (the socket's file appears
-    /// before the server listens on it; a connection in between is refused). `Err` carries the
-    /// server's stderr if it exits first.
-    pub fn connect(&mut self) -> Result<UnixStream, String> {
-        let t0 = Instant::now();
-        loop {
-            if let Ok(stream) = UnixStream::connect(&self.socket) {
-                return Ok(stream);
-            }
-            if let Some(err) = self.exited() {
-                return Err(err);
-            }
-            assert!(
-                t0.elapsed() < START_TIMEOUT,
-                "{} does not accept connections",
-                self.label
             );
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -275,9 +256,8 @@ pub fn nbd_server(dir: &Path, img: &Img, bitmaps: &[String]) -> Server {
         args.push(b.clone());
     }
     args.extend(["-k".into(), socket.to_str().unwrap().into(), img.arg()]);
-    let mut server = Server::start("qemu-nbd", &args, &socket).unwrap_or_else(|e| panic!("{e}"));
-    // A connection closed at once: `qemu-nbd -t` serves on.
-    drop(server.connect().unwrap_or_else(|e| panic!("{e}")));
+    // The first connection is closed at once: `qemu-nbd -t` serves on.
+    let (server, _) = Server::start("qemu-nbd", &args, &socket).unwrap_or_else(|e| panic!("{e}"));
     server
 }
 
@@ -346,8 +326,7 @@ impl Qsd {
             "--monitor".into(),
             "chardev=m,mode=control".into(),
         ];
-        let mut server = Server::start("qemu-storage-daemon", &args, &socket)?;
-        let stream = server.connect()?;
+        let (server, stream) = Server::start("qemu-storage-daemon", &args, &socket)?;
         stream.set_read_timeout(Some(START_TIMEOUT)).unwrap();
         let mut q = Qsd {
             server,
