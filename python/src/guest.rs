@@ -95,26 +95,9 @@ impl PyGuest {
         Ok(())
     }
 
-    /// Fills `out` (shorter than [`DIRECT`]) with the guest's bytes from `pos`, from the
-    /// read-ahead block, refilled if it does not hold them.
-    fn read_small(&self, py: Python<'_>, pos: u64, out: &mut [u8]) -> PyResult<()> {
-        let (mut block, window) = {
-            let mut s = self.lock();
-            if let Some(at) = s.holding(pos, out.len()) {
-                out.copy_from_slice(&s.block[at..at + out.len()]);
-                return Ok(());
-            }
-            let end = s.start + s.len as u64;
-            // Sequential (the read starts in or right after the block): twice the block;
-            // else the smallest block.
-            let window = if pos >= s.start && pos <= end && s.len > 0 {
-                (s.len * 2).clamp(MIN_WINDOW, MAX_WINDOW)
-            } else {
-                MIN_WINDOW
-            };
-            s.len = 0;
-            (std::mem::take(&mut s.block), window)
-        };
+    /// Refills the read-ahead block (`block`, taken out of the state) with `window` bytes or
+    /// more from `pos`, and fills `out` (shorter than [`DIRECT`]) from its start.
+    fn refill(&self, py: Python<'_>, pos: u64, out: &mut [u8], mut block: Vec<u8>, window: usize) -> PyResult<()> {
         let len = self.clip(pos, window.max(out.len()));
         // The kernel copies from the page cache at half speed into a buffer that is not
         // 32-byte aligned (malloc's large blocks start 16 bytes into a page): the block's
@@ -136,9 +119,9 @@ impl PyGuest {
 
     /// Reads into `out` from the position and moves it; the bytes read.
     fn read_here(&self, py: Python<'_>, out: &mut [u8]) -> PyResult<usize> {
-        // A read the block holds takes the lock once, and nothing else (4 KiB reads are
-        // mostly this).
-        let (pos, n) = {
+        // One look under the lock: a read the block holds is served there and then (4 KiB
+        // reads are mostly this); another small read takes the block out to refill it.
+        let (pos, n, refill) = {
             let mut s = self.lock();
             let pos = s.pos;
             let n = self.clip(pos, out.len());
@@ -147,13 +130,14 @@ impl PyGuest {
                 s.pos = pos + n as u64;
                 return Ok(n);
             }
-            (pos, n)
+            let refill = (n > 0 && n < DIRECT).then(|| s.take_block(pos));
+            (pos, n, refill)
         };
         let out = &mut out[..n];
-        if n >= DIRECT {
-            self.read_direct(py, pos, out)?;
+        if let Some((block, window)) = refill {
+            self.refill(py, pos, out, block, window)?;
         } else if n > 0 {
-            self.read_small(py, pos, out)?;
+            self.read_direct(py, pos, out)?;
         }
         self.lock().pos = pos + n as u64;
         Ok(n)
@@ -167,6 +151,20 @@ impl State {
         let end = self.start + self.len as u64;
         (n > 0 && n < DIRECT && pos >= self.start && pos + n as u64 <= end)
             .then(|| self.skip + (pos - self.start) as usize)
+    }
+
+    /// The block, taken out to be refilled from `pos`, and the size to refill it with: twice
+    /// the block when the read is sequential (it starts in or right after the block), else the
+    /// smallest block.
+    fn take_block(&mut self, pos: u64) -> (Vec<u8>, usize) {
+        let end = self.start + self.len as u64;
+        let window = if pos >= self.start && pos <= end && self.len > 0 {
+            (self.len * 2).clamp(MIN_WINDOW, MAX_WINDOW)
+        } else {
+            MIN_WINDOW
+        };
+        self.len = 0;
+        (std::mem::take(&mut self.block), window)
     }
 }
 
